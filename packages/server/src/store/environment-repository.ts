@@ -1,0 +1,254 @@
+/** {@link EnvironmentRepository} over Kysely, for SQLite and PostgreSQL alike. */
+import type { EnvKind, EnvState, Failure } from '@mayfly/contract';
+import { type Kysely, type Selectable, sql, type Updateable } from 'kysely';
+import type { EnvPlan } from '../runtime/runtime.js';
+import {
+  type Database,
+  type EnvironmentsTable,
+  fromDbTime,
+  fromDbTimeOrNull,
+  type StoreDialect,
+  toDbTime,
+} from './schema.js';
+import {
+  type EnvironmentFilter,
+  type EnvironmentPatch,
+  type EnvironmentRecord,
+  type EnvironmentRepository,
+  NameTakenError,
+  type NewEnvironment,
+} from './store.js';
+
+/** Thrown by {@link EnvironmentRepository.update} when no environment has the id. */
+export class EnvironmentNotFoundError extends Error {
+  constructor(readonly envId: string) {
+    super(`no environment with id "${envId}"`);
+    this.name = 'EnvironmentNotFoundError';
+  }
+}
+
+/** States in which an environment that should exist needs no work. */
+const SETTLED_PRESENT: EnvState[] = ['ready', 'failed', 'sleeping'];
+
+/** Environments in a table of the store's database, through Kysely. */
+export class KyselyEnvironmentRepository implements EnvironmentRepository {
+  private lastStamp = 0;
+
+  constructor(
+    private readonly db: Kysely<Database>,
+    private readonly dialect: StoreDialect,
+  ) {}
+
+  /**
+   * The time for `createdAt`/`updatedAt`: now, but always after the previous stamp, so two writes
+   * within one millisecond still give `updatedAt` a new value.
+   */
+  private stamp(): Date {
+    this.lastStamp = Math.max(Date.now(), this.lastStamp + 1);
+    return new Date(this.lastStamp);
+  }
+
+  async create(env: NewEnvironment): Promise<EnvironmentRecord> {
+    const now = toDbTime(this.stamp());
+    try {
+      const row = await this.db
+        .insertInto('environments')
+        .values({
+          id: env.id,
+          name: env.name,
+          project: env.project,
+          kind: env.kind,
+          state: 'pending',
+          desired: 'present',
+          template_file: env.templateFile,
+          template_content: env.templateContent,
+          template_dir: env.templateDir,
+          inputs: JSON.stringify(env.inputs),
+          plan: env.plan === null ? null : JSON.stringify(env.plan),
+          failure: null,
+          ttl_ms: env.ttlMs,
+          expires_at: env.expiresAt === null ? null : toDbTime(env.expiresAt),
+          created_at: now,
+          updated_at: now,
+          lease_owner: null,
+          lease_until: null,
+        })
+        .returningAll()
+        .executeTakeFirstOrThrow();
+      return toRecord(row);
+    } catch (error) {
+      throw this.nameTaken(error, env.name) ?? error;
+    }
+  }
+
+  async get(id: string): Promise<EnvironmentRecord | null> {
+    const row = await this.db.selectFrom('environments').selectAll().where('id', '=', id).executeTakeFirst();
+    return row ? toRecord(row) : null;
+  }
+
+  async getByName(name: string): Promise<EnvironmentRecord | null> {
+    const row = await this.db
+      .selectFrom('environments')
+      .selectAll()
+      .where('name', '=', name)
+      // the live one (at most one, by the unique index) first, then the newest destroyed one
+      .orderBy(sql`case when state = 'destroyed' then 1 else 0 end`)
+      .orderBy('created_at', 'desc')
+      .orderBy('id', 'desc')
+      .limit(1)
+      .executeTakeFirst();
+    return row ? toRecord(row) : null;
+  }
+
+  async list(filter: EnvironmentFilter = {}): Promise<EnvironmentRecord[]> {
+    let query = this.db.selectFrom('environments').selectAll();
+    if (filter.project !== undefined) query = query.where('project', '=', filter.project);
+    if (filter.states !== undefined) {
+      if (filter.states.length === 0) return [];
+      query = query.where('state', 'in', filter.states);
+    }
+    // Asking for `destroyed` by state counts as asking to include them.
+    if (!filter.includeDestroyed && !filter.states?.includes('destroyed')) {
+      query = query.where('state', '<>', 'destroyed');
+    }
+    const rows = await query.orderBy('created_at').orderBy('id').execute();
+    return rows.map(toRecord);
+  }
+
+  async update(id: string, patch: EnvironmentPatch): Promise<EnvironmentRecord> {
+    const values: Updateable<EnvironmentsTable> = {
+      updated_at: toDbTime(this.stamp()),
+    };
+    if (patch.state !== undefined) values.state = patch.state;
+    if (patch.desired !== undefined) values.desired = patch.desired;
+    if (patch.name !== undefined) values.name = patch.name;
+    if (patch.plan !== undefined) values.plan = patch.plan === null ? null : JSON.stringify(patch.plan);
+    if (patch.failure !== undefined)
+      values.failure = patch.failure === null ? null : JSON.stringify(patch.failure);
+    if (patch.expiresAt !== undefined)
+      values.expires_at = patch.expiresAt === null ? null : toDbTime(patch.expiresAt);
+    let row: Selectable<EnvironmentsTable> | undefined;
+    try {
+      row = await this.db
+        .updateTable('environments')
+        .set(values)
+        .where('id', '=', id)
+        .returningAll()
+        .executeTakeFirst();
+    } catch (error) {
+      // A rename, or bringing a destroyed environment back, can collide with a live name.
+      const name = patch.name ?? (await this.get(id))?.name ?? '';
+      throw this.nameTaken(error, name) ?? error;
+    }
+    if (!row) throw new EnvironmentNotFoundError(id);
+    return toRecord(row);
+  }
+
+  async listNeedingWork(now: Date): Promise<EnvironmentRecord[]> {
+    const rows = await this.db
+      .selectFrom('environments')
+      .selectAll()
+      .where((eb) =>
+        eb.or([
+          eb.and([eb('desired', '=', 'present'), eb('state', 'not in', SETTLED_PRESENT)]),
+          eb.and([eb('desired', '=', 'absent'), eb('state', '<>', 'destroyed')]),
+          eb.and([eb('desired', '=', 'present'), eb('expires_at', '<=', toDbTime(now))]),
+        ]),
+      )
+      .orderBy('updated_at')
+      .orderBy('id')
+      .execute();
+    return rows.map(toRecord);
+  }
+
+  async claim(id: string, owner: string, leaseMs: number): Promise<boolean> {
+    const now = new Date();
+    const until = toDbTime(new Date(now.getTime() + leaseMs));
+    if (this.dialect === 'sqlite') {
+      // One conditional UPDATE is atomic in SQLite (writers are serialised by the database lock).
+      const result = await this.db
+        .updateTable('environments')
+        .set({ lease_owner: owner, lease_until: until })
+        .where('id', '=', id)
+        .where((eb) =>
+          eb.or([
+            eb('lease_owner', 'is', null),
+            eb('lease_owner', '=', owner),
+            eb('lease_until', 'is', null),
+            eb('lease_until', '<=', toDbTime(now)),
+          ]),
+        )
+        .executeTakeFirst();
+      return result.numUpdatedRows > 0n;
+    }
+    return this.db.transaction().execute(async (trx) => {
+      // SKIP LOCKED: when another replica is claiming (or updating) this row right now, give up
+      // at once instead of queueing behind it; the caller tries again on its next pass.
+      const row = await trx
+        .selectFrom('environments')
+        .select(['lease_owner', 'lease_until'])
+        .where('id', '=', id)
+        .forUpdate()
+        .skipLocked()
+        .executeTakeFirst();
+      if (!row) return false;
+      const leaseUntil = fromDbTimeOrNull(row.lease_until);
+      const free =
+        row.lease_owner === null || row.lease_owner === owner || leaseUntil === null || leaseUntil <= now;
+      if (!free) return false;
+      await trx
+        .updateTable('environments')
+        .set({ lease_owner: owner, lease_until: until })
+        .where('id', '=', id)
+        .execute();
+      return true;
+    });
+  }
+
+  async release(id: string, owner: string): Promise<void> {
+    await this.db
+      .updateTable('environments')
+      .set({ lease_owner: null, lease_until: null })
+      .where('id', '=', id)
+      .where('lease_owner', '=', owner)
+      .execute();
+  }
+
+  /** A {@link NameTakenError} when `error` is the live-name index's violation, else undefined. */
+  private nameTaken(error: unknown, name: string): NameTakenError | undefined {
+    if (!(error instanceof Error)) return undefined;
+    const e = error as Error & { code?: string; constraint?: string };
+    const isLiveName =
+      this.dialect === 'postgres'
+        ? e.code === '23505' && e.constraint === 'environments_live_name_key'
+        : e.code === 'SQLITE_CONSTRAINT_UNIQUE' && e.message.includes('environments.name');
+    return isLiveName ? new NameTakenError(name) : undefined;
+  }
+}
+
+function parseJson<T>(text: string | null): T | null {
+  return text === null ? null : (JSON.parse(text) as T);
+}
+
+function toRecord(row: Selectable<EnvironmentsTable>): EnvironmentRecord {
+  return {
+    id: row.id,
+    name: row.name,
+    project: row.project,
+    kind: row.kind as EnvKind,
+    state: row.state as EnvState,
+    desired: row.desired as EnvironmentRecord['desired'],
+    templateFile: row.template_file,
+    templateContent: row.template_content,
+    templateDir: row.template_dir,
+    inputs: JSON.parse(row.inputs) as Record<string, string>,
+    plan: parseJson<EnvPlan>(row.plan),
+    failure: parseJson<Failure>(row.failure),
+    ttlMs: row.ttl_ms === null ? null : Number(row.ttl_ms),
+    expiresAt: fromDbTimeOrNull(row.expires_at),
+    createdAt: fromDbTime(row.created_at),
+    updatedAt: fromDbTime(row.updated_at),
+    leaseOwner: row.lease_owner,
+    leaseUntil: fromDbTimeOrNull(row.lease_until),
+  };
+}

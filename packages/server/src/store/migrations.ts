@@ -1,0 +1,138 @@
+/**
+ * Schema migrations, kept in code (nothing is read from disk at runtime) and applied by Kysely's
+ * `Migrator`, which records them in `mayfly_migration` and serialises concurrent replicas with a
+ * lock. Migrations are append-only: never edit one that has shipped, add the next one.
+ */
+import { type Kysely, type Migration, type MigrationResult, Migrator, sql } from 'kysely';
+import type { Database, StoreDialect } from './schema.js';
+
+function migrations(dialect: StoreDialect): Record<string, Migration> {
+  const timestamp = dialect === 'postgres' ? 'timestamptz' : 'text';
+  return {
+    '0001-initial': {
+      // biome-ignore lint/suspicious/noExplicitAny: migrations must not depend on today's schema types
+      async up(db: Kysely<any>) {
+        await db.schema
+          .createTable('environments')
+          .addColumn('id', 'text', (col) => col.primaryKey())
+          .addColumn('name', 'text', (col) => col.notNull())
+          .addColumn('project', 'text', (col) => col.notNull())
+          .addColumn('kind', 'text', (col) => col.notNull())
+          .addColumn('state', 'text', (col) => col.notNull())
+          .addColumn('desired', 'text', (col) => col.notNull())
+          .addColumn('template_file', 'text', (col) => col.notNull())
+          .addColumn('template_content', 'text', (col) => col.notNull())
+          .addColumn('template_dir', 'text')
+          .addColumn('inputs', 'text', (col) => col.notNull())
+          .addColumn('plan', 'text')
+          .addColumn('failure', 'text')
+          .addColumn('ttl_ms', 'bigint')
+          .addColumn('expires_at', sql.raw(timestamp))
+          .addColumn('created_at', sql.raw(timestamp), (col) => col.notNull())
+          .addColumn('updated_at', sql.raw(timestamp), (col) => col.notNull())
+          .addColumn('lease_owner', 'text')
+          .addColumn('lease_until', sql.raw(timestamp))
+          .execute();
+        // Names identify live environments; a destroyed one gives its name up for re-use.
+        await db.schema
+          .createIndex('environments_live_name_key')
+          .unique()
+          .on('environments')
+          .column('name')
+          .where(sql.ref('state'), '<>', 'destroyed')
+          .execute();
+        await db.schema
+          .createIndex('environments_name_idx')
+          .on('environments')
+          .columns(['name', 'created_at'])
+          .execute();
+        await db.schema
+          .createIndex('environments_project_idx')
+          .on('environments')
+          .columns(['project', 'created_at'])
+          .execute();
+        await db.schema.createIndex('environments_state_idx').on('environments').column('state').execute();
+        await db.schema
+          .createIndex('environments_expires_at_idx')
+          .on('environments')
+          .column('expires_at')
+          .where(sql.ref('expires_at'), 'is not', null)
+          .execute();
+
+        let events = db.schema.createTable('events');
+        events =
+          dialect === 'postgres'
+            ? events.addColumn('id', 'bigint', (col) => col.primaryKey().generatedAlwaysAsIdentity())
+            : // AUTOINCREMENT: ids are never re-used, so `afterId` cursors stay valid.
+              events.addColumn('id', 'integer', (col) => col.primaryKey().autoIncrement());
+        await events
+          .addColumn('env_id', 'text', (col) =>
+            col.notNull().references('environments.id').onDelete('cascade'),
+          )
+          .addColumn('type', 'text', (col) => col.notNull())
+          .addColumn('state', 'text')
+          .addColumn('message', 'text', (col) => col.notNull())
+          .addColumn('at', sql.raw(timestamp), (col) => col.notNull())
+          .execute();
+        await db.schema.createIndex('events_env_id_idx').on('events').columns(['env_id', 'id']).execute();
+
+        await db.schema
+          .createTable('tokens')
+          .addColumn('id', 'text', (col) => col.primaryKey())
+          .addColumn('name', 'text', (col) => col.notNull())
+          .addColumn('scopes', 'text', (col) => col.notNull())
+          .addColumn('token_hash', 'text', (col) => col.notNull().unique())
+          .addColumn('created_at', sql.raw(timestamp), (col) => col.notNull())
+          .execute();
+      },
+    },
+  };
+}
+
+/**
+ * Applies every pending migration. On PostgreSQL pass the schema the tables live in
+ * (`current_schema()`), so the migration bookkeeping is looked up there and not in whichever
+ * schema of the database happens to have a table of that name.
+ */
+export async function migrateToLatest(
+  db: Kysely<Database>,
+  dialect: StoreDialect,
+  schema?: string,
+): Promise<string[]> {
+  const migrator = new Migrator({
+    db,
+    provider: { getMigrations: async () => migrations(dialect) },
+    migrationTableName: 'mayfly_migration',
+    migrationLockTableName: 'mayfly_migration_lock',
+    ...(schema ? { migrationTableSchema: schema } : {}),
+  });
+  const { error, results } =
+    dialect === 'sqlite'
+      ? await inWriteLock(db, () => migrator.migrateToLatest())
+      : await migrator.migrateToLatest();
+  if (error) {
+    const failed = results?.find((r: MigrationResult) => r.status === 'Error');
+    throw new Error(`store migration ${failed?.migrationName ?? ''} failed: ${String(error)}`, {
+      cause: error,
+    });
+  }
+  return (results ?? []).map((r) => r.migrationName);
+}
+
+/**
+ * Runs `fn` in a SQLite write transaction. Kysely's migrator takes no lock on SQLite (it assumes
+ * one connection), yet a second process may open the same file at the same moment; `BEGIN
+ * IMMEDIATE` makes it wait (busy_timeout) and then find the migrations done. It also makes a
+ * migration all-or-nothing. Works because a SQLite Kysely has a single connection.
+ */
+async function inWriteLock<T>(db: Kysely<Database>, fn: () => Promise<T>): Promise<T> {
+  await sql`begin immediate`.execute(db);
+  try {
+    const result = await fn();
+    await sql`commit`.execute(db);
+    return result;
+  } catch (error) {
+    await sql`rollback`.execute(db);
+    throw error;
+  }
+}

@@ -1,0 +1,80 @@
+/**
+ * Kysely table types of the store, shared by both dialects.
+ *
+ * Representation: timestamps are written as ISO-8601 UTC text (`Date#toISOString()`) on both
+ * dialects; SQLite keeps that text (fixed width, so it compares correctly as text) and PostgreSQL
+ * parses it into `timestamptz` (microsecond precision, so milliseconds round-trip exactly), which
+ * `pg` returns as a `Date`. JSON values (inputs, plan, failure, scopes) are stored as text.
+ */
+import type { ColumnType, Generated } from 'kysely';
+
+/** Read as ISO text (SQLite) or `Date` (PostgreSQL); always written as ISO text. */
+export type Timestamp = ColumnType<Date | string, string, string>;
+
+export interface EnvironmentsTable {
+  id: string;
+  name: string;
+  project: string;
+  kind: string;
+  state: string;
+  desired: string;
+  template_file: string;
+  template_content: string;
+  template_dir: string | null;
+  /** JSON object of strings. */
+  inputs: string;
+  /** JSON `EnvPlan` or null. */
+  plan: string | null;
+  /** JSON `Failure` or null. */
+  failure: string | null;
+  ttl_ms: number | null;
+  expires_at: Timestamp | null;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+  lease_owner: string | null;
+  lease_until: Timestamp | null;
+}
+
+export interface EventsTable {
+  id: Generated<number>;
+  env_id: string;
+  type: string;
+  state: string | null;
+  message: string;
+  at: Timestamp;
+}
+
+export interface TokensTable {
+  id: string;
+  name: string;
+  /** JSON array of strings. */
+  scopes: string;
+  /** SHA-256 of the plain token, lowercase hex. */
+  token_hash: string;
+  created_at: Timestamp;
+}
+
+/** The whole schema, as Kysely sees it. */
+export interface Database {
+  environments: EnvironmentsTable;
+  events: EventsTable;
+  tokens: TokensTable;
+}
+
+/** Which SQL dialect a store runs on. */
+export type StoreDialect = 'sqlite' | 'postgres';
+
+/** Converts a `Date` to the value written to a timestamp column. */
+export function toDbTime(date: Date): string {
+  return date.toISOString();
+}
+
+/** Converts a timestamp column's value back to a `Date`. */
+export function fromDbTime(value: Date | string): Date {
+  return value instanceof Date ? new Date(value.getTime()) : new Date(value);
+}
+
+/** Same as {@link fromDbTime}, passing null through. */
+export function fromDbTimeOrNull(value: Date | string | null): Date | null {
+  return value === null ? null : fromDbTime(value);
+}

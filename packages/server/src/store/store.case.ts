@@ -1,0 +1,484 @@
+/**
+ * The store's conformance suite: every dialect runs these same cases (see `store.test.ts`).
+ * Each test gets a fresh, empty database from its {@link StoreTarget}.
+ */
+import { createHash } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { EnvState } from '@mayfly/contract';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { EnvPlan } from '../runtime/runtime.js';
+import { EnvironmentNotFoundError } from './environment-repository.js';
+import { NameTakenError, type NewEnvironment, type Store } from './store.js';
+
+/** One isolated, empty database for one test. */
+export interface StoreDatabase {
+  /** Opens a store on this database; call it again for a second replica (its own connection/pool). */
+  open(): Promise<Store>;
+  /** Runs raw SQL against this database, outside any store, to inspect what is really stored. */
+  rows(query: string): Promise<Record<string, unknown>[]>;
+  /** Drops the database (stores opened on it are already closed). */
+  drop(): Promise<void>;
+}
+
+/** Where a dialect's test databases come from. */
+export interface StoreTarget {
+  dialect: Store['dialect'];
+  create(): Promise<StoreDatabase>;
+}
+
+const PLAN: EnvPlan = {
+  envId: 'env_1',
+  envName: 'web',
+  project: 'shop',
+  isolation: 'runc',
+  volumes: [{ name: 'pgdata' }],
+  workloads: [
+    {
+      name: 'web',
+      kind: 'service',
+      image: 'mayfly/web:sha-abc',
+      build: { context: '/src/web', dockerfile: 'Dockerfile', args: { NODE_ENV: 'production' } },
+      command: ['node', 'server.js', '--port=3000'],
+      env: { GREETING: 'héllo "world" ✓', EMPTY: '' },
+      ports: [{ container: 3000, protocol: 'tcp', http: true }],
+      healthcheck: {
+        test: ['CMD-SHELL', 'curl -f localhost:3000'],
+        intervalMs: 1000,
+        timeoutMs: 500,
+        retries: 3,
+        startPeriodMs: 0,
+      },
+      dependsOn: [{ name: 'db', condition: 'service_healthy' }],
+      mounts: [{ source: 'pgdata', target: '/data', type: 'volume', readOnly: false }],
+      resources: { cpus: 0.5, memoryBytes: 268_435_456 },
+      replicas: 1,
+      restart: 'unless-stopped',
+      workingDir: '/app',
+      specHash: 'sha256:0123abcd',
+    },
+  ],
+};
+
+let counter = 0;
+/** A new environment with a unique id and name unless given. */
+function newEnv(overrides: Partial<NewEnvironment> = {}): NewEnvironment {
+  counter += 1;
+  return {
+    id: `env_${counter}_${Math.random().toString(36).slice(2, 8)}`,
+    name: `env-${counter}`,
+    project: 'default',
+    kind: 'preview',
+    templateFile: 'mayfly.yaml',
+    templateContent: 'services:\n  web:\n    image: nginx\n',
+    templateDir: null,
+    inputs: {},
+    plan: null,
+    ttlMs: null,
+    expiresAt: null,
+    ...overrides,
+  };
+}
+
+/** Registers the shared store cases for one dialect. */
+export function describeStore(name: string, target: StoreTarget): void {
+  describe(`store on ${name}`, () => {
+    let database: StoreDatabase;
+    let opened: Store[] = [];
+
+    /** Opens a store on this test's database; closed after the test. */
+    async function open(): Promise<Store> {
+      const store = await database.open();
+      opened.push(store);
+      return store;
+    }
+
+    beforeEach(async () => {
+      database = await target.create();
+      opened = [];
+    });
+
+    afterEach(async () => {
+      await Promise.all(opened.map((store) => store.close()));
+      await database.drop();
+    });
+
+    describe('environments', () => {
+      it('round-trips every field through create and get', async () => {
+        const store = await open();
+        expect(store.dialect).toBe(target.dialect);
+        const before = Date.now();
+        const input = newEnv({
+          name: 'web',
+          project: 'shop',
+          kind: 'sandbox',
+          templateFile: 'compose.yaml',
+          templateContent: "services:\n  web:\n    image: 'x'\n    command: [\"a\", 'b'] # ✓\n",
+          templateDir: '/srv/repo',
+          inputs: { PR_NUMBER: '42', BRANCH: 'feat/ünïcode' },
+          plan: PLAN,
+          ttlMs: 30 * 86_400_000,
+          expiresAt: new Date('2031-02-03T04:05:06.789Z'),
+        });
+        const created = await store.environments.create(input);
+        const after = Date.now();
+        expect(created).toEqual({
+          ...input,
+          state: 'pending',
+          desired: 'present',
+          failure: null,
+          createdAt: expect.any(Date),
+          updatedAt: expect.any(Date),
+          leaseOwner: null,
+          leaseUntil: null,
+        });
+        expect(created.createdAt.getTime()).toBeGreaterThanOrEqual(before);
+        expect(created.createdAt.getTime()).toBeLessThanOrEqual(after + 5);
+        expect(created.updatedAt).toEqual(created.createdAt);
+
+        const fetched = await store.environments.get(input.id);
+        expect(fetched).toEqual(created);
+        expect(fetched?.expiresAt).toBeInstanceOf(Date);
+        expect(fetched?.expiresAt?.toISOString()).toBe('2031-02-03T04:05:06.789Z');
+        expect(fetched?.plan).toEqual(PLAN);
+        expect(await store.environments.get('env_missing')).toBeNull();
+      });
+
+      it('updates each field, keeps the rest, and moves updatedAt every time', async () => {
+        const store = await open();
+        const env = await store.environments.create(newEnv({ plan: PLAN }));
+        let previous = env;
+        const patches = [
+          { state: 'building' as const },
+          { desired: 'absent' as const },
+          { failure: { step: 'build', reason: 'exit 1: "npm ci" failed' } },
+          { expiresAt: new Date('2030-01-01T00:00:00.001Z') },
+          { name: 'renamed' },
+          { plan: null },
+          { failure: null, expiresAt: null },
+          {},
+        ];
+        for (const patch of patches) {
+          const updated = await store.environments.update(env.id, patch);
+          expect(updated).toEqual({ ...previous, ...patch, updatedAt: expect.any(Date) });
+          expect(updated.updatedAt.getTime()).toBeGreaterThan(previous.updatedAt.getTime());
+          expect(updated.createdAt).toEqual(env.createdAt);
+          expect(await store.environments.get(env.id)).toEqual(updated);
+          previous = updated;
+        }
+        await expect(store.environments.update('env_missing', { state: 'ready' })).rejects.toBeInstanceOf(
+          EnvironmentNotFoundError,
+        );
+      });
+
+      it('keeps names unique among live environments and frees them once destroyed', async () => {
+        const store = await open();
+        const first = await store.environments.create(newEnv({ name: 'web' }));
+        const clash = store.environments.create(newEnv({ name: 'web', project: 'other' }));
+        await expect(clash).rejects.toBeInstanceOf(NameTakenError);
+        await expect(clash).rejects.toMatchObject({ envName: 'web' });
+        // states other than destroyed still hold the name
+        await store.environments.update(first.id, { state: 'destroying', desired: 'absent' });
+        await expect(store.environments.create(newEnv({ name: 'web' }))).rejects.toBeInstanceOf(
+          NameTakenError,
+        );
+
+        await store.environments.update(first.id, { state: 'destroyed' });
+        const second = await store.environments.create(newEnv({ name: 'web' }));
+        expect(second.name).toBe('web');
+
+        // renaming onto a live name, or bringing the destroyed one back, collides too
+        const other = await store.environments.create(newEnv({ name: 'api' }));
+        await expect(store.environments.update(other.id, { name: 'web' })).rejects.toBeInstanceOf(
+          NameTakenError,
+        );
+        await expect(store.environments.update(first.id, { state: 'pending' })).rejects.toMatchObject({
+          name: 'NameTakenError',
+          envName: 'web',
+        });
+        // a duplicate id is not a name clash
+        await expect(store.environments.create(newEnv({ id: other.id }))).rejects.not.toBeInstanceOf(
+          NameTakenError,
+        );
+      });
+
+      it('finds by name the live environment, else the newest destroyed one', async () => {
+        const store = await open();
+        expect(await store.environments.getByName('web')).toBeNull();
+        const first = await store.environments.create(newEnv({ name: 'web' }));
+        expect((await store.environments.getByName('web'))?.id).toBe(first.id);
+        await store.environments.update(first.id, { state: 'destroyed' });
+        expect((await store.environments.getByName('web'))?.id).toBe(first.id);
+
+        const second = await store.environments.create(newEnv({ name: 'web' }));
+        expect((await store.environments.getByName('web'))?.id).toBe(second.id);
+        await store.environments.update(second.id, { state: 'destroyed' });
+        const third = await store.environments.create(newEnv({ name: 'web' }));
+        expect((await store.environments.getByName('web'))?.id).toBe(third.id);
+        await store.environments.update(third.id, { state: 'destroyed' });
+        expect((await store.environments.getByName('web'))?.id).toBe(third.id);
+        expect(await store.environments.getByName('we')).toBeNull();
+      });
+
+      it('lists by project and state, oldest first, leaving out destroyed ones by default', async () => {
+        const store = await open();
+        const a = await store.environments.create(newEnv({ project: 'shop' }));
+        const b = await store.environments.create(newEnv({ project: 'blog' }));
+        const c = await store.environments.create(newEnv({ project: 'shop' }));
+        const d = await store.environments.create(newEnv({ project: 'shop' }));
+        await store.environments.update(b.id, { state: 'ready' });
+        await store.environments.update(c.id, { state: 'failed' });
+        await store.environments.update(d.id, { state: 'destroyed' });
+        const ids = async (filter?: Parameters<Store['environments']['list']>[0]) =>
+          (await store.environments.list(filter)).map((env) => env.id);
+
+        expect(await ids()).toEqual([a.id, b.id, c.id]);
+        expect(await ids({ includeDestroyed: true })).toEqual([a.id, b.id, c.id, d.id]);
+        expect(await ids({ project: 'shop' })).toEqual([a.id, c.id]);
+        expect(await ids({ project: 'shop', includeDestroyed: true })).toEqual([a.id, c.id, d.id]);
+        expect(await ids({ states: ['ready', 'failed'] })).toEqual([b.id, c.id]);
+        expect(await ids({ states: ['destroyed'] })).toEqual([d.id]);
+        expect(await ids({ states: [] })).toEqual([]);
+        expect(await ids({ project: 'none' })).toEqual([]);
+        expect((await store.environments.list())[0]).toEqual(await store.environments.get(a.id));
+      });
+
+      it('lists the environments that need work, including expired ones', async () => {
+        const store = await open();
+        const now = new Date('2030-06-01T12:00:00.000Z');
+        const past = new Date(now.getTime() - 1);
+        const future = new Date(now.getTime() + 1);
+        const cases: {
+          state: EnvState;
+          desired: 'present' | 'absent';
+          expiresAt: Date | null;
+          needsWork: boolean;
+        }[] = [];
+        const states: EnvState[] = [
+          'pending',
+          'building',
+          'creating',
+          'ready',
+          'sleeping',
+          'destroying',
+          'destroyed',
+          'failed',
+        ];
+        for (const state of states) {
+          cases.push({
+            state,
+            desired: 'present',
+            expiresAt: null,
+            needsWork: !['ready', 'failed', 'sleeping'].includes(state),
+          });
+          cases.push({ state, desired: 'absent', expiresAt: null, needsWork: state !== 'destroyed' });
+          // TTL ran out (exactly now counts): everything that should exist needs work
+          cases.push({ state, desired: 'present', expiresAt: now, needsWork: true });
+          cases.push({ state, desired: 'present', expiresAt: past, needsWork: true });
+          cases.push({
+            state,
+            desired: 'present',
+            expiresAt: future,
+            needsWork: !['ready', 'failed', 'sleeping'].includes(state),
+          });
+          cases.push({ state, desired: 'absent', expiresAt: past, needsWork: state !== 'destroyed' });
+        }
+        const expected: string[] = [];
+        for (const c of cases) {
+          const env = await store.environments.create(newEnv({ expiresAt: c.expiresAt }));
+          await store.environments.update(env.id, { state: c.state, desired: c.desired });
+          if (c.needsWork) expected.push(env.id);
+        }
+        const needing = await store.environments.listNeedingWork(now);
+        expect(needing.map((env) => env.id).sort()).toEqual(expected.sort());
+        expect(needing.every((env) => env.createdAt instanceof Date)).toBe(true);
+        expect(await store.environments.listNeedingWork(new Date('2000-01-01T00:00:00.000Z'))).toHaveLength(
+          cases.filter(
+            (c) =>
+              c.needsWork && !(c.desired === 'present' && ['ready', 'failed', 'sleeping'].includes(c.state)),
+          ).length,
+        );
+      });
+    });
+
+    describe('leases', () => {
+      it('lets one owner hold an environment until it releases it', async () => {
+        const store = await open();
+        const env = await store.environments.create(newEnv());
+        const before = Date.now();
+        expect(await store.environments.claim(env.id, 'replica-a', 60_000)).toBe(true);
+        const held = await store.environments.get(env.id);
+        expect(held?.leaseOwner).toBe('replica-a');
+        expect(held?.leaseUntil?.getTime()).toBeGreaterThanOrEqual(before + 60_000);
+        expect(held?.leaseUntil?.getTime()).toBeLessThanOrEqual(Date.now() + 60_000);
+
+        expect(await store.environments.claim(env.id, 'replica-b', 60_000)).toBe(false);
+        // the holder renews, for longer
+        expect(await store.environments.claim(env.id, 'replica-a', 120_000)).toBe(true);
+        const renewed = await store.environments.get(env.id);
+        expect(renewed?.leaseUntil?.getTime()).toBeGreaterThan(held!.leaseUntil!.getTime());
+
+        // only the holder can release
+        await store.environments.release(env.id, 'replica-b');
+        expect((await store.environments.get(env.id))?.leaseOwner).toBe('replica-a');
+        expect(await store.environments.claim(env.id, 'replica-b', 60_000)).toBe(false);
+        await store.environments.release(env.id, 'replica-a');
+        const released = await store.environments.get(env.id);
+        expect(released?.leaseOwner).toBeNull();
+        expect(released?.leaseUntil).toBeNull();
+        // a lease is bookkeeping, not a change of the environment
+        expect(released?.updatedAt).toEqual(env.updatedAt);
+        expect(await store.environments.claim(env.id, 'replica-b', 60_000)).toBe(true);
+
+        expect(await store.environments.claim('env_missing', 'replica-a', 60_000)).toBe(false);
+      });
+
+      it('hands an expired lease to the next owner', async () => {
+        const store = await open();
+        const env = await store.environments.create(newEnv());
+        expect(await store.environments.claim(env.id, 'replica-a', 300)).toBe(true);
+        expect(await store.environments.claim(env.id, 'replica-b', 60_000)).toBe(false);
+        await sleep(400);
+        expect(await store.environments.claim(env.id, 'replica-b', 60_000)).toBe(true);
+        expect((await store.environments.get(env.id))?.leaseOwner).toBe('replica-b');
+        expect(await store.environments.claim(env.id, 'replica-a', 60_000)).toBe(false);
+      });
+
+      it('gives each environment to exactly one of several replicas claiming at once', async () => {
+        const [one, two] = await Promise.all([open(), open()]);
+        const envs = await Promise.all(Array.from({ length: 20 }, () => one!.environments.create(newEnv())));
+        const contenders = [
+          { store: one!, owner: 'a1' },
+          { store: two!, owner: 'b1' },
+          { store: one!, owner: 'a2' },
+          { store: two!, owner: 'b2' },
+        ];
+        const results = await Promise.all(
+          envs.map(async (env) => {
+            const wins = await Promise.all(
+              contenders.map((c) => c.store.environments.claim(env.id, c.owner, 60_000)),
+            );
+            return { env, winners: contenders.filter((_, i) => wins[i]).map((c) => c.owner) };
+          }),
+        );
+        for (const { env, winners } of results) {
+          expect(winners).toHaveLength(1);
+          expect((await two!.environments.get(env.id))?.leaseOwner).toBe(winners[0]);
+        }
+      });
+    });
+
+    describe('events', () => {
+      it('lists an environment’s events in order, after a given id', async () => {
+        const store = await open();
+        const env = await store.environments.create(newEnv());
+        const other = await store.environments.create(newEnv());
+        const at = new Date('2030-01-02T03:04:05.006Z');
+        const before = Date.now();
+        const e1 = await store.events.append({
+          envId: env.id,
+          type: 'created',
+          state: 'pending',
+          message: 'queued',
+        });
+        await store.events.append({ envId: other.id, type: 'created', state: 'pending', message: 'other' });
+        const e2 = await store.events.append({
+          envId: env.id,
+          type: 'note',
+          state: null,
+          message: 'ünï "quoted"',
+          at,
+        });
+        const e3 = await store.events.append({ envId: env.id, type: 'state', state: 'ready', message: '' });
+
+        expect(e1).toEqual({
+          id: expect.any(Number),
+          envId: env.id,
+          type: 'created',
+          state: 'pending',
+          message: 'queued',
+          at: expect.any(Date),
+        });
+        expect(e1.at.getTime()).toBeGreaterThanOrEqual(before);
+        expect(e2.at).toEqual(at);
+        expect(e2.id).toBeGreaterThan(e1.id);
+        expect(e3.id).toBeGreaterThan(e2.id);
+
+        expect(await store.events.list(env.id)).toEqual([e1, e2, e3]);
+        expect(await store.events.list(env.id, { afterId: e1.id })).toEqual([e2, e3]);
+        expect(await store.events.list(env.id, { afterId: e3.id })).toEqual([]);
+        expect(await store.events.list(env.id, { afterId: 0 })).toEqual([e1, e2, e3]);
+        expect((await store.events.list(other.id)).map((e) => e.message)).toEqual(['other']);
+        expect(await store.events.list('env_missing')).toEqual([]);
+      });
+
+      it('refuses events of an environment that does not exist', async () => {
+        const store = await open();
+        await expect(
+          store.events.append({ envId: 'env_missing', type: 'x', state: null, message: '' }),
+        ).rejects.toThrow();
+      });
+    });
+
+    describe('tokens', () => {
+      it('creates tokens, verifies them by hash, and stores no plain token', async () => {
+        const store = await open();
+        expect(await store.tokens.count()).toBe(0);
+        const before = Date.now();
+        const { token, record } = await store.tokens.create('ci', ['envs:write', 'envs:read']);
+        const second = await store.tokens.create('admin', []);
+        expect(token).toMatch(/^mfy_[A-Za-z0-9_-]{43}$/);
+        expect(second.token).not.toBe(token);
+        expect(record).toEqual({
+          id: expect.any(String),
+          name: 'ci',
+          scopes: ['envs:write', 'envs:read'],
+          createdAt: expect.any(Date),
+        });
+        expect(record.createdAt.getTime()).toBeGreaterThanOrEqual(before);
+        expect(await store.tokens.count()).toBe(2);
+
+        expect(await store.tokens.verify(token)).toEqual(record);
+        expect(await store.tokens.verify(second.token)).toEqual(second.record);
+        const flipped = token.slice(0, -1) + (token.endsWith('A') ? 'B' : 'A');
+        expect(await store.tokens.verify(flipped)).toBeNull();
+        expect(await store.tokens.verify(token.slice(4))).toBeNull();
+        expect(await store.tokens.verify('')).toBeNull();
+        expect(await store.tokens.verify(`${token} `)).toBeNull();
+
+        const stored = JSON.stringify(await database.rows('select * from tokens'));
+        expect(stored).not.toContain(token);
+        expect(stored).not.toContain(token.slice(4));
+        expect(stored).not.toContain(second.token.slice(4));
+        expect(stored).toContain(createHash('sha256').update(token).digest('hex'));
+      });
+    });
+
+    describe('migrations', () => {
+      it('migrates a new database once, even when replicas open it at the same time', async () => {
+        const stores = await Promise.all([open(), open(), open()]);
+        const env = await stores[0]!.environments.create(newEnv({ plan: PLAN }));
+        expect(await stores[2]!.environments.get(env.id)).toEqual(env);
+        expect(await database.rows('select name from mayfly_migration')).toEqual([{ name: '0001-initial' }]);
+      });
+
+      it('keeps the data and applies nothing again on reopen', async () => {
+        const first = await database.open();
+        const env = await first.environments.create(newEnv({ plan: PLAN }));
+        const event = await first.events.append({
+          envId: env.id,
+          type: 'created',
+          state: 'pending',
+          message: 'hi',
+        });
+        const { token } = await first.tokens.create('ci', ['all']);
+        await first.close();
+
+        const again = await open();
+        expect(await again.environments.get(env.id)).toEqual(env);
+        expect(await again.events.list(env.id)).toEqual([event]);
+        expect(await again.tokens.verify(token)).not.toBeNull();
+        expect(await database.rows('select name from mayfly_migration')).toEqual([{ name: '0001-initial' }]);
+      });
+    });
+  });
+}
