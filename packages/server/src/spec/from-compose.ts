@@ -1,0 +1,301 @@
+/**
+ * Reads a Compose file (the subset in `compose-schema.ts`) into workloads, volumes and lifecycle.
+ * Mapping worth knowing:
+ * - `ports` give container ports routed over HTTP when tcp (host address and published port are
+ *   ignored); `expose` gives ports that are not routed; `x-mayfly.http` picks the routed port and
+ *   `x-mayfly.public: false` routes none;
+ * - a service is a job when it has `x-mayfly.job: true` or when another service waits for it with
+ *   `condition: service_completed_successfully`;
+ * - `image` next to `build` is not a tag (Mayfly tags builds by content), but a service that runs
+ *   that image gets the same build;
+ * - `deploy.resources.limits` wins over the legacy `cpus`, `mem_limit`, `pids_limit`, and
+ *   `deploy.replicas` over `scale`; `restart` over `deploy.restart_policy.condition`.
+ */
+import type { BuildPlan, HealthcheckPlan, MountPlan, PortPlan, WorkloadPlan } from '../runtime/runtime.js';
+import { ComposeFile, ComposeService, dropUnsupported, type PortSpec } from './compose-schema.js';
+import {
+  addPort,
+  argv,
+  buildPlan,
+  checkVolumeName,
+  checkWorkloadName,
+  compact,
+  type DependencyRef,
+  type EnvFileRef,
+  finishDependencies,
+  healthcheckPlan,
+  keyValues,
+  type LoadContext,
+  mount,
+  readEnvFiles,
+  shortMount,
+  type TemplateParts,
+  VolumeRegistry,
+  type WorkloadDraft,
+} from './normalize.js';
+import { isPlainObject, PARSE_OPTIONS, reportZodIssues } from './schema-kit.js';
+import type { Path } from './yaml-positions.js';
+
+const RESTART_CONDITIONS = { none: 'no', 'on-failure': 'on-failure', any: 'always' } as const;
+
+export function fromCompose(root: unknown, ctx: LoadContext): TemplateParts {
+  const { sink } = ctx;
+  dropUnsupported(root, sink);
+  const top = ComposeFile.safeParse(root, PARSE_OPTIONS);
+  if (!top.success) reportZodIssues(top.error.issues, [], sink);
+  const raw = isPlainObject(root) ? root : {};
+  const services = isPlainObject(raw.services) ? raw.services : {};
+  if (
+    isPlainObject(root) &&
+    (raw.services === undefined || (isPlainObject(raw.services) && Object.keys(services).length === 0))
+  ) {
+    sink.error(['services'], 'no services: add at least one under "services"');
+  }
+  const declared = isPlainObject(raw.volumes) ? Object.keys(raw.volumes) : [];
+  for (const name of declared) checkVolumeName(name, ['volumes', name], sink);
+  const volumes = new VolumeRegistry(declared);
+
+  const parsed = new Map<string, ComposeService>();
+  for (const [name, value] of Object.entries(services)) {
+    const path = ['services', name];
+    checkWorkloadName(name, path, sink);
+    const result = ComposeService.safeParse(value, PARSE_OPTIONS);
+    if (result.success) parsed.set(name, result.data);
+    else reportZodIssues(result.error.issues, path, sink);
+  }
+
+  const jobs = new Set<string>();
+  for (const [name, service] of parsed) {
+    if (service['x-mayfly']?.job) jobs.add(name);
+    const deps = service.depends_on;
+    if (deps && !Array.isArray(deps)) {
+      for (const [dep, options] of Object.entries(deps)) {
+        if (options.condition === 'service_completed_successfully') jobs.add(dep);
+      }
+    }
+  }
+
+  const drafts = [...parsed].map(([name, service]) =>
+    workload(name, jobs.has(name) ? 'job' : 'service', service, ['services', name], ctx, volumes),
+  );
+  shareBuiltImages(drafts, parsed);
+  const extension = top.success ? top.data['x-mayfly'] : undefined;
+  return {
+    workloads: finishDependencies(drafts, new Set(Object.keys(services)), sink, 'service'),
+    volumes: volumes.list(),
+    isolation: extension?.isolation ?? 'runc',
+    lifecycle: {
+      ttlMs: extension?.ttl ?? null,
+      idleTimeoutMs: extension?.idleTimeout ?? null,
+      destroyOn: extension?.destroyOn ?? [],
+    },
+  };
+}
+
+/**
+ * In Compose, `image` next to `build` names what is built, and another service may run that image
+ * (`image: app` without `build`). Mayfly tags builds by content instead, so such a service gets
+ * the same build, which yields the same tag and is built once.
+ */
+function shareBuiltImages(drafts: WorkloadDraft[], parsed: ReadonlyMap<string, ComposeService>): void {
+  const builtBy = new Map<string, BuildPlan>();
+  for (const draft of drafts) {
+    const image = parsed.get(draft.spec.name)?.image;
+    if (draft.spec.build && image !== undefined && !builtBy.has(image)) builtBy.set(image, draft.spec.build);
+  }
+  for (const draft of drafts) {
+    const build = draft.spec.build ? undefined : builtBy.get(draft.spec.image);
+    if (build) draft.spec = { ...draft.spec, image: '', build: structuredClone(build) };
+  }
+}
+
+function workload(
+  name: string,
+  kind: 'service' | 'job',
+  service: ComposeService,
+  path: Path,
+  ctx: LoadContext,
+  volumes: VolumeRegistry,
+): WorkloadDraft {
+  const { sink } = ctx;
+  const at = (...rest: (string | number)[]): Path => [...path, ...rest];
+
+  if (service.image === undefined && service.build === undefined)
+    sink.error(path, 'needs "image" or "build"');
+  let build: BuildPlan | undefined;
+  if (service.build !== undefined) {
+    const input = typeof service.build === 'string' ? { context: service.build } : service.build;
+    const contextAt =
+      typeof service.build === 'string' || service.build.context === undefined
+        ? at('build')
+        : at('build', 'context');
+    build = buildPlan(input, at('build'), ctx, contextAt) ?? undefined;
+  }
+
+  const env = {
+    ...readEnvFiles(envFileRefs(service, at, ctx), ctx),
+    ...(service.environment ? keyValues(service.environment, at('environment'), ctx) : {}),
+  };
+
+  const deps: DependencyRef[] = Array.isArray(service.depends_on)
+    ? service.depends_on.map((dep, i) => ({
+        name: dep,
+        condition: 'service_started',
+        path: at('depends_on', i),
+        at: 'value',
+        required: true,
+      }))
+    : Object.entries(service.depends_on ?? {}).map(([dep, options]) => ({
+        name: dep,
+        condition: options.condition ?? 'service_started',
+        path: at('depends_on', dep),
+        at: 'key',
+        required: options.required ?? true,
+      }));
+
+  const mounts = (service.volumes ?? [])
+    .map((entry, i): MountPlan | null => {
+      if (typeof entry === 'string') return shortMount(entry, name, at('volumes', i), ctx, volumes);
+      if (entry.type !== 'volume' && entry.type !== 'bind') {
+        sink.warn(at('volumes', i, 'type'), `"${entry.type}" mounts are not supported by Mayfly, ignored`);
+        return null;
+      }
+      const input = {
+        source: entry.source,
+        target: entry.target,
+        readOnly: entry.read_only ?? false,
+        type: entry.type,
+      };
+      return mount(input, name, at('volumes', i), ctx, volumes);
+    })
+    .filter((m): m is MountPlan => m !== null);
+
+  const deploy = service.deploy;
+  const limits = deploy?.resources?.limits;
+  const pids = limits?.pids ?? service.pids_limit;
+  const replicas = deploy?.replicas ?? service.scale ?? 1;
+  const replicasAt = deploy?.replicas !== undefined ? at('deploy', 'replicas') : at('scale');
+  let restart: WorkloadPlan['restart'] =
+    service.restart?.policy ?? RESTART_CONDITIONS[deploy?.restart_policy?.condition ?? 'none'];
+  if (service.restart?.maxRetries !== undefined) {
+    sink.warn(
+      at('restart'),
+      `the retry limit ${service.restart.maxRetries} is ignored: Mayfly retries without limit`,
+    );
+  }
+  if (kind === 'job') {
+    if (replicas !== 1) sink.error(replicasAt, 'a job runs once: replicas must be 1');
+    if (restart === 'always' || restart === 'unless-stopped') {
+      sink.error(at('restart'), `a job runs once: restart must be "no" or "on-failure", not "${restart}"`);
+      restart = 'no';
+    }
+  }
+  if (service.working_dir !== undefined && !service.working_dir.startsWith('/')) {
+    sink.error(at('working_dir'), 'must be an absolute path');
+  }
+
+  return {
+    path,
+    deps,
+    spec: compact({
+      name,
+      kind,
+      image: service.build !== undefined ? '' : (service.image ?? ''),
+      build,
+      command: argv(service.command, at('command'), sink),
+      entrypoint: argv(service.entrypoint, at('entrypoint'), sink),
+      env,
+      ports: ports(kind, service),
+      healthcheck: healthcheck(service, at('healthcheck'), ctx),
+      mounts,
+      resources: compact({
+        cpus: limits?.cpus ?? service.cpus,
+        memoryBytes: limits?.memory ?? service.mem_limit,
+        pids: pids !== undefined && pids > 0 ? pids : undefined,
+      }),
+      replicas,
+      restart,
+      workingDir: service.working_dir,
+      user: service.user,
+    }),
+  };
+}
+
+function envFileRefs(
+  service: ComposeService,
+  at: (...rest: (string | number)[]) => Path,
+  ctx: LoadContext,
+): EnvFileRef[] {
+  const value = service.env_file;
+  if (value === undefined) return [];
+  if (typeof value === 'string') return [{ file: value, required: true, path: at('env_file') }];
+  return value.map((entry, i) => {
+    if (typeof entry === 'string') return { file: entry, required: true, path: at('env_file', i) };
+    if (entry.format !== undefined)
+      ctx.sink.warn(at('env_file', i, 'format'), 'ignored: env files are read in the default format', 'key');
+    return { file: entry.path, required: entry.required ?? true, path: at('env_file', i, 'path') };
+  });
+}
+
+const isPortSpec = (entry: unknown): entry is PortSpec =>
+  isPlainObject(entry) && Array.isArray(entry.containers);
+
+function ports(kind: 'service' | 'job', service: ComposeService): PortPlan[] {
+  const out: PortPlan[] = [];
+  for (const entry of service.ports ?? []) {
+    if (isPortSpec(entry)) {
+      for (const container of entry.containers)
+        addPort(out, { container, protocol: entry.protocol, http: entry.protocol === 'tcp' });
+    } else {
+      const protocol = entry.protocol ?? 'tcp';
+      addPort(out, { container: entry.target, protocol, http: protocol === 'tcp' });
+    }
+  }
+  for (const entry of service.expose ?? []) {
+    for (const container of entry.containers)
+      addPort(out, { container, protocol: entry.protocol, http: false });
+  }
+  const extension = service['x-mayfly'];
+  if (extension?.http !== undefined) {
+    const routed = extension.http;
+    for (const port of out) port.http = port.container === routed && port.protocol === 'tcp';
+    addPort(out, { container: routed, protocol: 'tcp', http: true });
+  }
+  // A job is not routed, and neither is a service marked `public: false`.
+  if (kind === 'job' || extension?.public === false) for (const port of out) port.http = false;
+  return out;
+}
+
+function healthcheck(service: ComposeService, path: Path, ctx: LoadContext): HealthcheckPlan | undefined {
+  const hc = service.healthcheck;
+  if (!hc || hc.disable === true) return undefined;
+  const { test } = hc;
+  if (test === undefined) {
+    ctx.sink.warn(path, 'no "test": the image\'s own HEALTHCHECK applies, with its own timings', 'key');
+    return undefined;
+  }
+  let command: string[];
+  if (typeof test === 'string') {
+    if (test.trim() === '') {
+      ctx.sink.error([...path, 'test'], 'must not be empty');
+      return undefined;
+    }
+    command = ['CMD-SHELL', test];
+  } else if (test[0] === 'NONE') {
+    return undefined;
+  } else if ((test[0] === 'CMD' || test[0] === 'CMD-SHELL') && test.length > 1) {
+    command = test;
+  } else {
+    ctx.sink.error(
+      [...path, 'test'],
+      'a list must start with "CMD", "CMD-SHELL" or "NONE", followed by the command',
+    );
+    return undefined;
+  }
+  return healthcheckPlan(
+    command,
+    { intervalMs: hc.interval, timeoutMs: hc.timeout, retries: hc.retries, startPeriodMs: hc.start_period },
+    path,
+    ctx.sink,
+  );
+}

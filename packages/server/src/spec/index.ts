@@ -1,0 +1,16 @@
+/**
+ * Environment templates: `mayfly.yaml` and Docker Compose files, validated with a position for
+ * every issue, interpolated with the environment's inputs, and planned into an `EnvPlan`.
+ *
+ * ```ts
+ * const template = loadTemplate({ filename: 'compose.yaml', content, dir }, { inputs, serviceUrl });
+ * const envPlan = plan(template, { envId, envName, project });
+ * ```
+ */
+
+export { isComposeFile } from './detect.js';
+export { formatIssue, TemplateError } from './issues.js';
+export { type LoadOptions, loadTemplate, type Template, type TemplateSource } from './load.js';
+export { DESTROY_TRIGGERS } from './mayfly-schema.js';
+export { HEALTHCHECK_DEFAULTS } from './normalize.js';
+export { plan, workloadHash } from './plan.js';

@@ -1,0 +1,73 @@
+// biome-ignore-all lint/suspicious/noTemplateCurlyInString: these tests are about literal ${VAR} references
+import { describe, expect, test } from 'vitest';
+import { interpolate } from './interpolate.js';
+
+const vars: Record<string, string> = { NAME: 'web', EMPTY: '', PORT: '8080' };
+const lookup = (name: string) => (Object.hasOwn(vars, name) ? vars[name] : undefined);
+
+describe('interpolate', () => {
+  test.each([
+    ['no references', 'no references'],
+    ['${NAME}', 'web'],
+    ['$NAME-$PORT', 'web-8080'],
+    ['http://${NAME}:${PORT}/', 'http://web:8080/'],
+    ['${MISSING:-fallback}', 'fallback'],
+    ['${EMPTY:-fallback}', 'fallback'],
+    ['${EMPTY-fallback}', ''],
+    ['${MISSING-fallback}', 'fallback'],
+    ['${NAME:-fallback}', 'web'],
+    ['${NAME:+set}', 'set'],
+    ['${EMPTY:+set}', ''],
+    ['${EMPTY+set}', 'set'],
+    ['${MISSING+set}', ''],
+    ['${MISSING:-${NAME}-${PORT}}', 'web-8080'],
+    ['${MISSING:-}', ''],
+    ['$${NAME} and $$NAME', '${NAME} and $NAME'],
+    ['costs $5, 100% $', 'costs $5, 100% $'],
+    ['${NAME:?needed}', 'web'],
+  ])('%s → %s', (text, value) => {
+    expect(interpolate(text, lookup)).toEqual({ value, errors: [] });
+  });
+
+  test.each([
+    [
+      'image: ${TAG}',
+      {
+        message: '"TAG" is not set: pass it as an input, or give a default like ${TAG:-value}',
+        index: 7,
+        length: 6,
+      },
+    ],
+    [
+      'x $TAG',
+      {
+        message: '"TAG" is not set: pass it as an input, or give a default like ${TAG:-value}',
+        index: 2,
+        length: 4,
+      },
+    ],
+    [
+      '${MISSING:?set it in the PR}',
+      { message: '"MISSING" is not set: set it in the PR', index: 0, length: 28 },
+    ],
+    ['${EMPTY:?}', { message: '"EMPTY" is required but empty', index: 0, length: 10 }],
+    ['${MISSING?}', { message: '"MISSING" is required but not set', index: 0, length: 11 }],
+    ['a ${NAME', { message: 'unterminated "${": add the closing "}"', index: 2, length: 6 }],
+    ['${1BAD}', { message: 'invalid variable reference "${1BAD}"', index: 0, length: 7 }],
+    ['${A B}', { message: 'invalid variable reference "${A B}"', index: 0, length: 6 }],
+    [
+      '${MISSING:-${ALSO}}',
+      {
+        message: '"ALSO" is not set: pass it as an input, or give a default like ${ALSO:-value}',
+        index: 11,
+        length: 7,
+      },
+    ],
+  ])('%s fails', (text, error) => {
+    expect(interpolate(text, lookup).errors).toEqual([error]);
+  });
+
+  test('reports every unset variable, not only the first', () => {
+    expect(interpolate('${A}/${B}', lookup).errors.map((e) => e.index)).toEqual([0, 5]);
+  });
+});

@@ -1,0 +1,1048 @@
+// biome-ignore-all lint/suspicious/noTemplateCurlyInString: these tests are about literal ${VAR} references
+import { mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { TemplateIssue } from '@mayfly/contract';
+import { describe, expect, test } from 'vitest';
+import {
+  isComposeFile,
+  type LoadOptions,
+  loadTemplate,
+  plan,
+  TemplateError,
+  type TemplateSource,
+} from './index.js';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const shop = join(here, 'testdata', 'shop');
+const bad = join(here, 'testdata', 'bad');
+const source = (filename: string): TemplateSource => ({
+  filename,
+  content: readFileSync(join(shop, filename), 'utf8'),
+  dir: shop,
+});
+
+/** The issues `loadTemplate` throws, or a failure when it does not throw. */
+function issuesOf(src: TemplateSource, options?: LoadOptions): TemplateIssue[] {
+  try {
+    loadTemplate(src, options);
+  } catch (error) {
+    if (error instanceof TemplateError) return error.issues;
+    throw error;
+  }
+  throw new Error('expected a TemplateError');
+}
+
+describe('a realistic mayfly.yaml', () => {
+  const template = loadTemplate(source('mayfly.yaml'), {
+    inputs: { COMMIT_SHA: 'abc123' },
+    serviceUrl: (service) => `http://${service}--pr-42.localhost`,
+  });
+
+  test('loads into the expected template', () => {
+    expect(template).toEqual({
+      format: 'mayfly',
+      file: 'mayfly.yaml',
+      dir: shop,
+      workloads: [
+        {
+          name: 'web',
+          kind: 'service',
+          image: '',
+          build: { context: join(shop, 'web'), dockerfile: 'Dockerfile', args: {} },
+          command: ['node', 'server.js', '--port', '8080'],
+          env: { LOG_LEVEL: 'info', API_URL: 'http://api:8000', PUBLIC_URL: 'http://web--pr-42.localhost' },
+          ports: [{ container: 8080, protocol: 'tcp', http: true }],
+          healthcheck: {
+            test: ['CMD-SHELL', 'curl -fsS localhost:8080/health'],
+            intervalMs: 2000,
+            timeoutMs: 5000,
+            retries: 3,
+            startPeriodMs: 0,
+          },
+          dependsOn: [{ name: 'api', condition: 'service_started' }],
+          mounts: [],
+          resources: { cpus: 0.5, memoryBytes: 256 * 2 ** 20 },
+          replicas: 1,
+          restart: 'no',
+        },
+        {
+          name: 'api',
+          kind: 'service',
+          image: '',
+          build: {
+            context: join(shop, 'api'),
+            dockerfile: 'Dockerfile.dev',
+            args: { NODE_VERSION: '20', COMMIT: 'abc123' },
+            target: 'runtime',
+          },
+          env: {
+            SECRET_KEY: 's3cr3t $NOT_EXPANDED',
+            GREETING: 'hello world',
+            PLAIN: 'value',
+            DATABASE_URL: 'postgres://app:app@db:5432/app',
+            LOG_LEVEL: 'info',
+            BRANCH: 'main',
+          },
+          ports: [
+            { container: 8000, protocol: 'tcp', http: true },
+            { container: 9229, protocol: 'tcp', http: false },
+          ],
+          dependsOn: [
+            { name: 'db', condition: 'service_healthy' },
+            { name: 'migrate', condition: 'service_completed_successfully' },
+          ],
+          mounts: [],
+          resources: {},
+          replicas: 2,
+          restart: 'on-failure',
+        },
+        {
+          name: 'db',
+          kind: 'service',
+          image: 'postgres:16',
+          env: { POSTGRES_PASSWORD: 'app' },
+          ports: [],
+          healthcheck: {
+            test: ['CMD', 'pg_isready', '-U', 'app'],
+            intervalMs: 1000,
+            timeoutMs: 5000,
+            retries: 10,
+            startPeriodMs: 5000,
+          },
+          dependsOn: [],
+          mounts: [
+            { source: 'pgdata', target: '/var/lib/postgresql/data', type: 'volume', readOnly: false },
+            { source: join(shop, 'db'), target: '/docker-entrypoint-initdb.d', type: 'bind', readOnly: true },
+            { source: 'db-tmp-cache', target: '/tmp/cache', type: 'volume', readOnly: false },
+          ],
+          resources: { memoryBytes: 512 * 2 ** 20, pids: 200 },
+          replicas: 1,
+          restart: 'unless-stopped',
+        },
+        {
+          name: 'migrate',
+          kind: 'job',
+          image: '',
+          build: { context: join(shop, 'api'), dockerfile: 'Dockerfile', args: {} },
+          entrypoint: ['/bin/sh', '-c'],
+          command: ['npm run migrate'],
+          env: {},
+          ports: [],
+          dependsOn: [{ name: 'db', condition: 'service_healthy' }],
+          mounts: [],
+          resources: {},
+          replicas: 1,
+          restart: 'no',
+          workingDir: '/app',
+          user: '1000',
+        },
+      ],
+      volumes: [{ name: 'pgdata' }, { name: 'db-tmp-cache' }],
+      isolation: 'gvisor',
+      lifecycle: { ttlMs: 2 * 3_600_000, idleTimeoutMs: 30 * 60_000, destroyOn: ['pr-closed'] },
+      warnings: [],
+    });
+  });
+
+  test('plans dependencies first, then by name', () => {
+    const envPlan = plan(template, { envId: 'env_1', envName: 'pr-42', project: 'shop' });
+    expect(envPlan.workloads.map((w) => w.name)).toEqual(['db', 'migrate', 'api', 'web']);
+    expect(envPlan).toMatchObject({
+      envId: 'env_1',
+      envName: 'pr-42',
+      project: 'shop',
+      isolation: 'gvisor',
+      volumes: [{ name: 'db-tmp-cache' }, { name: 'pgdata' }],
+    });
+    for (const w of envPlan.workloads) expect(w.specHash).toMatch(/^[0-9a-f]{64}$/);
+  });
+});
+
+describe('a realistic Compose file', () => {
+  const template = loadTemplate(source('compose.yaml'), { inputs: { COMMIT_SHA: 'abc123' } });
+
+  test('loads into the expected template', () => {
+    expect(template.format).toBe('compose');
+    expect(template.workloads).toEqual([
+      {
+        name: 'frontend',
+        kind: 'service',
+        image: '',
+        build: {
+          context: join(shop, 'web'),
+          dockerfile: 'Dockerfile',
+          args: { API_BASE: '/api', COMMIT_SHA: 'abc123' },
+        },
+        env: { NODE_ENV: 'production', API_URL: 'http://backend:8000' },
+        // x-mayfly.http picks 3000 as the routed port; the debugger port stays unrouted.
+        ports: [
+          { container: 3000, protocol: 'tcp', http: true },
+          { container: 9229, protocol: 'tcp', http: false },
+        ],
+        dependsOn: [{ name: 'backend', condition: 'service_started' }],
+        mounts: [],
+        resources: {},
+        replicas: 1,
+        restart: 'no',
+      },
+      {
+        name: 'backend',
+        kind: 'service',
+        image: 'ghcr.io/acme/backend:latest',
+        command: ['uvicorn', 'app:main', '--host', '0.0.0.0', '--port', '8000'],
+        env: {
+          SECRET_KEY: 'from-file',
+          DATABASE_URL: 'postgres://shop:shop@db/shop',
+          DEBUG: 'false',
+          WORKERS: '4',
+        },
+        ports: [{ container: 8000, protocol: 'tcp', http: true }],
+        dependsOn: [
+          { name: 'cache', condition: 'service_started' },
+          { name: 'db', condition: 'service_healthy' },
+          { name: 'migrate', condition: 'service_completed_successfully' },
+        ],
+        mounts: [],
+        resources: { cpus: 0.5, memoryBytes: 512 * 2 ** 20, pids: 100 },
+        replicas: 2,
+        restart: 'unless-stopped',
+      },
+      {
+        name: 'migrate',
+        kind: 'job',
+        image: 'ghcr.io/acme/backend:latest',
+        command: ['alembic', 'upgrade', 'head'],
+        env: {},
+        ports: [],
+        dependsOn: [{ name: 'db', condition: 'service_healthy' }],
+        mounts: [],
+        resources: {},
+        replicas: 1,
+        restart: 'no',
+      },
+      {
+        name: 'db',
+        kind: 'service',
+        image: 'postgres:16-alpine',
+        env: { POSTGRES_USER: 'shop', POSTGRES_PASSWORD: 'shop' },
+        ports: [],
+        healthcheck: {
+          test: ['CMD-SHELL', 'pg_isready -U shop'],
+          intervalMs: 1000,
+          timeoutMs: 3000,
+          retries: 20,
+          startPeriodMs: 90_000,
+        },
+        dependsOn: [],
+        mounts: [
+          { source: 'dbdata', target: '/var/lib/postgresql/data', type: 'volume', readOnly: false },
+          {
+            source: join(shop, 'db', 'init.sql'),
+            target: '/docker-entrypoint-initdb.d/init.sql',
+            type: 'bind',
+            readOnly: true,
+          },
+        ],
+        resources: { memoryBytes: 2 ** 30 },
+        replicas: 1,
+        restart: 'no',
+      },
+      {
+        name: 'cache',
+        kind: 'service',
+        image: 'redis:7',
+        env: {},
+        ports: [{ container: 6379, protocol: 'tcp', http: false }],
+        healthcheck: {
+          test: ['CMD-SHELL', 'redis-cli ping'],
+          intervalMs: 500,
+          timeoutMs: 5000,
+          retries: 3,
+          startPeriodMs: 0,
+        },
+        dependsOn: [],
+        mounts: [],
+        resources: {},
+        replicas: 1,
+        restart: 'no',
+      },
+    ]);
+    expect(template.volumes).toEqual([{ name: 'dbdata' }]);
+    expect(template.isolation).toBe('runc');
+    expect(template.lifecycle).toEqual({ ttlMs: 86_400_000, idleTimeoutMs: null, destroyOn: ['pr-closed'] });
+  });
+
+  test('reports what it ignores, with positions', () => {
+    expect(template.warnings).toEqual([
+      { file: 'compose.yaml', line: 1, column: 1, path: 'version', message: 'obsolete, ignored' },
+      {
+        file: 'compose.yaml',
+        line: 46,
+        column: 5,
+        path: 'services.backend.logging',
+        message: 'ignored: logs are collected by the runtime and read with `mayfly logs`',
+      },
+      {
+        file: 'compose.yaml',
+        line: 73,
+        column: 5,
+        path: 'services.cache.networks',
+        message:
+          'network options (aliases, addresses) are ignored: services reach each other by service name',
+      },
+      {
+        file: 'compose.yaml',
+        line: 80,
+        column: 1,
+        path: 'networks',
+        message: "ignored: all services share the environment's network",
+      },
+    ]);
+  });
+
+  test('plans dependencies first, then by name', () => {
+    const envPlan = plan(template, { envId: 'env_2', envName: 'ci-7', project: 'shop' });
+    expect(envPlan.workloads.map((w) => w.name)).toEqual(['cache', 'db', 'migrate', 'backend', 'frontend']);
+  });
+});
+
+interface BadCase {
+  name: string;
+  filename?: string;
+  content: string;
+  dir?: string;
+  /** Issues as `[line, column, path, message]`, in the file of the case unless `file` is given. */
+  issues: ([number, number, string, string] | TemplateIssue)[];
+}
+
+const UNSET_TAG = '"TAG" is not set: pass it as an input, or give a default like ${TAG:-value}';
+
+const BAD: BadCase[] = [
+  {
+    name: 'YAML syntax error: duplicate key',
+    content: 'services:\n  web:\n    image: nginx\n    image: nginx:2\n',
+    issues: [[4, 5, '', 'Map keys must be unique']],
+  },
+  {
+    name: 'YAML syntax error: tab indentation',
+    content: 'services:\n  web:\n\timage: nginx\n',
+    issues: [[3, 1, '', 'Tabs are not allowed as indentation']],
+  },
+  {
+    name: 'empty file',
+    content: '# nothing yet\n',
+    issues: [[1, 1, '', 'the template is empty: add services']],
+  },
+  {
+    name: 'not a map',
+    content: '- web\n- db\n',
+    issues: [[1, 1, '', 'expected a map, got a list']],
+  },
+  {
+    name: 'no services',
+    content: 'lifecycle:\n  ttl: 2h\n',
+    issues: [[1, 1, 'services', 'no services: add at least one under "services"']],
+  },
+  {
+    name: 'no services (Compose, empty map)',
+    filename: 'compose.yaml',
+    content: 'services: {}\n',
+    issues: [[1, 11, 'services', 'no services: add at least one under "services"']],
+  },
+  {
+    name: 'service with neither image nor build',
+    content: 'services:\n  web:\n    command: ["serve"]\n',
+    issues: [[3, 5, 'services.web', 'needs "image" or "build"']],
+  },
+  {
+    name: 'unknown key in mayfly.yaml, with a Compose spelling',
+    content: 'services:\n  web:\n    image: nginx\n    environment: { A: "1" }\n    colour: blue\n',
+    issues: [
+      [4, 5, 'services.web.environment', 'unknown key (did you mean "env"?)'],
+      [5, 5, 'services.web.colour', 'unknown key'],
+    ],
+  },
+  {
+    name: 'unknown key in mayfly.yaml, snake_case',
+    content: 'services:\n  web:\n    image: nginx\n    depends_on: [db]\n  db:\n    image: postgres\n',
+    issues: [[4, 5, 'services.web.depends_on', 'unknown key (did you mean "dependsOn"?)']],
+  },
+  {
+    name: 'wrong type: ports: "abc"',
+    content: 'services:\n  web:\n    image: nginx\n    ports: "abc"\n',
+    issues: [[4, 12, 'services.web.ports', 'expected a list, got "abc"']],
+  },
+  {
+    name: 'wrong type inside a list',
+    content: 'services:\n  web:\n    image: nginx\n    ports: [80, http, { port: 70000 }]\n',
+    issues: [
+      [4, 17, 'services.web.ports[1]', 'invalid port "http": expected a number from 1 to 65535'],
+      [4, 31, 'services.web.ports[2].port', 'invalid port 70000: expected a number from 1 to 65535'],
+    ],
+  },
+  {
+    name: 'bad duration',
+    content: 'services:\n  web:\n    image: nginx\nlifecycle:\n  ttl: 2x\n',
+    issues: [
+      [5, 8, 'lifecycle.ttl', 'invalid duration "2x": expected a number with s, m, h or d, like 30m or 2h'],
+    ],
+  },
+  {
+    name: 'bad health check duration (Compose)',
+    filename: 'compose.yaml',
+    content:
+      'services:\n  web:\n    image: nginx\n    healthcheck:\n      test: curl -f localhost\n      interval: 1 minute\n',
+    issues: [
+      [
+        6,
+        17,
+        'services.web.healthcheck.interval',
+        'invalid duration "1 minute": expected values like 500ms, 10s or 1m30s',
+      ],
+    ],
+  },
+  {
+    name: 'dependsOn naming an unknown service',
+    content: 'services:\n  web:\n    image: nginx\n    dependsOn: [api]\n',
+    issues: [[4, 17, 'services.web.dependsOn[0]', 'unknown service or job "api"']],
+  },
+  {
+    name: 'depends_on naming an unknown service (Compose map form: the key)',
+    filename: 'compose.yaml',
+    content:
+      'services:\n  web:\n    image: nginx\n    depends_on:\n      db:\n        condition: service_healthy\n',
+    issues: [[5, 7, 'services.web.depends_on.db', 'unknown service "db"']],
+  },
+  {
+    name: 'dependency cycle',
+    content:
+      'services:\n  a:\n    image: x\n    dependsOn: [b]\n  b:\n    image: x\n    dependsOn: [c]\n  c:\n    image: x\n    dependsOn: { a: started }\n',
+    issues: [[10, 18, 'services.c.dependsOn.a', 'dependency cycle: a → b → c → a']],
+  },
+  {
+    name: 'a service depending on itself',
+    filename: 'compose.yaml',
+    content: 'services:\n  a:\n    image: x\n    depends_on: [a]\n',
+    issues: [[4, 18, 'services.a.depends_on[0]', 'dependency cycle: a → a']],
+  },
+  {
+    name: 'unset ${VAR} without default',
+    content: 'services:\n  web:\n    image: "nginx:${TAG}"\n',
+    issues: [[3, 19, 'services.web.image', UNSET_TAG]],
+  },
+  {
+    name: 'unset $VAR in a Compose environment list',
+    filename: 'compose.yaml',
+    content: 'services:\n  web:\n    image: nginx\n    environment:\n      - GREETING=hello $WHO\n',
+    issues: [
+      [
+        5,
+        24,
+        'services.web.environment[0]',
+        '"WHO" is not set: pass it as an input, or give a default like ${WHO:-value}',
+      ],
+    ],
+  },
+  {
+    name: '${VAR:?message}',
+    filename: 'compose.yaml',
+    content:
+      'services:\n  web:\n    image: nginx\n    environment:\n      TOKEN: ${API_TOKEN:?create a token first}\n',
+    issues: [[5, 14, 'services.web.environment.TOKEN', '"API_TOKEN" is not set: create a token first']],
+  },
+  {
+    name: 'bad memory size',
+    content: 'services:\n  web:\n    image: nginx\n    resources: { memory: 12Q }\n',
+    issues: [
+      [
+        4,
+        26,
+        'services.web.resources.memory',
+        'invalid memory size "12Q": expected bytes or a number with a unit, like 256Mi, 512M or 1g',
+      ],
+    ],
+  },
+  {
+    name: 'bad memory size (Compose mem_limit)',
+    filename: 'compose.yaml',
+    content: 'services:\n  web:\n    image: nginx\n    mem_limit: lots\n',
+    issues: [
+      [
+        4,
+        16,
+        'services.web.mem_limit',
+        'invalid memory size "lots": expected bytes or a number with a unit, like 256Mi, 512M or 1g',
+      ],
+    ],
+  },
+  {
+    name: 'env_file missing',
+    filename: 'compose.yaml',
+    content: 'services:\n  web:\n    image: nginx\n    env_file: [ok.env, missing.env]\n',
+    dir: bad,
+    issues: [[4, 24, 'services.web.env_file[1]', 'env file "missing.env" not found']],
+  },
+  {
+    name: 'problems inside an env file, positioned in that file',
+    content: 'services:\n  web:\n    image: nginx\n    envFile: broken.env\n',
+    dir: bad,
+    issues: [
+      {
+        file: 'broken.env',
+        line: 2,
+        column: 13,
+        path: 'URL',
+        message: '"HOST" is not set: pass it as an input, or give a default like ${HOST:-value}',
+      },
+      { file: 'broken.env', line: 3, column: 6, path: '', message: 'expected "=" after the variable name' },
+    ],
+  },
+  {
+    name: 'relative paths without a template directory',
+    content: 'services:\n  web:\n    build: ./web\n',
+    issues: [
+      [
+        3,
+        12,
+        'services.web.build',
+        `relative path "./web" needs the template's directory, and none was given`,
+      ],
+    ],
+  },
+  {
+    name: 'build context that does not exist',
+    content: 'services:\n  web:\n    build: { context: ./nope }\n',
+    dir: bad,
+    issues: [[3, 23, 'services.web.build.context', 'build context "./nope" is not a directory']],
+  },
+  {
+    name: 'Compose key that does not exist (typo)',
+    filename: 'compose.yaml',
+    content: 'x-defaults: { whatever: 1 }\nservices:\n  web:\n    imgae: nginx\n    x-note: ignored\n',
+    issues: [[4, 5, 'services.web.imgae', 'unknown key (did you mean "image"?)']],
+  },
+  {
+    name: 'Compose top-level typo: every issue at once',
+    filename: 'docker-compose.yml',
+    content: 'service:\n  web:\n    image: nginx\n',
+    issues: [
+      [1, 1, 'service', 'unknown key (did you mean "services"?)'],
+      [1, 1, 'services', 'no services: add at least one under "services"'],
+    ],
+  },
+  {
+    name: 'several problems in several services',
+    filename: 'compose.yaml',
+    content: [
+      'services:',
+      '  web:',
+      '    build: { context: ., dockerfil: Dockerfile.dev }',
+      '    ports: ["8080:80", { target: 99999 }]',
+      '    command: ["serve", { port: 1 }]',
+      '  My_Api:',
+      '    image: api',
+      '    environment: 5',
+      '  db:',
+      '    image: postgres',
+      '    restart: sometimes',
+      '',
+    ].join('\n'),
+    dir: bad,
+    issues: [
+      [3, 26, 'services.web.build.dockerfil', 'unknown key (did you mean "dockerfile"?)'],
+      [4, 34, 'services.web.ports[1].target', 'invalid port 99999: expected a number from 1 to 65535'],
+      [5, 24, 'services.web.command[1]', 'expected a string, got a map'],
+      [
+        6,
+        3,
+        'services.My_Api',
+        'invalid name "My_Api": use lowercase letters, digits and single hyphens, not at either end (it becomes a DNS label)',
+      ],
+      [8, 18, 'services.My_Api.environment', 'expected a map or a list, got 5'],
+      [
+        11,
+        14,
+        'services.db.restart',
+        'expected one of "no", "always", "on-failure", "unless-stopped"; got "sometimes"',
+      ],
+    ],
+  },
+  {
+    name: 'Compose health check test without CMD',
+    filename: 'compose.yaml',
+    content: 'services:\n  web:\n    image: nginx\n    healthcheck:\n      test: [curl, -f, localhost]\n',
+    issues: [
+      [
+        5,
+        13,
+        'services.web.healthcheck.test',
+        'a list must start with "CMD", "CMD-SHELL" or "NONE", followed by the command',
+      ],
+    ],
+  },
+  {
+    name: 'x-mayfly with an unknown key',
+    filename: 'compose.yaml',
+    content: 'x-mayfly: { ttl: 1h, tll: 2h }\nservices:\n  web:\n    image: nginx\n',
+    issues: [[1, 22, 'x-mayfly.tll', 'unknown key (did you mean "ttl"?)']],
+  },
+  {
+    name: 'image and build together in mayfly.yaml',
+    content: 'services:\n  web:\n    image: nginx\n    build: .\n',
+    dir: join(shop, 'web'),
+    issues: [
+      [4, 5, 'services.web.build', 'set either "image" or "build", not both (Mayfly tags what it builds)'],
+    ],
+  },
+  {
+    name: 'waiting for a job to be healthy',
+    content:
+      'services:\n  api:\n    image: api\n    dependsOn: { migrate: healthy }\njobs:\n  migrate:\n    image: api\n',
+    issues: [
+      [
+        4,
+        18,
+        'services.api.dependsOn.migrate',
+        '"migrate" is a job and never becomes healthy: wait for it to complete',
+      ],
+    ],
+  },
+  {
+    name: 'a job with the name of a service',
+    content: 'services:\n  api:\n    image: api\njobs:\n  api:\n    image: api\n',
+    issues: [[5, 3, 'jobs.api', 'a service is already named "api"']],
+  },
+  {
+    name: 'a job cannot restart always (Compose)',
+    filename: 'compose.yaml',
+    content:
+      'services:\n  api:\n    image: api\n    depends_on: { seed: { condition: service_completed_successfully } }\n  seed:\n    image: api\n    restart: always\n',
+    issues: [
+      [7, 14, 'services.seed.restart', 'a job runs once: restart must be "no" or "on-failure", not "always"'],
+    ],
+  },
+  {
+    name: 'undeclared named volume, relative mount target',
+    content: 'services:\n  db:\n    image: postgres\n    volumes: ["data:/var/lib/data", "cache:tmp"]\n',
+    issues: [
+      [4, 15, 'services.db.volumes[0]', 'volume "data" is not declared under the top-level "volumes"'],
+      [4, 37, 'services.db.volumes[1]', 'mount target "tmp" must be an absolute path'],
+    ],
+  },
+  {
+    name: 'unterminated quote in a command string',
+    content: "services:\n  web:\n    image: nginx\n    command: sh -c 'echo hi\n",
+    issues: [[4, 14, 'services.web.command', 'cannot split into words: unterminated single quote']],
+  },
+];
+
+describe('bad templates: every issue, with file, line, column and path', () => {
+  test.each(BAD)('$name', ({ filename = 'mayfly.yaml', content, dir, issues }) => {
+    const expected = issues.map((i) =>
+      Array.isArray(i) ? { file: filename, line: i[0], column: i[1], path: i[2], message: i[3] } : i,
+    );
+    expect(issuesOf({ filename, content, dir })).toEqual(expected);
+  });
+
+  test('the error message lists every issue as file:line:col: path: message', () => {
+    try {
+      loadTemplate({
+        filename: 'mayfly.yaml',
+        content: 'services:\n  web:\n    image: nginx\n    ports: "abc"\n    tty: true\n',
+      });
+      expect.unreachable();
+    } catch (error) {
+      expect((error as Error).message).toBe(
+        [
+          'invalid template (2 problems):',
+          '  mayfly.yaml:4:12: services.web.ports: expected a list, got "abc"',
+          '  mayfly.yaml:5:5: services.web.tty: unknown key',
+        ].join('\n'),
+      );
+    }
+  });
+});
+
+describe('unsupported Compose keys', () => {
+  test('are warnings with positions, never errors, never silent', () => {
+    const content = [
+      'services:',
+      '  web:',
+      '    image: nginx',
+      '    privileged: true',
+      '    network_mode: host',
+      '    container_name: my-web',
+      '    links: [db]',
+      '    labels: { team: web }',
+      '    logging: { driver: none }',
+      '    x-team: web',
+      '  db:',
+      '    image: postgres',
+      '    deploy:',
+      '      placement: { constraints: [node.role==manager] }',
+      '      resources: { reservations: { memory: 1g }, limits: { memory: 1g } }',
+      'x-anything: { ignored: true }',
+      '',
+    ].join('\n');
+    const template = loadTemplate({ filename: 'compose.yaml', content });
+    const warnings = template.warnings.map((w) => [w.line, w.column, w.path, w.message]);
+    expect(warnings).toEqual([
+      [4, 5, 'services.web.privileged', 'not supported by Mayfly, ignored: containers never run privileged'],
+      [
+        5,
+        5,
+        'services.web.network_mode',
+        'ignored: every environment has its own network, shared by all of its services',
+      ],
+      [
+        6,
+        5,
+        'services.web.container_name',
+        'ignored: container names are chosen by Mayfly, one per environment',
+      ],
+      [7, 5, 'services.web.links', 'ignored: services reach each other by service name'],
+      [8, 5, 'services.web.labels', 'ignored: Mayfly sets its own labels'],
+      [
+        9,
+        5,
+        'services.web.logging',
+        'ignored: logs are collected by the runtime and read with `mayfly logs`',
+      ],
+      [14, 7, 'services.db.deploy.placement', 'not supported by Mayfly, ignored'],
+      [15, 20, 'services.db.deploy.resources.reservations', 'ignored: only limits are applied'],
+    ]);
+    expect(template.workloads.map((w) => w.name)).toEqual(['web', 'db']);
+    expect(template.workloads[1]!.resources).toEqual({ memoryBytes: 2 ** 30 });
+  });
+
+  test('a service named like a key is still a service', () => {
+    const template = loadTemplate({
+      filename: 'compose.yaml',
+      content: 'services:\n  environment:\n    image: nginx\n    x-note: ignored\n',
+    });
+    expect(template.workloads.map((w) => w.name)).toEqual(['environment']);
+  });
+});
+
+describe('interpolation', () => {
+  const load = (content: string, options?: LoadOptions, filename = 'compose.yaml') =>
+    loadTemplate({ filename, content }, options);
+
+  test('reads inputs only, never the server environment', () => {
+    expect(process.env.PATH).toBeDefined();
+    expect(
+      issuesOf({ filename: 'compose.yaml', content: 'services:\n  web:\n    image: "x:${PATH}"\n' }),
+    ).toEqual([
+      {
+        file: 'compose.yaml',
+        line: 3,
+        column: 15,
+        path: 'services.web.image',
+        message: '"PATH" is not set: pass it as an input, or give a default like ${PATH:-value}',
+      },
+    ]);
+  });
+
+  test('applies to every scalar value, after parsing, keeping $$ as $', () => {
+    const content = [
+      'services:',
+      '  web:',
+      '    image: "registry/web:${TAG:-latest}"',
+      '    command: ["serve", "--branch=${BRANCH}", "--price=$$5"]',
+      '    environment:',
+      '      PR: ${PR_NUMBER}',
+      '      SHA: $COMMIT_SHA',
+      '      EMPTY: ${UNSET-}',
+      '    ports: ["${PORT}"]',
+      '    deploy: { replicas: "${REPLICAS:-1}" }',
+      '',
+    ].join('\n');
+    const [web] = load(content, {
+      inputs: { BRANCH: 'feat/x', PR_NUMBER: '42', COMMIT_SHA: 'abc123', PORT: '8080', REPLICAS: '3' },
+    }).workloads;
+    expect(web).toMatchObject({
+      image: 'registry/web:latest',
+      command: ['serve', '--branch=feat/x', '--price=$5'],
+      env: { PR: '42', SHA: 'abc123', EMPTY: '' },
+      ports: [{ container: 8080, protocol: 'tcp', http: true }],
+      replicas: 3,
+    });
+  });
+
+  test('does not apply to keys, nor to ignored extensions', () => {
+    const content =
+      'x-doc: ${NOT_CHECKED}\nservices:\n  web:\n    image: nginx\n    environment:\n      ${KEY}: v\n';
+    expect(load(content).workloads[0]!.env).toEqual({ '${KEY}': 'v' });
+  });
+
+  test('an error points at the reference inside a block scalar', () => {
+    const content =
+      'services:\n  web:\n    image: nginx\n    command: |\n      echo start\n      echo ${MISSING}\n';
+    expect(issuesOf({ filename: 'compose.yaml', content })).toMatchObject([
+      { line: 6, column: 12, path: 'services.web.command' },
+    ]);
+  });
+
+  test('a bare environment key takes its value from the inputs, or is left out', () => {
+    const content = 'services:\n  web:\n    image: nginx\n    environment: [BRANCH, UNSET, A=1]\n';
+    expect(load(content, { inputs: { BRANCH: 'main' } }).workloads[0]!.env).toEqual({
+      BRANCH: 'main',
+      A: '1',
+    });
+  });
+
+  describe('${ENV_URL}', () => {
+    const content = [
+      'services:',
+      '  worker:',
+      '    image: worker',
+      '    environment: { CALLBACK: "${ENV_URL}/hooks" }',
+      '  api:',
+      '    image: api',
+      '    expose: [9000]',
+      '  web:',
+      '    image: web',
+      '    ports: ["${WEB_PORT:-3000}"]',
+      '  admin:',
+      '    image: admin',
+      '    ports: [8080]',
+      '',
+    ].join('\n');
+    const serviceUrl = (service: string) => `http://${service}--pr-1.localhost`;
+
+    test('is the URL of the first service with an HTTP port', () => {
+      const worker = load(content, { serviceUrl }).workloads[0]!;
+      expect(worker.env).toEqual({ CALLBACK: 'http://web--pr-1.localhost/hooks' });
+    });
+
+    test('an input wins', () => {
+      const worker = load(content, { serviceUrl, inputs: { ENV_URL: 'https://pr-1.example.com' } })
+        .workloads[0]!;
+      expect(worker.env).toEqual({ CALLBACK: 'https://pr-1.example.com/hooks' });
+    });
+
+    test('without serviceUrl it is an unset variable', () => {
+      expect(issuesOf({ filename: 'compose.yaml', content })).toMatchObject([
+        { line: 4, column: 31, message: expect.stringContaining('"ENV_URL" is not set') },
+      ]);
+    });
+
+    test('with no HTTP service at all it is an error where it is used', () => {
+      const noHttp = 'services:\n  worker:\n    image: worker\n    environment: { CALLBACK: "${ENV_URL}" }\n';
+      expect(issuesOf({ filename: 'compose.yaml', content: noHttp }, { serviceUrl })).toEqual([
+        {
+          file: 'compose.yaml',
+          line: 4,
+          column: 31,
+          path: 'services.worker.environment.CALLBACK',
+          message: '"ENV_URL" has no value: no service has an HTTP port',
+        },
+      ]);
+    });
+  });
+});
+
+describe('Compose specifics', () => {
+  const load = (content: string) => loadTemplate({ filename: 'compose.yaml', content });
+
+  test('port syntaxes', () => {
+    const content = [
+      'services:',
+      '  web:',
+      '    image: web',
+      '    ports: [80, "8080:8081", "127.0.0.1:5000:5001/tcp", "[::1]:6000:6001", "53:53/udp", "7000-7002", { target: 9000, published: 19000 }]',
+      '    expose: ["9100", 9200, "9300/udp"]',
+      '',
+    ].join('\n');
+    expect(load(content).workloads[0]!.ports).toEqual([
+      { container: 80, protocol: 'tcp', http: true },
+      { container: 8081, protocol: 'tcp', http: true },
+      { container: 5001, protocol: 'tcp', http: true },
+      { container: 6001, protocol: 'tcp', http: true },
+      { container: 53, protocol: 'udp', http: false },
+      { container: 7000, protocol: 'tcp', http: true },
+      { container: 7001, protocol: 'tcp', http: true },
+      { container: 7002, protocol: 'tcp', http: true },
+      { container: 9000, protocol: 'tcp', http: true },
+      { container: 9100, protocol: 'tcp', http: false },
+      { container: 9200, protocol: 'tcp', http: false },
+      { container: 9300, protocol: 'udp', http: false },
+    ]);
+  });
+
+  test('x-mayfly: job, http and public', () => {
+    const content = [
+      'services:',
+      '  web:',
+      '    image: web',
+      '    ports: ["80", "3000"]',
+      '    x-mayfly: { http: 3000 }',
+      '  internal:',
+      '    image: internal',
+      '    ports: ["80"]',
+      '    x-mayfly: { public: false }',
+      '  seed:',
+      '    image: seed',
+      '    x-mayfly: { job: true }',
+      '',
+    ].join('\n');
+    const [web, internal, seed] = load(content).workloads;
+    expect(web!.ports).toEqual([
+      { container: 80, protocol: 'tcp', http: false },
+      { container: 3000, protocol: 'tcp', http: true },
+    ]);
+    expect(internal!.ports).toEqual([{ container: 80, protocol: 'tcp', http: false }]);
+    expect(seed!.kind).toBe('job');
+  });
+
+  test('health checks: string, CMD list, NONE, disable, defaults', () => {
+    const content = [
+      'services:',
+      '  a: { image: x, healthcheck: { test: "curl -f localhost" } }',
+      '  b: { image: x, healthcheck: { test: [CMD, curl, -f, localhost], timeout: 2s, retries: 5 } }',
+      '  c: { image: x, healthcheck: { test: [NONE] } }',
+      '  d: { image: x, healthcheck: { test: "true", disable: true } }',
+      '',
+    ].join('\n');
+    const [a, b, c, d] = load(content).workloads;
+    expect(a!.healthcheck).toEqual({
+      test: ['CMD-SHELL', 'curl -f localhost'],
+      intervalMs: 5000,
+      timeoutMs: 5000,
+      retries: 3,
+      startPeriodMs: 0,
+    });
+    expect(b!.healthcheck).toEqual({
+      test: ['CMD', 'curl', '-f', 'localhost'],
+      intervalMs: 5000,
+      timeoutMs: 2000,
+      retries: 5,
+      startPeriodMs: 0,
+    });
+    expect(c!.healthcheck).toBeUndefined();
+    expect(d!.healthcheck).toBeUndefined();
+  });
+
+  test('a service running the image another service builds gets the same build', () => {
+    const content = [
+      'services:',
+      '  api:',
+      '    build: ./api',
+      '    image: acme/api:dev',
+      '  worker:',
+      '    image: acme/api:dev',
+      '    command: work',
+      '  db:',
+      '    image: postgres',
+      '',
+    ].join('\n');
+    const [api, worker, db] = loadTemplate({ filename: 'compose.yaml', content, dir: shop }).workloads;
+    const build = { context: join(shop, 'api'), dockerfile: 'Dockerfile', args: {} };
+    expect(api).toMatchObject({ image: '', build });
+    expect(worker).toMatchObject({ image: '', build, command: ['work'] });
+    expect(db).toMatchObject({ image: 'postgres' });
+    expect(db!.build).toBeUndefined();
+  });
+
+  test('YAML anchors and merge keys', () => {
+    const content = [
+      'x-base: &base',
+      '  image: app:1',
+      '  environment: { LOG: info, MODE: base }',
+      'services:',
+      '  web:',
+      '    <<: *base',
+      '    environment: { MODE: web }',
+      '  worker:',
+      '    <<: *base',
+      '    command: work',
+      '',
+    ].join('\n');
+    const [web, worker] = load(content).workloads;
+    expect(web).toMatchObject({ image: 'app:1', env: { MODE: 'web' } });
+    expect(worker).toMatchObject({ image: 'app:1', env: { LOG: 'info', MODE: 'base' }, command: ['work'] });
+  });
+});
+
+describe('LoadOptions.root', () => {
+  const outside = 'is outside the directory templates may use';
+  const load = (content: string, dir = shop) =>
+    issuesOf({ filename: 'compose.yaml', content, dir }, { root: shop }).map((i) => [
+      i.line,
+      i.column,
+      i.message,
+    ]);
+
+  test('keeps every host path inside it', () => {
+    const content = [
+      'services:',
+      '  web:',
+      '    build: { context: ../.., dockerfile: ../../etc/passwd }',
+      '    env_file: /etc/hostname',
+      '    volumes: ["/var/run/docker.sock:/var/run/docker.sock", "../../..:/host"]',
+      '  api:',
+      '    build: { context: ./api, dockerfile: ../../../outside }',
+      '',
+    ].join('\n');
+    expect(load(content)).toEqual([
+      [3, 23, `path "../.." ${outside}`],
+      [4, 15, `path "/etc/hostname" ${outside}`],
+      [5, 15, `path "/var/run/docker.sock" ${outside}`],
+      [5, 60, `path "../../.." ${outside}`],
+      [7, 42, `path "../../../outside" ${outside}`],
+    ]);
+  });
+
+  test('follows symbolic links', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mayfly-spec-'));
+    try {
+      symlinkSync('/etc', join(dir, 'etc'));
+      const content = 'services:\n  web:\n    image: nginx\n    env_file: etc/hostname\n';
+      const issues = issuesOf({ filename: 'compose.yaml', content, dir }, { root: dir });
+      expect(issues.map((i) => i.message)).toEqual([`path "etc/hostname" ${outside}`]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('accepts a template whose paths stay inside', () => {
+    const template = loadTemplate(source('compose.yaml'), { inputs: { COMMIT_SHA: 'x' }, root: shop });
+    expect(template.workloads).toHaveLength(5);
+  });
+
+  test('without it, an absolute bind is only a warning', () => {
+    const content = 'services:\n  web:\n    image: nginx\n    volumes: ["/srv/data:/data"]\n';
+    expect(loadTemplate({ filename: 'compose.yaml', content }).warnings).toMatchObject([
+      {
+        line: 4,
+        column: 15,
+        message: `bind mount of host path "/srv/data": the environment depends on this machine's files`,
+      },
+    ]);
+  });
+});
+
+describe('isComposeFile', () => {
+  test.each([
+    ['compose.yaml', '', true],
+    ['compose.yml', '', true],
+    ['docker-compose.yml', '', true],
+    ['docker-compose.override.yaml', '', true],
+    ['compose.prod.yaml', '', true],
+    ['preview.compose.yaml', '', true],
+    ['deploy/compose.yaml', '', true],
+    ['mayfly.yaml', '', false],
+    ['mayfly.yml', '', false],
+    ['preview.mayfly.yaml', '', false],
+    ['env.yaml', 'services:\n  web:\n    image: nginx\n', true],
+    ['env.yaml', 'services:\n  web:\n    image: nginx\n    environment: { A: 1 }\n', true],
+    ['env.yaml', 'services:\n  web:\n    image: nginx\n    env: { A: 1 }\n', false],
+    ['env.yaml', 'services:\n  web:\n    image: nginx\nlifecycle: { ttl: 1h }\n', false],
+    ['env.yaml', 'jobs: {}\n', false],
+    ['env.yaml', 'not: [valid\n', true],
+  ])('%s %j → %s', (filename, content, expected) => {
+    expect(isComposeFile(filename, content)).toBe(expected);
+  });
+});
