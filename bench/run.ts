@@ -1,0 +1,212 @@
+/**
+ * Benchmark: Mayfly against docker-compose on the example shop, in the same run, on the same
+ * engine, with images already built. Prints a table and writes bench/results/<time>.json.
+ *
+ *   create   Mayfly: API request → state ready (every health check passed, the job done)
+ *            docker-compose: `up -d` → the same health checks passing (compose v1 has no --wait)
+ *   destroy  Mayfly: API request → destroyed (verified: no labelled object left)
+ *            docker-compose: `down -v`
+ *   RSS      the control plane process with 0 and with 50 ready environments
+ */
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const composeFile = path.join(root, 'examples/shop/compose.yaml');
+const serveScript = path.join(root, 'packages/server/src/test-support/serve-process.ts');
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const RSS_ENVS = Number(process.env.BENCH_RSS_ENVS ?? 50);
+
+interface Plane {
+  child: ChildProcess;
+  url: string;
+  token: string;
+}
+
+async function startPlane(dataDir: string): Promise<Plane> {
+  const child = spawn(process.execPath, ['--import', 'tsx', serveScript, dataDir, '0'], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const line = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('\n')) resolve(out.split('\n')[0]!);
+    });
+    child.on('exit', (code) => reject(new Error(`control plane exited with ${code}`)));
+  });
+  const info = JSON.parse(line) as { url: string; tokenFile: string };
+  return { child, url: info.url, token: (await readFile(info.tokenFile, 'utf8')).trim() };
+}
+
+async function call(plane: Plane, method: string, urlPath: string, body?: unknown) {
+  const res = await fetch(`${plane.url}${urlPath}`, {
+    method,
+    headers: {
+      authorization: `Bearer ${plane.token}`,
+      ...(body ? { 'content-type': 'application/json' } : {}),
+    },
+    body: body ? JSON.stringify(body) : undefined,
+  });
+  const json = (await res.json()) as { id: string; state: string; failure: unknown };
+  if (res.status >= 400) throw new Error(`${method} ${urlPath}: ${res.status} ${JSON.stringify(json)}`);
+  return json;
+}
+
+async function waitState(plane: Plane, name: string, states: string[]) {
+  for (;;) {
+    const env = await call(plane, 'GET', `/v1/environments/${name}`);
+    if (states.includes(env.state)) return env;
+    if (env.state === 'failed') throw new Error(`${name} failed: ${JSON.stringify(env.failure)}`);
+    await sleep(50);
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function timed<T>(fn: () => Promise<T>): Promise<number> {
+  const start = performance.now();
+  await fn();
+  return (performance.now() - start) / 1000;
+}
+
+async function mayflyUp(plane: Plane, name: string, content: string, dir: string) {
+  await call(plane, 'POST', '/v1/environments', {
+    name,
+    template: { filename: 'compose.yaml', content, dir },
+  });
+  await waitState(plane, name, ['ready']);
+}
+
+async function mayflyDown(plane: Plane, name: string) {
+  await call(plane, 'DELETE', `/v1/environments/${name}`);
+  await waitState(plane, name, ['destroyed']);
+}
+
+const compose = (project: string, ...args: string[]) =>
+  run('docker-compose', ['-p', project, '-f', composeFile, ...args], { maxBuffer: 64 * 1024 * 1024 });
+
+/** Waits as Mayfly does: every container with a health check healthy, every one-off exited 0. */
+async function composeUpAndWait(project: string) {
+  await compose(project, 'up', '-d');
+  for (;;) {
+    const { stdout } = await run('docker', [
+      'ps',
+      '-aq',
+      '--filter',
+      `label=com.docker.compose.project=${project}`,
+    ]);
+    const ids = stdout.split('\n').filter(Boolean);
+    const { stdout: states } = await run('docker', [
+      'inspect',
+      '--format',
+      '{{.State.Status}} {{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}} {{.State.ExitCode}}',
+      ...ids,
+    ]);
+    const rows = states.trim().split('\n');
+    const done = rows.every((r) => {
+      const [status, health, code] = r.split(' ');
+      return (
+        (status === 'running' && (health === 'healthy' || health === 'none')) ||
+        (status === 'exited' && code === '0')
+      );
+    });
+    if (ids.length >= 4 && done) return;
+    await sleep(50);
+  }
+}
+
+async function rssKb(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+async function main() {
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'mayfly-bench-'));
+  const content = await readFile(composeFile, 'utf8');
+  const dir = path.dirname(composeFile);
+  const plane = await startPlane(dataDir);
+  try {
+    // Warm-up: both tools build their images once; nothing below measures a build.
+    process.stderr.write('warming up (building images if needed)…\n');
+    await mayflyUp(plane, 'bench-warm', content, dir);
+    await mayflyDown(plane, 'bench-warm');
+    await compose('benchwarm', 'build');
+    await composeUpAndWait('benchwarm');
+    await compose('benchwarm', 'down', '-v');
+
+    const results = {
+      mayflyCreate: [] as number[],
+      composeCreate: [] as number[],
+      mayflyDestroy: [] as number[],
+      composeDestroy: [] as number[],
+    };
+    for (let i = 0; i < ROUNDS; i++) {
+      process.stderr.write(`round ${i + 1}/${ROUNDS}\n`);
+      results.mayflyCreate.push(await timed(() => mayflyUp(plane, `bench-${i}`, content, dir)));
+      results.mayflyDestroy.push(await timed(() => mayflyDown(plane, `bench-${i}`)));
+      results.composeCreate.push(await timed(() => composeUpAndWait(`bench${i}`)));
+      results.composeDestroy.push(await timed(() => compose(`bench${i}`, 'down', '-v')));
+    }
+
+    process.stderr.write(`control plane RSS with 0 and ${RSS_ENVS} environments…\n`);
+    await sleep(500);
+    const rssIdle = await rssKb(plane.child.pid!);
+    const light = `services:\n  app:\n    image: mayfly-test/testkit:latest\n    command: ["testkit", "sleep"]\n`;
+    const names = Array.from({ length: RSS_ENVS }, (_, i) => `rss-${i}`);
+    for (const name of names)
+      await call(plane, 'POST', '/v1/environments', {
+        name,
+        template: { filename: 'compose.yaml', content: light },
+      });
+    for (const name of names) await waitState(plane, name, ['ready']);
+    await sleep(1000);
+    const rssLoaded = await rssKb(plane.child.pid!);
+    const destroyAll = await timed(async () => {
+      for (const name of names) await call(plane, 'DELETE', `/v1/environments/${name}`);
+      for (const name of names) await waitState(plane, name, ['destroyed']);
+    });
+
+    const rows = [
+      ['create, example to ready (s)', median(results.mayflyCreate), median(results.composeCreate)],
+      ['destroy, example (s)', median(results.mayflyDestroy), median(results.composeDestroy)],
+    ] as const;
+    const table = [
+      ['metric', 'mayfly', 'docker-compose', 'ratio'],
+      ...rows.map(([m, a, b]) => [m, a.toFixed(2), b.toFixed(2), (a / b).toFixed(2)]),
+      ['control plane RSS, 0 envs (MiB)', (rssIdle / 1024).toFixed(1), '', ''],
+      [`control plane RSS, ${RSS_ENVS} envs (MiB)`, (rssLoaded / 1024).toFixed(1), '', ''],
+      [`destroy ${RSS_ENVS} envs (s)`, destroyAll.toFixed(2), '', ''],
+    ];
+    const widths = table[0]!.map((_, c) => Math.max(...table.map((r) => r[c]!.length)));
+    for (const row of table) console.log(row.map((cell, c) => cell.padEnd(widths[c]!)).join('  '));
+
+    const out = {
+      at: new Date().toISOString(),
+      rounds: ROUNDS,
+      machine: { cpus: os.cpus().length, memGiB: Math.round(os.totalmem() / 2 ** 30) },
+      seconds: results,
+      median: Object.fromEntries(rows.map(([m, a, b]) => [m, { mayfly: a, compose: b, ratio: a / b }])),
+      rssMiB: { idle: rssIdle / 1024, [`envs${RSS_ENVS}`]: rssLoaded / 1024 },
+      destroyAllSeconds: destroyAll,
+    };
+    const resultsDir = path.join(root, 'bench/results');
+    await mkdir(resultsDir, { recursive: true });
+    const file = path.join(resultsDir, `${out.at.replace(/[:.]/g, '-')}.json`);
+    await writeFile(file, `${JSON.stringify(out, null, 2)}\n`);
+    console.log(`\nwritten ${path.relative(root, file)}`);
+  } finally {
+    plane.child.kill('SIGTERM');
+    await new Promise((r) => plane.child.once('exit', r));
+    await rm(dataDir, { recursive: true, force: true });
+  }
+}
+
+await main();

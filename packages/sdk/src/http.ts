@@ -1,0 +1,141 @@
+import type { z } from 'zod';
+import { ConnectionError, errorFromResponse, MayflyError } from './errors.js';
+
+/** A `fetch` with the signature of Node's global one; inject another to add proxies, retries or tracing. */
+export type FetchLike = (input: string | URL, init?: RequestInit) => Promise<Response>;
+
+/** Query parameters; `undefined` and `false` are left out, `true` is sent as `1`. */
+export type Query = Record<string, string | number | boolean | undefined>;
+
+/** One HTTP call to the API. */
+export interface RequestOptions {
+  query?: Query;
+  /** Sent as JSON. */
+  body?: unknown;
+  signal?: AbortSignal;
+  /** Media type asked for; default `application/json`. */
+  accept?: string;
+}
+
+/** How to reach the server. */
+export interface HttpClientOptions {
+  baseUrl: string;
+  token?: string | undefined;
+  fetch?: FetchLike | undefined;
+}
+
+/** Thin layer over fetch: auth header, JSON, error mapping, response validation. */
+export class HttpClient {
+  readonly baseUrl: string;
+  readonly #token: string | undefined;
+  readonly #fetch: FetchLike;
+
+  constructor(options: HttpClientOptions) {
+    // Concatenated rather than resolved with `new URL(path, base)`, which would drop a path prefix
+    // such as `https://example.com/mayfly`.
+    this.baseUrl = options.baseUrl.replace(/\/+$/, '');
+    this.#token = options.token || undefined;
+    this.#fetch = options.fetch ?? ((input, init) => globalThis.fetch(input, init));
+  }
+
+  /** Sends a request and returns the response when it is 2xx; throws the mapped MayflyError otherwise. */
+  async send(method: string, path: string, options: RequestOptions = {}): Promise<Response> {
+    const url = this.baseUrl + path + queryString(options.query);
+    const headers: Record<string, string> = { accept: options.accept ?? 'application/json' };
+    if (this.#token) headers.authorization = `Bearer ${this.#token}`;
+    let body: string | undefined;
+    if (options.body !== undefined) {
+      headers['content-type'] = 'application/json';
+      body = JSON.stringify(options.body);
+    }
+    let response: Response;
+    try {
+      response = await this.#fetch(url, { method, headers, body, signal: options.signal ?? null });
+    } catch (err) {
+      throw this.networkError(err, options.signal);
+    }
+    if (!response.ok) {
+      const text = await response.text().catch(() => '');
+      throw errorFromResponse(response.status, response.statusText, text);
+    }
+    return response;
+  }
+
+  /** Sends a request and validates its JSON answer with `schema`. */
+  async json<T>(
+    method: string,
+    path: string,
+    schema: z.ZodType<T>,
+    options: RequestOptions = {},
+  ): Promise<T> {
+    const response = await this.send(method, path, options);
+    let text: string;
+    try {
+      text = await response.text();
+    } catch (err) {
+      throw this.networkError(err, options.signal);
+    }
+    let data: unknown;
+    try {
+      data = JSON.parse(text);
+    } catch {
+      throw new MayflyError(`${method} ${path}: the server answered with something that is not JSON`, {
+        code: 'invalid_response',
+        status: response.status,
+      });
+    }
+    const result = schema.safeParse(data);
+    if (!result.success) {
+      const detail = result.error.issues
+        .slice(0, 3)
+        .map((issue) => `${issue.path.join('.') || '(root)'}: ${issue.message}`)
+        .join('; ');
+      throw new MayflyError(`${method} ${path}: unexpected response shape (${detail})`, {
+        code: 'invalid_response',
+        status: response.status,
+        cause: result.error,
+      });
+    }
+    return result.data;
+  }
+
+  /** Network failures become ConnectionError; an abort the caller asked for is passed through untouched. */
+  networkError(err: unknown, signal: AbortSignal | undefined): unknown {
+    if (signal?.aborted || err instanceof MayflyError) return err;
+    const detail = errorCode(err) ?? causeMessage(err);
+    return new ConnectionError(`cannot reach the Mayfly server at ${this.baseUrl} (${detail})`, {
+      cause: err,
+    });
+  }
+}
+
+function queryString(query: Query | undefined): string {
+  if (!query) return '';
+  const params = new URLSearchParams();
+  for (const [key, value] of Object.entries(query)) {
+    if (value === undefined || value === false) continue;
+    params.set(key, value === true ? '1' : String(value));
+  }
+  const text = params.toString();
+  return text ? `?${text}` : '';
+}
+
+/** The innermost message: `fetch failed` alone says little, its cause (e.g. `bad port`) says more. */
+function causeMessage(err: unknown): string {
+  let current: unknown = err;
+  while (current instanceof Error && current.cause instanceof Error) current = current.cause;
+  return current instanceof Error ? current.message : String(current);
+}
+
+/** Node's fetch reports `TypeError: fetch failed` with the system error (or an AggregateError of them) as cause. */
+function errorCode(err: unknown): string | undefined {
+  let current: unknown = err;
+  for (let depth = 0; depth < 4 && current && typeof current === 'object'; depth++) {
+    const candidate = current as { code?: unknown; errors?: unknown[]; cause?: unknown };
+    if (typeof candidate.code === 'string') return candidate.code;
+    const first = candidate.errors?.[0] as { code?: unknown } | undefined;
+    if (typeof first?.code === 'string') return first.code;
+    current = candidate.cause;
+  }
+  return undefined;
+}

@@ -1,0 +1,41 @@
+/**
+ * TypeScript SDK of Mayfly: a typed client of the REST API, with errors mapped back from HTTP.
+ * @packageDocumentation
+ */
+export type {
+  CreateEnvironmentRequest,
+  EnvEvent,
+  Environment,
+  EnvKind,
+  EnvState,
+  ErrorCode,
+  Failure,
+  ServiceStatus,
+  TemplateIssue,
+} from '@mayfly/contract';
+export { HealthResponse, MayflyClient, type MayflyClientOptions } from './client.js';
+export type {
+  EnvironmentsApi,
+  EventsOptions,
+  ListEnvironmentsOptions,
+  LogsOptions,
+  WaitForOptions,
+} from './environments.js';
+export {
+  ConflictError,
+  ConnectionError,
+  ForbiddenError,
+  InvalidRequestError,
+  InvalidTemplateError,
+  MayflyError,
+  type MayflyErrorCode,
+  type MayflyErrorInit,
+  type MayflyErrorOptions,
+  NotFoundError,
+  QuotaExceededError,
+  RuntimeUnavailableError,
+  TimeoutError,
+  UnauthorizedError,
+  UnexpectedStateError,
+} from './errors.js';
+export type { FetchLike } from './http.js';

@@ -1,0 +1,38 @@
+/** The one place where domain errors become HTTP statuses and `ErrorBody` JSON. */
+import type { ErrorBody, ErrorCode } from '@mayfly/contract';
+import { ZodError } from 'zod';
+import { InvalidRequestError, NotFoundError, QuotaExceededError } from '../controller/errors.js';
+import { RuntimeUnavailableError } from '../runtime/runtime.js';
+import { TemplateError } from '../spec/index.js';
+import { EnvironmentNotFoundError } from '../store/environment-repository.js';
+import { NameTakenError } from '../store/store.js';
+
+export class UnauthorizedError extends Error {
+  override name = 'UnauthorizedError';
+}
+
+export function toHttpError(err: unknown): { status: number; body: ErrorBody } {
+  const body = (code: ErrorCode, message: string, extra: Partial<ErrorBody['error']> = {}) => ({
+    error: { code, message, ...extra },
+  });
+  if (err instanceof TemplateError) {
+    return { status: 400, body: body('invalid_template', err.message, { issues: err.issues }) };
+  }
+  if (err instanceof ZodError) {
+    const message = err.issues.map((i) => `${i.path.join('.') || '(body)'}: ${i.message}`).join('; ');
+    return { status: 400, body: body('invalid_request', message) };
+  }
+  if (err instanceof InvalidRequestError) return { status: 400, body: body('invalid_request', err.message) };
+  if (err instanceof UnauthorizedError) return { status: 401, body: body('unauthorized', err.message) };
+  if (err instanceof NotFoundError || err instanceof EnvironmentNotFoundError)
+    return { status: 404, body: body('not_found', err.message) };
+  if (err instanceof NameTakenError) return { status: 409, body: body('conflict', err.message) };
+  if (err instanceof QuotaExceededError) return { status: 429, body: body('quota_exceeded', err.message) };
+  if (err instanceof RuntimeUnavailableError)
+    return { status: 503, body: body('runtime_unavailable', err.message) };
+  const fastifyStatus = (err as { statusCode?: number }).statusCode;
+  if (fastifyStatus && fastifyStatus >= 400 && fastifyStatus < 500) {
+    return { status: fastifyStatus, body: body('invalid_request', (err as Error).message) };
+  }
+  return { status: 500, body: body('internal', 'internal error; see the server log') };
+}

@@ -1,0 +1,195 @@
+/**
+ * The whole path on the real Docker Engine: API request → store → reconciler → Docker → gateway,
+ * then teardown, TTL expiry, failure with its step, and garbage collection of orphans.
+ */
+import { execFileSync } from 'node:child_process';
+import type { Environment } from '@mayfly/contract';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
+import { TESTKIT_IMAGE } from '../test-support/global-setup.js';
+import { labelledObjects } from '../test-support/leak-check.js';
+import { startTestServer, type TestServer } from '../test-support/test-server.js';
+
+const HEALTH = `["CMD", "busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/healthz"]`;
+
+const appCompose = `
+services:
+  api:
+    image: ${TESTKIT_IMAGE}
+    command: ["testkit", "http", "--port", "8080", "--text", "api of \${ENV_NAME}"]
+    expose: ["8080"]
+    healthcheck: { test: ${HEALTH}, interval: 1s, retries: 30 }
+    depends_on:
+      seed: { condition: service_completed_successfully }
+  seed:
+    image: ${TESTKIT_IMAGE}
+    command: ["sh", "-c", "echo seeded"]
+  web:
+    image: ${TESTKIT_IMAGE}
+    command: ["testkit", "http", "--port", "8080"]
+    environment:
+      API_URL: http://api:8080
+      PUBLIC_URL: \${ENV_URL}
+    ports: ["8080"]
+    depends_on:
+      api: { condition: service_healthy }
+`;
+
+const create = (t: TestServer, body: Record<string, unknown>) =>
+  t.api<Environment>('POST', '/v1/environments', {
+    template: { filename: 'compose.yaml', content: appCompose },
+    ...body,
+  });
+
+describe('environment lifecycle on Docker', () => {
+  let t: TestServer;
+  beforeAll(async () => {
+    t = await startTestServer({ gcIntervalMs: 1_000 });
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it('creates, routes through the gateway, and destroys leaving nothing', async () => {
+    const res = await create(t, { name: 'life' });
+    expect(res.status).toBe(201);
+    expect(res.body).toMatchObject({ name: 'life', state: 'pending', desired: 'present' });
+    expect(Object.keys(res.body.urls)).toEqual(['web']);
+
+    const ready = await t.waitForState('life', ['ready', 'failed']);
+    expect(ready.failure).toBeNull();
+    expect(ready.state).toBe('ready');
+    expect(ready.urls.web).toBe(`http://web--life.localhost:${t.server.port}/`);
+    expect(ready.services.map((s) => `${s.name}:${s.state}`).sort()).toEqual([
+      'api:running',
+      'seed:exited',
+      'web:running',
+    ]);
+
+    const page = await t.viaGateway('web--life.localhost');
+    expect(page).toMatchObject({ status: 200 });
+    expect(page.text).toMatch(/^hello from /);
+    // services reach each other by name, and inputs were interpolated
+    expect((await t.viaGateway('web--life.localhost', '/env/API_URL')).text).toBe('http://api:8080');
+    expect((await t.viaGateway('web--life.localhost', '/env/PUBLIC_URL')).text).toBe(ready.urls.web);
+    // api has no published HTTP port: the gateway does not expose it
+    expect((await t.viaGateway('api--life.localhost')).status).toBe(404);
+
+    const states = (await t.events('life')).filter((e) => e.type === 'state').map((e) => e.state);
+    expect(states).toEqual(['pending', 'creating', 'ready']);
+
+    const del = await t.api<Environment>('DELETE', '/v1/environments/life');
+    expect(del.status).toBe(202);
+    const gone = await t.waitForState(ready.id, ['destroyed']);
+    expect(gone.urls).toEqual({});
+    expect(labelledObjects().filter((o) => o.includes(ready.id))).toEqual([]);
+    expect((await t.viaGateway('web--life.localhost')).status).toBe(404);
+    const after = (await t.events(ready.id)).filter((e) => e.type === 'state').map((e) => e.state);
+    expect(after.slice(-2)).toEqual(['destroying', 'destroyed']);
+  });
+
+  it('proxies WebSocket upgrades and streamed responses', async () => {
+    await create(t, { name: 'sockets' });
+    await t.waitForState('sockets', ['ready']);
+    const ws = new WebSocket(`ws://127.0.0.1:${t.server.port}/ws`, {
+      headers: { host: 'web--sockets.localhost' },
+    });
+    const echoed = await new Promise<string>((resolve, reject) => {
+      ws.on('open', () => ws.send('ping through the gateway'));
+      ws.on('message', (data) => resolve(data.toString()));
+      ws.on('error', reject);
+    });
+    ws.close();
+    expect(echoed).toBe('ping through the gateway');
+    const streamed = await t.viaGateway('web--sockets.localhost', '/stream');
+    expect(streamed.text.trim().split('\n')).toHaveLength(5);
+    await t.api('DELETE', '/v1/environments/sockets');
+    await t.waitForState('sockets', ['destroyed']);
+  });
+
+  it('answers unknown hosts with a clear 404 page', async () => {
+    const res = await t.viaGateway('web--nosuch.localhost');
+    expect(res.status).toBe(404);
+    expect(res.text).toContain('There is no environment named &quot;nosuch&quot;');
+  });
+
+  it('destroys an environment when its TTL runs out', async () => {
+    const res = await create(t, { name: 'short', ttl: '4s' });
+    expect(res.body.expiresAt).not.toBeNull();
+    const gone = await t.waitForState('short', ['destroyed'], 60_000);
+    expect(gone.desired).toBe('absent');
+    const events = await t.events(gone.id);
+    expect(events.filter((e) => e.type === 'state').map((e) => e.state)).toEqual([
+      'pending',
+      'creating',
+      'ready',
+      'destroying',
+      'destroyed',
+    ]);
+    expect(events.find((e) => e.type === 'ttl')?.message).toBe('time to live ran out');
+  });
+
+  it('fails with the step and reason, and leaves nothing running', async () => {
+    const broken = appCompose.replace(
+      '["sh", "-c", "echo seeded"]',
+      '["sh", "-c", "echo cannot seed >&2; exit 4"]',
+    );
+    const res = await t.api<Environment>('POST', '/v1/environments', {
+      name: 'broken',
+      template: { filename: 'compose.yaml', content: broken },
+    });
+    expect(res.status).toBe(201);
+    const failed = await t.waitForState('broken', ['failed', 'ready']);
+    expect(failed.state).toBe('failed');
+    expect(failed.failure).toMatchObject({ step: 'job:seed' });
+    expect(failed.failure!.reason).toMatch(/exited with code 4[\s\S]*cannot seed/);
+    expect(labelledObjects().filter((o) => o.includes(failed.id))).toEqual([]);
+    await t.api('DELETE', '/v1/environments/broken');
+    await t.waitForState('broken', ['destroyed']);
+  });
+
+  it('rejects a bad template with file, line and field, and records nothing', async () => {
+    const before = (await t.api<{ items: Environment[] }>('GET', '/v1/environments?all=1')).body.items.length;
+    const res = await t.api<{ error: { code: string; issues: unknown[] } }>('POST', '/v1/environments', {
+      template: { filename: 'compose.yaml', content: 'services:\n  web:\n    command: ["x"]\n' },
+    });
+    expect(res.status).toBe(400);
+    expect(res.body.error.code).toBe('invalid_template');
+    expect(res.body.error.issues).toEqual([
+      { file: 'compose.yaml', line: 3, column: 5, path: 'services.web', message: 'needs "image" or "build"' },
+    ]);
+    const after = (await t.api<{ items: Environment[] }>('GET', '/v1/environments?all=1')).body.items.length;
+    expect(after).toBe(before);
+  });
+
+  it('rejects requests without a valid token', async () => {
+    const res = await fetch(`${t.server.url}/v1/environments`, { headers: { authorization: 'Bearer nope' } });
+    expect(res.status).toBe(401);
+    expect(((await res.json()) as { error: { code: string } }).error.code).toBe('unauthorized');
+  });
+
+  it('garbage-collects labelled objects that no environment wants', async () => {
+    const id = execFileSync(
+      'docker',
+      [
+        'run',
+        '-d',
+        '--label',
+        'mayfly.managed-by=mayfly',
+        '--label',
+        'mayfly.env=orphan123',
+        TESTKIT_IMAGE,
+        'testkit',
+        'sleep',
+      ],
+      { encoding: 'utf8' },
+    ).trim();
+    const deadline = Date.now() + 20_000;
+    while (labelledObjects().some((o) => o.includes(id.slice(0, 12))) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    expect(labelledObjects().filter((o) => o.includes(id.slice(0, 12)))).toEqual([]);
+    const metrics = await (await fetch(`${t.server.url}/metrics`)).text();
+    expect(metrics).toMatch(/mayfly_gc_leaks_collected_total\{kind="container"\} [1-9]/);
+  });
+});

@@ -1,0 +1,222 @@
+/**
+ * The level-triggered reconcile loop: reads what the store wants, converges the runtime to it,
+ * records every transition as an event. Safe to kill at any point: every step is idempotent and
+ * the next pass (in this process or the next) picks up from the recorded state.
+ */
+import type { EnvState, Failure } from '@mayfly/contract';
+import { needsBuild, resolveBuilds } from '../build/resolve-builds.js';
+import type { Logger } from '../observability/logger.js';
+import type { Metrics } from '../observability/metrics.js';
+import { type Runtime, RuntimeStepError, RuntimeUnavailableError } from '../runtime/runtime.js';
+import type { EnvironmentRecord, Store } from '../store/store.js';
+import { collectGarbage } from './garbage-collector.js';
+
+export interface ReconcilerOptions {
+  store: Store;
+  runtime: Runtime;
+  logger: Logger;
+  metrics: Metrics;
+  /** Lease owner name of this replica. */
+  owner: string;
+  leaseMs: number;
+  intervalMs: number;
+  gcIntervalMs: number;
+  /** Environments worked on at once; the rest wait for the next pass. */
+  concurrency?: number;
+}
+
+const BRINGING_UP: EnvState[] = ['pending', 'building', 'creating'];
+
+export class Reconciler {
+  private readonly inFlight = new Map<string, { done: Promise<void>; abort: AbortController }>();
+  private timer: NodeJS.Timeout | null = null;
+  private gcTimer: NodeJS.Timeout | null = null;
+  private passRunning: Promise<void> | null = null;
+  private passAgain = false;
+  private stopped = true;
+
+  constructor(private readonly o: ReconcilerOptions) {}
+
+  start(): void {
+    this.stopped = false;
+    this.timer = setInterval(() => this.kick(), this.o.intervalMs);
+    this.gcTimer = setInterval(() => void this.gc(), this.o.gcIntervalMs);
+    void this.gc().finally(() => this.kick());
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+    if (this.gcTimer) clearInterval(this.gcTimer);
+    for (const { abort } of this.inFlight.values()) abort.abort(new Error('control plane stopping'));
+    await this.passRunning;
+    await Promise.allSettled([...this.inFlight.values()].map((f) => f.done));
+  }
+
+  /** Runs a pass now (or right after the one running). */
+  kick(): void {
+    if (this.stopped) return;
+    if (this.passRunning) {
+      this.passAgain = true;
+      return;
+    }
+    this.passRunning = this.pass()
+      .catch((err) => {
+        this.o.metrics.reconcileErrors.inc();
+        this.o.logger.error({ err }, 'reconcile pass failed');
+      })
+      .finally(() => {
+        this.passRunning = null;
+        if (this.passAgain) {
+          this.passAgain = false;
+          this.kick();
+        }
+      });
+  }
+
+  /** A user changed what they want: stop work that no longer applies, and act now. */
+  changed(envId: string): void {
+    this.inFlight.get(envId)?.abort.abort(new Error('desired state changed'));
+    this.kick();
+  }
+
+  /** Resolves when no environment is being worked on (for tests and orderly shutdown). */
+  async idle(): Promise<void> {
+    while (this.passRunning || this.inFlight.size > 0) {
+      await this.passRunning;
+      await Promise.allSettled([...this.inFlight.values()].map((f) => f.done));
+    }
+  }
+
+  private async pass(): Promise<void> {
+    const envs = await this.o.store.environments.listNeedingWork(new Date());
+    const limit = this.o.concurrency ?? 8;
+    for (const env of envs) {
+      if (this.inFlight.has(env.id) || this.inFlight.size >= limit) continue;
+      const abort = new AbortController();
+      const done = this.reconcile(env.id, abort.signal).finally(() => {
+        this.inFlight.delete(env.id);
+        if (!this.stopped) this.kick();
+      });
+      this.inFlight.set(env.id, { done, abort });
+    }
+  }
+
+  private async reconcile(envId: string, signal: AbortSignal): Promise<void> {
+    const { store, owner, leaseMs, logger } = this.o;
+    if (!(await store.environments.claim(envId, owner, leaseMs))) return;
+    const heartbeat = setInterval(
+      () => void store.environments.claim(envId, owner, leaseMs).catch(() => {}),
+      Math.max(1_000, leaseMs / 3),
+    );
+    try {
+      let env = await store.environments.get(envId);
+      if (!env) return;
+      if (env.desired === 'present' && env.expiresAt && env.expiresAt.getTime() <= Date.now()) {
+        env = await store.environments.update(env.id, { desired: 'absent' });
+        await store.events.append({ envId, type: 'ttl', state: null, message: 'time to live ran out' });
+      }
+      if (env.desired === 'absent') {
+        if (env.state !== 'destroyed') await this.teardown(env);
+      } else if (BRINGING_UP.includes(env.state)) {
+        await this.bringUp(env, signal);
+      }
+    } catch (err) {
+      if (signal.aborted) return;
+      if (err instanceof RuntimeUnavailableError)
+        logger.warn({ envId, err: err.message }, 'runtime unavailable');
+      else {
+        this.o.metrics.reconcileErrors.inc();
+        logger.error({ envId, err }, 'reconcile failed; will retry');
+      }
+    } finally {
+      clearInterval(heartbeat);
+      await store.environments.release(envId, owner).catch(() => {});
+    }
+  }
+
+  private async bringUp(env: EnvironmentRecord, signal: AbortSignal): Promise<void> {
+    const { store, runtime } = this.o;
+    let plan = env.plan;
+    if (!plan) throw new Error(`environment ${env.id} has no plan`);
+    try {
+      await runtime.ping();
+      if (needsBuild(plan)) {
+        env = await this.transition(env, 'building', 'building images');
+        plan = await resolveBuilds(
+          plan,
+          runtime,
+          (e) => void this.event(env.id, 'progress', `${e.workload}: image ${e.status} (${e.image})`),
+        );
+        env = await store.environments.update(env.id, { plan });
+      }
+      signal.throwIfAborted();
+      env = await this.transition(env, 'creating', 'creating services');
+      await runtime.apply(plan, {
+        signal,
+        onProgress: (e) =>
+          void this.event(
+            env.id,
+            'progress',
+            e.type === 'image' ? `${e.workload}: ${e.message}` : `${e.workload}: ${e.phase}`,
+          ),
+      });
+      signal.throwIfAborted();
+      await this.transition(env, 'ready', 'ready');
+      this.o.metrics.createSeconds.observe(
+        { outcome: 'ready' },
+        (Date.now() - env.createdAt.getTime()) / 1000,
+      );
+    } catch (err) {
+      if (signal.aborted || !(err instanceof RuntimeStepError)) throw err;
+      // A failed environment keeps nothing running: the reason and the step are the record.
+      await this.transition(env, 'failed', `failed at ${err.step}`, { step: err.step, reason: err.reason });
+      this.o.metrics.createSeconds.observe(
+        { outcome: 'failed' },
+        (Date.now() - env.createdAt.getTime()) / 1000,
+      );
+      await runtime.destroy(env.id);
+    }
+  }
+
+  private async teardown(env: EnvironmentRecord): Promise<void> {
+    const started = Date.now();
+    if (env.state !== 'destroying') env = await this.transition(env, 'destroying', 'destroying');
+    await this.o.runtime.destroy(env.id);
+    await this.transition(env, 'destroyed', 'destroyed; no labelled object remains');
+    this.o.metrics.destroySeconds.observe((Date.now() - started) / 1000);
+  }
+
+  private async transition(
+    env: EnvironmentRecord,
+    state: EnvState,
+    message: string,
+    failure?: Failure,
+  ): Promise<EnvironmentRecord> {
+    const updated = await this.o.store.environments.update(env.id, {
+      state,
+      ...(failure ? { failure } : {}),
+    });
+    await this.o.store.events.append({
+      envId: env.id,
+      type: 'state',
+      state,
+      message: failure ? `${message}: ${failure.reason}` : message,
+    });
+    this.o.logger.info({ envId: env.id, name: env.name, state }, message);
+    return updated;
+  }
+
+  private async event(envId: string, type: string, message: string): Promise<void> {
+    await this.o.store.events.append({ envId, type, state: null, message }).catch(() => {});
+  }
+
+  private async gc(): Promise<void> {
+    if (this.stopped) return;
+    try {
+      await collectGarbage({ ...this.o, busy: (id) => this.inFlight.has(id) });
+    } catch (err) {
+      this.o.logger.warn({ err }, 'garbage collection failed; will retry');
+    }
+  }
+}

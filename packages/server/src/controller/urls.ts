@@ -1,0 +1,45 @@
+/** The URLs users get for an environment's services, as the gateway routes them. */
+import type { EnvPlan } from '../runtime/runtime.js';
+
+export interface UrlScheme {
+  scheme: 'http' | 'https';
+  baseDomain: string;
+  /** Omitted from URLs when it is the scheme's default port. */
+  port: number;
+}
+
+export function hostFor(service: string, envName: string, baseDomain: string): string {
+  return `${service}--${envName}.${baseDomain}`;
+}
+
+export function serviceUrl(service: string, envName: string, url: UrlScheme): string {
+  const defaultPort = url.scheme === 'https' ? 443 : 80;
+  const port = url.port === defaultPort ? '' : `:${url.port}`;
+  return `${url.scheme}://${hostFor(service, envName, url.baseDomain)}${port}/`;
+}
+
+/** Every service with an HTTP port gets a URL; jobs never do. */
+export function urlsOf(plan: EnvPlan | null, envName: string, url: UrlScheme): Record<string, string> {
+  const urls: Record<string, string> = {};
+  for (const w of plan?.workloads ?? []) {
+    if (w.kind === 'service' && w.ports.some((p) => p.http)) urls[w.name] = serviceUrl(w.name, envName, url);
+  }
+  return urls;
+}
+
+/** Splits `<service>--<env>.<baseDomain>[:port]`; null when the host is not an environment's. */
+export function parseHost(
+  host: string | undefined,
+  baseDomain: string,
+): { service: string; envName: string } | null {
+  if (!host) return null;
+  const name = host.replace(/:\d+$/, '').toLowerCase();
+  const suffix = `.${baseDomain.toLowerCase()}`;
+  if (!name.endsWith(suffix)) return null;
+  const label = name.slice(0, -suffix.length);
+  const sep = label.indexOf('--');
+  if (sep <= 0 || label.includes('.')) return null;
+  const service = label.slice(0, sep);
+  const envName = label.slice(sep + 2);
+  return service && envName ? { service, envName } : null;
+}

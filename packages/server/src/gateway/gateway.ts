@@ -1,0 +1,129 @@
+/**
+ * The gateway: routes `<service>--<env>.<baseDomain>` to that service's HTTP port, for plain
+ * requests, streams and WebSocket upgrades alike. It shares the API's listener; `main.ts` hands it
+ * every request whose Host names an environment.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { createProxyServer } from 'http-proxy-3';
+import type { UrlScheme } from '../controller/urls.js';
+import { parseHost } from '../controller/urls.js';
+import type { Logger } from '../observability/logger.js';
+import type { Endpoint, Runtime } from '../runtime/runtime.js';
+import type { Store } from '../store/store.js';
+import { errorPage } from './error-page.js';
+
+export interface GatewayDeps {
+  store: Store;
+  runtime: Runtime;
+  urls: UrlScheme;
+  logger: Logger;
+  /** How long a resolved upstream is reused before asking the store and runtime again. */
+  cacheMs?: number;
+}
+
+type Resolution =
+  | { ok: true; target: Endpoint; envId: string }
+  | { ok: false; status: number; title: string; detail: string };
+
+export class Gateway {
+  private readonly proxy = createProxyServer({ xfwd: true, ws: true });
+  private readonly cache = new Map<string, { at: number; target: Endpoint; envId: string }>();
+
+  constructor(private readonly deps: GatewayDeps) {
+    this.proxy.on('error', (err, req, resOrSocket) => {
+      this.cache.delete(req.headers.host ?? '');
+      deps.logger.warn({ host: req.headers.host, err: err.message }, 'upstream error');
+      if (resOrSocket && 'writeHead' in resOrSocket) {
+        const res = resOrSocket as ServerResponse;
+        if (!res.headersSent) {
+          sendPage(res, 502, 'Bad gateway', `The service did not answer: ${err.message}`);
+        } else res.destroy();
+      } else (resOrSocket as Duplex | undefined)?.destroy();
+    });
+  }
+
+  /** True when the Host header names an environment's service (and so the gateway should answer). */
+  handles(req: IncomingMessage): boolean {
+    return parseHost(req.headers.host, this.deps.urls.baseDomain) !== null;
+  }
+
+  async handleRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const resolved = await this.resolve(req.headers.host);
+    if (!resolved.ok) return sendPage(res, resolved.status, resolved.title, resolved.detail);
+    this.proxy.web(req, res, { target: { host: resolved.target.host, port: resolved.target.port } });
+  }
+
+  async handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    const resolved = await this.resolve(req.headers.host);
+    if (!resolved.ok) {
+      socket.end(
+        `HTTP/1.1 ${resolved.status} ${resolved.title}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`,
+      );
+      return;
+    }
+    this.proxy.ws(req, socket, head, { target: { host: resolved.target.host, port: resolved.target.port } });
+  }
+
+  close(): void {
+    this.proxy.close();
+  }
+
+  private async resolve(host: string | undefined): Promise<Resolution> {
+    const parsed = parseHost(host, this.deps.urls.baseDomain);
+    if (!parsed)
+      return { ok: false, status: 404, title: 'Not found', detail: `No environment answers at ${host}.` };
+    const key = host ?? '';
+    const cached = this.cache.get(key);
+    if (cached && Date.now() - cached.at < (this.deps.cacheMs ?? 2_000)) {
+      return { ok: true, target: cached.target, envId: cached.envId };
+    }
+    const env = await this.deps.store.environments.getByName(parsed.envName);
+    if (!env || env.state === 'destroyed') {
+      return {
+        ok: false,
+        status: 404,
+        title: 'Not found',
+        detail: `There is no environment named "${parsed.envName}".`,
+      };
+    }
+    const workload = env.plan?.workloads.find((w) => w.name === parsed.service && w.kind === 'service');
+    const port = workload?.ports.find((p) => p.http);
+    if (!workload || !port) {
+      return {
+        ok: false,
+        status: 404,
+        title: 'Not found',
+        detail: `Environment "${env.name}" has no HTTP service named "${parsed.service}".`,
+      };
+    }
+    if (env.state !== 'ready') {
+      return {
+        ok: false,
+        status: 503,
+        title: 'Not ready',
+        detail: `Environment "${env.name}" is ${env.state}${env.failure ? ` (${env.failure.step}: ${env.failure.reason})` : ''}.`,
+      };
+    }
+    const target = await this.deps.runtime.resolveEndpoint(env.id, workload.name, port.container);
+    if (!target) {
+      return {
+        ok: false,
+        status: 503,
+        title: 'Not running',
+        detail: `Service "${workload.name}" is not running.`,
+      };
+    }
+    this.cache.set(key, { at: Date.now(), target, envId: env.id });
+    return { ok: true, target, envId: env.id };
+  }
+}
+
+function sendPage(res: ServerResponse, status: number, title: string, detail: string): void {
+  const body = errorPage(status, title, detail);
+  res.writeHead(status, {
+    'content-type': 'text/html; charset=utf-8',
+    'content-length': Buffer.byteLength(body),
+  });
+  res.end(body);
+}

@@ -1,0 +1,147 @@
+/**
+ * Composition root: config → store → runtime → controller → API + gateway on one listener.
+ * The only module that picks a runtime driver.
+ */
+import { chmod, mkdir, writeFile } from 'node:fs/promises';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { nanoid } from 'nanoid';
+import { buildApi } from './api/app.js';
+import { loadConfig, type ServerConfigInput } from './config/config.js';
+import { EnvironmentService } from './controller/environment-service.js';
+import { Reconciler } from './controller/reconciler.js';
+import type { UrlScheme } from './controller/urls.js';
+import { Gateway } from './gateway/gateway.js';
+import { createLogger } from './observability/logger.js';
+import { createMetrics } from './observability/metrics.js';
+import { DockerRuntime } from './runtime/docker/docker-runtime.js';
+import type { Runtime } from './runtime/runtime.js';
+import { openStore } from './store/open-store.js';
+import type { Store } from './store/store.js';
+
+export const VERSION = '0.1.0';
+
+export interface StartOptions extends ServerConfigInput {
+  /** Replaces the Docker driver (tests of other drivers, or a Kubernetes runtime). */
+  runtime?: Runtime;
+  logDestination?: NodeJS.WritableStream;
+}
+
+export interface RunningServer {
+  /** Base URL of the API. */
+  url: string;
+  /** Example of an environment URL, with the placeholders users substitute. */
+  gatewayUrl: string;
+  port: number;
+  adminTokenFile: string | null;
+  adminTokenCreated: boolean;
+  store: Store;
+  runtime: Runtime;
+  environments: EnvironmentService;
+  reconciler: Reconciler;
+  close(): Promise<void>;
+}
+
+export async function startServer(options: StartOptions = {}): Promise<RunningServer> {
+  const { runtime: injectedRuntime, logDestination, ...configInput } = options;
+  const config = loadConfig(configInput);
+  const logger = createLogger(config.logLevel, logDestination);
+  await mkdir(config.dataDir, { recursive: true });
+  const store = await openStore({ url: config.dbUrl, dataDir: config.dataDir, logger });
+  const metrics = createMetrics(async () => {
+    const counts: Record<string, number> = {};
+    for (const env of await store.environments.list()) counts[env.state] = (counts[env.state] ?? 0) + 1;
+    return counts;
+  });
+  const runtime = injectedRuntime ?? new DockerRuntime({ socketPath: config.dockerSocket });
+
+  const { file: adminTokenFile, created: adminTokenCreated } = config.bootstrapAdminToken
+    ? await bootstrapAdminToken(store, config.dataDir)
+    : { file: null, created: false };
+
+  const urls: UrlScheme = { scheme: config.publicScheme, baseDomain: config.baseDomain, port: config.port };
+  // SQLite means one control plane on one machine: a stable owner lets a restarted process take
+  // its own leases back at once instead of waiting for them to expire.
+  const owner =
+    config.replicaId ??
+    (store.dialect === 'sqlite' ? `local@${os.hostname()}` : `${os.hostname()}-${nanoid(6)}`);
+  const reconciler = new Reconciler({
+    store,
+    runtime,
+    logger: logger.child({ component: 'controller' }),
+    metrics,
+    owner,
+    leaseMs: config.leaseMs,
+    intervalMs: config.reconcileIntervalMs,
+    gcIntervalMs: config.gcIntervalMs,
+  });
+  const environments = new EnvironmentService({
+    store,
+    runtime,
+    urls,
+    onChange: (id) => reconciler.changed(id),
+  });
+  const gateway = new Gateway({ store, runtime, urls, logger: logger.child({ component: 'gateway' }) });
+
+  const app = await buildApi({
+    store,
+    runtime,
+    environments,
+    metrics,
+    logger,
+    version: VERSION,
+    serverFactory: (handler) => {
+      const server = http.createServer((req, res) => {
+        if (!gateway.handles(req)) return handler(req, res);
+        gateway.handleRequest(req, res).catch((err) => {
+          logger.error({ err }, 'gateway failed');
+          if (!res.headersSent) res.writeHead(500).end();
+        });
+      });
+      server.on('upgrade', (req, socket, head) => {
+        if (!gateway.handles(req)) return socket.destroy();
+        gateway.handleUpgrade(req, socket, head).catch(() => socket.destroy());
+      });
+      return server;
+    },
+  });
+  await app.listen({ port: config.port, host: config.host });
+  const port = (app.server.address() as AddressInfo).port;
+  urls.port = config.publicPort ?? port;
+  reconciler.start();
+
+  const hostForUrl = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
+  logger.info({ port, dataDir: config.dataDir, store: store.dialect, runtime: runtime.name }, 'mayfly is up');
+  return {
+    url: `http://${hostForUrl}:${port}`,
+    gatewayUrl: `${config.publicScheme}://<service>--<environment>.${config.baseDomain}:${urls.port}/`,
+    port,
+    adminTokenFile,
+    adminTokenCreated,
+    store,
+    runtime,
+    environments,
+    reconciler,
+    async close() {
+      await reconciler.stop();
+      gateway.close();
+      await app.close();
+      await store.close();
+    },
+  };
+}
+
+/** On first start, an admin token is created and written (mode 600) where the CLI looks for it. */
+async function bootstrapAdminToken(
+  store: Store,
+  dataDir: string,
+): Promise<{ file: string; created: boolean }> {
+  const file = path.join(dataDir, 'admin-token');
+  if ((await store.tokens.count()) > 0) return { file, created: false };
+  const { token } = await store.tokens.create('admin', ['admin']);
+  await writeFile(file, `${token}\n`, { mode: 0o600 });
+  await chmod(file, 0o600);
+  return { file, created: true };
+}

@@ -1,0 +1,194 @@
+/**
+ * The Runtime interface: everything the control plane asks of a container platform.
+ * Drivers (Docker, Kubernetes) implement it; nothing above `runtime/` imports a driver.
+ * Every object a driver makes carries the labels in {@link LABELS}, so teardown and garbage
+ * collection find them by label, never by remembered ids alone.
+ */
+import type { Readable } from 'node:stream';
+
+export const LABELS = {
+  managedBy: 'mayfly.managed-by',
+  env: 'mayfly.env',
+  project: 'mayfly.project',
+  workload: 'mayfly.service',
+  specHash: 'mayfly.spec-hash',
+} as const;
+export const MANAGED_BY = 'mayfly';
+
+export type DependencyCondition = 'service_started' | 'service_healthy' | 'service_completed_successfully';
+
+export interface HealthcheckPlan {
+  /** Docker-style test: `['CMD', ...]` or `['CMD-SHELL', 'script']`. */
+  test: string[];
+  intervalMs: number;
+  timeoutMs: number;
+  retries: number;
+  startPeriodMs: number;
+}
+
+export interface PortPlan {
+  /** Port the process listens on inside the container. */
+  container: number;
+  protocol: 'tcp' | 'udp';
+  /** Routed by the gateway as `<service>--<env>.<domain>`; the first http port of a service wins. */
+  http: boolean;
+}
+
+export interface MountPlan {
+  /** A volume of this plan (see {@link EnvPlan.volumes}) or, for `bind`, an absolute host path. */
+  source: string;
+  target: string;
+  type: 'volume' | 'bind';
+  readOnly: boolean;
+}
+
+export interface BuildPlan {
+  /** Absolute path of the build context. */
+  context: string;
+  /** Dockerfile path relative to the context. */
+  dockerfile: string;
+  args: Record<string, string>;
+  target?: string;
+}
+
+export interface WorkloadPlan {
+  name: string;
+  /** A service runs until torn down; a job runs once and must exit 0. */
+  kind: 'service' | 'job';
+  /** Image reference; for a build, the content-addressed tag the build produces. */
+  image: string;
+  build?: BuildPlan;
+  command?: string[];
+  entrypoint?: string[];
+  env: Record<string, string>;
+  ports: PortPlan[];
+  healthcheck?: HealthcheckPlan;
+  dependsOn: { name: string; condition: DependencyCondition }[];
+  mounts: MountPlan[];
+  resources: { cpus?: number; memoryBytes?: number; pids?: number };
+  replicas: number;
+  restart: 'no' | 'always' | 'on-failure' | 'unless-stopped';
+  workingDir?: string;
+  user?: string;
+  /** Hash of everything above: a workload whose hash is unchanged is left alone on re-apply. */
+  specHash: string;
+}
+
+/** The concrete resources of one environment, produced by the pure `plan()` of `spec/`. */
+export interface EnvPlan {
+  envId: string;
+  envName: string;
+  project: string;
+  workloads: WorkloadPlan[];
+  volumes: { name: string }[];
+  isolation: 'runc' | 'gvisor';
+}
+
+export type ProgressEvent =
+  | { type: 'image'; workload: string; message: string }
+  | {
+      type: 'workload';
+      workload: string;
+      phase: 'creating' | 'started' | 'healthy' | 'completed' | 'reused';
+    };
+
+export interface ApplyOptions {
+  onProgress?: (event: ProgressEvent) => void;
+  signal?: AbortSignal;
+}
+
+export interface ObservedWorkload {
+  name: string;
+  kind: 'service' | 'job';
+  /** `running`, `exited`, `created`, `restarting`, `missing`… as the platform reports it. */
+  state: string;
+  health: 'healthy' | 'unhealthy' | 'starting' | null;
+  exitCode: number | null;
+}
+
+export interface ObservedEnv {
+  envId: string;
+  workloads: ObservedWorkload[];
+  /** True when at least one labelled object of the environment exists. */
+  exists: boolean;
+}
+
+export interface ManagedObject {
+  kind: 'container' | 'network' | 'volume' | 'namespace' | 'pod' | 'service' | 'other';
+  id: string;
+  envId: string;
+  project: string | null;
+}
+
+export interface LogOptions {
+  follow?: boolean;
+  /** Last N lines only. */
+  tail?: number;
+  signal?: AbortSignal;
+}
+
+export interface ExecOptions {
+  stdin?: string | Buffer;
+  env?: Record<string, string>;
+  workingDir?: string;
+  timeoutMs?: number;
+}
+
+export interface ExecResult {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface Endpoint {
+  host: string;
+  port: number;
+}
+
+/**
+ * A step of apply that failed: the controller records `step` and `reason` on the environment.
+ * `step` reads like `build:web`, `start:api`, `health:db`, `job:migrate`.
+ */
+export class RuntimeStepError extends Error {
+  constructor(
+    readonly step: string,
+    readonly reason: string,
+  ) {
+    super(`${step}: ${reason}`);
+    this.name = 'RuntimeStepError';
+  }
+}
+
+/** The platform itself cannot be reached (daemon down, API server unreachable). */
+export class RuntimeUnavailableError extends Error {
+  override name = 'RuntimeUnavailableError';
+}
+
+export interface Runtime {
+  readonly name: string;
+  /** Throws {@link RuntimeUnavailableError} when the platform does not answer. */
+  ping(): Promise<void>;
+  /** True when the image is present where workloads will run. */
+  hasImage(ref: string): Promise<boolean>;
+  /** Builds `tag` from `build` (a tar of the context is made by the driver). */
+  buildImage(tag: string, build: BuildPlan, onLog?: (line: string) => void): Promise<void>;
+  /**
+   * Converges the platform to `plan`. Idempotent: objects that already match (same spec hash)
+   * are kept, missing ones created, changed ones replaced, ones no longer planned removed.
+   * Resolves when every service is started (and healthy if it has a health check) and every job
+   * has exited 0, in `dependsOn` order, independent workloads in parallel.
+   * Throws {@link RuntimeStepError} naming the step that failed.
+   */
+  apply(plan: EnvPlan, options?: ApplyOptions): Promise<void>;
+  observe(envId: string): Promise<ObservedEnv>;
+  /** Removes every object labelled with `envId`; resolves only once none remains. */
+  destroy(envId: string): Promise<void>;
+  /** Every object this driver labelled as Mayfly's, whatever environment it belongs to. */
+  listManaged(): Promise<ManagedObject[]>;
+  logs(envId: string, workload: string, options?: LogOptions): Promise<Readable>;
+  exec(envId: string, workload: string, command: string[], options?: ExecOptions): Promise<ExecResult>;
+  readFile(envId: string, workload: string, path: string): Promise<Buffer>;
+  writeFile(envId: string, workload: string, path: string, content: Buffer | string): Promise<void>;
+  /** Where the gateway connects for `port` of `workload`; null when it is not running. */
+  resolveEndpoint(envId: string, workload: string, port: number): Promise<Endpoint | null>;
+}

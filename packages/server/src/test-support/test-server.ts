@@ -1,0 +1,84 @@
+/** An in-process Mayfly server on a random port with its own data dir, and helpers to drive it. */
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import type { EnvEvent, Environment, EnvState } from '@mayfly/contract';
+import { type RunningServer, type StartOptions, startServer } from '../main.js';
+
+export interface TestServer {
+  server: RunningServer;
+  dataDir: string;
+  token: string;
+  api<T = unknown>(method: string, urlPath: string, body?: unknown): Promise<{ status: number; body: T }>;
+  waitForState(idOrName: string, states: EnvState[], timeoutMs?: number): Promise<Environment>;
+  events(idOrName: string): Promise<EnvEvent[]>;
+  /** GET through the gateway: connects to 127.0.0.1 and names the environment in the Host header. */
+  viaGateway(host: string, urlPath?: string): Promise<{ status: number; text: string }>;
+  close(): Promise<void>;
+}
+
+export async function startTestServer(options: StartOptions = {}): Promise<TestServer> {
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), 'mayfly-test-'));
+  const server = await startServer({
+    port: 0,
+    dataDir,
+    reconcileIntervalMs: 250,
+    gcIntervalMs: 60_000,
+    logLevel: 'silent',
+    ...options,
+  });
+  const token = (await readFile(server.adminTokenFile!, 'utf8')).trim();
+
+  const api: TestServer['api'] = async (method, urlPath, body) => {
+    const res = await fetch(`${server.url}${urlPath}`, {
+      method,
+      headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    const text = await res.text();
+    return { status: res.status, body: (text ? JSON.parse(text) : null) as never };
+  };
+
+  return {
+    server,
+    dataDir,
+    token,
+    api,
+    async waitForState(idOrName, states, timeoutMs = 120_000) {
+      const deadline = Date.now() + timeoutMs;
+      let last: Environment | null = null;
+      while (Date.now() < deadline) {
+        const res = await api<Environment>('GET', `/v1/environments/${idOrName}`);
+        if (res.status === 200) {
+          last = res.body;
+          if (states.includes(last.state)) return last;
+        }
+        await new Promise((r) => setTimeout(r, 150));
+      }
+      throw new Error(`${idOrName} did not reach ${states.join('/')} (last: ${JSON.stringify(last)})`);
+    },
+    async events(idOrName) {
+      return (await api<{ items: EnvEvent[] }>('GET', `/v1/environments/${idOrName}/events`)).body.items;
+    },
+    viaGateway(host, urlPath = '/') {
+      return new Promise((resolve, reject) => {
+        const req = http.request(
+          { host: '127.0.0.1', port: server.port, path: urlPath, headers: { host } },
+          (res) => {
+            let text = '';
+            res.setEncoding('utf8');
+            res.on('data', (d: string) => (text += d));
+            res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+          },
+        );
+        req.on('error', reject);
+        req.end();
+      });
+    },
+    async close() {
+      await server.close();
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
