@@ -5,7 +5,9 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isServerUp, startLocalServer } from './auto-start.js';
 import { CliError } from './cli-error.js';
-import { DEFAULT_SERVER_URL, mayflyHome, resolveTarget, resolveToken } from './connection.js';
+import { defaultServerUrl, mayflyHome, resolveTarget, resolveToken } from './connection.js';
+
+const DEFAULT_URL = defaultServerUrl({});
 
 let dir: string;
 const started: number[] = [];
@@ -32,7 +34,12 @@ describe('resolveTarget', () => {
       implicit: false,
     });
     expect(resolveTarget(undefined, env)).toEqual({ url: 'http://from-env:1234', implicit: false });
-    expect(resolveTarget(undefined, { MAYFLY_URL: '' })).toEqual({ url: DEFAULT_SERVER_URL, implicit: true });
+    expect(resolveTarget(undefined, { MAYFLY_URL: '' })).toEqual({ url: DEFAULT_URL, implicit: true });
+    expect(DEFAULT_URL).toBe('http://127.0.0.1:7070');
+    expect(resolveTarget(undefined, { MAYFLY_PORT: '7171' })).toEqual({
+      url: 'http://127.0.0.1:7171',
+      implicit: true,
+    });
     expect(resolveTarget(undefined, {})).toEqual({ url: 'http://127.0.0.1:7070', implicit: true });
   });
 
@@ -47,14 +54,12 @@ describe('resolveToken', () => {
     const home = join(dir, 'home');
     mkdirSync(home, { recursive: true });
     writeFileSync(join(home, 'admin-token'), 'admin-secret\n');
-    expect(resolveToken(DEFAULT_SERVER_URL, { MAYFLY_HOME: home, MAYFLY_TOKEN: 'env-token' })).toBe(
-      'env-token',
-    );
-    expect(resolveToken(DEFAULT_SERVER_URL, { MAYFLY_HOME: home })).toBe('admin-secret');
+    expect(resolveToken(DEFAULT_URL, { MAYFLY_HOME: home, MAYFLY_TOKEN: 'env-token' })).toBe('env-token');
+    expect(resolveToken(DEFAULT_URL, { MAYFLY_HOME: home })).toBe('admin-secret');
     expect(resolveToken('http://127.0.0.1:7070/', { MAYFLY_HOME: home })).toBe('admin-secret');
     expect(resolveToken('http://127.0.0.1:8080', { MAYFLY_HOME: home })).toBeUndefined();
     expect(resolveToken('https://mayfly.example', { MAYFLY_HOME: home })).toBeUndefined();
-    expect(resolveToken(DEFAULT_SERVER_URL, { MAYFLY_HOME: join(dir, 'empty') })).toBeUndefined();
+    expect(resolveToken(DEFAULT_URL, { MAYFLY_HOME: join(dir, 'empty') })).toBeUndefined();
   });
 
   it('the data directory is MAYFLY_HOME, else ~/.mayfly', () => {

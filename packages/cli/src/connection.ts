@@ -6,8 +6,13 @@ import { isServerUp, startLocalServer } from './auto-start.js';
 import { UsageError } from './cli-error.js';
 import { printStderr } from './output.js';
 
-/** Where the local server listens when neither `--server` nor `MAYFLY_URL` says otherwise. */
-export const DEFAULT_SERVER_URL = 'http://127.0.0.1:7070';
+/**
+ * Where the local server listens when neither `--server` nor `MAYFLY_URL` says otherwise:
+ * port 7070, or `MAYFLY_PORT` when several local servers (say, one per data dir) must coexist.
+ */
+export function defaultServerUrl(env: Env = process.env): string {
+  return `http://127.0.0.1:${env.MAYFLY_PORT || '7070'}`;
+}
 
 /** The program-wide options, available to every command. */
 export interface GlobalOptions {
@@ -32,7 +37,7 @@ export interface Target {
 /** `--server`, else `MAYFLY_URL`, else the local default. */
 export function resolveTarget(server: string | undefined, env: Env = process.env): Target {
   const given = server ?? (env.MAYFLY_URL || undefined);
-  if (given === undefined) return { url: DEFAULT_SERVER_URL, implicit: true };
+  if (given === undefined) return { url: defaultServerUrl(env), implicit: true };
   let url: URL;
   try {
     url = new URL(given);
@@ -51,7 +56,7 @@ export function resolveTarget(server: string | undefined, env: Env = process.env
  */
 export function resolveToken(url: string, env: Env = process.env): string | undefined {
   if (env.MAYFLY_TOKEN) return env.MAYFLY_TOKEN;
-  if (!isDefaultServer(url)) return undefined;
+  if (!isDefaultServer(url, env)) return undefined;
   try {
     return readFileSync(join(mayflyHome(env), 'admin-token'), 'utf8').trim() || undefined;
   } catch {
@@ -59,9 +64,9 @@ export function resolveToken(url: string, env: Env = process.env): string | unde
   }
 }
 
-function isDefaultServer(url: string): boolean {
+function isDefaultServer(url: string, env: Env): boolean {
   try {
-    return new URL(url).origin === new URL(DEFAULT_SERVER_URL).origin;
+    return new URL(url).origin === new URL(defaultServerUrl(env)).origin;
   } catch {
     return false;
   }
