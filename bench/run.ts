@@ -8,64 +8,25 @@
  *            docker-compose: `down -v`
  *   RSS      the control plane process with 0 and with 50 ready environments
  */
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import {
+  callApi as call,
+  type ControlPlane as Plane,
+  startControlPlane as startPlane,
+  stopControlPlane,
+  waitForState,
+} from '../packages/server/src/test-support/control-plane-process.js';
 
 const run = promisify(execFile);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const composeFile = path.join(root, 'examples/shop/compose.yaml');
-const serveScript = path.join(root, 'packages/server/src/test-support/serve-process.ts');
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const RSS_ENVS = Number(process.env.BENCH_RSS_ENVS ?? 50);
-
-interface Plane {
-  child: ChildProcess;
-  url: string;
-  token: string;
-}
-
-async function startPlane(dataDir: string): Promise<Plane> {
-  const child = spawn(process.execPath, ['--import', 'tsx', serveScript, dataDir, '0'], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const line = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.includes('\n')) resolve(out.split('\n')[0]!);
-    });
-    child.on('exit', (code) => reject(new Error(`control plane exited with ${code}`)));
-  });
-  const info = JSON.parse(line) as { url: string; tokenFile: string };
-  return { child, url: info.url, token: (await readFile(info.tokenFile, 'utf8')).trim() };
-}
-
-async function call(plane: Plane, method: string, urlPath: string, body?: unknown) {
-  const res = await fetch(`${plane.url}${urlPath}`, {
-    method,
-    headers: {
-      authorization: `Bearer ${plane.token}`,
-      ...(body ? { 'content-type': 'application/json' } : {}),
-    },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  const json = (await res.json()) as { id: string; state: string; failure: unknown };
-  if (res.status >= 400) throw new Error(`${method} ${urlPath}: ${res.status} ${JSON.stringify(json)}`);
-  return json;
-}
-
-async function waitState(plane: Plane, name: string, states: string[]) {
-  for (;;) {
-    const env = await call(plane, 'GET', `/v1/environments/${name}`);
-    if (states.includes(env.state)) return env;
-    if (env.state === 'failed') throw new Error(`${name} failed: ${JSON.stringify(env.failure)}`);
-    await sleep(50);
-  }
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -74,6 +35,9 @@ async function timed<T>(fn: () => Promise<T>): Promise<number> {
   await fn();
   return (performance.now() - start) / 1000;
 }
+
+const waitState = (plane: Plane, name: string, states: string[]) =>
+  waitForState(plane, name, states, 600_000);
 
 async function mayflyUp(plane: Plane, name: string, content: string, dir: string) {
   await call(plane, 'POST', '/v1/environments', {
@@ -203,8 +167,7 @@ async function main() {
     await writeFile(file, `${JSON.stringify(out, null, 2)}\n`);
     console.log(`\nwritten ${path.relative(root, file)}`);
   } finally {
-    plane.child.kill('SIGTERM');
-    await new Promise((r) => plane.child.once('exit', r));
+    await stopControlPlane(plane);
     await rm(dataDir, { recursive: true, force: true });
   }
 }

@@ -55,7 +55,12 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     for (const env of await store.environments.list()) counts[env.state] = (counts[env.state] ?? 0) + 1;
     return counts;
   });
-  const runtime = injectedRuntime ?? new DockerRuntime({ socketPath: config.dockerSocket });
+  const runtime =
+    injectedRuntime ??
+    new DockerRuntime({
+      socketPath: config.dockerSocket,
+      subnetPool: { base: config.dockerSubnetPool, size: config.dockerSubnetSize },
+    });
 
   const { file: adminTokenFile, created: adminTokenCreated } = config.bootstrapAdminToken
     ? await bootstrapAdminToken(store, config.dataDir)

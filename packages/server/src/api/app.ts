@@ -1,7 +1,7 @@
 /** The fastify app of the REST API: token auth, routes, and the error mapping. */
 import type { Server } from 'node:http';
 import { ApiPaths } from '@mayfly/contract';
-import Fastify, { type FastifyInstance, type FastifyServerFactory } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyServerFactory, LogController } from 'fastify';
 import type { EnvironmentService } from '../controller/environment-service.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -25,7 +25,8 @@ const PUBLIC_PATHS = new Set([ApiPaths.health, '/metrics']);
 export async function buildApi(deps: ApiDeps): Promise<FastifyInstance<Server>> {
   const app = Fastify({
     loggerInstance: deps.logger.child({ component: 'api' }),
-    disableRequestLogging: true,
+    // Per-request lines would drown the controller's; errors are logged by the error handler.
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: 5 * 1024 * 1024,
     ...(deps.serverFactory ? { serverFactory: deps.serverFactory } : {}),
   }) as unknown as FastifyInstance<Server>;

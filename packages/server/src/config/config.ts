@@ -18,6 +18,9 @@ export const ServerConfig = z.object({
   publicScheme: z.enum(['http', 'https']).default('http'),
   publicPort: z.coerce.number().int().optional(),
   dockerSocket: z.string().optional(),
+  /** Environment networks take their subnets from here, not from the Engine's small default pools. */
+  dockerSubnetPool: z.string().default('10.213.0.0/16'),
+  dockerSubnetSize: z.coerce.number().int().min(16).max(28).default(24),
   reconcileIntervalMs: z.coerce.number().int().positive().default(2_000),
   gcIntervalMs: z.coerce.number().int().positive().default(30_000),
   leaseMs: z.coerce.number().int().positive().default(30_000),

@@ -2,17 +2,22 @@
  * Crash safety: the control plane is SIGKILLed at several moments during create and during
  * destroy; a fresh process on the same data dir must converge every environment and leave no orphan.
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { Environment } from '@mayfly/contract';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  type ControlPlane,
+  callApi as call,
+  startControlPlane as startPlane,
+  stopControlPlane,
+  waitForState as waitState,
+} from '../test-support/control-plane-process.js';
 import { TESTKIT_IMAGE } from '../test-support/global-setup.js';
 import { labelledObjects } from '../test-support/leak-check.js';
 
-const serveScript = fileURLToPath(new URL('../test-support/serve-process.ts', import.meta.url));
 const HEALTH = `["CMD", "busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/healthz"]`;
 // Three tiers so a kill can land between any two steps: db → job → web.
 const compose = `
@@ -35,63 +40,6 @@ services:
       migrate: { condition: service_completed_successfully }
 `;
 
-interface Plane {
-  child: ChildProcess;
-  url: string;
-  token: string;
-}
-
-async function startPlane(dataDir: string): Promise<Plane> {
-  const child = spawn(process.execPath, ['--import', 'tsx', serveScript, dataDir, '0'], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const line = await new Promise<string>((resolve, reject) => {
-    let out = '';
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (out.includes('\n')) resolve(out.split('\n')[0]!);
-    });
-    child.on('exit', (code) => reject(new Error(`control plane exited with ${code}`)));
-  });
-  const info = JSON.parse(line) as { url: string; tokenFile: string };
-  return { child, url: info.url, token: (await readFile(info.tokenFile, 'utf8')).trim() };
-}
-
-function kill(plane: Plane): Promise<void> {
-  return new Promise((resolve) => {
-    plane.child.once('exit', () => resolve());
-    plane.child.kill('SIGKILL');
-  });
-}
-
-async function call<T>(plane: Plane, method: string, urlPath: string, body?: unknown): Promise<T> {
-  const res = await fetch(`${plane.url}${urlPath}`, {
-    method,
-    headers: {
-      authorization: `Bearer ${plane.token}`,
-      ...(body ? { 'content-type': 'application/json' } : {}),
-    },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  return (await res.json()) as T;
-}
-
-async function waitState(
-  plane: Plane,
-  name: string,
-  states: string[],
-  timeoutMs = 90_000,
-): Promise<Environment> {
-  const deadline = Date.now() + timeoutMs;
-  let env: Environment | null = null;
-  while (Date.now() < deadline) {
-    env = await call<Environment>(plane, 'GET', `/v1/environments/${name}`);
-    if (states.includes(env.state)) return env;
-    await new Promise((r) => setTimeout(r, 150));
-  }
-  throw new Error(`${name} stuck: ${JSON.stringify(env)}`);
-}
-
 const containersOf = (envId: string) =>
   execFileSync('docker', ['ps', '-a', '-q', '--filter', `label=mayfly.env=${envId}`], { encoding: 'utf8' })
     .split('\n')
@@ -99,14 +47,13 @@ const containersOf = (envId: string) =>
 
 describe('crash safety (SIGKILL of the control plane)', () => {
   let dataDir: string;
-  let plane: Plane;
+  let plane: ControlPlane;
   beforeAll(async () => {
     dataDir = await mkdtemp(path.join(os.tmpdir(), 'mayfly-crash-'));
     plane = await startPlane(dataDir);
   });
   afterAll(async () => {
-    plane.child.kill('SIGTERM');
-    await new Promise((r) => plane.child.once('exit', r));
+    await stopControlPlane(plane);
     await rm(dataDir, { recursive: true, force: true });
   });
 
@@ -120,7 +67,7 @@ describe('crash safety (SIGKILL of the control plane)', () => {
         template: { filename: 'compose.yaml', content: compose },
       });
       await new Promise((r) => setTimeout(r, killAfterMs));
-      await kill(plane);
+      await stopControlPlane(plane, 'SIGKILL');
       plane = await startPlane(dataDir);
 
       const ready = await waitState(plane, name, ['ready', 'failed']);
@@ -131,7 +78,7 @@ describe('crash safety (SIGKILL of the control plane)', () => {
 
       await call(plane, 'DELETE', `/v1/environments/${name}`);
       await new Promise((r) => setTimeout(r, killAfterMs / 10));
-      await kill(plane);
+      await stopControlPlane(plane, 'SIGKILL');
       plane = await startPlane(dataDir);
       const gone = await waitState(plane, name, ['destroyed']);
       expect(gone.state).toBe('destroyed');

@@ -29,6 +29,7 @@ import {
 import { firstFileFromTar, singleFileTar } from './archive.js';
 import { containerCreateOptions } from './container-spec.js';
 import { envLabels, labelFilter, networkName, volumeName } from './names.js';
+import { freeSubnets, type SubnetPool } from './subnets.js';
 
 export interface DockerRuntimeOptions {
   /** Defaults to `/var/run/docker.sock` (or DOCKER_HOST, as dockerode reads it). */
@@ -38,6 +39,8 @@ export interface DockerRuntimeOptions {
   pollMs?: number;
   /** How long apply waits for one workload to become healthy or finish. */
   workloadTimeoutMs?: number;
+  /** Where environment networks get their subnets; default `10.213.0.0/16` in /24s (256 environments). */
+  subnetPool?: SubnetPool;
 }
 
 type ContainerInfo = Docker.ContainerInfo;
@@ -54,12 +57,16 @@ export class DockerRuntime implements Runtime {
   private readonly docker: Docker;
   private readonly pollMs: number;
   private readonly workloadTimeoutMs: number;
+  private readonly subnetPool: SubnetPool;
+  /** Network creation is serialised in this process, so two environments never pick one subnet. */
+  private networkQueue: Promise<unknown> = Promise.resolve();
 
   constructor(options: DockerRuntimeOptions = {}) {
     this.docker =
       options.docker ?? new Docker(options.socketPath ? { socketPath: options.socketPath } : undefined);
     this.pollMs = options.pollMs ?? 150;
     this.workloadTimeoutMs = options.workloadTimeoutMs ?? 300_000;
+    this.subnetPool = options.subnetPool ?? { base: '10.213.0.0/16', size: 24 };
   }
 
   async ping(): Promise<void> {
@@ -330,13 +337,39 @@ export class DockerRuntime implements Runtime {
     }
   }
 
-  private async ensureNetwork(plan: EnvPlan): Promise<void> {
+  private ensureNetwork(plan: EnvPlan): Promise<void> {
+    const next = this.networkQueue.then(() => this.createNetworkIfMissing(plan));
+    this.networkQueue = next.catch(() => {});
+    return next;
+  }
+
+  private async createNetworkIfMissing(plan: EnvPlan): Promise<void> {
     const name = networkName(plan.envId);
-    const found = await this.docker.listNetworks({ filters: { name: [name] } });
-    if (found.some((n) => n.Name === name)) return;
-    await this.docker
-      .createNetwork({ Name: name, Driver: 'bridge', Labels: envLabels(plan), CheckDuplicate: true })
-      .catch(ignore(409));
+    const networks = await this.docker.listNetworks();
+    if (networks.some((n) => n.Name === name)) return;
+    const used = networks.flatMap((n) =>
+      (n.IPAM?.Config ?? []).map((c) => c.Subnet).filter((s): s is string => !!s),
+    );
+    // Another control plane (or a user) may take a subnet between our look and our create: try the next.
+    for (const subnet of freeSubnets(this.subnetPool, used)) {
+      try {
+        await this.docker.createNetwork({
+          Name: name,
+          Driver: 'bridge',
+          Labels: envLabels(plan),
+          CheckDuplicate: true,
+          IPAM: { Driver: 'default', Config: [{ Subnet: subnet }] },
+        });
+        return;
+      } catch (err) {
+        if (statusCode(err) === 409) return; // created meanwhile under our name
+        if (!/overlap/i.test((err as Error).message)) throw err;
+      }
+    }
+    throw new RuntimeStepError(
+      'network',
+      `no free subnet left in ${this.subnetPool.base} for another environment network (each takes a /${this.subnetPool.size})`,
+    );
   }
 
   private async ensureVolume(plan: EnvPlan, volume: string): Promise<void> {
