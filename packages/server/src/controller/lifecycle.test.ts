@@ -189,7 +189,12 @@ describe('environment lifecycle on Docker', () => {
       await new Promise((r) => setTimeout(r, 250));
     }
     expect(labelledObjects().filter((o) => o.includes(id.slice(0, 12)))).toEqual([]);
-    const metrics = await (await fetch(`${t.server.url}/metrics`)).text();
+    // the counter moves once the collector has verified the removal
+    let metrics = '';
+    for (let i = 0; i < 50 && !metrics.includes('mayfly_gc_leaks_collected_total{'); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      metrics = await (await fetch(`${t.server.url}/metrics`)).text();
+    }
     expect(metrics).toMatch(/mayfly_gc_leaks_collected_total\{kind="container"\} [1-9]/);
   });
 });

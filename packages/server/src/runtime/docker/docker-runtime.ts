@@ -139,6 +139,9 @@ export class DockerRuntime implements Runtime {
     const run = async (workload: WorkloadPlan) => {
       const stage = stages.get(workload.name)!;
       try {
+        // Containers are created (not started) at once, whatever they wait for: only the start
+        // has to follow depends_on, and creating takes a good part of the time.
+        const prepared = await this.prepareWorkload(plan, workload, existing, progress);
         for (const dep of workload.dependsOn) {
           const depStage = stages.get(dep.name);
           if (!depStage)
@@ -146,7 +149,7 @@ export class DockerRuntime implements Runtime {
           await depStage.reached(dep.condition);
         }
         signal.throwIfAborted();
-        await this.runWorkload(plan, workload, existing, stage, progress, signal);
+        await this.startWorkload(plan, workload, prepared, stage, progress, signal);
       } catch (err) {
         stage.fail(err);
         failure.abort(err);
@@ -162,14 +165,13 @@ export class DockerRuntime implements Runtime {
     if (firstError) throw firstError.reason;
   }
 
-  private async runWorkload(
+  /** Keeps matching containers, removes stale ones and creates what is missing, without starting it. */
+  private async prepareWorkload(
     plan: EnvPlan,
     workload: WorkloadPlan,
     existing: ContainerInfo[],
-    stage: WorkloadStages,
     progress: NonNullable<ApplyOptions['onProgress']>,
-    signal: AbortSignal,
-  ): Promise<void> {
+  ): Promise<{ reused: boolean; ids: string[] }> {
     const mine = existing.filter((c) => c.Labels[LABELS.workload] === workload.name);
     const reusable = mine.filter(
       (c) =>
@@ -178,21 +180,8 @@ export class DockerRuntime implements Runtime {
     );
     const replicas = workload.kind === 'job' ? 1 : workload.replicas;
     if (reusable.length === replicas && mine.length === replicas) {
-      progress({ type: 'workload', workload: workload.name, phase: 'reused' });
-      stage.mark('service_started');
-      if (workload.kind === 'job') {
-        stage.mark('service_completed_successfully');
-        return;
-      }
-      await this.waitHealthy(
-        workload,
-        reusable.map((c) => c.Id),
-        signal,
-      );
-      stage.mark('service_healthy');
-      return;
+      return { reused: true, ids: reusable.map((c) => c.Id) };
     }
-
     await Promise.all(mine.map((c) => this.removeContainer(c.Id)));
     await this.ensureImage(workload, progress);
     progress({ type: 'workload', workload: workload.name, phase: 'creating' });
@@ -204,10 +193,40 @@ export class DockerRuntime implements Runtime {
           throw new RuntimeStepError(`create:${workload.name}`, err.message);
         });
       ids.push(container.id);
-      await container.start().catch((err: Error) => {
-        throw new RuntimeStepError(`start:${workload.name}`, err.message);
-      });
     }
+    return { reused: false, ids };
+  }
+
+  private async startWorkload(
+    plan: EnvPlan,
+    workload: WorkloadPlan,
+    prepared: { reused: boolean; ids: string[] },
+    stage: WorkloadStages,
+    progress: NonNullable<ApplyOptions['onProgress']>,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const { ids } = prepared;
+    if (prepared.reused) {
+      progress({ type: 'workload', workload: workload.name, phase: 'reused' });
+      stage.mark('service_started');
+      if (workload.kind === 'job') {
+        stage.mark('service_completed_successfully');
+        return;
+      }
+      await this.waitHealthy(workload, ids, signal);
+      stage.mark('service_healthy');
+      return;
+    }
+    await Promise.all(
+      ids.map((id) =>
+        this.docker
+          .getContainer(id)
+          .start()
+          .catch((err: Error) => {
+            throw new RuntimeStepError(`start:${workload.name}`, err.message);
+          }),
+      ),
+    );
     progress({ type: 'workload', workload: workload.name, phase: 'started' });
     stage.mark('service_started');
 
@@ -285,8 +304,21 @@ export class DockerRuntime implements Runtime {
   private async waitHealthy(workload: WorkloadPlan, ids: string[], signal: AbortSignal): Promise<void> {
     const deadline = Date.now() + this.workloadTimeoutMs;
     const pending = new Set(ids);
+    const probes = new Map<string, Promise<boolean>>();
     while (pending.size > 0) {
       for (const id of [...pending]) {
+        // Docker runs the first check one interval after start (its start_interval needs API 1.44).
+        // Running the same check ourselves meanwhile sees readiness sooner; Docker's verdict still
+        // decides failure.
+        const probe = probes.get(id);
+        if (workload.healthcheck && !probe) probes.set(id, this.probeHealth(id, workload.healthcheck));
+        if (probe && (await settledValue(probe)) !== undefined) {
+          probes.delete(id);
+          if (await probe) {
+            pending.delete(id);
+            continue;
+          }
+        }
         const info = await this.docker.getContainer(id).inspect();
         const { Status, Health, ExitCode } = info.State;
         if (Status === 'exited' || Status === 'dead') {
@@ -312,6 +344,24 @@ export class DockerRuntime implements Runtime {
         );
       }
       await sleep(this.pollMs, undefined, { signal });
+    }
+  }
+
+  /** Runs the health check's test once inside the container; true when it exits 0. */
+  private async probeHealth(
+    id: string,
+    healthcheck: NonNullable<WorkloadPlan['healthcheck']>,
+  ): Promise<boolean> {
+    const [kind, ...rest] = healthcheck.test;
+    const command = kind === 'CMD-SHELL' ? ['/bin/sh', '-c', rest.join(' ')] : kind === 'CMD' ? rest : [];
+    if (command.length === 0) return false;
+    try {
+      const result = await this.execIn(this.docker.getContainer(id), command, {
+        timeoutMs: healthcheck.timeoutMs,
+      });
+      return result.exitCode === 0;
+    } catch {
+      return false;
     }
   }
 
@@ -489,7 +539,14 @@ export class DockerRuntime implements Runtime {
     command: string[],
     options: ExecOptions = {},
   ): Promise<ExecResult> {
-    const container = await this.containerOf(envId, workload, true);
+    return this.execIn(await this.containerOf(envId, workload, true), command, options);
+  }
+
+  private async execIn(
+    container: Docker.Container,
+    command: string[],
+    options: ExecOptions = {},
+  ): Promise<ExecResult> {
     const exec = await container.exec({
       Cmd: command,
       AttachStdout: true,
@@ -588,6 +645,13 @@ class WorkloadStages {
   fail(err: unknown): void {
     for (const gate of this.gates.values()) gate.reject(err);
   }
+}
+
+/** The value of a settled promise, or undefined while it is pending. */
+async function settledValue<T>(promise: Promise<T>): Promise<T | undefined> {
+  const pending = Symbol('pending');
+  const winner = await Promise.race([promise, Promise.resolve(pending)]);
+  return winner === pending ? undefined : (winner as T);
 }
 
 function canConnect(host: string, port: number): Promise<boolean> {
