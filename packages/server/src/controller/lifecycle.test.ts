@@ -168,6 +168,25 @@ describe('environment lifecycle on Docker', () => {
     expect(((await res.json()) as { error: { code: string } }).error.code).toBe('unauthorized');
   });
 
+  it('repairs a ready environment whose container was removed behind its back', async () => {
+    const created = await create(t, { name: 'drift' });
+    await t.waitForState('drift', ['ready']);
+    execFileSync('docker', ['rm', '-f', `mayfly-${created.body.id}-web-1`]);
+    const deadline = Date.now() + 30_000;
+    while (
+      !(await t.events('drift')).some((e) => e.message.startsWith('repairing')) &&
+      Date.now() < deadline
+    ) {
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    const repaired = await t.waitForState('drift', ['ready']);
+    expect((await t.events('drift')).map((e) => e.message)).toContain('repairing: web not running');
+    expect(repaired.services.find((s) => s.name === 'web')?.state).toBe('running');
+    expect((await t.viaGateway('web--drift.localhost')).status).toBe(200);
+    await t.api('DELETE', '/v1/environments/drift');
+    await t.waitForState('drift', ['destroyed']);
+  });
+
   it('garbage-collects labelled objects that no environment wants', async () => {
     const id = execFileSync(
       'docker',

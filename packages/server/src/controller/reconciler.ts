@@ -162,11 +162,15 @@ export class Reconciler {
           ),
       });
       signal.throwIfAborted();
+      // A repair is not a create: only the first time ready counts towards create latency.
+      const wasReady = (await store.events.list(env.id)).some((e) => e.state === 'ready');
       await this.transition(env, 'ready', 'ready');
-      this.o.metrics.createSeconds.observe(
-        { outcome: 'ready' },
-        (Date.now() - env.createdAt.getTime()) / 1000,
-      );
+      if (!wasReady) {
+        this.o.metrics.createSeconds.observe(
+          { outcome: 'ready' },
+          (Date.now() - env.createdAt.getTime()) / 1000,
+        );
+      }
     } catch (err) {
       if (signal.aborted || !(err instanceof RuntimeStepError)) throw err;
       // A failed environment keeps nothing running: the reason and the step are the record.
@@ -215,8 +219,31 @@ export class Reconciler {
     if (this.stopped) return;
     try {
       await collectGarbage({ ...this.o, busy: (id) => this.inFlight.has(id) });
+      await this.repairDrift();
     } catch (err) {
       this.o.logger.warn({ err }, 'garbage collection failed; will retry');
+    }
+  }
+
+  /**
+   * Level-triggered all the way: a ready environment whose services are no longer all running
+   * (a container removed or crashed behind our back) goes back to `creating`, and the next pass
+   * re-applies its plan, which keeps what still runs and replaces the rest.
+   */
+  private async repairDrift(): Promise<void> {
+    for (const env of await this.o.store.environments.list({ states: ['ready'] })) {
+      if (this.inFlight.has(env.id) || env.desired !== 'present' || !env.plan) continue;
+      const observed = await this.o.runtime.observe(env.id);
+      const missing = env.plan.workloads
+        .filter((w) => w.kind === 'service')
+        .filter(
+          (w) =>
+            observed.workloads.filter((o) => o.name === w.name && o.state === 'running').length < w.replicas,
+        )
+        .map((w) => w.name);
+      if (missing.length === 0) continue;
+      await this.transition(env, 'creating', `repairing: ${missing.join(', ')} not running`);
+      this.kick();
     }
   }
 }
