@@ -9,6 +9,7 @@ import type { Runtime } from '../runtime/runtime.js';
 import type { Store } from '../store/store.js';
 import { registerEnvironmentRoutes } from './environment-routes.js';
 import { toHttpError, UnauthorizedError } from './errors.js';
+import { openApiDocument } from './openapi.js';
 
 export interface ApiDeps {
   store: Store;
@@ -20,7 +21,7 @@ export interface ApiDeps {
   serverFactory?: FastifyServerFactory;
 }
 
-const PUBLIC_PATHS = new Set([ApiPaths.health, '/metrics']);
+const PUBLIC_PATHS = new Set([ApiPaths.health, '/metrics', '/openapi.json']);
 
 export async function buildApi(deps: ApiDeps): Promise<FastifyInstance<Server>> {
   const app = Fastify({
@@ -51,6 +52,8 @@ export async function buildApi(deps: ApiDeps): Promise<FastifyInstance<Server>> 
     reply.header('content-type', deps.metrics.registry.contentType);
     return deps.metrics.registry.metrics();
   });
+  const document = openApiDocument(deps.version);
+  app.get('/openapi.json', async () => document);
   registerEnvironmentRoutes(app, deps);
   return app;
 }
