@@ -2,7 +2,8 @@
  * Composition root: config → store → runtime → controller → API + gateway on one listener.
  * The only module that picks a runtime driver.
  */
-import { chmod, mkdir, writeFile } from 'node:fs/promises';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdir, rename, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
@@ -49,7 +50,11 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
   const config = loadConfig(configInput);
   const logger = createLogger(config.logLevel, logDestination);
   await mkdir(config.dataDir, { recursive: true });
-  const store = await openStore({ url: config.dbUrl, dataDir: config.dataDir, logger });
+  const unlock = config.dbUrl ? () => {} : lockDataDir(config.dataDir);
+  const store = await openStore({ url: config.dbUrl, dataDir: config.dataDir, logger }).catch((err) => {
+    unlock();
+    throw err;
+  });
   const metrics = createMetrics(async () => {
     const counts: Record<string, number> = {};
     for (const env of await store.environments.list()) counts[env.state] = (counts[env.state] ?? 0) + 1;
@@ -59,6 +64,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     injectedRuntime ??
     new DockerRuntime({
       socketPath: config.dockerSocket,
+      instance: store.instanceId,
       subnetPool: { base: config.dockerSubnetPool, size: config.dockerSubnetSize },
     });
 
@@ -134,19 +140,58 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
       gateway.close();
       await app.close();
       await store.close();
+      unlock();
     },
   };
 }
 
-/** On first start, an admin token is created and written (mode 600) where the CLI looks for it. */
+/**
+ * The admin token file is what the CLI on this machine authenticates with. It is made on first
+ * start, and again whenever it is missing (deleted, or a crash came between insert and write):
+ * written to a temporary file and renamed, so it is never half there.
+ */
 async function bootstrapAdminToken(
   store: Store,
   dataDir: string,
 ): Promise<{ file: string; created: boolean }> {
   const file = path.join(dataDir, 'admin-token');
-  if ((await store.tokens.count()) > 0) return { file, created: false };
+  if (existsSync(file)) return { file, created: false };
   const { token } = await store.tokens.create('admin', ['admin']);
-  await writeFile(file, `${token}\n`, { mode: 0o600 });
-  await chmod(file, 0o600);
+  const tmp = `${file}.${process.pid}.tmp`;
+  await writeFile(tmp, `${token}\n`, { mode: 0o600 });
+  await rename(tmp, file);
   return { file, created: true };
+}
+
+/**
+ * With SQLite, one server per data dir: two would share the stable lease owner and fight over
+ * every environment. A lock file names the process; a dead owner's lock is taken over.
+ */
+function lockDataDir(dataDir: string): () => void {
+  const file = path.join(dataDir, 'server.lock');
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      writeFileSync(file, `${process.pid}\n`, { flag: 'wx' });
+      return () => rmSync(file, { force: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      const holder = Number(readFileSync(file, 'utf8').trim());
+      if (holder && isAlive(holder)) {
+        throw new Error(
+          `another Mayfly server (pid ${holder}) is using ${dataDir}; stop it or use another --data dir`,
+        );
+      }
+      rmSync(file, { force: true });
+    }
+  }
+  throw new Error(`could not lock ${dataDir}`);
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }

@@ -2,7 +2,7 @@
 import type { ErrorBody, ErrorCode } from '@mayfly/contract';
 import { ZodError } from 'zod';
 import { InvalidRequestError, NotFoundError, QuotaExceededError } from '../controller/errors.js';
-import { RuntimeUnavailableError } from '../runtime/runtime.js';
+import { RuntimeUnavailableError, WorkloadNotFoundError } from '../runtime/runtime.js';
 import { TemplateError } from '../spec/index.js';
 import { EnvironmentNotFoundError } from '../store/environment-repository.js';
 import { NameTakenError } from '../store/store.js';
@@ -24,14 +24,19 @@ export function toHttpError(err: unknown): { status: number; body: ErrorBody } {
   }
   if (err instanceof InvalidRequestError) return { status: 400, body: body('invalid_request', err.message) };
   if (err instanceof UnauthorizedError) return { status: 401, body: body('unauthorized', err.message) };
-  if (err instanceof NotFoundError || err instanceof EnvironmentNotFoundError)
+  if (
+    err instanceof NotFoundError ||
+    err instanceof EnvironmentNotFoundError ||
+    err instanceof WorkloadNotFoundError
+  )
     return { status: 404, body: body('not_found', err.message) };
   if (err instanceof NameTakenError) return { status: 409, body: body('conflict', err.message) };
   if (err instanceof QuotaExceededError) return { status: 429, body: body('quota_exceeded', err.message) };
   if (err instanceof RuntimeUnavailableError)
     return { status: 503, body: body('runtime_unavailable', err.message) };
-  const fastifyStatus = (err as { statusCode?: number }).statusCode;
-  if (fastifyStatus && fastifyStatus >= 400 && fastifyStatus < 500) {
+  // Fastify's own client errors (bad JSON, body too large); never a dependency's status codes.
+  const { statusCode: fastifyStatus, code } = err as { statusCode?: number; code?: string };
+  if (code?.startsWith('FST_') && fastifyStatus && fastifyStatus >= 400 && fastifyStatus < 500) {
     return { status: fastifyStatus, body: body('invalid_request', (err as Error).message) };
   }
   return { status: 500, body: body('internal', 'internal error; see the server log') };

@@ -3,7 +3,7 @@
  * and the target, so an unchanged service is never rebuilt, across updates and across environments.
  */
 import { createHash } from 'node:crypto';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { lstat, readdir, readFile, readlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { BuildPlan } from '../runtime/runtime.js';
 
@@ -45,9 +45,11 @@ export async function buildContentHash(build: BuildPlan): Promise<string> {
   );
   for (const rel of await listFiles(build.context, await ignoredPrefixes(build.context))) {
     const full = path.join(build.context, rel);
-    const info = await stat(full);
-    hash.update(`\0${rel}\0${info.mode & 0o111 ? 'x' : '-'}\0`);
-    hash.update(await readFile(full));
+    const info = await lstat(full);
+    // A link is sent to the builder as a link: its target path is its content.
+    const content = info.isSymbolicLink() ? Buffer.from(await readlink(full)) : await readFile(full);
+    hash.update(`\0${rel}\0${info.isSymbolicLink() ? 'l' : info.mode & 0o111 ? 'x' : '-'}\0`);
+    hash.update(content);
   }
   return hash.digest('hex');
 }

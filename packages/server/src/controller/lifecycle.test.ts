@@ -68,6 +68,11 @@ describe('environment lifecycle on Docker', () => {
 
     const page = await t.viaGateway('web--life.localhost');
     expect(page).toMatchObject({ status: 200 });
+    const noSuchLogs = await t.api<{ error: { code: string } }>(
+      'GET',
+      '/v1/environments/life/logs?service=nope',
+    );
+    expect(noSuchLogs).toMatchObject({ status: 404, body: { error: { code: 'not_found' } } });
     expect(page.text).toMatch(/^hello from /);
     // services reach each other by name, and inputs were interpolated
     expect((await t.viaGateway('web--life.localhost', '/env/API_URL')).text).toBe('http://api:8080');
@@ -143,7 +148,17 @@ describe('environment lifecycle on Docker', () => {
     expect(failed.state).toBe('failed');
     expect(failed.failure).toMatchObject({ step: 'job:seed' });
     expect(failed.failure!.reason).toMatch(/exited with code 4[\s\S]*cannot seed/);
+    // failed is recorded first (so a crash leaves it to GC), then everything is removed
+    const deadline = Date.now() + 10_000;
+    while (labelledObjects().some((o) => o.includes(failed.id)) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
     expect(labelledObjects().filter((o) => o.includes(failed.id))).toEqual([]);
+    // the public error page names the step but never the reason (it may quote logs)
+    const page = await t.viaGateway('web--broken.localhost');
+    expect(page.status).toBe(503);
+    expect(page.text).toContain('failed at job:seed');
+    expect(page.text).not.toContain('cannot seed');
     await t.api('DELETE', '/v1/environments/broken');
     await t.waitForState('broken', ['destroyed']);
   });
@@ -188,18 +203,29 @@ describe('environment lifecycle on Docker', () => {
   });
 
   it('garbage-collects labelled objects that no environment wants', async () => {
+    const labels = [
+      'mayfly.managed-by=mayfly',
+      `mayfly.instance=${t.server.store.instanceId}`,
+      'mayfly.env=orphan123',
+    ];
     const id = execFileSync(
       'docker',
+      ['run', '-d', ...labels.flatMap((l) => ['--label', l]), TESTKIT_IMAGE, 'testkit', 'sleep'],
+      { encoding: 'utf8' },
+    ).trim();
+    // another installation's object on the same engine is not ours to collect
+    const foreign = execFileSync(
+      'docker',
       [
-        'run',
-        '-d',
+        'network',
+        'create',
         '--label',
         'mayfly.managed-by=mayfly',
         '--label',
-        'mayfly.env=orphan123',
-        TESTKIT_IMAGE,
-        'testkit',
-        'sleep',
+        'mayfly.instance=someone-else',
+        '--label',
+        'mayfly.env=theirs',
+        `mayfly-foreign-${Date.now()}`,
       ],
       { encoding: 'utf8' },
     ).trim();
@@ -215,5 +241,10 @@ describe('environment lifecycle on Docker', () => {
       metrics = await (await fetch(`${t.server.url}/metrics`)).text();
     }
     expect(metrics).toMatch(/mayfly_gc_leaks_collected_total\{kind="container"\} [1-9]/);
+    await new Promise((r) => setTimeout(r, 1_500)); // at least one more collection
+    expect(
+      execFileSync('docker', ['network', 'inspect', '-f', '{{.Id}}', foreign], { encoding: 'utf8' }).trim(),
+    ).toBe(foreign);
+    execFileSync('docker', ['network', 'rm', foreign]);
   });
 });

@@ -27,8 +27,16 @@ export interface ReconcilerOptions {
 
 const BRINGING_UP: EnvState[] = ['pending', 'building', 'creating'];
 
+class NoLongerWantedError extends Error {
+  override name = 'NoLongerWantedError';
+}
+
+/** How one reconcile of one environment ended: progress, someone else's lease, or an error. */
+type Outcome = 'done' | 'busy' | 'error';
+
 export class Reconciler {
   private readonly inFlight = new Map<string, { done: Promise<void>; abort: AbortController }>();
+  private readonly retryAt = new Map<string, { at: number; delayMs: number }>();
   private timer: NodeJS.Timeout | null = null;
   private gcTimer: NodeJS.Timeout | null = null;
   private passRunning: Promise<void> | null = null;
@@ -93,25 +101,43 @@ export class Reconciler {
     const limit = this.o.concurrency ?? 8;
     for (const env of envs) {
       if (this.inFlight.has(env.id) || this.inFlight.size >= limit) continue;
+      if ((this.retryAt.get(env.id)?.at ?? 0) > Date.now()) continue;
       const abort = new AbortController();
-      const done = this.reconcile(env.id, abort.signal).finally(() => {
+      const done = this.reconcile(env.id, abort.signal).then((outcome) => {
         this.inFlight.delete(env.id);
-        if (!this.stopped) this.kick();
+        this.scheduleRetry(env.id, outcome);
+        // Only progress earns an immediate next pass; failures wait for their backoff.
+        if (outcome === 'done' && !this.stopped) this.kick();
       });
       this.inFlight.set(env.id, { done, abort });
     }
   }
 
-  private async reconcile(envId: string, signal: AbortSignal): Promise<void> {
+  private scheduleRetry(envId: string, outcome: Outcome): void {
+    if (outcome === 'done') {
+      this.retryAt.delete(envId);
+      return;
+    }
+    // Another replica holds the lease: look again soon. An error: back off, up to a minute.
+    const previous = this.retryAt.get(envId)?.delayMs ?? 0;
+    const delayMs = outcome === 'busy' ? 2_000 : Math.min(Math.max(previous * 2, 1_000), 60_000);
+    this.retryAt.set(envId, { at: Date.now() + delayMs, delayMs });
+  }
+
+  private async reconcile(envId: string, signal: AbortSignal): Promise<Outcome> {
     const { store, owner, leaseMs, logger } = this.o;
-    if (!(await store.environments.claim(envId, owner, leaseMs))) return;
-    const heartbeat = setInterval(
-      () => void store.environments.claim(envId, owner, leaseMs).catch(() => {}),
-      Math.max(1_000, leaseMs / 3),
-    );
+    const work = new AbortController();
+    const aborted = AbortSignal.any([signal, work.signal]);
+    try {
+      if (!(await store.environments.claim(envId, owner, leaseMs))) return 'busy';
+    } catch (err) {
+      logger.warn({ envId, err }, 'could not claim; will retry');
+      return 'error';
+    }
+    const heartbeat = setInterval(() => void this.renewLease(envId, work), Math.max(1_000, leaseMs / 3));
     try {
       let env = await store.environments.get(envId);
-      if (!env) return;
+      if (!env) return 'done';
       if (env.desired === 'present' && env.expiresAt && env.expiresAt.getTime() <= Date.now()) {
         env = await store.environments.update(env.id, { desired: 'absent' });
         await store.events.append({ envId, type: 'ttl', state: null, message: 'time to live ran out' });
@@ -119,19 +145,39 @@ export class Reconciler {
       if (env.desired === 'absent') {
         if (env.state !== 'destroyed') await this.teardown(env);
       } else if (BRINGING_UP.includes(env.state)) {
-        await this.bringUp(env, signal);
+        await this.bringUp(env, aborted);
       }
+      return 'done';
     } catch (err) {
-      if (signal.aborted) return;
+      // The desired state changed: the next pass acts on it.
+      if (signal.aborted || err instanceof NoLongerWantedError) return 'done';
+      if (work.signal.aborted) {
+        logger.warn({ envId }, 'lost the work lease to another replica; stopped');
+        return 'busy';
+      }
       if (err instanceof RuntimeUnavailableError)
         logger.warn({ envId, err: err.message }, 'runtime unavailable');
       else {
         this.o.metrics.reconcileErrors.inc();
         logger.error({ envId, err }, 'reconcile failed; will retry');
       }
+      return 'error';
     } finally {
       clearInterval(heartbeat);
       await store.environments.release(envId, owner).catch(() => {});
+    }
+  }
+
+  /** Keeps the lease alive; if another replica has taken it over, stops this replica's work. */
+  private async renewLease(envId: string, work: AbortController): Promise<void> {
+    const { store, owner, leaseMs } = this.o;
+    try {
+      if (await store.environments.claim(envId, owner, leaseMs)) return;
+      // A false claim can also mean the row is locked for a moment (our own update, on PostgreSQL).
+      const env = await store.environments.get(envId);
+      if (env && env.leaseOwner !== owner) work.abort(new Error('lease lost'));
+    } catch {
+      // The store is unreachable for a moment; the lease outlives a few missed renewals.
     }
   }
 
@@ -139,6 +185,8 @@ export class Reconciler {
     const { store, runtime } = this.o;
     let plan = env.plan;
     if (!plan) throw new Error(`environment ${env.id} has no plan`);
+    // Was it ready once? Then this is a repair: a failure must not throw its data away.
+    const wasReady = (await store.events.list(env.id)).some((e) => e.state === 'ready');
     try {
       await runtime.ping();
       if (needsBuild(plan)) {
@@ -150,8 +198,9 @@ export class Reconciler {
         );
         env = await store.environments.update(env.id, { plan });
       }
-      signal.throwIfAborted();
-      env = await this.transition(env, 'creating', 'creating services');
+      await this.throwIfNoLongerWanted(env.id, signal);
+      if (env.state === 'creating') await this.event(env.id, 'progress', 'resuming: applying the plan again');
+      else env = await this.transition(env, 'creating', 'creating services');
       await runtime.apply(plan, {
         signal,
         onProgress: (e) =>
@@ -161,10 +210,9 @@ export class Reconciler {
             e.type === 'image' ? `${e.workload}: ${e.message}` : `${e.workload}: ${e.phase}`,
           ),
       });
-      signal.throwIfAborted();
-      // A repair is not a create: only the first time ready counts towards create latency.
-      const wasReady = (await store.events.list(env.id)).some((e) => e.state === 'ready');
+      await this.throwIfNoLongerWanted(env.id, signal);
       await this.transition(env, 'ready', 'ready');
+      // A repair is not a create: only the first time ready counts towards create latency.
       if (!wasReady) {
         this.o.metrics.createSeconds.observe(
           { outcome: 'ready' },
@@ -173,6 +221,11 @@ export class Reconciler {
       }
     } catch (err) {
       if (signal.aborted || !(err instanceof RuntimeStepError)) throw err;
+      if (wasReady) {
+        // Keep volumes and whatever still runs; try again with backoff until it heals or is destroyed.
+        await this.event(env.id, 'error', `repair failed at ${err.step}: ${err.reason}; will retry`);
+        throw err;
+      }
       // A failed environment keeps nothing running: the reason and the step are the record.
       await this.transition(env, 'failed', `failed at ${err.step}`, { step: err.step, reason: err.reason });
       this.o.metrics.createSeconds.observe(
@@ -181,6 +234,13 @@ export class Reconciler {
       );
       await runtime.destroy(env.id);
     }
+  }
+
+  /** A destroy may have been asked of another replica meanwhile: stop building what is not wanted. */
+  private async throwIfNoLongerWanted(envId: string, signal: AbortSignal): Promise<void> {
+    signal.throwIfAborted();
+    const current = await this.o.store.environments.get(envId);
+    if (current?.desired !== 'present') throw new NoLongerWantedError();
   }
 
   private async teardown(env: EnvironmentRecord): Promise<void> {
@@ -231,19 +291,29 @@ export class Reconciler {
    * re-applies its plan, which keeps what still runs and replaces the rest.
    */
   private async repairDrift(): Promise<void> {
-    for (const env of await this.o.store.environments.list({ states: ['ready'] })) {
-      if (this.inFlight.has(env.id) || env.desired !== 'present' || !env.plan) continue;
-      const observed = await this.o.runtime.observe(env.id);
-      const missing = env.plan.workloads
-        .filter((w) => w.kind === 'service')
-        .filter(
-          (w) =>
-            observed.workloads.filter((o) => o.name === w.name && o.state === 'running').length < w.replicas,
-        )
-        .map((w) => w.name);
-      if (missing.length === 0) continue;
-      await this.transition(env, 'creating', `repairing: ${missing.join(', ')} not running`);
-      this.kick();
+    const { store, runtime, owner, leaseMs } = this.o;
+    for (const listed of await store.environments.list({ states: ['ready'] })) {
+      if (this.inFlight.has(listed.id) || listed.desired !== 'present' || !listed.plan) continue;
+      if (!(await store.environments.claim(listed.id, owner, leaseMs))) continue;
+      try {
+        // Re-read under the lease: a destroy may have started since the listing.
+        const env = await store.environments.get(listed.id);
+        if (!env?.plan || env.state !== 'ready' || env.desired !== 'present') continue;
+        const observed = await runtime.observe(env.id);
+        const missing = env.plan.workloads
+          .filter((w) => w.kind === 'service')
+          .filter(
+            (w) =>
+              observed.workloads.filter((o) => o.name === w.name && o.state === 'running').length <
+              w.replicas,
+          )
+          .map((w) => w.name);
+        if (missing.length === 0) continue;
+        await this.transition(env, 'creating', `repairing: ${missing.join(', ')} not running`);
+        this.kick();
+      } finally {
+        await store.environments.release(listed.id, owner).catch(() => {});
+      }
     }
   }
 }

@@ -102,7 +102,8 @@ export class Gateway {
         ok: false,
         status: 503,
         title: 'Not ready',
-        detail: `Environment "${env.name}" is ${env.state}${env.failure ? ` (${env.failure.step}: ${env.failure.reason})` : ''}.`,
+        // The step only: the reason may quote logs, and this page needs no token.
+        detail: `Environment "${env.name}" is ${env.state}${env.failure ? ` (failed at ${env.failure.step})` : ''}.`,
       };
     }
     const target = await this.deps.runtime.resolveEndpoint(env.id, workload.name, port.container);

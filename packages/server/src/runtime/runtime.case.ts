@@ -66,6 +66,12 @@ export function describeRuntime(name: string, { make, reach }: RuntimeCaseOption
         .filter((e) => e.type === 'workload' && e.phase === 'started')
         .map((e) => e.workload);
       expect(order).toEqual(['db', 'migrate', 'api']);
+      // service_healthy really waits for health, service_completed_successfully for the exit
+      const at = (workload: string, phase: string) =>
+        events.findIndex((e) => e.type === 'workload' && e.workload === workload && e.phase === phase);
+      expect(at('db', 'healthy')).toBeGreaterThan(-1);
+      expect(at('db', 'healthy')).toBeLessThan(at('migrate', 'started'));
+      expect(at('migrate', 'completed')).toBeLessThan(at('api', 'started'));
 
       const observed = await runtime.observe(plan.envId);
       expect(observed.exists).toBe(true);
@@ -95,6 +101,7 @@ export function describeRuntime(name: string, { make, reach }: RuntimeCaseOption
       // re-applying an unchanged plan touches nothing
       const again: ProgressEvent[] = [];
       await runtime.apply(plan, { onProgress: (e) => again.push(e) });
+      expect(again.filter((e) => e.type === 'workload')).toHaveLength(3);
       expect(
         again
           .filter((e) => e.type === 'workload')

@@ -8,6 +8,8 @@ import type { Readable } from 'node:stream';
 
 export const LABELS = {
   managedBy: 'mayfly.managed-by',
+  /** The installation (store) that owns the object; see `Store.instanceId`. */
+  instance: 'mayfly.instance',
   env: 'mayfly.env',
   project: 'mayfly.project',
   workload: 'mayfly.service',
@@ -159,6 +161,11 @@ export class RuntimeStepError extends Error {
   }
 }
 
+/** The environment has no (running) workload of that name: for logs, exec and files. */
+export class WorkloadNotFoundError extends Error {
+  override name = 'WorkloadNotFoundError';
+}
+
 /** The platform itself cannot be reached (daemon down, API server unreachable). */
 export class RuntimeUnavailableError extends Error {
   override name = 'RuntimeUnavailableError';
@@ -183,7 +190,7 @@ export interface Runtime {
   observe(envId: string): Promise<ObservedEnv>;
   /** Removes every object labelled with `envId`; resolves only once none remains. */
   destroy(envId: string): Promise<void>;
-  /** Every object this driver labelled as Mayfly's, whatever environment it belongs to. */
+  /** Every object this driver labelled as this installation's, whatever environment it belongs to. */
   listManaged(): Promise<ManagedObject[]>;
   logs(envId: string, workload: string, options?: LogOptions): Promise<Readable>;
   exec(envId: string, workload: string, command: string[], options?: ExecOptions): Promise<ExecResult>;

@@ -1,4 +1,5 @@
 /** Opens the store: SQLite under the data dir by default, PostgreSQL when given its URL. */
+import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import SqliteDatabase from 'better-sqlite3';
@@ -37,6 +38,7 @@ class KyselyStore implements Store {
   constructor(
     private readonly db: Kysely<Database>,
     readonly dialect: StoreDialect,
+    readonly instanceId: string,
   ) {
     this.environments = new KyselyEnvironmentRepository(db, dialect);
     this.events = new KyselyEventRepository(db);
@@ -46,6 +48,24 @@ class KyselyStore implements Store {
   async close(): Promise<void> {
     await this.db.destroy();
   }
+}
+
+/**
+ * The installation's id, made once and kept in the store: every replica of one installation
+ * shares it, and a second installation on the same engine has another.
+ */
+async function ensureInstanceId(db: Kysely<Database>): Promise<string> {
+  await db
+    .insertInto('settings')
+    .values({ key: 'instance_id', value: randomBytes(6).toString('hex') })
+    .onConflict((oc) => oc.column('key').doNothing())
+    .execute();
+  const row = await db
+    .selectFrom('settings')
+    .select('value')
+    .where('key', '=', 'instance_id')
+    .executeTakeFirstOrThrow();
+  return row.value;
 }
 
 /** True when `url` names a PostgreSQL database. */
@@ -89,11 +109,11 @@ async function openSqlite(dataDir: string, logger: OpenStoreOptions['logger']): 
   try {
     const applied = await migrateSqliteFile(file, () => migrateToLatest(db, 'sqlite'));
     logger?.info({ dialect: 'sqlite', file, migrationsApplied: applied }, 'store opened');
+    return new KyselyStore(db, 'sqlite', await ensureInstanceId(db));
   } catch (error) {
     await db.destroy();
     throw error;
   }
-  return new KyselyStore(db, 'sqlite');
 }
 
 /** Migrations in progress in this process, by SQLite file. */
@@ -141,11 +161,11 @@ async function openPostgres(url: string, logger: OpenStoreOptions['logger']): Pr
       { dialect: 'postgres', server: describePostgres(url), schema, migrationsApplied: applied },
       'store opened',
     );
+    return new KyselyStore(db, 'postgres', await ensureInstanceId(db));
   } catch (error) {
     await db.destroy();
     throw error;
   }
-  return new KyselyStore(db, 'postgres');
 }
 
 /** host:port/database, without credentials, for logs. */

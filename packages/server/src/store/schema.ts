@@ -54,11 +54,18 @@ export interface TokensTable {
   created_at: Timestamp;
 }
 
+/** Key/value facts about the installation itself, such as its instance id. */
+export interface SettingsTable {
+  key: string;
+  value: string;
+}
+
 /** The whole schema, as Kysely sees it. */
 export interface Database {
   environments: EnvironmentsTable;
   events: EventsTable;
   tokens: TokensTable;
+  settings: SettingsTable;
 }
 
 /** Which SQL dialect a store runs on. */

@@ -458,7 +458,13 @@ export function describeStore(name: string, target: StoreTarget): void {
         const stores = await Promise.all([open(), open(), open()]);
         const env = await stores[0]!.environments.create(newEnv({ plan: PLAN }));
         expect(await stores[2]!.environments.get(env.id)).toEqual(env);
-        expect(await database.rows('select name from mayfly_migration')).toEqual([{ name: '0001-initial' }]);
+        expect(await database.rows('select name from mayfly_migration order by name')).toEqual([
+          { name: '0001-initial' },
+          { name: '0002-settings' },
+        ]);
+        // one installation, one id, whichever replica made it
+        expect(new Set(stores.map((s) => s.instanceId)).size).toBe(1);
+        expect(stores[0]!.instanceId).toMatch(/^[0-9a-f]{12}$/);
       });
 
       it('keeps the data and applies nothing again on reopen', async () => {
@@ -471,13 +477,18 @@ export function describeStore(name: string, target: StoreTarget): void {
           message: 'hi',
         });
         const { token } = await first.tokens.create('ci', ['all']);
+        const instanceId = first.instanceId;
         await first.close();
 
         const again = await open();
         expect(await again.environments.get(env.id)).toEqual(env);
         expect(await again.events.list(env.id)).toEqual([event]);
         expect(await again.tokens.verify(token)).not.toBeNull();
-        expect(await database.rows('select name from mayfly_migration')).toEqual([{ name: '0001-initial' }]);
+        expect(again.instanceId).toBe(instanceId);
+        expect(await database.rows('select name from mayfly_migration order by name')).toEqual([
+          { name: '0001-initial' },
+          { name: '0002-settings' },
+        ]);
       });
     });
   });

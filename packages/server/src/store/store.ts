@@ -106,6 +106,11 @@ export interface TokenRepository {
 
 export interface Store {
   readonly dialect: 'sqlite' | 'postgres';
+  /**
+   * Identifies the installation this store belongs to. Runtime objects carry it as a label, so
+   * garbage collection never touches another installation's objects on a shared engine.
+   */
+  readonly instanceId: string;
   environments: EnvironmentRepository;
   events: EventRepository;
   tokens: TokenRepository;

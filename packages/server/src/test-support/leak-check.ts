@@ -1,9 +1,9 @@
 /**
- * Runs after every test file (vitest setupFiles): no container, network or volume labelled by
- * Mayfly may remain. It asks the docker CLI, not the driver under test, so the check is independent.
+ * Runs around every test file (vitest setupFiles): no container, network or volume labelled by
+ * Mayfly that the file made may remain. It asks the docker CLI, not the driver under test, so the check is independent.
  */
 import { execFileSync } from 'node:child_process';
-import { afterAll, expect } from 'vitest';
+import { afterAll, beforeAll, expect } from 'vitest';
 
 const LABEL = 'label=mayfly.managed-by=mayfly';
 
@@ -22,6 +22,14 @@ export function labelledObjects(): string[] {
   ];
 }
 
+// Objects that were there before (another installation on this engine, say a quick-start
+// server) are not this file's; everything else labelled must be gone by the end.
+let before = new Set<string>();
+beforeAll(() => {
+  before = new Set(labelledObjects());
+});
+
 afterAll(() => {
-  expect(labelledObjects(), 'Mayfly-labelled objects left behind by this test file').toEqual([]);
+  const left = labelledObjects().filter((o) => !before.has(o));
+  expect(left, 'Mayfly-labelled objects left behind by this test file').toEqual([]);
 });

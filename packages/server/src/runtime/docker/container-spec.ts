@@ -6,6 +6,7 @@ import { containerName, networkName, volumeName, workloadLabels } from './names.
 const MS_TO_NS = 1_000_000;
 
 export function containerCreateOptions(
+  instance: string,
   plan: EnvPlan,
   workload: WorkloadPlan,
   replica: number,
@@ -21,7 +22,7 @@ export function containerCreateOptions(
     Cmd: workload.command,
     Entrypoint: workload.entrypoint,
     Env: Object.entries(workload.env).map(([k, v]) => `${k}=${v}`),
-    Labels: workloadLabels(plan, workload),
+    Labels: workloadLabels(instance, plan, workload),
     WorkingDir: workload.workingDir,
     User: workload.user,
     ExposedPorts: exposed,

@@ -24,6 +24,7 @@ import {
   type Runtime,
   RuntimeStepError,
   RuntimeUnavailableError,
+  WorkloadNotFoundError,
   type WorkloadPlan,
 } from '../runtime.js';
 import { firstFileFromTar, singleFileTar } from './archive.js';
@@ -39,6 +40,8 @@ export interface DockerRuntimeOptions {
   pollMs?: number;
   /** How long apply waits for one workload to become healthy or finish. */
   workloadTimeoutMs?: number;
+  /** The installation's id (`Store.instanceId`): labelled on every object, and the only objects listed. */
+  instance?: string;
   /** Where environment networks get their subnets; default `10.213.0.0/16` in /24s (256 environments). */
   subnetPool?: SubnetPool;
 }
@@ -58,6 +61,7 @@ export class DockerRuntime implements Runtime {
   private readonly pollMs: number;
   private readonly workloadTimeoutMs: number;
   private readonly subnetPool: SubnetPool;
+  private readonly instance: string;
   /** Network creation is serialised in this process, so two environments never pick one subnet. */
   private networkQueue: Promise<unknown> = Promise.resolve();
 
@@ -67,6 +71,7 @@ export class DockerRuntime implements Runtime {
     this.pollMs = options.pollMs ?? 150;
     this.workloadTimeoutMs = options.workloadTimeoutMs ?? 300_000;
     this.subnetPool = options.subnetPool ?? { base: '10.213.0.0/16', size: 24 };
+    this.instance = options.instance ?? 'default';
   }
 
   async ping(): Promise<void> {
@@ -188,7 +193,7 @@ export class DockerRuntime implements Runtime {
     const ids: string[] = [];
     for (let replica = 1; replica <= replicas; replica++) {
       const container = await this.docker
-        .createContainer(containerCreateOptions(plan, workload, replica))
+        .createContainer(containerCreateOptions(this.instance, plan, workload, replica))
         .catch((err: Error) => {
           throw new RuntimeStepError(`create:${workload.name}`, err.message);
         });
@@ -327,7 +332,8 @@ export class DockerRuntime implements Runtime {
             `exited with code ${ExitCode} while starting${await this.logTail(id)}`,
           );
         }
-        if (!workload.healthcheck || Health?.Status === 'healthy') pending.delete(id);
+        // No check in the template: the image's own HEALTHCHECK, if it has one, still counts.
+        if ((!workload.healthcheck && !Health) || Health?.Status === 'healthy') pending.delete(id);
         else if (Health?.Status === 'unhealthy') {
           const last = Health.Log?.at(-1)?.Output?.trim();
           throw new RuntimeStepError(
@@ -406,7 +412,7 @@ export class DockerRuntime implements Runtime {
         await this.docker.createNetwork({
           Name: name,
           Driver: 'bridge',
-          Labels: envLabels(plan),
+          Labels: envLabels(this.instance, plan),
           CheckDuplicate: true,
           IPAM: { Driver: 'default', Config: [{ Subnet: subnet }] },
         });
@@ -424,11 +430,14 @@ export class DockerRuntime implements Runtime {
 
   private async ensureVolume(plan: EnvPlan, volume: string): Promise<void> {
     // Creating a volume that exists is a no-op in the Engine API, which makes this idempotent.
-    await this.docker.createVolume({ Name: volumeName(plan.envId, volume), Labels: envLabels(plan) });
+    await this.docker.createVolume({
+      Name: volumeName(plan.envId, volume),
+      Labels: envLabels(this.instance, plan),
+    });
   }
 
   private listContainers(envId?: string, workload?: string): Promise<ContainerInfo[]> {
-    return this.docker.listContainers({ all: true, filters: labelFilter(envId, workload) });
+    return this.docker.listContainers({ all: true, filters: labelFilter(this.instance, envId, workload) });
   }
 
   private async removeContainer(id: string): Promise<void> {
@@ -438,7 +447,7 @@ export class DockerRuntime implements Runtime {
 
   async observe(envId: string): Promise<ObservedEnv> {
     const containers = await this.listContainers(envId);
-    const networks = await this.docker.listNetworks({ filters: labelFilter(envId) });
+    const networks = await this.docker.listNetworks({ filters: labelFilter(this.instance, envId) });
     const workloads: ObservedWorkload[] = containers.map((c) => ({
       name: c.Labels[LABELS.workload] ?? c.Names[0] ?? c.Id,
       kind: c.Labels['mayfly.kind'] === 'job' ? 'job' : 'service',
@@ -455,7 +464,7 @@ export class DockerRuntime implements Runtime {
     for (;;) {
       const containers = await this.listContainers(envId);
       await Promise.all(containers.map((c) => this.removeContainer(c.Id)));
-      const networks = await this.docker.listNetworks({ filters: labelFilter(envId) });
+      const networks = await this.docker.listNetworks({ filters: labelFilter(this.instance, envId) });
       await Promise.all(
         networks.map((n) =>
           this.docker
@@ -464,7 +473,7 @@ export class DockerRuntime implements Runtime {
             .catch(ignore(403, 404, 409)),
         ),
       );
-      const { Volumes } = await this.docker.listVolumes({ filters: labelFilter(envId) });
+      const { Volumes } = await this.docker.listVolumes({ filters: labelFilter(this.instance, envId) });
       await Promise.all(
         (Volumes ?? []).map((v) => this.docker.getVolume(v.Name).remove().catch(ignore(404, 409))),
       );
@@ -478,7 +487,7 @@ export class DockerRuntime implements Runtime {
   }
 
   async listManaged(): Promise<ManagedObject[]> {
-    const filters = labelFilter();
+    const filters = labelFilter(this.instance);
     const [containers, networks, volumes] = await Promise.all([
       this.docker.listContainers({ all: true, filters }),
       this.docker.listNetworks({ filters }),
@@ -506,7 +515,10 @@ export class DockerRuntime implements Runtime {
       (c) => !running || c.State === 'running',
     );
     const first = containers.sort((a, b) => (a.Names[0] ?? '').localeCompare(b.Names[0] ?? ''))[0];
-    if (!first) throw new Error(`no ${running ? 'running ' : ''}container for "${workload}" in ${envId}`);
+    if (!first)
+      throw new WorkloadNotFoundError(
+        `no ${running ? 'running ' : ''}container for "${workload}" in ${envId}`,
+      );
     return this.docker.getContainer(first.Id);
   }
 
@@ -572,10 +584,18 @@ export class DockerRuntime implements Runtime {
       stream.on('error', reject);
     });
     if (options.timeoutMs) {
-      const timer = sleep(options.timeoutMs).then(() => {
+      const timeout = new AbortController();
+      const timer = sleep(options.timeoutMs, undefined, { signal: timeout.signal }).then(() => {
+        // The Engine cannot kill an exec; closing our end at least frees the connection.
+        (stream as unknown as { destroy(): void }).destroy();
         throw new Error(`command timed out after ${options.timeoutMs} ms`);
       });
-      await Promise.race([finished, timer]);
+      timer.catch(() => {});
+      try {
+        await Promise.race([finished, timer]);
+      } finally {
+        timeout.abort();
+      }
     } else {
       await finished;
     }

@@ -7,22 +7,34 @@ export const volumeName = (envId: string, volume: string) => `mayfly-${envId}-${
 export const containerName = (envId: string, workload: string, replica: number) =>
   `mayfly-${envId}-${workload}-${replica}`;
 
-export function envLabels(plan: Pick<EnvPlan, 'envId' | 'project'>): Record<string, string> {
-  return { [LABELS.managedBy]: MANAGED_BY, [LABELS.env]: plan.envId, [LABELS.project]: plan.project };
+export function envLabels(
+  instance: string,
+  plan: Pick<EnvPlan, 'envId' | 'project'>,
+): Record<string, string> {
+  return {
+    [LABELS.managedBy]: MANAGED_BY,
+    [LABELS.instance]: instance,
+    [LABELS.env]: plan.envId,
+    [LABELS.project]: plan.project,
+  };
 }
 
-export function workloadLabels(plan: EnvPlan, workload: WorkloadPlan): Record<string, string> {
+export function workloadLabels(
+  instance: string,
+  plan: EnvPlan,
+  workload: WorkloadPlan,
+): Record<string, string> {
   return {
-    ...envLabels(plan),
+    ...envLabels(instance, plan),
     [LABELS.workload]: workload.name,
     [LABELS.specHash]: workload.specHash,
     'mayfly.kind': workload.kind,
   };
 }
 
-/** Docker `filters` for every object of one environment, or of all environments. */
-export function labelFilter(envId?: string, workload?: string): { label: string[] } {
-  const label = [`${LABELS.managedBy}=${MANAGED_BY}`];
+/** Docker `filters` for this installation's objects: of one environment, or of all of them. */
+export function labelFilter(instance: string, envId?: string, workload?: string): { label: string[] } {
+  const label = [`${LABELS.managedBy}=${MANAGED_BY}`, `${LABELS.instance}=${instance}`];
   if (envId) label.push(`${LABELS.env}=${envId}`);
   if (workload) label.push(`${LABELS.workload}=${workload}`);
   return { label };
