@@ -17,6 +17,7 @@ import {
 } from '../test-support/control-plane-process.js';
 import { TESTKIT_IMAGE } from '../test-support/global-setup.js';
 import { labelledObjects } from '../test-support/leak-check.js';
+import { createPgSchema } from '../test-support/pg-schema.js';
 
 const HEALTH = `["CMD", "busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/healthz"]`;
 // Three tiers so a kill can land between any two steps: db → job → web.
@@ -55,6 +56,33 @@ describe('crash safety (SIGKILL of the control plane)', () => {
   afterAll(async () => {
     await stopControlPlane(plane);
     await rm(dataDir, { recursive: true, force: true });
+  });
+
+  it("converges on PostgreSQL too, where a killed replica's lease must expire first", async () => {
+    const schema = await createPgSchema();
+    const pgDir = await mkdtemp(path.join(os.tmpdir(), 'mayfly-crash-pg-'));
+    let pgPlane = await startPlane(pgDir, schema.url);
+    try {
+      const created = await call<Environment>(pgPlane, 'POST', '/v1/environments', {
+        name: 'crash-pg',
+        template: { filename: 'compose.yaml', content: compose },
+      });
+      await new Promise((r) => setTimeout(r, 1_400));
+      await stopControlPlane(pgPlane, 'SIGKILL');
+      pgPlane = await startPlane(pgDir, schema.url);
+      const ready = await waitState(pgPlane, 'crash-pg', ['ready', 'failed']);
+      expect(ready).toMatchObject({ state: 'ready', failure: null });
+      expect(containersOf(created.id)).toHaveLength(3);
+      await call(pgPlane, 'DELETE', '/v1/environments/crash-pg');
+      await stopControlPlane(pgPlane, 'SIGKILL');
+      pgPlane = await startPlane(pgDir, schema.url);
+      expect((await waitState(pgPlane, 'crash-pg', ['destroyed'])).state).toBe('destroyed');
+      expect(labelledObjects().filter((o) => o.includes(created.id))).toEqual([]);
+    } finally {
+      await stopControlPlane(pgPlane);
+      await schema.drop();
+      await rm(pgDir, { recursive: true, force: true });
+    }
   });
 
   // Kill points spread over the create: before the first container, while db starts, while the job

@@ -12,10 +12,15 @@ export interface ControlPlane {
   token: string;
 }
 
-export async function startControlPlane(dataDir: string): Promise<ControlPlane> {
-  const child = spawn(process.execPath, ['--import', 'tsx', serveScript, dataDir, '0'], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+/** With `dbUrl`, the store is PostgreSQL and the lease owner differs per process, as with replicas. */
+export async function startControlPlane(dataDir: string, dbUrl?: string): Promise<ControlPlane> {
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', serveScript, dataDir, '0', ...(dbUrl ? [dbUrl] : [])],
+    {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
   const line = await new Promise<string>((resolve, reject) => {
     let out = '';
     child.stdout!.on('data', (d: Buffer) => {
