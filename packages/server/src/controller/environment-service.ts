@@ -17,6 +17,9 @@ import type { EnvironmentRecord, Store } from '../store/store.js';
 import { InvalidRequestError, NotFoundError } from './errors.js';
 import { serviceUrl, type UrlScheme, urlsOf } from './urls.js';
 
+/** A directory that holds nothing: every host path is outside it. */
+const NO_HOST_PATHS = '/nonexistent/mayfly-template-without-directory';
+
 /** Lowercase so ids are valid in Docker names and Kubernetes namespaces alike. */
 const newId = customAlphabet('0123456789abcdefghijklmnopqrstuvwxyz', 10);
 
@@ -40,8 +43,9 @@ export class EnvironmentService {
       { filename: req.template.filename, content: req.template.content, dir: req.template.dir },
       {
         inputs: { ...req.inputs, ENV_ID: id, ENV_NAME: name },
-        // Build contexts, env files and bind mounts may not reach outside the template's folder.
-        root: req.template.dir,
+        // Build contexts, env files and bind mounts may not reach outside the template's folder;
+        // a template sent without one may not name host paths at all.
+        root: req.template.dir ?? NO_HOST_PATHS,
         serviceUrl: (service) => serviceUrl(service, name, this.deps.urls),
       },
     );

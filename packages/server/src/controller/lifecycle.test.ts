@@ -177,6 +177,22 @@ describe('environment lifecycle on Docker', () => {
     expect(after).toBe(before);
   });
 
+  it('lets a template without a directory name no host path', async () => {
+    const res = await t.api<{ error: { code: string; issues: { path: string; message: string }[] } }>(
+      'POST',
+      '/v1/environments',
+      {
+        template: {
+          filename: 'compose.yaml',
+          content: `services:\n  web:\n    image: ${TESTKIT_IMAGE}\n    volumes: ["/var/run/docker.sock:/var/run/docker.sock"]\n`,
+        },
+      },
+    );
+    expect(res.status).toBe(400);
+    expect(res.body.error.issues[0]).toMatchObject({ path: 'services.web.volumes[0]', line: 4 });
+    expect(res.body.error.issues[0]!.message).toContain('outside the directory templates may use');
+  });
+
   it('rejects requests without a valid token', async () => {
     const res = await fetch(`${t.server.url}/v1/environments`, { headers: { authorization: 'Bearer nope' } });
     expect(res.status).toBe(401);
