@@ -2,7 +2,8 @@
  * Benchmark: Mayfly against docker-compose on the example shop, in the same run, on the same
  * engine, with images already built. Prints a table and writes bench/results/<time>.json.
  *
- *   create   Mayfly: API request → state ready (every health check passed, the job done)
+ *   create   Mayfly: API request → state ready (every health check passed, the job done);
+ *            and the same through `mayfly up`, the CLI process's start included
  *            docker-compose: `up -d` → the same health checks passing (compose v1 has no --wait)
  *   destroy  Mayfly: API request → destroyed (verified: no labelled object left)
  *            docker-compose: `down -v`
@@ -45,6 +46,16 @@ async function mayflyUp(plane: Plane, name: string, content: string, dir: string
     template: { filename: 'compose.yaml', content, dir },
   });
   await waitState(plane, name, ['ready']);
+}
+
+async function mayflyCliUp(plane: Plane, name: string) {
+  await run(
+    process.execPath,
+    [path.join(root, 'packages/cli/bin/mayfly.js'), 'up', '-f', composeFile, '--name', name],
+    {
+      env: { ...process.env, MAYFLY_URL: plane.url, MAYFLY_TOKEN: plane.token },
+    },
+  );
 }
 
 async function mayflyDown(plane: Plane, name: string) {
@@ -108,6 +119,7 @@ async function main() {
 
     const results = {
       mayflyCreate: [] as number[],
+      mayflyCliCreate: [] as number[],
       composeCreate: [] as number[],
       mayflyDestroy: [] as number[],
       composeDestroy: [] as number[],
@@ -115,6 +127,9 @@ async function main() {
     for (let i = 0; i < ROUNDS; i++) {
       process.stderr.write(`round ${i + 1}/${ROUNDS}\n`);
       results.mayflyCreate.push(await timed(() => mayflyUp(plane, `bench-${i}`, content, dir)));
+      await mayflyDown(plane, `bench-${i}`);
+      // The same through the CLI, process start included, as a user types it.
+      results.mayflyCliCreate.push(await timed(() => mayflyCliUp(plane, `bench-${i}`)));
       results.mayflyDestroy.push(await timed(() => mayflyDown(plane, `bench-${i}`)));
       results.composeCreate.push(await timed(() => composeUpAndWait(`bench${i}`)));
       results.composeDestroy.push(await timed(() => compose(`bench${i}`, 'down', '-v')));
@@ -140,6 +155,7 @@ async function main() {
 
     const rows = [
       ['create, example to ready (s)', median(results.mayflyCreate), median(results.composeCreate)],
+      ['create via `mayfly up` CLI (s)', median(results.mayflyCliCreate), median(results.composeCreate)],
       ['destroy, example (s)', median(results.mayflyDestroy), median(results.composeDestroy)],
     ] as const;
     const table = [

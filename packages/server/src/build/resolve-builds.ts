@@ -15,6 +15,7 @@ export async function resolveBuilds(
   plan: EnvPlan,
   runtime: Runtime,
   onProgress?: BuildProgress,
+  signal?: AbortSignal,
 ): Promise<EnvPlan> {
   const built = new Map<string, string>();
   const workloads: WorkloadPlan[] = [];
@@ -23,6 +24,8 @@ export async function resolveBuilds(
       workloads.push(workload);
       continue;
     }
+    // A running build is not interrupted, but a destroy stops the ones still to come.
+    signal?.throwIfAborted();
     let image: string;
     try {
       image = contentTag(plan.project, await buildContentHash(workload.build));

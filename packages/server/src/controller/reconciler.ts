@@ -195,6 +195,7 @@ export class Reconciler {
           plan,
           runtime,
           (e) => void this.event(env.id, 'progress', `${e.workload}: image ${e.status} (${e.image})`),
+          signal,
         );
         env = await store.environments.update(env.id, { plan });
       }
