@@ -91,7 +91,8 @@ export type ProgressEvent =
   | {
       type: 'workload';
       workload: string;
-      phase: 'creating' | 'started' | 'healthy' | 'completed' | 'reused';
+      /** `healthy`: its health check passed; `listening`: no check, but its HTTP port accepts connections. */
+      phase: 'creating' | 'started' | 'healthy' | 'listening' | 'completed' | 'reused';
     };
 
 export interface ApplyOptions {

@@ -248,8 +248,10 @@ export class DockerRuntime implements Runtime {
       return;
     }
     await this.waitHealthy(workload, ids, signal);
-    if (!workload.healthcheck) await this.waitPortsOpen(plan, workload, ids, signal);
-    progress({ type: 'workload', workload: workload.name, phase: 'healthy' });
+    if (workload.healthcheck) progress({ type: 'workload', workload: workload.name, phase: 'healthy' });
+    else if (await this.waitPortsOpen(plan, workload, ids, signal)) {
+      progress({ type: 'workload', workload: workload.name, phase: 'listening' });
+    }
     stage.mark('service_healthy');
   }
 
@@ -257,9 +259,14 @@ export class DockerRuntime implements Runtime {
    * A service without a health check counts as ready once its HTTP ports accept connections, so a
    * `ready` environment's URLs answer (Kubernetes would use a tcpSocket readiness probe).
    */
-  private async waitPortsOpen(plan: EnvPlan, workload: WorkloadPlan, ids: string[], signal: AbortSignal) {
+  private async waitPortsOpen(
+    plan: EnvPlan,
+    workload: WorkloadPlan,
+    ids: string[],
+    signal: AbortSignal,
+  ): Promise<boolean> {
     const ports = workload.ports.filter((p) => p.http && p.protocol === 'tcp');
-    if (ports.length === 0) return;
+    if (ports.length === 0) return false;
     const deadline = Date.now() + this.workloadTimeoutMs;
     for (const id of ids) {
       const info = await this.docker.getContainer(id).inspect();
@@ -284,6 +291,7 @@ export class DockerRuntime implements Runtime {
         }
       }
     }
+    return true;
   }
 
   private async ensureImage(workload: WorkloadPlan, progress: NonNullable<ApplyOptions['onProgress']>) {
