@@ -85,6 +85,7 @@ export class Reconciler {
   /** A user changed what they want: stop work that no longer applies, and act now. */
   changed(envId: string): void {
     this.inFlight.get(envId)?.abort.abort(new Error('desired state changed'));
+    this.retryAt.delete(envId); // a destroy must not wait out the backoff of a failing create
     this.kick();
   }
 
