@@ -4,11 +4,14 @@ import { RuntimeStepError } from '../runtime/runtime.js';
 import { workloadHash } from '../spec/index.js';
 import { buildContentHash, contentTag } from './content-tag.js';
 
-export type BuildProgress = (event: {
-  workload: string;
-  status: 'reused' | 'building' | 'built';
-  image: string;
-}) => void;
+export type BuildProgress = (
+  event:
+    | { workload: string; status: 'reused' | 'building' | 'built'; image: string }
+    /** A build step starting (`Step 3/7 : RUN …`), so a long first build shows where it is. */
+    | { workload: string; status: 'step'; step: string },
+) => void;
+
+const STEP = /^Step \d+\/\d+ : /;
 
 /** Returns the plan with images and spec hashes filled in; builds run one at a time (2-core machines). */
 export async function resolveBuilds(
@@ -41,7 +44,10 @@ export async function resolveBuilds(
       } else {
         onProgress?.({ workload: workload.name, status: 'building', image });
         try {
-          await runtime.buildImage(image, workload.build);
+          await runtime.buildImage(image, workload.build, (line) => {
+            if (STEP.test(line))
+              onProgress?.({ workload: workload.name, status: 'step', step: line.slice(0, 120) });
+          });
         } catch (err) {
           throw new RuntimeStepError(`build:${workload.name}`, (err as Error).message);
         }

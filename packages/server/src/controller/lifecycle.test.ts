@@ -3,6 +3,9 @@
  * then teardown, TTL expiry, failure with its step, and garbage collection of orphans.
  */
 import { execFileSync } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import type { Environment } from '@mayfly/contract';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
@@ -192,6 +195,32 @@ describe('environment lifecycle on Docker', () => {
     expect(res.status).toBe(400);
     expect(res.body.error.issues[0]).toMatchObject({ path: 'services.web.volumes[0]', line: 4 });
     expect(res.body.error.issues[0]!.message).toContain('outside the directory templates may use');
+  });
+
+  it('builds an image once, shows its steps, and reuses it for the next environment', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'mayfly-build-'));
+    // a nonce in the context makes this run's image new, so the build really happens
+    await writeFile(path.join(dir, 'nonce.txt'), `${Date.now()}-${Math.random()}\n`);
+    await writeFile(path.join(dir, 'Dockerfile'), `FROM ${TESTKIT_IMAGE}\nCOPY nonce.txt /nonce.txt\n`);
+    const content =
+      'services:\n  app:\n    build: .\n    command: ["testkit", "http", "--port", "8080"]\n    ports: ["8080"]\n';
+    const up = async (name: string) => {
+      await t.api('POST', '/v1/environments', { name, template: { filename: 'compose.yaml', content, dir } });
+      await t.waitForState(name, ['ready']);
+      return (await t.events(name)).map((e) => e.message);
+    };
+    const first = await up('built-1');
+    expect(first).toContain('building images');
+    expect(first.some((m) => /^app: Step 2\/\d+ : COPY nonce.txt/.test(m))).toBe(true);
+    const image = /app: image built \((.+)\)/.exec(first.join('\n'))?.[1];
+    expect(image).toMatch(/^mayfly-build\/default:[0-9a-f]{16}$/);
+    const second = await up('built-2');
+    expect(second).toContain(`app: image reused (${image})`);
+    expect((await t.viaGateway('app--built-2.localhost', '/')).status).toBe(200);
+    for (const name of ['built-1', 'built-2']) await t.api('DELETE', `/v1/environments/${name}`);
+    for (const name of ['built-1', 'built-2']) await t.waitForState(name, ['destroyed']);
+    execFileSync('docker', ['rmi', image!]);
+    await rm(dir, { recursive: true, force: true });
   });
 
   it('rejects requests without a valid token', async () => {

@@ -195,7 +195,14 @@ export class Reconciler {
         plan = await resolveBuilds(
           plan,
           runtime,
-          (e) => void this.event(env.id, 'progress', `${e.workload}: image ${e.status} (${e.image})`),
+          (e) =>
+            void this.event(
+              env.id,
+              'progress',
+              e.status === 'step'
+                ? `${e.workload}: ${e.step}`
+                : `${e.workload}: image ${e.status} (${e.image})`,
+            ),
           signal,
         );
         env = await store.environments.update(env.id, { plan });

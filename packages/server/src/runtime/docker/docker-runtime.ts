@@ -99,7 +99,8 @@ export class DockerRuntime implements Runtime {
       dockerfile: build.dockerfile,
       buildargs: build.args,
       target: build.target,
-      labels: { [LABELS.managedBy]: 'mayfly' },
+      // Not managed-by: containers inherit image labels, and only ours may carry that one.
+      labels: { 'mayfly.built-by': 'mayfly' },
       rm: true,
       forcerm: true,
     });
