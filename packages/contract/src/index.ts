@@ -17,9 +17,6 @@ export const ENV_STATES = [
 export const EnvState = z.enum(ENV_STATES);
 export type EnvState = z.infer<typeof EnvState>;
 
-/** States after which nothing more happens to an environment unless a user acts. */
-export const SETTLED_STATES: readonly EnvState[] = ['ready', 'sleeping', 'destroyed', 'failed'];
-
 export const EnvKind = z.enum(['preview', 'ci', 'sandbox', 'agent']);
 export type EnvKind = z.infer<typeof EnvKind>;
 

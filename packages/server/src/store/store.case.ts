@@ -4,7 +4,7 @@
  */
 import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { EnvState } from '@mayfly/contract';
+import { ENV_STATES, type EnvState } from '@mayfly/contract';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { EnvPlan } from '../runtime/runtime.js';
 import { EnvironmentNotFoundError } from './environment-repository.js';
@@ -253,17 +253,7 @@ export function describeStore(name: string, target: StoreTarget): void {
           expiresAt: Date | null;
           needsWork: boolean;
         }[] = [];
-        const states: EnvState[] = [
-          'pending',
-          'building',
-          'creating',
-          'ready',
-          'sleeping',
-          'destroying',
-          'destroyed',
-          'failed',
-        ];
-        for (const state of states) {
+        for (const state of ENV_STATES) {
           cases.push({
             state,
             desired: 'present',

@@ -10,6 +10,7 @@ import path from 'node:path';
 import SqliteDatabase from 'better-sqlite3';
 import pg from 'pg';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { createPgSchema, SCHEMA_PREFIX } from '../test-support/pg-schema.js';
 import { openStore, SQLITE_FILE_NAME } from './open-store.js';
 import { describeStore, type StoreTarget } from './store.case.js';
 
@@ -68,30 +69,16 @@ describe('store on sqlite: the file', () => {
 });
 
 const pgUrl = process.env.MAYFLY_TEST_PG_URL;
-const SCHEMA_PREFIX = 'mayfly_test_';
 
 function postgresTarget(baseUrl: string): StoreTarget {
   return {
     dialect: 'postgres',
     async create() {
-      // the creation time in the name lets a later run drop what a crashed run left behind
-      const schema = `${SCHEMA_PREFIX}${Date.now()}_${randomBytes(4).toString('hex')}`;
-      const admin = new pg.Client({ connectionString: baseUrl });
-      await admin.connect();
-      await admin.query(`create schema ${schema}`);
-      await admin.query(`set search_path to ${schema}`);
-      const url = new URL(baseUrl);
-      url.searchParams.set('options', `-c search_path=${schema}`);
+      const schema = await createPgSchema(baseUrl);
       return {
-        open: () => openStore({ url: url.toString(), dataDir: path.join(tmpdir(), 'mayfly-store-unused') }),
-        rows: async (query) => (await admin.query(query)).rows,
-        async drop() {
-          try {
-            await admin.query(`drop schema ${schema} cascade`);
-          } finally {
-            await admin.end();
-          }
-        },
+        open: () => openStore({ url: schema.url, dataDir: path.join(tmpdir(), 'mayfly-store-unused') }),
+        rows: schema.rows,
+        drop: schema.drop,
       };
     },
   };

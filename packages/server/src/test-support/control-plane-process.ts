@@ -6,10 +6,14 @@ import type { Environment } from '@mayfly/contract';
 
 const serveScript = fileURLToPath(new URL('./serve-process.ts', import.meta.url));
 
-export interface ControlPlane {
-  child: ChildProcess;
+/** Where an API answers, and the token to ask it with. */
+export interface ApiTarget {
   url: string;
   token: string;
+}
+
+export interface ControlPlane extends ApiTarget {
+  child: ChildProcess;
 }
 
 /** With `dbUrl`, the store is PostgreSQL and the lease owner differs per process, as with replicas. */
@@ -43,7 +47,7 @@ export function stopControlPlane(plane: ControlPlane, signal: NodeJS.Signals = '
 }
 
 export async function callApi<T>(
-  plane: ControlPlane,
+  plane: ApiTarget,
   method: string,
   urlPath: string,
   body?: unknown,
@@ -62,7 +66,7 @@ export async function callApi<T>(
 }
 
 export async function waitForState(
-  plane: ControlPlane,
+  plane: ApiTarget,
   name: string,
   states: string[],
   timeoutMs = 120_000,

@@ -2,8 +2,8 @@
 import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 
-/** Same prefix as the store suite's schemas, so a crashed run's leftovers are swept the same way. */
-const SCHEMA_PREFIX = 'mayfly_test_';
+/** The creation time after the prefix lets a later run drop what a crashed run left behind. */
+export const SCHEMA_PREFIX = 'mayfly_test_';
 
 export function testPgUrl(): string {
   const url = process.env.MAYFLY_TEST_PG_URL;
@@ -11,15 +11,25 @@ export function testPgUrl(): string {
   return url;
 }
 
-export async function createPgSchema(baseUrl = testPgUrl()): Promise<{ url: string; drop(): Promise<void> }> {
+export interface PgSchema {
+  /** The base URL with `search_path` set to the schema. */
+  url: string;
+  /** Runs SQL in the schema, as an admin connection. */
+  rows(query: string): Promise<Record<string, unknown>[]>;
+  drop(): Promise<void>;
+}
+
+export async function createPgSchema(baseUrl = testPgUrl()): Promise<PgSchema> {
   const schema = `${SCHEMA_PREFIX}${Date.now()}_${randomBytes(4).toString('hex')}`;
   const admin = new pg.Client({ connectionString: baseUrl });
   await admin.connect();
   await admin.query(`create schema ${schema}`);
+  await admin.query(`set search_path to ${schema}`);
   const url = new URL(baseUrl);
   url.searchParams.set('options', `-c search_path=${schema}`);
   return {
     url: url.toString(),
+    rows: async (query) => (await admin.query(query)).rows,
     async drop() {
       try {
         await admin.query(`drop schema ${schema} cascade`);

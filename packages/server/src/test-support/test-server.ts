@@ -5,6 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import type { EnvEvent, Environment, EnvState } from '@mayfly/contract';
 import { type RunningServer, type StartOptions, startServer } from '../main.js';
+import { waitForState } from './control-plane-process.js';
 
 export interface TestServer {
   server: RunningServer;
@@ -45,19 +46,8 @@ export async function startTestServer(options: StartOptions = {}): Promise<TestS
     dataDir,
     token,
     api,
-    async waitForState(idOrName, states, timeoutMs = 120_000) {
-      const deadline = Date.now() + timeoutMs;
-      let last: Environment | null = null;
-      while (Date.now() < deadline) {
-        const res = await api<Environment>('GET', `/v1/environments/${idOrName}`);
-        if (res.status === 200) {
-          last = res.body;
-          if (states.includes(last.state)) return last;
-        }
-        await new Promise((r) => setTimeout(r, 150));
-      }
-      throw new Error(`${idOrName} did not reach ${states.join('/')} (last: ${JSON.stringify(last)})`);
-    },
+    waitForState: (idOrName, states, timeoutMs = 120_000) =>
+      waitForState({ url: server.url, token }, idOrName, states, timeoutMs),
     async events(idOrName) {
       return (await api<{ items: EnvEvent[] }>('GET', `/v1/environments/${idOrName}/events`)).body.items;
     },

@@ -275,13 +275,7 @@ export class DockerRuntime implements Runtime {
       if (!ip) continue;
       for (const port of ports) {
         while (!(await canConnect(ip, port.container))) {
-          const state = (await this.docker.getContainer(id).inspect()).State;
-          if (state.Status === 'exited' || state.Status === 'dead') {
-            throw new RuntimeStepError(
-              `start:${workload.name}`,
-              `exited with code ${state.ExitCode} while starting${await this.logTail(id)}`,
-            );
-          }
+          await this.throwIfExited(workload, id, (await this.docker.getContainer(id).inspect()).State);
           if (Date.now() > deadline) {
             throw new RuntimeStepError(
               `ready:${workload.name}`,
@@ -334,13 +328,8 @@ export class DockerRuntime implements Runtime {
           }
         }
         const info = await this.docker.getContainer(id).inspect();
-        const { Status, Health, ExitCode } = info.State;
-        if (Status === 'exited' || Status === 'dead') {
-          throw new RuntimeStepError(
-            `start:${workload.name}`,
-            `exited with code ${ExitCode} while starting${await this.logTail(id)}`,
-          );
-        }
+        const { Health } = info.State;
+        await this.throwIfExited(workload, id, info.State);
         // No check in the template: the image's own HEALTHCHECK, if it has one, still counts.
         if ((!workload.healthcheck && !Health) || Health?.Status === 'healthy') pending.delete(id);
         else if (Health?.Status === 'unhealthy') {
@@ -360,6 +349,19 @@ export class DockerRuntime implements Runtime {
       }
       await sleep(this.pollMs, undefined, { signal });
     }
+  }
+
+  /** A service whose container stopped while we waited for it failed to start: say so, with its last logs. */
+  private async throwIfExited(
+    workload: WorkloadPlan,
+    id: string,
+    state: { Status: string; ExitCode: number },
+  ): Promise<void> {
+    if (state.Status !== 'exited' && state.Status !== 'dead') return;
+    throw new RuntimeStepError(
+      `start:${workload.name}`,
+      `exited with code ${state.ExitCode} while starting${await this.logTail(id)}`,
+    );
   }
 
   /** Runs the health check's test once inside the container; true when it exits 0. */
