@@ -165,10 +165,11 @@ async function bootstrapAdminToken(
 
 /**
  * With SQLite, one server per data dir: two would share the stable lease owner and fight over
- * every environment. A lock file names the process; a dead owner's lock is taken over.
+ * every environment. The lock is a pid file, so it also tells users which process to stop; a
+ * dead owner's lock is taken over.
  */
 function lockDataDir(dataDir: string): () => void {
-  const file = path.join(dataDir, 'server.lock');
+  const file = path.join(dataDir, 'server.pid');
   for (let attempt = 0; attempt < 2; attempt++) {
     try {
       writeFileSync(file, `${process.pid}\n`, { flag: 'wx' });

@@ -1,5 +1,3 @@
-import { rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import type { Command } from 'commander';
 import { UsageError } from '../cli-error.js';
 import { mayflyHome } from '../connection.js';
@@ -76,14 +74,6 @@ async function serve(options: ServeOptions, command: Command, deps: ServeDeps): 
     ...(options.db === undefined ? {} : { dbUrl: options.db }),
   });
 
-  // Lets users and scripts stop a server that `mayfly` started in the background.
-  const pidFile = join(dataDir, 'server.pid');
-  try {
-    writeFileSync(pidFile, `${process.pid}\n`);
-  } catch {
-    // best effort: a server whose data dir is not a local folder still serves
-  }
-
   if (globals.json) {
     const { url, gatewayUrl, adminTokenFile, adminTokenCreated } = server;
     printJson({ url, gatewayUrl, adminTokenFile, adminTokenCreated, dataDir });
@@ -108,7 +98,6 @@ async function serve(options: ServeOptions, command: Command, deps: ServeDeps): 
       stopping = true;
       printStderr(`received ${signal}: stopping`);
       server.close().then(() => {
-        rmSync(pidFile, { force: true });
         process.removeListener('SIGINT', stop);
         process.removeListener('SIGTERM', stop);
         printStderr('stopped');
