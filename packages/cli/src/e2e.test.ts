@@ -56,6 +56,17 @@ describe('mayfly CLI end to end', () => {
     expect(human.stdout).toContain('ready');
     expect(human.stdout).toContain(env.urls.web);
 
+    // a reader that is gone before the CLI writes (`| head`, `| true`) ends it quietly, status 0
+    const piped = await run(
+      'bash',
+      ['-o', 'pipefail', '-c', `"${process.execPath}" "${bin}" get shop-e2e | true`],
+      {
+        cwd: root,
+        env: { ...process.env, MAYFLY_URL: t.server.url, MAYFLY_TOKEN: t.token },
+      },
+    );
+    expect(piped.stderr).not.toContain('EPIPE');
+
     const ls = JSON.parse((await cli(['ls', '--json'])).stdout) as Environment[];
     expect(ls.map((e) => e.name)).toContain('shop-e2e');
 

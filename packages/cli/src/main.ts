@@ -16,6 +16,13 @@ async function main(argv: readonly string[]): Promise<number> {
   }
 }
 
+// `mayfly logs x | head`, `mayfly get x | head`: a reader that closes the pipe early is done, not
+// an error, whichever verb is writing.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(0);
+  throw err;
+});
+
 const code = await main(process.argv);
 await flushOutput();
 // Explicit: idle keep-alive sockets of fetch must not hold the process open after the command is done.

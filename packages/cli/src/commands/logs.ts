@@ -28,10 +28,6 @@ export function registerLogs(program: Command): void {
       const stop = () => controller.abort();
       process.once('SIGINT', stop);
       process.once('SIGTERM', stop);
-      // `mayfly logs x | head` closes the pipe early: that is the reader being done, not an error.
-      process.stdout.on('error', (err: NodeJS.ErrnoException) => {
-        if (err.code === 'EPIPE') controller.abort();
-      });
       try {
         const lines = client.environments.logs(name, {
           service,
