@@ -12,7 +12,7 @@ describe('with the runtime unreachable', () => {
     t = await startTestServer({ dockerSocket: '/nonexistent/docker.sock' });
   });
   afterAll(async () => {
-    await t.close();
+    await t.close({ destroyEnvironments: false }); // nothing was made, and nothing could be destroyed
   });
 
   it('keeps the environment pending, quietly, until the engine is back', async () => {

@@ -16,7 +16,8 @@ export interface TestServer {
   events(idOrName: string): Promise<EnvEvent[]>;
   /** GET through the gateway: connects to 127.0.0.1 and names the environment in the Host header. */
   viaGateway(host: string, urlPath?: string): Promise<{ status: number; text: string }>;
-  close(): Promise<void>;
+  /** Destroys what the test left (unless told not to: an unreachable runtime cannot), then stops. */
+  close(options?: { destroyEnvironments?: boolean }): Promise<void>;
 }
 
 export async function startTestServer(options: StartOptions = {}): Promise<TestServer> {
@@ -66,7 +67,15 @@ export async function startTestServer(options: StartOptions = {}): Promise<TestS
         req.end();
       });
     },
-    async close() {
+    async close({ destroyEnvironments = true } = {}) {
+      // A test that failed half-way must not leave its environments running.
+      const { items } = destroyEnvironments
+        ? (await api<{ items: Environment[] }>('GET', '/v1/environments')).body
+        : { items: [] };
+      await Promise.all(items.map((e) => api('DELETE', `/v1/environments/${e.id}`)));
+      await Promise.all(
+        items.map((e) => waitForState({ url: server.url, token }, e.id, ['destroyed'], 60_000)),
+      );
       await server.close();
       await rm(dataDir, { recursive: true, force: true });
     },
