@@ -48,7 +48,9 @@ const nonEmpty = z.string().min(1);
 
 /** Container ports of a short `ports` entry: `80`, `"8080:80"`, `"127.0.0.1:8080:80/tcp"`, `"3000-3002"`. */
 export interface PortSpec {
-  containers: number[];
+  /** The container ports, `first` to `last` (the same for a single port). */
+  first: number;
+  last: number;
   protocol: 'tcp' | 'udp';
 }
 
@@ -58,7 +60,7 @@ const MAX_RANGE = 100;
 export function parsePortSpec(value: string | number): PortSpec | Invalid {
   if (typeof value === 'number') {
     return Number.isInteger(value) && value >= 1 && value <= 65535
-      ? { containers: [value], protocol: 'tcp' }
+      ? { first: value, last: value, protocol: 'tcp' }
       : new Invalid(`invalid port ${value}: expected a number from 1 to 65535`);
   }
   const bad = new Invalid(`invalid port "${value}": expected "80", "8080:80" or "127.0.0.1:8080:80/udp"`);
@@ -75,7 +77,7 @@ export function parsePortSpec(value: string | number): PortSpec | Invalid {
   if (first < 1 || last > 65535 || last < first) return bad;
   if (last - first >= MAX_RANGE)
     return new Invalid(`port range "${container}" is too large (at most ${MAX_RANGE} ports)`);
-  return { containers: Array.from({ length: last - first + 1 }, (_, i) => first + i), protocol };
+  return { first, last, protocol };
 }
 
 const portSpec = scalar('a port', ['number', 'string'], (v) => parsePortSpec(v as string | number));

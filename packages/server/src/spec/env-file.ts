@@ -71,10 +71,30 @@ export function parseEnvFile(text: string): { entries: EnvFileEntry[]; problems:
       entries.push({ key, value: parsed, interpolate: quote === '"', line, column: valueColumn + 1 });
       return;
     }
-    const value = valueText.replace(/\s+#.*$/, '').trimEnd();
+    const value = withoutComment(valueText).trimEnd();
     entries.push({ key, value, interpolate: true, line, column: valueColumn });
   });
   return { entries, problems };
+}
+
+const isSpace = (c: string | undefined) => c !== undefined && /\s/.test(c);
+
+/**
+ * `text` without a trailing ` # comment`: what `text.replace(/\s+#.*$/, '')` gives, in linear
+ * time (that regular expression backtracks quadratically over a long run of spaces).
+ */
+function withoutComment(text: string): string {
+  // `.*$` cannot cross a line terminator: only a `#` after the last one can start the comment.
+  let from = 0;
+  for (const terminator of ['\n', '\r', '\u2028', '\u2029'])
+    from = Math.max(from, text.lastIndexOf(terminator) + 1);
+  for (let hash = text.indexOf('#', from); hash >= 0; hash = text.indexOf('#', hash + 1)) {
+    if (!isSpace(text[hash - 1])) continue;
+    let start = hash - 1;
+    while (isSpace(text[start - 1])) start--;
+    return text.slice(0, start);
+  }
+  return text;
 }
 
 /** The content of a quoted value, or null when the closing quote is missing. */

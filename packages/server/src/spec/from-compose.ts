@@ -13,6 +13,7 @@
  */
 import type { BuildPlan, HealthcheckPlan, MountPlan, PortPlan, WorkloadPlan } from '../runtime/runtime.js';
 import { ComposeFile, ComposeService, dropUnsupported, type PortSpec } from './compose-schema.js';
+import { ENTRY_COST } from './limits.js';
 import {
   addPort,
   argv,
@@ -22,6 +23,7 @@ import {
   compact,
   type DependencyRef,
   type EnvFileRef,
+  emptyParts,
   finishDependencies,
   healthcheckPlan,
   keyValues,
@@ -30,6 +32,7 @@ import {
   readEnvFiles,
   shortMount,
   type TemplateParts,
+  tooManyWorkloads,
   VolumeRegistry,
   type WorkloadDraft,
 } from './normalize.js';
@@ -51,6 +54,7 @@ export function fromCompose(root: unknown, ctx: LoadContext): TemplateParts {
   ) {
     sink.error(['services'], 'no services: add at least one under "services"');
   }
+  if (tooManyWorkloads(Object.keys(services).length, sink)) return emptyParts();
   const declared = isPlainObject(raw.volumes) ? Object.keys(raw.volumes) : [];
   for (const name of declared) checkVolumeName(name, ['volumes', name], sink);
   const volumes = new VolumeRegistry(declared);
@@ -78,7 +82,7 @@ export function fromCompose(root: unknown, ctx: LoadContext): TemplateParts {
   const drafts = [...parsed].map(([name, service]) =>
     workload(name, jobs.has(name) ? 'job' : 'service', service, ['services', name], ctx, volumes),
   );
-  shareBuiltImages(drafts, parsed);
+  shareBuiltImages(drafts, parsed, ctx);
   const extension = top.success ? top.data['x-mayfly'] : undefined;
   return {
     workloads: finishDependencies(drafts, new Set(Object.keys(services)), sink, 'service'),
@@ -97,7 +101,11 @@ export function fromCompose(root: unknown, ctx: LoadContext): TemplateParts {
  * (`image: app` without `build`). Mayfly tags builds by content instead, so such a service gets
  * the same build, which yields the same tag and is built once.
  */
-function shareBuiltImages(drafts: WorkloadDraft[], parsed: ReadonlyMap<string, ComposeService>): void {
+function shareBuiltImages(
+  drafts: WorkloadDraft[],
+  parsed: ReadonlyMap<string, ComposeService>,
+  ctx: LoadContext,
+): void {
   const builtBy = new Map<string, BuildPlan>();
   for (const draft of drafts) {
     const image = parsed.get(draft.spec.name)?.image;
@@ -105,8 +113,18 @@ function shareBuiltImages(drafts: WorkloadDraft[], parsed: ReadonlyMap<string, C
   }
   for (const draft of drafts) {
     const build = draft.spec.build ? undefined : builtBy.get(draft.spec.image);
-    if (build) draft.spec = { ...draft.spec, image: '', build: structuredClone(build) };
+    if (!build) continue;
+    // One build with many args, run by thousands of services, is copied into each of them.
+    ctx.budget.spend(buildSize(build), draft.path);
+    draft.spec = { ...draft.spec, image: '', build: { ...build, args: { ...build.args } } };
   }
+}
+
+/** What a copy of a build plan is charged (see `ENTRY_COST`). */
+function buildSize(build: BuildPlan): number {
+  let size = ENTRY_COST + build.context.length + build.dockerfile.length + (build.target?.length ?? 0);
+  for (const [key, value] of Object.entries(build.args)) size += ENTRY_COST + key.length + value.length;
+  return size;
 }
 
 function workload(
@@ -205,7 +223,7 @@ function workload(
       command: argv(service.command, at('command'), sink),
       entrypoint: argv(service.entrypoint, at('entrypoint'), sink),
       env,
-      ports: ports(kind, service),
+      ports: ports(kind, service, path, ctx),
       healthcheck: healthcheck(service, at('healthcheck'), ctx),
       mounts,
       resources: compact({
@@ -238,23 +256,27 @@ function envFileRefs(
 }
 
 const isPortSpec = (entry: unknown): entry is PortSpec =>
-  isPlainObject(entry) && Array.isArray(entry.containers);
+  isPlainObject(entry) && typeof entry.first === 'number' && typeof entry.last === 'number';
 
-function ports(kind: 'service' | 'job', service: ComposeService): PortPlan[] {
+function ports(kind: 'service' | 'job', service: ComposeService, path: Path, ctx: LoadContext): PortPlan[] {
   const out: PortPlan[] = [];
-  for (const entry of service.ports ?? []) {
+  // A range is one short string that stands for up to 100 ports.
+  const charge = (spec: PortSpec, at: Path) => ctx.budget.spend((spec.last - spec.first) * ENTRY_COST, at);
+  (service.ports ?? []).forEach((entry, i) => {
     if (isPortSpec(entry)) {
-      for (const container of entry.containers)
+      charge(entry, [...path, 'ports', i]);
+      for (let container = entry.first; container <= entry.last; container++)
         addPort(out, { container, protocol: entry.protocol, http: entry.protocol === 'tcp' });
     } else {
       const protocol = entry.protocol ?? 'tcp';
       addPort(out, { container: entry.target, protocol, http: protocol === 'tcp' });
     }
-  }
-  for (const entry of service.expose ?? []) {
-    for (const container of entry.containers)
+  });
+  (service.expose ?? []).forEach((entry, i) => {
+    charge(entry, [...path, 'expose', i]);
+    for (let container = entry.first; container <= entry.last; container++)
       addPort(out, { container, protocol: entry.protocol, http: false });
-  }
+  });
   const extension = service['x-mayfly'];
   if (extension?.http !== undefined) {
     const routed = extension.http;

@@ -9,6 +9,7 @@ import {
   checkWorkloadName,
   compact,
   type DependencyRef,
+  emptyParts,
   finishDependencies,
   healthcheckPlan,
   keyValues,
@@ -17,6 +18,7 @@ import {
   readEnvFiles,
   shortMount,
   type TemplateParts,
+  tooManyWorkloads,
   VolumeRegistry,
   type WorkloadDraft,
 } from './normalize.js';
@@ -44,6 +46,7 @@ export function fromMayfly(root: unknown, ctx: LoadContext): TemplateParts {
   ) {
     sink.error(['services'], 'no services: add at least one under "services"');
   }
+  if (tooManyWorkloads(Object.keys(services).length + Object.keys(jobs).length, sink)) return emptyParts();
   const declared = isPlainObject(raw.volumes) ? Object.keys(raw.volumes) : [];
   for (const name of declared) checkVolumeName(name, ['volumes', name], sink);
   const volumes = new VolumeRegistry(declared);

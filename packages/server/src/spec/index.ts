@@ -10,7 +10,14 @@
 
 export { isComposeFile } from './detect.js';
 export { formatIssue, TemplateError } from './issues.js';
-export { type LoadOptions, loadTemplate, type Template, type TemplateSource } from './load.js';
+export { TEMPLATE_LIMITS, TEMPLATE_MAX_BYTES } from './limits.js';
+export {
+  type HostPathRef,
+  type LoadOptions,
+  loadTemplate,
+  type Template,
+  type TemplateSource,
+} from './load.js';
 export { DESTROY_TRIGGERS } from './mayfly-schema.js';
 export { HEALTHCHECK_DEFAULTS } from './normalize.js';
 export { plan, workloadHash } from './plan.js';

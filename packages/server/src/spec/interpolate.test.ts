@@ -70,4 +70,55 @@ describe('interpolate', () => {
   test('reports every unset variable, not only the first', () => {
     expect(interpolate('${A}/${B}', lookup).errors.map((e) => e.index)).toEqual([0, 5]);
   });
+
+  test('tells the lookup where each reference starts, defaults included', () => {
+    const seen: [string, number][] = [];
+    interpolate('a $NAME ${MISSING:-${PORT}} $$X', (name, index) => {
+      seen.push([name, index]);
+      return lookup(name);
+    });
+    expect(seen).toEqual([
+      ['NAME', 2],
+      ['MISSING', 8],
+      ['PORT', 19],
+    ]);
+  });
+
+  test('a default nested too deep is an error, not a stack overflow', () => {
+    const text = `\${A:-${'${A:-'.repeat(99_999)}x${'}'.repeat(100_000)}`;
+    const { errors } = interpolate(text, () => undefined);
+    expect(errors).toEqual([
+      {
+        message: 'references nested more than 32 deep in defaults',
+        index: 32 * 5,
+        length: expect.any(Number),
+      },
+    ]);
+  });
+
+  test('a result longer than the limit is an error', () => {
+    expect(interpolate('${A}${A}${A}', () => 'xxxx', { maxLength: 10 }).errors).toEqual([
+      { message: 'the value is longer than 10 characters once interpolated', index: 8, length: 1 },
+    ]);
+  });
+
+  test('keeps 20 errors per value, then says there are more', () => {
+    const { errors } = interpolate('$X '.repeat(1000), () => undefined);
+    expect(errors).toHaveLength(21);
+    expect(errors[20]).toEqual({
+      message: 'more problems in this value are not listed',
+      index: 60,
+      length: 2,
+    });
+  });
+
+  test('a braced reference ends at its own closing brace, whatever nests inside', () => {
+    // Only `${` opens: a lone `{` does not, and `$${` is a `$` and a `{`.
+    expect(interpolate('${MISSING:-{a}}b}', lookup)).toEqual({ value: '{a}b}', errors: [] });
+    expect(interpolate('${MISSING:-$${NAME}}', lookup)).toEqual({ value: '${NAME}', errors: [] });
+    expect(interpolate('${MISSING:-${NAME}', lookup).errors[0]).toMatchObject({
+      message: expect.stringMatching(/unterminated/),
+      index: 0,
+    });
+  });
 });

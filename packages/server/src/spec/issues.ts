@@ -1,6 +1,13 @@
 /** Template issues: collecting them with positions, and the error that carries them all. */
 import type { TemplateIssue } from '@mayfly/contract';
+import { TEMPLATE_LIMITS } from './limits.js';
 import { formatPath, type Path, type Position, type SourcePositions } from './yaml-positions.js';
+
+/**
+ * Issues of one kind an {@link IssueSink} keeps; the rest are only counted. Kept well above what
+ * is shown ({@link limitIssues}) so that sorting still puts the first lines first.
+ */
+const KEPT_ISSUES = 10 * TEMPLATE_LIMITS.maxIssues;
 
 /** `file:line:col: path: message`, leaving out the parts that are unknown or empty. */
 export function formatIssue(issue: TemplateIssue): string {
@@ -22,10 +29,15 @@ export class TemplateError extends Error {
   }
 }
 
-/** Collects errors and warnings for one template file, positioned through its {@link SourcePositions}. */
+/**
+ * Collects errors and warnings for one template file, positioned through its {@link SourcePositions}.
+ * A hostile template can cause an issue per node: past a few hundred, issues are only counted.
+ */
 export class IssueSink {
   readonly errors: TemplateIssue[] = [];
   readonly warnings: TemplateIssue[] = [];
+  /** Issues found but not kept, because `errors` or `warnings` were full. */
+  readonly dropped = { errors: 0, warnings: 0 };
 
   constructor(
     readonly file: string,
@@ -34,16 +46,39 @@ export class IssueSink {
 
   /** An error at `path`: its value, or its key with `at: 'key'`. */
   error(path: Path, message: string, at: 'key' | 'value' = 'value'): void {
-    this.errors.push(this.issue(path, message, at));
+    if (this.errors.length >= KEPT_ISSUES) this.dropped.errors++;
+    else this.errors.push(this.issue(path, message, at));
   }
 
   warn(path: Path, message: string, at: 'key' | 'value' = 'value'): void {
-    this.warnings.push(this.issue(path, message, at));
+    if (this.warnings.length >= KEPT_ISSUES) this.dropped.warnings++;
+    else this.warnings.push(this.issue(path, message, at));
   }
 
   /** An error at an explicit position, possibly in another file (an env file). */
   errorAt(file: string, position: Position, path: Path, message: string): void {
-    this.errors.push({ file, line: position.line, column: position.column, path: formatPath(path), message });
+    if (this.errors.length >= KEPT_ISSUES) this.dropped.errors++;
+    else
+      this.errors.push({
+        file,
+        line: position.line,
+        column: position.column,
+        path: formatPath(path),
+        message,
+      });
+  }
+
+  /** A warning at an explicit position. */
+  warnAt(file: string, position: Position, path: Path, message: string): void {
+    if (this.warnings.length >= KEPT_ISSUES) this.dropped.warnings++;
+    else
+      this.warnings.push({
+        file,
+        line: position.line,
+        column: position.column,
+        path: formatPath(path),
+        message,
+      });
   }
 
   private issue(path: Path, message: string, at: 'key' | 'value'): TemplateIssue {
@@ -69,4 +104,29 @@ export function sortIssues(issues: TemplateIssue[], mainFile: string): TemplateI
       (a.line ?? 0) - (b.line ?? 0) ||
       (a.column ?? 0) - (b.column ?? 0),
   );
+}
+
+/**
+ * The first {@link TEMPLATE_LIMITS.maxIssues} of `sorted` (from {@link sortIssues}); when there are
+ * more (`dropped` counts those never kept), a last issue without a position says how many.
+ */
+export function limitIssues(
+  sorted: TemplateIssue[],
+  file: string,
+  dropped: number,
+  noun: 'problems' | 'warnings',
+): TemplateIssue[] {
+  const max = TEMPLATE_LIMITS.maxIssues;
+  const rest = Math.max(0, sorted.length - max) + dropped;
+  if (rest === 0) return sorted;
+  return [
+    ...sorted.slice(0, max),
+    {
+      file,
+      line: null,
+      column: null,
+      path: '',
+      message: `${rest} more ${rest === 1 ? noun.slice(0, -1) : noun} not listed`,
+    },
+  ];
 }

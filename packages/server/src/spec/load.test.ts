@@ -964,6 +964,23 @@ describe('Compose specifics', () => {
     expect(web).toMatchObject({ image: 'app:1', env: { MODE: 'web' } });
     expect(worker).toMatchObject({ image: 'app:1', env: { LOG: 'info', MODE: 'base' }, command: ['work'] });
   });
+
+  test('a merged map keeps its own keys over what it merges in turn', () => {
+    const content = [
+      'x-a: &a { image: a, command: from-a, user: a }',
+      'x-b: &b { <<: *a, image: b }',
+      'x-c: &c { <<: [*b, { user: c, working_dir: /c }] }',
+      'services:',
+      '  web: { <<: *c, command: own }',
+      '',
+    ].join('\n');
+    expect(load(content).workloads[0]).toMatchObject({
+      image: 'b',
+      command: ['own'],
+      user: 'a',
+      workingDir: '/c',
+    });
+  });
 });
 
 describe('LoadOptions.root', () => {
@@ -1024,6 +1041,83 @@ describe('LoadOptions.root', () => {
   });
 });
 
+describe('LoadOptions.allowedHostPaths', () => {
+  test('host paths inside an allowed directory are accepted besides the root', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mayfly-allowed-'));
+    try {
+      const content = `services:\n  web:\n    image: x\n    volumes: ["${dir}:/a", "/etc:/b"]\n`;
+      const issues = issuesOf(
+        { filename: 'compose.yaml', content, dir: shop },
+        { root: shop, allowedHostPaths: [dir] },
+      );
+      expect(issues.map((i) => [i.column, i.message])).toEqual([
+        [
+          content.split('\n')[3]!.indexOf('"/etc') + 1,
+          'path "/etc" is outside the directory templates may use',
+        ],
+      ]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('LoadOptions.onHostPath', () => {
+  const content = [
+    'services:',
+    '  web:',
+    '    build: ./web',
+    '    env_file: [.env, backend.env, .env]',
+    '    volumes: ["./db:/db", "/etc/hostname:/h:ro", "data:/data", "/anonymous"]',
+    '    environment: { TAG: "${UNSET}" }',
+    '  api:',
+    '    build: { context: ../shop/api, dockerfile: Dockerfile.dev }',
+    '    volumes: [{ type: bind, source: ./db, target: /db }]',
+    '  broken:',
+    '    imgae: typo',
+    '    build: ./not-reported',
+    'volumes: { data: {} }',
+    '',
+  ].join('\n');
+
+  test('hears of every host path the template names, once each, although the template has errors', () => {
+    const refs: { kind: string; path: string }[] = [];
+    const issues = issuesOf(
+      { filename: 'compose.yaml', content, dir: shop },
+      {
+        root: shop,
+        onHostPath: (ref) => refs.push(ref),
+      },
+    );
+    expect(issues.map((i) => i.message)).toEqual([
+      'path "/etc/hostname" is outside the directory templates may use',
+      expect.stringMatching(/^"UNSET" is not set/),
+      'unknown key (did you mean "image"?)',
+    ]);
+    expect(refs).toEqual([
+      { kind: 'build-context', path: join(shop, 'web') },
+      { kind: 'dockerfile', path: join(shop, 'web', 'Dockerfile') },
+      { kind: 'env-file', path: join(shop, '.env') },
+      { kind: 'env-file', path: join(shop, 'backend.env') },
+      { kind: 'bind', path: join(shop, 'db') },
+      { kind: 'bind', path: '/etc/hostname' },
+      { kind: 'build-context', path: join(shop, 'api') },
+      { kind: 'dockerfile', path: join(shop, 'api', 'Dockerfile.dev') },
+    ]);
+  });
+
+  test('is called once per path when ${ENV_URL} makes the template load twice', () => {
+    const refs: string[] = [];
+    const twice =
+      'services:\n  web:\n    build: ./web\n    ports: [80]\n    environment: { URL: "${ENV_URL}" }\n';
+    loadTemplate(
+      { filename: 'compose.yaml', content: twice, dir: shop },
+      { serviceUrl: (s) => `http://${s}`, onHostPath: (ref) => refs.push(ref.path) },
+    );
+    expect(refs).toEqual([join(shop, 'web'), join(shop, 'web', 'Dockerfile')]);
+  });
+});
+
 describe('isComposeFile', () => {
   test.each([
     ['compose.yaml', '', true],
@@ -1042,6 +1136,15 @@ describe('isComposeFile', () => {
     ['env.yaml', 'services:\n  web:\n    image: nginx\nlifecycle: { ttl: 1h }\n', false],
     ['env.yaml', 'jobs: {}\n', false],
     ['env.yaml', 'not: [valid\n', true],
+    ['env.yaml', 'x-b: &b { env: { A: 1 } }\nservices:\n  web: { <<: *b, image: x }\n', false],
+    [
+      'env.yaml',
+      `a: &a [${Array(10).fill('x').join(',')}]\n${'bcdefghij'
+        .split('')
+        .map((c, i) => `${c}: &${c} [${Array(10).fill(`*${'abcdefghij'[i]}`).join(',')}]`)
+        .join('\n')}\n`,
+      true,
+    ],
   ])('%s %j → %s', (filename, content, expected) => {
     expect(isComposeFile(filename, content)).toBe(expected);
   });

@@ -1,13 +1,25 @@
-/** Loading a template: YAML with positions → interpolation → validation → normalized workloads. */
+/**
+ * Loading a template: YAML with positions → interpolation → validation → normalized workloads.
+ * Every step is bounded for any input (see `limits.ts`): loading runs inside an API request.
+ */
 import type { TemplateIssue } from '@mayfly/contract';
 import type { WorkloadPlan } from '../runtime/runtime.js';
-import { isComposeFile } from './detect.js';
+import { formatByContent, formatByName } from './detect.js';
 import { fromCompose } from './from-compose.js';
 import { fromMayfly } from './from-mayfly.js';
 import { interpolate } from './interpolate.js';
-import { IssueSink, sortIssues, TemplateError } from './issues.js';
-import type { LoadContext, Site, TemplateParts } from './normalize.js';
-import { formatPath, type Path, type Position, parseYaml } from './yaml-positions.js';
+import { IssueSink, limitIssues, sortIssues, TemplateError } from './issues.js';
+import { Budget, TEMPLATE_LIMITS, TemplateLimitError } from './limits.js';
+import { HostFiles, type HostPathRef, type LoadContext, type Site, type TemplateParts } from './normalize.js';
+import {
+  formatPath,
+  type Path,
+  type Position,
+  parseYamlDocument,
+  type SourcePositions,
+  walkYaml,
+  type YamlDocument,
+} from './yaml-positions.js';
 
 /** A template file as the user gave it. */
 export interface TemplateSource {
@@ -17,6 +29,8 @@ export interface TemplateSource {
   /** Absolute directory that relative paths (build contexts, env files, binds) resolve against. */
   dir?: string;
 }
+
+export type { HostPathRef };
 
 export interface LoadOptions {
   /** Values for `${VAR}`; nothing is ever read from the server's own environment. */
@@ -30,6 +44,19 @@ export interface LoadOptions {
    * `env_file: /etc/passwd` or a bind of `/var/run/docker.sock` are accepted.
    */
   root?: string;
+  /**
+   * Absolute directories, besides `root`, that host paths may be inside: the ones the server's
+   * operator allows (`mayfly serve --allow-host-path DIR`). Only used together with `root`.
+   */
+  allowedHostPaths?: readonly string[];
+  /**
+   * Called with the absolute path (resolved against the template's directory, links not
+   * followed) of every host path the template names: build contexts, Dockerfiles, env files,
+   * bind-mount sources; each once, before it is checked, and even when the template has errors
+   * elsewhere. The CLI uses it to learn which files a template needs before uploading its folder.
+   * Paths of a service that does not pass validation itself are not reported.
+   */
+  onHostPath?: (ref: HostPathRef) => void;
 }
 
 /** A validated, normalized template: everything {@link plan} needs, and nothing environment-specific. */
@@ -54,18 +81,40 @@ const ENV_URL_PLACEHOLDER = 'http://env-url.invalid';
  * Parses, interpolates, validates and normalizes a template.
  * `${ENV_URL}`, when not given as an input, is the URL (from `options.serviceUrl`) of the first
  * service with an HTTP port; since ports may themselves be interpolated, the template is loaded
- * once with a placeholder to find that service, then again with the real URL.
+ * once with a placeholder to find that service, then again with the real URL (the YAML is parsed
+ * once for both).
+ * A template larger than `TEMPLATE_MAX_BYTES` is refused before anything is parsed; time and
+ * memory are bounded for any content (see `TEMPLATE_LIMITS`).
  * @throws {TemplateError} with every issue found, each with its file, line, column and path.
  */
 export function loadTemplate(src: TemplateSource, options: LoadOptions = {}): Template {
+  const file = src.filename;
+  const tooLarge = sizeIssue(src);
+  if (tooLarge) throw new TemplateError([tooLarge]);
+
   const inputs = options.inputs ?? {};
-  const format = isComposeFile(src.filename, src.content) ? 'compose' : 'mayfly';
+  const yaml = parseYamlDocument(src.content);
+  const reported = new Set<string>();
+  const shared: Shared = {
+    yaml,
+    root: options.root ?? null,
+    allowedHostPaths: options.allowedHostPaths ?? [],
+    files: new HostFiles(),
+    // Each path once, although the template may be loaded twice and name a path many times.
+    onHostPath: options.onHostPath
+      ? (ref) => {
+          const key = `${ref.kind}\0${ref.path}`;
+          if (reported.has(key)) return;
+          reported.add(key);
+          options.onHostPath!(ref);
+        }
+      : undefined,
+  };
   const envUrlSites: Site[] = [];
-  const root = options.root ?? null;
-  const first = loadOnce(src, format, root, (name, site) => {
+  const first = loadOnce(src, shared, (name, site) => {
     if (Object.hasOwn(inputs, name)) return inputs[name];
     if (name !== ENV_URL || !options.serviceUrl) return undefined;
-    envUrlSites.push(site);
+    envUrlSites.push(site());
     return ENV_URL_PLACEHOLDER;
   });
   if (first.errors.length > 0) throw new TemplateError(first.errors, first.template.warnings);
@@ -80,42 +129,65 @@ export function loadTemplate(src: TemplateSource, options: LoadOptions = {}): Te
       path: formatPath(site.path),
       message: '"ENV_URL" has no value: no service has an HTTP port',
     }));
-    throw new TemplateError(sortIssues(issues, src.filename), first.template.warnings);
+    throw new TemplateError(
+      limitIssues(sortIssues(issues, file), file, 0, 'problems'),
+      first.template.warnings,
+    );
   }
   const url = options.serviceUrl!(routed.name);
-  const second = loadOnce(src, format, root, (name) =>
+  const second = loadOnce(src, shared, (name) =>
     Object.hasOwn(inputs, name) ? inputs[name] : name === ENV_URL ? url : undefined,
   );
   if (second.errors.length > 0) throw new TemplateError(second.errors, second.template.warnings);
   return second.template;
 }
 
+/** The issue for a template over `TEMPLATE_MAX_BYTES`, or null. */
+function sizeIssue(src: TemplateSource): TemplateIssue | null {
+  const max = TEMPLATE_LIMITS.maxBytes;
+  // A UTF-16 code unit is at least one UTF-8 byte: a longer string need not be measured.
+  const bytes = src.content.length > max ? src.content.length : Buffer.byteLength(src.content, 'utf8');
+  if (bytes <= max) return null;
+  return {
+    file: src.filename,
+    line: 1,
+    column: 1,
+    path: '',
+    message: `the template is larger than ${max} bytes (${max / 1024 / 1024} MiB): ${src.content.length > max ? 'at least ' : ''}${bytes} bytes`,
+  };
+}
+
+/** What both passes of one {@link loadTemplate} share. */
+interface Shared {
+  yaml: YamlDocument;
+  root: string | null;
+  allowedHostPaths: readonly string[];
+  files: HostFiles;
+  onHostPath: ((ref: HostPathRef) => void) | undefined;
+}
+
+/** Like `LoadContext['lookup']`, with the site computed only when the caller wants it. */
+type LazyLookup = (name: string, site: () => Site) => string | undefined;
+
 function loadOnce(
   src: TemplateSource,
-  format: 'mayfly' | 'compose',
-  root: string | null,
-  lookup: LoadContext['lookup'],
+  shared: Shared,
+  lookup: LazyLookup,
 ): { template: Template; errors: TemplateIssue[] } {
   const file = src.filename;
   const pending: { position: Position; path: Path; message: string }[] = [];
-  const parsed = parseYaml(src.content, (value, node, path, positions) => {
+  const parsed = walkYaml(shared.yaml, (value, node, path, positions) => {
     if (!value.includes('$')) return value;
-    const start = node.range?.[0] ?? 0;
-    const source = src.content.slice(start, node.range?.[1] ?? start);
-    const result = interpolate(value, (name) => {
-      const index = source.search(new RegExp(`\\$\\{?${name}(?![A-Za-z0-9_])`));
-      return lookup(name, { file, position: positions.fromOffset(start + Math.max(index, 0)), path });
-    });
-    for (const e of result.errors) {
-      // Point at the reference itself when it appears verbatim in the source (it usually does).
-      const index = source.indexOf(value.slice(e.index, e.index + e.length));
-      pending.push({ position: positions.fromOffset(start + Math.max(index, 0)), path, message: e.message });
-    }
+    const offsets = new ReferenceOffsets(src.content, node.range, value, positions);
+    const result = interpolate(value, (name, index) =>
+      lookup(name, () => ({ file, position: offsets.at(index), path })),
+    );
+    for (const e of result.errors) pending.push({ position: offsets.at(e.index), path, message: e.message });
     return result.value;
   });
 
   const sink = new IssueSink(file, parsed.positions);
-  for (const w of parsed.warnings) sink.warnings.push({ file, ...w.position, path: '', message: w.message });
+  for (const w of parsed.warnings) sink.warnAt(file, w.position, [], w.message);
   for (const e of parsed.errors) sink.errorAt(file, e.position, [], e.message);
   for (const p of pending) sink.errorAt(file, p.position, p.path, p.message);
 
@@ -125,12 +197,32 @@ function loadOnce(
     isolation: 'runc',
     lifecycle: { ttlMs: null, idleTimeoutMs: null, destroyOn: [] },
   };
+  const format = formatByName(file) ?? formatByContent(parsed.value);
   if (parsed.errors.length === 0) {
     if (parsed.value === null || parsed.value === undefined) {
       sink.error([], 'the template is empty: add services');
     } else {
-      const ctx: LoadContext = { sink, dir: src.dir ?? null, root, lookup };
-      parts = format === 'compose' ? fromCompose(parsed.value, ctx) : fromMayfly(parsed.value, ctx);
+      const ctx: LoadContext = {
+        sink,
+        dir: src.dir ?? null,
+        root: shared.root,
+        allowedHostPaths: shared.allowedHostPaths,
+        lookup: (name, site) => lookup(name, () => site),
+        onHostPath: shared.onHostPath,
+        budget: new Budget(
+          TEMPLATE_LIMITS.maxChars,
+          (limit) =>
+            `the template grows past ${limit} bytes once env files, inputs and shared builds are copied into each service that uses them`,
+        ),
+        files: shared.files,
+      };
+      try {
+        parts = format === 'compose' ? fromCompose(parsed.value, ctx) : fromMayfly(parsed.value, ctx);
+      } catch (error) {
+        if (!(error instanceof TemplateLimitError)) throw error;
+        if (error.position) sink.errorAt(file, error.position, error.path, error.message);
+        else sink.error(error.path, error.message);
+      }
     }
   }
   const template: Template = {
@@ -138,7 +230,69 @@ function loadOnce(
     file,
     dir: src.dir ?? null,
     ...parts,
-    warnings: sortIssues(sink.warnings, file),
+    warnings: limitIssues(sortIssues(sink.warnings, file), file, sink.dropped.warnings, 'warnings'),
   };
-  return { template, errors: sortIssues(sink.errors, file) };
+  return {
+    template,
+    errors: limitIssues(sortIssues(sink.errors, file), file, sink.dropped.errors, 'problems'),
+  };
+}
+
+/**
+ * Where the references of one string scalar are in the source, for issues about them, in time
+ * linear in the scalar's length (once, on the first question):
+ * - a plain scalar on one line, or a quoted one without escapes, is its source: offsets shift;
+ * - otherwise (escapes, folded lines, block scalars) every reference starts with a `$`, and the
+ *   n-th `$` of the value is the n-th of the source, unless an escape made one: then the start of
+ *   the scalar is the best answer.
+ */
+class ReferenceOffsets {
+  private map: ((index: number) => number) | null = null;
+
+  constructor(
+    private readonly content: string,
+    private readonly range: readonly number[] | null | undefined,
+    private readonly value: string,
+    private readonly positions: SourcePositions,
+  ) {}
+
+  at(index: number): Position {
+    this.map ??= this.build();
+    return this.positions.fromOffset(this.map(index));
+  }
+
+  private build(): (index: number) => number {
+    const { content, value } = this;
+    const start = this.range?.[0] ?? 0;
+    const end = this.range?.[1] ?? start;
+    const length = end - start;
+    if (length === value.length && content.startsWith(value, start)) return (i) => start + i;
+    if (length === value.length + 2 && content.startsWith(value, start + 1)) return (i) => start + 1 + i;
+    const inValue = dollars(value, 0, value.length);
+    const inSource = dollars(content, start, end);
+    if (inValue.length !== inSource.length) return () => start;
+    return (index) => {
+      // The last `$` at or before `index`: a reference starts on one.
+      let lo = 0;
+      let hi = inValue.length - 1;
+      let found = -1;
+      while (lo <= hi) {
+        const mid = (lo + hi) >> 1;
+        if (inValue[mid]! <= index) {
+          found = mid;
+          lo = mid + 1;
+        } else {
+          hi = mid - 1;
+        }
+      }
+      return found < 0 ? start : inSource[found]!;
+    };
+  }
+}
+
+/** Offsets of every `$` of `text[from, to)`. */
+function dollars(text: string, from: number, to: number): number[] {
+  const out: number[] = [];
+  for (let i = text.indexOf('$', from); i >= 0 && i < to; i = text.indexOf('$', i + 1)) out.push(i);
+  return out;
 }

@@ -2,7 +2,7 @@
  * What both formats share once validated: turning paths, commands, mounts, env files and
  * dependencies into the runtime's plan types, with a positioned issue for each problem.
  */
-import { existsSync, readFileSync, realpathSync, statSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync, readSync, realpathSync, statSync } from 'node:fs';
 import { isAbsolute, relative, resolve, sep } from 'node:path';
 import type {
   BuildPlan,
@@ -12,9 +12,10 @@ import type {
   PortPlan,
   WorkloadPlan,
 } from '../runtime/runtime.js';
-import { parseEnvFile } from './env-file.js';
+import { type EnvFileEntry, type EnvFileProblem, parseEnvFile } from './env-file.js';
 import { interpolate } from './interpolate.js';
 import type { IssueSink } from './issues.js';
+import { type Budget, ENTRY_COST, excerpt, TEMPLATE_LIMITS } from './limits.js';
 import { splitShellWords } from './units.js';
 import type { Path, Position } from './yaml-positions.js';
 
@@ -28,6 +29,13 @@ export interface Site {
   path: Path;
 }
 
+/** A host path a template names, as `LoadOptions.onHostPath` reports it. */
+export interface HostPathRef {
+  kind: 'build-context' | 'dockerfile' | 'env-file' | 'bind';
+  /** Absolute, resolved against the template's directory; links not followed. */
+  path: string;
+}
+
 /** What a format reader needs besides the parsed document. */
 export interface LoadContext {
   sink: IssueSink;
@@ -35,8 +43,19 @@ export interface LoadContext {
   dir: string | null;
   /** When set, every host path must resolve inside this directory (see `LoadOptions.root`). */
   root: string | null;
+  /** Directories besides `root` that host paths may be inside (see `LoadOptions.allowedHostPaths`). */
+  allowedHostPaths: readonly string[];
   /** The value of input `name`, or undefined when it is not set. */
   lookup(name: string, site: Site): string | undefined;
+  /** Told about every host path the template names, before any check of it. */
+  onHostPath?: (ref: HostPathRef) => void;
+  /**
+   * What loading adds to the document (env file contents, values copied from inputs, builds
+   * shared between services); throws a `TemplateLimitError` past its limit.
+   */
+  budget: Budget;
+  /** The file system as this load sees it, each path looked at once. */
+  files: HostFiles;
 }
 
 /** What each format reader produces; `load.ts` adds the rest of the template. */
@@ -45,6 +64,24 @@ export interface TemplateParts {
   volumes: { name: string }[];
   isolation: 'runc' | 'gvisor';
   lifecycle: { ttlMs: number | null; idleTimeoutMs: number | null; destroyOn: string[] };
+}
+
+/** Parts with nothing in them, for a template that is refused as a whole. */
+export function emptyParts(): TemplateParts {
+  return {
+    workloads: [],
+    volumes: [],
+    isolation: 'runc',
+    lifecycle: { ttlMs: null, idleTimeoutMs: null, destroyOn: [] },
+  };
+}
+
+/** True (with an error) when a template has more workloads than `TEMPLATE_LIMITS.maxWorkloads`. */
+export function tooManyWorkloads(count: number, sink: IssueSink): boolean {
+  const max = TEMPLATE_LIMITS.maxWorkloads;
+  if (count <= max) return false;
+  sink.error(['services'], `${count} services and jobs: a template may have at most ${max}`, 'key');
+  return true;
 }
 
 /** A dependency as written; `ready` (mayfly.yaml's list form) is resolved once every workload is known. */
@@ -96,30 +133,138 @@ export function compact<T extends object>(value: T): T {
   return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as T;
 }
 
-const isDirectory = (path: string) => existsSync(path) && statSync(path).isDirectory();
-const isFile = (path: string) => existsSync(path) && statSync(path).isFile();
+/** An env file as read from disk: its entries, or why it cannot be used. */
+type EnvFileRead =
+  | { entries: EnvFileEntry[]; problems: EnvFileProblem[]; size: number }
+  | { missing: true }
+  | { refused: string };
+
+/**
+ * The host files one template load looks at, each looked at once however many services name it
+ * (a template may name the same env file or build context thousands of times).
+ */
+export class HostFiles {
+  private readonly kinds = new Map<string, 'file' | 'directory' | 'other' | 'missing'>();
+  private readonly realPaths = new Map<string, string>();
+  private readonly envFiles = new Map<string, EnvFileRead>();
+
+  kind(path: string): 'file' | 'directory' | 'other' | 'missing' {
+    let kind = this.kinds.get(path);
+    if (kind === undefined) {
+      try {
+        const stats = statSync(path);
+        kind = stats.isFile() ? 'file' : stats.isDirectory() ? 'directory' : 'other';
+      } catch {
+        kind = 'missing';
+      }
+      this.kinds.set(path, kind);
+    }
+    return kind;
+  }
+
+  /** `path` with links followed, or as is when it does not exist. */
+  realPath(path: string): string {
+    let real = this.realPaths.get(path);
+    if (real === undefined) {
+      try {
+        real = realpathSync(path);
+      } catch {
+        real = path;
+      }
+      this.realPaths.set(path, real);
+    }
+    return real;
+  }
+
+  /**
+   * Reads and parses an env file, refusing anything but a regular file of at most
+   * `TEMPLATE_LIMITS.maxEnvFileBytes`. Opened without blocking, and checked again once open, so
+   * that a FIFO or a device put in its place cannot stall the server or feed it without end.
+   */
+  envFile(path: string): EnvFileRead {
+    let read = this.envFiles.get(path);
+    if (read === undefined) {
+      read = readEnvFileAt(path);
+      this.envFiles.set(path, read);
+    }
+    return read;
+  }
+}
+
+function readEnvFileAt(path: string): EnvFileRead {
+  const max = TEMPLATE_LIMITS.maxEnvFileBytes;
+  const tooLarge = { refused: `is larger than ${max} bytes` };
+  const notAFile = { refused: 'is not a regular file' };
+  let stats: ReturnType<typeof statSync>;
+  try {
+    stats = statSync(path);
+  } catch {
+    return { missing: true };
+  }
+  if (!stats.isFile()) return notAFile;
+  if (stats.size > max) return tooLarge;
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  } catch (error) {
+    return { refused: `cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})` };
+  }
+  try {
+    const opened = fstatSync(fd);
+    if (!opened.isFile()) return notAFile;
+    // One byte more than allowed, to tell a file that grew since the check.
+    const buffer = Buffer.alloc(Math.min(opened.size, max) + 1);
+    let length = 0;
+    while (length < buffer.length) {
+      const n = readSync(fd, buffer, length, buffer.length - length, null);
+      if (n === 0) break;
+      length += n;
+    }
+    if (length > max) return tooLarge;
+    return { ...parseEnvFile(buffer.toString('utf8', 0, length)), size: length };
+  } catch (error) {
+    return { refused: `cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})` };
+  } finally {
+    closeSync(fd);
+  }
+}
 
 /**
  * The absolute host path of a path written in the template, or null (with an error) when there is
- * no directory to resolve it from, or when it leaves `ctx.root`. Symbolic links are followed for
- * that check: a link in a repository must not reach the server's own files.
+ * no directory to resolve it from, or when it leaves `ctx.root` (and every allowed host path).
+ * Symbolic links are followed for that check: a link in a repository must not reach the server's
+ * own files. `ctx.onHostPath` hears of the path first, whatever the check finds.
  */
-export function hostPath(written: string, path: Path, ctx: LoadContext): string | null {
+export function hostPath(
+  written: string,
+  path: Path,
+  ctx: LoadContext,
+  kind: HostPathRef['kind'],
+): string | null {
   if (!isAbsolute(written) && ctx.dir === null) {
-    ctx.sink.error(path, `relative path "${written}" needs the template's directory, and none was given`);
+    ctx.sink.error(
+      path,
+      `relative path "${excerpt(written, 200)}" needs the template's directory, and none was given`,
+    );
     return null;
   }
   const absolute = ctx.dir === null ? resolve(written) : resolve(ctx.dir, written);
-  if (ctx.root !== null && !isInside(ctx.root, absolute)) {
-    ctx.sink.error(path, `path "${written}" is outside the directory templates may use`);
+  ctx.onHostPath?.({ kind, path: absolute });
+  if (!mayUse(absolute, ctx)) {
+    ctx.sink.error(path, `path "${excerpt(written, 200)}" is outside the directory templates may use`);
     return null;
   }
   return absolute;
 }
 
-function isInside(root: string, path: string): boolean {
-  const real = (p: string) => (existsSync(p) ? realpathSync(p) : p);
-  const rel = relative(real(resolve(root)), real(path));
+/** True when there is no root, or `absolute` is inside the root or one of the allowed host paths. */
+function mayUse(absolute: string, ctx: LoadContext): boolean {
+  if (ctx.root === null) return true;
+  return [ctx.root, ...ctx.allowedHostPaths].some((dir) => isInside(dir, absolute, ctx.files));
+}
+
+function isInside(root: string, path: string, files: HostFiles): boolean {
+  const rel = relative(files.realPath(resolve(root)), files.realPath(path));
   return rel === '' || (rel !== '..' && !rel.startsWith(`..${sep}`) && !isAbsolute(rel));
 }
 
@@ -142,23 +287,30 @@ export function buildPlan(
     ctx.sink.error(contextPath, 'remote build contexts are not supported: use a directory of the repository');
     return null;
   }
-  const context = hostPath(contextText, contextPath, ctx);
-  if (context === null) return null;
-  // Checked here so the problem is reported with its position, not later by the build step.
-  if (!isDirectory(context)) {
-    ctx.sink.error(contextPath, `build context "${contextText}" is not a directory`);
-    return null;
-  }
   const dockerfile = input.dockerfile ?? 'Dockerfile';
   const dockerfileAt = input.dockerfile === undefined ? contextPath : [...path, 'dockerfile'];
-  if (ctx.root !== null && !isInside(ctx.root, resolve(context, dockerfile))) {
-    ctx.sink.error(dockerfileAt, `path "${dockerfile}" is outside the directory templates may use`);
+  const context = hostPath(contextText, contextPath, ctx, 'build-context');
+  // Reported even when the context is refused: the CLI wants every file the template names.
+  const dockerfilePath =
+    ctx.dir === null && !isAbsolute(contextText) ? null : resolve(ctx.dir ?? '/', contextText, dockerfile);
+  if (dockerfilePath !== null) ctx.onHostPath?.({ kind: 'dockerfile', path: dockerfilePath });
+  if (context === null || dockerfilePath === null) return null;
+  // Checked here so the problem is reported with its position, not later by the build step.
+  if (ctx.files.kind(context) !== 'directory') {
+    ctx.sink.error(contextPath, `build context "${excerpt(contextText, 200)}" is not a directory`);
     return null;
   }
-  if (!isFile(resolve(context, dockerfile))) {
+  if (!mayUse(dockerfilePath, ctx)) {
     ctx.sink.error(
       dockerfileAt,
-      `Dockerfile "${dockerfile}" not found in the build context "${contextText}"`,
+      `path "${excerpt(dockerfile, 200)}" is outside the directory templates may use`,
+    );
+    return null;
+  }
+  if (ctx.files.kind(dockerfilePath) !== 'file') {
+    ctx.sink.error(
+      dockerfileAt,
+      `Dockerfile "${excerpt(dockerfile, 200)}" not found in the build context "${excerpt(contextText, 200)}"`,
     );
   }
   const args = input.args ? keyValues(input.args, [...path, 'args'], ctx) : {};
@@ -180,27 +332,32 @@ export function keyValues(
   ctx: LoadContext,
 ): Record<string, string> {
   const out: Record<string, string> = {};
+  const set = (key: string, value: string) =>
+    Object.defineProperty(out, key, { value, enumerable: true, writable: true, configurable: true });
   const fromInput = (key: string, at: Path) => {
     const value = ctx.lookup(key, { file: ctx.sink.file, position: ctx.sink.positions.locate(at), path: at });
-    if (value !== undefined) out[key] = value;
+    if (value === undefined) return;
+    // An input is written once by the caller but copied here for every key that names it.
+    ctx.budget.spend(ENTRY_COST + key.length + value.length, at);
+    set(key, value);
   };
   if (Array.isArray(entries)) {
     entries.forEach((entry, i) => {
       const eq = entry.indexOf('=');
       const key = eq < 0 ? entry : entry.slice(0, eq);
       if (key.trim() === '' || /\s/.test(key)) {
-        ctx.sink.error([...path, i], `expected "KEY=value" or "KEY", got ${JSON.stringify(entry)}`);
+        ctx.sink.error([...path, i], `expected "KEY=value" or "KEY", got ${JSON.stringify(excerpt(entry))}`);
       } else if (eq < 0) {
         fromInput(key, [...path, i]);
       } else {
-        out[key] = entry.slice(eq + 1);
+        set(key, entry.slice(eq + 1));
       }
     });
     return out;
   }
   for (const [key, value] of Object.entries(entries)) {
     if (value === null) fromInput(key, [...path, key]);
-    else out[key] = value;
+    else set(key, value);
   }
   return out;
 }
@@ -234,21 +391,41 @@ export function healthcheckPlan(
   return plan;
 }
 
+/** The ports of each list, by container port and protocol, so that adding one is constant time. */
+const portIndex = new WeakMap<PortPlan[], Map<string, PortPlan>>();
+
 /** Adds a port unless it is already there; an http flag, once set, stays. */
 export function addPort(ports: PortPlan[], port: PortPlan): void {
-  const existing = ports.find((p) => p.container === port.container && p.protocol === port.protocol);
-  if (existing) existing.http ||= port.http;
-  else ports.push(port);
+  let index = portIndex.get(ports);
+  if (!index) {
+    index = new Map(ports.map((p) => [`${p.container}/${p.protocol}`, p]));
+    portIndex.set(ports, index);
+  }
+  const key = `${port.container}/${port.protocol}`;
+  const existing = index.get(key);
+  if (existing) {
+    existing.http ||= port.http;
+  } else {
+    ports.push(port);
+    index.set(key, port);
+  }
 }
 
 /** Named volumes the template declares, plus the anonymous ones its mounts need. */
 export class VolumeRegistry {
   private readonly anonymous: string[] = [];
+  private readonly named: ReadonlySet<string>;
+  private readonly taken: Set<string>;
+  /** For each base name, the suffix to try next: names are only ever added, so it never goes back. */
+  private readonly nextSuffix = new Map<string, number>();
 
-  constructor(private readonly declared: readonly string[]) {}
+  constructor(private readonly declared: readonly string[]) {
+    this.named = new Set(declared);
+    this.taken = new Set(declared);
+  }
 
   has(name: string): boolean {
-    return this.declared.includes(name);
+    return this.named.has(name);
   }
 
   /** A stable name for an anonymous volume of `workload` at `target`: `db-var-lib-postgresql-data`. */
@@ -260,7 +437,13 @@ export class VolumeRegistry {
         .replace(/^-|-$/g, '') || 'data'
     }`;
     let name = base;
-    for (let n = 2; this.declared.includes(name) || this.anonymous.includes(name); n++) name = `${base}-${n}`;
+    let n = this.nextSuffix.get(base) ?? 2;
+    if (this.taken.has(name)) {
+      do name = `${base}-${n++}`;
+      while (this.taken.has(name));
+    }
+    this.nextSuffix.set(base, n);
+    this.taken.add(name);
     this.anonymous.push(name);
     return name;
   }
@@ -352,7 +535,7 @@ export function mount(
         `bind mount of host path "${source}": the environment depends on this machine's files`,
       );
     }
-    const host = hostPath(source, path, ctx);
+    const host = hostPath(source, path, ctx, 'bind');
     return host === null ? null : { source: host, target, type: 'bind', readOnly };
   }
   if (!volumes.has(source)) {
@@ -369,19 +552,33 @@ export interface EnvFileRef {
   path: Path;
 }
 
-/** Reads env files in order (later ones win), interpolating their values like the template's. */
+/**
+ * Reads env files in order (later ones win), interpolating their values like the template's.
+ * A file that is not a regular file, or is larger than `TEMPLATE_LIMITS.maxEnvFileBytes`, is an
+ * error at the place that names it; what the files add up to is charged to `ctx.budget`.
+ */
 export function readEnvFiles(refs: EnvFileRef[], ctx: LoadContext): Record<string, string> {
   const out: Record<string, string> = {};
+  const set = (key: string, value: string) =>
+    Object.defineProperty(out, key, { value, enumerable: true, writable: true, configurable: true });
   for (const ref of refs) {
-    const file = hostPath(ref.file, ref.path, ctx);
+    const file = hostPath(ref.file, ref.path, ctx, 'env-file');
     if (file === null) continue;
-    if (!isFile(file)) {
-      if (ref.required) ctx.sink.error(ref.path, `env file "${ref.file}" not found`);
+    const read = ctx.files.envFile(file);
+    const shown = excerpt(ref.file, 200);
+    if ('missing' in read) {
+      if (ref.required) ctx.sink.error(ref.path, `env file "${shown}" not found`);
       continue;
     }
-    const { entries, problems } = parseEnvFile(readFileSync(file, 'utf8'));
-    for (const p of problems) ctx.sink.errorAt(ref.file, { line: p.line, column: p.column }, [], p.message);
-    for (const entry of entries) {
+    if ('refused' in read) {
+      ctx.sink.error(ref.path, `env file "${shown}" ${read.refused}`);
+      continue;
+    }
+    // Each reference copies the whole file into a service's environment.
+    ctx.budget.spend(read.size + read.entries.length * ENTRY_COST, ref.path);
+    for (const p of read.problems)
+      ctx.sink.errorAt(ref.file, { line: p.line, column: p.column }, [], p.message);
+    for (const entry of read.entries) {
       const site: Site = {
         file: ref.file,
         position: { line: entry.line, column: entry.column },
@@ -389,11 +586,13 @@ export function readEnvFiles(refs: EnvFileRef[], ctx: LoadContext): Record<strin
       };
       if (entry.value === null) {
         const value = ctx.lookup(entry.key, site);
-        if (value !== undefined) out[entry.key] = value;
+        if (value === undefined) continue;
+        ctx.budget.spend(value.length, ref.path);
+        set(entry.key, value);
         continue;
       }
       if (!entry.interpolate) {
-        out[entry.key] = entry.value;
+        set(entry.key, entry.value);
         continue;
       }
       const result = interpolate(entry.value, (name) => ctx.lookup(name, site));
@@ -405,7 +604,8 @@ export function readEnvFiles(refs: EnvFileRef[], ctx: LoadContext): Record<strin
           e.message,
         );
       }
-      out[entry.key] = result.value;
+      if (result.value !== entry.value) ctx.budget.spend(result.value.length, ref.path);
+      set(entry.key, result.value);
     }
   }
   return out;
@@ -427,14 +627,16 @@ export function finishDependencies(
   const edges = new Map<string, { ref: DependencyRef; condition: DependencyCondition }[]>();
   for (const draft of drafts) {
     const resolved: { ref: DependencyRef; condition: DependencyCondition }[] = [];
+    const seen = new Set<string>();
     for (const ref of draft.deps) {
-      if (resolved.some((r) => r.ref.name === ref.name)) continue;
+      if (seen.has(ref.name)) continue;
       const target = byName.get(ref.name);
       if (!target) {
         if (ref.required && !known.has(ref.name))
-          sink.error(ref.path, `unknown ${noun} "${ref.name}"`, ref.at);
+          sink.error(ref.path, `unknown ${noun} "${excerpt(ref.name, 100)}"`, ref.at);
         continue;
       }
+      seen.add(ref.name);
       const isJob = target.spec.kind === 'job';
       const condition: DependencyCondition =
         ref.condition !== 'ready'
@@ -476,27 +678,51 @@ export function finishDependencies(
   });
 }
 
+/** Names a cycle lists before it is shortened: a chain of 10 000 services makes a long message. */
+const CYCLE_NAMES_SHOWN = 10;
+
+/**
+ * Depth-first search for back edges, with an explicit stack: a template may chain thousands of
+ * services, deeper than the call stack goes.
+ */
 function reportCycles(
   drafts: WorkloadDraft[],
   edges: Map<string, { ref: DependencyRef }[]>,
   sink: IssueSink,
 ): void {
   const state = new Map<string, 'visiting' | 'done'>();
-  const stack: string[] = [];
-  const visit = (name: string) => {
+  /** The path being explored, and where each name of it is on it. */
+  const stack: { name: string; next: number }[] = [];
+  const onStack = new Map<string, number>();
+  const enter = (name: string) => {
     state.set(name, 'visiting');
-    stack.push(name);
-    for (const { ref } of edges.get(name) ?? []) {
+    onStack.set(name, stack.length);
+    stack.push({ name, next: 0 });
+  };
+  for (const draft of drafts) {
+    if (state.has(draft.spec.name)) continue;
+    enter(draft.spec.name);
+    while (stack.length > 0) {
+      const top = stack.at(-1)!;
+      const out = edges.get(top.name) ?? [];
+      if (top.next >= out.length) {
+        stack.pop();
+        onStack.delete(top.name);
+        state.set(top.name, 'done');
+        continue;
+      }
+      const { ref } = out[top.next++]!;
       const next = state.get(ref.name);
       if (next === 'visiting') {
-        const cycle = [...stack.slice(stack.indexOf(ref.name)), ref.name].join(' → ');
-        sink.error(ref.path, `dependency cycle: ${cycle}`, ref.at);
+        // Only the names shown are copied: a long chain may have many edges back into it.
+        const start = onStack.get(ref.name)!;
+        const length = stack.length - start;
+        const shown = stack.slice(start, start + Math.min(length, CYCLE_NAMES_SHOWN)).map((s) => s.name);
+        if (length > CYCLE_NAMES_SHOWN) shown.push(`… (${length - CYCLE_NAMES_SHOWN} more)`);
+        sink.error(ref.path, `dependency cycle: ${[...shown, ref.name].join(' → ')}`, ref.at);
       } else if (next === undefined) {
-        visit(ref.name);
+        enter(ref.name);
       }
     }
-    stack.pop();
-    state.set(name, 'done');
-  };
-  for (const draft of drafts) if (!state.has(draft.spec.name)) visit(draft.spec.name);
+  }
 }

@@ -62,6 +62,27 @@ describe('plan', () => {
     expect(envPlan).toMatchObject({ envId: 'env_1', envName: 'pr-42', project: 'shop', isolation: 'runc' });
   });
 
+  test('orders a long chain of dependencies, and appends a cycle by name', () => {
+    const n = 1000;
+    const chain = Array.from({ length: n }, (_, i) => `  s${i}: { image: x, dependsOn: [s${i + 1}] }`);
+    chain[n - 1] = `  s${n - 1}: { image: x }`;
+    const envPlan = plan(
+      loadTemplate({ filename: 'mayfly.yaml', content: `services:\n${chain.join('\n')}\n` }),
+      target,
+    );
+    expect(envPlan.workloads.map((w) => w.name)).toEqual(
+      Array.from({ length: n }, (_, i) => `s${n - 1 - i}`),
+    );
+    const template = loadTemplate({
+      filename: 'mayfly.yaml',
+      content: 'services:\n  b: { image: x }\n  a: { image: x }\n',
+    });
+    // A loaded template has no cycle; one made by hand is still ordered.
+    template.workloads[0]!.dependsOn = [{ name: 'a', condition: 'service_started' }];
+    template.workloads[1]!.dependsOn = [{ name: 'b', condition: 'service_started' }];
+    expect(plan(template, target).workloads.map((w) => w.name)).toEqual(['a', 'b']);
+  });
+
   test('does not share objects with the template', () => {
     const template = loadShop('compose.yaml', { inputs });
     const envPlan = plan(template, target);

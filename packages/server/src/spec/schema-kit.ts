@@ -66,7 +66,11 @@ export const PARSE_OPTIONS = { error: errorMap, reportInput: true } as const;
  * Keys starting with `x-` are extensions and are accepted (the YAML walk already dropped them).
  */
 export function strictMap<S extends z.core.$ZodLooseShape>(shape: S, hints: Record<string, string> = {}) {
-  const known = Object.keys(shape);
+  const known: Candidate[] = Object.keys(shape).map((key) => ({
+    key,
+    lower: key.toLowerCase(),
+    squashed: squash(key),
+  }));
   return z.looseObject(shape).superRefine(
     (value, ctx) => {
       for (const key of Object.keys(value)) {
@@ -86,35 +90,57 @@ export function strictMap<S extends z.core.$ZodLooseShape>(shape: S, hints: Reco
   );
 }
 
-/** The known key closest to `key`: same letters ignoring case, `-` and `_`, or one or two edits away. */
-function closest(key: string, known: string[]): string | undefined {
-  const squash = (s: string) => s.toLowerCase().replace(/[-_]/g, '');
-  const same = known.find((k) => squash(k) === squash(key));
-  if (same) return same;
-  let best: string | undefined;
-  let bestDistance = Number.POSITIVE_INFINITY;
-  for (const candidate of known) {
-    const distance = editDistance(key.toLowerCase(), candidate.toLowerCase());
-    if (distance < bestDistance) [best, bestDistance] = [candidate, distance];
-  }
-  return bestDistance <= Math.min(2, Math.floor(key.length / 3)) ? best : undefined;
+/** A known key, prepared once for {@link closest}. */
+interface Candidate {
+  key: string;
+  lower: string;
+  squashed: string;
 }
 
-/** Optimal string alignment distance: insertions, deletions, substitutions and transpositions. */
+const squash = (s: string) => s.toLowerCase().replace(/[-_]/g, '');
+
+/** Keys longer than this get no suggestion: known keys are short, and a hostile key may be a megabyte long. */
+const MAX_SUGGESTED_KEY_LENGTH = 64;
+
+/** The known key closest to `key`: same letters ignoring case, `-` and `_`, or one or two edits away. */
+function closest(key: string, candidates: readonly Candidate[]): string | undefined {
+  if (key.length > MAX_SUGGESTED_KEY_LENGTH) return undefined;
+  const squashed = squash(key);
+  const same = candidates.find((c) => c.squashed === squashed);
+  if (same) return same.key;
+  const lower = key.toLowerCase();
+  const within = Math.min(2, Math.floor(key.length / 3));
+  let best: string | undefined;
+  let bestDistance = Number.POSITIVE_INFINITY;
+  for (const candidate of candidates) {
+    // n edits change the length by at most n.
+    if (Math.abs(candidate.lower.length - lower.length) > within) continue;
+    const distance = editDistance(lower, candidate.lower);
+    if (distance < bestDistance) [best, bestDistance] = [candidate.key, distance];
+  }
+  return bestDistance <= within ? best : undefined;
+}
+
+/**
+ * Optimal string alignment distance: insertions, deletions, substitutions and transpositions.
+ * Three rolling rows instead of a matrix: it runs for every unknown key of a template.
+ */
 function editDistance(a: string, b: string): number {
-  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) =>
-    Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)),
-  );
+  let before = new Array<number>(b.length + 1).fill(0);
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  let current = new Array<number>(b.length + 1).fill(0);
   for (let i = 1; i <= a.length; i++) {
+    current[0] = i;
     for (let j = 1; j <= b.length; j++) {
       const cost = a[i - 1] === b[j - 1] ? 0 : 1;
-      let v = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
+      let v = Math.min(previous[j]! + 1, current[j - 1]! + 1, previous[j - 1]! + cost);
       if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1])
-        v = Math.min(v, d[i - 2]![j - 2]! + 1);
-      d[i]![j] = v;
+        v = Math.min(v, before[j - 2]! + 1);
+      current[j] = v;
     }
+    [before, previous, current] = [previous, current, before];
   }
-  return d[a.length]![b.length]!;
+  return previous[b.length]!;
 }
 
 /** The reason a scalar's text was rejected; returned by the parse function of {@link scalar}. */
@@ -199,7 +225,8 @@ export const boolish = scalar('true or false', ['boolean', 'string'], (v) => {
 
 /** CPUs as a positive decimal (`0.5`, `"2"`). */
 export const cpus = scalar('a number of CPUs', ['number', 'string'], (v) => {
-  const n = typeof v === 'string' && /^\d*\.?\d+$/.test(v.trim()) ? Number(v) : v;
+  // Not `^\d*\.?\d+$`: its two runs of digits backtrack quadratically on a long string of them.
+  const n = typeof v === 'string' && /^(?:\d+(?:\.\d+)?|\.\d+)$/.test(v.trim()) ? Number(v) : v;
   if (typeof n !== 'number' || !(n > 0))
     return new Invalid(`invalid CPU count ${describeValue(v)}: expected a number above 0, like 0.5`);
   return n;
