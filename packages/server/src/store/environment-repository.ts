@@ -1,6 +1,13 @@
 /** {@link EnvironmentRepository} over Kysely, for SQLite and PostgreSQL alike. */
 import type { EnvKind, EnvState, Failure } from '@mayfly/contract';
-import { type Kysely, type Selectable, sql, type Updateable } from 'kysely';
+import {
+  type ExpressionBuilder,
+  type Kysely,
+  type RawBuilder,
+  type Selectable,
+  sql,
+  type Updateable,
+} from 'kysely';
 import type { EnvPlan } from '../runtime/runtime.js';
 import {
   type Database,
@@ -15,8 +22,10 @@ import {
   type EnvironmentPatch,
   type EnvironmentRecord,
   type EnvironmentRepository,
+  LeaseLostError,
   NameTakenError,
   type NewEnvironment,
+  type UpdateOptions,
 } from './store.js';
 
 /** Thrown by {@link EnvironmentRepository.update} when no environment has the id. */
@@ -72,6 +81,8 @@ export class KyselyEnvironmentRepository implements EnvironmentRepository {
           updated_at: now,
           lease_owner: null,
           lease_until: null,
+          attempts: 0,
+          retry_at: null,
         })
         .returningAll()
         .executeTakeFirstOrThrow();
@@ -115,7 +126,7 @@ export class KyselyEnvironmentRepository implements EnvironmentRepository {
     return rows.map(toRecord);
   }
 
-  async update(id: string, patch: EnvironmentPatch): Promise<EnvironmentRecord> {
+  async update(id: string, patch: EnvironmentPatch, options: UpdateOptions = {}): Promise<EnvironmentRecord> {
     const values: Updateable<EnvironmentsTable> = {
       updated_at: toDbTime(this.stamp()),
     };
@@ -127,20 +138,25 @@ export class KyselyEnvironmentRepository implements EnvironmentRepository {
       values.failure = patch.failure === null ? null : JSON.stringify(patch.failure);
     if (patch.expiresAt !== undefined)
       values.expires_at = patch.expiresAt === null ? null : toDbTime(patch.expiresAt);
+    if (patch.attempts !== undefined) values.attempts = patch.attempts;
+    if (patch.retryAt !== undefined)
+      values.retry_at = patch.retryAt === null ? null : toDbTime(patch.retryAt);
     let row: Selectable<EnvironmentsTable> | undefined;
     try {
-      row = await this.db
-        .updateTable('environments')
-        .set(values)
-        .where('id', '=', id)
-        .returningAll()
-        .executeTakeFirst();
+      let query = this.db.updateTable('environments').set(values).where('id', '=', id);
+      // Fencing in the same statement as the write: a claim by another replica either committed
+      // before it (no row matches) or waits for it, never lands in between.
+      if (options.owner !== undefined) query = query.where('lease_owner', '=', options.owner);
+      row = await query.returningAll().executeTakeFirst();
     } catch (error) {
       // A rename, or bringing a destroyed environment back, can collide with a live name.
       const name = patch.name ?? (await this.get(id))?.name ?? '';
       throw this.nameTaken(error, name) ?? error;
     }
-    if (!row) throw new EnvironmentNotFoundError(id);
+    if (!row) {
+      if (options.owner !== undefined && (await this.get(id))) throw new LeaseLostError(id, options.owner);
+      throw new EnvironmentNotFoundError(id);
+    }
     return toRecord(row);
   }
 
@@ -155,6 +171,8 @@ export class KyselyEnvironmentRepository implements EnvironmentRepository {
           eb.and([eb('desired', '=', 'present'), eb('expires_at', '<=', toDbTime(now))]),
         ]),
       )
+      // backing off after a failed attempt
+      .where((eb) => eb.or([eb('retry_at', 'is', null), eb('retry_at', '<=', toDbTime(now))]))
       .orderBy('updated_at')
       .orderBy('id')
       .execute();
@@ -162,46 +180,46 @@ export class KyselyEnvironmentRepository implements EnvironmentRepository {
   }
 
   async claim(id: string, owner: string, leaseMs: number): Promise<boolean> {
-    const now = new Date();
-    const until = toDbTime(new Date(now.getTime() + leaseMs));
+    // Lease times come from the database's clock, never this process's: replicas whose clocks
+    // disagree still agree on when a lease runs out, as they all ask the same database.
+    const now = this.dbNow();
+    const until = this.dbNowPlus(leaseMs);
+    const isFree = (eb: ExpressionBuilder<Database, 'environments'>) =>
+      eb.or([
+        eb('lease_owner', 'is', null),
+        eb('lease_owner', '=', owner),
+        eb('lease_until', 'is', null),
+        eb('lease_until', '<=', now),
+      ]);
     if (this.dialect === 'sqlite') {
       // One conditional UPDATE is atomic in SQLite (writers are serialised by the database lock).
       const result = await this.db
         .updateTable('environments')
         .set({ lease_owner: owner, lease_until: until })
         .where('id', '=', id)
-        .where((eb) =>
-          eb.or([
-            eb('lease_owner', 'is', null),
-            eb('lease_owner', '=', owner),
-            eb('lease_until', 'is', null),
-            eb('lease_until', '<=', toDbTime(now)),
-          ]),
-        )
+        .where(isFree)
         .executeTakeFirst();
       return result.numUpdatedRows > 0n;
     }
     return this.db.transaction().execute(async (trx) => {
       // SKIP LOCKED: when another replica is claiming (or updating) this row right now, give up
       // at once instead of queueing behind it; the caller tries again on its next pass.
-      const row = await trx
+      const locked = await trx
         .selectFrom('environments')
-        .select(['lease_owner', 'lease_until'])
+        .select('id')
         .where('id', '=', id)
         .forUpdate()
         .skipLocked()
         .executeTakeFirst();
-      if (!row) return false;
-      const leaseUntil = fromDbTimeOrNull(row.lease_until);
-      const free =
-        row.lease_owner === null || row.lease_owner === owner || leaseUntil === null || leaseUntil <= now;
-      if (!free) return false;
-      await trx
+      if (!locked) return false;
+      // The row is ours until commit, and this statement sees its latest committed version.
+      const result = await trx
         .updateTable('environments')
         .set({ lease_owner: owner, lease_until: until })
         .where('id', '=', id)
-        .execute();
-      return true;
+        .where(isFree)
+        .executeTakeFirst();
+      return result.numUpdatedRows > 0n;
     });
   }
 
@@ -212,6 +230,34 @@ export class KyselyEnvironmentRepository implements EnvironmentRepository {
       .where('id', '=', id)
       .where('lease_owner', '=', owner)
       .execute();
+  }
+
+  async deleteDestroyed(before: Date): Promise<number> {
+    // Events and kept logs go with their environment (foreign keys with ON DELETE CASCADE).
+    // Desired `absent` too: a destroyed environment someone asked back is about to be re-created.
+    const result = await this.db
+      .deleteFrom('environments')
+      .where('state', '=', 'destroyed')
+      .where('desired', '=', 'absent')
+      .where('updated_at', '<', toDbTime(before))
+      .executeTakeFirst();
+    return Number(result.numDeletedRows);
+  }
+
+  /** The database's current time, in the form timestamps are stored in. */
+  private dbNow(): RawBuilder<string> {
+    return this.dialect === 'postgres'
+      ? // clock_timestamp(), not now(): the latter is the start of the transaction.
+        sql<string>`clock_timestamp()`
+      : sql<string>`strftime('%Y-%m-%dT%H:%M:%fZ', 'now')`;
+  }
+
+  /** The database's current time plus `ms` milliseconds. */
+  private dbNowPlus(ms: number): RawBuilder<string> {
+    if (!Number.isFinite(ms) || ms < 0) throw new RangeError(`lease of ${ms} ms`);
+    return this.dialect === 'postgres'
+      ? sql<string>`clock_timestamp() + ${ms}::double precision * interval '1 millisecond'`
+      : sql<string>`strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ${`+${(ms / 1000).toFixed(3)} seconds`})`;
   }
 
   /** A {@link NameTakenError} when `error` is the live-name index's violation, else undefined. */
@@ -250,5 +296,7 @@ function toRecord(row: Selectable<EnvironmentsTable>): EnvironmentRecord {
     updatedAt: fromDbTime(row.updated_at),
     leaseOwner: row.lease_owner,
     leaseUntil: fromDbTimeOrNull(row.lease_until),
+    attempts: row.attempts,
+    retryAt: fromDbTimeOrNull(row.retry_at),
   };
 }

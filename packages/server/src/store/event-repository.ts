@@ -1,25 +1,55 @@
 /** {@link EventRepository} over Kysely, for SQLite and PostgreSQL alike. */
 import type { EnvState } from '@mayfly/contract';
-import type { Kysely, Selectable } from 'kysely';
-import { type Database, type EventsTable, fromDbTime, toDbTime } from './schema.js';
+import { type Kysely, type Selectable, sql } from 'kysely';
+import {
+  type Database,
+  type EventsTable,
+  fromDbTime,
+  type StoreDialect,
+  toDbTime,
+  withoutNul,
+} from './schema.js';
 import type { EventRecord, EventRepository } from './store.js';
 
-/** The timeline of every environment, in one append-only table; ids increase in append order. */
+/**
+ * First key of the PostgreSQL advisory locks that serialise the appends of one environment (the
+ * second is the hash of its id). Two-key advisory locks never collide with one-key ones, such as
+ * the lock Kysely's migrator takes; the value only keeps them apart from other two-key users.
+ */
+export const EVENT_APPEND_LOCK_SPACE = 0x6d66_7901;
+
+/** The timeline of every environment, in one append-only table; ids increase in commit order per environment. */
 export class KyselyEventRepository implements EventRepository {
-  constructor(private readonly db: Kysely<Database>) {}
+  constructor(
+    private readonly db: Kysely<Database>,
+    private readonly dialect: StoreDialect,
+  ) {}
 
   async append(event: Omit<EventRecord, 'id' | 'at'> & { at?: Date }): Promise<EventRecord> {
-    const row = await this.db
-      .insertInto('events')
-      .values({
-        env_id: event.envId,
-        type: event.type,
-        state: event.state,
-        message: event.message,
-        at: toDbTime(event.at ?? new Date()),
-      })
-      .returningAll()
-      .executeTakeFirstOrThrow();
+    const insert = (db: Kysely<Database>) =>
+      db
+        .insertInto('events')
+        .values({
+          env_id: event.envId,
+          type: event.type,
+          state: event.state,
+          message: withoutNul(event.message),
+          at: toDbTime(event.at ?? new Date()),
+        })
+        .returningAll()
+        .executeTakeFirstOrThrow();
+    // SQLite has one writer at a time and commits each insert as it takes its id.
+    if (this.dialect === 'sqlite') return toRecord(await insert(this.db));
+    // On PostgreSQL an identity id is taken at insert and becomes visible at commit: two
+    // concurrent appends could commit ids 11 then 10, and a reader resuming after 11 would never
+    // see 10. Holding a per-environment lock from before the id is taken until commit makes ids
+    // of one environment visible in order.
+    const row = await this.db.transaction().execute(async (trx) => {
+      await sql`select pg_advisory_xact_lock(${sql.lit(EVENT_APPEND_LOCK_SPACE)}, hashtext(${event.envId}))`.execute(
+        trx,
+      );
+      return insert(trx);
+    });
     return toRecord(row);
   }
 
@@ -28,6 +58,32 @@ export class KyselyEventRepository implements EventRepository {
     if (options.afterId !== undefined) query = query.where('id', '>', options.afterId);
     const rows = await query.orderBy('id').execute();
     return rows.map(toRecord);
+  }
+
+  async prune(options: { maxPerEnv: number }): Promise<number> {
+    const { maxPerEnv } = options;
+    if (!Number.isSafeInteger(maxPerEnv) || maxPerEnv < 0) {
+      throw new RangeError(`maxPerEnv must be a non-negative integer, not ${maxPerEnv}`);
+    }
+    // Deleting only the oldest events leaves every reader's `afterId` cursor valid.
+    const result = await this.db
+      .deleteFrom('events')
+      .where('id', 'in', (eb) =>
+        eb
+          .selectFrom((inner) =>
+            inner
+              .selectFrom('events')
+              .select([
+                'id',
+                sql<number>`row_number() over (partition by env_id order by id desc)`.as('newer_first'),
+              ])
+              .as('ranked'),
+          )
+          .select('ranked.id')
+          .where('ranked.newer_first', '>', maxPerEnv),
+      )
+      .executeTakeFirst();
+    return Number(result.numDeletedRows);
   }
 }
 

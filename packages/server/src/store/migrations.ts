@@ -3,7 +3,15 @@
  * `Migrator`, which records them in `mayfly_migration` and serialises concurrent replicas with a
  * lock. Migrations are append-only: never edit one that has shipped, add the next one.
  */
-import { type Kysely, type Migration, type MigrationResult, Migrator, sql } from 'kysely';
+import {
+  type ColumnDefinitionBuilderCallback,
+  type Kysely,
+  type Migration,
+  type MigrationResult,
+  type MigrationResultSet,
+  Migrator,
+  sql,
+} from 'kysely';
 import type { Database, StoreDialect } from './schema.js';
 
 function migrations(dialect: StoreDialect): Record<string, Migration> {
@@ -96,6 +104,57 @@ function migrations(dialect: StoreDialect): Record<string, Migration> {
           .execute();
       },
     },
+    '0003-hardening': {
+      // biome-ignore lint/suspicious/noExplicitAny: migrations must not depend on today's schema types
+      async up(db: Kysely<any>) {
+        // One column per statement: SQLite's ALTER TABLE adds only one at a time.
+        const addColumn = (
+          table: string,
+          column: string,
+          type: string,
+          build: ColumnDefinitionBuilderCallback = (col) => col,
+        ) => db.schema.alterTable(table).addColumn(column, sql.raw(type), build).execute();
+        // Bounded retries: failed attempts at the current step, and the backoff before the next.
+        await addColumn('environments', 'attempts', 'integer', (col) => col.notNull().defaultTo(0));
+        await addColumn('environments', 'retry_at', timestamp);
+        // Scoped, expiring, revocable tokens; existing tokens stay unbound and never expire.
+        await addColumn('tokens', 'project', 'text');
+        await addColumn('tokens', 'expires_at', timestamp);
+        await addColumn('tokens', 'revoked_at', timestamp);
+
+        // The last output of a workload, readable after its containers are gone; goes with its env.
+        await db.schema
+          .createTable('kept_logs')
+          .addColumn('env_id', 'text', (col) =>
+            col.notNull().references('environments.id').onDelete('cascade'),
+          )
+          .addColumn('workload', 'text', (col) => col.notNull())
+          .addColumn('text', 'text', (col) => col.notNull())
+          .addColumn('at', sql.raw(timestamp), (col) => col.notNull())
+          .addPrimaryKeyConstraint('kept_logs_pkey', ['env_id', 'workload'])
+          .execute();
+
+        // Images are shared by environments (content-addressed), so they are not tied to one by FK.
+        await db.schema
+          .createTable('built_images')
+          .addColumn('ref', 'text', (col) => col.primaryKey())
+          .addColumn('project', 'text', (col) => col.notNull())
+          .addColumn('last_used_at', sql.raw(timestamp), (col) => col.notNull())
+          .execute();
+        await db.schema
+          .createIndex('built_images_last_used_at_idx')
+          .on('built_images')
+          .column('last_used_at')
+          .execute();
+        // Retention looks up destroyed environments by age.
+        await db.schema
+          .createIndex('environments_destroyed_updated_at_idx')
+          .on('environments')
+          .column('updated_at')
+          .where(sql.ref('state'), '=', 'destroyed')
+          .execute();
+      },
+    },
   };
 }
 
@@ -109,6 +168,28 @@ export async function migrateToLatest(
   dialect: StoreDialect,
   schema?: string,
 ): Promise<string[]> {
+  return migrate(db, dialect, schema, (migrator) => migrator.migrateToLatest());
+}
+
+/**
+ * Applies migrations up to and including `name` only: tests use it to make a database as an
+ * older release left it, then check that opening the store upgrades it.
+ */
+export async function migrateTo(
+  db: Kysely<Database>,
+  dialect: StoreDialect,
+  name: string,
+  schema?: string,
+): Promise<string[]> {
+  return migrate(db, dialect, schema, (migrator) => migrator.migrateTo(name));
+}
+
+async function migrate(
+  db: Kysely<Database>,
+  dialect: StoreDialect,
+  schema: string | undefined,
+  run: (migrator: Migrator) => Promise<MigrationResultSet>,
+): Promise<string[]> {
   const migrator = new Migrator({
     db,
     provider: { getMigrations: async () => migrations(dialect) },
@@ -117,9 +198,7 @@ export async function migrateToLatest(
     ...(schema ? { migrationTableSchema: schema } : {}),
   });
   const { error, results } =
-    dialect === 'sqlite'
-      ? await inWriteLock(db, () => migrator.migrateToLatest())
-      : await migrator.migrateToLatest();
+    dialect === 'sqlite' ? await inWriteLock(db, () => run(migrator)) : await run(migrator);
   if (error) {
     const failed = results?.find((r: MigrationResult) => r.status === 'Error');
     throw new Error(`store migration ${failed?.migrationName ?? ''} failed: ${String(error)}`, {

@@ -1,12 +1,14 @@
 /** Opens the store: SQLite under the data dir by default, PostgreSQL when given its URL. */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { chmodSync, closeSync, mkdirSync, openSync, statSync } from 'node:fs';
 import path from 'node:path';
 import SqliteDatabase from 'better-sqlite3';
 import { Kysely, PostgresDialect, SqliteDialect, sql } from 'kysely';
 import pg from 'pg';
+import { KyselyBuiltImageRepository } from './built-image-repository.js';
 import { KyselyEnvironmentRepository } from './environment-repository.js';
 import { KyselyEventRepository } from './event-repository.js';
+import { KyselyKeptLogRepository } from './kept-log-repository.js';
 import { migrateToLatest } from './migrations.js';
 import type { Database, StoreDialect } from './schema.js';
 import type { Store } from './store.js';
@@ -14,12 +16,14 @@ import { KyselyTokenRepository } from './token-repository.js';
 
 /** Options of {@link openStore}. */
 export interface OpenStoreOptions {
+  /** For a new store: its instance id becomes `<instanceName>-<random>` (see `ServerConfig.instanceName`). */
+  instanceName?: string;
   /**
    * `postgres://…` or `postgresql://…` for PostgreSQL; unset or empty for the SQLite file
    * `<dataDir>/mayfly.db`. Any other URL is refused.
    */
   url?: string;
-  /** Directory of the SQLite file, created when missing. */
+  /** Directory of the SQLite file, created (mode 0700) when missing. */
   dataDir: string;
   logger?: { info(obj: object, msg?: string): void };
 }
@@ -34,6 +38,8 @@ class KyselyStore implements Store {
   readonly environments: KyselyEnvironmentRepository;
   readonly events: KyselyEventRepository;
   readonly tokens: KyselyTokenRepository;
+  readonly logs: KyselyKeptLogRepository;
+  readonly images: KyselyBuiltImageRepository;
 
   constructor(
     private readonly db: Kysely<Database>,
@@ -41,8 +47,10 @@ class KyselyStore implements Store {
     readonly instanceId: string,
   ) {
     this.environments = new KyselyEnvironmentRepository(db, dialect);
-    this.events = new KyselyEventRepository(db);
+    this.events = new KyselyEventRepository(db, dialect);
     this.tokens = new KyselyTokenRepository(db);
+    this.logs = new KyselyKeptLogRepository(db);
+    this.images = new KyselyBuiltImageRepository(db);
   }
 
   async close(): Promise<void> {
@@ -54,10 +62,11 @@ class KyselyStore implements Store {
  * The installation's id, made once and kept in the store: every replica of one installation
  * shares it, and a second installation on the same engine has another.
  */
-async function ensureInstanceId(db: Kysely<Database>): Promise<string> {
+async function ensureInstanceId(db: Kysely<Database>, name?: string): Promise<string> {
+  const random = randomBytes(6).toString('hex');
   await db
     .insertInto('settings')
-    .values({ key: 'instance_id', value: randomBytes(6).toString('hex') })
+    .values({ key: 'instance_id', value: name ? `${name}-${random}` : random })
     .onConflict((oc) => oc.column('key').doNothing())
     .execute();
   const row = await db
@@ -79,19 +88,24 @@ export function isPostgresUrl(url: string | undefined): boolean {
  */
 export async function openStore(options: OpenStoreOptions): Promise<Store> {
   const { url, logger } = options;
-  if (url && isPostgresUrl(url)) return openPostgres(url, logger);
+  if (url && isPostgresUrl(url)) return openPostgres(url, logger, options.instanceName);
   if (url) {
     // Falling back to SQLite for, say, a mysql:// URL would quietly split the data.
     throw new Error(
       `unsupported store URL scheme "${url.split(':')[0]}:" (use postgres:// or leave it unset)`,
     );
   }
-  return openSqlite(options.dataDir, logger);
+  return openSqlite(options.dataDir, logger, options.instanceName);
 }
 
-async function openSqlite(dataDir: string, logger: OpenStoreOptions['logger']): Promise<Store> {
-  mkdirSync(dataDir, { recursive: true });
+async function openSqlite(
+  dataDir: string,
+  logger: OpenStoreOptions['logger'],
+  instanceName: string | undefined,
+): Promise<Store> {
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const file = path.resolve(dataDir, SQLITE_FILE_NAME);
+  restrictToOwner(file);
   const database = new SqliteDatabase(file);
   try {
     // First, so that even switching to WAL waits for another process opening the file right now.
@@ -109,10 +123,29 @@ async function openSqlite(dataDir: string, logger: OpenStoreOptions['logger']): 
   try {
     const applied = await migrateSqliteFile(file, () => migrateToLatest(db, 'sqlite'));
     logger?.info({ dialect: 'sqlite', file, migrationsApplied: applied }, 'store opened');
-    return new KyselyStore(db, 'sqlite', await ensureInstanceId(db));
+    return new KyselyStore(db, 'sqlite', await ensureInstanceId(db, instanceName));
   } catch (error) {
     await db.destroy();
     throw error;
+  }
+}
+
+/**
+ * Makes the database file readable by its owner only (it holds token hashes and templates):
+ * created 0600 before SQLite opens it, and tightened when an older release left it wider.
+ * SQLite gives its -wal and -shm files the database file's mode when it creates them; ones left
+ * wider by an older release are tightened too.
+ */
+function restrictToOwner(file: string): void {
+  closeSync(openSync(file, 'a', 0o600));
+  for (const name of [file, `${file}-wal`, `${file}-shm`]) {
+    let mode: number;
+    try {
+      mode = statSync(name).mode;
+    } catch {
+      continue; // -wal/-shm exist only while (or after) the database is open
+    }
+    if ((mode & 0o077) !== 0) chmodSync(name, mode & 0o700);
   }
 }
 
@@ -135,10 +168,20 @@ async function migrateSqliteFile<T>(file: string, migrate: () => Promise<T>): Pr
   }
 }
 
-async function openPostgres(url: string, logger: OpenStoreOptions['logger']): Promise<Store> {
+async function openPostgres(
+  url: string,
+  logger: OpenStoreOptions['logger'],
+  instanceName: string | undefined,
+): Promise<Store> {
   const pool = new pg.Pool({
     connectionString: url,
     max: 10,
+    // A replica cut off mid-transaction (a lease claim, an event append under its advisory lock)
+    // must not hold row or advisory locks until its TCP connection dies, which can take hours:
+    // the server ends such a session, and this side gives up on a query that does not answer.
+    idle_in_transaction_session_timeout: 10_000,
+    query_timeout: 30_000,
+    connectionTimeoutMillis: 10_000,
     types: {
       // bigint columns (event ids, TTLs, counts) as numbers; they stay far below 2^53.
       getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
@@ -161,7 +204,7 @@ async function openPostgres(url: string, logger: OpenStoreOptions['logger']): Pr
       { dialect: 'postgres', server: describePostgres(url), schema, migrationsApplied: applied },
       'store opened',
     );
-    return new KyselyStore(db, 'postgres', await ensureInstanceId(db));
+    return new KyselyStore(db, 'postgres', await ensureInstanceId(db, instanceName));
   } catch (error) {
     await db.destroy();
     throw error;

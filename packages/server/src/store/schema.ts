@@ -33,6 +33,9 @@ export interface EnvironmentsTable {
   updated_at: Timestamp;
   lease_owner: string | null;
   lease_until: Timestamp | null;
+  /** Since migration 0003; rows from before it read 0. */
+  attempts: number;
+  retry_at: Timestamp | null;
 }
 
 export interface EventsTable {
@@ -52,6 +55,24 @@ export interface TokensTable {
   /** SHA-256 of the plain token, lowercase hex. */
   token_hash: string;
   created_at: Timestamp;
+  project: string | null;
+  expires_at: Timestamp | null;
+  revoked_at: Timestamp | null;
+}
+
+/** The last output of a workload, one row per (environment, workload). */
+export interface KeptLogsTable {
+  env_id: string;
+  workload: string;
+  text: string;
+  at: Timestamp;
+}
+
+/** Images Mayfly built, for garbage collection least recently used first. */
+export interface BuiltImagesTable {
+  ref: string;
+  project: string;
+  last_used_at: Timestamp;
 }
 
 /** Key/value facts about the installation itself, such as its instance id. */
@@ -66,6 +87,8 @@ export interface Database {
   events: EventsTable;
   tokens: TokensTable;
   settings: SettingsTable;
+  kept_logs: KeptLogsTable;
+  built_images: BuiltImagesTable;
 }
 
 /** Which SQL dialect a store runs on. */
@@ -79,6 +102,14 @@ export function toDbTime(date: Date): string {
 /** Converts a timestamp column's value back to a `Date`. */
 export function fromDbTime(value: Date | string): Date {
   return value instanceof Date ? new Date(value.getTime()) : new Date(value);
+}
+
+/**
+ * Replaces NUL characters, which PostgreSQL text cannot hold (the insert fails) and container
+ * output may contain, by U+FFFD; done on both dialects so a store behaves the same on either.
+ */
+export function withoutNul(text: string): string {
+  return text.includes('\u0000') ? text.replaceAll('\u0000', '\uFFFD') : text;
 }
 
 /** Same as {@link fromDbTime}, passing null through. */

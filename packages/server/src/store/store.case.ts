@@ -5,17 +5,23 @@
 import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ENV_STATES, type EnvState } from '@mayfly/contract';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { EnvPlan } from '../runtime/runtime.js';
 import { EnvironmentNotFoundError } from './environment-repository.js';
-import { NameTakenError, type NewEnvironment, type Store } from './store.js';
+import { LeaseLostError, NameTakenError, type NewEnvironment, type Store } from './store.js';
+import { hashToken } from './token-repository.js';
 
 /** One isolated, empty database for one test. */
 export interface StoreDatabase {
   /** Opens a store on this database; call it again for a second replica (its own connection/pool). */
   open(): Promise<Store>;
-  /** Runs raw SQL against this database, outside any store, to inspect what is really stored. */
+  /**
+   * Runs raw SQL against this database, outside any store, to inspect what is really stored or to
+   * set up what a store's API cannot (a lease written by another clock, say); rows of a query, or [].
+   */
   rows(query: string): Promise<Record<string, unknown>[]>;
+  /** Migrates this (new) database only up to the migration `name`, as an older release would have left it. */
+  migrateTo(name: string): Promise<void>;
   /** Drops the database (stores opened on it are already closed). */
   drop(): Promise<void>;
 }
@@ -130,6 +136,8 @@ export function describeStore(name: string, target: StoreTarget): void {
           updatedAt: expect.any(Date),
           leaseOwner: null,
           leaseUntil: null,
+          attempts: 0,
+          retryAt: null,
         });
         expect(created.createdAt.getTime()).toBeGreaterThanOrEqual(before);
         expect(created.createdAt.getTime()).toBeLessThanOrEqual(after + 5);
@@ -155,6 +163,9 @@ export function describeStore(name: string, target: StoreTarget): void {
           { name: 'renamed' },
           { plan: null },
           { failure: null, expiresAt: null },
+          { attempts: 3 },
+          { retryAt: new Date('2030-01-01T00:00:05.123Z') },
+          { attempts: 0, retryAt: null },
           {},
         ];
         for (const patch of patches) {
@@ -290,6 +301,79 @@ export function describeStore(name: string, target: StoreTarget): void {
       });
     });
 
+    describe('environments: retries and retention', () => {
+      it('leaves out of the work list what backs off until a later time', async () => {
+        const store = await open();
+        const now = new Date('2030-06-01T12:00:00.000Z');
+        const cases: { retryAt: Date | null; needsWork: boolean }[] = [
+          { retryAt: null, needsWork: true },
+          { retryAt: new Date(now.getTime() - 1), needsWork: true },
+          { retryAt: now, needsWork: true },
+          { retryAt: new Date(now.getTime() + 1), needsWork: false },
+        ];
+        const expected: string[] = [];
+        for (const c of cases) {
+          // one of each reason to need work: bring-up, teardown, expired TTL
+          const bringUp = await store.environments.create(newEnv());
+          const tearDown = await store.environments.create(newEnv());
+          const expired = await store.environments.create(newEnv({ expiresAt: now }));
+          await store.environments.update(bringUp.id, { state: 'building', attempts: 2, retryAt: c.retryAt });
+          await store.environments.update(tearDown.id, { desired: 'absent', retryAt: c.retryAt });
+          await store.environments.update(expired.id, { state: 'ready', retryAt: c.retryAt });
+          if (c.needsWork) expected.push(bringUp.id, tearDown.id, expired.id);
+        }
+        const needing = await store.environments.listNeedingWork(now);
+        expect(needing.map((env) => env.id).sort()).toEqual(expected.sort());
+        const backingOff = needing.find(
+          (env) => env.attempts === 2 && env.retryAt?.getTime() === now.getTime(),
+        );
+        expect(backingOff?.state).toBe('building');
+      });
+
+      it('deletes destroyed environments past retention, with their events and kept logs', async () => {
+        const store = await open();
+        const old = await store.environments.create(newEnv());
+        await store.events.append({ envId: old.id, type: 'created', state: 'pending', message: 'a' });
+        await store.events.append({ envId: old.id, type: 'state', state: 'destroyed', message: 'b' });
+        await store.logs.save(old.id, 'web', 'last words');
+        await store.environments.update(old.id, { desired: 'absent', state: 'destroying' });
+        await store.environments.update(old.id, { state: 'destroyed' });
+        // destroyed but asked back: about to be re-created, not history
+        const revived = await store.environments.create(newEnv());
+        await store.environments.update(revived.id, { state: 'destroyed' });
+        const live = await store.environments.create(newEnv());
+        await store.environments.update(live.id, { state: 'ready' });
+        const gone = await store.environments.create(newEnv());
+        await store.environments.update(gone.id, { desired: 'absent', state: 'destroying' });
+        const cutoff = new Date((await store.environments.get(live.id))!.updatedAt.getTime() + 1);
+        const recent = await store.environments.create(newEnv());
+        await store.events.append({ envId: recent.id, type: 'created', state: 'pending', message: 'c' });
+        await store.logs.save(recent.id, 'web', 'still here');
+        await store.environments.update(recent.id, { desired: 'absent', state: 'destroyed' });
+        expect((await store.environments.get(recent.id))!.updatedAt.getTime()).toBeGreaterThanOrEqual(
+          cutoff.getTime(),
+        );
+
+        expect(await store.environments.deleteDestroyed(cutoff)).toBe(1);
+        expect(await store.environments.get(old.id)).toBeNull();
+        const remaining = (await store.environments.list({ includeDestroyed: true })).map((e) => e.id);
+        expect(remaining.sort()).toEqual([revived.id, live.id, gone.id, recent.id].sort());
+        // what belonged to it is gone from the tables, not only from the API
+        const count = async (table: string, envId: string) =>
+          Number((await database.rows(`select count(*) as n from ${table} where env_id = '${envId}'`))[0]?.n);
+        expect(await count('events', old.id)).toBe(0);
+        expect(await count('kept_logs', old.id)).toBe(0);
+        expect(await count('events', recent.id)).toBe(1);
+        expect(await store.logs.list(recent.id)).toHaveLength(1);
+
+        expect(await store.environments.deleteDestroyed(cutoff)).toBe(0);
+        expect(await store.environments.deleteDestroyed(new Date(Date.now() + 60_000))).toBe(1);
+        expect(await store.environments.get(recent.id)).toBeNull();
+        expect(await count('events', recent.id)).toBe(0);
+        expect(await count('kept_logs', recent.id)).toBe(0);
+      });
+    });
+
     describe('leases', () => {
       it('lets one owner hold an environment until it releases it', async () => {
         const store = await open();
@@ -325,12 +409,89 @@ export function describeStore(name: string, target: StoreTarget): void {
       it('hands an expired lease to the next owner', async () => {
         const store = await open();
         const env = await store.environments.create(newEnv());
+        const claimedAt = Date.now();
         expect(await store.environments.claim(env.id, 'replica-a', 300)).toBe(true);
         expect(await store.environments.claim(env.id, 'replica-b', 60_000)).toBe(false);
-        await sleep(400);
-        expect(await store.environments.claim(env.id, 'replica-b', 60_000)).toBe(true);
+        await waitFor(() => store.environments.claim(env.id, 'replica-b', 60_000));
+        expect(Date.now() - claimedAt).toBeGreaterThanOrEqual(290);
         expect((await store.environments.get(env.id))?.leaseOwner).toBe('replica-b');
         expect(await store.environments.claim(env.id, 'replica-a', 60_000)).toBe(false);
+      });
+
+      it('compares lease expiry on the database, whatever a lease holder or claimer wrote', async () => {
+        const store = await open();
+        const env = await store.environments.create(newEnv());
+        const setLease = (owner: string, until: string) =>
+          database.rows(
+            `update environments set lease_owner = '${owner}', lease_until = '${until}' where id = '${env.id}'`,
+          );
+        await setLease('replica-a', '2000-01-01T00:00:00.000Z');
+        expect(await store.environments.claim(env.id, 'replica-b', 60_000)).toBe(true);
+        await setLease('replica-a', '2999-01-01T00:00:00.000Z');
+        expect(await store.environments.claim(env.id, 'replica-b', 60_000)).toBe(false);
+        expect((await store.environments.get(env.id))?.leaseOwner).toBe('replica-a');
+      });
+
+      it('takes lease times from the database clock, never a replica’s', async () => {
+        const [a, b] = await Promise.all([open(), open()]);
+        const held = await a.environments.create(newEnv());
+        const free = await a.environments.create(newEnv());
+        const realBefore = Date.now();
+        expect(await a.environments.claim(held.id, 'replica-a', 60_000)).toBe(true);
+        try {
+          vi.useFakeTimers({ toFake: ['Date'] });
+          // b's clock runs an hour ahead: by that clock a's lease ran out long ago
+          vi.setSystemTime(realBefore + 3_600_000);
+          expect(await b.environments.claim(held.id, 'replica-b', 60_000)).toBe(false);
+          // an hour behind: the lease it takes must still last 60 s from the database's now
+          vi.setSystemTime(realBefore - 3_600_000);
+          expect(await b.environments.claim(free.id, 'replica-b', 60_000)).toBe(true);
+        } finally {
+          vi.useRealTimers();
+        }
+        const realAfter = Date.now();
+        expect((await a.environments.get(held.id))?.leaseOwner).toBe('replica-a');
+        const until = (await a.environments.get(free.id))?.leaseUntil?.getTime() ?? 0;
+        expect(until).toBeGreaterThanOrEqual(realBefore + 60_000);
+        expect(until).toBeLessThanOrEqual(realAfter + 60_000);
+        expect(await a.environments.claim(free.id, 'replica-a', 60_000)).toBe(false);
+      });
+
+      it('fences updates: only the lease holder writes, and a lost lease changes nothing', async () => {
+        const [a, b] = await Promise.all([open(), open()]);
+        const env = await a.environments.create(newEnv());
+        expect(await a.environments.claim(env.id, 'replica-a', 60_000)).toBe(true);
+        const building = await a.environments.update(env.id, { state: 'building' }, { owner: 'replica-a' });
+        expect(building.state).toBe('building');
+
+        const lost = b.environments.update(env.id, { state: 'failed', attempts: 1 }, { owner: 'replica-b' });
+        await expect(lost).rejects.toBeInstanceOf(LeaseLostError);
+        await expect(lost).rejects.toMatchObject({ envId: env.id, owner: 'replica-b' });
+        expect(await a.environments.get(env.id)).toEqual(building);
+
+        // a's lease runs out and b takes over: a's next write is refused
+        await database.rows(
+          `update environments set lease_until = '2000-01-01T00:00:00.000Z' where id = '${env.id}'`,
+        );
+        expect(await b.environments.claim(env.id, 'replica-b', 60_000)).toBe(true);
+        const taken = await a.environments.get(env.id);
+        await expect(
+          a.environments.update(env.id, { state: 'ready' }, { owner: 'replica-a' }),
+        ).rejects.toBeInstanceOf(LeaseLostError);
+        expect(await a.environments.get(env.id)).toEqual(taken);
+        expect(
+          (await b.environments.update(env.id, { state: 'creating' }, { owner: 'replica-b' })).state,
+        ).toBe('creating');
+
+        // nobody holds it: fenced writes are refused, unfenced ones (user requests) go through
+        await b.environments.release(env.id, 'replica-b');
+        await expect(
+          b.environments.update(env.id, { state: 'ready' }, { owner: 'replica-b' }),
+        ).rejects.toBeInstanceOf(LeaseLostError);
+        expect((await a.environments.update(env.id, { desired: 'absent' })).desired).toBe('absent');
+        await expect(
+          a.environments.update('env_missing', { state: 'ready' }, { owner: 'replica-a' }),
+        ).rejects.toBeInstanceOf(EnvironmentNotFoundError);
       });
 
       it('gives each environment to exactly one of several replicas claiming at once', async () => {
@@ -401,6 +562,43 @@ export function describeStore(name: string, target: StoreTarget): void {
         expect(await store.events.list('env_missing')).toEqual([]);
       });
 
+      it('replaces NUL characters instead of failing the insert', async () => {
+        const store = await open();
+        const env = await store.environments.create(newEnv());
+        const event = await store.events.append({
+          envId: env.id,
+          type: 'log',
+          state: null,
+          message: '\u0000binary\u0000 out\u0000put',
+        });
+        expect(event.message).toBe('\uFFFDbinary\uFFFD out\uFFFDput');
+        expect(await store.events.list(env.id)).toEqual([event]);
+      });
+
+      it('prunes all but the newest events of each environment, keeping cursors valid', async () => {
+        const store = await open();
+        const busy = await store.environments.create(newEnv());
+        const quiet = await store.environments.create(newEnv());
+        const append = (envId: string, message: string) =>
+          store.events.append({ envId, type: 'note', state: null, message });
+        const busyEvents = [];
+        for (let i = 0; i < 5; i += 1) {
+          busyEvents.push(await append(busy.id, `busy ${i}`));
+          if (i < 2) await append(quiet.id, `quiet ${i}`);
+        }
+        expect(await store.events.prune({ maxPerEnv: 3 })).toBe(2);
+        expect(await store.events.list(busy.id)).toEqual(busyEvents.slice(2));
+        expect((await store.events.list(quiet.id)).map((e) => e.message)).toEqual(['quiet 0', 'quiet 1']);
+        expect(await store.events.prune({ maxPerEnv: 3 })).toBe(0);
+
+        expect(await store.events.prune({ maxPerEnv: 0 })).toBe(5);
+        expect(await store.events.list(busy.id)).toEqual([]);
+        // ids are never re-used, so a reader's cursor from before still finds what comes next
+        const next = await append(busy.id, 'after');
+        expect(await store.events.list(busy.id, { afterId: busyEvents.at(-1)!.id })).toEqual([next]);
+        await expect(store.events.prune({ maxPerEnv: -1 })).rejects.toThrow(RangeError);
+      });
+
       it('refuses events of an environment that does not exist', async () => {
         const store = await open();
         await expect(
@@ -414,15 +612,21 @@ export function describeStore(name: string, target: StoreTarget): void {
         const store = await open();
         expect(await store.tokens.count()).toBe(0);
         const before = Date.now();
-        const { token, record } = await store.tokens.create('ci', ['envs:write', 'envs:read']);
-        const second = await store.tokens.create('admin', []);
+        const { token, record } = await store.tokens.create({
+          name: 'ci',
+          scopes: ['envs:write', 'envs:read'],
+        });
+        const second = await store.tokens.create({ name: 'admin', scopes: [] });
         expect(token).toMatch(/^mfy_[A-Za-z0-9_-]{43}$/);
         expect(second.token).not.toBe(token);
         expect(record).toEqual({
           id: expect.any(String),
           name: 'ci',
           scopes: ['envs:write', 'envs:read'],
+          project: null,
           createdAt: expect.any(Date),
+          expiresAt: null,
+          revokedAt: null,
         });
         expect(record.createdAt.getTime()).toBeGreaterThanOrEqual(before);
         expect(await store.tokens.count()).toBe(2);
@@ -441,6 +645,120 @@ export function describeStore(name: string, target: StoreTarget): void {
         expect(stored).not.toContain(second.token.slice(4));
         expect(stored).toContain(createHash('sha256').update(token).digest('hex'));
       });
+
+      it('binds tokens to a project, lets them expire, and revokes them', async () => {
+        const store = await open();
+        const expiresAt = new Date('2031-01-01T00:00:00.000Z');
+        const scoped = await store.tokens.create({
+          name: 'deploy',
+          scopes: ['write'],
+          project: 'shop',
+          expiresAt,
+        });
+        const admin = await store.tokens.create({
+          name: 'admin',
+          scopes: ['admin'],
+          project: null,
+          expiresAt: null,
+        });
+        const reader = await store.tokens.create({ name: 'reader', scopes: ['read'] });
+        expect(scoped.record).toMatchObject({ project: 'shop', expiresAt, revokedAt: null });
+        expect(await store.tokens.get(scoped.record.id)).toEqual(scoped.record);
+        expect(await store.tokens.get('tok_missing')).toBeNull();
+
+        // valid until its expiry, not at it
+        expect(await store.tokens.verify(scoped.token, new Date(expiresAt.getTime() - 1))).toEqual(
+          scoped.record,
+        );
+        expect(await store.tokens.verify(scoped.token, expiresAt)).toBeNull();
+        expect(await store.tokens.verify(scoped.token, new Date('2040-01-01T00:00:00.000Z'))).toBeNull();
+        expect(await store.tokens.verify(scoped.token)).toEqual(scoped.record);
+        expect(await store.tokens.verify(admin.token, new Date('2999-01-01T00:00:00.000Z'))).toEqual(
+          admin.record,
+        );
+
+        const before = Date.now();
+        expect(await store.tokens.revoke(reader.record.id)).toBe(true);
+        expect(await store.tokens.revoke(reader.record.id)).toBe(false);
+        expect(await store.tokens.revoke('tok_missing')).toBe(false);
+        expect(await store.tokens.verify(reader.token)).toBeNull();
+        const revoked = await store.tokens.get(reader.record.id);
+        expect(revoked?.revokedAt?.getTime()).toBeGreaterThanOrEqual(before);
+        expect(revoked?.revokedAt?.getTime()).toBeLessThanOrEqual(Date.now());
+
+        expect((await store.tokens.list()).map((t) => t.name)).toEqual(['deploy', 'admin']);
+        expect(await store.tokens.list({ includeRevoked: true })).toEqual([
+          scoped.record,
+          admin.record,
+          revoked,
+        ]);
+        expect(await store.tokens.count()).toBe(3);
+      });
+    });
+
+    describe('kept logs', () => {
+      it('keeps one text per workload, replaced on save, NULs replaced', async () => {
+        const store = await open();
+        const env = await store.environments.create(newEnv());
+        const other = await store.environments.create(newEnv());
+        const before = Date.now();
+        await store.logs.save(env.id, 'web', 'listening on :3000\nkilled\n');
+        await store.logs.save(env.id, 'db', 'bin\u0000ary');
+        await store.logs.save(other.id, 'web', 'other');
+        const kept = await store.logs.list(env.id);
+        expect(kept).toEqual([
+          { envId: env.id, workload: 'db', text: 'bin\uFFFDary', at: expect.any(Date) },
+          { envId: env.id, workload: 'web', text: 'listening on :3000\nkilled\n', at: expect.any(Date) },
+        ]);
+        expect(kept[0]!.at.getTime()).toBeGreaterThanOrEqual(before);
+
+        await store.logs.save(env.id, 'web', 'second crash');
+        const replaced = await store.logs.list(env.id);
+        expect(replaced.map((k) => [k.workload, k.text])).toEqual([
+          ['db', 'bin\uFFFDary'],
+          ['web', 'second crash'],
+        ]);
+        expect(replaced[1]!.at.getTime()).toBeGreaterThanOrEqual(kept[1]!.at.getTime());
+        expect((await store.logs.list(other.id)).map((k) => k.text)).toEqual(['other']);
+        expect(await store.logs.list('env_missing')).toEqual([]);
+        await expect(store.logs.save('env_missing', 'web', 'x')).rejects.toThrow();
+      });
+    });
+
+    describe('built images', () => {
+      it('lists images least recently used first, and never moves a use backward', async () => {
+        const store = await open();
+        const t = (minute: number) => new Date(Date.UTC(2020, 0, 1, 0, minute));
+        await store.images.touch('mayfly/web:aaa', 'shop', t(10));
+        await store.images.touch('mayfly/api:bbb', 'shop', t(5));
+        await store.images.touch('mayfly/job:ccc', 'blog', t(7));
+        const refs = async () => (await store.images.list()).map((image) => image.ref);
+        expect(await store.images.list()).toEqual([
+          { ref: 'mayfly/api:bbb', project: 'shop', lastUsedAt: t(5) },
+          { ref: 'mayfly/job:ccc', project: 'blog', lastUsedAt: t(7) },
+          { ref: 'mayfly/web:aaa', project: 'shop', lastUsedAt: t(10) },
+        ]);
+        // reused later, by another project
+        await store.images.touch('mayfly/api:bbb', 'blog', t(20));
+        expect(await refs()).toEqual(['mayfly/job:ccc', 'mayfly/web:aaa', 'mayfly/api:bbb']);
+        // a late report of an older use changes nothing
+        await store.images.touch('mayfly/api:bbb', 'shop', t(1));
+        expect((await store.images.list()).at(-1)).toEqual({
+          ref: 'mayfly/api:bbb',
+          project: 'blog',
+          lastUsedAt: t(20),
+        });
+        // default: now
+        const before = Date.now();
+        await store.images.touch('mayfly/job:ccc', 'blog');
+        const touched = (await store.images.list()).at(-1);
+        expect(touched?.ref).toBe('mayfly/job:ccc');
+        expect(touched?.lastUsedAt.getTime()).toBeGreaterThanOrEqual(before);
+
+        await store.images.delete('mayfly/web:aaa');
+        await store.images.delete('mayfly/none:zzz');
+        expect(await refs()).toEqual(['mayfly/api:bbb', 'mayfly/job:ccc']);
+      });
     });
 
     describe('migrations', () => {
@@ -451,6 +769,7 @@ export function describeStore(name: string, target: StoreTarget): void {
         expect(await database.rows('select name from mayfly_migration order by name')).toEqual([
           { name: '0001-initial' },
           { name: '0002-settings' },
+          { name: '0003-hardening' },
         ]);
         // one installation, one id, whichever replica made it
         expect(new Set(stores.map((s) => s.instanceId)).size).toBe(1);
@@ -466,7 +785,7 @@ export function describeStore(name: string, target: StoreTarget): void {
           state: 'pending',
           message: 'hi',
         });
-        const { token } = await first.tokens.create('ci', ['all']);
+        const { token } = await first.tokens.create({ name: 'ci', scopes: ['all'] });
         const instanceId = first.instanceId;
         await first.close();
 
@@ -478,8 +797,54 @@ export function describeStore(name: string, target: StoreTarget): void {
         expect(await database.rows('select name from mayfly_migration order by name')).toEqual([
           { name: '0001-initial' },
           { name: '0002-settings' },
+          { name: '0003-hardening' },
         ]);
+      });
+
+      it('upgrades a database an older release left: rows keep working with the new columns', async () => {
+        await database.migrateTo('0002-settings');
+        const at = '2024-05-06T07:08:09.010Z';
+        const plain = `mfy_${'o'.repeat(43)}`;
+        await database.rows(
+          `insert into environments (id, name, project, kind, state, desired, template_file, template_content,
+             template_dir, inputs, plan, failure, ttl_ms, expires_at, created_at, updated_at, lease_owner, lease_until)
+           values ('env_old', 'old', 'shop', 'preview', 'ready', 'present', 'mayfly.yaml', 'services: {}',
+             null, '{}', null, null, null, null, '${at}', '${at}', null, null)`,
+        );
+        await database.rows(
+          `insert into tokens (id, name, scopes, token_hash, created_at)
+           values ('tok_old', 'admin', '["admin"]', '${hashToken(plain)}', '${at}')`,
+        );
+        const store = await open();
+        expect(await store.environments.get('env_old')).toMatchObject({
+          name: 'old',
+          state: 'ready',
+          attempts: 0,
+          retryAt: null,
+          createdAt: new Date(at),
+        });
+        expect(await store.tokens.verify(plain)).toEqual({
+          id: 'tok_old',
+          name: 'admin',
+          scopes: ['admin'],
+          project: null,
+          createdAt: new Date(at),
+          expiresAt: null,
+          revokedAt: null,
+        });
+        await store.logs.save('env_old', 'web', 'kept');
+        await store.images.touch('mayfly/web:old', 'shop');
+        expect(await store.environments.deleteDestroyed(new Date())).toBe(0);
       });
     });
   });
+}
+
+/** Polls `condition` until it holds; fails after `timeoutMs`. */
+async function waitFor(condition: () => Promise<boolean>, timeoutMs = 5_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`condition not met within ${timeoutMs} ms`);
+    await sleep(20);
+  }
 }

@@ -26,6 +26,10 @@ export interface EnvironmentRecord {
   /** Replica that holds the work lease on this environment, until `leaseUntil`. */
   leaseOwner: string | null;
   leaseUntil: Date | null;
+  /** Failed attempts at the current step (bring-up or teardown) since the last progress or change of mind. */
+  attempts: number;
+  /** Not worked on again before this time (backoff after a failed attempt); null: now. */
+  retryAt: Date | null;
 }
 
 export type NewEnvironment = Pick<
@@ -44,8 +48,20 @@ export type NewEnvironment = Pick<
 >;
 
 export type EnvironmentPatch = Partial<
-  Pick<EnvironmentRecord, 'state' | 'desired' | 'plan' | 'failure' | 'expiresAt' | 'name'>
+  Pick<
+    EnvironmentRecord,
+    'state' | 'desired' | 'plan' | 'failure' | 'expiresAt' | 'name' | 'attempts' | 'retryAt'
+  >
 >;
+
+/** Options of {@link EnvironmentRepository.update}. */
+export interface UpdateOptions {
+  /**
+   * Fencing: write only while this replica still holds the work lease. When another owner (or none)
+   * holds it, nothing is written and {@link LeaseLostError} is thrown.
+   */
+  owner?: string;
+}
 
 export interface EnvironmentFilter {
   project?: string;
@@ -61,19 +77,29 @@ export interface EnvironmentRepository {
   /** The live environment with that name, or else the newest destroyed one. */
   getByName(name: string): Promise<EnvironmentRecord | null>;
   list(filter?: EnvironmentFilter): Promise<EnvironmentRecord[]>;
-  update(id: string, patch: EnvironmentPatch): Promise<EnvironmentRecord>;
+  /** @throws {EnvironmentNotFoundError} no such id; {@link LeaseLostError} when fenced by `options.owner`. */
+  update(id: string, patch: EnvironmentPatch, options?: UpdateOptions): Promise<EnvironmentRecord>;
   /**
    * Environments whose state differs from what is desired, or whose TTL has run out:
    * desired present and state not ready/failed/sleeping, desired absent and state not
-   * destroyed, or `expiresAt <= now` and desired present.
+   * destroyed, or `expiresAt <= now` and desired present — and, in every case, whose `retryAt`
+   * is null or not after `now`.
    */
   listNeedingWork(now: Date): Promise<EnvironmentRecord[]>;
   /**
    * Takes the work lease for `owner` if it is free, expired, or already `owner`'s; returns false
-   * when another replica holds it. On PostgreSQL uses `SELECT … FOR UPDATE SKIP LOCKED`.
+   * when another replica holds it. Lease times are the database's clock (PostgreSQL's `now()`),
+   * never a replica's own, so replicas with skewed clocks agree on expiry. On PostgreSQL uses
+   * `SELECT … FOR UPDATE SKIP LOCKED`.
    */
   claim(id: string, owner: string, leaseMs: number): Promise<boolean>;
   release(id: string, owner: string): Promise<void>;
+  /**
+   * Deletes destroyed environments (state `destroyed`, desired `absent`) last updated before
+   * `before`, with their events and kept logs; returns how many. One that is destroyed but desired
+   * `present` again is about to be re-created, so it stays.
+   */
+  deleteDestroyed(before: Date): Promise<number>;
 }
 
 export interface EventRecord {
@@ -86,22 +112,78 @@ export interface EventRecord {
 }
 
 export interface EventRepository {
+  /**
+   * Appends an event. Within one environment, ids increase in commit order, so a reader that
+   * resumes after the last id it saw never skips an event (on PostgreSQL, appends of one
+   * environment are serialised). NUL characters in the message are replaced (PostgreSQL text
+   * cannot hold them; container output may contain them).
+   */
   append(event: Omit<EventRecord, 'id' | 'at'> & { at?: Date }): Promise<EventRecord>;
   list(envId: string, options?: { afterId?: number }): Promise<EventRecord[]>;
+  /** Keeps the newest `maxPerEnv` events of every environment; returns how many were deleted. */
+  prune(options: { maxPerEnv: number }): Promise<number>;
 }
 
 export interface TokenRecord {
   id: string;
   name: string;
   scopes: string[];
+  /** A token bound to a project sees and changes only that project's environments. */
+  project: string | null;
   createdAt: Date;
+  expiresAt: Date | null;
+  revokedAt: Date | null;
+}
+
+export interface NewToken {
+  name: string;
+  scopes: string[];
+  project?: string | null;
+  expiresAt?: Date | null;
 }
 
 export interface TokenRepository {
   /** Stores only a hash; the plain token is returned once, here. */
-  create(name: string, scopes: string[]): Promise<{ token: string; record: TokenRecord }>;
-  verify(token: string): Promise<TokenRecord | null>;
+  create(token: NewToken): Promise<{ token: string; record: TokenRecord }>;
+  /** The token's record, or null when it is unknown, revoked or expired (at `now`, default: the clock). */
+  verify(token: string, now?: Date): Promise<TokenRecord | null>;
+  get(id: string): Promise<TokenRecord | null>;
+  /** Every token, oldest first; revoked ones only with `includeRevoked` (expired ones always). */
+  list(options?: { includeRevoked?: boolean }): Promise<TokenRecord[]>;
+  /** Revokes; false when there is no such token or it was already revoked. */
+  revoke(id: string): Promise<boolean>;
+  /** How many tokens were ever created, revoked and expired ones included. */
   count(): Promise<number>;
+}
+
+/** The last lines of a workload's output, kept in the store so they outlive its containers. */
+export interface KeptLog {
+  envId: string;
+  workload: string;
+  text: string;
+  at: Date;
+}
+
+export interface KeptLogRepository {
+  /** Replaces what was kept for that workload. NUL characters are replaced, as in events. */
+  save(envId: string, workload: string, text: string): Promise<void>;
+  list(envId: string): Promise<KeptLog[]>;
+}
+
+/** An image Mayfly built, and when an environment last used it: the basis of image garbage collection. */
+export interface BuiltImageRecord {
+  ref: string;
+  /** The project of the latest use (a content-addressed image can serve several). */
+  project: string;
+  lastUsedAt: Date;
+}
+
+export interface BuiltImageRepository {
+  /** Records a use (a build, or an environment that reused it) at `at`; creates the row if needed. */
+  touch(ref: string, project: string, at?: Date): Promise<void>;
+  /** Least recently used first. */
+  list(): Promise<BuiltImageRecord[]>;
+  delete(ref: string): Promise<void>;
 }
 
 export interface Store {
@@ -114,7 +196,20 @@ export interface Store {
   environments: EnvironmentRepository;
   events: EventRepository;
   tokens: TokenRepository;
+  logs: KeptLogRepository;
+  images: BuiltImageRepository;
   close(): Promise<void>;
+}
+
+/** A fenced write found that this replica no longer holds the environment's work lease. */
+export class LeaseLostError extends Error {
+  constructor(
+    readonly envId: string,
+    readonly owner: string,
+  ) {
+    super(`${owner} no longer holds the work lease of ${envId}`);
+    this.name = 'LeaseLostError';
+  }
 }
 
 export class NameTakenError extends Error {

@@ -2,8 +2,8 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { Kysely, Selectable } from 'kysely';
 import { nanoid } from 'nanoid';
-import { type Database, fromDbTime, type TokensTable, toDbTime } from './schema.js';
-import type { TokenRecord, TokenRepository } from './store.js';
+import { type Database, fromDbTime, fromDbTimeOrNull, type TokensTable, toDbTime } from './schema.js';
+import type { NewToken, TokenRecord, TokenRepository } from './store.js';
 
 /** Prefix of every API token, so a leaked one is recognisable (e.g. by secret scanners). */
 export const TOKEN_PREFIX = 'mfy_';
@@ -18,34 +18,71 @@ export function hashToken(token: string): string {
  * verification is a lookup by hash, which leaks nothing about the token through timing.
  */
 export class KyselyTokenRepository implements TokenRepository {
+  private lastStamp = 0;
+
   constructor(private readonly db: Kysely<Database>) {}
 
-  async create(name: string, scopes: string[]): Promise<{ token: string; record: TokenRecord }> {
-    const token = TOKEN_PREFIX + randomBytes(32).toString('base64url');
+  /** Now, but after the previous token's creation, so "oldest first" is the order of creation. */
+  private stamp(): Date {
+    this.lastStamp = Math.max(Date.now(), this.lastStamp + 1);
+    return new Date(this.lastStamp);
+  }
+
+  async create(token: NewToken): Promise<{ token: string; record: TokenRecord }> {
+    const plain = TOKEN_PREFIX + randomBytes(32).toString('base64url');
     const row = await this.db
       .insertInto('tokens')
       .values({
         id: `tok_${nanoid()}`,
-        name,
-        scopes: JSON.stringify(scopes),
-        token_hash: hashToken(token),
-        created_at: toDbTime(new Date()),
+        name: token.name,
+        scopes: JSON.stringify(token.scopes),
+        token_hash: hashToken(plain),
+        created_at: toDbTime(this.stamp()),
+        project: token.project ?? null,
+        expires_at: token.expiresAt ? toDbTime(token.expiresAt) : null,
+        revoked_at: null,
       })
       .returningAll()
       .executeTakeFirstOrThrow();
-    return { token, record: toRecord(row) };
+    return { token: plain, record: toRecord(row) };
   }
 
-  async verify(token: string): Promise<TokenRecord | null> {
+  async verify(token: string, now: Date = new Date()): Promise<TokenRecord | null> {
     if (!token.startsWith(TOKEN_PREFIX)) return null;
     const row = await this.db
       .selectFrom('tokens')
       .selectAll()
       .where('token_hash', '=', hashToken(token))
+      .where('revoked_at', 'is', null)
+      .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', toDbTime(now))]))
       .executeTakeFirst();
     return row ? toRecord(row) : null;
   }
 
+  async get(id: string): Promise<TokenRecord | null> {
+    const row = await this.db.selectFrom('tokens').selectAll().where('id', '=', id).executeTakeFirst();
+    return row ? toRecord(row) : null;
+  }
+
+  async list(options: { includeRevoked?: boolean } = {}): Promise<TokenRecord[]> {
+    let query = this.db.selectFrom('tokens').selectAll();
+    if (!options.includeRevoked) query = query.where('revoked_at', 'is', null);
+    const rows = await query.orderBy('created_at').orderBy('id').execute();
+    return rows.map(toRecord);
+  }
+
+  async revoke(id: string): Promise<boolean> {
+    // Kept, not deleted: a revoked token stays listable (who had access, until when).
+    const result = await this.db
+      .updateTable('tokens')
+      .set({ revoked_at: toDbTime(new Date()) })
+      .where('id', '=', id)
+      .where('revoked_at', 'is', null)
+      .executeTakeFirst();
+    return result.numUpdatedRows > 0n;
+  }
+
+  /** Every token ever created, revoked and expired ones included. */
   async count(): Promise<number> {
     const { n } = await this.db
       .selectFrom('tokens')
@@ -60,6 +97,9 @@ function toRecord(row: Selectable<TokensTable>): TokenRecord {
     id: row.id,
     name: row.name,
     scopes: JSON.parse(row.scopes) as string[],
+    project: row.project,
     createdAt: fromDbTime(row.created_at),
+    expiresAt: fromDbTimeOrNull(row.expires_at),
+    revokedAt: fromDbTimeOrNull(row.revoked_at),
   };
 }

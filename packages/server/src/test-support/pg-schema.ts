@@ -12,6 +12,8 @@ export function testPgUrl(): string {
 }
 
 export interface PgSchema {
+  /** The schema's name. */
+  name: string;
   /** The base URL with `search_path` set to the schema. */
   url: string;
   /** Runs SQL in the schema, as an admin connection. */
@@ -28,6 +30,7 @@ export async function createPgSchema(baseUrl = testPgUrl()): Promise<PgSchema> {
   const url = new URL(baseUrl);
   url.searchParams.set('options', `-c search_path=${schema}`);
   return {
+    name: schema,
     url: url.toString(),
     rows: async (query) => (await admin.query(query)).rows,
     async drop() {
