@@ -3,16 +3,57 @@
  * `describeRuntime(name, make, reach)` where `reach` turns a resolved endpoint into a URL the test
  * process can fetch (direct container IP for Docker, a port-forward for Kubernetes).
  */
+import { randomUUID } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import tar from 'tar-stream';
 import { afterAll, describe, expect, it } from 'vitest';
+import { TESTKIT_IMAGE } from '../test-support/global-setup.js';
 import { envPlan, httpService, workload } from '../test-support/plans.js';
-import type { Endpoint, EnvPlan, ProgressEvent, Runtime } from './runtime.js';
+import type { BuildPlan, Endpoint, EnvPlan, ProgressEvent, Runtime } from './runtime.js';
 import { RuntimeStepError } from './runtime.js';
 
 export interface RuntimeCaseOptions {
+  /**
+   * The driver under test. Its platform must keep at least 160 MiB of one container's output:
+   * the suite writes a 128 MiB log and reads all of it back.
+   */
   make: () => Runtime;
   /** URL base (`http://host:port`) the test process can reach for an endpoint. */
   reach: (endpoint: Endpoint) => Promise<string>;
+  /**
+   * The platform's ids of a workload's containers (or pods), when the driver can tell: proves
+   * that a workload was not recreated behind the suite's back.
+   */
+  workloadIds?: (envId: string, workload: string) => Promise<string[]>;
+  /** True while the platform still runs build work whose command line contains `marker`. */
+  buildWorkRunning?: (marker: string) => Promise<boolean>;
 }
+
+const MiB = 1024 * 1024;
+
+/** Resolves once `condition` holds, polling; fails with `what` after `timeoutMs`. */
+async function until(condition: () => Promise<boolean> | boolean, what: string, timeoutMs = 30_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+/** An uncompressed tar of the given files, as the layer above the driver hands a build context over. */
+function contextTar(files: Record<string, string>): Readable {
+  const pack = tar.pack();
+  for (const [name, content] of Object.entries(files)) pack.entry({ name, mode: 0o644 }, content);
+  pack.finalize();
+  return pack as unknown as Readable; // tar-stream's Pack is a streamx stream, readable like Node's
+}
+
+/** What a build needs besides its context: where the context came from no longer matters to the driver. */
+const buildPlan = (args: Record<string, string> = {}): BuildPlan => ({
+  context: '/nonexistent/the-driver-must-not-read-this',
+  dockerfile: 'Dockerfile',
+  args,
+});
 
 async function getText(url: string): Promise<string> {
   const res = await fetch(url);
@@ -20,7 +61,10 @@ async function getText(url: string): Promise<string> {
   return res.text();
 }
 
-export function describeRuntime(name: string, { make, reach }: RuntimeCaseOptions): void {
+export function describeRuntime(
+  name: string,
+  { make, reach, workloadIds, buildWorkRunning }: RuntimeCaseOptions,
+): void {
   describe(`Runtime conformance: ${name}`, () => {
     const runtime = make();
     const made: EnvPlan[] = [];
@@ -28,8 +72,20 @@ export function describeRuntime(name: string, { make, reach }: RuntimeCaseOption
       made.push(plan);
       return plan;
     };
+    const builtTags: string[] = [];
+    const newTag = () => {
+      const tag = `mayfly-test/conformance-build:${randomUUID().slice(0, 12)}`;
+      builtTags.push(tag);
+      return tag;
+    };
     afterAll(async () => {
-      for (const plan of made) await runtime.destroy(plan.envId);
+      // Every step runs even when one fails, so one failure does not leave the rest behind.
+      const results: PromiseSettledResult<unknown>[] = await Promise.allSettled(
+        made.map((plan) => runtime.destroy(plan.envId)),
+      );
+      results.push(...(await Promise.allSettled(builtTags.map((tag) => runtime.removeImage(tag)))));
+      const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed) throw failed.reason;
     });
 
     const appPlan = () =>
@@ -166,7 +222,71 @@ export function describeRuntime(name: string, { make, reach }: RuntimeCaseOption
         stream.once('data', (d: Buffer) => resolve(d.toString())),
       );
       expect(first).toContain('line 3');
+      // The container is silent now: only the abort can end the stream, and it ends it cleanly.
+      const outcome = new Promise<string>((resolve) => {
+        stream.once('end', () => resolve('end'));
+        stream.once('error', (err) => resolve(`error: ${err.message}`));
+      });
+      stream.resume();
       abort.abort();
+      expect(await outcome).toBe('end');
+      await runtime.destroy(plan.envId);
+    });
+
+    it('streams a big log with backpressure: a reader that stops keeps memory flat and then gets every byte', async () => {
+      // 128 MiB in numbered 8 KiB lines, so a lost, repeated or reordered byte shows.
+      const lineBytes = 8192;
+      const lines = (128 * MiB) / lineBytes;
+      const script = [
+        'import sys',
+        'w = sys.stdout.buffer.write',
+        `for i in range(${lines}): w(b'%07d' % i + b'x' * ${lineBytes - 8} + b'\\n')`,
+      ].join('\n');
+      const plan = track(
+        envPlan([workload({ name: 'noisy', kind: 'job', command: ['python3', '-c', script] })]),
+      );
+      await runtime.apply(plan); // the job has exited: its whole output is there to read
+
+      const rssBefore = process.memoryUsage().rss;
+      const stream = await runtime.logs(plan.envId, 'noisy');
+      // Nobody reads. Wait until the stream stops filling: with backpressure that is at once, with
+      // its buffer full; without, only once the whole log sits in this process.
+      let last = -1;
+      let unchanged = 0;
+      await until(() => {
+        unchanged = stream.readableLength === last ? unchanged + 1 : 0;
+        last = stream.readableLength;
+        return unchanged >= 10;
+      }, 'the unread log stream stops filling');
+      expect(stream.readableLength).toBeLessThan(MiB);
+      expect(process.memoryUsage().rss - rssBefore).toBeLessThan(64 * MiB);
+
+      let received = 0;
+      let carry: Buffer = Buffer.alloc(0);
+      let nextLine = 0;
+      let badLine: string | null = null;
+      let rssPeak = 0;
+      for await (const chunk of stream) {
+        received += (chunk as Buffer).length;
+        carry = carry.length ? Buffer.concat([carry, chunk as Buffer]) : (chunk as Buffer);
+        while (carry.length >= lineBytes) {
+          const line = carry.subarray(0, lineBytes);
+          if (
+            badLine === null &&
+            (line.subarray(0, 7).toString() !== String(nextLine).padStart(7, '0') ||
+              line[lineBytes - 1] !== 0x0a)
+          ) {
+            badLine = `line ${nextLine}: ${line.subarray(0, 16).toString()}…`;
+          }
+          nextLine++;
+          carry = carry.subarray(lineBytes);
+        }
+        rssPeak = Math.max(rssPeak, process.memoryUsage().rss - rssBefore);
+      }
+      expect(badLine).toBeNull();
+      expect(received).toBe(128 * MiB);
+      expect(nextLine).toBe(lines);
+      expect(rssPeak).toBeLessThan(96 * MiB);
       await runtime.destroy(plan.envId);
     });
 
@@ -215,6 +335,224 @@ export function describeRuntime(name: string, { make, reach }: RuntimeCaseOption
       await Promise.all([runtime.destroy(plan.envId), runtime.destroy(plan.envId)]);
       await runtime.destroy(plan.envId);
       expect((await runtime.listManaged()).some((o) => o.envId === plan.envId)).toBe(false);
+    });
+
+    it('builds from the context it is given, lists the image, and removes it only once unused', async () => {
+      const tag = newTag();
+      const logs: string[] = [];
+      await runtime.buildImage(tag, buildPlan({ GREETING: 'built with args' }), {
+        context: contextTar({
+          Dockerfile: `FROM ${TESTKIT_IMAGE}\nARG GREETING\nCOPY hello.txt /hello.txt\nRUN echo "$GREETING" > /greeting\n`,
+          'hello.txt': 'from the context tar\n',
+        }),
+        onLog: (line) => logs.push(line),
+      });
+      expect(logs.length).toBeGreaterThan(0);
+      expect(await runtime.hasImage(tag)).toBe(true);
+      const listed = (await runtime.listBuiltImages()).find((image) => image.ref === tag);
+      expect(listed).toMatchObject({ ref: tag });
+      expect(listed!.sizeBytes).toBeGreaterThan(0);
+      expect(Date.now() - listed!.createdAt.getTime()).toBeLessThan(10 * 60_000);
+
+      const plan = track(envPlan([workload({ name: 'app', image: tag, command: ['testkit', 'sleep'] })]));
+      await runtime.apply(plan);
+      expect((await runtime.readFile(plan.envId, 'app', '/hello.txt')).toString()).toBe(
+        'from the context tar\n',
+      );
+      expect((await runtime.exec(plan.envId, 'app', ['cat', '/greeting'])).stdout).toBe('built with args\n');
+
+      // In use: not removed, never forced.
+      expect(await runtime.removeImage(tag)).toBe(false);
+      expect(await runtime.hasImage(tag)).toBe(true);
+      await runtime.destroy(plan.envId);
+      expect(await runtime.removeImage(tag)).toBe(true);
+      expect(await runtime.hasImage(tag)).toBe(false);
+      expect((await runtime.listBuiltImages()).some((image) => image.ref === tag)).toBe(false);
+      expect(await runtime.removeImage(tag)).toBe(true); // already gone
+    });
+
+    it('a failing build rejects with the builder output; images it did not build are not listed or removable', async () => {
+      const tag = newTag();
+      const err = await runtime
+        .buildImage(tag, buildPlan(), {
+          context: contextTar({ Dockerfile: `FROM ${TESTKIT_IMAGE}\nRUN echo about-to-fail && exit 9\n` }),
+        })
+        .catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(Error);
+      expect((err as Error).message).toContain('about-to-fail');
+      expect(await runtime.hasImage(tag)).toBe(false);
+      expect((await runtime.listBuiltImages()).some((image) => image.ref === TESTKIT_IMAGE)).toBe(false);
+      await expect(runtime.removeImage(TESTKIT_IMAGE)).rejects.toThrow();
+      expect(await runtime.hasImage(TESTKIT_IMAGE)).toBe(true);
+    });
+
+    it('a cancelled build stops at once, on the platform too, and tags nothing', async () => {
+      const tag = newTag();
+      const marker = `build-marker-${randomUUID().slice(0, 8)}`;
+      const abort = new AbortController();
+      let abortedAt = 0;
+      const building = runtime.buildImage(tag, buildPlan(), {
+        context: contextTar({
+          Dockerfile: `FROM ${TESTKIT_IMAGE}\nRUN echo ${marker}-running && sleep 120\n`,
+        }),
+        // Cancel once the long step runs (its output, not the step's title, names the marker).
+        onLog: (line) => {
+          if (line.startsWith(`${marker}-running`) && !abortedAt) {
+            abortedAt = Date.now();
+            abort.abort(new Error('cancelled by the test'));
+          }
+        },
+        signal: abort.signal,
+      });
+      await expect(building).rejects.toThrow('cancelled by the test');
+      expect(abortedAt).toBeGreaterThan(0);
+      expect(Date.now() - abortedAt).toBeLessThan(5_000);
+      if (buildWorkRunning) {
+        await until(
+          async () => !(await buildWorkRunning(marker)),
+          'the cancelled build step is gone',
+          20_000,
+        );
+      }
+      expect(await runtime.hasImage(tag)).toBe(false);
+
+      // Already aborted: nothing is sent at all.
+      const before = new AbortController();
+      before.abort(new Error('never started'));
+      await expect(
+        runtime.buildImage(newTag(), buildPlan(), {
+          context: contextTar({ Dockerfile: `FROM ${TESTKIT_IMAGE}\n` }),
+          signal: before.signal,
+        }),
+      ).rejects.toThrow('never started');
+    });
+
+    it('never runs a job twice: a created one is started, a running one waited for (control plane restarts)', async () => {
+      const data = [{ type: 'volume' as const, source: 'data', target: '/data', readOnly: false }];
+      const plan = track(
+        envPlan(
+          [
+            // Healthy only once the test opens it, so the job can be caught created but not started.
+            workload({
+              name: 'gate',
+              command: ['testkit', 'sleep'],
+              healthcheck: {
+                test: ['CMD-SHELL', 'test -f /tmp/open'],
+                intervalMs: 500,
+                timeoutMs: 2_000,
+                retries: 1_000,
+                startPeriodMs: 0,
+              },
+            }),
+            workload({
+              name: 'once',
+              kind: 'job',
+              command: ['sh', '-c', 'echo ran >> /data/runs; sleep 4'],
+              dependsOn: [{ name: 'gate', condition: 'service_healthy' }],
+              mounts: data,
+            }),
+            workload({
+              name: 'box',
+              command: ['testkit', 'sleep'],
+              dependsOn: [{ name: 'once', condition: 'service_completed_successfully' }],
+              mounts: data,
+            }),
+          ],
+          { volumes: [{ name: 'data' }] },
+        ),
+      );
+      const stateOf = async (name: string) =>
+        (await runtime.observe(plan.envId)).workloads.find((w) => w.name === name)?.state;
+
+      // 1. The control plane dies while the job waits for its dependency.
+      const first = new AbortController();
+      const applying = runtime.apply(plan, { signal: first.signal });
+      applying.catch(() => {});
+      await until(async () => (await stateOf('once')) === 'created', 'the job is created, not started');
+      const ids = await workloadIds?.(plan.envId, 'once');
+      first.abort();
+      await expect(applying).rejects.toThrow();
+      expect(await stateOf('once')).toBe('created');
+
+      // 2. The next one starts it, and dies while it runs.
+      await runtime.writeFile(plan.envId, 'gate', '/tmp/open', 'yes');
+      const second = new AbortController();
+      const events2: ProgressEvent[] = [];
+      const applying2 = runtime.apply(plan, { signal: second.signal, onProgress: (e) => events2.push(e) });
+      applying2.catch(() => {});
+      await until(async () => (await stateOf('once')) === 'running', 'the job runs');
+      second.abort();
+      await expect(applying2).rejects.toThrow();
+      expect(await stateOf('once')).toBe('running'); // the kill landed while the job ran
+      const phases = (events: ProgressEvent[]) =>
+        events
+          .filter((e) => e.type === 'workload' && e.workload === 'once')
+          .map((e) => e.type === 'workload' && e.phase);
+      expect(phases(events2)).toEqual(['started']);
+
+      // 3. The next one waits for the same run to finish.
+      const events3: ProgressEvent[] = [];
+      await runtime.apply(plan, { onProgress: (e) => events3.push(e) });
+      expect(phases(events3)).not.toContain('creating');
+      expect(phases(events3)).not.toContain('started');
+      expect(phases(events3)).toContain('completed');
+      if (workloadIds) expect(await workloadIds(plan.envId, 'once')).toEqual(ids);
+      expect((await runtime.readFile(plan.envId, 'box', '/data/runs')).toString()).toBe('ran\n');
+      await runtime.destroy(plan.envId);
+    });
+
+    it('a job that failed with the same spec fails again without running again', async () => {
+      const plan = track(
+        envPlan([
+          workload({
+            name: 'flaky',
+            kind: 'job',
+            command: ['sh', '-c', 'echo "run $(cat /proc/sys/kernel/random/uuid)"; exit 5'],
+          }),
+        ]),
+      );
+      const first = (await runtime.apply(plan).catch((e: unknown) => e)) as RuntimeStepError;
+      expect(first).toBeInstanceOf(RuntimeStepError);
+      expect(first.step).toBe('job:flaky');
+      expect(first.reason).toMatch(/exited with code 5[\s\S]*run [0-9a-f-]{36}/);
+      const ids = await workloadIds?.(plan.envId, 'flaky');
+      const events: ProgressEvent[] = [];
+      const again = (await runtime
+        .apply(plan, { onProgress: (e) => events.push(e) })
+        .catch((e: unknown) => e)) as RuntimeStepError;
+      expect(again).toBeInstanceOf(RuntimeStepError);
+      expect(again.step).toBe('job:flaky');
+      // The same output (its random id included): the same run, reported again, not a new one.
+      expect(again.reason).toBe(first.reason);
+      expect(events.some((e) => e.type === 'workload' && e.phase === 'started')).toBe(false);
+      if (workloadIds) expect(await workloadIds(plan.envId, 'flaky')).toEqual(ids);
+      await runtime.destroy(plan.envId);
+    });
+
+    it('a crash-looping service fails its start step with its last output, long before the timeout', async () => {
+      const plan = track(
+        envPlan([
+          workload({
+            name: 'crashy',
+            command: ['sh', '-c', 'echo "crashing on purpose"; exit 3'],
+            restart: 'always',
+            healthcheck: {
+              test: ['CMD-SHELL', 'test -f /tmp/never'],
+              intervalMs: 1_000,
+              timeoutMs: 1_000,
+              retries: 100,
+              startPeriodMs: 0,
+            },
+          }),
+        ]),
+      );
+      const started = Date.now();
+      const err = (await runtime.apply(plan).catch((e: unknown) => e)) as RuntimeStepError;
+      expect(err).toBeInstanceOf(RuntimeStepError);
+      expect(err.step).toBe('start:crashy');
+      expect(err.reason).toMatch(/keeps crashing \(restarted \d+ times[\s\S]*crashing on purpose/);
+      expect(Date.now() - started).toBeLessThan(30_000);
+      await runtime.destroy(plan.envId);
     });
   });
 }

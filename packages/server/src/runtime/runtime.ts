@@ -125,9 +125,29 @@ export interface ManagedObject {
 
 export interface LogOptions {
   follow?: boolean;
-  /** Last N lines only. */
+  /** Last N lines only; every line when undefined (callers bound it). */
   tail?: number;
   signal?: AbortSignal;
+}
+
+export interface BuildOptions {
+  /**
+   * The build context as the builder must get it: an uncompressed tar of exactly the files to
+   * send (`.dockerignore` already applied above the driver, see `build/context-files.ts`).
+   */
+  context: NodeJS.ReadableStream;
+  onLog?: (line: string) => void;
+  /** Aborting stops the build (the request to the builder is cancelled). */
+  signal?: AbortSignal;
+}
+
+/** An image this installation built (see {@link Runtime.buildImage}). */
+export interface BuiltImage {
+  /** The tag it was built as, e.g. `mayfly-build/shop:0123abcd…`. */
+  ref: string;
+  id: string;
+  sizeBytes: number;
+  createdAt: Date;
 }
 
 export interface ExecOptions {
@@ -178,13 +198,20 @@ export interface Runtime {
   ping(): Promise<void>;
   /** True when the image is present where workloads will run. */
   hasImage(ref: string): Promise<boolean>;
-  /** Builds `tag` from `build` (a tar of the context is made by the driver). */
-  buildImage(tag: string, build: BuildPlan, onLog?: (line: string) => void): Promise<void>;
+  /** Builds `tag` from `build`, sending `options.context` as the context. */
+  buildImage(tag: string, build: BuildPlan, options: BuildOptions): Promise<void>;
+  /** Images built by {@link buildImage} that are still present. */
+  listBuiltImages(): Promise<BuiltImage[]>;
+  /** Removes a built image; false (and nothing removed) when a container still uses it. */
+  removeImage(ref: string): Promise<boolean>;
   /**
    * Converges the platform to `plan`. Idempotent: objects that already match (same spec hash)
    * are kept, missing ones created, changed ones replaced, ones no longer planned removed.
    * Resolves when every service is started (and healthy if it has a health check) and every job
    * has exited 0, in `dependsOn` order, independent workloads in parallel.
+   * A job that is already running with the same spec (a control plane restarted during it) is
+   * waited for, never started twice; a service that keeps crashing fails its step instead of
+   * being waited for until the timeout.
    * Throws {@link RuntimeStepError} naming the step that failed.
    */
   apply(plan: EnvPlan, options?: ApplyOptions): Promise<void>;
@@ -193,6 +220,10 @@ export interface Runtime {
   destroy(envId: string): Promise<void>;
   /** Every object this driver labelled as this installation's, whatever environment it belongs to. */
   listManaged(): Promise<ManagedObject[]>;
+  /**
+   * The workload's output (stdout and stderr interleaved, as bytes). The stream honours
+   * backpressure: a slow reader slows the read from the platform, nothing piles up in memory.
+   */
   logs(envId: string, workload: string, options?: LogOptions): Promise<Readable>;
   exec(envId: string, workload: string, command: string[], options?: ExecOptions): Promise<ExecResult>;
   readFile(envId: string, workload: string, path: string): Promise<Buffer>;

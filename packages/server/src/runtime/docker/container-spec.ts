@@ -5,11 +5,25 @@ import { containerName, networkName, volumeName, workloadLabels } from './names.
 
 const MS_TO_NS = 1_000_000;
 
+/** How much output the Engine keeps per container (json-file rotation): size of one file, files kept. */
+export interface ContainerLogLimits {
+  maxSizeBytes: number;
+  maxFiles: number;
+}
+
+/** What a container gets beyond its plan: decided by the driver's settings and the image. */
+export interface ContainerExtras {
+  logLimits: ContainerLogLimits;
+  /** Named volumes standing in for the image's `VOLUME`s that no mount of the plan covers. */
+  imageVolumes: { name: string; target: string }[];
+}
+
 export function containerCreateOptions(
   instance: string,
   plan: EnvPlan,
   workload: WorkloadPlan,
   replica: number,
+  extras: ContainerExtras,
 ): Docker.ContainerCreateOptions {
   const network = networkName(plan.envId);
   const exposed: Record<string, object> = {};
@@ -40,12 +54,28 @@ export function containerCreateOptions(
     HostConfig: {
       NetworkMode: network,
       Init: true,
-      Mounts: workload.mounts.map((m) => ({
-        Type: m.type,
-        Source: m.type === 'volume' ? volumeName(plan.envId, m.source) : m.source,
-        Target: m.target,
-        ReadOnly: m.readOnly,
-      })),
+      Mounts: [
+        ...workload.mounts.map((m) => ({
+          Type: m.type,
+          Source: m.type === 'volume' ? volumeName(plan.envId, m.source) : m.source,
+          Target: m.target,
+          ReadOnly: m.readOnly,
+        })),
+        ...extras.imageVolumes.map((v) => ({
+          Type: 'volume' as const,
+          Source: v.name,
+          Target: v.target,
+          ReadOnly: false,
+        })),
+      ],
+      // A container printing forever must not fill the disk: the Engine rotates and drops old output.
+      LogConfig: {
+        Type: 'json-file',
+        Config: {
+          'max-size': String(extras.logLimits.maxSizeBytes),
+          'max-file': String(extras.logLimits.maxFiles),
+        },
+      },
       Memory: workload.resources.memoryBytes,
       NanoCpus: workload.resources.cpus ? Math.round(workload.resources.cpus * 1e9) : undefined,
       PidsLimit: workload.resources.pids,

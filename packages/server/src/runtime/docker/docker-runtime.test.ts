@@ -1,8 +1,217 @@
+import { execFileSync } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import http from 'node:http';
+import Docker from 'dockerode';
+import tar from 'tar-stream';
+import { afterAll, describe, expect, it } from 'vitest';
+import { TESTKIT_IMAGE, testInstanceName } from '../../test-support/global-setup.js';
+import { envPlan, workload } from '../../test-support/plans.js';
 import { describeRuntime } from '../runtime.case.js';
+import type { EnvPlan } from '../runtime.js';
 import { DockerRuntime } from './docker-runtime.js';
 
+const MiB = 1024 * 1024;
+const docker = (...args: string[]) => execFileSync('docker', args, { encoding: 'utf8' }).trim();
+const lines = (text: string) => text.split('\n').filter(Boolean);
+
+/** Resolves once `condition` holds, polling; fails with `what` after `timeoutMs`. */
+async function until(condition: () => Promise<boolean> | boolean, what: string, timeoutMs = 20_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+}
+
+const containerIds = (instance: string, envId: string, workload: string) =>
+  lines(
+    docker(
+      'ps',
+      '-aq',
+      '--no-trunc',
+      '--filter',
+      `label=mayfly.instance=${instance}`,
+      '--filter',
+      `label=mayfly.env=${envId}`,
+      '--filter',
+      `label=mayfly.service=${workload}`,
+    ),
+  );
+
+const conformanceInstance = `${testInstanceName()}-conformance`;
 // On Linux the host reaches containers on their bridge network directly, as the gateway does.
 describeRuntime('docker', {
-  make: () => new DockerRuntime({ instance: 'conformance' }),
+  // The suite reads a 128 MiB log back whole: keep more than the default 30 MiB per container.
+  make: () =>
+    new DockerRuntime({
+      instance: conformanceInstance,
+      containerLogLimits: { maxSizeBytes: 64 * MiB, maxFiles: 4 },
+    }),
   reach: async (endpoint) => `http://${endpoint.host}:${endpoint.port}`,
+  workloadIds: async (envId, workload) => containerIds(conformanceInstance, envId, workload),
+  // The legacy builder runs each RUN step in a container of its own, unlabelled.
+  buildWorkRunning: async (marker) =>
+    docker('ps', '-a', '--no-trunc', '--format', '{{.Command}}').includes(marker),
+});
+
+describe('DockerRuntime', () => {
+  const instance = `${testInstanceName()}-docker`;
+  // Sockets of this agent are the runtime's connections to the Engine: the tests count them.
+  const agent = new http.Agent({ keepAlive: false });
+  const runtime = new DockerRuntime({
+    instance,
+    // `agent` is passed on to every request by docker-modem, though missing from DockerOptions' type.
+    docker: new Docker({ socketPath: '/var/run/docker.sock', agent } as Docker.DockerOptions),
+  });
+  const openSockets = () => Object.values(agent.sockets).reduce((n, list) => n + (list?.length ?? 0), 0);
+  const made: EnvPlan[] = [];
+  const track = (plan: EnvPlan) => {
+    made.push(plan);
+    return plan;
+  };
+  const builtTags: string[] = [];
+  afterAll(async () => {
+    // Every step runs even when one fails, so one failure does not leave the rest behind.
+    const results: PromiseSettledResult<unknown>[] = await Promise.allSettled(
+      made.map((plan) => runtime.destroy(plan.envId)),
+    );
+    results.push(...(await Promise.allSettled(builtTags.map((tag) => runtime.removeImage(tag)))));
+    agent.destroy();
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+  });
+
+  it('bounds the output the Engine keeps for every container', async () => {
+    const plan = track(envPlan([workload({ name: 'box', command: ['testkit', 'sleep'] })]));
+    await runtime.apply(plan);
+    const [id] = containerIds(instance, plan.envId, 'box');
+    const logConfig = JSON.parse(docker('inspect', '--format', '{{json .HostConfig.LogConfig}}', id!));
+    expect(logConfig).toEqual({
+      Type: 'json-file',
+      Config: { 'max-size': String(10 * MiB), 'max-file': '3' },
+    });
+    await runtime.destroy(plan.envId);
+  });
+
+  it('creates environment networks while the engine has an IPv6 network', async () => {
+    const name = `mayflytest-ipv6-${randomUUID().slice(0, 8)}`;
+    const hextet = randomUUID().slice(0, 4);
+    docker('network', 'create', '--ipv6', '--subnet', `fd00:6d61:7966:${hextet}::/64`, name);
+    try {
+      const plan = track(envPlan([workload({ name: 'box', command: ['testkit', 'sleep'] })]));
+      await runtime.apply(plan);
+      expect((await runtime.observe(plan.envId)).workloads).toMatchObject([
+        { name: 'box', state: 'running' },
+      ]);
+      await runtime.destroy(plan.envId);
+    } finally {
+      docker('network', 'rm', name);
+    }
+  });
+
+  it("keeps the data of an image's VOLUME across a repair, and destroy removes it", async () => {
+    const tag = `mayfly-test/image-volume:${randomUUID().slice(0, 12)}`;
+    builtTags.push(tag);
+    const pack = tar.pack();
+    pack.entry({ name: 'Dockerfile' }, `FROM ${TESTKIT_IMAGE}\nVOLUME /data\nVOLUME ["/var/lib/other/"]\n`);
+    pack.finalize();
+    await runtime.buildImage(
+      tag,
+      { context: '/unused', dockerfile: 'Dockerfile', args: {} },
+      { context: pack as unknown as NodeJS.ReadableStream },
+    );
+    const plan = track(
+      envPlan(
+        [
+          workload({ name: 'keeper', image: tag, command: ['testkit', 'sleep'] }),
+          // Mounts of the plan win: no volume of the image's is added where the plan mounts one.
+          workload({
+            name: 'covered',
+            image: tag,
+            command: ['testkit', 'sleep'],
+            mounts: [{ type: 'volume', source: 'mine', target: '/data/', readOnly: false }],
+          }),
+        ],
+        { volumes: [{ name: 'mine' }] },
+      ),
+    );
+    await runtime.apply(plan);
+    await runtime.exec(plan.envId, 'keeper', [
+      'sh',
+      '-c',
+      'echo kept > /data/file; echo too > /var/lib/other/f',
+    ]);
+
+    const volumesOf = (workloadName: string) => {
+      const [id] = containerIds(instance, plan.envId, workloadName);
+      const mounts: { Name: string; Destination: string }[] = JSON.parse(
+        docker('inspect', '--format', '{{json .Mounts}}', id!),
+      );
+      return Object.fromEntries(mounts.map((m) => [m.Destination, m.Name]));
+    };
+    const keeperVolumes = volumesOf('keeper');
+    expect(keeperVolumes['/data']).toMatch(new RegExp(`^mayfly-${plan.envId}-keeper-data-[0-9a-f]{8}$`));
+    expect(keeperVolumes['/var/lib/other']).toMatch(
+      new RegExp(`^mayfly-${plan.envId}-keeper-var-lib-other-[0-9a-f]{8}$`),
+    );
+    expect(volumesOf('covered')).toEqual({
+      '/data': `mayfly-${plan.envId}-mine`,
+      '/var/lib/other': expect.stringMatching(/-covered-var-lib-other-/),
+    });
+
+    // The container goes behind the driver's back; the next apply (a repair) recreates it.
+    const [before] = containerIds(instance, plan.envId, 'keeper');
+    docker('rm', '-f', before!);
+    await runtime.apply(plan);
+    const [after] = containerIds(instance, plan.envId, 'keeper');
+    expect(after).not.toBe(before);
+    expect((await runtime.readFile(plan.envId, 'keeper', '/data/file')).toString()).toBe('kept\n');
+    expect((await runtime.readFile(plan.envId, 'keeper', '/var/lib/other/f')).toString()).toBe('too\n');
+    // Labelled as the environment's: listed as managed, and destroy takes it.
+    const managed = await runtime.listManaged();
+    expect(managed).toContainEqual(
+      expect.objectContaining({ kind: 'volume', id: keeperVolumes['/data'], envId: plan.envId }),
+    );
+
+    await runtime.destroy(plan.envId);
+    expect(lines(docker('volume', 'ls', '-q', '--filter', `label=mayfly.env=${plan.envId}`))).toEqual([]);
+    expect(await runtime.removeImage(tag)).toBe(true);
+  });
+
+  it('closes the connection to the Engine when a log reader gives up or aborts', async () => {
+    const plan = track(
+      envPlan([
+        workload({
+          name: 'chatty',
+          // A few MiB of output, then silence: the follow stream has nothing more to say.
+          command: ['sh', '-c', 'head -c 8000000 /dev/zero | tr "\\0" "x"; echo; exec testkit sleep'],
+        }),
+      ]),
+    );
+    await runtime.apply(plan);
+    await until(async () => openSockets() === 0, 'apply left no connection open');
+
+    // A reader that stops after one chunk and destroys the stream: not everything was read.
+    const partial = await runtime.logs(plan.envId, 'chatty');
+    await new Promise((resolve) => partial.once('readable', resolve));
+    expect(openSockets()).toBe(1);
+    partial.destroy();
+    await until(() => openSockets() === 0, 'the partly read log stream frees its socket');
+
+    // A follower of a silent container: only the reader's side can end it.
+    const followed = await runtime.logs(plan.envId, 'chatty', { follow: true, tail: 1 });
+    followed.resume();
+    expect(openSockets()).toBe(1);
+    followed.destroy();
+    await until(() => openSockets() === 0, 'the destroyed follower frees its socket');
+
+    const abort = new AbortController();
+    const aborted = await runtime.logs(plan.envId, 'chatty', { follow: true, tail: 1, signal: abort.signal });
+    const ended = new Promise((resolve) => aborted.once('end', resolve));
+    aborted.resume();
+    abort.abort();
+    await ended;
+    await until(() => openSockets() === 0, 'the aborted follower frees its socket');
+    await runtime.destroy(plan.envId);
+  });
 });

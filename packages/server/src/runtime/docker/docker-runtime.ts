@@ -3,15 +3,18 @@
  * environment, named volumes, containers with health checks and limits, labels on everything.
  * dockerode never leaks past this folder.
  */
+import type { IncomingMessage } from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
-import { PassThrough, type Readable } from 'node:stream';
+import { PassThrough, pipeline, type Readable } from 'node:stream';
+import { StringDecoder } from 'node:string_decoder';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Docker from 'dockerode';
-import tarFs from 'tar-fs';
 import {
   type ApplyOptions,
+  type BuildOptions,
   type BuildPlan,
+  type BuiltImage,
   type Endpoint,
   type EnvPlan,
   type ExecOptions,
@@ -28,8 +31,17 @@ import {
   type WorkloadPlan,
 } from '../runtime.js';
 import { firstFileFromTar, singleFileTar } from './archive.js';
-import { containerCreateOptions } from './container-spec.js';
-import { envLabels, labelFilter, networkName, volumeName } from './names.js';
+import { type ContainerLogLimits, containerCreateOptions } from './container-spec.js';
+import { DockerLogDemuxer } from './log-demux.js';
+import {
+  BUILT_BY_LABEL,
+  envLabels,
+  IMAGE_VOLUME_LABEL,
+  imageVolumeName,
+  labelFilter,
+  networkName,
+  volumeName,
+} from './names.js';
 import { freeSubnets, type SubnetPool } from './subnets.js';
 
 export interface DockerRuntimeOptions {
@@ -44,7 +56,26 @@ export interface DockerRuntimeOptions {
   instance?: string;
   /** Where environment networks get their subnets; default `10.213.0.0/16` in /24s (256 environments). */
   subnetPool?: SubnetPool;
+  /** Output the Engine keeps per container; default 10 MiB × 3 files. Older output is dropped. */
+  containerLogLimits?: ContainerLogLimits;
+  /**
+   * A service restarted this many times by its restart policy while apply waits for it fails its
+   * step as crash-looping instead of being waited for until the timeout; default 3.
+   */
+  crashLoopRestarts?: number;
 }
+
+/** More `VOLUME`s than this in one image is refused rather than made into as many volumes. */
+const MAX_IMAGE_VOLUMES = 64;
+/** The bytes of log kept for an error message: the end of the output, whatever its line lengths. */
+const LOG_TAIL_BYTES = 4096;
+
+/** How an existing or new set of containers is brought up by `startWorkload`. */
+type Prepared = {
+  /** `reuse`: already what the plan wants; `start`: created, not started; `wait`: a job already running. */
+  action: 'reuse' | 'start' | 'wait';
+  ids: string[];
+};
 
 type ContainerInfo = Docker.ContainerInfo;
 
@@ -62,6 +93,8 @@ export class DockerRuntime implements Runtime {
   private readonly workloadTimeoutMs: number;
   private readonly subnetPool: SubnetPool;
   private readonly instance: string;
+  private readonly logLimits: ContainerLogLimits;
+  private readonly crashLoopRestarts: number;
   /** Network creation is serialised in this process, so two environments never pick one subnet. */
   private networkQueue: Promise<unknown> = Promise.resolve();
 
@@ -72,6 +105,8 @@ export class DockerRuntime implements Runtime {
     this.workloadTimeoutMs = options.workloadTimeoutMs ?? 300_000;
     this.subnetPool = options.subnetPool ?? { base: '10.213.0.0/16', size: 24 };
     this.instance = options.instance ?? 'default';
+    this.logLimits = options.containerLogLimits ?? { maxSizeBytes: 10 * 1024 * 1024, maxFiles: 3 };
+    this.crashLoopRestarts = options.crashLoopRestarts ?? 3;
   }
 
   async ping(): Promise<void> {
@@ -92,35 +127,118 @@ export class DockerRuntime implements Runtime {
     }
   }
 
-  async buildImage(tag: string, build: BuildPlan, onLog?: (line: string) => void): Promise<void> {
-    const context = tarFs.pack(build.context) as unknown as NodeJS.ReadableStream;
-    const stream = await this.docker.buildImage(context, {
-      t: tag,
-      dockerfile: build.dockerfile,
-      buildargs: build.args,
-      target: build.target,
-      // Not managed-by: containers inherit image labels, and only ours may carry that one.
-      labels: { 'mayfly.built-by': 'mayfly' },
-      rm: true,
-      forcerm: true,
-    });
+  /**
+   * Sends `options.context` (an uncompressed tar) to the Engine's builder. The image is labelled
+   * as built by this installation, so {@link listBuiltImages} and {@link removeImage} find it.
+   * Aborting `options.signal` closes the request, which makes the Engine stop the build and
+   * remove its intermediate container; the promise rejects with the signal's reason at once.
+   */
+  async buildImage(tag: string, build: BuildPlan, options: BuildOptions): Promise<void> {
+    const { context, onLog, signal } = options;
+    try {
+      signal?.throwIfAborted();
+      const response = (await this.docker.buildImage(context, {
+        t: tag,
+        dockerfile: build.dockerfile,
+        buildargs: build.args,
+        ...(build.target ? { target: build.target } : {}),
+        labels: { [BUILT_BY_LABEL]: 'mayfly', [LABELS.instance]: this.instance },
+        rm: true,
+        forcerm: true,
+        abortSignal: signal,
+      })) as unknown as IncomingMessage;
+      await this.followBuild(response, onLog, signal);
+    } catch (err) {
+      signal?.throwIfAborted(); // the caller's reason, not whatever the cut connection raised
+      throw err;
+    } finally {
+      // Whatever the builder did not read (it failed early, or we gave up) is not ours to keep open.
+      const stream = context as Partial<Readable>;
+      if (stream.destroy && !stream.readableEnded) stream.destroy();
+    }
+  }
+
+  private async followBuild(
+    response: IncomingMessage,
+    onLog: BuildOptions['onLog'],
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
+    // After the response began, the request's own abort handling is not enough for every Node
+    // version: destroying the response is what ends the read below.
+    const stop = () => response.destroy();
+    signal?.addEventListener('abort', stop, { once: true });
     const tail: string[] = [];
-    await new Promise<void>((resolve, reject) => {
-      this.docker.modem.followProgress(
-        stream,
-        (err: Error | null, output: { error?: string; errorDetail?: { message?: string } }[]) => {
-          const failed = err?.message ?? output.find((o) => o.error)?.error;
-          if (failed) reject(new Error(`${failed.trim()}\n${tail.join('')}`.trim()));
-          else resolve();
-        },
-        (event: { stream?: string }) => {
-          if (!event.stream) return;
-          tail.push(event.stream);
-          if (tail.length > 20) tail.shift();
-          onLog?.(event.stream.trimEnd());
-        },
-      );
+    let partial = '';
+    let failure: string | undefined;
+    let imageId: string | undefined;
+    const emit = (text: string) => {
+      tail.push(text);
+      if (tail.length > 20) tail.shift();
+      const lines = (partial + text).split('\n');
+      partial = lines.pop()!.slice(-4096);
+      for (const line of lines) if (line.trim()) onLog?.(line.trimEnd());
+    };
+    try {
+      for await (const message of jsonMessages(response)) {
+        if (typeof message.stream === 'string') emit(message.stream);
+        if (message.error || message.errorDetail) {
+          failure = message.errorDetail?.message ?? message.error ?? 'build failed';
+        }
+        if (typeof message.aux?.ID === 'string') imageId = message.aux.ID;
+      }
+    } catch (err) {
+      signal?.throwIfAborted();
+      throw err;
+    } finally {
+      signal?.removeEventListener('abort', stop);
+    }
+    signal?.throwIfAborted();
+    if (partial.trim()) onLog?.(partial.trimEnd());
+    const output = tail.join('').trim();
+    if (failure) throw new Error(`${failure.trim()}\n${output}`.trim());
+    if (!imageId) throw new Error(`the builder ended without producing an image\n${output}`.trim());
+  }
+
+  /** Images this installation built, one entry per tag (an untagged one is listed by its id). */
+  async listBuiltImages(): Promise<BuiltImage[]> {
+    const images = await this.docker.listImages({
+      filters: { label: [`${BUILT_BY_LABEL}=mayfly`, `${LABELS.instance}=${this.instance}`] },
     });
+    return images.flatMap((image) => {
+      const tags = (image.RepoTags ?? []).filter((t) => t !== '<none>:<none>');
+      return (tags.length > 0 ? tags : [image.Id]).map((ref) => ({
+        ref,
+        id: image.Id,
+        sizeBytes: image.Size,
+        createdAt: new Date(image.Created * 1000),
+      }));
+    });
+  }
+
+  /**
+   * Removes a built image, never forcing: false when a container (running or not) still uses it,
+   * true when it is gone (or was already). Refuses an image this installation did not build, so a
+   * wrong ref cannot delete a base image or another installation's build.
+   */
+  async removeImage(ref: string): Promise<boolean> {
+    let labels: Record<string, string>;
+    try {
+      labels = (await this.docker.getImage(ref).inspect()).Config?.Labels ?? {};
+    } catch (err) {
+      if (statusCode(err) === 404) return true;
+      throw err;
+    }
+    if (labels[BUILT_BY_LABEL] !== 'mayfly' || labels[LABELS.instance] !== this.instance) {
+      throw new Error(`image ${ref} was not built by this installation; not removing it`);
+    }
+    try {
+      await this.docker.getImage(ref).remove();
+      return true;
+    } catch (err) {
+      if (statusCode(err) === 404) return true;
+      if (statusCode(err) === 409) return false;
+      throw err;
+    }
   }
 
   async apply(plan: EnvPlan, options: ApplyOptions = {}): Promise<void> {
@@ -171,69 +289,136 @@ export class DockerRuntime implements Runtime {
     if (firstError) throw firstError.reason;
   }
 
-  /** Keeps matching containers, removes stale ones and creates what is missing, without starting it. */
+  /**
+   * Keeps matching containers, removes stale ones and creates what is missing, without starting it.
+   * A job with the plan's spec hash is never run twice: running, it is waited for (a control plane
+   * restarted while it ran); created, it is started; exited 0, it is done; exited otherwise, its
+   * step fails with its output.
+   */
   private async prepareWorkload(
     plan: EnvPlan,
     workload: WorkloadPlan,
     existing: ContainerInfo[],
     progress: NonNullable<ApplyOptions['onProgress']>,
-  ): Promise<{ reused: boolean; ids: string[] }> {
+  ): Promise<Prepared> {
     const mine = existing.filter((c) => c.Labels[LABELS.workload] === workload.name);
-    const reusable = mine.filter(
-      (c) =>
-        c.Labels[LABELS.specHash] === workload.specHash &&
-        (workload.kind === 'job' ? c.State === 'exited' && exitCodeOf(c) === 0 : c.State === 'running'),
-    );
-    const replicas = workload.kind === 'job' ? 1 : workload.replicas;
-    if (reusable.length === replicas && mine.length === replicas) {
-      return { reused: true, ids: reusable.map((c) => c.Id) };
+    const same = mine.filter((c) => c.Labels[LABELS.specHash] === workload.specHash);
+    if (workload.kind === 'job' && mine.length === 1 && same.length === 1) {
+      const job = same[0]!;
+      if (job.State === 'running') return { action: 'wait', ids: [job.Id] };
+      if (job.State === 'created') return { action: 'start', ids: [job.Id] };
+      if (job.State === 'exited') {
+        const code = exitCodeOf(job);
+        if (code === 0) return { action: 'reuse', ids: [job.Id] };
+        throw new RuntimeStepError(
+          `job:${workload.name}`,
+          `exited with code ${code ?? 'unknown'}${await this.logTail(job.Id)}`,
+        );
+      }
+    }
+    if (workload.kind === 'service') {
+      const running = same.filter((c) => c.State === 'running');
+      if (running.length === workload.replicas && mine.length === workload.replicas) {
+        return { action: 'reuse', ids: running.map((c) => c.Id) };
+      }
     }
     await Promise.all(mine.map((c) => this.removeContainer(c.Id)));
     await this.ensureImage(workload, progress);
     progress({ type: 'workload', workload: workload.name, phase: 'creating' });
+    const imageVolumePaths = await this.uncoveredImageVolumes(workload);
+    const replicas = workload.kind === 'job' ? 1 : workload.replicas;
     const ids: string[] = [];
     for (let replica = 1; replica <= replicas; replica++) {
-      const container = await this.docker
-        .createContainer(containerCreateOptions(this.instance, plan, workload, replica))
-        .catch((err: Error) => {
-          throw new RuntimeStepError(`create:${workload.name}`, err.message);
-        });
+      const imageVolumes = await Promise.all(
+        imageVolumePaths.map((target) => this.ensureImageVolume(plan, workload, replica, target)),
+      );
+      const options = containerCreateOptions(this.instance, plan, workload, replica, {
+        logLimits: this.logLimits,
+        imageVolumes,
+      });
+      const container = await this.docker.createContainer(options).catch((err: Error) => {
+        throw new RuntimeStepError(`create:${workload.name}`, err.message);
+      });
       ids.push(container.id);
     }
-    return { reused: false, ids };
+    return { action: 'start', ids };
+  }
+
+  /**
+   * The image's `VOLUME`s that no mount of the workload covers. Docker would give each an
+   * anonymous volume that dies with the container, so a repair (which recreates it) would lose
+   * the data; they get named volumes instead, as Compose keeps them across recreation.
+   */
+  private async uncoveredImageVolumes(workload: WorkloadPlan): Promise<string[]> {
+    const info = await this.docker.getImage(workload.image).inspect();
+    const declared = Object.keys(info.Config?.Volumes ?? {});
+    const normalise = (p: string) => path.posix.normalize(p).replace(/(.)\/+$/, '$1');
+    const mounted = new Set(workload.mounts.map((m) => normalise(m.target)));
+    const uncovered = [...new Set(declared.map(normalise))].filter((p) => !mounted.has(p));
+    if (uncovered.length > MAX_IMAGE_VOLUMES) {
+      throw new RuntimeStepError(
+        `create:${workload.name}`,
+        `image ${workload.image} declares ${uncovered.length} volumes; at most ${MAX_IMAGE_VOLUMES} are supported`,
+      );
+    }
+    return uncovered;
+  }
+
+  private async ensureImageVolume(
+    plan: EnvPlan,
+    workload: WorkloadPlan,
+    replica: number,
+    target: string,
+  ): Promise<{ name: string; target: string }> {
+    const name = imageVolumeName(plan.envId, workload.name, replica, target);
+    // Labelled like every object of the environment, so destroy and GC find it.
+    await this.docker.createVolume({
+      Name: name,
+      Labels: {
+        ...envLabels(this.instance, plan),
+        [LABELS.workload]: workload.name,
+        [IMAGE_VOLUME_LABEL]: target,
+      },
+    });
+    return { name, target };
   }
 
   private async startWorkload(
     plan: EnvPlan,
     workload: WorkloadPlan,
-    prepared: { reused: boolean; ids: string[] },
+    prepared: Prepared,
     stage: WorkloadStages,
     progress: NonNullable<ApplyOptions['onProgress']>,
     signal: AbortSignal,
   ): Promise<void> {
     const { ids } = prepared;
-    if (prepared.reused) {
+    if (prepared.action === 'reuse') {
       progress({ type: 'workload', workload: workload.name, phase: 'reused' });
       stage.mark('service_started');
       if (workload.kind === 'job') {
         stage.mark('service_completed_successfully');
         return;
       }
-      await this.waitHealthy(workload, ids, signal);
+      await this.waitHealthy(workload, ids, signal, false);
       stage.mark('service_healthy');
       return;
     }
-    await Promise.all(
-      ids.map((id) =>
-        this.docker
-          .getContainer(id)
-          .start()
-          .catch((err: Error) => {
-            throw new RuntimeStepError(`start:${workload.name}`, err.message);
-          }),
-      ),
-    );
-    progress({ type: 'workload', workload: workload.name, phase: 'started' });
+    if (prepared.action === 'wait') {
+      // Started by an earlier apply that did not see it end: adopt it, do not start it again.
+      progress({ type: 'workload', workload: workload.name, phase: 'reused' });
+    } else {
+      await Promise.all(
+        ids.map((id) =>
+          this.docker
+            .getContainer(id)
+            .start()
+            .catch((err: Error) => {
+              throw new RuntimeStepError(`start:${workload.name}`, err.message);
+            }),
+        ),
+      );
+      progress({ type: 'workload', workload: workload.name, phase: 'started' });
+    }
     stage.mark('service_started');
 
     if (workload.kind === 'job') {
@@ -248,7 +433,7 @@ export class DockerRuntime implements Runtime {
       stage.mark('service_completed_successfully');
       return;
     }
-    await this.waitHealthy(workload, ids, signal);
+    await this.waitHealthy(workload, ids, signal, true);
     if (workload.healthcheck) progress({ type: 'workload', workload: workload.name, phase: 'healthy' });
     else if (await this.waitPortsOpen(plan, workload, ids, signal)) {
       progress({ type: 'workload', workload: workload.name, phase: 'listening' });
@@ -275,7 +460,7 @@ export class DockerRuntime implements Runtime {
       if (!ip) continue;
       for (const port of ports) {
         while (!(await canConnect(ip, port.container))) {
-          await this.throwIfExited(workload, id, (await this.docker.getContainer(id).inspect()).State);
+          await this.throwIfNotStarting(workload, id, await this.docker.getContainer(id).inspect(), 0);
           if (Date.now() > deadline) {
             throw new RuntimeStepError(
               `ready:${workload.name}`,
@@ -308,13 +493,26 @@ export class DockerRuntime implements Runtime {
     }
   }
 
-  /** Resolves once every container of a service is running, and healthy when it has a health check. */
-  private async waitHealthy(workload: WorkloadPlan, ids: string[], signal: AbortSignal): Promise<void> {
+  /**
+   * Resolves once every container of a service is running, and healthy when it has a health check.
+   * `fresh`: the containers were just started, so every restart so far counts towards a crash
+   * loop; for containers found running, only restarts seen while waiting do.
+   */
+  private async waitHealthy(
+    workload: WorkloadPlan,
+    ids: string[],
+    signal: AbortSignal,
+    fresh: boolean,
+  ): Promise<void> {
     const deadline = Date.now() + this.workloadTimeoutMs;
     const pending = new Set(ids);
     const probes = new Map<string, Promise<boolean>>();
+    const restartsBefore = new Map<string, number>();
     while (pending.size > 0) {
       for (const id of [...pending]) {
+        const info = await this.docker.getContainer(id).inspect();
+        if (!restartsBefore.has(id)) restartsBefore.set(id, fresh ? 0 : info.RestartCount);
+        await this.throwIfNotStarting(workload, id, info, restartsBefore.get(id)!);
         // Docker runs the first check one interval after start (its start_interval needs API 1.44).
         // Running the same check ourselves meanwhile sees readiness sooner; Docker's verdict still
         // decides failure.
@@ -327,12 +525,15 @@ export class DockerRuntime implements Runtime {
             continue;
           }
         }
-        const info = await this.docker.getContainer(id).inspect();
         const { Health } = info.State;
-        await this.throwIfExited(workload, id, info.State);
-        // No check in the template: the image's own HEALTHCHECK, if it has one, still counts.
-        if ((!workload.healthcheck && !Health) || Health?.Status === 'healthy') pending.delete(id);
-        else if (Health?.Status === 'unhealthy') {
+        // No check in the template: the image's own HEALTHCHECK, if it has one, still counts;
+        // without any, running (not between two crashes) is as ready as it gets.
+        const running = info.State.Status === 'running';
+        if ((!workload.healthcheck && !Health && running) || Health?.Status === 'healthy') {
+          pending.delete(id);
+        } else if (Health?.Status === 'unhealthy' && running) {
+          // Only a running container's verdict counts: Docker also reports `unhealthy` for one
+          // that died, and a restarting one is judged by the crash-loop check above.
           const last = Health.Log?.at(-1)?.Output?.trim();
           throw new RuntimeStepError(
             `health:${workload.name}`,
@@ -351,17 +552,30 @@ export class DockerRuntime implements Runtime {
     }
   }
 
-  /** A service whose container stopped while we waited for it failed to start: say so, with its last logs. */
-  private async throwIfExited(
+  /**
+   * A service that stopped while we waited for it, or that its restart policy keeps bringing back,
+   * failed to start: say so at once with its last output rather than wait for the timeout.
+   */
+  private async throwIfNotStarting(
     workload: WorkloadPlan,
     id: string,
-    state: { Status: string; ExitCode: number },
+    info: Docker.ContainerInspectInfo,
+    restartsBefore: number,
   ): Promise<void> {
-    if (state.Status !== 'exited' && state.Status !== 'dead') return;
-    throw new RuntimeStepError(
-      `start:${workload.name}`,
-      `exited with code ${state.ExitCode} while starting${await this.logTail(id)}`,
-    );
+    const { State } = info;
+    if (State.Status === 'exited' || State.Status === 'dead') {
+      throw new RuntimeStepError(
+        `start:${workload.name}`,
+        `exited with code ${State.ExitCode} while starting${await this.logTail(id)}`,
+      );
+    }
+    const restarts = info.RestartCount - restartsBefore;
+    if (restarts >= this.crashLoopRestarts) {
+      throw new RuntimeStepError(
+        `start:${workload.name}`,
+        `keeps crashing (restarted ${restarts} times, last exit code ${State.ExitCode})${await this.logTail(id)}`,
+      );
+    }
   }
 
   /** Runs the health check's test once inside the container; true when it exits 0. */
@@ -392,12 +606,20 @@ export class DockerRuntime implements Runtime {
     }
   }
 
+  /** The end of a container's output for an error message: last lines, and at most a few KiB. */
   private async logTail(id: string, lines = 10): Promise<string> {
     try {
-      const buf = (await this.docker
-        .getContainer(id)
-        .logs({ stdout: true, stderr: true, tail: lines, follow: false })) as unknown as Buffer;
-      const text = demuxBuffer(buf).trim();
+      const stream = await this.openLogStream(id, { tail: lines });
+      let kept = Buffer.alloc(0);
+      for await (const chunk of stream) {
+        // A single line can be huge: keep a bounded window of the end, not everything.
+        kept = Buffer.concat([kept, chunk as Buffer]);
+        if (kept.length > 2 * LOG_TAIL_BYTES) kept = kept.subarray(kept.length - LOG_TAIL_BYTES);
+      }
+      const text = kept
+        .subarray(Math.max(0, kept.length - LOG_TAIL_BYTES))
+        .toString('utf8')
+        .trim();
       return text ? `\n${text}` : '';
     } catch {
       return '';
@@ -535,25 +757,48 @@ export class DockerRuntime implements Runtime {
 
   async logs(envId: string, workload: string, options: LogOptions = {}): Promise<Readable> {
     const container = await this.containerOf(envId, workload);
-    const out = new PassThrough();
-    const base = {
-      stdout: true,
-      stderr: true,
-      ...(options.tail !== undefined ? { tail: options.tail } : {}),
-    };
-    if (!options.follow) {
-      const buf = (await container.logs({ ...base, follow: false })) as unknown as Buffer;
-      out.end(demuxBuffer(buf));
-      return out;
-    }
-    const stream = (await container.logs({ ...base, follow: true })) as unknown as Readable;
-    this.docker.modem.demuxStream(stream, out, out);
-    stream.on('end', () => out.end());
-    stream.on('error', (err) => out.destroy(err));
-    const stop = () => (stream as Readable & { destroy(): void }).destroy();
-    options.signal?.addEventListener('abort', stop, { once: true });
-    out.on('close', stop);
-    return out;
+    return this.openLogStream(container.id, options);
+  }
+
+  /**
+   * The Engine's log endpoint as a stream, in both modes: frames are demultiplexed as they come
+   * and piped with backpressure, so a reader that stops reading stops the socket (nothing piles
+   * up in this process). Aborting `signal` ends the stream (a clean end, not an error) and closes
+   * the connection; so does destroying the returned stream.
+   */
+  private async openLogStream(id: string, options: LogOptions): Promise<Readable> {
+    const { signal } = options;
+    signal?.throwIfAborted();
+    const query: Record<string, unknown> = { stdout: true, stderr: true, follow: !!options.follow };
+    if (options.tail !== undefined) query.tail = options.tail;
+    const response = await new Promise<IncomingMessage>((resolve, reject) => {
+      this.docker.modem.dial(
+        {
+          path: `/containers/${id}/logs?`,
+          method: 'GET',
+          options: query,
+          isStream: true,
+          abortSignal: signal,
+          statusCodes: { 200: true, 404: 'no such container', 500: 'server error' },
+        },
+        (err, result) => (err ? reject(err) : resolve(result as IncomingMessage)),
+      );
+    }).catch((err: unknown) => {
+      signal?.throwIfAborted();
+      if (statusCode(err) === 404) throw new WorkloadNotFoundError(`container ${id} is gone`);
+      throw err;
+    });
+    const demuxer = new DockerLogDemuxer();
+    const close = () => response.destroy();
+    signal?.addEventListener('abort', close, { once: true });
+    // A reader that gives up destroys the demuxer; the socket must close then even if the
+    // container is silent (the pipeline only notices at the next chunk).
+    demuxer.once('close', close);
+    pipeline(untilAborted(response, signal), demuxer, () => {
+      signal?.removeEventListener('abort', close);
+      // An error is already on `demuxer` (the pipeline destroys it with the error).
+    });
+    return demuxer;
   }
 
   async exec(
@@ -711,15 +956,51 @@ function exitCodeOf(c: ContainerInfo): number | null {
   return match ? Number(match[1]) : null;
 }
 
-/** Splits the Engine's multiplexed (non-TTY) log format: 8-byte header, then the payload. */
-function demuxBuffer(buf: Buffer): string {
-  if (!Buffer.isBuffer(buf)) return String(buf ?? '');
-  const parts: Buffer[] = [];
-  let offset = 0;
-  while (offset + 8 <= buf.length) {
-    const size = buf.readUInt32BE(offset + 4);
-    parts.push(buf.subarray(offset + 8, offset + 8 + size));
-    offset += 8 + size;
+/**
+ * The chunks of `source` until it ends, or until `signal` aborts: the read that the abort cuts
+ * short then ends normally, so the stream built on it ends instead of failing.
+ */
+async function* untilAborted(source: Readable, signal: AbortSignal | undefined): AsyncGenerator<Buffer> {
+  try {
+    for await (const chunk of source) yield chunk as Buffer;
+  } catch (err) {
+    if (!signal?.aborted) throw err;
   }
-  return Buffer.concat(parts).toString('utf8');
+}
+
+interface BuildMessage {
+  stream?: string;
+  error?: string;
+  errorDetail?: { message?: string };
+  aux?: { ID?: string };
+}
+
+/** The builder's newline-delimited JSON messages; a line that is not JSON is skipped. */
+async function* jsonMessages(source: Readable): AsyncGenerator<BuildMessage> {
+  // A decoder, not chunk.toString(): a character may be split over two chunks.
+  const decoder = new StringDecoder('utf8');
+  let pending = '';
+  for await (const chunk of source) {
+    pending += decoder.write(chunk as Buffer);
+    // The Engine sends one small message per write; a line this long is not from it.
+    if (pending.length > 8 * 1024 * 1024) throw new Error('the builder sent an oversized message');
+    const lines = pending.split('\n');
+    pending = lines.pop()!;
+    for (const line of lines) {
+      const message = parseJson(line);
+      if (message) yield message;
+    }
+  }
+  const last = parseJson(pending + decoder.end());
+  if (last) yield last;
+}
+
+function parseJson(line: string): BuildMessage | undefined {
+  if (!line.trim()) return undefined;
+  try {
+    const value: unknown = JSON.parse(line);
+    return value && typeof value === 'object' ? (value as BuildMessage) : undefined;
+  } catch {
+    return undefined;
+  }
 }

@@ -14,9 +14,17 @@ export interface SubnetPool {
   size: number;
 }
 
+const IPV4_CIDR = /^(\d{1,3}(?:\.\d{1,3}){3})\/(\d{1,2})$/;
+
+/** True for `a.b.c.d/n` with octets up to 255 and n up to 32. */
+export function isIpv4Cidr(cidr: string): boolean {
+  const match = IPV4_CIDR.exec(cidr.trim());
+  return !!match && Number(match[2]) <= 32 && match[1]!.split('.').every((octet) => Number(octet) <= 255);
+}
+
 export function parseCidr(cidr: string): { start: number; prefix: number } {
-  const match = /^(\d{1,3}(?:\.\d{1,3}){3})\/(\d{1,2})$/.exec(cidr.trim());
-  if (!match) throw new Error(`not an IPv4 CIDR: "${cidr}"`);
+  if (!isIpv4Cidr(cidr)) throw new Error(`not an IPv4 CIDR: "${cidr}"`);
+  const match = IPV4_CIDR.exec(cidr.trim())!;
   const prefix = Number(match[2]);
   const block = 2 ** (32 - prefix);
   return { start: Math.floor(toInt(match[1]!) / block) * block, prefix };
@@ -30,9 +38,14 @@ function overlaps(a: string, b: string): boolean {
   return x.start < yEnd && y.start < xEnd;
 }
 
-/** Every subnet of the pool that overlaps none of `used`, in order. */
-export function* freeSubnets(pool: SubnetPool, used: string[]): Generator<string> {
+/**
+ * Every subnet of the pool that overlaps none of `used`, in order. `used` is what the engine's
+ * networks hold, whatever made them: IPv6 subnets (and anything else that is not IPv4) cannot
+ * overlap an IPv4 pool and are skipped, so one dual-stack network never blocks allocation.
+ */
+export function* freeSubnets(pool: SubnetPool, usedSubnets: string[]): Generator<string> {
   const base = parseCidr(pool.base);
+  const used = usedSubnets.filter(isIpv4Cidr);
   if (pool.size < base.prefix || pool.size > 30)
     throw new Error(`subnet size /${pool.size} does not fit ${pool.base}`);
   const step = 2 ** (32 - pool.size);
