@@ -1,10 +1,12 @@
 /** Content-addressed tags: same inputs, same tag; any input that reaches the builder changes it. */
-import { mkdir, mkdtemp, rm, symlink, writeFile } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { chmod, mkdir, mkdtemp, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { BuildPlan } from '../runtime/runtime.js';
 import { buildContentHash, contentTag } from './content-tag.js';
+import { listContextFiles, packContext } from './context-files.js';
 
 describe('build content hash', () => {
   let dir: string;
@@ -32,16 +34,37 @@ describe('build content hash', () => {
     expect(await buildContentHash(build)).not.toBe(changed);
   });
 
-  it('ignores .git and what .dockerignore names, as the builder does', async () => {
+  it('ignores what .dockerignore names; .git counts unless ignored, as the docker CLI sends it', async () => {
     const before = await buildContentHash(build);
     await mkdir(path.join(dir, '.git'));
     await writeFile(path.join(dir, '.git/HEAD'), 'ref: x\n');
-    expect(await buildContentHash(build)).toBe(before);
-    await writeFile(path.join(dir, '.dockerignore'), 'node_modules\n');
+    const withGit = await buildContentHash(build);
+    expect(withGit).not.toBe(before);
+    await writeFile(path.join(dir, '.dockerignore'), '.git\nnode_modules\n.env\n');
     const withIgnore = await buildContentHash(build);
     await mkdir(path.join(dir, 'node_modules/pkg'), { recursive: true });
     await writeFile(path.join(dir, 'node_modules/pkg/index.js'), 'x');
+    await writeFile(path.join(dir, '.env'), 'SECRET=1');
+    await writeFile(path.join(dir, '.git/HEAD'), 'ref: y\n');
     expect(await buildContentHash(build)).toBe(withIgnore);
+  });
+
+  it('changes exactly when the packed context does: not on times, yes on modes', async () => {
+    const first = await buildContentHash(build);
+    await utimes(path.join(dir, 'src/app.py'), new Date(), new Date(2005, 0, 1));
+    expect(await buildContentHash(build)).toBe(first);
+    await chmod(path.join(dir, 'src/app.py'), 0o755);
+    expect(await buildContentHash(build)).not.toBe(first);
+  });
+
+  it('hashes a given listing, the one then packed for the build', async () => {
+    const entries = await listContextFiles(dir, 'Dockerfile');
+    const first = await buildContentHash(build, entries);
+    expect(first).toBe(await buildContentHash(build));
+    const packed = createHash('sha256');
+    packed.update(JSON.stringify({ dockerfile: 'Dockerfile', args: {}, target: null }));
+    for await (const chunk of packContext(dir, entries)) packed.update(chunk as Buffer);
+    expect(packed.digest('hex')).toBe(first);
   });
 
   it('hashes symbolic links as links, dangling or pointing at folders', async () => {

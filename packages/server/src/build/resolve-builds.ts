@@ -3,6 +3,7 @@ import type { EnvPlan, Runtime, WorkloadPlan } from '../runtime/runtime.js';
 import { RuntimeStepError } from '../runtime/runtime.js';
 import { workloadHash } from '../spec/index.js';
 import { buildContentHash, contentTag } from './content-tag.js';
+import { listContextFiles, packContext } from './context-files.js';
 
 export type BuildProgress = (
   event:
@@ -13,13 +14,26 @@ export type BuildProgress = (
 
 const STEP = /^Step \d+\/\d+ : /;
 
-/** Returns the plan with images and spec hashes filled in; builds run one at a time (2-core machines). */
+export interface ResolveBuildsOptions {
+  onProgress?: BuildProgress;
+  /** A destroy stops the build running and the ones still to come. */
+  signal?: AbortSignal;
+  /** Called for every image an environment uses (built or reused): the basis of image GC's "least recently used". */
+  onImageUsed?: (image: string) => Promise<void>;
+}
+
+/**
+ * Returns the plan with images and spec hashes filled in; builds run one at a time (2-core
+ * machines). A workload whose image was resolved before (a repair, a restarted control plane) keeps
+ * that image as long as it exists: a repair never rebuilds from a checkout that changed since. If
+ * the image is gone (image GC, a user), it is rebuilt only when the context still hashes to it.
+ */
 export async function resolveBuilds(
   plan: EnvPlan,
   runtime: Runtime,
-  onProgress?: BuildProgress,
-  signal?: AbortSignal,
+  options: ResolveBuildsOptions = {},
 ): Promise<EnvPlan> {
+  const { onProgress, signal } = options;
   const built = new Map<string, string>();
   const workloads: WorkloadPlan[] = [];
   for (const workload of plan.workloads) {
@@ -27,15 +41,26 @@ export async function resolveBuilds(
       workloads.push(workload);
       continue;
     }
-    // A running build is not interrupted, but a destroy stops the ones still to come.
     signal?.throwIfAborted();
+    const step = `build:${workload.name}`;
+    const resolved = workload.image !== '' ? workload.image : null;
+    if (resolved !== null && (built.has(resolved) || (await runtime.hasImage(resolved)))) {
+      if (!built.has(resolved)) onProgress?.({ workload: workload.name, status: 'reused', image: resolved });
+      built.set(resolved, workload.name);
+      await options.onImageUsed?.(resolved);
+      workloads.push(workload);
+      continue;
+    }
     let image: string;
     try {
       image = contentTag(plan.project, await buildContentHash(workload.build));
     } catch (err) {
+      throw new RuntimeStepError(step, `cannot read build context: ${(err as Error).message}`);
+    }
+    if (resolved !== null && image !== resolved) {
       throw new RuntimeStepError(
-        `build:${workload.name}`,
-        `cannot read build context: ${(err as Error).message}`,
+        step,
+        `image ${resolved} built for this environment is gone, and its build context has changed since; destroy and recreate the environment`,
       );
     }
     if (!built.has(image)) {
@@ -44,16 +69,23 @@ export async function resolveBuilds(
       } else {
         onProgress?.({ workload: workload.name, status: 'building', image });
         try {
-          await runtime.buildImage(image, workload.build, (line) => {
-            if (STEP.test(line))
-              onProgress?.({ workload: workload.name, status: 'step', step: line.slice(0, 120) });
+          const entries = await listContextFiles(workload.build.context, workload.build.dockerfile);
+          await runtime.buildImage(image, workload.build, {
+            context: packContext(workload.build.context, entries),
+            onLog: (line) => {
+              if (STEP.test(line))
+                onProgress?.({ workload: workload.name, status: 'step', step: line.slice(0, 120) });
+            },
+            ...(signal ? { signal } : {}),
           });
         } catch (err) {
-          throw new RuntimeStepError(`build:${workload.name}`, (err as Error).message);
+          if (signal?.aborted) throw err;
+          throw new RuntimeStepError(step, (err as Error).message);
         }
         onProgress?.({ workload: workload.name, status: 'built', image });
       }
       built.set(image, workload.name);
+      await options.onImageUsed?.(image);
     }
     const { specHash: _old, ...rest } = { ...workload, image };
     workloads.push({ ...rest, specHash: workloadHash(rest) });
@@ -61,4 +93,5 @@ export async function resolveBuilds(
   return { ...plan, workloads };
 }
 
+/** True when some workload's image still has to be resolved (or checked) by {@link resolveBuilds}. */
 export const needsBuild = (plan: EnvPlan) => plan.workloads.some((w) => w.build);
