@@ -20,6 +20,7 @@ import {
   type ControlPlane as Plane,
   startControlPlane as startPlane,
   stopControlPlane,
+  uploadBundle,
   waitForState,
 } from '../packages/server/src/test-support/control-plane-process.js';
 
@@ -40,10 +41,12 @@ async function timed<T>(fn: () => Promise<T>): Promise<number> {
 const waitState = (plane: Plane, name: string, states: string[]) =>
   waitForState(plane, name, states, 600_000);
 
-async function mayflyUp(plane: Plane, name: string, content: string, dir: string) {
+/** As the CLI does it: the template's folder uploaded as a bundle, then the environment created from it. */
+async function mayflyUp(plane: Plane, name: string, dir: string) {
+  const bundle = await uploadBundle(plane, dir);
   await call(plane, 'POST', '/v1/environments', {
     name,
-    template: { filename: 'compose.yaml', content, dir },
+    template: { filename: 'compose.yaml', bundle },
   });
   await waitState(plane, name, ['ready']);
 }
@@ -105,13 +108,12 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 
 async function main() {
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'mayfly-bench-'));
-  const content = await readFile(composeFile, 'utf8');
   const dir = path.dirname(composeFile);
   const plane = await startPlane(dataDir);
   try {
     // Warm-up: both tools build their images once; nothing below measures a build.
     process.stderr.write('warming up (building images if needed)…\n');
-    await mayflyUp(plane, 'bench-warm', content, dir);
+    await mayflyUp(plane, 'bench-warm', dir);
     await mayflyDown(plane, 'bench-warm');
     await compose('benchwarm', 'build');
     await composeUpAndWait('benchwarm');
@@ -126,7 +128,7 @@ async function main() {
     };
     for (let i = 0; i < ROUNDS; i++) {
       process.stderr.write(`round ${i + 1}/${ROUNDS}\n`);
-      results.mayflyCreate.push(await timed(() => mayflyUp(plane, `bench-${i}`, content, dir)));
+      results.mayflyCreate.push(await timed(() => mayflyUp(plane, `bench-${i}`, dir)));
       await mayflyDown(plane, `bench-${i}`);
       // The same through the CLI, process start included, as a user types it.
       results.mayflyCliCreate.push(await timed(() => mayflyCliUp(plane, `bench-${i}`)));

@@ -61,6 +61,9 @@ export const EnvEvent = z.object({
 });
 export type EnvEvent = z.infer<typeof EnvEvent>;
 
+/** Longest `<service>--<environment>` host label: DNS allows 63 characters per label. */
+export const DNS_LABEL_MAX = 63;
+
 /** Environment names become DNS labels (`<service>--<name>.localhost`), so they are kept to that alphabet. */
 export const EnvName = z
   .string()
@@ -69,22 +72,106 @@ export const EnvName = z
   .regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/, 'lowercase letters, digits and single hyphens, not at either end')
   .refine((s) => !s.includes('--'), 'must not contain "--" (it separates service and environment in URLs)');
 
-export const CreateEnvironmentRequest = z.object({
+/** Project names are labels on runtime objects and parts of image names: the same alphabet as environments. */
+export const ProjectName = z
+  .string()
+  .min(1)
+  .max(40)
+  .regex(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/, 'lowercase letters, digits and hyphens, not at either end');
+
+/** Largest template file (UTF-8 bytes) the server reads; a bigger one is refused before parsing. */
+export const TEMPLATE_MAX_BYTES = 1024 * 1024;
+
+/** The template of an environment: sent inline, or read from a bundle uploaded before. */
+export const TemplateRef = z
+  .strictObject({
+    /**
+     * With `bundle`, the template's path inside the bundle (e.g. `compose.yaml`); otherwise the file
+     * name as the user knows it. Used in error messages and to tell Compose from mayfly.yaml.
+     */
+    filename: z.string().min(1).max(255),
+    /** The template itself, when it comes without a folder: it may then name no host path at all. */
+    content: z.string().max(TEMPLATE_MAX_BYTES).optional(),
+    /** Id of an uploaded bundle (`POST /v1/bundles`) holding the template's folder; used once. */
+    bundle: z
+      .string()
+      .regex(/^[a-z0-9]{1,64}$/)
+      .optional(),
+  })
+  .refine((t) => (t.content === undefined) !== (t.bundle === undefined), {
+    message: 'give the template either as "content" or as a "bundle", not both and not neither',
+  });
+
+export const CreateEnvironmentRequest = z.strictObject({
   name: EnvName.optional(),
-  project: z.string().min(1).max(63).default('default'),
+  /** Without `name`, the generated one starts with this (made DNS-safe), e.g. the template's folder: `shop-k3v9`. */
+  namePrefix: z.string().max(64).optional(),
+  project: ProjectName.default('default'),
   kind: EnvKind.default('preview'),
-  template: z.object({
-    /** File name as the user knows it, used in error messages and to tell Compose from mayfly.yaml. */
-    filename: z.string().min(1),
-    content: z.string(),
-    /** Absolute directory that relative paths in the template (build contexts, env files) are resolved against. */
-    dir: z.string().optional(),
-  }),
-  inputs: z.record(z.string(), z.string()).default({}),
+  template: TemplateRef,
+  inputs: z
+    .record(
+      z
+        .string()
+        .regex(/^[A-Za-z_][A-Za-z0-9_]*$/)
+        .max(128),
+      z.string().max(64 * 1024),
+    )
+    .refine((r) => Object.keys(r).length <= 200, 'at most 200 inputs')
+    .default({}),
   /** Time to live, e.g. `30m`, `2h`, `1d`; the environment is destroyed when it runs out. */
-  ttl: z.string().optional(),
+  ttl: z.string().max(32).optional(),
 });
 export type CreateEnvironmentRequest = z.input<typeof CreateEnvironmentRequest>;
+
+/** A template folder uploaded as a tar (gzip'd or not), unpacked by the server into its own work dir. */
+export const Bundle = z.object({
+  id: z.string(),
+  files: z.number().int(),
+  /** Uncompressed size. */
+  bytes: z.number().int(),
+  /** An unused bundle is deleted after this. */
+  expiresAt: z.string(),
+});
+export type Bundle = z.infer<typeof Bundle>;
+
+/**
+ * What a token may do, each including the ones before it: `read` (list, get, events, logs),
+ * `write` (create and destroy environments, upload bundles), `admin` (tokens, settings).
+ */
+export const TOKEN_SCOPES = ['read', 'write', 'admin'] as const;
+export const TokenScope = z.enum(TOKEN_SCOPES);
+export type TokenScope = z.infer<typeof TokenScope>;
+
+/** True when a token of scope `held` may do what needs `needed`. */
+export function scopeAllows(held: TokenScope, needed: TokenScope): boolean {
+  return TOKEN_SCOPES.indexOf(held) >= TOKEN_SCOPES.indexOf(needed);
+}
+
+export const Token = z.object({
+  id: z.string(),
+  name: z.string(),
+  scope: TokenScope,
+  /** Bound to one project: sees and changes only its environments. */
+  project: z.string().nullable(),
+  createdAt: z.string(),
+  expiresAt: z.string().nullable(),
+  revokedAt: z.string().nullable(),
+});
+export type Token = z.infer<typeof Token>;
+
+export const CreateTokenRequest = z.strictObject({
+  name: z.string().min(1).max(100),
+  scope: TokenScope,
+  project: ProjectName.optional(),
+  /** Lifetime, e.g. `30d`; without it the token lives until revoked. */
+  ttl: z.string().max(32).optional(),
+});
+export type CreateTokenRequest = z.input<typeof CreateTokenRequest>;
+
+/** The answer to a token creation: the only time the token itself is shown. */
+export const CreatedToken = Token.extend({ token: z.string() });
+export type CreatedToken = z.infer<typeof CreatedToken>;
 
 export const ERROR_CODES = [
   'invalid_request',
@@ -138,4 +225,7 @@ export const ApiPaths = {
   environment: (idOrName: string) => `/v1/environments/${encodeURIComponent(idOrName)}`,
   events: (idOrName: string) => `/v1/environments/${encodeURIComponent(idOrName)}/events`,
   logs: (idOrName: string) => `/v1/environments/${encodeURIComponent(idOrName)}/logs`,
+  bundles: '/v1/bundles',
+  tokens: '/v1/tokens',
+  token: (id: string) => `/v1/tokens/${encodeURIComponent(id)}`,
 } as const;

@@ -1,9 +1,18 @@
-/** Start-up of the composition root: one server per SQLite data dir, and the admin token file. */
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+/**
+ * Start-up and shutdown of the composition root: one server per SQLite data dir (a kernel lock,
+ * not fooled by pids), the admin token file, and a SIGTERM that ends the process within seconds
+ * even with log streams and WebSockets open.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import type { Environment } from '@mayfly/contract';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import WebSocket from 'ws';
 import { startServer } from './main.js';
+import { callApi, startControlPlane, waitForState } from './test-support/control-plane-process.js';
+import { TESTKIT_IMAGE, testInstanceName } from './test-support/global-setup.js';
 
 describe('server start-up', () => {
   let dataDir: string;
@@ -14,7 +23,7 @@ describe('server start-up', () => {
     await rm(dataDir, { recursive: true, force: true });
   });
 
-  const start = () => startServer({ port: 0, dataDir, logLevel: 'silent' });
+  const start = () => startServer({ port: 0, dataDir, logLevel: 'silent', instanceName: testInstanceName() });
   const whoAmI = async (url: string, token: string) =>
     (await fetch(`${url}/v1/environments`, { headers: { authorization: `Bearer ${token}` } })).status;
 
@@ -24,6 +33,22 @@ describe('server start-up', () => {
     await first.close();
     const again = await start();
     await again.close();
+  });
+
+  it('is not fooled by a stale pid file holding its own pid, or a live process that got a recycled pid', async () => {
+    // A container restart gives the new server the old one's pid: the pid file then names "itself".
+    await writeFile(path.join(dataDir, 'server.pid'), `${process.pid}\n`);
+    const own = await start();
+    await own.close();
+    const other = spawn('sleep', ['60']);
+    try {
+      await writeFile(path.join(dataDir, 'server.pid'), `${other.pid}\n`);
+      const recycled = await start();
+      expect((await readFile(path.join(dataDir, 'server.pid'), 'utf8')).trim()).toBe(String(process.pid));
+      await recycled.close();
+    } finally {
+      other.kill();
+    }
   });
 
   it('writes an admin token on first start, and a new one when the file is gone', async () => {
@@ -46,5 +71,49 @@ describe('server start-up', () => {
     expect(fresh).not.toBe(token);
     expect(await whoAmI(renewed.url, fresh)).toBe(200);
     await renewed.close();
+  });
+});
+
+describe('shutdown', () => {
+  it('SIGTERM with a followed log stream and a WebSocket open ends the process within seconds', async () => {
+    const dataDir = await mkdtemp(path.join(os.tmpdir(), 'mayfly-sigterm-'));
+    let plane = await startControlPlane(dataDir);
+    const env = await callApi<Environment>(plane, 'POST', '/v1/environments', {
+      name: 'open',
+      template: {
+        filename: 'compose.yaml',
+        content: `services:\n  web:\n    image: ${TESTKIT_IMAGE}\n    command: ["testkit", "http", "--port", "8080"]\n    ports: ["8080"]\n`,
+      },
+    });
+    await waitForState(plane, 'open', ['ready']);
+    const logs = await fetch(`${plane.url}/v1/environments/open/logs?follow=1`, {
+      headers: { authorization: `Bearer ${plane.token}` },
+    });
+    const reader = logs.body!.getReader();
+    await reader.read(); // the stream is open and flowing
+    const ws = new WebSocket(`${plane.url.replace('http', 'ws')}/ws`, {
+      headers: { host: 'web--open.localhost' },
+    });
+    await new Promise<void>((resolve, reject) => {
+      ws.once('open', () => ws.send('hello'));
+      ws.once('message', () => resolve());
+      ws.once('error', reject);
+    });
+    const exited = new Promise<number>((resolve) =>
+      plane.child.once('exit', () => resolve(performance.now())),
+    );
+    const sent = performance.now();
+    plane.child.kill('SIGTERM');
+    const tookMs = (await exited) - sent;
+    expect(tookMs).toBeLessThan(5_000);
+    ws.terminate();
+    await reader.cancel().catch(() => {});
+    // Clean up with a new process on the same data dir.
+    plane = await startControlPlane(dataDir);
+    await callApi(plane, 'DELETE', `/v1/environments/${env.id}`);
+    await waitForState(plane, env.id, ['destroyed']);
+    plane.child.kill('SIGTERM');
+    await new Promise((r) => plane.child.once('exit', r));
+    await rm(dataDir, { recursive: true, force: true });
   });
 });

@@ -2,23 +2,26 @@
  * Composition root: config → store → runtime → controller → API + gateway on one listener.
  * The only module that picks a runtime driver.
  */
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { mkdir, rename, writeFile } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { nanoid } from 'nanoid';
+import { TokenService } from './access/token-service.js';
 import { buildApi } from './api/app.js';
+import type { ScopedRoute } from './api/auth.js';
 import { loadConfig, type ServerConfigInput } from './config/config.js';
+import { BundleService } from './controller/bundle-service.js';
 import { EnvironmentService } from './controller/environment-service.js';
 import { Reconciler } from './controller/reconciler.js';
 import type { UrlScheme } from './controller/urls.js';
+import { lockDataDir, prepareDataDir } from './data-dir/data-dir.js';
 import { Gateway } from './gateway/gateway.js';
 import { createLogger } from './observability/logger.js';
 import { createMetrics } from './observability/metrics.js';
 import { DockerRuntime } from './runtime/docker/docker-runtime.js';
 import type { Runtime } from './runtime/runtime.js';
+import { Workspaces } from './sources/workspaces.js';
 import { openStore } from './store/open-store.js';
 import type { Store } from './store/store.js';
 
@@ -42,6 +45,10 @@ export interface RunningServer {
   runtime: Runtime;
   environments: EnvironmentService;
   reconciler: Reconciler;
+  workspaces: Workspaces;
+  gateway: Gateway;
+  /** The API's routes with the token scope each needs (what `/openapi.json` must document). */
+  routes: ScopedRoute[];
   close(): Promise<void>;
 }
 
@@ -49,9 +56,15 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
   const { runtime: injectedRuntime, logDestination, ...configInput } = options;
   const config = loadConfig(configInput);
   const logger = createLogger(config.logLevel, logDestination);
-  await mkdir(config.dataDir, { recursive: true });
+  prepareDataDir(config.dataDir);
+  // With SQLite, one server per data dir: two would share the stable lease owner and fight.
   const unlock = config.dbUrl ? () => {} : lockDataDir(config.dataDir);
-  const store = await openStore({ url: config.dbUrl, dataDir: config.dataDir, logger }).catch((err) => {
+  const store = await openStore({
+    url: config.dbUrl,
+    dataDir: config.dataDir,
+    logger,
+    ...(config.instanceName ? { instanceName: config.instanceName } : {}),
+  }).catch((err) => {
     unlock();
     throw err;
   });
@@ -66,11 +79,22 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
       socketPath: config.dockerSocket,
       instance: store.instanceId,
       subnetPool: { base: config.dockerSubnetPool, size: config.dockerSubnetSize },
+      containerLogLimits: { maxSizeBytes: Math.ceil(config.containerLogMaxBytes / 3), maxFiles: 3 },
     });
+  const workspaces = new Workspaces({
+    root: path.join(config.dataDir, 'work'),
+    limits: {
+      maxBytes: config.bundleMaxBytes,
+      maxFiles: config.bundleMaxFiles,
+      maxPathLength: 1024,
+      maxDepth: 64,
+    },
+    bundleTtlMs: config.bundleTtlMs,
+  });
 
-  const { file: adminTokenFile, created: adminTokenCreated } = config.bootstrapAdminToken
-    ? await bootstrapAdminToken(store, config.dataDir)
-    : { file: null, created: false };
+  const tokens = new TokenService({ store });
+  const adminTokenFile = config.bootstrapAdminToken ? path.join(config.dataDir, 'admin-token') : null;
+  const adminTokenCreated = adminTokenFile ? await tokens.bootstrapAdmin(adminTokenFile) : false;
 
   const urls: UrlScheme = { scheme: config.publicScheme, baseDomain: config.baseDomain, port: config.port };
   // SQLite means one control plane on one machine: a stable owner lets a restarted process take
@@ -78,28 +102,56 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
   const owner =
     config.replicaId ??
     (store.dialect === 'sqlite' ? `local@${os.hostname()}` : `${os.hostname()}-${nanoid(6)}`);
+  const policy = { allowedHostPaths: config.allowHostPaths };
+  const gateway = new Gateway({
+    store,
+    runtime,
+    urls,
+    logger: logger.child({ component: 'gateway' }),
+    cacheMs: config.gatewayCacheMs,
+    negativeCacheMs: config.gatewayNegativeCacheMs,
+    cacheEntries: config.gatewayCacheEntries,
+  });
   const reconciler = new Reconciler({
     store,
     runtime,
+    workspaces,
+    policy,
     logger: logger.child({ component: 'controller' }),
     metrics,
     owner,
     leaseMs: config.leaseMs,
     intervalMs: config.reconcileIntervalMs,
     gcIntervalMs: config.gcIntervalMs,
+    maxAttempts: config.maxAttempts,
+    runtimeUnavailableFailAfterMs: config.runtimeUnavailableFailAfterMs,
+    desiredPollMs: config.desiredPollMs,
+    imageBudgetBytes: config.imageBudgetBytes,
+    imageGcGraceMs: config.imageGcGraceMs,
+    destroyedRetentionMs: config.destroyedRetentionMs,
+    maxEventsPerEnv: config.maxEventsPerEnv,
+    onDestroyed: (env) => gateway.forget(env.name),
   });
   const environments = new EnvironmentService({
     store,
     runtime,
     urls,
+    workspaces,
+    policy: {
+      ...policy,
+      defaultMemoryBytes: config.defaultMemoryBytes,
+      defaultPids: config.defaultPids,
+    },
+    defaultLogTail: config.logTailDefault,
     onChange: (id) => reconciler.changed(id),
   });
-  const gateway = new Gateway({ store, runtime, urls, logger: logger.child({ component: 'gateway' }) });
+  const bundles = new BundleService({ workspaces });
 
-  const app = await buildApi({
+  const { app, routes } = await buildApi({
     store,
-    runtime,
     environments,
+    tokens,
+    bundles,
     metrics,
     logger,
     version: VERSION,
@@ -135,7 +187,11 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     runtime,
     environments,
     reconciler,
+    workspaces,
+    gateway,
+    routes,
     async close() {
+      // Work in flight is aborted; open streams and WebSockets are cut rather than waited for.
       await reconciler.stop();
       gateway.close();
       await app.close();
@@ -143,56 +199,4 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
       unlock();
     },
   };
-}
-
-/**
- * The admin token file is what the CLI on this machine authenticates with. It is made on first
- * start, and again whenever it is missing (deleted, or a crash came between insert and write):
- * written to a temporary file and renamed, so it is never half there.
- */
-async function bootstrapAdminToken(
-  store: Store,
-  dataDir: string,
-): Promise<{ file: string; created: boolean }> {
-  const file = path.join(dataDir, 'admin-token');
-  if (existsSync(file)) return { file, created: false };
-  const { token } = await store.tokens.create('admin', ['admin']);
-  const tmp = `${file}.${process.pid}.tmp`;
-  await writeFile(tmp, `${token}\n`, { mode: 0o600 });
-  await rename(tmp, file);
-  return { file, created: true };
-}
-
-/**
- * With SQLite, one server per data dir: two would share the stable lease owner and fight over
- * every environment. The lock is a pid file, so it also tells users which process to stop; a
- * dead owner's lock is taken over.
- */
-function lockDataDir(dataDir: string): () => void {
-  const file = path.join(dataDir, 'server.pid');
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      writeFileSync(file, `${process.pid}\n`, { flag: 'wx' });
-      return () => rmSync(file, { force: true });
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-      const holder = Number(readFileSync(file, 'utf8').trim());
-      if (holder && isAlive(holder)) {
-        throw new Error(
-          `another Mayfly server (pid ${holder}) is using ${dataDir}; stop it or use another --data dir`,
-        );
-      }
-      rmSync(file, { force: true });
-    }
-  }
-  throw new Error(`could not lock ${dataDir}`);
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }

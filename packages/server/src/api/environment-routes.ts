@@ -1,118 +1,76 @@
 /** `/v1/environments`: create, list, get, destroy, events and logs. */
 import type { Server } from 'node:http';
-import { PassThrough, type Readable } from 'node:stream';
-import { ApiPaths } from '@mayfly/contract';
+import { ApiPaths, TEMPLATE_MAX_BYTES } from '@mayfly/contract';
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 import type { ApiDeps } from './app.js';
+import { requireAccess } from './auth.js';
 
-const ListQuery = z.object({
-  project: z.string().optional(),
-  all: z.enum(['0', '1', 'true', 'false']).optional(),
-});
-const EventsQuery = z.object({ after: z.coerce.number().int().optional() });
+const flag = z.enum(['0', '1', 'true', 'false']).optional();
+const ListQuery = z.object({ project: z.string().max(64).optional(), all: flag });
+const EventsQuery = z.object({ after: z.coerce.number().int().nonnegative().optional() });
 const LogsQuery = z.object({
-  service: z.string().optional(),
-  tail: z.coerce.number().int().positive().optional(),
-  follow: z.enum(['0', '1', 'true', 'false']).optional(),
+  service: z.string().max(64).optional(),
+  /** Last N lines (0: none, only what follows); `all` for everything. */
+  tail: z.union([z.literal('all'), z.coerce.number().int().nonnegative()]).optional(),
+  follow: flag,
 });
-const IdParams = z.object({ id: z.string() });
+const IdParams = z.object({ id: z.string().min(1).max(64) });
 const truthy = (v: string | undefined) => v === '1' || v === 'true';
+
+/**
+ * A template may be 1 MiB of UTF-8, which JSON escaping can make several times longer; every other
+ * field of the request is small.
+ */
+const CREATE_BODY_LIMIT = 8 * TEMPLATE_MAX_BYTES;
 
 export function registerEnvironmentRoutes(app: FastifyInstance<Server>, deps: ApiDeps): void {
   const { environments } = deps;
   const base = ApiPaths.environments;
+  const read = { config: { scope: 'read' as const } };
 
-  app.post(base, async (req, reply) => {
-    const env = await environments.create(req.body as never);
+  app.post(base, { config: { scope: 'write' }, bodyLimit: CREATE_BODY_LIMIT }, async (req, reply) => {
+    const access = requireAccess(req);
+    const env = await environments.create(req.body as never, access);
     return reply.status(201).send(await environments.toResource(env));
   });
 
-  app.get(base, async (req) => {
+  app.get(base, read, async (req) => {
     const q = ListQuery.parse(req.query);
-    const items = await environments.list({ project: q.project, all: truthy(q.all) });
+    const items = await environments.list(requireAccess(req), { project: q.project, all: truthy(q.all) });
     return { items: await Promise.all(items.map((e) => environments.toResource(e))) };
   });
 
-  app.get(`${base}/:id`, async (req) => {
+  app.get(`${base}/:id`, read, async (req) => {
     const { id } = IdParams.parse(req.params);
-    return environments.toResource(await environments.find(id), true);
+    return environments.toResource(await environments.find(id, requireAccess(req)), true);
   });
 
-  app.delete(`${base}/:id`, async (req, reply) => {
+  app.delete(`${base}/:id`, { config: { scope: 'write' } }, async (req, reply) => {
     const { id } = IdParams.parse(req.params);
-    return reply.status(202).send(await environments.toResource(await environments.destroy(id)));
+    const env = await environments.destroy(id, requireAccess(req));
+    return reply.status(202).send(await environments.toResource(env));
   });
 
-  app.get(`${base}/:id/events`, async (req) => {
+  app.get(`${base}/:id/events`, read, async (req) => {
     const { id } = IdParams.parse(req.params);
     const q = EventsQuery.parse(req.query);
-    const env = await environments.find(id);
-    const events = await deps.store.events.list(env.id, { afterId: q.after });
-    return {
-      items: events.map((e) => ({
-        id: e.id,
-        envId: e.envId,
-        type: e.type,
-        state: e.state,
-        message: e.message,
-        at: e.at.toISOString(),
-      })),
-    };
+    return { items: await environments.events(id, requireAccess(req), { after: q.after }) };
   });
 
-  app.get(`${base}/:id/logs`, async (req, reply) => {
+  app.get(`${base}/:id/logs`, read, async (req, reply) => {
     const { id } = IdParams.parse(req.params);
     const q = LogsQuery.parse(req.query);
-    const env = await environments.find(id);
-    const follow = truthy(q.follow);
-    const services = q.service ? [q.service] : (env.plan?.workloads.map((w) => w.name) ?? []);
     const abort = new AbortController();
-    req.raw.on('close', () => abort.abort());
-    const sources = await Promise.all(
-      services.map(async (s) => {
-        try {
-          return {
-            service: s,
-            stream: await deps.runtime.logs(env.id, s, { follow, tail: q.tail, signal: abort.signal }),
-          };
-        } catch (err) {
-          if (q.service) throw err;
-          return null; // a job that never ran has no logs; the others still do
-        }
-      }),
-    );
-    const present = sources.filter((s): s is { service: string; stream: Readable } => s !== null);
+    // The response's close (client gone, or server closing) ends the reads from the runtime.
+    reply.raw.on('close', () => abort.abort());
+    const stream = await environments.logs(id, requireAccess(req), {
+      service: q.service,
+      tail: q.tail === 'all' ? undefined : (q.tail ?? environments.defaultLogTail),
+      follow: truthy(q.follow),
+      signal: abort.signal,
+    });
     reply.header('content-type', 'text/plain; charset=utf-8');
-    if (q.service) return reply.send(present[0]!.stream);
-    return reply.send(prefixLines(present, abort.signal));
+    return reply.send(stream);
   });
-}
-
-/** Merges several log streams into one, each line prefixed `service | `. */
-function prefixLines(sources: { service: string; stream: Readable }[], signal: AbortSignal): Readable {
-  const out = new PassThrough();
-  const width = Math.max(0, ...sources.map((s) => s.service.length));
-  let open = sources.length;
-  if (open === 0) out.end();
-  for (const { service, stream } of sources) {
-    let rest = '';
-    const prefix = `${service.padEnd(width)} | `;
-    stream.on('data', (chunk: Buffer) => {
-      const lines = (rest + chunk.toString('utf8')).split('\n');
-      rest = lines.pop() ?? '';
-      for (const line of lines) out.write(`${prefix}${line}\n`);
-    });
-    stream.on('end', () => {
-      if (rest) out.write(`${prefix}${rest}\n`);
-      if (--open === 0) out.end();
-    });
-    stream.on('error', () => {
-      if (--open === 0) out.end();
-    });
-  }
-  signal.addEventListener('abort', () => {
-    for (const { stream } of sources) stream.destroy();
-  });
-  return out;
 }

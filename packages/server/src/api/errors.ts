@@ -1,8 +1,16 @@
 /** The one place where domain errors become HTTP statuses and `ErrorBody` JSON. */
 import type { ErrorBody, ErrorCode } from '@mayfly/contract';
 import { ZodError } from 'zod';
-import { InvalidRequestError, NotFoundError, QuotaExceededError } from '../controller/errors.js';
+import {
+  ConflictError,
+  ForbiddenError,
+  InvalidRequestError,
+  NotFoundError,
+  QuotaExceededError,
+} from '../controller/errors.js';
 import { RuntimeUnavailableError, WorkloadNotFoundError } from '../runtime/runtime.js';
+import { BundleError } from '../sources/bundle-unpack.js';
+import { BindSourceError, BundleNotFoundError } from '../sources/workspaces.js';
 import { TemplateError } from '../spec/index.js';
 import { EnvironmentNotFoundError } from '../store/environment-repository.js';
 import { NameTakenError } from '../store/store.js';
@@ -22,15 +30,23 @@ export function toHttpError(err: unknown): { status: number; body: ErrorBody } {
     const message = err.issues.map((i) => `${i.path.join('.') || '(body)'}: ${i.message}`).join('; ');
     return { status: 400, body: body('invalid_request', message) };
   }
-  if (err instanceof InvalidRequestError) return { status: 400, body: body('invalid_request', err.message) };
+  if (
+    err instanceof InvalidRequestError ||
+    err instanceof BundleError ||
+    err instanceof BundleNotFoundError ||
+    err instanceof BindSourceError
+  )
+    return { status: 400, body: body('invalid_request', err.message) };
   if (err instanceof UnauthorizedError) return { status: 401, body: body('unauthorized', err.message) };
+  if (err instanceof ForbiddenError) return { status: 403, body: body('forbidden', err.message) };
   if (
     err instanceof NotFoundError ||
     err instanceof EnvironmentNotFoundError ||
     err instanceof WorkloadNotFoundError
   )
     return { status: 404, body: body('not_found', err.message) };
-  if (err instanceof NameTakenError) return { status: 409, body: body('conflict', err.message) };
+  if (err instanceof NameTakenError || err instanceof ConflictError)
+    return { status: 409, body: body('conflict', err.message) };
   if (err instanceof QuotaExceededError) return { status: 429, body: body('quota_exceeded', err.message) };
   if (err instanceof RuntimeUnavailableError)
     return { status: 503, body: body('runtime_unavailable', err.message) };

@@ -2,8 +2,18 @@
  * The OpenAPI 3.1 description of the REST API, generated from the same zod schemas (contract)
  * that validate requests and type the SDK, so the document cannot drift from the code.
  */
-import { CreateEnvironmentRequest, EnvEvent, Environment, ErrorBody } from '@mayfly/contract';
+import {
+  Bundle,
+  CreatedToken,
+  CreateEnvironmentRequest,
+  CreateTokenRequest,
+  EnvEvent,
+  Environment,
+  ErrorBody,
+  Token,
+} from '@mayfly/contract';
 import { z } from 'zod';
+import type { ScopedRoute } from './auth.js';
 
 const schema = (s: z.ZodType, io: 'input' | 'output' = 'output') =>
   z.toJSONSchema(s, { io, unrepresentable: 'any' });
@@ -12,7 +22,8 @@ const json = (name: string) => ({ content: { 'application/json': { schema: ref(n
 const errors = Object.fromEntries(
   [
     ['400', 'invalid request or template'],
-    ['401', 'missing or invalid token'],
+    ['401', 'missing, invalid, expired or revoked token'],
+    ['403', 'the token lacks the scope, or is bound to another project'],
     ['404', 'no such environment'],
   ].map(([code, description]) => [code, { description, ...json('Error') }]),
 );
@@ -24,7 +35,26 @@ const idParam = {
   schema: { type: 'string' },
 };
 
-export function openApiDocument(version: string) {
+/** `/v1/environments/:id` (fastify) → `/v1/environments/{id}` (OpenAPI). */
+export const openApiPath = (url: string) => url.replace(/:(\w+)/g, '{$1}');
+
+/**
+ * The document, with each operation's token scope (`x-mayfly-scope`) and security taken from the
+ * routes as registered, so what is documented is what is enforced.
+ */
+export function openApiDocument(version: string, routes: ScopedRoute[]) {
+  const doc = baseDocument(version);
+  const paths = doc.paths as unknown as Record<string, Record<string, Record<string, unknown>>>;
+  for (const route of routes) {
+    const operation = paths[openApiPath(route.url)]?.[route.method.toLowerCase()];
+    if (!operation) continue;
+    operation['x-mayfly-scope'] = route.scope;
+    if (route.scope === 'public') operation.security = [];
+  }
+  return doc;
+}
+
+function baseDocument(version: string) {
   return {
     openapi: '3.1.0',
     info: { title: 'Mayfly API', version, description: 'Ephemeral environments: create, inspect, destroy.' },
@@ -35,11 +65,18 @@ export function openApiDocument(version: string) {
         Environment: schema(Environment),
         EnvEvent: schema(EnvEvent),
         CreateEnvironmentRequest: schema(CreateEnvironmentRequest, 'input'),
+        Bundle: schema(Bundle),
+        Token: schema(Token),
+        CreatedToken: schema(CreatedToken),
+        CreateTokenRequest: schema(CreateTokenRequest, 'input'),
         Error: schema(ErrorBody),
       },
     },
     paths: {
       '/healthz': { get: { security: [], summary: 'liveness', responses: { '200': { description: 'up' } } } },
+      '/openapi.json': {
+        get: { security: [], summary: 'this document', responses: { '200': { description: 'OpenAPI 3.1' } } },
+      },
       '/metrics': {
         get: { security: [], summary: 'Prometheus metrics', responses: { '200': { description: 'text' } } },
       },
@@ -115,13 +152,73 @@ export function openApiDocument(version: string) {
         parameters: [
           idParam,
           { name: 'service', in: 'query', schema: { type: 'string' } },
-          { name: 'tail', in: 'query', schema: { type: 'integer' } },
+          {
+            name: 'tail',
+            in: 'query',
+            description: 'last N lines (default 1000), or all',
+            schema: { oneOf: [{ type: 'integer', minimum: 0 }, { const: 'all' }] },
+          },
           { name: 'follow', in: 'query', schema: { type: 'string', enum: ['0', '1'] } },
         ],
         get: {
           summary: 'logs, streamed; without service every line is prefixed `service | `',
           responses: { '200': { description: 'text/plain stream' }, ...errors },
         },
+      },
+      '/v1/bundles': {
+        post: {
+          summary:
+            "upload a template's folder (scope write); create an environment from it with template.bundle",
+          requestBody: {
+            required: true,
+            content: {
+              'application/gzip': { schema: { type: 'string', contentMediaType: 'application/gzip' } },
+              'application/x-tar': { schema: { type: 'string', contentMediaType: 'application/x-tar' } },
+            },
+          },
+          responses: { '201': { description: 'unpacked and staged', ...json('Bundle') }, ...errors },
+        },
+      },
+      '/v1/tokens': {
+        post: {
+          summary: 'create a token (scope admin); the only answer that shows it',
+          requestBody: { required: true, ...json('CreateTokenRequest') },
+          responses: { '201': { description: 'created', ...json('CreatedToken') }, ...errors },
+        },
+        get: {
+          summary: 'list tokens (scope admin)',
+          parameters: [
+            {
+              name: 'all',
+              in: 'query',
+              description: 'include revoked ones',
+              schema: { type: 'string', enum: ['0', '1'] },
+            },
+          ],
+          responses: {
+            '200': {
+              description: 'tokens, never their secrets',
+              content: {
+                'application/json': {
+                  schema: { type: 'object', properties: { items: { type: 'array', items: ref('Token') } } },
+                },
+              },
+            },
+            ...errors,
+          },
+        },
+      },
+      '/v1/tokens/{id}': {
+        parameters: [
+          {
+            name: 'id',
+            in: 'path',
+            required: true,
+            description: 'token id or unique name',
+            schema: { type: 'string' },
+          },
+        ],
+        delete: { summary: 'revoke (scope admin)', responses: { '200': json('Token'), ...errors } },
       },
     },
   };

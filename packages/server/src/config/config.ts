@@ -27,8 +27,80 @@ export const ServerConfig = z.object({
   /** Work-lease owner; defaults per store (stable for SQLite, unique per process for PostgreSQL). */
   replicaId: z.string().optional(),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  /**
+   * Host directories templates may bind or read besides their own uploaded folder
+   * (`--allow-host-path`, repeatable). Absolute; a socket (such as Docker's) only when listed itself.
+   */
+  allowHostPaths: z
+    .array(z.string().refine((p) => path.isAbsolute(p), 'must be an absolute path'))
+    .default([]),
+  /** Every container gets these limits unless its template sets its own. */
+  defaultMemoryBytes: z.coerce
+    .number()
+    .int()
+    .positive()
+    .default(1024 ** 3),
+  defaultPids: z.coerce.number().int().positive().default(1024),
+  /** An uploaded template folder: largest size (uncompressed), file count; unused ones are deleted after `bundleTtlMs`. */
+  bundleMaxBytes: z.coerce
+    .number()
+    .int()
+    .positive()
+    .default(256 * 1024 ** 2),
+  bundleMaxFiles: z.coerce.number().int().positive().default(20_000),
+  bundleTtlMs: z.coerce.number().int().positive().default(3_600_000),
+  /** Disk Mayfly-built images may take; past it the least recently used ones are removed. */
+  imageBudgetBytes: z.coerce
+    .number()
+    .int()
+    .positive()
+    .default(20 * 1024 ** 3),
+  /** A built image used more recently than this is never collected (a bring-up may be about to use it). */
+  imageGcGraceMs: z.coerce
+    .number()
+    .int()
+    .nonnegative()
+    .default(10 * 60_000),
+  /** Destroyed environments are forgotten after this long; every environment keeps this many events at most. */
+  destroyedRetentionMs: z.coerce
+    .number()
+    .int()
+    .positive()
+    .default(7 * 86_400_000),
+  maxEventsPerEnv: z.coerce.number().int().positive().default(2_000),
+  /** Log lines served when a request does not say how many (`tail=all` for every line). */
+  logTailDefault: z.coerce.number().int().nonnegative().default(1_000),
+  /** The gateway remembers routes this long (misses: `gatewayNegativeCacheMs`), for at most this many hosts. */
+  gatewayCacheMs: z.coerce.number().int().positive().default(2_000),
+  gatewayNegativeCacheMs: z.coerce.number().int().positive().default(1_000),
+  gatewayCacheEntries: z.coerce.number().int().positive().default(10_000),
+  /** Failed attempts at a step before an environment is `failed`. */
+  maxAttempts: z.coerce.number().int().positive().default(5),
+  /** A bring-up waits this long for an unreachable runtime (engine down) before it fails. */
+  runtimeUnavailableFailAfterMs: z.coerce
+    .number()
+    .int()
+    .positive()
+    .default(10 * 60_000),
+  /** Output Docker keeps per container (json-file, in 3 files): a container printing forever cannot fill the disk. */
+  containerLogMaxBytes: z.coerce
+    .number()
+    .int()
+    .positive()
+    .default(30 * 1024 ** 2),
+  /** How often work in flight re-reads the desired state, so a destroy on another replica pre-empts it. */
+  desiredPollMs: z.coerce.number().int().positive().default(1_000),
   /** Create an admin token (written to `<dataDir>/admin-token`) when the store has none. */
   bootstrapAdminToken: z.boolean().default(true),
+  /**
+   * Names this installation when its store is new: the instance id (label `mayfly.instance` on every
+   * runtime object) becomes `<name>-<random>`, so installations sharing one engine are told apart
+   * at a glance. Ignored for a store that already has an id.
+   */
+  instanceName: z
+    .string()
+    .regex(/^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$/, 'lowercase letters, digits and hyphens, up to 32')
+    .optional(),
 });
 export type ServerConfig = z.infer<typeof ServerConfig>;
 export type ServerConfigInput = z.input<typeof ServerConfig>;

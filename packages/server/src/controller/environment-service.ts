@@ -1,20 +1,35 @@
 /**
  * What triggers (API, CLI, webhooks) do to environments: record desired state and an event, and
- * nudge the reconciler. Nothing here talks to a runtime's objects directly.
+ * nudge the reconciler. Reading an environment's logs and timeline goes through here too, so the
+ * API never touches the store or a runtime itself.
  */
+import { lstat, open, realpath } from 'node:fs/promises';
 import path from 'node:path';
+import type { Readable } from 'node:stream';
 import {
   CreateEnvironmentRequest,
   type CreateEnvironmentRequest as CreateInput,
+  DNS_LABEL_MAX,
+  type EnvEvent,
   type Environment,
   parseDuration,
   type ServiceStatus,
+  TEMPLATE_MAX_BYTES,
 } from '@mayfly/contract';
 import { customAlphabet } from 'nanoid';
-import type { Runtime } from '../runtime/runtime.js';
-import { loadTemplate, plan } from '../spec/index.js';
+import { type Access, canSee, FULL_ACCESS, projectForCreate } from '../access/access.js';
+import { type EnvPlan, type Runtime, RuntimeStepError, WorkloadNotFoundError } from '../runtime/runtime.js';
+import type { Workspaces } from '../sources/workspaces.js';
+import { loadTemplate, plan, type Template, TemplateError } from '../spec/index.js';
 import type { EnvironmentRecord, Store } from '../store/store.js';
 import { InvalidRequestError, NotFoundError } from './errors.js';
+import { keptLogStream, prefixLines } from './log-lines.js';
+import {
+  checkBindSources,
+  type HostPathPolicy,
+  withDefaultLimits,
+  withPrivateBindSources,
+} from './plan-policy.js';
 import { serviceUrl, type UrlScheme, urlsOf } from './urls.js';
 
 /** A directory that holds nothing: every host path is outside it. */
@@ -27,80 +42,157 @@ export interface EnvironmentServiceDeps {
   store: Store;
   runtime: Runtime;
   urls: UrlScheme;
+  workspaces: Workspaces;
+  /** Host paths templates may name, besides their own folder; limits every workload gets by default. */
+  policy: HostPathPolicy & { defaultMemoryBytes: number; defaultPids: number };
+  /** Lines of logs served when the caller does not say how many. */
+  defaultLogTail?: number;
   /** Called after every change of desired state, so the reconciler acts now rather than on its next tick. */
   onChange: (envId: string) => void;
 }
 
-export class EnvironmentService {
-  constructor(private readonly deps: EnvironmentServiceDeps) {}
+export interface LogRequest {
+  service?: string | undefined;
+  /** Last N lines; undefined: every line. */
+  tail?: number | undefined;
+  follow?: boolean;
+  signal?: AbortSignal;
+}
 
-  /** Validates the template and records a new environment as `pending`; the reconciler creates it. */
-  async create(input: CreateInput): Promise<EnvironmentRecord> {
+export class EnvironmentService {
+  readonly defaultLogTail: number;
+
+  constructor(private readonly deps: EnvironmentServiceDeps) {
+    this.defaultLogTail = deps.defaultLogTail ?? 1_000;
+  }
+
+  /**
+   * Validates the template and records a new environment as `pending`; the reconciler creates it.
+   * A template from a bundle is read from the server's own copy of it, which becomes the
+   * environment's work dir; nothing the client names on the server's disk is ever read.
+   */
+  async create(input: CreateInput, access: Access = FULL_ACCESS): Promise<EnvironmentRecord> {
     const req = CreateEnvironmentRequest.parse(input);
-    const id = newId();
-    const name = req.name ?? defaultName(req.template, id);
-    const template = loadTemplate(
-      { filename: req.template.filename, content: req.template.content, dir: req.template.dir },
-      {
-        inputs: { ...req.inputs, ENV_ID: id, ENV_NAME: name },
-        // Build contexts, env files and bind mounts may not reach outside the template's folder;
-        // a template sent without one may not name host paths at all.
-        root: req.template.dir ?? NO_HOST_PATHS,
-        serviceUrl: (service) => serviceUrl(service, name, this.deps.urls),
-      },
+    const project = projectForCreate(
+      access,
+      input.project === undefined ? undefined : req.project,
+      'default',
     );
-    let ttlMs = template.lifecycle.ttlMs;
+    let ttlMs: number | null = null;
     if (req.ttl !== undefined) {
       ttlMs = parseDuration(req.ttl);
       if (ttlMs === null)
         throw new InvalidRequestError(`ttl "${req.ttl}" is not a duration like 30m, 2h or 1d`);
     }
-    const record = await this.deps.store.environments.create({
-      id,
-      name,
-      project: req.project,
-      kind: req.kind,
-      templateFile: req.template.filename,
-      templateContent: req.template.content,
-      templateDir: req.template.dir ?? null,
-      inputs: req.inputs,
-      plan: plan(template, { envId: id, envName: name, project: req.project }),
-      ttlMs,
-      expiresAt: ttlMs ? new Date(Date.now() + ttlMs) : null,
-    });
-    await this.deps.store.events.append({ envId: id, type: 'state', state: 'pending', message: 'requested' });
-    for (const w of template.warnings) {
+    const id = newId();
+    const { workspaces } = this.deps;
+    const sourceDir = req.template.bundle ? await workspaces.claimBundle(req.template.bundle, id) : null;
+    try {
+      const content =
+        sourceDir === null
+          ? (req.template.content ?? '')
+          : await readTemplateFile(sourceDir, req.template.filename);
+      if (content.includes('\0')) throw new InvalidRequestError('the template contains a NUL character');
+      const templateDir =
+        sourceDir === null ? null : path.dirname(path.join(sourceDir, req.template.filename));
+      const load = (name: string) =>
+        loadTemplate(
+          { filename: req.template.filename, content, ...(templateDir ? { dir: templateDir } : {}) },
+          {
+            inputs: { ...req.inputs, ENV_ID: id, ENV_NAME: name },
+            // Build contexts, env files and bind mounts stay inside the server's copy of the
+            // template's folder; a template sent without one may not name host paths at all.
+            root: sourceDir ?? NO_HOST_PATHS,
+            allowedHostPaths: this.deps.policy.allowedHostPaths,
+            serviceUrl: (service) => serviceUrl(service, name, this.deps.urls),
+          },
+        );
+      const prefix = req.namePrefix ?? path.basename(req.template.filename).replace(/\..*$/, '');
+      let name = req.name ?? defaultName(prefix, id, 0);
+      let template = load(name);
+      const longest = longestRoutedService(template);
+      if (req.name === undefined && longest.length + 2 + name.length > DNS_LABEL_MAX) {
+        name = defaultName(prefix, id, longest.length);
+        template = load(name);
+      }
+      checkHostLabels(template, name);
+      if (req.ttl === undefined) ttlMs = template.lifecycle.ttlMs;
+
+      let envPlan: EnvPlan = plan(template, { envId: id, envName: name, project });
+      envPlan = withDefaultLimits(envPlan, this.deps.policy);
+      envPlan = await withPrivateBindSources(envPlan, id, workspaces, this.deps.policy);
+      // The same check every apply makes, said now rather than as a failed environment.
+      await checkBindSources(envPlan, workspaces.mountsDir(id), this.deps.policy).catch((err) => {
+        throw err instanceof RuntimeStepError ? new InvalidRequestError(err.reason) : err;
+      });
+
+      const record = await this.deps.store.environments.create({
+        id,
+        name,
+        project,
+        kind: req.kind,
+        templateFile: req.template.filename,
+        templateContent: content,
+        templateDir: sourceDir,
+        inputs: req.inputs,
+        plan: envPlan,
+        ttlMs,
+        expiresAt: ttlMs ? new Date(Date.now() + ttlMs) : null,
+      });
       await this.deps.store.events.append({
         envId: id,
-        type: 'warning',
-        state: null,
-        message: `${w.file}:${w.line ?? '?'}:${w.column ?? '?'} ${w.path}: ${w.message}`,
+        type: 'state',
+        state: 'pending',
+        message: 'requested',
       });
+      for (const w of template.warnings) {
+        await this.deps.store.events.append({
+          envId: id,
+          type: 'warning',
+          state: null,
+          message: `${w.file}:${w.line ?? '?'}:${w.column ?? '?'} ${w.path}: ${w.message}`,
+        });
+      }
+      this.deps.onChange(id);
+      return record;
+    } catch (err) {
+      // Nothing was recorded: the claimed bundle and any bind copies go too.
+      if (sourceDir !== null) await workspaces.remove(id).catch(() => {});
+      throw err;
     }
-    this.deps.onChange(id);
-    return record;
   }
 
-  async find(idOrName: string): Promise<EnvironmentRecord> {
+  /** The environment, if the caller may see it; otherwise it does not exist for them. */
+  async find(idOrName: string, access: Access = FULL_ACCESS): Promise<EnvironmentRecord> {
     const env =
       (await this.deps.store.environments.get(idOrName)) ??
       (await this.deps.store.environments.getByName(idOrName));
-    if (!env) throw new NotFoundError(`no environment "${idOrName}"`);
+    if (!env || !canSee(access, env.project)) throw new NotFoundError(`no environment "${idOrName}"`);
     return env;
   }
 
-  list(options: { project?: string; all?: boolean } = {}): Promise<EnvironmentRecord[]> {
+  list(
+    access: Access = FULL_ACCESS,
+    options: { project?: string | undefined; all?: boolean } = {},
+  ): Promise<EnvironmentRecord[]> {
+    if (access.project !== null && options.project !== undefined && options.project !== access.project) {
+      return Promise.resolve([]);
+    }
     return this.deps.store.environments.list({
-      project: options.project,
+      project: access.project ?? options.project,
       includeDestroyed: options.all ?? false,
     });
   }
 
   /** Marks the environment for teardown; the reconciler destroys it and verifies nothing is left. */
-  async destroy(idOrName: string): Promise<EnvironmentRecord> {
-    const env = await this.find(idOrName);
+  async destroy(idOrName: string, access: Access = FULL_ACCESS): Promise<EnvironmentRecord> {
+    const env = await this.find(idOrName, access);
     if (env.desired === 'absent') return env;
-    const updated = await this.deps.store.environments.update(env.id, { desired: 'absent' });
+    const updated = await this.deps.store.environments.update(env.id, {
+      desired: 'absent',
+      attempts: 0,
+      retryAt: null,
+    });
     await this.deps.store.events.append({
       envId: env.id,
       type: 'destroy',
@@ -109,6 +201,65 @@ export class EnvironmentService {
     });
     this.deps.onChange(env.id);
     return updated;
+  }
+
+  /** The timeline, oldest first, after event id `after`. */
+  async events(
+    idOrName: string,
+    access: Access,
+    options: { after?: number | undefined } = {},
+  ): Promise<EnvEvent[]> {
+    const env = await this.find(idOrName, access);
+    const events = await this.deps.store.events.list(env.id, { afterId: options.after });
+    return events.map((e) => ({
+      id: e.id,
+      envId: e.envId,
+      type: e.type,
+      state: e.state,
+      message: e.message,
+      at: e.at.toISOString(),
+    }));
+  }
+
+  /**
+   * Logs of one service, or of all of them with each line prefixed `service | `. Live from the
+   * runtime while the containers exist; afterwards (a failed or destroyed environment) the last
+   * lines kept in the store. Streams end when the containers go (destroy) or `signal` aborts.
+   */
+  async logs(idOrName: string, access: Access, request: LogRequest): Promise<Readable> {
+    const env = await this.find(idOrName, access);
+    const names = env.plan?.workloads.map((w) => w.name) ?? [];
+    if (request.service !== undefined && !names.includes(request.service)) {
+      throw new NotFoundError(`environment "${env.name}" has no service or job "${request.service}"`);
+    }
+    const kept = new Map((await this.deps.store.logs.list(env.id)).map((k) => [k.workload, k.text]));
+    const live = env.state !== 'destroyed' && env.state !== 'failed';
+    const open = async (service: string): Promise<Readable | null> => {
+      if (live) {
+        try {
+          return await this.deps.runtime.logs(env.id, service, {
+            follow: request.follow ?? false,
+            tail: request.tail,
+            ...(request.signal ? { signal: request.signal } : {}),
+          });
+        } catch (err) {
+          if (!(err instanceof WorkloadNotFoundError)) throw err;
+        }
+      }
+      const text = kept.get(service);
+      return text === undefined ? null : keptLogStream(text, request.tail);
+    };
+    if (request.service !== undefined) {
+      const stream = await open(request.service);
+      if (!stream) throw new NotFoundError(`no logs of "${request.service}" (it has not run)`);
+      return stream;
+    }
+    const sources: { service: string; stream: Readable }[] = [];
+    for (const service of names) {
+      const stream = await open(service);
+      if (stream) sources.push({ service, stream });
+    }
+    return prefixLines(sources, request.signal);
   }
 
   /** The API resource; `live` adds what the runtime reports about each service. */
@@ -146,14 +297,71 @@ export class EnvironmentService {
   }
 }
 
-/** `shop-k3v9` from `examples/shop/compose.yaml`: the folder says what it is, the suffix keeps it unique. */
-function defaultName(template: { filename: string; dir?: string | undefined }, id: string): string {
-  const base = path.basename(template.dir ?? '') || path.basename(template.filename).replace(/\..*$/, '');
-  const slug = base
+/**
+ * Reads the template file out of the server's copy of a bundle: a relative path that stays inside
+ * it (links followed), a regular file, at most {@link TEMPLATE_MAX_BYTES}.
+ */
+async function readTemplateFile(sourceDir: string, filename: string): Promise<string> {
+  const fail = (why: string) => new InvalidRequestError(`template "${filename}": ${why}`);
+  if (path.isAbsolute(filename) || filename.split(/[\\/]/).includes('..')) {
+    throw fail('must be a path inside the bundle, without ".."');
+  }
+  const file = path.join(sourceDir, filename);
+  let real: string;
+  try {
+    real = await realpath(file);
+  } catch {
+    throw fail('not found in the bundle');
+  }
+  const rel = path.relative(await realpath(sourceDir), real);
+  if (rel.startsWith('..') || path.isAbsolute(rel)) throw fail('leads outside the bundle');
+  const info = await lstat(real);
+  if (!info.isFile()) throw fail('is not a regular file');
+  if (info.size > TEMPLATE_MAX_BYTES) throw fail(`is larger than ${TEMPLATE_MAX_BYTES} bytes`);
+  const handle = await open(real, 'r');
+  try {
+    return await handle.readFile('utf8');
+  } finally {
+    await handle.close();
+  }
+}
+
+/** The longest name among services the gateway routes (their URLs carry `<service>--<env>`). */
+function longestRoutedService(template: Template): string {
+  let longest = '';
+  for (const w of template.workloads) {
+    if (w.kind === 'service' && w.ports.some((p) => p.http) && w.name.length > longest.length)
+      longest = w.name;
+  }
+  return longest;
+}
+
+/** `<service>--<env>` is one DNS label: 63 characters at most, said up front rather than by a broken URL. */
+function checkHostLabels(template: Template, envName: string): void {
+  const issues = template.workloads
+    .filter((w) => w.kind === 'service' && w.ports.some((p) => p.http))
+    .filter((w) => w.name.length + 2 + envName.length > DNS_LABEL_MAX)
+    .map((w) => ({
+      file: template.file,
+      line: null,
+      column: null,
+      path: `services.${w.name}`,
+      message: `"${w.name}--${envName}" (its URL's host label) is ${w.name.length + 2 + envName.length} characters; DNS allows ${DNS_LABEL_MAX}: shorten the service or environment name`,
+    }));
+  if (issues.length > 0) throw new TemplateError(issues);
+}
+
+/**
+ * `shop-k3v9` from the prefix `shop`: the prefix says what it is, the suffix keeps it unique. Short
+ * enough that `<service>--<name>` of a service named `reserve` characters long still fits a DNS
+ * label, and never with `--` (which separates service and environment in hosts).
+ */
+export function defaultName(prefix: string, id: string, reserve: number): string {
+  const room = Math.max(1, Math.min(30, DNS_LABEL_MAX - 2 - reserve - 5));
+  const slug = prefix
     .toLowerCase()
-    .replace(/[^a-z0-9-]+/g, '-')
-    .replace(/-+/g, '-')
-    .replace(/^-|-$/g, '')
-    .slice(0, 30);
+    .replace(/[^a-z0-9]+/g, '-')
+    .slice(0, room)
+    .replace(/^-+|-+$/g, '');
   return `${slug || 'env'}-${id.slice(0, 4)}`;
 }

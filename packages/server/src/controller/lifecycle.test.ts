@@ -204,8 +204,10 @@ describe('environment lifecycle on Docker', () => {
     await writeFile(path.join(dir, 'Dockerfile'), `FROM ${TESTKIT_IMAGE}\nCOPY nonce.txt /nonce.txt\n`);
     const content =
       'services:\n  app:\n    build: .\n    command: ["testkit", "http", "--port", "8080"]\n    ports: ["8080"]\n';
+    await writeFile(path.join(dir, 'compose.yaml'), content);
     const up = async (name: string) => {
-      await t.api('POST', '/v1/environments', { name, template: { filename: 'compose.yaml', content, dir } });
+      const bundle = await t.upload(dir);
+      await t.api('POST', '/v1/environments', { name, template: { filename: 'compose.yaml', bundle } });
       await t.waitForState(name, ['ready']);
       return (await t.events(name)).map((e) => e.message);
     };

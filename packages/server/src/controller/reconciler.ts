@@ -2,18 +2,31 @@
  * The level-triggered reconcile loop: reads what the store wants, converges the runtime to it,
  * records every transition as an event. Safe to kill at any point: every step is idempotent and
  * the next pass (in this process or the next) picks up from the recorded state.
+ *
+ * Bounded: a failing attempt is retried with backoff, recorded in the store (`attempts`,
+ * `retryAt`), so replicas and restarts share it; after `maxAttempts` the environment is `failed`
+ * with the step and the reason. Fenced: a replica works on an environment only while it holds the
+ * lease — its writes are conditional on it, and it stops before the lease could have expired.
  */
+import { performance } from 'node:perf_hooks';
 import type { EnvState, Failure } from '@mayfly/contract';
 import { needsBuild, resolveBuilds } from '../build/resolve-builds.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { type Runtime, RuntimeStepError, RuntimeUnavailableError } from '../runtime/runtime.js';
-import type { EnvironmentRecord, Store } from '../store/store.js';
+import type { Workspaces } from '../sources/workspaces.js';
+import { type EnvironmentRecord, LeaseLostError, type Store } from '../store/store.js';
 import { collectGarbage } from './garbage-collector.js';
+import { collectImages } from './image-collector.js';
+import { readKeptLogs } from './kept-logs.js';
+import { checkBindSources, type HostPathPolicy } from './plan-policy.js';
+import { applyRetention } from './retention.js';
 
 export interface ReconcilerOptions {
   store: Store;
   runtime: Runtime;
+  workspaces: Workspaces;
+  policy: HostPathPolicy;
   logger: Logger;
   metrics: Metrics;
   /** Lease owner name of this replica. */
@@ -23,12 +36,39 @@ export interface ReconcilerOptions {
   gcIntervalMs: number;
   /** Environments worked on at once; the rest wait for the next pass. */
   concurrency?: number;
+  /** Failed attempts at a step before the environment is `failed`; default 5. */
+  maxAttempts?: number;
+  /** How long a bring-up waits for an unreachable runtime before it fails; default 10 minutes. */
+  runtimeUnavailableFailAfterMs?: number;
+  /** How often in-flight work re-reads the desired state (a destroy sent to another replica); default 1 s. */
+  desiredPollMs?: number;
+  /** Lines of each workload's output kept in the store when an environment fails; default 200. */
+  keptLogLines?: number;
+  /** Mayfly-built images may take this much disk; least recently used ones go first. */
+  imageBudgetBytes?: number;
+  /** Built images used more recently than this are never collected. */
+  imageGcGraceMs?: number;
+  /** Destroyed environments (and their timelines) are deleted from the store after this long. */
+  destroyedRetentionMs?: number;
+  /** Events kept per environment; older ones are pruned. */
+  maxEventsPerEnv?: number;
+  /** Called once an environment is verified gone (the gateway forgets its routes). */
+  onDestroyed?: (env: EnvironmentRecord) => void;
 }
 
 const BRINGING_UP: EnvState[] = ['pending', 'building', 'creating'];
+const MAX_BACKOFF_MS = 60_000;
+/** Repairs counted to tell a crash-looping service from one that stopped once. */
+const REPAIR_WINDOW_MS = 10 * 60_000;
+/** After teardown has failed `maxAttempts` times it is retried this rarely (by this loop and by GC). */
+const SLOW_TEARDOWN_RETRY_MS = 5 * 60_000;
 
-class NoLongerWantedError extends Error {
-  override name = 'NoLongerWantedError';
+/** Work was stopped on purpose: the user changed their mind, or the lease can no longer be trusted. */
+class StopWork extends Error {
+  constructor(readonly why: 'no-longer-wanted' | 'lease-lost') {
+    super(why);
+    this.name = 'StopWork';
+  }
 }
 
 /** How one reconcile of one environment ended: progress, someone else's lease, or an error. */
@@ -36,7 +76,6 @@ type Outcome = 'done' | 'busy' | 'error';
 
 export class Reconciler {
   private readonly inFlight = new Map<string, { done: Promise<void>; abort: AbortController }>();
-  private readonly retryAt = new Map<string, { at: number; delayMs: number }>();
   private timer: NodeJS.Timeout | null = null;
   private gcTimer: NodeJS.Timeout | null = null;
   private passRunning: Promise<void> | null = null;
@@ -44,6 +83,10 @@ export class Reconciler {
   private stopped = true;
 
   constructor(private readonly o: ReconcilerOptions) {}
+
+  private get maxAttempts(): number {
+    return this.o.maxAttempts ?? 5;
+  }
 
   start(): void {
     this.stopped = false;
@@ -84,8 +127,7 @@ export class Reconciler {
 
   /** A user changed what they want: stop work that no longer applies, and act now. */
   changed(envId: string): void {
-    this.inFlight.get(envId)?.abort.abort(new Error('desired state changed'));
-    this.retryAt.delete(envId); // a destroy must not wait out the backoff of a failing create
+    this.inFlight.get(envId)?.abort.abort(new StopWork('no-longer-wanted'));
     this.kick();
   }
 
@@ -102,84 +144,166 @@ export class Reconciler {
     const limit = this.o.concurrency ?? 8;
     for (const env of envs) {
       if (this.inFlight.has(env.id) || this.inFlight.size >= limit) continue;
-      if ((this.retryAt.get(env.id)?.at ?? 0) > Date.now()) continue;
       const abort = new AbortController();
       const done = this.reconcile(env.id, abort.signal).then((outcome) => {
         this.inFlight.delete(env.id);
-        this.scheduleRetry(env.id, outcome);
-        // Only progress earns an immediate next pass; failures wait for their backoff.
+        // Only progress earns an immediate next pass; failures wait for their recorded backoff.
         if (outcome === 'done' && !this.stopped) this.kick();
       });
       this.inFlight.set(env.id, { done, abort });
     }
   }
 
-  private scheduleRetry(envId: string, outcome: Outcome): void {
-    if (outcome === 'done') {
-      this.retryAt.delete(envId);
-      return;
-    }
-    // Another replica holds the lease: look again soon. An error: back off, up to a minute.
-    const previous = this.retryAt.get(envId)?.delayMs ?? 0;
-    const delayMs = outcome === 'busy' ? 2_000 : Math.min(Math.max(previous * 2, 1_000), 60_000);
-    this.retryAt.set(envId, { at: Date.now() + delayMs, delayMs });
-  }
-
   private async reconcile(envId: string, signal: AbortSignal): Promise<Outcome> {
-    const { store, owner, leaseMs, logger } = this.o;
-    const work = new AbortController();
-    const aborted = AbortSignal.any([signal, work.signal]);
+    const { store, owner, logger } = this.o;
+    const claimSent = performance.now();
     try {
-      if (!(await store.environments.claim(envId, owner, leaseMs))) return 'busy';
+      if (!(await store.environments.claim(envId, owner, this.o.leaseMs))) return 'busy';
     } catch (err) {
       logger.warn({ envId, err }, 'could not claim; will retry');
       return 'error';
     }
-    const heartbeat = setInterval(() => void this.renewLease(envId, work), Math.max(1_000, leaseMs / 3));
+    const work = new AbortController();
+    const guard = this.guardLease(envId, work, claimSent);
+    const aborted = AbortSignal.any([signal, work.signal]);
+    let env: EnvironmentRecord | null = null;
     try {
-      let env = await store.environments.get(envId);
+      env = await store.environments.get(envId);
       if (!env) return 'done';
+      guard.watchDesired(env.desired);
       if (env.desired === 'present' && env.expiresAt && env.expiresAt.getTime() <= Date.now()) {
-        env = await store.environments.update(env.id, { desired: 'absent' });
+        env = await this.update(env, { desired: 'absent', attempts: 0, retryAt: null });
         await store.events.append({ envId, type: 'ttl', state: null, message: 'time to live ran out' });
+        guard.watchDesired('absent');
       }
       if (env.desired === 'absent') {
-        if (env.state !== 'destroyed') await this.teardown(env);
+        if (env.state !== 'destroyed') await this.teardown(env, aborted);
       } else if (BRINGING_UP.includes(env.state)) {
         await this.bringUp(env, aborted);
       }
       return 'done';
     } catch (err) {
-      // The desired state changed: the next pass acts on it.
-      if (signal.aborted || err instanceof NoLongerWantedError) return 'done';
-      if (work.signal.aborted) {
-        logger.warn({ envId }, 'lost the work lease to another replica; stopped');
+      const stop = aborted.reason instanceof StopWork ? aborted.reason : err instanceof StopWork ? err : null;
+      if (stop?.why === 'no-longer-wanted' || (signal.aborted && !(signal.reason instanceof StopWork))) {
+        return 'done'; // the desired state changed (or this process is stopping): the next pass acts on it
+      }
+      if (stop?.why === 'lease-lost' || err instanceof LeaseLostError) {
+        logger.warn({ envId }, 'lost the work lease; stopped working on it');
         return 'busy';
       }
-      if (err instanceof RuntimeUnavailableError)
-        logger.warn({ envId, err: err.message }, 'runtime unavailable');
-      else {
-        this.o.metrics.reconcileErrors.inc();
-        logger.error({ envId, err }, 'reconcile failed; will retry');
-      }
+      if (env)
+        await this.attemptFailed(env, err).catch((e) =>
+          logger.error({ envId, err: e }, 'could not record a failed attempt'),
+        );
       return 'error';
     } finally {
-      clearInterval(heartbeat);
+      guard.stop();
       await store.environments.release(envId, owner).catch(() => {});
     }
   }
 
-  /** Keeps the lease alive; if another replica has taken it over, stops this replica's work. */
-  private async renewLease(envId: string, work: AbortController): Promise<void> {
+  /**
+   * Keeps the lease while work runs: renews it every third of its length, and aborts the work
+   * (a) when a renewal finds another owner, (b) before the lease could have expired without a
+   * successful renewal — measured on this process's monotonic clock from the moment the last
+   * successful claim was sent, which is never later than the database's start of the lease — and
+   * (c) when the desired state read from the store is no longer what the work started for.
+   */
+  private guardLease(envId: string, work: AbortController, claimSent: number) {
     const { store, owner, leaseMs } = this.o;
-    try {
-      if (await store.environments.claim(envId, owner, leaseMs)) return;
-      // A false claim can also mean the row is locked for a moment (our own update, on PostgreSQL).
-      const env = await store.environments.get(envId);
-      if (env && env.leaseOwner !== owner) work.abort(new Error('lease lost'));
-    } catch {
-      // The store is unreachable for a moment; the lease outlives a few missed renewals.
+    const pollMs = this.o.desiredPollMs ?? 1_000;
+    let validUntil = claimSent + leaseMs;
+    let lastRenewal = claimSent;
+    let desired: 'present' | 'absent' | null = null;
+    let busy = false;
+    const safety = Math.min(leaseMs / 4, 5_000);
+    const tick = async () => {
+      if (work.signal.aborted) return;
+      // Checked on every tick, whatever the store calls below are doing: one that hangs (a network
+      // partition) must not keep this replica working past its lease.
+      if (performance.now() >= validUntil - safety) {
+        work.abort(new StopWork('lease-lost'));
+        return;
+      }
+      if (busy) return;
+      busy = true;
+      try {
+        if (performance.now() - lastRenewal >= leaseMs / 3) {
+          const sent = performance.now();
+          try {
+            if (await store.environments.claim(envId, owner, leaseMs)) {
+              validUntil = sent + leaseMs;
+              lastRenewal = sent;
+            } else {
+              // A false claim can also mean the row is locked for a moment (our own update, on PostgreSQL).
+              const env = await store.environments.get(envId);
+              if (env && env.leaseOwner !== owner) work.abort(new StopWork('lease-lost'));
+            }
+          } catch {
+            // The store is unreachable for a moment; the check above decides when to give up.
+          }
+        }
+        if (desired !== null) {
+          const env = await store.environments.get(envId).catch(() => undefined);
+          if (env === null || (env && env.desired !== desired)) work.abort(new StopWork('no-longer-wanted'));
+        }
+      } finally {
+        busy = false;
+      }
+    };
+    const timer = setInterval(() => void tick(), Math.min(pollMs, leaseMs / 6));
+    return {
+      watchDesired: (value: 'present' | 'absent') => {
+        desired = value;
+      },
+      stop: () => clearInterval(timer),
+    };
+  }
+
+  /**
+   * Records a failed attempt: backoff in the store, an event the user sees, and after too many (or
+   * after the runtime has been unreachable too long) the `failed` state with step and reason.
+   */
+  private async attemptFailed(env: EnvironmentRecord, err: unknown): Promise<void> {
+    const { store, logger, metrics } = this.o;
+    const fresh = (await store.environments.get(env.id)) ?? env;
+    const attempts = fresh.attempts + 1;
+    const delayMs = Math.min(1_000 * 2 ** (attempts - 1), MAX_BACKOFF_MS);
+    const unavailable = err instanceof RuntimeUnavailableError;
+    const step =
+      err instanceof RuntimeStepError ? err.step : fresh.desired === 'absent' ? 'destroy' : 'reconcile';
+    const reason = err instanceof RuntimeStepError ? err.reason : ((err as Error)?.message ?? String(err));
+    if (unavailable) logger.warn({ envId: env.id, err: reason }, 'runtime unavailable');
+    else {
+      metrics.reconcileErrors.inc();
+      logger.error({ envId: env.id, err }, 'reconcile attempt failed');
     }
+    const tearingDown = fresh.desired === 'absent';
+    const giveUp = unavailable
+      ? !tearingDown &&
+        Date.now() - fresh.createdAt.getTime() >= (this.o.runtimeUnavailableFailAfterMs ?? 10 * 60_000)
+      : attempts >= this.maxAttempts;
+    if (!giveUp) {
+      await this.update(fresh, { attempts, retryAt: new Date(Date.now() + delayMs) });
+      // The first wait for an unreachable runtime is said once; every other failure each time.
+      if (!unavailable || attempts === 1) {
+        await this.event(
+          env.id,
+          unavailable ? 'waiting' : 'error',
+          unavailable
+            ? `waiting for the runtime: ${reason}`
+            : `attempt ${attempts} of ${this.maxAttempts} failed at ${step}: ${reason}; retrying in ${Math.round(delayMs / 1000)} s`,
+        );
+      }
+      return;
+    }
+    if (tearingDown) {
+      // Giving up on a destroy would leak: say it failed, keep trying rarely (GC tries too).
+      await this.transition(fresh, 'failed', 'destroy keeps failing', { step: 'destroy', reason });
+      await this.update(fresh, { attempts, retryAt: new Date(Date.now() + SLOW_TEARDOWN_RETRY_MS) });
+      return;
+    }
+    await this.fail(fresh, { step: unavailable ? 'runtime' : step, reason });
   }
 
   private async bringUp(env: EnvironmentRecord, signal: AbortSignal): Promise<void> {
@@ -191,11 +315,10 @@ export class Reconciler {
     try {
       await runtime.ping();
       if (needsBuild(plan)) {
-        env = await this.transition(env, 'building', 'building images');
-        plan = await resolveBuilds(
-          plan,
-          runtime,
-          (e) =>
+        if (env.state !== 'building') env = await this.transition(env, 'building', 'building images');
+        plan = await resolveBuilds(plan, runtime, {
+          signal,
+          onProgress: (e) =>
             void this.event(
               env.id,
               'progress',
@@ -203,11 +326,12 @@ export class Reconciler {
                 ? `${e.workload}: ${e.step}`
                 : `${e.workload}: image ${e.status} (${e.image})`,
             ),
-          signal,
-        );
-        env = await store.environments.update(env.id, { plan });
+          onImageUsed: (image) => store.images.touch(image, env.project),
+        });
+        env = await this.update(env, { plan });
       }
-      await this.throwIfNoLongerWanted(env.id, signal);
+      signal.throwIfAborted();
+      await checkBindSources(plan, this.o.workspaces.mountsDir(env.id), this.o.policy);
       if (env.state === 'creating') await this.event(env.id, 'progress', 'resuming: applying the plan again');
       else env = await this.transition(env, 'creating', 'creating services');
       await runtime.apply(plan, {
@@ -219,8 +343,9 @@ export class Reconciler {
             e.type === 'image' ? `${e.workload}: ${e.message}` : `${e.workload}: ${e.phase}`,
           ),
       });
-      await this.throwIfNoLongerWanted(env.id, signal);
-      await this.transition(env, 'ready', 'ready');
+      signal.throwIfAborted();
+      env = await this.transition(env, 'ready', 'ready');
+      if (env.attempts > 0) env = await this.update(env, { attempts: 0, retryAt: null });
       // A repair is not a create: only the first time ready counts towards create latency.
       if (!wasReady) {
         this.o.metrics.createSeconds.observe(
@@ -229,35 +354,52 @@ export class Reconciler {
         );
       }
     } catch (err) {
-      if (signal.aborted || !(err instanceof RuntimeStepError)) throw err;
-      if (wasReady) {
-        // Keep volumes and whatever still runs; try again with backoff until it heals or is destroyed.
-        await this.event(env.id, 'error', `repair failed at ${err.step}: ${err.reason}; will retry`);
-        throw err;
-      }
-      // A failed environment keeps nothing running: the reason and the step are the record.
-      await this.transition(env, 'failed', `failed at ${err.step}`, { step: err.step, reason: err.reason });
-      this.o.metrics.createSeconds.observe(
-        { outcome: 'failed' },
-        (Date.now() - env.createdAt.getTime()) / 1000,
-      );
-      await runtime.destroy(env.id);
+      if (signal.aborted || !(err instanceof RuntimeStepError) || wasReady) throw err;
+      // A step of a first bring-up failed: the template's fault, not worth retrying.
+      await this.fail(env, { step: err.step, reason: err.reason });
     }
   }
 
-  /** A destroy may have been asked of another replica meanwhile: stop building what is not wanted. */
-  private async throwIfNoLongerWanted(envId: string, signal: AbortSignal): Promise<void> {
-    signal.throwIfAborted();
-    const current = await this.o.store.environments.get(envId);
-    if (current?.desired !== 'present') throw new NoLongerWantedError();
+  /**
+   * `failed`: the step and reason recorded, the last lines of every workload's output kept in
+   * the store (they outlive the containers), then nothing left running.
+   */
+  private async fail(env: EnvironmentRecord, failure: Failure): Promise<void> {
+    const { store, runtime, logger } = this.o;
+    const lines = this.o.keptLogLines ?? 200;
+    for (const workload of env.plan?.workloads ?? []) {
+      const text = await readKeptLogs(runtime, env.id, workload.name, lines).catch(() => null);
+      if (text)
+        await store.logs
+          .save(env.id, workload.name, text)
+          .catch((err) => logger.warn({ err }, 'could not keep logs'));
+    }
+    await this.transition(env, 'failed', `failed at ${failure.step}`, failure);
+    this.o.metrics.createSeconds.observe(
+      { outcome: 'failed' },
+      (Date.now() - env.createdAt.getTime()) / 1000,
+    );
+    // Best effort: what this leaves, garbage collection removes (failed environments own nothing).
+    await runtime
+      .destroy(env.id)
+      .catch((err) => logger.warn({ envId: env.id, err }, 'cleanup after failure incomplete'));
   }
 
-  private async teardown(env: EnvironmentRecord): Promise<void> {
+  private async teardown(env: EnvironmentRecord, signal: AbortSignal): Promise<void> {
     const started = Date.now();
     if (env.state !== 'destroying') env = await this.transition(env, 'destroying', 'destroying');
+    signal.throwIfAborted();
     await this.o.runtime.destroy(env.id);
-    await this.transition(env, 'destroyed', 'destroyed; no labelled object remains');
+    await this.o.workspaces.remove(env.id);
+    env = await this.transition(env, 'destroyed', 'destroyed; no labelled object remains');
+    if (env.attempts > 0) await this.update(env, { attempts: 0, retryAt: null });
     this.o.metrics.destroySeconds.observe((Date.now() - started) / 1000);
+    this.o.onDestroyed?.(env);
+  }
+
+  /** A fenced write: only while this replica holds the lease (else {@link LeaseLostError}). */
+  private update(env: EnvironmentRecord, patch: Parameters<Store['environments']['update']>[1]) {
+    return this.o.store.environments.update(env.id, patch, { owner: this.o.owner });
   }
 
   private async transition(
@@ -266,10 +408,9 @@ export class Reconciler {
     message: string,
     failure?: Failure,
   ): Promise<EnvironmentRecord> {
-    const updated = await this.o.store.environments.update(env.id, {
-      state,
-      ...(failure ? { failure } : {}),
-    });
+    // Container output may hold NUL characters (quoted in a failure's reason): never stored or shown.
+    if (failure) failure = { ...failure, reason: failure.reason.replaceAll('\0', '\uFFFD') };
+    const updated = await this.update(env, { state, ...(failure ? { failure } : {}) });
     await this.o.store.events.append({
       envId: env.id,
       type: 'state',
@@ -286,11 +427,40 @@ export class Reconciler {
 
   private async gc(): Promise<void> {
     if (this.stopped) return;
-    try {
-      await collectGarbage({ ...this.o, busy: (id) => this.inFlight.has(id) });
-      await this.repairDrift();
-    } catch (err) {
-      this.o.logger.warn({ err }, 'garbage collection failed; will retry');
+    const { logger } = this.o;
+    const busy = (id: string) => this.inFlight.has(id);
+    const steps: [string, () => Promise<unknown>][] = [
+      ['garbage collection', () => collectGarbage({ ...this.o, busy })],
+      ['drift repair', () => this.repairDrift()],
+      [
+        'retention',
+        () =>
+          applyRetention({
+            store: this.o.store,
+            workspaces: this.o.workspaces,
+            destroyedRetentionMs: this.o.destroyedRetentionMs ?? 7 * 86_400_000,
+            maxEventsPerEnv: this.o.maxEventsPerEnv ?? 2_000,
+          }),
+      ],
+      [
+        'image collection',
+        () =>
+          collectImages({
+            store: this.o.store,
+            runtime: this.o.runtime,
+            logger,
+            budgetBytes: this.o.imageBudgetBytes ?? 20 * 1024 ** 3,
+            graceMs: this.o.imageGcGraceMs ?? 10 * 60_000,
+          }),
+      ],
+    ];
+    for (const [what, run] of steps) {
+      if (this.stopped) return;
+      try {
+        await run();
+      } catch (err) {
+        logger.warn({ err }, `${what} failed; will retry`);
+      }
     }
   }
 
@@ -318,6 +488,20 @@ export class Reconciler {
           )
           .map((w) => w.name);
         if (missing.length === 0) continue;
+        // A service that keeps stopping right after every repair is crash-looping: bounded too.
+        const since = Date.now() - REPAIR_WINDOW_MS;
+        const recentRepairs = (await store.events.list(env.id)).filter(
+          (e) => e.state === 'creating' && e.message.startsWith('repairing') && e.at.getTime() >= since,
+        ).length;
+        if (recentRepairs >= this.maxAttempts) {
+          const service = missing[0]!;
+          const tail = await readKeptLogs(runtime, env.id, service, 10).catch(() => null);
+          await this.fail(env, {
+            step: `start:${service}`,
+            reason: `keeps stopping: repaired ${recentRepairs} times in ${REPAIR_WINDOW_MS / 60_000} minutes${tail ? `\n${tail.trim()}` : ''}`,
+          });
+          continue;
+        }
         await this.transition(env, 'creating', `repairing: ${missing.join(', ')} not running`);
         this.kick();
       } finally {

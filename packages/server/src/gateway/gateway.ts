@@ -6,6 +6,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { createProxyServer } from 'http-proxy-3';
+import { LRUCache } from 'lru-cache';
 import type { UrlScheme } from '../controller/urls.js';
 import { parseHost } from '../controller/urls.js';
 import type { Logger } from '../observability/logger.js';
@@ -20,19 +21,37 @@ export interface GatewayDeps {
   logger: Logger;
   /** How long a resolved upstream is reused before asking the store and runtime again. */
   cacheMs?: number;
+  /** How long a host that routes nowhere (unknown, not ready) is answered from memory. */
+  negativeCacheMs?: number;
+  /** Hosts remembered at most; the least recently used are forgotten first. */
+  cacheEntries?: number;
 }
 
 type Resolution =
-  | { ok: true; target: Endpoint; envId: string }
-  | { ok: false; status: number; title: string; detail: string };
+  | { ok: true; target: Endpoint; envId: string; envName: string }
+  | { ok: false; status: number; title: string; detail: string; envName?: string };
+
+/**
+ * The cache key of a Host header: lowercase, without port or a trailing dot, so `WEB--x.localhost.:80`
+ * and `web--x.localhost` share one entry and a client cannot grow the cache by spelling one host many ways.
+ */
+export function normalizeHost(host: string | undefined): string {
+  return (host ?? '').toLowerCase().replace(/:\d*$/, '').replace(/\.$/, '');
+}
 
 export class Gateway {
   private readonly proxy = createProxyServer({ xfwd: true, ws: true });
-  private readonly cache = new Map<string, { at: number; target: Endpoint; envId: string }>();
+  private readonly cache: LRUCache<string, Resolution>;
+  /** Upgraded connections (WebSockets) outlive the HTTP server's own tracking: closed by {@link close}. */
+  private readonly sockets = new Set<Duplex>();
 
   constructor(private readonly deps: GatewayDeps) {
+    this.cache = new LRUCache<string, Resolution>({
+      max: deps.cacheEntries ?? 10_000,
+      ttl: deps.cacheMs ?? 2_000,
+    });
     this.proxy.on('error', (err, req, resOrSocket) => {
-      this.cache.delete(req.headers.host ?? '');
+      this.cache.delete(normalizeHost(req.headers.host));
       deps.logger.warn({ host: req.headers.host, err: err.message }, 'upstream error');
       if (resOrSocket && 'writeHead' in resOrSocket) {
         const res = resOrSocket as ServerResponse;
@@ -45,7 +64,19 @@ export class Gateway {
 
   /** True when the Host header names an environment's service (and so the gateway should answer). */
   handles(req: IncomingMessage): boolean {
-    return parseHost(req.headers.host, this.deps.urls.baseDomain) !== null;
+    return parseHost(normalizeHost(req.headers.host), this.deps.urls.baseDomain) !== null;
+  }
+
+  /** How many hosts are remembered right now (bounded by `cacheEntries`). */
+  get cachedHosts(): number {
+    return this.cache.size;
+  }
+
+  /** Drops what is remembered about an environment's hosts (it was destroyed, say). */
+  forget(envName: string): void {
+    for (const [key, value] of this.cache.entries()) {
+      if (value.envName === envName) this.cache.delete(key);
+    }
   }
 
   async handleRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -62,29 +93,43 @@ export class Gateway {
       );
       return;
     }
+    this.sockets.add(socket);
+    socket.once('close', () => this.sockets.delete(socket));
     this.proxy.ws(req, socket, head, { target: { host: resolved.target.host, port: resolved.target.port } });
   }
 
+  /** Stops proxying and cuts open WebSocket connections (shutdown must not wait for them). */
   close(): void {
     this.proxy.close();
+    for (const socket of this.sockets) socket.destroy();
+    this.sockets.clear();
   }
 
   private async resolve(host: string | undefined): Promise<Resolution> {
+    const key = normalizeHost(host);
+    const cached = this.cache.get(key);
+    if (cached) return cached;
+    const resolution = await this.lookup(key);
+    // Routes are remembered briefly; misses more briefly still, so a new environment answers soon.
+    this.cache.set(key, resolution, {
+      ttl: resolution.ok ? (this.deps.cacheMs ?? 2_000) : (this.deps.negativeCacheMs ?? 1_000),
+    });
+    return resolution;
+  }
+
+  private async lookup(host: string): Promise<Resolution> {
     const parsed = parseHost(host, this.deps.urls.baseDomain);
     if (!parsed)
       return { ok: false, status: 404, title: 'Not found', detail: `No environment answers at ${host}.` };
-    const key = host ?? '';
-    const cached = this.cache.get(key);
-    if (cached && Date.now() - cached.at < (this.deps.cacheMs ?? 2_000)) {
-      return { ok: true, target: cached.target, envId: cached.envId };
-    }
-    const env = await this.deps.store.environments.getByName(parsed.envName);
+    const { envName } = parsed;
+    const env = await this.deps.store.environments.getByName(envName);
     if (!env || env.state === 'destroyed') {
       return {
         ok: false,
+        envName,
         status: 404,
         title: 'Not found',
-        detail: `There is no environment named "${parsed.envName}".`,
+        detail: `There is no environment named "${envName}".`,
       };
     }
     const workload = env.plan?.workloads.find((w) => w.name === parsed.service && w.kind === 'service');
@@ -92,6 +137,7 @@ export class Gateway {
     if (!workload || !port) {
       return {
         ok: false,
+        envName,
         status: 404,
         title: 'Not found',
         detail: `Environment "${env.name}" has no HTTP service named "${parsed.service}".`,
@@ -100,6 +146,7 @@ export class Gateway {
     if (env.state !== 'ready') {
       return {
         ok: false,
+        envName,
         status: 503,
         title: 'Not ready',
         // The step only: the reason may quote logs, and this page needs no token.
@@ -110,13 +157,13 @@ export class Gateway {
     if (!target) {
       return {
         ok: false,
+        envName,
         status: 503,
         title: 'Not running',
         detail: `Service "${workload.name}" is not running.`,
       };
     }
-    this.cache.set(key, { at: Date.now(), target, envId: env.id });
-    return { ok: true, target, envId: env.id };
+    return { ok: true, target, envId: env.id, envName };
   }
 }
 

@@ -11,10 +11,21 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.resolve(here, '../../../..');
 export const TESTKIT_IMAGE = 'mayfly-test/testkit:latest';
 
+/**
+ * Every installation a test starts is named after this run (`instanceName`), so the leak check
+ * counts only this run's objects, whatever else (a quick-start server, another run) shares the engine.
+ */
+export function testInstanceName(): string {
+  const run = process.env.MAYFLY_TEST_RUN;
+  if (!run) throw new Error('MAYFLY_TEST_RUN is not set: run the tests through vitest (global setup)');
+  return run;
+}
+
 const run = (cmd: string, args: string[]) =>
   execFileSync(cmd, args, { cwd: root, stdio: ['ignore', 'pipe', 'inherit'], encoding: 'utf8' });
 
 export default function setup(): void {
+  process.env.MAYFLY_TEST_RUN ??= `test-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 6)}`;
   run('bash', ['scripts/ensure-docker.sh']);
   run('bash', ['scripts/ensure-base-image.sh']);
   run('docker', ['build', '-q', '-t', TESTKIT_IMAGE, path.join(here, 'images/testkit')]);

@@ -5,13 +5,22 @@ import os from 'node:os';
 import path from 'node:path';
 import type { EnvEvent, Environment, EnvState } from '@mayfly/contract';
 import { type RunningServer, type StartOptions, startServer } from '../main.js';
-import { waitForState } from './control-plane-process.js';
+import { uploadBundle, waitForState } from './control-plane-process.js';
+import { testInstanceName } from './global-setup.js';
 
 export interface TestServer {
   server: RunningServer;
   dataDir: string;
   token: string;
-  api<T = unknown>(method: string, urlPath: string, body?: unknown): Promise<{ status: number; body: T }>;
+  /** A JSON call with the admin token, or with `token` when given. */
+  api<T = unknown>(
+    method: string,
+    urlPath: string,
+    body?: unknown,
+    token?: string,
+  ): Promise<{ status: number; body: T }>;
+  /** Uploads `dir` as a bundle (as `mayfly up` does) and returns its id. */
+  upload(dir: string): Promise<string>;
   waitForState(idOrName: string, states: EnvState[], timeoutMs?: number): Promise<Environment>;
   events(idOrName: string): Promise<EnvEvent[]>;
   /** GET through the gateway: connects to 127.0.0.1 and names the environment in the Host header. */
@@ -28,18 +37,28 @@ export async function startTestServer(options: StartOptions = {}): Promise<TestS
     reconcileIntervalMs: 250,
     gcIntervalMs: 60_000,
     logLevel: 'silent',
+    instanceName: testInstanceName(),
     ...options,
   });
   const token = (await readFile(server.adminTokenFile!, 'utf8')).trim();
 
-  const api: TestServer['api'] = async (method, urlPath, body) => {
+  const api: TestServer['api'] = async (method, urlPath, body, asToken = token) => {
     const res = await fetch(`${server.url}${urlPath}`, {
       method,
-      headers: { authorization: `Bearer ${token}`, ...(body ? { 'content-type': 'application/json' } : {}) },
-      body: body ? JSON.stringify(body) : undefined,
+      headers: {
+        authorization: `Bearer ${asToken}`,
+        ...(body !== undefined ? { 'content-type': 'application/json' } : {}),
+      },
+      body: body !== undefined ? JSON.stringify(body) : undefined,
     });
     const text = await res.text();
-    return { status: res.status, body: (text ? JSON.parse(text) : null) as never };
+    let parsed: unknown = text;
+    try {
+      parsed = text ? JSON.parse(text) : null;
+    } catch {
+      // not JSON (a log stream): the text as it is
+    }
+    return { status: res.status, body: parsed as never };
   };
 
   return {
@@ -47,6 +66,7 @@ export async function startTestServer(options: StartOptions = {}): Promise<TestS
     dataDir,
     token,
     api,
+    upload: (dir) => uploadBundle({ url: server.url, token }, dir),
     waitForState: (idOrName, states, timeoutMs = 120_000) =>
       waitForState({ url: server.url, token }, idOrName, states, timeoutMs),
     async events(idOrName) {

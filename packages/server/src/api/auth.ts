@@ -1,0 +1,76 @@
+/**
+ * Token auth with scopes. Every route declares the scope it needs (`config.scope`), and a route
+ * that declares none is refused when it is registered, so a new route cannot be left open by
+ * forgetting. Requests carry the caller as `req.access`, which services use to keep a
+ * project-bound token inside its project.
+ */
+import type { Server } from 'node:http';
+import { scopeAllows, TOKEN_SCOPES, type TokenScope } from '@mayfly/contract';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { type Access, accessOf } from '../access/access.js';
+import { ForbiddenError } from '../controller/errors.js';
+import type { Store } from '../store/store.js';
+import { UnauthorizedError } from './errors.js';
+
+/** What a route needs: a token of at least this scope, or nothing at all (`public`). */
+export type RouteScope = TokenScope | 'public';
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** The scope a token needs for this route; see `api/auth.ts`. */
+    scope?: RouteScope;
+  }
+  interface FastifyRequest {
+    /** The caller, once authenticated; null on public routes. */
+    access: Access | null;
+  }
+}
+
+/** The caller of a request on a route that needs a token (routes only run once auth passed). */
+export function requireAccess(req: FastifyRequest): Access {
+  if (!req.access) throw new UnauthorizedError('missing bearer token (set MAYFLY_TOKEN)');
+  return req.access;
+}
+
+/** A route of the API and the scope it needs. */
+export interface ScopedRoute {
+  method: string;
+  url: string;
+  scope: RouteScope;
+}
+
+/**
+ * Installs the checks on `app`; call before registering routes. Returns the list of routes as
+ * they are registered (HEAD routes fastify adds for GETs left out), for the OpenAPI test.
+ */
+export function registerAuth(app: FastifyInstance<Server>, store: Store): ScopedRoute[] {
+  const routes: ScopedRoute[] = [];
+  app.decorateRequest('access', null);
+  app.addHook('onRoute', (route) => {
+    const scope = route.config?.scope;
+    if (scope === undefined || (scope !== 'public' && !TOKEN_SCOPES.includes(scope))) {
+      throw new Error(`route ${route.method} ${route.url} declares no scope (config.scope)`);
+    }
+    for (const method of [route.method].flat()) {
+      if (method !== 'HEAD') routes.push({ method, url: route.url, scope });
+    }
+  });
+  app.addHook('onRequest', async (req) => {
+    // Unknown routes (404s) fall back to the strictest useful default: a valid token is needed.
+    const needed: RouteScope = req.routeOptions.config?.scope ?? 'read';
+    if (needed === 'public') return;
+    const header = req.headers.authorization ?? '';
+    const token = /^Bearer\s+(\S+)\s*$/i.exec(header)?.[1] ?? '';
+    if (!token) throw new UnauthorizedError('missing bearer token (set MAYFLY_TOKEN)');
+    // A token is a prefix and 43 base64url characters; anything else is not worth a lookup.
+    if (token.length > 200) throw new UnauthorizedError('invalid token');
+    const record = await store.tokens.verify(token);
+    if (!record) throw new UnauthorizedError('invalid, expired or revoked token');
+    const access = accessOf(record);
+    if (!scopeAllows(access.scope, needed)) {
+      throw new ForbiddenError(`this token has scope "${access.scope}"; this needs "${needed}"`);
+    }
+    req.access = access;
+  });
+  return routes;
+}

@@ -1,0 +1,112 @@
+/**
+ * Bounded inputs at the API: a hostile template is answered with an error quickly while other
+ * requests go on being served; bodies have limits on every route; names that would break a URL's
+ * DNS label are refused up front, and generated ones always fit.
+ */
+import type { Environment } from '@mayfly/contract';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TESTKIT_IMAGE } from '../test-support/global-setup.js';
+import { startTestServer, type TestServer } from '../test-support/test-server.js';
+
+type ErrorReply = {
+  error: { code: string; message: string; issues?: { line: number | null; message: string }[] };
+};
+
+/** 509 bytes that expand to 10^9 strings when every alias is followed (the issue's report). */
+const BILLION_LAUGHS = `a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
+services:
+  web:
+    image: x
+    command: *i
+`;
+
+describe('bounded inputs', () => {
+  let t: TestServer;
+  beforeAll(async () => {
+    t = await startTestServer();
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  const post = (body: unknown) => t.api<ErrorReply>('POST', '/v1/environments', body);
+
+  it('answers an alias bomb with an error naming the line within a second, while serving other requests', async () => {
+    const started = performance.now();
+    let bombMs = 0;
+    const bomb = post({ template: { filename: 'compose.yaml', content: BILLION_LAUGHS } }).then((res) => {
+      bombMs = performance.now() - started;
+      return res;
+    });
+    const health = fetch(`${t.server.url}/healthz`).then(() => performance.now() - started);
+    const [res, healthMs] = await Promise.all([bomb, health]);
+    expect(res.status).toBe(400);
+    expect(res.body.error.code).toBe('invalid_template');
+    expect(res.body.error.issues?.some((i) => i.line !== null && /alias/i.test(i.message))).toBe(true);
+    // The issue's budget: the answer within a second, and the other request not stalled behind it.
+    expect(bombMs).toBeLessThan(1_000);
+    expect(healthMs).toBeLessThan(1_000);
+    expect((process.memoryUsage().rss / 1024 ** 2) | 0).toBeLessThan(1_024);
+  });
+
+  it('refuses a template over 1 MiB, and a body over the route limit, before reading it all', async () => {
+    const big = await post({
+      template: { filename: 'compose.yaml', content: `# ${'x'.repeat(1024 * 1024)}\nservices: {}\n` },
+    });
+    expect(big.status).toBe(400);
+    const huge = await fetch(`${t.server.url}/v1/environments`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${t.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ template: { filename: 'c.yaml', content: 'x'.repeat(20 * 1024 * 1024) } }),
+    });
+    expect(huge.status).toBe(413);
+    const tokenBody = await fetch(`${t.server.url}/v1/tokens`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${t.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'x'.repeat(200 * 1024), scope: 'read' }),
+    });
+    expect(tokenBody.status).toBe(413);
+    expect((await t.api<{ items: Environment[] }>('GET', '/v1/environments?all=1')).body.items).toEqual([]);
+  });
+
+  it('refuses a NUL character, unknown fields and oversized inputs with 400', async () => {
+    const cases = [
+      { template: { filename: 'compose.yaml', content: 'services:\n  web:\n    image: "a\0b"\n' } },
+      { template: { filename: 'compose.yaml', content: 'services: {}' }, surprise: 1 },
+      { template: { filename: 'compose.yaml', content: 'services: {}' }, inputs: { 'NOT A NAME': 'x' } },
+      { template: { filename: 'compose.yaml', content: 'services: {}', bundle: 'abc' } },
+      { template: { filename: 'compose.yaml' } },
+      { template: { filename: 'compose.yaml', content: 'services: {}' }, project: '../../etc' },
+    ];
+    for (const body of cases) expect((await post(body)).status, JSON.stringify(body).slice(0, 80)).toBe(400);
+  });
+
+  it('refuses a name whose `<service>--<env>` label would pass 63 characters, and generates names that fit', async () => {
+    const service = 's'.repeat(30);
+    const content = `services:\n  ${service}:\n    image: ${TESTKIT_IMAGE}\n    command: ["testkit", "http"]\n    ports: ["8080"]\n`;
+    const tooLong = await post({ name: 'e'.repeat(35), template: { filename: 'compose.yaml', content } });
+    expect(tooLong.status).toBe(400);
+    expect(tooLong.body.error.issues?.[0]?.message).toMatch(/DNS allows 63/);
+
+    const generated = await t.api<Environment>('POST', '/v1/environments', {
+      namePrefix: `A Very--Long ${'folder-'.repeat(6)}name-`,
+      template: { filename: 'compose.yaml', content },
+    });
+    expect(generated.status, JSON.stringify(generated.body)).toBe(201);
+    const name = generated.body.name;
+    expect(name).not.toContain('--');
+    expect(name).toMatch(/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/);
+    expect(`${service}--${name}`.length).toBeLessThanOrEqual(63);
+    expect(generated.body.urls[service]).toContain(`${service}--${name}.`);
+    await t.api('DELETE', `/v1/environments/${generated.body.id}`);
+    await t.waitForState(generated.body.id, ['destroyed']);
+  });
+});

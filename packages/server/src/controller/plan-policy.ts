@@ -1,0 +1,131 @@
+/**
+ * What the server, not the template, decides about a plan before any driver sees it: default
+ * limits for every workload, and which host paths may be bound — checked once at create and again
+ * right before every apply, so a plan from the store never binds what the operator did not allow.
+ */
+import { realpath, stat } from 'node:fs/promises';
+import path from 'node:path';
+import type { EnvPlan, WorkloadPlan } from '../runtime/runtime.js';
+import { RuntimeStepError } from '../runtime/runtime.js';
+import type { Workspaces } from '../sources/workspaces.js';
+import { workloadHash } from '../spec/index.js';
+import { InvalidRequestError } from './errors.js';
+
+export interface HostPathPolicy {
+  /**
+   * Host directories (absolute) the operator allows templates to bind or read, besides their own
+   * folder (`mayfly serve --allow-host-path DIR`). A socket file is only allowed when listed itself.
+   */
+  allowedHostPaths: string[];
+}
+
+export interface DefaultLimits {
+  defaultMemoryBytes: number;
+  defaultPids: number;
+}
+
+const rehash = (w: WorkloadPlan): WorkloadPlan => {
+  const { specHash: _old, ...rest } = w;
+  return { ...rest, specHash: workloadHash(rest) };
+};
+
+/** Every workload gets a memory and a pids limit unless its template sets one. */
+export function withDefaultLimits(plan: EnvPlan, limits: DefaultLimits): EnvPlan {
+  return {
+    ...plan,
+    workloads: plan.workloads.map((w) =>
+      rehash({
+        ...w,
+        resources: {
+          ...w.resources,
+          memoryBytes: w.resources.memoryBytes ?? limits.defaultMemoryBytes,
+          pids: w.resources.pids ?? limits.defaultPids,
+        },
+      }),
+    ),
+  };
+}
+
+/**
+ * Binds of the template's own files are pointed at private copies the server makes
+ * (`Workspaces.prepareBindSources`): Docker resolves a bind source at every container start, and a
+ * container that can write along that path (a bind of the folder above it) could swap it for a
+ * link to `/` in between. Binds of operator-allowed host paths are kept as they are.
+ */
+export async function withPrivateBindSources(
+  plan: EnvPlan,
+  envId: string,
+  workspaces: Workspaces,
+  policy: HostPathPolicy,
+): Promise<EnvPlan> {
+  const own = workspaces.sourceDir(envId);
+  const sources = new Set<string>();
+  for (const w of plan.workloads) {
+    for (const m of w.mounts) {
+      if (m.type !== 'bind') continue;
+      if (isInside(own, m.source)) sources.add(m.source);
+      else if (!policy.allowedHostPaths.some((dir) => isInside(dir, m.source))) {
+        throw new InvalidRequestError(`bind source "${m.source}" is outside the paths templates may bind`);
+      }
+    }
+  }
+  if (sources.size === 0) return plan;
+  const copies = await workspaces.prepareBindSources(envId, [...sources]);
+  return {
+    ...plan,
+    workloads: plan.workloads.map((w) =>
+      w.mounts.some((m) => m.type === 'bind' && copies.has(m.source))
+        ? rehash({
+            ...w,
+            mounts: w.mounts.map((m) =>
+              m.type === 'bind' && copies.has(m.source) ? { ...m, source: copies.get(m.source)! } : m,
+            ),
+          })
+        : w,
+    ),
+  };
+}
+
+/**
+ * Right before an apply: every bind source, links followed, is one of the environment's private
+ * copies or inside an allowed host path; a socket (the Docker socket above all) only when its
+ * exact path is allowed. Throws the `mounts` step error otherwise.
+ */
+export async function checkBindSources(
+  plan: EnvPlan,
+  privateRoot: string,
+  policy: HostPathPolicy,
+): Promise<void> {
+  for (const w of plan.workloads) {
+    for (const m of w.mounts) {
+      if (m.type !== 'bind') continue;
+      const refuse = (why: string) =>
+        new RuntimeStepError(`mounts:${w.name}`, `bind source "${m.source}" ${why}`);
+      let real: string;
+      try {
+        real = await realpath(m.source);
+      } catch {
+        throw refuse('does not exist');
+      }
+      const ownCopy =
+        isInside(await realpathOr(privateRoot), real) && real !== (await realpathOr(privateRoot));
+      const allowed = await Promise.all(policy.allowedHostPaths.map(realpathOr));
+      if (!ownCopy && !allowed.some((dir) => isInside(dir, real))) {
+        throw refuse('is outside the paths templates may bind');
+      }
+      if (!ownCopy && (await stat(real)).isSocket() && !allowed.includes(real)) {
+        throw refuse('is a socket; only a socket path the operator lists itself may be bound');
+      }
+    }
+  }
+}
+
+async function realpathOr(p: string): Promise<string> {
+  return realpath(p).catch(() => path.resolve(p));
+}
+
+/** True when `p` is `root` or below it (lexically; callers resolve links first where it matters). */
+export function isInside(root: string, p: string): boolean {
+  const rel = path.relative(path.resolve(root), path.resolve(p));
+  return rel === '' || (rel !== '..' && !rel.startsWith(`..${path.sep}`) && !path.isAbsolute(rel));
+}

@@ -1,0 +1,27 @@
+/**
+ * Retention: the store does not grow without end. Destroyed environments (with their timelines and
+ * kept logs) are deleted after a while, every environment keeps a bounded number of events, and the
+ * server's work dir loses uploaded bundles nobody used and folders of environments that are gone.
+ */
+import type { Workspaces } from '../sources/workspaces.js';
+import type { Store } from '../store/store.js';
+
+export interface RetentionDeps {
+  store: Store;
+  workspaces: Workspaces;
+  destroyedRetentionMs: number;
+  maxEventsPerEnv: number;
+  now?: Date;
+}
+
+export async function applyRetention(
+  deps: RetentionDeps,
+): Promise<{ environments: number; events: number; bundles: number }> {
+  const now = deps.now ?? new Date();
+  const environments = await deps.store.environments.deleteDestroyed(
+    new Date(now.getTime() - deps.destroyedRetentionMs),
+  );
+  const events = await deps.store.events.prune({ maxPerEnv: deps.maxEventsPerEnv });
+  const bundles = await deps.workspaces.sweep(now);
+  return { environments, events, bundles };
+}
