@@ -145,7 +145,11 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     defaultLogTail: config.logTailDefault,
     onChange: (id) => reconciler.changed(id),
   });
-  const bundles = new BundleService({ workspaces });
+  const bundles = new BundleService({
+    workspaces,
+    maxStaged: config.bundleMaxStaged,
+    bundleTtlMs: config.bundleTtlMs,
+  });
 
   const { app, routes } = await buildApi({
     store,

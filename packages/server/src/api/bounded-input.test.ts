@@ -3,6 +3,9 @@
  * requests go on being served; bodies have limits on every route; names that would break a URL's
  * DNS label are refused up front, and generated ones always fit.
  */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
 import type { Environment } from '@mayfly/contract';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TESTKIT_IMAGE } from '../test-support/global-setup.js';
@@ -108,5 +111,40 @@ describe('bounded inputs', () => {
     expect(generated.body.urls[service]).toContain(`${service}--${name}.`);
     await t.api('DELETE', `/v1/environments/${generated.body.id}`);
     await t.waitForState(generated.body.id, ['destroyed']);
+  });
+});
+
+describe('uploaded bundles waiting to be used', () => {
+  let t: TestServer;
+  beforeAll(async () => {
+    t = await startTestServer({ bundleMaxStaged: 2 });
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it('are capped: one more upload gets 429 with why, and one used makes room', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'mayfly-staged-'));
+    await writeFile(
+      path.join(dir, 'compose.yaml'),
+      `services:\n  app:\n    image: ${TESTKIT_IMAGE}\n    command: ["testkit", "sleep"]\n`,
+    );
+    const first = await t.upload(dir);
+    await t.upload(dir);
+    const third = await t.upload(dir).catch((err: Error) => err);
+    expect(third).toBeInstanceOf(Error);
+    expect((third as Error).message).toMatch(/^bundle upload: 429 2 uploaded bundles are waiting to be used/);
+    const env = await t.api<Environment>('POST', '/v1/environments', {
+      template: { filename: 'compose.yaml', bundle: first },
+    });
+    expect(env.status).toBe(201);
+    expect(typeof (await t.upload(dir))).toBe('string');
+    // a bundle is used once
+    const again = await t.api<ErrorReply>('POST', '/v1/environments', {
+      template: { filename: 'compose.yaml', bundle: first },
+    });
+    expect(again.status).toBe(400);
+    expect(again.body.error.message).toMatch(/not found/);
+    await rm(dir, { recursive: true, force: true });
   });
 });

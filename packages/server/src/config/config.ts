@@ -49,6 +49,8 @@ export const ServerConfig = z.object({
     .default(256 * 1024 ** 2),
   bundleMaxFiles: z.coerce.number().int().positive().default(20_000),
   bundleTtlMs: z.coerce.number().int().positive().default(3_600_000),
+  /** Uploaded bundles waiting to be used at once; more uploads get 429 until some are used or expire. */
+  bundleMaxStaged: z.coerce.number().int().positive().default(50),
   /** Disk Mayfly-built images may take; past it the least recently used ones are removed. */
   imageBudgetBytes: z.coerce
     .number()

@@ -2,13 +2,27 @@
 import type { Readable } from 'node:stream';
 import type { Bundle } from '@mayfly/contract';
 import type { Workspaces } from '../sources/workspaces.js';
+import { QuotaExceededError } from './errors.js';
+
+export interface BundleServiceDeps {
+  workspaces: Workspaces;
+  /** Bundles waiting to be used at once; with the per-bundle size limit, this bounds their disk. */
+  maxStaged: number;
+  bundleTtlMs: number;
+}
 
 export class BundleService {
-  constructor(private readonly deps: { workspaces: Workspaces }) {}
+  constructor(private readonly deps: BundleServiceDeps) {}
 
   /** Unpacks the archive (limits and hostile entries checked as it streams in). */
   async upload(body: Readable): Promise<Bundle> {
-    const staged = await this.deps.workspaces.stageBundle(body);
+    const { workspaces, maxStaged, bundleTtlMs } = this.deps;
+    if ((await workspaces.stagedCount()) >= maxStaged) {
+      throw new QuotaExceededError(
+        `${maxStaged} uploaded bundles are waiting to be used: create environments from them, or wait until they expire (after ${Math.round(bundleTtlMs / 60_000)} minutes unused)`,
+      );
+    }
+    const staged = await workspaces.stageBundle(body);
     return {
       id: staged.id,
       files: staged.files,

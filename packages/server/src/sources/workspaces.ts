@@ -205,6 +205,12 @@ export class Workspaces {
     return copies;
   }
 
+  /** How many uploaded bundles wait to be claimed (being unpacked included). */
+  async stagedCount(): Promise<number> {
+    const names = await readdir(path.join(this.root, 'bundles')).catch(() => [] as string[]);
+    return names.filter((name) => BUNDLE_ID.test(name)).length + this.staging.size;
+  }
+
   /** Removes everything of `envId` (template folder, copies); idempotent. */
   async remove(envId: string): Promise<void> {
     await rm(this.envDir(envId), { recursive: true, force: true });
