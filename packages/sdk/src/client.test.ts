@@ -1,9 +1,16 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { gzipSync } from 'node:zlib';
 import type { EnvEvent } from '@mayfly/contract';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   ConflictError,
   ConnectionError,
+  ForbiddenError,
   InvalidRequestError,
   InvalidTemplateError,
   MayflyClient,
@@ -17,7 +24,7 @@ import {
 } from './index.js';
 import { type FakeServer, startFakeServer } from './test-support/fake-server.js';
 
-const template = (content = 'services: {}\n') => ({ filename: 'mayfly.yaml', content, dir: '/tmp/app' });
+const template = (content = 'services: {}\n') => ({ filename: 'mayfly.yaml', content });
 
 let server: FakeServer;
 let client: MayflyClient;
@@ -69,7 +76,34 @@ describe('MayflyClient', () => {
       const wrong = new MayflyClient({ baseUrl: server.url, token: 'nope' });
       const err = await wrong.environments.list().catch((e: unknown) => e);
       expect(err).toBeInstanceOf(UnauthorizedError);
-      expect(err).toMatchObject({ code: 'unauthorized', status: 401, message: 'missing or invalid token' });
+      expect(err).toMatchObject({
+        code: 'unauthorized',
+        status: 401,
+        message: 'invalid, expired or revoked token',
+      });
+    });
+
+    it('403 → ForbiddenError', async () => {
+      const { token } = await client.tokens.create({ name: 'reader-403', scope: 'read' });
+      const reader = new MayflyClient({ baseUrl: server.url, token });
+      await expect(reader.environments.list()).resolves.toBeInstanceOf(Array);
+      const err = await reader.environments.destroy('anything').catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(ForbiddenError);
+      expect(err).toBeInstanceOf(MayflyError);
+      expect(err).toMatchObject({ code: 'forbidden', status: 403 });
+      expect((err as Error).message).toContain('scope "read"');
+      // Also from the status alone, when a proxy answers without an ErrorBody.
+      server.failNext(403, '<html>Forbidden</html>');
+      const bare = await client.environments.list().catch((e: unknown) => e);
+      expect(bare).toBeInstanceOf(ForbiddenError);
+    });
+
+    it('a request the contract refuses (template.dir) → InvalidRequestError', async () => {
+      const err = await client.environments
+        .create({ template: { ...template(), dir: '/' } as never })
+        .catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(InvalidRequestError);
+      expect((err as Error).message).toContain('dir');
     });
 
     it('404 → NotFoundError', async () => {
@@ -217,7 +251,23 @@ describe('MayflyClient', () => {
       const env = await client.environments.create({ template: template() });
       const lines: string[] = [];
       for await (const line of client.environments.logs(env.id)) lines.push(line);
-      expect(lines).toEqual(['web | listening on :3000', 'web | GET / 200', 'db | database system is ready']);
+      expect(lines).toEqual([
+        'web | listening on :3000',
+        'web | GET / 200',
+        'db  | database system is ready',
+      ]);
+    });
+
+    it('passes tail 0 and tail all', async () => {
+      const env = await client.environments.create({ template: template() });
+      const none: string[] = [];
+      for await (const line of client.environments.logs(env.id, { tail: 0 })) none.push(line);
+      expect(none).toEqual([]);
+      expect(server.requests.findLast((r) => r.path.endsWith('/logs'))?.query.get('tail')).toBe('0');
+      const all: string[] = [];
+      for await (const line of client.environments.logs(env.id, { tail: 'all' })) all.push(line);
+      expect(all).toHaveLength(3);
+      expect(server.requests.findLast((r) => r.path.endsWith('/logs'))?.query.get('tail')).toBe('all');
     });
 
     it('passes service and tail', async () => {
@@ -274,6 +324,124 @@ describe('MayflyClient', () => {
         }
       };
       await expect(iterate()).rejects.toBeInstanceOf(NotFoundError);
+    });
+  });
+
+  describe('bundles', () => {
+    let folder: string;
+    let tar: Buffer;
+    beforeAll(() => {
+      folder = mkdtempSync(join(tmpdir(), 'mayfly-sdk-bundle-'));
+      writeFileSync(join(folder, 'mayfly.yaml'), 'services: {}\n');
+      writeFileSync(join(folder, 'app.txt'), 'x'.repeat(100_000));
+      tar = execFileSync('tar', ['-c', '-C', folder, 'mayfly.yaml', 'app.txt'], { maxBuffer: 1 << 24 });
+    });
+    afterAll(() => rmSync(folder, { recursive: true, force: true }));
+
+    it("streams a gzip'd Readable (chunked, application/gzip) and creates from the bundle", async () => {
+      const gz = gzipSync(tar);
+      // Many small chunks: the body must be streamed, not collected first.
+      const chunks = Array.from({ length: Math.ceil(gz.length / 1000) }, (_, i) =>
+        gz.subarray(i * 1000, (i + 1) * 1000),
+      );
+      const bundle = await client.bundles.upload(Readable.from(chunks));
+      expect(bundle).toMatchObject({ files: 2, bytes: tar.length });
+      const post = server.requests.findLast((r) => r.path === '/v1/bundles');
+      expect(post).toMatchObject({ contentType: 'application/gzip', chunked: true });
+      expect(post?.authorization).toBe(`Bearer ${server.token}`);
+      expect(post?.raw.equals(gz)).toBe(true);
+
+      const env = await client.environments.create({
+        namePrefix: 'app',
+        template: { filename: 'mayfly.yaml', bundle: bundle.id },
+      });
+      expect(env.name).toMatch(/^app-/);
+      // Used once.
+      await expect(
+        client.environments.create({ template: { filename: 'mayfly.yaml', bundle: bundle.id } }),
+      ).rejects.toBeInstanceOf(InvalidRequestError);
+    });
+
+    it('sends a plain tar as application/x-tar, from bytes or from an async iterable', async () => {
+      const fromBytes = await client.bundles.upload(new Uint8Array(tar));
+      expect(fromBytes.files).toBe(2);
+      const bytesPost = server.requests.findLast((r) => r.path === '/v1/bundles');
+      expect(bytesPost).toMatchObject({ contentType: 'application/x-tar', chunked: false });
+
+      async function* oneByteThenRest() {
+        yield tar.subarray(0, 1);
+        yield tar.subarray(1);
+      }
+      const fromIterable = await client.bundles.upload(oneByteThenRest());
+      expect(fromIterable.bytes).toBe(tar.length);
+      expect(server.requests.findLast((r) => r.path === '/v1/bundles')?.raw.equals(tar)).toBe(true);
+      // The gzip flag overrides the sniffing: a tar labelled gzip is refused by the server.
+      await expect(client.bundles.upload(tar, { gzip: true })).rejects.toBeInstanceOf(InvalidRequestError);
+    });
+
+    it('a source that fails midway rejects with its own error, not a ConnectionError', async () => {
+      async function* broken() {
+        yield gzipSync(tar).subarray(0, 100);
+        throw new Error('disk read failed');
+      }
+      const err = await client.bundles.upload(broken()).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(Error);
+      expect((err as Error).message).toBe('disk read failed');
+      expect(err).not.toBeInstanceOf(ConnectionError);
+    });
+
+    it('a read token may not upload (403)', async () => {
+      const { token } = await client.tokens.create({ name: 'reader-bundle', scope: 'read' });
+      const reader = new MayflyClient({ baseUrl: server.url, token });
+      await expect(reader.bundles.upload(Readable.from([gzipSync(tar)]))).rejects.toBeInstanceOf(
+        ForbiddenError,
+      );
+    });
+  });
+
+  describe('tokens', () => {
+    it('creates (the secret shown once), lists and revokes; a revoked token no longer works', async () => {
+      const created = await client.tokens.create({ name: 'ci', scope: 'write', project: 'shop', ttl: '30d' });
+      expect(created).toMatchObject({ name: 'ci', scope: 'write', project: 'shop', revokedAt: null });
+      expect(created.token).toEqual(expect.any(String));
+      expect(Date.parse(created.expiresAt ?? '') - Date.now()).toBeGreaterThan(29 * 86_400_000);
+      expect(server.requests.findLast((r) => r.path === '/v1/tokens')?.body).toEqual({
+        name: 'ci',
+        scope: 'write',
+        project: 'shop',
+        ttl: '30d',
+      });
+
+      const listed = await client.tokens.list();
+      const mine = listed.find((t) => t.id === created.id);
+      expect(mine).toMatchObject({ name: 'ci', scope: 'write' });
+      expect(mine).not.toHaveProperty('token');
+
+      const ci = new MayflyClient({ baseUrl: server.url, token: created.token });
+      await expect(ci.environments.list()).resolves.toBeInstanceOf(Array);
+      const revoked = await client.tokens.revoke('ci');
+      expect(revoked.id).toBe(created.id);
+      expect(revoked.revokedAt).not.toBeNull();
+      await expect(ci.environments.list()).rejects.toBeInstanceOf(UnauthorizedError);
+      expect((await client.tokens.list()).map((t) => t.id)).not.toContain(created.id);
+      expect((await client.tokens.list({ all: true })).map((t) => t.id)).toContain(created.id);
+      expect(server.requests.findLast((r) => r.path === '/v1/tokens')?.query.get('all')).toBe('1');
+    });
+
+    it('revoke of an unknown token → NotFoundError; a bad scope → InvalidRequestError', async () => {
+      await expect(client.tokens.revoke('no-such-token')).rejects.toBeInstanceOf(NotFoundError);
+      await expect(client.tokens.create({ name: 'x', scope: 'root' as never })).rejects.toBeInstanceOf(
+        InvalidRequestError,
+      );
+    });
+
+    it('a write token may not manage tokens (403)', async () => {
+      const { token } = await client.tokens.create({ name: 'writer', scope: 'write' });
+      const writer = new MayflyClient({ baseUrl: server.url, token });
+      await expect(writer.tokens.list()).rejects.toBeInstanceOf(ForbiddenError);
+      await expect(writer.tokens.create({ name: 'escalate', scope: 'admin' })).rejects.toBeInstanceOf(
+        ForbiddenError,
+      );
     });
   });
 });

@@ -31,8 +31,11 @@ export interface EventsOptions {
 export interface LogsOptions {
   /** One service; without it, every service, each line prefixed with `service | `. */
   service?: string;
-  /** Start with the last N lines. */
-  tail?: number;
+  /**
+   * Start with the last N lines (0: none, only what follows with `follow`), or `'all'`; without it
+   * the server's default (1000).
+   */
+  tail?: number | 'all';
   /** Keep streaming new lines until `signal` aborts or the environment is destroyed. */
   follow?: boolean;
   /** Aborting ends the iteration quietly. */

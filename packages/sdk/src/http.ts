@@ -7,11 +7,19 @@ export type FetchLike = (input: string | URL, init?: RequestInit) => Promise<Res
 /** Query parameters; `undefined` and `false` are left out, `true` is sent as `1`. */
 export type Query = Record<string, string | number | boolean | undefined>;
 
+/** A request body that is not JSON: bytes, or a stream of them sent as it is read. */
+export interface RawBody {
+  contentType: string;
+  data: Uint8Array | AsyncIterable<Uint8Array>;
+}
+
 /** One HTTP call to the API. */
 export interface RequestOptions {
   query?: Query;
   /** Sent as JSON. */
   body?: unknown;
+  /** Sent as is, with its own content type; a stream is sent as it is read (chunked), never buffered. */
+  raw?: RawBody;
   signal?: AbortSignal;
   /** Media type asked for; default `application/json`. */
   accept?: string;
@@ -43,14 +51,19 @@ export class HttpClient {
     const url = this.baseUrl + path + queryString(options.query);
     const headers: Record<string, string> = { accept: options.accept ?? 'application/json' };
     if (this.#token) headers.authorization = `Bearer ${this.#token}`;
-    let body: string | undefined;
-    if (options.body !== undefined) {
+    const init: RequestInit = { method, headers, signal: options.signal ?? null };
+    if (options.raw !== undefined) {
+      headers['content-type'] = options.raw.contentType;
+      init.body = options.raw.data;
+      // Node's fetch sends a streamed body only in half-duplex mode (the answer is read after it).
+      if (!(options.raw.data instanceof Uint8Array)) init.duplex = 'half';
+    } else if (options.body !== undefined) {
       headers['content-type'] = 'application/json';
-      body = JSON.stringify(options.body);
+      init.body = JSON.stringify(options.body);
     }
     let response: Response;
     try {
-      response = await this.#fetch(url, { method, headers, body, signal: options.signal ?? null });
+      response = await this.#fetch(url, init);
     } catch (err) {
       throw this.networkError(err, options.signal);
     }

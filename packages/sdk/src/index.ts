@@ -3,7 +3,10 @@
  * @packageDocumentation
  */
 export type {
+  Bundle,
+  CreatedToken,
   CreateEnvironmentRequest,
+  CreateTokenRequest,
   EnvEvent,
   Environment,
   EnvKind,
@@ -12,7 +15,10 @@ export type {
   Failure,
   ServiceStatus,
   TemplateIssue,
+  Token,
+  TokenScope,
 } from '@mayfly/contract';
+export type { BundleBody, BundlesApi, UploadBundleOptions } from './bundles.js';
 export { HealthResponse, MayflyClient, type MayflyClientOptions } from './client.js';
 export type {
   EnvironmentsApi,
@@ -39,3 +45,4 @@ export {
   UnexpectedStateError,
 } from './errors.js';
 export type { FetchLike } from './http.js';
+export type { ListTokensOptions, TokensApi } from './tokens.js';
