@@ -1,4 +1,10 @@
-import { ConnectionError, InvalidTemplateError, MayflyError, UnauthorizedError } from '@mayfly/sdk';
+import {
+  ConnectionError,
+  ForbiddenError,
+  InvalidTemplateError,
+  MayflyError,
+  UnauthorizedError,
+} from '@mayfly/sdk';
 import { CommanderError } from 'commander';
 import { formatIssue } from './format.js';
 import { printJson, printStderr } from './output.js';
@@ -44,7 +50,8 @@ export function reportError(err: unknown, json: boolean): number {
   }
   if (err instanceof MayflyError) {
     // With issues, the first line is the summary: the server may list the issues in the message too.
-    printStderr(`mayfly: ${err.issues.length > 0 ? err.message.split('\n')[0] : err.message}`);
+    const summary = err.issues.length > 0 ? err.message.split('\n')[0] : err.message;
+    printStderr(`mayfly: ${err instanceof ForbiddenError ? `forbidden: ${summary}` : summary}`);
     for (const issue of err.issues) printStderr(formatIssue(issue));
     const hint = hintFor(err);
     if (hint) printStderr(`  ${hint}`);
@@ -69,6 +76,9 @@ function hintFor(err: MayflyError): string | undefined {
   }
   if (err instanceof UnauthorizedError) {
     return 'set MAYFLY_TOKEN to a valid API token (the local server writes its admin token to <data dir>/admin-token)';
+  }
+  if (err instanceof ForbiddenError) {
+    return 'the token in MAYFLY_TOKEN lacks the scope for this; an admin can create one with `mayfly token create NAME --scope write`';
   }
   return undefined;
 }

@@ -72,12 +72,20 @@ function isDefaultServer(url: string, env: Env): boolean {
   }
 }
 
+let lastUrl: string | undefined;
+
+/** The URL of the server the last {@link connect} pointed at, if any (for error messages). */
+export function lastServerUrl(): string | undefined {
+  return lastUrl;
+}
+
 /**
  * A client for the server the options point at. With no server given, the local default is used
  * and started in the background first if nothing answers there.
  */
 export async function connect(options: GlobalOptions, env: Env = process.env): Promise<MayflyClient> {
   const target = resolveTarget(options.server, env);
+  lastUrl = target.url;
   if (target.implicit && !(await isServerUp(target.url))) {
     const { logFile } = await startLocalServer({ url: target.url, dataDir: mayflyHome(env) });
     printStderr(`started a local Mayfly server at ${target.url} (logs: ${logFile})`);

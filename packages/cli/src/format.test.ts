@@ -1,7 +1,17 @@
 import { describe, expect, it } from 'vitest';
-import { formatDuration, formatElapsed, formatIssue, table, until } from './format.js';
+import { formatBytes, formatDuration, formatElapsed, formatIssue, table, until } from './format.js';
 
 describe('format', () => {
+  it('sizes', () => {
+    expect(formatBytes(0)).toBe('0 B');
+    expect(formatBytes(1023)).toBe('1023 B');
+    expect(formatBytes(1024)).toBe('1 KiB');
+    expect(formatBytes(1536)).toBe('1.5 KiB');
+    expect(formatBytes(34 * 1024 + 100)).toBe('34 KiB');
+    expect(formatBytes(256 * 1024 * 1024)).toBe('256 MiB');
+    expect(formatBytes(5 * 1024 ** 4)).toBe('5120 GiB');
+  });
+
   it('durations', () => {
     expect(formatDuration(45_000)).toBe('45s');
     expect(formatDuration(12 * 60_000)).toBe('12m');

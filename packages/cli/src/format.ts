@@ -69,3 +69,16 @@ export function clockTime(iso: string): string {
     .map((n) => String(n).padStart(2, '0'))
     .join(':');
 }
+
+/** A size for humans, binary units: `512 B`, `34 KiB`, `1.5 MiB`. */
+export function formatBytes(bytes: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB'];
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  const shown = unit === 0 || value >= 10 ? Math.round(value) : Math.round(value * 10) / 10;
+  return `${shown} ${units[unit]}`;
+}

@@ -5,6 +5,7 @@ import { registerGet } from './commands/get.js';
 import { registerLogs } from './commands/logs.js';
 import { registerLs } from './commands/ls.js';
 import { registerServe, type ServeDeps } from './commands/serve.js';
+import { registerToken } from './commands/token.js';
 import { registerUp } from './commands/up.js';
 
 const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
@@ -30,7 +31,8 @@ export function createProgram(deps: { serve?: ServeDeps } = {}): Command {
     `
 Environment:
   MAYFLY_URL    server URL, when --server is not given
-  MAYFLY_TOKEN  API token (the local default server's admin token is read from <data dir>/admin-token)
+  MAYFLY_TOKEN  API token (the local default server's admin token is read from <data dir>/admin-token);
+                its scope (read, write, admin) limits what it may do: see \`mayfly token --help\`
   MAYFLY_HOME   data directory of the local server (default: ~/.mayfly)
 
 Exit codes: 0 ok, 1 failure, 2 invalid usage or input.`,
@@ -41,5 +43,6 @@ Exit codes: 0 ok, 1 failure, 2 invalid usage or input.`,
   registerGet(program);
   registerLogs(program);
   registerDestroy(program);
+  registerToken(program);
   return program;
 }

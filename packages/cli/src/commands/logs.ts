@@ -16,13 +16,23 @@ export function registerLogs(program: Command): void {
     .argument('<name>', 'environment name or id')
     .argument('[service]', 'only this service')
     .option('-f, --follow', 'keep printing new lines until interrupted or the environment is destroyed')
-    .option('--tail <n>', 'start with the last N lines')
+    .option(
+      '--tail <n>',
+      'start with the last N lines, or "all"; 0 with -f: only lines written from now on (default: the server\'s, 1000)',
+    )
+    .addHelpText(
+      'after',
+      `
+With --json, each line is an object on its own line: {"service": "web", "line": "..."}.
+
+Examples:
+  mayfly logs shop-k3v9                 # last 1000 lines of every service
+  mayfly logs shop-k3v9 web -f          # follow one service until Ctrl-C or destroy
+  mayfly logs shop-k3v9 --tail 0 -f     # only what comes next`,
+    )
     .action(async (name: string, service: string | undefined, options: LogsOptions, command: Command) => {
       const globals = globalOptions(command);
-      const tail = options.tail === undefined ? undefined : Number(options.tail);
-      if (tail !== undefined && !(Number.isInteger(tail) && tail >= 0)) {
-        throw new UsageError(`invalid --tail "${options.tail}": expected a whole number`);
-      }
+      const tail = parseTail(options.tail);
       const client = await connect(globals);
       const controller = new AbortController();
       const stop = () => controller.abort();
@@ -47,10 +57,26 @@ export function registerLogs(program: Command): void {
     });
 }
 
-/** Under --json a stream is NDJSON: one compact object per line, the service split from the `service | ` prefix. */
-function jsonLine(line: string, service: string | undefined): { service: string | null; line: string } {
+/** `--tail`: a whole number ≥ 0 (digits only: no `1e3`, `0x10`, ` 5`) or `all`. */
+export function parseTail(text: string | undefined): number | 'all' | undefined {
+  if (text === undefined || text === 'all') return text;
+  if (!/^\d{1,9}$/.test(text)) {
+    throw new UsageError(`invalid --tail "${text}": expected a whole number (0 or more) or "all"`);
+  }
+  return Number(text);
+}
+
+/**
+ * Under --json a stream is NDJSON: one compact object per line, the service split from the
+ * `service | ` prefix. The server pads names to the longest one (`api  | …`); service names are
+ * DNS labels, so neither spaces nor `|` belong to them.
+ */
+export function jsonLine(
+  line: string,
+  service: string | undefined,
+): { service: string | null; line: string } {
   if (service) return { service, line };
-  const match = /^([^\s|]+) \| (.*)$/s.exec(line);
+  const match = /^([^\s|]+) * \| (.*)$/s.exec(line);
   return match ? { service: match[1] ?? null, line: match[2] ?? '' } : { service: null, line };
 }
 

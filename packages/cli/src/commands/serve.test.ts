@@ -1,98 +1,144 @@
-import { afterEach, describe, expect, it, vi } from 'vitest';
-import { createProgram } from '../program.js';
-import type { RunningServer, StartServerOptions } from './serve.js';
+/**
+ * `mayfly serve` as a user runs it: the real bin, the real server, a temporary data dir. Its flags
+ * reach the server (limits, allowed host paths), bad flags exit 2 before anything starts, a second
+ * server on the same data dir is refused, and SIGTERM stops it cleanly.
+ */
+import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
+import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { waitForState } from '../../../server/src/test-support/control-plane-process.js';
+import { TESTKIT_IMAGE, testInstanceName } from '../../../server/src/test-support/global-setup.js';
 
-afterEach(() => {
-  vi.restoreAllMocks();
-});
+const BIN = fileURLToPath(new URL('../../bin/mayfly.js', import.meta.url));
+const cleanEnv = () =>
+  Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith('MAYFLY_')));
 
-function captureStdout(): string[] {
-  const lines: string[] = [];
-  vi.spyOn(process.stdout, 'write').mockImplementation((chunk) => {
-    lines.push(String(chunk));
-    return true;
+function run(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [BIN, ...args],
+      { env: cleanEnv(), timeout: 30_000 },
+      (error, stdout, stderr) => {
+        resolve({ code: error ? (typeof error.code === 'number' ? error.code : -1) : 0, stdout, stderr });
+      },
+    );
   });
-  vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
-  return lines;
 }
 
-/** Runs `mayfly serve …` in-process with a stand-in `startServer`, then sends `signal`. */
-async function serve(args: string[], created: boolean, signal: NodeJS.Signals = 'SIGINT') {
-  const calls: StartServerOptions[] = [];
-  const close = vi.fn(async () => {});
-  const running: RunningServer = {
-    url: 'http://127.0.0.1:7071',
-    gatewayUrl: 'http://localhost:7071',
-    adminTokenFile: created ? '/data/admin-token' : null,
-    adminTokenCreated: created,
-    close,
-  };
-  const program = createProgram({
-    serve: {
-      loadServer: async () => ({
-        startServer: async (options) => {
-          calls.push(options);
-          return running;
-        },
-      }),
-    },
+/** Starts `mayfly serve … --json` and resolves with the child and what it printed once it listens. */
+async function startServe(
+  args: string[],
+): Promise<{ child: ChildProcess; info: { url: string; adminTokenFile: string } }> {
+  const child = spawn(process.execPath, [BIN, 'serve', '--json', '--port', '0', ...args], {
+    env: cleanEnv(),
+    stdio: ['ignore', 'pipe', 'pipe'],
   });
-  const stdout = captureStdout();
-  const done = program.parseAsync(['node', 'mayfly', ...args]);
-  await vi.waitFor(() => expect(stdout.join('')).toMatch(/Press Ctrl-C|"url"/));
-  process.emit(signal);
-  await done;
-  return { calls, close, stdout: stdout.join('') };
+  let out = '';
+  const info = await new Promise<{ url: string; adminTokenFile: string }>((resolve, reject) => {
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      // `--json` prints one (pretty-printed) object on stdout once it listens.
+      try {
+        const parsed = JSON.parse(out) as { url?: string; adminTokenFile: string };
+        if (parsed.url) resolve(parsed as { url: string; adminTokenFile: string });
+      } catch {
+        // not complete yet
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`serve exited with ${code}: ${out}`)));
+  });
+  return { child, info };
 }
 
 describe('mayfly serve', () => {
-  it('passes its options to startServer, says where it listens, and closes on SIGINT', async () => {
-    const { calls, close, stdout } = await serve(
-      [
-        'serve',
-        '--port',
-        '7071',
-        '--data',
-        '/data',
-        '--db',
-        'postgres://db/mayfly',
-        '--host',
-        '0.0.0.0',
-        '--base-domain',
-        'dev.test',
-      ],
-      true,
-    );
-    expect(calls).toEqual([
-      {
-        port: 7071,
-        host: '0.0.0.0',
-        dataDir: '/data',
-        dbUrl: 'postgres://db/mayfly',
-        baseDomain: 'dev.test',
-      },
+  let dataDir: string;
+  let allowed: string;
+  beforeAll(async () => {
+    dataDir = await mkdtemp(path.join(os.tmpdir(), 'mayfly-serve-'));
+    allowed = await mkdtemp(path.join(os.tmpdir(), 'mayfly-serve-allowed-'));
+    await writeFile(path.join(allowed, 'greeting.txt'), 'hello from the host\n');
+  });
+  afterAll(async () => {
+    await rm(dataDir, { recursive: true, force: true });
+    await rm(allowed, { recursive: true, force: true });
+  });
+
+  it('refuses bad flags with exit 2 before starting anything', async () => {
+    for (const args of [
+      ['--port', '99999'],
+      ['--allow-host-path', 'relative/dir'],
+      ['--default-pids', '0'],
+      ['--default-memory', 'lots'],
+    ]) {
+      const result = await run(['serve', '--data', dataDir, ...args]);
+      expect(result.code, args.join(' ')).toBe(2);
+      expect(result.stderr, args.join(' ')).toMatch(/^mayfly: invalid --/);
+    }
+  });
+
+  it('runs with its limits and allowed paths, refuses a second server on its data dir, and stops on SIGTERM', async () => {
+    const { child, info } = await startServe([
+      '--data',
+      dataDir,
+      '--allow-host-path',
+      allowed,
+      '--default-memory',
+      '256m',
+      '--default-pids',
+      '64',
+      '--instance-name',
+      testInstanceName(),
     ]);
-    expect(stdout).toContain('Mayfly server listening on http://127.0.0.1:7071');
-    expect(stdout).toContain('admin token written to /data/admin-token');
-    expect(close).toHaveBeenCalledOnce();
-  });
+    try {
+      expect(info.adminTokenFile).toBe(path.join(dataDir, 'admin-token'));
+      expect((await stat(dataDir)).mode & 0o777).toBe(0o700);
+      const token = (await readFile(info.adminTokenFile, 'utf8')).trim();
 
-  it('uses the defaults, says nothing about a token that already existed, and closes on SIGTERM', async () => {
-    const { calls, close, stdout } = await serve(['serve'], false, 'SIGTERM');
-    expect(calls[0]).toMatchObject({ port: 7070, host: '127.0.0.1', baseDomain: 'localhost' });
-    expect(calls[0]).not.toHaveProperty('dbUrl');
-    expect(stdout).not.toContain('admin token');
-    expect(close).toHaveBeenCalledOnce();
-  });
+      const second = await run(['serve', '--port', '0', '--data', dataDir]);
+      expect(second.code).toBe(1);
+      expect(second.stderr).toContain(`another Mayfly server (pid ${child.pid}) is using ${dataDir}`);
 
-  it('--json prints where it listens as JSON', async () => {
-    const { stdout } = await serve(['serve', '--json', '--data', '/data'], true);
-    expect(JSON.parse(stdout)).toEqual({
-      url: 'http://127.0.0.1:7071',
-      gatewayUrl: 'http://localhost:7071',
-      adminTokenFile: '/data/admin-token',
-      adminTokenCreated: true,
-      dataDir: '/data',
-    });
+      const res = await fetch(`${info.url}/v1/environments`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({
+          name: 'served',
+          template: {
+            filename: 'compose.yaml',
+            content: `services:\n  app:\n    image: ${TESTKIT_IMAGE}\n    command: ["testkit", "sleep"]\n    volumes: ["${allowed}:/host:ro"]\n`,
+          },
+        }),
+      });
+      expect(res.status).toBe(201);
+      const env = await waitForState({ url: info.url, token }, 'served', ['ready', 'failed']);
+      expect(env.failure).toBeNull();
+      const container = `mayfly-${env.id}-app-1`;
+      expect(
+        execFileSync(
+          'docker',
+          ['inspect', '-f', '{{.HostConfig.Memory}} {{.HostConfig.PidsLimit}}', container],
+          {
+            encoding: 'utf8',
+          },
+        ).trim(),
+      ).toBe(`${256 * 1024 ** 2} 64`);
+      expect(
+        execFileSync('docker', ['exec', container, 'cat', '/host/greeting.txt'], { encoding: 'utf8' }),
+      ).toBe('hello from the host\n');
+      await fetch(`${info.url}/v1/environments/served`, {
+        method: 'DELETE',
+        headers: { authorization: `Bearer ${token}` },
+      });
+      await waitForState({ url: info.url, token }, env.id, ['destroyed']);
+    } finally {
+      const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+    }
+    expect(await readFile(path.join(dataDir, 'server.pid'), 'utf8').catch(() => 'gone')).toBe('gone');
   });
 });

@@ -1,3 +1,4 @@
+import { isAbsolute } from 'node:path';
 import type { Command } from 'commander';
 import { UsageError } from '../cli-error.js';
 import { mayflyHome } from '../connection.js';
@@ -11,6 +12,10 @@ export interface StartServerOptions {
   dataDir?: string;
   dbUrl?: string;
   baseDomain?: string;
+  allowHostPaths?: string[];
+  defaultMemoryBytes?: string;
+  defaultPids?: number;
+  instanceName?: string;
 }
 
 /** What `startServer` of `@mayfly/server` returns. */
@@ -33,6 +38,10 @@ interface ServeOptions {
   data?: string;
   db?: string;
   baseDomain: string;
+  allowHostPath: string[];
+  defaultMemory?: string;
+  defaultPids?: string;
+  instanceName?: string;
 }
 
 /** Where to find the server; replaced in tests. */
@@ -55,6 +64,21 @@ export function registerServe(program: Command, deps: ServeDeps = defaultDeps): 
     .option('--data <dir>', 'data directory (default: $MAYFLY_HOME, else ~/.mayfly)')
     .option('--db <url>', 'database URL, e.g. postgres://… (default: SQLite in the data directory)')
     .option('--base-domain <domain>', 'domain of environment URLs: <service>--<env>.<domain>', 'localhost')
+    .option(
+      '--allow-host-path <dir>',
+      'a host directory templates may bind or read besides their own uploaded folder (repeatable; a socket only by its own path)',
+      (value: string, previous: string[]) => [...previous, value],
+      [],
+    )
+    .option(
+      '--default-memory <size>',
+      'memory limit of every container whose template sets none (default: 1g)',
+    )
+    .option('--default-pids <n>', 'pids limit of every container whose template sets none (default: 1024)')
+    .option(
+      '--instance-name <name>',
+      'names a new installation: runtime objects are labelled mayfly.instance=<name>-<random>',
+    )
     .action((options: ServeOptions, command: Command) => serve(options, command, deps));
 }
 
@@ -64,6 +88,22 @@ async function serve(options: ServeOptions, command: Command, deps: ServeDeps): 
   if (!Number.isInteger(port) || port < 0 || port > 65_535)
     throw new UsageError(`invalid --port "${options.port}"`);
   const dataDir = options.data ?? mayflyHome();
+  for (const dir of options.allowHostPath) {
+    if (!isAbsolute(dir)) throw new UsageError(`invalid --allow-host-path "${dir}": give an absolute path`);
+  }
+  const pids = options.defaultPids === undefined ? undefined : Number(options.defaultPids);
+  if (pids !== undefined && !(Number.isInteger(pids) && pids > 0)) {
+    throw new UsageError(`invalid --default-pids "${options.defaultPids}": expected a whole number above 0`);
+  }
+  if (
+    options.defaultMemory !== undefined &&
+    !/^\d+(\.\d+)?\s*([kmgt]i?b?|b)?$/i.test(options.defaultMemory)
+  ) {
+    throw new UsageError(
+      `invalid --default-memory "${options.defaultMemory}"`,
+      'use a size such as 512m or 2g',
+    );
+  }
 
   const { startServer } = await deps.loadServer();
   const server = await startServer({
@@ -72,6 +112,10 @@ async function serve(options: ServeOptions, command: Command, deps: ServeDeps): 
     dataDir,
     baseDomain: options.baseDomain,
     ...(options.db === undefined ? {} : { dbUrl: options.db }),
+    allowHostPaths: options.allowHostPath,
+    ...(options.defaultMemory === undefined ? {} : { defaultMemoryBytes: options.defaultMemory }),
+    ...(pids === undefined ? {} : { defaultPids: pids }),
+    ...(options.instanceName === undefined ? {} : { instanceName: options.instanceName }),
   });
 
   if (globals.json) {

@@ -2,6 +2,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
+import { parseMemorySize } from '../spec/units.js';
 
 export const defaultDataDir = () => process.env.MAYFLY_HOME ?? path.join(os.homedir(), '.mayfly');
 
@@ -35,10 +36,11 @@ export const ServerConfig = z.object({
     .array(z.string().refine((p) => path.isAbsolute(p), 'must be an absolute path'))
     .default([]),
   /** Every container gets these limits unless its template sets its own. */
-  defaultMemoryBytes: z.coerce
-    .number()
-    .int()
-    .positive()
+  defaultMemoryBytes: z
+    .preprocess(
+      (v) => (typeof v === 'string' ? (parseMemorySize(v) ?? v) : v),
+      z.number({ error: 'expected a size such as 512m or 2g' }).int().positive(),
+    )
     .default(1024 ** 3),
   defaultPids: z.coerce.number().int().positive().default(1024),
   /** An uploaded template folder: largest size (uncompressed), file count; unused ones are deleted after `bundleTtlMs`. */
