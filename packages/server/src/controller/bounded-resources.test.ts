@@ -220,8 +220,9 @@ describe('log streaming with backpressure', () => {
   let plane: ControlPlane;
   beforeAll(async () => {
     dataDir = await mkdtemp(path.join(os.tmpdir(), 'mayfly-logs-'));
-    // Docker keeps this much of a container's output (the default, 30 MiB, would drop most of it).
-    plane = await startControlPlane(dataDir, undefined, { containerLogMaxBytes: 300 * 1024 ** 2 });
+    // Docker keeps this much of a container's output (the default, 30 MiB, would drop most of it;
+    // json-file stores each 100-byte line as about 150 bytes of JSON).
+    plane = await startControlPlane(dataDir, undefined, { containerLogMaxBytes: 1536 * 1024 ** 2 });
   });
   afterAll(async () => {
     await destroyAll(plane);
