@@ -6,7 +6,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { Environment } from '@mayfly/contract';
@@ -20,6 +20,7 @@ import {
   waitForState,
 } from '../test-support/control-plane-process.js';
 import { TESTKIT_IMAGE } from '../test-support/global-setup.js';
+import { nonceBuildProject } from '../test-support/projects.js';
 import { startTestServer, type TestServer } from '../test-support/test-server.js';
 import { composeTemplate, until } from '../test-support/until.js';
 
@@ -189,13 +190,7 @@ describe('bounded resources', () => {
   });
 
   it('removes built images past the disk budget once no environment uses them', async () => {
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'mayfly-imggc-'));
-    await writeFile(path.join(dir, 'nonce'), `${Date.now()} ${Math.random()}\n`);
-    await writeFile(path.join(dir, 'Dockerfile'), `FROM ${TESTKIT_IMAGE}\nCOPY nonce /nonce\n`);
-    await writeFile(
-      path.join(dir, 'compose.yaml'),
-      'services:\n  app:\n    build: .\n    command: ["testkit", "sleep"]\n',
-    );
+    const dir = await nonceBuildProject();
     const res = await t.api<Environment>('POST', '/v1/environments', {
       name: 'imggc',
       template: { filename: 'compose.yaml', bundle: await t.upload(dir) },

@@ -5,7 +5,7 @@
  * converge, run the job exactly once, and leave no orphan. A destroy during a create wins.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { EnvEvent, Environment } from '@mayfly/contract';
@@ -22,6 +22,7 @@ import {
 import { TESTKIT_IMAGE } from '../test-support/global-setup.js';
 import { labelledObjects } from '../test-support/leak-check.js';
 import { createPgSchema } from '../test-support/pg-schema.js';
+import { nonceBuildProject } from '../test-support/projects.js';
 import { until } from '../test-support/until.js';
 
 const HEALTH = `["CMD", "busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/healthz"]`;
@@ -138,13 +139,7 @@ describe('crash safety (SIGKILL of the control plane)', () => {
   });
 
   it('converges after a kill during a build', async () => {
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'mayfly-crash-build-'));
-    await writeFile(path.join(dir, 'nonce'), `${Date.now()} ${Math.random()}\n`);
-    await writeFile(path.join(dir, 'Dockerfile'), `FROM ${TESTKIT_IMAGE}\nCOPY nonce /nonce\nRUN sleep 3\n`);
-    await writeFile(
-      path.join(dir, 'compose.yaml'),
-      'services:\n  app:\n    build: .\n    command: ["testkit", "sleep"]\n',
-    );
+    const dir = await nonceBuildProject('RUN sleep 3\n');
     const created = await call<Environment>(plane, 'POST', '/v1/environments', {
       name: 'crash-build',
       template: { filename: 'compose.yaml', bundle: await uploadBundle(plane, dir) },

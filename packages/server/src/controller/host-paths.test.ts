@@ -13,6 +13,7 @@ import type { Environment } from '@mayfly/contract';
 import tar from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TESTKIT_IMAGE } from '../test-support/global-setup.js';
+import { makeProject } from '../test-support/projects.js';
 import { startTestServer, type TestServer } from '../test-support/test-server.js';
 
 type ErrorReply = { error: { code: string; message: string; issues?: { path: string; message: string }[] } };
@@ -46,14 +47,7 @@ describe('what a template may touch', () => {
     await rm(allowed, { recursive: true, force: true });
   });
 
-  const project = async (files: Record<string, string>) => {
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'mayfly-bundle-'));
-    for (const [name, content] of Object.entries(files)) {
-      await mkdir(path.dirname(path.join(dir, name)), { recursive: true });
-      await writeFile(path.join(dir, name), content);
-    }
-    return dir;
-  };
+  const project = makeProject;
 
   it('refuses a client-given directory, and any host path in an inline template', async () => {
     const viaDir = await t.api<ErrorReply>('POST', '/v1/environments', {

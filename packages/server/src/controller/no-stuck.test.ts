@@ -6,7 +6,7 @@
  * could expire, so two replicas never drive one environment.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -22,6 +22,7 @@ import {
 import { TESTKIT_IMAGE } from '../test-support/global-setup.js';
 import { labelledObjects } from '../test-support/leak-check.js';
 import { createPgSchema, type PgSchema } from '../test-support/pg-schema.js';
+import { nonceBuildProject } from '../test-support/projects.js';
 import { startTestServer, type TestServer } from '../test-support/test-server.js';
 import { composeTemplate, until } from '../test-support/until.js';
 
@@ -76,13 +77,7 @@ describe('no stuck environments (one server)', () => {
   });
 
   it('a repair re-uses the image built for the environment, even when its checkout is gone', async () => {
-    const dir = await mkdtemp(path.join(os.tmpdir(), 'mayfly-repair-'));
-    await writeFile(path.join(dir, 'nonce'), `${Date.now()} ${Math.random()}\n`);
-    await writeFile(path.join(dir, 'Dockerfile'), `FROM ${TESTKIT_IMAGE}\nCOPY nonce /nonce\n`);
-    await writeFile(
-      path.join(dir, 'compose.yaml'),
-      'services:\n  app:\n    build: .\n    command: ["testkit", "sleep"]\n',
-    );
+    const dir = await nonceBuildProject();
     const res = await t.api<Environment>('POST', '/v1/environments', {
       name: 'rebuildless',
       template: { filename: 'compose.yaml', bundle: await t.upload(dir) },
