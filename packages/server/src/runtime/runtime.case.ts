@@ -40,6 +40,24 @@ async function until(condition: () => Promise<boolean> | boolean, what: string, 
   }
 }
 
+/**
+ * Samples this process's RSS every few ms until `stop()`, which gives the highest rise seen over
+ * the RSS at the start. The samples run between I/O callbacks, so a stream read flat out is seen.
+ */
+function watchRss(): { stop: () => number } {
+  const before = process.memoryUsage().rss;
+  let peak = before;
+  const timer = setInterval(() => {
+    peak = Math.max(peak, process.memoryUsage().rss);
+  }, 10);
+  return {
+    stop: () => {
+      clearInterval(timer);
+      return Math.max(peak, process.memoryUsage().rss) - before;
+    },
+  };
+}
+
 /** An uncompressed tar of the given files, as the layer above the driver hands a build context over. */
 function contextTar(files: Record<string, string>): Readable {
   const pack = tar.pack();
@@ -192,12 +210,82 @@ export function describeRuntime(
       const result = await runtime.exec(plan.envId, 'box', ['sh', '-c', 'cat; echo err >&2; exit 3'], {
         stdin: 'from stdin\n',
       });
-      expect(result).toEqual({ exitCode: 3, stdout: 'from stdin\n', stderr: 'err\n' });
+      expect(result).toEqual({
+        exitCode: 3,
+        stdout: 'from stdin\n',
+        stderr: 'err\n',
+        stdoutTruncated: false,
+        stderrTruncated: false,
+      });
 
       await runtime.writeFile(plan.envId, 'box', '/tmp/hello.txt', 'written by the test');
       expect((await runtime.readFile(plan.envId, 'box', '/tmp/hello.txt')).toString()).toBe(
         'written by the test',
       );
+      await runtime.destroy(plan.envId);
+    });
+
+    it('exec keeps the end of what a command prints, at most maxOutputBytes of each stream, and says so', async () => {
+      const plan = track(envPlan([workload({ name: 'box', command: ['testkit', 'sleep'] })]));
+      await runtime.apply(plan);
+      const small = await runtime.exec(
+        plan.envId,
+        'box',
+        ['sh', '-c', 'printf 0123456789; printf abcdefgh >&2; exit 2'],
+        { maxOutputBytes: 4 },
+      );
+      expect(small).toEqual({
+        exitCode: 2,
+        stdout: '6789',
+        stderr: 'efgh',
+        stdoutTruncated: true,
+        stderrTruncated: true,
+      });
+      const exact = await runtime.exec(plan.envId, 'box', ['printf', '0123'], { maxOutputBytes: 4 });
+      expect(exact).toMatchObject({ stdout: '0123', stdoutTruncated: false });
+
+      // ~500 MB on stdout: read and dropped as it comes, 1 MiB (the default) kept, memory flat.
+      const rss = watchRss();
+      const big = await runtime.exec(plan.envId, 'box', [
+        'sh',
+        '-c',
+        'head -c 500000000 /dev/zero; echo the-end; echo err-end >&2',
+      ]);
+      const rise = rss.stop();
+      expect(big.exitCode).toBe(0);
+      expect(big.stdoutTruncated).toBe(true);
+      expect(Buffer.byteLength(big.stdout)).toBe(MiB);
+      expect(big.stdout.endsWith('\0the-end\n')).toBe(true);
+      expect(big).toMatchObject({ stderr: 'err-end\n', stderrTruncated: false });
+      // What is read and dropped waits for the garbage collector (~40 MiB seen); kept, it would be ≥ 400 MB.
+      expect(rise).toBeLessThan(96 * MiB);
+      await runtime.destroy(plan.envId);
+    });
+
+    it('a health check that prints a lot is judged by its exit code, with memory flat', async () => {
+      const plan = track(
+        envPlan([
+          workload({
+            name: 'loud',
+            command: ['testkit', 'sleep'],
+            healthcheck: {
+              test: ['CMD-SHELL', 'head -c 400000000 /dev/zero; exit 0'],
+              // The driver's own probe decides here (the platform's first one would come later).
+              intervalMs: 120_000,
+              timeoutMs: 110_000,
+              retries: 3,
+              startPeriodMs: 0,
+            },
+          }),
+        ]),
+      );
+      const events: ProgressEvent[] = [];
+      const rss = watchRss();
+      await runtime.apply(plan, { onProgress: (e) => events.push(e) });
+      const rise = rss.stop();
+      expect(events).toContainEqual({ type: 'workload', workload: 'loud', phase: 'healthy' });
+      // What is read and dropped waits for the garbage collector (~40 MiB seen); kept, it would be ≥ 400 MB.
+      expect(rise).toBeLessThan(96 * MiB);
       await runtime.destroy(plan.envId);
     });
 
@@ -386,6 +474,24 @@ export function describeRuntime(
       expect(await runtime.hasImage(TESTKIT_IMAGE)).toBe(true);
     });
 
+    it('a failing build that printed a lot rejects with only the end of its output', async () => {
+      const tag = newTag();
+      const err = await runtime
+        .buildImage(tag, buildPlan(), {
+          context: contextTar({
+            // ~590 KB in short lines, then one 600 KB line, then the line that explains the failure.
+            Dockerfile: `FROM ${TESTKIT_IMAGE}\nRUN seq 1 100000; head -c 600000 /dev/zero | tr '\\0' x; echo; echo the-last-words; exit 4\n`,
+          }),
+        })
+        .catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(Error);
+      const message = (err as Error).message;
+      expect(message).toMatch(/the-last-words/);
+      expect(message).toMatch(/\b4\b/); // the exit code, in the builder's own failure line
+      expect(Buffer.byteLength(message)).toBeLessThan(16 * 1024);
+      expect(await runtime.hasImage(tag)).toBe(false);
+    });
+
     it('a cancelled build stops at once, on the platform too, and tags nothing', async () => {
       const tag = newTag();
       const marker = `build-marker-${randomUUID().slice(0, 8)}`;
@@ -527,6 +633,47 @@ export function describeRuntime(
       expect(events.some((e) => e.type === 'workload' && e.phase === 'started')).toBe(false);
       if (workloadIds) expect(await workloadIds(plan.envId, 'flaky')).toEqual(ids);
       await runtime.destroy(plan.envId);
+    });
+
+    it('an abort stops apply while it creates many containers: nothing more is created, nothing started', async () => {
+      const plan = track(envPlan([workload({ name: 'many', command: ['testkit', 'sleep'], replicas: 40 })]));
+      const abort = new AbortController();
+      const applying = runtime.apply(plan, { signal: abort.signal });
+      applying.catch(() => {});
+      await until(
+        async () => (await runtime.observe(plan.envId)).workloads.length > 0,
+        'the first container exists',
+      );
+      abort.abort(new Error('destroy requested'));
+      const abortedAt = Date.now();
+      await expect(applying).rejects.toThrow('destroy requested');
+      expect(Date.now() - abortedAt).toBeLessThan(2_000);
+      const { workloads } = await runtime.observe(plan.envId);
+      expect(workloads.length).toBeLessThan(20);
+      expect(workloads.filter((w) => w.state !== 'created')).toEqual([]);
+      await runtime.destroy(plan.envId);
+      expect((await runtime.listManaged()).filter((o) => o.envId === plan.envId)).toEqual([]);
+    });
+
+    it('an abort stops apply while it starts many containers: the rest are never started', async () => {
+      const plan = track(envPlan([workload({ name: 'many', command: ['testkit', 'sleep'], replicas: 40 })]));
+      const abort = new AbortController();
+      const applying = runtime.apply(plan, { signal: abort.signal });
+      applying.catch(() => {});
+      await until(
+        async () => (await runtime.observe(plan.envId)).workloads.some((w) => w.state === 'running'),
+        'the first container runs',
+        60_000,
+      );
+      abort.abort(new Error('destroy requested'));
+      const abortedAt = Date.now();
+      await expect(applying).rejects.toThrow('destroy requested');
+      expect(Date.now() - abortedAt).toBeLessThan(2_000);
+      const { workloads } = await runtime.observe(plan.envId);
+      expect(workloads).toHaveLength(40);
+      expect(workloads.filter((w) => w.state !== 'created').length).toBeLessThan(30);
+      await runtime.destroy(plan.envId);
+      expect((await runtime.listManaged()).filter((o) => o.envId === plan.envId)).toEqual([]);
     });
 
     it('a crash-looping service fails its start step with its last output, long before the timeout', async () => {

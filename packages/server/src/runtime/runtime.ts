@@ -97,6 +97,10 @@ export type ProgressEvent =
 
 export interface ApplyOptions {
   onProgress?: (event: ProgressEvent) => void;
+  /**
+   * Aborting stops apply within about a second, wherever it is (pulling, creating or starting
+   * containers, waiting): nothing more is created or started, and apply rejects.
+   */
   signal?: AbortSignal;
 }
 
@@ -136,6 +140,7 @@ export interface BuildOptions {
    * send (`.dockerignore` already applied above the driver, see `build/context-files.ts`).
    */
   context: NodeJS.ReadableStream;
+  /** Every line of output, as it comes. A failed build's error message keeps only the last few KiB. */
   onLog?: (line: string) => void;
   /** Aborting stops the build (the request to the builder is cancelled). */
   signal?: AbortSignal;
@@ -155,12 +160,23 @@ export interface ExecOptions {
   env?: Record<string, string>;
   workingDir?: string;
   timeoutMs?: number;
+  /**
+   * The most bytes kept of each of stdout and stderr; default 1 MiB ({@link DEFAULT_EXEC_OUTPUT_BYTES}).
+   * A command may print any amount: the rest is read and dropped, the *last* bytes are kept.
+   */
+  maxOutputBytes?: number;
 }
+
+export const DEFAULT_EXEC_OUTPUT_BYTES = 1024 * 1024;
 
 export interface ExecResult {
   exitCode: number;
+  /** The end of the command's stdout: at most `maxOutputBytes` bytes of it. */
   stdout: string;
   stderr: string;
+  /** True when stdout printed more than was kept (its start was dropped). */
+  stdoutTruncated: boolean;
+  stderrTruncated: boolean;
 }
 
 export interface Endpoint {

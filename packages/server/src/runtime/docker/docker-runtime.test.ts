@@ -178,6 +178,72 @@ describe('DockerRuntime', () => {
     expect(await runtime.removeImage(tag)).toBe(true);
   });
 
+  /** The limits a build step sees in its own cgroup (v1 or v2), as its RUN prints them. */
+  const buildStepLimits = async (limits?: { memoryBytes?: number; cpus?: number }) => {
+    const tag = `mayfly-test/build-limits:${randomUUID().slice(0, 12)}`;
+    builtTags.push(tag);
+    const script = [
+      'mem=$(cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max)',
+      'cpu=$(cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us /sys/fs/cgroup/cpu/cpu.cfs_period_us 2>/dev/null || cat /sys/fs/cgroup/cpu.max)',
+      'echo limits $mem $cpu',
+    ].join('; ');
+    const pack = tar.pack();
+    // A build arg that changes every time: the step runs, never comes from the cache.
+    pack.entry({ name: 'Dockerfile' }, `FROM ${TESTKIT_IMAGE}\nARG NONCE\nRUN ${script}\n`);
+    pack.finalize();
+    const logs: string[] = [];
+    const builder = limits ? new DockerRuntime({ instance, buildLimits: limits }) : runtime;
+    await builder.buildImage(
+      tag,
+      { context: '/unused', dockerfile: 'Dockerfile', args: { NONCE: randomUUID() } },
+      { context: pack as unknown as NodeJS.ReadableStream, onLog: (line) => logs.push(line) },
+    );
+    const line = logs.find((l) => l.startsWith('limits '));
+    expect(line).toBeDefined();
+    const [memory, quota, period] = line!.split(' ').slice(1);
+    return { memory, quota: Number(quota), period: Number(period) };
+  };
+
+  it('runs every build step with memory and CPU limits: 2 GiB and 1 CPU by default', async () => {
+    expect(await buildStepLimits()).toEqual({
+      memory: String(2 * 1024 * MiB),
+      quota: 100_000,
+      period: 100_000,
+    });
+    expect(await buildStepLimits({ memoryBytes: 256 * MiB, cpus: 0.5 })).toEqual({
+      memory: String(256 * MiB),
+      quota: 50_000,
+      period: 100_000,
+    });
+  });
+
+  it('fails a build step that uses more memory than the build limit', async () => {
+    const tag = `mayfly-test/build-oom:${randomUUID().slice(0, 12)}`;
+    builtTags.push(tag);
+    const pack = tar.pack();
+    // 512 MiB written for real (not merely reserved) under a 128 MiB limit, no swap on top.
+    const dockerfile = `FROM ${TESTKIT_IMAGE}\nARG NONCE\nRUN python3 -c "b = b'x' * (512 * 1024 * 1024); print('survived', len(b))"\n`;
+    pack.entry({ name: 'Dockerfile' }, dockerfile);
+    pack.finalize();
+    const logs: string[] = [];
+    const err = await new DockerRuntime({ instance, buildLimits: { memoryBytes: 128 * MiB } })
+      .buildImage(
+        tag,
+        { context: '/unused', dockerfile: 'Dockerfile', args: { NONCE: randomUUID() } },
+        { context: pack as unknown as NodeJS.ReadableStream, onLog: (line) => logs.push(line) },
+      )
+      .catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(Error);
+    expect((err as Error).message).toMatch(/non-zero code: 137/); // killed by the OOM killer
+    expect(logs.some((l) => l.startsWith('survived'))).toBe(false);
+    expect(await runtime.hasImage(tag)).toBe(false);
+  });
+
+  it('refuses build limits that cannot work', () => {
+    expect(() => new DockerRuntime({ buildLimits: { memoryBytes: 1024 } })).toThrow(/memoryBytes/);
+    expect(() => new DockerRuntime({ buildLimits: { cpus: 0 } })).toThrow(/cpus/);
+  });
+
   it('closes the connection to the Engine when a log reader gives up or aborts', async () => {
     const plan = track(
       envPlan([

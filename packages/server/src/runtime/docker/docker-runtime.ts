@@ -6,7 +6,7 @@
 import type { IncomingMessage } from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
-import { PassThrough, pipeline, type Readable } from 'node:stream';
+import { pipeline, type Readable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Docker from 'dockerode';
@@ -15,6 +15,7 @@ import {
   type BuildOptions,
   type BuildPlan,
   type BuiltImage,
+  DEFAULT_EXEC_OUTPUT_BYTES,
   type Endpoint,
   type EnvPlan,
   type ExecOptions,
@@ -31,8 +32,9 @@ import {
   type WorkloadPlan,
 } from '../runtime.js';
 import { firstFileFromTar, singleFileTar } from './archive.js';
+import { ByteTail, clipMiddle } from './byte-tail.js';
 import { type ContainerLogLimits, containerCreateOptions } from './container-spec.js';
-import { DockerLogDemuxer } from './log-demux.js';
+import { DockerFrameReader, DockerLogDemuxer } from './log-demux.js';
 import {
   BUILT_BY_LABEL,
   envLabels,
@@ -63,12 +65,31 @@ export interface DockerRuntimeOptions {
    * step as crash-looping instead of being waited for until the timeout; default 3.
    */
   crashLoopRestarts?: number;
+  /**
+   * Limits of every container a build runs (each `RUN` step): memory (swap included, so no swap)
+   * and CPUs; default 2 GiB and 1 CPU. The Engine's build API has no pids limit.
+   */
+  buildLimits?: BuildLimits;
 }
+
+export interface BuildLimits {
+  memoryBytes?: number;
+  cpus?: number;
+}
+
+const DEFAULT_BUILD_LIMITS = { memoryBytes: 2 * 1024 * 1024 * 1024, cpus: 1 } as const;
+/** `/dev/shm` of a build step: the Engine's own default, said explicitly (it counts as the step's memory). */
+const BUILD_SHM_BYTES = 64 * 1024 * 1024;
+const CPU_PERIOD_US = 100_000;
 
 /** More `VOLUME`s than this in one image is refused rather than made into as many volumes. */
 const MAX_IMAGE_VOLUMES = 64;
 /** The bytes of log kept for an error message: the end of the output, whatever its line lengths. */
 const LOG_TAIL_BYTES = 4096;
+/** Output of a health probe kept: only its exit code counts, the end of its output may explain it. */
+const PROBE_OUTPUT_BYTES = 4096;
+/** Containers of one workload started at once: enough to be quick, few enough that an abort stops them. */
+const START_CONCURRENCY = 8;
 
 /** How an existing or new set of containers is brought up by `startWorkload`. */
 type Prepared = {
@@ -95,6 +116,7 @@ export class DockerRuntime implements Runtime {
   private readonly instance: string;
   private readonly logLimits: ContainerLogLimits;
   private readonly crashLoopRestarts: number;
+  private readonly buildLimits: Required<BuildLimits>;
   /** Network creation is serialised in this process, so two environments never pick one subnet. */
   private networkQueue: Promise<unknown> = Promise.resolve();
 
@@ -107,6 +129,16 @@ export class DockerRuntime implements Runtime {
     this.instance = options.instance ?? 'default';
     this.logLimits = options.containerLogLimits ?? { maxSizeBytes: 10 * 1024 * 1024, maxFiles: 3 };
     this.crashLoopRestarts = options.crashLoopRestarts ?? 3;
+    this.buildLimits = { ...DEFAULT_BUILD_LIMITS, ...options.buildLimits };
+    const { memoryBytes, cpus } = this.buildLimits;
+    if (!(Number.isInteger(memoryBytes) && memoryBytes >= 6 * 1024 * 1024)) {
+      throw new RangeError(
+        `buildLimits.memoryBytes must be a whole number of bytes ≥ 6 MiB, not ${memoryBytes}`,
+      );
+    }
+    if (!(cpus > 0 && Math.round(cpus * CPU_PERIOD_US) >= 1000)) {
+      throw new RangeError(`buildLimits.cpus must be at least 0.01, not ${cpus}`);
+    }
   }
 
   async ping(): Promise<void> {
@@ -132,6 +164,7 @@ export class DockerRuntime implements Runtime {
    * as built by this installation, so {@link listBuiltImages} and {@link removeImage} find it.
    * Aborting `options.signal` closes the request, which makes the Engine stop the build and
    * remove its intermediate container; the promise rejects with the signal's reason at once.
+   * Every step runs with {@link DockerRuntimeOptions.buildLimits}.
    */
   async buildImage(tag: string, build: BuildPlan, options: BuildOptions): Promise<void> {
     const { context, onLog, signal } = options;
@@ -145,6 +178,13 @@ export class DockerRuntime implements Runtime {
         labels: { [BUILT_BY_LABEL]: 'mayfly', [LABELS.instance]: this.instance },
         rm: true,
         forcerm: true,
+        // The limits below are the legacy builder's (BuildKit ignores them): ask for it by name.
+        version: '1',
+        memory: this.buildLimits.memoryBytes,
+        memswap: this.buildLimits.memoryBytes, // equal to memory: no swap on top
+        cpuperiod: CPU_PERIOD_US,
+        cpuquota: Math.round(this.buildLimits.cpus * CPU_PERIOD_US),
+        shmsize: BUILD_SHM_BYTES,
         abortSignal: signal,
       })) as unknown as IncomingMessage;
       await this.followBuild(response, onLog, signal);
@@ -167,13 +207,13 @@ export class DockerRuntime implements Runtime {
     // version: destroying the response is what ends the read below.
     const stop = () => response.destroy();
     signal?.addEventListener('abort', stop, { once: true });
-    const tail: string[] = [];
+    // The end of the output for the error message: a few KiB, whatever the size of the messages.
+    const tail = new ByteTail(LOG_TAIL_BYTES);
     let partial = '';
     let failure: string | undefined;
     let imageId: string | undefined;
     const emit = (text: string) => {
       tail.push(text);
-      if (tail.length > 20) tail.shift();
       const lines = (partial + text).split('\n');
       partial = lines.pop()!.slice(-4096);
       for (const line of lines) if (line.trim()) onLog?.(line.trimEnd());
@@ -194,8 +234,8 @@ export class DockerRuntime implements Runtime {
     }
     signal?.throwIfAborted();
     if (partial.trim()) onLog?.(partial.trimEnd());
-    const output = tail.join('').trim();
-    if (failure) throw new Error(`${failure.trim()}\n${output}`.trim());
+    const output = `${tail.truncated ? '…' : ''}${tail.text().trim()}`;
+    if (failure) throw new Error(`${clipMiddle(failure.trim(), LOG_TAIL_BYTES)}\n${output}`.trim());
     if (!imageId) throw new Error(`the builder ended without producing an image\n${output}`.trim());
   }
 
@@ -243,16 +283,25 @@ export class DockerRuntime implements Runtime {
 
   async apply(plan: EnvPlan, options: ApplyOptions = {}): Promise<void> {
     const progress = options.onProgress ?? (() => {});
+    const given = options.signal ?? new AbortController().signal;
+    given.throwIfAborted();
     await this.ensureNetwork(plan);
+    given.throwIfAborted();
+    // Creations are awaited, never given up on: one landing after the teardown that follows an
+    // abort would outlive it. Removals and starts may be left to finish on their own.
     await Promise.all(plan.volumes.map((v) => this.ensureVolume(plan, v.name)));
+    given.throwIfAborted();
 
     const existing = await this.listContainers(plan.envId);
     const planned = new Set(plan.workloads.map((w) => w.name));
     // Workloads no longer in the plan go first, so their names and aliases are free.
-    await Promise.all(
-      existing
-        .filter((c) => !planned.has(c.Labels[LABELS.workload] ?? ''))
-        .map((c) => this.removeContainer(c.Id)),
+    await orAbort(
+      Promise.all(
+        existing
+          .filter((c) => !planned.has(c.Labels[LABELS.workload] ?? ''))
+          .map((c) => this.removeContainer(c.Id)),
+      ),
+      given,
     );
 
     const failure = new AbortController();
@@ -265,7 +314,7 @@ export class DockerRuntime implements Runtime {
       try {
         // Containers are created (not started) at once, whatever they wait for: only the start
         // has to follow depends_on, and creating takes a good part of the time.
-        const prepared = await this.prepareWorkload(plan, workload, existing, progress);
+        const prepared = await this.prepareWorkload(plan, workload, existing, progress, signal);
         for (const dep of workload.dependsOn) {
           const depStage = stages.get(dep.name);
           if (!depStage)
@@ -293,13 +342,15 @@ export class DockerRuntime implements Runtime {
    * Keeps matching containers, removes stale ones and creates what is missing, without starting it.
    * A job with the plan's spec hash is never run twice: running, it is waited for (a control plane
    * restarted while it ran); created, it is started; exited 0, it is done; exited otherwise, its
-   * step fails with its output.
+   * step fails with its output. `signal` is checked between every two Engine calls that may be
+   * many (one per replica), so an abort stops the creation of hundreds of containers at once.
    */
   private async prepareWorkload(
     plan: EnvPlan,
     workload: WorkloadPlan,
     existing: ContainerInfo[],
     progress: NonNullable<ApplyOptions['onProgress']>,
+    signal: AbortSignal,
   ): Promise<Prepared> {
     const mine = existing.filter((c) => c.Labels[LABELS.workload] === workload.name);
     const same = mine.filter((c) => c.Labels[LABELS.specHash] === workload.specHash);
@@ -322,16 +373,19 @@ export class DockerRuntime implements Runtime {
         return { action: 'reuse', ids: running.map((c) => c.Id) };
       }
     }
-    await Promise.all(mine.map((c) => this.removeContainer(c.Id)));
-    await this.ensureImage(workload, progress);
+    await orAbort(Promise.all(mine.map((c) => this.removeContainer(c.Id))), signal);
+    await this.ensureImage(workload, progress, signal);
+    signal.throwIfAborted();
     progress({ type: 'workload', workload: workload.name, phase: 'creating' });
     const imageVolumePaths = await this.uncoveredImageVolumes(workload);
     const replicas = workload.kind === 'job' ? 1 : workload.replicas;
     const ids: string[] = [];
     for (let replica = 1; replica <= replicas; replica++) {
+      signal.throwIfAborted();
       const imageVolumes = await Promise.all(
         imageVolumePaths.map((target) => this.ensureImageVolume(plan, workload, replica, target)),
       );
+      signal.throwIfAborted();
       const options = containerCreateOptions(this.instance, plan, workload, replica, {
         logLimits: this.logLimits,
         imageVolumes,
@@ -407,15 +461,14 @@ export class DockerRuntime implements Runtime {
       // Started by an earlier apply that did not see it end: adopt it, do not start it again.
       progress({ type: 'workload', workload: workload.name, phase: 'reused' });
     } else {
-      await Promise.all(
-        ids.map((id) =>
-          this.docker
-            .getContainer(id)
-            .start()
-            .catch((err: Error) => {
-              throw new RuntimeStepError(`start:${workload.name}`, err.message);
-            }),
-        ),
+      // A few at a time, the signal checked before each: an abort leaves the rest unstarted.
+      await eachLimited(ids, START_CONCURRENCY, signal, (id) =>
+        this.docker
+          .getContainer(id)
+          .start()
+          .catch((err: Error) => {
+            throw new RuntimeStepError(`start:${workload.name}`, err.message);
+          }),
       );
       progress({ type: 'workload', workload: workload.name, phase: 'started' });
     }
@@ -455,6 +508,7 @@ export class DockerRuntime implements Runtime {
     if (ports.length === 0) return false;
     const deadline = Date.now() + this.workloadTimeoutMs;
     for (const id of ids) {
+      signal.throwIfAborted();
       const info = await this.docker.getContainer(id).inspect();
       const ip = info.NetworkSettings.Networks[networkName(plan.envId)]?.IPAddress;
       if (!ip) continue;
@@ -474,18 +528,39 @@ export class DockerRuntime implements Runtime {
     return true;
   }
 
-  private async ensureImage(workload: WorkloadPlan, progress: NonNullable<ApplyOptions['onProgress']>) {
+  private async ensureImage(
+    workload: WorkloadPlan,
+    progress: NonNullable<ApplyOptions['onProgress']>,
+    signal: AbortSignal,
+  ) {
     if (await this.hasImage(workload.image)) return;
     if (workload.build) {
       throw new RuntimeStepError(`build:${workload.name}`, `image ${workload.image} has not been built`);
     }
+    signal.throwIfAborted();
     progress({ type: 'image', workload: workload.name, message: `pulling ${workload.image}` });
     try {
-      const stream = await this.docker.pull(workload.image);
-      await new Promise<void>((resolve, reject) =>
-        this.docker.modem.followProgress(stream, (err: Error | null) => (err ? reject(err) : resolve())),
-      );
+      // Aborting closes the request, which makes the Engine stop the pull.
+      const response = (await this.docker.pull(workload.image, {
+        abortSignal: signal,
+      })) as unknown as IncomingMessage;
+      const stop = () => response.destroy();
+      signal.addEventListener('abort', stop, { once: true });
+      let failure: string | undefined;
+      try {
+        // Read as it comes, nothing kept but a failure: a pull reports progress at length.
+        for await (const message of jsonMessages(response)) {
+          if (message.error || message.errorDetail) {
+            failure = message.errorDetail?.message ?? message.error ?? 'pull failed';
+          }
+        }
+      } finally {
+        signal.removeEventListener('abort', stop);
+      }
+      signal.throwIfAborted();
+      if (failure) throw new Error(clipMiddle(failure, LOG_TAIL_BYTES));
     } catch (err) {
+      signal.throwIfAborted();
       throw new RuntimeStepError(
         `image:${workload.name}`,
         `image ${workload.image} is not present and could not be pulled: ${(err as Error).message}`,
@@ -510,6 +585,7 @@ export class DockerRuntime implements Runtime {
     const restartsBefore = new Map<string, number>();
     while (pending.size > 0) {
       for (const id of [...pending]) {
+        signal.throwIfAborted();
         const info = await this.docker.getContainer(id).inspect();
         if (!restartsBefore.has(id)) restartsBefore.set(id, fresh ? 0 : info.RestartCount);
         await this.throwIfNotStarting(workload, id, info, restartsBefore.get(id)!);
@@ -578,7 +654,10 @@ export class DockerRuntime implements Runtime {
     }
   }
 
-  /** Runs the health check's test once inside the container; true when it exits 0. */
+  /**
+   * Runs the health check's test once inside the container; true when it exits 0. Its output
+   * (which the test may make as long as it likes) is read and dropped but for a few KiB.
+   */
   private async probeHealth(
     id: string,
     healthcheck: NonNullable<WorkloadPlan['healthcheck']>,
@@ -589,6 +668,7 @@ export class DockerRuntime implements Runtime {
     try {
       const result = await this.execIn(this.docker.getContainer(id), command, {
         timeoutMs: healthcheck.timeoutMs,
+        maxOutputBytes: PROBE_OUTPUT_BYTES,
       });
       return result.exitCode === 0;
     } catch {
@@ -599,6 +679,7 @@ export class DockerRuntime implements Runtime {
   private async waitExit(name: string, id: string, signal: AbortSignal): Promise<number> {
     const deadline = Date.now() + this.workloadTimeoutMs;
     for (;;) {
+      signal.throwIfAborted();
       const info = await this.docker.getContainer(id).inspect();
       if (info.State.Status === 'exited' || info.State.Status === 'dead') return info.State.ExitCode;
       if (Date.now() > deadline) throw new RuntimeStepError(`job:${name}`, 'did not finish in time');
@@ -610,16 +691,10 @@ export class DockerRuntime implements Runtime {
   private async logTail(id: string, lines = 10): Promise<string> {
     try {
       const stream = await this.openLogStream(id, { tail: lines });
-      let kept = Buffer.alloc(0);
-      for await (const chunk of stream) {
-        // A single line can be huge: keep a bounded window of the end, not everything.
-        kept = Buffer.concat([kept, chunk as Buffer]);
-        if (kept.length > 2 * LOG_TAIL_BYTES) kept = kept.subarray(kept.length - LOG_TAIL_BYTES);
-      }
-      const text = kept
-        .subarray(Math.max(0, kept.length - LOG_TAIL_BYTES))
-        .toString('utf8')
-        .trim();
+      // A single line can be huge: keep a bounded window of the end, not everything.
+      const kept = new ByteTail(LOG_TAIL_BYTES);
+      for await (const chunk of stream) kept.push(chunk as Buffer);
+      const text = kept.text().trim();
       return text ? `\n${text}` : '';
     } catch {
       return '';
@@ -815,6 +890,10 @@ export class DockerRuntime implements Runtime {
     command: string[],
     options: ExecOptions = {},
   ): Promise<ExecResult> {
+    // Read as fast as it comes and dropped but for the end: a command may print gigabytes.
+    const limit = options.maxOutputBytes ?? DEFAULT_EXEC_OUTPUT_BYTES;
+    const out = new ByteTail(limit);
+    const err = new ByteTail(limit);
     const exec = await container.exec({
       Cmd: command,
       AttachStdout: true,
@@ -824,12 +903,10 @@ export class DockerRuntime implements Runtime {
       WorkingDir: options.workingDir,
     });
     const stream = await exec.start({ hijack: true, stdin: options.stdin !== undefined });
-    const stdout = new PassThrough();
-    const stderr = new PassThrough();
-    const collected = { out: [] as Buffer[], err: [] as Buffer[] };
-    stdout.on('data', (d: Buffer) => collected.out.push(d));
-    stderr.on('data', (d: Buffer) => collected.err.push(d));
-    this.docker.modem.demuxStream(stream, stdout, stderr);
+    const frames = new DockerFrameReader((data, which) => (which === 'stderr' ? err : out).push(data));
+    stream.on('data', (chunk: Buffer) => frames.write(chunk));
+    stream.on('end', () => frames.end());
+    stream.on('close', () => frames.end());
     if (options.stdin !== undefined) {
       stream.write(options.stdin);
       (stream as unknown as { end(): void }).end();
@@ -858,8 +935,10 @@ export class DockerRuntime implements Runtime {
     const info = await exec.inspect();
     return {
       exitCode: info.ExitCode ?? -1,
-      stdout: Buffer.concat(collected.out).toString('utf8'),
-      stderr: Buffer.concat(collected.err).toString('utf8'),
+      stdout: out.text(),
+      stderr: err.text(),
+      stdoutTruncated: out.truncated,
+      stderrTruncated: err.truncated,
     };
   }
 
@@ -920,6 +999,52 @@ class WorkloadStages {
 
   fail(err: unknown): void {
     for (const gate of this.gates.values()) gate.reject(err);
+  }
+}
+
+/**
+ * Runs `fn` on every item, at most `limit` at once, checking `signal` before each. On an abort
+ * nothing more starts and the promise rejects with the signal's reason at once: the calls under
+ * way finish on their own (so `fn` must not create objects a teardown right after could miss).
+ * On a failure nothing more starts either, and the promise rejects with it.
+ */
+async function eachLimited<T>(
+  items: readonly T[],
+  limit: number,
+  signal: AbortSignal,
+  fn: (item: T) => Promise<unknown>,
+): Promise<void> {
+  let next = 0;
+  let failed = false;
+  const worker = async () => {
+    while (next < items.length && !failed && !signal.aborted) {
+      await fn(items[next++]!).catch((err: unknown) => {
+        failed = true;
+        throw err;
+      });
+    }
+  };
+  await orAbort(Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker)), signal);
+  signal.throwIfAborted();
+}
+
+/**
+ * `promise`, or a rejection with the signal's reason as soon as `signal` aborts: for Engine calls
+ * that cannot be cancelled (their requests are sent), so that an abort is not held up by them.
+ * Never for a call that creates an object: it could land after the teardown that follows.
+ */
+async function orAbort<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
+  signal.throwIfAborted();
+  promise.catch(() => {}); // once given up on, its failure is nobody's to handle
+  let onAbort!: () => void;
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+  try {
+    return await Promise.race([promise, aborted]);
+  } finally {
+    signal.removeEventListener('abort', onAbort);
   }
 }
 
