@@ -111,6 +111,15 @@ export class KyselyEnvironmentRepository implements EnvironmentRepository {
     return row ? toRecord(row) : null;
   }
 
+  async countByState(): Promise<Partial<Record<EnvState, number>>> {
+    const rows = await this.db
+      .selectFrom('environments')
+      .select(['state', (eb) => eb.fn.countAll().as('n')])
+      .groupBy('state')
+      .execute();
+    return Object.fromEntries(rows.map((r) => [r.state, Number(r.n)]));
+  }
+
   async list(filter: EnvironmentFilter = {}): Promise<EnvironmentRecord[]> {
     let query = this.db.selectFrom('environments').selectAll();
     if (filter.project !== undefined) query = query.where('project', '=', filter.project);

@@ -73,6 +73,9 @@ export class KyselyEventRepository implements EventRepository {
           .selectFrom((inner) =>
             inner
               .selectFrom('events')
+              // State transitions are the timeline's skeleton (and tell a repair from a first
+              // bring-up): they are kept; the chatter between them is what gets pruned.
+              .where('type', '<>', 'state')
               .select([
                 'id',
                 sql<number>`row_number() over (partition by env_id order by id desc)`.as('newer_first'),

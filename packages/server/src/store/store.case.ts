@@ -599,6 +599,33 @@ export function describeStore(name: string, target: StoreTarget): void {
         await expect(store.events.prune({ maxPerEnv: -1 })).rejects.toThrow(RangeError);
       });
 
+      it('keeps every state transition when pruning, however many other events there are', async () => {
+        const store = await open();
+        const env = await store.environments.create(newEnv());
+        const ready = await store.events.append({
+          envId: env.id,
+          type: 'state',
+          state: 'ready',
+          message: 'ready',
+        });
+        for (let i = 0; i < 4; i += 1) {
+          await store.events.append({ envId: env.id, type: 'progress', state: null, message: `p ${i}` });
+        }
+        expect(await store.events.prune({ maxPerEnv: 1 })).toBe(3);
+        expect((await store.events.list(env.id)).map((e) => e.message)).toEqual([ready.message, 'p 3']);
+      });
+
+      it('counts environments by state without reading them', async () => {
+        const store = await open();
+        const a = await store.environments.create(newEnv());
+        await store.environments.create(newEnv());
+        await store.environments.update(a.id, { state: 'ready' });
+        const counts = await store.environments.countByState();
+        expect(counts.ready).toBeGreaterThanOrEqual(1);
+        expect(counts.pending).toBeGreaterThanOrEqual(1);
+        expect(Object.values(counts).every((n) => Number.isInteger(n))).toBe(true);
+      });
+
       it('refuses events of an environment that does not exist', async () => {
         const store = await open();
         await expect(

@@ -94,6 +94,8 @@ export interface EnvironmentRepository {
    */
   claim(id: string, owner: string, leaseMs: number): Promise<boolean>;
   release(id: string, owner: string): Promise<void>;
+  /** How many environments are in each state (destroyed ones included), without reading the rows. */
+  countByState(): Promise<Partial<Record<EnvState, number>>>;
   /**
    * Deletes destroyed environments (state `destroyed`, desired `absent`) last updated before
    * `before`, with their events and kept logs; returns how many. One that is destroyed but desired
@@ -120,7 +122,10 @@ export interface EventRepository {
    */
   append(event: Omit<EventRecord, 'id' | 'at'> & { at?: Date }): Promise<EventRecord>;
   list(envId: string, options?: { afterId?: number }): Promise<EventRecord[]>;
-  /** Keeps the newest `maxPerEnv` events of every environment; returns how many were deleted. */
+  /**
+   * Keeps the newest `maxPerEnv` events of every environment besides its state transitions, which
+   * are always kept; returns how many were deleted.
+   */
   prune(options: { maxPerEnv: number }): Promise<number>;
 }
 
