@@ -207,6 +207,11 @@ export type ErrorBody = z.infer<typeof ErrorBody>;
 
 const DURATION_UNITS: Record<string, number> = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
+/** The longest time to live an environment may have (a longer one is refused, not clamped). */
+export const ENV_TTL_MAX_MS = 365 * 86_400_000;
+/** The longest lifetime a token may be given. */
+export const TOKEN_TTL_MAX_MS = 5 * 365 * 86_400_000;
+
 /** Parses `90s`, `30m`, `2h`, `1d`, `1h30m` into milliseconds; returns null when it is not a duration. */
 export function parseDuration(text: string): number | null {
   const trimmed = text.trim();

@@ -68,10 +68,10 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     unlock();
     throw err;
   });
+  // Read at every scrape (a public route): one grouped count, never the rows themselves.
   const metrics = createMetrics(async () => {
-    const counts: Record<string, number> = {};
-    for (const env of await store.environments.list()) counts[env.state] = (counts[env.state] ?? 0) + 1;
-    return counts;
+    const { destroyed: _gone, ...live } = await store.environments.countByState();
+    return live as Record<string, number>;
   });
   const runtime =
     injectedRuntime ??
@@ -102,7 +102,15 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
   const owner =
     config.replicaId ??
     (store.dialect === 'sqlite' ? `local@${os.hostname()}` : `${os.hostname()}-${nanoid(6)}`);
-  const policy = { allowedHostPaths: config.allowHostPaths };
+  const policy = {
+    allowedHostPaths: config.allowHostPaths,
+    protectedPaths: [
+      config.dockerSocket ?? '/var/run/docker.sock',
+      '/var/run/docker.sock',
+      '/run/docker.sock',
+      '/run/containerd/containerd.sock',
+    ],
+  };
   const gateway = new Gateway({
     store,
     runtime,
@@ -124,6 +132,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     intervalMs: config.reconcileIntervalMs,
     gcIntervalMs: config.gcIntervalMs,
     maxAttempts: config.maxAttempts,
+    bringUpTimeoutMs: config.bringUpTimeoutMs,
     runtimeUnavailableFailAfterMs: config.runtimeUnavailableFailAfterMs,
     desiredPollMs: config.desiredPollMs,
     imageBudgetBytes: config.imageBudgetBytes,
@@ -143,6 +152,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
       defaultPids: config.defaultPids,
     },
     defaultLogTail: config.logTailDefault,
+    limits: { maxEnvironments: config.maxEnvironments, maxLogStreams: config.maxLogStreams },
     onChange: (id) => reconciler.changed(id),
   });
   const bundles = new BundleService({

@@ -8,6 +8,7 @@ import {
   type CreateTokenRequest as CreateTokenInput,
   CreateTokenRequest,
   parseDuration,
+  TOKEN_TTL_MAX_MS,
   type Token,
 } from '@mayfly/contract';
 import { ConflictError, InvalidRequestError, NotFoundError } from '../controller/errors.js';
@@ -29,6 +30,8 @@ export class TokenService {
       const ms = parseDuration(req.ttl);
       if (ms === null)
         throw new InvalidRequestError(`ttl "${req.ttl}" is not a duration like 30m, 2h or 30d`);
+      if (ms > TOKEN_TTL_MAX_MS)
+        throw new InvalidRequestError(`ttl "${req.ttl}" is longer than the most allowed, 1825d`);
       expiresAt = new Date(Date.now() + ms);
     }
     const { token, record } = await this.deps.store.tokens.create({

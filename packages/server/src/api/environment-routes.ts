@@ -71,6 +71,10 @@ export function registerEnvironmentRoutes(app: FastifyInstance<Server>, deps: Ap
       signal: abort.signal,
     });
     reply.header('content-type', 'text/plain; charset=utf-8');
-    return reply.send(stream);
+    reply.send(stream);
+    // A followed log of a quiet service may have nothing to send for a long time: the client gets
+    // the status and headers now, not with the first line.
+    reply.raw.flushHeaders();
+    return reply;
   });
 }

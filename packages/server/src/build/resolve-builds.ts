@@ -12,7 +12,28 @@ export type BuildProgress = (
     | { workload: string; status: 'step'; step: string },
 ) => void;
 
-const STEP = /^Step \d+\/\d+ : /;
+const STEP = /^Step (\d+)\/(\d+) : /;
+
+/**
+ * The builder's own step lines, told from a build's output that only looks like them: a RUN step
+ * printing `Step 1/1 : …` a million times must not become a million events. A step counts when
+ * its number is the next one and its total is the build's (set by the first step).
+ */
+class StepFilter {
+  private last = 0;
+  private total: number | null = null;
+
+  accepts(line: string): boolean {
+    const match = STEP.exec(line);
+    if (!match) return false;
+    const n = Number(match[1]);
+    const total = Number(match[2]);
+    if (n !== this.last + 1 || n > total || (this.total !== null && total !== this.total)) return false;
+    this.total = total;
+    this.last = n;
+    return true;
+  }
+}
 
 export interface ResolveBuildsOptions {
   onProgress?: BuildProgress;
@@ -70,10 +91,11 @@ export async function resolveBuilds(
         onProgress?.({ workload: workload.name, status: 'building', image });
         try {
           const entries = await listContextFiles(workload.build.context, workload.build.dockerfile);
+          const steps = new StepFilter();
           await runtime.buildImage(image, workload.build, {
             context: packContext(workload.build.context, entries),
             onLog: (line) => {
-              if (STEP.test(line))
+              if (steps.accepts(line))
                 onProgress?.({ workload: workload.name, status: 'step', step: line.slice(0, 120) });
             },
             ...(signal ? { signal } : {}),

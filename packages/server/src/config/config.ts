@@ -78,6 +78,12 @@ export const ServerConfig = z.object({
   gatewayCacheMs: z.coerce.number().int().positive().default(2_000),
   gatewayNegativeCacheMs: z.coerce.number().int().positive().default(1_000),
   gatewayCacheEntries: z.coerce.number().int().positive().default(10_000),
+  /** One bring-up attempt, builds included, may take this long before it fails. */
+  bringUpTimeoutMs: z.coerce.number().int().positive().default(30 * 60_000),
+  /** Environments that may exist at once (all but destroyed ones); one more create gets 429. */
+  maxEnvironments: z.coerce.number().int().positive().default(200),
+  /** Log streams the server reads from the runtime at once (one per service of each logs request). */
+  maxLogStreams: z.coerce.number().int().positive().default(256),
   /** Failed attempts at a step before an environment is `failed`. */
   maxAttempts: z.coerce.number().int().positive().default(5),
   /** A bring-up waits this long for an unreachable runtime (engine down) before it fails. */

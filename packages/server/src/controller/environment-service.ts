@@ -5,11 +5,12 @@
  */
 import { lstat, open, realpath } from 'node:fs/promises';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
+import { finished, type Readable } from 'node:stream';
 import {
   CreateEnvironmentRequest,
   type CreateEnvironmentRequest as CreateInput,
   DNS_LABEL_MAX,
+  ENV_TTL_MAX_MS,
   type EnvEvent,
   type Environment,
   parseDuration,
@@ -22,7 +23,7 @@ import { type EnvPlan, type Runtime, RuntimeStepError, WorkloadNotFoundError } f
 import type { Workspaces } from '../sources/workspaces.js';
 import { loadTemplate, plan, type Template, TemplateError } from '../spec/index.js';
 import type { EnvironmentRecord, Store } from '../store/store.js';
-import { InvalidRequestError, NotFoundError } from './errors.js';
+import { InvalidRequestError, NotFoundError, QuotaExceededError } from './errors.js';
 import { keptLogStream, prefixLines } from './log-lines.js';
 import {
   checkBindSources,
@@ -31,6 +32,9 @@ import {
   withPrivateBindSources,
 } from './plan-policy.js';
 import { serviceUrl, type UrlScheme, urlsOf } from './urls.js';
+
+/** Largest stored plan (JSON), whatever the template expanded to. */
+export const PLAN_MAX_BYTES = 2 * 1024 * 1024;
 
 /** A directory that holds nothing: every host path is outside it. */
 const NO_HOST_PATHS = '/nonexistent/mayfly-template-without-directory';
@@ -47,6 +51,12 @@ export interface EnvironmentServiceDeps {
   policy: HostPathPolicy & { defaultMemoryBytes: number; defaultPids: number };
   /** Lines of logs served when the caller does not say how many. */
   defaultLogTail?: number;
+  limits: {
+    /** Environments (all but destroyed ones) at once; one more create is refused with 429. */
+    maxEnvironments: number;
+    /** Log streams read from the runtime at once, across all requests. */
+    maxLogStreams: number;
+  };
   /** Called after every change of desired state, so the reconciler acts now rather than on its next tick. */
   onChange: (envId: string) => void;
 }
@@ -61,6 +71,8 @@ export interface LogRequest {
 
 export class EnvironmentService {
   readonly defaultLogTail: number;
+  /** Log streams read from the runtime right now (see `limits.maxLogStreams`). */
+  private openLogStreams = 0;
 
   constructor(private readonly deps: EnvironmentServiceDeps) {
     this.defaultLogTail = deps.defaultLogTail ?? 1_000;
@@ -83,6 +95,14 @@ export class EnvironmentService {
       ttlMs = parseDuration(req.ttl);
       if (ttlMs === null)
         throw new InvalidRequestError(`ttl "${req.ttl}" is not a duration like 30m, 2h or 1d`);
+    }
+    const { maxEnvironments } = this.deps.limits;
+    const { destroyed: _gone, ...live } = await this.deps.store.environments.countByState();
+    const existing = Object.values(live).reduce((sum, n) => sum + (n ?? 0), 0);
+    if (existing >= maxEnvironments) {
+      throw new QuotaExceededError(
+        `${existing} environments exist, the most this server allows (${maxEnvironments}): destroy some first`,
+      );
     }
     const id = newId();
     const { workspaces } = this.deps;
@@ -117,9 +137,21 @@ export class EnvironmentService {
       }
       checkHostLabels(template, name);
       if (req.ttl === undefined) ttlMs = template.lifecycle.ttlMs;
+      if (ttlMs !== null && ttlMs > ENV_TTL_MAX_MS) {
+        throw new InvalidRequestError(
+          `the time to live is longer than the most allowed, ${ENV_TTL_MAX_MS / 86_400_000}d`,
+        );
+      }
 
       let envPlan: EnvPlan = plan(template, { envId: id, envName: name, project });
       envPlan = withDefaultLimits(envPlan, this.deps.policy);
+      // The plan is stored, and read by every pass and gateway lookup: it stays small.
+      const planBytes = Buffer.byteLength(JSON.stringify(envPlan));
+      if (planBytes > PLAN_MAX_BYTES) {
+        throw new InvalidRequestError(
+          `the planned environment takes ${Math.ceil(planBytes / 1024)} KiB, more than the ${PLAN_MAX_BYTES / 1024} KiB allowed: fewer services, or smaller values`,
+        );
+      }
       envPlan = await withPrivateBindSources(envPlan, id, workspaces, this.deps.policy);
       // The same check every apply makes, said now rather than as a failed environment.
       await checkBindSources(envPlan, workspaces.mountsDir(id), this.deps.policy).catch((err) => {
@@ -234,14 +266,23 @@ export class EnvironmentService {
     }
     const kept = new Map((await this.deps.store.logs.list(env.id)).map((k) => [k.workload, k.text]));
     const live = env.state !== 'destroyed' && env.state !== 'failed';
+    const wanted = request.service !== undefined ? 1 : names.length;
+    if (live && this.openLogStreams + wanted > this.deps.limits.maxLogStreams) {
+      throw new QuotaExceededError(
+        `${this.openLogStreams} log streams are open, the most this server reads at once is ${this.deps.limits.maxLogStreams}: close some (a followed log stays open until it is stopped)`,
+      );
+    }
     const open = async (service: string): Promise<Readable | null> => {
       if (live) {
         try {
-          return await this.deps.runtime.logs(env.id, service, {
+          const stream = await this.deps.runtime.logs(env.id, service, {
             follow: request.follow ?? false,
             tail: request.tail,
             ...(request.signal ? { signal: request.signal } : {}),
           });
+          this.openLogStreams++;
+          finished(stream, () => this.openLogStreams--);
+          return stream;
         } catch (err) {
           if (!(err instanceof WorkloadNotFoundError)) throw err;
         }

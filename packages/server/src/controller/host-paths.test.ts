@@ -39,7 +39,7 @@ describe('what a template may touch', () => {
           }),
       ),
     );
-    t = await startTestServer({ allowHostPaths: [allowed, path.join(allowed, 'listed.sock')] });
+    t = await startTestServer({ allowHostPaths: [allowed, path.join(allowed, 'listed.sock'), '/var/run'] });
   });
   afterAll(async () => {
     await t.close();
@@ -66,7 +66,16 @@ describe('what a template may touch', () => {
       },
     });
     expect(inline.status).toBe(400);
-    expect(inline.body.error.issues?.[0]?.message).toContain('outside');
+    // This server allows /var/run (for the test below), so it is the socket rule that refuses.
+    expect(inline.body.error.message).toContain('only a socket path the operator lists itself');
+    const elsewhere = await t.api<ErrorReply>('POST', '/v1/environments', {
+      template: {
+        filename: 'compose.yaml',
+        content: `services:\n  web:\n    image: ${TESTKIT_IMAGE}\n    volumes: ["/etc:/host-etc:ro"]\n`,
+      },
+    });
+    expect(elsewhere.status).toBe(400);
+    expect(elsewhere.body.error.issues?.[0]?.message).toContain('outside');
     expect((await t.api<{ items: Environment[] }>('GET', '/v1/environments?all=1')).body.items).toEqual([]);
   });
 
@@ -137,6 +146,23 @@ describe('what a template may touch', () => {
           content: `services:\n  web:\n    image: ${TESTKIT_IMAGE}\n    volumes: ["${path.join(allowed, name)}:/run/app.sock"]\n`,
         },
       });
+    // Shared host paths are read-only: a container that could write along one could swap part of
+    // it for a link to / before another container's next start.
+    const inline = (volume: string) =>
+      t.api<ErrorReply>('POST', '/v1/environments', {
+        template: {
+          filename: 'compose.yaml',
+          content: `services:\n  web:\n    image: ${TESTKIT_IMAGE}\n    volumes: ["${volume}"]\n`,
+        },
+      });
+    const writable = await inline(`${allowed}:/shared`);
+    expect(writable.status).toBe(400);
+    expect(writable.body.error.message).toContain('read-only');
+    // An allowed folder that holds the Docker socket would hand it out whole.
+    const dockerDir = await inline('/var/run:/host-run:ro');
+    expect(dockerDir.status).toBe(400);
+    expect(dockerDir.body.error.message).toContain('docker.sock');
+
     const unlisted = await withSocket('unlisted.sock');
     expect(unlisted.status).toBe(400);
     expect(unlisted.body.error.message).toContain('socket');

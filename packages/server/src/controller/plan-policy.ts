@@ -17,6 +17,11 @@ export interface HostPathPolicy {
    * folder (`mayfly serve --allow-host-path DIR`). A socket file is only allowed when listed itself.
    */
   allowedHostPaths: string[];
+  /**
+   * Sockets that control the host (the Docker and containerd sockets): a bind of a folder that
+   * holds one is refused unless the operator lists the socket itself.
+   */
+  protectedPaths?: string[];
 }
 
 export interface DefaultLimits {
@@ -87,9 +92,10 @@ export async function withPrivateBindSources(
 }
 
 /**
- * Right before an apply: every bind source, links followed, is one of the environment's private
- * copies or inside an allowed host path; a socket (the Docker socket above all) only when its
- * exact path is allowed. Throws the `mounts` step error otherwise.
+ * At create and right before every apply: every bind source, links followed, is one of the
+ * environment's private copies, or inside an allowed host path and bound read-only; a socket only
+ * when its exact path is allowed, and never a folder that holds the Docker socket unless that is
+ * listed itself. Throws the `mounts` step error otherwise.
  */
 export async function checkBindSources(
   plan: EnvPlan,
@@ -109,12 +115,27 @@ export async function checkBindSources(
       }
       const ownCopy =
         isInside(await realpathOr(privateRoot), real) && real !== (await realpathOr(privateRoot));
+      if (ownCopy) continue;
       const allowed = await Promise.all(policy.allowedHostPaths.map(realpathOr));
-      if (!ownCopy && !allowed.some((dir) => isInside(dir, real))) {
+      if (!allowed.some((dir) => isInside(dir, real)))
         throw refuse('is outside the paths templates may bind');
-      }
-      if (!ownCopy && (await stat(real)).isSocket() && !allowed.includes(real)) {
+      const isSocket = (await stat(real)).isSocket();
+      const listedSocket = isSocket && allowed.includes(real);
+      if (isSocket && !listedSocket) {
         throw refuse('is a socket; only a socket path the operator lists itself may be bound');
+      }
+      // Docker resolves a bind source anew at every start: if any container could write along a
+      // shared host path, it could swap part of it for a link to / before another one starts.
+      if (!listedSocket && !m.readOnly) {
+        throw refuse('is a host path the operator shares: bind it read-only (add ":ro")');
+      }
+      for (const protectedPath of policy.protectedPaths ?? []) {
+        const held = await realpathOr(protectedPath);
+        if (held !== real && isInside(real, held) && !allowed.includes(held)) {
+          throw refuse(
+            `holds ${protectedPath}, which controls the host; the operator may list that socket itself`,
+          );
+        }
       }
     }
   }

@@ -52,6 +52,8 @@ export interface ReconcilerOptions {
   destroyedRetentionMs?: number;
   /** Events kept per environment; older ones are pruned. */
   maxEventsPerEnv?: number;
+  /** One bring-up attempt (builds included) may take this long before it fails; default 30 minutes. */
+  bringUpTimeoutMs?: number;
   /** Called once an environment is verified gone (the gateway forgets its routes). */
   onDestroyed?: (env: EnvironmentRecord) => void;
 }
@@ -62,6 +64,54 @@ const MAX_BACKOFF_MS = 60_000;
 const REPAIR_WINDOW_MS = 10 * 60_000;
 /** After teardown has failed `maxAttempts` times it is retried this rarely (by this loop and by GC). */
 const SLOW_TEARDOWN_RETRY_MS = 5 * 60_000;
+
+/** A failure's reason is shown and stored: at most this much of it (its end, where the cause is). */
+export const FAILURE_REASON_MAX_CHARS = 8 * 1024;
+
+/** NUL-free (container output may hold some) and at most {@link FAILURE_REASON_MAX_CHARS} long. */
+function boundReason(reason: string): string {
+  const clean = reason.replaceAll('\0', '\uFFFD');
+  return clean.length <= FAILURE_REASON_MAX_CHARS ? clean : `…${clean.slice(-FAILURE_REASON_MAX_CHARS)}`;
+}
+
+/**
+ * Progress events of one bring-up, written in order one at a time. The driver reports progress
+ * synchronously and as fast as it likes; past a bound, lines are counted and dropped instead of
+ * queueing inserts ahead of everyone else's queries.
+ */
+class ProgressLog {
+  private chain: Promise<void> = Promise.resolve();
+  private pending = 0;
+  private dropped = 0;
+  private static readonly MAX_PENDING = 100;
+
+  constructor(
+    private readonly store: Store,
+    private readonly envId: string,
+  ) {}
+
+  add(message: string): void {
+    if (this.pending >= ProgressLog.MAX_PENDING) {
+      this.dropped++;
+      return;
+    }
+    this.pending++;
+    const dropped = this.dropped;
+    this.dropped = 0;
+    this.chain = this.chain.then(async () => {
+      const text = dropped > 0 ? `(${dropped} progress lines dropped) ${message}` : message;
+      await this.store.events
+        .append({ envId: this.envId, type: 'progress', state: null, message: text.slice(0, 1_000) })
+        .catch(() => {});
+      this.pending--;
+    });
+  }
+
+  /** Resolves once every accepted line is written. */
+  flush(): Promise<void> {
+    return this.chain;
+  }
+}
 
 /** Work was stopped on purpose: the user changed their mind, or the lease can no longer be trusted. */
 class StopWork extends Error {
@@ -75,7 +125,10 @@ class StopWork extends Error {
 type Outcome = 'done' | 'busy' | 'error';
 
 export class Reconciler {
-  private readonly inFlight = new Map<string, { done: Promise<void>; abort: AbortController }>();
+  private readonly inFlight = new Map<
+    string,
+    { done: Promise<void>; abort: AbortController; bringUp: boolean }
+  >();
   private timer: NodeJS.Timeout | null = null;
   private gcTimer: NodeJS.Timeout | null = null;
   private passRunning: Promise<void> | null = null;
@@ -143,15 +196,26 @@ export class Reconciler {
     const envs = await this.o.store.environments.listNeedingWork(new Date());
     const limit = this.o.concurrency ?? 8;
     for (const env of envs) {
-      if (this.inFlight.has(env.id) || this.inFlight.size >= limit) continue;
+      if (this.inFlight.has(env.id)) continue;
+      // Bring-ups share the slots; a teardown never waits behind them (eight builds that never
+      // end must not keep a destroy from running).
+      const tearingDown =
+        env.desired === 'absent' || (env.expiresAt !== null && env.expiresAt.getTime() <= Date.now());
+      if (!tearingDown && this.bringUpsInFlight() >= limit) continue;
       const abort = new AbortController();
       const done = this.reconcile(env.id, abort.signal).then((outcome) => {
         this.inFlight.delete(env.id);
         // Only progress earns an immediate next pass; failures wait for their recorded backoff.
         if (outcome === 'done' && !this.stopped) this.kick();
       });
-      this.inFlight.set(env.id, { done, abort });
+      this.inFlight.set(env.id, { done, abort, bringUp: !tearingDown });
     }
+  }
+
+  private bringUpsInFlight(): number {
+    let n = 0;
+    for (const work of this.inFlight.values()) if (work.bringUp) n++;
+    return n;
   }
 
   private async reconcile(envId: string, signal: AbortSignal): Promise<Outcome> {
@@ -306,44 +370,51 @@ export class Reconciler {
     await this.fail(fresh, { step: unavailable ? 'runtime' : step, reason });
   }
 
-  private async bringUp(env: EnvironmentRecord, signal: AbortSignal): Promise<void> {
+  private async bringUp(env: EnvironmentRecord, outer: AbortSignal): Promise<void> {
     const { store, runtime } = this.o;
     let plan = env.plan;
     if (!plan) throw new Error(`environment ${env.id} has no plan`);
     // Was it ready once? Then this is a repair: a failure must not throw its data away.
     const wasReady = (await store.events.list(env.id)).some((e) => e.state === 'ready');
+    // One attempt may take this long, builds included; a build that never ends fails its step.
+    const timeoutMs = this.o.bringUpTimeoutMs ?? 30 * 60_000;
+    const deadline = AbortSignal.timeout(timeoutMs);
+    const signal = AbortSignal.any([outer, deadline]);
+    const progress = new ProgressLog(this.o.store, env.id);
+    let step = 'build';
     try {
       await runtime.ping();
       if (needsBuild(plan)) {
         if (env.state !== 'building') env = await this.transition(env, 'building', 'building images');
         plan = await resolveBuilds(plan, runtime, {
           signal,
-          onProgress: (e) =>
-            void this.event(
-              env.id,
-              'progress',
+          onProgress: (e) => {
+            if (e.status === 'building') step = `build:${e.workload}`;
+            progress.add(
               e.status === 'step'
                 ? `${e.workload}: ${e.step}`
                 : `${e.workload}: image ${e.status} (${e.image})`,
-            ),
+            );
+          },
           onImageUsed: (image) => store.images.touch(image, env.project),
         });
         env = await this.update(env, { plan });
       }
       signal.throwIfAborted();
+      step = 'mounts';
       await checkBindSources(plan, this.o.workspaces.mountsDir(env.id), this.o.policy);
-      if (env.state === 'creating') await this.event(env.id, 'progress', 'resuming: applying the plan again');
+      if (env.state === 'creating') progress.add('resuming: applying the plan again');
       else env = await this.transition(env, 'creating', 'creating services');
+      step = 'apply';
       await runtime.apply(plan, {
         signal,
-        onProgress: (e) =>
-          void this.event(
-            env.id,
-            'progress',
-            e.type === 'image' ? `${e.workload}: ${e.message}` : `${e.workload}: ${e.phase}`,
-          ),
+        onProgress: (e) => {
+          if (e.type === 'workload') step = `${e.phase === 'creating' ? 'create' : 'start'}:${e.workload}`;
+          progress.add(e.type === 'image' ? `${e.workload}: ${e.message}` : `${e.workload}: ${e.phase}`);
+        },
       });
       signal.throwIfAborted();
+      await progress.flush();
       env = await this.transition(env, 'ready', 'ready');
       if (env.attempts > 0) env = await this.update(env, { attempts: 0, retryAt: null });
       // A repair is not a create: only the first time ready counts towards create latency.
@@ -354,7 +425,16 @@ export class Reconciler {
         );
       }
     } catch (err) {
-      if (signal.aborted || !(err instanceof RuntimeStepError) || wasReady) throw err;
+      await progress.flush();
+      if (deadline.aborted && !outer.aborted) {
+        // Out of time: a step that never ends is a failed step, repair or not.
+        await this.fail(env, {
+          step,
+          reason: `did not finish within ${Math.round(timeoutMs / 60_000)} minutes`,
+        });
+        return;
+      }
+      if (outer.aborted || !(err instanceof RuntimeStepError) || wasReady) throw err;
       // A step of a first bring-up failed: the template's fault, not worth retrying.
       await this.fail(env, { step: err.step, reason: err.reason });
     }
@@ -409,7 +489,7 @@ export class Reconciler {
     failure?: Failure,
   ): Promise<EnvironmentRecord> {
     // Container output may hold NUL characters (quoted in a failure's reason): never stored or shown.
-    if (failure) failure = { ...failure, reason: failure.reason.replaceAll('\0', '\uFFFD') };
+    if (failure) failure = { ...failure, reason: boundReason(failure.reason) };
     const updated = await this.update(env, { state, ...(failure ? { failure } : {}) });
     await this.o.store.events.append({
       envId: env.id,

@@ -27,6 +27,16 @@ export interface GatewayDeps {
   cacheEntries?: number;
 }
 
+/** The part of an environment's record that routing needs. */
+interface EnvRoutes {
+  id: string;
+  name: string;
+  state: string;
+  failureStep: string | null;
+  /** Service → the container port the gateway routes to. */
+  httpPorts: Map<string, number>;
+}
+
 type Resolution =
   | { ok: true; target: Endpoint; envId: string; envName: string }
   | { ok: false; status: number; title: string; detail: string; envName?: string };
@@ -42,6 +52,7 @@ export function normalizeHost(host: string | undefined): string {
 export class Gateway {
   private readonly proxy = createProxyServer({ xfwd: true, ws: true });
   private readonly cache: LRUCache<string, Resolution>;
+  private readonly envCache: LRUCache<string, { routes: EnvRoutes | null }>;
   /** Upgraded connections (WebSockets) outlive the HTTP server's own tracking: closed by {@link close}. */
   private readonly sockets = new Set<Duplex>();
 
@@ -49,6 +60,10 @@ export class Gateway {
     this.cache = new LRUCache<string, Resolution>({
       max: deps.cacheEntries ?? 10_000,
       ttl: deps.cacheMs ?? 2_000,
+    });
+    this.envCache = new LRUCache<string, { routes: EnvRoutes | null }>({
+      max: deps.cacheEntries ?? 10_000,
+      ttl: deps.negativeCacheMs ?? 1_000,
     });
     this.proxy.on('error', (err, req, resOrSocket) => {
       this.cache.delete(normalizeHost(req.headers.host));
@@ -67,6 +82,34 @@ export class Gateway {
     return parseHost(normalizeHost(req.headers.host), this.deps.urls.baseDomain) !== null;
   }
 
+  /**
+   * What the gateway needs of an environment, read once per `cacheMs` whatever the service name
+   * asked for: requests for made-up services of one environment do not each read its whole record.
+   */
+  private async routesOf(envName: string): Promise<EnvRoutes | null> {
+    const cached = this.envCache.get(envName);
+    if (cached !== undefined) return cached.routes;
+    const env = await this.deps.store.environments.getByName(envName);
+    const routes: EnvRoutes | null = env
+      ? {
+          id: env.id,
+          name: env.name,
+          state: env.state,
+          failureStep: env.failure?.step ?? null,
+          httpPorts: new Map(
+            (env.plan?.workloads ?? [])
+              .filter((w) => w.kind === 'service')
+              .flatMap((w) => {
+                const port = w.ports.find((p) => p.http);
+                return port ? [[w.name, port.container] as const] : [];
+              }),
+          ),
+        }
+      : null;
+    this.envCache.set(envName, { routes });
+    return routes;
+  }
+
   /** How many hosts are remembered right now (bounded by `cacheEntries`). */
   get cachedHosts(): number {
     return this.cache.size;
@@ -74,6 +117,7 @@ export class Gateway {
 
   /** Drops what is remembered about an environment's hosts (it was destroyed, say). */
   forget(envName: string): void {
+    this.envCache.delete(envName);
     for (const [key, value] of this.cache.entries()) {
       if (value.envName === envName) this.cache.delete(key);
     }
@@ -122,7 +166,7 @@ export class Gateway {
     if (!parsed)
       return { ok: false, status: 404, title: 'Not found', detail: `No environment answers at ${host}.` };
     const { envName } = parsed;
-    const env = await this.deps.store.environments.getByName(envName);
+    const env = await this.routesOf(envName);
     if (!env || env.state === 'destroyed') {
       return {
         ok: false,
@@ -132,9 +176,8 @@ export class Gateway {
         detail: `There is no environment named "${envName}".`,
       };
     }
-    const workload = env.plan?.workloads.find((w) => w.name === parsed.service && w.kind === 'service');
-    const port = workload?.ports.find((p) => p.http);
-    if (!workload || !port) {
+    const port = env.httpPorts.get(parsed.service);
+    if (port === undefined) {
       return {
         ok: false,
         envName,
@@ -150,17 +193,17 @@ export class Gateway {
         status: 503,
         title: 'Not ready',
         // The step only: the reason may quote logs, and this page needs no token.
-        detail: `Environment "${env.name}" is ${env.state}${env.failure ? ` (failed at ${env.failure.step})` : ''}.`,
+        detail: `Environment "${env.name}" is ${env.state}${env.failureStep ? ` (failed at ${env.failureStep})` : ''}.`,
       };
     }
-    const target = await this.deps.runtime.resolveEndpoint(env.id, workload.name, port.container);
+    const target = await this.deps.runtime.resolveEndpoint(env.id, parsed.service, port);
     if (!target) {
       return {
         ok: false,
         envName,
         status: 503,
         title: 'Not running',
-        detail: `Service "${workload.name}" is not running.`,
+        detail: `Service "${parsed.service}" is not running.`,
       };
     }
     return { ok: true, target, envId: env.id, envName };

@@ -177,6 +177,10 @@ export class Workspaces {
     const mounts = this.mountsDir(envId);
     await mkdir(mounts, { recursive: true, mode: 0o700 });
     const copies = new Map<string, string>();
+    const budget: CopyBudget = {
+      bytesLeft: this.options.limits.maxBytes,
+      limit: this.options.limits.maxBytes,
+    };
     for (const source of sources) {
       if (copies.has(source)) continue;
       if (typeof source !== 'string' || source.includes('\0') || !path.isAbsolute(source)) {
@@ -198,17 +202,17 @@ export class Workspaces {
         await chmod(temp, 0o755);
       } else {
         // The template folder itself is 0700; its copy must be traversable by a non-root container user.
-        await copyTree(real, temp, real === realSrc ? 0o755 : undefined);
+        await copyTree(real, temp, budget, real === realSrc ? 0o755 : undefined);
       }
       await rename(temp, copy);
     }
     return copies;
   }
 
-  /** How many uploaded bundles wait to be claimed (being unpacked included). */
+  /** How many uploaded bundles wait to be claimed (unpacked completely; not those being unpacked). */
   async stagedCount(): Promise<number> {
     const names = await readdir(path.join(this.root, 'bundles')).catch(() => [] as string[]);
-    return names.filter((name) => BUNDLE_ID.test(name)).length + this.staging.size;
+    return names.filter((name) => BUNDLE_ID.test(name)).length;
   }
 
   /** Removes everything of `envId` (template folder, copies); idempotent. */
@@ -308,18 +312,36 @@ async function resolveInside(
 }
 
 /** Copies a file or folder without following any link; `rootMode` overrides the top folder's mode. */
-async function copyTree(from: string, to: string, rootMode?: number): Promise<void> {
+/** What the copies of one environment's bind sources may take, all together. */
+interface CopyBudget {
+  bytesLeft: number;
+  readonly limit: number;
+}
+
+function spend(budget: CopyBudget, bytes: number): void {
+  budget.bytesLeft -= bytes;
+  if (budget.bytesLeft < 0) {
+    throw new BindSourceError(
+      `copies of the template's bind sources would take more than ${Math.round(budget.limit / 1024 ** 2)} MiB (nested binds are copied separately): bind fewer or smaller folders`,
+    );
+  }
+}
+
+async function copyTree(from: string, to: string, budget: CopyBudget, rootMode?: number): Promise<void> {
   const info = await lstat(from);
+  // Every entry costs something, so a million empty files cannot dodge the budget.
+  spend(budget, 512);
   if (info.isDirectory()) {
     await mkdir(to, { mode: 0o700 });
     for (const name of (await readdir(from)).sort(byteOrder)) {
-      await copyTree(path.join(from, name), path.join(to, name));
+      await copyTree(path.join(from, name), path.join(to, name), budget);
     }
     // Last, so a read-only folder does not stop its own copy.
     await chmod(to, rootMode ?? (info.mode & 0o755) | 0o700);
   } else if (info.isSymbolicLink()) {
     await symlink(await readlink(from), to);
   } else if (info.isFile()) {
+    spend(budget, info.size);
     await copyFile(from, to, (info.mode & 0o755) | 0o600);
   } else {
     throw new BindSourceError(`${from} is ${describeType(info)}; only files, folders and links are copied`);
