@@ -18,6 +18,8 @@ import {
   addPort,
   argv,
   buildPlan,
+  checkContainerCount,
+  checkReplicas,
   checkVolumeName,
   checkWorkloadName,
   compact,
@@ -82,6 +84,7 @@ export function fromCompose(root: unknown, ctx: LoadContext): TemplateParts {
   const drafts = [...parsed].map(([name, service]) =>
     workload(name, jobs.has(name) ? 'job' : 'service', service, ['services', name], ctx, volumes),
   );
+  checkContainerCount(drafts, sink);
   shareBuiltImages(drafts, parsed, ctx);
   const extension = top.success ? top.data['x-mayfly'] : undefined;
   return {
@@ -192,7 +195,9 @@ function workload(
   const limits = deploy?.resources?.limits;
   const pids = limits?.pids ?? service.pids_limit;
   const replicas = deploy?.replicas ?? service.scale ?? 1;
+  const replicasSet = deploy?.replicas !== undefined || service.scale !== undefined;
   const replicasAt = deploy?.replicas !== undefined ? at('deploy', 'replicas') : at('scale');
+  if (kind === 'service') checkReplicas(replicas, replicasAt, sink);
   let restart: WorkloadPlan['restart'] =
     service.restart?.policy ?? RESTART_CONDITIONS[deploy?.restart_policy?.condition ?? 'none'];
   if (service.restart?.maxRetries !== undefined) {
@@ -215,6 +220,7 @@ function workload(
   return {
     path,
     deps,
+    ...(replicasSet ? { replicasPath: replicasAt } : {}),
     spec: compact({
       name,
       kind,

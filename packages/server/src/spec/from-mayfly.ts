@@ -5,6 +5,8 @@ import {
   addPort,
   argv,
   buildPlan,
+  checkContainerCount,
+  checkReplicas,
   checkVolumeName,
   checkWorkloadName,
   compact,
@@ -72,6 +74,7 @@ export function fromMayfly(root: unknown, ctx: LoadContext): TemplateParts {
     else reportZodIssues(parsed.error.issues, path, sink);
   }
 
+  checkContainerCount(drafts, sink);
   const lifecycle = top.success ? top.data.lifecycle : undefined;
   return {
     workloads: finishDependencies(drafts, known, sink, 'service or job'),
@@ -189,10 +192,13 @@ function workload(
   if (spec.workingDir !== undefined && !spec.workingDir.startsWith('/')) {
     sink.error(at('workingDir'), 'must be an absolute path');
   }
+  const replicas = service?.replicas ?? 1;
+  if (service?.replicas !== undefined) checkReplicas(replicas, at('replicas'), sink);
 
   return {
     path,
     deps,
+    ...(service?.replicas !== undefined ? { replicasPath: at('replicas') } : {}),
     spec: compact({
       name,
       kind,
@@ -209,7 +215,7 @@ function workload(
         memoryBytes: spec.resources?.memory,
         pids: spec.resources?.pids,
       }),
-      replicas: service?.replicas ?? 1,
+      replicas,
       restart: spec.restart ?? 'no',
       workingDir: spec.workingDir,
       user: spec.user,

@@ -30,20 +30,28 @@ export const TEMPLATE_LIMITS = {
   /** Aliases being expanded inside one another (`*a` whose anchor holds `*b`, and so on). */
   maxAliasDepth: 50,
   /**
-   * Characters of every string of the expanded document (keys, values after interpolation); and,
-   * counted apart in about as many bytes, what loading copies into workloads besides (env files,
-   * values taken from inputs, builds shared between services, port ranges): see {@link Budget}.
+   * Characters a template may produce, in all: every key and string of the document once aliases
+   * and merge keys are expanded (a string counted at the larger of its length before and after
+   * interpolation), plus what loading copies into workloads besides (env files, values taken from
+   * inputs, builds shared between services, port ranges: see {@link Budget}). The plan that is
+   * stored, and every copy made of it, is about this size: twice the largest template, so that a
+   * small template cannot grow into a large plan (a 100 KiB anchor used in 80 variables is 8 MB).
    */
-  maxChars: 8 * TEMPLATE_MAX_BYTES,
+  maxChars: 2 * TEMPLATE_MAX_BYTES,
   /** One string after interpolation. */
   maxInterpolatedLength: 2 * TEMPLATE_MAX_BYTES,
   /** `${A:-${B:-...}}` nesting. */
   maxInterpolationDepth: 32,
   /**
-   * Services and jobs of one template: each becomes at least one container, and each costs
-   * validation work; a template with more is refused before any of them is read.
+   * Services and jobs of one template: each becomes at least one container (so this is
+   * `maxContainers`), and each costs validation work; a template with more is refused before any
+   * of them is read.
    */
-  maxWorkloads: 1000,
+  maxWorkloads: 100,
+  /** Replicas of one service (`deploy.replicas`, `scale`, mayfly.yaml's `replicas`). */
+  maxReplicas: 20,
+  /** Containers of one environment: the replicas of every service, plus one per job. */
+  maxContainers: 100,
   /** One env file, in bytes. */
   maxEnvFileBytes: TEMPLATE_MAX_BYTES,
   /** Issues of each kind (errors, warnings) a TemplateError lists; the rest are counted. */

@@ -1,5 +1,5 @@
 // biome-ignore-all lint/suspicious/noTemplateCurlyInString: these tests are about literal ${VAR} references
-import { mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -10,6 +10,8 @@ import {
   type LoadOptions,
   loadTemplate,
   plan,
+  TEMPLATE_LIMITS,
+  TEMPLATE_MAX_BYTES,
   TemplateError,
   type TemplateSource,
 } from './index.js';
@@ -1147,5 +1149,157 @@ describe('isComposeFile', () => {
     ],
   ])('%s %j → %s', (filename, content, expected) => {
     expect(isComposeFile(filename, content)).toBe(expected);
+  });
+});
+
+describe('what one template may ask for', () => {
+  const { maxReplicas, maxContainers, maxChars } = TEMPLATE_LIMITS;
+  const KiB = 1024;
+
+  test.each([
+    [
+      'deploy.replicas',
+      'compose.yaml',
+      '    deploy: { replicas: 200 }',
+      'services.web.deploy.replicas',
+      25,
+      {},
+    ],
+    ['scale', 'compose.yaml', '    scale: 200', 'services.web.scale', 12, {}],
+    ['mayfly.yaml replicas', 'mayfly.yaml', '    replicas: 200', 'services.web.replicas', 15, {}],
+    [
+      'interpolated',
+      'compose.yaml',
+      '    deploy: { replicas: "${N}" }',
+      'services.web.deploy.replicas',
+      25,
+      { N: '200' },
+    ],
+  ])('replicas past the limit: %s', (_, filename, line, path, column, inputs) => {
+    const content = `services:\n  web:\n    image: nginx\n${line}\n`;
+    expect(issuesOf({ filename, content }, { inputs })).toEqual([
+      {
+        file: filename,
+        line: 4,
+        column,
+        path,
+        message: `200 replicas: a service may have at most ${maxReplicas}`,
+      },
+    ]);
+  });
+
+  test('replicas up to the limit load', () => {
+    const content = `services:\n  web:\n    image: nginx\n    replicas: ${maxReplicas}\n`;
+    expect(loadTemplate({ filename: 'mayfly.yaml', content }).workloads[0]!.replicas).toBe(maxReplicas);
+  });
+
+  test('the containers of a template add up: the replicas of every service, and one per job', () => {
+    const full = maxContainers / maxReplicas;
+    const services = Array.from(
+      { length: full },
+      (_, i) => `  s${i}: { image: x, replicas: ${maxReplicas} }`,
+    );
+    const atLimit = `services:\n${services.join('\n')}\n`;
+    expect(loadTemplate({ filename: 'mayfly.yaml', content: atLimit }).workloads).toHaveLength(full);
+    // One job more: the error is at the job, which has no replicas of its own.
+    const withJob = `${atLimit}jobs:\n  migrate: { image: x }\n`;
+    expect(issuesOf({ filename: 'mayfly.yaml', content: withJob })).toEqual([
+      {
+        file: 'mayfly.yaml',
+        line: full + 3,
+        column: 3,
+        path: 'jobs.migrate',
+        message: `${maxContainers + 1} containers in all (the replicas of every service, and one per job): a template may have at most ${maxContainers}`,
+      },
+    ]);
+    // In Compose, at the replicas of the service that goes past the limit.
+    const compose = `services:\n${services.map((s) => s.replace(/replicas: (\d+)/, 'deploy: { replicas: $1 }')).join('\n')}\n  extra: { image: x, scale: 2 }\n`;
+    expect(issuesOf({ filename: 'compose.yaml', content: compose })).toMatchObject([
+      {
+        line: full + 2,
+        path: 'services.extra.scale',
+        message: expect.stringMatching(/^102 containers in all/),
+      },
+    ]);
+  });
+
+  test('a service past its own replica limit counts at that limit towards the total', () => {
+    const content = 'services:\n  a: { image: x, replicas: 1000 }\n  b: { image: x, replicas: 5 }\n';
+    expect(issuesOf({ filename: 'mayfly.yaml', content }).map((i) => i.message)).toEqual([
+      `1000 replicas: a service may have at most ${maxReplicas}`,
+    ]);
+  });
+
+  /** A template whose 100 KiB anchor is used in `uses` variables. */
+  const anchored = (uses: number) => {
+    const env = Array.from({ length: uses }, (_, i) => `      V${i}: *big`);
+    return `x-big: &big "${'x'.repeat(100 * KiB)}"\nservices:\n  web:\n    image: nginx\n    environment:\n${env.join('\n')}\n`;
+  };
+
+  test('a 100 KiB anchor used in 78 variables is refused at the alias that goes past the limit', () => {
+    const content = anchored(78);
+    expect(content.length).toBeLessThan(102 * KiB);
+    const issues = issuesOf({ filename: 'compose.yaml', content });
+    expect(issues).toEqual([
+      {
+        file: 'compose.yaml',
+        line: expect.any(Number),
+        column: 12,
+        path: '',
+        message: `alias *big expands the document past ${maxChars} characters`,
+      },
+    ]);
+    const uses = Math.floor(maxChars / (100 * KiB));
+    expect(content.split('\n')[issues[0]!.line! - 1]).toBe(`      V${uses}: *big`);
+  });
+
+  test('what a template may grow to is proportionate: the plan of the largest accepted one', () => {
+    const uses = Math.floor(maxChars / (100 * KiB)) - 1;
+    const template = loadTemplate({ filename: 'compose.yaml', content: anchored(uses) });
+    const stored = JSON.stringify(plan(template, { envId: 'e1', envName: 'pr-1', project: 'p' }));
+    expect(stored.length).toBeGreaterThan(uses * 100 * KiB);
+    expect(stored.length).toBeLessThan(maxChars + 64 * KiB);
+    // Twice the largest template, where it was eight times.
+    expect(maxChars).toBeLessThanOrEqual(2 * TEMPLATE_MAX_BYTES);
+  });
+
+  test('inputs interpolated into many values count towards the same limit', () => {
+    const env = Array.from({ length: 30 }, (_, i) => `      V${i}: "\${BIG}"`).join('\n');
+    const content = `services:\n  web:\n    image: nginx\n    environment:\n${env}\n`;
+    const issues = issuesOf(
+      { filename: 'compose.yaml', content },
+      { inputs: { BIG: 'x'.repeat(100 * KiB) } },
+    );
+    expect(issues).toMatchObject([
+      {
+        line: 25,
+        message: `the template's keys and values, once interpolated, are longer than ${maxChars} characters`,
+      },
+    ]);
+  });
+
+  test('env files copied into services count towards the same limit as the document', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mayfly-caps-'));
+    try {
+      writeFileSync(join(dir, 'big.env'), `A=${'x'.repeat(600 * KiB)}\n`);
+      // 1.5 MiB of document, then 600 KiB of env file: past 2 MiB together, not apart.
+      const env = Array.from({ length: 15 }, (_, i) => `      V${i}: *big`).join('\n');
+      const content = `x-big: &big "${'x'.repeat(100 * KiB)}"\nservices:\n  web:\n    image: nginx\n    env_file: big.env\n    environment:\n${env}\n`;
+      expect(issuesOf({ filename: 'compose.yaml', content, dir })).toEqual([
+        {
+          file: 'compose.yaml',
+          line: 5,
+          column: 15,
+          path: 'services.web.env_file',
+          message: `the template grows past ${maxChars} characters once env files, inputs, shared builds and port ranges are copied into each service that uses them`,
+        },
+      ]);
+      const smaller = content.replace(/\n {6}V1[0-4]: \*big/g, '');
+      expect(
+        loadTemplate({ filename: 'compose.yaml', content: smaller, dir }).workloads[0]!.env.A,
+      ).toHaveLength(600 * KiB);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

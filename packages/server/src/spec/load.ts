@@ -198,6 +198,14 @@ function loadOnce(
     lifecycle: { ttlMs: null, idleTimeoutMs: null, destroyOn: [] },
   };
   const format = formatByName(file) ?? formatByContent(parsed.value);
+  // One budget for all a template produces: its document (already counted by the walk, within
+  // the limit), then what loading copies into workloads.
+  const budget = new Budget(
+    TEMPLATE_LIMITS.maxChars,
+    (limit) =>
+      `the template grows past ${limit} characters once env files, inputs, shared builds and port ranges are copied into each service that uses them`,
+  );
+  budget.spend(Math.min(parsed.chars, TEMPLATE_LIMITS.maxChars), []);
   if (parsed.errors.length === 0) {
     if (parsed.value === null || parsed.value === undefined) {
       sink.error([], 'the template is empty: add services');
@@ -209,11 +217,7 @@ function loadOnce(
         allowedHostPaths: shared.allowedHostPaths,
         lookup: (name, site) => lookup(name, () => site),
         onHostPath: shared.onHostPath,
-        budget: new Budget(
-          TEMPLATE_LIMITS.maxChars,
-          (limit) =>
-            `the template grows past ${limit} bytes once env files, inputs and shared builds are copied into each service that uses them`,
-        ),
+        budget,
         files: shared.files,
       };
       try {

@@ -98,6 +98,39 @@ export interface WorkloadDraft {
   spec: Omit<WorkloadSpec, 'dependsOn'>;
   deps: DependencyRef[];
   path: Path;
+  /** Where the replicas are written, when they are. */
+  replicasPath?: Path;
+}
+
+/** An error when a service asks for more replicas than `TEMPLATE_LIMITS.maxReplicas`. */
+export function checkReplicas(replicas: number, path: Path, sink: IssueSink): void {
+  const max = TEMPLATE_LIMITS.maxReplicas;
+  if (replicas > max) sink.error(path, `${replicas} replicas: a service may have at most ${max}`);
+}
+
+/**
+ * An error when the workloads add up to more containers than `TEMPLATE_LIMITS.maxContainers`
+ * (replicas of services, one per job), at the workload that goes past the limit. Replicas past
+ * their own limit count at that limit: they have their own error.
+ */
+export function checkContainerCount(drafts: readonly WorkloadDraft[], sink: IssueSink): void {
+  const max = TEMPLATE_LIMITS.maxContainers;
+  const count = (d: WorkloadDraft) =>
+    d.spec.kind === 'job' ? 1 : Math.min(d.spec.replicas, TEMPLATE_LIMITS.maxReplicas);
+  const total = drafts.reduce((sum, d) => sum + count(d), 0);
+  if (total <= max) return;
+  let sum = 0;
+  let past = drafts[0]!;
+  for (const draft of drafts) {
+    sum += count(draft);
+    past = draft;
+    if (sum > max) break;
+  }
+  sink.error(
+    past.replicasPath ?? past.path,
+    `${total} containers in all (the replicas of every service, and one per job): a template may have at most ${max}`,
+    past.replicasPath ? 'value' : 'key',
+  );
 }
 
 /** Health check timings when the template gives none. */

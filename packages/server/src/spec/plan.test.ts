@@ -3,7 +3,14 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, test } from 'vitest';
 import type { WorkloadPlan } from '../runtime/runtime.js';
-import { type LoadOptions, loadTemplate, plan, type Template, workloadHash } from './index.js';
+import {
+  type LoadOptions,
+  loadTemplate,
+  plan,
+  TEMPLATE_LIMITS,
+  type Template,
+  workloadHash,
+} from './index.js';
 
 const shop = join(dirname(fileURLToPath(import.meta.url)), 'testdata', 'shop');
 const target = { envId: 'env_1', envName: 'pr-42', project: 'shop' };
@@ -63,7 +70,7 @@ describe('plan', () => {
   });
 
   test('orders a long chain of dependencies, and appends a cycle by name', () => {
-    const n = 1000;
+    const n = TEMPLATE_LIMITS.maxWorkloads;
     const chain = Array.from({ length: n }, (_, i) => `  s${i}: { image: x, dependsOn: [s${i + 1}] }`);
     chain[n - 1] = `  s${n - 1}: { image: x }`;
     const envPlan = plan(

@@ -137,6 +137,11 @@ export interface YamlDocument {
 export interface ParsedYaml {
   /** Plain JS: maps are objects, sequences arrays, scalars as YAML 1.2 core reads them. */
   value: unknown;
+  /**
+   * Characters of the keys and strings of `value`, aliases expanded, each string counted at the
+   * larger of its length before and after `onString`: what `TEMPLATE_LIMITS.maxChars` bounds.
+   */
+  chars: number;
   positions: SourcePositions;
   errors: YamlProblem[];
   warnings: YamlProblem[];
@@ -372,12 +377,12 @@ export function walkYaml(parsed: YamlDocument, onString: StringHook): ParsedYaml
   const warnings = [...parsed.warnings];
   // Positions are recorded per walk: each walk produces its own values.
   const positions = new SourcePositions(parsed.lineCounter);
-  if (!doc) return { value: undefined, positions, errors: [...parsed.errors], warnings };
+  if (!doc) return { value: undefined, chars: 0, positions, errors: [...parsed.errors], warnings };
   const walker = new Walker(parsed.aliases, positions, onString);
   const root = positions.rootEntry(rangeStart(doc.contents) ?? 0);
   try {
     const value = doc.contents == null ? null : walker.walk(doc.contents, [], root, 0);
-    return { value, positions, errors: walker.errors, warnings };
+    return { value, chars: walker.chars, positions, errors: walker.errors, warnings };
   } catch (error) {
     if (error instanceof TemplateLimitError) {
       walker.errors.push({
@@ -392,7 +397,7 @@ export function walkYaml(parsed: YamlDocument, onString: StringHook): ParsedYaml
     } else {
       throw error;
     }
-    return { value: undefined, positions, errors: walker.errors, warnings };
+    return { value: undefined, chars: walker.chars, positions, errors: walker.errors, warnings };
   }
 }
 
@@ -400,7 +405,8 @@ export function walkYaml(parsed: YamlDocument, onString: StringHook): ParsedYaml
 class Walker {
   readonly errors: YamlProblem[] = [];
   private nodes = 0;
-  private chars = 0;
+  /** Characters produced so far (see `TEMPLATE_LIMITS.maxChars`). */
+  chars = 0;
   /** Aliases being expanded, outermost first. */
   private readonly chain: Alias[] = [];
   /** Collections being walked, to catch an alias to one of its own ancestors. */
@@ -426,9 +432,11 @@ class Walker {
     if (isScalar(node)) {
       const v = node.value;
       if (typeof v === 'string') {
+        // The larger of the string before and after interpolation: the first bounds the work of
+        // interpolating (an alias may repeat a long string), the second what is kept.
         this.count(0, v.length, node);
         const kept = this.onString(v, node, path, this.positions);
-        if (kept !== v) this.count(0, kept.length, node);
+        if (kept.length > v.length) this.count(0, kept.length - v.length, node);
         return kept;
       }
       if (typeof v === 'bigint') return Number(v);
@@ -557,7 +565,7 @@ class Walker {
     if (this.chars > TEMPLATE_LIMITS.maxChars) {
       this.fail(
         (outer) => `alias *${outer} expands the document past ${TEMPLATE_LIMITS.maxChars} characters`,
-        `the template's text, once interpolated, is longer than ${TEMPLATE_LIMITS.maxChars} characters`,
+        `the template's keys and values, once interpolated, are longer than ${TEMPLATE_LIMITS.maxChars} characters`,
         node,
       );
     }
