@@ -4,6 +4,7 @@ import { RuntimeStepError } from '../runtime/runtime.js';
 import { workloadHash } from '../spec/index.js';
 import { buildContentHash, contentTag } from './content-tag.js';
 import { listContextFiles, packContext } from './context-files.js';
+import { assertBuildAllowed } from './dockerfile-policy.js';
 
 export type BuildProgress = (
   event:
@@ -90,6 +91,8 @@ export async function resolveBuilds(
       } else {
         onProgress?.({ workload: workload.name, status: 'building', image });
         try {
+          // The daemon itself would fetch an `ADD <url>`, from the host's network: refused.
+          await assertBuildAllowed(workload.build);
           const entries = await listContextFiles(workload.build.context, workload.build.dockerfile);
           const steps = new StepFilter();
           await runtime.buildImage(image, workload.build, {

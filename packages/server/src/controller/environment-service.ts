@@ -19,6 +19,7 @@ import {
 } from '@mayfly/contract';
 import { customAlphabet } from 'nanoid';
 import { type Access, canSee, FULL_ACCESS, projectForCreate } from '../access/access.js';
+import { assertBuildAllowed, DockerfilePolicyError } from '../build/dockerfile-policy.js';
 import { type EnvPlan, type Runtime, RuntimeStepError, WorkloadNotFoundError } from '../runtime/runtime.js';
 import type { Workspaces } from '../sources/workspaces.js';
 import { loadTemplate, plan, type Template, TemplateError } from '../spec/index.js';
@@ -136,6 +137,7 @@ export class EnvironmentService {
         template = load(name);
       }
       checkHostLabels(template, name);
+      await checkDockerfiles(template);
       if (req.ttl === undefined) ttlMs = template.lifecycle.ttlMs;
       if (ttlMs !== null && ttlMs > ENV_TTL_MAX_MS) {
         throw new InvalidRequestError(
@@ -365,6 +367,27 @@ async function readTemplateFile(sourceDir: string, filename: string): Promise<st
   } finally {
     await handle.close();
   }
+}
+
+/** Every Dockerfile a template builds from, checked now (and again before each build). */
+async function checkDockerfiles(template: Template): Promise<void> {
+  const issues = [];
+  for (const w of template.workloads) {
+    if (!w.build) continue;
+    try {
+      await assertBuildAllowed(w.build);
+    } catch (err) {
+      if (!(err instanceof DockerfilePolicyError)) throw err;
+      issues.push({
+        file: template.file,
+        line: null,
+        column: null,
+        path: `services.${w.name}.build`,
+        message: err.message,
+      });
+    }
+  }
+  if (issues.length > 0) throw new TemplateError(issues);
 }
 
 /** The longest name among services the gateway routes (their URLs carry `<service>--<env>`). */

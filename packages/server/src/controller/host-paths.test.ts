@@ -244,6 +244,20 @@ services:
     await rm(dir, { recursive: true, force: true });
   });
 
+  it('refuses a Dockerfile that makes the daemon fetch a URL from the host network, naming the line', async () => {
+    const dir = await project({
+      'compose.yaml': 'services:\n  app:\n    build: .\n    command: ["testkit", "sleep"]\n',
+      Dockerfile: `FROM ${TESTKIT_IMAGE}\n# harmless\nadd \\\n  http://127.0.0.1:9/secret /secret\n`,
+    });
+    const res = await t.api<ErrorReply>('POST', '/v1/environments', {
+      template: { filename: 'compose.yaml', bundle: await t.upload(dir) },
+    });
+    expect(res.status).toBe(400);
+    expect(res.body.error.issues?.[0]).toMatchObject({ path: 'services.app.build' });
+    expect(res.body.error.issues?.[0]?.message).toMatch(/^Dockerfile line 3: /);
+    await rm(dir, { recursive: true, force: true });
+  });
+
   it('keeps the data dir private: 0700, database and admin token 0600', async () => {
     expect((await stat(t.dataDir)).mode & 0o777).toBe(0o700);
     for (const file of ['mayfly.db', 'admin-token']) {
