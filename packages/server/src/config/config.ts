@@ -79,7 +79,11 @@ export const ServerConfig = z.object({
   gatewayNegativeCacheMs: z.coerce.number().int().positive().default(1_000),
   gatewayCacheEntries: z.coerce.number().int().positive().default(10_000),
   /** One bring-up attempt, builds included, may take this long before it fails. */
-  bringUpTimeoutMs: z.coerce.number().int().positive().default(30 * 60_000),
+  bringUpTimeoutMs: z.coerce
+    .number()
+    .int()
+    .positive()
+    .default(30 * 60_000),
   /** Environments that may exist at once (all but destroyed ones); one more create gets 429. */
   maxEnvironments: z.coerce.number().int().positive().default(200),
   /** Log streams the server reads from the runtime at once (one per service of each logs request). */
