@@ -425,8 +425,11 @@ export class Reconciler {
         );
       }
     } catch (err) {
+      // Stopped from outside (lease lost, destroy, shutdown): leave at once, even if the store
+      // does not answer; otherwise the failure's event comes after the progress before it.
+      if (outer.aborted) throw err;
       await progress.flush();
-      if (deadline.aborted && !outer.aborted) {
+      if (deadline.aborted) {
         // Out of time: a step that never ends is a failed step, repair or not.
         await this.fail(env, {
           step,
@@ -434,7 +437,7 @@ export class Reconciler {
         });
         return;
       }
-      if (outer.aborted || !(err instanceof RuntimeStepError) || wasReady) throw err;
+      if (!(err instanceof RuntimeStepError) || wasReady) throw err;
       // A step of a first bring-up failed: the template's fault, not worth retrying.
       await this.fail(env, { step: err.step, reason: err.reason });
     }
