@@ -137,12 +137,15 @@ describe('bounded resources', () => {
 `),
     });
     const env = await t.waitForState(res.body.id, ['ready', 'failed']);
+    // All 1500 lines written first; then each tail is asked for once.
+    await until('1500 lines', async () => {
+      const all = await t.api<string>('GET', '/v1/environments/chatty/logs?service=talk&tail=all');
+      return String(all.body).includes('line 1500') ? true : undefined;
+    });
     const lines = async (query: string) => {
-      const text = await until('1500 lines', async () => {
-        const r = await t.api<string>('GET', `/v1/environments/chatty/logs?service=talk&${query}`);
-        const all = await t.api<string>('GET', '/v1/environments/chatty/logs?service=talk&tail=all');
-        return String(all.body).includes('line 1500') ? String(r.body) : undefined;
-      });
+      const text = String(
+        (await t.api<string>('GET', `/v1/environments/chatty/logs?service=talk&${query}`)).body,
+      );
       return text === '' || text === 'null' ? [] : text.trimEnd().split('\n');
     };
     const byDefault = await lines('');
