@@ -122,7 +122,7 @@ export async function packTemplateFolder(request: PackRequest): Promise<PackedFo
  * ignored here: the server reports them, with positions, once it has the bundle.
  */
 async function hostPathsOf(request: PackRequest, root: string): Promise<HostPathRef[]> {
-  const { loadTemplate, TemplateError } = await import('@mayfly/server/spec');
+  const { loadTemplate, TemplateError } = await import('@mayfly/server/template');
   const refs: HostPathRef[] = [];
   try {
     loadTemplate(

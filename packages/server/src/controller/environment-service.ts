@@ -19,10 +19,10 @@ import {
 } from '@mayfly/contract';
 import { customAlphabet } from 'nanoid';
 import { type Access, canSee, FULL_ACCESS, projectForCreate } from '../access/access.js';
-import { assertBuildAllowed, DockerfilePolicyError } from '../build/dockerfile-policy.js';
+import { assertBuildAllowed, DockerfilePolicyError } from '../images/dockerfile-policy.js';
 import { type EnvPlan, type Runtime, RuntimeStepError, WorkloadNotFoundError } from '../runtime/runtime.js';
 import type { Workspaces } from '../sources/workspaces.js';
-import { loadTemplate, plan, type Template, TemplateError } from '../spec/index.js';
+import { loadTemplate, plan, type Template, TemplateError } from '../template/index.js';
 import type { EnvironmentRecord, Store } from '../store/store.js';
 import { InvalidRequestError, NotFoundError, QuotaExceededError } from './errors.js';
 import { keptLogStream, prefixLines } from './log-lines.js';

@@ -8,7 +8,7 @@ import path from 'node:path';
 import type { EnvPlan, WorkloadPlan } from '../runtime/runtime.js';
 import { RuntimeStepError } from '../runtime/runtime.js';
 import type { Workspaces } from '../sources/workspaces.js';
-import { workloadHash } from '../spec/index.js';
+import { workloadHash } from '../template/index.js';
 import { InvalidRequestError } from './errors.js';
 
 export interface HostPathPolicy {

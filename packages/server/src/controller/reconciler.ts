@@ -10,7 +10,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import type { EnvState, Failure } from '@mayfly/contract';
-import { needsBuild, resolveBuilds } from '../build/resolve-builds.js';
+import { needsBuild, resolveBuilds } from '../images/resolve-builds.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import { type Runtime, RuntimeStepError, RuntimeUnavailableError } from '../runtime/runtime.js';

@@ -76,7 +76,7 @@ export interface WorkloadPlan {
   specHash: string;
 }
 
-/** The concrete resources of one environment, produced by the pure `plan()` of `spec/`. */
+/** The concrete resources of one environment, produced by the pure `plan()` of `template/`. */
 export interface EnvPlan {
   envId: string;
   envName: string;
@@ -137,7 +137,7 @@ export interface LogOptions {
 export interface BuildOptions {
   /**
    * The build context as the builder must get it: an uncompressed tar of exactly the files to
-   * send (`.dockerignore` already applied above the driver, see `build/context-files.ts`).
+   * send (`.dockerignore` already applied above the driver, see `images/context-files.ts`).
    */
   context: NodeJS.ReadableStream;
   /** Every line of output, as it comes. A failed build's error message keeps only the last few KiB. */

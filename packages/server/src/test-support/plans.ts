@@ -1,7 +1,7 @@
 /** Hand-made plans for driver tests, with the same defaults and hashes `plan()` would give. */
 import { nanoid } from 'nanoid';
 import type { EnvPlan, WorkloadPlan } from '../runtime/runtime.js';
-import { workloadHash } from '../spec/index.js';
+import { workloadHash } from '../template/index.js';
 import { TESTKIT_IMAGE } from './global-setup.js';
 
 export type WorkloadInput = Partial<Omit<WorkloadPlan, 'specHash'>> & { name: string };

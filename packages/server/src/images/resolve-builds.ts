@@ -1,7 +1,7 @@
 /** Gives every workload with a `build` its content-addressed image, building only what is missing. */
 import type { EnvPlan, Runtime, WorkloadPlan } from '../runtime/runtime.js';
 import { RuntimeStepError } from '../runtime/runtime.js';
-import { workloadHash } from '../spec/index.js';
+import { workloadHash } from '../template/index.js';
 import { buildContentHash, contentTag } from './content-tag.js';
 import { listContextFiles, packContext } from './context-files.js';
 import { assertBuildAllowed } from './dockerfile-policy.js';
