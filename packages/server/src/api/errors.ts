@@ -11,9 +11,9 @@ import {
 import { RuntimeUnavailableError, WorkloadNotFoundError } from '../runtime/runtime.js';
 import { BundleError } from '../sources/bundle-unpack.js';
 import { BindSourceError, BundleNotFoundError } from '../sources/workspaces.js';
-import { TemplateError } from '../template/index.js';
 import { EnvironmentNotFoundError } from '../store/environment-repository.js';
 import { NameTakenError } from '../store/store.js';
+import { TemplateError } from '../template/index.js';
 
 export class UnauthorizedError extends Error {
   override name = 'UnauthorizedError';

@@ -22,8 +22,8 @@ import { type Access, canSee, FULL_ACCESS, projectForCreate } from '../access/ac
 import { assertBuildAllowed, DockerfilePolicyError } from '../images/dockerfile-policy.js';
 import { type EnvPlan, type Runtime, RuntimeStepError, WorkloadNotFoundError } from '../runtime/runtime.js';
 import type { Workspaces } from '../sources/workspaces.js';
-import { loadTemplate, plan, type Template, TemplateError } from '../template/index.js';
 import type { EnvironmentRecord, Store } from '../store/store.js';
+import { loadTemplate, plan, type Template, TemplateError } from '../template/index.js';
 import { InvalidRequestError, NotFoundError, QuotaExceededError } from './errors.js';
 import { keptLogStream, prefixLines } from './log-lines.js';
 import {
