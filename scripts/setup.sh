@@ -12,8 +12,10 @@ fi
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   echo "[mayfly] installing npm packages…" >&2
-  npm ci --no-audit --no-fund --loglevel=error
+  npm ci --no-audit --no-fund --loglevel=error   # builds packages/cli/dist too (`prepare`)
 fi
+# The bundled CLI and server, again when a source under packages/*/src is newer than it.
+node scripts/build.mjs --if-stale
 
 bash scripts/ensure-docker.sh
 bash scripts/ensure-base-image.sh

@@ -1,6 +1,7 @@
 /**
- * Vitest global setup: the real things the integration tests drive must be there — a running
- * Docker Engine, the Debian base image, the test image, and a PostgreSQL for the store tests.
+ * Vitest global setup: the real things the integration tests drive must be there — the CLI bundle
+ * built from the current sources, a running Docker Engine, the Debian base image, the test image,
+ * and a PostgreSQL for the store tests.
  * Each step is a no-op when already done, so a warm machine pays well under a second.
  */
 import { execFileSync } from 'node:child_process';
@@ -26,6 +27,9 @@ const run = (cmd: string, args: string[]) =>
 
 export default function setup(): void {
   process.env.MAYFLY_TEST_RUN ??= `test-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 6)}`;
+  // The tests run the CLI as users do, through bin/mayfly.js, which runs the bundle in
+  // packages/cli/dist: rebuilt here when any source is newer, so a test never runs stale code.
+  run(process.execPath, ['scripts/build.mjs', '--if-stale']);
   run('bash', ['scripts/ensure-docker.sh']);
   run('bash', ['scripts/ensure-base-image.sh']);
   run('docker', ['build', '-q', '-t', TESTKIT_IMAGE, path.join(here, 'images/testkit')]);
