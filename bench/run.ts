@@ -8,8 +8,13 @@
  *   destroy  Mayfly: API request → destroyed (verified: no labelled object left)
  *            docker-compose: `down -v`
  *   RSS      the control plane process with 0 and with 50 ready environments
+ *   CLI      start to exit of `mayfly --version` against `node -e 0` (Node's own start), and of
+ *            `mayfly ls` against curl asking the API the same (median of BENCH_CLI_RUNS, interleaved)
+ *
+ * BENCH_ONLY=cli measures only the CLI start times (a few seconds, no docker-compose needed).
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -29,6 +34,10 @@ const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const composeFile = path.join(root, 'examples/shop/compose.yaml');
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const RSS_ENVS = Number(process.env.BENCH_RSS_ENVS ?? 50);
+const CLI_RUNS = Number(process.env.BENCH_CLI_RUNS ?? 21);
+const ONLY = process.env.BENCH_ONLY;
+if (ONLY !== undefined && ONLY !== 'cli') throw new Error(`BENCH_ONLY=${ONLY}: only "cli" is known`);
+const mayflyBin = path.join(root, 'packages/cli/bin/mayfly.js');
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -106,11 +115,105 @@ async function rssKb(pid: number): Promise<number> {
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
+/** Wall time of one process from spawn to exit, in ms; rejects unless it exits 0. */
+function processMs(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const start = performance.now();
+    const child = spawn(cmd, args, { env, stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    child.once('error', reject);
+    child.once('exit', (code, signal) => {
+      const ms = performance.now() - start;
+      if (code === 0) resolve(ms);
+      else reject(new Error(`${cmd} ${args.join(' ')}: ${signal ?? `exit code ${code}`}\n${stderr}`));
+    });
+  });
+}
+
+/**
+ * How long the CLI takes to start and finish, against the raw tools in the same conditions: each
+ * round runs the four commands one after the other, so load on the machine hits them alike.
+ */
+async function cliStartTimes(plane: Plane) {
+  // The numbers are about the bundle users run; bin/mayfly.js would fall back to tsx without it.
+  await run(process.execPath, [path.join(root, 'scripts/build.mjs'), '--if-stale']);
+  if (!existsSync(path.join(root, 'packages/cli/dist/main.js')))
+    throw new Error('packages/cli/dist not built');
+  const env: NodeJS.ProcessEnv = { ...process.env, MAYFLY_URL: plane.url, MAYFLY_TOKEN: plane.token };
+  delete env.MAYFLY_DEBUG; // it turns on source maps, which cost start time
+  const commands = {
+    node: () => processMs(process.execPath, ['-e', '0']),
+    version: () => processMs(process.execPath, [mayflyBin, '--version'], env),
+    curl: () =>
+      processMs('curl', [
+        '-sf',
+        '-o',
+        '/dev/null',
+        '-H',
+        `Authorization: Bearer ${plane.token}`,
+        `${plane.url}/v1/environments`,
+      ]),
+    ls: () => processMs(process.execPath, [mayflyBin, 'ls'], env),
+  };
+  const ms = { node: [] as number[], version: [] as number[], curl: [] as number[], ls: [] as number[] };
+  for (const fn of Object.values(commands)) await fn(); // warm the file cache; not counted
+  for (let i = 0; i < CLI_RUNS; i++) {
+    for (const [name, fn] of Object.entries(commands)) ms[name as keyof typeof ms].push(await fn());
+  }
+  const version = { mayfly: median(ms.version), node: median(ms.node) };
+  const ls = { mayfly: median(ms.ls), curl: median(ms.curl) };
+  return {
+    samples: ms,
+    rows: [
+      ['`mayfly --version` vs `node -e 0` (ms)', version.mayfly, version.node],
+      ['`mayfly ls` vs curl of the API (ms)', ls.mayfly, ls.curl],
+    ] as const,
+    median: {
+      'mayfly --version (ms)': { ...version, ratio: version.mayfly / version.node },
+      'mayfly ls (ms)': { ...ls, ratio: ls.mayfly / ls.curl },
+    },
+  };
+}
+
+function printTable(table: string[][]) {
+  const widths = table[0]!.map((_, c) => Math.max(...table.map((r) => r[c]!.length)));
+  for (const row of table) console.log(row.map((cell, c) => cell.padEnd(widths[c]!)).join('  '));
+}
+
+async function writeResults(out: { at: string; [key: string]: unknown }) {
+  const resultsDir = path.join(root, 'bench/results');
+  await mkdir(resultsDir, { recursive: true });
+  const file = path.join(resultsDir, `${out.at.replace(/[:.]/g, '-')}.json`);
+  await writeFile(file, `${JSON.stringify(out, null, 2)}\n`);
+  console.log(`\nwritten ${path.relative(root, file)}`);
+}
+
+const machine = () => ({ cpus: os.cpus().length, memGiB: Math.round(os.totalmem() / 2 ** 30) });
+
+/** The CLI part of the results file: medians (with their ratio to the raw tool) and every sample. */
+function cliJson(cli: Awaited<ReturnType<typeof cliStartTimes>>) {
+  return { cliMedian: cli.median, cliMs: cli.samples };
+}
+
 async function main() {
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'mayfly-bench-'));
   const dir = path.dirname(composeFile);
   const plane = await startPlane(dataDir);
   try {
+    // First, while no environment keeps the engine and the control plane busy.
+    process.stderr.write(`CLI start times (${CLI_RUNS} runs)…\n`);
+    const cli = await cliStartTimes(plane);
+    const cliRows = cli.rows.map(([m, a, b]) => [m, a.toFixed(0), b.toFixed(0), (a / b).toFixed(2)]);
+    if (ONLY === 'cli') {
+      printTable([['metric', 'mayfly', 'baseline', 'ratio'], ...cliRows]);
+      const at = new Date().toISOString();
+      await writeResults({ at, only: 'cli', cliRuns: CLI_RUNS, machine: machine(), ...cliJson(cli) });
+      return;
+    }
+
     // Warm-up: both tools build their images once; nothing below measures a build.
     process.stderr.write('warming up (building images if needed)…\n');
     await mayflyUp(plane, 'bench-warm', dir);
@@ -163,27 +266,25 @@ async function main() {
     const table = [
       ['metric', 'mayfly', 'docker-compose', 'ratio'],
       ...rows.map(([m, a, b]) => [m, a.toFixed(2), b.toFixed(2), (a / b).toFixed(2)]),
+      ...cliRows,
       ['control plane RSS, 0 envs (MiB)', (rssIdle / 1024).toFixed(1), '', ''],
       [`control plane RSS, ${RSS_ENVS} envs (MiB)`, (rssLoaded / 1024).toFixed(1), '', ''],
       [`destroy ${RSS_ENVS} envs (s)`, destroyAll.toFixed(2), '', ''],
     ];
-    const widths = table[0]!.map((_, c) => Math.max(...table.map((r) => r[c]!.length)));
-    for (const row of table) console.log(row.map((cell, c) => cell.padEnd(widths[c]!)).join('  '));
+    printTable(table);
+    console.log('(the CLI rows compare with the tool they name, not docker-compose)');
 
-    const out = {
+    await writeResults({
       at: new Date().toISOString(),
       rounds: ROUNDS,
-      machine: { cpus: os.cpus().length, memGiB: Math.round(os.totalmem() / 2 ** 30) },
+      cliRuns: CLI_RUNS,
+      machine: machine(),
       seconds: results,
       median: Object.fromEntries(rows.map(([m, a, b]) => [m, { mayfly: a, compose: b, ratio: a / b }])),
       rssMiB: { idle: rssIdle / 1024, [`envs${RSS_ENVS}`]: rssLoaded / 1024 },
       destroyAllSeconds: destroyAll,
-    };
-    const resultsDir = path.join(root, 'bench/results');
-    await mkdir(resultsDir, { recursive: true });
-    const file = path.join(resultsDir, `${out.at.replace(/[:.]/g, '-')}.json`);
-    await writeFile(file, `${JSON.stringify(out, null, 2)}\n`);
-    console.log(`\nwritten ${path.relative(root, file)}`);
+      ...cliJson(cli),
+    });
   } finally {
     await stopControlPlane(plane);
     await rm(dataDir, { recursive: true, force: true });

@@ -2,10 +2,13 @@
 # Benchmarks Mayfly against docker-compose on examples/shop; prints a table, writes bench/results/*.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# BENCH_ONLY=cli: only the CLI start times, which need neither docker-compose nor the test image.
 bash scripts/setup.sh
-if ! command -v docker-compose >/dev/null 2>&1; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null
+if [ "${BENCH_ONLY:-}" != cli ]; then
+  if ! command -v docker-compose >/dev/null 2>&1; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null
+  fi
+  docker build -q -t mayfly-test/testkit:latest packages/server/src/test-support/images/testkit >/dev/null
 fi
-docker build -q -t mayfly-test/testkit:latest packages/server/src/test-support/images/testkit >/dev/null
 exec npx tsx bench/run.ts "$@"
