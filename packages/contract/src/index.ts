@@ -121,6 +121,16 @@ export const CreateEnvironmentRequest = z.strictObject({
     .default({}),
   /** Time to live, e.g. `30m`, `2h`, `1d`; the environment is destroyed when it runs out. */
   ttl: z.string().max(32).optional(),
+  /** Compose profiles to activate, as `--profile` does; `*` activates all of them. */
+  profiles: z
+    .array(
+      z
+        .string()
+        .max(64)
+        .regex(/^(\*|[a-zA-Z0-9][a-zA-Z0-9_.-]*)$/, 'a profile name: letters, digits, "_", "." and "-"'),
+    )
+    .max(50)
+    .default([]),
 });
 export type CreateEnvironmentRequest = z.input<typeof CreateEnvironmentRequest>;
 

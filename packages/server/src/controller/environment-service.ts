@@ -20,7 +20,8 @@ import {
 import { customAlphabet } from 'nanoid';
 import { type Access, canSee, FULL_ACCESS, projectForCreate } from '../access/access.js';
 import { assertBuildAllowed, DockerfilePolicyError } from '../images/dockerfile-policy.js';
-import { type EnvPlan, type Runtime, RuntimeStepError, WorkloadNotFoundError } from '../runtime/runtime.js';
+import type { EnvPlan } from '../plan/plan.js';
+import { type Runtime, RuntimeStepError, WorkloadNotFoundError } from '../runtime/runtime.js';
 import type { Workspaces } from '../sources/workspaces.js';
 import type { EnvironmentRecord, Store } from '../store/store.js';
 import { loadTemplate, plan, type Template, TemplateError } from '../template/index.js';
@@ -125,6 +126,7 @@ export class EnvironmentService {
             // template's folder; a template sent without one may not name host paths at all.
             root: sourceDir ?? NO_HOST_PATHS,
             allowedHostPaths: this.deps.policy.allowedHostPaths,
+            profiles: req.profiles,
             serviceUrl: (service) => serviceUrl(service, name, this.deps.urls),
           },
         );
@@ -373,9 +375,9 @@ async function readTemplateFile(sourceDir: string, filename: string): Promise<st
 async function checkDockerfiles(template: Template): Promise<void> {
   const issues = [];
   for (const w of template.workloads) {
-    if (!w.build) continue;
+    if (!w.image.build) continue;
     try {
-      await assertBuildAllowed(w.build);
+      await assertBuildAllowed(w.image.build);
     } catch (err) {
       if (!(err instanceof DockerfilePolicyError)) throw err;
       issues.push({

@@ -27,7 +27,7 @@ export async function collectImages(deps: ImageCollectorDeps): Promise<string[]>
   if (total <= deps.budgetBytes) return [];
   const inUse = new Set<string>();
   for (const env of await deps.store.environments.list()) {
-    for (const w of env.plan?.workloads ?? []) if (w.image) inUse.add(w.image);
+    for (const w of env.plan?.workloads ?? []) if (w.image.ref) inUse.add(w.image.ref);
   }
   // Least recently used first; an image the store never saw used counts as oldest (by its build time).
   const lastUsed = new Map((await deps.store.images.list()).map((r) => [r.ref, r.lastUsedAt.getTime()]));

@@ -5,7 +5,7 @@
  */
 import { realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
-import type { EnvPlan, WorkloadPlan } from '../runtime/runtime.js';
+import type { EnvPlan, WorkloadPlan } from '../plan/plan.js';
 import { RuntimeStepError } from '../runtime/runtime.js';
 import type { Workspaces } from '../sources/workspaces.js';
 import { workloadHash } from '../template/index.js';

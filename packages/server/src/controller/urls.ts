@@ -1,5 +1,5 @@
 /** The URLs users get for an environment's services, as the gateway routes them. */
-import type { EnvPlan } from '../runtime/runtime.js';
+import type { EnvPlan } from '../plan/plan.js';
 
 export interface UrlScheme {
   scheme: 'http' | 'https';

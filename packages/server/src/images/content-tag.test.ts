@@ -4,7 +4,7 @@ import { chmod, mkdir, mkdtemp, rm, symlink, utimes, writeFile } from 'node:fs/p
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { BuildPlan } from '../runtime/runtime.js';
+import type { BuildPlan } from '../plan/plan.js';
 import { buildContentHash, contentTag } from './content-tag.js';
 import { listContextFiles, packContext } from './context-files.js';
 

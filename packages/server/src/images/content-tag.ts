@@ -3,7 +3,7 @@
  * and the target, so an unchanged service is never rebuilt, across updates and across environments.
  */
 import { createHash } from 'node:crypto';
-import type { BuildPlan } from '../runtime/runtime.js';
+import type { BuildPlan } from '../plan/plan.js';
 import { type ContextEntry, listContextFiles, packContext } from './context-files.js';
 
 /**

@@ -41,7 +41,7 @@
 
 import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
-import type { BuildPlan } from '../runtime/runtime.js';
+import type { BuildPlan } from '../plan/plan.js';
 
 /** The verdict on one Dockerfile: a refusal names the (1-based) line where the instruction starts. */
 export type DockerfileCheck = { ok: true } | { ok: false; line: number; message: string };

@@ -1,5 +1,6 @@
 /** Gives every workload with a `build` its content-addressed image, building only what is missing. */
-import type { EnvPlan, Runtime, WorkloadPlan } from '../runtime/runtime.js';
+import type { EnvPlan, WorkloadPlan } from '../plan/plan.js';
+import type { Runtime } from '../runtime/runtime.js';
 import { RuntimeStepError } from '../runtime/runtime.js';
 import { workloadHash } from '../template/index.js';
 import { buildContentHash, contentTag } from './content-tag.js';
@@ -59,13 +60,14 @@ export async function resolveBuilds(
   const built = new Map<string, string>();
   const workloads: WorkloadPlan[] = [];
   for (const workload of plan.workloads) {
-    if (!workload.build) {
+    const { build } = workload.image;
+    if (!build) {
       workloads.push(workload);
       continue;
     }
     signal?.throwIfAborted();
     const step = `build:${workload.name}`;
-    const resolved = workload.image !== '' ? workload.image : null;
+    const resolved = workload.image.ref ?? null;
     if (resolved !== null && (built.has(resolved) || (await runtime.hasImage(resolved)))) {
       if (!built.has(resolved)) onProgress?.({ workload: workload.name, status: 'reused', image: resolved });
       built.set(resolved, workload.name);
@@ -75,7 +77,7 @@ export async function resolveBuilds(
     }
     let image: string;
     try {
-      image = contentTag(plan.project, await buildContentHash(workload.build));
+      image = contentTag(plan.project, await buildContentHash(build));
     } catch (err) {
       throw new RuntimeStepError(step, `cannot read build context: ${(err as Error).message}`);
     }
@@ -92,11 +94,11 @@ export async function resolveBuilds(
         onProgress?.({ workload: workload.name, status: 'building', image });
         try {
           // The daemon itself would fetch an `ADD <url>`, from the host's network: refused.
-          await assertBuildAllowed(workload.build);
-          const entries = await listContextFiles(workload.build.context, workload.build.dockerfile);
+          await assertBuildAllowed(build);
+          const entries = await listContextFiles(build.context, build.dockerfile);
           const steps = new StepFilter();
-          await runtime.buildImage(image, workload.build, {
-            context: packContext(workload.build.context, entries),
+          await runtime.buildImage(image, build, {
+            context: packContext(build.context, entries),
             onLog: (line) => {
               if (steps.accepts(line))
                 onProgress?.({ workload: workload.name, status: 'step', step: line.slice(0, 120) });
@@ -112,11 +114,11 @@ export async function resolveBuilds(
       built.set(image, workload.name);
       await options.onImageUsed?.(image);
     }
-    const { specHash: _old, ...rest } = { ...workload, image };
+    const { specHash: _old, ...rest } = { ...workload, image: { build, ref: image } };
     workloads.push({ ...rest, specHash: workloadHash(rest) });
   }
   return { ...plan, workloads };
 }
 
 /** True when some workload's image still has to be resolved (or checked) by {@link resolveBuilds}. */
-export const needsBuild = (plan: EnvPlan) => plan.workloads.some((w) => w.build);
+export const needsBuild = (plan: EnvPlan) => plan.workloads.some((w) => w.image.build);

@@ -7,9 +7,10 @@ import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import tar from 'tar-stream';
 import { afterAll, describe, expect, it } from 'vitest';
+import type { BuildPlan, EnvPlan } from '../plan/plan.js';
 import { TESTKIT_IMAGE } from '../test-support/global-setup.js';
 import { envPlan, httpService, workload } from '../test-support/plans.js';
-import type { BuildPlan, Endpoint, EnvPlan, ProgressEvent, Runtime } from './runtime.js';
+import type { Endpoint, ProgressEvent, Runtime } from './runtime.js';
 import { RuntimeStepError } from './runtime.js';
 
 export interface RuntimeCaseOptions {
@@ -269,7 +270,7 @@ export function describeRuntime(
             name: 'loud',
             command: ['testkit', 'sleep'],
             healthcheck: {
-              test: ['CMD-SHELL', 'head -c 400000000 /dev/zero; exit 0'],
+              command: { shell: 'head -c 400000000 /dev/zero; exit 0' },
               // The driver's own probe decides here (the platform's first one would come later).
               intervalMs: 120_000,
               timeoutMs: 110_000,
@@ -401,7 +402,7 @@ export function describeRuntime(
             name: 'sick',
             command: ['testkit', 'sleep'],
             healthcheck: {
-              test: ['CMD-SHELL', 'echo nope; exit 1'],
+              command: { shell: 'echo nope; exit 1' },
               intervalMs: 200,
               timeoutMs: 1000,
               retries: 2,
@@ -543,7 +544,7 @@ export function describeRuntime(
               name: 'gate',
               command: ['testkit', 'sleep'],
               healthcheck: {
-                test: ['CMD-SHELL', 'test -f /tmp/open'],
+                command: { shell: 'test -f /tmp/open' },
                 intervalMs: 500,
                 timeoutMs: 2_000,
                 retries: 1_000,
@@ -684,7 +685,7 @@ export function describeRuntime(
             command: ['sh', '-c', 'echo "crashing on purpose"; exit 3'],
             restart: 'always',
             healthcheck: {
-              test: ['CMD-SHELL', 'test -f /tmp/never'],
+              command: { shell: 'test -f /tmp/never' },
               intervalMs: 1_000,
               timeoutMs: 1_000,
               retries: 100,

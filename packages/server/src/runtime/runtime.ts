@@ -5,6 +5,7 @@
  * collection find them by label, never by remembered ids alone.
  */
 import type { Readable } from 'node:stream';
+import type { BuildPlan, EnvPlan } from '../plan/plan.js';
 
 export const LABELS = {
   managedBy: 'mayfly.managed-by',
@@ -16,75 +17,6 @@ export const LABELS = {
   specHash: 'mayfly.spec-hash',
 } as const;
 export const MANAGED_BY = 'mayfly';
-
-export type DependencyCondition = 'service_started' | 'service_healthy' | 'service_completed_successfully';
-
-export interface HealthcheckPlan {
-  /** Docker-style test: `['CMD', ...]` or `['CMD-SHELL', 'script']`. */
-  test: string[];
-  intervalMs: number;
-  timeoutMs: number;
-  retries: number;
-  startPeriodMs: number;
-}
-
-export interface PortPlan {
-  /** Port the process listens on inside the container. */
-  container: number;
-  protocol: 'tcp' | 'udp';
-  /** Routed by the gateway as `<service>--<env>.<domain>`; the first http port of a service wins. */
-  http: boolean;
-}
-
-export interface MountPlan {
-  /** A volume of this plan (see {@link EnvPlan.volumes}) or, for `bind`, an absolute host path. */
-  source: string;
-  target: string;
-  type: 'volume' | 'bind';
-  readOnly: boolean;
-}
-
-export interface BuildPlan {
-  /** Absolute path of the build context. */
-  context: string;
-  /** Dockerfile path relative to the context. */
-  dockerfile: string;
-  args: Record<string, string>;
-  target?: string;
-}
-
-export interface WorkloadPlan {
-  name: string;
-  /** A service runs until torn down; a job runs once and must exit 0. */
-  kind: 'service' | 'job';
-  /** Image reference; for a build, the content-addressed tag the build produces. */
-  image: string;
-  build?: BuildPlan;
-  command?: string[];
-  entrypoint?: string[];
-  env: Record<string, string>;
-  ports: PortPlan[];
-  healthcheck?: HealthcheckPlan;
-  dependsOn: { name: string; condition: DependencyCondition }[];
-  mounts: MountPlan[];
-  resources: { cpus?: number; memoryBytes?: number; pids?: number };
-  replicas: number;
-  restart: 'no' | 'always' | 'on-failure' | 'unless-stopped';
-  workingDir?: string;
-  user?: string;
-  /** Hash of everything above: a workload whose hash is unchanged is left alone on re-apply. */
-  specHash: string;
-}
-
-/** The concrete resources of one environment, produced by the pure `plan()` of `template/`. */
-export interface EnvPlan {
-  envId: string;
-  envName: string;
-  project: string;
-  workloads: WorkloadPlan[];
-  volumes: { name: string }[];
-  isolation: 'runc' | 'gvisor';
-}
 
 export type ProgressEvent =
   | { type: 'image'; workload: string; message: string }

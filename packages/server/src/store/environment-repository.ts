@@ -8,7 +8,7 @@ import {
   sql,
   type Updateable,
 } from 'kysely';
-import type { EnvPlan } from '../runtime/runtime.js';
+import type { EnvPlan } from '../plan/plan.js';
 import {
   type Database,
   type EnvironmentsTable,
@@ -27,6 +27,7 @@ import {
   type NewEnvironment,
   type UpdateOptions,
 } from './store.js';
+import { readStoredPlan } from './stored-plan.js';
 
 /** Thrown by {@link EnvironmentRepository.update} when no environment has the id. */
 export class EnvironmentNotFoundError extends Error {
@@ -297,7 +298,7 @@ function toRecord(row: Selectable<EnvironmentsTable>): EnvironmentRecord {
     templateContent: row.template_content,
     templateDir: row.template_dir,
     inputs: JSON.parse(row.inputs) as Record<string, string>,
-    plan: parseJson<EnvPlan>(row.plan),
+    plan: row.plan === null ? null : readStoredPlan(row.plan),
     failure: parseJson<Failure>(row.failure),
     ttlMs: row.ttl_ms === null ? null : Number(row.ttl_ms),
     expiresAt: fromDbTimeOrNull(row.expires_at),

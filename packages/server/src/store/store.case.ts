@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ENV_STATES, type EnvState } from '@mayfly/contract';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import type { EnvPlan } from '../runtime/runtime.js';
+import type { EnvPlan } from '../plan/plan.js';
 import { EnvironmentNotFoundError } from './environment-repository.js';
 import { LeaseLostError, NameTakenError, type NewEnvironment, type Store } from './store.js';
 import { hashToken } from './token-repository.js';
@@ -42,13 +42,22 @@ const PLAN: EnvPlan = {
     {
       name: 'web',
       kind: 'service',
-      image: 'mayfly/web:sha-abc',
-      build: { context: '/src/web', dockerfile: 'Dockerfile', args: { NODE_ENV: 'production' } },
+      image: {
+        ref: 'mayfly/web:sha-abc',
+        build: { context: '/src/web', dockerfile: 'Dockerfile', args: { NODE_ENV: 'production' } },
+      },
+      labels: { 'com.example.team': 'shop' },
+      files: [{ target: '/run/secrets/token', content: 's3cr3t', mode: 0o444 }],
+      ulimits: [{ name: 'nofile', soft: 1024, hard: 2048 }],
+      aliases: ['web-primary'],
+      extraHosts: [{ host: 'db.example', ip: '10.0.0.5' }],
+      capDrop: ['NET_RAW'],
+      readOnlyRootFilesystem: true,
       command: ['node', 'server.js', '--port=3000'],
       env: { GREETING: 'héllo "world" ✓', EMPTY: '' },
       ports: [{ container: 3000, protocol: 'tcp', http: true }],
       healthcheck: {
-        test: ['CMD-SHELL', 'curl -f localhost:3000'],
+        command: { shell: 'curl -f localhost:3000' },
         intervalMs: 1000,
         timeoutMs: 500,
         retries: 3,

@@ -3,7 +3,7 @@
  * the data dir) and over PostgreSQL (several replicas). Everything above `store/` sees only these.
  */
 import type { EnvKind, EnvState, Failure } from '@mayfly/contract';
-import type { EnvPlan } from '../runtime/runtime.js';
+import type { EnvPlan } from '../plan/plan.js';
 
 export interface EnvironmentRecord {
   id: string;

@@ -29,6 +29,7 @@ import { DESTROY_TRIGGERS } from './mayfly-schema.js';
 import {
   boolish,
   cpus,
+  describeValue,
   Invalid,
   integer,
   isPlainObject,
@@ -138,6 +139,7 @@ const volumeMount = z.union([
     source: z.string().optional(),
     target: nonEmpty,
     read_only: boolish.optional(),
+    tmpfs: strictMap({ size: memory.optional(), mode: z.unknown().optional() }).optional(),
   }),
 ]);
 
@@ -160,6 +162,40 @@ const longPort = strictMap({
   name: z.string().optional(),
   app_protocol: z.string().optional(),
 });
+
+/** A secret or config a service uses: its name, or where and how it is mounted. */
+const fileGrant = z.union([
+  nonEmpty,
+  strictMap({
+    source: nonEmpty,
+    target: nonEmpty.optional(),
+    uid: text.optional(),
+    gid: text.optional(),
+    mode: scalar('a file mode', ['number', 'string'], (v) => {
+      // YAML 1.2 reads 0440 as the decimal 440: Compose takes such a number as octal digits.
+      const digits = typeof v === 'number' ? String(v) : String(v).replace(/^0o/, '');
+      return /^[0-7]{1,4}$/.test(digits)
+        ? Number.parseInt(digits, 8)
+        : new Invalid(`invalid file mode ${describeValue(v)}: expected octal digits, like 0440`);
+    }).optional(),
+  }),
+]);
+
+/** `ulimits`: a limit for soft and hard alike, or both given. */
+const ulimit = z.union([integer(-1), strictMap({ soft: integer(-1), hard: integer(-1) })]);
+
+/** `extra_hosts`: `["name:ip", "name=ip"]` or `{ name: ip }` (or a list of addresses). */
+const extraHosts = z.union([z.array(nonEmpty), z.record(z.string(), z.union([nonEmpty, z.array(nonEmpty)]))]);
+
+/** A top-level secret or config: where its content comes from. */
+const fileSource = strictMap({
+  file: nonEmpty.optional(),
+  environment: nonEmpty.optional(),
+  content: z.string().optional(),
+  external: boolish.optional(),
+  name: z.string().optional(),
+});
+export type ComposeFileSource = z.output<typeof fileSource>;
 
 /** `pids_limit` and `deploy.resources.limits.pids`: -1 or 0 mean unlimited. */
 const pidsLimit = integer(-1);
@@ -197,6 +233,21 @@ export const ComposeService = strictMap(
     scale: integer(1).optional(),
     working_dir: nonEmpty.optional(),
     user: text.optional(),
+    labels: z.union([z.record(z.string(), optionalText), keyValueList]).optional(),
+    tmpfs: z.union([nonEmpty, z.array(nonEmpty)]).optional(),
+    init: boolish.optional(),
+    stop_signal: nonEmpty.optional(),
+    stop_grace_period: shortDuration.optional(),
+    hostname: nonEmpty.optional(),
+    container_name: nonEmpty.optional(),
+    extra_hosts: extraHosts.optional(),
+    cap_drop: z.array(nonEmpty).optional(),
+    read_only: boolish.optional(),
+    shm_size: memory.optional(),
+    ulimits: z.record(z.string(), ulimit).optional(),
+    secrets: z.array(fileGrant).optional(),
+    configs: z.array(fileGrant).optional(),
+    profiles: z.array(nonEmpty).optional(),
     'x-mayfly': strictMap({
       job: boolish.optional(),
       http: port.optional(),
@@ -212,6 +263,8 @@ export const ComposeFile = strictMap({
   name: z.string().optional(),
   services: z.record(z.string(), z.unknown()).optional(),
   volumes: z.record(z.string(), z.union([z.null(), strictMap({})])).optional(),
+  secrets: z.record(z.string(), fileSource).optional(),
+  configs: z.record(z.string(), fileSource).optional(),
   'x-mayfly': strictMap({
     ttl: lifetime.optional(),
     idleTimeout: lifetime.optional(),
@@ -227,8 +280,6 @@ const UNSUPPORTED = {
   top: {
     version: 'obsolete, ignored',
     networks: "ignored: all services share the environment's network",
-    configs: IGNORED,
-    secrets: IGNORED,
     include: 'not supported by Mayfly, ignored: the included services are not part of the environment',
     models: IGNORED,
   },
@@ -239,10 +290,8 @@ const UNSUPPORTED = {
         'attach',
         'blkio_config',
         'cap_add',
-        'cap_drop',
         'cgroup',
         'cgroup_parent',
-        'configs',
         'cpu_count',
         'cpu_percent',
         'cpu_period',
@@ -260,12 +309,8 @@ const UNSUPPORTED = {
         'dns_search',
         'domainname',
         'external_links',
-        'extends',
-        'extra_hosts',
         'gpus',
         'group_add',
-        'hostname',
-        'init',
         'ipc',
         'isolation',
         'label_file',
@@ -283,32 +328,22 @@ const UNSUPPORTED = {
         'provider',
         'pull_policy',
         'pull_refresh_after',
-        'read_only',
         'runtime',
-        'secrets',
         'security_opt',
-        'shm_size',
         'stdin_open',
-        'stop_grace_period',
-        'stop_signal',
         'storage_opt',
         'sysctls',
-        'tmpfs',
         'tty',
-        'ulimits',
         'use_api_socket',
         'userns_mode',
         'uts',
         'volumes_from',
       ].map((key) => [key, IGNORED]),
     ) as Record<string, string>),
-    container_name: 'ignored: container names are chosen by Mayfly, one per environment',
     network_mode: 'ignored: every environment has its own network, shared by all of its services',
     links: 'ignored: services reach each other by service name',
-    labels: 'ignored: Mayfly sets its own labels',
     logging: 'ignored: logs are collected by the runtime and read with `mayfly logs`',
     privileged: 'not supported by Mayfly, ignored: containers never run privileged',
-    profiles: 'ignored: Mayfly activates no profiles, the service is started',
   },
   build: Object.fromEntries(
     [
@@ -343,7 +378,7 @@ const UNSUPPORTED = {
   resources: { reservations: 'ignored: only limits are applied' },
   restartPolicy: { delay: IGNORED, max_attempts: IGNORED, window: IGNORED },
   healthcheck: { start_interval: 'ignored: Mayfly probes often while a service starts' },
-  mount: { bind: IGNORED, volume: IGNORED, tmpfs: IGNORED, consistency: IGNORED },
+  mount: { bind: IGNORED, volume: IGNORED, consistency: IGNORED },
   volume: {
     driver: 'ignored: volumes use the runtime default driver',
     driver_opts: 'ignored: volumes use the runtime default driver',

@@ -11,7 +11,15 @@
  * - `deploy.resources.limits` wins over the legacy `cpus`, `mem_limit`, `pids_limit`, and
  *   `deploy.replicas` over `scale`; `restart` over `deploy.restart_policy.condition`.
  */
-import type { BuildPlan, HealthcheckPlan, MountPlan, PortPlan, WorkloadPlan } from '../runtime/runtime.js';
+import type {
+  BuildPlan,
+  HealthcheckPlan,
+  MountPlan,
+  PortPlan,
+  ProbeCommand,
+  WorkloadPlan,
+} from '../plan/plan.js';
+import { composeExtras, type FileSources } from './compose-extras.js';
 import { ComposeFile, ComposeService, dropUnsupported, type PortSpec } from './compose-schema.js';
 import { ENTRY_COST } from './limits.js';
 import {
@@ -40,6 +48,9 @@ import {
 } from './normalize.js';
 import { isPlainObject, PARSE_OPTIONS, reportZodIssues } from './schema-kit.js';
 import type { Path } from './yaml-positions.js';
+
+/** Compose's profile names. */
+const PROFILE_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
 
 const RESTART_CONDITIONS = { none: 'no', 'on-failure': 'on-failure', any: 'always' } as const;
 
@@ -70,6 +81,49 @@ export function fromCompose(root: unknown, ctx: LoadContext): TemplateParts {
     else reportZodIssues(result.error.issues, path, sink);
   }
 
+  // As Compose: a service with profiles is part of the environment only when one is active.
+  const inactive = new Map<string, string[]>();
+  for (const [name, service] of parsed) {
+    const profiles = service.profiles ?? [];
+    profiles.forEach((profile, i) => {
+      if (!PROFILE_NAME.test(profile))
+        sink.error(
+          ['services', name, 'profiles', i],
+          `invalid profile name "${profile}": use letters, digits, "_", "." and "-"`,
+        );
+    });
+    if (profiles.length > 0 && !ctx.profiles.includes('*') && !profiles.some((p) => ctx.profiles.includes(p)))
+      inactive.set(name, profiles);
+  }
+  for (const [name, service] of parsed) {
+    if (inactive.has(name)) continue;
+    const deps = service.depends_on;
+    const refs: [string, boolean, Path][] = Array.isArray(deps)
+      ? deps.map((dep, i) => [dep, true, ['services', name, 'depends_on', i]])
+      : Object.entries(deps ?? {}).map(([dep, o]) => [
+          dep,
+          o.required ?? true,
+          ['services', name, 'depends_on', dep],
+        ]);
+    for (const [dep, required, at] of refs) {
+      const profiles = inactive.get(dep);
+      if (!profiles || !required) continue;
+      sink.error(
+        at,
+        `"${dep}" is not part of this environment: none of its profiles (${profiles.join(', ')}) is active; activate one with --profile or COMPOSE_PROFILES`,
+        Array.isArray(deps) ? 'value' : 'key',
+      );
+    }
+  }
+  for (const name of inactive.keys()) parsed.delete(name);
+  if (inactive.size > 0 && parsed.size === 0 && Object.keys(services).length === inactive.size) {
+    const all = [...new Set([...inactive.values()].flat())].sort();
+    sink.error(
+      ['services'],
+      `no service is active: every one has profiles, and none of ${all.join(', ')} is active; activate one with --profile or COMPOSE_PROFILES`,
+    );
+  }
+
   const jobs = new Set<string>();
   for (const [name, service] of parsed) {
     if (service['x-mayfly']?.job) jobs.add(name);
@@ -81,8 +135,12 @@ export function fromCompose(root: unknown, ctx: LoadContext): TemplateParts {
     }
   }
 
+  const sources: FileSources = {
+    secrets: (top.success ? top.data.secrets : undefined) ?? {},
+    configs: (top.success ? top.data.configs : undefined) ?? {},
+  };
   const drafts = [...parsed].map(([name, service]) =>
-    workload(name, jobs.has(name) ? 'job' : 'service', service, ['services', name], ctx, volumes),
+    workload(name, jobs.has(name) ? 'job' : 'service', service, ['services', name], ctx, volumes, sources),
   );
   checkContainerCount(drafts, sink);
   shareBuiltImages(drafts, parsed, ctx);
@@ -112,14 +170,15 @@ function shareBuiltImages(
   const builtBy = new Map<string, BuildPlan>();
   for (const draft of drafts) {
     const image = parsed.get(draft.spec.name)?.image;
-    if (draft.spec.build && image !== undefined && !builtBy.has(image)) builtBy.set(image, draft.spec.build);
+    const build = draft.spec.image.build;
+    if (build && image !== undefined && !builtBy.has(image)) builtBy.set(image, build);
   }
   for (const draft of drafts) {
-    const build = draft.spec.build ? undefined : builtBy.get(draft.spec.image);
+    const build = draft.spec.image.build ? undefined : builtBy.get(draft.spec.image.ref);
     if (!build) continue;
     // One build with many args, run by thousands of services, is copied into each of them.
     ctx.budget.spend(buildSize(build), draft.path);
-    draft.spec = { ...draft.spec, image: '', build: { ...build, args: { ...build.args } } };
+    draft.spec = { ...draft.spec, image: { build: { ...build, args: { ...build.args } } } };
   }
 }
 
@@ -137,6 +196,7 @@ function workload(
   path: Path,
   ctx: LoadContext,
   volumes: VolumeRegistry,
+  sources: FileSources,
 ): WorkloadDraft {
   const { sink } = ctx;
   const at = (...rest: (string | number)[]): Path => [...path, ...rest];
@@ -177,6 +237,14 @@ function workload(
   const mounts = (service.volumes ?? [])
     .map((entry, i): MountPlan | null => {
       if (typeof entry === 'string') return shortMount(entry, name, at('volumes', i), ctx, volumes);
+      if (entry.type === 'tmpfs') {
+        if (!entry.target.startsWith('/')) {
+          sink.error(at('volumes', i, 'target'), `mount target "${entry.target}" must be an absolute path`);
+          return null;
+        }
+        const size = entry.tmpfs?.size;
+        return { type: 'tmpfs', target: entry.target, readOnly: false, ...(size ? { sizeBytes: size } : {}) };
+      }
       if (entry.type !== 'volume' && entry.type !== 'bind') {
         sink.warn(at('volumes', i, 'type'), `"${entry.type}" mounts are not supported by Mayfly, ignored`);
         return null;
@@ -217,6 +285,9 @@ function workload(
     sink.error(at('working_dir'), 'must be an absolute path');
   }
 
+  const { mounts: extraMounts, shmBytes, ...extras } = composeExtras(name, service, path, ctx, sources);
+  mounts.push(...extraMounts);
+
   return {
     path,
     deps,
@@ -224,8 +295,8 @@ function workload(
     spec: compact({
       name,
       kind,
-      image: service.build !== undefined ? '' : (service.image ?? ''),
-      build,
+      image: build ? { build } : { ref: service.image ?? '' },
+      ...extras,
       command: argv(service.command, at('command'), sink),
       entrypoint: argv(service.entrypoint, at('entrypoint'), sink),
       env,
@@ -236,6 +307,7 @@ function workload(
         cpus: limits?.cpus ?? service.cpus,
         memoryBytes: limits?.memory ?? service.mem_limit,
         pids: pids !== undefined && pids > 0 ? pids : undefined,
+        shmBytes,
       }),
       replicas,
       restart,
@@ -294,25 +366,33 @@ function ports(kind: 'service' | 'job', service: ComposeService, path: Path, ctx
   return out;
 }
 
-function healthcheck(service: ComposeService, path: Path, ctx: LoadContext): HealthcheckPlan | undefined {
+function healthcheck(
+  service: ComposeService,
+  path: Path,
+  ctx: LoadContext,
+): HealthcheckPlan | 'disabled' | undefined {
   const hc = service.healthcheck;
-  if (!hc || hc.disable === true) return undefined;
+  if (!hc) return undefined;
+  // As Compose: no check at all, the image's own HEALTHCHECK included.
+  if (hc.disable === true) return 'disabled';
   const { test } = hc;
   if (test === undefined) {
     ctx.sink.warn(path, 'no "test": the image\'s own HEALTHCHECK applies, with its own timings', 'key');
     return undefined;
   }
-  let command: string[];
+  let command: ProbeCommand;
   if (typeof test === 'string') {
     if (test.trim() === '') {
       ctx.sink.error([...path, 'test'], 'must not be empty');
       return undefined;
     }
-    command = ['CMD-SHELL', test];
+    command = { shell: test };
   } else if (test[0] === 'NONE') {
-    return undefined;
-  } else if ((test[0] === 'CMD' || test[0] === 'CMD-SHELL') && test.length > 1) {
-    command = test;
+    return 'disabled';
+  } else if (test[0] === 'CMD' && test.length > 1) {
+    command = { exec: test.slice(1) };
+  } else if (test[0] === 'CMD-SHELL' && test.length > 1) {
+    command = { shell: test.slice(1).join(' ') };
   } else {
     ctx.sink.error(
       [...path, 'test'],

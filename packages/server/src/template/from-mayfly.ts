@@ -1,5 +1,5 @@
 /** Reads a validated `mayfly.yaml` (see `mayfly-schema.ts`) into workloads, volumes and lifecycle. */
-import type { BuildPlan, DependencyCondition, MountPlan, PortPlan } from '../runtime/runtime.js';
+import type { BuildPlan, DependencyCondition, MountPlan, PortPlan, ProbeCommand } from '../plan/plan.js';
 import { MayflyJob, MayflyService, MayflyTemplate } from './mayfly-schema.js';
 import {
   addPort,
@@ -22,6 +22,7 @@ import {
   type TemplateParts,
   tooManyWorkloads,
   VolumeRegistry,
+  WORKLOAD_DEFAULTS,
   type WorkloadDraft,
 } from './normalize.js';
 import { isPlainObject, PARSE_OPTIONS, reportZodIssues } from './schema-kit.js';
@@ -144,15 +145,16 @@ function workload(
   let healthcheck: ReturnType<typeof healthcheckPlan> | undefined;
   if (spec.healthcheck) {
     const { command, interval, timeout, retries, startPeriod } = spec.healthcheck;
-    const test =
+    const probe: ProbeCommand =
       typeof command === 'string'
-        ? ['CMD-SHELL', command]
-        : command[0] === 'CMD' || command[0] === 'CMD-SHELL'
-          ? command
-          : ['CMD', ...command];
-    if (test.length < 2) sink.error(at('healthcheck', 'command'), `needs a command after "${test[0]}"`);
+        ? { shell: command }
+        : command[0] === 'CMD-SHELL'
+          ? { shell: command.slice(1).join(' ') }
+          : { exec: command[0] === 'CMD' ? command.slice(1) : command };
+    if (Array.isArray(command) && command.length < 2 && (command[0] === 'CMD' || command[0] === 'CMD-SHELL'))
+      sink.error(at('healthcheck', 'command'), `needs a command after "${command[0]}"`);
     healthcheck = healthcheckPlan(
-      test,
+      probe,
       { intervalMs: interval, timeoutMs: timeout, retries, startPeriodMs: startPeriod },
       at('healthcheck'),
       sink,
@@ -202,8 +204,8 @@ function workload(
     spec: compact({
       name,
       kind,
-      image: spec.build !== undefined ? '' : (spec.image ?? ''),
-      build,
+      ...WORKLOAD_DEFAULTS,
+      image: build ? { build } : { ref: spec.image ?? '' },
       command: argv(spec.command, at('command'), sink),
       entrypoint: argv(spec.entrypoint, at('entrypoint'), sink),
       env,

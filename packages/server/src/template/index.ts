@@ -8,7 +8,9 @@
  * ```
  */
 
+export { workloadHash } from '../plan/hash.js';
 export { isComposeFile } from './detect.js';
+export { parseEnvFile } from './env-file.js';
 export { formatIssue, TemplateError } from './issues.js';
 export { TEMPLATE_LIMITS, TEMPLATE_MAX_BYTES } from './limits.js';
 export {
@@ -20,4 +22,4 @@ export {
 } from './load.js';
 export { DESTROY_TRIGGERS } from './mayfly-schema.js';
 export { HEALTHCHECK_DEFAULTS } from './normalize.js';
-export { plan, workloadHash } from './plan.js';
+export { plan } from './plan.js';

@@ -26,26 +26,10 @@ describe('interpolate', () => {
     ['costs $5, 100% $', 'costs $5, 100% $'],
     ['${NAME:?needed}', 'web'],
   ])('%s → %s', (text, value) => {
-    expect(interpolate(text, lookup)).toEqual({ value, errors: [] });
+    expect(interpolate(text, lookup)).toEqual({ value, errors: [], warnings: [] });
   });
 
   test.each([
-    [
-      'image: ${TAG}',
-      {
-        message: '"TAG" is not set: pass it as an input, or give a default like ${TAG:-value}',
-        index: 7,
-        length: 6,
-      },
-    ],
-    [
-      'x $TAG',
-      {
-        message: '"TAG" is not set: pass it as an input, or give a default like ${TAG:-value}',
-        index: 2,
-        length: 4,
-      },
-    ],
     [
       '${MISSING:?set it in the PR}',
       { message: '"MISSING" is not set: set it in the PR', index: 0, length: 28 },
@@ -55,20 +39,27 @@ describe('interpolate', () => {
     ['a ${NAME', { message: 'unterminated "${": add the closing "}"', index: 2, length: 6 }],
     ['${1BAD}', { message: 'invalid variable reference "${1BAD}"', index: 0, length: 7 }],
     ['${A B}', { message: 'invalid variable reference "${A B}"', index: 0, length: 6 }],
-    [
-      '${MISSING:-${ALSO}}',
-      {
-        message: '"ALSO" is not set: pass it as an input, or give a default like ${ALSO:-value}',
-        index: 11,
-        length: 7,
-      },
-    ],
   ])('%s fails', (text, error) => {
     expect(interpolate(text, lookup).errors).toEqual([error]);
   });
 
-  test('reports every unset variable, not only the first', () => {
-    expect(interpolate('${A}/${B}', lookup).errors.map((e) => e.index)).toEqual([0, 5]);
+  const unset = (name: string) =>
+    `"${name}" is not set, so it is empty: pass it with --input or in the environment, or give a default like \${${name}:-value}`;
+
+  test.each([
+    ['image: ${TAG}', 'image: ', { message: unset('TAG'), index: 7, length: 6, name: 'TAG' }],
+    ['x $TAG', 'x ', { message: unset('TAG'), index: 2, length: 4, name: 'TAG' }],
+    ['${MISSING:-${ALSO}}', '', { message: unset('ALSO'), index: 11, length: 7, name: 'ALSO' }],
+  ])('%s: unset is empty, with a warning (as Compose)', (text, value, warning) => {
+    expect(interpolate(text, lookup)).toEqual({ value, errors: [], warnings: [warning] });
+  });
+
+  test('warns once per unset variable of a value, for each of them', () => {
+    const { warnings } = interpolate('${A}/${B}/$A', lookup);
+    expect(warnings.map((w) => [w.name, w.index])).toEqual([
+      ['A', 0],
+      ['B', 5],
+    ]);
   });
 
   test('tells the lookup where each reference starts, defaults included', () => {
@@ -103,19 +94,23 @@ describe('interpolate', () => {
   });
 
   test('keeps 20 errors per value, then says there are more', () => {
-    const { errors } = interpolate('$X '.repeat(1000), () => undefined);
+    const { errors } = interpolate('${1X} '.repeat(1000), () => undefined);
     expect(errors).toHaveLength(21);
     expect(errors[20]).toEqual({
       message: 'more problems in this value are not listed',
-      index: 60,
-      length: 2,
+      index: 120,
+      length: 5,
     });
   });
 
   test('a braced reference ends at its own closing brace, whatever nests inside', () => {
     // Only `${` opens: a lone `{` does not, and `$${` is a `$` and a `{`.
-    expect(interpolate('${MISSING:-{a}}b}', lookup)).toEqual({ value: '{a}b}', errors: [] });
-    expect(interpolate('${MISSING:-$${NAME}}', lookup)).toEqual({ value: '${NAME}', errors: [] });
+    expect(interpolate('${MISSING:-{a}}b}', lookup)).toEqual({ value: '{a}b}', errors: [], warnings: [] });
+    expect(interpolate('${MISSING:-$${NAME}}', lookup)).toEqual({
+      value: '${NAME}',
+      errors: [],
+      warnings: [],
+    });
     expect(interpolate('${MISSING:-${NAME}', lookup).errors[0]).toMatchObject({
       message: expect.stringMatching(/unterminated/),
       index: 0,

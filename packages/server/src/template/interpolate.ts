@@ -3,7 +3,7 @@
  *
  * | syntax             | result                                                     |
  * |--------------------|------------------------------------------------------------|
- * | `$VAR`, `${VAR}`   | the value; an error when VAR is not set                    |
+ * | `$VAR`, `${VAR}`   | the value; empty, with a warning, when VAR is not set      |
  * | `${VAR:-default}`  | `default` when VAR is unset or empty                       |
  * | `${VAR-default}`   | `default` when VAR is unset                                |
  * | `${VAR:?message}`  | an error with `message` when VAR is unset or empty         |
@@ -13,8 +13,8 @@
  * | `$$`               | a literal `$`                                              |
  *
  * Defaults may themselves contain references (`${A:-${B}}`). A `$` followed by anything else is
- * kept as is. Unlike Compose, an unset variable without a default is an error, not an empty
- * string: a preview that silently runs with `DATABASE_URL=` is worse than one that does not start.
+ * kept as is. As in Compose, an unset variable without a default is an empty string and a
+ * warning; `${VAR:?message}` is how a template makes one required.
  *
  * The text comes from templates, so the work is linear in its length whatever it holds: every
  * `${` is matched with its `}` in one pass before anything is expanded, each character is then
@@ -27,6 +27,8 @@ export interface InterpolationError {
   message: string;
   index: number;
   length: number;
+  /** For an unset variable: its name. */
+  name?: string;
 }
 
 /**
@@ -59,8 +61,8 @@ export function interpolate(
   text: string,
   lookup: VariableLookup,
   options: InterpolateOptions = {},
-): { value: string; errors: InterpolationError[] } {
-  if (!text.includes('$')) return { value: text, errors: [] };
+): { value: string; errors: InterpolationError[]; warnings: InterpolationError[] } {
+  if (!text.includes('$')) return { value: text, errors: [], warnings: [] };
   const run = new Interpolation(
     text,
     lookup,
@@ -68,15 +70,17 @@ export function interpolate(
     options.maxDepth ?? TEMPLATE_LIMITS.maxInterpolationDepth,
   );
   try {
-    return { value: run.expand(0, text.length, 0, ''), errors: run.errors };
+    return { value: run.expand(0, text.length, 0, ''), errors: run.errors, warnings: run.warnings };
   } catch (error) {
     if (!(error instanceof Stop)) throw error;
-    return { value: '', errors: run.errors };
+    return { value: '', errors: run.errors, warnings: run.warnings };
   }
 }
 
 class Interpolation {
   readonly errors: InterpolationError[] = [];
+  /** Unset variables (each once per string), read as empty. */
+  readonly warnings: InterpolationError[] = [];
   /** Where each `${` is, in increasing order, and where its `}` is (-1 when it has none). */
   private readonly opens: number[] = [];
   private readonly ends: number[] = [];
@@ -131,6 +135,11 @@ class Interpolation {
     return opens[this.cursor] === at ? this.ends[this.cursor]! : -1;
   }
 
+  private unset(name: string, index: number, length: number): void {
+    if (this.warnings.length >= MAX_ERRORS || this.warnings.some((w) => w.name === name)) return;
+    this.warnings.push({ message: unsetMessage(name), index, length, name });
+  }
+
   private error(message: string, index: number, length: number): void {
     if (this.errors.length < MAX_ERRORS) this.errors.push({ message, index, length });
     else if (this.errors.length === MAX_ERRORS)
@@ -173,7 +182,7 @@ class Interpolation {
         }
         const name = text.slice(i + 1, j);
         const value = this.lookup(name, i);
-        if (value === undefined) this.error(unsetMessage(name), i, j - i);
+        if (value === undefined) this.unset(name, i, j - i);
         out = this.append(out, value ?? '', i);
         i = j;
       }
@@ -205,7 +214,7 @@ class Interpolation {
     const argFrom = j + (op?.length ?? 0);
     switch (op) {
       case undefined:
-        if (!isSet) this.error(unsetMessage(name), at, length);
+        if (!isSet) this.unset(name, at, length);
         return value ?? '';
       case ':-':
         return nonEmpty ? value : this.expand(argFrom, end, depth + 1, '');
@@ -248,5 +257,5 @@ function operatorAt(text: string, j: number, end: number): string | undefined {
 
 function unsetMessage(name: string): string {
   const shown = excerpt(name, 100);
-  return `"${shown}" is not set: pass it as an input, or give a default like \${${shown}:-value}`;
+  return `"${shown}" is not set, so it is empty: pass it with --input or in the environment, or give a default like \${${shown}:-value}`;
 }

@@ -15,6 +15,7 @@ import {
   TemplateError,
   type TemplateSource,
 } from './index.js';
+import { WORKLOAD_DEFAULTS } from './normalize.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const shop = join(here, 'testdata', 'shop');
@@ -51,13 +52,13 @@ describe('a realistic mayfly.yaml', () => {
         {
           name: 'web',
           kind: 'service',
-          image: '',
-          build: { context: join(shop, 'web'), dockerfile: 'Dockerfile', args: {} },
+          image: { build: { context: join(shop, 'web'), dockerfile: 'Dockerfile', args: {} } },
+          ...WORKLOAD_DEFAULTS,
           command: ['node', 'server.js', '--port', '8080'],
           env: { LOG_LEVEL: 'info', API_URL: 'http://api:8000', PUBLIC_URL: 'http://web--pr-42.localhost' },
           ports: [{ container: 8080, protocol: 'tcp', http: true }],
           healthcheck: {
-            test: ['CMD-SHELL', 'curl -fsS localhost:8080/health'],
+            command: { shell: 'curl -fsS localhost:8080/health' },
             intervalMs: 2000,
             timeoutMs: 5000,
             retries: 3,
@@ -72,13 +73,15 @@ describe('a realistic mayfly.yaml', () => {
         {
           name: 'api',
           kind: 'service',
-          image: '',
-          build: {
-            context: join(shop, 'api'),
-            dockerfile: 'Dockerfile.dev',
-            args: { NODE_VERSION: '20', COMMIT: 'abc123' },
-            target: 'runtime',
+          image: {
+            build: {
+              context: join(shop, 'api'),
+              dockerfile: 'Dockerfile.dev',
+              args: { NODE_VERSION: '20', COMMIT: 'abc123' },
+              target: 'runtime',
+            },
           },
+          ...WORKLOAD_DEFAULTS,
           env: {
             SECRET_KEY: 's3cr3t $NOT_EXPANDED',
             GREETING: 'hello world',
@@ -103,11 +106,12 @@ describe('a realistic mayfly.yaml', () => {
         {
           name: 'db',
           kind: 'service',
-          image: 'postgres:16',
+          image: { ref: 'postgres:16' },
+          ...WORKLOAD_DEFAULTS,
           env: { POSTGRES_PASSWORD: 'app' },
           ports: [],
           healthcheck: {
-            test: ['CMD', 'pg_isready', '-U', 'app'],
+            command: { exec: ['pg_isready', '-U', 'app'] },
             intervalMs: 1000,
             timeoutMs: 5000,
             retries: 10,
@@ -126,8 +130,8 @@ describe('a realistic mayfly.yaml', () => {
         {
           name: 'migrate',
           kind: 'job',
-          image: '',
-          build: { context: join(shop, 'api'), dockerfile: 'Dockerfile', args: {} },
+          image: { build: { context: join(shop, 'api'), dockerfile: 'Dockerfile', args: {} } },
+          ...WORKLOAD_DEFAULTS,
           entrypoint: ['/bin/sh', '-c'],
           command: ['npm run migrate'],
           env: {},
@@ -145,6 +149,7 @@ describe('a realistic mayfly.yaml', () => {
       isolation: 'gvisor',
       lifecycle: { ttlMs: 2 * 3_600_000, idleTimeoutMs: 30 * 60_000, destroyOn: ['pr-closed'] },
       warnings: [],
+      variables: ['BRANCH', 'COMMIT_SHA', 'ENV_URL', 'USER_NAME'],
     });
   });
 
@@ -171,12 +176,14 @@ describe('a realistic Compose file', () => {
       {
         name: 'frontend',
         kind: 'service',
-        image: '',
-        build: {
-          context: join(shop, 'web'),
-          dockerfile: 'Dockerfile',
-          args: { API_BASE: '/api', COMMIT_SHA: 'abc123' },
+        image: {
+          build: {
+            context: join(shop, 'web'),
+            dockerfile: 'Dockerfile',
+            args: { API_BASE: '/api', COMMIT_SHA: 'abc123' },
+          },
         },
+        ...WORKLOAD_DEFAULTS,
         env: { NODE_ENV: 'production', API_URL: 'http://backend:8000' },
         // x-mayfly.http picks 3000 as the routed port; the debugger port stays unrouted.
         ports: [
@@ -192,7 +199,8 @@ describe('a realistic Compose file', () => {
       {
         name: 'backend',
         kind: 'service',
-        image: 'ghcr.io/acme/backend:latest',
+        image: { ref: 'ghcr.io/acme/backend:latest' },
+        ...WORKLOAD_DEFAULTS,
         command: ['uvicorn', 'app:main', '--host', '0.0.0.0', '--port', '8000'],
         env: {
           SECRET_KEY: 'from-file',
@@ -214,7 +222,8 @@ describe('a realistic Compose file', () => {
       {
         name: 'migrate',
         kind: 'job',
-        image: 'ghcr.io/acme/backend:latest',
+        image: { ref: 'ghcr.io/acme/backend:latest' },
+        ...WORKLOAD_DEFAULTS,
         command: ['alembic', 'upgrade', 'head'],
         env: {},
         ports: [],
@@ -227,11 +236,12 @@ describe('a realistic Compose file', () => {
       {
         name: 'db',
         kind: 'service',
-        image: 'postgres:16-alpine',
+        image: { ref: 'postgres:16-alpine' },
+        ...WORKLOAD_DEFAULTS,
         env: { POSTGRES_USER: 'shop', POSTGRES_PASSWORD: 'shop' },
         ports: [],
         healthcheck: {
-          test: ['CMD-SHELL', 'pg_isready -U shop'],
+          command: { shell: 'pg_isready -U shop' },
           intervalMs: 1000,
           timeoutMs: 3000,
           retries: 20,
@@ -254,11 +264,12 @@ describe('a realistic Compose file', () => {
       {
         name: 'cache',
         kind: 'service',
-        image: 'redis:7',
+        image: { ref: 'redis:7' },
+        ...WORKLOAD_DEFAULTS,
         env: {},
         ports: [{ container: 6379, protocol: 'tcp', http: false }],
         healthcheck: {
-          test: ['CMD-SHELL', 'redis-cli ping'],
+          command: { shell: 'redis-cli ping' },
           intervalMs: 500,
           timeoutMs: 5000,
           retries: 3,
@@ -319,7 +330,8 @@ interface BadCase {
   issues: ([number, number, string, string] | TemplateIssue)[];
 }
 
-const UNSET_TAG = '"TAG" is not set: pass it as an input, or give a default like ${TAG:-value}';
+const unsetWarning = (name: string) =>
+  `"${name}" is not set, so it is empty: pass it with --input or in the environment, or give a default like \${${name}:-value}`;
 
 const BAD: BadCase[] = [
   {
@@ -430,24 +442,6 @@ const BAD: BadCase[] = [
     issues: [[4, 18, 'services.a.depends_on[0]', 'dependency cycle: a → a']],
   },
   {
-    name: 'unset ${VAR} without default',
-    content: 'services:\n  web:\n    image: "nginx:${TAG}"\n',
-    issues: [[3, 19, 'services.web.image', UNSET_TAG]],
-  },
-  {
-    name: 'unset $VAR in a Compose environment list',
-    filename: 'compose.yaml',
-    content: 'services:\n  web:\n    image: nginx\n    environment:\n      - GREETING=hello $WHO\n',
-    issues: [
-      [
-        5,
-        24,
-        'services.web.environment[0]',
-        '"WHO" is not set: pass it as an input, or give a default like ${WHO:-value}',
-      ],
-    ],
-  },
-  {
     name: '${VAR:?message}',
     filename: 'compose.yaml',
     content:
@@ -491,13 +485,6 @@ const BAD: BadCase[] = [
     content: 'services:\n  web:\n    image: nginx\n    envFile: broken.env\n',
     dir: bad,
     issues: [
-      {
-        file: 'broken.env',
-        line: 2,
-        column: 13,
-        path: 'URL',
-        message: '"HOST" is not set: pass it as an input, or give a default like ${HOST:-value}',
-      },
       { file: 'broken.env', line: 3, column: 6, path: '', message: 'expected "=" after the variable name' },
     ],
   },
@@ -698,14 +685,7 @@ describe('unsupported Compose keys', () => {
         'services.web.network_mode',
         'ignored: every environment has its own network, shared by all of its services',
       ],
-      [
-        6,
-        5,
-        'services.web.container_name',
-        'ignored: container names are chosen by Mayfly, one per environment',
-      ],
       [7, 5, 'services.web.links', 'ignored: services reach each other by service name'],
-      [8, 5, 'services.web.labels', 'ignored: Mayfly sets its own labels'],
       [
         9,
         5,
@@ -734,16 +714,46 @@ describe('interpolation', () => {
 
   test('reads inputs only, never the server environment', () => {
     expect(process.env.PATH).toBeDefined();
-    expect(
-      issuesOf({ filename: 'compose.yaml', content: 'services:\n  web:\n    image: "x:${PATH}"\n' }),
-    ).toEqual([
+    const template = load('services:\n  web:\n    image: "x:${PATH}"\n');
+    expect(template.workloads[0]!.image).toEqual({ ref: 'x:' });
+    expect(template.warnings).toEqual([
       {
         file: 'compose.yaml',
         line: 3,
         column: 15,
         path: 'services.web.image',
-        message: '"PATH" is not set: pass it as an input, or give a default like ${PATH:-value}',
+        message: unsetWarning('PATH'),
       },
+    ]);
+  });
+
+  test.each([
+    ['services:\n  web:\n    image: "nginx:${TAG}"\n', [3, 19, 'services.web.image', 'TAG'], 'nginx:'],
+    [
+      'services:\n  web:\n    image: nginx\n    environment:\n      - GREETING=hello $WHO\n',
+      [5, 24, 'services.web.environment[0]', 'WHO'],
+      'nginx',
+    ],
+  ])(
+    'an unset variable is empty, with a warning where it is used (as Compose): %s',
+    (content, [line, column, path, name], image) => {
+      const template = load(content);
+      expect(template.workloads[0]!.image).toEqual({ ref: image });
+      expect(template.warnings).toEqual([
+        { file: 'compose.yaml', line, column, path, message: unsetWarning(name as string) },
+      ]);
+    },
+  );
+
+  test('an unset variable in an env file is a warning positioned in that file', () => {
+    const template = loadTemplate({
+      filename: 'compose.yaml',
+      content: 'services:\n  web:\n    image: nginx\n    env_file: unset.env\n',
+      dir: bad,
+    });
+    expect(template.workloads[0]!.env).toEqual({ URL: 'http://:8080' });
+    expect(template.warnings).toEqual([
+      { file: 'unset.env', line: 1, column: 12, path: 'URL', message: unsetWarning('HOST') },
     ]);
   });
 
@@ -765,7 +775,7 @@ describe('interpolation', () => {
       inputs: { BRANCH: 'feat/x', PR_NUMBER: '42', COMMIT_SHA: 'abc123', PORT: '8080', REPLICAS: '3' },
     }).workloads;
     expect(web).toMatchObject({
-      image: 'registry/web:latest',
+      image: { ref: 'registry/web:latest' },
       command: ['serve', '--branch=feat/x', '--price=$5'],
       env: { PR: '42', SHA: 'abc123', EMPTY: '' },
       ports: [{ container: 8080, protocol: 'tcp', http: true }],
@@ -781,7 +791,7 @@ describe('interpolation', () => {
 
   test('an error points at the reference inside a block scalar', () => {
     const content =
-      'services:\n  web:\n    image: nginx\n    command: |\n      echo start\n      echo ${MISSING}\n';
+      'services:\n  web:\n    image: nginx\n    command: |\n      echo start\n      echo ${MISSING:?}\n';
     expect(issuesOf({ filename: 'compose.yaml', content })).toMatchObject([
       { line: 6, column: 12, path: 'services.web.command' },
     ]);
@@ -826,7 +836,7 @@ describe('interpolation', () => {
     });
 
     test('without serviceUrl it is an unset variable', () => {
-      expect(issuesOf({ filename: 'compose.yaml', content })).toMatchObject([
+      expect(load(content).warnings).toMatchObject([
         { line: 4, column: 31, message: expect.stringContaining('"ENV_URL" is not set') },
       ]);
     });
@@ -910,21 +920,22 @@ describe('Compose specifics', () => {
     ].join('\n');
     const [a, b, c, d] = load(content).workloads;
     expect(a!.healthcheck).toEqual({
-      test: ['CMD-SHELL', 'curl -f localhost'],
+      command: { shell: 'curl -f localhost' },
       intervalMs: 5000,
       timeoutMs: 5000,
       retries: 3,
       startPeriodMs: 0,
     });
     expect(b!.healthcheck).toEqual({
-      test: ['CMD', 'curl', '-f', 'localhost'],
+      command: { exec: ['curl', '-f', 'localhost'] },
       intervalMs: 5000,
       timeoutMs: 2000,
       retries: 5,
       startPeriodMs: 0,
     });
-    expect(c!.healthcheck).toBeUndefined();
-    expect(d!.healthcheck).toBeUndefined();
+    // As Compose: NONE and disable turn off every check, the image's own too.
+    expect(c!.healthcheck).toBe('disabled');
+    expect(d!.healthcheck).toBe('disabled');
   });
 
   test('a service running the image another service builds gets the same build', () => {
@@ -942,10 +953,9 @@ describe('Compose specifics', () => {
     ].join('\n');
     const [api, worker, db] = loadTemplate({ filename: 'compose.yaml', content, dir: shop }).workloads;
     const build = { context: join(shop, 'api'), dockerfile: 'Dockerfile', args: {} };
-    expect(api).toMatchObject({ image: '', build });
-    expect(worker).toMatchObject({ image: '', build, command: ['work'] });
-    expect(db).toMatchObject({ image: 'postgres' });
-    expect(db!.build).toBeUndefined();
+    expect(api).toMatchObject({ image: { build } });
+    expect(worker).toMatchObject({ image: { build }, command: ['work'] });
+    expect(db!.image).toEqual({ ref: 'postgres' });
   });
 
   test('YAML anchors and merge keys', () => {
@@ -963,8 +973,12 @@ describe('Compose specifics', () => {
       '',
     ].join('\n');
     const [web, worker] = load(content).workloads;
-    expect(web).toMatchObject({ image: 'app:1', env: { MODE: 'web' } });
-    expect(worker).toMatchObject({ image: 'app:1', env: { LOG: 'info', MODE: 'base' }, command: ['work'] });
+    expect(web).toMatchObject({ image: { ref: 'app:1' }, env: { MODE: 'web' } });
+    expect(worker).toMatchObject({
+      image: { ref: 'app:1' },
+      env: { LOG: 'info', MODE: 'base' },
+      command: ['work'],
+    });
   });
 
   test('a merged map keeps its own keys over what it merges in turn', () => {
@@ -977,7 +991,7 @@ describe('Compose specifics', () => {
       '',
     ].join('\n');
     expect(load(content).workloads[0]).toMatchObject({
-      image: 'b',
+      image: { ref: 'b' },
       command: ['own'],
       user: 'a',
       workingDir: '/c',
@@ -1093,7 +1107,6 @@ describe('LoadOptions.onHostPath', () => {
     );
     expect(issues.map((i) => i.message)).toEqual([
       'path "/etc/hostname" is outside the directory templates may use',
-      expect.stringMatching(/^"UNSET" is not set/),
       'unknown key (did you mean "image"?)',
     ]);
     expect(refs).toEqual([

@@ -3,7 +3,7 @@
  * Every step is bounded for any input (see `limits.ts`): loading runs inside an API request.
  */
 import type { TemplateIssue } from '@mayfly/contract';
-import type { WorkloadPlan } from '../runtime/runtime.js';
+import type { WorkloadPlan } from '../plan/plan.js';
 import { formatByContent, formatByName } from './detect.js';
 import { fromCompose } from './from-compose.js';
 import { fromMayfly } from './from-mayfly.js';
@@ -57,6 +57,16 @@ export interface LoadOptions {
    * Paths of a service that does not pass validation itself are not reported.
    */
   onHostPath?: (ref: HostPathRef) => void;
+  /**
+   * Compose profiles to activate (`--profile`, `COMPOSE_PROFILES`); `*` activates every one. A
+   * service with `profiles` is left out unless one of them is active, as Compose does.
+   */
+  profiles?: readonly string[];
+  /**
+   * Told the name of every variable the template reads, as it is read, even when loading then
+   * fails (a `${VAR:?}` without its value): the CLI learns what to send of its environment.
+   */
+  onVariable?: (name: string) => void;
 }
 
 /** A validated, normalized template: everything {@link plan} needs, and nothing environment-specific. */
@@ -71,6 +81,11 @@ export interface Template {
   lifecycle: { ttlMs: number | null; idleTimeoutMs: number | null; destroyOn: string[] };
   /** Things that are accepted but not honoured (unsupported Compose keys…), with their positions. */
   warnings: TemplateIssue[];
+  /**
+   * Every variable the template reads, set or not, sorted: what a client sends of its own
+   * environment as inputs (and nothing more).
+   */
+  variables: string[];
 }
 
 const ENV_URL = 'ENV_URL';
@@ -99,6 +114,7 @@ export function loadTemplate(src: TemplateSource, options: LoadOptions = {}): Te
     yaml,
     root: options.root ?? null,
     allowedHostPaths: options.allowedHostPaths ?? [],
+    profiles: options.profiles ?? [],
     files: new HostFiles(),
     // Each path once, although the template may be loaded twice and name a path many times.
     onHostPath: options.onHostPath
@@ -111,13 +127,17 @@ export function loadTemplate(src: TemplateSource, options: LoadOptions = {}): Te
       : undefined,
   };
   const envUrlSites: Site[] = [];
+  const variables = new Set<string>();
   const first = loadOnce(src, shared, (name, site) => {
+    if (!variables.has(name)) options.onVariable?.(name);
+    variables.add(name);
     if (Object.hasOwn(inputs, name)) return inputs[name];
     if (name !== ENV_URL || !options.serviceUrl) return undefined;
     envUrlSites.push(site());
     return ENV_URL_PLACEHOLDER;
   });
   if (first.errors.length > 0) throw new TemplateError(first.errors, first.template.warnings);
+  first.template.variables = [...variables].sort();
   if (envUrlSites.length === 0) return first.template;
 
   const routed = first.template.workloads.find((w) => w.kind === 'service' && w.ports.some((p) => p.http));
@@ -139,7 +159,7 @@ export function loadTemplate(src: TemplateSource, options: LoadOptions = {}): Te
     Object.hasOwn(inputs, name) ? inputs[name] : name === ENV_URL ? url : undefined,
   );
   if (second.errors.length > 0) throw new TemplateError(second.errors, second.template.warnings);
-  return second.template;
+  return { ...second.template, variables: first.template.variables };
 }
 
 /** The issue for a template over `TEMPLATE_MAX_BYTES`, or null. */
@@ -162,6 +182,7 @@ interface Shared {
   yaml: YamlDocument;
   root: string | null;
   allowedHostPaths: readonly string[];
+  profiles: readonly string[];
   files: HostFiles;
   onHostPath: ((ref: HostPathRef) => void) | undefined;
 }
@@ -176,6 +197,7 @@ function loadOnce(
 ): { template: Template; errors: TemplateIssue[] } {
   const file = src.filename;
   const pending: { position: Position; path: Path; message: string }[] = [];
+  const unset: { position: Position; path: Path; message: string }[] = [];
   const parsed = walkYaml(shared.yaml, (value, node, path, positions) => {
     if (!value.includes('$')) return value;
     const offsets = new ReferenceOffsets(src.content, node.range, value, positions);
@@ -183,6 +205,7 @@ function loadOnce(
       lookup(name, () => ({ file, position: offsets.at(index), path })),
     );
     for (const e of result.errors) pending.push({ position: offsets.at(e.index), path, message: e.message });
+    for (const w of result.warnings) unset.push({ position: offsets.at(w.index), path, message: w.message });
     return result.value;
   });
 
@@ -190,6 +213,7 @@ function loadOnce(
   for (const w of parsed.warnings) sink.warnAt(file, w.position, [], w.message);
   for (const e of parsed.errors) sink.errorAt(file, e.position, [], e.message);
   for (const p of pending) sink.errorAt(file, p.position, p.path, p.message);
+  for (const u of unset) sink.warnAt(file, u.position, u.path, u.message);
 
   let parts: TemplateParts = {
     workloads: [],
@@ -215,6 +239,7 @@ function loadOnce(
         dir: src.dir ?? null,
         root: shared.root,
         allowedHostPaths: shared.allowedHostPaths,
+        profiles: shared.profiles,
         lookup: (name, site) => lookup(name, () => site),
         onHostPath: shared.onHostPath,
         budget,
@@ -235,6 +260,7 @@ function loadOnce(
     dir: src.dir ?? null,
     ...parts,
     warnings: limitIssues(sortIssues(sink.warnings, file), file, sink.dropped.warnings, 'warnings'),
+    variables: [],
   };
   return {
     template,

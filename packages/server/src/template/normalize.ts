@@ -1,6 +1,6 @@
 /**
  * What both formats share once validated: turning paths, commands, mounts, env files and
- * dependencies into the runtime's plan types, with a positioned issue for each problem.
+ * dependencies into the plan's types, with a positioned issue for each problem.
  */
 import { closeSync, constants, fstatSync, openSync, readSync, realpathSync, statSync } from 'node:fs';
 import { isAbsolute, relative, resolve, sep } from 'node:path';
@@ -10,8 +10,9 @@ import type {
   HealthcheckPlan,
   MountPlan,
   PortPlan,
-  WorkloadPlan,
-} from '../runtime/runtime.js';
+  ProbeCommand,
+  WorkloadSpec,
+} from '../plan/plan.js';
 import { type EnvFileEntry, type EnvFileProblem, parseEnvFile } from './env-file.js';
 import { interpolate } from './interpolate.js';
 import type { IssueSink } from './issues.js';
@@ -19,8 +20,18 @@ import { type Budget, ENTRY_COST, excerpt, TEMPLATE_LIMITS } from './limits.js';
 import { splitShellWords } from './units.js';
 import type { Path, Position } from './yaml-positions.js';
 
-/** A workload as a template describes it: a {@link WorkloadPlan} before hashing. */
-export type WorkloadSpec = Omit<WorkloadPlan, 'specHash'>;
+export type { WorkloadSpec };
+
+/** What a workload has when its template says nothing of it. */
+export const WORKLOAD_DEFAULTS = {
+  labels: {},
+  files: [],
+  ulimits: [],
+  aliases: [],
+  extraHosts: [],
+  capDrop: [],
+  readOnlyRootFilesystem: false,
+} as const satisfies Partial<WorkloadSpec>;
 
 /** Where an input variable is used, for errors about it. */
 export interface Site {
@@ -45,6 +56,8 @@ export interface LoadContext {
   root: string | null;
   /** Directories besides `root` that host paths may be inside (see `LoadOptions.allowedHostPaths`). */
   allowedHostPaths: readonly string[];
+  /** Active Compose profiles (`*`: all of them). */
+  profiles: readonly string[];
   /** The value of input `name`, or undefined when it is not set. */
   lookup(name: string, site: Site): string | undefined;
   /** Told about every host path the template names, before any check of it. */
@@ -413,12 +426,12 @@ export function argv(
 
 /** Health check timings with the defaults filled in. */
 export function healthcheckPlan(
-  test: string[],
+  command: ProbeCommand,
   timings: { intervalMs?: number; timeoutMs?: number; retries?: number; startPeriodMs?: number },
   path: Path,
   sink: IssueSink,
 ): HealthcheckPlan {
-  const plan = { test, ...HEALTHCHECK_DEFAULTS, ...compact(timings) };
+  const plan = { command, ...HEALTHCHECK_DEFAULTS, ...compact(timings) };
   if (plan.intervalMs <= 0) sink.error([...path, 'interval'], 'must be longer than 0');
   if (plan.timeoutMs <= 0) sink.error([...path, 'timeout'], 'must be longer than 0');
   return plan;
@@ -637,6 +650,14 @@ export function readEnvFiles(refs: EnvFileRef[], ctx: LoadContext): Record<strin
           e.message,
         );
       }
+      for (const w of result.warnings) {
+        ctx.sink.warnAt(
+          ref.file,
+          { line: entry.line, column: entry.column + w.index },
+          [entry.key],
+          w.message,
+        );
+      }
       if (result.value !== entry.value) ctx.budget.spend(result.value.length, ref.path);
       set(entry.key, result.value);
     }
@@ -676,7 +697,7 @@ export function finishDependencies(
           ? ref.condition
           : isJob
             ? 'service_completed_successfully'
-            : target.spec.healthcheck
+            : target.spec.healthcheck && target.spec.healthcheck !== 'disabled'
               ? 'service_healthy'
               : 'service_started';
       if (condition === 'service_healthy' && isJob) {

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, test } from 'vitest';
-import type { WorkloadPlan } from '../runtime/runtime.js';
+import type { WorkloadPlan } from '../plan/plan.js';
 import {
   type LoadOptions,
   loadTemplate,
@@ -11,6 +11,7 @@ import {
   type Template,
   workloadHash,
 } from './index.js';
+import { WORKLOAD_DEFAULTS } from './normalize.js';
 
 const shop = join(dirname(fileURLToPath(import.meta.url)), 'testdata', 'shop');
 const target = { envId: 'env_1', envName: 'pr-42', project: 'shop' };
@@ -107,7 +108,8 @@ describe('workloadHash', () => {
   const base: Omit<WorkloadPlan, 'specHash'> = {
     name: 'web',
     kind: 'service',
-    image: 'nginx',
+    image: { ref: 'nginx' },
+    ...WORKLOAD_DEFAULTS,
     env: { A: '1', B: '2' },
     ports: [{ container: 80, protocol: 'tcp', http: true }],
     dependsOn: [],
@@ -127,7 +129,7 @@ describe('workloadHash', () => {
   });
 
   test('changes with any value, including list order', () => {
-    expect(workloadHash({ ...base, image: 'nginx:2' })).not.toBe(workloadHash(base));
+    expect(workloadHash({ ...base, image: { ref: 'nginx:2' } })).not.toBe(workloadHash(base));
     expect(workloadHash({ ...base, env: { ...base.env, C: '3' } })).not.toBe(workloadHash(base));
     const twoPorts = {
       ...base,

@@ -1,28 +1,7 @@
 /** From a loaded template to the concrete plan of one environment: pure and deterministic. */
-import { createHash } from 'node:crypto';
-import type { EnvPlan, WorkloadPlan } from '../runtime/runtime.js';
+import { workloadHash } from '../plan/hash.js';
+import type { EnvPlan, WorkloadPlan } from '../plan/plan.js';
 import type { Template } from './load.js';
-
-/**
- * SHA-256 (hex) of a canonical JSON of the workload: keys sorted at every level, undefined values
- * left out, `specHash` ignored if present. Equal workloads hash equal whatever their key order.
- */
-export function workloadHash(workload: Omit<WorkloadPlan, 'specHash'>): string {
-  const { specHash: _ignored, ...rest } = workload as Partial<WorkloadPlan>;
-  return createHash('sha256').update(canonicalJson(rest)).digest('hex');
-}
-
-function canonicalJson(value: unknown): string {
-  if (Array.isArray(value))
-    return `[${value.map((v) => (v === undefined ? 'null' : canonicalJson(v))).join(',')}]`;
-  if (typeof value === 'object' && value !== null) {
-    const entries = Object.entries(value)
-      .filter(([, v]) => v !== undefined)
-      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
-  }
-  return JSON.stringify(value);
-}
 
 /**
  * The plan of one environment from `template`. Workloads come in dependency order (a workload

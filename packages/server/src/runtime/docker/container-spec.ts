@@ -1,6 +1,7 @@
 /** Pure translation of a planned workload into Docker Engine create options. */
 import type Docker from 'dockerode';
-import type { EnvPlan, WorkloadPlan } from '../runtime.js';
+import type { EnvPlan, HealthcheckPlan, WorkloadPlan } from '../../plan/plan.js';
+import { RuntimeStepError } from '../runtime.js';
 import { containerName, networkName, volumeName, workloadLabels } from './names.js';
 
 const MS_TO_NS = 1_000_000;
@@ -28,11 +29,12 @@ export function containerCreateOptions(
   const network = networkName(plan.envId);
   const exposed: Record<string, object> = {};
   for (const port of workload.ports) exposed[`${port.container}/${port.protocol}`] = {};
-  const hc = workload.healthcheck;
+  const image = workload.image.ref;
+  if (!image) throw new RuntimeStepError(`build:${workload.name}`, 'the image has not been built');
   return {
     name: containerName(plan.envId, workload.name, replica),
-    Hostname: workload.replicas > 1 ? `${workload.name}-${replica}` : workload.name,
-    Image: workload.image,
+    Hostname: workload.hostname ?? (workload.replicas > 1 ? `${workload.name}-${replica}` : workload.name),
+    Image: image,
     Cmd: workload.command,
     Entrypoint: workload.entrypoint,
     Env: Object.entries(workload.env).map(([k, v]) => `${k}=${v}`),
@@ -40,27 +42,39 @@ export function containerCreateOptions(
     WorkingDir: workload.workingDir,
     User: workload.user,
     ExposedPorts: exposed,
-    Healthcheck: hc
-      ? {
-          Test: hc.test,
-          Interval: hc.intervalMs * MS_TO_NS,
-          Timeout: hc.timeoutMs * MS_TO_NS,
-          Retries: hc.retries,
-          StartPeriod: hc.startPeriodMs * MS_TO_NS,
-          // Probe often while starting so readiness is seen fast, whatever the steady interval.
-          StartInterval: Math.min(hc.intervalMs, 500) * MS_TO_NS,
-        }
-      : undefined,
+    Healthcheck: healthcheck(workload.healthcheck),
+    StopSignal: workload.stopSignal,
+    StopTimeout:
+      workload.stopGracePeriodMs === undefined ? undefined : Math.ceil(workload.stopGracePeriodMs / 1000),
     HostConfig: {
       NetworkMode: network,
-      Init: true,
+      // Mayfly's default is an init (zombies reaped, signals forwarded); `init: false` opts out.
+      Init: workload.init ?? true,
+      ReadonlyRootfs: workload.readOnlyRootFilesystem,
+      CapDrop: workload.capDrop.length > 0 ? workload.capDrop : undefined,
+      ExtraHosts:
+        workload.extraHosts.length > 0 ? workload.extraHosts.map((h) => `${h.host}:${h.ip}`) : undefined,
+      Ulimits:
+        workload.ulimits.length > 0
+          ? workload.ulimits.map((u) => ({ Name: u.name, Soft: u.soft, Hard: u.hard }))
+          : undefined,
+      ShmSize: workload.resources.shmBytes,
       Mounts: [
-        ...workload.mounts.map((m) => ({
-          Type: m.type,
-          Source: m.type === 'volume' ? volumeName(plan.envId, m.source) : m.source,
-          Target: m.target,
-          ReadOnly: m.readOnly,
-        })),
+        ...workload.mounts.map((m) =>
+          m.type === 'tmpfs'
+            ? {
+                Type: 'tmpfs' as const,
+                Source: '',
+                Target: m.target,
+                ...(m.sizeBytes ? { TmpfsOptions: { SizeBytes: m.sizeBytes, Mode: 0o1777 } } : {}),
+              }
+            : {
+                Type: m.type,
+                Source: m.type === 'volume' ? volumeName(plan.envId, m.source) : m.source,
+                Target: m.target,
+                ReadOnly: m.readOnly,
+              },
+        ),
         ...extras.imageVolumes.map((v) => ({
           Type: 'volume' as const,
           Source: v.name,
@@ -85,7 +99,21 @@ export function containerCreateOptions(
       Runtime: plan.isolation === 'gvisor' ? 'runsc' : undefined,
     },
     NetworkingConfig: {
-      EndpointsConfig: { [network]: { Aliases: [workload.name] } },
+      EndpointsConfig: { [network]: { Aliases: [workload.name, ...workload.aliases] } },
     },
+  };
+}
+
+function healthcheck(hc: HealthcheckPlan | 'disabled' | undefined): Docker.HealthConfig | undefined {
+  if (hc === undefined) return undefined;
+  if (hc === 'disabled') return { Test: ['NONE'] };
+  return {
+    Test: 'shell' in hc.command ? ['CMD-SHELL', hc.command.shell] : ['CMD', ...hc.command.exec],
+    Interval: hc.intervalMs * MS_TO_NS,
+    Timeout: hc.timeoutMs * MS_TO_NS,
+    Retries: hc.retries,
+    StartPeriod: hc.startPeriodMs * MS_TO_NS,
+    // Probe often while starting so readiness is seen fast, whatever the steady interval.
+    StartInterval: Math.min(hc.intervalMs, 500) * MS_TO_NS,
   };
 }

@@ -4,10 +4,10 @@ import http from 'node:http';
 import Docker from 'dockerode';
 import tar from 'tar-stream';
 import { afterAll, describe, expect, it } from 'vitest';
+import type { EnvPlan } from '../../plan/plan.js';
 import { TESTKIT_IMAGE, testInstanceName } from '../../test-support/global-setup.js';
 import { envPlan, workload } from '../../test-support/plans.js';
 import { describeRuntime } from '../runtime.case.js';
-import type { EnvPlan } from '../runtime.js';
 import { DockerRuntime } from './docker-runtime.js';
 
 const MiB = 1024 * 1024;

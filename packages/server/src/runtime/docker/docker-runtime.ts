@@ -10,14 +10,13 @@ import { pipeline, type Readable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
 import { setTimeout as sleep } from 'node:timers/promises';
 import Docker from 'dockerode';
+import type { BuildPlan, EnvPlan, HealthcheckPlan, WorkloadPlan } from '../../plan/plan.js';
 import {
   type ApplyOptions,
   type BuildOptions,
-  type BuildPlan,
   type BuiltImage,
   DEFAULT_EXEC_OUTPUT_BYTES,
   type Endpoint,
-  type EnvPlan,
   type ExecOptions,
   type ExecResult,
   LABELS,
@@ -29,9 +28,8 @@ import {
   RuntimeStepError,
   RuntimeUnavailableError,
   WorkloadNotFoundError,
-  type WorkloadPlan,
 } from '../runtime.js';
-import { firstFileFromTar, singleFileTar } from './archive.js';
+import { filesTar, firstFileFromTar, singleFileTar } from './archive.js';
 import { ByteTail, clipMiddle } from './byte-tail.js';
 import { type ContainerLogLimits, containerCreateOptions } from './container-spec.js';
 import { DockerFrameReader, DockerLogDemuxer } from './log-demux.js';
@@ -99,6 +97,13 @@ type Prepared = {
 };
 
 type ContainerInfo = Docker.ContainerInfo;
+
+/** The image a workload runs; a build not resolved yet is a bug of the caller, said as a step error. */
+function imageOf(workload: WorkloadPlan): string {
+  const ref = workload.image.ref;
+  if (!ref) throw new RuntimeStepError(`build:${workload.name}`, 'the image has not been built');
+  return ref;
+}
 
 const statusCode = (err: unknown): number | undefined => (err as { statusCode?: number })?.statusCode;
 const ignore =
@@ -394,6 +399,17 @@ export class DockerRuntime implements Runtime {
         throw new RuntimeStepError(`create:${workload.name}`, err.message);
       });
       ids.push(container.id);
+      if (workload.files.length > 0) {
+        // Compose's way for secrets and configs given as content: copied in before the start.
+        await container
+          .putArchive(await filesTar(workload.files), { path: '/', noOverwriteDirNonDir: true })
+          .catch((err: Error) => {
+            throw new RuntimeStepError(
+              `create:${workload.name}`,
+              `cannot put its secrets and configs in place: ${err.message}`,
+            );
+          });
+      }
     }
     return { action: 'start', ids };
   }
@@ -404,7 +420,7 @@ export class DockerRuntime implements Runtime {
    * the data; they get named volumes instead, as Compose keeps them across recreation.
    */
   private async uncoveredImageVolumes(workload: WorkloadPlan): Promise<string[]> {
-    const info = await this.docker.getImage(workload.image).inspect();
+    const info = await this.docker.getImage(imageOf(workload)).inspect();
     const declared = Object.keys(info.Config?.Volumes ?? {});
     const normalise = (p: string) => path.posix.normalize(p).replace(/(.)\/+$/, '$1');
     const mounted = new Set(workload.mounts.map((m) => normalise(m.target)));
@@ -412,7 +428,7 @@ export class DockerRuntime implements Runtime {
     if (uncovered.length > MAX_IMAGE_VOLUMES) {
       throw new RuntimeStepError(
         `create:${workload.name}`,
-        `image ${workload.image} declares ${uncovered.length} volumes; at most ${MAX_IMAGE_VOLUMES} are supported`,
+        `image ${imageOf(workload)} declares ${uncovered.length} volumes; at most ${MAX_IMAGE_VOLUMES} are supported`,
       );
     }
     return uncovered;
@@ -487,7 +503,8 @@ export class DockerRuntime implements Runtime {
       return;
     }
     await this.waitHealthy(workload, ids, signal, true);
-    if (workload.healthcheck) progress({ type: 'workload', workload: workload.name, phase: 'healthy' });
+    if (workload.healthcheck && workload.healthcheck !== 'disabled')
+      progress({ type: 'workload', workload: workload.name, phase: 'healthy' });
     else if (await this.waitPortsOpen(plan, workload, ids, signal)) {
       progress({ type: 'workload', workload: workload.name, phase: 'listening' });
     }
@@ -533,15 +550,16 @@ export class DockerRuntime implements Runtime {
     progress: NonNullable<ApplyOptions['onProgress']>,
     signal: AbortSignal,
   ) {
-    if (await this.hasImage(workload.image)) return;
-    if (workload.build) {
-      throw new RuntimeStepError(`build:${workload.name}`, `image ${workload.image} has not been built`);
+    const image = imageOf(workload);
+    if (await this.hasImage(image)) return;
+    if (workload.image.build) {
+      throw new RuntimeStepError(`build:${workload.name}`, `image ${image} has not been built`);
     }
     signal.throwIfAborted();
-    progress({ type: 'image', workload: workload.name, message: `pulling ${workload.image}` });
+    progress({ type: 'image', workload: workload.name, message: `pulling ${image}` });
     try {
       // Aborting closes the request, which makes the Engine stop the pull.
-      const response = (await this.docker.pull(workload.image, {
+      const response = (await this.docker.pull(image, {
         abortSignal: signal,
       })) as unknown as IncomingMessage;
       const stop = () => response.destroy();
@@ -563,7 +581,7 @@ export class DockerRuntime implements Runtime {
       signal.throwIfAborted();
       throw new RuntimeStepError(
         `image:${workload.name}`,
-        `image ${workload.image} is not present and could not be pulled: ${(err as Error).message}`,
+        `image ${image} is not present and could not be pulled: ${(err as Error).message}`,
       );
     }
   }
@@ -580,6 +598,7 @@ export class DockerRuntime implements Runtime {
     fresh: boolean,
   ): Promise<void> {
     const deadline = Date.now() + this.workloadTimeoutMs;
+    const check = workload.healthcheck === 'disabled' ? undefined : workload.healthcheck;
     const pending = new Set(ids);
     const probes = new Map<string, Promise<boolean>>();
     const restartsBefore = new Map<string, number>();
@@ -593,7 +612,7 @@ export class DockerRuntime implements Runtime {
         // Running the same check ourselves meanwhile sees readiness sooner; Docker's verdict still
         // decides failure.
         const probe = probes.get(id);
-        if (workload.healthcheck && !probe) probes.set(id, this.probeHealth(id, workload.healthcheck));
+        if (check && !probe) probes.set(id, this.probeHealth(id, check));
         if (probe && (await settledValue(probe)) !== undefined) {
           probes.delete(id);
           if (await probe) {
@@ -605,7 +624,7 @@ export class DockerRuntime implements Runtime {
         // No check in the template: the image's own HEALTHCHECK, if it has one, still counts;
         // without any, running (not between two crashes) is as ready as it gets.
         const running = info.State.Status === 'running';
-        if ((!workload.healthcheck && !Health && running) || Health?.Status === 'healthy') {
+        if ((!check && !Health && running) || Health?.Status === 'healthy') {
           pending.delete(id);
         } else if (Health?.Status === 'unhealthy' && running) {
           // Only a running container's verdict counts: Docker also reports `unhealthy` for one
@@ -658,12 +677,9 @@ export class DockerRuntime implements Runtime {
    * Runs the health check's test once inside the container; true when it exits 0. Its output
    * (which the test may make as long as it likes) is read and dropped but for a few KiB.
    */
-  private async probeHealth(
-    id: string,
-    healthcheck: NonNullable<WorkloadPlan['healthcheck']>,
-  ): Promise<boolean> {
-    const [kind, ...rest] = healthcheck.test;
-    const command = kind === 'CMD-SHELL' ? ['/bin/sh', '-c', rest.join(' ')] : kind === 'CMD' ? rest : [];
+  private async probeHealth(id: string, healthcheck: HealthcheckPlan): Promise<boolean> {
+    const probe = healthcheck.command;
+    const command = 'shell' in probe ? ['/bin/sh', '-c', probe.shell] : probe.exec;
     if (command.length === 0) return false;
     try {
       const result = await this.execIn(this.docker.getContainer(id), command, {

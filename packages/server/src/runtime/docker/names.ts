@@ -1,6 +1,6 @@
 /** Names and labels of the Docker objects of one environment. Names are for humans; labels are the truth. */
 import { createHash } from 'node:crypto';
-import type { EnvPlan, WorkloadPlan } from '../runtime.js';
+import type { EnvPlan, WorkloadPlan } from '../../plan/plan.js';
 import { LABELS, MANAGED_BY } from '../runtime.js';
 
 /**
@@ -49,6 +49,8 @@ export function workloadLabels(
   workload: WorkloadPlan,
 ): Record<string, string> {
   return {
+    // The template's own first: Mayfly's labels always win (templates may not set mayfly.*).
+    ...Object.fromEntries(Object.entries(workload.labels).filter(([key]) => !key.startsWith('mayfly.'))),
     ...envLabels(instance, plan),
     [LABELS.workload]: workload.name,
     [LABELS.specHash]: workload.specHash,
