@@ -31,6 +31,8 @@ export interface PackRequest {
   root: string;
   /** Template inputs: an interpolated env file name must resolve as it will on the server. */
   inputs: Record<string, string>;
+  /** Active Compose profiles: the files of an inactive service are not needed. */
+  profiles?: readonly string[];
 }
 
 /** A folder being packed, ready for upload. */
@@ -127,7 +129,12 @@ async function hostPathsOf(request: PackRequest, root: string): Promise<HostPath
   try {
     loadTemplate(
       { filename: basename(request.file), content: request.content, dir: dirname(request.file) },
-      { inputs: request.inputs, root, onHostPath: (ref: HostPathRef) => refs.push(ref) },
+      {
+        inputs: request.inputs,
+        root,
+        profiles: request.profiles ?? [],
+        onHostPath: (ref: HostPathRef) => refs.push(ref),
+      },
     );
   } catch (err) {
     if (!(err instanceof TemplateError)) throw err;

@@ -16,6 +16,7 @@ import { connect } from '../connection.js';
 import { formatDuration, formatElapsed, until } from '../format.js';
 import { printJson, printStderr, printStdout } from '../output.js';
 import { progressPrinter } from '../progress.js';
+import { resolveTemplateInputs } from '../template-inputs.js';
 import { globalOptions } from './global-options.js';
 
 /** Looked for, in this order, in the current directory when `-f` is not given. */
@@ -36,6 +37,7 @@ interface UpOptions {
   project?: string;
   kind?: EnvKind;
   input?: Record<string, string>;
+  profile?: string[];
   wait: boolean;
   timeout: string;
 }
@@ -56,7 +58,16 @@ export function registerUp(program: Command): void {
     .option('--ttl <duration>', 'destroy it after this long, e.g. 30m, 2h, 1d')
     .option('-p, --project <project>', 'project it belongs to (default: default)')
     .addOption(new Option('--kind <kind>', 'kind of environment (default: preview)').choices(EnvKind.options))
-    .option('-i, --input <key=value>', 'template input such as BRANCH=main (repeatable)', collectInput)
+    .option(
+      '-i, --input <key=value>',
+      'template input such as BRANCH=main (repeatable); wins over the environment and .env',
+      collectInput,
+    )
+    .option(
+      '--profile <name>',
+      'activate a Compose profile (repeatable; default: $COMPOSE_PROFILES)',
+      (value: string, previous: string[] | undefined) => [...(previous ?? []), value],
+    )
     .option('--no-wait', 'return as soon as the server has accepted it')
     .option('--timeout <duration>', 'how long to wait for it to be ready', '30m')
     .addHelpText(
@@ -65,6 +76,10 @@ export function registerUp(program: Command): void {
 The folder sent is the template's folder (or --root): files its .dockerignore lists are left out,
 except the template itself and the env files, bind sources and Dockerfiles it names. Paths in
 the template resolve inside that folder, on the server.
+
+\${VAR} in the template is taken, as Compose takes it, from --input, else this shell's
+environment, else the .env file beside the template; only the variables the template uses
+are sent. An unset one is empty, with a warning.
 
 Examples:
   mayfly up                                  # ./mayfly.yaml or ./compose.yaml
@@ -122,12 +137,20 @@ async function up(options: UpOptions, command: Command): Promise<void> {
   }
 
   const start = Date.now();
+  const { inputs, profiles } = await resolveTemplateInputs({
+    file,
+    content,
+    given: options.input ?? {},
+    profiles: options.profile ?? [],
+    env: process.env,
+  });
   // Packed before connecting: a folder that cannot be sent is a usage error, found without a server.
   const packed = await packTemplateFolder({
     file,
     content,
     root: options.root === undefined ? dirname(file) : resolve(options.root),
-    inputs: options.input ?? {},
+    inputs,
+    profiles,
   });
   let client: MayflyClient;
   let created: Environment;
@@ -141,7 +164,8 @@ async function up(options: UpOptions, command: Command): Promise<void> {
       ttl: options.ttl,
       project: options.project,
       kind: options.kind,
-      inputs: options.input ?? {},
+      inputs,
+      profiles,
       template: { filename: packed.filename, bundle: bundle.id },
     });
   } finally {
