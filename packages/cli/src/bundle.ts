@@ -49,14 +49,15 @@ export interface PackedFolder {
 
 /** A host path a template names, as `loadTemplate`'s `onHostPath` reports it. */
 interface HostPathRef {
-  kind: 'build-context' | 'dockerfile' | 'env-file' | 'bind';
+  /** `template`: a Compose file named by `extends: { file }`, which the server reads too. */
+  kind: 'build-context' | 'dockerfile' | 'env-file' | 'bind' | 'template';
   path: string;
 }
 
 /**
  * Packs `root` for upload. The template file is always sent, and so are the env files, bind
- * sources and Dockerfiles it names inside `root` (Docker too sends a Dockerfile that its
- * `.dockerignore` lists); every other file `.dockerignore` lists stays here.
+ * sources, Dockerfiles and Compose files (`extends`) it names inside `root` (Docker too sends a
+ * Dockerfile that its `.dockerignore` lists); every other file `.dockerignore` lists stays here.
  * @throws UsageError when the template is not inside `root`, or the folder cannot be sent as it is
  *   (a link pointing outside, a socket, too large…).
  */
@@ -96,7 +97,7 @@ export async function packTemplateFolder(request: PackRequest): Promise<PackedFo
     }
     // What does not exist is the server's to report (with the template's line and column).
     if (!exists(absolute)) continue;
-    if (ref.kind === 'env-file' || ref.kind === 'bind' || ref.kind === 'dockerfile') forced.add(absolute);
+    if (ref.kind !== 'build-context') forced.add(absolute);
     // The builder must see a context's own .dockerignore, whatever the folder's says.
     if (ref.kind === 'build-context' && exists(join(absolute, '.dockerignore'))) {
       forced.add(join(absolute, '.dockerignore'));

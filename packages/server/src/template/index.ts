@@ -4,11 +4,14 @@
  *
  * ```ts
  * const template = loadTemplate({ filename: 'compose.yaml', content, dir }, { inputs, serviceUrl });
+ * // Compose override files (`-f a.yaml -f b.yaml`), merged as Compose merges them:
+ * loadTemplate({ filename: 'compose.yaml', content, dir, overrides: [{ filename: 'ci.yaml', content: ci }] });
  * const envPlan = plan(template, { envId, envName, project });
  * ```
  */
 
 export { workloadHash } from '../plan/hash.js';
+export { MERGE_LIMITS } from './compose-merge.js';
 export { isComposeFile } from './detect.js';
 export { parseEnvFile } from './env-file.js';
 export { formatIssue, TemplateError } from './issues.js';
@@ -18,6 +21,7 @@ export {
   type LoadOptions,
   loadTemplate,
   type Template,
+  type TemplateOverride,
   type TemplateSource,
 } from './load.js';
 export { DESTROY_TRIGGERS } from './mayfly-schema.js';

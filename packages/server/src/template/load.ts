@@ -2,8 +2,20 @@
  * Loading a template: YAML with positions → interpolation → validation → normalized workloads.
  * Every step is bounded for any input (see `limits.ts`): loading runs inside an API request.
  */
+import { dirname } from 'node:path';
 import type { TemplateIssue } from '@mayfly/contract';
 import type { WorkloadPlan } from '../plan/plan.js';
+import {
+  type ComposeDocument,
+  type ComposeFileRead,
+  composeFileName,
+  MERGE_LIMITS,
+  MergedIssueSink,
+  MergedPositions,
+  mergeCompose,
+  needsMerge,
+  readComposeFile,
+} from './compose-merge.js';
 import { formatByContent, formatByName } from './detect.js';
 import { fromCompose } from './from-compose.js';
 import { fromMayfly } from './from-mayfly.js';
@@ -13,6 +25,7 @@ import { Budget, TEMPLATE_LIMITS, TemplateLimitError } from './limits.js';
 import { HostFiles, type HostPathRef, type LoadContext, type Site, type TemplateParts } from './normalize.js';
 import {
   formatPath,
+  type ParsedYaml,
   type Path,
   type Position,
   parseYamlDocument,
@@ -28,6 +41,19 @@ export interface TemplateSource {
   content: string;
   /** Absolute directory that relative paths (build contexts, env files, binds) resolve against. */
   dir?: string;
+  /**
+   * Compose override files (`-f compose.yaml -f compose.ci.yaml`: every one after the first),
+   * merged onto the template in this order as Compose merges them (see `compose-merge.ts`).
+   * Their relative paths resolve against `dir`, as Compose resolves them against the first
+   * file's folder. At most `MERGE_LIMITS.maxOverrides`; only for a Compose template.
+   */
+  overrides?: TemplateOverride[];
+}
+
+/** An override file: its name (in issues) and content. */
+export interface TemplateOverride {
+  filename: string;
+  content: string;
 }
 
 export type { HostPathRef };
@@ -104,14 +130,18 @@ const ENV_URL_PLACEHOLDER = 'http://env-url.invalid';
  */
 export function loadTemplate(src: TemplateSource, options: LoadOptions = {}): Template {
   const file = src.filename;
-  const tooLarge = sizeIssue(src);
-  if (tooLarge) throw new TemplateError([tooLarge]);
+  const refused = sourceIssues(src);
+  if (refused.length > 0) throw new TemplateError(refused);
 
   const inputs = options.inputs ?? {};
   const yaml = parseYamlDocument(src.content);
   const reported = new Set<string>();
+  const overrides = (src.overrides ?? []).map((o) => ({ ...o, yaml: parseYamlDocument(o.content) }));
   const shared: Shared = {
     yaml,
+    overrides,
+    extended: new Map(),
+    bytesRead: [src, ...overrides].reduce((sum, f) => sum + Buffer.byteLength(f.content, 'utf8'), 0),
     root: options.root ?? null,
     allowedHostPaths: options.allowedHostPaths ?? [],
     profiles: options.profiles ?? [],
@@ -162,8 +192,31 @@ export function loadTemplate(src: TemplateSource, options: LoadOptions = {}): Te
   return { ...second.template, variables: first.template.variables };
 }
 
-/** The issue for a template over `TEMPLATE_MAX_BYTES`, or null. */
-function sizeIssue(src: TemplateSource): TemplateIssue | null {
+/**
+ * Why the files of a template are refused before anything is parsed: one over
+ * `TEMPLATE_MAX_BYTES`, too many override files, or more bytes in all than
+ * `MERGE_LIMITS.maxTotalBytes`.
+ */
+function sourceIssues(src: TemplateSource): TemplateIssue[] {
+  const files = [src, ...(src.overrides ?? [])];
+  const overrides = files.length - 1;
+  const at = { file: src.filename, line: 1, column: 1, path: '' };
+  if (overrides > MERGE_LIMITS.maxOverrides) {
+    const message = `${overrides} override files: a template may have at most ${MERGE_LIMITS.maxOverrides}`;
+    return [{ ...at, message }];
+  }
+  const issues = files.map(sizeIssue).filter((issue) => issue !== null);
+  if (issues.length > 0) return issues;
+  const total = files.reduce((sum, f) => sum + Buffer.byteLength(f.content, 'utf8'), 0);
+  if (total > MERGE_LIMITS.maxTotalBytes) {
+    const message = `the template and its override files are larger than ${MERGE_LIMITS.maxTotalBytes} bytes in all: ${total} bytes`;
+    return [{ ...at, message }];
+  }
+  return [];
+}
+
+/** The issue for a template file over `TEMPLATE_MAX_BYTES`, or null. */
+function sizeIssue(src: { filename: string; content: string }): TemplateIssue | null {
   const max = TEMPLATE_LIMITS.maxBytes;
   // A UTF-16 code unit is at least one UTF-8 byte: a longer string need not be measured.
   const bytes = src.content.length > max ? src.content.length : Buffer.byteLength(src.content, 'utf8');
@@ -180,6 +233,11 @@ function sizeIssue(src: TemplateSource): TemplateIssue | null {
 /** What both passes of one {@link loadTemplate} share. */
 interface Shared {
   yaml: YamlDocument;
+  overrides: (TemplateOverride & { yaml: YamlDocument })[];
+  /** Files named by `extends`, by absolute path: read and parsed once for both passes. */
+  extended: Map<string, ComposeFileRead | { content: string; yaml: YamlDocument }>;
+  /** Bytes of every file read so far, against `MERGE_LIMITS.maxTotalBytes`. */
+  bytesRead: number;
   root: string | null;
   allowedHostPaths: readonly string[];
   profiles: readonly string[];
@@ -196,24 +254,22 @@ function loadOnce(
   lookup: LazyLookup,
 ): { template: Template; errors: TemplateIssue[] } {
   const file = src.filename;
-  const pending: { position: Position; path: Path; message: string }[] = [];
-  const unset: { position: Position; path: Path; message: string }[] = [];
-  const parsed = walkYaml(shared.yaml, (value, node, path, positions) => {
-    if (!value.includes('$')) return value;
-    const offsets = new ReferenceOffsets(src.content, node.range, value, positions);
-    const result = interpolate(value, (name, index) =>
-      lookup(name, () => ({ file, position: offsets.at(index), path })),
-    );
-    for (const e of result.errors) pending.push({ position: offsets.at(e.index), path, message: e.message });
-    for (const w of result.warnings) unset.push({ position: offsets.at(w.index), path, message: w.message });
-    return result.value;
-  });
-
-  const sink = new IssueSink(file, parsed.positions);
-  for (const w of parsed.warnings) sink.warnAt(file, w.position, [], w.message);
-  for (const e of parsed.errors) sink.errorAt(file, e.position, [], e.message);
-  for (const p of pending) sink.errorAt(file, p.position, p.path, p.message);
-  for (const u of unset) sink.warnAt(file, u.position, u.path, u.message);
+  const main = walkFile(file, src.content, shared.yaml, lookup);
+  const parsed = main.parsed;
+  const format = formatByName(file) ?? formatByContent(parsed.value);
+  const mainDoc: ComposeDocument = {
+    file,
+    value: parsed.value,
+    positions: parsed.positions,
+    dir: src.dir ?? null,
+  };
+  // Issues of a merged document are placed in whichever file each value came from.
+  const merging =
+    format === 'compose' && parsed.errors.length === 0 && needsMerge(parsed.value, shared.overrides.length);
+  const sink = merging
+    ? new MergedIssueSink(file, new MergedPositions({ doc: mainDoc, path: [] }))
+    : new IssueSink(file, parsed.positions);
+  main.report(sink);
 
   let parts: TemplateParts = {
     workloads: [],
@@ -221,7 +277,6 @@ function loadOnce(
     isolation: 'runc',
     lifecycle: { ttlMs: null, idleTimeoutMs: null, destroyOn: [] },
   };
-  const format = formatByName(file) ?? formatByContent(parsed.value);
   // One budget for all a template produces: its document (already counted by the walk, within
   // the limit), then what loading copies into workloads.
   const budget = new Budget(
@@ -229,24 +284,56 @@ function loadOnce(
     (limit) =>
       `the template grows past ${limit} characters once env files, inputs, shared builds and port ranges are copied into each service that uses them`,
   );
-  budget.spend(Math.min(parsed.chars, TEMPLATE_LIMITS.maxChars), []);
-  if (parsed.errors.length === 0) {
-    if (parsed.value === null || parsed.value === undefined) {
+  const ctx: LoadContext = {
+    sink,
+    dir: src.dir ?? null,
+    root: shared.root,
+    allowedHostPaths: shared.allowedHostPaths,
+    profiles: shared.profiles,
+    lookup: (name, site) => lookup(name, () => site),
+    onHostPath: shared.onHostPath,
+    budget,
+    files: shared.files,
+  };
+  let value = parsed.value;
+  let chars = parsed.chars;
+  let usable = parsed.errors.length === 0;
+  if (format === 'mayfly' && shared.overrides.length > 0) {
+    sink.error([], `override files are merged onto Compose files only, and ${file} is a mayfly.yaml`);
+    usable = false;
+  }
+  if (merging) {
+    const overrides = shared.overrides.map((o) => walkFile(o.filename, o.content, o.yaml, lookup));
+    for (const o of overrides) o.report(sink);
+    const merged = overrides.some((o) => o.parsed.errors.length > 0)
+      ? null
+      : mergeCompose({
+          main: mainDoc,
+          overrides: overrides.map((o) => ({
+            file: o.file,
+            value: o.parsed.value,
+            positions: o.parsed.positions,
+            dir: src.dir ?? null,
+          })),
+          sink,
+          ctx,
+          open: (absolute, fail) => openExtended(absolute, fail, src, shared, lookup, sink),
+        });
+    if (merged === null) {
+      usable = false;
+    } else {
+      value = merged.value;
+      chars = merged.chars;
+      (sink as MergedIssueSink).merged.origin = merged.root;
+    }
+  }
+  budget.spend(Math.min(chars, TEMPLATE_LIMITS.maxChars), []);
+  if (usable) {
+    if (value === null || value === undefined) {
       sink.error([], 'the template is empty: add services');
     } else {
-      const ctx: LoadContext = {
-        sink,
-        dir: src.dir ?? null,
-        root: shared.root,
-        allowedHostPaths: shared.allowedHostPaths,
-        profiles: shared.profiles,
-        lookup: (name, site) => lookup(name, () => site),
-        onHostPath: shared.onHostPath,
-        budget,
-        files: shared.files,
-      };
       try {
-        parts = format === 'compose' ? fromCompose(parsed.value, ctx) : fromMayfly(parsed.value, ctx);
+        parts = format === 'compose' ? fromCompose(value, ctx) : fromMayfly(value, ctx);
       } catch (error) {
         if (!(error instanceof TemplateLimitError)) throw error;
         if (error.position) sink.errorAt(file, error.position, error.path, error.message);
@@ -265,6 +352,88 @@ function loadOnce(
   return {
     template,
     errors: limitIssues(sortIssues(sink.errors, file), file, sink.dropped.errors, 'problems'),
+  };
+}
+
+/** One file walked: its value, and a way to report the issues the walk found. */
+interface WalkedFile {
+  file: string;
+  parsed: ParsedYaml;
+  report(sink: IssueSink): void;
+}
+
+/** Walks one file of the template, interpolating every string with `lookup`. */
+function walkFile(file: string, content: string, yaml: YamlDocument, lookup: LazyLookup): WalkedFile {
+  const pending: { position: Position; path: Path; message: string }[] = [];
+  const unset: { position: Position; path: Path; message: string }[] = [];
+  const parsed = walkYaml(yaml, (value, node, path, positions) => {
+    if (!value.includes('$')) return value;
+    const offsets = new ReferenceOffsets(content, node.range, value, positions);
+    const result = interpolate(value, (name, index) =>
+      lookup(name, () => ({ file, position: offsets.at(index), path })),
+    );
+    for (const e of result.errors) pending.push({ position: offsets.at(e.index), path, message: e.message });
+    for (const w of result.warnings) unset.push({ position: offsets.at(w.index), path, message: w.message });
+    return result.value;
+  });
+  return {
+    file,
+    parsed,
+    report(sink) {
+      for (const w of parsed.warnings) sink.warnAt(file, w.position, [], w.message);
+      for (const e of parsed.errors) sink.errorAt(file, e.position, [], e.message);
+      for (const p of pending) sink.errorAt(file, p.position, p.path, p.message);
+      for (const u of unset) sink.warnAt(file, u.position, u.path, u.message);
+    },
+  };
+}
+
+/**
+ * A file named by `extends`, walked for this pass (read and parsed once per load), or null once
+ * `fail` was told why it cannot be read, or its own issues were reported.
+ */
+function openExtended(
+  absolute: string,
+  fail: (message: string) => void,
+  src: TemplateSource,
+  shared: Shared,
+  lookup: LazyLookup,
+  sink: IssueSink,
+): ComposeDocument | null {
+  let entry = shared.extended.get(absolute);
+  if (entry === undefined) {
+    const read = readComposeFile(absolute);
+    entry = read;
+    if ('content' in read) {
+      const bytes = Buffer.byteLength(read.content, 'utf8');
+      const max = MERGE_LIMITS.maxTotalBytes;
+      if (shared.bytesRead + bytes > max) {
+        entry = { refused: `would make the files of this template larger than ${max} bytes in all` };
+      } else {
+        shared.bytesRead += bytes;
+        entry = { content: read.content, yaml: parseYamlDocument(read.content) };
+      }
+    }
+    shared.extended.set(absolute, entry);
+  }
+  const name = composeFileName(absolute, src);
+  if ('missing' in entry) {
+    fail(`file "${name}" not found`);
+    return null;
+  }
+  if ('refused' in entry) {
+    fail(`file "${name}" ${entry.refused}`);
+    return null;
+  }
+  if (!('yaml' in entry)) return null;
+  const walked = walkFile(name, entry.content, entry.yaml, lookup);
+  walked.report(sink);
+  if (walked.parsed.errors.length > 0) return null;
+  return {
+    file: name,
+    value: walked.parsed.value,
+    positions: walked.parsed.positions,
+    dir: dirname(absolute),
   };
 }
 

@@ -42,7 +42,8 @@ export interface Site {
 
 /** A host path a template names, as `LoadOptions.onHostPath` reports it. */
 export interface HostPathRef {
-  kind: 'build-context' | 'dockerfile' | 'env-file' | 'bind';
+  /** `template`: another Compose file the template reads (`extends: { file }`). */
+  kind: 'build-context' | 'dockerfile' | 'env-file' | 'bind' | 'template';
   /** Absolute, resolved against the template's directory; links not followed. */
   path: string;
 }
