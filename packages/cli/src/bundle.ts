@@ -11,6 +11,7 @@ import type { Bundle, MayflyClient } from '@mayfly/sdk';
 import { UsageError } from './cli-error.js';
 import { formatBytes, formatElapsed } from './format.js';
 import { printStderr } from './output.js';
+import { type TemplateFile, templateSource } from './template-inputs.js';
 
 /**
  * Largest uncompressed bundle the CLI packs: the server's default limit. A server configured
@@ -27,7 +28,9 @@ export interface PackRequest {
   file: string;
   /** Its content, already read. */
   content: string;
-  /** Absolute path of the folder to send; it must hold `file`. */
+  /** Compose override files (`-f` after the first), also sent; they must be inside `root` too. */
+  overrides?: readonly TemplateFile[];
+  /** Absolute path of the folder to send; it must hold `file` and the override files. */
   root: string;
   /** Template inputs: an interpolated env file name must resolve as it will on the server. */
   inputs: Record<string, string>;
@@ -41,6 +44,8 @@ export interface PackedFolder {
   root: string;
   /** The template's path inside the folder, with `/` separators: `template.filename` of the create. */
   filename: string;
+  /** The override files' paths inside the folder, likewise: `template.overrides` of the create. */
+  overrides: string[];
   /** Paths sent even though `.dockerignore` lists them (the template and what it names). */
   forced: string[];
   /** The gzip'd tar, produced as it is read. */
@@ -77,17 +82,22 @@ export async function packTemplateFolder(request: PackRequest): Promise<PackedFo
       'move the template into a folder of its own, or pass --root with the folder that holds what it needs',
     );
   }
-  const filename = relative(root, request.file);
-  if (filename === '' || filename.startsWith(`..${sep}`) || filename === '..' || isAbsolute(filename)) {
-    throw new UsageError(
-      `the template ${request.file} is not inside ${root}`,
-      '--root must be a folder that holds the template',
-    );
-  }
+  const inside = (file: string, what: string) => {
+    const name = relative(root, file);
+    if (name === '' || name.startsWith(`..${sep}`) || name === '..' || isAbsolute(name)) {
+      throw new UsageError(
+        `the ${what} ${file} is not inside ${root}`,
+        '--root must be a folder that holds the template and its override files',
+      );
+    }
+    return name.split(sep).join('/');
+  };
+  const filename = inside(request.file, 'template');
+  const overrides = (request.overrides ?? []).map((o) => inside(o.file, 'override file'));
 
   const refs = await hostPathsOf(request, root);
   const templateDir = dirname(request.file);
-  const forced = new Set<string>([request.file]);
+  const forced = new Set<string>([request.file, ...(request.overrides ?? []).map((o) => o.file)]);
   const outside: HostPathRef[] = [];
   for (const ref of refs) {
     const absolute = resolve(templateDir, ref.path);
@@ -113,7 +123,7 @@ export async function packTemplateFolder(request: PackRequest): Promise<PackedFo
   const { packBundle, BundlePackError } = await import('@mayfly/server/bundle');
   try {
     const stream = await packBundle(root, { forceInclude: [...forced], maxBytes: BUNDLE_MAX_BYTES });
-    return { root, filename: filename.split(sep).join('/'), forced: [...forced], stream };
+    return { root, filename, overrides, forced: [...forced], stream };
   } catch (err) {
     if (err instanceof BundlePackError) throw new UsageError(`cannot send ${root}: ${err.message}`);
     throw err;
@@ -128,15 +138,12 @@ async function hostPathsOf(request: PackRequest, root: string): Promise<HostPath
   const { loadTemplate, TemplateError } = await import('@mayfly/server/template');
   const refs: HostPathRef[] = [];
   try {
-    loadTemplate(
-      { filename: basename(request.file), content: request.content, dir: dirname(request.file) },
-      {
-        inputs: request.inputs,
-        root,
-        profiles: request.profiles ?? [],
-        onHostPath: (ref: HostPathRef) => refs.push(ref),
-      },
-    );
+    loadTemplate(templateSource(request, request.overrides), {
+      inputs: request.inputs,
+      root,
+      profiles: request.profiles ?? [],
+      onHostPath: (ref: HostPathRef) => refs.push(ref),
+    });
   } catch (err) {
     if (!(err instanceof TemplateError)) throw err;
   }

@@ -1,11 +1,13 @@
 /**
  * What a local template is interpolated with, as `docker compose` does it: `--input K=V` first,
- * then the caller's environment, then the `.env` file beside the template. Only the variables the
- * template reads are sent to the server, never the rest of the environment. Profiles come from
- * `--profile`, else `COMPOSE_PROFILES` (environment, then `.env`).
+ * then the caller's environment, then the `.env` file beside the template (the first `-f` file:
+ * Compose's project directory). Only the variables the template reads — in any of its files:
+ * override files and the files `extends` names — are sent to the server, never the rest of the
+ * environment. Profiles come from `--profile`, else `COMPOSE_PROFILES` (environment, then `.env`).
  */
 import { readFileSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname, join, relative, sep } from 'node:path';
+import type { TemplateSource } from '@mayfly/server/template';
 import { UsageError } from './cli-error.js';
 
 /** Set by the server for every environment; a value in the caller's environment is not theirs. */
@@ -14,10 +16,43 @@ const SERVER_VARIABLES = new Set(['ENV_URL', 'ENV_ID', 'ENV_NAME']);
 /** Largest `.env` read (the server's limit for an env file). */
 const DOT_ENV_MAX_BYTES = 1024 * 1024;
 
+/** A template file as read from disk. */
+export interface TemplateFile {
+  /** Absolute path. */
+  file: string;
+  content: string;
+}
+
+/**
+ * The template as the server's loader takes it: named by its file name, relative paths from its
+ * folder, override files named by their path from that folder.
+ */
+export function templateSource(
+  template: TemplateFile,
+  overrides: readonly TemplateFile[] = [],
+): TemplateSource {
+  const dir = dirname(template.file);
+  return {
+    filename: basename(template.file),
+    content: template.content,
+    dir,
+    ...(overrides.length > 0
+      ? {
+          overrides: overrides.map((o) => ({
+            filename: relative(dir, o.file).split(sep).join('/'),
+            content: o.content,
+          })),
+        }
+      : {}),
+  };
+}
+
 export interface TemplateInputsRequest {
   /** Absolute path of the template. */
   file: string;
   content: string;
+  /** Compose override files (`-f` after the first): their variables are read too. */
+  overrides?: readonly TemplateFile[];
   /** `--input K=V` values: they always win, and are always sent. */
   given: Record<string, string>;
   /** `--profile` values, in order. */
@@ -79,10 +114,11 @@ function variablesOf(
 ): string[] {
   const names = new Set<string>();
   try {
-    loadTemplate(
-      { filename: basename(request.file), content: request.content, dir: dirname(request.file) },
-      { inputs: request.given, profiles, onVariable: (name: string) => names.add(name) },
-    );
+    loadTemplate(templateSource(request, request.overrides), {
+      inputs: request.given,
+      profiles,
+      onVariable: (name: string) => names.add(name),
+    });
   } catch {
     // A template error is reported by the server, with positions, once it has every input.
   }

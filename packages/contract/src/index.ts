@@ -97,9 +97,19 @@ export const TemplateRef = z
       .string()
       .regex(/^[a-z0-9]{1,64}$/)
       .optional(),
+    /**
+     * Compose override files in the bundle (`mayfly up -f compose.yaml -f compose.ci.yaml`: all but
+     * the first), merged onto the template in this order as Compose merges them; relative paths
+     * in them resolve from the template's folder, as Compose's do from the first file's.
+     */
+    overrides: z.array(z.string().min(1).max(255)).max(10).optional(),
   })
   .refine((t) => (t.content === undefined) !== (t.bundle === undefined), {
     message: 'give the template either as "content" or as a "bundle", not both and not neither',
+  })
+  .refine((t) => t.overrides === undefined || t.bundle !== undefined, {
+    message: 'override files ("overrides") are read from a "bundle": give the template as one',
+    path: ['overrides'],
   });
 
 export const CreateEnvironmentRequest = z.strictObject({

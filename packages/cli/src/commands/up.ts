@@ -16,11 +16,11 @@ import { connect } from '../connection.js';
 import { formatDuration, formatElapsed, until } from '../format.js';
 import { printJson, printStderr, printStdout } from '../output.js';
 import { progressPrinter } from '../progress.js';
-import { resolveTemplateInputs } from '../template-inputs.js';
+import { resolveTemplateInputs, type TemplateFile } from '../template-inputs.js';
 import { globalOptions } from './global-options.js';
 
 /** Looked for, in this order, in the current directory when `-f` is not given. */
-const DEFAULT_TEMPLATES = [
+export const DEFAULT_TEMPLATES = [
   'mayfly.yaml',
   'mayfly.yml',
   'compose.yaml',
@@ -30,7 +30,7 @@ const DEFAULT_TEMPLATES = [
 ];
 
 interface UpOptions {
-  file?: string;
+  file?: string[];
   root?: string;
   name?: string;
   ttl?: string;
@@ -49,7 +49,11 @@ export function registerUp(program: Command): void {
     .description(
       'create an environment from a local template (its folder is uploaded) and wait until it is ready',
     )
-    .option('-f, --file <file>', `template file (default: the first of ${DEFAULT_TEMPLATES.join(', ')})`)
+    .option(
+      '-f, --file <file>',
+      `template file (default: the first of ${DEFAULT_TEMPLATES.join(', ')}); repeat it to merge Compose override files onto the first, as docker compose -f does`,
+      collectFile,
+    )
     .option(
       '--root <dir>',
       "upload this folder instead of the template's own (it must hold the template; for build contexts above it)",
@@ -81,15 +85,29 @@ the template resolve inside that folder, on the server.
 environment, else the .env file beside the template; only the variables the template uses
 are sent. An unset one is empty, with a warning.
 
+With several -f, the files after the first are merged onto it as Compose merges them (later
+ones win); every path in them is relative to the first file's folder. All must be inside the
+folder sent.
+
 Examples:
   mayfly up                                  # ./mayfly.yaml or ./compose.yaml
+  mayfly up -f compose.yaml -f compose.ci.yaml
   mayfly up -f deploy/compose.yaml --root .  # build contexts in . (above the template)
   mayfly up --name pr-42 --ttl 2h -i BRANCH=feature-x --json`,
     )
     .action((options: UpOptions, command: Command) => up(options, command));
 }
 
-function collectInput(value: string, previous: Record<string, string> | undefined): Record<string, string> {
+/** Collects a repeatable `-f`. */
+export function collectFile(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), value];
+}
+
+/** Collects a repeatable `-i KEY=VALUE`. */
+export function collectInput(
+  value: string,
+  previous: Record<string, string> | undefined,
+): Record<string, string> {
   const equals = value.indexOf('=');
   if (equals <= 0) throw new UsageError(`invalid --input "${value}": expected KEY=VALUE`);
   return { ...previous, [value.slice(0, equals)]: value.slice(equals + 1) };
@@ -121,25 +139,14 @@ async function up(options: UpOptions, command: Command): Promise<void> {
       );
     }
   }
-  const file = resolve(options.file ?? findDefaultTemplate());
-  let content: string;
-  try {
-    content = readFileSync(file, 'utf8');
-  } catch (err) {
-    throw new UsageError(
-      `cannot read ${options.file ?? basename(file)}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
-    );
-  }
-  if (Buffer.byteLength(content) > TEMPLATE_MAX_BYTES) {
-    throw new UsageError(
-      `${options.file ?? basename(file)} is larger than the template limit of ${TEMPLATE_MAX_BYTES / 1024 / 1024} MiB`,
-    );
-  }
+  const [template, ...overrides] = readTemplateFiles(options.file);
+  const { file, content } = template!;
 
   const start = Date.now();
   const { inputs, profiles } = await resolveTemplateInputs({
     file,
     content,
+    overrides,
     given: options.input ?? {},
     profiles: options.profile ?? [],
     env: process.env,
@@ -148,6 +155,7 @@ async function up(options: UpOptions, command: Command): Promise<void> {
   const packed = await packTemplateFolder({
     file,
     content,
+    overrides,
     root: options.root === undefined ? dirname(file) : resolve(options.root),
     inputs,
     profiles,
@@ -166,7 +174,11 @@ async function up(options: UpOptions, command: Command): Promise<void> {
       kind: options.kind,
       inputs,
       profiles,
-      template: { filename: packed.filename, bundle: bundle.id },
+      template: {
+        filename: packed.filename,
+        bundle: bundle.id,
+        ...(packed.overrides.length > 0 ? { overrides: packed.overrides } : {}),
+      },
     });
   } finally {
     // Sent by now, or not needed any more (no server, upload refused).
@@ -222,7 +234,33 @@ async function up(options: UpOptions, command: Command): Promise<void> {
   printEnvironmentReady(env, Date.now() - start);
 }
 
-function findDefaultTemplate(): string {
+/**
+ * The template files `-f` names (or the default template), read: the first is the template, the
+ * rest Compose override files. A file that cannot be read, or is over the limit, is a usage error.
+ */
+export function readTemplateFiles(given: readonly string[] | undefined): TemplateFile[] {
+  const names = given && given.length > 0 ? given : [findDefaultTemplate()];
+  return names.map((name) => {
+    const file = resolve(name);
+    let content: string;
+    try {
+      content = readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new UsageError(
+        `cannot read ${name}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+      );
+    }
+    if (Buffer.byteLength(content) > TEMPLATE_MAX_BYTES) {
+      throw new UsageError(
+        `${name} is larger than the template limit of ${TEMPLATE_MAX_BYTES / 1024 / 1024} MiB`,
+      );
+    }
+    return { file, content };
+  });
+}
+
+/** The first of {@link DEFAULT_TEMPLATES} in the current directory. */
+export function findDefaultTemplate(): string {
   const found = DEFAULT_TEMPLATES.find((name) => existsSync(name));
   if (!found) {
     throw new UsageError(

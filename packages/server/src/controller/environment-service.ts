@@ -24,7 +24,13 @@ import type { EnvPlan } from '../plan/plan.js';
 import { type Runtime, RuntimeStepError, WorkloadNotFoundError } from '../runtime/runtime.js';
 import type { Workspaces } from '../sources/workspaces.js';
 import type { EnvironmentRecord, Store } from '../store/store.js';
-import { loadTemplate, plan, type Template, TemplateError } from '../template/index.js';
+import {
+  loadTemplate,
+  plan,
+  type Template,
+  TemplateError,
+  type TemplateOverride,
+} from '../template/index.js';
 import { InvalidRequestError, NotFoundError, QuotaExceededError } from './errors.js';
 import { keptLogStream, prefixLines } from './log-lines.js';
 import {
@@ -115,11 +121,25 @@ export class EnvironmentService {
           ? (req.template.content ?? '')
           : await readTemplateFile(sourceDir, req.template.filename);
       if (content.includes('\0')) throw new InvalidRequestError('the template contains a NUL character');
+      // Read like the template itself (only with a bundle: the contract says so); only the plan,
+      // made from all of them, is kept.
+      const overrides: TemplateOverride[] = [];
+      for (const filename of sourceDir === null ? [] : (req.template.overrides ?? [])) {
+        const text = await readTemplateFile(sourceDir!, filename);
+        if (text.includes('\0'))
+          throw new InvalidRequestError(`the override file "${filename}" contains a NUL character`);
+        overrides.push({ filename, content: text });
+      }
       const templateDir =
         sourceDir === null ? null : path.dirname(path.join(sourceDir, req.template.filename));
       const load = (name: string) =>
         loadTemplate(
-          { filename: req.template.filename, content, ...(templateDir ? { dir: templateDir } : {}) },
+          {
+            filename: req.template.filename,
+            content,
+            ...(templateDir ? { dir: templateDir } : {}),
+            ...(overrides.length > 0 ? { overrides } : {}),
+          },
           {
             inputs: { ...req.inputs, ENV_ID: id, ENV_NAME: name },
             // Build contexts, env files and bind mounts stay inside the server's copy of the
