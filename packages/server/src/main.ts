@@ -17,8 +17,10 @@ import { Reconciler } from './controller/reconciler.js';
 import type { UrlScheme } from './controller/urls.js';
 import { lockDataDir, prepareDataDir } from './data-dir/data-dir.js';
 import { Gateway } from './gateway/gateway.js';
+import type { ImageBuilder } from './images/image-builder.js';
 import { createLogger } from './observability/logger.js';
 import { createMetrics } from './observability/metrics.js';
+import { DockerImageBuilder } from './runtime/docker/docker-image-builder.js';
 import { DockerRuntime } from './runtime/docker/docker-runtime.js';
 import type { Runtime } from './runtime/runtime.js';
 import { Workspaces } from './sources/workspaces.js';
@@ -30,6 +32,8 @@ export const VERSION = '0.1.0';
 export interface StartOptions extends ServerConfigInput {
   /** Replaces the Docker driver (tests of other drivers, or a Kubernetes runtime). */
   runtime?: Runtime;
+  /** Replaces the Docker Engine's builder (a builder that pushes to a registry, for Kubernetes). */
+  images?: ImageBuilder;
   logDestination?: NodeJS.WritableStream;
 }
 
@@ -43,6 +47,7 @@ export interface RunningServer {
   adminTokenCreated: boolean;
   store: Store;
   runtime: Runtime;
+  images: ImageBuilder;
   environments: EnvironmentService;
   reconciler: Reconciler;
   workspaces: Workspaces;
@@ -53,7 +58,7 @@ export interface RunningServer {
 }
 
 export async function startServer(options: StartOptions = {}): Promise<RunningServer> {
-  const { runtime: injectedRuntime, logDestination, ...configInput } = options;
+  const { runtime: injectedRuntime, images: injectedImages, logDestination, ...configInput } = options;
   const config = loadConfig(configInput);
   const logger = createLogger(config.logLevel, logDestination);
   prepareDataDir(config.dataDir);
@@ -80,6 +85,12 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
       instance: store.instanceId,
       subnetPool: { base: config.dockerSubnetPool, size: config.dockerSubnetSize },
       containerLogLimits: { maxSizeBytes: Math.ceil(config.containerLogMaxBytes / 3), maxFiles: 3 },
+    });
+  const images =
+    injectedImages ??
+    new DockerImageBuilder({
+      socketPath: config.dockerSocket,
+      instance: store.instanceId,
     });
   const workspaces = new Workspaces({
     root: path.join(config.dataDir, 'work'),
@@ -123,6 +134,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
   const reconciler = new Reconciler({
     store,
     runtime,
+    images,
     workspaces,
     policy,
     logger: logger.child({ component: 'controller' }),
@@ -199,6 +211,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     adminTokenCreated,
     store,
     runtime,
+    images,
     environments,
     reconciler,
     workspaces,

@@ -3,13 +3,14 @@
  * recently used ones that no live environment's plan names are removed, oldest first, until the
  * total fits; an image a container still uses is never forced out.
  */
+
+import type { ImageBuilder } from '../images/image-builder.js';
 import type { Logger } from '../observability/logger.js';
-import type { Runtime } from '../runtime/runtime.js';
 import type { Store } from '../store/store.js';
 
 export interface ImageCollectorDeps {
   store: Store;
-  runtime: Runtime;
+  images: ImageBuilder;
   logger: Logger;
   budgetBytes: number;
   /**
@@ -22,7 +23,7 @@ export interface ImageCollectorDeps {
 
 /** Returns the refs removed. */
 export async function collectImages(deps: ImageCollectorDeps): Promise<string[]> {
-  const images = await deps.runtime.listBuiltImages();
+  const images = await deps.images.listBuilt();
   let total = images.reduce((sum, image) => sum + image.sizeBytes, 0);
   if (total <= deps.budgetBytes) return [];
   const inUse = new Set<string>();
@@ -40,7 +41,7 @@ export async function collectImages(deps: ImageCollectorDeps): Promise<string[]>
   const removed: string[] = [];
   for (const image of candidates) {
     if (total <= deps.budgetBytes) break;
-    if (!(await deps.runtime.removeImage(image.ref))) continue;
+    if (!(await deps.images.remove(image.ref))) continue;
     await deps.store.images.delete(image.ref);
     total -= image.sizeBytes;
     removed.push(image.ref);

@@ -10,10 +10,18 @@
  */
 import { performance } from 'node:perf_hooks';
 import type { EnvState, Failure } from '@mayfly/contract';
+import type { ImageBuilder } from '../images/image-builder.js';
 import { needsBuild, resolveBuilds } from '../images/resolve-builds.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
-import { type Runtime, RuntimeStepError, RuntimeUnavailableError } from '../runtime/runtime.js';
+import type { WorkloadPlan } from '../plan/plan.js';
+import { applyPlan, mayExitCleanly } from '../runtime/apply-plan.js';
+import {
+  type ObservedWorkload,
+  type Runtime,
+  RuntimeStepError,
+  RuntimeUnavailableError,
+} from '../runtime/runtime.js';
 import type { Workspaces } from '../sources/workspaces.js';
 import { type EnvironmentRecord, LeaseLostError, type Store } from '../store/store.js';
 import { collectGarbage } from './garbage-collector.js';
@@ -25,6 +33,8 @@ import { applyRetention } from './retention.js';
 export interface ReconcilerOptions {
   store: Store;
   runtime: Runtime;
+  /** Builds the images of `build:` workloads (the Docker Engine's builder, a registry builder…). */
+  images: ImageBuilder;
   workspaces: Workspaces;
   policy: HostPathPolicy;
   logger: Logger;
@@ -386,7 +396,7 @@ export class Reconciler {
       await runtime.ping();
       if (needsBuild(plan)) {
         if (env.state !== 'building') env = await this.transition(env, 'building', 'building images');
-        plan = await resolveBuilds(plan, runtime, {
+        plan = await resolveBuilds(plan, this.o.images, {
           signal,
           onProgress: (e) => {
             if (e.status === 'building') step = `build:${e.workload}`;
@@ -406,7 +416,7 @@ export class Reconciler {
       if (env.state === 'creating') progress.add('resuming: applying the plan again');
       else env = await this.transition(env, 'creating', 'creating services');
       step = 'apply';
-      await runtime.apply(plan, {
+      await applyPlan(runtime, plan, {
         signal,
         onProgress: (e) => {
           if (e.type === 'workload') step = `${e.phase === 'creating' ? 'create' : 'start'}:${e.workload}`;
@@ -530,7 +540,7 @@ export class Reconciler {
         () =>
           collectImages({
             store: this.o.store,
-            runtime: this.o.runtime,
+            images: this.o.images,
             logger,
             budgetBytes: this.o.imageBudgetBytes ?? 20 * 1024 ** 3,
             graceMs: this.o.imageGcGraceMs ?? 10 * 60_000,
@@ -562,12 +572,13 @@ export class Reconciler {
         const env = await store.environments.get(listed.id);
         if (!env?.plan || env.state !== 'ready' || env.desired !== 'present') continue;
         const observed = await runtime.observe(env.id);
+        // A service that ran to a clean end where Compose would not restart it is done, not missing.
+        const settled = (w: WorkloadPlan, o: ObservedWorkload) =>
+          o.state === 'running' || (o.state === 'exited' && o.exitCode === 0 && mayExitCleanly(w));
         const missing = env.plan.workloads
           .filter((w) => w.kind === 'service')
           .filter(
-            (w) =>
-              observed.workloads.filter((o) => o.name === w.name && o.state === 'running').length <
-              w.replicas,
+            (w) => observed.workloads.filter((o) => o.name === w.name && settled(w, o)).length < w.replicas,
           )
           .map((w) => w.name);
         if (missing.length === 0) continue;

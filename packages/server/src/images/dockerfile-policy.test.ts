@@ -3,7 +3,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import tar from 'tar-stream';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { DockerRuntime } from '../runtime/docker/docker-runtime.js';
+import { DockerImageBuilder } from '../runtime/docker/docker-image-builder.js';
 import { testInstanceName } from '../test-support/global-setup.js';
 import {
   assertDockerfileAllowed,
@@ -294,7 +294,7 @@ describe('the API', () => {
  * engine the product uses fetches each of them from a server on the host's loopback.
  */
 describe('against the Docker daemon', () => {
-  const runtime = new DockerRuntime({ instance: `${testInstanceName()}-dockerfile-policy` });
+  const builder = new DockerImageBuilder({ instance: `${testInstanceName()}-dockerfile-policy` });
   const fetched: string[] = [];
   const server = http.createServer((req, res) => {
     fetched.push(req.url ?? '');
@@ -308,7 +308,7 @@ describe('against the Docker daemon', () => {
   });
 
   afterAll(async () => {
-    for (const image of await runtime.listBuiltImages()) await runtime.removeImage(image.ref);
+    for (const image of await builder.listBuilt()) await builder.remove(image.ref);
     await new Promise((resolve) => server.close(resolve));
   });
 
@@ -318,8 +318,8 @@ describe('against the Docker daemon', () => {
     pack.entry({ name: 'Dockerfile' }, Buffer.from(dockerfile, 'latin1'));
     pack.finalize();
     const before = fetched.filter((url) => url === `/${name}`).length;
-    await runtime
-      .buildImage(
+    await builder
+      .build(
         `mayfly-test/dockerfile-policy:${name}`,
         { context: '.', dockerfile: 'Dockerfile', args },
         { context: pack as unknown as NodeJS.ReadableStream },

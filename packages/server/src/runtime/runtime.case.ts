@@ -1,7 +1,8 @@
 /**
- * The conformance suite every Runtime driver must pass. A driver's test file calls
- * `describeRuntime(name, make, reach)` where `reach` turns a resolved endpoint into a URL the test
- * process can fetch (direct container IP for Docker, a port-forward for Kubernetes).
+ * The conformance suite every Runtime driver must pass, through `applyPlan` (the ordering and
+ * readiness every driver shares). A driver's test file calls `describeRuntime(name, make, reach)`
+ * where `reach` turns a resolved endpoint into a URL the test process can fetch (direct
+ * container IP for Docker, a port-forward for Kubernetes).
  */
 import { randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
@@ -10,6 +11,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import type { BuildPlan, EnvPlan } from '../plan/plan.js';
 import { TESTKIT_IMAGE } from '../test-support/global-setup.js';
 import { envPlan, httpService, workload } from '../test-support/plans.js';
+import { applyPlan } from './apply-plan.js';
 import type { Endpoint, ProgressEvent, Runtime } from './runtime.js';
 import { RuntimeStepError } from './runtime.js';
 
@@ -26,8 +28,6 @@ export interface RuntimeCaseOptions {
    * that a workload was not recreated behind the suite's back.
    */
   workloadIds?: (envId: string, workload: string) => Promise<string[]>;
-  /** True while the platform still runs build work whose command line contains `marker`. */
-  buildWorkRunning?: (marker: string) => Promise<boolean>;
 }
 
 const MiB = 1024 * 1024;
@@ -80,10 +80,7 @@ async function getText(url: string): Promise<string> {
   return res.text();
 }
 
-export function describeRuntime(
-  name: string,
-  { make, reach, workloadIds, buildWorkRunning }: RuntimeCaseOptions,
-): void {
+export function describeRuntime(name: string, { make, reach, workloadIds }: RuntimeCaseOptions): void {
   describe(`Runtime conformance: ${name}`, () => {
     const runtime = make();
     const made: EnvPlan[] = [];
@@ -91,18 +88,11 @@ export function describeRuntime(
       made.push(plan);
       return plan;
     };
-    const builtTags: string[] = [];
-    const newTag = () => {
-      const tag = `mayfly-test/conformance-build:${randomUUID().slice(0, 12)}`;
-      builtTags.push(tag);
-      return tag;
-    };
     afterAll(async () => {
       // Every step runs even when one fails, so one failure does not leave the rest behind.
       const results: PromiseSettledResult<unknown>[] = await Promise.allSettled(
         made.map((plan) => runtime.destroy(plan.envId)),
       );
-      results.push(...(await Promise.allSettled(builtTags.map((tag) => runtime.removeImage(tag)))));
       const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
       if (failed) throw failed.reason;
     });
@@ -136,7 +126,7 @@ export function describeRuntime(
     it('applies in dependency order and reports every workload', async () => {
       const plan = appPlan();
       const events: ProgressEvent[] = [];
-      await runtime.apply(plan, { onProgress: (e) => events.push(e) });
+      await applyPlan(runtime, plan, { onProgress: (e) => events.push(e) });
       const order = events
         .filter((e) => e.type === 'workload' && e.phase === 'started')
         .map((e) => e.workload);
@@ -175,7 +165,7 @@ export function describeRuntime(
 
       // re-applying an unchanged plan touches nothing
       const again: ProgressEvent[] = [];
-      await runtime.apply(plan, { onProgress: (e) => again.push(e) });
+      await applyPlan(runtime, plan, { onProgress: (e) => again.push(e) });
       expect(again.filter((e) => e.type === 'workload')).toHaveLength(3);
       expect(
         again
@@ -191,7 +181,7 @@ export function describeRuntime(
         ),
       };
       const replaced: ProgressEvent[] = [];
-      await runtime.apply(changed, { onProgress: (e) => replaced.push(e) });
+      await applyPlan(runtime, changed, { onProgress: (e) => replaced.push(e) });
       const created = replaced
         .filter((e) => e.type === 'workload' && e.phase === 'creating')
         .map((e) => e.workload);
@@ -205,9 +195,87 @@ export function describeRuntime(
       expect((await runtime.listManaged()).filter((o) => o.envId === plan.envId)).toEqual([]);
     });
 
+    it('a service that exits 0 is done, as Compose sees it, unless its restart policy would restart it', async () => {
+      const plan = track(
+        envPlan(
+          [
+            workload({
+              name: 'once',
+              command: ['sh', '-c', 'echo did-it > /data/done'],
+              mounts: [{ type: 'volume', source: 'd', target: '/data', readOnly: false }],
+            }),
+            workload({
+              name: 'after',
+              command: ['testkit', 'sleep'],
+              dependsOn: [{ name: 'once', condition: 'service_started' }],
+              mounts: [{ type: 'volume', source: 'd', target: '/data', readOnly: false }],
+            }),
+          ],
+          { volumes: [{ name: 'd' }] },
+        ),
+      );
+      await applyPlan(runtime, plan);
+      expect((await runtime.readFile(plan.envId, 'after', '/data/done')).toString()).toBe('did-it\n');
+      const ids = await workloadIds?.(plan.envId, 'once');
+      // Applied again: a service that ran to its end is not run again.
+      const again: ProgressEvent[] = [];
+      await applyPlan(runtime, plan, { onProgress: (e) => again.push(e) });
+      expect(
+        again
+          .filter((e) => e.type === 'workload' && e.workload === 'once')
+          .map((e) => e.type === 'workload' && e.phase),
+      ).toEqual(['reused']);
+      if (workloadIds) expect(await workloadIds(plan.envId, 'once')).toEqual(ids);
+
+      const failing = track(
+        envPlan([workload({ name: 'boom', command: ['sh', '-c', 'echo bad-exit; exit 3'] })]),
+      );
+      const err = (await applyPlan(runtime, failing).catch((e: unknown) => e)) as RuntimeStepError;
+      expect(err).toBeInstanceOf(RuntimeStepError);
+      expect(err.step).toBe('start:boom');
+      expect(err.reason).toMatch(/exited with code 3[\s\S]*bad-exit/);
+
+      // `always` brings it back: its clean exit is never taken as done (a crash loop, if seen).
+      const looping = track(
+        envPlan([workload({ name: 'loop', command: ['sh', '-c', 'exit 0'], restart: 'always' })]),
+      );
+      const loopEvents: ProgressEvent[] = [];
+      const loopErr = await applyPlan(runtime, looping, { onProgress: (e) => loopEvents.push(e) }).catch(
+        (e: unknown) => e,
+      );
+      if (loopErr !== undefined) expect((loopErr as RuntimeStepError).step).toBe('start:loop');
+      expect(loopEvents.some((e) => e.type === 'workload' && e.phase === 'completed')).toBe(false);
+      await Promise.all([plan, failing, looping].map((p) => runtime.destroy(p.envId)));
+    });
+
+    it('puts files in before the start, with their mode and owner, and mounts tmpfs', async () => {
+      const plan = track(
+        envPlan([
+          workload({
+            name: 'box',
+            command: ['testkit', 'sleep'],
+            files: [
+              { target: '/run/secrets/token', content: 's3cr3t', mode: 0o400, uid: '1000', gid: '1000' },
+              { target: '/etc/app/app.conf', content: 'a = 1\n', mode: 0o444 },
+            ],
+            mounts: [{ type: 'tmpfs', target: '/scratch', sizeBytes: 4 * MiB, readOnly: false }],
+          }),
+        ]),
+      );
+      await applyPlan(runtime, plan);
+      const run = async (script: string) =>
+        (await runtime.exec(plan.envId, 'box', ['sh', '-c', script])).stdout.trim();
+      expect(await run('cat /run/secrets/token; echo; stat -c "%a %u %g" /run/secrets/token')).toBe(
+        's3cr3t\n400 1000 1000',
+      );
+      expect(await run('cat /etc/app/app.conf; stat -c "%a" /etc/app/app.conf')).toBe('a = 1\n444');
+      expect(await run('grep " /scratch " /proc/mounts | cut -d" " -f3')).toBe('tmpfs');
+      await runtime.destroy(plan.envId);
+    });
+
     it('exec streams stdout and stderr, passes stdin and returns the exit code', async () => {
       const plan = track(envPlan([workload({ name: 'box', command: ['testkit', 'sleep'] })]));
-      await runtime.apply(plan);
+      await applyPlan(runtime, plan);
       const result = await runtime.exec(plan.envId, 'box', ['sh', '-c', 'cat; echo err >&2; exit 3'], {
         stdin: 'from stdin\n',
       });
@@ -228,7 +296,7 @@ export function describeRuntime(
 
     it('exec keeps the end of what a command prints, at most maxOutputBytes of each stream, and says so', async () => {
       const plan = track(envPlan([workload({ name: 'box', command: ['testkit', 'sleep'] })]));
-      await runtime.apply(plan);
+      await applyPlan(runtime, plan);
       const small = await runtime.exec(
         plan.envId,
         'box',
@@ -282,7 +350,7 @@ export function describeRuntime(
       );
       const events: ProgressEvent[] = [];
       const rss = watchRss();
-      await runtime.apply(plan, { onProgress: (e) => events.push(e) });
+      await applyPlan(runtime, plan, { onProgress: (e) => events.push(e) });
       const rise = rss.stop();
       expect(events).toContainEqual({ type: 'workload', workload: 'loud', phase: 'healthy' });
       // What is read and dropped waits for the garbage collector (~40 MiB seen); kept, it would be ≥ 400 MB.
@@ -292,7 +360,7 @@ export function describeRuntime(
 
     it('returns logs, and follows them', async () => {
       const plan = track(envPlan([workload({ name: 'logger', command: ['testkit', 'log', '3'] })]));
-      await runtime.apply(plan);
+      await applyPlan(runtime, plan);
       let text = '';
       for (let i = 0; i < 50 && !text.includes('line 3'); i++) {
         text = '';
@@ -334,7 +402,7 @@ export function describeRuntime(
       const plan = track(
         envPlan([workload({ name: 'noisy', kind: 'job', command: ['python3', '-c', script] })]),
       );
-      await runtime.apply(plan); // the job has exited: its whole output is there to read
+      await applyPlan(runtime, plan); // the job has exited: its whole output is there to read
 
       const rssBefore = process.memoryUsage().rss;
       const stream = await runtime.logs(plan.envId, 'noisy');
@@ -388,7 +456,7 @@ export function describeRuntime(
           }),
         ]),
       );
-      const err = await runtime.apply(plan).catch((e: unknown) => e);
+      const err = await applyPlan(runtime, plan).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(RuntimeStepError);
       expect((err as RuntimeStepError).step).toBe('job:migrate');
       expect((err as RuntimeStepError).reason).toMatch(/exited with code 7[\s\S]*exiting 7/);
@@ -411,7 +479,7 @@ export function describeRuntime(
           }),
         ]),
       );
-      const err = await runtime.apply(plan).catch((e: unknown) => e);
+      const err = await applyPlan(runtime, plan).catch((e: unknown) => e);
       expect((err as RuntimeStepError).step).toBe('health:sick');
       expect((err as RuntimeStepError).reason).toContain('nope');
       await runtime.destroy(plan.envId);
@@ -419,119 +487,11 @@ export function describeRuntime(
 
     it('destroy is idempotent and lists nothing afterwards', async () => {
       const plan = track(envPlan([workload({ name: 'a', command: ['testkit', 'sleep'] })]));
-      await runtime.apply(plan);
+      await applyPlan(runtime, plan);
       expect((await runtime.listManaged()).some((o) => o.envId === plan.envId)).toBe(true);
       await Promise.all([runtime.destroy(plan.envId), runtime.destroy(plan.envId)]);
       await runtime.destroy(plan.envId);
       expect((await runtime.listManaged()).some((o) => o.envId === plan.envId)).toBe(false);
-    });
-
-    it('builds from the context it is given, lists the image, and removes it only once unused', async () => {
-      const tag = newTag();
-      const logs: string[] = [];
-      await runtime.buildImage(tag, buildPlan({ GREETING: 'built with args' }), {
-        context: contextTar({
-          Dockerfile: `FROM ${TESTKIT_IMAGE}\nARG GREETING\nCOPY hello.txt /hello.txt\nRUN echo "$GREETING" > /greeting\n`,
-          'hello.txt': 'from the context tar\n',
-        }),
-        onLog: (line) => logs.push(line),
-      });
-      expect(logs.length).toBeGreaterThan(0);
-      expect(await runtime.hasImage(tag)).toBe(true);
-      const listed = (await runtime.listBuiltImages()).find((image) => image.ref === tag);
-      expect(listed).toMatchObject({ ref: tag });
-      expect(listed!.sizeBytes).toBeGreaterThan(0);
-      expect(Date.now() - listed!.createdAt.getTime()).toBeLessThan(10 * 60_000);
-
-      const plan = track(envPlan([workload({ name: 'app', image: tag, command: ['testkit', 'sleep'] })]));
-      await runtime.apply(plan);
-      expect((await runtime.readFile(plan.envId, 'app', '/hello.txt')).toString()).toBe(
-        'from the context tar\n',
-      );
-      expect((await runtime.exec(plan.envId, 'app', ['cat', '/greeting'])).stdout).toBe('built with args\n');
-
-      // In use: not removed, never forced.
-      expect(await runtime.removeImage(tag)).toBe(false);
-      expect(await runtime.hasImage(tag)).toBe(true);
-      await runtime.destroy(plan.envId);
-      expect(await runtime.removeImage(tag)).toBe(true);
-      expect(await runtime.hasImage(tag)).toBe(false);
-      expect((await runtime.listBuiltImages()).some((image) => image.ref === tag)).toBe(false);
-      expect(await runtime.removeImage(tag)).toBe(true); // already gone
-    });
-
-    it('a failing build rejects with the builder output; images it did not build are not listed or removable', async () => {
-      const tag = newTag();
-      const err = await runtime
-        .buildImage(tag, buildPlan(), {
-          context: contextTar({ Dockerfile: `FROM ${TESTKIT_IMAGE}\nRUN echo about-to-fail && exit 9\n` }),
-        })
-        .catch((e: unknown) => e);
-      expect(err).toBeInstanceOf(Error);
-      expect((err as Error).message).toContain('about-to-fail');
-      expect(await runtime.hasImage(tag)).toBe(false);
-      expect((await runtime.listBuiltImages()).some((image) => image.ref === TESTKIT_IMAGE)).toBe(false);
-      await expect(runtime.removeImage(TESTKIT_IMAGE)).rejects.toThrow();
-      expect(await runtime.hasImage(TESTKIT_IMAGE)).toBe(true);
-    });
-
-    it('a failing build that printed a lot rejects with only the end of its output', async () => {
-      const tag = newTag();
-      const err = await runtime
-        .buildImage(tag, buildPlan(), {
-          context: contextTar({
-            // ~590 KB in short lines, then one 600 KB line, then the line that explains the failure.
-            Dockerfile: `FROM ${TESTKIT_IMAGE}\nRUN seq 1 100000; head -c 600000 /dev/zero | tr '\\0' x; echo; echo the-last-words; exit 4\n`,
-          }),
-        })
-        .catch((e: unknown) => e);
-      expect(err).toBeInstanceOf(Error);
-      const message = (err as Error).message;
-      expect(message).toMatch(/the-last-words/);
-      expect(message).toMatch(/\b4\b/); // the exit code, in the builder's own failure line
-      expect(Buffer.byteLength(message)).toBeLessThan(16 * 1024);
-      expect(await runtime.hasImage(tag)).toBe(false);
-    });
-
-    it('a cancelled build stops at once, on the platform too, and tags nothing', async () => {
-      const tag = newTag();
-      const marker = `build-marker-${randomUUID().slice(0, 8)}`;
-      const abort = new AbortController();
-      let abortedAt = 0;
-      const building = runtime.buildImage(tag, buildPlan(), {
-        context: contextTar({
-          Dockerfile: `FROM ${TESTKIT_IMAGE}\nRUN echo ${marker}-running && sleep 120\n`,
-        }),
-        // Cancel once the long step runs (its output, not the step's title, names the marker).
-        onLog: (line) => {
-          if (line.startsWith(`${marker}-running`) && !abortedAt) {
-            abortedAt = Date.now();
-            abort.abort(new Error('cancelled by the test'));
-          }
-        },
-        signal: abort.signal,
-      });
-      await expect(building).rejects.toThrow('cancelled by the test');
-      expect(abortedAt).toBeGreaterThan(0);
-      expect(Date.now() - abortedAt).toBeLessThan(5_000);
-      if (buildWorkRunning) {
-        await until(
-          async () => !(await buildWorkRunning(marker)),
-          'the cancelled build step is gone',
-          20_000,
-        );
-      }
-      expect(await runtime.hasImage(tag)).toBe(false);
-
-      // Already aborted: nothing is sent at all.
-      const before = new AbortController();
-      before.abort(new Error('never started'));
-      await expect(
-        runtime.buildImage(newTag(), buildPlan(), {
-          context: contextTar({ Dockerfile: `FROM ${TESTKIT_IMAGE}\n` }),
-          signal: before.signal,
-        }),
-      ).rejects.toThrow('never started');
     });
 
     it('never runs a job twice: a created one is started, a running one waited for (control plane restarts)', async () => {
@@ -573,7 +533,7 @@ export function describeRuntime(
 
       // 1. The control plane dies while the job waits for its dependency.
       const first = new AbortController();
-      const applying = runtime.apply(plan, { signal: first.signal });
+      const applying = applyPlan(runtime, plan, { signal: first.signal });
       applying.catch(() => {});
       await until(async () => (await stateOf('once')) === 'created', 'the job is created, not started');
       const ids = await workloadIds?.(plan.envId, 'once');
@@ -585,7 +545,10 @@ export function describeRuntime(
       await runtime.writeFile(plan.envId, 'gate', '/tmp/open', 'yes');
       const second = new AbortController();
       const events2: ProgressEvent[] = [];
-      const applying2 = runtime.apply(plan, { signal: second.signal, onProgress: (e) => events2.push(e) });
+      const applying2 = applyPlan(runtime, plan, {
+        signal: second.signal,
+        onProgress: (e) => events2.push(e),
+      });
       applying2.catch(() => {});
       await until(async () => (await stateOf('once')) === 'running', 'the job runs');
       second.abort();
@@ -599,7 +562,7 @@ export function describeRuntime(
 
       // 3. The next one waits for the same run to finish.
       const events3: ProgressEvent[] = [];
-      await runtime.apply(plan, { onProgress: (e) => events3.push(e) });
+      await applyPlan(runtime, plan, { onProgress: (e) => events3.push(e) });
       expect(phases(events3)).not.toContain('creating');
       expect(phases(events3)).not.toContain('started');
       expect(phases(events3)).toContain('completed');
@@ -618,15 +581,15 @@ export function describeRuntime(
           }),
         ]),
       );
-      const first = (await runtime.apply(plan).catch((e: unknown) => e)) as RuntimeStepError;
+      const first = (await applyPlan(runtime, plan).catch((e: unknown) => e)) as RuntimeStepError;
       expect(first).toBeInstanceOf(RuntimeStepError);
       expect(first.step).toBe('job:flaky');
       expect(first.reason).toMatch(/exited with code 5[\s\S]*run [0-9a-f-]{36}/);
       const ids = await workloadIds?.(plan.envId, 'flaky');
       const events: ProgressEvent[] = [];
-      const again = (await runtime
-        .apply(plan, { onProgress: (e) => events.push(e) })
-        .catch((e: unknown) => e)) as RuntimeStepError;
+      const again = (await applyPlan(runtime, plan, { onProgress: (e) => events.push(e) }).catch(
+        (e: unknown) => e,
+      )) as RuntimeStepError;
       expect(again).toBeInstanceOf(RuntimeStepError);
       expect(again.step).toBe('job:flaky');
       // The same output (its random id included): the same run, reported again, not a new one.
@@ -639,7 +602,7 @@ export function describeRuntime(
     it('an abort stops apply while it creates many containers: nothing more is created, nothing started', async () => {
       const plan = track(envPlan([workload({ name: 'many', command: ['testkit', 'sleep'], replicas: 40 })]));
       const abort = new AbortController();
-      const applying = runtime.apply(plan, { signal: abort.signal });
+      const applying = applyPlan(runtime, plan, { signal: abort.signal });
       applying.catch(() => {});
       await until(
         async () => (await runtime.observe(plan.envId)).workloads.length > 0,
@@ -659,7 +622,7 @@ export function describeRuntime(
     it('an abort stops apply while it starts many containers: the rest are never started', async () => {
       const plan = track(envPlan([workload({ name: 'many', command: ['testkit', 'sleep'], replicas: 40 })]));
       const abort = new AbortController();
-      const applying = runtime.apply(plan, { signal: abort.signal });
+      const applying = applyPlan(runtime, plan, { signal: abort.signal });
       applying.catch(() => {});
       await until(
         async () => (await runtime.observe(plan.envId)).workloads.some((w) => w.state === 'running'),
@@ -695,7 +658,7 @@ export function describeRuntime(
         ]),
       );
       const started = Date.now();
-      const err = (await runtime.apply(plan).catch((e: unknown) => e)) as RuntimeStepError;
+      const err = (await applyPlan(runtime, plan).catch((e: unknown) => e)) as RuntimeStepError;
       expect(err).toBeInstanceOf(RuntimeStepError);
       expect(err.step).toBe('start:crashy');
       expect(err.reason).toMatch(/keeps crashing \(restarted \d+ times[\s\S]*crashing on purpose/);

@@ -1,11 +1,14 @@
 /**
  * The Runtime interface: everything the control plane asks of a container platform.
- * Drivers (Docker, Kubernetes) implement it; nothing above `runtime/` imports a driver.
+ * Drivers (Docker, Kubernetes) implement it; nothing above `runtime/` imports a driver. A driver
+ * makes, starts, watches and removes one workload at a time; the order of workloads, the
+ * conditions of `depends_on`, and what counts as success are decided once, above every driver,
+ * in `apply-plan.ts`. Images are built by another seam (`images/image-builder.ts`).
  * Every object a driver makes carries the labels in {@link LABELS}, so teardown and garbage
  * collection find them by label, never by remembered ids alone.
  */
 import type { Readable } from 'node:stream';
-import type { BuildPlan, EnvPlan } from '../plan/plan.js';
+import type { EnvPlan, WorkloadPlan } from '../plan/plan.js';
 
 export const LABELS = {
   managedBy: 'mayfly.managed-by',
@@ -27,6 +30,7 @@ export type ProgressEvent =
       phase: 'creating' | 'started' | 'healthy' | 'listening' | 'completed' | 'reused';
     };
 
+/** Options of `applyPlan` (`apply-plan.ts`). */
 export interface ApplyOptions {
   onProgress?: (event: ProgressEvent) => void;
   /**
@@ -64,27 +68,6 @@ export interface LogOptions {
   /** Last N lines only; every line when undefined (callers bound it). */
   tail?: number;
   signal?: AbortSignal;
-}
-
-export interface BuildOptions {
-  /**
-   * The build context as the builder must get it: an uncompressed tar of exactly the files to
-   * send (`.dockerignore` already applied above the driver, see `images/context-files.ts`).
-   */
-  context: NodeJS.ReadableStream;
-  /** Every line of output, as it comes. A failed build's error message keeps only the last few KiB. */
-  onLog?: (line: string) => void;
-  /** Aborting stops the build (the request to the builder is cancelled). */
-  signal?: AbortSignal;
-}
-
-/** An image this installation built (see {@link Runtime.buildImage}). */
-export interface BuiltImage {
-  /** The tag it was built as, e.g. `mayfly-build/shop:0123abcd…`. */
-  ref: string;
-  id: string;
-  sizeBytes: number;
-  createdAt: Date;
 }
 
 export interface ExecOptions {
@@ -140,29 +123,70 @@ export class RuntimeUnavailableError extends Error {
   override name = 'RuntimeUnavailableError';
 }
 
+/**
+ * What a driver found, or made, of one workload before it is started (see
+ * {@link Runtime.prepareWorkload}). `output` is the end of its output, for an error message: ''
+ * or a newline followed by the last lines.
+ */
+export type PreparedWorkload =
+  | { state: 'created' }
+  | { state: 'running' }
+  | { state: 'exited'; exitCode: number; output: string };
+
+/** How a started service turned out (see {@link Runtime.waitForReady}). */
+export type ReadyOutcome =
+  | {
+      state: 'ready';
+      /** `healthcheck`: its check passed; `port`: no check, its HTTP port accepts connections; `running`: neither applies. */
+      by: 'healthcheck' | 'port' | 'running';
+    }
+  | { state: 'exited'; exitCode: number; output: string };
+
+export interface PrepareOptions {
+  /**
+   * The workload may stop for good (a job, or a service Compose would not restart after a clean
+   * exit): containers with the same spec that have exited are kept and reported, not replaced.
+   */
+  keepExited: boolean;
+  onProgress?: (event: ProgressEvent) => void;
+  signal: AbortSignal;
+}
+
 export interface Runtime {
   readonly name: string;
   /** Throws {@link RuntimeUnavailableError} when the platform does not answer. */
   ping(): Promise<void>;
-  /** True when the image is present where workloads will run. */
-  hasImage(ref: string): Promise<boolean>;
-  /** Builds `tag` from `build`, sending `options.context` as the context. */
-  buildImage(tag: string, build: BuildPlan, options: BuildOptions): Promise<void>;
-  /** Images built by {@link buildImage} that are still present. */
-  listBuiltImages(): Promise<BuiltImage[]>;
-  /** Removes a built image; false (and nothing removed) when a container still uses it. */
-  removeImage(ref: string): Promise<boolean>;
   /**
-   * Converges the platform to `plan`. Idempotent: objects that already match (same spec hash)
-   * are kept, missing ones created, changed ones replaced, ones no longer planned removed.
-   * Resolves when every service is started (and healthy if it has a health check) and every job
-   * has exited 0, in `dependsOn` order, independent workloads in parallel.
-   * A job that is already running with the same spec (a control plane restarted during it) is
-   * waited for, never started twice; a service that keeps crashing fails its step instead of
-   * being waited for until the timeout.
-   * Throws {@link RuntimeStepError} naming the step that failed.
+   * The objects every workload of the environment shares (network, volumes), made if missing; the
+   * objects of workloads the plan no longer has, removed. Idempotent.
    */
-  apply(plan: EnvPlan, options?: ApplyOptions): Promise<void>;
+  prepareEnvironment(plan: EnvPlan, signal: AbortSignal): Promise<void>;
+  /**
+   * Keeps what already matches `workload` (same spec hash; every replica running, or exited when
+   * `keepExited`; a job created, running or exited) and reports it; otherwise removes what there is,
+   * makes its image present (pulled when given by reference), and creates it without starting it.
+   * `signal` is checked between platform calls, so an abort stops the creation of many replicas.
+   */
+  prepareWorkload(plan: EnvPlan, workload: WorkloadPlan, options: PrepareOptions): Promise<PreparedWorkload>;
+  /** Starts what {@link prepareWorkload} created; an abort leaves the rest unstarted. */
+  startWorkload(plan: EnvPlan, workload: WorkloadPlan, signal: AbortSignal): Promise<void>;
+  /** Waits for a started job to end; throws a `job:` step error when it runs past the platform's timeout. */
+  waitForExit(
+    plan: EnvPlan,
+    workload: WorkloadPlan,
+    signal: AbortSignal,
+  ): Promise<{ exitCode: number; output: string }>;
+  /**
+   * Waits for a started service: every replica running, and healthy when it has a health check,
+   * or (no check) its HTTP ports accepting connections. Reports a replica that exited. A service
+   * that keeps being restarted (`fresh`: count every restart; else only those seen while waiting)
+   * or never gets healthy fails its `start:` / `health:` / `ready:` step.
+   */
+  waitForReady(
+    plan: EnvPlan,
+    workload: WorkloadPlan,
+    options: { fresh: boolean; signal: AbortSignal },
+  ): Promise<ReadyOutcome>;
   observe(envId: string): Promise<ObservedEnv>;
   /** Removes every object labelled with `envId`; resolves only once none remains. */
   destroy(envId: string): Promise<void>;

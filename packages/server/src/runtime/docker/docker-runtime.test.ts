@@ -4,10 +4,13 @@ import http from 'node:http';
 import Docker from 'dockerode';
 import tar from 'tar-stream';
 import { afterAll, describe, expect, it } from 'vitest';
+import { describeImageBuilder } from '../../images/image-builder.case.js';
 import type { EnvPlan } from '../../plan/plan.js';
 import { TESTKIT_IMAGE, testInstanceName } from '../../test-support/global-setup.js';
 import { envPlan, workload } from '../../test-support/plans.js';
+import { applyPlan } from '../apply-plan.js';
 import { describeRuntime } from '../runtime.case.js';
+import { DockerImageBuilder } from './docker-image-builder.js';
 import { DockerRuntime } from './docker-runtime.js';
 
 const MiB = 1024 * 1024;
@@ -49,6 +52,11 @@ describeRuntime('docker', {
     }),
   reach: async (endpoint) => `http://${endpoint.host}:${endpoint.port}`,
   workloadIds: async (envId, workload) => containerIds(conformanceInstance, envId, workload),
+});
+
+describeImageBuilder('docker', {
+  make: () => new DockerImageBuilder({ instance: conformanceInstance }),
+  runtime: () => new DockerRuntime({ instance: conformanceInstance }),
   // The legacy builder runs each RUN step in a container of its own, unlabelled.
   buildWorkRunning: async (marker) =>
     docker('ps', '-a', '--no-trunc', '--format', '{{.Command}}').includes(marker),
@@ -63,6 +71,7 @@ describe('DockerRuntime', () => {
     // `agent` is passed on to every request by docker-modem, though missing from DockerOptions' type.
     docker: new Docker({ socketPath: '/var/run/docker.sock', agent } as Docker.DockerOptions),
   });
+  const images = new DockerImageBuilder({ instance });
   const openSockets = () => Object.values(agent.sockets).reduce((n, list) => n + (list?.length ?? 0), 0);
   const made: EnvPlan[] = [];
   const track = (plan: EnvPlan) => {
@@ -75,7 +84,7 @@ describe('DockerRuntime', () => {
     const results: PromiseSettledResult<unknown>[] = await Promise.allSettled(
       made.map((plan) => runtime.destroy(plan.envId)),
     );
-    results.push(...(await Promise.allSettled(builtTags.map((tag) => runtime.removeImage(tag)))));
+    results.push(...(await Promise.allSettled(builtTags.map((tag) => images.remove(tag)))));
     agent.destroy();
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;
@@ -83,7 +92,7 @@ describe('DockerRuntime', () => {
 
   it('bounds the output the Engine keeps for every container', async () => {
     const plan = track(envPlan([workload({ name: 'box', command: ['testkit', 'sleep'] })]));
-    await runtime.apply(plan);
+    await applyPlan(runtime, plan);
     const [id] = containerIds(instance, plan.envId, 'box');
     const logConfig = JSON.parse(docker('inspect', '--format', '{{json .HostConfig.LogConfig}}', id!));
     expect(logConfig).toEqual({
@@ -99,7 +108,7 @@ describe('DockerRuntime', () => {
     docker('network', 'create', '--ipv6', '--subnet', `fd00:6d61:7966:${hextet}::/64`, name);
     try {
       const plan = track(envPlan([workload({ name: 'box', command: ['testkit', 'sleep'] })]));
-      await runtime.apply(plan);
+      await applyPlan(runtime, plan);
       expect((await runtime.observe(plan.envId)).workloads).toMatchObject([
         { name: 'box', state: 'running' },
       ]);
@@ -115,7 +124,7 @@ describe('DockerRuntime', () => {
     const pack = tar.pack();
     pack.entry({ name: 'Dockerfile' }, `FROM ${TESTKIT_IMAGE}\nVOLUME /data\nVOLUME ["/var/lib/other/"]\n`);
     pack.finalize();
-    await runtime.buildImage(
+    await images.build(
       tag,
       { context: '/unused', dockerfile: 'Dockerfile', args: {} },
       { context: pack as unknown as NodeJS.ReadableStream },
@@ -135,7 +144,7 @@ describe('DockerRuntime', () => {
         { volumes: [{ name: 'mine' }] },
       ),
     );
-    await runtime.apply(plan);
+    await applyPlan(runtime, plan);
     await runtime.exec(plan.envId, 'keeper', [
       'sh',
       '-c',
@@ -162,7 +171,7 @@ describe('DockerRuntime', () => {
     // The container goes behind the driver's back; the next apply (a repair) recreates it.
     const [before] = containerIds(instance, plan.envId, 'keeper');
     docker('rm', '-f', before!);
-    await runtime.apply(plan);
+    await applyPlan(runtime, plan);
     const [after] = containerIds(instance, plan.envId, 'keeper');
     expect(after).not.toBe(before);
     expect((await runtime.readFile(plan.envId, 'keeper', '/data/file')).toString()).toBe('kept\n');
@@ -175,7 +184,7 @@ describe('DockerRuntime', () => {
 
     await runtime.destroy(plan.envId);
     expect(lines(docker('volume', 'ls', '-q', '--filter', `label=mayfly.env=${plan.envId}`))).toEqual([]);
-    expect(await runtime.removeImage(tag)).toBe(true);
+    expect(await images.remove(tag)).toBe(true);
   });
 
   /** The limits a build step sees in its own cgroup (v1 or v2), as its RUN prints them. */
@@ -192,8 +201,8 @@ describe('DockerRuntime', () => {
     pack.entry({ name: 'Dockerfile' }, `FROM ${TESTKIT_IMAGE}\nARG NONCE\nRUN ${script}\n`);
     pack.finalize();
     const logs: string[] = [];
-    const builder = limits ? new DockerRuntime({ instance, buildLimits: limits }) : runtime;
-    await builder.buildImage(
+    const builder = limits ? new DockerImageBuilder({ instance, buildLimits: limits }) : images;
+    await builder.build(
       tag,
       { context: '/unused', dockerfile: 'Dockerfile', args: { NONCE: randomUUID() } },
       { context: pack as unknown as NodeJS.ReadableStream, onLog: (line) => logs.push(line) },
@@ -226,8 +235,8 @@ describe('DockerRuntime', () => {
     pack.entry({ name: 'Dockerfile' }, dockerfile);
     pack.finalize();
     const logs: string[] = [];
-    const err = await new DockerRuntime({ instance, buildLimits: { memoryBytes: 128 * MiB } })
-      .buildImage(
+    const err = await new DockerImageBuilder({ instance, buildLimits: { memoryBytes: 128 * MiB } })
+      .build(
         tag,
         { context: '/unused', dockerfile: 'Dockerfile', args: { NONCE: randomUUID() } },
         { context: pack as unknown as NodeJS.ReadableStream, onLog: (line) => logs.push(line) },
@@ -236,12 +245,12 @@ describe('DockerRuntime', () => {
     expect(err).toBeInstanceOf(Error);
     expect((err as Error).message).toMatch(/non-zero code: 137/); // killed by the OOM killer
     expect(logs.some((l) => l.startsWith('survived'))).toBe(false);
-    expect(await runtime.hasImage(tag)).toBe(false);
+    expect(await images.hasImage(tag)).toBe(false);
   });
 
   it('refuses build limits that cannot work', () => {
-    expect(() => new DockerRuntime({ buildLimits: { memoryBytes: 1024 } })).toThrow(/memoryBytes/);
-    expect(() => new DockerRuntime({ buildLimits: { cpus: 0 } })).toThrow(/cpus/);
+    expect(() => new DockerImageBuilder({ buildLimits: { memoryBytes: 1024 } })).toThrow(/memoryBytes/);
+    expect(() => new DockerImageBuilder({ buildLimits: { cpus: 0 } })).toThrow(/cpus/);
   });
 
   it('closes the connection to the Engine when a log reader gives up or aborts', async () => {
@@ -254,7 +263,7 @@ describe('DockerRuntime', () => {
         }),
       ]),
     );
-    await runtime.apply(plan);
+    await applyPlan(runtime, plan);
     await until(async () => openSockets() === 0, 'apply left no connection open');
 
     // A reader that stops after one chunk and destroys the stream: not everything was read.

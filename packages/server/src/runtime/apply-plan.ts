@@ -1,0 +1,166 @@
+/**
+ * Applying a plan, decided once for every driver: the order of `depends_on` and its three
+ * conditions, when a job has succeeded, when a service that stops counts as done (Compose's rule),
+ * and what step a failure is named after. A driver only prepares, starts and watches one
+ * workload at a time (see {@link Runtime}); a Kubernetes driver gets all of this for free.
+ */
+import type { DependencyCondition, EnvPlan, WorkloadPlan } from '../plan/plan.js';
+import { orAbort } from './abort.js';
+import {
+  type ApplyOptions,
+  type PreparedWorkload,
+  type ProgressEvent,
+  type Runtime,
+  RuntimeStepError,
+} from './runtime.js';
+
+/**
+ * A workload whose containers may stop for good without being a failure: a job, or a service
+ * whose restart policy would not bring it back after a clean exit (`no`, `on-failure`). Compose
+ * treats such a service's exit 0 as done, not as a crash.
+ */
+export function mayExitCleanly(workload: Pick<WorkloadPlan, 'kind' | 'restart'>): boolean {
+  return workload.kind === 'job' || workload.restart === 'no' || workload.restart === 'on-failure';
+}
+
+/**
+ * Converges the platform to `plan` through `runtime`. Idempotent: what already matches is kept,
+ * the rest replaced, workloads no longer planned removed. Resolves when every service is started
+ * (and healthy if it has a health check, or listening on its HTTP port) or has exited 0 where
+ * Compose would not restart it, and every job has exited 0 — in `dependsOn` order, independent
+ * workloads in parallel. A job already run with the same spec is never run again.
+ * Throws {@link RuntimeStepError} naming the step that failed; aborting `options.signal` stops
+ * it within about a second, nothing more created or started.
+ */
+export async function applyPlan(runtime: Runtime, plan: EnvPlan, options: ApplyOptions = {}): Promise<void> {
+  const progress = options.onProgress ?? (() => {});
+  const given = options.signal ?? new AbortController().signal;
+  given.throwIfAborted();
+  await runtime.prepareEnvironment(plan, given);
+  given.throwIfAborted();
+
+  const failure = new AbortController();
+  const signal = AbortSignal.any([given, failure.signal]);
+  const stages = new Map(plan.workloads.map((w) => [w.name, new WorkloadStages()]));
+
+  const run = async (workload: WorkloadPlan) => {
+    const stage = stages.get(workload.name)!;
+    try {
+      // Made (not started) at once, whatever it waits for: only the start follows depends_on,
+      // and making containers takes a good part of the time.
+      const prepared = await runtime.prepareWorkload(plan, workload, {
+        keepExited: mayExitCleanly(workload),
+        onProgress: progress,
+        signal,
+      });
+      for (const dep of workload.dependsOn) {
+        const depStage = stages.get(dep.name);
+        if (!depStage)
+          throw new RuntimeStepError(`start:${workload.name}`, `depends on unknown "${dep.name}"`);
+        await orAbort(depStage.reached(dep.condition), signal);
+      }
+      signal.throwIfAborted();
+      await bringUp(runtime, plan, workload, prepared, stage, progress, signal);
+    } catch (err) {
+      stage.fail(err);
+      failure.abort(err);
+      throw err;
+    }
+  };
+  const results = await Promise.allSettled(plan.workloads.map(run));
+  given.throwIfAborted();
+  const firstStepError = results.find(
+    (r): r is PromiseRejectedResult => r.status === 'rejected' && r.reason instanceof RuntimeStepError,
+  );
+  const firstError =
+    firstStepError ?? results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (firstError) throw firstError.reason;
+}
+
+async function bringUp(
+  runtime: Runtime,
+  plan: EnvPlan,
+  workload: WorkloadPlan,
+  prepared: PreparedWorkload,
+  stage: WorkloadStages,
+  progress: (event: ProgressEvent) => void,
+  signal: AbortSignal,
+): Promise<void> {
+  const phase = (p: Extract<ProgressEvent, { type: 'workload' }>['phase']) =>
+    progress({ type: 'workload', workload: workload.name, phase: p });
+  if (prepared.state === 'created') {
+    await runtime.startWorkload(plan, workload, signal);
+    phase('started');
+  } else {
+    // Started by an earlier apply (a control plane restarted meanwhile): adopted, never started twice.
+    phase('reused');
+  }
+  stage.mark('service_started');
+
+  if (workload.kind === 'job') {
+    const ended = prepared.state === 'exited' ? prepared : await runtime.waitForExit(plan, workload, signal);
+    if (ended.exitCode !== 0) {
+      throw new RuntimeStepError(`job:${workload.name}`, `exited with code ${ended.exitCode}${ended.output}`);
+    }
+    if (prepared.state !== 'exited') phase('completed');
+    stage.mark('service_completed_successfully');
+    return;
+  }
+
+  const outcome =
+    prepared.state === 'exited'
+      ? prepared
+      : await runtime.waitForReady(plan, workload, { fresh: prepared.state === 'created', signal });
+  if (outcome.state === 'exited') {
+    if (outcome.exitCode !== 0 || !mayExitCleanly(workload)) {
+      throw new RuntimeStepError(
+        `start:${workload.name}`,
+        `exited with code ${outcome.exitCode} while starting${outcome.output}`,
+      );
+    }
+    // Done, as Compose sees it: whoever waits for it to start, be healthy or complete may go on.
+    if (prepared.state !== 'exited') phase('completed');
+    stage.mark('service_healthy');
+    stage.mark('service_completed_successfully');
+    return;
+  }
+  // A service found running was reported reused: its readiness is checked again, not announced.
+  if (prepared.state === 'created') {
+    if (outcome.by === 'healthcheck') phase('healthy');
+    else if (outcome.by === 'port') phase('listening');
+  }
+  stage.mark('service_healthy');
+}
+
+/** The three gates of `depends_on`, as promises other workloads can wait for. */
+class WorkloadStages {
+  private readonly gates = new Map<
+    DependencyCondition,
+    { promise: Promise<void>; resolve: () => void; reject: (e: unknown) => void }
+  >();
+
+  constructor() {
+    for (const name of ['service_started', 'service_healthy', 'service_completed_successfully'] as const) {
+      let resolve!: () => void;
+      let reject!: (e: unknown) => void;
+      const promise = new Promise<void>((res, rej) => {
+        resolve = res;
+        reject = rej;
+      });
+      promise.catch(() => {}); // a gate nobody waits for must not become an unhandled rejection
+      this.gates.set(name, { promise, resolve, reject });
+    }
+  }
+
+  reached(condition: DependencyCondition): Promise<void> {
+    return this.gates.get(condition)!.promise;
+  }
+
+  mark(condition: DependencyCondition): void {
+    this.gates.get(condition)?.resolve();
+  }
+
+  fail(err: unknown): void {
+    for (const gate of this.gates.values()) gate.reject(err);
+  }
+}
