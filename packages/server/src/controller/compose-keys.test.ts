@@ -260,16 +260,13 @@ describe('Compose keys on the Docker Engine', () => {
         expect(sh(api(), 'cat /run/secrets/api-key.txt', '101:102')).toBe('k-123');
         const ownerWrite = run(api(), ': >> /run/secrets/api-key.txt', '101:102');
         expect(ownerWrite.code).not.toBe(0);
-        expect(ownerWrite.err).toContain('Permission denied');
+        expect(ownerWrite.err).toMatch(/Permission denied|Read-only file system/);
         expect(run(api(), 'cat /run/secrets/api-key.txt', '1000:1000').code).not.toBe(0);
       });
 
-      // FIXME(issue 6): an `environment` or `content` secret or config is copied into the
-      // container's filesystem (putArchive), not mounted: root in the container (with Docker's
-      // default CAP_DAC_OVERRIDE) opens it for writing despite mode 0400 — `: >>` exits 0.
-      // `docker compose` copies these in the same way, so this is parity with Compose, but not the
-      // "mounted read-only" that compose-extras.ts promises.
-      it.fails('an environment secret cannot be changed by root in the container either', () => {
+      // Docker Compose copies such a secret into the container, where root (CAP_DAC_OVERRIDE) may
+      // change it; Mayfly binds a file it wrote, read-only, so not even root can.
+      it('an environment secret cannot be changed by root in the container either', () => {
         // `: >>` opens the file for writing and writes nothing: the secret stays as it was.
         const write = run(api(), ': >> /run/secrets/api-key.txt');
         expect(write.code, 'root opened the secret for writing').not.toBe(0);
@@ -382,11 +379,10 @@ describe('Compose keys on the Docker Engine', () => {
     });
   });
 
-  describe('known gaps', () => {
-    // FIXME(issue 6): `read_only: true` with an `environment`/`content` secret or config cannot
-    // start: Mayfly copies those files in with putArchive after create (docker-runtime.ts), and the
-    // engine refuses that on a read-only root filesystem: "container rootfs is marked read-only".
-    it.fails('a read-only service can be granted a content config', async () => {
+  describe('secrets and configs given as content are binds, not copies', () => {
+    // A copy into the container (Compose's way) is refused by the engine on a read-only root
+    // file system ("container rootfs is marked read-only").
+    it('a read-only service can be granted a content config', async () => {
       const res = await t.api<Environment>('POST', '/v1/environments', {
         name: 'ro-config',
         template: {
@@ -405,11 +401,9 @@ describe('Compose keys on the Docker Engine', () => {
       }
     });
 
-    // FIXME(issue 6): with `tmpfs: /run`, an `environment`/`content` secret disappears: it is copied
-    // into the container's filesystem at /run/secrets before the start, and the tmpfs the engine
-    // mounts on /run at the start hides it ("cat: /run/secrets/api_key: No such file or directory").
-    // File secrets are bind mounts, which the engine mounts over the tmpfs, so they stay.
-    it.fails('a secret from an input is there in a service with a tmpfs on /run', () => {
+    // A copy into the container would be hidden by the tmpfs the engine mounts on /run at start;
+    // binds are mounted over the tmpfs.
+    it('a secret from an input is there in a service with a tmpfs on /run', () => {
       const runtmp = containerOf(env.id, 'runtmp');
       expect(mountOf(runtmp, '/run')?.[2]).toBe('tmpfs');
       expect(sh(runtmp, 'cat /run/secrets/db_password')).toBe('hunter2\n');

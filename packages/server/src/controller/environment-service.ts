@@ -37,6 +37,7 @@ import {
   checkBindSources,
   type HostPathPolicy,
   withDefaultLimits,
+  withFilesAsMounts,
   withPrivateBindSources,
 } from './plan-policy.js';
 import { serviceUrl, type UrlScheme, urlsOf } from './urls.js';
@@ -177,6 +178,7 @@ export class EnvironmentService {
         );
       }
       envPlan = await withPrivateBindSources(envPlan, id, workspaces, this.deps.policy);
+      envPlan = await withFilesAsMounts(envPlan, id, workspaces);
       // The same check every apply makes, said now rather than as a failed environment.
       await checkBindSources(envPlan, workspaces.mountsDir(id), this.deps.policy).catch((err) => {
         throw err instanceof RuntimeStepError ? new InvalidRequestError(err.reason) : err;

@@ -92,6 +92,42 @@ export async function withPrivateBindSources(
 }
 
 /**
+ * Files the plan carries (secrets and configs given as content) become read-only binds of files
+ * the server writes into the environment's mounts folder (`Workspaces.writeFiles`): copied into a
+ * container instead, they would be missing under a tmpfs mounted above them, impossible with a
+ * read-only root file system, and writable by root in the container.
+ */
+export async function withFilesAsMounts(
+  plan: EnvPlan,
+  envId: string,
+  workspaces: Workspaces,
+): Promise<EnvPlan> {
+  if (!plan.workloads.some((w) => w.files.length > 0)) return plan;
+  const files = plan.workloads.flatMap((w) => w.files.map((f) => ({ ...f, key: `${w.name}\0${f.target}` })));
+  const written = await workspaces.writeFiles(envId, files);
+  return {
+    ...plan,
+    workloads: plan.workloads.map((w) =>
+      w.files.length === 0
+        ? w
+        : rehash({
+            ...w,
+            files: [],
+            mounts: [
+              ...w.mounts,
+              ...w.files.map((f) => ({
+                type: 'bind' as const,
+                source: written.get(`${w.name}\0${f.target}`)!,
+                target: f.target,
+                readOnly: true,
+              })),
+            ],
+          }),
+    ),
+  };
+}
+
+/**
  * At create and right before every apply: every bind source, links followed, is one of the
  * environment's private copies, or inside an allowed host path and bound read-only; a socket only
  * when its exact path is allowed, and never a folder that holds the Docker socket unless that is

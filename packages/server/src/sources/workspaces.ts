@@ -12,6 +12,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { constants, type Stats } from 'node:fs';
 import {
   chmod,
+  chown,
   type FileHandle,
   lstat,
   mkdir,
@@ -207,6 +208,39 @@ export class Workspaces {
       await rename(temp, copy);
     }
     return copies;
+  }
+
+  /**
+   * Writes files whose content the plan carries (Compose secrets and configs given as `content`
+   * or `environment`) under the environment's mounts folder, each with its mode and owner, for a
+   * read-only bind: unlike a copy into the container, such a file is there with a read-only root
+   * or a tmpfs above it, and not even root in the container can change it. Returns the host path
+   * of each file, by the key given. Idempotent: a file already written is written again.
+   */
+  async writeFiles(
+    envId: string,
+    files: { key: string; content: string; mode: number; uid?: string; gid?: string }[],
+  ): Promise<Map<string, string>> {
+    const dir = path.join(this.mountsDir(envId), 'files');
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    const written = new Map<string, string>();
+    for (const file of files) {
+      const target = path.join(dir, createHash('sha256').update(file.key).digest('hex').slice(0, 24));
+      const temp = `${target}.${randomBytes(4).toString('hex')}.tmp`;
+      await writeFile(temp, file.content, { mode: file.mode & 0o7777, flag: 'wx' });
+      await chmod(temp, file.mode & 0o7777);
+      if (file.uid !== undefined || file.gid !== undefined) {
+        // -1 keeps what the file has; the server runs as root where containers run as others.
+        await chown(
+          temp,
+          file.uid === undefined ? -1 : Number(file.uid),
+          file.gid === undefined ? -1 : Number(file.gid),
+        );
+      }
+      await rename(temp, target);
+      written.set(file.key, target);
+    }
+    return written;
   }
 
   /** How many uploaded bundles wait to be claimed (unpacked completely; not those being unpacked). */

@@ -251,7 +251,9 @@ function ulimits(
  * The `secrets` and `configs` a service is granted, mounted read-only where Compose mounts them:
  * a secret at `/run/secrets/<name>` (or its relative `target` there), a config at `/<name>` (or
  * its `target`). A `file` source is bound read-only from the template's folder; an `environment`
- * or `content` source is written into the container before it starts, as Compose does.
+ * or `content` source is a file of the plan, which the server writes and binds read-only
+ * (`controller/plan-policy.ts` `withFilesAsMounts`; Compose copies it in, which a read-only root
+ * or a tmpfs above it defeats).
  */
 function grants(
   workload: string,
