@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { MayflyClient } from '@mayfly/sdk';
 import { CliError } from './cli-error.js';
+import { nodeFetch } from './node-fetch.js';
 
 /** This CLI's own executable, which the background server is started with. */
 export const CLI_BIN = fileURLToPath(new URL('../bin/mayfly.js', import.meta.url));
@@ -23,7 +24,7 @@ export interface StartLocalServerOptions {
 /** Answers whether a Mayfly server responds on `url` within `timeoutMs`. */
 export async function isServerUp(url: string, timeoutMs = 2000): Promise<boolean> {
   try {
-    const health = await new MayflyClient({ baseUrl: url }).health({
+    const health = await new MayflyClient({ baseUrl: url, fetch: nodeFetch }).health({
       signal: AbortSignal.timeout(timeoutMs),
     });
     return health.ok;

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { MayflyClient } from '@mayfly/sdk';
 import { isServerUp, startLocalServer } from './auto-start.js';
 import { UsageError } from './cli-error.js';
+import { nodeFetch } from './node-fetch.js';
 import { printStderr } from './output.js';
 
 /**
@@ -91,5 +92,5 @@ export async function connect(options: GlobalOptions, env: Env = process.env): P
     printStderr(`started a local Mayfly server at ${target.url} (logs: ${logFile})`);
   }
   // Read after a possible start: a first start is what writes the admin token.
-  return new MayflyClient({ baseUrl: target.url, token: resolveToken(target.url, env) });
+  return new MayflyClient({ baseUrl: target.url, token: resolveToken(target.url, env), fetch: nodeFetch });
 }

@@ -1,5 +1,5 @@
 import { ApiPaths } from '@mayfly/contract';
-import { z } from 'zod';
+import * as z from 'zod';
 import { BundlesApi } from './bundles.js';
 import { EnvironmentsApi } from './environments.js';
 import { type FetchLike, HttpClient } from './http.js';

@@ -5,7 +5,7 @@ import {
   Environment,
   type EnvState,
 } from '@mayfly/contract';
-import { z } from 'zod';
+import * as z from 'zod';
 import { TimeoutError, UnexpectedStateError } from './errors.js';
 import type { HttpClient } from './http.js';
 import { readLines } from './lines.js';

@@ -44,5 +44,5 @@ export {
   UnauthorizedError,
   UnexpectedStateError,
 } from './errors.js';
-export type { FetchLike } from './http.js';
+export type { FetchInit, FetchLike, FetchResponse } from './http.js';
 export type { ListTokensOptions, TokensApi } from './tokens.js';

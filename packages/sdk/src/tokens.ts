@@ -1,5 +1,5 @@
 import { ApiPaths, CreatedToken, type CreateTokenRequest, Token } from '@mayfly/contract';
-import { z } from 'zod';
+import * as z from 'zod';
 import type { HttpClient } from './http.js';
 
 const TokenList = z.object({ items: z.array(Token) });

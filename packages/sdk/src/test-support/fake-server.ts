@@ -26,7 +26,7 @@ import {
   type Token,
   type TokenScope,
 } from '@mayfly/contract';
-import type { z } from 'zod';
+import type * as z from 'zod';
 
 export interface RecordedRequest {
   method: string;

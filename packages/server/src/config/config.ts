@@ -1,7 +1,7 @@
 /** All settings of the server, in one zod schema, parsed once in main.ts and passed down. */
 import os from 'node:os';
 import path from 'node:path';
-import { z } from 'zod';
+import * as z from 'zod';
 import { parseMemorySize } from '../template/units.js';
 
 export const defaultDataDir = () => process.env.MAYFLY_HOME ?? path.join(os.homedir(), '.mayfly');
