@@ -7,6 +7,7 @@ import { registerLs } from './commands/ls.js';
 import { registerServe, type ServeDeps } from './commands/serve.js';
 import { registerToken } from './commands/token.js';
 import { registerUp } from './commands/up.js';
+import { registerValidate } from './commands/validate.js';
 
 const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
   version: string;
@@ -39,6 +40,7 @@ Exit codes: 0 ok, 1 failure, 2 invalid usage or input.`,
   );
   registerServe(program, deps.serve);
   registerUp(program);
+  registerValidate(program);
   registerLs(program);
   registerGet(program);
   registerLogs(program);
