@@ -2,6 +2,7 @@
 import type { Server } from 'node:http';
 import { ApiPaths } from '@mayfly/contract';
 import Fastify, { type FastifyInstance, type FastifyServerFactory, LogController } from 'fastify';
+import * as z from 'zod';
 import type { TokenService } from '../access/token-service.js';
 import type { BundleService } from '../controller/bundle-service.js';
 import type { EnvironmentService } from '../controller/environment-service.js';
@@ -13,6 +14,7 @@ import { registerBundleRoutes } from './bundle-routes.js';
 import { registerEnvironmentRoutes } from './environment-routes.js';
 import { toHttpError } from './errors.js';
 import { openApiDocument } from './openapi.js';
+import { addRoute, DEFAULT_BODY_LIMIT } from './route.js';
 import { registerTokenRoutes } from './token-routes.js';
 
 export interface ApiDeps {
@@ -26,8 +28,10 @@ export interface ApiDeps {
   serverFactory?: FastifyServerFactory;
 }
 
-/** Every route's JSON body is small unless the route says otherwise (creating an environment does). */
-export const DEFAULT_BODY_LIMIT = 64 * 1024;
+export { DEFAULT_BODY_LIMIT };
+
+/** What `/healthz` answers. */
+const Health = z.object({ ok: z.literal(true), version: z.string() });
 
 /** The app and its routes with the scope each needs. */
 export async function buildApi(
@@ -50,19 +54,38 @@ export async function buildApi(
   });
   const routes = registerAuth(app, deps.store);
 
-  app.get(ApiPaths.health, { config: { scope: 'public' } }, async () => ({
-    ok: true,
-    version: deps.version,
-  }));
-  app.get('/metrics', { config: { scope: 'public' } }, async (_req, reply) => {
-    reply.header('content-type', deps.metrics.registry.contentType);
-    return deps.metrics.registry.metrics();
+  addRoute(app, {
+    method: 'GET',
+    url: ApiPaths.health,
+    scope: 'public',
+    summary: 'liveness',
+    response: { status: 200, description: 'up', json: Health },
+    handler: async (): Promise<z.output<typeof Health>> => ({ ok: true, version: deps.version }),
+  });
+  addRoute(app, {
+    method: 'GET',
+    url: '/metrics',
+    scope: 'public',
+    summary: 'Prometheus metrics',
+    response: {
+      status: 200,
+      description: 'the Prometheus text format',
+      mediaType: deps.metrics.registry.contentType,
+    },
+    handler: async () => deps.metrics.registry.metrics(),
   });
   // Built on first request, when every route (and the scope it needs) is registered.
   let document: ReturnType<typeof openApiDocument> | null = null;
-  app.get('/openapi.json', { config: { scope: 'public' } }, async () => {
-    document ??= openApiDocument(deps.version, routes);
-    return document;
+  addRoute(app, {
+    method: 'GET',
+    url: '/openapi.json',
+    scope: 'public',
+    summary: 'this document',
+    response: { status: 200, description: 'OpenAPI 3.1', json: z.looseObject({ openapi: z.string() }) },
+    handler: async () => {
+      document ??= openApiDocument(deps.version, routes);
+      return document;
+    },
   });
   registerEnvironmentRoutes(app, deps);
   registerBundleRoutes(app, deps);

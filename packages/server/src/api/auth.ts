@@ -11,6 +11,7 @@ import { type Access, accessOf } from '../access/access.js';
 import { ForbiddenError } from '../controller/errors.js';
 import type { Store } from '../store/store.js';
 import { UnauthorizedError } from './errors.js';
+import type { RouteDoc } from './route.js';
 
 /** What a route needs: a token of at least this scope, or nothing at all (`public`). */
 export type RouteScope = TokenScope | 'public';
@@ -32,16 +33,18 @@ export function requireAccess(req: FastifyRequest): Access {
   return req.access;
 }
 
-/** A route of the API and the scope it needs. */
+/** A route of the API, the scope it needs, and its definition when it was added with `addRoute`. */
 export interface ScopedRoute {
   method: string;
   url: string;
   scope: RouteScope;
+  doc?: RouteDoc;
 }
 
 /**
  * Installs the checks on `app`; call before registering routes. Returns the list of routes as
- * they are registered (HEAD routes fastify adds for GETs left out), for the OpenAPI test.
+ * they are registered (HEAD routes fastify adds for GETs left out): the OpenAPI document is made
+ * from it.
  */
 export function registerAuth(app: FastifyInstance<Server>, store: Store): ScopedRoute[] {
   const routes: ScopedRoute[] = [];
@@ -52,7 +55,7 @@ export function registerAuth(app: FastifyInstance<Server>, store: Store): Scoped
       throw new Error(`route ${route.method} ${route.url} declares no scope (config.scope)`);
     }
     for (const method of [route.method].flat()) {
-      if (method !== 'HEAD') routes.push({ method, url: route.url, scope });
+      if (method !== 'HEAD') routes.push({ method, url: route.url, scope, doc: route.config?.doc });
     }
   });
   app.addHook('onRequest', async (req) => {

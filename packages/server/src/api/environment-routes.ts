@@ -2,20 +2,40 @@
 import type { Server } from 'node:http';
 import { ApiPaths, TEMPLATE_MAX_BYTES } from '@mayfly/contract';
 import type { FastifyInstance } from 'fastify';
-import { z } from 'zod';
+import * as z from 'zod';
 import type { ApiDeps } from './app.js';
 import { requireAccess } from './auth.js';
+import { addRoute } from './route.js';
 
 const flag = z.enum(['0', '1', 'true', 'false']).optional();
-const ListQuery = z.object({ project: z.string().max(64).optional(), all: flag });
-const EventsQuery = z.object({ after: z.coerce.number().int().nonnegative().optional() });
-const LogsQuery = z.object({
-  service: z.string().max(64).optional(),
-  /** Last N lines (0: none, only what follows); `all` for everything. */
-  tail: z.union([z.literal('all'), z.coerce.number().int().nonnegative()]).optional(),
-  follow: flag,
+const ListQuery = z.object({
+  project: z
+    .string()
+    .max(64)
+    .optional()
+    .describe('only this project (a project-bound token sees only its own)'),
+  all: flag.describe('1 or true: include destroyed ones'),
 });
-const IdParams = z.object({ id: z.string().min(1).max(64) });
+const EventsQuery = z.object({
+  after: z.coerce.number().int().nonnegative().optional().describe('only events after this event id'),
+});
+/** The default of `tail` is the server's setting, so the schema is made where that is known. */
+const logsQuery = (defaultTail: number) =>
+  z.object({
+    service: z
+      .string()
+      .max(64)
+      .optional()
+      .describe('one service or job; without it, every line is prefixed `service | `'),
+    tail: z
+      .union([z.literal('all'), z.coerce.number().int().nonnegative()])
+      .optional()
+      .describe(`the last N lines (0: none, only what follows; ${defaultTail} when absent), or all`),
+    follow: flag.describe(
+      '1 or true: keep streaming new lines until the environment goes or the client leaves',
+    ),
+  });
+const IdParams = z.object({ id: z.string().min(1).max(64).describe('environment id or name') });
 const truthy = (v: string | undefined) => v === '1' || v === 'true';
 
 /**
@@ -24,57 +44,115 @@ const truthy = (v: string | undefined) => v === '1' || v === 'true';
  */
 const CREATE_BODY_LIMIT = 8 * TEMPLATE_MAX_BYTES;
 
+/** Logs are sent as they are read, as lines of text. */
+const LOG_MEDIA_TYPE = 'text/plain; charset=utf-8';
+
 export function registerEnvironmentRoutes(app: FastifyInstance<Server>, deps: ApiDeps): void {
   const { environments } = deps;
   const base = ApiPaths.environments;
-  const read = { config: { scope: 'read' as const } };
 
-  app.post(base, { config: { scope: 'write' }, bodyLimit: CREATE_BODY_LIMIT }, async (req, reply) => {
-    const access = requireAccess(req);
-    const env = await environments.create(req.body as never, access);
-    return reply.status(201).send(await environments.toResource(env));
+  addRoute(app, {
+    method: 'POST',
+    url: base,
+    scope: 'write',
+    summary: 'create an environment from a template',
+    body: { json: 'CreateEnvironmentRequest' },
+    bodyLimit: CREATE_BODY_LIMIT,
+    response: { status: 201, description: 'recorded; the controller creates it', json: 'Environment' },
+    errors: {
+      400: 'invalid request or template',
+      409: 'name taken',
+      429: 'the most environments this server allows exist',
+    },
+    handler: async ({ req }) => {
+      const access = requireAccess(req);
+      const env = await environments.create(req.body as never, access);
+      return environments.toResource(env);
+    },
   });
 
-  app.get(base, read, async (req) => {
-    const q = ListQuery.parse(req.query);
-    const items = await environments.list(requireAccess(req), { project: q.project, all: truthy(q.all) });
-    return { items: await Promise.all(items.map((e) => environments.toResource(e))) };
+  addRoute(app, {
+    method: 'GET',
+    url: base,
+    scope: 'read',
+    summary: 'list environments',
+    query: ListQuery,
+    response: { status: 200, description: 'environments', json: { items: 'Environment' } },
+    handler: async ({ query, req }) => {
+      const items = await environments.list(requireAccess(req), {
+        project: query.project,
+        all: truthy(query.all),
+      });
+      return { items: await Promise.all(items.map((e) => environments.toResource(e))) };
+    },
   });
 
-  app.get(`${base}/:id`, read, async (req) => {
-    const { id } = IdParams.parse(req.params);
-    return environments.toResource(await environments.find(id, requireAccess(req)), true);
+  addRoute(app, {
+    method: 'GET',
+    url: `${base}/:id`,
+    scope: 'read',
+    summary: 'one environment, with live service status',
+    params: IdParams,
+    response: { status: 200, description: 'the environment', json: 'Environment' },
+    errors: { 404: 'no such environment' },
+    handler: async ({ params, req }) =>
+      environments.toResource(await environments.find(params.id, requireAccess(req)), true),
   });
 
-  app.delete(`${base}/:id`, { config: { scope: 'write' } }, async (req, reply) => {
-    const { id } = IdParams.parse(req.params);
-    const env = await environments.destroy(id, requireAccess(req));
-    return reply.status(202).send(await environments.toResource(env));
+  addRoute(app, {
+    method: 'DELETE',
+    url: `${base}/:id`,
+    scope: 'write',
+    summary: 'destroy; the controller tears it down and verifies nothing is left',
+    params: IdParams,
+    response: { status: 202, description: 'teardown recorded', json: 'Environment' },
+    errors: { 404: 'no such environment' },
+    handler: async ({ params, req }) =>
+      environments.toResource(await environments.destroy(params.id, requireAccess(req))),
   });
 
-  app.get(`${base}/:id/events`, read, async (req) => {
-    const { id } = IdParams.parse(req.params);
-    const q = EventsQuery.parse(req.query);
-    return { items: await environments.events(id, requireAccess(req), { after: q.after }) };
+  addRoute(app, {
+    method: 'GET',
+    url: `${base}/:id/events`,
+    scope: 'read',
+    summary: 'the timeline: one event per transition and step',
+    params: IdParams,
+    query: EventsQuery,
+    response: { status: 200, description: 'events in order', json: { items: 'EnvEvent' } },
+    errors: { 404: 'no such environment' },
+    handler: async ({ params, query, req }) => ({
+      items: await environments.events(params.id, requireAccess(req), { after: query.after }),
+    }),
   });
 
-  app.get(`${base}/:id/logs`, read, async (req, reply) => {
-    const { id } = IdParams.parse(req.params);
-    const q = LogsQuery.parse(req.query);
-    const abort = new AbortController();
-    // The response's close (client gone, or server closing) ends the reads from the runtime.
-    reply.raw.on('close', () => abort.abort());
-    const stream = await environments.logs(id, requireAccess(req), {
-      service: q.service,
-      tail: q.tail === 'all' ? undefined : (q.tail ?? environments.defaultLogTail),
-      follow: truthy(q.follow),
-      signal: abort.signal,
-    });
-    reply.header('content-type', 'text/plain; charset=utf-8');
-    reply.send(stream);
-    // A followed log of a quiet service may have nothing to send for a long time: the client gets
-    // the status and headers now, not with the first line.
-    reply.raw.flushHeaders();
-    return reply;
+  addRoute(app, {
+    method: 'GET',
+    url: `${base}/:id/logs`,
+    scope: 'read',
+    summary: 'logs, streamed; without service every line is prefixed `service | `',
+    params: IdParams,
+    query: logsQuery(environments.defaultLogTail),
+    response: { status: 200, description: 'the lines, as they are read', mediaType: LOG_MEDIA_TYPE },
+    errors: {
+      404: 'no such environment, or no such service in it, or no logs of it',
+      429: 'the most log streams this server reads at once are open',
+      503: 'the runtime cannot be reached',
+    },
+    handler: async ({ params, query, req, reply }) => {
+      const abort = new AbortController();
+      // The response's close (client gone, or server closing) ends the reads from the runtime.
+      reply.raw.on('close', () => abort.abort());
+      const stream = await environments.logs(params.id, requireAccess(req), {
+        service: query.service,
+        tail: query.tail === 'all' ? undefined : (query.tail ?? environments.defaultLogTail),
+        follow: truthy(query.follow),
+        signal: abort.signal,
+      });
+      reply.send(stream);
+      // A followed log of a quiet service may have nothing to send for a long time: the client gets
+      // the status and headers now, not with the first line.
+      reply.raw.flushHeaders();
+      return reply;
+    },
   });
 }

@@ -1,6 +1,8 @@
 /**
- * The OpenAPI 3.1 description of the REST API, generated from the same zod schemas (contract)
- * that validate requests and type the SDK, so the document cannot drift from the code.
+ * The OpenAPI 3.1 description of the REST API, generated from what runs: the components from the
+ * contract's zod schemas (which validate requests and type the SDK), and each operation from the
+ * definition its route was registered with (`api/route.ts`): method, path, parameters from the
+ * route's own zod schemas, bodies, statuses, and the scope the route enforces.
  */
 import {
   Bundle,
@@ -12,214 +14,145 @@ import {
   ErrorBody,
   Token,
 } from '@mayfly/contract';
-import { z } from 'zod';
+import * as z from 'zod';
 import type { ScopedRoute } from './auth.js';
+import { DEFAULT_BODY_LIMIT, type InputSchema, type JsonBody, type RouteDoc } from './route.js';
+
+/** The contract schemas under `components.schemas`, by name; requests are described as accepted. */
+const COMPONENTS = {
+  Environment: [Environment, 'output'],
+  EnvEvent: [EnvEvent, 'output'],
+  CreateEnvironmentRequest: [CreateEnvironmentRequest, 'input'],
+  Bundle: [Bundle, 'output'],
+  Token: [Token, 'output'],
+  CreatedToken: [CreatedToken, 'output'],
+  CreateTokenRequest: [CreateTokenRequest, 'input'],
+  Error: [ErrorBody, 'output'],
+} as const satisfies Record<string, readonly [z.ZodType, 'input' | 'output']>;
+
+/** A name under `components.schemas`. */
+export type ComponentName = keyof typeof COMPONENTS;
+
+type JsonSchema = Record<string, unknown>;
 
 const schema = (s: z.ZodType, io: 'input' | 'output' = 'output') =>
-  z.toJSONSchema(s, { io, unrepresentable: 'any' });
-const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
-const json = (name: string) => ({ content: { 'application/json': { schema: ref(name) } } });
-const errors = Object.fromEntries(
-  [
-    ['400', 'invalid request or template'],
-    ['401', 'missing, invalid, expired or revoked token'],
-    ['403', 'the token lacks the scope, or is bound to another project'],
-    ['404', 'no such environment'],
-  ].map(([code, description]) => [code, { description, ...json('Error') }]),
-);
-const idParam = {
-  name: 'id',
-  in: 'path',
-  required: true,
-  description: 'environment id or name',
-  schema: { type: 'string' },
+  z.toJSONSchema(s, { io, unrepresentable: 'any' }) as JsonSchema;
+/** A schema inside another one: without its own `$schema`, which the document already implies. */
+const inline = (s: z.ZodType, io: 'input' | 'output') => {
+  const { $schema: _, ...rest } = schema(s, io);
+  return rest;
 };
+const ref = (name: ComponentName) => ({ $ref: `#/components/schemas/${name}` });
+const jsonContent = (s: JsonSchema) => ({ content: { 'application/json': { schema: s } } });
+
+function jsonSchemaOf(body: JsonBody): JsonSchema {
+  if (typeof body === 'string') return ref(body);
+  if (body instanceof z.ZodType) return inline(body, 'output');
+  return {
+    type: 'object',
+    properties: { items: { type: 'array', items: ref(body.items) } },
+    required: ['items'],
+  };
+}
 
 /** `/v1/environments/:id` (fastify) → `/v1/environments/{id}` (OpenAPI). */
 export const openApiPath = (url: string) => url.replace(/:(\w+)/g, '{$1}');
 
-/**
- * The document, with each operation's token scope (`x-mayfly-scope`) and security taken from the
- * routes as registered, so what is documented is what is enforced.
- */
-export function openApiDocument(version: string, routes: ScopedRoute[]) {
-  const doc = baseDocument(version);
-  const paths = doc.paths as unknown as Record<string, Record<string, Record<string, unknown>>>;
-  for (const route of routes) {
-    const operation = paths[openApiPath(route.url)]?.[route.method.toLowerCase()];
-    if (!operation) continue;
-    operation['x-mayfly-scope'] = route.scope;
-    if (route.scope === 'public') operation.security = [];
-  }
-  return doc;
+/** The Parameter Objects of a params or query schema: one per field, described by its zod schema. */
+function parameters(s: InputSchema | undefined, where: 'path' | 'query') {
+  if (!s) return [];
+  const object = inline(s, 'input') as { properties?: Record<string, JsonSchema>; required?: string[] };
+  return Object.entries(object.properties ?? {}).map(([name, field]) => {
+    const { description, ...fieldSchema } = field;
+    return {
+      name,
+      in: where,
+      // A path parameter is always there (OpenAPI requires saying so); a query one when the schema says.
+      required: where === 'path' || (object.required ?? []).includes(name),
+      ...(typeof description === 'string' ? { description } : {}),
+      schema: fieldSchema,
+    };
+  });
 }
 
-function baseDocument(version: string) {
+function requestBody(doc: RouteDoc) {
+  const { body } = doc;
+  if (!body) return {};
+  if ('json' in body) return { requestBody: { required: true, ...jsonContent(ref(body.json)) } };
+  return {
+    requestBody: {
+      required: true,
+      description: body.description,
+      content: Object.fromEntries(
+        body.mediaTypes.map((type) => [type, { schema: { type: 'string', contentMediaType: type } }]),
+      ),
+    },
+  };
+}
+
+function responses(doc: RouteDoc, scope: ScopedRoute['scope']) {
+  const { response } = doc;
+  const success = {
+    description: response.description,
+    ...(response.json ? jsonContent(jsonSchemaOf(response.json)) : {}),
+    ...(response.mediaType ? { content: { [response.mediaType]: { schema: { type: 'string' } } } } : {}),
+  };
+  const errors: Record<number, string> = {};
+  if (doc.params || doc.query || doc.body) errors[400] = 'invalid request';
+  if (scope !== 'public') {
+    errors[401] = 'missing, invalid, expired or revoked token';
+    errors[403] = 'the token lacks the scope, or is bound to another project';
+  }
+  if (doc.body && 'json' in doc.body) {
+    errors[413] = `the body is larger than ${doc.bodyLimit ?? DEFAULT_BODY_LIMIT} bytes`;
+  }
+  Object.assign(errors, doc.errors);
+  return {
+    [response.status]: success,
+    ...Object.fromEntries(
+      Object.entries(errors).map(([status, description]) => [
+        status,
+        { description, ...jsonContent(ref('Error')) },
+      ]),
+    ),
+  };
+}
+
+function operation(doc: RouteDoc, scope: ScopedRoute['scope']) {
+  const params = [...parameters(doc.params, 'path'), ...parameters(doc.query, 'query')];
+  return {
+    summary: doc.summary,
+    ...(doc.description ? { description: doc.description } : {}),
+    'x-mayfly-scope': scope,
+    ...(scope === 'public' ? { security: [] } : {}),
+    ...(params.length > 0 ? { parameters: params } : {}),
+    ...requestBody(doc),
+    responses: responses(doc, scope),
+  };
+}
+
+/**
+ * The document, with an operation for each route registered with a definition. Method, path and
+ * scope are taken from the route as fastify registered it, so what is documented is what is
+ * enforced; a route registered without a definition is missing here, which the OpenAPI test catches.
+ */
+export function openApiDocument(version: string, routes: readonly ScopedRoute[]) {
+  const paths: Record<string, Record<string, ReturnType<typeof operation>>> = {};
+  for (const route of routes) {
+    if (!route.doc) continue;
+    paths[openApiPath(route.url)] ??= {};
+    paths[openApiPath(route.url)]![route.method.toLowerCase()] = operation(route.doc, route.scope);
+  }
   return {
     openapi: '3.1.0',
     info: { title: 'Mayfly API', version, description: 'Ephemeral environments: create, inspect, destroy.' },
     security: [{ bearer: [] }],
     components: {
       securitySchemes: { bearer: { type: 'http', scheme: 'bearer' } },
-      schemas: {
-        Environment: schema(Environment),
-        EnvEvent: schema(EnvEvent),
-        CreateEnvironmentRequest: schema(CreateEnvironmentRequest, 'input'),
-        Bundle: schema(Bundle),
-        Token: schema(Token),
-        CreatedToken: schema(CreatedToken),
-        CreateTokenRequest: schema(CreateTokenRequest, 'input'),
-        Error: schema(ErrorBody),
-      },
+      schemas: Object.fromEntries(
+        Object.entries(COMPONENTS).map(([name, [s, io]]) => [name, schema(s, io)]),
+      ) as Record<ComponentName, JsonSchema>,
     },
-    paths: {
-      '/healthz': { get: { security: [], summary: 'liveness', responses: { '200': { description: 'up' } } } },
-      '/openapi.json': {
-        get: { security: [], summary: 'this document', responses: { '200': { description: 'OpenAPI 3.1' } } },
-      },
-      '/metrics': {
-        get: { security: [], summary: 'Prometheus metrics', responses: { '200': { description: 'text' } } },
-      },
-      '/v1/environments': {
-        post: {
-          summary: 'create an environment from a template',
-          requestBody: { required: true, ...json('CreateEnvironmentRequest') },
-          responses: {
-            '201': { description: 'recorded; the controller creates it', ...json('Environment') },
-            '409': { description: 'name taken', ...json('Error') },
-            ...errors,
-          },
-        },
-        get: {
-          summary: 'list environments',
-          parameters: [
-            { name: 'project', in: 'query', schema: { type: 'string' } },
-            {
-              name: 'all',
-              in: 'query',
-              description: 'include destroyed ones',
-              schema: { type: 'string', enum: ['0', '1'] },
-            },
-          ],
-          responses: {
-            '200': {
-              description: 'environments',
-              content: {
-                'application/json': {
-                  schema: {
-                    type: 'object',
-                    properties: { items: { type: 'array', items: ref('Environment') } },
-                  },
-                },
-              },
-            },
-            ...errors,
-          },
-        },
-      },
-      '/v1/environments/{id}': {
-        parameters: [idParam],
-        get: {
-          summary: 'one environment, with live service status',
-          responses: { '200': json('Environment'), ...errors },
-        },
-        delete: {
-          summary: 'destroy; the controller tears it down and verifies nothing is left',
-          responses: { '202': { description: 'teardown recorded', ...json('Environment') }, ...errors },
-        },
-      },
-      '/v1/environments/{id}/events': {
-        parameters: [idParam, { name: 'after', in: 'query', schema: { type: 'integer' } }],
-        get: {
-          summary: 'the timeline: one event per transition and step',
-          responses: {
-            '200': {
-              description: 'events in order',
-              content: {
-                'application/json': {
-                  schema: {
-                    type: 'object',
-                    properties: { items: { type: 'array', items: ref('EnvEvent') } },
-                  },
-                },
-              },
-            },
-            ...errors,
-          },
-        },
-      },
-      '/v1/environments/{id}/logs': {
-        parameters: [
-          idParam,
-          { name: 'service', in: 'query', schema: { type: 'string' } },
-          {
-            name: 'tail',
-            in: 'query',
-            description: 'last N lines (default 1000), or all',
-            schema: { oneOf: [{ type: 'integer', minimum: 0 }, { const: 'all' }] },
-          },
-          { name: 'follow', in: 'query', schema: { type: 'string', enum: ['0', '1'] } },
-        ],
-        get: {
-          summary: 'logs, streamed; without service every line is prefixed `service | `',
-          responses: { '200': { description: 'text/plain stream' }, ...errors },
-        },
-      },
-      '/v1/bundles': {
-        post: {
-          summary:
-            "upload a template's folder (scope write); create an environment from it with template.bundle",
-          requestBody: {
-            required: true,
-            content: {
-              'application/gzip': { schema: { type: 'string', contentMediaType: 'application/gzip' } },
-              'application/x-tar': { schema: { type: 'string', contentMediaType: 'application/x-tar' } },
-            },
-          },
-          responses: { '201': { description: 'unpacked and staged', ...json('Bundle') }, ...errors },
-        },
-      },
-      '/v1/tokens': {
-        post: {
-          summary: 'create a token (scope admin); the only answer that shows it',
-          requestBody: { required: true, ...json('CreateTokenRequest') },
-          responses: { '201': { description: 'created', ...json('CreatedToken') }, ...errors },
-        },
-        get: {
-          summary: 'list tokens (scope admin)',
-          parameters: [
-            {
-              name: 'all',
-              in: 'query',
-              description: 'include revoked ones',
-              schema: { type: 'string', enum: ['0', '1'] },
-            },
-          ],
-          responses: {
-            '200': {
-              description: 'tokens, never their secrets',
-              content: {
-                'application/json': {
-                  schema: { type: 'object', properties: { items: { type: 'array', items: ref('Token') } } },
-                },
-              },
-            },
-            ...errors,
-          },
-        },
-      },
-      '/v1/tokens/{id}': {
-        parameters: [
-          {
-            name: 'id',
-            in: 'path',
-            required: true,
-            description: 'token id or unique name',
-            schema: { type: 'string' },
-          },
-        ],
-        delete: { summary: 'revoke (scope admin)', responses: { '200': json('Token'), ...errors } },
-      },
-    },
+    paths,
   };
 }

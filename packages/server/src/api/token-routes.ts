@@ -2,23 +2,47 @@
 import type { Server } from 'node:http';
 import { ApiPaths } from '@mayfly/contract';
 import type { FastifyInstance } from 'fastify';
-import { z } from 'zod';
+import * as z from 'zod';
 import type { ApiDeps } from './app.js';
+import { addRoute } from './route.js';
 
-const ListQuery = z.object({ all: z.enum(['0', '1', 'true', 'false']).optional() });
-const IdParams = z.object({ id: z.string().min(1).max(200) });
+const ListQuery = z.object({
+  all: z.enum(['0', '1', 'true', 'false']).optional().describe('1 or true: include revoked ones'),
+});
+const IdParams = z.object({ id: z.string().min(1).max(200).describe('token id or unique name') });
 
 export function registerTokenRoutes(app: FastifyInstance<Server>, deps: ApiDeps): void {
-  const admin = { config: { scope: 'admin' as const } };
-  app.post(ApiPaths.tokens, admin, async (req, reply) =>
-    reply.status(201).send(await deps.tokens.create(req.body as never)),
-  );
-  app.get(ApiPaths.tokens, admin, async (req) => {
-    const { all } = ListQuery.parse(req.query);
-    return { items: await deps.tokens.list({ includeRevoked: all === '1' || all === 'true' }) };
+  addRoute(app, {
+    method: 'POST',
+    url: ApiPaths.tokens,
+    scope: 'admin',
+    summary: 'create a token (scope admin); the only answer that shows it',
+    body: { json: 'CreateTokenRequest' },
+    response: { status: 201, description: 'created', json: 'CreatedToken' },
+    handler: async ({ req }) => deps.tokens.create(req.body as never),
   });
-  app.delete(`${ApiPaths.tokens}/:id`, admin, async (req) => {
-    const { id } = IdParams.parse(req.params);
-    return deps.tokens.revoke(id);
+  addRoute(app, {
+    method: 'GET',
+    url: ApiPaths.tokens,
+    scope: 'admin',
+    summary: 'list tokens (scope admin)',
+    query: ListQuery,
+    response: { status: 200, description: 'tokens, never their secrets', json: { items: 'Token' } },
+    handler: async ({ query }) => ({
+      items: await deps.tokens.list({ includeRevoked: query.all === '1' || query.all === 'true' }),
+    }),
+  });
+  addRoute(app, {
+    method: 'DELETE',
+    url: `${ApiPaths.tokens}/:id`,
+    scope: 'admin',
+    summary: 'revoke (scope admin)',
+    params: IdParams,
+    response: { status: 200, description: 'the token, revoked', json: 'Token' },
+    errors: {
+      404: 'no such token',
+      409: 'several live tokens have this name: revoke one by its id',
+    },
+    handler: async ({ params }) => deps.tokens.revoke(params.id),
   });
 }
