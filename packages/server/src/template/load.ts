@@ -78,7 +78,8 @@ export interface LoadOptions {
   /**
    * Called with the absolute path (resolved against the template's directory, links not
    * followed) of every host path the template names: build contexts, Dockerfiles, env files,
-   * bind-mount sources; each once, before it is checked, and even when the template has errors
+   * bind-mount sources, Compose files named by `extends` (kind `template`); each once, before it
+   * is checked, and even when the template has errors
    * elsewhere. The CLI uses it to learn which files a template needs before uploading its folder.
    * Paths of a service that does not pass validation itself are not reported.
    */
