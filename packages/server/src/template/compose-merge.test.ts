@@ -424,7 +424,7 @@ describe('override files', () => {
     // Relative paths of an override are relative to the first file's folder.
     expect(service(template, 'runner').env).toEqual({ MAIN: '1' });
     expect(template.volumes.map((v) => v.name)).toEqual(['data', 'other']);
-    expect(template.lifecycle).toEqual({ ttlMs: 7_200_000, idleTimeoutMs: null, destroyOn: ['pr-closed'] });
+    expect(template.lifecycle).toEqual({ ttlMs: 7_200_000, idleTimeoutMs: null, destroyOn: [] });
     expect(template.variables).toEqual(['CI_ONLY']);
   });
 

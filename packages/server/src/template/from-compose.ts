@@ -38,6 +38,7 @@ import {
   healthcheckPlan,
   keyValues,
   type LoadContext,
+  lifecycleOf,
   mount,
   readEnvFiles,
   shortMount,
@@ -149,11 +150,7 @@ export function fromCompose(root: unknown, ctx: LoadContext): TemplateParts {
     workloads: finishDependencies(drafts, new Set(Object.keys(services)), sink, 'service'),
     volumes: volumes.list(),
     isolation: extension?.isolation ?? 'runc',
-    lifecycle: {
-      ttlMs: extension?.ttl ?? null,
-      idleTimeoutMs: extension?.idleTimeout ?? null,
-      destroyOn: extension?.destroyOn ?? [],
-    },
+    lifecycle: lifecycleOf(extension, ['x-mayfly'], sink),
   };
 }
 

@@ -16,6 +16,7 @@ import {
   healthcheckPlan,
   keyValues,
   type LoadContext,
+  lifecycleOf,
   mount,
   readEnvFiles,
   shortMount,
@@ -81,11 +82,7 @@ export function fromMayfly(root: unknown, ctx: LoadContext): TemplateParts {
     workloads: finishDependencies(drafts, known, sink, 'service or job'),
     volumes: volumes.list(),
     isolation: (top.success && top.data.isolation) || 'runc',
-    lifecycle: {
-      ttlMs: lifecycle?.ttl ?? null,
-      idleTimeoutMs: lifecycle?.idleTimeout ?? null,
-      destroyOn: lifecycle?.destroyOn ?? [],
-    },
+    lifecycle: lifecycleOf(lifecycle, ['lifecycle'], sink),
   };
 }
 

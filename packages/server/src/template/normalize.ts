@@ -90,6 +90,34 @@ export function emptyParts(): TemplateParts {
   };
 }
 
+/**
+ * The lifecycle a template asks for. `idleTimeout` and `destroyOn` are accepted (templates written
+ * for later versions load) but not built yet: each is a warning, and is ignored.
+ */
+export function lifecycleOf(
+  given:
+    | { ttl?: number | undefined; idleTimeout?: number | undefined; destroyOn?: string[] | undefined }
+    | undefined,
+  at: Path,
+  sink: IssueSink,
+): TemplateParts['lifecycle'] {
+  if (given?.idleTimeout !== undefined) {
+    sink.warn(
+      [...at, 'idleTimeout'],
+      'not supported yet, ignored: an idle environment is neither slept nor destroyed (use ttl)',
+      'key',
+    );
+  }
+  if (given?.destroyOn !== undefined) {
+    sink.warn(
+      [...at, 'destroyOn'],
+      'not supported yet, ignored: an environment ends by its ttl or when it is destroyed',
+      'key',
+    );
+  }
+  return { ttlMs: given?.ttl ?? null, idleTimeoutMs: null, destroyOn: [] };
+}
+
 /** True (with an error) when a template has more workloads than `TEMPLATE_LIMITS.maxWorkloads`. */
 export function tooManyWorkloads(count: number, sink: IssueSink): boolean {
   const max = TEMPLATE_LIMITS.maxWorkloads;
