@@ -174,7 +174,6 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
   });
 
   const { app, routes } = await buildApi({
-    store,
     environments,
     tokens,
     bundles,

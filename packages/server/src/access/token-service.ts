@@ -2,6 +2,7 @@
  * API tokens: create with a scope (and optionally a project and a lifetime), list, revoke, and the
  * admin token the server bootstraps for the CLI on its own machine.
  */
+
 import { readFile, rename, writeFile } from 'node:fs/promises';
 import {
   type CreatedToken,
@@ -13,10 +14,16 @@ import {
 } from '@mayfly/contract';
 import { ConflictError, InvalidRequestError, NotFoundError } from '../controller/errors.js';
 import type { Store, TokenRecord } from '../store/store.js';
-import { tokenScope } from './access.js';
+import { type Access, accessOf, tokenScope } from './access.js';
 
 export class TokenService {
   constructor(private readonly deps: { store: Store }) {}
+
+  /** Who a bearer token is: its access, or null when it is unknown, expired or revoked. */
+  async authenticate(token: string): Promise<Access | null> {
+    const record = await this.deps.store.tokens.verify(token);
+    return record ? accessOf(record) : null;
+  }
 
   async create(input: CreateTokenInput): Promise<CreatedToken> {
     const req = CreateTokenRequest.parse(input);

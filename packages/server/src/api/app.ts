@@ -8,7 +8,6 @@ import type { BundleService } from '../controller/bundle-service.js';
 import type { EnvironmentService } from '../controller/environment-service.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
-import type { Store } from '../store/store.js';
 import { registerAuth, type ScopedRoute } from './auth.js';
 import { registerBundleRoutes } from './bundle-routes.js';
 import { registerEnvironmentRoutes } from './environment-routes.js';
@@ -18,7 +17,6 @@ import { addRoute, DEFAULT_BODY_LIMIT } from './route.js';
 import { registerTokenRoutes } from './token-routes.js';
 
 export interface ApiDeps {
-  store: Store;
   environments: EnvironmentService;
   tokens: TokenService;
   bundles: BundleService;
@@ -52,7 +50,7 @@ export async function buildApi(
     if (status >= 500) req.log.error({ err }, 'request failed');
     void reply.status(status).send(body);
   });
-  const routes = registerAuth(app, deps.store);
+  const routes = registerAuth(app, deps.tokens);
 
   addRoute(app, {
     method: 'GET',

@@ -7,9 +7,9 @@
 import type { Server } from 'node:http';
 import { scopeAllows, TOKEN_SCOPES, type TokenScope } from '@mayfly/contract';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { type Access, accessOf } from '../access/access.js';
+import type { Access } from '../access/access.js';
+import type { TokenService } from '../access/token-service.js';
 import { ForbiddenError } from '../controller/errors.js';
-import type { Store } from '../store/store.js';
 import { UnauthorizedError } from './errors.js';
 import type { RouteDoc } from './route.js';
 
@@ -46,7 +46,10 @@ export interface ScopedRoute {
  * they are registered (HEAD routes fastify adds for GETs left out): the OpenAPI document is made
  * from it.
  */
-export function registerAuth(app: FastifyInstance<Server>, store: Store): ScopedRoute[] {
+export function registerAuth(
+  app: FastifyInstance<Server>,
+  tokens: Pick<TokenService, 'authenticate'>,
+): ScopedRoute[] {
   const routes: ScopedRoute[] = [];
   app.decorateRequest('access', null);
   app.addHook('onRoute', (route) => {
@@ -67,9 +70,8 @@ export function registerAuth(app: FastifyInstance<Server>, store: Store): Scoped
     if (!token) throw new UnauthorizedError('missing bearer token (set MAYFLY_TOKEN)');
     // A token is a prefix and 43 base64url characters; anything else is not worth a lookup.
     if (token.length > 200) throw new UnauthorizedError('invalid token');
-    const record = await store.tokens.verify(token);
-    if (!record) throw new UnauthorizedError('invalid, expired or revoked token');
-    const access = accessOf(record);
+    const access = await tokens.authenticate(token);
+    if (!access) throw new UnauthorizedError('invalid, expired or revoked token');
     if (!scopeAllows(access.scope, needed)) {
       throw new ForbiddenError(`this token has scope "${access.scope}"; this needs "${needed}"`);
     }

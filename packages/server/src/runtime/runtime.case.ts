@@ -1,15 +1,5 @@
-/**
- * The conformance suite every Runtime driver must pass, through `applyPlan` (the ordering and
- * readiness every driver shares). A driver's test file calls `describeRuntime(name, make, reach)`
- * where `reach` turns a resolved endpoint into a URL the test process can fetch (direct
- * container IP for Docker, a port-forward for Kubernetes).
- */
-import { randomUUID } from 'node:crypto';
-import type { Readable } from 'node:stream';
-import tar from 'tar-stream';
 import { afterAll, describe, expect, it } from 'vitest';
-import type { BuildPlan, EnvPlan } from '../plan/plan.js';
-import { TESTKIT_IMAGE } from '../test-support/global-setup.js';
+import type { EnvPlan } from '../plan/plan.js';
 import { envPlan, httpService, workload } from '../test-support/plans.js';
 import { applyPlan } from './apply-plan.js';
 import type { Endpoint, ProgressEvent, Runtime } from './runtime.js';
@@ -58,21 +48,6 @@ function watchRss(): { stop: () => number } {
     },
   };
 }
-
-/** An uncompressed tar of the given files, as the layer above the driver hands a build context over. */
-function contextTar(files: Record<string, string>): Readable {
-  const pack = tar.pack();
-  for (const [name, content] of Object.entries(files)) pack.entry({ name, mode: 0o644 }, content);
-  pack.finalize();
-  return pack as unknown as Readable; // tar-stream's Pack is a streamx stream, readable like Node's
-}
-
-/** What a build needs besides its context: where the context came from no longer matters to the driver. */
-const buildPlan = (args: Record<string, string> = {}): BuildPlan => ({
-  context: '/nonexistent/the-driver-must-not-read-this',
-  dockerfile: 'Dockerfile',
-  args,
-});
 
 async function getText(url: string): Promise<string> {
   const res = await fetch(url);

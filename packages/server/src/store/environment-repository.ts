@@ -8,7 +8,6 @@ import {
   sql,
   type Updateable,
 } from 'kysely';
-import type { EnvPlan } from '../plan/plan.js';
 import {
   type Database,
   type EnvironmentsTable,

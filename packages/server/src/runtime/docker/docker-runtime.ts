@@ -473,17 +473,6 @@ export class DockerRuntime implements Runtime {
     }
   }
 
-  private async waitExit(name: string, id: string, signal: AbortSignal): Promise<number> {
-    const deadline = Date.now() + this.workloadTimeoutMs;
-    for (;;) {
-      signal.throwIfAborted();
-      const info = await this.docker.getContainer(id).inspect();
-      if (info.State.Status === 'exited' || info.State.Status === 'dead') return info.State.ExitCode;
-      if (Date.now() > deadline) throw new RuntimeStepError(`job:${name}`, 'did not finish in time');
-      await sleep(this.pollMs, undefined, { signal });
-    }
-  }
-
   private ensureNetwork(plan: EnvPlan): Promise<void> {
     const next = this.networkQueue.then(() => this.createNetworkIfMissing(plan));
     this.networkQueue = next.catch(() => {});
