@@ -2,18 +2,20 @@
  * Entry point of the `mayfly` CLI (run through bin/mayfly.js). Parses the command line, runs the
  * verb, maps any error to a message on stderr and an exit code.
  */
-import { ConnectionError } from '@mayfly/sdk';
-import { reportError } from './cli-error.js';
-import { lastServerUrl } from './connection.js';
+import { CommanderError } from 'commander';
+import { ExitCode } from './cli-error.js';
 import { flushOutput } from './output.js';
 import { createProgram } from './program.js';
 
 /** Runs the CLI with `argv` (as in `process.argv`) and returns the exit code. */
 async function main(argv: readonly string[]): Promise<number> {
   try {
-    await createProgram().parseAsync(argv);
+    await (await createProgram({}, argv)).parseAsync(argv);
     return 0;
   } catch (err) {
+    // Help, --version and usage errors: commander has printed them; nothing more to load.
+    if (err instanceof CommanderError) return err.exitCode === 0 ? ExitCode.ok : ExitCode.usage;
+    const { reportError } = await import('./report-error.js');
     return reportError(err, argv.includes('--json'));
   }
 }
@@ -25,21 +27,29 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
   throw err;
 });
 
-// Node 20's fetch (undici 6) drops a request whose connection is reset before the request is
-// written: the promise never settles and nothing keeps the process alive, so it would exit with
-// 13 (unsettled top-level await) and no word. The event loop running dry before the command is
-// done is taken to mean that: say so, as for any other connection failure.
+// A request that never settles (Node 20's fetch could drop one whose connection was reset before
+// it was written; the CLI's own requests on node:http report that, but the SDK may be given
+// another fetch) would leave nothing keeping the process alive: it would exit with 13 and no
+// word. The event loop running dry before the command is done is taken to mean that.
 let done = false;
 process.once('beforeExit', () => {
   if (done) return;
-  const url = lastServerUrl() ?? 'the server';
-  const code = reportError(
-    new ConnectionError(
-      `cannot reach the Mayfly server at ${url} (the connection was reset before it answered)`,
-    ),
-    process.argv.includes('--json'),
-  );
-  flushOutput().then(() => process.exit(code));
+  void (async () => {
+    const [{ reportError }, { ConnectionError }, { lastServerUrl }] = await Promise.all([
+      import('./report-error.js'),
+      import('@mayfly/sdk'),
+      import('./connection.js'),
+    ]);
+    const url = lastServerUrl() ?? 'the server';
+    const code = reportError(
+      new ConnectionError(
+        `cannot reach the Mayfly server at ${url} (the connection was reset before it answered)`,
+      ),
+      process.argv.includes('--json'),
+    );
+    await flushOutput();
+    process.exit(code);
+  })();
 });
 
 const code = await main(process.argv);

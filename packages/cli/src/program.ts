@@ -1,20 +1,61 @@
 import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
-import { registerDestroy } from './commands/destroy.js';
-import { registerGet } from './commands/get.js';
-import { registerLogs } from './commands/logs.js';
-import { registerLs } from './commands/ls.js';
-import { registerServe, type ServeDeps } from './commands/serve.js';
-import { registerToken } from './commands/token.js';
-import { registerUp } from './commands/up.js';
-import { registerValidate } from './commands/validate.js';
+import type { ServeDeps } from './commands/serve.js';
 
 const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {
   version: string;
 };
 
-/** The `mayfly` command with all its verbs. It throws instead of exiting: see `main`. */
-export function createProgram(deps: { serve?: ServeDeps } = {}): Command {
+type Register = (program: Command, deps: { serve?: ServeDeps }) => void;
+
+/**
+ * Every verb, by its names, loaded only when needed: a command line with a verb loads that verb
+ * alone (and with it the SDK and schemas only if it talks to a server), `--version` loads none,
+ * help and unknown verbs all of them. Starting fast is most of what a CLI feels like.
+ */
+const VERBS: [names: string[], load: () => Promise<Register>][] = [
+  [
+    ['serve'],
+    async () => {
+      const { registerServe } = await import('./commands/serve.js');
+      return (program, deps) => registerServe(program, deps.serve);
+    },
+  ],
+  [['up'], async () => (await import('./commands/up.js')).registerUp],
+  [['validate'], async () => (await import('./commands/validate.js')).registerValidate],
+  [['ls', 'list'], async () => (await import('./commands/ls.js')).registerLs],
+  [['get'], async () => (await import('./commands/get.js')).registerGet],
+  [['logs'], async () => (await import('./commands/logs.js')).registerLogs],
+  [['destroy', 'down'], async () => (await import('./commands/destroy.js')).registerDestroy],
+  [['token'], async () => (await import('./commands/token.js')).registerToken],
+];
+
+/** Global options that take a value: the word after them is not the verb. */
+const OPTIONS_WITH_VALUE = new Set(['--server']);
+
+/** The verbs `argv` needs registered: its verb's, none for a bare `--version`, else all of them. */
+function verbsFor(argv: readonly string[]): typeof VERBS {
+  const args = argv.slice(2);
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    if (arg === '--') break;
+    if (OPTIONS_WITH_VALUE.has(arg)) {
+      i++;
+      continue;
+    }
+    if (arg.startsWith('-')) continue;
+    const known = VERBS.filter(([names]) => names.includes(arg));
+    return known.length > 0 ? known : VERBS;
+  }
+  const versionOnly = args.length > 0 && args.every((a) => a === '-V' || a === '--version' || a === '--json');
+  return versionOnly ? [] : VERBS;
+}
+
+/** The `mayfly` command with the verbs `argv` needs (all by default). It throws instead of exiting: see `main`. */
+export async function createProgram(
+  deps: { serve?: ServeDeps } = {},
+  argv: readonly string[] = ['node', 'mayfly'],
+): Promise<Command> {
   const program = new Command('mayfly')
     .description('Mayfly: ephemeral environments, from a template to URLs and back to nothing')
     .version(version, '-V, --version')
@@ -38,13 +79,7 @@ Environment:
 
 Exit codes: 0 ok, 1 failure, 2 invalid usage or input.`,
   );
-  registerServe(program, deps.serve);
-  registerUp(program);
-  registerValidate(program);
-  registerLs(program);
-  registerGet(program);
-  registerLogs(program);
-  registerDestroy(program);
-  registerToken(program);
+  const registers = await Promise.all(verbsFor(argv).map(([, load]) => load()));
+  for (const register of registers) register(program, deps);
   return program;
 }

@@ -2,7 +2,7 @@
  * The shapes shared by the Mayfly server, SDK and CLI: resources, requests, error codes.
  * Everything that crosses the HTTP API is described here once, with zod.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 
 export const ENV_STATES = [
   'pending',

@@ -170,7 +170,7 @@ export interface Runtime {
   prepareWorkload(plan: EnvPlan, workload: WorkloadPlan, options: PrepareOptions): Promise<PreparedWorkload>;
   /** Starts what {@link prepareWorkload} created; an abort leaves the rest unstarted. */
   startWorkload(plan: EnvPlan, workload: WorkloadPlan, signal: AbortSignal): Promise<void>;
-  /** Waits for a started job to end; throws a `job:` step error when it runs past the platform's timeout. */
+  /** Waits for a started job to end, however long it takes (the caller's signal bounds it). */
   waitForExit(
     plan: EnvPlan,
     workload: WorkloadPlan,

@@ -295,6 +295,10 @@ function grants(
       const content = sourceContent(source, declared, ctx);
       if (content === null) return;
       if ('file' in content) {
+        if (long.mode !== undefined || long.uid !== undefined || long.gid !== undefined) {
+          // As Compose: a file source is bound as it is on disk.
+          ctx.sink.warn(at, 'mode, uid and gid are ignored for a file source: the file is bound as it is');
+        }
         mounts.push({ source: content.file, target, type: 'bind', readOnly: true });
         return;
       }

@@ -20,10 +20,10 @@
  * ```
  *
  * Where Mayfly differs from `docker compose up`: published host ports are not bound (services are
- * reached through the gateway), every environment has one network, memory units are binary, an
- * unset `${VAR}` without a default is an error, and health check defaults are 5s/5s/3 retries.
+ * reached through the gateway), every environment has one network, memory units are binary, and
+ * health check defaults are 5s/5s/3 retries. An unset `${VAR}` is empty with a warning, as in Compose.
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import type { IssueSink } from './issues.js';
 import { DESTROY_TRIGGERS } from './mayfly-schema.js';
 import {

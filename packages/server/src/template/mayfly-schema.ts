@@ -48,7 +48,7 @@
  * isolation: runc                # runc (default) | gvisor
  * ```
  */
-import { z } from 'zod';
+import * as z from 'zod';
 import {
   boolish,
   cpus,

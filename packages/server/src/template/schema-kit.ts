@@ -5,7 +5,7 @@
  */
 
 import { parseDuration } from '@mayfly/contract';
-import { z } from 'zod';
+import * as z from 'zod';
 import type { IssueSink } from './issues.js';
 import { parseMemorySize, parseShortDuration } from './units.js';
 import type { Path } from './yaml-positions.js';
