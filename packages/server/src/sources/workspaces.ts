@@ -227,8 +227,9 @@ export class Workspaces {
     for (const file of files) {
       const target = path.join(dir, createHash('sha256').update(file.key).digest('hex').slice(0, 24));
       const temp = `${target}.${randomBytes(4).toString('hex')}.tmp`;
-      await writeFile(temp, file.content, { mode: file.mode & 0o7777, flag: 'wx' });
-      await chmod(temp, file.mode & 0o7777);
+      await writeFile(temp, file.content, { mode: file.mode & 0o777, flag: 'wx' });
+      // Permission bits only: never a setuid file, whatever the plan says.
+      await chmod(temp, file.mode & 0o777);
       if (file.uid !== undefined || file.gid !== undefined) {
         // -1 keeps what the file has; the server runs as root where containers run as others.
         await chown(

@@ -174,9 +174,15 @@ const fileGrant = z.union([
     mode: scalar('a file mode', ['number', 'string'], (v) => {
       // YAML 1.2 reads 0440 as the decimal 440: Compose takes such a number as octal digits.
       const digits = typeof v === 'number' ? String(v) : String(v).replace(/^0o/, '');
-      return /^[0-7]{1,4}$/.test(digits)
-        ? Number.parseInt(digits, 8)
-        : new Invalid(`invalid file mode ${describeValue(v)}: expected octal digits, like 0440`);
+      if (!/^[0-7]{1,4}$/.test(digits))
+        return new Invalid(`invalid file mode ${describeValue(v)}: expected octal digits, like 0440`);
+      const mode = Number.parseInt(digits, 8);
+      // No setuid, setgid or sticky bit on a file the server writes for a container.
+      return mode <= 0o777
+        ? mode
+        : new Invalid(
+            `invalid file mode ${describeValue(v)}: only read, write and execute bits (at most 0777)`,
+          );
     }).optional(),
   }),
 ]);

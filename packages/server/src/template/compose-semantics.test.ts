@@ -155,6 +155,11 @@ describe('secrets and configs', () => {
       ['4:49 invalid file mode 999: expected octal digits, like 0440'],
     ],
     [
+      'a setuid mode',
+      'configs:\n  a: { content: x }\nservices:\n  web: { image: x, configs: [{ source: a, mode: 4755 }] }\n',
+      ['4:49 invalid file mode 4755: only read, write and execute bits (at most 0777)'],
+    ],
+    [
       'a uid that is not a number',
       'configs:\n  a: { content: x }\nservices:\n  web: { image: x, configs: [{ source: a, uid: root }] }\n',
       ['4:48 invalid uid "root": expected a number'],
