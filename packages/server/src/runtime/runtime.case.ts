@@ -23,7 +23,7 @@ export interface RuntimeCaseOptions {
 const MiB = 1024 * 1024;
 
 /** Resolves once `condition` holds, polling; fails with `what` after `timeoutMs`. */
-async function until(condition: () => Promise<boolean> | boolean, what: string, timeoutMs = 30_000) {
+async function until(condition: () => Promise<boolean> | boolean, what: string, timeoutMs = 60_000) {
   const deadline = Date.now() + timeoutMs;
   while (!(await condition())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting until ${what}`);

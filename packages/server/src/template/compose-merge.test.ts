@@ -531,3 +531,46 @@ describe('override files', () => {
     ).toThrow('override files are merged onto Compose files only, and mayfly.yaml is a mayfly.yaml');
   });
 });
+
+describe('limits hold for a template and all its files together', () => {
+  // Each file alone stays under the node limit (anchors expanding tenfold per level, ~60 000
+  // nodes); ten of them extended by one template would be ten times the limit.
+  const bomb = [
+    'x-a: &a [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]',
+    'x-b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]',
+    'x-c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]',
+    'x-d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]',
+    'services:',
+    '  s: { image: x, command: [sh], labels: { a: "1" } }',
+    '  junk: { image: x, command: [*d, *d, *d, *d, *d, *d] }',
+    '',
+  ].join('\n');
+  for (let i = 0; i < 10; i++) write(`bombs/b${i}.yaml`, bomb);
+
+  test('one of the files alone is under the limit', () => {
+    expect(load('services:\n  e: { extends: { file: bombs/b0.yaml, service: s } }\n').workloads).toHaveLength(
+      1,
+    );
+  });
+
+  test('ten extended files each under the node limit are over it together', () => {
+    const services = Array.from(
+      { length: 10 },
+      (_, i) => `  e${i}: { extends: { file: bombs/b${i}.yaml, service: s } }`,
+    );
+    const content = ['services:', ...services, ''].join('\n');
+    const messages = (() => {
+      try {
+        load(content);
+        return [];
+      } catch (err) {
+        if (!(err instanceof TemplateError)) throw err;
+        return err.issues.map((i) => i.message);
+      }
+    })();
+    expect(
+      messages.some((m) => /past 100000 nodes|more than 100000 YAML nodes/.test(m)),
+      messages.join('\n'),
+    ).toBe(true);
+  });
+});

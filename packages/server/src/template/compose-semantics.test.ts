@@ -84,6 +84,7 @@ describe('secrets and configs', () => {
     '    secrets:',
     '      - db_password',
     '      - { source: api_key, target: key.txt, uid: "101", gid: "101", mode: 0400 }',
+    '      - { source: api_key, target: key-yaml12.txt, mode: 0o440 }',
     '    configs:',
     '      - nginx',
     '      - { source: nginx, target: /etc/nginx/nginx.conf }',
@@ -104,6 +105,8 @@ describe('secrets and configs', () => {
     ]);
     expect(web!.files).toEqual([
       { target: '/run/secrets/key.txt', content: 'k-123', mode: 0o400, uid: '101', gid: '101' },
+      // YAML 1.2's 0o440 is the same mode as Compose's 0440.
+      { target: '/run/secrets/key-yaml12.txt', content: 'k-123', mode: 0o440 },
       { target: '/nginx', content: 'worker_processes 2;', mode: 0o444 },
       { target: '/etc/nginx/nginx.conf', content: 'worker_processes 2;', mode: 0o444 },
     ]);

@@ -30,6 +30,7 @@ import {
   type Position,
   parseYamlDocument,
   type SourcePositions,
+  type WalkTotals,
   walkYaml,
   type YamlDocument,
 } from './yaml-positions.js';
@@ -255,7 +256,10 @@ function loadOnce(
   lookup: LazyLookup,
 ): { template: Template; errors: TemplateIssue[] } {
   const file = src.filename;
-  const main = walkFile(file, src.content, shared.yaml, lookup);
+  // One count of nodes and characters for every file of this pass: an override or extended file
+  // does not bring limits of its own.
+  const totals: WalkTotals = { nodes: 0, chars: 0 };
+  const main = walkFile(file, src.content, shared.yaml, lookup, totals);
   const parsed = main.parsed;
   const format = formatByName(file) ?? formatByContent(parsed.value);
   const mainDoc: ComposeDocument = {
@@ -304,7 +308,7 @@ function loadOnce(
     usable = false;
   }
   if (merging) {
-    const overrides = shared.overrides.map((o) => walkFile(o.filename, o.content, o.yaml, lookup));
+    const overrides = shared.overrides.map((o) => walkFile(o.filename, o.content, o.yaml, lookup, totals));
     for (const o of overrides) o.report(sink);
     const merged = overrides.some((o) => o.parsed.errors.length > 0)
       ? null
@@ -318,7 +322,7 @@ function loadOnce(
           })),
           sink,
           ctx,
-          open: (absolute, fail) => openExtended(absolute, fail, src, shared, lookup, sink),
+          open: (absolute, fail) => openExtended(absolute, fail, src, shared, lookup, sink, totals),
         });
     if (merged === null) {
       usable = false;
@@ -364,19 +368,31 @@ interface WalkedFile {
 }
 
 /** Walks one file of the template, interpolating every string with `lookup`. */
-function walkFile(file: string, content: string, yaml: YamlDocument, lookup: LazyLookup): WalkedFile {
+function walkFile(
+  file: string,
+  content: string,
+  yaml: YamlDocument,
+  lookup: LazyLookup,
+  totals: WalkTotals,
+): WalkedFile {
   const pending: { position: Position; path: Path; message: string }[] = [];
   const unset: { position: Position; path: Path; message: string }[] = [];
-  const parsed = walkYaml(yaml, (value, node, path, positions) => {
-    if (!value.includes('$')) return value;
-    const offsets = new ReferenceOffsets(content, node.range, value, positions);
-    const result = interpolate(value, (name, index) =>
-      lookup(name, () => ({ file, position: offsets.at(index), path })),
-    );
-    for (const e of result.errors) pending.push({ position: offsets.at(e.index), path, message: e.message });
-    for (const w of result.warnings) unset.push({ position: offsets.at(w.index), path, message: w.message });
-    return result.value;
-  });
+  const parsed = walkYaml(
+    yaml,
+    (value, node, path, positions) => {
+      if (!value.includes('$')) return value;
+      const offsets = new ReferenceOffsets(content, node.range, value, positions);
+      const result = interpolate(value, (name, index) =>
+        lookup(name, () => ({ file, position: offsets.at(index), path })),
+      );
+      for (const e of result.errors)
+        pending.push({ position: offsets.at(e.index), path, message: e.message });
+      for (const w of result.warnings)
+        unset.push({ position: offsets.at(w.index), path, message: w.message });
+      return result.value;
+    },
+    totals,
+  );
   return {
     file,
     parsed,
@@ -400,6 +416,7 @@ function openExtended(
   shared: Shared,
   lookup: LazyLookup,
   sink: IssueSink,
+  totals: WalkTotals,
 ): ComposeDocument | null {
   let entry = shared.extended.get(absolute);
   if (entry === undefined) {
@@ -427,7 +444,7 @@ function openExtended(
     return null;
   }
   if (!('yaml' in entry)) return null;
-  const walked = walkFile(name, entry.content, entry.yaml, lookup);
+  const walked = walkFile(name, entry.content, entry.yaml, lookup, totals);
   walked.report(sink);
   if (walked.parsed.errors.length > 0) return null;
   return {

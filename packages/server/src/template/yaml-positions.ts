@@ -372,13 +372,26 @@ export function parseYaml(content: string, onString: StringHook): ParsedYaml {
  * {@link TEMPLATE_LIMITS}; `onString` sees every string value with its node and path. Each call
  * records positions anew, so the same document can be walked again with another hook.
  */
-export function walkYaml(parsed: YamlDocument, onString: StringHook): ParsedYaml {
+/**
+ * Nodes and characters of several walks that make one template (a Compose file, its override files
+ * and the files its services extend): the limits hold for all of them together, not per file.
+ */
+export interface WalkTotals {
+  nodes: number;
+  chars: number;
+}
+
+export function walkYaml(
+  parsed: YamlDocument,
+  onString: StringHook,
+  totals: WalkTotals = { nodes: 0, chars: 0 },
+): ParsedYaml {
   const { doc } = parsed;
   const warnings = [...parsed.warnings];
   // Positions are recorded per walk: each walk produces its own values.
   const positions = new SourcePositions(parsed.lineCounter);
   if (!doc) return { value: undefined, chars: 0, positions, errors: [...parsed.errors], warnings };
-  const walker = new Walker(parsed.aliases, positions, onString);
+  const walker = new Walker(parsed.aliases, positions, onString, totals);
   const root = positions.rootEntry(rangeStart(doc.contents) ?? 0);
   try {
     const value = doc.contents == null ? null : walker.walk(doc.contents, [], root, 0);
@@ -404,8 +417,7 @@ export function walkYaml(parsed: YamlDocument, onString: StringHook): ParsedYaml
 /** The state of one walk: what it has produced so far, and the aliases it is inside of. */
 class Walker {
   readonly errors: YamlProblem[] = [];
-  private nodes = 0;
-  /** Characters produced so far (see `TEMPLATE_LIMITS.maxChars`). */
+  /** Characters this walk produced (see `TEMPLATE_LIMITS.maxChars`; {@link WalkTotals} holds all walks'). */
   chars = 0;
   /** Aliases being expanded, outermost first. */
   private readonly chain: Alias[] = [];
@@ -416,6 +428,7 @@ class Walker {
     private readonly aliases: Map<Alias, Node | undefined>,
     private readonly positions: SourcePositions,
     private readonly onString: StringHook,
+    private readonly totals: WalkTotals,
   ) {}
 
   walk(node: unknown, path: Path, entry: PositionEntry, depth: number): unknown {
@@ -440,6 +453,9 @@ class Walker {
         return kept;
       }
       if (typeof v === 'bigint') return Number(v);
+      // `0o440` stays octal in writing: a file mode read as the number 288 would be taken for the
+      // octal digits "288" (Compose's `mode: 0440` is YAML 1.1 octal, which 1.2 reads as 440).
+      if (typeof v === 'number' && node.format === 'OCT') return `0o${v.toString(8)}`;
       return typeof v === 'symbol' ? String(v.description) : v;
     }
     if (!isSeq(node) && !isMap(node)) return null;
@@ -553,16 +569,17 @@ class Walker {
 
   /** Adds what a node produces to the totals; throws past a limit. */
   private count(nodes: number, chars: number, node: unknown): void {
-    this.nodes += nodes;
     this.chars += chars;
-    if (this.nodes > TEMPLATE_LIMITS.maxNodes) {
+    this.totals.nodes += nodes;
+    this.totals.chars += chars;
+    if (this.totals.nodes > TEMPLATE_LIMITS.maxNodes) {
       this.fail(
         (outer) => `alias *${outer} expands the document past ${TEMPLATE_LIMITS.maxNodes} nodes`,
         `the template has more than ${TEMPLATE_LIMITS.maxNodes} YAML nodes`,
         node,
       );
     }
-    if (this.chars > TEMPLATE_LIMITS.maxChars) {
+    if (this.totals.chars > TEMPLATE_LIMITS.maxChars) {
       this.fail(
         (outer) => `alias *${outer} expands the document past ${TEMPLATE_LIMITS.maxChars} characters`,
         `the template's keys and values, once interpolated, are longer than ${TEMPLATE_LIMITS.maxChars} characters`,

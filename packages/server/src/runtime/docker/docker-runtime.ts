@@ -143,7 +143,8 @@ export class DockerRuntime implements Runtime {
   /**
    * A job with the plan's spec hash is never run twice: running, it is reported running (a
    * control plane restarted while it ran); created, it is to be started; exited, its exit code is
-   * reported. `signal` is checked between every two Engine calls that may be many (one per
+   * reported. A service's containers with the plan's spec hash are kept too: created ones are
+   * started, not made again. `signal` is checked between every two Engine calls that may be many (one per
    * replica), so an abort stops the creation of hundreds of containers at once.
    */
   async prepareWorkload(
@@ -158,7 +159,9 @@ export class DockerRuntime implements Runtime {
     const count = workload.kind === 'job' ? 1 : workload.replicas;
     if (same.length === count && mine.length === count) {
       if (same.every((c) => c.State === 'running')) return { state: 'running' };
-      if (workload.kind === 'job' && same[0]!.State === 'created') return { state: 'created' };
+      // Created by an apply that stopped before starting them (aborted, or the control plane
+      // restarted): started now, not made again (what was put in them stays).
+      if (same.every((c) => c.State === 'running' || c.State === 'created')) return { state: 'created' };
       if (options.keepExited && same.every((c) => c.State === 'exited')) {
         const failed = same.find((c) => exitCodeOf(c) !== 0) ?? same[0]!;
         return {
