@@ -143,7 +143,7 @@ async function up(options: UpOptions, command: Command): Promise<void> {
   const { file, content } = template!;
 
   const start = Date.now();
-  const { inputs, profiles } = await resolveTemplateInputs({
+  const { inputs, profiles, sources } = await resolveTemplateInputs({
     file,
     content,
     overrides,
@@ -151,6 +151,12 @@ async function up(options: UpOptions, command: Command): Promise<void> {
     profiles: options.profile ?? [],
     env: process.env,
   });
+  // The server gets these values (and stores them): say which, so a secret is never sent unnoticed.
+  const fromHere = Object.entries(sources)
+    .filter(([, source]) => source !== 'input')
+    .map(([name, source]) => (source === '.env' ? `${name} (.env)` : name));
+  if (fromHere.length > 0)
+    printStderr(`sending ${fromHere.join(', ')} from this shell's environment, as the template uses them`);
   // Packed before connecting: a folder that cannot be sent is a usage error, found without a server.
   const packed = await packTemplateFolder({
     file,

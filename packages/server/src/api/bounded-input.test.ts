@@ -3,7 +3,7 @@
  * requests go on being served; bodies have limits on every route; names that would break a URL's
  * DNS label are refused up front, and generated ones always fit.
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { Environment } from '@mayfly/contract';
@@ -208,6 +208,20 @@ describe('quotas and caps', () => {
     await t.waitForState((again.body as Environment).id, ['destroyed']);
   });
 
+  it('takes a tar body on the bundle route only: elsewhere it is refused before it is read', async () => {
+    for (const path of ['/v1/tokens', '/v1/environments']) {
+      const res = await fetch(`${t.server.url}${path}`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${t.token}`, 'content-type': 'application/octet-stream' },
+        body: Buffer.alloc(10 * 1024 * 1024),
+      });
+      expect(res.status, path).toBe(400);
+      expect(((await res.json()) as ErrorReply).error.message).toBe(
+        'this route takes a JSON body (content-type: application/json)',
+      );
+    }
+  });
+
   it('refuses lifetimes past the maximum with 400, not a crash', async () => {
     const env = await t.api<ErrorReply>('POST', '/v1/environments', {
       ttl: '99999999999999d',
@@ -243,5 +257,38 @@ describe('quotas and caps', () => {
     expect(results.filter((r) => r.status === 'fulfilled').length).toBeLessThanOrEqual(2);
     expect(results.some((r) => r.status === 'rejected' && /429/.test(String(r.reason)))).toBe(true);
     await rm(dir, { recursive: true, force: true });
+  });
+});
+
+describe('a create that fails', () => {
+  let t: TestServer;
+  beforeAll(async () => {
+    t = await startTestServer();
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  it('a create that fails leaves none of the files written for it', async () => {
+    const envs = path.join(t.dataDir, 'work', 'envs');
+    const before = await readdir(envs).catch(() => [] as string[]);
+    const taken = await t.api<ErrorReply>('POST', '/v1/environments', {
+      name: 'files-leak',
+      template: { filename: 'compose.yaml', content: 'services:\n  a: { image: x }\n' },
+    });
+    expect(taken.status).toBe(201);
+    const content = `configs:\n  c: { content: "${'x'.repeat(100_000)}" }\nservices:\n  a: { image: x, configs: [c] }\n`;
+    for (let i = 0; i < 3; i++) {
+      const res = await t.api<ErrorReply>('POST', '/v1/environments', {
+        name: 'files-leak',
+        template: { filename: 'compose.yaml', content },
+      });
+      expect(res.status).toBe(409);
+    }
+    const after = await readdir(envs).catch(() => [] as string[]);
+    // The environment created has no files of its own (an inline template without configs); the
+    // three refused had theirs written before the name was found taken, and removed.
+    expect(after.filter((name) => !before.includes(name))).toEqual([]);
+    await t.api('DELETE', '/v1/environments/files-leak');
   });
 });

@@ -11,7 +11,18 @@ import { addRoute } from './route.js';
 export const BUNDLE_MEDIA_TYPES = ['application/x-tar', 'application/gzip', 'application/octet-stream'];
 
 export function registerBundleRoutes(app: FastifyInstance<Server>, deps: ApiDeps): void {
-  app.addContentTypeParser(BUNDLE_MEDIA_TYPES, (_req, payload, done) => done(null, payload));
+  // Fastify's parsers are per instance: only the bundle route takes a tar; any other route sent
+  // one is refused before a byte of it is read (its JSON body limit would not apply to a stream).
+  app.addContentTypeParser(BUNDLE_MEDIA_TYPES, (req, payload, done) => {
+    if (req.routeOptions.url !== ApiPaths.bundles) {
+      done(
+        new InvalidRequestError('this route takes a JSON body (content-type: application/json)'),
+        undefined,
+      );
+      return;
+    }
+    done(null, payload);
+  });
   addRoute(app, {
     method: 'POST',
     url: ApiPaths.bundles,

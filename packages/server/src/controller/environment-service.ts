@@ -116,6 +116,7 @@ export class EnvironmentService {
     const id = newId();
     const { workspaces } = this.deps;
     const sourceDir = req.template.bundle ? await workspaces.claimBundle(req.template.bundle, id) : null;
+    let recorded = false;
     try {
       const content =
         sourceDir === null
@@ -197,6 +198,7 @@ export class EnvironmentService {
         ttlMs,
         expiresAt: ttlMs ? new Date(Date.now() + ttlMs) : null,
       });
+      recorded = true;
       await this.deps.store.events.append({
         envId: id,
         type: 'state',
@@ -214,8 +216,9 @@ export class EnvironmentService {
       this.deps.onChange(id);
       return record;
     } catch (err) {
-      // Nothing was recorded: the claimed bundle and any bind copies go too.
-      if (sourceDir !== null) await workspaces.remove(id).catch(() => {});
+      // Nothing was recorded: the claimed bundle, bind copies and written files go too (a template
+      // sent inline may have had files written for it as well).
+      if (!recorded) await workspaces.remove(id).catch(() => {});
       throw err;
     }
   }

@@ -17,25 +17,39 @@ import type { Path } from './yaml-positions.js';
 /** Labels Mayfly sets itself; a template may not set (or fake) them. */
 const RESERVED_LABEL_PREFIX = 'mayfly.';
 
-/** The resource limits Linux knows (`ulimit` names as Docker takes them). */
-const ULIMIT_NAMES = new Set([
-  'as',
-  'core',
-  'cpu',
-  'data',
-  'fsize',
-  'locks',
-  'memlock',
-  'msgqueue',
-  'nice',
-  'nofile',
-  'nproc',
-  'rss',
-  'rtprio',
-  'rttime',
-  'sigpending',
-  'stack',
-]);
+/**
+ * The resource limits a template may set (`ulimit` names as Docker takes them), with the highest
+ * hard limit allowed (-1, unlimited, only where none is given). The Engine runs as root and would
+ * raise any of them: these keep a container from locking the host's memory or raising its own
+ * scheduling priority over other environments and the control plane.
+ */
+const ULIMITS: Record<string, number | null> = {
+  as: null,
+  core: null,
+  cpu: null,
+  data: null,
+  fsize: null,
+  locks: 1 << 20,
+  memlock: 64 * 1024 * 1024,
+  msgqueue: 64 * 1024 * 1024,
+  nofile: 1 << 20,
+  nproc: 1 << 16,
+  rss: null,
+  sigpending: 1 << 20,
+  stack: null,
+};
+/** Refused outright: they raise scheduling priority (real-time, or nice below 0). */
+const ULIMITS_REFUSED = new Set(['nice', 'rtprio', 'rttime']);
+const ULIMIT_NAMES = Object.keys(ULIMITS);
+
+/** Labels read by tools on the host (a reverse proxy, Compose, test frameworks): not passed on. */
+const HOST_TOOL_LABELS = /^(traefik\.|com\.docker\.|org\.testcontainers\.|io\.podman\.)/i;
+
+/** Where no secret, config or tmpfs may go. */
+const SYSTEM_PATHS = /^\/(proc|sys|dev)(\/|$)/;
+
+/** The largest `shm_size`: it is memory, charged to the container's limit anyway. */
+const SHM_MAX_BYTES = 64 * 1024 ** 3;
 
 /** What the keys of this module add to a workload. */
 export type ComposeExtras = Pick<
@@ -71,7 +85,13 @@ export function composeExtras(
 
   const labels = service.labels ? keyValues(service.labels, at('labels'), ctx) : {};
   for (const key of Object.keys(labels)) {
-    if (key.startsWith(RESERVED_LABEL_PREFIX))
+    if (HOST_TOOL_LABELS.test(key)) {
+      // A reverse proxy watching the engine would route a real domain to a pull request's code.
+      sink.warn(at('labels', key), `label "${excerpt(key)}" is ignored: tools on the host read it`);
+      delete labels[key];
+      continue;
+    }
+    if (key.toLowerCase().startsWith(RESERVED_LABEL_PREFIX))
       sink.error(at('labels', key), `label "${excerpt(key)}" is reserved: Mayfly sets the mayfly.* labels`);
   }
 
@@ -142,8 +162,39 @@ export function composeExtras(
     stopSignal: service.stop_signal,
     stopGracePeriodMs: service.stop_grace_period,
     hostname: service.hostname,
-    shmBytes: service.shm_size,
+    shmBytes: shmSize(service.shm_size, at('shm_size'), ctx),
   };
+}
+
+function shmSize(value: number | undefined, path: Path, ctx: LoadContext): number | undefined {
+  if (value === undefined || value <= SHM_MAX_BYTES) return value;
+  ctx.sink.error(path, `shm_size may be at most ${SHM_MAX_BYTES / 1024 ** 3}g`);
+  return undefined;
+}
+
+/**
+ * A `container_name` is a second DNS name of its service in the environment: it may not be the
+ * name of another service, nor another service's `container_name` (Compose refuses the same).
+ */
+export function checkAliases(
+  workloads: readonly { name: string; aliases: readonly string[]; path: Path }[],
+  sink: LoadContext['sink'],
+): void {
+  const owner = new Map<string, string>(workloads.map((w) => [w.name.toLowerCase(), w.name]));
+  for (const w of workloads) {
+    for (const alias of w.aliases) {
+      const key = alias.toLowerCase();
+      const taken = owner.get(key);
+      if (taken !== undefined && taken !== w.name) {
+        sink.error(
+          [...w.path, 'container_name'],
+          `container_name "${excerpt(alias)}" is already the name of ${taken}`,
+        );
+      } else {
+        owner.set(key, w.name);
+      }
+    }
+  }
 }
 
 function isHostname(value: string): boolean {
@@ -159,6 +210,10 @@ function tmpfsMount(entry: string, path: Path, ctx: LoadContext): MountPlan | nu
   const target = colon < 0 ? entry : entry.slice(0, colon);
   if (!target.startsWith('/')) {
     ctx.sink.error(path, `tmpfs target "${excerpt(target)}" must be an absolute path`);
+    return null;
+  }
+  if (posix.normalize(target) === '/' || SYSTEM_PATHS.test(posix.normalize(target))) {
+    ctx.sink.error(path, `a tmpfs cannot be mounted at ${excerpt(target)}`);
     return null;
   }
   let sizeBytes: number | undefined;
@@ -228,15 +283,28 @@ function ulimits(
 ): { name: string; soft: number; hard: number }[] {
   const out: { name: string; soft: number; hard: number }[] = [];
   for (const [name, limit] of Object.entries(value ?? {})) {
-    if (!ULIMIT_NAMES.has(name)) {
+    if (ULIMITS_REFUSED.has(name)) {
       ctx.sink.error(
         [...path, name],
-        `unknown ulimit "${excerpt(name)}": expected one of ${[...ULIMIT_NAMES].join(', ')}`,
+        `ulimit "${name}" is not allowed: it raises scheduling priority over other environments`,
+        'key',
+      );
+      continue;
+    }
+    if (!Object.hasOwn(ULIMITS, name)) {
+      ctx.sink.error(
+        [...path, name],
+        `unknown ulimit "${excerpt(name)}": expected one of ${ULIMIT_NAMES.join(', ')}`,
         'key',
       );
       continue;
     }
     const { soft, hard } = typeof limit === 'number' ? { soft: limit, hard: limit } : limit;
+    const max = ULIMITS[name];
+    if (typeof max === 'number' && (hard === -1 || hard > max || soft === -1 || soft > max)) {
+      ctx.sink.error([...path, name], `ulimit "${name}" may be at most ${max} (and not unlimited)`);
+      continue;
+    }
     // -1 is "unlimited" for both; a soft limit above the hard one is refused at start.
     if (hard !== -1 && (soft === -1 || soft > hard)) {
       ctx.sink.error([...path, name], `soft limit ${soft} is above the hard limit ${hard}`);
@@ -286,6 +354,10 @@ function grants(
       const written = long.target ?? long.source;
       const target =
         kind === 'secrets' ? posix.resolve('/run/secrets', written) : posix.resolve('/', written);
+      if (target === '/' || SYSTEM_PATHS.test(target)) {
+        ctx.sink.error(at, `a ${singular} cannot be mounted at ${target}`);
+        return;
+      }
       if (targets.has(target)) {
         ctx.sink.error(at, `two secrets or configs of ${workload} are mounted at ${target}`);
         return;

@@ -254,8 +254,21 @@ describe('service keys honoured', () => {
     ['tmpfs: ["/t:size=lots"]', '4:13 invalid tmpfs size "lots": expected a size like 64m'],
     [
       'ulimits: { nofiles: 10 }',
-      '4:16 unknown ulimit "nofiles": expected one of as, core, cpu, data, fsize, locks, memlock, msgqueue, nice, nofile, nproc, rss, rtprio, rttime, sigpending, stack',
+      '4:16 unknown ulimit "nofiles": expected one of as, core, cpu, data, fsize, locks, memlock, msgqueue, nofile, nproc, rss, sigpending, stack',
     ],
+    [
+      'ulimits: { rtprio: 99 }',
+      '4:16 ulimit "rtprio" is not allowed: it raises scheduling priority over other environments',
+    ],
+    [
+      'ulimits: { nice: 40 }',
+      '4:16 ulimit "nice" is not allowed: it raises scheduling priority over other environments',
+    ],
+    ['ulimits: { memlock: -1 }', '4:25 ulimit "memlock" may be at most 67108864 (and not unlimited)'],
+    ['ulimits: { nofile: 99999999 }', '4:24 ulimit "nofile" may be at most 1048576 (and not unlimited)'],
+    ['tmpfs: [/proc/x]', '4:13 a tmpfs cannot be mounted at /proc/x'],
+    ['shm_size: 99999999999999999999', '4:15 shm_size may be at most 64g'],
+    ['labels: { MAYFLY.env: fake }', '4:27 label "MAYFLY.env" is reserved: Mayfly sets the mayfly.* labels'],
     ['ulimits: { nofile: { soft: 20, hard: 10 } }', '4:24 soft limit 20 is above the hard limit 10'],
     ['cap_drop: ["NET RAW"]', '4:16 invalid capability "NET RAW": expected a name like NET_RAW or ALL'],
     ['stop_signal: "kill -9"', '4:18 invalid signal "kill -9": expected a name like SIGTERM or SIGQUIT'],
@@ -281,5 +294,39 @@ describe('variables', () => {
     const content =
       'services:\n  web:\n    image: "x:${TAG:-latest}"\n    command: "echo $$HOME ${MISSING}"\n    environment: [FROM_INPUT]\n';
     expect(load(content).variables).toEqual(['FROM_INPUT', 'MISSING', 'TAG']);
+  });
+});
+
+describe('what a pull request must not reach through service keys', () => {
+  test('a container_name may not take the name of another service, or another container_name', () => {
+    expect(
+      errorsOf(
+        'services:\n  a: { image: x }\n  b: { image: x, container_name: a }\n  c: { image: x, container_name: B2 }\n  d: { image: x, container_name: b2 }\n',
+      ),
+    ).toEqual([
+      '3:34 container_name "a" is already the name of a',
+      '5:34 container_name "b2" is already the name of c',
+    ]);
+  });
+
+  test('labels read by tools on the host are dropped, with a warning', () => {
+    const template = load(
+      'services:\n  web:\n    image: x\n    labels: { traefik.http.routers.x.rule: "Host(`bank.example`)", com.docker.compose.project: other, team: shop }\n',
+    );
+    expect(template.workloads[0]!.labels).toEqual({ team: 'shop' });
+    expect(template.warnings.map((w) => w.message)).toEqual([
+      'label "traefik.http.routers.x.rule" is ignored: tools on the host read it',
+      'label "com.docker.compose.project" is ignored: tools on the host read it',
+    ]);
+  });
+
+  test('a secret or config may not be mounted over /, /proc, /sys or /dev', () => {
+    const at = (target: string) =>
+      errorsOf(
+        `configs:\n  c: { content: x }\nservices:\n  web: { image: x, configs: [{ source: c, target: "${target}" }] }\n`,
+      );
+    for (const target of ['/', '/proc/sys/kernel/core_pattern', '/sys/x', '/dev/shm/x']) {
+      expect(at(target)).toEqual([expect.stringMatching(/a config cannot be mounted at/)]);
+    }
   });
 });

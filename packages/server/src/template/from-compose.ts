@@ -19,7 +19,7 @@ import type {
   ProbeCommand,
   WorkloadPlan,
 } from '../plan/plan.js';
-import { composeExtras, type FileSources } from './compose-extras.js';
+import { checkAliases, composeExtras, type FileSources } from './compose-extras.js';
 import { ComposeFile, ComposeService, dropUnsupported, type PortSpec } from './compose-schema.js';
 import { ENTRY_COST } from './limits.js';
 import {
@@ -144,6 +144,10 @@ export function fromCompose(root: unknown, ctx: LoadContext): TemplateParts {
     workload(name, jobs.has(name) ? 'job' : 'service', service, ['services', name], ctx, volumes, sources),
   );
   checkContainerCount(drafts, sink);
+  checkAliases(
+    drafts.map((d) => ({ name: d.spec.name, aliases: d.spec.aliases, path: d.path })),
+    sink,
+  );
   shareBuiltImages(drafts, parsed, ctx);
   const extension = top.success ? top.data['x-mayfly'] : undefined;
   return {
