@@ -62,16 +62,8 @@ export function registerUp(program: Command): void {
     .option('--ttl <duration>', 'destroy it after this long, e.g. 30m, 2h, 1d')
     .option('-p, --project <project>', 'project it belongs to (default: default)')
     .addOption(new Option('--kind <kind>', 'kind of environment (default: preview)').choices(EnvKind.options))
-    .option(
-      '-i, --input <key=value>',
-      'template input such as BRANCH=main (repeatable); wins over the environment and .env',
-      collectInput,
-    )
-    .option(
-      '--profile <name>',
-      'activate a Compose profile (repeatable; default: $COMPOSE_PROFILES)',
-      (value: string, previous: string[] | undefined) => [...(previous ?? []), value],
-    )
+    .addOption(inputOption())
+    .addOption(profileOption())
     .option('--no-wait', 'return as soon as the server has accepted it')
     .option('--timeout <duration>', 'how long to wait for it to be ready', '30m')
     .addHelpText(
@@ -96,6 +88,22 @@ Examples:
   mayfly up --name pr-42 --ttl 2h -i BRANCH=feature-x --json`,
     )
     .action((options: UpOptions, command: Command) => up(options, command));
+}
+
+/** `-i KEY=VALUE`, as `up` and `validate` take it. */
+export function inputOption(): Option {
+  return new Option(
+    '-i, --input <key=value>',
+    'template input such as BRANCH=main (repeatable); wins over the environment and .env',
+  ).argParser(collectInput);
+}
+
+/** `--profile NAME`, as `up` and `validate` take it. */
+export function profileOption(): Option {
+  return new Option(
+    '--profile <name>',
+    'activate a Compose profile (repeatable; default: $COMPOSE_PROFILES)',
+  ).argParser((value: string, previous: string[] | undefined) => [...(previous ?? []), value]);
 }
 
 /** Collects a repeatable `-f`. */

@@ -16,7 +16,7 @@ import { CliError, ExitCode, UsageError } from '../cli-error.js';
 import { printJson, printStderr, printStdout } from '../output.js';
 import { resolveTemplateInputs, templateSource } from '../template-inputs.js';
 import { globalOptions } from './global-options.js';
-import { collectFile, collectInput, DEFAULT_TEMPLATES, readTemplateFiles } from './up.js';
+import { collectFile, DEFAULT_TEMPLATES, inputOption, profileOption, readTemplateFiles } from './up.js';
 
 /** What `${ENV_ID}` and `${ENV_NAME}` are while validating: the server sets them for each environment. */
 const PLACEHOLDER_ENV = { id: 'validate00', name: 'validate' } as const;
@@ -61,16 +61,8 @@ export function registerValidate(program: Command): void {
       collectFile,
     )
     .option('--root <dir>', "the folder `mayfly up --root` would send (default: the first file's folder)")
-    .option(
-      '-i, --input <key=value>',
-      'template input such as BRANCH=main (repeatable); wins over the environment and .env',
-      collectInput,
-    )
-    .option(
-      '--profile <name>',
-      'activate a Compose profile (repeatable; default: $COMPOSE_PROFILES)',
-      (value: string, previous: string[] | undefined) => [...(previous ?? []), value],
-    )
+    .addOption(inputOption())
+    .addOption(profileOption())
     .addHelpText(
       'after',
       `

@@ -114,6 +114,17 @@ export interface WorkloadPlan {
 /** A workload as a template describes it: a {@link WorkloadPlan} before hashing. */
 export type WorkloadSpec = Omit<WorkloadPlan, 'specHash'>;
 
+/** What a workload has when nothing says otherwise (a template, or a plan stored before they existed). */
+export const WORKLOAD_DEFAULTS = {
+  labels: {},
+  files: [],
+  ulimits: [],
+  aliases: [],
+  extraHosts: [],
+  capDrop: [],
+  readOnlyRootFilesystem: false,
+} as const satisfies Partial<WorkloadSpec>;
+
 /** The concrete resources of one environment, produced by the pure `plan()` of `template/`. */
 export interface EnvPlan {
   envId: string;

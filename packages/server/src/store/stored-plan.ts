@@ -5,7 +5,7 @@
  * still repaired and destroyed. Their spec hashes are kept: the next apply replaces the workload
  * only if its hash differs, as for any change.
  */
-import type { EnvPlan, ProbeCommand, WorkloadPlan } from '../plan/plan.js';
+import { type EnvPlan, type ProbeCommand, WORKLOAD_DEFAULTS, type WorkloadPlan } from '../plan/plan.js';
 
 /** Fields added since the first stored plans. */
 type Added = 'labels' | 'files' | 'ulimits' | 'aliases' | 'extraHosts' | 'capDrop' | 'readOnlyRootFilesystem';
@@ -27,13 +27,7 @@ export function readStoredPlan(json: string): EnvPlan {
 function upgradeWorkload(stored: LegacyWorkload): WorkloadPlan {
   const { build, image, healthcheck, ...rest } = stored;
   return {
-    labels: {},
-    files: [],
-    ulimits: [],
-    aliases: [],
-    extraHosts: [],
-    capDrop: [],
-    readOnlyRootFilesystem: false,
+    ...WORKLOAD_DEFAULTS,
     ...rest,
     image:
       typeof image !== 'string'

@@ -27,13 +27,13 @@
  * is bounded: chains, files and total bytes have limits ({@link MERGE_LIMITS}), and the merged
  * document is counted against `TEMPLATE_LIMITS.maxNodes` and `maxChars` as it is built.
  */
-import { closeSync, constants, fstatSync, openSync, readSync, statSync } from 'node:fs';
 import { isAbsolute, posix, relative, resolve } from 'node:path';
 import { LineCounter } from 'yaml';
 import { IssueSink } from './issues.js';
 import { excerpt, TEMPLATE_LIMITS, TEMPLATE_MAX_BYTES, TemplateLimitError } from './limits.js';
 import { hostPath, type LoadContext } from './normalize.js';
 import { describeValue, isPlainObject } from './schema-kit.js';
+import { readSmallFile } from './small-file.js';
 import { type Path, type Position, SourcePositions } from './yaml-positions.js';
 
 /** Bounds on what `extends` and override files may make a template read and build. */
@@ -831,43 +831,12 @@ class Copier {
 export type ComposeFileRead = { content: string } | { missing: true } | { refused: string };
 
 /**
- * Reads a Compose file named by `extends`: a regular file of at most `TEMPLATE_MAX_BYTES`, opened
- * without blocking and checked again once open (a FIFO put in its place must not stall the server).
+ * Reads a Compose file named by `extends`: a regular file of at most `TEMPLATE_MAX_BYTES` (see
+ * {@link readSmallFile}).
  */
 export function readComposeFile(path: string): ComposeFileRead {
-  const max = TEMPLATE_MAX_BYTES;
-  const tooLarge = { refused: `is larger than ${max} bytes` };
-  const notAFile = { refused: 'is not a regular file' };
-  let stats: ReturnType<typeof statSync>;
-  try {
-    stats = statSync(path);
-  } catch {
-    return { missing: true };
-  }
-  if (!stats.isFile()) return notAFile;
-  if (stats.size > max) return tooLarge;
-  let fd: number;
-  try {
-    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
-  } catch (error) {
-    return { refused: `cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})` };
-  }
-  try {
-    if (!fstatSync(fd).isFile()) return notAFile;
-    const buffer = Buffer.alloc(Math.min(fstatSync(fd).size, max) + 1);
-    let length = 0;
-    while (length < buffer.length) {
-      const n = readSync(fd, buffer, length, buffer.length - length, null);
-      if (n === 0) break;
-      length += n;
-    }
-    if (length > max) return tooLarge;
-    return { content: buffer.toString('utf8', 0, length) };
-  } catch (error) {
-    return { refused: `cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})` };
-  } finally {
-    closeSync(fd);
-  }
+  const read = readSmallFile(path, TEMPLATE_MAX_BYTES);
+  return 'text' in read ? { content: read.text } : read;
 }
 
 /**

@@ -2,7 +2,7 @@
  * What both formats share once validated: turning paths, commands, mounts, env files and
  * dependencies into the plan's types, with a positioned issue for each problem.
  */
-import { closeSync, constants, fstatSync, openSync, readSync, realpathSync, statSync } from 'node:fs';
+import { realpathSync, statSync } from 'node:fs';
 import { isAbsolute, relative, resolve, sep } from 'node:path';
 import type {
   BuildPlan,
@@ -17,21 +17,12 @@ import { type EnvFileEntry, type EnvFileProblem, parseEnvFile } from './env-file
 import { interpolate } from './interpolate.js';
 import type { IssueSink } from './issues.js';
 import { type Budget, ENTRY_COST, excerpt, TEMPLATE_LIMITS } from './limits.js';
+import { readSmallFile } from './small-file.js';
 import { splitShellWords } from './units.js';
 import type { Path, Position } from './yaml-positions.js';
 
+export { WORKLOAD_DEFAULTS } from '../plan/plan.js';
 export type { WorkloadSpec };
-
-/** What a workload has when its template says nothing of it. */
-export const WORKLOAD_DEFAULTS = {
-  labels: {},
-  files: [],
-  ulimits: [],
-  aliases: [],
-  extraHosts: [],
-  capDrop: [],
-  readOnlyRootFilesystem: false,
-} as const satisfies Partial<WorkloadSpec>;
 
 /** Where an input variable is used, for errors about it. */
 export interface Site {
@@ -267,41 +258,8 @@ export class HostFiles {
 }
 
 function readEnvFileAt(path: string): EnvFileRead {
-  const max = TEMPLATE_LIMITS.maxEnvFileBytes;
-  const tooLarge = { refused: `is larger than ${max} bytes` };
-  const notAFile = { refused: 'is not a regular file' };
-  let stats: ReturnType<typeof statSync>;
-  try {
-    stats = statSync(path);
-  } catch {
-    return { missing: true };
-  }
-  if (!stats.isFile()) return notAFile;
-  if (stats.size > max) return tooLarge;
-  let fd: number;
-  try {
-    fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
-  } catch (error) {
-    return { refused: `cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})` };
-  }
-  try {
-    const opened = fstatSync(fd);
-    if (!opened.isFile()) return notAFile;
-    // One byte more than allowed, to tell a file that grew since the check.
-    const buffer = Buffer.alloc(Math.min(opened.size, max) + 1);
-    let length = 0;
-    while (length < buffer.length) {
-      const n = readSync(fd, buffer, length, buffer.length - length, null);
-      if (n === 0) break;
-      length += n;
-    }
-    if (length > max) return tooLarge;
-    return { ...parseEnvFile(buffer.toString('utf8', 0, length)), size: length };
-  } catch (error) {
-    return { refused: `cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})` };
-  } finally {
-    closeSync(fd);
-  }
+  const read = readSmallFile(path, TEMPLATE_LIMITS.maxEnvFileBytes);
+  return 'text' in read ? { ...parseEnvFile(read.text), size: read.bytes } : read;
 }
 
 /**
