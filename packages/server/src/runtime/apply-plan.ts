@@ -49,7 +49,7 @@ export async function applyPlan(runtime: Runtime, plan: EnvPlan, options: ApplyO
       // Made (not started) at once, whatever it waits for: only the start follows depends_on,
       // and making containers takes a good part of the time.
       const prepared = await runtime.prepareWorkload(plan, workload, {
-        keepExited: mayExitCleanly(workload),
+        keepExited: workload.kind === 'job' ? 'any' : mayExitCleanly(workload) ? 'clean' : 'none',
         onProgress: progress,
         signal,
       });

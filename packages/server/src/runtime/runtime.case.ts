@@ -202,8 +202,21 @@ export function describeRuntime(name: string, { make, reach, workloadIds }: Runt
       ).toEqual(['reused']);
       if (workloadIds) expect(await workloadIds(plan.envId, 'once')).toEqual(ids);
 
+      // A check that never passes: it cannot be taken for ready while it briefly runs.
       const failing = track(
-        envPlan([workload({ name: 'boom', command: ['sh', '-c', 'echo bad-exit; exit 3'] })]),
+        envPlan([
+          workload({
+            name: 'boom',
+            command: ['sh', '-c', 'sleep 1; echo bad-exit; exit 3'],
+            healthcheck: {
+              command: { shell: 'test -f /never' },
+              intervalMs: 500,
+              timeoutMs: 2_000,
+              retries: 100,
+              startPeriodMs: 0,
+            },
+          }),
+        ]),
       );
       const err = (await applyPlan(runtime, failing).catch((e: unknown) => e)) as RuntimeStepError;
       expect(err).toBeInstanceOf(RuntimeStepError);
@@ -221,6 +234,31 @@ export function describeRuntime(name: string, { make, reach, workloadIds }: Runt
       if (loopErr !== undefined) expect((loopErr as RuntimeStepError).step).toBe('start:loop');
       expect(loopEvents.some((e) => e.type === 'workload' && e.phase === 'completed')).toBe(false);
       await Promise.all([plan, failing, looping].map((p) => runtime.destroy(p.envId)));
+    });
+
+    it('a service that crashed after it was ready is made again by the next apply (a repair)', async () => {
+      const plan = track(
+        envPlan([
+          workload({
+            name: 'crashy',
+            command: ['sh', '-c', 'while [ ! -f /tmp/stop ]; do sleep 0.2; done; exit 3'],
+          }),
+        ]),
+      );
+      await applyPlan(runtime, plan);
+      const before = await workloadIds?.(plan.envId, 'crashy');
+      await runtime.writeFile(plan.envId, 'crashy', '/tmp/stop', 'now');
+      await until(
+        async () =>
+          (await runtime.observe(plan.envId)).workloads.some((w) => w.state === 'exited' && w.exitCode === 3),
+        'the service to crash',
+      );
+      await applyPlan(runtime, plan);
+      expect((await runtime.observe(plan.envId)).workloads).toMatchObject([
+        { name: 'crashy', state: 'running' },
+      ]);
+      if (workloadIds) expect(await workloadIds(plan.envId, 'crashy')).not.toEqual(before);
+      await runtime.destroy(plan.envId);
     });
 
     it('puts files in before the start, with their mode and owner, and mounts tmpfs', async () => {

@@ -144,10 +144,11 @@ export type ReadyOutcome =
 
 export interface PrepareOptions {
   /**
-   * The workload may stop for good (a job, or a service Compose would not restart after a clean
-   * exit): containers with the same spec that have exited are kept and reported, not replaced.
+   * Which containers with the same spec that have exited are kept and reported rather than
+   * replaced: `any` (a job: it is never run twice), `clean` (a service Compose would not restart
+   * after it exited 0: it is done; one that crashed is made again), `none`.
    */
-  keepExited: boolean;
+  keepExited: 'any' | 'clean' | 'none';
   onProgress?: (event: ProgressEvent) => void;
   signal: AbortSignal;
 }
@@ -163,7 +164,7 @@ export interface Runtime {
   prepareEnvironment(plan: EnvPlan, signal: AbortSignal): Promise<void>;
   /**
    * Keeps what already matches `workload` (same spec hash; every replica running, or exited when
-   * `keepExited`; a job created, running or exited) and reports it; otherwise removes what there is,
+   * as `keepExited` says) and reports it; otherwise removes what there is,
    * makes its image present (pulled when given by reference), and creates it without starting it.
    * `signal` is checked between platform calls, so an abort stops the creation of many replicas.
    */

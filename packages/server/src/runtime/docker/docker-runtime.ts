@@ -162,7 +162,9 @@ export class DockerRuntime implements Runtime {
       // Created by an apply that stopped before starting them (aborted, or the control plane
       // restarted): started now, not made again (what was put in them stays).
       if (same.every((c) => c.State === 'running' || c.State === 'created')) return { state: 'created' };
-      if (options.keepExited && same.every((c) => c.State === 'exited')) {
+      const exited = same.every((c) => c.State === 'exited');
+      const clean = exited && same.every((c) => exitCodeOf(c) === 0);
+      if (options.keepExited === 'any' ? exited : options.keepExited === 'clean' && clean) {
         const failed = same.find((c) => exitCodeOf(c) !== 0) ?? same[0]!;
         return {
           state: 'exited',
