@@ -39,6 +39,8 @@ async function send(request: http.ClientRequest, body: FetchInit['body']): Promi
 }
 
 function answer(response: http.IncomingMessage): FetchResponse {
+  // A connection cut while nobody reads the body must not crash the CLI; a reader still gets it.
+  response.on('error', () => {});
   const status = response.statusCode ?? 0;
   let body: ReadableStream<Uint8Array> | null = null;
   return {

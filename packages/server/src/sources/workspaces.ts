@@ -236,7 +236,10 @@ export class Workspaces {
           temp,
           file.uid === undefined ? -1 : Number(file.uid),
           file.gid === undefined ? -1 : Number(file.gid),
-        );
+        ).catch((err: NodeJS.ErrnoException) => {
+          // A server not running as root cannot give files away: they stay its own.
+          if (err.code !== 'EPERM') throw err;
+        });
       }
       await rename(temp, target);
       written.set(file.key, target);
