@@ -23,6 +23,7 @@ const VERBS: [names: string[], load: () => Promise<Register>][] = [
   ],
   [['up'], async () => (await import('./commands/up.js')).registerUp],
   [['validate'], async () => (await import('./commands/validate.js')).registerValidate],
+  [['run'], async () => (await import('./commands/run.js')).registerRun],
   [['ls', 'list'], async () => (await import('./commands/ls.js')).registerLs],
   [['get'], async () => (await import('./commands/get.js')).registerGet],
   [['logs'], async () => (await import('./commands/logs.js')).registerLogs],

@@ -12,7 +12,7 @@ import { type MayflyClient, TimeoutError, UnexpectedStateError } from '@mayfly/s
 import { type Command, Option } from 'commander';
 import { packTemplateFolder, uploadBundle } from '../bundle.js';
 import { CliError, UsageError } from '../cli-error.js';
-import { connect } from '../connection.js';
+import { connect, type GlobalOptions } from '../connection.js';
 import { formatDuration, formatElapsed, until } from '../format.js';
 import { printJson, printStderr, printStdout } from '../output.js';
 import { progressPrinter } from '../progress.js';
@@ -123,6 +123,48 @@ export function collectInput(
 
 async function up(options: UpOptions, command: Command): Promise<void> {
   const globals = globalOptions(command);
+  const started = await createFromTemplate(options, globals);
+  const { created } = started;
+  if (!options.wait) {
+    if (globals.json) return printJson(created);
+    printStdout(`${created.name} accepted (state: ${created.state})`);
+    printStdout(`  follow it with: mayfly get ${created.name}`);
+    return;
+  }
+  const stopOnInterrupt = () => {
+    printStderr(`\ninterrupted: ${created.name} keeps converging on the server`);
+    printStderr(`  see: mayfly get ${created.name}   remove: mayfly destroy ${created.name}`);
+    process.exit(130);
+  };
+  process.once('SIGINT', stopOnInterrupt);
+  let env: Environment;
+  try {
+    env = await waitUntilReady(started);
+  } finally {
+    process.removeListener('SIGINT', stopOnInterrupt);
+  }
+  if (globals.json) return printJson(env);
+  printEnvironmentReady(env, Date.now() - started.start);
+}
+
+/** What `up` and `run` share: the options that say what to create, and how long to wait. */
+export type CreateOptions = Omit<UpOptions, 'wait'>;
+
+/** An environment just created from a local template, and what waiting for it needs. */
+export interface Started {
+  client: MayflyClient;
+  created: Environment;
+  /** When the command began, for elapsed times. */
+  start: number;
+  timeoutMs: number;
+}
+
+/**
+ * Checks the options, reads the template and what it is interpolated with, packs and uploads its
+ * folder, and creates the environment. Usage errors are found before anything is sent.
+ */
+export async function createFromTemplate(options: CreateOptions, globals: GlobalOptions): Promise<Started> {
+  const start = Date.now();
   if (options.ttl !== undefined && parseDuration(options.ttl) === null) {
     throw new UsageError(
       `invalid --ttl "${options.ttl}"`,
@@ -150,7 +192,6 @@ async function up(options: UpOptions, command: Command): Promise<void> {
   const [template, ...overrides] = readTemplateFiles(options.file);
   const { file, content } = template!;
 
-  const start = Date.now();
   const { inputs, profiles, sources } = await resolveTemplateInputs({
     file,
     content,
@@ -199,20 +240,13 @@ async function up(options: UpOptions, command: Command): Promise<void> {
     packed.stream.destroy();
   }
 
-  if (!options.wait) {
-    if (globals.json) return printJson(created);
-    printStdout(`${created.name} accepted (state: ${created.state})`);
-    printStdout(`  follow it with: mayfly get ${created.name}`);
-    return;
-  }
+  return { client: client!, created: created!, start, timeoutMs };
+}
 
+/** Waits until `started` is ready; a failed or late environment is a CliError naming why. */
+export async function waitUntilReady(started: Started): Promise<Environment> {
+  const { client, created, start, timeoutMs } = started;
   printStderr(`creating ${created.name} from ${created.templateFile}`);
-  const stopOnInterrupt = () => {
-    printStderr(`\ninterrupted: ${created.name} keeps converging on the server`);
-    printStderr(`  see: mayfly get ${created.name}   remove: mayfly destroy ${created.name}`);
-    process.exit(130);
-  };
-  process.once('SIGINT', stopOnInterrupt);
   let env: Environment;
   try {
     env = await client.environments.waitFor(created.id, {
@@ -230,10 +264,7 @@ async function up(options: UpOptions, command: Command): Promise<void> {
     }
     if (err instanceof UnexpectedStateError) throw new CliError(err.message, 1, { json: err.environment });
     throw err;
-  } finally {
-    process.removeListener('SIGINT', stopOnInterrupt);
   }
-
   if (env.state === 'failed') {
     // The reason may end with the last lines the workload printed: indented under the summary.
     const why = env.failure
@@ -244,8 +275,7 @@ async function up(options: UpOptions, command: Command): Promise<void> {
       hint: `see: mayfly get ${env.name}   mayfly logs ${env.name}`,
     });
   }
-  if (globals.json) return printJson(env);
-  printEnvironmentReady(env, Date.now() - start);
+  return env;
 }
 
 /**
