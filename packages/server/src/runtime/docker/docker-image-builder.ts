@@ -4,12 +4,12 @@
  */
 import type { IncomingMessage } from 'node:http';
 import type { Readable } from 'node:stream';
-import Docker from 'dockerode';
+import type Docker from 'dockerode';
 import type { BuildOptions, BuiltImage, ImageBuilder } from '../../images/image-builder.js';
 import type { BuildPlan } from '../../plan/plan.js';
 import { LABELS } from '../runtime.js';
 import { ByteTail, clipMiddle } from './byte-tail.js';
-import { jsonMessages, statusCode } from './engine-api.js';
+import { engineClient, imageExists, jsonMessages, statusCode } from './engine-api.js';
 import { BUILT_BY_LABEL } from './names.js';
 
 export interface BuildLimits {
@@ -45,8 +45,7 @@ export class DockerImageBuilder implements ImageBuilder {
   private readonly buildLimits: Required<BuildLimits>;
 
   constructor(options: DockerImageBuilderOptions = {}) {
-    this.docker =
-      options.docker ?? new Docker(options.socketPath ? { socketPath: options.socketPath } : undefined);
+    this.docker = engineClient(options);
     this.instance = options.instance ?? 'default';
     this.buildLimits = { ...DEFAULT_BUILD_LIMITS, ...options.buildLimits };
     const { memoryBytes, cpus } = this.buildLimits;
@@ -60,14 +59,8 @@ export class DockerImageBuilder implements ImageBuilder {
     }
   }
 
-  async hasImage(ref: string): Promise<boolean> {
-    try {
-      await this.docker.getImage(ref).inspect();
-      return true;
-    } catch (err) {
-      if (statusCode(err) === 404) return false;
-      throw err;
-    }
+  hasImage(ref: string): Promise<boolean> {
+    return imageExists(this.docker, ref);
   }
 
   /**

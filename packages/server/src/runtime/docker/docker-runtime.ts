@@ -8,7 +8,7 @@ import net from 'node:net';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import Docker from 'dockerode';
+import type Docker from 'dockerode';
 import type { EnvPlan, HealthcheckPlan, WorkloadPlan } from '../../plan/plan.js';
 import { eachLimited, orAbort } from '../abort.js';
 import {
@@ -33,7 +33,7 @@ import { filesTar, firstFileFromTar, singleFileTar } from './archive.js';
 import { clipMiddle } from './byte-tail.js';
 import { execIn, logTail, openLogStream } from './container-io.js';
 import { type ContainerLogLimits, containerCreateOptions } from './container-spec.js';
-import { ignore, jsonMessages, statusCode } from './engine-api.js';
+import { engineClient, ignore, imageExists, jsonMessages, statusCode } from './engine-api.js';
 import {
   envLabels,
   IMAGE_VOLUME_LABEL,
@@ -97,8 +97,7 @@ export class DockerRuntime implements Runtime {
   private networkQueue: Promise<unknown> = Promise.resolve();
 
   constructor(options: DockerRuntimeOptions = {}) {
-    this.docker =
-      options.docker ?? new Docker(options.socketPath ? { socketPath: options.socketPath } : undefined);
+    this.docker = engineClient(options);
     this.pollMs = options.pollMs ?? 150;
     this.workloadTimeoutMs = options.workloadTimeoutMs ?? 300_000;
     this.subnetPool = options.subnetPool ?? { base: '10.213.0.0/16', size: 24 };
@@ -112,16 +111,6 @@ export class DockerRuntime implements Runtime {
       await this.docker.ping();
     } catch (err) {
       throw new RuntimeUnavailableError(`Docker Engine is not reachable: ${(err as Error).message}`);
-    }
-  }
-
-  async hasImage(ref: string): Promise<boolean> {
-    try {
-      await this.docker.getImage(ref).inspect();
-      return true;
-    } catch (err) {
-      if (statusCode(err) === 404) return false;
-      throw err;
     }
   }
 
@@ -338,7 +327,7 @@ export class DockerRuntime implements Runtime {
     signal: AbortSignal,
   ) {
     const image = imageOf(workload);
-    if (await this.hasImage(image)) return;
+    if (await imageExists(this.docker, image)) return;
     if (workload.image.build) {
       throw new RuntimeStepError(`build:${workload.name}`, `image ${image} has not been built`);
     }

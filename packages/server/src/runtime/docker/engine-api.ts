@@ -1,6 +1,26 @@
 /** Small helpers for the Docker Engine API as dockerode exposes it: status codes and streamed JSON. */
 import type { Readable } from 'node:stream';
 import { StringDecoder } from 'node:string_decoder';
+import Docker from 'dockerode';
+
+/** The Engine client a driver was given, or one on `socketPath` (default: as dockerode reads DOCKER_HOST). */
+export function engineClient(options: {
+  docker?: Docker | undefined;
+  socketPath?: string | undefined;
+}): Docker {
+  return options.docker ?? new Docker(options.socketPath ? { socketPath: options.socketPath } : undefined);
+}
+
+/** True when the Engine has the image `ref`. */
+export async function imageExists(docker: Docker, ref: string): Promise<boolean> {
+  try {
+    await docker.getImage(ref).inspect();
+    return true;
+  } catch (err) {
+    if (statusCode(err) === 404) return false;
+    throw err;
+  }
+}
 
 export const statusCode = (err: unknown): number | undefined => (err as { statusCode?: number })?.statusCode;
 /** A `.catch` handler that swallows the given HTTP statuses (404: already gone…) and rethrows the rest. */
