@@ -62,6 +62,10 @@ beforeAll(async () => {
     join(dir, 'broken.yaml'),
     `services:\n  migrate:\n    image: ${TESTKIT_IMAGE}\n    command: ["sh", "-c", "exit 4"]\n    x-mayfly: { job: true }\n`,
   );
+  writeFileSync(
+    join(dir, 'slow.yaml'),
+    `services:\n  migrate:\n    image: ${TESTKIT_IMAGE}\n    command: ["sleep", "600"]\n    x-mayfly: { job: true }\n`,
+  );
 });
 
 afterAll(async () => {
@@ -159,6 +163,29 @@ describe('mayfly run', () => {
       expect(await exited).toBe(143);
       expect(out).toContain('got-term');
       expect(['destroyed', 'gone']).toContain(await stateOf('run-term'));
+    } finally {
+      child.kill('SIGKILL');
+    }
+  });
+
+  it('SIGTERM while the environment comes up: the command never runs, the environment is destroyed', async () => {
+    const child: ChildProcess = spawn(
+      process.execPath,
+      [BIN, 'run', '-f', 'slow.yaml', '--name', 'run-early', '--', 'sh', '-c', 'echo should-not-run'],
+      { cwd: dir, env: env() },
+    );
+    let out = '';
+    let err = '';
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+    try {
+      await until('the job to start', () => (err.includes('migrate: started') ? true : undefined), 120_000);
+      child.kill('SIGTERM');
+      expect(await exited).toBe(143);
+      expect(out).not.toContain('should-not-run');
+      expect(err).toContain('interrupted by SIGTERM before run-early was ready');
+      expect(['destroyed', 'gone']).toContain(await stateOf('run-early'));
     } finally {
       child.kill('SIGKILL');
     }

@@ -82,10 +82,14 @@ async function run(argv: string[], options: RunOptions, cmd: Command): Promise<v
   // From here on, whatever happens ends in a teardown: a signal only decides when.
   let signalled: NodeJS.Signals | null = null;
   let child: ReturnType<typeof spawn> | null = null;
+  const interrupted = new AbortController();
   const onSignal = (signal: NodeJS.Signals) => {
     signalled ??= signal;
     if (child) child.kill(signal);
-    else printStderr(`\n${signal}: stopping; ${created.name} will be destroyed`);
+    else {
+      printStderr(`\n${signal}: stopping; ${created.name} will be destroyed`);
+      interrupted.abort();
+    }
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -93,7 +97,7 @@ async function run(argv: string[], options: RunOptions, cmd: Command): Promise<v
   let code: number;
   let failed = false;
   try {
-    const env = await readyOrSignal(started, () => signalled !== null);
+    const env = await readyOrSignal(started, interrupted.signal);
     if (env === null) {
       code = 128 + (signalled === 'SIGINT' ? 2 : 15);
       failed = true;
@@ -122,19 +126,14 @@ async function run(argv: string[], options: RunOptions, cmd: Command): Promise<v
   if (code !== 0) throw new CliError(`${argv[0]} failed with exit code ${code}`, code);
 }
 
-/** Waits for the environment; null when a signal came first (it is then not waited for further). */
-async function readyOrSignal(started: Started, signalled: () => boolean): Promise<Environment | null> {
+/** Waits for the environment; null when `interrupted` aborts first (it is then not waited for further). */
+async function readyOrSignal(started: Started, interrupted: AbortSignal): Promise<Environment | null> {
   const ready = waitUntilReady(started);
   ready.catch(() => {});
-  const interrupted = new Promise<null>((resolve) => {
-    const timer = setInterval(() => {
-      if (!signalled()) return;
-      clearInterval(timer);
-      resolve(null);
-    }, 100);
-    ready.finally(() => clearInterval(timer)).catch(() => {});
-  });
-  return Promise.race([ready, interrupted]);
+  const stopped = new Promise<null>((resolve) =>
+    interrupted.addEventListener('abort', () => resolve(null), { once: true }),
+  );
+  return Promise.race([ready, stopped]);
 }
 
 /** `MAYFLY_ENV` and one `MAYFLY_URL_<SERVICE>` per service with a URL. */

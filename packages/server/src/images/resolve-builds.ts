@@ -65,7 +65,8 @@ export async function resolveBuilds(
 ): Promise<EnvPlan> {
   const { onProgress, signal } = options;
   // First, the tag each workload needs (cheap, in order); then each distinct tag made once.
-  const tags = new Map<string, { build: BuildPlan; workload: string }>();
+  // `present`: already seen to exist (a resolved image kept by a repair), not asked again.
+  const tags = new Map<string, { build: BuildPlan; workload: string; present: boolean }>();
   const tagOf = new Map<string, string>();
   for (const workload of plan.workloads) {
     const { build } = workload.image;
@@ -75,7 +76,7 @@ export async function resolveBuilds(
     const resolved = workload.image.ref ?? null;
     if (resolved !== null && (tags.has(resolved) || (await builder.hasImage(resolved)))) {
       tagOf.set(workload.name, resolved);
-      if (!tags.has(resolved)) tags.set(resolved, { build, workload: workload.name });
+      if (!tags.has(resolved)) tags.set(resolved, { build, workload: workload.name, present: true });
       continue;
     }
     let tag: string;
@@ -91,7 +92,7 @@ export async function resolveBuilds(
       );
     }
     tagOf.set(workload.name, tag);
-    if (!tags.has(tag)) tags.set(tag, { build, workload: workload.name });
+    if (!tags.has(tag)) tags.set(tag, { build, workload: workload.name, present: false });
   }
 
   const failed = new AbortController();
@@ -99,10 +100,10 @@ export async function resolveBuilds(
   const queue = [...tags];
   const worker = async () => {
     for (let next = queue.shift(); next; next = queue.shift()) {
-      const [tag, { build, workload }] = next;
+      const [tag, { build, workload, present }] = next;
       stop.throwIfAborted();
       try {
-        await ensureBuilt(builder, tag, build, workload, onProgress, stop);
+        await ensureBuilt(builder, tag, build, workload, present, onProgress, stop);
         await options.onImageUsed?.(tag);
       } catch (err) {
         failed.abort(err);
@@ -134,10 +135,11 @@ async function ensureBuilt(
   tag: string,
   build: BuildPlan,
   workload: string,
+  present: boolean,
   onProgress: BuildProgress | undefined,
   signal: AbortSignal,
 ): Promise<void> {
-  if (await builder.hasImage(tag)) {
+  if (present || (await builder.hasImage(tag))) {
     onProgress?.({ workload, status: 'reused', image: tag });
     return;
   }

@@ -154,12 +154,15 @@ export class DockerRuntime implements Runtime {
       const exited = same.every((c) => c.State === 'exited');
       const clean = exited && same.every((c) => exitCodeOf(c) === 0);
       if (options.keepExited === 'any' ? exited : options.keepExited === 'clean' && clean) {
-        const failed = same.find((c) => exitCodeOf(c) !== 0) ?? same[0]!;
-        return {
-          state: 'exited',
-          exitCode: exitCodeOf(failed) ?? -1,
-          output: await logTail(this.docker, failed.Id),
-        };
+        const failed = same.find((c) => exitCodeOf(c) !== 0);
+        // Only a failure's output is ever shown: a clean exit's is not read.
+        return failed
+          ? {
+              state: 'exited',
+              exitCode: exitCodeOf(failed) ?? -1,
+              output: await logTail(this.docker, failed.Id),
+            }
+          : { state: 'exited', exitCode: 0, output: '' };
       }
     }
     await orAbort(Promise.all(mine.map((c) => this.removeContainer(c.Id))), signal);
