@@ -97,6 +97,14 @@ export function describeImageBuilder(name: string, options: ImageBuilderCaseOpti
       expect(await builder.remove(tag)).toBe(true); // already gone
     });
 
+    it('removing several tags of one image at once: every removal says gone, and the image is', async () => {
+      const context = () => contextTar({ Dockerfile: `FROM ${TESTKIT_IMAGE}\nLABEL same=content\n` });
+      const tags = [newTag(), newTag(), newTag(), newTag()];
+      for (const tag of tags) await builder.build(tag, buildPlan(), { context: context() });
+      expect(await Promise.all(tags.map((tag) => builder.remove(tag)))).toEqual([true, true, true, true]);
+      for (const tag of tags) expect(await builder.hasImage(tag)).toBe(false);
+    });
+
     it('a failing build rejects with the builder output; images it did not build are not listed or removable', async () => {
       const tag = newTag();
       const err = await builder

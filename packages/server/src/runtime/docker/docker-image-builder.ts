@@ -181,6 +181,9 @@ export class DockerImageBuilder implements ImageBuilder {
     } catch (err) {
       if (statusCode(err) === 404) return true;
       if (statusCode(err) === 409) return false;
+      // Two tags of one image removed at once: the Engine may answer the second with a 500
+      // ("unrecognized image ID") while the first deletes the image. Gone is gone.
+      if (!(await imageExists(this.docker, ref))) return true;
       throw err;
     }
   }
