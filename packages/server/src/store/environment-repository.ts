@@ -1,13 +1,7 @@
 /** {@link EnvironmentRepository} over Kysely, for SQLite and PostgreSQL alike. */
 import type { EnvKind, EnvState, Failure } from '@mayfly/contract';
-import {
-  type ExpressionBuilder,
-  type Kysely,
-  type RawBuilder,
-  type Selectable,
-  sql,
-  type Updateable,
-} from 'kysely';
+import { type Kysely, type Selectable, sql, type Updateable } from 'kysely';
+import { claimLease, releaseLease } from './leases.js';
 import {
   type Database,
   type EnvironmentsTable,
@@ -21,9 +15,11 @@ import {
   type EnvironmentPatch,
   type EnvironmentRecord,
   type EnvironmentRepository,
+  type GitSource,
   LeaseLostError,
   NameTakenError,
   type NewEnvironment,
+  type UpdateFailure,
   type UpdateOptions,
 } from './store.js';
 import { readStoredPlan } from './stored-plan.js';
@@ -83,6 +79,11 @@ export class KyselyEnvironmentRepository implements EnvironmentRepository {
           lease_until: null,
           attempts: 0,
           retry_at: null,
+          source: env.source ? JSON.stringify(env.source) : null,
+          revision: env.revision ?? 0,
+          planned_revision: 0,
+          failed_revision: 0,
+          update_failure: null,
         })
         .returningAll()
         .executeTakeFirstOrThrow();
@@ -150,6 +151,16 @@ export class KyselyEnvironmentRepository implements EnvironmentRepository {
     if (patch.attempts !== undefined) values.attempts = patch.attempts;
     if (patch.retryAt !== undefined)
       values.retry_at = patch.retryAt === null ? null : toDbTime(patch.retryAt);
+    if (patch.source !== undefined)
+      values.source = patch.source === null ? null : JSON.stringify(patch.source);
+    if (patch.revision !== undefined) values.revision = patch.revision;
+    if (patch.plannedRevision !== undefined) values.planned_revision = patch.plannedRevision;
+    if (patch.failedRevision !== undefined) values.failed_revision = patch.failedRevision;
+    if (patch.updateFailure !== undefined)
+      values.update_failure = patch.updateFailure === null ? null : JSON.stringify(patch.updateFailure);
+    if (patch.inputs !== undefined) values.inputs = JSON.stringify(patch.inputs);
+    if (patch.templateContent !== undefined) values.template_content = patch.templateContent;
+    if (patch.templateFile !== undefined) values.template_file = patch.templateFile;
     let row: Selectable<EnvironmentsTable> | undefined;
     try {
       let query = this.db.updateTable('environments').set(values).where('id', '=', id);
@@ -178,6 +189,13 @@ export class KyselyEnvironmentRepository implements EnvironmentRepository {
           eb.and([eb('desired', '=', 'present'), eb('state', 'not in', SETTLED_PRESENT)]),
           eb.and([eb('desired', '=', 'absent'), eb('state', '<>', 'destroyed')]),
           eb.and([eb('desired', '=', 'present'), eb('expires_at', '<=', toDbTime(now))]),
+          // an update in place asked for and not yet made (nor failed)
+          eb.and([
+            eb('desired', '=', 'present'),
+            eb('state', '=', 'ready'),
+            eb('revision', '>', eb.ref('planned_revision')),
+            eb('revision', '>', eb.ref('failed_revision')),
+          ]),
         ]),
       )
       // backing off after a failed attempt
@@ -188,57 +206,12 @@ export class KyselyEnvironmentRepository implements EnvironmentRepository {
     return rows.map(toRecord);
   }
 
-  async claim(id: string, owner: string, leaseMs: number): Promise<boolean> {
-    // Lease times come from the database's clock, never this process's: replicas whose clocks
-    // disagree still agree on when a lease runs out, as they all ask the same database.
-    const now = this.dbNow();
-    const until = this.dbNowPlus(leaseMs);
-    const isFree = (eb: ExpressionBuilder<Database, 'environments'>) =>
-      eb.or([
-        eb('lease_owner', 'is', null),
-        eb('lease_owner', '=', owner),
-        eb('lease_until', 'is', null),
-        eb('lease_until', '<=', now),
-      ]);
-    if (this.dialect === 'sqlite') {
-      // One conditional UPDATE is atomic in SQLite (writers are serialised by the database lock).
-      const result = await this.db
-        .updateTable('environments')
-        .set({ lease_owner: owner, lease_until: until })
-        .where('id', '=', id)
-        .where(isFree)
-        .executeTakeFirst();
-      return result.numUpdatedRows > 0n;
-    }
-    return this.db.transaction().execute(async (trx) => {
-      // SKIP LOCKED: when another replica is claiming (or updating) this row right now, give up
-      // at once instead of queueing behind it; the caller tries again on its next pass.
-      const locked = await trx
-        .selectFrom('environments')
-        .select('id')
-        .where('id', '=', id)
-        .forUpdate()
-        .skipLocked()
-        .executeTakeFirst();
-      if (!locked) return false;
-      // The row is ours until commit, and this statement sees its latest committed version.
-      const result = await trx
-        .updateTable('environments')
-        .set({ lease_owner: owner, lease_until: until })
-        .where('id', '=', id)
-        .where(isFree)
-        .executeTakeFirst();
-      return result.numUpdatedRows > 0n;
-    });
+  claim(id: string, owner: string, leaseMs: number): Promise<boolean> {
+    return claimLease(this.db, this.dialect, 'environments', id, owner, leaseMs);
   }
 
   async release(id: string, owner: string): Promise<void> {
-    await this.db
-      .updateTable('environments')
-      .set({ lease_owner: null, lease_until: null })
-      .where('id', '=', id)
-      .where('lease_owner', '=', owner)
-      .execute();
+    await releaseLease(this.db, 'environments', id, owner);
   }
 
   async deleteDestroyed(before: Date): Promise<number> {
@@ -251,22 +224,6 @@ export class KyselyEnvironmentRepository implements EnvironmentRepository {
       .where('updated_at', '<', toDbTime(before))
       .executeTakeFirst();
     return Number(result.numDeletedRows);
-  }
-
-  /** The database's current time, in the form timestamps are stored in. */
-  private dbNow(): RawBuilder<string> {
-    return this.dialect === 'postgres'
-      ? // clock_timestamp(), not now(): the latter is the start of the transaction.
-        sql<string>`clock_timestamp()`
-      : sql<string>`strftime('%Y-%m-%dT%H:%M:%fZ', 'now')`;
-  }
-
-  /** The database's current time plus `ms` milliseconds. */
-  private dbNowPlus(ms: number): RawBuilder<string> {
-    if (!Number.isFinite(ms) || ms < 0) throw new RangeError(`lease of ${ms} ms`);
-    return this.dialect === 'postgres'
-      ? sql<string>`clock_timestamp() + ${ms}::double precision * interval '1 millisecond'`
-      : sql<string>`strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ${`+${(ms / 1000).toFixed(3)} seconds`})`;
   }
 
   /** A {@link NameTakenError} when `error` is the live-name index's violation, else undefined. */
@@ -307,5 +264,10 @@ function toRecord(row: Selectable<EnvironmentsTable>): EnvironmentRecord {
     leaseUntil: fromDbTimeOrNull(row.lease_until),
     attempts: row.attempts,
     retryAt: fromDbTimeOrNull(row.retry_at),
+    source: parseJson<GitSource>(row.source),
+    revision: row.revision,
+    plannedRevision: row.planned_revision,
+    failedRevision: row.failed_revision,
+    updateFailure: parseJson<UpdateFailure>(row.update_failure),
   };
 }

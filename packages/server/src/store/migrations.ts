@@ -155,6 +155,95 @@ function migrations(dialect: StoreDialect): Record<string, Migration> {
           .execute();
       },
     },
+    '0004-previews': {
+      // biome-ignore lint/suspicious/noExplicitAny: migrations must not depend on today's schema types
+      async up(db: Kysely<any>) {
+        const addColumn = (
+          table: string,
+          column: string,
+          type: string,
+          build: ColumnDefinitionBuilderCallback = (col) => col,
+        ) => db.schema.alterTable(table).addColumn(column, sql.raw(type), build).execute();
+        // Environments from git: the commit wanted, and updates in place counted by revision.
+        await addColumn('environments', 'source', 'text');
+        await addColumn('environments', 'revision', 'integer', (col) => col.notNull().defaultTo(0));
+        await addColumn('environments', 'planned_revision', 'integer', (col) => col.notNull().defaultTo(0));
+        await addColumn('environments', 'failed_revision', 'integer', (col) => col.notNull().defaultTo(0));
+        await addColumn('environments', 'update_failure', 'text');
+
+        await db.schema
+          .createTable('projects')
+          .addColumn('name', 'text', (col) => col.primaryKey())
+          .addColumn('repo_url', 'text', (col) => col.notNull())
+          .addColumn('template_file', 'text')
+          .addColumn('branch', 'text', (col) => col.notNull())
+          .addColumn('forge', 'text', (col) => col.notNull())
+          .addColumn('forge_repo', 'text', (col) => col.notNull())
+          .addColumn('forge_api_url', 'text')
+          .addColumn('policy', 'text', (col) => col.notNull())
+          .addColumn('webhook_secret', 'text')
+          .addColumn('forge_token', 'text')
+          .addColumn('secret_inputs', 'text', (col) => col.notNull())
+          .addColumn('created_at', sql.raw(timestamp), (col) => col.notNull())
+          .addColumn('updated_at', sql.raw(timestamp), (col) => col.notNull())
+          .execute();
+        await db.schema
+          .createIndex('projects_forge_repo_idx')
+          .on('projects')
+          .columns(['forge', 'forge_repo'])
+          .execute();
+
+        await db.schema
+          .createTable('webhook_deliveries')
+          .addColumn('id', 'text', (col) => col.primaryKey())
+          .addColumn('project', 'text', (col) => col.notNull())
+          .addColumn('event', 'text', (col) => col.notNull())
+          .addColumn('received_at', sql.raw(timestamp), (col) => col.notNull())
+          .execute();
+        await db.schema
+          .createIndex('webhook_deliveries_received_at_idx')
+          .on('webhook_deliveries')
+          .column('received_at')
+          .execute();
+
+        await db.schema
+          .createTable('previews')
+          .addColumn('id', 'text', (col) => col.primaryKey())
+          .addColumn('project', 'text', (col) => col.notNull())
+          .addColumn('number', 'integer')
+          .addColumn('branch', 'text')
+          .addColumn('env_name', 'text', (col) => col.notNull())
+          .addColumn('head_sha', 'text', (col) => col.notNull())
+          .addColumn('base_sha', 'text')
+          .addColumn('head_ref', 'text', (col) => col.notNull())
+          .addColumn('base_ref', 'text', (col) => col.notNull())
+          .addColumn('clone_url', 'text')
+          .addColumn('from_fork', 'integer', (col) => col.notNull())
+          .addColumn('approved', 'integer', (col) => col.notNull())
+          .addColumn('draft', 'integer', (col) => col.notNull())
+          .addColumn('labels', 'text', (col) => col.notNull())
+          .addColumn('title', 'text')
+          .addColumn('url', 'text')
+          .addColumn('open', 'integer', (col) => col.notNull())
+          .addColumn('received_at', sql.raw(timestamp), (col) => col.notNull())
+          .addColumn('handled', 'text')
+          .addColumn('decision', 'text')
+          .addColumn('detail', 'text')
+          .addColumn('env_id', 'text')
+          .addColumn('comment_id', 'text')
+          .addColumn('deployment_id', 'text')
+          .addColumn('deployment_sha', 'text')
+          .addColumn('reported', 'text')
+          .addColumn('lease_owner', 'text')
+          .addColumn('lease_until', sql.raw(timestamp))
+          .addColumn('attempts', 'integer', (col) => col.notNull().defaultTo(0))
+          .addColumn('retry_at', sql.raw(timestamp))
+          .addColumn('created_at', sql.raw(timestamp), (col) => col.notNull())
+          .addColumn('updated_at', sql.raw(timestamp), (col) => col.notNull())
+          .execute();
+        await db.schema.createIndex('previews_project_idx').on('previews').column('project').execute();
+      },
+    },
   };
 }
 

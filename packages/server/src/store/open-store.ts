@@ -10,6 +10,8 @@ import { KyselyEnvironmentRepository } from './environment-repository.js';
 import { KyselyEventRepository } from './event-repository.js';
 import { KyselyKeptLogRepository } from './kept-log-repository.js';
 import { migrateToLatest } from './migrations.js';
+import { KyselyPreviewRepository } from './preview-repository.js';
+import { KyselyProjectRepository } from './project-repository.js';
 import type { Database, StoreDialect } from './schema.js';
 import type { Store } from './store.js';
 import { KyselyTokenRepository } from './token-repository.js';
@@ -40,6 +42,8 @@ class KyselyStore implements Store {
   readonly tokens: KyselyTokenRepository;
   readonly logs: KyselyKeptLogRepository;
   readonly images: KyselyBuiltImageRepository;
+  readonly projects: KyselyProjectRepository;
+  readonly previews: KyselyPreviewRepository;
 
   constructor(
     private readonly db: Kysely<Database>,
@@ -51,6 +55,8 @@ class KyselyStore implements Store {
     this.tokens = new KyselyTokenRepository(db);
     this.logs = new KyselyKeptLogRepository(db);
     this.images = new KyselyBuiltImageRepository(db);
+    this.projects = new KyselyProjectRepository(db, dialect);
+    this.previews = new KyselyPreviewRepository(db, dialect);
   }
 
   async close(): Promise<void> {

@@ -36,6 +36,15 @@ export interface EnvironmentsTable {
   /** Since migration 0003; rows from before it read 0. */
   attempts: number;
   retry_at: Timestamp | null;
+  /** Since migration 0004. JSON `GitSource`: the commit the environment should run; null: not from git. */
+  source: string | null;
+  /** Bumped by every update asked for (a push); the plan is from `planned_revision`. */
+  revision: number;
+  planned_revision: number;
+  /** The last revision whose update failed (not retried until the next one). */
+  failed_revision: number;
+  /** JSON `UpdateFailure` of that revision, or null. */
+  update_failure: string | null;
 }
 
 export interface EventsTable {
@@ -75,6 +84,75 @@ export interface BuiltImagesTable {
   last_used_at: Timestamp;
 }
 
+/** Projects: repositories whose pull requests get previews. Secrets are never returned by the API. */
+export interface ProjectsTable {
+  name: string;
+  repo_url: string;
+  template_file: string | null;
+  branch: string;
+  forge: string;
+  forge_repo: string;
+  forge_api_url: string | null;
+  /** JSON `ProjectPolicy`. */
+  policy: string;
+  webhook_secret: string | null;
+  forge_token: string | null;
+  /** JSON object of strings. */
+  secret_inputs: string;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
+/** Webhook deliveries seen, so a redelivered one is not acted on twice. */
+export interface WebhookDeliveriesTable {
+  /** `<forge>:<delivery id>`. */
+  id: string;
+  project: string;
+  event: string;
+  received_at: Timestamp;
+}
+
+/** A pull request or branch of a project: what the forge last said of it, and what was reported back. */
+export interface PreviewsTable {
+  /** `<project>/pr/<n>` or `<project>/branch/<branch>`. */
+  id: string;
+  project: string;
+  number: number | null;
+  branch: string | null;
+  env_name: string;
+  head_sha: string;
+  base_sha: string | null;
+  head_ref: string;
+  base_ref: string;
+  clone_url: string | null;
+  from_fork: number;
+  approved: number;
+  draft: number;
+  /** JSON array of strings. */
+  labels: string;
+  title: string | null;
+  url: string | null;
+  open: number;
+  /** When the forge told us of the current head (the start of "webhook to ready"). */
+  received_at: Timestamp;
+  /** What the controller last acted on (a fingerprint), and what it decided. */
+  handled: string | null;
+  decision: string | null;
+  detail: string | null;
+  env_id: string | null;
+  comment_id: string | null;
+  deployment_id: string | null;
+  deployment_sha: string | null;
+  /** The fingerprint of the last status reported to the forge. */
+  reported: string | null;
+  lease_owner: string | null;
+  lease_until: Timestamp | null;
+  attempts: number;
+  retry_at: Timestamp | null;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
 /** Key/value facts about the installation itself, such as its instance id. */
 export interface SettingsTable {
   key: string;
@@ -89,6 +167,9 @@ export interface Database {
   settings: SettingsTable;
   kept_logs: KeptLogsTable;
   built_images: BuiltImagesTable;
+  projects: ProjectsTable;
+  webhook_deliveries: WebhookDeliveriesTable;
+  previews: PreviewsTable;
 }
 
 /** Which SQL dialect a store runs on. */

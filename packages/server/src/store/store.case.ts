@@ -147,6 +147,11 @@ export function describeStore(name: string, target: StoreTarget): void {
           leaseUntil: null,
           attempts: 0,
           retryAt: null,
+          source: null,
+          revision: 0,
+          plannedRevision: 0,
+          failedRevision: 0,
+          updateFailure: null,
         });
         expect(created.createdAt.getTime()).toBeGreaterThanOrEqual(before);
         expect(created.createdAt.getTime()).toBeLessThanOrEqual(after + 5);
@@ -806,6 +811,7 @@ export function describeStore(name: string, target: StoreTarget): void {
           { name: '0001-initial' },
           { name: '0002-settings' },
           { name: '0003-hardening' },
+          { name: '0004-previews' },
         ]);
         // one installation, one id, whichever replica made it
         expect(new Set(stores.map((s) => s.instanceId)).size).toBe(1);
@@ -834,6 +840,7 @@ export function describeStore(name: string, target: StoreTarget): void {
           { name: '0001-initial' },
           { name: '0002-settings' },
           { name: '0003-hardening' },
+          { name: '0004-previews' },
         ]);
       });
 

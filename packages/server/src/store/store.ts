@@ -2,7 +2,7 @@
  * Repository interfaces of the store. Implementations: kysely over SQLite (default, one file under
  * the data dir) and over PostgreSQL (several replicas). Everything above `store/` sees only these.
  */
-import type { EnvKind, EnvState, Failure } from '@mayfly/contract';
+import type { EnvKind, EnvState, Failure, Forge, ProjectPolicy } from '@mayfly/contract';
 import type { EnvPlan } from '../plan/plan.js';
 
 export interface EnvironmentRecord {
@@ -30,6 +30,31 @@ export interface EnvironmentRecord {
   attempts: number;
   /** Not worked on again before this time (backoff after a failed attempt); null: now. */
   retryAt: Date | null;
+  /** Where the template comes from when it is a git repository (previews); null otherwise. */
+  source: GitSource | null;
+  /** Bumped by every update asked for; `plan` was made from `plannedRevision`. */
+  revision: number;
+  plannedRevision: number;
+  /** The last revision whose update failed; it is not tried again, the next one is. */
+  failedRevision: number;
+  updateFailure: UpdateFailure | null;
+}
+
+/** A commit of a repository, checked out by the controller to plan the environment from. */
+export interface GitSource {
+  repoUrl: string;
+  commit: string;
+  /** Fetched instead when the server refuses fetching a commit by id (`refs/pull/7/head`). */
+  ref: string | null;
+  /** The template's path in the repository; null: found as `mayfly up` finds it. */
+  templateFile: string | null;
+}
+
+/** Why an update in place failed; the previous version kept running. */
+export interface UpdateFailure extends Failure {
+  revision: number;
+  commit: string | null;
+  at: string;
 }
 
 export type NewEnvironment = Pick<
@@ -45,12 +70,28 @@ export type NewEnvironment = Pick<
   | 'plan'
   | 'ttlMs'
   | 'expiresAt'
->;
+> &
+  Partial<Pick<EnvironmentRecord, 'source' | 'revision'>>;
 
 export type EnvironmentPatch = Partial<
   Pick<
     EnvironmentRecord,
-    'state' | 'desired' | 'plan' | 'failure' | 'expiresAt' | 'name' | 'attempts' | 'retryAt'
+    | 'state'
+    | 'desired'
+    | 'plan'
+    | 'failure'
+    | 'expiresAt'
+    | 'name'
+    | 'attempts'
+    | 'retryAt'
+    | 'source'
+    | 'revision'
+    | 'plannedRevision'
+    | 'failedRevision'
+    | 'updateFailure'
+    | 'inputs'
+    | 'templateContent'
+    | 'templateFile'
   >
 >;
 
@@ -82,8 +123,9 @@ export interface EnvironmentRepository {
   /**
    * Environments whose state differs from what is desired, or whose TTL has run out:
    * desired present and state not ready/failed/sleeping, desired absent and state not
-   * destroyed, or `expiresAt <= now` and desired present — and, in every case, whose `retryAt`
-   * is null or not after `now`.
+   * destroyed, `expiresAt <= now` and desired present, or ready with an update asked for
+   * (`revision` past both `plannedRevision` and `failedRevision`) — and, in every case, whose
+   * `retryAt` is null or not after `now`.
    */
   listNeedingWork(now: Date): Promise<EnvironmentRecord[]>;
   /**
@@ -191,6 +233,135 @@ export interface BuiltImageRepository {
   delete(ref: string): Promise<void>;
 }
 
+/** A project as stored; its secrets are read only by who needs them (webhooks, forge calls, plans). */
+export interface ProjectRecord {
+  name: string;
+  repoUrl: string;
+  templateFile: string | null;
+  branch: string;
+  forge: Forge;
+  forgeRepo: string;
+  forgeApiUrl: string | null;
+  policy: ProjectPolicy;
+  webhookSecret: string | null;
+  forgeToken: string | null;
+  secretInputs: Record<string, string>;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+export type NewProject = Omit<ProjectRecord, 'createdAt' | 'updatedAt'>;
+export type ProjectPatch = Partial<Omit<NewProject, 'name'>>;
+
+export interface ProjectRepository {
+  /** Throws {@link ProjectExistsError} when the name is taken. */
+  create(project: NewProject): Promise<ProjectRecord>;
+  get(name: string): Promise<ProjectRecord | null>;
+  list(): Promise<ProjectRecord[]>;
+  /** Projects whose webhooks name this repository. */
+  findByForgeRepo(forge: Forge, forgeRepo: string): Promise<ProjectRecord[]>;
+  /** Null when there is no such project. */
+  update(name: string, patch: ProjectPatch): Promise<ProjectRecord | null>;
+  /** False when there was no such project. */
+  delete(name: string): Promise<boolean>;
+  /**
+   * Records a webhook delivery; false when `id` was seen before (a redelivery: not acted on twice).
+   */
+  recordDelivery(delivery: { id: string; project: string; event: string }): Promise<boolean>;
+  /** Forgets deliveries received before `before`; returns how many. */
+  pruneDeliveries(before: Date): Promise<number>;
+}
+
+/** A pull request (or a branch) of a project and what became of it. */
+export interface PreviewRecord {
+  id: string;
+  project: string;
+  number: number | null;
+  branch: string | null;
+  envName: string;
+  headSha: string;
+  baseSha: string | null;
+  headRef: string;
+  baseRef: string;
+  cloneUrl: string | null;
+  fromFork: boolean;
+  approved: boolean;
+  draft: boolean;
+  labels: string[];
+  title: string | null;
+  url: string | null;
+  open: boolean;
+  receivedAt: Date;
+  handled: string | null;
+  decision: string | null;
+  detail: string | null;
+  envId: string | null;
+  commentId: string | null;
+  deploymentId: string | null;
+  deploymentSha: string | null;
+  reported: string | null;
+  leaseOwner: string | null;
+  leaseUntil: Date | null;
+  attempts: number;
+  retryAt: Date | null;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+/** What a webhook says of a pull request or branch; the rest is the controller's. */
+export type PreviewFacts = Pick<
+  PreviewRecord,
+  | 'id'
+  | 'project'
+  | 'number'
+  | 'branch'
+  | 'envName'
+  | 'headSha'
+  | 'baseSha'
+  | 'headRef'
+  | 'baseRef'
+  | 'cloneUrl'
+  | 'fromFork'
+  | 'draft'
+  | 'labels'
+  | 'title'
+  | 'url'
+  | 'open'
+>;
+
+export type PreviewPatch = Partial<
+  Pick<
+    PreviewRecord,
+    | 'approved'
+    | 'handled'
+    | 'decision'
+    | 'detail'
+    | 'envId'
+    | 'commentId'
+    | 'deploymentId'
+    | 'deploymentSha'
+    | 'reported'
+    | 'attempts'
+    | 'retryAt'
+  >
+>;
+
+export interface PreviewRepository {
+  /**
+   * Records what the forge said: creates the preview, or updates its facts (a new head sets
+   * `receivedAt`). `approved` is set only on creation (from `approvedOnCreate`) or by {@link update}.
+   */
+  upsert(facts: PreviewFacts, options?: { approved?: boolean }): Promise<PreviewRecord>;
+  get(id: string): Promise<PreviewRecord | null>;
+  list(filter?: { project?: string }): Promise<PreviewRecord[]>;
+  /** Open previews, and closed ones with an environment or a report still to make. */
+  listActive(): Promise<PreviewRecord[]>;
+  update(id: string, patch: PreviewPatch, options?: UpdateOptions): Promise<PreviewRecord>;
+  claim(id: string, owner: string, leaseMs: number): Promise<boolean>;
+  release(id: string, owner: string): Promise<void>;
+  deleteForProject(project: string): Promise<number>;
+}
+
 export interface Store {
   readonly dialect: 'sqlite' | 'postgres';
   /**
@@ -203,6 +374,8 @@ export interface Store {
   tokens: TokenRepository;
   logs: KeptLogRepository;
   images: BuiltImageRepository;
+  projects: ProjectRepository;
+  previews: PreviewRepository;
   close(): Promise<void>;
 }
 
@@ -214,6 +387,13 @@ export class LeaseLostError extends Error {
   ) {
     super(`${owner} no longer holds the work lease of ${envId}`);
     this.name = 'LeaseLostError';
+  }
+}
+
+export class ProjectExistsError extends Error {
+  constructor(readonly projectName: string) {
+    super(`a project named "${projectName}" already exists`);
+    this.name = 'ProjectExistsError';
   }
 }
 
