@@ -5,7 +5,7 @@
  * `--keep-on-failure` keeps a failed one for a look. Exits with CMD's code.
  */
 import { spawn } from 'node:child_process';
-import { type Environment, EnvKind } from '@mayfly/contract';
+import { type Environment, EnvKind, serviceUrlVariable } from '@mayfly/contract';
 import { NotFoundError } from '@mayfly/sdk';
 import { type Command, Option } from 'commander';
 import { CliError, UsageError } from '../cli-error.js';
@@ -140,7 +140,7 @@ async function readyOrSignal(started: Started, interrupted: AbortSignal): Promis
 export function environmentVariables(env: Pick<Environment, 'name' | 'urls'>): Record<string, string> {
   const vars: Record<string, string> = { MAYFLY_ENV: env.name };
   for (const [service, url] of Object.entries(env.urls)) {
-    vars[`MAYFLY_URL_${service.toUpperCase().replace(/-/g, '_')}`] = url;
+    vars[serviceUrlVariable(service)] = url;
   }
   return vars;
 }

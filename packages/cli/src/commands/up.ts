@@ -1,6 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
 import {
+  DEFAULT_TEMPLATES,
   type Environment,
   EnvKind,
   EnvName,
@@ -20,14 +21,7 @@ import { resolveTemplateInputs, type TemplateFile } from '../template-inputs.js'
 import { globalOptions } from './global-options.js';
 
 /** Looked for, in this order, in the current directory when `-f` is not given. */
-export const DEFAULT_TEMPLATES = [
-  'mayfly.yaml',
-  'mayfly.yml',
-  'compose.yaml',
-  'compose.yml',
-  'docker-compose.yaml',
-  'docker-compose.yml',
-];
+export { DEFAULT_TEMPLATES };
 
 interface UpOptions {
   file?: string[];

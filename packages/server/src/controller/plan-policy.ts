@@ -3,8 +3,10 @@
  * limits for every workload, and which host paths may be bound — checked once at create and again
  * right before every apply, so a plan from the store never binds what the operator did not allow.
  */
+
 import { realpath, stat } from 'node:fs/promises';
 import path from 'node:path';
+import { serviceUrlVariable } from '@mayfly/contract';
 import type { EnvPlan, WorkloadPlan } from '../plan/plan.js';
 import { RuntimeStepError } from '../runtime/runtime.js';
 import type { Workspaces } from '../sources/workspaces.js';
@@ -48,6 +50,21 @@ export function withDefaultLimits(plan: EnvPlan, limits: DefaultLimits): EnvPlan
         },
       }),
     ),
+  };
+}
+
+/**
+ * Every workload learns the URLs of its environment's HTTP services as `MAYFLY_URL_<SERVICE>`, so
+ * a front end finds its own preview's API. A variable the template sets itself wins.
+ */
+export function withServiceUrls(plan: EnvPlan, urls: Record<string, string>): EnvPlan {
+  const variables = Object.fromEntries(
+    Object.entries(urls).map(([service, url]) => [serviceUrlVariable(service), url]),
+  );
+  if (Object.keys(variables).length === 0) return plan;
+  return {
+    ...plan,
+    workloads: plan.workloads.map((w) => rehash({ ...w, env: { ...variables, ...w.env } })),
   };
 }
 
