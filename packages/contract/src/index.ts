@@ -243,6 +243,21 @@ export function parseDuration(text: string): number | null {
   return total > 0 ? Math.round(total) : null;
 }
 
+/** `MAYFLY_URL_API` for a service `api`: upper-cased, every character not a letter or digit `_`. */
+export function serviceUrlVariable(service: string): string {
+  return `MAYFLY_URL_${service.toUpperCase().replace(/[^A-Z0-9]/g, '_')}`;
+}
+
+/** Template files looked for, in this order, when none is named (`mayfly up`, a project's repository). */
+export const DEFAULT_TEMPLATES = [
+  'mayfly.yaml',
+  'mayfly.yml',
+  'compose.yaml',
+  'compose.yml',
+  'docker-compose.yaml',
+  'docker-compose.yml',
+] as const;
+
 /** API paths, so the SDK and the server cannot drift apart. */
 export const ApiPaths = {
   health: '/healthz',
@@ -253,4 +268,13 @@ export const ApiPaths = {
   bundles: '/v1/bundles',
   tokens: '/v1/tokens',
   token: (id: string) => `/v1/tokens/${encodeURIComponent(id)}`,
+  projects: '/v1/projects',
+  project: (name: string) => `/v1/projects/${encodeURIComponent(name)}`,
+  previews: (project: string) => `/v1/projects/${encodeURIComponent(project)}/previews`,
+  approve: (project: string, number: number) =>
+    `/v1/projects/${encodeURIComponent(project)}/previews/${number}/approve`,
+  githubWebhook: '/webhooks/github',
+  gitlabWebhook: '/webhooks/gitlab',
 } as const;
+
+export * from './projects.js';

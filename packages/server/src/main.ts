@@ -13,6 +13,9 @@ import type { ScopedRoute } from './api/auth.js';
 import { loadConfig, type ServerConfigInput } from './config/config.js';
 import { BundleService } from './controller/bundle-service.js';
 import { EnvironmentService } from './controller/environment-service.js';
+import { PreviewController } from './controller/preview-controller.js';
+import { PreviewService } from './controller/preview-service.js';
+import { ProjectService } from './controller/project-service.js';
 import { Reconciler } from './controller/reconciler.js';
 import type { UrlScheme } from './controller/urls.js';
 import { lockDataDir, prepareDataDir } from './data-dir/data-dir.js';
@@ -26,6 +29,8 @@ import type { Runtime } from './runtime/runtime.js';
 import { Workspaces } from './sources/workspaces.js';
 import { openStore } from './store/open-store.js';
 import type { Store } from './store/store.js';
+import { ForgeReporter } from './triggers/forge-reporter.js';
+import { WebhookService } from './triggers/webhook-service.js';
 
 export const VERSION = '0.1.0';
 
@@ -35,6 +40,8 @@ export interface StartOptions extends ServerConfigInput {
   /** Replaces the Docker Engine's builder (a builder that pushes to a registry, for Kubernetes). */
   images?: ImageBuilder;
   logDestination?: NodeJS.WritableStream;
+  /** How reports to GitHub/GitLab are retried (tests make it quick). */
+  forgeRetry?: { attempts?: number; baseDelayMs?: number; maxDelayMs?: number };
 }
 
 export interface RunningServer {
@@ -50,6 +57,8 @@ export interface RunningServer {
   images: ImageBuilder;
   environments: EnvironmentService;
   reconciler: Reconciler;
+  previewController: PreviewController;
+  projects: ProjectService;
   workspaces: Workspaces;
   gateway: Gateway;
   /** The API's routes with the token scope each needs (what `/openapi.json` must document). */
@@ -58,7 +67,13 @@ export interface RunningServer {
 }
 
 export async function startServer(options: StartOptions = {}): Promise<RunningServer> {
-  const { runtime: injectedRuntime, images: injectedImages, logDestination, ...configInput } = options;
+  const {
+    runtime: injectedRuntime,
+    images: injectedImages,
+    logDestination,
+    forgeRetry,
+    ...configInput
+  } = options;
   const config = loadConfig(configInput);
   const logger = createLogger(config.logLevel, logDestination);
   prepareDataDir(config.dataDir);
@@ -131,12 +146,18 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     negativeCacheMs: config.gatewayNegativeCacheMs,
     cacheEntries: config.gatewayCacheEntries,
   });
+  const planPolicy = {
+    ...policy,
+    defaultMemoryBytes: config.defaultMemoryBytes,
+    defaultPids: config.defaultPids,
+  };
   const reconciler = new Reconciler({
     store,
     runtime,
     images,
     workspaces,
     policy,
+    planner: { urls, workspaces, policy: planPolicy },
     logger: logger.child({ component: 'controller' }),
     metrics,
     owner,
@@ -152,21 +173,36 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     destroyedRetentionMs: config.destroyedRetentionMs,
     maxEventsPerEnv: config.maxEventsPerEnv,
     onDestroyed: (env) => gateway.forget(env.name),
+    onSettled: () => previewController.kick(),
   });
   const environments = new EnvironmentService({
     store,
     runtime,
     urls,
     workspaces,
-    policy: {
-      ...policy,
-      defaultMemoryBytes: config.defaultMemoryBytes,
-      defaultPids: config.defaultPids,
-    },
+    policy: planPolicy,
     defaultLogTail: config.logTailDefault,
     limits: { maxEnvironments: config.maxEnvironments, maxLogStreams: config.maxLogStreams },
     onChange: (id) => reconciler.changed(id),
   });
+  const previewController: PreviewController = new PreviewController({
+    store,
+    environments,
+    reporter: new ForgeReporter(forgeRetry ? { retry: forgeRetry } : {}),
+    urls,
+    logger: logger.child({ component: 'previews' }),
+    owner,
+    leaseMs: config.leaseMs,
+    intervalMs: config.reconcileIntervalMs,
+    tmpDir: path.join(config.dataDir, 'work', 'git'),
+  });
+  const previews = new PreviewService({ store, onChange: () => previewController.kick() });
+  const projects = new ProjectService({
+    store,
+    destroyEnvironment: (id) => environments.destroy(id),
+    onChange: () => previewController.kick(),
+  });
+  const webhooks = new WebhookService({ store, previews });
   const bundles = new BundleService({
     workspaces,
     maxStaged: config.bundleMaxStaged,
@@ -177,6 +213,9 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     environments,
     tokens,
     bundles,
+    projects,
+    previews,
+    webhooks,
     metrics,
     logger,
     version: VERSION,
@@ -199,6 +238,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
   const port = (app.server.address() as AddressInfo).port;
   urls.port = config.publicPort ?? port;
   reconciler.start();
+  previewController.start();
 
   const hostForUrl = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
   logger.info({ port, dataDir: config.dataDir, store: store.dialect, runtime: runtime.name }, 'mayfly is up');
@@ -213,11 +253,14 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     images,
     environments,
     reconciler,
+    previewController,
+    projects,
     workspaces,
     gateway,
     routes,
     async close() {
       // Work in flight is aborted; open streams and WebSockets are cut rather than waited for.
+      await previewController.stop();
       await reconciler.stop();
       gateway.close();
       await app.close();

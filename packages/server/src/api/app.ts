@@ -6,20 +6,28 @@ import * as z from 'zod';
 import type { TokenService } from '../access/token-service.js';
 import type { BundleService } from '../controller/bundle-service.js';
 import type { EnvironmentService } from '../controller/environment-service.js';
+import type { PreviewService } from '../controller/preview-service.js';
+import type { ProjectService } from '../controller/project-service.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
+import type { WebhookService } from '../triggers/webhook-service.js';
 import { registerAuth, type ScopedRoute } from './auth.js';
 import { registerBundleRoutes } from './bundle-routes.js';
 import { registerEnvironmentRoutes } from './environment-routes.js';
 import { toHttpError } from './errors.js';
 import { openApiDocument } from './openapi.js';
+import { registerProjectRoutes } from './project-routes.js';
 import { addRoute, DEFAULT_BODY_LIMIT } from './route.js';
 import { registerTokenRoutes } from './token-routes.js';
+import { registerWebhookRoutes } from './webhook-routes.js';
 
 export interface ApiDeps {
   environments: EnvironmentService;
   tokens: TokenService;
   bundles: BundleService;
+  projects: ProjectService;
+  previews: PreviewService;
+  webhooks: WebhookService;
   metrics: Metrics;
   logger: Logger;
   version: string;
@@ -88,5 +96,8 @@ export async function buildApi(
   registerEnvironmentRoutes(app, deps);
   registerBundleRoutes(app, deps);
   registerTokenRoutes(app, deps);
+  registerProjectRoutes(app, deps);
+  registerWebhookRoutes(app, deps);
+  await app.ready();
   return { app, routes };
 }

@@ -8,11 +8,15 @@ import {
   Bundle,
   CreatedToken,
   CreateEnvironmentRequest,
+  CreateProjectRequest,
   CreateTokenRequest,
   EnvEvent,
   Environment,
   ErrorBody,
+  Preview,
+  Project,
   Token,
+  UpdateProjectRequest,
 } from '@mayfly/contract';
 import * as z from 'zod';
 import type { ScopedRoute } from './auth.js';
@@ -27,6 +31,10 @@ const COMPONENTS = {
   Token: [Token, 'output'],
   CreatedToken: [CreatedToken, 'output'],
   CreateTokenRequest: [CreateTokenRequest, 'input'],
+  Project: [Project, 'output'],
+  CreateProjectRequest: [CreateProjectRequest, 'input'],
+  UpdateProjectRequest: [UpdateProjectRequest, 'input'],
+  Preview: [Preview, 'output'],
   Error: [ErrorBody, 'output'],
 } as const satisfies Record<string, readonly [z.ZodType, 'input' | 'output']>;
 

@@ -45,7 +45,7 @@ export type RequestBodyDoc =
   | { mediaTypes: readonly string[]; description: string };
 
 /** Error statuses a route answers with an `ErrorBody`, and when. */
-export type ErrorDocs = Partial<Record<400 | 403 | 404 | 409 | 413 | 429 | 503, string>>;
+export type ErrorDocs = Partial<Record<400 | 401 | 403 | 404 | 409 | 413 | 429 | 503, string>>;
 
 /** An object of fields parsed from strings: what a path or a query string carries. */
 export type InputSchema = z.ZodObject;

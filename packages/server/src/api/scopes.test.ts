@@ -85,7 +85,21 @@ describe('token scopes', () => {
 
   it('public routes need no token', async () => {
     for (const route of t.server.routes.filter((r) => r.scope === 'public')) {
-      expect((await fetch(`${t.server.url}${route.url}`)).status, route.url).toBe(200);
+      if (route.method === 'GET') {
+        expect((await fetch(`${t.server.url}${route.url}`)).status, route.url).toBe(200);
+        continue;
+      }
+      // Webhooks: the forge's signature is their authentication, never a token.
+      const res = await fetch(`${t.server.url}${route.url}`, {
+        method: route.method,
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({
+          repository: { full_name: 'nobody/nothing' },
+          project: { path_with_namespace: 'nobody/nothing' },
+        }),
+      });
+      expect(res.status, route.url).toBe(404);
+      expect(await res.text()).toContain('no project for');
     }
   });
 

@@ -3,50 +3,28 @@
  * nudge the reconciler. Reading an environment's logs and timeline goes through here too, so the
  * API never touches the store or a runtime itself.
  */
-import { lstat, open, realpath } from 'node:fs/promises';
 import path from 'node:path';
 import { finished, type Readable } from 'node:stream';
 import {
   CreateEnvironmentRequest,
   type CreateEnvironmentRequest as CreateInput,
-  DNS_LABEL_MAX,
   ENV_TTL_MAX_MS,
   type EnvEvent,
   type Environment,
   parseDuration,
   type ServiceStatus,
-  TEMPLATE_MAX_BYTES,
 } from '@mayfly/contract';
 import { customAlphabet } from 'nanoid';
 import { type Access, canSee, FULL_ACCESS, projectForCreate } from '../access/access.js';
-import { assertBuildAllowed, DockerfilePolicyError } from '../images/dockerfile-policy.js';
-import type { EnvPlan } from '../plan/plan.js';
-import { type Runtime, RuntimeStepError, WorkloadNotFoundError } from '../runtime/runtime.js';
+import { type Runtime, WorkloadNotFoundError } from '../runtime/runtime.js';
 import type { Workspaces } from '../sources/workspaces.js';
-import type { EnvironmentRecord, Store } from '../store/store.js';
-import {
-  loadTemplate,
-  plan,
-  type Template,
-  TemplateError,
-  type TemplateOverride,
-} from '../template/index.js';
+import type { EnvironmentRecord, GitSource, Store } from '../store/store.js';
+import type { TemplateOverride } from '../template/index.js';
 import { InvalidRequestError, NotFoundError, QuotaExceededError } from './errors.js';
 import { keptLogStream, prefixLines } from './log-lines.js';
-import {
-  checkBindSources,
-  type HostPathPolicy,
-  withDefaultLimits,
-  withFilesAsMounts,
-  withPrivateBindSources,
-} from './plan-policy.js';
-import { serviceUrl, type UrlScheme, urlsOf } from './urls.js';
-
-/** Largest stored plan (JSON), whatever the template expanded to. */
-export const PLAN_MAX_BYTES = 2 * 1024 * 1024;
-
-/** A directory that holds nothing: every host path is outside it. */
-const NO_HOST_PATHS = '/nonexistent/mayfly-template-without-directory';
+import type { HostPathPolicy } from './plan-policy.js';
+import { planTemplate, readTemplateFile } from './plan-template.js';
+import { type UrlScheme, urlsOf } from './urls.js';
 
 /** Lowercase so ids are valid in Docker names and Kubernetes namespaces alike. */
 const newId = customAlphabet('0123456789abcdefghijklmnopqrstuvwxyz', 10);
@@ -105,14 +83,7 @@ export class EnvironmentService {
       if (ttlMs === null)
         throw new InvalidRequestError(`ttl "${req.ttl}" is not a duration like 30m, 2h or 1d`);
     }
-    const { maxEnvironments } = this.deps.limits;
-    const { destroyed: _gone, ...live } = await this.deps.store.environments.countByState();
-    const existing = Object.values(live).reduce((sum, n) => sum + (n ?? 0), 0);
-    if (existing >= maxEnvironments) {
-      throw new QuotaExceededError(
-        `${existing} environments exist, the most this server allows (${maxEnvironments}): destroy some first`,
-      );
-    }
+    await this.checkQuota();
     const id = newId();
     const { workspaces } = this.deps;
     const sourceDir = req.template.bundle ? await workspaces.claimBundle(req.template.bundle, id) : null;
@@ -132,58 +103,25 @@ export class EnvironmentService {
           throw new InvalidRequestError(`the override file "${filename}" contains a NUL character`);
         overrides.push({ filename, content: text });
       }
-      const templateDir =
-        sourceDir === null ? null : path.dirname(path.join(sourceDir, req.template.filename));
-      const load = (name: string) =>
-        loadTemplate(
-          {
-            filename: req.template.filename,
-            content,
-            ...(templateDir ? { dir: templateDir } : {}),
-            ...(overrides.length > 0 ? { overrides } : {}),
-          },
-          {
-            inputs: { ...req.inputs, ENV_ID: id, ENV_NAME: name },
-            // Build contexts, env files and bind mounts stay inside the server's copy of the
-            // template's folder; a template sent without one may not name host paths at all.
-            root: sourceDir ?? NO_HOST_PATHS,
-            allowedHostPaths: this.deps.policy.allowedHostPaths,
-            profiles: req.profiles,
-            serviceUrl: (service) => serviceUrl(service, name, this.deps.urls),
-          },
-        );
-      const prefix = req.namePrefix ?? path.basename(req.template.filename).replace(/\..*$/, '');
-      let name = req.name ?? defaultName(prefix, id, 0);
-      let template = load(name);
-      const longest = longestRoutedService(template);
-      if (req.name === undefined && longest.length + 2 + name.length > DNS_LABEL_MAX) {
-        name = defaultName(prefix, id, longest.length);
-        template = load(name);
-      }
-      checkHostLabels(template, name);
-      await checkDockerfiles(template);
+      const planned = await planTemplate(this.deps, {
+        envId: id,
+        project,
+        filename: req.template.filename,
+        content,
+        overrides,
+        sourceDir,
+        inputs: req.inputs,
+        profiles: req.profiles,
+        name: req.name,
+        namePrefix: req.namePrefix ?? path.basename(req.template.filename).replace(/\..*$/, ''),
+      });
+      const { template, plan: envPlan, name } = planned;
       if (req.ttl === undefined) ttlMs = template.lifecycle.ttlMs;
       if (ttlMs !== null && ttlMs > ENV_TTL_MAX_MS) {
         throw new InvalidRequestError(
           `the time to live is longer than the most allowed, ${ENV_TTL_MAX_MS / 86_400_000}d`,
         );
       }
-
-      let envPlan: EnvPlan = plan(template, { envId: id, envName: name, project });
-      envPlan = withDefaultLimits(envPlan, this.deps.policy);
-      // The plan is stored, and read by every pass and gateway lookup: it stays small.
-      const planBytes = Buffer.byteLength(JSON.stringify(envPlan));
-      if (planBytes > PLAN_MAX_BYTES) {
-        throw new InvalidRequestError(
-          `the planned environment takes ${Math.ceil(planBytes / 1024)} KiB, more than the ${PLAN_MAX_BYTES / 1024} KiB allowed: fewer services, or smaller values`,
-        );
-      }
-      envPlan = await withPrivateBindSources(envPlan, id, workspaces, this.deps.policy);
-      envPlan = await withFilesAsMounts(envPlan, id, workspaces);
-      // The same check every apply makes, said now rather than as a failed environment.
-      await checkBindSources(envPlan, workspaces.mountsDir(id), this.deps.policy).catch((err) => {
-        throw err instanceof RuntimeStepError ? new InvalidRequestError(err.reason) : err;
-      });
 
       const record = await this.deps.store.environments.create({
         id,
@@ -220,6 +158,89 @@ export class EnvironmentService {
       // sent inline may have had files written for it as well).
       if (!recorded) await workspaces.remove(id).catch(() => {});
       throw err;
+    }
+  }
+
+  /**
+   * Records an environment whose template comes from a commit of a git repository (a preview):
+   * nothing is read now, so a webhook is answered at once; the controller checks the commit out,
+   * plans and builds it.
+   */
+  async createFromSource(input: {
+    name: string;
+    project: string;
+    kind: EnvironmentRecord['kind'];
+    source: GitSource;
+    inputs: Record<string, string>;
+    ttlMs: number | null;
+  }): Promise<EnvironmentRecord> {
+    await this.checkQuota();
+    const id = newId();
+    const record = await this.deps.store.environments.create({
+      id,
+      name: input.name,
+      project: input.project,
+      kind: input.kind,
+      templateFile: input.source.templateFile ?? '(found in the repository)',
+      templateContent: '',
+      templateDir: null,
+      inputs: input.inputs,
+      plan: null,
+      ttlMs: input.ttlMs,
+      expiresAt: input.ttlMs ? new Date(Date.now() + input.ttlMs) : null,
+      source: input.source,
+      revision: 1,
+    });
+    await this.deps.store.events.append({
+      envId: id,
+      type: 'state',
+      state: 'pending',
+      message: `requested: commit ${input.source.commit.slice(0, 12)}`,
+    });
+    this.deps.onChange(id);
+    return record;
+  }
+
+  /**
+   * Asks for an update in place to another commit: a ready environment keeps running while the
+   * controller builds the new one and replaces only what changed; a failed one is brought up
+   * afresh. The time to live counts from now.
+   */
+  async updateSource(
+    envId: string,
+    input: { source: GitSource; inputs: Record<string, string> },
+  ): Promise<EnvironmentRecord> {
+    const env = await this.deps.store.environments.get(envId);
+    if (!env || env.desired === 'absent') throw new NotFoundError(`no environment "${envId}"`);
+    const fresh = env.state === 'failed';
+    const updated = await this.deps.store.environments.update(env.id, {
+      source: input.source,
+      inputs: input.inputs,
+      revision: env.revision + 1,
+      attempts: 0,
+      retryAt: null,
+      ...(env.ttlMs ? { expiresAt: new Date(Date.now() + env.ttlMs) } : {}),
+      ...(fresh ? { state: 'pending', failure: null } : {}),
+    });
+    await this.deps.store.events.append({
+      envId: env.id,
+      type: fresh ? 'state' : 'update',
+      state: fresh ? 'pending' : null,
+      message: `update requested: commit ${input.source.commit.slice(0, 12)}`,
+    });
+    this.deps.onChange(env.id);
+    return updated;
+  }
+
+  /** Refuses one more environment past the server's limit (429, with why). */
+  private async checkQuota(): Promise<void> {
+    const { maxEnvironments } = this.deps.limits;
+    const { destroyed: _gone, ...live } = await this.deps.store.environments.countByState();
+    const existing = Object.values(live).reduce((sum, n) => sum + (n ?? 0), 0);
+    if (existing >= maxEnvironments) {
+      throw new QuotaExceededError(
+        `${existing} environments exist, the most this server allows (${maxEnvironments}): destroy some first`,
+      );
     }
   }
 
@@ -365,94 +386,4 @@ export class EnvironmentService {
       expiresAt: env.expiresAt?.toISOString() ?? null,
     };
   }
-}
-
-/**
- * Reads the template file out of the server's copy of a bundle: a relative path that stays inside
- * it (links followed), a regular file, at most {@link TEMPLATE_MAX_BYTES}.
- */
-async function readTemplateFile(sourceDir: string, filename: string): Promise<string> {
-  const fail = (why: string) => new InvalidRequestError(`template "${filename}": ${why}`);
-  if (path.isAbsolute(filename) || filename.split(/[\\/]/).includes('..')) {
-    throw fail('must be a path inside the bundle, without ".."');
-  }
-  const file = path.join(sourceDir, filename);
-  let real: string;
-  try {
-    real = await realpath(file);
-  } catch {
-    throw fail('not found in the bundle');
-  }
-  const rel = path.relative(await realpath(sourceDir), real);
-  if (rel.startsWith('..') || path.isAbsolute(rel)) throw fail('leads outside the bundle');
-  const info = await lstat(real);
-  if (!info.isFile()) throw fail('is not a regular file');
-  if (info.size > TEMPLATE_MAX_BYTES) throw fail(`is larger than ${TEMPLATE_MAX_BYTES} bytes`);
-  const handle = await open(real, 'r');
-  try {
-    return await handle.readFile('utf8');
-  } finally {
-    await handle.close();
-  }
-}
-
-/** Every Dockerfile a template builds from, checked now (and again before each build). */
-async function checkDockerfiles(template: Template): Promise<void> {
-  const issues = [];
-  for (const w of template.workloads) {
-    if (!w.image.build) continue;
-    try {
-      await assertBuildAllowed(w.image.build);
-    } catch (err) {
-      if (!(err instanceof DockerfilePolicyError)) throw err;
-      issues.push({
-        file: template.file,
-        line: null,
-        column: null,
-        path: `services.${w.name}.build`,
-        message: err.message,
-      });
-    }
-  }
-  if (issues.length > 0) throw new TemplateError(issues);
-}
-
-/** The longest name among services the gateway routes (their URLs carry `<service>--<env>`). */
-function longestRoutedService(template: Template): string {
-  let longest = '';
-  for (const w of template.workloads) {
-    if (w.kind === 'service' && w.ports.some((p) => p.http) && w.name.length > longest.length)
-      longest = w.name;
-  }
-  return longest;
-}
-
-/** `<service>--<env>` is one DNS label: 63 characters at most, said up front rather than by a broken URL. */
-function checkHostLabels(template: Template, envName: string): void {
-  const issues = template.workloads
-    .filter((w) => w.kind === 'service' && w.ports.some((p) => p.http))
-    .filter((w) => w.name.length + 2 + envName.length > DNS_LABEL_MAX)
-    .map((w) => ({
-      file: template.file,
-      line: null,
-      column: null,
-      path: `services.${w.name}`,
-      message: `"${w.name}--${envName}" (its URL's host label) is ${w.name.length + 2 + envName.length} characters; DNS allows ${DNS_LABEL_MAX}: shorten the service or environment name`,
-    }));
-  if (issues.length > 0) throw new TemplateError(issues);
-}
-
-/**
- * `shop-k3v9` from the prefix `shop`: the prefix says what it is, the suffix keeps it unique. Short
- * enough that `<service>--<name>` of a service named `reserve` characters long still fits a DNS
- * label, and never with `--` (which separates service and environment in hosts).
- */
-export function defaultName(prefix: string, id: string, reserve: number): string {
-  const room = Math.max(1, Math.min(30, DNS_LABEL_MAX - 2 - reserve - 5));
-  const slug = prefix
-    .toLowerCase()
-    .replace(/[^a-z0-9]+/g, '-')
-    .slice(0, room)
-    .replace(/^-+|-+$/g, '');
-  return `${slug || 'env'}-${id.slice(0, 4)}`;
 }

@@ -8,13 +8,16 @@
  * with the step and the reason. Fenced: a replica works on an environment only while it holds the
  * lease — its writes are conditional on it, and it stops before the lease could have expired.
  */
+import { existsSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import type { EnvState, Failure } from '@mayfly/contract';
+import { DEFAULT_TEMPLATES, type EnvState, type Failure } from '@mayfly/contract';
 import type { ImageBuilder } from '../images/image-builder.js';
 import { needsBuild, resolveBuilds } from '../images/resolve-builds.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
-import type { WorkloadPlan } from '../plan/plan.js';
+import type { EnvPlan, WorkloadPlan } from '../plan/plan.js';
 import { applyPlan, mayExitCleanly } from '../runtime/apply-plan.js';
 import {
   type ObservedWorkload,
@@ -22,12 +25,16 @@ import {
   RuntimeStepError,
   RuntimeUnavailableError,
 } from '../runtime/runtime.js';
+import { checkoutCommit, GitSourceError } from '../sources/git-checkout.js';
 import type { Workspaces } from '../sources/workspaces.js';
 import { type EnvironmentRecord, LeaseLostError, type Store } from '../store/store.js';
+import { TemplateError } from '../template/index.js';
+import { InvalidRequestError } from './errors.js';
 import { collectGarbage } from './garbage-collector.js';
 import { collectImages } from './image-collector.js';
 import { readKeptLogs } from './kept-logs.js';
 import { checkBindSources, type HostPathPolicy } from './plan-policy.js';
+import { type PlanTemplateDeps, planTemplate, readTemplateFile } from './plan-template.js';
 import { applyRetention } from './retention.js';
 
 export interface ReconcilerOptions {
@@ -37,6 +44,10 @@ export interface ReconcilerOptions {
   images: ImageBuilder;
   workspaces: Workspaces;
   policy: HostPathPolicy;
+  /** What planning a template checked out of git needs (previews): URLs and default limits. */
+  planner: PlanTemplateDeps;
+  /** Checks a commit out (the real git in production). */
+  checkout?: typeof checkoutCommit;
   logger: Logger;
   metrics: Metrics;
   /** Lease owner name of this replica. */
@@ -66,6 +77,8 @@ export interface ReconcilerOptions {
   bringUpTimeoutMs?: number;
   /** Called once an environment is verified gone (the gateway forgets its routes). */
   onDestroyed?: (env: EnvironmentRecord) => void;
+  /** Called after an environment became ready, failed, or was updated (previews report it). */
+  onSettled?: (env: EnvironmentRecord) => void;
 }
 
 const BRINGING_UP: EnvState[] = ['pending', 'building', 'creating'];
@@ -74,6 +87,11 @@ const MAX_BACKOFF_MS = 60_000;
 const REPAIR_WINDOW_MS = 10 * 60_000;
 /** After teardown has failed `maxAttempts` times it is retried this rarely (by this loop and by GC). */
 const SLOW_TEARDOWN_RETRY_MS = 5 * 60_000;
+
+/** A ready environment asked to move to a newer revision that has not been made, nor failed. */
+function updateWanted(env: EnvironmentRecord): boolean {
+  return env.revision > env.plannedRevision && env.revision > env.failedRevision;
+}
 
 /** A failure's reason is shown and stored: at most this much of it (its end, where the cause is). */
 export const FAILURE_REASON_MAX_CHARS = 8 * 1024;
@@ -254,6 +272,8 @@ export class Reconciler {
         if (env.state !== 'destroyed') await this.teardown(env, aborted);
       } else if (BRINGING_UP.includes(env.state)) {
         await this.bringUp(env, aborted);
+      } else if (env.state === 'ready' && updateWanted(env)) {
+        await this.updateInPlace(env, aborted);
       }
       return 'done';
     } catch (err) {
@@ -383,7 +403,7 @@ export class Reconciler {
   private async bringUp(env: EnvironmentRecord, outer: AbortSignal): Promise<void> {
     const { store, runtime } = this.o;
     let plan = env.plan;
-    if (!plan) throw new Error(`environment ${env.id} has no plan`);
+    if (!plan && !env.source) throw new Error(`environment ${env.id} has no plan`);
     // Was it ready once? Then this is a repair: a failure must not throw its data away.
     const wasReady = (await store.events.list(env.id)).some((e) => e.state === 'ready');
     // One attempt may take this long, builds included; a build that never ends fails its step.
@@ -392,8 +412,30 @@ export class Reconciler {
     const signal = AbortSignal.any([outer, deadline]);
     const progress = new ProgressLog(this.o.store, env.id);
     let step = 'build';
+    let checkout: string | null = null;
     try {
       await runtime.ping();
+      if (env.source && (env.plannedRevision < env.revision || !plan || (await this.contextNeeded(plan)))) {
+        // From git: the commit checked out again (a crash may have left a plan whose images are
+        // not built yet), and planned when this revision has no plan yet.
+        const revision = Math.max(env.plannedRevision, env.revision);
+        step = 'checkout';
+        checkout = await this.checkOut(env, revision, signal);
+        if (env.plannedRevision < env.revision) {
+          step = 'template';
+          const planned = await this.planCheckout(env, checkout, signal);
+          env = await this.update(env, {
+            plan: planned.plan,
+            plannedRevision: env.revision,
+            templateContent: planned.content,
+            templateFile: planned.filename,
+          });
+          plan = planned.plan;
+          for (const warning of planned.warnings) await this.event(env.id, 'warning', warning);
+        }
+        step = 'build';
+      }
+      if (!plan) throw new Error(`environment ${env.id} has no plan`);
       if (needsBuild(plan)) {
         if (env.state !== 'building') env = await this.transition(env, 'building', 'building images');
         plan = await resolveBuilds(plan, this.o.images, {
@@ -411,6 +453,11 @@ export class Reconciler {
         env = await this.update(env, { plan });
       }
       signal.throwIfAborted();
+      if (checkout) {
+        // Built: nothing reads the checkout any more (bind sources and files were copied).
+        await rm(checkout, { recursive: true, force: true });
+        checkout = null;
+      }
       step = 'mounts';
       await checkBindSources(plan, this.o.workspaces.mountsDir(env.id), this.o.policy);
       if (env.state === 'creating') progress.add('resuming: applying the plan again');
@@ -427,6 +474,7 @@ export class Reconciler {
       await progress.flush();
       env = await this.transition(env, 'ready', 'ready');
       if (env.attempts > 0) env = await this.update(env, { attempts: 0, retryAt: null });
+      this.o.onSettled?.(env);
       // A repair is not a create: only the first time ready counts towards create latency.
       if (!wasReady) {
         this.o.metrics.createSeconds.observe(
@@ -450,6 +498,195 @@ export class Reconciler {
       if (!(err instanceof RuntimeStepError) || wasReady) throw err;
       // A step of a first bring-up failed: the template's fault, not worth retrying.
       await this.fail(env, { step: err.step, reason: err.reason });
+    } finally {
+      if (checkout) await rm(checkout, { recursive: true, force: true }).catch(() => {});
+    }
+  }
+
+  /** True when some image of the plan must be built (not built yet, or gone since): the build context is needed. */
+  private async contextNeeded(plan: EnvPlan): Promise<boolean> {
+    for (const w of plan.workloads) {
+      if (w.image.build && (!w.image.ref || !(await this.o.images.hasImage(w.image.ref)))) return true;
+    }
+    return false;
+  }
+
+  /** Checks the environment's commit out into a fresh folder of its workspace (step `checkout`). */
+  private async checkOut(env: EnvironmentRecord, revision: number, signal: AbortSignal): Promise<string> {
+    const source = env.source!;
+    const dir = await this.o.workspaces.prepareCheckout(env.id, revision);
+    const project = await this.o.store.projects.get(env.project);
+    try {
+      await (this.o.checkout ?? checkoutCommit)({
+        repoUrl: source.repoUrl,
+        commit: source.commit,
+        ...(source.ref ? { ref: source.ref } : {}),
+        dir,
+        ...(project?.forgeToken ? { token: project.forgeToken } : {}),
+        signal,
+      });
+    } catch (err) {
+      if (signal.aborted) throw err;
+      throw err instanceof GitSourceError ? new RuntimeStepError('checkout', err.message) : err;
+    }
+    return dir;
+  }
+
+  /** Plans the template of a checkout (step `template`): a bad template fails that step with its issues. */
+  private async planCheckout(env: EnvironmentRecord, dir: string, signal: AbortSignal) {
+    const source = env.source!;
+    const filename =
+      source.templateFile ?? DEFAULT_TEMPLATES.find((name) => existsSync(path.join(dir, name)));
+    if (!filename) {
+      throw new RuntimeStepError(
+        'template',
+        `commit ${source.commit.slice(0, 12)} has none of ${DEFAULT_TEMPLATES.join(', ')} at the top of the repository: name the template with the project's --template`,
+      );
+    }
+    try {
+      const content = await readTemplateFile(dir, filename);
+      signal.throwIfAborted();
+      const planned = await planTemplate(this.o.planner, {
+        envId: env.id,
+        project: env.project,
+        filename,
+        content,
+        sourceDir: dir,
+        inputs: env.inputs,
+        name: env.name,
+      });
+      const warnings = planned.template.warnings.map(
+        (w) => `${w.file}:${w.line ?? '?'}:${w.column ?? '?'} ${w.path}: ${w.message}`,
+      );
+      return { plan: planned.plan, content, filename, warnings };
+    } catch (err) {
+      if (err instanceof TemplateError) {
+        const issues = err.issues.map(
+          (i) => `${i.file}:${i.line ?? '?'}:${i.column ?? '?'} ${i.path}: ${i.message}`,
+        );
+        throw new RuntimeStepError('template', issues.join('\n'));
+      }
+      if (err instanceof InvalidRequestError) throw new RuntimeStepError('template', err.message);
+      throw err;
+    }
+  }
+
+  /**
+   * Moves a ready environment to the revision asked for, in place: the new commit is checked out,
+   * planned and built while the environment keeps serving; then only workloads whose spec changed
+   * are replaced (volumes stay). If anything fails, the previous plan is applied again, so the
+   * previous version keeps running, and the failure is recorded for that revision (not retried:
+   * the next push is).
+   */
+  private async updateInPlace(env: EnvironmentRecord, outer: AbortSignal): Promise<void> {
+    const { store, runtime } = this.o;
+    const previous = env.plan;
+    const revision = env.revision;
+    const commit = env.source?.commit ?? null;
+    const short = commit ? commit.slice(0, 12) : `revision ${revision}`;
+    if (!previous || !env.source) {
+      await this.update(env, { plannedRevision: revision });
+      return;
+    }
+    const timeoutMs = this.o.bringUpTimeoutMs ?? 30 * 60_000;
+    const deadline = AbortSignal.timeout(timeoutMs);
+    const signal = AbortSignal.any([outer, deadline]);
+    const progress = new ProgressLog(store, env.id);
+    let step = 'checkout';
+    let applying = false;
+    let checkout: string | null = null;
+    await this.event(env.id, 'update', `updating to ${short}`);
+    try {
+      await runtime.ping();
+      checkout = await this.checkOut(env, revision, signal);
+      step = 'template';
+      const planned = await this.planCheckout(env, checkout, signal);
+      for (const warning of planned.warnings) await this.event(env.id, 'warning', warning);
+      step = 'build';
+      let plan = planned.plan;
+      if (needsBuild(plan)) {
+        plan = await resolveBuilds(plan, this.o.images, {
+          signal,
+          onProgress: (e) => {
+            if (e.status === 'building') step = `build:${e.workload}`;
+            progress.add(
+              e.status === 'step'
+                ? `${e.workload}: ${e.step}`
+                : `${e.workload}: image ${e.status} (${e.image})`,
+            );
+          },
+          onImageUsed: (image) => store.images.touch(image, env.project),
+        });
+      }
+      await rm(checkout, { recursive: true, force: true });
+      checkout = null;
+      step = 'mounts';
+      await checkBindSources(plan, this.o.workspaces.mountsDir(env.id), this.o.policy);
+      const before = new Map(previous.workloads.map((w) => [w.name, w.specHash]));
+      const changed = plan.workloads.filter((w) => before.get(w.name) !== w.specHash).map((w) => w.name);
+      const removed = previous.workloads.filter((w) => !plan.workloads.some((n) => n.name === w.name));
+      step = 'apply';
+      applying = true;
+      await applyPlan(runtime, plan, {
+        signal,
+        onProgress: (e) => {
+          if (e.type === 'workload') step = `${e.phase === 'creating' ? 'create' : 'start'}:${e.workload}`;
+          progress.add(e.type === 'image' ? `${e.workload}: ${e.message}` : `${e.workload}: ${e.phase}`);
+        },
+      });
+      await progress.flush();
+      env = await this.update(env, {
+        plan,
+        plannedRevision: revision,
+        updateFailure: null,
+        templateContent: planned.content,
+        templateFile: planned.filename,
+        attempts: 0,
+        retryAt: null,
+      });
+      const what = [
+        changed.length > 0 ? `replaced ${changed.join(', ')}` : 'nothing changed',
+        ...(removed.length > 0 ? [`removed ${removed.map((w) => w.name).join(', ')}`] : []),
+      ].join('; ');
+      await this.event(env.id, 'update', `updated to ${short}: ${what}`);
+      this.o.onSettled?.(env);
+    } catch (err) {
+      if (outer.aborted) throw err;
+      await progress.flush();
+      const failure: Failure = deadline.aborted
+        ? { step, reason: `did not finish within ${Math.round(timeoutMs / 60_000)} minutes` }
+        : err instanceof RuntimeStepError
+          ? { step: err.step, reason: err.reason }
+          : { step, reason: (err as Error)?.message ?? String(err) };
+      let kept = 'the previous version keeps running';
+      if (applying) {
+        try {
+          await applyPlan(runtime, previous, { signal: outer });
+        } catch (rollbackErr) {
+          if (outer.aborted) throw rollbackErr;
+          // The previous version does not come back either: repaired like any broken environment.
+          kept = 'the previous version did not come back; repairing it';
+          await this.transition(env, 'creating', 'repairing after a failed update');
+        }
+      }
+      env = await this.update(env, {
+        failedRevision: revision,
+        updateFailure: {
+          ...failure,
+          reason: boundReason(failure.reason),
+          revision,
+          commit,
+          at: new Date().toISOString(),
+        },
+      });
+      await this.event(
+        env.id,
+        'update',
+        `update to ${short} failed at ${failure.step}: ${boundReason(failure.reason)}; ${kept}`,
+      );
+      this.o.onSettled?.(env);
+    } finally {
+      if (checkout) await rm(checkout, { recursive: true, force: true }).catch(() => {});
     }
   }
 
@@ -467,7 +704,8 @@ export class Reconciler {
           .save(env.id, workload.name, text)
           .catch((err) => logger.warn({ err }, 'could not keep logs'));
     }
-    await this.transition(env, 'failed', `failed at ${failure.step}`, failure);
+    const failed = await this.transition(env, 'failed', `failed at ${failure.step}`, failure);
+    this.o.onSettled?.(failed);
     this.o.metrics.createSeconds.observe(
       { outcome: 'failed' },
       (Date.now() - env.createdAt.getTime()) / 1000,
@@ -488,6 +726,7 @@ export class Reconciler {
     if (env.attempts > 0) await this.update(env, { attempts: 0, retryAt: null });
     this.o.metrics.destroySeconds.observe((Date.now() - started) / 1000);
     this.o.onDestroyed?.(env);
+    this.o.onSettled?.(env);
   }
 
   /** A fenced write: only while this replica holds the lease (else {@link LeaseLostError}). */

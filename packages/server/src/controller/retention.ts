@@ -1,10 +1,14 @@
 /**
  * Retention: the store does not grow without end. Destroyed environments (with their timelines and
- * kept logs) are deleted after a while, every environment keeps a bounded number of events, and the
+ * kept logs) are deleted after a while, every environment keeps a bounded number of events, webhook
+ * delivery ids are forgotten after a week, and the
  * server's work dir loses uploaded bundles nobody used and folders of environments that are gone.
  */
 import type { Workspaces } from '../sources/workspaces.js';
 import type { Store } from '../store/store.js';
+
+/** How long webhook delivery ids are kept to recognise a redelivery. */
+export const WEBHOOK_DELIVERY_RETENTION_MS = 7 * 86_400_000;
 
 export interface RetentionDeps {
   store: Store;
@@ -23,5 +27,7 @@ export async function applyRetention(
   );
   const events = await deps.store.events.prune({ maxPerEnv: deps.maxEventsPerEnv });
   const bundles = await deps.workspaces.sweep(now);
+  // A forge redelivers within hours; a week of delivery ids is plenty to recognise one.
+  await deps.store.projects.pruneDeliveries(new Date(now.getTime() - WEBHOOK_DELIVERY_RETENTION_MS));
   return { environments, events, bundles };
 }

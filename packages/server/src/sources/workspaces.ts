@@ -156,6 +156,24 @@ export class Workspaces {
   }
 
   /**
+   * `<root>/envs/<envId>/checkout-<revision>`: a commit checked out to plan and build from, removed
+   * once built. One per revision, so the bind sources copied from it (see
+   * {@link prepareBindSources}) are copied anew for every update instead of reused.
+   */
+  checkoutDir(envId: string, revision: number): string {
+    if (!Number.isSafeInteger(revision) || revision < 0) throw new Error(`invalid revision ${revision}`);
+    return path.join(this.envDir(envId), `checkout-${revision}`);
+  }
+
+  /** Makes the environment's folder and removes what an earlier attempt left at the checkout's place. */
+  async prepareCheckout(envId: string, revision: number): Promise<string> {
+    await mkdir(this.envDir(envId), { recursive: true, mode: 0o700 });
+    const dir = this.checkoutDir(envId, revision);
+    await rm(dir, { recursive: true, force: true });
+    return dir;
+  }
+
+  /**
    * Private copies of bind sources, so that no container ever binds the template folder's own
    * files. Docker resolves a bind source on the host at every container start, following links:
    * if a container could write along that path (say a job binding `.` read-write), it could swap

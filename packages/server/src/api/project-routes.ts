@@ -1,0 +1,124 @@
+/** `/v1/projects`: repositories whose pull requests get previews, and those previews. */
+import type { Server } from 'node:http';
+import { ApiPaths } from '@mayfly/contract';
+import type { FastifyInstance } from 'fastify';
+import * as z from 'zod';
+import { InvalidRequestError } from '../controller/errors.js';
+import type { ApiDeps } from './app.js';
+import { requireAccess } from './auth.js';
+import { addRoute } from './route.js';
+
+const NameParams = z.object({ name: z.string().min(1).max(64).describe('project name') });
+const PreviewParams = z.object({
+  name: z.string().min(1).max(64).describe('project name'),
+  number: z.coerce
+    .number()
+    .int()
+    .positive()
+    .max(2 ** 31)
+    .describe('pull (merge) request number'),
+});
+const Applied = z.object({
+  items: z.array(z.object({ name: z.string(), action: z.enum(['created', 'updated', 'unchanged']) })),
+});
+
+export function registerProjectRoutes(app: FastifyInstance<Server>, deps: ApiDeps): void {
+  const { projects, previews } = deps;
+  addRoute(app, {
+    method: 'POST',
+    url: ApiPaths.projects,
+    scope: 'admin',
+    summary: 'create a project (scope admin); its secrets are write-only',
+    body: { json: 'CreateProjectRequest' },
+    response: { status: 201, description: 'created', json: 'Project' },
+    errors: { 409: 'a project of that name exists' },
+    handler: async ({ req }) =>
+      projects.toResource(await projects.create(req.body as never, requireAccess(req))),
+  });
+  addRoute(app, {
+    method: 'GET',
+    url: ApiPaths.projects,
+    scope: 'read',
+    summary: 'list projects',
+    response: { status: 200, description: 'projects, never their secrets', json: { items: 'Project' } },
+    handler: async ({ req }) => ({
+      items: (await projects.list(requireAccess(req))).map((p) => projects.toResource(p)),
+    }),
+  });
+  addRoute(app, {
+    method: 'PUT',
+    url: ApiPaths.projects,
+    scope: 'admin',
+    summary: 'create or update each project declared (mayfly apply; scope admin); idempotent',
+    body: { json: 'CreateProjectRequest' },
+    response: { status: 200, description: 'what was done with each', json: Applied },
+    handler: async ({ req }) => {
+      const body = req.body as { items?: unknown } | undefined;
+      if (!body || !Array.isArray(body.items) || body.items.length > 100) {
+        throw new InvalidRequestError('send { "items": [ project, … ] } with at most 100 projects');
+      }
+      return { items: await projects.apply(body.items as never[], requireAccess(req)) };
+    },
+  });
+  addRoute(app, {
+    method: 'GET',
+    url: `${ApiPaths.projects}/:name`,
+    scope: 'read',
+    summary: 'one project',
+    params: NameParams,
+    response: { status: 200, description: 'the project, never its secrets', json: 'Project' },
+    errors: { 404: 'no such project' },
+    handler: async ({ params, req }) =>
+      projects.toResource(await projects.get(params.name, requireAccess(req))),
+  });
+  addRoute(app, {
+    method: 'PATCH',
+    url: `${ApiPaths.projects}/:name`,
+    scope: 'admin',
+    summary: 'change a project (scope admin); fields left out stay, policy fields merge',
+    params: NameParams,
+    body: { json: 'UpdateProjectRequest' },
+    response: { status: 200, description: 'the project', json: 'Project' },
+    errors: { 404: 'no such project' },
+    handler: async ({ params, req }) =>
+      projects.toResource(await projects.update(params.name, req.body as never, requireAccess(req))),
+  });
+  addRoute(app, {
+    method: 'DELETE',
+    url: `${ApiPaths.projects}/:name`,
+    scope: 'admin',
+    summary: 'delete a project and destroy its environments (scope admin)',
+    params: NameParams,
+    response: { status: 200, description: 'deleted', json: z.object({ deleted: z.literal(true) }) },
+    errors: { 404: 'no such project' },
+    handler: async ({ params, req }) => {
+      await projects.delete(params.name, requireAccess(req));
+      return { deleted: true as const };
+    },
+  });
+  addRoute(app, {
+    method: 'GET',
+    url: `${ApiPaths.projects}/:name/previews`,
+    scope: 'read',
+    summary: "a project's pull requests and branches, and their environments",
+    params: NameParams,
+    response: { status: 200, description: 'previews', json: { items: 'Preview' } },
+    errors: { 404: 'no such project' },
+    handler: async ({ params, req }) => ({ items: await previews.list(params.name, requireAccess(req)) }),
+  });
+  addRoute(app, {
+    method: 'POST',
+    url: `${ApiPaths.projects}/:name/previews/:number/approve`,
+    scope: 'write',
+    summary: "build a fork's pull request at its current head (scope write)",
+    params: PreviewParams,
+    response: { status: 200, description: 'approved', json: 'Preview' },
+    errors: { 404: 'no such project or pull request' },
+    handler: async ({ params, req }) => {
+      const access = requireAccess(req);
+      await previews.approve(params.name, params.number, access);
+      const items = await previews.list(params.name, access);
+      return items.find((p) => p.number === params.number);
+    },
+  });
+}
