@@ -276,7 +276,7 @@ export class PreviewController {
     const env = preview.envId ? await store.environments.get(preview.envId) : null;
     const status = previewStatus(preview, env);
     const report = await this.reportOf(preview, env, status);
-    const fingerprint = `${status.state}|${JSON.stringify(report)}`;
+    const fingerprint = JSON.stringify(report);
     const done = !preview.open && status.state === 'closed' && status.detail === null;
     if (preview.reported === fingerprint) {
       if (done && preview.decision !== 'closed')
@@ -292,7 +292,8 @@ export class PreviewController {
       return;
     }
     try {
-      const ids = await reporter.report(project, preview, report, this.abort.signal);
+      const previous = preview.reported ? (JSON.parse(preview.reported) as PreviewReport) : null;
+      const ids = await reporter.report(project, preview, report, previous, this.abort.signal);
       await store.previews.update(
         preview.id,
         {

@@ -124,7 +124,9 @@ export async function resolveBuilds(
     const { build } = workload.image;
     if (tag === undefined || !build || workload.image.ref === tag) return workload;
     const { specHash: _old, ...rest } = { ...workload, image: { build, ref: tag } };
-    return { ...rest, specHash: workloadHash(rest) };
+    // The tag is a hash of everything the build reads: where the context was checked out (a new
+    // folder for every push of a preview) does not make the container a different one.
+    return { ...rest, specHash: workloadHash({ ...rest, image: { ref: tag } }) };
   });
   return { ...plan, workloads };
 }

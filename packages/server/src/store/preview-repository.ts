@@ -47,12 +47,10 @@ export class KyselyPreviewRepository implements PreviewRepository {
       updated_at: now,
     };
     return this.db.transaction().execute(async (trx) => {
-      const current = await trx
-        .selectFrom('previews')
-        .select(['head_sha'])
-        .where('id', '=', facts.id)
-        .forUpdate()
-        .executeTakeFirst();
+      // PostgreSQL: the row is locked until commit; SQLite serialises writers by itself.
+      let read = trx.selectFrom('previews').select(['head_sha']).where('id', '=', facts.id);
+      if (this.dialect === 'postgres') read = read.forUpdate();
+      const current = await read.executeTakeFirst();
       if (!current) {
         const row = await trx
           .insertInto('previews')

@@ -43,10 +43,15 @@ export class ForgeReporter {
     return project.forgeToken !== null;
   }
 
+  /**
+   * Reports `report`; `previous` is what was reported last (null: nothing yet), so a deployment
+   * status is posted only when the deployment's state changes, not on every edit of the comment.
+   */
   async report(
     project: ProjectRecord,
     preview: PreviewRecord,
     report: PreviewReport,
+    previous: PreviewReport | null,
     signal?: AbortSignal,
   ): Promise<ReportIds> {
     const ids: ReportIds = {
@@ -90,7 +95,8 @@ export class ForgeReporter {
     const environment =
       preview.number !== null ? `preview/pr-${preview.number}` : `preview/${preview.branch}`;
     const active = report.state === 'building' || report.state === 'ready' || report.state === 'failed';
-    if (active && ids.deploymentSha !== report.commit) {
+    const newDeployment = active && ids.deploymentSha !== report.commit;
+    if (newDeployment) {
       ids.deploymentId = String(
         await api.createDeployment(
           project.forgeRepo,
@@ -106,17 +112,16 @@ export class ForgeReporter {
       ids.deploymentSha = report.commit;
     }
     if (ids.deploymentId !== null) {
-      const state: DeploymentState | null = active
-        ? report.state === 'ready'
-          ? 'success'
-          : report.state === 'failed'
-            ? 'failure'
-            : 'in_progress'
-        : report.state === 'closed' || report.state === 'skipped'
-          ? 'inactive'
-          : null;
-      const url = report.services.find((s) => s.url)?.url;
-      if (state) {
+      const state = deploymentState(report);
+      const unchanged =
+        !newDeployment &&
+        previous !== null &&
+        previous.commit === report.commit &&
+        deploymentState(previous) === state;
+      // The entry point: of the services with a URL, the one that depends on the others (the
+      // plan lists services in dependency order), e.g. the front end rather than its API.
+      const url = report.services.findLast((s) => s.url)?.url;
+      if (state && !unchanged) {
         await api.createDeploymentStatus(
           project.forgeRepo,
           Number(ids.deploymentId),
@@ -137,6 +142,23 @@ export class ForgeReporter {
       }
     }
     return ids;
+  }
+}
+
+/** The state of the GitHub Deployment of the reported commit; null: none to post. */
+function deploymentState(report: PreviewReport): DeploymentState | null {
+  switch (report.state) {
+    case 'building':
+      return 'in_progress';
+    case 'ready':
+      return 'success';
+    case 'failed':
+      return 'failure';
+    case 'closed':
+    case 'skipped':
+      return 'inactive';
+    default:
+      return null;
   }
 }
 

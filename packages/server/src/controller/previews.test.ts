@@ -1,0 +1,307 @@
+/**
+ * Previews end to end, with real parts: a local bare git repository as the forge's copy, signed
+ * GitHub webhook deliveries built from GitHub's example payloads, the real Docker Engine, HTTP
+ * through the gateway, and a test GitHub API that checks every request's documented shape.
+ */
+import { execFileSync } from 'node:child_process';
+import type { Environment, Preview } from '@mayfly/contract';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type FakeGitHub, startFakeGitHub } from '../test-support/fake-github.js';
+import { makeTestRepo, type TestRepo } from '../test-support/git-repos.js';
+import { deliver, pullRequestPayload, signedDelivery } from '../test-support/github-webhooks.js';
+import { TESTKIT_IMAGE } from '../test-support/global-setup.js';
+import { startTestServer, type TestServer } from '../test-support/test-server.js';
+import { until } from '../test-support/until.js';
+
+const SECRET = 'webhook-secret-of-the-test';
+const REPO = 'acme/shop';
+const HEALTH = `["CMD", "busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/healthz"]`;
+
+/** A three-tier app: a web page built from the repository, an API built from it, a database with a volume. */
+const app = (page: string, version: string) => ({
+  'compose.yaml': `
+services:
+  web:
+    build: ./web
+    command: ["sh", "-c", "exec testkit http --port 8080 --text \\"$$(cat /page.txt) api=$$MAYFLY_URL_API\\""]
+    ports: ["8080"]
+    depends_on:
+      api: { condition: service_healthy }
+  api:
+    build: ./api
+    command: ["sh", "-c", "exec testkit http --port 8080 --text \\"$$(cat /version.txt) pr=\${PR_NUMBER}\\""]
+    ports: ["8080"]
+    healthcheck: { test: ${HEALTH}, interval: 1s, retries: 60 }
+    depends_on: [db]
+  db:
+    image: ${TESTKIT_IMAGE}
+    command: ["testkit", "sleep"]
+    volumes: ["data:/data"]
+volumes:
+  data: {}
+`,
+  'web/Dockerfile': `FROM ${TESTKIT_IMAGE}\nCOPY page.txt /page.txt\n`,
+  'web/page.txt': page,
+  'api/Dockerfile': `FROM ${TESTKIT_IMAGE}\nCOPY version.txt /version.txt\n`,
+  'api/version.txt': version,
+});
+
+const docker = (...args: string[]) => execFileSync('docker', args, { encoding: 'utf8' }).trim();
+
+describe('previews from pull requests', () => {
+  let t: TestServer;
+  let github: FakeGitHub;
+  let repo: TestRepo;
+  let mainSha: string;
+
+  const previewOf = async (number: number) => {
+    const { body } = await t.api<{ items: Preview[] }>('GET', '/v1/projects/shop/previews');
+    return body.items.find((p) => p.number === number);
+  };
+  const waitPreview = (number: number, state: Preview['state'], headSha?: string) =>
+    until(
+      `preview #${number} ${state}${headSha ? ` at ${headSha.slice(0, 7)}` : ''}`,
+      async () => {
+        const p = await previewOf(number);
+        if (p?.state === 'failed' && state !== 'failed')
+          throw new Error(`preview #${number} failed: ${p.detail}`);
+        return p && p.state === state && (!headSha || p.headSha === headSha) ? p : undefined;
+      },
+      180_000,
+      200,
+    );
+  const containerOf = async (env: string, service: string) => {
+    const { id } = (await t.api<Environment>('GET', `/v1/environments/${env}`)).body;
+    return docker(
+      'ps',
+      '-q',
+      '--no-trunc',
+      '--filter',
+      `label=mayfly.env=${id}`,
+      '--filter',
+      `label=mayfly.service=${service}`,
+    );
+  };
+  const send = (facts: Parameters<typeof pullRequestPayload>[0], secret = SECRET, id?: string) =>
+    deliver(t.server.url, signedDelivery('pull_request', pullRequestPayload(facts), secret, id));
+
+  beforeAll(async () => {
+    github = await startFakeGitHub();
+    repo = await makeTestRepo();
+    mainSha = await repo.commit(app('main page', 'api v1'), 'the app');
+    t = await startTestServer({ forgeRetry: { attempts: 2, baseDelayMs: 10, maxDelayMs: 50 } });
+    const created = await t.api('POST', '/v1/projects', {
+      name: 'shop',
+      repo: repo.url,
+      forgeRepo: REPO,
+      forgeApiUrl: github.url,
+      webhookSecret: SECRET,
+      forgeToken: github.token,
+    });
+    expect(created.status).toBe(201);
+  });
+  afterAll(async () => {
+    await t?.close();
+    await github?.close();
+    await repo?.remove();
+  });
+
+  it('a pull request gets its environment, updated in place on a push, torn down on close; GitHub hears of each step once', async () => {
+    const head1 = await repo.commit({ 'web/page.txt': 'PR one' }, 'change the page', {
+      branch: 'feature',
+      pullRequest: 7,
+    });
+
+    // Forged: refused, nothing recorded.
+    const forged = await send(
+      { repo: REPO, number: 7, action: 'opened', headSha: head1, baseSha: mainSha },
+      'not-the-secret',
+    );
+    expect(forged.status).toBe(401);
+    expect((await previewOf(7)) ?? null).toBeNull();
+
+    const id = 'delivery-opened-7';
+    const opened = await send(
+      { repo: REPO, number: 7, action: 'opened', headSha: head1, baseSha: mainSha },
+      SECRET,
+      id,
+    );
+    expect(opened.status).toBe(202);
+    // GitHub redelivers: nothing happens twice.
+    const again = await send(
+      { repo: REPO, number: 7, action: 'opened', headSha: head1, baseSha: mainSha },
+      SECRET,
+      id,
+    );
+    expect(again.status).toBe(202);
+    expect(again.body).toContain('already received');
+
+    await waitPreview(7, 'ready', head1);
+    const env = (await t.api<Environment>('GET', '/v1/environments/shop-pr-7')).body;
+    expect(env.urls.web).toMatch(/^http:\/\/web--shop-pr-7\./);
+    const page = await t.viaGateway(`web--shop-pr-7.localhost:${t.server.port}`);
+    expect(page.status).toBe(200);
+    expect(page.text).toBe(`PR one api=http://api--shop-pr-7.localhost:${t.server.port}/`);
+    expect((await t.viaGateway(`api--shop-pr-7.localhost:${t.server.port}`)).text).toBe('api v1 pr=7');
+
+    // What survives an update: the database's container and its data, the API's image and container.
+    const dbBefore = await containerOf('shop-pr-7', 'db');
+    const apiBefore = await containerOf('shop-pr-7', 'api');
+    const webBefore = await containerOf('shop-pr-7', 'web');
+    const apiImage = docker('inspect', '--format', '{{.Image}}', apiBefore);
+    const webImage = docker('inspect', '--format', '{{.Image}}', webBefore);
+    docker('exec', dbBefore, 'sh', '-c', 'echo row-1 > /data/rows');
+
+    const head2 = await repo.commit({ 'web/page.txt': 'PR one, second push' }, 'change the page again', {
+      branch: 'feature',
+      pullRequest: 7,
+    });
+    expect(
+      (await send({ repo: REPO, number: 7, action: 'synchronize', headSha: head2, baseSha: mainSha })).status,
+    ).toBe(202);
+    await waitPreview(7, 'ready', head2);
+    expect((await t.viaGateway(`web--shop-pr-7.localhost:${t.server.port}`)).text).toMatch(
+      /^PR one, second push /,
+    );
+    expect(await containerOf('shop-pr-7', 'db')).toBe(dbBefore);
+    expect(await containerOf('shop-pr-7', 'api')).toBe(apiBefore);
+    expect(docker('inspect', '--format', '{{.Image}}', await containerOf('shop-pr-7', 'api'))).toBe(apiImage);
+    expect(await containerOf('shop-pr-7', 'web')).not.toBe(webBefore);
+    expect(docker('inspect', '--format', '{{.Image}}', await containerOf('shop-pr-7', 'web'))).not.toBe(
+      webImage,
+    );
+    expect(docker('exec', dbBefore, 'cat', '/data/rows')).toBe('row-1');
+    const events = (await t.events('shop-pr-7')).map((e) => e.message);
+    expect(events).toContain(`updated to ${head2.slice(0, 12)}: replaced web`);
+
+    // One comment, edited in place; a deployment per pushed commit, each in progress then successful.
+    await until('the comment says the second push is ready', () => {
+      const comments = github.comments(REPO, 7);
+      return comments.length === 1 &&
+        comments[0]!.body.includes(head2.slice(0, 12)) &&
+        comments[0]!.body.includes('ready')
+        ? comments
+        : undefined;
+    });
+    const [comment] = github.comments(REPO, 7);
+    expect(comment!.body).toContain(`http://web--shop-pr-7.localhost:${t.server.port}/`);
+    expect(comment!.body).toMatch(/ready \d+\.\d s after the webhook/);
+    const deployments = github.deployments(REPO);
+    expect(deployments.map((d) => [d.ref, d.environment])).toEqual([
+      [head1, 'preview/pr-7'],
+      [head2, 'preview/pr-7'],
+    ]);
+    for (const d of deployments) {
+      expect(d.statuses.map((s) => s.state)).toEqual(['in_progress', 'success']);
+      expect(d.statuses[1]!.environment_url).toBe(`http://web--shop-pr-7.localhost:${t.server.port}/`);
+    }
+
+    // Closed: the environment goes, the comment says so, the deployment is inactive.
+    expect(
+      (await send({ repo: REPO, number: 7, action: 'closed', headSha: head2, baseSha: mainSha })).status,
+    ).toBe(202);
+    await t.waitForState('shop-pr-7', ['destroyed']);
+    await until('the comment says it was torn down', () =>
+      github.comments(REPO, 7)[0]?.body.includes('torn down') ? true : undefined,
+    );
+    await until('the last deployment is inactive', () =>
+      github.deployments(REPO).at(-1)?.statuses.at(-1)?.state === 'inactive' ? true : undefined,
+    );
+    expect(github.comments(REPO, 7)).toHaveLength(1);
+    expect(github.violations).toEqual([]);
+  });
+
+  it('a failing push leaves the previous version running and says why; GitHub never sees it green', async () => {
+    const head1 = await repo.commit({ 'web/page.txt': 'PR nine' }, 'a page', {
+      branch: 'nine',
+      pullRequest: 9,
+    });
+    await send({
+      repo: REPO,
+      number: 9,
+      action: 'opened',
+      headSha: head1,
+      baseSha: mainSha,
+      headRef: 'nine',
+    });
+    await waitPreview(9, 'ready', head1);
+    const broken = await repo.commit(
+      { 'web/Dockerfile': `FROM ${TESTKIT_IMAGE}\nRUN echo the-build-breaks && exit 3\n` },
+      'break the build',
+      {
+        branch: 'nine',
+        pullRequest: 9,
+      },
+    );
+    await send({
+      repo: REPO,
+      number: 9,
+      action: 'synchronize',
+      headSha: broken,
+      baseSha: mainSha,
+      headRef: 'nine',
+    });
+    const failed = await waitPreview(9, 'failed', broken);
+    expect(failed.detail).toContain('the previous version keeps running');
+    expect(failed.detail).toContain('build:web');
+    expect((await t.viaGateway(`web--shop-pr-9.localhost:${t.server.port}`)).text).toMatch(/^PR nine /);
+    const env = (await t.api<Environment>('GET', '/v1/environments/shop-pr-9')).body;
+    expect(env.state).toBe('ready');
+    await until('the failed deployment', () => {
+      const d = github.deployments(REPO).find((x) => x.ref === broken);
+      return d?.statuses.at(-1)?.state === 'failure' ? d : undefined;
+    });
+    const last = github.deployments(REPO).find((x) => x.ref === broken)!;
+    expect(last.statuses.map((s) => s.state)).not.toContain('success');
+    await send({
+      repo: REPO,
+      number: 9,
+      action: 'closed',
+      headSha: broken,
+      baseSha: mainSha,
+      headRef: 'nine',
+    });
+    await t.waitForState('shop-pr-9', ['destroyed']);
+  });
+
+  it('a pull request from a fork is not built until approved, and never gets the secret inputs', async () => {
+    expect(
+      (await t.api('PATCH', '/v1/projects/shop', { secretInputs: { API_KEY: 'the-project-secret' } })).status,
+    ).toBe(200);
+    const head = await repo.commit(
+      {
+        'web/page.txt': 'from a fork',
+        'compose.yaml': app('x', 'y')['compose.yaml'].replace(
+          'pr=${PR_NUMBER}',
+          'pr=${PR_NUMBER} key=${API_KEY}',
+        ),
+      },
+      'a fork',
+      { branch: 'fork', pullRequest: 8 },
+    );
+    const facts = {
+      repo: REPO,
+      number: 8,
+      action: 'opened' as const,
+      headSha: head,
+      baseSha: mainSha,
+      forkRepo: 'mallory/shop',
+    };
+    expect((await send(facts)).status).toBe(202);
+    const waiting = await waitPreview(8, 'awaiting-approval');
+    expect(waiting.detail).toContain('mayfly approve shop 8');
+    const envs = (await t.api<{ items: Environment[] }>('GET', '/v1/environments')).body.items;
+    expect(envs.map((e) => e.name)).not.toContain('shop-pr-8');
+    await until('the comment asks for approval', () =>
+      github.comments(REPO, 8)[0]?.body.includes('waiting for approval') ? true : undefined,
+    );
+
+    expect((await t.api('POST', '/v1/projects/shop/previews/8/approve')).status).toBe(200);
+    await waitPreview(8, 'ready', head);
+    expect((await t.viaGateway(`api--shop-pr-8.localhost:${t.server.port}`)).text).toBe('api v1 pr=8 key=');
+    await send({ ...facts, action: 'closed' });
+    await t.waitForState('shop-pr-8', ['destroyed']);
+    expect(github.comments(REPO, 8)).toHaveLength(1);
+    expect(github.violations).toEqual([]);
+  });
+});
