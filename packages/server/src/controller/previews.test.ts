@@ -7,8 +7,9 @@ import { execFileSync } from 'node:child_process';
 import type { Environment, Preview } from '@mayfly/contract';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type FakeGitHub, startFakeGitHub } from '../test-support/fake-github.js';
+import { type FakeGitLab, startFakeGitLab } from '../test-support/fake-gitlab.js';
 import { makeTestRepo, type TestRepo } from '../test-support/git-repos.js';
-import { deliver, pullRequestPayload, signedDelivery } from '../test-support/github-webhooks.js';
+import { deliver, pullRequestPayload, pushPayload, signedDelivery } from '../test-support/github-webhooks.js';
 import { TESTKIT_IMAGE } from '../test-support/global-setup.js';
 import { startTestServer, type TestServer } from '../test-support/test-server.js';
 import { until } from '../test-support/until.js';
@@ -303,5 +304,133 @@ describe('previews from pull requests', () => {
     await t.waitForState('shop-pr-8', ['destroyed']);
     expect(github.comments(REPO, 8)).toHaveLength(1);
     expect(github.violations).toEqual([]);
+  });
+
+  it("a branch environment follows pushes to the project's branch, when the project asks for one", async () => {
+    const push = (before: string, after: string, branch = 'main') =>
+      deliver(t.server.url, signedDelivery('push', pushPayload(REPO, branch, before, after), SECRET));
+    const head = await repo.commit({ 'web/page.txt': 'main, pushed' }, 'a push to main');
+    const ignored = await push(mainSha, head);
+    expect(ignored.status).toBe(202);
+    expect(ignored.body).toContain('no branch environment');
+    expect((await t.api('PATCH', '/v1/projects/shop', { policy: { branchEnvironment: true } })).status).toBe(
+      200,
+    );
+    expect((await push(mainSha, head, 'other')).body).toContain('not main');
+    expect((await push(mainSha, head)).status).toBe(202);
+    await until(
+      'shop-main ready',
+      async () => {
+        const res = await t.api<Environment>('GET', '/v1/environments/shop-main');
+        return res.status === 200 && res.body.state === 'ready' ? res.body : undefined;
+      },
+      180_000,
+      200,
+    );
+    expect((await t.viaGateway(`web--shop-main.localhost:${t.server.port}`)).text).toMatch(/^main, pushed /);
+    // The branch goes: so does its environment.
+    const gone = pushPayload(REPO, 'main', head, '0'.repeat(40));
+    Object.assign(gone, { deleted: true });
+    expect((await deliver(t.server.url, signedDelivery('push', gone, SECRET))).status).toBe(202);
+    await t.waitForState('shop-main', ['destroyed']);
+    expect(github.violations).toEqual([]);
+  });
+
+  it('GitLab merge requests: token checked, environment built, one note edited in place', async () => {
+    const gitlab: FakeGitLab = await startFakeGitLab();
+    try {
+      expect(
+        (
+          await t.api('POST', '/v1/projects', {
+            name: 'lab',
+            repo: repo.url,
+            forge: 'gitlab',
+            forgeRepo: 'acme/lab',
+            forgeApiUrl: gitlab.url,
+            webhookSecret: 'gitlab-secret-token',
+            forgeToken: gitlab.token,
+          })
+        ).status,
+      ).toBe(201);
+      const head = await repo.commit({ 'web/page.txt': 'merge request' }, 'an MR', { branch: 'mr' });
+      // GitLab keeps a merge request's head as refs/merge-requests/<iid>/head.
+      execFileSync('git', [
+        '--git-dir',
+        repo.url.slice('file://'.length),
+        'update-ref',
+        'refs/merge-requests/4/head',
+        head,
+      ]);
+      const project = {
+        id: 21,
+        name: 'lab',
+        path_with_namespace: 'acme/lab',
+        web_url: 'https://gitlab.example.com/acme/lab',
+        git_http_url: 'https://gitlab.example.com/acme/lab.git',
+        git_ssh_url: 'git@gitlab.example.com:acme/lab.git',
+        default_branch: 'main',
+      };
+      const mr = (action: string) => ({
+        object_kind: 'merge_request',
+        event_type: 'merge_request',
+        user: { id: 1, name: 'Dev', username: 'dev' },
+        project,
+        object_attributes: {
+          id: 400,
+          iid: 4,
+          target_branch: 'main',
+          source_branch: 'mr',
+          source_project_id: 21,
+          target_project_id: 21,
+          title: 'An MR',
+          state: action === 'close' ? 'closed' : 'opened',
+          url: 'https://gitlab.example.com/acme/lab/-/merge_requests/4',
+          source: project,
+          target: project,
+          last_commit: { id: head, message: 'an MR' },
+          draft: false,
+          work_in_progress: false,
+          action,
+        },
+        labels: [],
+      });
+      const send = (action: string, token: string) =>
+        fetch(`${t.server.url}/webhooks/gitlab`, {
+          method: 'POST',
+          headers: {
+            'content-type': 'application/json',
+            'x-gitlab-event': 'Merge Request Hook',
+            'x-gitlab-token': token,
+            'x-gitlab-event-uuid': `uuid-${action}-${token.length}`,
+          },
+          body: JSON.stringify(mr(action)),
+        });
+      expect((await send('open', 'wrong-token')).status).toBe(401);
+      expect((await send('open', 'gitlab-secret-token')).status).toBe(202);
+      await until(
+        'lab-pr-4 ready',
+        async () => {
+          const res = await t.api<Environment>('GET', '/v1/environments/lab-pr-4');
+          return res.status === 200 && res.body.state === 'ready' ? res.body : undefined;
+        },
+        180_000,
+        200,
+      );
+      expect((await t.viaGateway(`web--lab-pr-4.localhost:${t.server.port}`)).text).toMatch(
+        /^merge request /,
+      );
+      await until('the note says ready', () =>
+        gitlab.notes('acme/lab', 4)[0]?.body.includes('ready') ? true : undefined,
+      );
+      expect((await send('close', 'gitlab-secret-token')).status).toBe(202);
+      await t.waitForState('lab-pr-4', ['destroyed']);
+      await until('the note says torn down', () =>
+        gitlab.notes('acme/lab', 4)[0]?.body.includes('torn down') ? true : undefined,
+      );
+      expect(gitlab.notes('acme/lab', 4)).toHaveLength(1);
+      expect(gitlab.violations).toEqual([]);
+    } finally {
+      await gitlab.close();
+    }
   });
 });
