@@ -272,10 +272,7 @@ describe('previews from pull requests', () => {
     const head = await repo.commit(
       {
         'web/page.txt': 'from a fork',
-        'compose.yaml': app('x', 'y')['compose.yaml'].replace(
-          'pr=${PR_NUMBER}',
-          'pr=${PR_NUMBER} key=${API_KEY}',
-        ),
+        'compose.yaml': app('x', 'y')['compose.yaml'].replace('pr=$', 'key=$' + '{API_KEY} pr=$'),
       },
       'a fork',
       { branch: 'fork', pullRequest: 8 },
@@ -299,7 +296,7 @@ describe('previews from pull requests', () => {
 
     expect((await t.api('POST', '/v1/projects/shop/previews/8/approve')).status).toBe(200);
     await waitPreview(8, 'ready', head);
-    expect((await t.viaGateway(`api--shop-pr-8.localhost:${t.server.port}`)).text).toBe('api v1 pr=8 key=');
+    expect((await t.viaGateway(`api--shop-pr-8.localhost:${t.server.port}`)).text).toBe('api v1 key= pr=8');
     await send({ ...facts, action: 'closed' });
     await t.waitForState('shop-pr-8', ['destroyed']);
     expect(github.comments(REPO, 8)).toHaveLength(1);

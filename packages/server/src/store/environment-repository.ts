@@ -84,6 +84,9 @@ export class KyselyEnvironmentRepository implements EnvironmentRepository {
           planned_revision: 0,
           failed_revision: 0,
           update_failure: null,
+          sleep: 0,
+          keep: 0,
+          last_active_at: null,
         })
         .returningAll()
         .executeTakeFirstOrThrow();
@@ -161,6 +164,11 @@ export class KyselyEnvironmentRepository implements EnvironmentRepository {
     if (patch.inputs !== undefined) values.inputs = JSON.stringify(patch.inputs);
     if (patch.templateContent !== undefined) values.template_content = patch.templateContent;
     if (patch.templateFile !== undefined) values.template_file = patch.templateFile;
+    if (patch.sleep !== undefined) values.sleep = patch.sleep ? 1 : 0;
+    if (patch.keep !== undefined) values.keep = patch.keep ? 1 : 0;
+    if (patch.lastActiveAt !== undefined)
+      values.last_active_at = patch.lastActiveAt === null ? null : toDbTime(patch.lastActiveAt);
+    if (patch.ttlMs !== undefined) values.ttl_ms = patch.ttlMs;
     let row: Selectable<EnvironmentsTable> | undefined;
     try {
       let query = this.db.updateTable('environments').set(values).where('id', '=', id);
@@ -189,6 +197,9 @@ export class KyselyEnvironmentRepository implements EnvironmentRepository {
           eb.and([eb('desired', '=', 'present'), eb('state', 'not in', SETTLED_PRESENT)]),
           eb.and([eb('desired', '=', 'absent'), eb('state', '<>', 'destroyed')]),
           eb.and([eb('desired', '=', 'present'), eb('expires_at', '<=', toDbTime(now))]),
+          // asked to sleep while ready, or to wake while sleeping
+          eb.and([eb('desired', '=', 'present'), eb('sleep', '=', 1), eb('state', '=', 'ready')]),
+          eb.and([eb('desired', '=', 'present'), eb('sleep', '=', 0), eb('state', '=', 'sleeping')]),
           // an update in place asked for and not yet made (nor failed)
           eb.and([
             eb('desired', '=', 'present'),
@@ -269,5 +280,8 @@ function toRecord(row: Selectable<EnvironmentsTable>): EnvironmentRecord {
     plannedRevision: row.planned_revision,
     failedRevision: row.failed_revision,
     updateFailure: parseJson<UpdateFailure>(row.update_failure),
+    sleep: Number(row.sleep) === 1,
+    keep: Number(row.keep) === 1,
+    lastActiveAt: fromDbTimeOrNull(row.last_active_at),
   };
 }

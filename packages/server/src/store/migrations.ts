@@ -170,6 +170,11 @@ function migrations(dialect: StoreDialect): Record<string, Migration> {
         await addColumn('environments', 'planned_revision', 'integer', (col) => col.notNull().defaultTo(0));
         await addColumn('environments', 'failed_revision', 'integer', (col) => col.notNull().defaultTo(0));
         await addColumn('environments', 'update_failure', 'text');
+        // Lifecycle: asked to sleep (containers stopped, volumes kept), kept from TTL and idle
+        // policies, and when the gateway last saw a request for it.
+        await addColumn('environments', 'sleep', 'integer', (col) => col.notNull().defaultTo(0));
+        await addColumn('environments', 'keep', 'integer', (col) => col.notNull().defaultTo(0));
+        await addColumn('environments', 'last_active_at', timestamp);
 
         await db.schema
           .createTable('projects')
@@ -184,6 +189,8 @@ function migrations(dialect: StoreDialect): Record<string, Migration> {
           .addColumn('webhook_secret', 'text')
           .addColumn('forge_token', 'text')
           .addColumn('secret_inputs', 'text', (col) => col.notNull())
+          // SHA-256 of the project's preview token (access: token); the token is shown once.
+          .addColumn('preview_token_hash', 'text')
           .addColumn('created_at', sql.raw(timestamp), (col) => col.notNull())
           .addColumn('updated_at', sql.raw(timestamp), (col) => col.notNull())
           .execute();

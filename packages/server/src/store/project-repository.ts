@@ -33,6 +33,7 @@ export class KyselyProjectRepository implements ProjectRepository {
           webhook_secret: project.webhookSecret,
           forge_token: project.forgeToken,
           secret_inputs: JSON.stringify(project.secretInputs),
+          preview_token_hash: null,
           created_at: now,
           updated_at: now,
         })
@@ -73,6 +74,7 @@ export class KyselyProjectRepository implements ProjectRepository {
     if (patch.webhookSecret !== undefined) values.webhook_secret = patch.webhookSecret;
     if (patch.forgeToken !== undefined) values.forge_token = patch.forgeToken;
     if (patch.secretInputs !== undefined) values.secret_inputs = JSON.stringify(patch.secretInputs);
+    if (patch.previewTokenHash !== undefined) values.preview_token_hash = patch.previewTokenHash;
     const row = await this.db
       .updateTable('projects')
       .set(values)
@@ -125,6 +127,7 @@ function toRecord(row: Selectable<ProjectsTable>): ProjectRecord {
     webhookSecret: row.webhook_secret,
     forgeToken: row.forge_token,
     secretInputs: JSON.parse(row.secret_inputs) as Record<string, string>,
+    previewTokenHash: row.preview_token_hash,
     createdAt: fromDbTime(row.created_at),
     updatedAt: fromDbTime(row.updated_at),
   };

@@ -45,6 +45,12 @@ export interface EnvironmentsTable {
   failed_revision: number;
   /** JSON `UpdateFailure` of that revision, or null. */
   update_failure: string | null;
+  /** 1: asked to sleep (containers stopped, volumes kept); 0: awake. */
+  sleep: number;
+  /** 1: kept: no time to live, never put to sleep or destroyed for idleness. */
+  keep: number;
+  /** The last request the gateway routed to it (written at most every few seconds). */
+  last_active_at: Timestamp | null;
 }
 
 export interface EventsTable {
@@ -99,6 +105,7 @@ export interface ProjectsTable {
   forge_token: string | null;
   /** JSON object of strings. */
   secret_inputs: string;
+  preview_token_hash: string | null;
   created_at: Timestamp;
   updated_at: Timestamp;
 }

@@ -152,6 +152,9 @@ export function describeStore(name: string, target: StoreTarget): void {
           plannedRevision: 0,
           failedRevision: 0,
           updateFailure: null,
+          sleep: false,
+          keep: false,
+          lastActiveAt: null,
         });
         expect(created.createdAt.getTime()).toBeGreaterThanOrEqual(before);
         expect(created.createdAt.getTime()).toBeLessThanOrEqual(after + 5);
@@ -300,7 +303,25 @@ export function describeStore(name: string, target: StoreTarget): void {
         const expected: string[] = [];
         for (const c of cases) {
           const env = await store.environments.create(newEnv({ expiresAt: c.expiresAt }));
-          await store.environments.update(env.id, { state: c.state, desired: c.desired });
+          // A sleeping environment is one asked to sleep.
+          await store.environments.update(env.id, {
+            state: c.state,
+            desired: c.desired,
+            sleep: c.state === 'sleeping',
+          });
+          if (c.needsWork) expected.push(env.id);
+        }
+        // Asked to sleep, or to wake, or to move to a new revision (not one that failed).
+        const lifecycle = [
+          { patch: { state: 'ready', sleep: true }, needsWork: true },
+          { patch: { state: 'sleeping', sleep: false }, needsWork: true },
+          { patch: { state: 'ready', revision: 2, plannedRevision: 1 }, needsWork: true },
+          { patch: { state: 'ready', revision: 2, plannedRevision: 1, failedRevision: 2 }, needsWork: false },
+          { patch: { state: 'ready', revision: 2, plannedRevision: 2 }, needsWork: false },
+        ] as const;
+        for (const c of lifecycle) {
+          const env = await store.environments.create(newEnv({}));
+          await store.environments.update(env.id, c.patch);
           if (c.needsWork) expected.push(env.id);
         }
         const needing = await store.environments.listNeedingWork(now);
@@ -310,7 +331,7 @@ export function describeStore(name: string, target: StoreTarget): void {
           cases.filter(
             (c) =>
               c.needsWork && !(c.desired === 'present' && ['ready', 'failed', 'sleeping'].includes(c.state)),
-          ).length,
+          ).length + lifecycle.filter((c) => c.needsWork).length,
         );
       });
     });

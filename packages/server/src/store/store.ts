@@ -38,6 +38,12 @@ export interface EnvironmentRecord {
   /** The last revision whose update failed; it is not tried again, the next one is. */
   failedRevision: number;
   updateFailure: UpdateFailure | null;
+  /** Asked to sleep: its containers stopped, its volumes kept, woken by the next request. */
+  sleep: boolean;
+  /** Kept: no time to live, never put to sleep or destroyed for idleness. */
+  keep: boolean;
+  /** When the gateway last routed a request to it; null: never. */
+  lastActiveAt: Date | null;
 }
 
 /** A commit of a repository, checked out by the controller to plan the environment from. */
@@ -92,6 +98,10 @@ export type EnvironmentPatch = Partial<
     | 'inputs'
     | 'templateContent'
     | 'templateFile'
+    | 'sleep'
+    | 'keep'
+    | 'lastActiveAt'
+    | 'ttlMs'
   >
 >;
 
@@ -124,8 +134,8 @@ export interface EnvironmentRepository {
    * Environments whose state differs from what is desired, or whose TTL has run out:
    * desired present and state not ready/failed/sleeping, desired absent and state not
    * destroyed, `expiresAt <= now` and desired present, or ready with an update asked for
-   * (`revision` past both `plannedRevision` and `failedRevision`) — and, in every case, whose
-   * `retryAt` is null or not after `now`.
+   * (`revision` past both `plannedRevision` and `failedRevision`), ready and asked to sleep,
+   * sleeping and asked to wake — and, in every case, whose `retryAt` is null or not after `now`.
    */
   listNeedingWork(now: Date): Promise<EnvironmentRecord[]>;
   /**
@@ -246,12 +256,14 @@ export interface ProjectRecord {
   webhookSecret: string | null;
   forgeToken: string | null;
   secretInputs: Record<string, string>;
+  /** SHA-256 (hex) of the preview token, for projects whose previews need one; null: none made. */
+  previewTokenHash: string | null;
   createdAt: Date;
   updatedAt: Date;
 }
 
-export type NewProject = Omit<ProjectRecord, 'createdAt' | 'updatedAt'>;
-export type ProjectPatch = Partial<Omit<NewProject, 'name'>>;
+export type NewProject = Omit<ProjectRecord, 'createdAt' | 'updatedAt' | 'previewTokenHash'>;
+export type ProjectPatch = Partial<Omit<NewProject, 'name'>> & { previewTokenHash?: string | null };
 
 export interface ProjectRepository {
   /** Throws {@link ProjectExistsError} when the name is taken. */

@@ -11,6 +11,10 @@ const examples = require('@octokit/webhooks-examples/api.github.com/index.json')
   examples: Record<string, unknown>[];
 }[];
 
+/** A payload being edited: GitHub's example shapes, too many to type here. */
+// biome-ignore lint/suspicious/noExplicitAny: example payloads are edited field by field
+type Editable = Record<string, any>;
+
 function example(event: string, action?: string): Record<string, unknown> {
   const found = examples
     .find((e) => e.name === event)
@@ -35,7 +39,7 @@ export interface PullRequestFacts {
 
 /** A `pull_request` payload with these facts. */
 export function pullRequestPayload(facts: PullRequestFacts): Record<string, unknown> {
-  const payload = example('pull_request', 'opened') as Record<string, any>;
+  const payload = example('pull_request', 'opened') as Editable;
   const [owner, name] = facts.repo.split('/') as [string, string];
   payload.action = facts.action;
   payload.number = facts.number;
@@ -65,7 +69,7 @@ export function pushPayload(
   before: string,
   after: string,
 ): Record<string, unknown> {
-  const payload = example('push') as Record<string, any>;
+  const payload = example('push') as Editable;
   payload.ref = `refs/heads/${branch}`;
   payload.before = before;
   payload.after = after;
