@@ -29,6 +29,9 @@ const VERBS: [names: string[], load: () => Promise<Register>][] = [
   [['logs'], async () => (await import('./commands/logs.js')).registerLogs],
   [['destroy', 'down'], async () => (await import('./commands/destroy.js')).registerDestroy],
   [['token'], async () => (await import('./commands/token.js')).registerToken],
+  [['project'], async () => (await import('./commands/project.js')).registerProject],
+  [['apply'], async () => (await import('./commands/apply.js')).registerApply],
+  [['approve'], async () => (await import('./commands/approve.js')).registerApprove],
 ];
 
 /** Global options that take a value: the word after them is not the verb. */

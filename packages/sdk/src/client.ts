@@ -3,6 +3,7 @@ import * as z from 'zod';
 import { BundlesApi } from './bundles.js';
 import { EnvironmentsApi } from './environments.js';
 import { type FetchLike, HttpClient } from './http.js';
+import { ProjectsApi } from './projects.js';
 import { TokensApi } from './tokens.js';
 
 /** What `GET /healthz` answers. */
@@ -43,6 +44,8 @@ export class MayflyClient {
   readonly bundles: BundlesApi;
   /** API tokens and their scopes (needs an `admin` token). */
   readonly tokens: TokensApi;
+  /** Projects (repositories whose pull requests get previews), their previews, approvals. */
+  readonly projects: ProjectsApi;
   /** The API's base URL, without a trailing slash. */
   readonly baseUrl: string;
   readonly #http: HttpClient;
@@ -53,6 +56,7 @@ export class MayflyClient {
     this.environments = new EnvironmentsApi(this.#http);
     this.bundles = new BundlesApi(this.#http);
     this.tokens = new TokensApi(this.#http);
+    this.projects = new ProjectsApi(this.#http);
   }
 
   /** Checks that the server is up; needs no token. @throws ConnectionError when nothing answers. */

@@ -38,6 +38,11 @@ export interface LogsOptions {
   tail?: number | 'all';
   /** Keep streaming new lines until `signal` aborts or the environment is destroyed. */
   follow?: boolean;
+  /**
+   * The output of the environment's image builds (the last 256 KiB of each, kept whether the build
+   * succeeded or failed) instead of the services' logs. Cannot go with `follow` (the server answers 400).
+   */
+  build?: boolean;
   /** Aborting ends the iteration quietly. */
   signal?: AbortSignal;
 }
@@ -122,7 +127,12 @@ export class EnvironmentsApi {
     options.signal?.addEventListener('abort', onAbort, { once: true });
     try {
       const response = await this.#http.send('GET', ApiPaths.logs(idOrName), {
-        query: { service: options.service, tail: options.tail, follow: options.follow },
+        query: {
+          service: options.service,
+          tail: options.tail,
+          follow: options.follow,
+          build: options.build,
+        },
         signal: controller.signal,
         accept: 'text/plain',
       });

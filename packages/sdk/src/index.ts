@@ -6,6 +6,7 @@ export type {
   Bundle,
   CreatedToken,
   CreateEnvironmentRequest,
+  CreateProjectRequest,
   CreateTokenRequest,
   EnvEvent,
   Environment,
@@ -13,10 +14,16 @@ export type {
   EnvState,
   ErrorCode,
   Failure,
+  Forge,
+  Preview,
+  PreviewState,
+  Project,
+  ProjectPolicy,
   ServiceStatus,
   TemplateIssue,
   Token,
   TokenScope,
+  UpdateProjectRequest,
 } from '@mayfly/contract';
 export type { BundleBody, BundlesApi, UploadBundleOptions } from './bundles.js';
 export { HealthResponse, MayflyClient, type MayflyClientOptions } from './client.js';
@@ -45,4 +52,5 @@ export {
   UnexpectedStateError,
 } from './errors.js';
 export type { FetchInit, FetchLike, FetchResponse } from './http.js';
+export { AppliedProject, type ProjectsApi } from './projects.js';
 export type { ListTokensOptions, TokensApi } from './tokens.js';

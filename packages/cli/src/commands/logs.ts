@@ -6,6 +6,7 @@ import { globalOptions } from './global-options.js';
 interface LogsOptions {
   follow?: boolean;
   tail?: string;
+  build?: boolean;
 }
 
 /** `mayfly logs NAME [SERVICE]`: print, or follow, the logs of an environment. */
@@ -16,6 +17,10 @@ export function registerLogs(program: Command): void {
     .argument('<name>', 'environment name or id')
     .argument('[service]', 'only this service')
     .option('-f, --follow', 'keep printing new lines until interrupted or the environment is destroyed')
+    .option(
+      '--build',
+      "the output of its image builds (the last 256 KiB of each), instead of the services' logs",
+    )
     .option(
       '--tail <n>',
       'start with the last N lines, or "all"; 0 with -f: only lines written from now on (default: the server\'s, 1000)',
@@ -28,11 +33,17 @@ With --json, each line is an object on its own line: {"service": "web", "line": 
 Examples:
   mayfly logs shop-k3v9                 # last 1000 lines of every service
   mayfly logs shop-k3v9 web -f          # follow one service until Ctrl-C or destroy
-  mayfly logs shop-k3v9 --tail 0 -f     # only what comes next`,
+  mayfly logs shop-k3v9 --tail 0 -f     # only what comes next
+  mayfly logs shop-k3v9 api --build     # how api's image was built (kept after a failed build too)`,
     )
     .action(async (name: string, service: string | undefined, options: LogsOptions, command: Command) => {
       const globals = globalOptions(command);
       const tail = parseTail(options.tail);
+      if (options.build && options.follow) {
+        throw new UsageError(
+          '--build cannot be combined with --follow: build output is printed once it is kept',
+        );
+      }
       const client = await connect(globals);
       const controller = new AbortController();
       const stop = () => controller.abort();
@@ -43,6 +54,7 @@ Examples:
           service,
           tail,
           follow: options.follow === true,
+          build: options.build === true,
           signal: controller.signal,
         });
         for await (const line of lines) {
