@@ -107,7 +107,7 @@ describe('OpenAPI document', () => {
         (doc.paths[p]![method]!.parameters ?? []).filter((x) => x.in === 'query').map((x) => [x.name, x]),
       );
     const logs = query('/v1/environments/{id}/logs', 'get');
-    expect(Object.keys(logs).sort()).toEqual(['follow', 'service', 'tail']);
+    expect(Object.keys(logs).sort()).toEqual(['build', 'follow', 'service', 'tail']);
     expect(logs.tail!.schema).toMatchObject({
       anyOf: [{ const: 'all' }, { type: 'integer', minimum: 0 }],
     });

@@ -74,8 +74,14 @@ export function prefixLines(
 
 /** Kept (stored) output of a workload as a stream, the last `tail` lines of it when given. */
 export function keptLogStream(text: string, tail: number | undefined): Readable {
-  if (tail === undefined) return Readable.from([text]);
-  if (tail === 0) return Readable.from([]);
+  // Bytes, like the runtime's log streams, so `prefixLines` reads both the same way.
+  const bytes = (chunks: string[]) =>
+    Readable.from(
+      chunks.map((c) => Buffer.from(c, 'utf8')),
+      { objectMode: false },
+    );
+  if (tail === undefined) return bytes([text]);
+  if (tail === 0) return bytes([]);
   const lines = text.endsWith('\n') ? text.slice(0, -1).split('\n') : text.split('\n');
-  return Readable.from([`${lines.slice(-tail).join('\n')}\n`]);
+  return bytes([`${lines.slice(-tail).join('\n')}\n`]);
 }

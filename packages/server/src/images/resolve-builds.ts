@@ -38,8 +38,84 @@ class StepFilter {
   }
 }
 
+/**
+ * The last bytes of a build's output {@link ResolveBuildsOptions.onBuildOutput} gets: enough for
+ * the whole output of most builds, and for the end of any (where a failure shows).
+ */
+export const BUILD_OUTPUT_MAX_BYTES = 256 * 1024;
+
+/**
+ * The last `limit` bytes of a stream of lines, in whole lines (a line longer than that keeps its
+ * end), in bounded memory. Its own small class rather than the Docker driver's `ByteTail`: this
+ * layer sits above the drivers and does not import them, and it gets lines, not byte chunks.
+ */
+class LineTail {
+  private lines: string[] = [];
+  private sizes: number[] = [];
+  /** Index of the first kept line: dropping from the front does not copy the rest every time. */
+  private head = 0;
+  private bytes = 0;
+  /** Bytes of output pushed but no longer kept. */
+  private dropped = 0;
+
+  constructor(private readonly limit: number) {}
+
+  push(text: string): void {
+    let line = text;
+    let size = Buffer.byteLength(line) + 1; // with its newline
+    if (size > this.limit) {
+      line = lastBytes(line, this.limit - 1);
+      const cut = Buffer.byteLength(line) + 1;
+      this.dropped += size - cut;
+      size = cut;
+    }
+    this.lines.push(line);
+    this.sizes.push(size);
+    this.bytes += size;
+    while (this.bytes > this.limit) {
+      this.bytes -= this.sizes[this.head]!;
+      this.dropped += this.sizes[this.head]!;
+      this.lines[this.head] = '';
+      this.head++;
+    }
+    if (this.head >= 1024 && this.head * 2 >= this.lines.length) {
+      this.lines = this.lines.slice(this.head);
+      this.sizes = this.sizes.slice(this.head);
+      this.head = 0;
+    }
+  }
+
+  /** The kept lines, each ending in a newline; after a note line when earlier output was left out. */
+  text(): string {
+    const kept = this.lines.slice(this.head);
+    const body = kept.length > 0 ? `${kept.join('\n')}\n` : '';
+    return this.dropped > 0 ? `[… ${this.dropped} bytes of earlier output left out]\n${body}` : body;
+  }
+}
+
+/** The end of `text` in at most `maxBytes` of UTF-8, starting at a whole character. */
+function lastBytes(text: string, maxBytes: number): string {
+  const bytes = Buffer.from(text);
+  let start = Math.max(0, bytes.length - maxBytes);
+  while (start < bytes.length && (bytes[start]! & 0xc0) === 0x80) start++;
+  return bytes.subarray(start).toString('utf8');
+}
+
+/** The first line of an error's message (the Docker builder's adds the output's end after it). */
+const firstLine = (err: unknown) =>
+  (err instanceof Error ? err.message : String(err)).trim().split('\n', 1)[0] ?? '';
+
 export interface ResolveBuildsOptions {
   onProgress?: BuildProgress;
+  /**
+   * Called once for every build that ran (the builder was started), whatever its end: built,
+   * failed (a last line `build failed: …` says why) or stopped (`build stopped: …`, by a sibling's
+   * failure or by `signal`), with the last {@link BUILD_OUTPUT_MAX_BYTES} of its output lines.
+   * Not called for a reused image, nor for a build refused before it started. Workloads sharing
+   * one image get the same output, each under its own name. Awaited before the build's outcome is
+   * reported; a callback that throws or rejects does not fail the build (report it yourself).
+   */
+  onBuildOutput?: (workload: string, output: string) => void | Promise<void>;
   /** A destroy stops the builds running and the ones still to come. */
   signal?: AbortSignal;
   /** Called for every image an environment uses (built or reused): the basis of image GC's "least recently used". */
@@ -63,10 +139,11 @@ export async function resolveBuilds(
   builder: ImageBuilder,
   options: ResolveBuildsOptions = {},
 ): Promise<EnvPlan> {
-  const { onProgress, signal } = options;
+  const { signal } = options;
   // First, the tag each workload needs (cheap, in order); then each distinct tag made once.
   // `present`: already seen to exist (a resolved image kept by a repair), not asked again.
-  const tags = new Map<string, { build: BuildPlan; workload: string; present: boolean }>();
+  // `workloads`: every workload using the tag, the first one (the build's step and progress) first.
+  const tags = new Map<string, { build: BuildPlan; workloads: string[]; present: boolean }>();
   const tagOf = new Map<string, string>();
   for (const workload of plan.workloads) {
     const { build } = workload.image;
@@ -76,7 +153,9 @@ export async function resolveBuilds(
     const resolved = workload.image.ref ?? null;
     if (resolved !== null && (tags.has(resolved) || (await builder.hasImage(resolved)))) {
       tagOf.set(workload.name, resolved);
-      if (!tags.has(resolved)) tags.set(resolved, { build, workload: workload.name, present: true });
+      const known = tags.get(resolved);
+      if (known) known.workloads.push(workload.name);
+      else tags.set(resolved, { build, workloads: [workload.name], present: true });
       continue;
     }
     let tag: string;
@@ -92,7 +171,9 @@ export async function resolveBuilds(
       );
     }
     tagOf.set(workload.name, tag);
-    if (!tags.has(tag)) tags.set(tag, { build, workload: workload.name, present: false });
+    const known = tags.get(tag);
+    if (known) known.workloads.push(workload.name);
+    else tags.set(tag, { build, workloads: [workload.name], present: false });
   }
 
   const failed = new AbortController();
@@ -100,10 +181,10 @@ export async function resolveBuilds(
   const queue = [...tags];
   const worker = async () => {
     for (let next = queue.shift(); next; next = queue.shift()) {
-      const [tag, { build, workload, present }] = next;
+      const [tag, { build, workloads, present }] = next;
       stop.throwIfAborted();
       try {
-        await ensureBuilt(builder, tag, build, workload, present, onProgress, stop);
+        await ensureBuilt(builder, tag, build, workloads, present, options, stop);
         await options.onImageUsed?.(tag);
       } catch (err) {
         failed.abort(err);
@@ -131,38 +212,68 @@ export async function resolveBuilds(
   return { ...plan, workloads };
 }
 
-/** Builds `tag` unless it is present; a build's failure is its workload's `build:` step. */
+/**
+ * Builds `tag` unless it is present; a build's failure is its first workload's `build:` step. The
+ * output of a build that ran goes to every workload of `workloads` (see `onBuildOutput`).
+ */
 async function ensureBuilt(
   builder: ImageBuilder,
   tag: string,
   build: BuildPlan,
-  workload: string,
+  workloads: string[],
   present: boolean,
-  onProgress: BuildProgress | undefined,
+  options: Pick<ResolveBuildsOptions, 'onProgress' | 'onBuildOutput'>,
   signal: AbortSignal,
 ): Promise<void> {
+  const { onProgress, onBuildOutput } = options;
+  const workload = workloads[0]!;
   if (present || (await builder.hasImage(tag))) {
     onProgress?.({ workload, status: 'reused', image: tag });
     return;
   }
   onProgress?.({ workload, status: 'building', image: tag });
+  const output = new LineTail(BUILD_OUTPUT_MAX_BYTES);
+  let ran = false;
   try {
     // The daemon itself would fetch an `ADD <url>`, from the host's network: refused.
     await assertBuildAllowed(build);
     const entries = await listContextFiles(build.context, build.dockerfile);
     const steps = new StepFilter();
+    ran = true;
     await builder.build(tag, build, {
       context: packContext(build.context, entries),
       onLog: (line) => {
+        output.push(line);
         if (steps.accepts(line)) onProgress?.({ workload, status: 'step', step: line.slice(0, 120) });
       },
       signal,
     });
   } catch (err) {
+    if (ran)
+      output.push(
+        signal.aborted ? `build stopped: ${stopReason(signal.reason)}` : `build failed: ${firstLine(err)}`,
+      );
     if (signal.aborted) throw signal.reason;
     throw new RuntimeStepError(`build:${workload}`, (err as Error).message);
+  } finally {
+    if (ran && onBuildOutput) {
+      const text = output.text();
+      for (const name of workloads) {
+        try {
+          await onBuildOutput(name, text);
+        } catch {
+          // Keeping the output is the caller's concern: the build's outcome stands.
+        }
+      }
+    }
   }
   onProgress?.({ workload, status: 'built', image: tag });
+}
+
+/** Why a build was stopped, in a few words: a sibling's failed step, a timeout, a destroy. */
+function stopReason(reason: unknown): string {
+  if (reason instanceof RuntimeStepError) return `${reason.step} failed`;
+  return firstLine(reason) || 'aborted';
 }
 
 /** True when some workload's image still has to be resolved (or checked) by {@link resolveBuilds}. */
