@@ -261,6 +261,45 @@ export function describeRuntime(name: string, { make, reach, workloadIds }: Runt
       await runtime.destroy(plan.envId);
     });
 
+    it('stop puts the environment to sleep keeping everything; applying with resumeStopped wakes it as it was', async () => {
+      const plan = track(
+        envPlan(
+          [
+            workload({
+              name: 'db',
+              command: ['testkit', 'sleep'],
+              mounts: [{ type: 'volume', source: 'data', target: '/data', readOnly: false }],
+            }),
+            workload({
+              name: 'migrate',
+              kind: 'job',
+              command: ['sh', '-c', 'echo once >> /data/runs'],
+              mounts: [{ type: 'volume', source: 'data', target: '/data', readOnly: false }],
+              dependsOn: [{ name: 'db', condition: 'service_started' }],
+            }),
+          ],
+          { volumes: [{ name: 'data' }] },
+        ),
+      );
+      await applyPlan(runtime, plan);
+      await runtime.writeFile(plan.envId, 'db', '/tmp/in-the-container', 'kept');
+      const before = await workloadIds?.(plan.envId, 'db');
+      await runtime.stop(plan.envId);
+      await runtime.stop(plan.envId); // idempotent
+      expect((await runtime.observe(plan.envId)).workloads.find((w) => w.name === 'db')).toMatchObject({
+        state: 'exited',
+      });
+      await applyPlan(runtime, plan, { resumeStopped: true });
+      expect((await runtime.observe(plan.envId)).workloads.find((w) => w.name === 'db')).toMatchObject({
+        state: 'running',
+      });
+      if (workloadIds) expect(await workloadIds(plan.envId, 'db')).toEqual(before);
+      expect((await runtime.readFile(plan.envId, 'db', '/tmp/in-the-container')).toString()).toBe('kept');
+      // The job ran once, before the sleep; waking does not run it again.
+      expect((await runtime.exec(plan.envId, 'db', ['cat', '/data/runs'])).stdout).toBe('once\n');
+      await runtime.destroy(plan.envId);
+    });
+
     it('puts files in before the start, with their mode and owner, and mounts tmpfs', async () => {
       const plan = track(
         envPlan([

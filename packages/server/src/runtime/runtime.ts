@@ -38,6 +38,8 @@ export interface ApplyOptions {
    * containers, waiting): nothing more is created or started, and apply rejects.
    */
   signal?: AbortSignal;
+  /** Waking a sleeping environment: its stopped services are started again, not made anew. */
+  resumeStopped?: boolean;
 }
 
 export interface ObservedWorkload {
@@ -149,6 +151,11 @@ export interface PrepareOptions {
    * after it exited 0: it is done; one that crashed is made again), `none`.
    */
   keepExited: 'any' | 'clean' | 'none';
+  /**
+   * A service's containers with the same spec that were stopped (an environment put to sleep) are
+   * reported `created`, to be started again as they are, rather than made anew.
+   */
+  resumeStopped?: boolean;
   onProgress?: (event: ProgressEvent) => void;
   signal: AbortSignal;
 }
@@ -189,6 +196,12 @@ export interface Runtime {
     options: { fresh: boolean; signal: AbortSignal },
   ): Promise<ReadyOutcome>;
   observe(envId: string): Promise<ObservedEnv>;
+  /**
+   * Puts the environment to sleep: every workload stopped (its stop signal and grace period
+   * honoured), nothing removed — volumes and containers stay, so applying the plan again with
+   * `resumeStopped` starts them as they were. Idempotent.
+   */
+  stop(envId: string): Promise<void>;
   /** Removes every object labelled with `envId`; resolves only once none remains. */
   destroy(envId: string): Promise<void>;
   /** Every object this driver labelled as this installation's, whatever environment it belongs to. */

@@ -152,6 +152,9 @@ export class DockerRuntime implements Runtime {
       // restarted): started now, not made again (what was put in them stays).
       if (same.every((c) => c.State === 'running' || c.State === 'created')) return { state: 'created' };
       const exited = same.every((c) => c.State === 'exited');
+      // Put to sleep: started again as they are (their writable layers kept), not made anew —
+      // whatever their restart policy, since it was Mayfly that stopped them.
+      if (options.resumeStopped && workload.kind === 'service' && exited) return { state: 'created' };
       const clean = exited && same.every((c) => exitCodeOf(c) === 0);
       if (options.keepExited === 'any' ? exited : options.keepExited === 'clean' && clean) {
         const failed = same.find((c) => exitCodeOf(c) !== 0);
@@ -237,8 +240,9 @@ export class DockerRuntime implements Runtime {
   }
 
   async startWorkload(plan: EnvPlan, workload: WorkloadPlan, signal: AbortSignal): Promise<void> {
+    // Exited ones too: a service woken from sleep is started again as it was.
     const created = (await this.listContainers(plan.envId, workload.name)).filter(
-      (c) => c.State === 'created',
+      (c) => c.State === 'created' || c.State === 'exited',
     );
     // A few at a time, the signal checked before each: an abort leaves the rest unstarted.
     await eachLimited(created, START_CONCURRENCY, signal, (c) =>
@@ -532,6 +536,17 @@ export class DockerRuntime implements Runtime {
       exitCode: c.State === 'exited' ? exitCodeOf(c) : null,
     }));
     return { envId, workloads, exists: containers.length > 0 || networks.length > 0 };
+  }
+
+  async stop(envId: string): Promise<void> {
+    if (!envId) throw new Error('stop needs an environment id'); // an empty id would match every environment
+    const running = (await this.listContainers(envId)).filter(
+      (c) => c.State === 'running' || c.State === 'restarting',
+    );
+    // Each with its own stop signal and grace period (set on the container when it was made).
+    await eachLimited(running, START_CONCURRENCY, new AbortController().signal, (c) =>
+      this.docker.getContainer(c.Id).stop().catch(ignore(304, 404)),
+    );
   }
 
   async destroy(envId: string): Promise<void> {
