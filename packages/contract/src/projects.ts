@@ -81,6 +81,8 @@ export const Project = z.object({
   policy: ProjectPolicy,
   hasWebhookSecret: z.boolean(),
   hasForgeToken: z.boolean(),
+  /** A preview token was made (`POST /v1/projects/{name}/preview-token`); it is never shown again. */
+  hasPreviewToken: z.boolean(),
   /** Names of the secret inputs (their values are never shown). */
   secretInputs: z.array(z.string()),
   createdAt: z.string(),

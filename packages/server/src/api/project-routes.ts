@@ -18,6 +18,11 @@ const PreviewParams = z.object({
     .max(2 ** 31)
     .describe('pull (merge) request number'),
 });
+const PreviewToken = z.object({
+  token: z
+    .string()
+    .describe('the preview token (mfyp_…), shown this once: use it as ?mayfly-token= or X-Mayfly-Bypass'),
+});
 const Applied = z.object({
   items: z.array(z.object({ name: z.string(), action: z.enum(['created', 'updated', 'unchanged']) })),
 });
@@ -95,6 +100,20 @@ export function registerProjectRoutes(app: FastifyInstance<Server>, deps: ApiDep
       await projects.delete(params.name, requireAccess(req));
       return { deleted: true as const };
     },
+  });
+  addRoute(app, {
+    method: 'POST',
+    url: `${ApiPaths.projects}/:name/preview-token`,
+    scope: 'admin',
+    summary: "make a new preview token for the project's URLs (scope admin); the previous one stops working",
+    description:
+      'With policy access "token", preview URLs open for `?mayfly-token=<token>` (which sets a cookie) or the header `X-Mayfly-Bypass: <token>`. A preview token is not an API token, and an API token is not a preview token.',
+    params: NameParams,
+    response: { status: 201, description: 'the token, shown only this once', json: PreviewToken },
+    errors: { 404: 'no such project' },
+    handler: async ({ params, req }) => ({
+      token: await projects.rotatePreviewToken(params.name, requireAccess(req)),
+    }),
   });
   addRoute(app, {
     method: 'GET',

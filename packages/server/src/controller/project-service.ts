@@ -14,6 +14,7 @@ import {
 } from '@mayfly/contract';
 import type * as z from 'zod';
 import { type Access, canSee, FULL_ACCESS } from '../access/access.js';
+import { newPreviewToken } from '../access/preview-token.js';
 import { checkRepoUrl, GitSourceError } from '../sources/git-checkout.js';
 import { ProjectExistsError, type ProjectPatch, type ProjectRecord, type Store } from '../store/store.js';
 import { ConflictError, ForbiddenError, InvalidRequestError, NotFoundError } from './errors.js';
@@ -152,6 +153,19 @@ export class ProjectService {
     await this.deps.store.projects.delete(name);
   }
 
+  /**
+   * Makes a new preview token for the project's URLs (`policy.access: token`) and returns it: the
+   * only time it is shown, since only its hash is kept. The previous one stops working (the
+   * gateway notices within its cache's lifetime, 2 s by default).
+   */
+  async rotatePreviewToken(name: string, access: Access = FULL_ACCESS): Promise<string> {
+    await this.get(name, access);
+    const { token, hash } = newPreviewToken();
+    const updated = await this.deps.store.projects.update(name, { previewTokenHash: hash });
+    if (!updated) throw new NotFoundError(`no project "${name}"`);
+    return token;
+  }
+
   /** The API resource: never a secret, only whether one is set. */
   toResource(project: ProjectRecord): Project {
     return {
@@ -165,6 +179,7 @@ export class ProjectService {
       policy: project.policy,
       hasWebhookSecret: project.webhookSecret !== null,
       hasForgeToken: project.forgeToken !== null,
+      hasPreviewToken: project.previewTokenHash !== null,
       secretInputs: Object.keys(project.secretInputs).sort(),
       createdAt: project.createdAt.toISOString(),
       updatedAt: project.updatedAt.toISOString(),
