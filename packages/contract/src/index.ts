@@ -48,6 +48,16 @@ export const Environment = z.object({
   createdAt: z.string(),
   updatedAt: z.string(),
   expiresAt: z.string().nullable(),
+  /** Asked to sleep (state `sleeping` once its containers are stopped); a request wakes it. */
+  sleep: z.boolean(),
+  /** Kept: no time to live, never put to sleep or destroyed for being idle. */
+  keep: z.boolean(),
+  /** The last request the gateway routed to it, to within a few seconds; null: none yet. */
+  lastActiveAt: z.string().nullable(),
+  /** For an environment from git (a preview): the commit it runs, or is being updated to. */
+  commit: z.string().nullable(),
+  /** The last update in place that failed (the previous version kept running), if the current revision's. */
+  updateFailure: Failure.extend({ commit: z.string().nullable(), at: z.string() }).nullable(),
 });
 export type Environment = z.infer<typeof Environment>;
 

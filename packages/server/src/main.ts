@@ -7,6 +7,7 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { nanoid } from 'nanoid';
+import { FULL_ACCESS } from './access/access.js';
 import { TokenService } from './access/token-service.js';
 import { buildApi } from './api/app.js';
 import type { ScopedRoute } from './api/auth.js';
@@ -145,6 +146,8 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     cacheMs: config.gatewayCacheMs,
     negativeCacheMs: config.gatewayNegativeCacheMs,
     cacheEntries: config.gatewayCacheEntries,
+    wake: (envId) => environments.wake(envId, FULL_ACCESS, 'woken by a request'),
+    onActivity: (envId) => environments.recordActivity(envId),
   });
   const planPolicy = {
     ...policy,
@@ -173,7 +176,10 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     destroyedRetentionMs: config.destroyedRetentionMs,
     maxEventsPerEnv: config.maxEventsPerEnv,
     onDestroyed: (env) => gateway.forget(env.name),
-    onSettled: () => previewController.kick(),
+    onSettled: (env) => {
+      gateway.forget(env.name);
+      previewController.kick();
+    },
   });
   const environments = new EnvironmentService({
     store,

@@ -203,6 +203,11 @@ export async function startFakeServer(options: FakeServerOptions = {}): Promise<
       expiresAt: request.ttl
         ? new Date(now.getTime() + (parseDuration(request.ttl) ?? 0)).toISOString()
         : null,
+      sleep: false,
+      keep: false,
+      lastActiveAt: null,
+      commit: null,
+      updateFailure: null,
     };
     envs.set(id, env);
     addEvent(env, 'environment created', 'pending');

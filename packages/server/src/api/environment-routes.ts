@@ -34,6 +34,9 @@ const logsQuery = (defaultTail: number) =>
     follow: flag.describe(
       '1 or true: keep streaming new lines until the environment goes or the client leaves',
     ),
+    build: flag.describe(
+      "1 or true: the output of the environment's image builds (the last 256 KiB of each, kept after the build, failed or not) instead of the services' logs; not with follow",
+    ),
   });
 const IdParams = z.object({ id: z.string().min(1).max(64).describe('environment id or name') });
 const truthy = (v: string | undefined) => v === '1' || v === 'true';
@@ -134,7 +137,8 @@ export function registerEnvironmentRoutes(app: FastifyInstance<Server>, deps: Ap
     query: logsQuery(environments.defaultLogTail),
     response: { status: 200, description: 'the lines, as they are read', mediaType: LOG_MEDIA_TYPE },
     errors: {
-      404: 'no such environment, or no such service in it, or no logs of it',
+      400: 'invalid request, or follow with build',
+      404: 'no such environment, or no such service in it, or no logs (or build output) of it',
       429: 'the most log streams this server reads at once are open',
       503: 'the runtime cannot be reached',
     },
@@ -146,6 +150,7 @@ export function registerEnvironmentRoutes(app: FastifyInstance<Server>, deps: Ap
         service: query.service,
         tail: query.tail === 'all' ? undefined : (query.tail ?? environments.defaultLogTail),
         follow: truthy(query.follow),
+        build: truthy(query.build),
         signal: abort.signal,
       });
       reply.send(stream);
@@ -153,6 +158,53 @@ export function registerEnvironmentRoutes(app: FastifyInstance<Server>, deps: Ap
       // the status and headers now, not with the first line.
       reply.raw.flushHeaders();
       return reply;
+    },
+  });
+  const lifecycleRoute = (
+    verb: 'sleep' | 'wake' | 'keep',
+    summary: string,
+    act: (id: string, access: ReturnType<typeof requireAccess>) => Promise<unknown>,
+  ) =>
+    addRoute(app, {
+      method: 'POST',
+      url: `${base}/:id/${verb}`,
+      scope: 'write',
+      summary,
+      params: IdParams,
+      response: { status: 200, description: 'the environment', json: 'Environment' },
+      errors: {
+        404: 'no such environment',
+        409: 'it is being destroyed (or failed: nothing to put to sleep)',
+      },
+      handler: async ({ params, req }) => {
+        const access = requireAccess(req);
+        await act(params.id, access);
+        return environments.toResource(await environments.find(params.id, access));
+      },
+    });
+  lifecycleRoute(
+    'sleep',
+    'put to sleep: containers stopped, volumes kept; the next request wakes it (scope write)',
+    (id, a) => environments.sleep(id, a),
+  );
+  lifecycleRoute('wake', 'wake a sleeping environment (scope write)', (id, a) => environments.wake(id, a));
+  lifecycleRoute(
+    'keep',
+    'keep: no time to live, never put to sleep or destroyed for being idle (scope write)',
+    (id, a) => environments.keep(id, a),
+  );
+  addRoute(app, {
+    method: 'POST',
+    url: `${base}/:id/extend`,
+    scope: 'write',
+    summary: 'push the end of its time to live back (scope write)',
+    params: IdParams,
+    query: z.object({ by: z.string().min(1).max(32).describe('how much longer, e.g. 2h, 1d') }),
+    response: { status: 200, description: 'the environment', json: 'Environment' },
+    errors: { 404: 'no such environment', 409: 'it is being destroyed' },
+    handler: async ({ params, query, req }) => {
+      const access = requireAccess(req);
+      return environments.toResource(await environments.extend(params.id, query.by, access));
     },
   });
 }

@@ -20,11 +20,14 @@ import { type Runtime, WorkloadNotFoundError } from '../runtime/runtime.js';
 import type { Workspaces } from '../sources/workspaces.js';
 import type { EnvironmentRecord, GitSource, Store } from '../store/store.js';
 import type { TemplateOverride } from '../template/index.js';
-import { InvalidRequestError, NotFoundError, QuotaExceededError } from './errors.js';
+import { ConflictError, InvalidRequestError, NotFoundError, QuotaExceededError } from './errors.js';
 import { keptLogStream, prefixLines } from './log-lines.js';
 import type { HostPathPolicy } from './plan-policy.js';
 import { planTemplate, readTemplateFile } from './plan-template.js';
 import { type UrlScheme, urlsOf } from './urls.js';
+
+/** Activity is written to the store at most this often per environment. */
+export const ACTIVITY_WRITE_MS = 5_000;
 
 /** Lowercase so ids are valid in Docker names and Kubernetes namespaces alike. */
 const newId = customAlphabet('0123456789abcdefghijklmnopqrstuvwxyz', 10);
@@ -53,6 +56,11 @@ export interface LogRequest {
   /** Last N lines; undefined: every line. */
   tail?: number | undefined;
   follow?: boolean;
+  /**
+   * The kept output of the environment's image builds (the last 256 KiB of each) instead of the
+   * services' logs: `service` picks one; `tail` applies; `follow` cannot go with it.
+   */
+  build?: boolean;
   signal?: AbortSignal;
 }
 
@@ -60,6 +68,8 @@ export class EnvironmentService {
   readonly defaultLogTail: number;
   /** Log streams read from the runtime right now (see `limits.maxLogStreams`). */
   private openLogStreams = 0;
+  /** When each environment's activity was last written (see {@link recordActivity}). */
+  private readonly activityWritten = new Map<string, number>();
 
   constructor(private readonly deps: EnvironmentServiceDeps) {
     this.defaultLogTail = deps.defaultLogTail ?? 1_000;
@@ -219,6 +229,9 @@ export class EnvironmentService {
       revision: env.revision + 1,
       attempts: 0,
       retryAt: null,
+      // A push counts as use: the idle clock starts again, and a sleeping preview wakes to update.
+      lastActiveAt: new Date(),
+      sleep: false,
       ...(env.ttlMs ? { expiresAt: new Date(Date.now() + env.ttlMs) } : {}),
       ...(fresh ? { state: 'pending', failure: null } : {}),
     });
@@ -285,6 +298,100 @@ export class EnvironmentService {
     return updated;
   }
 
+  /** Puts the environment to sleep: containers stopped, volumes kept; the next request through the gateway wakes it. */
+  async sleep(
+    idOrName: string,
+    access: Access = FULL_ACCESS,
+    why = 'sleep requested',
+  ): Promise<EnvironmentRecord> {
+    const env = await this.findLive(idOrName, access);
+    if (env.sleep) return env;
+    if (env.state === 'failed')
+      throw new ConflictError(`environment "${env.name}" failed; there is nothing to put to sleep`);
+    return this.change(env, { sleep: true }, 'sleep', why, true);
+  }
+
+  /** Wakes a sleeping environment (or one asked to sleep): its services start again in dependency order. */
+  async wake(
+    idOrName: string,
+    access: Access = FULL_ACCESS,
+    why = 'wake requested',
+  ): Promise<EnvironmentRecord> {
+    const env = await this.findLive(idOrName, access);
+    if (!env.sleep) return env;
+    return this.change(env, { sleep: false, lastActiveAt: new Date() }, 'wake', why, true);
+  }
+
+  /** Pushes the end of its time to live back by `by` (from now when it has none or it has passed). */
+  async extend(idOrName: string, by: string, access: Access = FULL_ACCESS): Promise<EnvironmentRecord> {
+    const ms = parseDuration(by);
+    if (ms === null) throw new InvalidRequestError(`"${by}" is not a duration like 30m, 2h or 1d`);
+    const env = await this.findLive(idOrName, access);
+    const from = Math.max(Date.now(), env.expiresAt?.getTime() ?? 0);
+    const expiresAt = new Date(from + ms);
+    if (expiresAt.getTime() - Date.now() > ENV_TTL_MAX_MS) {
+      throw new InvalidRequestError(
+        `that is longer than the most allowed, ${ENV_TTL_MAX_MS / 86_400_000}d from now`,
+      );
+    }
+    return this.change(
+      env,
+      { expiresAt, keep: false },
+      'ttl',
+      `time to live extended to ${expiresAt.toISOString()}`,
+    );
+  }
+
+  /** Keeps it: no time to live, never put to sleep or destroyed for being idle (until destroyed by hand). */
+  async keep(idOrName: string, access: Access = FULL_ACCESS, why = 'kept'): Promise<EnvironmentRecord> {
+    const env = await this.findLive(idOrName, access);
+    if (env.keep) return env;
+    return this.change(
+      env,
+      { keep: true, expiresAt: null, ttlMs: null },
+      'keep',
+      `${why}: no time to live, never put to sleep for being idle`,
+    );
+  }
+
+  /**
+   * Notes a request the gateway routed to it. Kept in memory and written at most once per
+   * {@link ACTIVITY_WRITE_MS} per environment, so traffic does not become a write per request.
+   */
+  recordActivity(envId: string): void {
+    const now = Date.now();
+    const last = this.activityWritten.get(envId) ?? 0;
+    if (now - last < ACTIVITY_WRITE_MS) return;
+    this.activityWritten.set(envId, now);
+    if (this.activityWritten.size > 10_000) this.activityWritten.clear();
+    void this.deps.store.environments.update(envId, { lastActiveAt: new Date(now) }).catch(() => {});
+  }
+
+  private async findLive(idOrName: string, access: Access): Promise<EnvironmentRecord> {
+    const env = await this.find(idOrName, access);
+    if (env.desired === 'absent' || env.state === 'destroyed') {
+      throw new ConflictError(`environment "${env.name}" is being destroyed`);
+    }
+    return env;
+  }
+
+  private async change(
+    env: EnvironmentRecord,
+    patch: Parameters<Store['environments']['update']>[1],
+    type: string,
+    message: string,
+    /** Work in flight on it no longer applies (sleep, wake): the reconciler stops it and acts now. */
+    converge = false,
+  ): Promise<EnvironmentRecord> {
+    const updated = await this.deps.store.environments.update(
+      env.id,
+      converge ? { ...patch, attempts: 0, retryAt: null } : patch,
+    );
+    await this.deps.store.events.append({ envId: env.id, type, state: null, message });
+    if (converge) this.deps.onChange(env.id);
+    return updated;
+  }
+
   /** The timeline, oldest first, after event id `after`. */
   async events(
     idOrName: string,
@@ -307,14 +414,23 @@ export class EnvironmentService {
    * Logs of one service, or of all of them with each line prefixed `service | `. Live from the
    * runtime while the containers exist; afterwards (a failed or destroyed environment) the last
    * lines kept in the store. Streams end when the containers go (destroy) or `signal` aborts.
+   * With `build`, the kept output of the image builds instead (see {@link buildLogs}).
    */
   async logs(idOrName: string, access: Access, request: LogRequest): Promise<Readable> {
+    if (request.build && request.follow) {
+      throw new InvalidRequestError(
+        'follow is not supported with build: build output is read once it is kept',
+      );
+    }
     const env = await this.find(idOrName, access);
     const names = env.plan?.workloads.map((w) => w.name) ?? [];
     if (request.service !== undefined && !names.includes(request.service)) {
       throw new NotFoundError(`environment "${env.name}" has no service or job "${request.service}"`);
     }
+    // Kept logs are named by workload; a build's output is kept as `build:<workload>`, a name no
+    // workload can have (`names` are the plan's), so it never reads as a service's logs below.
     const kept = new Map((await this.deps.store.logs.list(env.id)).map((k) => [k.workload, k.text]));
+    if (request.build) return this.buildLogs(kept, request);
     const live = env.state !== 'destroyed' && env.state !== 'failed';
     const wanted = request.service !== undefined ? 1 : names.length;
     if (live && this.openLogStreams + wanted > this.deps.limits.maxLogStreams) {
@@ -353,6 +469,31 @@ export class EnvironmentService {
     return prefixLines(sources, request.signal);
   }
 
+  /**
+   * The output of the last build of one service's image, or of every service's (each line
+   * prefixed `service | `), from the kept logs `build:<service>` the reconciler saves. A service
+   * whose image was reused, not built, for this environment has none.
+   */
+  private buildLogs(kept: Map<string, string>, request: LogRequest): Readable {
+    const PREFIX = 'build:';
+    if (request.service !== undefined) {
+      const text = kept.get(`${PREFIX}${request.service}`);
+      if (text === undefined) {
+        throw new NotFoundError(
+          `no build output for "${request.service}" (it has no build, or its image was reused rather than built for this environment)`,
+        );
+      }
+      return keptLogStream(text, request.tail);
+    }
+    const sources = [...kept]
+      .filter(([name]) => name.startsWith(PREFIX))
+      .map(([name, text]) => ({
+        service: name.slice(PREFIX.length),
+        stream: keptLogStream(text, request.tail),
+      }));
+    return prefixLines(sources, request.signal);
+  }
+
   /** The API resource; `live` adds what the runtime reports about each service. */
   async toResource(env: EnvironmentRecord, live = false): Promise<Environment> {
     let services: ServiceStatus[] = [];
@@ -384,6 +525,19 @@ export class EnvironmentService {
       createdAt: env.createdAt.toISOString(),
       updatedAt: env.updatedAt.toISOString(),
       expiresAt: env.expiresAt?.toISOString() ?? null,
+      sleep: env.sleep,
+      keep: env.keep,
+      lastActiveAt: env.lastActiveAt?.toISOString() ?? null,
+      commit: env.source?.commit ?? null,
+      updateFailure:
+        env.updateFailure && env.failedRevision === env.revision
+          ? {
+              step: env.updateFailure.step,
+              reason: env.updateFailure.reason,
+              commit: env.updateFailure.commit,
+              at: env.updateFailure.at,
+            }
+          : null,
     };
   }
 }

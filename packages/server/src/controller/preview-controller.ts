@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseDuration } from '@mayfly/contract';
 import picomatch from 'picomatch';
+import { FULL_ACCESS } from '../access/access.js';
 import type { Logger } from '../observability/logger.js';
 import { changedPaths as gitChangedPaths } from '../sources/git-checkout.js';
 import {
@@ -43,6 +44,10 @@ export interface PreviewControllerOptions {
 }
 
 const MAX_REPORT_BACKOFF_MS = 10 * 60_000;
+/** Idle policies are checked at most this often. */
+const IDLE_CHECK_MS = 5_000;
+/** A pull request with this label keeps its preview. */
+export const KEEP_LABEL = 'mayfly:keep';
 
 export class PreviewController {
   private readonly inFlight = new Map<string, Promise<void>>();
@@ -51,6 +56,7 @@ export class PreviewController {
   private passAgain = false;
   private stopped = true;
   private readonly abort = new AbortController();
+  private lastIdleCheck = 0;
 
   constructor(private readonly o: PreviewControllerOptions) {}
 
@@ -94,6 +100,9 @@ export class PreviewController {
   }
 
   private async pass(): Promise<void> {
+    await this.applyIdlePolicies().catch((err) =>
+      this.o.logger.warn({ err }, 'idle policies failed; will retry'),
+    );
     for (const preview of await this.o.store.previews.listActive()) {
       if (this.inFlight.has(preview.id)) continue;
       const done = this.work(preview.id)
@@ -120,6 +129,60 @@ export class PreviewController {
       if (!(err instanceof LeaseLostError)) throw err;
     } finally {
       await store.previews.release(id, owner).catch(() => {});
+    }
+  }
+
+  /**
+   * Projects' idle policies: a preview no request reached for `idle.after` (counted from its last
+   * request, update or wake) is put to sleep or destroyed. Kept ones never are. At most every few
+   * seconds, whatever the number of passes.
+   */
+  private async applyIdlePolicies(): Promise<void> {
+    if (Date.now() - this.lastIdleCheck < IDLE_CHECK_MS) return;
+    this.lastIdleCheck = Date.now();
+    const { store, environments } = this.o;
+    for (const project of await store.projects.list()) {
+      const idle = project.policy.idle;
+      const afterMs = idle ? parseDuration(idle.after) : null;
+      if (!idle || afterMs === null) continue;
+      for (const env of await store.environments.list({ project: project.name, states: ['ready'] })) {
+        if (env.keep || env.sleep || env.desired !== 'present' || env.kind !== 'preview') continue;
+        const since = Math.max(env.lastActiveAt?.getTime() ?? 0, env.createdAt.getTime());
+        if (Date.now() - since < afterMs) continue;
+        const why = `idle for ${idle.after} (the project's idle policy)`;
+        if (idle.action === 'sleep') await environments.sleep(env.id, FULL_ACCESS, `${why}: put to sleep`);
+        else {
+          await store.events.append({
+            envId: env.id,
+            type: 'idle',
+            state: null,
+            message: `${why}: destroyed`,
+          });
+          await environments.destroy(env.id);
+        }
+      }
+    }
+  }
+
+  /**
+   * Room for one more awake preview under the project's `maxEnvironments`: the least recently used
+   * awake ones (not kept) are put to sleep rather than the new one refused.
+   */
+  private async makeRoom(project: ProjectRecord): Promise<void> {
+    const max = project.policy.maxEnvironments;
+    if (max === null) return;
+    const awake = (await this.o.store.environments.list({ project: project.name })).filter(
+      (e) => e.kind === 'preview' && e.desired === 'present' && !e.sleep && e.state !== 'failed',
+    );
+    const candidates = awake
+      .filter((e) => !e.keep)
+      .sort((a, b) => (a.lastActiveAt ?? a.createdAt).getTime() - (b.lastActiveAt ?? b.createdAt).getTime());
+    for (const env of candidates.slice(0, Math.max(0, awake.length - max + 1))) {
+      await this.o.environments.sleep(
+        env.id,
+        FULL_ACCESS,
+        `the project allows ${max} awake previews: the least recently used is put to sleep`,
+      );
     }
   }
 
@@ -191,6 +254,7 @@ export class PreviewController {
     };
     let envId = env?.id ?? null;
     if (!env) {
+      await this.makeRoom(project);
       const ttl = project.policy.ttl ? parseDuration(project.policy.ttl) : null;
       try {
         const created = await environments.createFromSource({
@@ -226,6 +290,10 @@ export class PreviewController {
       }
     } else if (env.source?.commit !== preview.headSha) {
       await environments.updateSource(env.id, { source, inputs });
+    }
+    // The `mayfly:keep` label keeps the preview: no time to live, never put to sleep for idleness.
+    if (envId && preview.labels.includes(KEEP_LABEL)) {
+      await environments.keep(envId, FULL_ACCESS, `kept by the ${KEEP_LABEL} label`);
     }
     return store.previews.update(
       preview.id,

@@ -270,7 +270,9 @@ export class Reconciler {
       }
       if (env.desired === 'absent') {
         if (env.state !== 'destroyed') await this.teardown(env, aborted);
-      } else if (BRINGING_UP.includes(env.state)) {
+      } else if (env.sleep && env.state !== 'sleeping' && env.state !== 'failed') {
+        await this.putToSleep(env, aborted);
+      } else if (BRINGING_UP.includes(env.state) || (env.state === 'sleeping' && !env.sleep)) {
         await this.bringUp(env, aborted);
       } else if (env.state === 'ready' && updateWanted(env)) {
         await this.updateInPlace(env, aborted);
@@ -404,6 +406,8 @@ export class Reconciler {
     const { store, runtime } = this.o;
     let plan = env.plan;
     if (!plan && !env.source) throw new Error(`environment ${env.id} has no plan`);
+    // Woken from sleep: its stopped containers are started again as they were.
+    const waking = env.state === 'sleeping';
     // Was it ready once? Then this is a repair: a failure must not throw its data away.
     const wasReady = (await store.events.list(env.id)).some((e) => e.state === 'ready');
     // One attempt may take this long, builds included; a build that never ends fails its step.
@@ -449,6 +453,7 @@ export class Reconciler {
             );
           },
           onImageUsed: (image) => store.images.touch(image, env.project),
+          onBuildOutput: this.keepBuildOutput(env.id, outer),
         });
         env = await this.update(env, { plan });
       }
@@ -461,10 +466,11 @@ export class Reconciler {
       step = 'mounts';
       await checkBindSources(plan, this.o.workspaces.mountsDir(env.id), this.o.policy);
       if (env.state === 'creating') progress.add('resuming: applying the plan again');
-      else env = await this.transition(env, 'creating', 'creating services');
+      else env = await this.transition(env, 'creating', waking ? 'waking up' : 'creating services');
       step = 'apply';
       await applyPlan(runtime, plan, {
         signal,
+        resumeStopped: waking,
         onProgress: (e) => {
           if (e.type === 'workload') step = `${e.phase === 'creating' ? 'create' : 'start'}:${e.workload}`;
           progress.add(e.type === 'image' ? `${e.workload}: ${e.message}` : `${e.workload}: ${e.phase}`);
@@ -501,6 +507,14 @@ export class Reconciler {
     } finally {
       if (checkout) await rm(checkout, { recursive: true, force: true }).catch(() => {});
     }
+  }
+
+  /** Sleep: every container stopped, nothing removed; the next request (or `wake`) starts them again. */
+  private async putToSleep(env: EnvironmentRecord, signal: AbortSignal): Promise<void> {
+    signal.throwIfAborted();
+    await this.o.runtime.stop(env.id);
+    env = await this.transition(env, 'sleeping', 'asleep: containers stopped, volumes kept');
+    this.o.onSettled?.(env);
   }
 
   /** True when some image of the plan must be built (not built yet, or gone since): the build context is needed. */
@@ -616,6 +630,7 @@ export class Reconciler {
             );
           },
           onImageUsed: (image) => store.images.touch(image, env.project),
+          onBuildOutput: this.keepBuildOutput(env.id, outer),
         });
       }
       await rm(checkout, { recursive: true, force: true });
@@ -755,6 +770,20 @@ export class Reconciler {
 
   private async event(envId: string, type: string, message: string): Promise<void> {
     await this.o.store.events.append({ envId, type, state: null, message }).catch(() => {});
+  }
+
+  /**
+   * Keeps each build's output as the kept log `build:<workload>` (`mayfly logs NAME --build`),
+   * replacing the previous build's. Not when the work was taken away (destroy, lease lost,
+   * shutdown): a build stopped by the attempt's deadline or a sibling's failure is kept.
+   */
+  private keepBuildOutput(envId: string, outer: AbortSignal) {
+    return async (workload: string, text: string): Promise<void> => {
+      if (outer.aborted) return;
+      await this.o.store.logs
+        .save(envId, `build:${workload}`, text)
+        .catch((err) => this.o.logger.warn({ envId, workload, err }, 'could not keep build output'));
+    };
   }
 
   private async gc(): Promise<void> {

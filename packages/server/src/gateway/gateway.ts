@@ -13,6 +13,12 @@ import type { Logger } from '../observability/logger.js';
 import type { Endpoint, Runtime } from '../runtime/runtime.js';
 import type { Store } from '../store/store.js';
 import { errorPage } from './error-page.js';
+import {
+  decidePreviewAccess,
+  type PreviewDecision,
+  type PreviewPolicy,
+  PUBLIC_PREVIEW,
+} from './preview-access.js';
 
 export interface GatewayDeps {
   store: Store;
@@ -25,12 +31,19 @@ export interface GatewayDeps {
   negativeCacheMs?: number;
   /** Hosts remembered at most; the least recently used are forgotten first. */
   cacheEntries?: number;
+  /** Wakes a sleeping environment (a request came for it). */
+  wake?: (envId: string) => Promise<unknown>;
+  /** A request was routed to the environment (for idle policies). */
+  onActivity?: (envId: string) => void;
+  /** How long a request for a sleeping environment is held while it wakes; default 60 s. */
+  wakeTimeoutMs?: number;
 }
 
 /** The part of an environment's record that routing needs. */
 interface EnvRoutes {
   id: string;
   name: string;
+  project: string;
   state: string;
   failureStep: string | null;
   /** Service → the container port the gateway routes to. */
@@ -39,7 +52,15 @@ interface EnvRoutes {
 
 type Resolution =
   | { ok: true; target: Endpoint; envId: string; envName: string }
-  | { ok: false; status: number; title: string; detail: string; envName?: string };
+  | {
+      ok: false;
+      status: number;
+      title: string;
+      detail: string;
+      envName?: string;
+      /** Asleep, or waking because a request came: worth waking and waiting for. */
+      waking?: { envId: string; asleep: boolean };
+    };
 
 /**
  * The cache key of a Host header: lowercase, without port or a trailing dot, so `WEB--x.localhost.:80`
@@ -53,8 +74,12 @@ export class Gateway {
   private readonly proxy = createProxyServer({ xfwd: true, ws: true });
   private readonly cache: LRUCache<string, Resolution>;
   private readonly envCache: LRUCache<string, { routes: EnvRoutes | null }>;
+  /** Environment → who may open its URLs (its project's access and token hash), for `cacheMs`. */
+  private readonly accessCache: LRUCache<string, PreviewPolicy>;
   /** Upgraded connections (WebSockets) outlive the HTTP server's own tracking: closed by {@link close}. */
   private readonly sockets = new Set<Duplex>();
+  /** Environments this gateway woke, and when: requests for them wait while they come up. */
+  private readonly woken = new LRUCache<string, number>({ max: 10_000, ttl: 10 * 60_000 });
 
   constructor(private readonly deps: GatewayDeps) {
     this.cache = new LRUCache<string, Resolution>({
@@ -64,6 +89,10 @@ export class Gateway {
     this.envCache = new LRUCache<string, { routes: EnvRoutes | null }>({
       max: deps.cacheEntries ?? 10_000,
       ttl: deps.negativeCacheMs ?? 1_000,
+    });
+    this.accessCache = new LRUCache<string, PreviewPolicy>({
+      max: deps.cacheEntries ?? 10_000,
+      ttl: deps.cacheMs ?? 2_000,
     });
     this.proxy.on('error', (err, req, resOrSocket) => {
       this.cache.delete(normalizeHost(req.headers.host));
@@ -94,6 +123,7 @@ export class Gateway {
       ? {
           id: env.id,
           name: env.name,
+          project: env.project,
           state: env.state,
           failureStep: env.failure?.step ?? null,
           httpPorts: new Map(
@@ -118,25 +148,143 @@ export class Gateway {
   /** Drops what is remembered about an environment's hosts (it was destroyed, say). */
   forget(envName: string): void {
     this.envCache.delete(envName);
+    this.accessCache.delete(envName);
     for (const [key, value] of this.cache.entries()) {
       if (value.envName === envName) this.cache.delete(key);
     }
   }
 
+  /**
+   * Who may open the URLs of the environment that `req` names: its project's `access` and token.
+   * Checked on every request before anything else (routing, waking, proxying); on `allow`, the
+   * preview credentials are taken out of the request, so the app never sees them.
+   */
+  private async checkAccess(req: IncomingMessage, upgrade: boolean): Promise<PreviewDecision> {
+    const parsed = parseHost(normalizeHost(req.headers.host), this.deps.urls.baseDomain);
+    const decision = decidePreviewAccess(
+      {
+        method: req.method ?? 'GET',
+        url: req.url ?? '/',
+        headers: req.headers,
+        envName: parsed?.envName ?? '',
+        secure: this.deps.urls.scheme === 'https',
+        upgrade,
+      },
+      parsed ? await this.previewPolicyOf(parsed.envName) : PUBLIC_PREVIEW,
+    );
+    if (decision.kind === 'allow') {
+      req.url = decision.url;
+      req.headers = decision.headers;
+    }
+    return decision;
+  }
+
+  private async previewPolicyOf(envName: string): Promise<PreviewPolicy> {
+    const cached = this.accessCache.get(envName);
+    if (cached) return cached;
+    const env = await this.routesOf(envName);
+    // Not remembered: the 404 does not need it, and an environment created next gets its policy at once.
+    if (!env) return PUBLIC_PREVIEW;
+    // Environments outside projects, and of projects without a record, are public.
+    const project = env.project === 'default' ? null : await this.deps.store.projects.get(env.project);
+    const policy: PreviewPolicy = {
+      access: project?.policy.access ?? 'public',
+      tokenHash: project?.previewTokenHash ?? null,
+      project: env.project,
+    };
+    this.accessCache.set(envName, policy);
+    return policy;
+  }
+
   async handleRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const resolved = await this.resolve(req.headers.host);
+    const access = await this.checkAccess(req, false);
+    if (access.kind !== 'allow') {
+      res.writeHead(access.status, access.headers).end(access.body);
+      return;
+    }
+    let resolved = await this.resolve(req.headers.host);
+    if (!resolved.ok && resolved.waking) {
+      await this.wake(resolved.waking.envId);
+      // A browser gets a page that says so and reloads itself; anything else is held until ready.
+      if ((req.method === 'GET' || req.method === 'HEAD') && /text\/html/.test(req.headers.accept ?? '')) {
+        const body = errorPage(
+          503,
+          'Waking up',
+          `Environment "${resolved.envName}" was asleep and is starting again; this page reloads by itself.`,
+          1,
+        );
+        res.writeHead(503, {
+          'content-type': 'text/html; charset=utf-8',
+          'content-length': Buffer.byteLength(body),
+          'retry-after': '1',
+          'cache-control': 'no-store',
+        });
+        res.end(body);
+        return;
+      }
+      resolved = await this.waitWhileWaking(req.headers.host, res);
+    }
     if (!resolved.ok) return sendPage(res, resolved.status, resolved.title, resolved.detail);
+    this.deps.onActivity?.(resolved.envId);
     this.proxy.web(req, res, { target: { host: resolved.target.host, port: resolved.target.port } });
   }
 
+  /** Asks for the environment to wake (once per wake, whatever the number of requests). */
+  private async wake(envId: string): Promise<void> {
+    const at = this.woken.get(envId);
+    if (at !== undefined && Date.now() - at < 5_000) return;
+    this.woken.set(envId, Date.now());
+    await this.deps
+      .wake?.(envId)
+      .catch((err: Error) =>
+        this.deps.logger.warn({ envId, err: err.message }, 'could not wake the environment'),
+      );
+  }
+
+  /** Resolves the host again and again while the environment wakes, until it routes or gives up. */
+  private async waitWhileWaking(host: string | undefined, res: ServerResponse | null): Promise<Resolution> {
+    const key = normalizeHost(host);
+    const deadline = Date.now() + (this.deps.wakeTimeoutMs ?? 60_000);
+    let gone = false;
+    res?.once('close', () => {
+      gone = true;
+    });
+    for (;;) {
+      this.cache.delete(key);
+      const parsed = parseHost(key, this.deps.urls.baseDomain);
+      if (parsed) this.envCache.delete(parsed.envName);
+      const resolved = await this.resolve(host);
+      if (resolved.ok || !resolved.waking || gone) return resolved;
+      if (Date.now() > deadline) {
+        return {
+          ok: false,
+          status: 503,
+          title: 'Still waking up',
+          detail: `Environment "${resolved.envName}" did not finish waking up in time; try again shortly.`,
+        };
+      }
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+
   async handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
-    const resolved = await this.resolve(req.headers.host);
+    const access = await this.checkAccess(req, true);
+    if (access.kind !== 'allow') {
+      socket.end(`HTTP/1.1 ${access.status} Unauthorized\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+      return;
+    }
+    let resolved = await this.resolve(req.headers.host);
+    if (!resolved.ok && resolved.waking) {
+      await this.wake(resolved.waking.envId);
+      resolved = await this.waitWhileWaking(req.headers.host, null);
+    }
     if (!resolved.ok) {
       socket.end(
         `HTTP/1.1 ${resolved.status} ${resolved.title}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`,
       );
       return;
     }
+    this.deps.onActivity?.(resolved.envId);
     this.sockets.add(socket);
     socket.once('close', () => this.sockets.delete(socket));
     this.proxy.ws(req, socket, head, { target: { host: resolved.target.host, port: resolved.target.port } });
@@ -184,6 +332,17 @@ export class Gateway {
         status: 404,
         title: 'Not found',
         detail: `Environment "${env.name}" has no HTTP service named "${parsed.service}".`,
+      };
+    }
+    const waking = ['pending', 'building', 'creating'].includes(env.state) && this.woken.has(env.id);
+    if (env.state === 'sleeping' || waking) {
+      return {
+        ok: false,
+        envName,
+        status: 503,
+        title: 'Asleep',
+        detail: `Environment "${env.name}" is asleep; a request wakes it.`,
+        waking: { envId: env.id, asleep: env.state === 'sleeping' },
       };
     }
     if (env.state !== 'ready') {

@@ -1,0 +1,161 @@
+/**
+ * Sleep and wake on the real Docker Engine, through the gateway: an environment put to sleep
+ * keeps its containers and data; a request wakes it (held until ready, or a page that reloads
+ * for a browser); idle policies put unused previews to sleep; extend and keep change its time.
+ */
+import { execFileSync } from 'node:child_process';
+import http from 'node:http';
+import type { Environment } from '@mayfly/contract';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TESTKIT_IMAGE } from '../test-support/global-setup.js';
+import { startTestServer, type TestServer } from '../test-support/test-server.js';
+import { until } from '../test-support/until.js';
+
+const template = `
+services:
+  web:
+    image: ${TESTKIT_IMAGE}
+    command: ["testkit", "http", "--port", "8080", "--text", "awake"]
+    ports: ["8080"]
+  db:
+    image: ${TESTKIT_IMAGE}
+    command: ["testkit", "sleep"]
+    volumes: ["data:/data"]
+volumes:
+  data: {}
+`;
+
+const docker = (...args: string[]) => execFileSync('docker', args, { encoding: 'utf8' }).trim();
+
+describe('sleep and wake', () => {
+  let t: TestServer;
+  beforeAll(async () => {
+    t = await startTestServer();
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  const create = async (name: string, extra: Record<string, unknown> = {}) => {
+    const res = await t.api<Environment>('POST', '/v1/environments', {
+      name,
+      template: { filename: 'compose.yaml', content: template },
+      ...extra,
+    });
+    expect(res.status, JSON.stringify(res.body)).toBe(201);
+    return t.waitForState(name, ['ready']);
+  };
+  const request = (host: string, headers: Record<string, string> = {}) =>
+    new Promise<{ status: number; text: string; headers: http.IncomingHttpHeaders }>((resolve, reject) => {
+      const req = http.request(
+        { host: '127.0.0.1', port: t.server.port, path: '/', headers: { host, ...headers } },
+        (res) => {
+          let text = '';
+          res.setEncoding('utf8');
+          res.on('data', (d: string) => (text += d));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, text, headers: res.headers }));
+        },
+      );
+      req.on('error', reject);
+      req.end();
+    });
+  const containers = (envId: string) =>
+    docker(
+      'ps',
+      '-a',
+      '--no-trunc',
+      '--filter',
+      `label=mayfly.env=${envId}`,
+      '--format',
+      '{{.ID}} {{.State}}',
+    )
+      .split('\n')
+      .sort();
+
+  it('asleep: containers stopped and kept; a request wakes it and is answered once it is ready', async () => {
+    const env = await create('nap');
+    const host = `web--nap.localhost:${t.server.port}`;
+    const db = docker(
+      'ps',
+      '-q',
+      '--no-trunc',
+      '--filter',
+      `label=mayfly.env=${env.id}`,
+      '--filter',
+      'label=mayfly.service=db',
+    );
+    docker('exec', db, 'sh', '-c', 'echo row > /data/rows');
+    const before = containers(env.id).map((line) => line.split(' ')[0]);
+
+    expect((await t.api('POST', '/v1/environments/nap/sleep')).status).toBe(200);
+    await t.waitForState('nap', ['sleeping']);
+    expect(containers(env.id).map((line) => line.split(' ')[1])).toEqual(['exited', 'exited']);
+
+    // Not a browser: held until the environment is ready, then answered by the app.
+    const answer = await request(host);
+    expect(answer).toMatchObject({ status: 200, text: 'awake' });
+    expect((await t.api<Environment>('GET', '/v1/environments/nap')).body).toMatchObject({
+      state: 'ready',
+      sleep: false,
+    });
+    expect(containers(env.id).map((line) => line.split(' ')[0])).toEqual(before);
+    expect(docker('exec', db, 'cat', '/data/rows')).toBe('row');
+    const messages = (await t.events('nap')).map((e) => e.message);
+    expect(messages).toContain('woken by a request');
+    expect(messages).toContain('waking up');
+  });
+
+  it('a browser gets a page that reloads itself while the environment wakes', async () => {
+    await create('doze');
+    await t.api('POST', '/v1/environments/doze/sleep');
+    await t.waitForState('doze', ['sleeping']);
+    const host = `web--doze.localhost:${t.server.port}`;
+    const page = await request(host, { accept: 'text/html,application/xhtml+xml' });
+    expect(page.status).toBe(503);
+    expect(page.headers['retry-after']).toBe('1');
+    expect(page.text).toContain('http-equiv="refresh"');
+    expect(page.text).toContain('Waking up');
+    await until('the page answers', async () => {
+      const again = await request(host, { accept: 'text/html' });
+      return again.status === 200 && again.text === 'awake' ? again : undefined;
+    });
+  });
+
+  it('extend pushes the time to live back; keep removes it', async () => {
+    const env = await create('long', { ttl: '1h' });
+    const before = Date.parse(env.expiresAt!);
+    const extended = await t.api<Environment>('POST', '/v1/environments/long/extend?by=2h');
+    expect(extended.status).toBe(200);
+    expect(Date.parse(extended.body.expiresAt!) - before).toBe(2 * 3_600_000);
+    expect((await t.api('POST', '/v1/environments/long/extend?by=soon')).status).toBe(400);
+    const kept = await t.api<Environment>('POST', '/v1/environments/long/keep');
+    expect(kept.body).toMatchObject({ keep: true, expiresAt: null });
+  });
+
+  it("a project's idle policy puts unused previews to sleep, never a kept one", async () => {
+    expect(
+      (
+        await t.api('POST', '/v1/projects', {
+          name: 'idle',
+          repo: 'file:///nonexistent/idle.git',
+          forgeRepo: 'acme/idle',
+          policy: { idle: { after: '1s', action: 'sleep' } },
+        })
+      ).status,
+    ).toBe(201);
+    await create('idle-one', { project: 'idle', kind: 'preview' });
+    await create('idle-kept', { project: 'idle', kind: 'preview' });
+    await t.api('POST', '/v1/environments/idle-kept/keep');
+    await t.waitForState('idle-one', ['sleeping'], 60_000);
+    const events = (await t.events('idle-one')).map((e) => e.message);
+    expect(events.some((m) => m.includes("idle for 1s (the project's idle policy): put to sleep"))).toBe(
+      true,
+    );
+    expect((await t.api<Environment>('GET', '/v1/environments/idle-kept')).body.state).toBe('ready');
+    // Woken by a request, it serves it.
+    expect(await request(`web--idle-one.localhost:${t.server.port}`)).toMatchObject({
+      status: 200,
+      text: 'awake',
+    });
+  });
+});
