@@ -333,6 +333,42 @@ describe('previews from pull requests', () => {
     expect(github.violations).toEqual([]);
   });
 
+  it('over maxEnvironments the least recently used preview sleeps; the mayfly:keep label keeps one', async () => {
+    expect((await t.api('PATCH', '/v1/projects/shop', { policy: { maxEnvironments: 1 } })).status).toBe(200);
+    const h11 = await repo.commit({ 'web/page.txt': 'eleven' }, 'eleven', { branch: 'eleven', pullRequest: 11 });
+    await send({ repo: REPO, number: 11, action: 'opened', headSha: h11, baseSha: mainSha, headRef: 'eleven' });
+    await waitPreview(11, 'ready', h11);
+    const h12 = await repo.commit({ 'web/page.txt': 'twelve' }, 'twelve', { branch: 'twelve', pullRequest: 12 });
+    await send({ repo: REPO, number: 12, action: 'opened', headSha: h12, baseSha: mainSha, headRef: 'twelve' });
+    await waitPreview(12, 'ready', h12);
+    const eleven = await t.waitForState('shop-pr-11', ['sleeping']);
+    expect(eleven.sleep).toBe(true);
+    // Still reachable: a request wakes it.
+    expect((await t.viaGateway(`web--shop-pr-11.localhost:${t.server.port}`)).text).toMatch(/^eleven /);
+
+    await send({
+      repo: REPO,
+      number: 12,
+      action: 'labeled',
+      headSha: h12,
+      baseSha: mainSha,
+      headRef: 'twelve',
+      labels: ['mayfly:keep'],
+    });
+    await until('shop-pr-12 kept', async () => {
+      const env = (await t.api<Environment>('GET', '/v1/environments/shop-pr-12')).body;
+      return env.keep && env.expiresAt === null ? env : undefined;
+    });
+    await t.api('PATCH', '/v1/projects/shop', { policy: { maxEnvironments: null } });
+    for (const [number, head, ref] of [
+      [11, h11, 'eleven'],
+      [12, h12, 'twelve'],
+    ] as const) {
+      await send({ repo: REPO, number, action: 'closed', headSha: head, baseSha: mainSha, headRef: ref });
+      await t.waitForState(`shop-pr-${number}`, ['destroyed']);
+    }
+  });
+
   it('GitLab merge requests: token checked, environment built, one note edited in place', async () => {
     const gitlab: FakeGitLab = await startFakeGitLab();
     try {
