@@ -335,11 +335,31 @@ describe('previews from pull requests', () => {
 
   it('over maxEnvironments the least recently used preview sleeps; the mayfly:keep label keeps one', async () => {
     expect((await t.api('PATCH', '/v1/projects/shop', { policy: { maxEnvironments: 1 } })).status).toBe(200);
-    const h11 = await repo.commit({ 'web/page.txt': 'eleven' }, 'eleven', { branch: 'eleven', pullRequest: 11 });
-    await send({ repo: REPO, number: 11, action: 'opened', headSha: h11, baseSha: mainSha, headRef: 'eleven' });
+    const h11 = await repo.commit({ 'web/page.txt': 'eleven' }, 'eleven', {
+      branch: 'eleven',
+      pullRequest: 11,
+    });
+    await send({
+      repo: REPO,
+      number: 11,
+      action: 'opened',
+      headSha: h11,
+      baseSha: mainSha,
+      headRef: 'eleven',
+    });
     await waitPreview(11, 'ready', h11);
-    const h12 = await repo.commit({ 'web/page.txt': 'twelve' }, 'twelve', { branch: 'twelve', pullRequest: 12 });
-    await send({ repo: REPO, number: 12, action: 'opened', headSha: h12, baseSha: mainSha, headRef: 'twelve' });
+    const h12 = await repo.commit({ 'web/page.txt': 'twelve' }, 'twelve', {
+      branch: 'twelve',
+      pullRequest: 12,
+    });
+    await send({
+      repo: REPO,
+      number: 12,
+      action: 'opened',
+      headSha: h12,
+      baseSha: mainSha,
+      headRef: 'twelve',
+    });
     await waitPreview(12, 'ready', h12);
     const eleven = await t.waitForState('shop-pr-11', ['sleeping']);
     expect(eleven.sleep).toBe(true);
@@ -367,6 +387,57 @@ describe('previews from pull requests', () => {
       await send({ repo: REPO, number, action: 'closed', headSha: head, baseSha: mainSha, headRef: ref });
       await t.waitForState(`shop-pr-${number}`, ['destroyed']);
     }
+  });
+
+  it("the project's filters: drafts wait, and only pull requests changing matching paths are built", async () => {
+    expect(
+      (
+        await t.api('PATCH', '/v1/projects/shop', {
+          policy: { filters: { paths: ['web/**'], branches: ['main'] } },
+        })
+      ).status,
+    ).toBe(200);
+    const apiOnly = await repo.commit({ 'api/version.txt': 'api v2' }, 'api only', {
+      branch: 'f13',
+      pullRequest: 13,
+    });
+    const base = { repo: REPO, number: 13, headSha: apiOnly, baseSha: mainSha, headRef: 'f13' };
+    await send({ ...base, action: 'opened', draft: true });
+    expect((await waitPreview(13, 'skipped')).detail).toContain('draft');
+    await send({ ...base, action: 'ready_for_review' });
+    await until('skipped for its paths', async () =>
+      (await previewOf(13))?.detail?.includes('changes no path matching web/**') ? true : undefined,
+    );
+    const other = await repo.commit({ 'web/page.txt': 'fourteen' }, 'web', {
+      branch: 'f14',
+      pullRequest: 14,
+    });
+    await send({
+      repo: REPO,
+      number: 14,
+      action: 'opened',
+      headSha: other,
+      baseSha: mainSha,
+      headRef: 'f14',
+      baseRef: 'release',
+    });
+    expect((await waitPreview(14, 'skipped')).detail).toContain('the branch release matches none of main');
+    await send({
+      repo: REPO,
+      number: 14,
+      action: 'closed',
+      headSha: other,
+      baseSha: mainSha,
+      headRef: 'f14',
+      baseRef: 'release',
+    });
+    await send({ ...base, action: 'closed' });
+    const names = (await t.api<{ items: Environment[] }>('GET', '/v1/environments')).body.items.map(
+      (e) => e.name,
+    );
+    expect(names).not.toContain('shop-pr-13');
+    expect(names).not.toContain('shop-pr-14');
+    await t.api('PATCH', '/v1/projects/shop', { policy: { filters: { paths: [], branches: [] } } });
   });
 
   it('GitLab merge requests: token checked, environment built, one note edited in place', async () => {
