@@ -79,8 +79,10 @@ export async function withPrivateBindSources(
   envId: string,
   workspaces: Workspaces,
   policy: HostPathPolicy,
+  /** The server's copy of the template's folder: the claimed bundle (default) or a checkout. */
+  templateDir: string = workspaces.sourceDir(envId),
 ): Promise<EnvPlan> {
-  const own = workspaces.sourceDir(envId);
+  const own = templateDir;
   const sources = new Set<string>();
   for (const w of plan.workloads) {
     for (const m of w.mounts) {
@@ -92,7 +94,7 @@ export async function withPrivateBindSources(
     }
   }
   if (sources.size === 0) return plan;
-  const copies = await workspaces.prepareBindSources(envId, [...sources]);
+  const copies = await workspaces.prepareBindSources(envId, [...sources], own);
   return {
     ...plan,
     workloads: plan.workloads.map((w) =>

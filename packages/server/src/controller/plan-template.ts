@@ -113,7 +113,13 @@ export async function planTemplate(
       `the planned environment takes ${Math.ceil(planBytes / 1024)} KiB, more than the ${PLAN_MAX_BYTES / 1024} KiB allowed: fewer services, or smaller values`,
     );
   }
-  envPlan = await withPrivateBindSources(envPlan, id, workspaces, deps.policy);
+  envPlan = await withPrivateBindSources(
+    envPlan,
+    id,
+    workspaces,
+    deps.policy,
+    sourceDir ?? workspaces.sourceDir(id),
+  );
   envPlan = await withFilesAsMounts(envPlan, id, workspaces);
   // The same check every apply makes, said now rather than as a failed environment.
   await checkBindSources(envPlan, workspaces.mountsDir(id), deps.policy).catch((err) => {

@@ -34,6 +34,7 @@ services:
     ports: ["8080"]
     healthcheck: { test: ${HEALTH}, interval: 1s, retries: 60 }
     depends_on: [db]
+    volumes: ["./api/conf:/conf:ro"]
   db:
     image: ${TESTKIT_IMAGE}
     command: ["testkit", "sleep"]
@@ -45,6 +46,7 @@ volumes:
   'web/page.txt': page,
   'api/Dockerfile': `FROM ${TESTKIT_IMAGE}\nCOPY version.txt /version.txt\n`,
   'api/version.txt': version,
+  'api/conf/greeting': 'hello from the repository',
 });
 
 const docker = (...args: string[]) => execFileSync('docker', args, { encoding: 'utf8' }).trim();
@@ -172,6 +174,8 @@ describe('previews from pull requests', () => {
       webImage,
     );
     expect(docker('exec', dbBefore, 'cat', '/data/rows')).toBe('row-1');
+    // A file of the repository, bound read-only, unchanged by the push: the same copy, the same container.
+    expect(docker('exec', apiBefore, 'cat', '/conf/greeting')).toBe('hello from the repository');
     const events = (await t.events('shop-pr-7')).map((e) => e.message);
     expect(events).toContain(`updated to ${head2.slice(0, 12)}: replaced web`);
 
@@ -397,11 +401,13 @@ describe('previews from pull requests', () => {
         })
       ).status,
     ).toBe(200);
+    // Based on main as it is now (earlier tests pushed to it).
+    const mainNow = repo.revParse('refs/heads/main');
     const apiOnly = await repo.commit({ 'api/version.txt': 'api v2' }, 'api only', {
       branch: 'f13',
       pullRequest: 13,
     });
-    const base = { repo: REPO, number: 13, headSha: apiOnly, baseSha: mainSha, headRef: 'f13' };
+    const base = { repo: REPO, number: 13, headSha: apiOnly, baseSha: mainNow, headRef: 'f13' };
     await send({ ...base, action: 'opened', draft: true });
     expect((await waitPreview(13, 'skipped')).detail).toContain('draft');
     await send({ ...base, action: 'ready_for_review' });

@@ -9,7 +9,7 @@
  */
 
 import { createHash, randomBytes } from 'node:crypto';
-import { constants, type Stats } from 'node:fs';
+import { constants, createReadStream, type Stats } from 'node:fs';
 import {
   chmod,
   chown,
@@ -180,8 +180,9 @@ export class Workspaces {
    * a folder for a link to `/` and the next start would mount the host's root. A copy lives in
    * `mounts/`, which no container can write, so its path cannot change under Docker.
    *
-   * Each source must be an absolute path inside {@link sourceDir} that, links followed, stays
-   * inside it; otherwise a {@link BindSourceError}. A missing source gets an empty folder (Docker
+   * Each source must be an absolute path inside the template's folder (`templateDir`: the claimed
+   * bundle, {@link sourceDir}, or a checkout in the environment's folder) that, links followed,
+   * stays inside it; otherwise a {@link BindSourceError}. A missing source gets an empty folder (Docker
    * creates missing bind sources as folders). Links inside a copied folder are copied as links:
    * a container resolves those in its own view, never on the host.
    *
@@ -190,8 +191,14 @@ export class Workspaces {
    * after a restart too, gives the same mapping without copying again. Not for concurrent calls
    * on one environment (the controller's lease ensures that).
    */
-  async prepareBindSources(envId: string, sources: string[]): Promise<Map<string, string>> {
-    const srcDir = this.sourceDir(envId);
+  async prepareBindSources(
+    envId: string,
+    sources: string[],
+    templateDir: string = this.sourceDir(envId),
+  ): Promise<Map<string, string>> {
+    const srcDir = templateDir;
+    // Copies of a checkout (a new folder per revision of a preview) are made anew per revision.
+    const keyPrefix = srcDir === this.sourceDir(envId) ? '' : `${path.basename(srcDir)}/`;
     const realSrc = await realpath(srcDir);
     const mounts = this.mountsDir(envId);
     await mkdir(mounts, { recursive: true, mode: 0o700 });
@@ -210,11 +217,20 @@ export class Workspaces {
         throw new BindSourceError(`bind source "${source}" is outside the environment's template folder`);
       }
       const rel = path.relative(srcDir, abs) || '.';
-      const copy = path.join(mounts, createHash('sha256').update(rel).digest('hex').slice(0, 24));
-      copies.set(source, copy);
-      if (await exists(copy)) continue;
+      const keyOf = (extra: string) =>
+        path.join(mounts, createHash('sha256').update(`${rel}${extra}`).digest('hex').slice(0, 24));
+      // A bundle's copy is named by its path (made once); a checkout's by its path and content, so
+      // an update whose bind sources did not change keeps the same copies (and its containers).
+      let copy = keyPrefix === '' ? keyOf('') : null;
+      if (copy !== null && (await exists(copy))) {
+        copies.set(source, copy);
+        continue;
+      }
       const real = await resolveInside(srcDir, realSrc, abs, source);
-      const temp = path.join(mounts, `${TMP_PREFIX}${path.basename(copy)}`);
+      const temp = path.join(
+        mounts,
+        `${TMP_PREFIX}${createHash('sha256').update(`${keyPrefix}${rel}`).digest('hex').slice(0, 24)}`,
+      );
       await rm(temp, { recursive: true, force: true });
       if (real === undefined) {
         await mkdir(temp, { mode: 0o755 });
@@ -223,7 +239,10 @@ export class Workspaces {
         // The template folder itself is 0700; its copy must be traversable by a non-root container user.
         await copyTree(real, temp, budget, real === realSrc ? 0o755 : undefined);
       }
-      await rename(temp, copy);
+      copy ??= keyOf(`\0${await treeDigest(temp)}`);
+      copies.set(source, copy);
+      if (await exists(copy)) await rm(temp, { recursive: true, force: true });
+      else await rename(temp, copy);
     }
     return copies;
   }
@@ -426,6 +445,25 @@ async function copyFile(from: string, to: string, mode: number): Promise<void> {
     await input?.close();
     await output?.close();
   }
+}
+
+/** SHA-256 of a tree we made (a copy): names, types, modes, link targets and contents, in order. */
+async function treeDigest(root: string): Promise<string> {
+  const hash = createHash('sha256');
+  const walk = async (dir: string, rel: string): Promise<void> => {
+    const info = await lstat(dir);
+    hash.update(`${rel}\0${info.mode}\0`);
+    if (info.isSymbolicLink()) hash.update(`link\0${await readlink(dir)}\0`);
+    else if (info.isFile()) {
+      hash.update(`file\0${info.size}\0`);
+      for await (const chunk of createReadStream(dir)) hash.update(chunk as Buffer);
+    } else if (info.isDirectory()) {
+      for (const name of (await readdir(dir)).sort(byteOrder))
+        await walk(path.join(dir, name), `${rel}/${name}`);
+    }
+  };
+  await walk(root, '.');
+  return hash.digest('hex');
 }
 
 async function exists(p: string): Promise<boolean> {
