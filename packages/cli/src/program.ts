@@ -27,6 +27,10 @@ const VERBS: [names: string[], load: () => Promise<Register>][] = [
   [['ls', 'list'], async () => (await import('./commands/ls.js')).registerLs],
   [['get'], async () => (await import('./commands/get.js')).registerGet],
   [['logs'], async () => (await import('./commands/logs.js')).registerLogs],
+  [
+    ['sleep', 'wake', 'keep', 'extend'],
+    async () => (await import('./commands/lifecycle.js')).registerLifecycle,
+  ],
   [['destroy', 'down'], async () => (await import('./commands/destroy.js')).registerDestroy],
   [['token'], async () => (await import('./commands/token.js')).registerToken],
   [['project'], async () => (await import('./commands/project.js')).registerProject],

@@ -66,7 +66,10 @@ export interface WaitForOptions {
 /** The environment still gets fetched every this many polls even when no event arrived, in case one was missed. */
 const FORCED_REFRESH_EVERY = 5;
 
-/** Environments: create from a template, list, inspect, follow, destroy. Reached as `client.environments`. */
+/**
+ * Environments: create from a template, list, inspect, follow, put to sleep and wake, keep or
+ * extend, destroy. Reached as `client.environments`.
+ */
 export class EnvironmentsApi {
   readonly #http: HttpClient;
 
@@ -104,6 +107,52 @@ export class EnvironmentsApi {
    */
   destroy(idOrName: string): Promise<Environment> {
     return this.#http.json('DELETE', ApiPaths.environment(idOrName), Environment);
+  }
+
+  /**
+   * Puts an environment to sleep: its containers stop, its volumes stay, and it returns right away
+   * (`sleep` true; `state` turns `sleeping` once they are stopped). The next request through the
+   * gateway, or {@link EnvironmentsApi.wake}, starts it again. Asking again is harmless.
+   * @throws NotFoundError; ConflictError when it is being destroyed or has failed.
+   */
+  sleep(idOrName: string): Promise<Environment> {
+    return this.#lifecycle(idOrName, 'sleep');
+  }
+
+  /**
+   * Wakes an environment that sleeps (or was asked to): its services start again in dependency
+   * order. Returns right away; wait for `ready` with {@link EnvironmentsApi.waitFor}. An environment
+   * that is awake is left as it is.
+   * @throws NotFoundError; ConflictError when it is being destroyed.
+   */
+  wake(idOrName: string): Promise<Environment> {
+    return this.#lifecycle(idOrName, 'wake');
+  }
+
+  /**
+   * Keeps an environment: no time to live (`expiresAt` null), never put to sleep or destroyed for
+   * being idle, until it is destroyed by hand. {@link EnvironmentsApi.extend} gives it a time to
+   * live again.
+   * @throws NotFoundError; ConflictError when it is being destroyed.
+   */
+  keep(idOrName: string): Promise<Environment> {
+    return this.#lifecycle(idOrName, 'keep');
+  }
+
+  /**
+   * Pushes the end of an environment's time to live back by `by` (`30m`, `2h`, `1d`, `1h30m`…),
+   * counted from now when it has none or it has passed; a kept environment stops being kept.
+   * @throws InvalidRequestError for a malformed duration, or one past the most allowed (365 days
+   *   from now); NotFoundError; ConflictError when it is being destroyed.
+   */
+  extend(idOrName: string, by: string): Promise<Environment> {
+    return this.#http.json('POST', `${ApiPaths.environment(idOrName)}/extend`, Environment, {
+      query: { by },
+    });
+  }
+
+  #lifecycle(idOrName: string, verb: 'sleep' | 'wake' | 'keep'): Promise<Environment> {
+    return this.#http.json('POST', `${ApiPaths.environment(idOrName)}/${verb}`, Environment);
   }
 
   /** The environment's timeline, oldest first. */

@@ -11,6 +11,7 @@ import type { HttpClient } from './http.js';
 const ProjectList = z.object({ items: z.array(Project) });
 const PreviewList = z.object({ items: z.array(Preview) });
 const Deleted = z.object({ deleted: z.literal(true) });
+const PreviewToken = z.object({ token: z.string() });
 
 /** What {@link ProjectsApi.apply} did with one project. */
 export const AppliedProject = z.object({
@@ -86,6 +87,19 @@ export class ProjectsApi {
    */
   async delete(name: string): Promise<void> {
     await this.#http.json('DELETE', ApiPaths.project(name), Deleted);
+  }
+
+  /**
+   * Makes a new preview token for the project's preview URLs and returns it (`mfyp_…`): the server
+   * keeps only a hash, so this is the one time it can be read, and the previous token (and every
+   * link holding it) stops working. With the policy's `access: 'token'`, a preview opens for
+   * `<url>?mayfly-token=<token>` (which sets a cookie) or the header `X-Mayfly-Bypass: <token>`.
+   * A preview token is not an API token. Needs an `admin` token.
+   * @throws NotFoundError when there is no such project; ForbiddenError without an `admin` token.
+   */
+  async rotatePreviewToken(name: string): Promise<string> {
+    const { token } = await this.#http.json('POST', `${ApiPaths.project(name)}/preview-token`, PreviewToken);
+    return token;
   }
 
   /** The project's pull requests and branch, each with its environment and state. */

@@ -39,7 +39,25 @@ function printDetails(env: Environment, events: EnvEvent[]): void {
     ],
     ['template', env.templateFile],
   ];
+  const asleep = sleepWords(env);
+  if (asleep) fields.push(['sleeping', asleep]);
+  if (env.keep) fields.push(['kept', 'yes: no time to live, never put to sleep for being idle']);
+  if (env.commit) fields.push(['commit', env.commit]);
+  if (env.lastActiveAt) {
+    fields.push([
+      'last request',
+      `${new Date(env.lastActiveAt).toLocaleString()} (${ago(env.lastActiveAt)})`,
+    ]);
+  }
   if (env.failure) fields.push(['failure', `${env.failure.step}: ${env.failure.reason}`]);
+  if (env.updateFailure) {
+    const { step, reason, commit, at } = env.updateFailure;
+    const which = commit ? `the update to ${commit.slice(0, 12)}` : 'an update';
+    fields.push([
+      'update failed',
+      `${which}, ${ago(at)}, at ${step} (the previous version keeps running): ${reason.trimEnd()}`,
+    ]);
+  }
   for (const line of table(fields)) printStdout(line);
 
   if (env.services.length > 0) {
@@ -74,4 +92,15 @@ function printDetails(env: Environment, events: EnvEvent[]): void {
     );
   }
   if (events.length === 0) printStdout('  (no events)');
+}
+
+/** The `sleeping` line: asleep, on its way there, or waking up; null when it is simply awake. */
+function sleepWords(env: Environment): string | null {
+  if (env.desired === 'absent') return null;
+  if (env.state === 'sleeping') {
+    return env.sleep
+      ? `yes: containers stopped, volumes kept; the next request (or \`mayfly wake ${env.name}\`) wakes it`
+      : 'waking up: its services start again';
+  }
+  return env.sleep ? 'going to sleep: its containers stop, volumes are kept' : null;
 }

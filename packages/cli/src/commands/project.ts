@@ -61,7 +61,7 @@ interface ProjectOptions {
   paths?: string[] | false;
 }
 
-/** `mayfly project create|ls|get|update|delete`: repositories whose pull requests get previews. */
+/** `mayfly project create|ls|get|update|delete|preview-token`: repositories whose pull requests get previews. */
 export function registerProject(program: Command): void {
   const project = program
     .command('project')
@@ -69,7 +69,7 @@ export function registerProject(program: Command): void {
     .addHelpText(
       'after',
       `
-Creating, changing and deleting need an admin token; ls and get a read token.
+Creating, changing and deleting (and preview tokens) need an admin token; ls and get a read token.
 Secrets are never taken from the command line: the webhook secret from --webhook-secret-file or
 $${WEBHOOK_SECRET_ENV}, the forge token from --github-token-file or $${FORGE_TOKEN_ENV} (create: else
 $${GITHUB_TOKEN_ENV} for GitHub), secret inputs from --secret-input-file / --secret-input-env. A file
@@ -81,6 +81,7 @@ Examples:
   mayfly project ls
   mayfly project get web
   mayfly project update web --ttl 2h --require-label preview
+  mayfly project preview-token web
   mayfly project delete web`,
     );
 
@@ -209,6 +210,46 @@ Example:
           : `deleted project ${name}; destroying its ${envs.length === 1 ? 'environment' : `${envs.length} environments`}: ${envs.map((e) => e.name).join(', ')}`,
       );
     });
+
+  project
+    .command('preview-token')
+    .description(
+      "make a new preview token for the project's preview URLs; printed once, on stdout; the previous one stops working",
+    )
+    .argument('<name>', 'project name')
+    .addHelpText(
+      'after',
+      `
+With \`--access token\`, a preview URL opens only for holders of the project's preview token: as
+a link, <url>?mayfly-token=<token> (the browser then keeps a cookie and the token leaves the
+address bar), or from a script or CI job with the header X-Mayfly-Bypass: <token>. A preview
+token is not an API token, and an API token is not a preview token. Each call makes a new one,
+and links with the previous one stop working.
+
+Examples:
+  mayfly project update web --access token
+  TOKEN=$(mayfly project preview-token web)
+  curl -H "X-Mayfly-Bypass: $TOKEN" http://web--web-pr-42.localhost:7070/`,
+    )
+    .action(async (name: string, _options: unknown, command: Command) => {
+      const globals = globalOptions(command);
+      const client = await connect(globals);
+      const token = await client.projects.rotatePreviewToken(name);
+      if (globals.json) return printJson({ project: name, token });
+      // The token alone on stdout, so that `$(mayfly project preview-token …)` captures just it.
+      printStdout(token);
+      printStderr(`new preview token of project ${name}: links with the previous one stop working`);
+      printStderr('  it is not shown again: store it now (the server keeps only a hash)');
+      printStderr(
+        '  use it as <preview URL>?mayfly-token=<token>, or send the header X-Mayfly-Bypass: <token>',
+      );
+      const { policy } = await client.projects.get(name);
+      if (policy.access === 'public') {
+        printStderr(
+          `  ${name}'s previews are public: they need the token only after \`mayfly project update ${name} --access token\``,
+        );
+      }
+    });
 }
 
 /** The options of `create` (`mode` create) or `update` (all optional, with `--no-…` to clear). */
@@ -262,10 +303,10 @@ function addProjectOptions(command: Command, mode: 'create' | 'update'): Command
       new Option('--idle-action <action>', 'what --idle does (default: sleep)').choices(['sleep', 'destroy']),
     )
     .addOption(
-      new Option('--access <access>', 'who may open preview URLs (default: public)').choices([
-        'public',
-        'token',
-      ]),
+      new Option(
+        '--access <access>',
+        'who may open preview URLs: anyone, or holders of the preview token (see `mayfly project preview-token`) (default: public)',
+      ).choices(['public', 'token']),
     )
     .addOption(
       new Option(
@@ -723,6 +764,14 @@ function projectFields(p: Project): string[][] {
       ),
     ],
     ['access', policy.access],
+    [
+      'preview token',
+      p.hasPreviewToken
+        ? 'set'
+        : policy.access === 'token'
+          ? `not set: previews open for nobody until \`mayfly project preview-token ${p.name}\``
+          : 'not set',
+    ],
     ['branches', list(policy.filters.branches, 'all')],
     ['paths', list(policy.filters.paths, 'all')],
     ['skip drafts', policy.filters.skipDrafts ? 'yes' : 'no'],
