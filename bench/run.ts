@@ -11,7 +11,11 @@
  *   CLI      start to exit of `mayfly --version` against `node -e 0` (Node's own start), and of
  *            `mayfly ls` against curl asking the API the same (median of BENCH_CLI_RUNS, interleaved)
  *
- * BENCH_ONLY=cli measures only the CLI start times (a few seconds, no docker-compose needed).
+ *   previews a signed webhook → the preview ready, against git clone + build + up by hand
+ *            (see bench/previews.ts)
+ *
+ * BENCH_ONLY=cli measures only the CLI start times (a few seconds, no docker-compose needed);
+ * BENCH_ONLY=previews only the previews.
  */
 import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -28,6 +32,7 @@ import {
   uploadBundle,
   waitForState,
 } from '../packages/server/src/test-support/control-plane-process.js';
+import { benchPreviews, type PreviewBench } from './previews.js';
 
 const run = promisify(execFile);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -36,7 +41,8 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const RSS_ENVS = Number(process.env.BENCH_RSS_ENVS ?? 50);
 const CLI_RUNS = Number(process.env.BENCH_CLI_RUNS ?? 21);
 const ONLY = process.env.BENCH_ONLY;
-if (ONLY !== undefined && ONLY !== 'cli') throw new Error(`BENCH_ONLY=${ONLY}: only "cli" is known`);
+if (ONLY !== undefined && ONLY !== 'cli' && ONLY !== 'previews')
+  throw new Error(`BENCH_ONLY=${ONLY}: only "cli" and "previews" are known`);
 const mayflyBin = path.join(root, 'packages/cli/bin/mayfly.js');
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -75,12 +81,13 @@ async function mayflyDown(plane: Plane, name: string) {
   await waitState(plane, name, ['destroyed']);
 }
 
-const compose = (project: string, ...args: string[]) =>
-  run('docker-compose', ['-p', project, '-f', composeFile, ...args], { maxBuffer: 64 * 1024 * 1024 });
+const composeWith = (file: string, project: string, ...args: string[]) =>
+  run('docker-compose', ['-p', project, '-f', file, ...args], { maxBuffer: 64 * 1024 * 1024 });
+const compose = (project: string, ...args: string[]) => composeWith(composeFile, project, ...args);
 
 /** Waits as Mayfly does: every container with a health check healthy, every one-off exited 0. */
-async function composeUpAndWait(project: string) {
-  await compose(project, 'up', '-d');
+async function composeUpAndWait(project: string, file = composeFile) {
+  await composeWith(file, project, 'up', '-d');
   for (;;) {
     const { stdout } = await run('docker', [
       'ps',
@@ -214,6 +221,33 @@ async function main() {
       return;
     }
 
+    const previewTable = (p: PreviewBench) => [
+      ['metric', 'mayfly', 'by hand', 'ratio'],
+      ...p.rows.map(([m, a, b]) => [m, a.toFixed(2), b.toFixed(2), (a / b).toFixed(2)]),
+      ...Object.entries(p.goals).map(([what, g]) => [
+        `goal: ${what}`,
+        typeof g.value === 'number' ? g.value.toFixed(2) : String(g.value),
+        g.goal,
+        g.met ? 'met' : 'NOT MET',
+      ]),
+    ];
+    const previewJson = (p: PreviewBench) => ({
+      previews: Object.fromEntries(p.rows.map(([m, a, b]) => [m, { mayfly: a, byHand: b, ratio: a / b }])),
+      previewGoals: p.goals,
+    });
+    if (ONLY === 'previews') {
+      await compose('benchwarm', 'build');
+      const previews = await benchPreviews(plane, dir, composeUpAndWait);
+      printTable(previewTable(previews));
+      await writeResults({
+        at: new Date().toISOString(),
+        only: 'previews',
+        machine: machine(),
+        ...previewJson(previews),
+      });
+      return;
+    }
+
     // Warm-up: both tools build their images once; nothing below measures a build.
     process.stderr.write('warming up (building images if needed)…\n');
     await mayflyUp(plane, 'bench-warm', dir);
@@ -273,6 +307,10 @@ async function main() {
     ];
     printTable(table);
     console.log('(the CLI rows compare with the tool they name, not docker-compose)');
+    process.stderr.write('previews…\n');
+    const previews = await benchPreviews(plane, dir, composeUpAndWait);
+    console.log('');
+    printTable(previewTable(previews));
 
     await writeResults({
       at: new Date().toISOString(),
@@ -284,6 +322,7 @@ async function main() {
       rssMiB: { idle: rssIdle / 1024, [`envs${RSS_ENVS}`]: rssLoaded / 1024 },
       destroyAllSeconds: destroyAll,
       ...cliJson(cli),
+      ...previewJson(previews),
     });
   } finally {
     await stopControlPlane(plane);
