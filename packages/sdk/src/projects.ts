@@ -113,7 +113,9 @@ export class ProjectsApi {
    * approval). Needs a `write` token. @returns the preview as it is now.
    * @throws NotFoundError when the project has no such pull request.
    */
-  approve(project: string, number: number): Promise<Preview> {
-    return this.#http.json('POST', ApiPaths.approve(project, number), Preview);
+  /** `sha`: the head commit looked at; refused (409) when the pull request has moved on since. */
+  approve(project: string, number: number, sha?: string): Promise<Preview> {
+    const query = sha ? `?sha=${encodeURIComponent(sha)}` : '';
+    return this.#http.json('POST', `${ApiPaths.approve(project, number)}${query}`, Preview);
   }
 }

@@ -146,7 +146,11 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     cacheMs: config.gatewayCacheMs,
     negativeCacheMs: config.gatewayNegativeCacheMs,
     cacheEntries: config.gatewayCacheEntries,
-    wake: (envId) => environments.wake(envId, FULL_ACCESS, 'woken by a request'),
+    wake: async (envId) => {
+      // A request may wake a preview, but not past its project's maxEnvironments.
+      await previewController.makeRoomToWake(envId);
+      return environments.wake(envId, FULL_ACCESS, 'woken by a request');
+    },
     onActivity: (envId) => environments.recordActivity(envId),
   });
   const planPolicy = {
@@ -201,6 +205,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     leaseMs: config.leaseMs,
     intervalMs: config.reconcileIntervalMs,
     tmpDir: path.join(config.dataDir, 'work', 'git'),
+    dataDir: config.dataDir,
   });
   const previews = new PreviewService({ store, onChange: () => previewController.kick() });
   const projects = new ProjectService({

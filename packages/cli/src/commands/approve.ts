@@ -12,6 +12,7 @@ export function registerApprove(program: Command): void {
     .description("build a fork's pull request at its current head (needs a write token)")
     .argument('<project>', 'project name')
     .argument('<number>', 'pull (merge) request number')
+    .option('--sha <commit>', 'the head commit you looked at: refused if the pull request has moved on since')
     .addHelpText(
       'after',
       `
@@ -20,14 +21,18 @@ your servers (without the project's secret inputs, which forks never get). An ap
 the head commit it sees; a later push needs a new one (or the project's approval label, which
 only people with write access can add).
 
-Example:
-  mayfly approve web 42`,
+Examples:
+  mayfly approve web 42
+  mayfly approve web 42 --sha 1a2b3c4d   # only if #42 is still at that commit`,
     )
-    .action(async (project: string, number: string, _options: unknown, command: Command) => {
+    .action(async (project: string, number: string, options: { sha?: string }, command: Command) => {
       const globals = globalOptions(command);
       const pr = pullRequestNumber(number);
       const client = await connect(globals);
-      const preview = await client.projects.approve(project, pr);
+      if (options.sha !== undefined && !/^[0-9a-fA-F]{7,64}$/.test(options.sha)) {
+        throw new UsageError(`--sha "${options.sha}": a commit id, 7 to 64 hex digits`);
+      }
+      const preview = await client.projects.approve(project, pr, options.sha);
       if (globals.json) return printJson(preview);
       // The controller acts on the approval right after: until then the state is the one before it.
       const queued = preview.approved && preview.state === 'awaiting-approval';

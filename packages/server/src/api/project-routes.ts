@@ -131,11 +131,23 @@ export function registerProjectRoutes(app: FastifyInstance<Server>, deps: ApiDep
     scope: 'write',
     summary: "build a fork's pull request at its current head (scope write)",
     params: PreviewParams,
+    query: z.object({
+      sha: z
+        .string()
+        .regex(/^[0-9a-fA-F]{7,64}$/)
+        .optional()
+        .describe(
+          'the head commit approved (7 to 64 hex digits): refused with 409 if the pull request has moved on',
+        ),
+    }),
     response: { status: 200, description: 'approved', json: 'Preview' },
-    errors: { 404: 'no such project or pull request' },
-    handler: async ({ params, req }) => {
+    errors: {
+      404: 'no such project or pull request',
+      409: 'the pull request moved on from the commit given',
+    },
+    handler: async ({ params, query, req }) => {
       const access = requireAccess(req);
-      await previews.approve(params.name, params.number, access);
+      await previews.approve(params.name, params.number, access, query.sha);
       const items = await previews.list(params.name, access);
       return items.find((p) => p.number === params.number);
     },

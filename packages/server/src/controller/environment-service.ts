@@ -24,6 +24,7 @@ import { ConflictError, InvalidRequestError, NotFoundError, QuotaExceededError }
 import { keptLogStream, prefixLines } from './log-lines.js';
 import type { HostPathPolicy } from './plan-policy.js';
 import { planTemplate, readTemplateFile } from './plan-template.js';
+import { branchEnvName } from './preview-service.js';
 import { type UrlScheme, urlsOf } from './urls.js';
 
 /** Activity is written to the store at most this often per environment. */
@@ -94,6 +95,7 @@ export class EnvironmentService {
         throw new InvalidRequestError(`ttl "${req.ttl}" is not a duration like 30m, 2h or 1d`);
     }
     await this.checkQuota();
+    if (req.name !== undefined) await this.checkReservedName(req.name, project);
     const id = newId();
     const { workspaces } = this.deps;
     const sourceDir = req.template.bundle ? await workspaces.claimBundle(req.template.bundle, id) : null;
@@ -243,6 +245,19 @@ export class EnvironmentService {
     });
     this.deps.onChange(env.id);
     return updated;
+  }
+
+  /**
+   * Names of a project's previews (`<project>-pr-<n>`, its branch environment) are its own:
+   * another project cannot take one and serve its app at what looks like that project's preview.
+   */
+  private async checkReservedName(name: string, project: string): Promise<void> {
+    for (const p of await this.deps.store.projects.list()) {
+      if (p.name === project) continue;
+      if (new RegExp(`^${p.name}-pr-\\d+$`).test(name) || name === branchEnvName(p.name, p.branch)) {
+        throw new ConflictError(`the name "${name}" is kept for the previews of project ${p.name}`);
+      }
+    }
   }
 
   /** Refuses one more environment past the server's limit (429, with why). */

@@ -41,6 +41,8 @@ export interface PreviewControllerOptions {
   changedPaths?: typeof gitChangedPaths;
   /** Scratch space for git (path filters). */
   tmpDir?: string;
+  /** The server's data dir: never named in what is posted to the forge (it may be public). */
+  dataDir?: string;
 }
 
 const MAX_REPORT_BACKOFF_MS = 10 * 60_000;
@@ -168,11 +170,16 @@ export class PreviewController {
    * Room for one more awake preview under the project's `maxEnvironments`: the least recently used
    * awake ones (not kept) are put to sleep rather than the new one refused.
    */
-  private async makeRoom(project: ProjectRecord): Promise<void> {
+  async makeRoom(project: ProjectRecord, except: string | null = null): Promise<void> {
     const max = project.policy.maxEnvironments;
     if (max === null) return;
     const awake = (await this.o.store.environments.list({ project: project.name })).filter(
-      (e) => e.kind === 'preview' && e.desired === 'present' && !e.sleep && e.state !== 'failed',
+      (e) =>
+        e.kind === 'preview' &&
+        e.desired === 'present' &&
+        !e.sleep &&
+        e.state !== 'failed' &&
+        e.id !== except,
     );
     const candidates = awake
       .filter((e) => !e.keep)
@@ -184,6 +191,14 @@ export class PreviewController {
         `the project allows ${max} awake previews: the least recently used is put to sleep`,
       );
     }
+  }
+
+  /** Before a sleeping preview wakes (a request came): room under its project's `maxEnvironments`. */
+  async makeRoomToWake(envId: string): Promise<void> {
+    const env = await this.o.store.environments.get(envId);
+    if (!env || env.kind !== 'preview' || !env.sleep) return;
+    const project = await this.o.store.projects.get(env.project);
+    if (project) await this.makeRoom(project, env.id);
   }
 
   /** Makes the environment what the pull request asks for; idempotent. */
@@ -209,14 +224,7 @@ export class PreviewController {
     // Acted on already: an environment destroyed since (time to live, by hand) stays so until the next push.
     if (preview.handled === fingerprint) return preview;
 
-    const skip = await this.skipReason(project, preview);
-    if (skip) {
-      return store.previews.update(
-        preview.id,
-        { decision: 'skipped', detail: skip, handled: fingerprint },
-        { owner },
-      );
-    }
+    // Before any filter: a fork's commits are not even fetched (path filters) until approved.
     if (preview.fromFork && !preview.approved) {
       const how = project.policy.approvalLabel
         ? `add the label "${project.policy.approvalLabel}" or run: mayfly approve ${project.name} ${preview.number}`
@@ -228,6 +236,14 @@ export class PreviewController {
           detail: `from a fork: not built until approved (${how})`,
           handled: fingerprint,
         },
+        { owner },
+      );
+    }
+    const skip = await this.skipReason(project, preview);
+    if (skip) {
+      return store.previews.update(
+        preview.id,
+        { decision: 'skipped', detail: skip, handled: fingerprint },
         { owner },
       );
     }
@@ -343,7 +359,7 @@ export class PreviewController {
     const { store, owner, reporter, logger } = this.o;
     const env = preview.envId ? await store.environments.get(preview.envId) : null;
     const status = previewStatus(preview, env);
-    const report = await this.reportOf(preview, env, status);
+    const report = await this.reportOf(project, preview, env, status);
     const fingerprint = JSON.stringify(report);
     const done = !preview.open && status.state === 'closed' && status.detail === null;
     if (preview.reported === fingerprint) {
@@ -385,7 +401,21 @@ export class PreviewController {
     }
   }
 
+  /**
+   * What may be posted on a pull request, which the public may read: the server's own paths
+   * become `<data dir>`, and the values of the project's secret inputs (a template may have
+   * quoted one in an error) are masked.
+   */
+  private redact(text: string, project: ProjectRecord): string {
+    let out = this.o.dataDir ? text.split(this.o.dataDir).join('<data dir>') : text;
+    for (const value of Object.values(project.secretInputs)) {
+      if (value.length >= 4) out = out.split(value).join('***');
+    }
+    return out;
+  }
+
   private async reportOf(
+    project: ProjectRecord,
     preview: PreviewRecord,
     env: EnvironmentRecord | null,
     status: { state: PreviewReport['state']; detail: string | null },
@@ -415,7 +445,7 @@ export class PreviewController {
     }
     return {
       state: status.state,
-      detail: status.detail,
+      detail: status.detail === null ? null : this.redact(status.detail, project),
       envName: preview.envName,
       commit: preview.headSha,
       services,

@@ -6,7 +6,7 @@ import type { Preview, PreviewState } from '@mayfly/contract';
 import { type Access, canSee, FULL_ACCESS } from '../access/access.js';
 import type { EnvironmentRecord, PreviewFacts, PreviewRecord, ProjectRecord, Store } from '../store/store.js';
 import type { ChangeRequestEvent, ForgeEvent, PushEvent } from '../triggers/forge-event.js';
-import { NotFoundError } from './errors.js';
+import { ConflictError, NotFoundError } from './errors.js';
 
 export interface PreviewServiceDeps {
   store: Store;
@@ -56,11 +56,15 @@ export class PreviewService {
     const record = await this.deps.store.previews.upsert(facts);
     // A fork's approval is for the commit someone looked at: a new push needs a new one. The
     // approval label (only people with write access can set labels) approves the current head.
+    // The approval label approves the head it was added to, and only when it is added (GitHub
+    // sends a PR's labels with every event: a push after the label must not ride on it). Only
+    // people with write access can add labels; a new push needs a new approval either way.
+    const sameHead = existing === null || existing.headSha === event.headSha;
     const labelled =
-      project.policy.approvalLabel !== null && event.labels.includes(project.policy.approvalLabel);
-    const approved = record.fromFork
-      ? labelled || (record.approved && existing?.headSha === event.headSha)
-      : true;
+      event.action === 'labeled' &&
+      project.policy.approvalLabel !== null &&
+      event.labels.includes(project.policy.approvalLabel);
+    const approved = record.fromFork ? sameHead && (labelled || (existing?.approved ?? false)) : true;
     if (approved !== record.approved) await this.deps.store.previews.update(id, { approved });
     this.deps.onChange(id);
     if (!facts.open) return `pull request #${event.number} closed: its preview is torn down`;
@@ -107,11 +111,22 @@ export class PreviewService {
   }
 
   /** Approves a fork's pull request at its current head (`mayfly approve`). */
-  async approve(projectName: string, number: number, access: Access = FULL_ACCESS): Promise<PreviewRecord> {
+  async approve(
+    projectName: string,
+    number: number,
+    access: Access = FULL_ACCESS,
+    /** The head commit the approver looked at: refused when the pull request has moved on since. */
+    sha?: string,
+  ): Promise<PreviewRecord> {
     const preview = canSee(access, projectName)
       ? await this.deps.store.previews.get(`${projectName}/pr/${number}`)
       : null;
     if (!preview) throw new NotFoundError(`project "${projectName}" has no pull request #${number}`);
+    if (sha !== undefined && !preview.headSha.startsWith(sha.toLowerCase())) {
+      throw new ConflictError(
+        `pull request #${number} is now at ${preview.headSha.slice(0, 12)}, not ${sha}: look at the new commits, then approve again`,
+      );
+    }
     const updated = preview.approved
       ? preview
       : await this.deps.store.previews.update(preview.id, { approved: true });

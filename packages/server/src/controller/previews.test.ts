@@ -369,6 +369,8 @@ describe('previews from pull requests', () => {
     expect(eleven.sleep).toBe(true);
     // Still reachable: a request wakes it.
     expect((await t.viaGateway(`web--shop-pr-11.localhost:${t.server.port}`)).text).toMatch(/^eleven /);
+    // …and waking it keeps the project under its limit: the other one goes to sleep.
+    await t.waitForState('shop-pr-12', ['sleeping']);
 
     await send({
       repo: REPO,

@@ -40,7 +40,13 @@ export class ProjectService {
     const req = CreateProjectRequest.parse(input);
     if (access.project !== null)
       throw new ForbiddenError('a token bound to a project cannot create projects');
+    if (req.name === 'default') {
+      throw new InvalidRequestError(
+        '"default" is the project of environments created without one: pick another name',
+      );
+    }
     const repoUrl = repoUrlOf(req.repo);
+    if (req.forgeApiUrl !== undefined) apiUrlOf(req.forgeApiUrl);
     try {
       return await this.deps.store.projects.create({
         name: req.name,
@@ -77,6 +83,21 @@ export class ProjectService {
     const req = UpdateProjectRequest.parse(input);
     const current = await this.get(name, access);
     const patch = this.patchOf(current, req);
+    // Where the project's code and secrets go is the operator's to say: a token bound to the
+    // project may change its policies, not send its forge token or webhooks somewhere else.
+    const guarded = (
+      ['repoUrl', 'forge', 'forgeRepo', 'forgeApiUrl', 'webhookSecret', 'forgeToken'] as const
+    ).filter((field) => patch[field] !== undefined);
+    if (access.project !== null && guarded.length > 0) {
+      throw new ForbiddenError(
+        `a token bound to a project cannot change ${guarded.join(', ')}: ask for a token not bound to a project`,
+      );
+    }
+    // The forge token goes only where it was given for: a new repository or API URL without it
+    // in the same request drops it.
+    if ((patch.repoUrl !== undefined || patch.forgeApiUrl !== undefined) && req.forgeToken === undefined) {
+      patch.forgeToken = null;
+    }
     const updated = await this.deps.store.projects.update(name, patch);
     if (!updated) throw new NotFoundError(`no project "${name}"`);
     this.deps.onChange();
@@ -129,6 +150,9 @@ export class ProjectService {
         },
         true,
       );
+      if ((patch.repoUrl !== undefined || patch.forgeApiUrl !== undefined) && req.forgeToken === undefined) {
+        patch.forgeToken = null; // the forge token goes only where it was given for
+      }
       if (Object.keys(patch).length === 0) {
         results.push({ name: req.name, action: 'unchanged' });
         continue;
@@ -210,7 +234,7 @@ export class ProjectService {
     if (req.forge !== undefined && req.forge !== current.forge) patch.forge = req.forge;
     if (req.forgeRepo !== undefined && req.forgeRepo !== current.forgeRepo) patch.forgeRepo = req.forgeRepo;
     if (req.forgeApiUrl !== undefined && req.forgeApiUrl !== current.forgeApiUrl)
-      patch.forgeApiUrl = req.forgeApiUrl;
+      patch.forgeApiUrl = req.forgeApiUrl === null ? null : apiUrlOf(req.forgeApiUrl);
     if (req.policy !== undefined) {
       const merged = replacePolicy
         ? req.policy
@@ -249,6 +273,29 @@ function repoUrlOf(url: string): string {
     if (err instanceof GitSourceError) throw new InvalidRequestError(`repo: ${err.message}`);
     throw err;
   }
+}
+
+/**
+ * The forge API URL a token is sent to: https, or plain http only to this machine (a test
+ * server, a tunnel); never plain http across a network.
+ */
+function apiUrlOf(url: string): string {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new InvalidRequestError(`forgeApiUrl "${url}" is not a URL`);
+  }
+  const loopback = ['127.0.0.1', 'localhost', '[::1]'].includes(parsed.hostname);
+  if (parsed.protocol !== 'https:' && !(parsed.protocol === 'http:' && loopback)) {
+    throw new InvalidRequestError(
+      `forgeApiUrl "${url}": the forge token is sent there, so it must be https (plain http only to this machine)`,
+    );
+  }
+  if (parsed.username || parsed.password) {
+    throw new InvalidRequestError('forgeApiUrl must not carry credentials: give the token with forgeToken');
+  }
+  return url;
 }
 
 /** A relative path inside the repository, without `..`. */

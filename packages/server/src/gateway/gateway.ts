@@ -20,6 +20,10 @@ import {
   PUBLIC_PREVIEW,
 } from './preview-access.js';
 
+/** Requests held while environments wake, at most: in all, and for one environment. */
+const MAX_HELD = 1_000;
+const MAX_HELD_PER_ENV = 200;
+
 export interface GatewayDeps {
   store: Store;
   runtime: Runtime;
@@ -78,6 +82,11 @@ export class Gateway {
   private readonly accessCache: LRUCache<string, PreviewPolicy>;
   /** Upgraded connections (WebSockets) outlive the HTTP server's own tracking: closed by {@link close}. */
   private readonly sockets = new Set<Duplex>();
+  /** One watcher per waking environment, shared by every request held for it. */
+  private readonly wakeWatchers = new Map<string, Promise<void>>();
+  /** Requests held while environments wake, in all and per environment (both bounded). */
+  private held = 0;
+  private readonly heldPerEnv = new Map<string, number>();
   /** Environments this gateway woke, and when: requests for them wait while they come up. */
   private readonly woken = new LRUCache<string, number>({ max: 10_000, ttl: 10 * 60_000 });
 
@@ -242,28 +251,68 @@ export class Gateway {
   }
 
   /** Resolves the host again and again while the environment wakes, until it routes or gives up. */
+  /**
+   * Holds a request while its environment wakes. All requests for one environment share one
+   * watcher (one store read every 250 ms, whatever their number), and how many may wait is
+   * bounded, per environment and in all: past that, 503 with Retry-After.
+   */
   private async waitWhileWaking(host: string | undefined, res: ServerResponse | null): Promise<Resolution> {
     const key = normalizeHost(host);
-    const deadline = Date.now() + (this.deps.wakeTimeoutMs ?? 60_000);
-    let gone = false;
-    res?.once('close', () => {
-      gone = true;
-    });
-    for (;;) {
+    const envName = parseHost(key, this.deps.urls.baseDomain)?.envName ?? '';
+    const heldHere = this.heldPerEnv.get(envName) ?? 0;
+    if (this.held >= MAX_HELD || heldHere >= MAX_HELD_PER_ENV) {
+      return {
+        ok: false,
+        status: 503,
+        title: 'Busy waking up',
+        detail: `Too many requests are waiting for environment "${envName}" to wake; try again shortly.`,
+      };
+    }
+    this.held++;
+    this.heldPerEnv.set(envName, heldHere + 1);
+    try {
+      let watcher = this.wakeWatchers.get(envName);
+      if (!watcher) {
+        watcher = this.watchWake(envName).finally(() => this.wakeWatchers.delete(envName));
+        this.wakeWatchers.set(envName, watcher);
+      }
+      const closed = new Promise<void>((resolve) => res?.once('close', () => resolve()));
+      await Promise.race([watcher, closed]);
       this.cache.delete(key);
-      const parsed = parseHost(key, this.deps.urls.baseDomain);
-      if (parsed) this.envCache.delete(parsed.envName);
       const resolved = await this.resolve(host);
-      if (resolved.ok || !resolved.waking || gone) return resolved;
-      if (Date.now() > deadline) {
+      if (!resolved.ok && resolved.waking) {
         return {
           ok: false,
           status: 503,
           title: 'Still waking up',
-          detail: `Environment "${resolved.envName}" did not finish waking up in time; try again shortly.`,
+          detail: `Environment "${envName}" did not finish waking up in time; try again shortly.`,
         };
       }
-      await new Promise((r) => setTimeout(r, 200));
+      return resolved;
+    } finally {
+      this.held--;
+      const left = (this.heldPerEnv.get(envName) ?? 1) - 1;
+      if (left > 0) this.heldPerEnv.set(envName, left);
+      else this.heldPerEnv.delete(envName);
+    }
+  }
+
+  /** Asleep, or coming up after this gateway woke it: a request for it waits. */
+  private asleepOrWaking(env: EnvRoutes): boolean {
+    return (
+      env.state === 'sleeping' ||
+      (['pending', 'building', 'creating'].includes(env.state) && this.woken.has(env.id))
+    );
+  }
+
+  /** Resolves once the environment is no longer asleep or waking (or the wake timeout passed). */
+  private async watchWake(envName: string): Promise<void> {
+    const deadline = Date.now() + (this.deps.wakeTimeoutMs ?? 60_000);
+    while (Date.now() <= deadline) {
+      this.envCache.delete(envName);
+      const env = await this.routesOf(envName);
+      if (!env || !this.asleepOrWaking(env)) return;
+      await new Promise((r) => setTimeout(r, 250));
     }
   }
 
@@ -334,8 +383,7 @@ export class Gateway {
         detail: `Environment "${env.name}" has no HTTP service named "${parsed.service}".`,
       };
     }
-    const waking = ['pending', 'building', 'creating'].includes(env.state) && this.woken.has(env.id);
-    if (env.state === 'sleeping' || waking) {
+    if (this.asleepOrWaking(env)) {
       return {
         ok: false,
         envName,

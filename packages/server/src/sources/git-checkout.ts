@@ -451,6 +451,8 @@ export async function changedPaths(options: {
         gitDirArg,
         'fetch',
         '--depth=1',
+        // Trees only: names are compared, never contents, so a huge commit costs little to list.
+        '--filter=blob:none',
         '--no-tags',
         '--no-recurse-submodules',
         '--end-of-options',
