@@ -89,6 +89,18 @@ async function byHand(
   }
 }
 
+/** BENCH_DEBUG=1: the environment's events from the last one saying `from`, with their times. */
+async function printTimeline(plane: Plane, env: string, from: string): Promise<void> {
+  const { items } = await call<{ items: { at: string; type: string; message: string }[] }>(
+    plane,
+    'GET',
+    `/v1/environments/${env}/events`,
+  );
+  const start = items.map((e) => e.message).lastIndexOf(from);
+  for (const e of items.slice(Math.max(0, start)))
+    process.stderr.write(`  ${e.at.slice(11, 23)} ${e.type} ${e.message}\n`);
+}
+
 export async function benchPreviews(
   plane: Plane,
   shopDir: string,
@@ -144,6 +156,7 @@ export async function benchPreviews(
       await send(2, 'opened', pr2);
       await waitReady(2, pr2);
     });
+    if (process.env.BENCH_DEBUG) await printTimeline(plane, 'bench-pr-2', `requested: commit ${pr2.slice(0, 12)}`);
     const bHand = await byHand(repo.url, 'two', 'benchhandb', composeUpAndWait);
 
     // (c) a push to the first PR changing the web service only.
@@ -157,6 +170,8 @@ export async function benchPreviews(
       await send(1, 'synchronize', push);
       await waitReady(1, push);
     });
+    if (process.env.BENCH_DEBUG)
+      await printTimeline(plane, 'bench-pr-1', `update requested: commit ${push.slice(0, 12)}`);
     // What building that one service costs by hand, for the goal of (c).
     const webDir = await mkdtemp(path.join(os.tmpdir(), 'mayfly-bench-web-'));
     await cp(path.join(shopDir, 'web'), webDir, { recursive: true });
@@ -168,7 +183,14 @@ export async function benchPreviews(
     await run('docker', ['rmi', 'mayfly-bench/web-by-hand']).catch(() => {});
     const cHand = await byHand(repo.url, 'one', 'benchhandc', composeUpAndWait);
 
-    // (d) wake: a request to a sleeping preview, until the app answers it.
+    // (d) wake: a request to a sleeping preview, until the app answers it — alone on the engine
+    // (the second PR's preview is torn down first), as the by-hand side is.
+    await call(plane, 'DELETE', '/v1/environments/bench-pr-2');
+    for (;;) {
+      const { items } = await call<{ items: { name: string }[] }>(plane, 'GET', '/v1/environments');
+      if (!items.some((e) => e.name === 'bench-pr-2')) break;
+      await sleep(100);
+    }
     await call(plane, 'POST', '/v1/environments/bench-pr-1/sleep');
     for (;;) {
       const env = await call<{ state: string }>(plane, 'GET', '/v1/environments/bench-pr-1');
@@ -181,6 +203,7 @@ export async function benchPreviews(
       const status = await get(port, host);
       if (status !== 200) throw new Error(`the woken preview answered ${status}`);
     });
+    if (process.env.BENCH_DEBUG) await printTimeline(plane, 'bench-pr-1', 'woken by a request');
     // By hand: docker-compose stop, then start and wait until healthy again.
     const dHand = await (async () => {
       const dir = await mkdtemp(path.join(os.tmpdir(), 'mayfly-bench-hand-'));

@@ -158,4 +158,45 @@ describe('sleep and wake', () => {
       text: 'awake',
     });
   });
+
+  it("an idle policy may destroy instead, and a push's update restarts the time to live", async () => {
+    expect(
+      (
+        await t.api('POST', '/v1/projects', {
+          name: 'gone',
+          repo: 'file:///nonexistent/gone.git',
+          forgeRepo: 'acme/gone',
+          policy: { idle: { after: '1s', action: 'destroy' } },
+        })
+      ).status,
+    ).toBe(201);
+    await create('gone-one', { project: 'gone', kind: 'preview' });
+    await t.waitForState('gone-one', ['destroyed'], 60_000);
+    const events = (await t.events('gone-one')).map((e) => e.message);
+    expect(events.some((m) => m.includes("idle for 1s (the project's idle policy): destroyed"))).toBe(true);
+
+    // The time to live of a preview counts from its last update.
+    const source = {
+      repoUrl: 'file:///nonexistent/gone.git',
+      commit: 'a'.repeat(40),
+      ref: null,
+      templateFile: null,
+    };
+    const env = await t.server.environments.createFromSource({
+      name: 'gone-two',
+      project: 'gone',
+      kind: 'preview',
+      source,
+      inputs: {},
+      ttlMs: 3_600_000,
+    });
+    await new Promise((r) => setTimeout(r, 50));
+    const updated = await t.server.environments.updateSource(env.id, {
+      source: { ...source, commit: 'b'.repeat(40) },
+      inputs: {},
+    });
+    expect(updated.expiresAt!.getTime()).toBeGreaterThan(env.expiresAt!.getTime());
+    expect(updated.expiresAt!.getTime() - Date.now()).toBeGreaterThan(3_599_000);
+    expect(updated.revision).toBe(2);
+  });
 });
