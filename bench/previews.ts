@@ -156,7 +156,8 @@ export async function benchPreviews(
       await send(2, 'opened', pr2);
       await waitReady(2, pr2);
     });
-    if (process.env.BENCH_DEBUG) await printTimeline(plane, 'bench-pr-2', `requested: commit ${pr2.slice(0, 12)}`);
+    if (process.env.BENCH_DEBUG)
+      await printTimeline(plane, 'bench-pr-2', `requested: commit ${pr2.slice(0, 12)}`);
     const bHand = await byHand(repo.url, 'two', 'benchhandb', composeUpAndWait);
 
     // (c) a push to the first PR changing the web service only.

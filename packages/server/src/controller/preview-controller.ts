@@ -196,7 +196,7 @@ export class PreviewController {
   /** Before a sleeping preview wakes (a request came): room under its project's `maxEnvironments`. */
   async makeRoomToWake(envId: string): Promise<void> {
     const env = await this.o.store.environments.get(envId);
-    if (!env || env.kind !== 'preview' || !env.sleep) return;
+    if (env?.kind !== 'preview' || !env.sleep) return;
     const project = await this.o.store.projects.get(env.project);
     if (project) await this.makeRoom(project, env.id);
   }
