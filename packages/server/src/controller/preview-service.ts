@@ -207,41 +207,25 @@ export function branchEnvName(project: string, branch: string): string {
   return `${project}-${slug.slice(0, room).replace(/-+$/g, '') || 'branch'}`;
 }
 
+/** What the forge said of a preview, without what the controller made of it. */
 function factsOf(p: PreviewRecord): PreviewFacts {
-  const {
-    id,
-    project,
-    number,
-    branch,
-    envName,
-    headSha,
-    baseSha,
-    headRef,
-    baseRef,
-    cloneUrl,
-    fromFork,
-    draft,
-    labels,
-    title,
-    url,
-    open,
-  } = p;
-  return {
-    id,
-    project,
-    number,
-    branch,
-    envName,
-    headSha,
-    baseSha,
-    headRef,
-    baseRef,
-    cloneUrl,
-    fromFork,
-    draft,
-    labels,
-    title,
-    url,
-    open,
-  };
+  const keys = [
+    'id',
+    'project',
+    'number',
+    'branch',
+    'envName',
+    'headSha',
+    'baseSha',
+    'headRef',
+    'baseRef',
+    'cloneUrl',
+    'fromFork',
+    'draft',
+    'labels',
+    'title',
+    'url',
+    'open',
+  ] as const satisfies readonly (keyof PreviewFacts)[];
+  return Object.fromEntries(keys.map((k) => [k, p[k]])) as unknown as PreviewFacts;
 }

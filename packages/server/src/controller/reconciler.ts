@@ -442,18 +442,8 @@ export class Reconciler {
       if (!plan) throw new Error(`environment ${env.id} has no plan`);
       if (needsBuild(plan)) {
         if (env.state !== 'building') env = await this.transition(env, 'building', 'building images');
-        plan = await resolveBuilds(plan, this.o.images, {
-          signal,
-          onProgress: (e) => {
-            if (e.status === 'building') step = `build:${e.workload}`;
-            progress.add(
-              e.status === 'step'
-                ? `${e.workload}: ${e.step}`
-                : `${e.workload}: image ${e.status} (${e.image})`,
-            );
-          },
-          onImageUsed: (image) => store.images.touch(image, env.project),
-          onBuildOutput: this.keepBuildOutput(env.id, outer),
+        plan = await this.buildImages(env, plan, progress, signal, outer, (building) => {
+          step = building;
         });
         env = await this.update(env, { plan });
       }
@@ -523,6 +513,31 @@ export class Reconciler {
       if (w.image.build && (!w.image.ref || !(await this.o.images.hasImage(w.image.ref)))) return true;
     }
     return false;
+  }
+
+  /**
+   * Builds (or finds) the images of a plan, the builds' progress in the timeline and their output
+   * kept; `onStep` learns which build runs, so a failure names it.
+   */
+  private buildImages(
+    env: EnvironmentRecord,
+    plan: EnvPlan,
+    progress: ProgressLog,
+    signal: AbortSignal,
+    outer: AbortSignal,
+    onStep: (step: string) => void,
+  ): Promise<EnvPlan> {
+    return resolveBuilds(plan, this.o.images, {
+      signal,
+      onProgress: (e) => {
+        if (e.status === 'building') onStep(`build:${e.workload}`);
+        progress.add(
+          e.status === 'step' ? `${e.workload}: ${e.step}` : `${e.workload}: image ${e.status} (${e.image})`,
+        );
+      },
+      onImageUsed: (image) => this.o.store.images.touch(image, env.project),
+      onBuildOutput: this.keepBuildOutput(env.id, outer),
+    });
   }
 
   /** Checks the environment's commit out into a fresh folder of its workspace (step `checkout`). */
@@ -619,18 +634,8 @@ export class Reconciler {
       step = 'build';
       let plan = planned.plan;
       if (needsBuild(plan)) {
-        plan = await resolveBuilds(plan, this.o.images, {
-          signal,
-          onProgress: (e) => {
-            if (e.status === 'building') step = `build:${e.workload}`;
-            progress.add(
-              e.status === 'step'
-                ? `${e.workload}: ${e.step}`
-                : `${e.workload}: image ${e.status} (${e.image})`,
-            );
-          },
-          onImageUsed: (image) => store.images.touch(image, env.project),
-          onBuildOutput: this.keepBuildOutput(env.id, outer),
+        plan = await this.buildImages(env, plan, progress, signal, outer, (building) => {
+          step = building;
         });
       }
       await rm(checkout, { recursive: true, force: true });
