@@ -305,6 +305,8 @@ export class PreviewController {
           await environments.updateSource(named.id, { source, inputs });
       }
     } else if (env.source?.commit !== preview.headSha) {
+      // A push wakes a sleeping preview to update it: room for it first.
+      if (env.sleep) await this.makeRoom(project, env.id);
       await environments.updateSource(env.id, { source, inputs });
     }
     // The `mayfly:keep` label keeps the preview: no time to live, never put to sleep for idleness.

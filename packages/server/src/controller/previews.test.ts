@@ -371,12 +371,33 @@ describe('previews from pull requests', () => {
     expect((await t.viaGateway(`web--shop-pr-11.localhost:${t.server.port}`)).text).toMatch(/^eleven /);
     // …and waking it keeps the project under its limit: the other one goes to sleep.
     await t.waitForState('shop-pr-12', ['sleeping']);
+    // A push to a sleeping preview wakes it on the plan it had, then updates it in place.
+    const h12b = await repo.commit({ 'web/page.txt': 'twelve, pushed while asleep' }, 'twelve b', {
+      branch: 'twelve',
+      pullRequest: 12,
+    });
+    await send({
+      repo: REPO,
+      number: 12,
+      action: 'synchronize',
+      headSha: h12b,
+      baseSha: mainSha,
+      headRef: 'twelve',
+    });
+    await waitPreview(12, 'ready', h12b);
+    expect((await t.viaGateway(`web--shop-pr-12.localhost:${t.server.port}`)).text).toMatch(
+      /^twelve, pushed while asleep /,
+    );
+    const twelve = (await t.events('shop-pr-12')).map((e) => e.message);
+    expect(twelve).toContain('waking up');
+    expect(twelve).toContain(`updated to ${h12b.slice(0, 12)}: replaced web`);
+    await t.waitForState('shop-pr-11', ['sleeping']);
 
     await send({
       repo: REPO,
       number: 12,
       action: 'labeled',
-      headSha: h12,
+      headSha: h12b,
       baseSha: mainSha,
       headRef: 'twelve',
       labels: ['mayfly:keep'],
@@ -388,7 +409,7 @@ describe('previews from pull requests', () => {
     await t.api('PATCH', '/v1/projects/shop', { policy: { maxEnvironments: null } });
     for (const [number, head, ref] of [
       [11, h11, 'eleven'],
-      [12, h12, 'twelve'],
+      [12, h12b, 'twelve'],
     ] as const) {
       await send({ repo: REPO, number, action: 'closed', headSha: head, baseSha: mainSha, headRef: ref });
       await t.waitForState(`shop-pr-${number}`, ['destroyed']);

@@ -419,13 +419,25 @@ export class Reconciler {
     let checkout: string | null = null;
     try {
       await runtime.ping();
-      if (env.source && (env.plannedRevision < env.revision || !plan || (await this.contextNeeded(plan)))) {
-        // From git: the commit checked out again (a crash may have left a plan whose images are
-        // not built yet), and planned when this revision has no plan yet.
-        const revision = Math.max(env.plannedRevision, env.revision);
+      // From git, a new revision is planned here only on a first bring-up (or one after a
+      // failure); an environment that was up (waking, repaired) comes back on the plan it had, and
+      // moves to the new revision by an update in place, which keeps it if the new one fails.
+      const replan =
+        env.source !== null &&
+        env.plannedRevision < env.revision &&
+        (!plan || env.state === 'pending' || env.state === 'building');
+      // The plan's own commit checked out again when its images are not built yet (a crash).
+      const rebuild =
+        env.source !== null &&
+        !replan &&
+        plan !== null &&
+        env.plannedRevision === env.revision &&
+        (await this.contextNeeded(plan));
+      if (replan || rebuild) {
+        const revision = env.revision;
         step = 'checkout';
         checkout = await this.checkOut(env, revision, signal);
-        if (env.plannedRevision < env.revision) {
+        if (replan) {
           step = 'template';
           const planned = await this.planCheckout(env, checkout, signal);
           env = await this.update(env, {
