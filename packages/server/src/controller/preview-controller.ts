@@ -182,7 +182,7 @@ export class PreviewController {
         e.id !== except,
     );
     const candidates = awake
-      .filter((e) => !e.keep)
+      .filter((e) => !e.keep && e.state === 'ready') // one coming up finishes first
       .sort((a, b) => (a.lastActiveAt ?? a.createdAt).getTime() - (b.lastActiveAt ?? b.createdAt).getTime());
     for (const env of candidates.slice(0, Math.max(0, awake.length - max + 1))) {
       await this.o.environments.sleep(
@@ -214,6 +214,7 @@ export class PreviewController {
       return preview;
     }
     const fingerprint = JSON.stringify([
+      preview.open,
       preview.headSha,
       preview.approved,
       preview.draft,
@@ -442,7 +443,7 @@ export class PreviewController {
         )
         .map((e) => e.at.getTime())
         .filter((t) => t >= preview.receivedAt.getTime())
-        .pop();
+        .at(0);
       if (readyAt !== undefined) readyInMs = readyAt - preview.receivedAt.getTime();
     }
     return {

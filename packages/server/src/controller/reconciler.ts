@@ -88,6 +88,9 @@ const REPAIR_WINDOW_MS = 10 * 60_000;
 /** After teardown has failed `maxAttempts` times it is retried this rarely (by this loop and by GC). */
 const SLOW_TEARDOWN_RETRY_MS = 5 * 60_000;
 
+/** The event written just before a sleep stops an environment's containers. */
+const SLEEP_STARTED = 'going to sleep: stopping its containers';
+
 /** A ready environment asked to move to a newer revision that has not been made, nor failed. */
 function updateWanted(env: EnvironmentRecord): boolean {
   return env.revision > env.plannedRevision && env.revision > env.failedRevision;
@@ -270,7 +273,9 @@ export class Reconciler {
       }
       if (env.desired === 'absent') {
         if (env.state !== 'destroyed') await this.teardown(env, aborted);
-      } else if (env.sleep && env.state !== 'sleeping' && env.state !== 'failed') {
+      } else if (env.sleep && env.state === 'ready') {
+        // Asked while it came up (or woke): it finishes first, then sleeps (a job half-run by a
+        // stop would be a failure on the next wake).
         await this.putToSleep(env, aborted);
       } else if (BRINGING_UP.includes(env.state) || (env.state === 'sleeping' && !env.sleep)) {
         await this.bringUp(env, aborted);
@@ -375,8 +380,12 @@ export class Reconciler {
       logger.error({ envId: env.id, err }, 'reconcile attempt failed');
     }
     const tearingDown = fresh.desired === 'absent';
+    // An environment that was up is never failed (and destroyed) because the runtime cannot be
+    // reached for a while (a wake, a repair): it waits, with backoff, for the runtime to return.
+    const wasReady = unavailable && (await store.events.list(env.id)).some((e) => e.state === 'ready');
     const giveUp = unavailable
       ? !tearingDown &&
+        !wasReady &&
         Date.now() - fresh.createdAt.getTime() >= (this.o.runtimeUnavailableFailAfterMs ?? 10 * 60_000)
       : attempts >= this.maxAttempts;
     if (!giveUp) {
@@ -406,10 +415,16 @@ export class Reconciler {
     const { store, runtime } = this.o;
     let plan = env.plan;
     if (!plan && !env.source) throw new Error(`environment ${env.id} has no plan`);
-    // Woken from sleep: its stopped containers are started again as they were.
-    const waking = env.state === 'sleeping';
+    const events = await store.events.list(env.id);
     // Was it ready once? Then this is a repair: a failure must not throw its data away.
-    const wasReady = (await store.events.list(env.id)).some((e) => e.state === 'ready');
+    const wasReady = events.some((e) => e.state === 'ready');
+    // Woken from sleep (this attempt or one before it that did not finish): what the sleep
+    // stopped is started again as it was; what had exited before it stays done.
+    const lastState = events.filter((e) => e.type === 'state').at(-1);
+    const sleptAt = events.filter((e) => e.type === 'sleep' && e.message === SLEEP_STARTED).at(-1)?.at;
+    const waking =
+      sleptAt !== undefined &&
+      (env.state === 'sleeping' || (env.state === 'creating' && lastState?.message === 'waking up'));
     // One attempt may take this long, builds included; a build that never ends fails its step.
     const timeoutMs = this.o.bringUpTimeoutMs ?? 30 * 60_000;
     const deadline = AbortSignal.timeout(timeoutMs);
@@ -453,7 +468,9 @@ export class Reconciler {
       }
       if (!plan) throw new Error(`environment ${env.id} has no plan`);
       if (needsBuild(plan)) {
-        if (env.state !== 'building') env = await this.transition(env, 'building', 'building images');
+        // Waking: its images were there when it slept (checked below, built again if gone).
+        if (env.state !== 'building' && !waking)
+          env = await this.transition(env, 'building', 'building images');
         plan = await this.buildImages(env, plan, progress, signal, outer, (building) => {
           step = building;
         });
@@ -472,7 +489,7 @@ export class Reconciler {
       step = 'apply';
       await applyPlan(runtime, plan, {
         signal,
-        resumeStopped: waking,
+        ...(waking ? { resumeStopped: { since: new Date(sleptAt.getTime() - 1_000) } } : {}),
         onProgress: (e) => {
           if (e.type === 'workload') step = `${e.phase === 'creating' ? 'create' : 'start'}:${e.workload}`;
           progress.add(e.type === 'image' ? `${e.workload}: ${e.message}` : `${e.workload}: ${e.phase}`);
@@ -504,6 +521,17 @@ export class Reconciler {
         return;
       }
       if (!(err instanceof RuntimeStepError) || wasReady) throw err;
+      // A newer commit came while this one was being brought up: it is built instead (its
+      // push may be the fix), rather than the environment failing on the older one.
+      const fresh = await store.environments.get(env.id);
+      if (fresh && fresh.revision > fresh.plannedRevision && fresh.desired === 'present') {
+        await this.transition(
+          fresh,
+          'pending',
+          `failed at ${err.step}; a newer commit is waiting: building it`,
+        );
+        return;
+      }
       // A step of a first bring-up failed: the template's fault, not worth retrying.
       await this.fail(env, { step: err.step, reason: err.reason });
     } finally {
@@ -514,6 +542,8 @@ export class Reconciler {
   /** Sleep: every container stopped, nothing removed; the next request (or `wake`) starts them again. */
   private async putToSleep(env: EnvironmentRecord, signal: AbortSignal): Promise<void> {
     signal.throwIfAborted();
+    // Before the stop: what exits from now on was stopped by the sleep, and a wake resumes it.
+    await this.o.store.events.append({ envId: env.id, type: 'sleep', state: null, message: SLEEP_STARTED });
     await this.o.runtime.stop(env.id);
     env = await this.transition(env, 'sleeping', 'asleep: containers stopped, volumes kept');
     this.o.onSettled?.(env);
@@ -634,7 +664,6 @@ export class Reconciler {
     const signal = AbortSignal.any([outer, deadline]);
     const progress = new ProgressLog(store, env.id);
     let step = 'checkout';
-    let applying = false;
     let checkout: string | null = null;
     await this.event(env.id, 'update', `updating to ${short}`);
     try {
@@ -658,7 +687,6 @@ export class Reconciler {
       const changed = plan.workloads.filter((w) => before.get(w.name) !== w.specHash).map((w) => w.name);
       const removed = previous.workloads.filter((w) => !plan.workloads.some((n) => n.name === w.name));
       step = 'apply';
-      applying = true;
       await applyPlan(runtime, plan, {
         signal,
         onProgress: (e) => {
@@ -690,16 +718,17 @@ export class Reconciler {
         : err instanceof RuntimeStepError
           ? { step: err.step, reason: err.reason }
           : { step, reason: (err as Error)?.message ?? String(err) };
+      if (err instanceof LeaseLostError) throw err; // another replica owns it now: hands off
       let kept = 'the previous version keeps running';
-      if (applying) {
-        try {
-          await applyPlan(runtime, previous, { signal: outer });
-        } catch (rollbackErr) {
-          if (outer.aborted) throw rollbackErr;
-          // The previous version does not come back either: repaired like any broken environment.
-          kept = 'the previous version did not come back; repairing it';
-          await this.transition(env, 'creating', 'repairing after a failed update');
-        }
+      // Always: an update interrupted earlier (a crash, a newer push) may have left some workloads
+      // at a newer spec; applying the previous plan, which is idempotent, puts them back.
+      try {
+        await applyPlan(runtime, previous, { signal: outer });
+      } catch (rollbackErr) {
+        if (outer.aborted) throw rollbackErr;
+        // The previous version does not come back either: repaired like any broken environment.
+        kept = 'the previous version did not come back; repairing it';
+        await this.transition(env, 'creating', 'repairing after a failed update');
       }
       env = await this.update(env, {
         failedRevision: revision,

@@ -50,7 +50,7 @@ export async function applyPlan(runtime: Runtime, plan: EnvPlan, options: ApplyO
       // and making containers takes a good part of the time.
       const prepared = await runtime.prepareWorkload(plan, workload, {
         keepExited: workload.kind === 'job' ? 'any' : mayExitCleanly(workload) ? 'clean' : 'none',
-        resumeStopped: options.resumeStopped ?? false,
+        ...(options.resumeStopped ? { resumeStopped: options.resumeStopped } : {}),
         onProgress: progress,
         signal,
       });

@@ -277,6 +277,14 @@ export function describeRuntime(name: string, { make, reach, workloadIds }: Runt
               mounts: [{ type: 'volume', source: 'data', target: '/data', readOnly: false }],
               dependsOn: [{ name: 'db', condition: 'service_started' }],
             }),
+            // A service that does its work and exits 0 (restart: no): done before the sleep, it
+            // stays done after the wake.
+            workload({
+              name: 'once',
+              restart: 'no',
+              command: ['sh', '-c', 'echo ran >> /data/once'],
+              mounts: [{ type: 'volume', source: 'data', target: '/data', readOnly: false }],
+            }),
           ],
           { volumes: [{ name: 'data' }] },
         ),
@@ -284,12 +292,15 @@ export function describeRuntime(name: string, { make, reach, workloadIds }: Runt
       await applyPlan(runtime, plan);
       await runtime.writeFile(plan.envId, 'db', '/tmp/in-the-container', 'kept');
       const before = await workloadIds?.(plan.envId, 'db');
+      // Docker's clock and ours agree to within the second the wake allows.
+      await new Promise((r) => setTimeout(r, 1_100));
+      const sleptAt = new Date(Date.now() - 1_000);
       await runtime.stop(plan.envId);
       await runtime.stop(plan.envId); // idempotent
       expect((await runtime.observe(plan.envId)).workloads.find((w) => w.name === 'db')).toMatchObject({
         state: 'exited',
       });
-      await applyPlan(runtime, plan, { resumeStopped: true });
+      await applyPlan(runtime, plan, { resumeStopped: { since: sleptAt } });
       expect((await runtime.observe(plan.envId)).workloads.find((w) => w.name === 'db')).toMatchObject({
         state: 'running',
       });
@@ -297,6 +308,7 @@ export function describeRuntime(name: string, { make, reach, workloadIds }: Runt
       expect((await runtime.readFile(plan.envId, 'db', '/tmp/in-the-container')).toString()).toBe('kept');
       // The job ran once, before the sleep; waking does not run it again.
       expect((await runtime.exec(plan.envId, 'db', ['cat', '/data/runs'])).stdout).toBe('once\n');
+      expect((await runtime.exec(plan.envId, 'db', ['cat', '/data/once'])).stdout).toBe('ran\n');
       await runtime.destroy(plan.envId);
     });
 

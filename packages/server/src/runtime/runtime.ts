@@ -38,8 +38,12 @@ export interface ApplyOptions {
    * containers, waiting): nothing more is created or started, and apply rejects.
    */
   signal?: AbortSignal;
-  /** Waking a sleeping environment: its stopped services are started again, not made anew. */
-  resumeStopped?: boolean;
+  /**
+   * Waking a sleeping environment: services stopped by the sleep (exited at or after `since`,
+   * when the sleep began) are started again as they were, not made anew; what had exited before
+   * (a one-shot service that was done) stays done.
+   */
+  resumeStopped?: { since: Date };
 }
 
 export interface ObservedWorkload {
@@ -152,10 +156,10 @@ export interface PrepareOptions {
    */
   keepExited: 'any' | 'clean' | 'none';
   /**
-   * A service's containers with the same spec that were stopped (an environment put to sleep) are
-   * reported `created`, to be started again as they are, rather than made anew.
+   * A service's containers with the same spec that were stopped by a sleep (exited at or after
+   * `since`) are reported `created`, to be started again as they are, rather than made anew.
    */
-  resumeStopped?: boolean;
+  resumeStopped?: { since: Date };
   onProgress?: (event: ProgressEvent) => void;
   signal: AbortSignal;
 }

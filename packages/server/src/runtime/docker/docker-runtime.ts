@@ -154,7 +154,15 @@ export class DockerRuntime implements Runtime {
       const exited = same.every((c) => c.State === 'exited');
       // Put to sleep: started again as they are (their writable layers kept), not made anew —
       // whatever their restart policy, since it was Mayfly that stopped them.
-      if (options.resumeStopped && workload.kind === 'service' && exited) return { state: 'created' };
+      if (options.resumeStopped && workload.kind === 'service' && exited) {
+        const since = options.resumeStopped.since.getTime();
+        const finished = await Promise.all(
+          same.map(async (c) =>
+            Date.parse((await this.docker.getContainer(c.Id).inspect()).State.FinishedAt),
+          ),
+        );
+        if (finished.every((at) => at >= since)) return { state: 'created' };
+      }
       const clean = exited && same.every((c) => exitCodeOf(c) === 0);
       if (options.keepExited === 'any' ? exited : options.keepExited === 'clean' && clean) {
         const failed = same.find((c) => exitCodeOf(c) !== 0);
