@@ -206,12 +206,19 @@ export class PreviewController {
     const { store, environments, owner } = this.o;
     const env = await this.liveEnvironment(preview);
     if (!preview.open) {
+      // Forgotten what was built for it: reopened, it is built again.
       if (env) {
         await environments.destroy(env.id);
-        return store.previews.update(preview.id, { decision: 'closing', envId: env.id }, { owner });
+        return store.previews.update(
+          preview.id,
+          { decision: 'closing', envId: env.id, handled: null },
+          { owner },
+        );
       }
       // Gone (or never made): the report of the closing marks the preview done.
-      return preview;
+      return preview.handled === null
+        ? preview
+        : store.previews.update(preview.id, { handled: null }, { owner });
     }
     const fingerprint = JSON.stringify([
       preview.open,

@@ -213,6 +213,16 @@ describe('previews from pull requests', () => {
       github.deployments(REPO).at(-1)?.statuses.at(-1)?.state === 'inactive' ? true : undefined,
     );
     expect(github.comments(REPO, 7)).toHaveLength(1);
+
+    // Reopened at the same commit: built again; closed again: gone again, still one comment.
+    await send({ repo: REPO, number: 7, action: 'reopened', headSha: head2, baseSha: mainSha });
+    await waitPreview(7, 'ready', head2);
+    expect((await t.viaGateway(`web--shop-pr-7.localhost:${t.server.port}`)).text).toMatch(
+      /^PR one, second push /,
+    );
+    await send({ repo: REPO, number: 7, action: 'closed', headSha: head2, baseSha: mainSha });
+    await t.waitForState('shop-pr-7', ['destroyed']);
+    expect(github.comments(REPO, 7)).toHaveLength(1);
     expect(github.violations).toEqual([]);
   });
 
