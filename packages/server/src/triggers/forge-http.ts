@@ -7,7 +7,7 @@
  * pull packages that need Node 22, and the forges' REST APIs need only a few calls.
  */
 
-import type { z } from 'zod';
+import { z } from 'zod';
 
 /** How a failed request is retried. `attempts` counts the first try. */
 export interface ForgeRetryOptions {
@@ -322,6 +322,53 @@ export class ForgeHttp {
     return undefined;
   }
 
+  /**
+   * The one comment (note) of ours on a pull (merge) request, whatever the forge: `knownId` is
+   * edited first; a 404 on it (deleted, stale) falls back to finding ours by its marker line in
+   * the listing (`ours` may leave out items, like GitLab's system notes), which is edited; else one
+   * is created. The body gets the marker as its first line unless a line of it already is the
+   * marker. Returns the id.
+   */
+  async upsertMarked(o: {
+    marker: string;
+    body: string;
+    knownId: number | null | undefined;
+    /** How to edit the one with this id. */
+    edit: (id: number) => { method: 'PATCH' | 'PUT'; path: string };
+    list: ForgeRequest;
+    maxPages: number;
+    ours?: (item: MarkedItem) => boolean;
+    nextUrl?: (res: ForgeResponse) => string | undefined;
+    createPath: string;
+    signal?: AbortSignal | undefined;
+  }): Promise<number> {
+    if (!o.marker.trim()) throw new TypeError('comment marker is empty');
+    const text = withMarker(o.body, o.marker);
+    const signal = o.signal ? { signal: o.signal } : {};
+    const send = async (req: ForgeRequest) => this.parse(req, await this.request(req), CreatedItem).id;
+    const edit = (id: number) => send({ ...o.edit(id), body: { body: text }, ...signal });
+    if (o.knownId != null) {
+      try {
+        return await edit(o.knownId);
+      } catch (err) {
+        // Deleted by someone (or the id is stale): find ours again, or make a new one.
+        if (!(err instanceof ForgeApiError && err.status === 404)) throw err;
+      }
+    }
+    const found = await this.findInPages(
+      o.list,
+      o.maxPages,
+      (res) => this.parse(o.list, res, z.array(MarkedItem)),
+      (item) =>
+        item.body != null && (o.ours?.(item) ?? true) && hasMarkerLine(item.body, o.marker)
+          ? item.id
+          : undefined,
+      ...(o.nextUrl ? [o.nextUrl] : []),
+    );
+    if (found !== undefined) return edit(found);
+    return send({ method: 'POST', path: o.createPath, body: { body: text }, ...signal });
+  }
+
   /** The answer's JSON checked against `schema` (only the fields used), else a `bad-response` error. */
   parse<S extends z.ZodType>(req: ForgeRequest, res: ForgeResponse, schema: S): z.output<S> {
     const parsed = schema.safeParse(res.data);
@@ -572,6 +619,15 @@ export function idSegment(what: string, value: number): string {
     throw new TypeError(`${what} must be a positive integer: ${value}`);
   return String(value);
 }
+
+/** A comment or note as the listings give it (GitLab's carry `system`). */
+const MarkedItem = z.object({
+  id: z.number().int(),
+  body: z.string().nullish(),
+  system: z.boolean().optional(),
+});
+type MarkedItem = z.infer<typeof MarkedItem>;
+const CreatedItem = z.object({ id: z.number().int() });
 
 /**
  * True when one line of `body` is `marker` (surrounding whitespace ignored): a reply quoting our

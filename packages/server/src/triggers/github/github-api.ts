@@ -10,10 +10,8 @@ import {
   type ForgeRequest,
   type ForgeRetryListener,
   type ForgeRetryOptions,
-  hasMarkerLine,
   idSegment,
   repoPath,
-  withMarker,
 } from '../forge-http.js';
 
 export { ForgeApiError };
@@ -72,7 +70,6 @@ export interface CallOptions {
   signal?: AbortSignal;
 }
 
-const Comment = z.object({ id: z.number().int(), body: z.string().nullish() });
 const Created = z.object({ id: z.number().int() });
 
 /** A client of GitHub's REST API, for status reporting. Every failure is a {@link ForgeApiError}. */
@@ -116,50 +113,21 @@ export class GitHubApi {
   ): Promise<number> {
     const r = repoPath(repo);
     const issue = idSegment('issue number', issueNumber);
-    if (!marker.trim()) throw new TypeError('comment marker is empty');
-    const text = withMarker(body, marker);
-    const signal = options.signal ? { signal: options.signal } : {};
-
-    const edit = async (id: number) => {
-      const req: ForgeRequest = {
-        method: 'PATCH',
-        path: `/repos/${r}/issues/comments/${idSegment('comment id', id)}`,
-        body: { body: text },
-        ...signal,
-      };
-      return this.http.parse(req, await this.http.request(req), Created).id;
-    };
-
-    if (knownId != null) {
-      try {
-        return await edit(knownId);
-      } catch (err) {
-        // Deleted by someone (or the id is stale): find ours again, or make a new one.
-        if (!(err instanceof ForgeApiError && err.status === 404)) throw err;
-      }
-    }
-
-    const list: ForgeRequest = {
-      method: 'GET',
-      path: `/repos/${r}/issues/${issue}/comments`,
-      query: { per_page: 100 },
-      ...signal,
-    };
-    const found = await this.http.findInPages(
-      list,
-      this.maxPages,
-      (res) => this.http.parse(list, res, z.array(Comment)),
-      (c) => (c.body != null && hasMarkerLine(c.body, marker) ? c.id : undefined),
-    );
-    if (found !== undefined) return edit(found);
-
-    const create: ForgeRequest = {
-      method: 'POST',
-      path: `/repos/${r}/issues/${issue}/comments`,
-      body: { body: text },
-      ...signal,
-    };
-    return this.http.parse(create, await this.http.request(create), Created).id;
+    return this.http.upsertMarked({
+      marker,
+      body,
+      knownId,
+      edit: (id) => ({ method: 'PATCH', path: `/repos/${r}/issues/comments/${idSegment('comment id', id)}` }),
+      list: {
+        method: 'GET',
+        path: `/repos/${r}/issues/${issue}/comments`,
+        query: { per_page: 100 },
+        ...(options.signal ? { signal: options.signal } : {}),
+      },
+      maxPages: this.maxPages,
+      createPath: `/repos/${r}/issues/${issue}/comments`,
+      signal: options.signal,
+    });
   }
 
   /**

@@ -3,17 +3,13 @@
  * edited in place, never re-posted. Works against gitlab.com and self-managed GitLab, also under a
  * relative URL root (`https://host/gitlab`).
  */
-import { z } from 'zod';
 import {
   ForgeApiError,
   ForgeHttp,
-  type ForgeRequest,
   type ForgeRetryListener,
   type ForgeRetryOptions,
-  hasMarkerLine,
   idSegment,
   linkNext,
-  withMarker,
 } from '../forge-http.js';
 
 export { ForgeApiError };
@@ -38,9 +34,6 @@ export interface GitLabApiOptions {
 export interface CallOptions {
   signal?: AbortSignal;
 }
-
-const Note = z.object({ id: z.number().int(), body: z.string().nullish(), system: z.boolean().optional() });
-const Created = z.object({ id: z.number().int() });
 
 /** A client of GitLab's REST API (v4), for status reporting. Every failure is a {@link ForgeApiError}. */
 export class GitLabApi {
@@ -84,41 +77,21 @@ export class GitLabApi {
     options: CallOptions = {},
   ): Promise<number> {
     const notes = `/projects/${projectId(projectPath)}/merge_requests/${idSegment('merge request iid', iid)}/notes`;
-    if (!marker.trim()) throw new TypeError('note marker is empty');
-    const text = withMarker(body, marker);
-    const signal = options.signal ? { signal: options.signal } : {};
-
-    const edit = async (id: number) => {
-      const req: ForgeRequest = {
-        method: 'PUT',
-        path: `${notes}/${idSegment('note id', id)}`,
-        body: { body: text },
-        ...signal,
-      };
-      return this.http.parse(req, await this.http.request(req), Created).id;
-    };
-
-    if (knownId != null) {
-      try {
-        return await edit(knownId);
-      } catch (err) {
-        if (!(err instanceof ForgeApiError && err.status === 404)) throw err;
-      }
-    }
-
-    // GitLab lists newest first by default: ask for oldest first, so ours (made early) comes up on page 1.
-    const list: ForgeRequest = {
-      method: 'GET',
-      path: notes,
-      query: { per_page: 100, sort: 'asc', order_by: 'created_at' },
-      ...signal,
-    };
-    const found = await this.http.findInPages(
-      list,
-      this.maxPages,
-      (res) => this.http.parse(list, res, z.array(Note)),
-      (n) => (!n.system && n.body != null && hasMarkerLine(n.body, marker) ? n.id : undefined),
-      (res) => {
+    return this.http.upsertMarked({
+      marker,
+      body,
+      knownId,
+      edit: (id) => ({ method: 'PUT', path: `${notes}/${idSegment('note id', id)}` }),
+      // GitLab lists newest first by default: oldest first, so ours (made early) comes up on page 1.
+      list: {
+        method: 'GET',
+        path: notes,
+        query: { per_page: 100, sort: 'asc', order_by: 'created_at' },
+        ...(options.signal ? { signal: options.signal } : {}),
+      },
+      maxPages: this.maxPages,
+      ours: (note) => !note.system,
+      nextUrl: (res) => {
         const link = linkNext(res.headers.get('link'));
         if (link) return link;
         // Without Link (GitLab omits it past its offset-pagination limits), `x-next-page` gives the page.
@@ -128,11 +101,9 @@ export class GitLabApi {
         next.searchParams.set('page', page);
         return next.href;
       },
-    );
-    if (found !== undefined) return edit(found);
-
-    const create: ForgeRequest = { method: 'POST', path: notes, body: { body: text }, ...signal };
-    return this.http.parse(create, await this.http.request(create), Created).id;
+      createPath: notes,
+      signal: options.signal,
+    });
   }
 }
 
