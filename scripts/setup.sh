@@ -19,3 +19,4 @@ node scripts/build.mjs --if-stale
 
 bash scripts/ensure-docker.sh
 bash scripts/ensure-base-image.sh
+bash scripts/ensure-agent.sh

@@ -2,6 +2,7 @@
  * Composition root: config → store → runtime → controller → API + gateway on one listener.
  * The only module that picks a runtime driver.
  */
+import { existsSync } from 'node:fs';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
@@ -11,7 +12,7 @@ import { FULL_ACCESS } from './access/access.js';
 import { TokenService } from './access/token-service.js';
 import { buildApi } from './api/app.js';
 import type { ScopedRoute } from './api/auth.js';
-import { loadConfig, type ServerConfigInput } from './config/config.js';
+import { defaultAgentBinary, loadConfig, type ServerConfigInput } from './config/config.js';
 import { BundleService } from './controller/bundle-service.js';
 import { EnvironmentService } from './controller/environment-service.js';
 import { PreviewController } from './controller/preview-controller.js';
@@ -94,6 +95,9 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     const { destroyed: _gone, ...live } = await store.environments.countByState();
     return live as Record<string, number>;
   });
+  const agentBinary = config.agentBinary ?? defaultAgentBinary();
+  if (agentBinary && !existsSync(agentBinary))
+    throw new Error(`the container agent ${agentBinary} does not exist`);
   const runtime =
     injectedRuntime ??
     new DockerRuntime({
@@ -101,6 +105,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
       instance: store.instanceId,
       subnetPool: { base: config.dockerSubnetPool, size: config.dockerSubnetSize },
       containerLogLimits: { maxSizeBytes: Math.ceil(config.containerLogMaxBytes / 3), maxFiles: 3 },
+      ...(agentBinary ? { startGate: { agentBinary, dir: path.join(config.dataDir, 'gates') } } : {}),
     });
   const images =
     injectedImages ??
@@ -252,6 +257,10 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
   previewController.start();
 
   const hostForUrl = config.host === '0.0.0.0' || config.host === '::' ? '127.0.0.1' : config.host;
+  if (!agentBinary && !injectedRuntime)
+    logger.warn(
+      'no container agent (packages/agent/dist/mayfly-agent; run scripts/ensure-agent.sh, or set MAYFLY_AGENT_BINARY): services are started only once what they wait for is ready',
+    );
   logger.info({ port, dataDir: config.dataDir, store: store.dialect, runtime: runtime.name }, 'mayfly is up');
   return {
     url: `http://${hostForUrl}:${port}`,

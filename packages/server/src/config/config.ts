@@ -1,10 +1,28 @@
 /** All settings of the server, in one zod schema, parsed once in main.ts and passed down. */
+import { existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import * as z from 'zod';
 import { parseMemorySize } from '../template/units.js';
 
 export const defaultDataDir = () => process.env.MAYFLY_HOME ?? path.join(os.homedir(), '.mayfly');
+
+/**
+ * The static agent binary Mayfly mounts into containers (`scripts/ensure-agent.sh` builds it):
+ * `$MAYFLY_AGENT_BINARY`, else `packages/agent/dist/mayfly-agent` of the checkout this server runs
+ * from (the sources or the bundle), else none.
+ */
+export function defaultAgentBinary(): string | undefined {
+  if (process.env.MAYFLY_AGENT_BINARY) return process.env.MAYFLY_AGENT_BINARY;
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  for (let up = 0; up < 6; up++) {
+    const candidate = path.join(dir, 'packages/agent/dist/mayfly-agent');
+    if (existsSync(candidate)) return candidate;
+    dir = path.dirname(dir);
+  }
+  return undefined;
+}
 
 export const ServerConfig = z.object({
   /** One port serves the API (any host) and the gateway (`<service>--<env>.<baseDomain>`). */
@@ -19,6 +37,8 @@ export const ServerConfig = z.object({
   publicScheme: z.enum(['http', 'https']).default('http'),
   publicPort: z.coerce.number().int().optional(),
   dockerSocket: z.string().optional(),
+  /** See {@link defaultAgentBinary}; without one, containers are started only when what they wait for is ready. */
+  agentBinary: z.string().optional(),
   /** Environment networks take their subnets from here, not from the Engine's small default pools. */
   dockerSubnetPool: z.string().default('10.213.0.0/16'),
   dockerSubnetSize: z.coerce.number().int().min(16).max(28).default(24),

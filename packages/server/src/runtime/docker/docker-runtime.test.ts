@@ -1,12 +1,15 @@
 import { execFileSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
 import Docker from 'dockerode';
 import tar from 'tar-stream';
 import { afterAll, describe, expect, it } from 'vitest';
 import { describeImageBuilder } from '../../images/image-builder.case.js';
 import type { EnvPlan } from '../../plan/plan.js';
-import { TESTKIT_IMAGE, testInstanceName } from '../../test-support/global-setup.js';
+import { requiredAgentBinary, TESTKIT_IMAGE, testInstanceName } from '../../test-support/global-setup.js';
 import { envPlan, workload } from '../../test-support/plans.js';
 import { applyPlan } from '../apply-plan.js';
 import { describeRuntime } from '../runtime.case.js';
@@ -42,13 +45,17 @@ const containerIds = (instance: string, envId: string, workload: string) =>
   );
 
 const conformanceInstance = `${testInstanceName()}-conformance`;
+const gateDir = mkdtempSync(path.join(os.tmpdir(), 'mayfly-gates-'));
+afterAll(() => rmSync(gateDir, { recursive: true, force: true }));
 // On Linux the host reaches containers on their bridge network directly, as the gateway does.
 describeRuntime('docker', {
-  // The suite reads a 128 MiB log back whole: keep more than the default 30 MiB per container.
   make: () =>
     new DockerRuntime({
       instance: conformanceInstance,
+      // The suite reads a 128 MiB log back whole: keep more than the default 30 MiB per container.
       containerLogLimits: { maxSizeBytes: 64 * MiB, maxFiles: 4 },
+      // As the server runs it: containers that wait for others are started early, held at a gate.
+      startGate: { agentBinary: requiredAgentBinary(), dir: gateDir },
     }),
   reach: async (endpoint) => `http://${endpoint.host}:${endpoint.port}`,
   workloadIds: async (envId, workload) => containerIds(conformanceInstance, envId, workload),

@@ -42,6 +42,15 @@ import {
   networkName,
   volumeName,
 } from './names.js';
+import {
+  effectiveArgv,
+  GATED_LABEL,
+  gatedCreateOptions,
+  ReleaseFiles,
+  type StartGateOptions,
+  unhealthySinceRelease,
+  worthGating,
+} from './start-gate.js';
 import { freeSubnets, type SubnetPool } from './subnets.js';
 
 /** The end of a failed pull's message kept. */
@@ -66,6 +75,11 @@ export interface DockerRuntimeOptions {
    * step as crash-looping instead of being waited for until the timeout; default 3.
    */
   crashLoopRestarts?: number;
+  /**
+   * Start gates (see start-gate.ts): containers that wait for others are started at once and held
+   * until released. Without it they are started only when what they wait for is ready.
+   */
+  startGate?: StartGateOptions;
 }
 
 /** More `VOLUME`s than this in one image is refused rather than made into as many volumes. */
@@ -93,6 +107,8 @@ export class DockerRuntime implements Runtime {
   private readonly instance: string;
   private readonly logLimits: ContainerLogLimits;
   private readonly crashLoopRestarts: number;
+  private readonly startGate: StartGateOptions | undefined;
+  private readonly releases: ReleaseFiles | undefined;
   /** Network creation is serialised in this process, so two environments never pick one subnet. */
   private networkQueue: Promise<unknown> = Promise.resolve();
 
@@ -104,6 +120,8 @@ export class DockerRuntime implements Runtime {
     this.instance = options.instance ?? 'default';
     this.logLimits = options.containerLogLimits ?? { maxSizeBytes: 10 * 1024 * 1024, maxFiles: 3 };
     this.crashLoopRestarts = options.crashLoopRestarts ?? 3;
+    this.startGate = options.startGate;
+    this.releases = options.startGate ? new ReleaseFiles(options.startGate.dir) : undefined;
   }
 
   async ping(): Promise<void> {
@@ -147,10 +165,21 @@ export class DockerRuntime implements Runtime {
     const same = mine.filter((c) => c.Labels[LABELS.specHash] === workload.specHash);
     const count = workload.kind === 'job' ? 1 : workload.replicas;
     if (same.length === count && mine.length === count) {
-      if (same.every((c) => c.State === 'running')) return { state: 'running' };
+      const gated = same.some((c) => c.Labels[GATED_LABEL] === 'true');
+      // Gated containers need gates to be released: made again when gates were turned off since.
+      const usable = !gated || this.releases !== undefined;
+      if (usable && same.every((c) => c.State === 'running')) {
+        // Held at their gate (started by an apply that stopped before releasing them): to be released.
+        if (gated && (await this.releases?.releasedAt(plan.envId, workload.name)) === null)
+          return { state: 'created' };
+        return { state: 'running' };
+      }
       // Created by an apply that stopped before starting them (aborted, or the control plane
       // restarted): started now, not made again (what was put in them stays).
-      if (same.every((c) => c.State === 'running' || c.State === 'created')) return { state: 'created' };
+      if (usable && same.every((c) => c.State === 'running' || c.State === 'created')) {
+        if (gated) await this.startHeld(plan, workload, signal);
+        return { state: 'created' };
+      }
       const exited = same.every((c) => c.State === 'exited');
       // Put to sleep: started again as they are (their writable layers kept), not made anew —
       // whatever their restart policy, since it was Mayfly that stopped them.
@@ -161,7 +190,10 @@ export class DockerRuntime implements Runtime {
             Date.parse((await this.docker.getContainer(c.Id).inspect()).State.FinishedAt),
           ),
         );
-        if (finished.every((at) => at >= since)) return { state: 'created' };
+        if (usable && finished.every((at) => at >= since)) {
+          if (gated) await this.startHeld(plan, workload, signal);
+          return { state: 'created' };
+        }
       }
       const clean = exited && same.every((c) => exitCodeOf(c) === 0);
       if (options.keepExited === 'any' ? exited : options.keepExited === 'clean' && clean) {
@@ -180,17 +212,24 @@ export class DockerRuntime implements Runtime {
     await this.ensureImage(workload, progress, signal);
     signal.throwIfAborted();
     progress({ type: 'workload', workload: workload.name, phase: 'creating' });
-    const imageVolumePaths = await this.uncoveredImageVolumes(workload);
+    const image = await this.docker.getImage(imageOf(workload)).inspect();
+    const imageVolumePaths = uncoveredImageVolumes(workload, image);
+    const argv = effectiveArgv(workload, image.Config ?? {});
+    // Without a command Docker's own error at start says more than a gate could.
+    const gate =
+      this.startGate && worthGating(plan, workload) && argv.length > 0 ? this.startGate : undefined;
+    const releaseDir = gate && (await this.releases!.prepare(plan.envId, workload.name));
     for (let replica = 1; replica <= count; replica++) {
       signal.throwIfAborted();
       const imageVolumes = await Promise.all(
         imageVolumePaths.map((target) => this.ensureImageVolume(plan, workload, replica, target)),
       );
       signal.throwIfAborted();
-      const options = containerCreateOptions(this.instance, plan, workload, replica, {
+      const plain = containerCreateOptions(this.instance, plan, workload, replica, {
         logLimits: this.logLimits,
         imageVolumes,
       });
+      const options = gate && releaseDir ? gatedCreateOptions(plain, argv, gate, releaseDir) : plain;
       const container = await this.docker.createContainer(options).catch((err: Error) => {
         throw new RuntimeStepError(`create:${workload.name}`, err.message);
       });
@@ -206,26 +245,18 @@ export class DockerRuntime implements Runtime {
           });
       }
     }
+    if (gate) await this.startHeld(plan, workload, signal);
     return { state: 'created' };
   }
+
   /**
-   * The image's `VOLUME`s that no mount of the workload covers. Docker would give each an
-   * anonymous volume that dies with the container, so a repair (which recreates it) would lose
-   * the data; they get named volumes instead, as Compose keeps them across recreation.
+   * Starts a gated workload's containers that are not running, held at their gate: the slow part
+   * of a start is done now, and {@link startWorkload} only has to release them.
    */
-  private async uncoveredImageVolumes(workload: WorkloadPlan): Promise<string[]> {
-    const info = await this.docker.getImage(imageOf(workload)).inspect();
-    const declared = Object.keys(info.Config?.Volumes ?? {});
-    const normalise = (p: string) => path.posix.normalize(p).replace(/(.)\/+$/, '$1');
-    const mounted = new Set(workload.mounts.map((m) => normalise(m.target)));
-    const uncovered = [...new Set(declared.map(normalise))].filter((p) => !mounted.has(p));
-    if (uncovered.length > MAX_IMAGE_VOLUMES) {
-      throw new RuntimeStepError(
-        `create:${workload.name}`,
-        `image ${imageOf(workload)} declares ${uncovered.length} volumes; at most ${MAX_IMAGE_VOLUMES} are supported`,
-      );
-    }
-    return uncovered;
+  private async startHeld(plan: EnvPlan, workload: WorkloadPlan, signal: AbortSignal): Promise<void> {
+    if (!this.releases) return; // gates turned off since: startWorkload starts them as usual
+    await this.releases.hold(plan.envId, workload.name);
+    await this.startStopped(plan, workload, signal);
   }
 
   private async ensureImageVolume(
@@ -248,6 +279,12 @@ export class DockerRuntime implements Runtime {
   }
 
   async startWorkload(plan: EnvPlan, workload: WorkloadPlan, signal: AbortSignal): Promise<void> {
+    // Released first, so gated containers started below go straight through.
+    if (this.releases && worthGating(plan, workload)) await this.releases.release(plan.envId, workload.name);
+    await this.startStopped(plan, workload, signal);
+  }
+
+  private async startStopped(plan: EnvPlan, workload: WorkloadPlan, signal: AbortSignal): Promise<void> {
     // Exited ones too: a service woken from sleep is started again as it was.
     const created = (await this.listContainers(plan.envId, workload.name)).filter(
       (c) => c.State === 'created' || c.State === 'exited',
@@ -257,6 +294,8 @@ export class DockerRuntime implements Runtime {
       this.docker
         .getContainer(c.Id)
         .start()
+        // Already started: by a start of an apply that was given up on while its request was out.
+        .catch(ignore(304))
         .catch((err: Error) => {
           throw new RuntimeStepError(`start:${workload.name}`, err.message);
         }),
@@ -290,7 +329,7 @@ export class DockerRuntime implements Runtime {
     const { signal } = options;
     const ids = (await this.listContainers(plan.envId, workload.name)).map((c) => c.Id).sort();
     try {
-      await this.waitHealthy(workload, ids, signal, options.fresh);
+      await this.waitHealthy(plan, workload, ids, signal, options.fresh);
       if (workload.healthcheck && workload.healthcheck !== 'disabled')
         return { state: 'ready', by: 'healthcheck' };
       return (await this.waitPortsOpen(plan, workload, ids, signal))
@@ -383,6 +422,7 @@ export class DockerRuntime implements Runtime {
    * loop; for containers found running, only restarts seen while waiting do.
    */
   private async waitHealthy(
+    plan: EnvPlan,
     workload: WorkloadPlan,
     ids: string[],
     signal: AbortSignal,
@@ -393,6 +433,8 @@ export class DockerRuntime implements Runtime {
     const pending = new Set(ids);
     const probes = new Map<string, Promise<boolean>>();
     const restartsBefore = new Map<string, number>();
+    // A gated workload's checks that ran while it was held do not count (see start-gate.ts).
+    const releasedAt = this.releases ? await this.releases.releasedAt(plan.envId, workload.name) : null;
     while (pending.size > 0) {
       for (const id of [...pending]) {
         signal.throwIfAborted();
@@ -417,7 +459,13 @@ export class DockerRuntime implements Runtime {
         const running = info.State.Status === 'running';
         if ((!check && !Health && running) || Health?.Status === 'healthy') {
           pending.delete(id);
-        } else if (Health?.Status === 'unhealthy' && running) {
+        } else if (
+          Health?.Status === 'unhealthy' &&
+          running &&
+          (info.Config.Labels?.[GATED_LABEL] !== 'true' ||
+            releasedAt === null ||
+            unhealthySinceRelease(Health.Log, releasedAt, check))
+        ) {
           // Only a running container's verdict counts: Docker also reports `unhealthy` for one
           // that died, and a restarting one is judged by the crash-loop check above.
           const last = Health.Log?.at(-1)?.Output?.trim();
@@ -536,10 +584,17 @@ export class DockerRuntime implements Runtime {
   async observe(envId: string): Promise<ObservedEnv> {
     const containers = await this.listContainers(envId);
     const networks = await this.docker.listNetworks({ filters: labelFilter(this.instance, envId) });
+    // A container held at its start gate has not run its workload yet: it is reported created.
+    const held = new Set<string>();
+    for (const c of containers) {
+      const name = c.Labels[LABELS.workload] ?? '';
+      if (c.Labels[GATED_LABEL] === 'true' && c.State === 'running' && !held.has(name))
+        if ((await this.releases?.releasedAt(envId, name)) === null) held.add(name);
+    }
     const workloads: ObservedWorkload[] = containers.map((c) => ({
       name: c.Labels[LABELS.workload] ?? c.Names[0] ?? c.Id,
       kind: c.Labels['mayfly.kind'] === 'job' ? 'job' : 'service',
-      state: c.State,
+      state: held.has(c.Labels[LABELS.workload] ?? '') ? 'created' : c.State,
       health: healthOf(c),
       exitCode: c.State === 'exited' ? exitCodeOf(c) : null,
     }));
@@ -577,7 +632,10 @@ export class DockerRuntime implements Runtime {
         (Volumes ?? []).map((v) => this.docker.getVolume(v.Name).remove().catch(ignore(404, 409))),
       );
       const left = (await this.listManaged()).filter((o) => o.envId === envId);
-      if (left.length === 0) return;
+      if (left.length === 0) {
+        await this.releases?.forget(envId);
+        return;
+      }
       if (Date.now() > deadline) {
         throw new Error(`objects of ${envId} remain: ${left.map((o) => `${o.kind} ${o.id}`).join(', ')}`);
       }
@@ -660,6 +718,25 @@ export class DockerRuntime implements Runtime {
     const ip = pick.NetworkSettings?.Networks?.[networkName(envId)]?.IPAddress;
     return ip ? { host: ip, port } : null;
   }
+}
+
+/**
+ * The image's `VOLUME`s that no mount of the workload covers. Docker would give each an
+ * anonymous volume that dies with the container, so a repair (which recreates it) would lose
+ * the data; they get named volumes instead, as Compose keeps them across recreation.
+ */
+function uncoveredImageVolumes(workload: WorkloadPlan, image: Docker.ImageInspectInfo): string[] {
+  const declared = Object.keys(image.Config?.Volumes ?? {});
+  const normalise = (p: string) => path.posix.normalize(p).replace(/(.)\/+$/, '$1');
+  const mounted = new Set(workload.mounts.map((m) => normalise(m.target)));
+  const uncovered = [...new Set(declared.map(normalise))].filter((p) => !mounted.has(p));
+  if (uncovered.length > MAX_IMAGE_VOLUMES) {
+    throw new RuntimeStepError(
+      `create:${workload.name}`,
+      `image ${imageOf(workload)} declares ${uncovered.length} volumes; at most ${MAX_IMAGE_VOLUMES} are supported`,
+    );
+  }
+  return uncovered;
 }
 
 /** The value of a settled promise, or undefined while it is pending. */

@@ -1,0 +1,3 @@
+module mayfly.dev/agent
+
+go 1.19
