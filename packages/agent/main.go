@@ -6,6 +6,11 @@
 // holds a container's own command at the door until the control plane creates RELEASE-FILE, then
 // becomes that command (execve: same pid, same environment). A container can so be started — the
 // slow part of bringing it up — while what it depends on is still starting.
+//
+//	mayfly-agent serve --socket PATH
+//
+// is a sandbox's agent: processes, files and ports, served over connections it dials to the
+// control plane's socket (see serve.go).
 package main
 
 import (
@@ -20,6 +25,8 @@ func main() {
 	switch os.Args[1] {
 	case "gate":
 		os.Exit(gate(os.Args[2:]))
+	case "serve":
+		os.Exit(serve(os.Args[2:]))
 	default:
 		usage()
 	}
@@ -27,5 +34,6 @@ func main() {
 
 func usage() {
 	fmt.Fprintln(os.Stderr, "usage: mayfly-agent gate RELEASE-FILE -- COMMAND [ARGS...]")
+	fmt.Fprintln(os.Stderr, "       mayfly-agent serve [--socket PATH] [--spare N]")
 	os.Exit(2)
 }

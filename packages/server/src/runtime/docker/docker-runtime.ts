@@ -109,6 +109,10 @@ export class DockerRuntime implements Runtime {
   private readonly crashLoopRestarts: number;
   private readonly startGate: StartGateOptions | undefined;
   private readonly releases: ReleaseFiles | undefined;
+  /** Per environment, gated workloads whose held containers are to be started early. */
+  private readonly earlyStarts = new Map<string, Set<string>>();
+  /** `<env>/<workload>` released since last held: an early start keeps off (a job runs once). */
+  private readonly released = new Set<string>();
   /** Network creation is serialised in this process, so two environments never pick one subnet. */
   private networkQueue: Promise<unknown> = Promise.resolve();
 
@@ -177,7 +181,7 @@ export class DockerRuntime implements Runtime {
       // Created by an apply that stopped before starting them (aborted, or the control plane
       // restarted): started now, not made again (what was put in them stays).
       if (usable && same.every((c) => c.State === 'running' || c.State === 'created')) {
-        if (gated) await this.startHeld(plan, workload, signal);
+        if (gated) await this.holdAndStartEarly(plan, workload);
         return { state: 'created' };
       }
       const exited = same.every((c) => c.State === 'exited');
@@ -191,7 +195,7 @@ export class DockerRuntime implements Runtime {
           ),
         );
         if (usable && finished.every((at) => at >= since)) {
-          if (gated) await this.startHeld(plan, workload, signal);
+          if (gated) await this.holdAndStartEarly(plan, workload);
           return { state: 'created' };
         }
       }
@@ -218,7 +222,8 @@ export class DockerRuntime implements Runtime {
     // Without a command Docker's own error at start says more than a gate could.
     const gate =
       this.startGate && worthGating(plan, workload) && argv.length > 0 ? this.startGate : undefined;
-    const releaseDir = gate && (await this.releases!.prepare(plan.envId, workload.name));
+    // Held before it exists: nothing may let it through before startWorkload.
+    const releaseDir = gate && (await this.releases!.hold(plan.envId, workload.name));
     for (let replica = 1; replica <= count; replica++) {
       signal.throwIfAborted();
       const imageVolumes = await Promise.all(
@@ -245,18 +250,50 @@ export class DockerRuntime implements Runtime {
           });
       }
     }
-    if (gate) await this.startHeld(plan, workload, signal);
+    if (gate) this.startEarly(plan.envId, workload.name);
     return { state: 'created' };
   }
 
   /**
-   * Starts a gated workload's containers that are not running, held at their gate: the slow part
-   * of a start is done now, and {@link startWorkload} only has to release them.
+   * Holds a gated workload's stopped containers and queues them to be started early (see
+   * {@link startEarlyInBackground}); {@link startWorkload} only has to release them then.
    */
-  private async startHeld(plan: EnvPlan, workload: WorkloadPlan, signal: AbortSignal): Promise<void> {
+  private async holdAndStartEarly(plan: EnvPlan, workload: WorkloadPlan): Promise<void> {
     if (!this.releases) return; // gates turned off since: startWorkload starts them as usual
     await this.releases.hold(plan.envId, workload.name);
-    await this.startStopped(plan, workload, signal);
+    this.startEarly(plan.envId, workload.name);
+  }
+
+  private startEarly(envId: string, workload: string): void {
+    this.released.delete(`${envId}/${workload}`);
+    const queued = this.earlyStarts.get(envId) ?? new Set<string>();
+    queued.add(workload);
+    this.earlyStarts.set(envId, queued);
+  }
+
+  /**
+   * Starts the environment's held containers, one at a time, once a workload that waits for
+   * nothing has been started: starting them all at once would slow that first start (the one
+   * everything else waits for) as much as it speeds theirs. Best effort: whatever is not started
+   * early, startWorkload starts.
+   */
+  private startEarlyInBackground(plan: EnvPlan): void {
+    const queued = this.earlyStarts.get(plan.envId);
+    if (!queued) return;
+    this.earlyStarts.delete(plan.envId);
+    void (async () => {
+      for (const workload of plan.workloads) {
+        // Released meanwhile: its own startWorkload starts it (a job must never be started twice).
+        if (!queued.has(workload.name) || this.releasedSinceQueued(plan.envId, workload.name)) continue;
+        await this.startStopped(plan, workload, new AbortController().signal, () =>
+          this.releasedSinceQueued(plan.envId, workload.name),
+        ).catch(() => {});
+      }
+    })();
+  }
+
+  private releasedSinceQueued(envId: string, workload: string): boolean {
+    return this.released.has(`${envId}/${workload}`);
   }
 
   private async ensureImageVolume(
@@ -280,15 +317,25 @@ export class DockerRuntime implements Runtime {
 
   async startWorkload(plan: EnvPlan, workload: WorkloadPlan, signal: AbortSignal): Promise<void> {
     // Released first, so gated containers started below go straight through.
-    if (this.releases && worthGating(plan, workload)) await this.releases.release(plan.envId, workload.name);
+    if (this.releases && worthGating(plan, workload)) {
+      this.released.add(`${plan.envId}/${workload.name}`);
+      await this.releases.release(plan.envId, workload.name);
+    }
     await this.startStopped(plan, workload, signal);
+    this.startEarlyInBackground(plan);
   }
 
-  private async startStopped(plan: EnvPlan, workload: WorkloadPlan, signal: AbortSignal): Promise<void> {
+  private async startStopped(
+    plan: EnvPlan,
+    workload: WorkloadPlan,
+    signal: AbortSignal,
+    skip: () => boolean = () => false,
+  ): Promise<void> {
     // Exited ones too: a service woken from sleep is started again as it was.
     const created = (await this.listContainers(plan.envId, workload.name)).filter(
       (c) => c.State === 'created' || c.State === 'exited',
     );
+    if (skip()) return;
     // A few at a time, the signal checked before each: an abort leaves the rest unstarted.
     await eachLimited(created, START_CONCURRENCY, signal, (c) =>
       this.docker
@@ -634,6 +681,8 @@ export class DockerRuntime implements Runtime {
       const left = (await this.listManaged()).filter((o) => o.envId === envId);
       if (left.length === 0) {
         await this.releases?.forget(envId);
+        this.earlyStarts.delete(envId);
+        for (const key of this.released) if (key.startsWith(`${envId}/`)) this.released.delete(key);
         return;
       }
       if (Date.now() > deadline) {

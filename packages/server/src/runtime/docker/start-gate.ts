@@ -101,9 +101,11 @@ export class ReleaseFiles {
     return dir;
   }
 
-  /** Held: started containers wait. */
-  async hold(envId: string, workload: string): Promise<void> {
-    await rm(path.join(await this.prepare(envId, workload), RELEASE_FILE), { force: true });
+  /** Held: containers started from now on wait. Returns the directory to mount. */
+  async hold(envId: string, workload: string): Promise<string> {
+    const dir = await this.prepare(envId, workload);
+    await rm(path.join(dir, RELEASE_FILE), { force: true });
+    return dir;
   }
 
   async release(envId: string, workload: string): Promise<void> {

@@ -1,0 +1,393 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// How long output of a command that ended is still waited for: what its children (still holding
+// its stdout, e.g. `server &`) print later is read and dropped, so they neither block nor die.
+const drainAfterExit = 100 * time.Millisecond
+
+// One event of a process's stream, sent as a line of JSON.
+type event struct {
+	Type     string `json:"type"` // start | stdout | stderr | end
+	Pid      int    `json:"pid,omitempty"`
+	Data     []byte `json:"data,omitempty"` // base64 in JSON
+	ExitCode *int   `json:"exitCode,omitempty"`
+	Signal   string `json:"signal,omitempty"`
+	TimedOut bool   `json:"timedOut,omitempty"`
+}
+
+type process struct {
+	Pid  int               `json:"pid"`
+	Tag  string            `json:"tag,omitempty"`
+	Cmd  []string          `json:"cmd"`
+	Cwd  string            `json:"cwd"`
+	Envs map[string]string `json:"envs,omitempty"`
+
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+
+	mu          sync.Mutex // serialises writes to subscribers, and guards them
+	subscribers map[*subscriber]struct{}
+	ended       chan struct{}
+	end         event
+	timedOut    bool
+}
+
+// subscriber is one open stream of the process's events (its HTTP response).
+type subscriber struct {
+	w       http.ResponseWriter
+	flusher http.Flusher
+	done    chan struct{}
+}
+
+func (p *process) publish(e event) {
+	line, _ := json.Marshal(e)
+	line = append(line, '\n')
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for s := range p.subscribers {
+		// A slow reader slows the process (its pipe fills): output is exact, memory bounded.
+		if _, err := s.w.Write(line); err != nil {
+			delete(p.subscribers, s)
+			close(s.done)
+			continue
+		}
+		s.flusher.Flush()
+	}
+}
+
+// subscribe streams the process's events to w until it ends or the reader goes away.
+func (p *process) subscribe(w http.ResponseWriter, r *http.Request, first *event) {
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	flusher, _ := w.(http.Flusher)
+	s := &subscriber{w: w, flusher: flusher, done: make(chan struct{})}
+	p.mu.Lock()
+	select {
+	case <-p.ended:
+		p.mu.Unlock()
+		line, _ := json.Marshal(p.end)
+		_, _ = w.Write(append(line, '\n'))
+		return
+	default:
+	}
+	if first != nil {
+		line, _ := json.Marshal(first)
+		_, _ = w.Write(append(line, '\n'))
+		flusher.Flush()
+	}
+	p.subscribers[s] = struct{}{}
+	p.mu.Unlock()
+	select {
+	case <-s.done:
+	case <-r.Context().Done():
+		p.mu.Lock()
+		if _, still := p.subscribers[s]; still {
+			delete(p.subscribers, s)
+		}
+		p.mu.Unlock()
+	}
+}
+
+type startRequest struct {
+	Cmd       []string          `json:"cmd"`
+	Envs      map[string]string `json:"envs"`
+	Cwd       string            `json:"cwd"`
+	User      string            `json:"user"`
+	Stdin     bool              `json:"stdin"`
+	TimeoutMs int64             `json:"timeoutMs"`
+	Tag       string            `json:"tag"`
+}
+
+func (a *agent) routeProcesses(w http.ResponseWriter, r *http.Request, rest []string) error {
+	if len(rest) == 0 {
+		switch r.Method {
+		case http.MethodPost:
+			return a.start(w, r)
+		case http.MethodGet:
+			return a.list(w)
+		}
+		return fail(http.StatusMethodNotAllowed, "invalid", "method %s not allowed", r.Method)
+	}
+	pid, err := strconv.Atoi(rest[0])
+	if err != nil {
+		return fail(http.StatusBadRequest, "invalid", "bad pid %q", rest[0])
+	}
+	a.mu.Lock()
+	p := a.processes[pid]
+	a.mu.Unlock()
+	if p == nil {
+		return fail(http.StatusNotFound, "not_found", "no process %d", pid)
+	}
+	switch {
+	case len(rest) == 2 && rest[1] == "stream" && r.Method == http.MethodGet:
+		p.subscribe(w, r, nil)
+		return nil
+	case len(rest) == 2 && rest[1] == "stdin" && r.Method == http.MethodPost:
+		return p.input(w, r)
+	case len(rest) == 2 && rest[1] == "signal" && r.Method == http.MethodPost:
+		return p.signal(w, r)
+	}
+	return fail(http.StatusNotFound, "not_found", "no such route %s %s", r.Method, r.URL.Path)
+}
+
+func (a *agent) list(w http.ResponseWriter) error {
+	a.mu.Lock()
+	list := make([]*process, 0, len(a.processes))
+	for _, p := range a.processes {
+		list = append(list, p)
+	}
+	a.mu.Unlock()
+	sort.Slice(list, func(i, j int) bool { return list[i].Pid < list[j].Pid })
+	writeJSON(w, http.StatusOK, map[string]any{"processes": list})
+	return nil
+}
+
+func (a *agent) start(w http.ResponseWriter, r *http.Request) error {
+	var req startRequest
+	if err := readJSON(r, &req); err != nil {
+		return err
+	}
+	if len(req.Cmd) == 0 {
+		return fail(http.StatusBadRequest, "invalid", "cmd is empty")
+	}
+	if req.User != "" && req.User != a.user {
+		return fail(http.StatusBadRequest, "invalid", "this sandbox runs commands as %q only", a.user)
+	}
+	cwd := req.Cwd
+	if cwd == "" {
+		cwd = a.home
+	} else if !filepath.IsAbs(cwd) {
+		cwd = filepath.Join(a.home, cwd)
+	}
+	if info, err := os.Stat(cwd); err != nil || !info.IsDir() {
+		return fail(http.StatusBadRequest, "invalid", "working directory %s does not exist", cwd)
+	}
+
+	cmd := exec.Command(req.Cmd[0], req.Cmd[1:]...)
+	if filepath.Base(req.Cmd[0]) == req.Cmd[0] {
+		// Looked up on the PATH the command will have, not the agent's.
+		cmd.Path = req.Cmd[0]
+	}
+	cmd.Dir = cwd
+	envs := map[string]string{}
+	a.mu.Lock()
+	for k, v := range a.defaults {
+		envs[k] = v
+	}
+	a.mu.Unlock()
+	for k, v := range req.Envs {
+		envs[k] = v
+	}
+	cmd.Env = os.Environ()
+	for k, v := range envs {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	if path, err := lookPath(req.Cmd[0], cmd.Env); err == nil {
+		cmd.Path = path
+	} else {
+		return fail(http.StatusBadRequest, "start_failed", "%s: command not found", req.Cmd[0])
+	}
+	// Its own process group, so a signal or a timeout reaches whatever it started too.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+
+	stdoutR, stdoutW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	stderrR, stderrW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	cmd.Stdout, cmd.Stderr = stdoutW, stderrW
+	var stdin io.WriteCloser
+	if req.Stdin {
+		stdin, err = cmd.StdinPipe()
+		if err != nil {
+			return err
+		}
+	}
+	if err := cmd.Start(); err != nil {
+		stdoutR.Close()
+		stdoutW.Close()
+		stderrR.Close()
+		stderrW.Close()
+		return fail(http.StatusBadRequest, "start_failed", "cannot start %s: %v", req.Cmd[0], err)
+	}
+	stdoutW.Close()
+	stderrW.Close()
+
+	p := &process{
+		Pid: cmd.Process.Pid, Tag: req.Tag, Cmd: req.Cmd, Cwd: cwd, Envs: req.Envs,
+		cmd: cmd, stdin: stdin, subscribers: map[*subscriber]struct{}{}, ended: make(chan struct{}),
+	}
+	a.mu.Lock()
+	a.processes[p.Pid] = p
+	a.mu.Unlock()
+
+	var timer *time.Timer
+	if req.TimeoutMs > 0 {
+		timer = time.AfterFunc(time.Duration(req.TimeoutMs)*time.Millisecond, func() {
+			p.mu.Lock()
+			p.timedOut = true
+			p.mu.Unlock()
+			_ = syscall.Kill(-p.Pid, syscall.SIGKILL)
+		})
+	}
+	var readers sync.WaitGroup
+	for _, stream := range []struct {
+		name string
+		r    *os.File
+	}{{"stdout", stdoutR}, {"stderr", stderrR}} {
+		readers.Add(1)
+		go func(name string, r *os.File) {
+			defer readers.Done()
+			p.pump(name, r)
+		}(stream.name, stream.r)
+	}
+	go func() {
+		state, _ := cmd.Process.Wait()
+		if timer != nil {
+			timer.Stop()
+		}
+		drainUntil := time.Now().Add(drainAfterExit)
+		_ = stdoutR.SetReadDeadline(drainUntil)
+		_ = stderrR.SetReadDeadline(drainUntil)
+		readers.Wait()
+		end := event{Type: "end"}
+		code := -1
+		if status, ok := state.Sys().(syscall.WaitStatus); ok {
+			if status.Signaled() {
+				end.Signal = signalName(status.Signal())
+				code = 128 + int(status.Signal())
+			} else {
+				code = status.ExitStatus()
+			}
+		}
+		end.ExitCode = &code
+		p.mu.Lock()
+		end.TimedOut = p.timedOut
+		p.mu.Unlock()
+		p.publish(end)
+		p.mu.Lock()
+		p.end = end
+		close(p.ended)
+		for s := range p.subscribers {
+			delete(p.subscribers, s)
+			close(s.done)
+		}
+		p.mu.Unlock()
+		if p.stdin != nil {
+			p.stdin.Close()
+		}
+		a.mu.Lock()
+		delete(a.processes, p.Pid)
+		a.mu.Unlock()
+	}()
+	p.subscribe(w, r, &event{Type: "start", Pid: p.Pid})
+	return nil
+}
+
+// pump forwards one output stream as events until it ends, or until its read deadline (set a
+// little after the process exited); what comes later is read and dropped.
+func (p *process) pump(name string, r *os.File) {
+	buf := make([]byte, 32*1024)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			p.publish(event{Type: name, Data: append([]byte(nil), buf[:n]...)})
+		}
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				_ = r.SetReadDeadline(time.Time{})
+				go func() { _, _ = io.Copy(io.Discard, r); r.Close() }()
+				return
+			}
+			r.Close()
+			return
+		}
+	}
+}
+
+func (p *process) input(w http.ResponseWriter, r *http.Request) error {
+	if p.stdin == nil {
+		return fail(http.StatusBadRequest, "invalid", "process %d was not started with stdin", p.Pid)
+	}
+	if _, err := io.Copy(p.stdin, r.Body); err != nil {
+		return fail(http.StatusConflict, "invalid", "process %d no longer reads its input: %v", p.Pid, err)
+	}
+	if r.URL.Query().Get("close") == "1" {
+		_ = p.stdin.Close()
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (p *process) signal(w http.ResponseWriter, r *http.Request) error {
+	var body struct {
+		Signal string `json:"signal"`
+	}
+	if err := readJSON(r, &body); err != nil {
+		return err
+	}
+	sig, ok := signals[body.Signal]
+	if !ok {
+		return fail(http.StatusBadRequest, "invalid", "unknown signal %q", body.Signal)
+	}
+	if err := syscall.Kill(-p.Pid, sig); err != nil && err != syscall.ESRCH {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+var signals = map[string]syscall.Signal{
+	"SIGHUP": syscall.SIGHUP, "SIGINT": syscall.SIGINT, "SIGQUIT": syscall.SIGQUIT,
+	"SIGKILL": syscall.SIGKILL, "SIGTERM": syscall.SIGTERM, "SIGUSR1": syscall.SIGUSR1,
+	"SIGUSR2": syscall.SIGUSR2, "SIGSTOP": syscall.SIGSTOP, "SIGCONT": syscall.SIGCONT,
+}
+
+func signalName(s syscall.Signal) string {
+	for name, value := range signals {
+		if value == s {
+			return name
+		}
+	}
+	return "SIG" + strconv.Itoa(int(s))
+}
+
+// lookPath finds a command on the PATH of its own environment.
+func lookPath(file string, env []string) (string, error) {
+	if filepath.Base(file) != file {
+		return file, nil
+	}
+	path := "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	for _, kv := range env {
+		if len(kv) > 5 && kv[:5] == "PATH=" {
+			path = kv[5:]
+		}
+	}
+	for _, dir := range filepath.SplitList(path) {
+		if dir == "" {
+			continue
+		}
+		candidate := filepath.Join(dir, file)
+		if info, err := os.Stat(candidate); err == nil && !info.IsDir() && info.Mode()&0o111 != 0 {
+			return candidate, nil
+		}
+	}
+	return "", os.ErrNotExist
+}

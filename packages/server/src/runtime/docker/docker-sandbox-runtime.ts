@@ -1,0 +1,189 @@
+/**
+ * DockerSandboxRuntime: the sandbox seam over the Docker Engine. One container per sandbox, with
+ * `mayfly-agent serve` as its main process (under Docker's init), no network interface but
+ * loopback, every capability dropped, no-new-privileges, the image read-only but for a private
+ * home and /tmp of a fixed size, and limits on memory (no swap), CPU and pids.
+ */
+import type Docker from 'dockerode';
+import {
+  type ObservedSandbox,
+  SANDBOX_LABEL,
+  type SandboxRuntime,
+  type SandboxSpec,
+  type SandboxUsage,
+} from '../../sandbox/sandbox-runtime.js';
+import { LABELS, MANAGED_BY } from '../runtime.js';
+import { engineClient, ignore, statusCode } from './engine-api.js';
+
+const AGENT_IN_CONTAINER = '/.mayfly/bin/mayfly-agent';
+const AGENT_DIR_IN_CONTAINER = '/.mayfly/run';
+
+export interface DockerSandboxRuntimeOptions {
+  socketPath?: string;
+  docker?: Docker;
+  instance: string;
+  /** The static agent binary on the Docker host. */
+  agentBinary: string;
+}
+
+export const sandboxContainerName = (id: string) => `mayfly-sbx-${id}`;
+
+/** Pure: the Engine's create options for a sandbox. */
+export function sandboxCreateOptions(
+  instance: string,
+  agentBinary: string,
+  spec: SandboxSpec,
+): Docker.ContainerCreateOptions {
+  const [uid = '', gid] = spec.user.split(':');
+  const owner = /^\d+$/.test(uid) ? `,uid=${uid}${gid && /^\d+$/.test(gid) ? `,gid=${gid}` : ''}` : '';
+  const writable = (mode: string) => `rw,nosuid,nodev,size=${spec.diskBytes},mode=${mode}${owner}`;
+  return {
+    name: sandboxContainerName(spec.id),
+    Hostname: 'sandbox',
+    Image: spec.image,
+    User: spec.user,
+    WorkingDir: spec.home,
+    Entrypoint: [AGENT_IN_CONTAINER, 'serve', '--socket', `${AGENT_DIR_IN_CONTAINER}/agent.sock`],
+    Cmd: [],
+    Env: [`HOME=${spec.home}`, ...Object.entries(spec.env).map(([k, v]) => `${k}=${v}`)],
+    Labels: {
+      ...spec.labels,
+      [LABELS.managedBy]: MANAGED_BY,
+      [LABELS.instance]: instance,
+      [SANDBOX_LABEL]: spec.id,
+    },
+    NetworkDisabled: false,
+    HostConfig: {
+      // Loopback only: no route out, to the host, or to another sandbox. The agent's socket is a file.
+      NetworkMode: 'none',
+      Init: true,
+      CapDrop: ['ALL'],
+      SecurityOpt: ['no-new-privileges'],
+      ReadonlyRootfs: spec.readOnlyRoot,
+      Tmpfs: {
+        [spec.home]: writable('0700'),
+        '/tmp': writable('1777'),
+      },
+      Mounts: [
+        { Type: 'bind', Source: agentBinary, Target: AGENT_IN_CONTAINER, ReadOnly: true },
+        { Type: 'bind', Source: spec.agentDir, Target: AGENT_DIR_IN_CONTAINER, ReadOnly: true },
+      ],
+      Memory: spec.memoryBytes,
+      MemorySwap: spec.memoryBytes,
+      NanoCpus: spec.cpus ? Math.round(spec.cpus * 1e9) : undefined,
+      PidsLimit: spec.pids,
+      Ulimits: [{ Name: 'nofile', Soft: 4096, Hard: 4096 }],
+      RestartPolicy: { Name: '' },
+      LogConfig: { Type: 'json-file', Config: { 'max-size': '1m', 'max-file': '1' } },
+      Runtime: spec.isolation === 'gvisor' ? 'runsc' : undefined,
+    },
+  };
+}
+
+export class DockerSandboxRuntime implements SandboxRuntime {
+  readonly name = 'docker';
+  private readonly docker: Docker;
+
+  constructor(private readonly options: DockerSandboxRuntimeOptions) {
+    this.docker = engineClient(options);
+  }
+
+  async isolations(): Promise<('runc' | 'gvisor')[]> {
+    const info = (await this.docker.info()) as { Runtimes?: Record<string, unknown> };
+    return info.Runtimes && 'runsc' in info.Runtimes ? ['runc', 'gvisor'] : ['runc'];
+  }
+
+  async create(spec: SandboxSpec): Promise<void> {
+    const container = await this.docker.createContainer(
+      sandboxCreateOptions(this.options.instance, this.options.agentBinary, spec),
+    );
+    try {
+      await container.start();
+    } catch (err) {
+      await container.remove({ force: true }).catch(() => {});
+      throw err;
+    }
+  }
+
+  async pause(id: string): Promise<void> {
+    await this.container(id).pause().catch(ignore(304, 409));
+  }
+
+  async resume(id: string): Promise<void> {
+    await this.container(id).unpause().catch(ignore(304, 409));
+  }
+
+  async remove(id: string): Promise<void> {
+    await this.container(id).remove({ force: true, v: true }).catch(ignore(404, 409));
+    // A removal already under way (409) ends soon: resolve only once it is gone.
+    for (let i = 0; i < 200 && (await this.observe(id)).state !== 'missing'; i++)
+      await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+
+  async observe(id: string): Promise<ObservedSandbox> {
+    try {
+      const info = await this.container(id).inspect();
+      const state = info.State.Paused ? 'paused' : info.State.Running ? 'running' : 'exited';
+      return {
+        id,
+        state,
+        oomKilled: info.State.OOMKilled,
+        exitCode: state === 'exited' ? info.State.ExitCode : null,
+        labels: info.Config.Labels ?? {},
+      };
+    } catch (err) {
+      if (statusCode(err) === 404)
+        return { id, state: 'missing', oomKilled: false, exitCode: null, labels: {} };
+      throw err;
+    }
+  }
+
+  async usage(id: string): Promise<SandboxUsage | null> {
+    try {
+      const stats = (await this.container(id).stats({ stream: false })) as {
+        memory_stats?: { usage?: number; max_usage?: number };
+        pids_stats?: { current?: number };
+      };
+      return {
+        memoryBytes: stats.memory_stats?.usage ?? 0,
+        memoryPeakBytes: stats.memory_stats?.max_usage ?? stats.memory_stats?.usage ?? 0,
+        pids: stats.pids_stats?.current ?? 0,
+      };
+    } catch (err) {
+      if (statusCode(err) === 404) return null;
+      throw err;
+    }
+  }
+
+  async list(): Promise<ObservedSandbox[]> {
+    const containers = await this.docker.listContainers({
+      all: true,
+      filters: {
+        label: [
+          `${LABELS.managedBy}=${MANAGED_BY}`,
+          `${LABELS.instance}=${this.options.instance}`,
+          SANDBOX_LABEL,
+        ],
+      },
+    });
+    return containers.map((c) => ({
+      id: c.Labels[SANDBOX_LABEL] ?? '',
+      state:
+        c.State === 'paused'
+          ? 'paused'
+          : c.State === 'running'
+            ? 'running'
+            : c.State === 'exited'
+              ? 'exited'
+              : 'exited',
+      oomKilled: false,
+      exitCode: null,
+      labels: c.Labels,
+    }));
+  }
+
+  private container(id: string): Docker.Container {
+    if (!/^[a-z0-9]+$/.test(id)) throw new Error(`bad sandbox id "${id}"`);
+    return this.docker.getContainer(sandboxContainerName(id));
+  }
+}

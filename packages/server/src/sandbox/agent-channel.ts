@@ -1,0 +1,225 @@
+/**
+ * The control plane's end of a sandbox agent's connections (see packages/agent/serve.go). The
+ * control plane listens on a Unix socket in a directory of its own, mounted read-only into the
+ * sandbox; the agent dials in and keeps a few connections idle; requests go out over them as
+ * HTTP/1.1. The sandbox needs no network for it, and the control plane never opens a path the
+ * sandbox could have swapped for a link.
+ *
+ * Everything that comes back is the sandbox's word, hence hostile: answers are bounded, streams
+ * are read with backpressure, and nothing from them names a host path.
+ */
+import { chmod, rm } from 'node:fs/promises';
+import http from 'node:http';
+import net from 'node:net';
+import type { Readable } from 'node:stream';
+
+/** A JSON answer of the agent larger than this is refused (listings are capped in the agent too). */
+const MAX_JSON_BYTES = 8 * 1024 * 1024;
+
+/** What the agent answered when it refused a request. */
+export class AgentError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** The agent did not connect in time, or its connection broke. */
+export class AgentUnavailableError extends Error {}
+
+export class AgentChannel {
+  private readonly spare = new Set<net.Socket>();
+  private readonly waiting: ((socket: net.Socket) => void)[] = [];
+  private closed = false;
+
+  private constructor(
+    private readonly server: net.Server,
+    readonly socketPath: string,
+  ) {
+    server.on('connection', (socket) => this.accept(socket));
+  }
+
+  /** Listens at `socketPath` (a stale socket there is replaced), writable by the sandbox's user. */
+  static async listen(socketPath: string): Promise<AgentChannel> {
+    await rm(socketPath, { force: true });
+    const server = net.createServer();
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(socketPath, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    // Connecting needs write permission on the socket; the sandbox's user is not ours.
+    await chmod(socketPath, 0o666);
+    return new AgentChannel(server, socketPath);
+  }
+
+  private accept(socket: net.Socket): void {
+    if (this.closed) {
+      socket.destroy();
+      return;
+    }
+    socket.on('error', () => {});
+    const waiter = this.waiting.shift();
+    if (waiter) {
+      waiter(socket);
+      return;
+    }
+    this.spare.add(socket);
+    socket.once('close', () => this.spare.delete(socket));
+  }
+
+  /** An idle connection of the agent's, as soon as there is one. */
+  private take(timeoutMs: number): Promise<net.Socket> {
+    for (const socket of this.spare) {
+      this.spare.delete(socket);
+      if (!socket.destroyed) return Promise.resolve(socket);
+    }
+    if (this.closed) return Promise.reject(new AgentUnavailableError('the sandbox channel is closed'));
+    return new Promise((resolve, reject) => {
+      const give = (socket: net.Socket) => {
+        clearTimeout(timer);
+        resolve(socket);
+      };
+      const timer = setTimeout(() => {
+        this.waiting.splice(this.waiting.indexOf(give), 1);
+        reject(new AgentUnavailableError(`the sandbox agent did not connect within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.waiting.push(give);
+    });
+  }
+
+  /** Resolves once the agent has a connection open: it is up. */
+  async ready(timeoutMs: number): Promise<void> {
+    const socket = await this.take(timeoutMs);
+    this.accept(socket); // given back
+  }
+
+  /**
+   * Sends a request and resolves with the response head; the body is a stream the caller reads
+   * (or destroys). A non-2xx answer rejects with {@link AgentError}.
+   */
+  async open(
+    method: string,
+    path: string,
+    options: {
+      body?: Buffer | Readable;
+      headers?: Record<string, string>;
+      timeoutMs?: number;
+      signal?: AbortSignal;
+    } = {},
+  ): Promise<http.IncomingMessage> {
+    const socket = await this.take(options.timeoutMs ?? 10_000);
+    return new Promise((resolve, reject) => {
+      const request = http.request({
+        method,
+        path,
+        // One request per connection, closed by both ends after it: a connection left open
+        // would count as idle for the agent, which would then stop dialling fresh ones.
+        headers: { host: 'agent', ...options.headers, connection: 'close' },
+        createConnection: () => socket,
+        ...(options.signal ? { signal: options.signal } : {}),
+      });
+      request.on('error', (err) =>
+        reject(
+          err.name === 'AbortError' ? err : new AgentUnavailableError(`the sandbox agent: ${err.message}`),
+        ),
+      );
+      request.on('response', (response) => {
+        response.once('close', () => socket.destroy());
+        const status = response.statusCode ?? 0;
+        if (status >= 200 && status < 300) {
+          resolve(response);
+          return;
+        }
+        readBounded(response, 64 * 1024)
+          .then((text) => {
+            const body = parseJson(text) as { code?: string; error?: string } | undefined;
+            reject(
+              new AgentError(status, body?.code ?? 'error', body?.error ?? `the agent answered ${status}`),
+            );
+          })
+          .catch(reject);
+      });
+      const { body } = options;
+      if (body === undefined) request.end();
+      else if (Buffer.isBuffer(body)) request.end(body);
+      else body.pipe(request);
+    });
+  }
+
+  /** A request with a JSON answer (bounded), or nothing for 204. */
+  async json<T>(method: string, path: string, body?: unknown, timeoutMs?: number): Promise<T> {
+    const response = await this.open(method, path, {
+      ...(body === undefined
+        ? {}
+        : { body: Buffer.from(JSON.stringify(body)), headers: { 'content-type': 'application/json' } }),
+      ...(timeoutMs ? { timeoutMs } : {}),
+    });
+    const text = await readBounded(response, MAX_JSON_BYTES);
+    return (text ? parseJson(text) : undefined) as T;
+  }
+
+  /** A raw connection to `port` inside the sandbox (its loopback), through the agent. */
+  async tunnel(port: number): Promise<net.Socket> {
+    const socket = await this.take(10_000);
+    return new Promise((resolve, reject) => {
+      const request = http.request({
+        method: 'GET',
+        path: `/v1/ports/${port}`,
+        headers: { host: 'agent', connection: 'Upgrade', upgrade: 'mayfly-tcp' },
+        createConnection: () => socket,
+      });
+      request.on('upgrade', (_response, upgraded, head) => {
+        if (head.length > 0) upgraded.unshift(head);
+        resolve(upgraded as net.Socket);
+      });
+      request.on('response', (response) => {
+        response.once('close', () => socket.destroy());
+        readBounded(response, 64 * 1024).then((text) => {
+          const body = parseJson(text) as { code?: string; error?: string } | undefined;
+          reject(
+            new AgentError(response.statusCode ?? 502, body?.code ?? 'error', body?.error ?? 'no tunnel'),
+          );
+        }, reject);
+      });
+      request.on('error', (err) => reject(new AgentUnavailableError(`the sandbox agent: ${err.message}`)));
+      request.end();
+    });
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const socket of this.spare) socket.destroy();
+    this.spare.clear();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    await rm(this.socketPath, { force: true });
+  }
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The whole body as text, refused past `limit` bytes (the stream is destroyed then). */
+export async function readBounded(stream: Readable, limit: number): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of stream) {
+    size += (chunk as Buffer).length;
+    if (size > limit) {
+      stream.destroy();
+      throw new AgentError(502, 'too_large', `the sandbox answered more than ${limit} bytes`);
+    }
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}

@@ -1,0 +1,65 @@
+/**
+ * The sandbox seam: what the control plane asks of a platform to run one sandbox — one container
+ * with Mayfly's agent as its main process, hard limits and no network — beside `Runtime`, which
+ * applies multi-service plans. Processes, files and ports go through the agent (agent-channel.ts),
+ * not through the platform, so a driver only makes, freezes, thaws, watches and removes.
+ */
+
+/** Labels on every sandbox object (with the installation's `mayfly.instance`). */
+export const SANDBOX_LABEL = 'mayfly.sandbox';
+
+export interface SandboxSpec {
+  /** `[a-z0-9]+`, unique: names the container and the agent's socket directory. */
+  id: string;
+  image: string;
+  /** The user commands run as (the agent's user): a name or uid[:gid] the image knows. */
+  user: string;
+  /** Home and default working directory, a private writable file system of `diskBytes`. */
+  home: string;
+  env: Record<string, string>;
+  cpus?: number;
+  memoryBytes: number;
+  pids: number;
+  /** Size of each writable place: the home directory and /tmp. */
+  diskBytes: number;
+  /** The image's own files read-only (the default): only home and /tmp can be written. */
+  readOnlyRoot: boolean;
+  isolation: 'runc' | 'gvisor';
+  /** Host directory holding the agent's socket; mounted read-only. */
+  agentDir: string;
+  labels: Record<string, string>;
+}
+
+export type SandboxPlatformState = 'running' | 'paused' | 'exited' | 'missing';
+
+export interface ObservedSandbox {
+  id: string;
+  state: SandboxPlatformState;
+  /** The kernel killed something in it for memory. */
+  oomKilled: boolean;
+  exitCode: number | null;
+  labels: Record<string, string>;
+}
+
+export interface SandboxUsage {
+  memoryBytes: number;
+  memoryPeakBytes: number;
+  pids: number;
+}
+
+export interface SandboxRuntime {
+  readonly name: string;
+  /** Isolation classes this platform can run (`runc`; `gvisor` when its runtime is installed). */
+  isolations(): Promise<('runc' | 'gvisor')[]>;
+  /** Makes and starts the sandbox; its agent then dials the socket in `spec.agentDir`. */
+  create(spec: SandboxSpec): Promise<void>;
+  /** Freezes every process (memory kept); `resume` thaws them. */
+  pause(id: string): Promise<void>;
+  resume(id: string): Promise<void>;
+  /** Removes it and everything it had; resolves when it is gone. Idempotent. */
+  remove(id: string): Promise<void>;
+  observe(id: string): Promise<ObservedSandbox>;
+  usage(id: string): Promise<SandboxUsage | null>;
+  /** Every sandbox of this installation the platform has. */
+  list(): Promise<ObservedSandbox[]>;
+}
