@@ -288,3 +288,4 @@ export const ApiPaths = {
 } as const;
 
 export * from './projects.js';
+export * from './sandboxes.js';

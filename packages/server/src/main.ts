@@ -12,7 +12,7 @@ import { FULL_ACCESS } from './access/access.js';
 import { TokenService } from './access/token-service.js';
 import { buildApi } from './api/app.js';
 import type { ScopedRoute } from './api/auth.js';
-import { defaultAgentBinary, loadConfig, type ServerConfigInput } from './config/config.js';
+import { defaultAgentBinary, inCheckout, loadConfig, type ServerConfigInput } from './config/config.js';
 import { BundleService } from './controller/bundle-service.js';
 import { EnvironmentService } from './controller/environment-service.js';
 import { PreviewController } from './controller/preview-controller.js';
@@ -27,7 +27,10 @@ import { createLogger } from './observability/logger.js';
 import { createMetrics } from './observability/metrics.js';
 import { DockerImageBuilder } from './runtime/docker/docker-image-builder.js';
 import { DockerRuntime } from './runtime/docker/docker-runtime.js';
+import { DockerSandboxRuntime } from './runtime/docker/docker-sandbox-runtime.js';
 import type { Runtime } from './runtime/runtime.js';
+import { SandboxService } from './sandbox/sandbox-service.js';
+import { builtInTemplates, SandboxTemplates } from './sandbox/sandbox-templates.js';
 import { Workspaces } from './sources/workspaces.js';
 import { openStore } from './store/open-store.js';
 import type { Store } from './store/store.js';
@@ -225,8 +228,30 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     bundleTtlMs: config.bundleTtlMs,
   });
 
+  // Sandboxes need the agent binary and a Docker Engine of their own (not a test's stand-in).
+  const sandboxes =
+    agentBinary && !injectedRuntime
+      ? new SandboxService({
+          store,
+          runtime: new DockerSandboxRuntime({
+            ...(config.dockerSocket ? { socketPath: config.dockerSocket } : {}),
+            instance: store.instanceId,
+            agentBinary,
+          }),
+          templates: new SandboxTemplates(
+            builtInTemplates(inCheckout('packages/server/sandbox-templates') ?? ''),
+            images,
+            store,
+          ),
+          dataDir: config.dataDir,
+          logger: logger.child({ component: 'sandboxes' }),
+        })
+      : undefined;
+  await sandboxes?.start();
+
   const { app, routes } = await buildApi({
     environments,
+    ...(sandboxes ? { sandboxes } : {}),
     tokens,
     bundles,
     projects,
@@ -281,6 +306,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     async close() {
       // Work in flight is aborted; open streams and WebSockets are cut rather than waited for.
       await previewController.stop();
+      await sandboxes?.stop();
       await reconciler.stop();
       gateway.close();
       await app.close();

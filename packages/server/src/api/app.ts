@@ -10,6 +10,7 @@ import type { PreviewService } from '../controller/preview-service.js';
 import type { ProjectService } from '../controller/project-service.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
+import type { SandboxService } from '../sandbox/sandbox-service.js';
 import type { WebhookService } from '../triggers/webhook-service.js';
 import { registerAuth, type ScopedRoute } from './auth.js';
 import { registerBundleRoutes } from './bundle-routes.js';
@@ -18,6 +19,7 @@ import { toHttpError } from './errors.js';
 import { openApiDocument } from './openapi.js';
 import { registerProjectRoutes } from './project-routes.js';
 import { addRoute, DEFAULT_BODY_LIMIT } from './route.js';
+import { registerSandboxRoutes } from './sandbox-routes.js';
 import { registerTokenRoutes } from './token-routes.js';
 import { registerWebhookRoutes } from './webhook-routes.js';
 
@@ -28,6 +30,8 @@ export interface ApiDeps {
   projects: ProjectService;
   previews: PreviewService;
   webhooks: WebhookService;
+  /** Absent where the server has no sandbox runtime (no agent binary). */
+  sandboxes?: SandboxService;
   metrics: Metrics;
   logger: Logger;
   version: string;
@@ -98,6 +102,7 @@ export async function buildApi(
   registerTokenRoutes(app, deps);
   registerProjectRoutes(app, deps);
   registerWebhookRoutes(app, deps);
+  if (deps.sandboxes) registerSandboxRoutes(app, deps.sandboxes);
   await app.ready();
   return { app, routes };
 }

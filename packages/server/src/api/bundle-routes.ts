@@ -11,10 +11,13 @@ import { addRoute } from './route.js';
 export const BUNDLE_MEDIA_TYPES = ['application/x-tar', 'application/gzip', 'application/octet-stream'];
 
 export function registerBundleRoutes(app: FastifyInstance<Server>, deps: ApiDeps): void {
-  // Fastify's parsers are per instance: only the bundle route takes a tar; any other route sent
-  // one is refused before a byte of it is read (its JSON body limit would not apply to a stream).
+  // Fastify's parsers are per instance: only routes that declare a raw body (the bundle upload,
+  // sandbox files and stdin) take one, as a stream; any other route sent one refuses it before a
+  // byte of it is read (its JSON body limit would not apply to a stream).
   app.addContentTypeParser(BUNDLE_MEDIA_TYPES, (req, payload, done) => {
-    if (req.routeOptions.url !== ApiPaths.bundles) {
+    const declared = req.routeOptions.config.doc?.body;
+    const type = (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase();
+    if (!declared || !('mediaTypes' in declared) || !declared.mediaTypes.includes(type)) {
       done(
         new InvalidRequestError('this route takes a JSON body (content-type: application/json)'),
         undefined,

@@ -8,20 +8,23 @@ import { parseMemorySize } from '../template/units.js';
 
 export const defaultDataDir = () => process.env.MAYFLY_HOME ?? path.join(os.homedir(), '.mayfly');
 
-/**
- * The static agent binary Mayfly mounts into containers (`scripts/ensure-agent.sh` builds it):
- * `$MAYFLY_AGENT_BINARY`, else `packages/agent/dist/mayfly-agent` of the checkout this server runs
- * from (the sources or the bundle), else none.
- */
-export function defaultAgentBinary(): string | undefined {
-  if (process.env.MAYFLY_AGENT_BINARY) return process.env.MAYFLY_AGENT_BINARY;
+/** `relative` in the checkout this server runs from (the sources or the bundle), if it is there. */
+export function inCheckout(relative: string): string | undefined {
   let dir = path.dirname(fileURLToPath(import.meta.url));
   for (let up = 0; up < 6; up++) {
-    const candidate = path.join(dir, 'packages/agent/dist/mayfly-agent');
+    const candidate = path.join(dir, relative);
     if (existsSync(candidate)) return candidate;
     dir = path.dirname(dir);
   }
   return undefined;
+}
+
+/**
+ * The static agent binary Mayfly mounts into containers (`scripts/ensure-agent.sh` builds it):
+ * `$MAYFLY_AGENT_BINARY`, else `packages/agent/dist/mayfly-agent` of the checkout, else none.
+ */
+export function defaultAgentBinary(): string | undefined {
+  return process.env.MAYFLY_AGENT_BINARY ?? inCheckout('packages/agent/dist/mayfly-agent');
 }
 
 export const ServerConfig = z.object({

@@ -251,6 +251,28 @@ function migrations(dialect: StoreDialect): Record<string, Migration> {
         await db.schema.createIndex('previews_project_idx').on('previews').column('project').execute();
       },
     },
+    '0005-sandboxes': {
+      // biome-ignore lint/suspicious/noExplicitAny: migrations must not depend on today's schema types
+      async up(db: Kysely<any>) {
+        await db.schema
+          .createTable('sandboxes')
+          .addColumn('id', 'text', (col) => col.primaryKey())
+          .addColumn('template', 'text', (col) => col.notNull())
+          // running | paused | ended
+          .addColumn('state', 'text', (col) => col.notNull())
+          .addColumn('ended_reason', 'text')
+          .addColumn('metadata', 'text', (col) => col.notNull())
+          .addColumn('cpu', sql.raw(dialect === 'postgres' ? 'double precision' : 'real'))
+          .addColumn('memory_mb', 'integer', (col) => col.notNull())
+          .addColumn('peak_memory_bytes', sql.raw(dialect === 'postgres' ? 'bigint' : 'integer'))
+          .addColumn('created_by', 'text')
+          .addColumn('started_at', sql.raw(timestamp), (col) => col.notNull())
+          .addColumn('expires_at', sql.raw(timestamp), (col) => col.notNull())
+          .addColumn('ended_at', sql.raw(timestamp))
+          .execute();
+        await db.schema.createIndex('sandboxes_state_idx').on('sandboxes').column('state').execute();
+      },
+    },
   };
 }
 

@@ -12,6 +12,7 @@ import { KyselyKeptLogRepository } from './kept-log-repository.js';
 import { migrateToLatest } from './migrations.js';
 import { KyselyPreviewRepository } from './preview-repository.js';
 import { KyselyProjectRepository } from './project-repository.js';
+import { KyselySandboxRepository } from './sandbox-repository.js';
 import type { Database, StoreDialect } from './schema.js';
 import type { Store } from './store.js';
 import { KyselyTokenRepository } from './token-repository.js';
@@ -44,6 +45,7 @@ class KyselyStore implements Store {
   readonly images: KyselyBuiltImageRepository;
   readonly projects: KyselyProjectRepository;
   readonly previews: KyselyPreviewRepository;
+  readonly sandboxes: KyselySandboxRepository;
 
   constructor(
     private readonly db: Kysely<Database>,
@@ -57,6 +59,7 @@ class KyselyStore implements Store {
     this.images = new KyselyBuiltImageRepository(db);
     this.projects = new KyselyProjectRepository(db, dialect);
     this.previews = new KyselyPreviewRepository(db, dialect);
+    this.sandboxes = new KyselySandboxRepository(db);
   }
 
   async close(): Promise<void> {

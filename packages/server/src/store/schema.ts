@@ -167,6 +167,22 @@ export interface SettingsTable {
 }
 
 /** The whole schema, as Kysely sees it. */
+export interface SandboxesTable {
+  id: string;
+  template: string;
+  state: 'running' | 'paused' | 'ended';
+  ended_reason: string | null;
+  /** JSON object of strings. */
+  metadata: string;
+  cpu: number | null;
+  memory_mb: number;
+  peak_memory_bytes: number | null;
+  created_by: string | null;
+  started_at: Timestamp;
+  expires_at: Timestamp;
+  ended_at: Timestamp | null;
+}
+
 export interface Database {
   environments: EnvironmentsTable;
   events: EventsTable;
@@ -177,6 +193,7 @@ export interface Database {
   projects: ProjectsTable;
   webhook_deliveries: WebhookDeliveriesTable;
   previews: PreviewsTable;
+  sandboxes: SandboxesTable;
 }
 
 /** Which SQL dialect a store runs on. */

@@ -336,6 +336,58 @@ export function describeStore(name: string, target: StoreTarget): void {
       });
     });
 
+    describe('sandboxes', () => {
+      it('round-trips a sandbox, changes its state and expiry, ends it once, and forgets it after retention', async () => {
+        const store = await open();
+        const startedAt = new Date('2026-01-01T00:00:00.000Z');
+        const id = `sbx${Math.random().toString(36).slice(2, 10)}`;
+        await store.sandboxes.insert({
+          id,
+          template: 'base',
+          state: 'running',
+          metadata: { owner: 'agent-7' },
+          cpu: 0.5,
+          memoryMb: 512,
+          createdBy: 'tok_1',
+          startedAt,
+          expiresAt: new Date(startedAt.getTime() + 60_000),
+        });
+        expect(await store.sandboxes.get(id)).toEqual({
+          id,
+          template: 'base',
+          state: 'running',
+          endedReason: null,
+          metadata: { owner: 'agent-7' },
+          cpu: 0.5,
+          memoryMb: 512,
+          peakMemoryBytes: null,
+          createdBy: 'tok_1',
+          startedAt,
+          expiresAt: new Date(startedAt.getTime() + 60_000),
+          endedAt: null,
+        });
+        expect(await store.sandboxes.setState(id, 'paused')).toBe(true);
+        expect((await store.sandboxes.list({ states: ['paused'] })).map((s) => s.id)).toContain(id);
+        expect((await store.sandboxes.list({ states: ['running'] })).map((s) => s.id)).not.toContain(id);
+        expect(await store.sandboxes.expiredBefore(new Date(startedAt.getTime() + 30_000))).not.toContain(id);
+        expect(await store.sandboxes.expiredBefore(new Date(startedAt.getTime() + 60_000))).toContain(id);
+        expect(await store.sandboxes.setExpiry(id, new Date(startedAt.getTime() + 120_000))).toBe(true);
+        expect(await store.sandboxes.expiredBefore(new Date(startedAt.getTime() + 60_000))).not.toContain(id);
+
+        expect(await store.sandboxes.end(id, 'oom', 3 * 1024 ** 3)).toBe(true);
+        expect(await store.sandboxes.end(id, 'killed', null)).toBe(false); // the first reason stays
+        const ended = await store.sandboxes.get(id);
+        expect(ended).toMatchObject({ state: 'ended', endedReason: 'oom', peakMemoryBytes: 3 * 1024 ** 3 });
+        expect(await store.sandboxes.setState(id, 'running')).toBe(false);
+        expect(await store.sandboxes.setExpiry(id, new Date())).toBe(false);
+        expect(await store.sandboxes.forgetEndedBefore(new Date(ended!.endedAt!.getTime() - 1000))).toBe(0);
+        expect(await store.sandboxes.forgetEndedBefore(new Date(Date.now() + 1000))).toBeGreaterThanOrEqual(
+          1,
+        );
+        expect(await store.sandboxes.get(id)).toBeNull();
+      });
+    });
+
     describe('environments: retries and retention', () => {
       it('leaves out of the work list what backs off until a later time', async () => {
         const store = await open();

@@ -374,6 +374,42 @@ export interface PreviewRepository {
   deleteForProject(project: string): Promise<number>;
 }
 
+/** A sandbox as the store keeps it; `ended` ones stay for a retention period, with why they ended. */
+export interface SandboxRecord {
+  id: string;
+  template: string;
+  state: 'running' | 'paused' | 'ended';
+  endedReason: 'timeout' | 'killed' | 'oom' | 'error' | null;
+  metadata: Record<string, string>;
+  cpu: number | null;
+  memoryMb: number;
+  peakMemoryBytes: number | null;
+  /** The token that created it. */
+  createdBy: string | null;
+  startedAt: Date;
+  expiresAt: Date;
+  endedAt: Date | null;
+}
+
+export interface SandboxRepository {
+  insert(record: Omit<SandboxRecord, 'endedReason' | 'endedAt' | 'peakMemoryBytes'>): Promise<void>;
+  get(id: string): Promise<SandboxRecord | null>;
+  list(options: { states: SandboxRecord['state'][] }): Promise<SandboxRecord[]>;
+  /** False when it has ended (or never was). */
+  setState(id: string, state: 'running' | 'paused'): Promise<boolean>;
+  setExpiry(id: string, expiresAt: Date): Promise<boolean>;
+  /** Records the end once: false when it had ended already (whoever ended it first says why). */
+  end(
+    id: string,
+    reason: NonNullable<SandboxRecord['endedReason']>,
+    peakMemoryBytes: number | null,
+  ): Promise<boolean>;
+  /** Sandboxes not ended whose time is up at `at`. */
+  expiredBefore(at: Date): Promise<string[]>;
+  /** Drops the records of sandboxes that ended before `at`. */
+  forgetEndedBefore(at: Date): Promise<number>;
+}
+
 export interface Store {
   readonly dialect: 'sqlite' | 'postgres';
   /**
@@ -388,6 +424,7 @@ export interface Store {
   images: BuiltImageRepository;
   projects: ProjectRepository;
   previews: PreviewRepository;
+  sandboxes: SandboxRepository;
   close(): Promise<void>;
 }
 

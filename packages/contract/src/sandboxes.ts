@@ -1,0 +1,130 @@
+/**
+ * Sandboxes: one isolated, limited machine for untrusted code or an agent, killed by itself when its
+ * time is up. Shared by the server (API validation), the SDK and the CLI.
+ */
+import { z } from 'zod';
+
+/** Sandbox ids are `[a-z0-9]+` (they go into host names: `<port>--<id>.<domain>`). */
+export const SandboxId = z.string().regex(/^[a-z0-9]{1,40}$/, 'a sandbox id: lowercase letters and digits');
+
+export const SANDBOX_STATES = ['running', 'paused', 'ended'] as const;
+export const SandboxState = z.enum(SANDBOX_STATES);
+export type SandboxState = z.infer<typeof SandboxState>;
+
+export const SANDBOX_END_REASONS = ['timeout', 'killed', 'oom', 'error'] as const;
+export type SandboxEndReason = (typeof SANDBOX_END_REASONS)[number];
+
+const EnvName = z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'a variable name: letters, digits and "_"');
+const Envs = z
+  .record(EnvName, z.string().max(64 * 1024))
+  .refine((r) => Object.keys(r).length <= 200, 'at most 200 variables');
+const Metadata = z
+  .record(z.string().min(1).max(128), z.string().max(1024))
+  .refine((r) => Object.keys(r).length <= 50, 'at most 50 entries');
+
+/** Longest a sandbox may be asked to live (its timeout, from now). */
+export const SANDBOX_MAX_TIMEOUT_MS = 24 * 60 * 60 * 1000;
+
+export const CreateSandboxRequest = z.strictObject({
+  template: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9-]{0,62}$/)
+    .default('base'),
+  /** Killed this long after creation unless extended; default 5 minutes. */
+  timeoutMs: z.number().int().min(1_000).max(SANDBOX_MAX_TIMEOUT_MS).default(300_000),
+  envs: Envs.default({}),
+  metadata: Metadata.default({}),
+  cpu: z.number().min(0.1).max(64).optional(),
+  memoryMb: z.number().int().min(32).max(65_536).optional(),
+});
+export type CreateSandboxRequest = z.input<typeof CreateSandboxRequest>;
+
+export const SandboxInfo = z.object({
+  id: z.string(),
+  template: z.string(),
+  state: SandboxState,
+  endedReason: z.enum(SANDBOX_END_REASONS).nullable(),
+  metadata: z.record(z.string(), z.string()),
+  startedAt: z.string(),
+  expiresAt: z.string(),
+  endedAt: z.string().nullable(),
+  cpu: z.number().nullable(),
+  memoryMb: z.number(),
+  /** Highest memory use seen, in bytes (recorded when it ends). */
+  peakMemoryBytes: z.number().nullable(),
+});
+export type SandboxInfo = z.infer<typeof SandboxInfo>;
+
+export const SetSandboxTimeoutRequest = z.strictObject({
+  timeoutMs: z.number().int().min(0).max(SANDBOX_MAX_TIMEOUT_MS),
+});
+
+export const RunCommandRequest = z.strictObject({
+  /** Run by `/bin/sh -c` in the sandbox. */
+  cmd: z
+    .string()
+    .min(1)
+    .max(256 * 1024),
+  envs: Envs.default({}),
+  cwd: z.string().max(4096).optional(),
+  user: z.string().max(64).optional(),
+  /** Killed (SIGKILL, its whole process group) after this long; 0: no limit. */
+  timeoutMs: z.number().int().min(0).max(SANDBOX_MAX_TIMEOUT_MS).default(60_000),
+  /** Keep stdin open for `POST …/processes/{pid}/stdin`. */
+  stdin: z.boolean().default(false),
+  tag: z.string().max(128).optional(),
+});
+export type RunCommandRequest = z.input<typeof RunCommandRequest>;
+
+/** One line of a command's NDJSON stream. `data` is base64. */
+export type ProcessEvent =
+  | { type: 'start'; pid: number }
+  | { type: 'stdout' | 'stderr'; data: string }
+  | { type: 'end'; exitCode: number; signal?: string; timedOut?: boolean };
+
+export const SignalRequest = z.strictObject({
+  signal: z.enum([
+    'SIGHUP',
+    'SIGINT',
+    'SIGQUIT',
+    'SIGKILL',
+    'SIGTERM',
+    'SIGUSR1',
+    'SIGUSR2',
+    'SIGSTOP',
+    'SIGCONT',
+  ]),
+});
+
+export interface SandboxProcess {
+  pid: number;
+  tag?: string;
+  cmd: string[];
+  cwd: string;
+}
+
+export interface SandboxFileEntry {
+  name: string;
+  path: string;
+  type: 'file' | 'dir' | 'symlink' | 'other';
+  size: number;
+  mode: string;
+  modifiedAt: string;
+  symlinkTarget?: string;
+}
+
+export const SandboxPaths = {
+  sandboxes: '/v1/sandboxes',
+  sandbox: (id: string) => `/v1/sandboxes/${encodeURIComponent(id)}`,
+  timeout: (id: string) => `/v1/sandboxes/${encodeURIComponent(id)}/timeout`,
+  pause: (id: string) => `/v1/sandboxes/${encodeURIComponent(id)}/pause`,
+  resume: (id: string) => `/v1/sandboxes/${encodeURIComponent(id)}/resume`,
+  processes: (id: string) => `/v1/sandboxes/${encodeURIComponent(id)}/processes`,
+  processStream: (id: string, pid: number) =>
+    `/v1/sandboxes/${encodeURIComponent(id)}/processes/${pid}/stream`,
+  stdin: (id: string, pid: number) => `/v1/sandboxes/${encodeURIComponent(id)}/processes/${pid}/stdin`,
+  signal: (id: string, pid: number) => `/v1/sandboxes/${encodeURIComponent(id)}/processes/${pid}/signal`,
+  files: (id: string) => `/v1/sandboxes/${encodeURIComponent(id)}/files`,
+  fileAction: (id: string, action: 'stat' | 'list' | 'mkdir' | 'rename') =>
+    `/v1/sandboxes/${encodeURIComponent(id)}/files/${action}`,
+} as const;

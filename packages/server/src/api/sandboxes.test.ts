@@ -1,0 +1,238 @@
+import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import type { ProcessEvent, SandboxInfo } from '@mayfly/contract';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestServer, type TestServer } from '../test-support/test-server.js';
+
+/** Runs a command through the API and collects its events. */
+async function run(t: TestServer, id: string, body: Record<string, unknown>) {
+  const res = await fetch(`${t.server.url}/v1/sandboxes/${id}/processes`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${t.token}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  const text = await res.text();
+  if (res.status !== 200)
+    return {
+      status: res.status,
+      error: JSON.parse(text) as { error: { code: string; message: string } },
+      events: [],
+    };
+  const events = text
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => JSON.parse(line) as ProcessEvent);
+  const out = (stream: 'stdout' | 'stderr') =>
+    events
+      .flatMap((e) => (e.type === stream ? [Buffer.from(e.data, 'base64')] : []))
+      .reduce((a, b) => Buffer.concat([a, b]), Buffer.alloc(0))
+      .toString();
+  const end = events.at(-1) as Extract<ProcessEvent, { type: 'end' }>;
+  return { status: 200, events, stdout: out('stdout'), stderr: out('stderr'), end };
+}
+
+const containerExists = (id: string) =>
+  execFileSync('docker', ['ps', '-aq', '--filter', `name=^mayfly-sbx-${id}$`], {
+    encoding: 'utf8',
+  }).trim() !== '';
+
+describe('sandboxes through the API', () => {
+  let t: TestServer;
+  let id: string;
+  beforeAll(async () => {
+    t = await startTestServer();
+    // The first creation builds the template (cached by content afterwards).
+    const created = await t.api<SandboxInfo>('POST', '/v1/sandboxes', {
+      template: 'base',
+      timeoutMs: 120_000,
+      envs: { GREETING: 'hi' },
+      metadata: { suite: 'api' },
+    });
+    expect(created.status).toBe(201);
+    id = created.body.id;
+  }, 300_000);
+  afterAll(async () => {
+    const { body } = await t.api<{ items: SandboxInfo[] }>('GET', '/v1/sandboxes');
+    await Promise.all(body.items.map((s) => t.api('DELETE', `/v1/sandboxes/${s.id}`)));
+    await t.close();
+  });
+
+  it('creates a running sandbox with an id that fits a host name, and lists it by metadata', async () => {
+    expect(id).toMatch(/^[a-z0-9]+$/);
+    const { body } = await t.api<SandboxInfo>('GET', `/v1/sandboxes/${id}`);
+    expect(body).toMatchObject({
+      id,
+      template: 'base',
+      state: 'running',
+      endedReason: null,
+      metadata: { suite: 'api' },
+    });
+    const listed = await t.api<{ items: SandboxInfo[] }>(
+      'GET',
+      `/v1/sandboxes?metadata=${encodeURIComponent('suite=api')}`,
+    );
+    expect(listed.body.items.map((s) => s.id)).toEqual([id]);
+    const none = await t.api<{ items: SandboxInfo[] }>(
+      'GET',
+      `/v1/sandboxes?metadata=${encodeURIComponent('suite=other')}`,
+    );
+    expect(none.body.items).toEqual([]);
+  });
+
+  it('runs commands: output, exit codes, the sandbox’s and the command’s variables, cwd, user', async () => {
+    const echo = await run(t, id, {
+      cmd: 'echo "$GREETING $WHO"; echo warn >&2; exit 7',
+      envs: { WHO: 'there' },
+    });
+    expect(echo.stdout).toBe('hi there\n');
+    expect(echo.stderr).toBe('warn\n');
+    expect(echo.end).toMatchObject({ type: 'end', exitCode: 7 });
+    const where = await run(t, id, { cmd: 'mkdir -p work && cd work && pwd && id -un' });
+    expect(where.stdout).toBe('/home/user/work\nuser\n');
+    const cwd = await run(t, id, { cmd: 'pwd', cwd: '/tmp' });
+    expect(cwd.stdout).toBe('/tmp\n');
+    const asRoot = await run(t, id, { cmd: 'id', user: 'root' });
+    expect(asRoot.status).toBe(400);
+    const timedOut = await run(t, id, { cmd: 'sleep 100', timeoutMs: 500 });
+    expect(timedOut.end).toMatchObject({ timedOut: true, signal: 'SIGKILL' });
+  });
+
+  it('a background command gets stdin, is listed, and ends on a signal', async () => {
+    const res = await fetch(`${t.server.url}/v1/sandboxes/${id}/processes`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${t.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ cmd: 'cat; sleep 100', stdin: true, tag: 'bg' }),
+    });
+    const reader = res.body!.getReader();
+    const first = JSON.parse(new TextDecoder().decode((await reader.read()).value).split('\n')[0]!) as {
+      pid: number;
+    };
+    const processes = await t.api<{ items: { pid: number; tag?: string }[] }>(
+      'GET',
+      `/v1/sandboxes/${id}/processes`,
+    );
+    expect(processes.body.items).toContainEqual(expect.objectContaining({ pid: first.pid, tag: 'bg' }));
+    const sent = await fetch(`${t.server.url}/v1/sandboxes/${id}/processes/${first.pid}/stdin?close=1`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${t.token}`, 'content-type': 'application/octet-stream' },
+      body: 'line from stdin\n',
+    });
+    expect(sent.status).toBe(200);
+    const signalled = await t.api('POST', `/v1/sandboxes/${id}/processes/${first.pid}/signal`, {
+      signal: 'SIGTERM',
+    });
+    expect(signalled.status).toBe(200);
+    let rest = '';
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      rest += new TextDecoder().decode(value);
+    }
+    const events = rest
+      .split('\n')
+      .filter(Boolean)
+      .map((l) => JSON.parse(l) as ProcessEvent);
+    expect(
+      events.some(
+        (e) => e.type === 'stdout' && Buffer.from(e.data, 'base64').toString() === 'line from stdin\n',
+      ),
+    ).toBe(true);
+    expect(events.at(-1)).toMatchObject({ type: 'end', signal: 'SIGTERM' });
+  });
+
+  it('files: 1 MiB of random bytes round-trip; stat, list, mkdir, rename, remove', async () => {
+    const bytes = randomBytes(1024 * 1024);
+    const put = await fetch(`${t.server.url}/v1/sandboxes/${id}/files?path=data/blob.bin`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${t.token}`, 'content-type': 'application/octet-stream' },
+      body: bytes,
+    });
+    expect(put.status).toBe(200);
+    expect(await put.json()).toMatchObject({
+      path: '/home/user/data/blob.bin',
+      size: bytes.length,
+      type: 'file',
+    });
+    const got = await fetch(`${t.server.url}/v1/sandboxes/${id}/files?path=/home/user/data/blob.bin`, {
+      headers: { authorization: `Bearer ${t.token}` },
+    });
+    expect(Buffer.from(await got.arrayBuffer()).equals(bytes)).toBe(true);
+    expect((await t.api('POST', `/v1/sandboxes/${id}/files/mkdir?path=data/sub`)).body).toEqual({
+      created: true,
+    });
+    await t.api('POST', `/v1/sandboxes/${id}/files/rename?path=data/blob.bin&to=data/sub/moved.bin`);
+    const listed = await t.api<{ entries: { path: string }[] }>(
+      'GET',
+      `/v1/sandboxes/${id}/files/list?path=data&depth=2`,
+    );
+    expect(listed.body.entries.map((e) => e.path)).toEqual([
+      '/home/user/data/sub',
+      '/home/user/data/sub/moved.bin',
+    ]);
+    expect((await t.api('DELETE', `/v1/sandboxes/${id}/files?path=data`)).status).toBe(200);
+    expect((await t.api('GET', `/v1/sandboxes/${id}/files/stat?path=data`)).status).toBe(404);
+    // The file routes take bytes; JSON sent to them, or bytes sent to a JSON route, are refused.
+    const wrong = await fetch(`${t.server.url}/v1/sandboxes/${id}/timeout`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${t.token}`, 'content-type': 'application/octet-stream' },
+      body: 'x',
+    });
+    expect(wrong.status).toBe(400);
+  });
+
+  it('pause freezes it (commands refused with why), resume thaws it', async () => {
+    expect((await t.api<SandboxInfo>('POST', `/v1/sandboxes/${id}/pause`)).body.state).toBe('paused');
+    const refused = await run(t, id, { cmd: 'true' });
+    expect(refused.status).toBe(409);
+    expect(refused.error?.error.message).toMatch(/paused/);
+    expect((await t.api<SandboxInfo>('POST', `/v1/sandboxes/${id}/resume`)).body.state).toBe('running');
+    expect((await run(t, id, { cmd: 'echo back' })).stdout).toBe('back\n');
+  });
+
+  it('ends by itself when its time is up, recorded as timeout, with nothing left', async () => {
+    const created = await t.api<SandboxInfo>('POST', '/v1/sandboxes', { timeoutMs: 60_000 });
+    const short = created.body.id;
+    await run(t, short, { cmd: 'sleep 1000 >/dev/null 2>&1 &' });
+    const shortened = await t.api<SandboxInfo>('POST', `/v1/sandboxes/${short}/timeout`, {
+      timeoutMs: 1_000,
+    });
+    expect(Date.parse(shortened.body.expiresAt)).toBeLessThan(Date.now() + 2_000);
+    let info: SandboxInfo | undefined;
+    for (let i = 0; i < 100; i++) {
+      info = (await t.api<SandboxInfo>('GET', `/v1/sandboxes/${short}`)).body;
+      if (info.state === 'ended') break;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    expect(info).toMatchObject({ state: 'ended', endedReason: 'timeout' });
+    expect(info!.peakMemoryBytes).toBeGreaterThan(0);
+    expect(containerExists(short)).toBe(false);
+    const listed = await t.api<{ items: SandboxInfo[] }>('GET', '/v1/sandboxes?state=ended');
+    expect(listed.body.items.map((s) => s.id)).toContain(short);
+    expect((await run(t, short, { cmd: 'true' })).status).toBe(409);
+  });
+
+  it('kill ends it as killed; bad requests and foreign tokens are refused with why', async () => {
+    const created = await t.api<SandboxInfo>('POST', '/v1/sandboxes', {});
+    const killed = await t.api<SandboxInfo>('DELETE', `/v1/sandboxes/${created.body.id}`);
+    expect(killed.body).toMatchObject({ state: 'ended', endedReason: 'killed' });
+    expect(containerExists(created.body.id)).toBe(false);
+
+    const unknown = await t.api<{ error: { message: string } }>('POST', '/v1/sandboxes', {
+      template: 'nope',
+    });
+    expect(unknown.status).toBe(400);
+    expect(unknown.body.error.message).toMatch(/no sandbox template "nope"/);
+    expect((await t.api('POST', '/v1/sandboxes', { timeoutMs: 10 })).status).toBe(400);
+    expect((await t.api('GET', '/v1/sandboxes/zzzz0000')).status).toBe(404);
+    expect((await t.api('GET', '/v1/sandboxes/..%2F..%2Fetc')).status).toBe(404);
+    const bound = await t.api<{ token: string }>('POST', '/v1/tokens', {
+      name: 'bound',
+      scope: 'write',
+      project: 'shop',
+    });
+    expect(bound.status).toBe(201);
+    expect((await t.api('GET', `/v1/sandboxes/${id}`, undefined, bound.body.token)).status).toBe(403);
+    const reader = await t.api<{ token: string }>('POST', '/v1/tokens', { name: 'reader', scope: 'read' });
+    expect((await t.api('POST', '/v1/sandboxes', {}, reader.body.token)).status).toBe(403);
+  });
+});

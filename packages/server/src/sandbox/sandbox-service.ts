@@ -1,0 +1,392 @@
+/**
+ * Sandboxes: create (cold path for now), run commands, move files, reach ports, pause, extend, kill;
+ * each killed by itself when its time is up, and every end recorded with why. The only module that
+ * touches the sandbox store and the sandbox runtime; API routes call it.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdir, rm } from 'node:fs/promises';
+import type { IncomingMessage } from 'node:http';
+import type net from 'node:net';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import {
+  CreateSandboxRequest,
+  RunCommandRequest,
+  type SandboxEndReason,
+  type SandboxFileEntry,
+  type SandboxInfo,
+  type SandboxProcess,
+  SetSandboxTimeoutRequest,
+  SignalRequest,
+} from '@mayfly/contract';
+import type { Access } from '../access/access.js';
+import { ConflictError, ForbiddenError, InvalidRequestError, NotFoundError } from '../controller/errors.js';
+import type { Logger } from '../observability/logger.js';
+import { RuntimeUnavailableError } from '../runtime/runtime.js';
+import type { SandboxRecord, Store } from '../store/store.js';
+import { AgentChannel, AgentError, AgentUnavailableError, readBounded } from './agent-channel.js';
+import type { SandboxRuntime } from './sandbox-runtime.js';
+import type { SandboxTemplates } from './sandbox-templates.js';
+
+const MiB = 1024 * 1024;
+
+export interface SandboxServiceOptions {
+  store: Store;
+  runtime: SandboxRuntime;
+  templates: SandboxTemplates;
+  /** `<dataDir>/sandboxes/<id>/` holds each sandbox's agent socket. */
+  dataDir: string;
+  logger: Logger;
+  /** How long a new sandbox's agent has to connect; default 15 s. */
+  agentTimeoutMs?: number;
+  /** How often expired sandboxes are looked for; default 1 s. */
+  sweepIntervalMs?: number;
+  /** How long an ended sandbox's record is kept; default 24 h. */
+  retentionMs?: number;
+}
+
+export class SandboxService {
+  private readonly channels = new Map<string, AgentChannel>();
+  private timer: NodeJS.Timeout | undefined;
+  private sweeping: Promise<void> | undefined;
+  private readonly root: string;
+
+  constructor(private readonly options: SandboxServiceOptions) {
+    this.root = path.join(options.dataDir, 'sandboxes');
+  }
+
+  /**
+   * Takes over after a restart: sandboxes whose time ran out meanwhile are killed, the rest get
+   * their channel back (their agents dial in again), and sandboxes of this installation the store
+   * does not know are removed (retried while the runtime cannot be reached). Then sweeps for
+   * expired ones every second.
+   */
+  async start(): Promise<void> {
+    await mkdir(this.root, { recursive: true, mode: 0o700 });
+    await this.takeOver().catch((err) => this.options.logger.warn({ err }, 'sandboxes: taking over later'));
+    this.timer = setInterval(() => {
+      this.sweeping ??= this.sweep().finally(() => {
+        this.sweeping = undefined;
+      });
+    }, this.options.sweepIntervalMs ?? 1_000);
+    this.timer.unref();
+  }
+
+  private takenOver = false;
+
+  private async takeOver(): Promise<void> {
+    const records = await this.options.store.sandboxes.list({ states: ['running', 'paused'] });
+    const known = new Set(records.map((r) => r.id));
+    for (const observed of await this.options.runtime.list()) {
+      if (!known.has(observed.id)) await this.options.runtime.remove(observed.id);
+    }
+    for (const record of records) {
+      if (this.channels.has(record.id)) continue;
+      const observed = await this.options.runtime.observe(record.id);
+      if (record.expiresAt.getTime() <= Date.now()) await this.end(record.id, 'timeout');
+      else if (observed.state === 'missing' || observed.state === 'exited')
+        await this.end(record.id, observed.oomKilled ? 'oom' : 'error');
+      else this.channels.set(record.id, await AgentChannel.listen(this.socketPath(record.id)));
+    }
+    this.takenOver = true;
+  }
+
+  async stop(): Promise<void> {
+    clearInterval(this.timer);
+    await this.sweeping;
+    await Promise.all([...this.channels.values()].map((c) => c.close()));
+    this.channels.clear();
+  }
+
+  private async sweep(): Promise<void> {
+    try {
+      if (!this.takenOver) await this.takeOver();
+      for (const id of await this.options.store.sandboxes.expiredBefore(new Date()))
+        await this.end(id, 'timeout');
+      await this.options.store.sandboxes.forgetEndedBefore(
+        new Date(Date.now() - (this.options.retentionMs ?? 24 * 60 * 60 * 1000)),
+      );
+    } catch (err) {
+      this.options.logger.warn({ err }, 'sandbox sweep failed');
+    }
+  }
+
+  private socketPath(id: string): string {
+    return path.join(this.root, id, 'agent.sock');
+  }
+
+  async create(input: unknown, access: Access): Promise<SandboxInfo> {
+    unbound(access);
+    const request = CreateSandboxRequest.parse(input);
+    const template = this.options.templates.get(request.template);
+    if (!template) {
+      const known = this.options.templates.list().map((t) => t.name);
+      throw new InvalidRequestError(
+        `no sandbox template "${request.template}" (there are: ${known.join(', ')})`,
+      );
+    }
+    if (!(await this.options.runtime.isolations()).includes(template.isolation)) {
+      throw new InvalidRequestError(
+        `template "${template.name}" needs ${template.isolation} isolation, which this server does not have`,
+      );
+    }
+    const image = await this.options.templates.image(template);
+    const id = randomBytes(10).toString('hex').replace(/^\d/, 's');
+    const now = new Date();
+    const memoryMb = request.memoryMb ?? template.memoryMb;
+    const cpu = request.cpu ?? template.cpu;
+    const dir = path.join(this.root, id);
+    await mkdir(dir, { recursive: true, mode: 0o755 });
+    const channel = await AgentChannel.listen(this.socketPath(id));
+    this.channels.set(id, channel);
+    await this.options.store.sandboxes.insert({
+      id,
+      template: template.name,
+      state: 'running',
+      metadata: request.metadata,
+      cpu,
+      memoryMb,
+      createdBy: access.tokenId,
+      startedAt: now,
+      expiresAt: new Date(now.getTime() + request.timeoutMs),
+    });
+    try {
+      await this.options.runtime.create({
+        id,
+        image,
+        user: template.user,
+        home: template.home,
+        env: {},
+        cpus: cpu,
+        memoryBytes: memoryMb * MiB,
+        pids: template.pids,
+        diskBytes: template.diskMb * MiB,
+        readOnlyRoot: template.readOnlyRoot,
+        isolation: template.isolation,
+        agentDir: dir,
+        labels: {},
+      });
+      await channel.ready(this.options.agentTimeoutMs ?? 15_000);
+      if (Object.keys(request.envs).length > 0)
+        await channel.json('POST', '/v1/configure', { envs: request.envs });
+    } catch (err) {
+      await this.end(id, 'error');
+      throw err instanceof AgentUnavailableError ? new RuntimeUnavailableError(err.message) : err;
+    }
+    return this.info((await this.options.store.sandboxes.get(id))!);
+  }
+
+  async get(id: string, access: Access): Promise<SandboxInfo> {
+    unbound(access);
+    return this.info(await this.record(id));
+  }
+
+  async list(
+    access: Access,
+    filter: { states?: SandboxInfo['state'][]; metadata?: Record<string, string> } = {},
+  ): Promise<SandboxInfo[]> {
+    unbound(access);
+    const records = await this.options.store.sandboxes.list({
+      states: filter.states ?? ['running', 'paused'],
+    });
+    const wanted = Object.entries(filter.metadata ?? {});
+    return records.filter((r) => wanted.every(([k, v]) => r.metadata[k] === v)).map((r) => this.info(r));
+  }
+
+  async kill(id: string, access: Access): Promise<void> {
+    unbound(access);
+    const record = await this.record(id);
+    if (record.state !== 'ended') await this.end(id, 'killed');
+  }
+
+  /** Its time is up `timeoutMs` from now (E2B's `setTimeout`): extends or shortens. */
+  async setTimeout(id: string, input: unknown, access: Access): Promise<SandboxInfo> {
+    unbound(access);
+    const { timeoutMs } = SetSandboxTimeoutRequest.parse(input);
+    if (!(await this.options.store.sandboxes.setExpiry(id, new Date(Date.now() + timeoutMs)))) {
+      await this.record(id); // 404 when unknown
+      throw new ConflictError(`sandbox ${id} has ended`);
+    }
+    return this.info(await this.record(id));
+  }
+
+  async pause(id: string, access: Access): Promise<SandboxInfo> {
+    unbound(access);
+    await this.live(id);
+    await this.options.runtime.pause(id);
+    await this.options.store.sandboxes.setState(id, 'paused');
+    return this.info(await this.record(id));
+  }
+
+  async resume(id: string, access: Access): Promise<SandboxInfo> {
+    unbound(access);
+    await this.live(id);
+    await this.options.runtime.resume(id);
+    await this.options.store.sandboxes.setState(id, 'running');
+    return this.info(await this.record(id));
+  }
+
+  /** Starts `cmd` (by `/bin/sh -c`); the answer is its NDJSON event stream. */
+  async run(id: string, input: unknown, access: Access): Promise<IncomingMessage> {
+    unbound(access);
+    const request = RunCommandRequest.parse(input);
+    const channel = await this.running(id);
+    return agentCall(() =>
+      channel.open('POST', '/v1/processes', {
+        body: Buffer.from(
+          JSON.stringify({
+            cmd: ['/bin/sh', '-c', request.cmd],
+            envs: request.envs,
+            ...(request.cwd ? { cwd: request.cwd } : {}),
+            ...(request.user ? { user: request.user } : {}),
+            stdin: request.stdin,
+            timeoutMs: request.timeoutMs,
+            ...(request.tag ? { tag: request.tag } : {}),
+          }),
+        ),
+        headers: { 'content-type': 'application/json' },
+      }),
+    );
+  }
+
+  async processes(id: string, access: Access): Promise<SandboxProcess[]> {
+    unbound(access);
+    const channel = await this.running(id);
+    return (await agentCall(() => channel.json<{ processes: SandboxProcess[] }>('GET', '/v1/processes')))
+      .processes;
+  }
+
+  async attach(id: string, pid: number, access: Access): Promise<IncomingMessage> {
+    unbound(access);
+    const channel = await this.running(id);
+    return agentCall(() => channel.open('GET', `/v1/processes/${pid}/stream`));
+  }
+
+  async stdin(id: string, pid: number, body: Readable, close: boolean, access: Access): Promise<void> {
+    unbound(access);
+    const channel = await this.running(id);
+    const response = await agentCall(() =>
+      channel.open('POST', `/v1/processes/${pid}/stdin${close ? '?close=1' : ''}`, { body }),
+    );
+    response.resume();
+  }
+
+  async signal(id: string, pid: number, input: unknown, access: Access): Promise<void> {
+    unbound(access);
+    const { signal } = SignalRequest.parse(input);
+    const channel = await this.running(id);
+    await agentCall(() => channel.json('POST', `/v1/processes/${pid}/signal`, { signal }));
+  }
+
+  /** A file's bytes, streamed from the sandbox. */
+  async readFile(id: string, filePath: string, access: Access): Promise<IncomingMessage> {
+    unbound(access);
+    const channel = await this.running(id);
+    return agentCall(() => channel.open('GET', `/v1/files?${new URLSearchParams({ path: filePath })}`));
+  }
+
+  /** Writes a file (its folders made), streamed into the sandbox: bounded by its disk, not our memory. */
+  async writeFile(id: string, filePath: string, body: Readable, access: Access): Promise<SandboxFileEntry> {
+    unbound(access);
+    const channel = await this.running(id);
+    return agentCall(async () => {
+      const response = await channel.open('PUT', `/v1/files?${new URLSearchParams({ path: filePath })}`, {
+        body,
+      });
+      return JSON.parse(await readBounded(response, 64 * 1024)) as SandboxFileEntry;
+    });
+  }
+
+  /** The other file operations: small JSON answers, parsed here (the sandbox's word is not passed on raw). */
+  async fileOp(
+    id: string,
+    op: 'stat' | 'list' | 'mkdir' | 'rename' | 'remove',
+    query: Record<string, string>,
+    access: Access,
+  ): Promise<unknown> {
+    unbound(access);
+    const channel = await this.running(id);
+    const search = new URLSearchParams(query).toString();
+    if (op === 'remove') return agentCall(() => channel.json('DELETE', `/v1/files?${search}`));
+    const method = op === 'mkdir' || op === 'rename' ? 'POST' : 'GET';
+    return agentCall(() => channel.json(method, `/v1/files/${op}?${search}`));
+  }
+
+  /** A raw connection to `port` on the sandbox's loopback (the gateway's way in). */
+  async tunnel(id: string, port: number): Promise<net.Socket> {
+    const channel = await this.running(id);
+    return agentCall(() => channel.tunnel(port));
+  }
+
+  private async record(id: string): Promise<SandboxRecord> {
+    const record = /^[a-z0-9]{1,40}$/.test(id) ? await this.options.store.sandboxes.get(id) : null;
+    if (!record) throw new NotFoundError(`no sandbox ${id}`);
+    return record;
+  }
+
+  private async live(id: string): Promise<SandboxRecord> {
+    const record = await this.record(id);
+    if (record.state === 'ended') throw new ConflictError(`sandbox ${id} has ended (${record.endedReason})`);
+    return record;
+  }
+
+  private async running(id: string): Promise<AgentChannel> {
+    const record = await this.live(id);
+    if (record.state === 'paused') throw new ConflictError(`sandbox ${id} is paused: resume it first`);
+    const channel = this.channels.get(id);
+    if (!channel) throw new ConflictError(`sandbox ${id} is not served by this control plane`);
+    return channel;
+  }
+
+  /** Ends a sandbox once, recording why and its memory peak, and removes everything it had. */
+  private async end(id: string, reason: SandboxEndReason): Promise<void> {
+    const usage = await this.options.runtime.usage(id).catch(() => null);
+    const observed = await this.options.runtime.observe(id).catch(() => undefined);
+    const why = reason === 'timeout' || reason === 'killed' ? reason : observed?.oomKilled ? 'oom' : reason;
+    // Gone first, then recorded: an ended sandbox has nothing left (a failed removal is retried).
+    await this.options.runtime.remove(id);
+    await this.options.store.sandboxes.end(id, why, usage?.memoryPeakBytes ?? null);
+    await this.channels.get(id)?.close();
+    this.channels.delete(id);
+    await rm(path.join(this.root, id), { recursive: true, force: true });
+  }
+
+  private info(record: SandboxRecord): SandboxInfo {
+    return {
+      id: record.id,
+      template: record.template,
+      state: record.state,
+      endedReason: record.endedReason,
+      metadata: record.metadata,
+      startedAt: record.startedAt.toISOString(),
+      expiresAt: record.expiresAt.toISOString(),
+      endedAt: record.endedAt?.toISOString() ?? null,
+      cpu: record.cpu,
+      memoryMb: record.memoryMb,
+      peakMemoryBytes: record.peakMemoryBytes,
+    };
+  }
+}
+
+/** Sandboxes belong to no project: a token bound to one cannot reach them. */
+function unbound(access: Access): void {
+  if (access.project !== null)
+    throw new ForbiddenError('sandboxes need a token that is not bound to a project');
+}
+
+/** The agent's refusals as domain errors (its words kept), a lost agent as an unavailable runtime. */
+async function agentCall<T>(call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (err) {
+    if (err instanceof AgentError) {
+      if (err.status === 404) throw new NotFoundError(err.message);
+      if (err.status === 403) throw new ForbiddenError(err.message);
+      if (err.status === 409) throw new ConflictError(err.message);
+      if (err.status < 500 || err.status === 507) throw new InvalidRequestError(err.message);
+      throw new ConflictError(err.message);
+    }
+    if (err instanceof AgentUnavailableError) throw new RuntimeUnavailableError(err.message);
+    throw err;
+  }
+}
