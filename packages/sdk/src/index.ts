@@ -19,6 +19,10 @@ export type {
   PreviewState,
   Project,
   ProjectPolicy,
+  SandboxFileEntry,
+  SandboxInfo,
+  SandboxProcess,
+  SandboxState,
   ServiceStatus,
   TemplateIssue,
   Token,
@@ -53,4 +57,15 @@ export {
 } from './errors.js';
 export type { FetchInit, FetchLike, FetchResponse } from './http.js';
 export { AppliedProject, type ProjectsApi } from './projects.js';
+export {
+  CommandHandle,
+  type CommandResult,
+  Commands,
+  CommandTimeoutError,
+  Files,
+  type RunOptions,
+  Sandbox,
+  type SandboxConnection,
+  type SandboxCreateOptions,
+} from './sandboxes.js';
 export type { ListTokensOptions, TokensApi } from './tokens.js';

@@ -84,15 +84,18 @@ describe('start gates on Docker', () => {
   const inspect = (envId: string, workload: string) =>
     JSON.parse(
       execFileSync('docker', ['inspect', `mayfly-${envId}-${workload}-1`], { encoding: 'utf8' }),
-    )[0] as { State: { StartedAt: string } };
+    )[0] as { State: { StartedAt: string; Health?: { Status: string } } };
 
   // `db` is healthy 3 s after it starts; `app` waits for it. The app prints when its own process
   // began, and has a strict health check of its own that fails as long as it is held.
-  const gatedPlan = () => {
+  // `untilOpened`: db is ready only once the test writes /tmp/ready into it, however slow the machine.
+  const gatedPlan = (untilOpened = false) => {
     const plan = envPlan([
       workload({
         name: 'db',
-        command: ['sh', '-c', 'rm -f /tmp/ready; sleep 3; touch /tmp/ready; exec testkit sleep'],
+        command: untilOpened
+          ? ['testkit', 'sleep']
+          : ['sh', '-c', 'rm -f /tmp/ready; sleep 3; touch /tmp/ready; exec testkit sleep'],
         healthcheck: {
           command: { shell: 'test -f /tmp/ready' },
           intervalMs: 200,
@@ -135,24 +138,40 @@ describe('start gates on Docker', () => {
       (e) => e.event.type === 'workload' && e.event.workload === name && e.event.phase === 'healthy',
     )?.at ?? Number.NaN;
 
+  const appRunning = (envId: string) =>
+    execFileSync('docker', ['ps', '-q', '--filter', `name=mayfly-${envId}-app-1`], {
+      encoding: 'utf8',
+    }).trim() !== '';
+  const waitUntil = async (condition: () => boolean) => {
+    for (let i = 0; i < 200 && !condition(); i++) await new Promise((resolve) => setTimeout(resolve, 50));
+  };
+
   it('starts a waiting container at once, runs its command only once what it waits for is ready, and its checks while held do not fail it', async () => {
-    const plan = gatedPlan();
+    const plan = gatedPlan(true);
     const events: { at: number; event: ProgressEvent }[] = [];
-    const applyStarted = Date.now();
-    await applyPlan(runtime, plan, { onProgress: (event) => events.push({ at: Date.now(), event }) });
-    const dbHealthy = healthyAt(events, 'db');
-    // The container was started well before db was ready (db alone takes 3 s)…
-    expect(Date.parse(inspect(plan.envId, 'app').State.StartedAt)).toBeLessThan(dbHealthy - 1_000);
-    expect(dbHealthy - applyStarted).toBeGreaterThan(2_500);
-    // …and its own process began only after.
+    const applying = applyPlan(runtime, plan, {
+      onProgress: (event) => events.push({ at: Date.now(), event }),
+    });
+    // The container runs while db is not ready…
+    await waitUntil(() => appRunning(plan.envId));
+    expect(appRunning(plan.envId)).toBe(true);
+    // …long enough for Docker to judge it unhealthy (retries: 1, every 100 ms)…
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    expect(inspect(plan.envId, 'app').State.Health?.Status).toBe('unhealthy');
+    // …and its own command has not begun.
+    expect(await beganAt(plan.envId)).toEqual([]);
+    const opened = Date.now();
+    await runtime.writeFile(plan.envId, 'db', '/tmp/ready', 'yes');
+    await applying;
     const [began] = await beganAt(plan.envId, 1);
-    expect(began).toBeGreaterThanOrEqual(dbHealthy);
-    // Docker judged the held container unhealthy meanwhile (retries: 1); the apply did not fail for it.
+    expect(began).toBeGreaterThanOrEqual(opened);
+    expect(began).toBeGreaterThanOrEqual(healthyAt(events, 'db'));
+    // The checks while held did not fail the apply: the app was judged on its own.
     expect(Number.isNaN(healthyAt(events, 'app'))).toBe(false);
   });
 
   it('a control plane restarted while a container is held sees it as created, and releases it', async () => {
-    const plan = gatedPlan();
+    const plan = gatedPlan(true);
     const first = new AbortController();
     const applying = applyPlan(runtime, plan, { signal: first.signal });
     applying.catch(() => {});
@@ -161,7 +180,7 @@ describe('start gates on Docker', () => {
     // Held: running as far as Docker is concerned, created as far as Mayfly is.
     for (
       let i = 0;
-      i < 100 &&
+      i < 200 &&
       execFileSync('docker', ['ps', '-q', '--filter', `name=mayfly-${plan.envId}-app-1`], {
         encoding: 'utf8',
       }).trim() === '';
@@ -172,6 +191,7 @@ describe('start gates on Docker', () => {
     first.abort();
     await expect(applying).rejects.toThrow();
     expect(await beganAt(plan.envId)).toEqual([]);
+    await runtime.writeFile(plan.envId, 'db', '/tmp/ready', 'yes');
 
     const restarted = make();
     const events: { at: number; event: ProgressEvent }[] = [];
