@@ -26,3 +26,14 @@ export class UsageError extends CliError {
     super(message, ExitCode.usage, hint === undefined ? {} : { hint });
   }
 }
+
+/**
+ * Exit with a command's own code and nothing said: `mayfly sandbox exec` passes the code of the
+ * command it ran through, as `docker exec` does, without adding a line to the command's stderr.
+ */
+export class PassExitCode extends Error {
+  override name = 'PassExitCode';
+  constructor(readonly exitCode: number) {
+    super(`exit code ${exitCode}`);
+  }
+}

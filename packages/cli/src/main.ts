@@ -3,7 +3,7 @@
  * verb, maps any error to a message on stderr and an exit code.
  */
 import { CommanderError } from 'commander';
-import { ExitCode } from './cli-error.js';
+import { ExitCode, PassExitCode } from './cli-error.js';
 import { flushOutput } from './output.js';
 import { createProgram } from './program.js';
 
@@ -15,6 +15,7 @@ async function main(argv: readonly string[]): Promise<number> {
   } catch (err) {
     // Help, --version and usage errors: commander has printed them; nothing more to load.
     if (err instanceof CommanderError) return err.exitCode === 0 ? ExitCode.ok : ExitCode.usage;
+    if (err instanceof PassExitCode) return err.exitCode;
     const { reportError } = await import('./report-error.js');
     return reportError(err, argv.includes('--json'));
   }

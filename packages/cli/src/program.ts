@@ -36,6 +36,7 @@ const VERBS: [names: string[], load: () => Promise<Register>][] = [
   [['project'], async () => (await import('./commands/project.js')).registerProject],
   [['apply'], async () => (await import('./commands/apply.js')).registerApply],
   [['approve'], async () => (await import('./commands/approve.js')).registerApprove],
+  [['sandbox'], async () => (await import('./commands/sandbox.js')).registerSandbox],
 ];
 
 /** Global options that take a value: the word after them is not the verb. */
