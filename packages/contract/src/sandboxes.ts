@@ -52,6 +52,8 @@ export const SandboxInfo = z.object({
   memoryMb: z.number(),
   /** Highest memory use seen, in bytes (recorded when it ends). */
   peakMemoryBytes: z.number().nullable(),
+  /** The URL of one of its ports through the gateway, with `{port}` in place of the port. */
+  urlTemplate: z.string(),
 });
 export type SandboxInfo = z.infer<typeof SandboxInfo>;
 

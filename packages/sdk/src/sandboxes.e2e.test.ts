@@ -125,6 +125,27 @@ describe('Sandbox (SDK) on a real server', () => {
     expect(await Sandbox.list({ ...connection(), metadata: { suite: 'other' } })).toEqual([]);
   });
 
+  it('getHost: a server started inside is reachable through the gateway, with no network in the sandbox', async () => {
+    const server = await sbx.commands.run(
+      `perl -MIO::Socket::INET -e '$s = IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => 8000, Listen => 5, ReuseAddr => 1) or die; while ($c = $s->accept) { while (<$c>) { last if /^\\r?$/ } print $c "HTTP/1.0 200 OK\\r\\nContent-Type: text/plain\\r\\n\\r\\nhello from the sandbox\\n"; close $c }'`,
+      { background: true, timeoutMs: 0 },
+    );
+    const url = new URL(sbx.getHost(8000));
+    expect(url.hostname).toBe(`8000--${sbx.id}.localhost`);
+    let answer = { status: 0, text: '' };
+    for (let i = 0; i < 50 && answer.status !== 200; i++) {
+      answer = await t.viaGateway(url.host, '/');
+      if (answer.status !== 200) await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    expect(answer).toEqual({ status: 200, text: 'hello from the sandbox\n' });
+    // A port nothing listens on is a 502 that says so; an unknown sandbox is not routed to one.
+    const closed = await t.viaGateway(new URL(sbx.getHost(9)).host, '/');
+    expect(closed.status).toBe(502);
+    expect(closed.text).toMatch(/Nothing answers on port 9/);
+    expect((await t.viaGateway(`8000--zz00zz00.localhost:${url.port}`, '/')).status).toBe(404);
+    await server.kill();
+  });
+
   it('setTimeout, kill, and connect to one that ended', async () => {
     const other = await Sandbox.create(connection());
     await other.setTimeout(600_000);

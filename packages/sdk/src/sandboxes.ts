@@ -288,6 +288,7 @@ export class Sandbox {
   private constructor(
     readonly id: string,
     private readonly http: HttpClient,
+    private readonly urlTemplate: string,
   ) {
     this.commands = new Commands(http, id);
     this.files = new Files(http, id);
@@ -304,7 +305,7 @@ export class Sandbox {
       ...(options.memoryMb !== undefined ? { memoryMb: options.memoryMb } : {}),
     };
     const info = await http.json('POST', SandboxPaths.sandboxes, SandboxInfo, { body: request });
-    return new Sandbox(info.id, http);
+    return new Sandbox(info.id, http, info.urlTemplate);
   }
 
   /** A handle on a sandbox that exists (running or paused). @throws NotFoundError */
@@ -313,14 +314,14 @@ export class Sandbox {
     const info = await http.json('GET', SandboxPaths.sandbox(id), SandboxInfo);
     if (info.state === 'ended')
       throw new NotFoundError(`sandbox ${id} has ended (${info.endedReason})`, { status: 404 });
-    return new Sandbox(id, http);
+    return new Sandbox(id, http, info.urlTemplate);
   }
 
   /** Thaws a paused sandbox and returns a handle on it. */
   static async resume(id: string, options: SandboxConnection = {}): Promise<Sandbox> {
     const http = client(options);
-    await http.json('POST', SandboxPaths.resume(id), SandboxInfo);
-    return new Sandbox(id, http);
+    const info = await http.json('POST', SandboxPaths.resume(id), SandboxInfo);
+    return new Sandbox(id, http, info.urlTemplate);
   }
 
   /** Running and paused ones by default; `metadata` entries must all match. */
@@ -340,6 +341,11 @@ export class Sandbox {
       },
     );
     return items;
+  }
+
+  /** The URL of `port` inside the sandbox, through the gateway (`http://<port>--<id>.<domain>:<port>/`). */
+  getHost(port: number): string {
+    return this.urlTemplate.replace('{port}', String(port));
   }
 
   getInfo(): Promise<SandboxInfo> {

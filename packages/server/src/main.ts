@@ -146,6 +146,28 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
       '/run/containerd/containerd.sock',
     ],
   };
+  // Sandboxes need the agent binary and a Docker Engine of their own (not a test's stand-in).
+  const sandboxes =
+    agentBinary && !injectedRuntime
+      ? new SandboxService({
+          store,
+          runtime: new DockerSandboxRuntime({
+            ...(config.dockerSocket ? { socketPath: config.dockerSocket } : {}),
+            instance: store.instanceId,
+            agentBinary,
+          }),
+          templates: new SandboxTemplates(
+            builtInTemplates(inCheckout('packages/server/sandbox-templates') ?? ''),
+            images,
+            store,
+          ),
+          dataDir: config.dataDir,
+          urls,
+          logger: logger.child({ component: 'sandboxes' }),
+        })
+      : undefined;
+  await sandboxes?.start();
+
   const gateway = new Gateway({
     store,
     runtime,
@@ -160,6 +182,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
       return environments.wake(envId, FULL_ACCESS, 'woken by a request');
     },
     onActivity: (envId) => environments.recordActivity(envId),
+    ...(sandboxes ? { sandboxes } : {}),
   });
   const planPolicy = {
     ...policy,
@@ -227,27 +250,6 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     maxStaged: config.bundleMaxStaged,
     bundleTtlMs: config.bundleTtlMs,
   });
-
-  // Sandboxes need the agent binary and a Docker Engine of their own (not a test's stand-in).
-  const sandboxes =
-    agentBinary && !injectedRuntime
-      ? new SandboxService({
-          store,
-          runtime: new DockerSandboxRuntime({
-            ...(config.dockerSocket ? { socketPath: config.dockerSocket } : {}),
-            instance: store.instanceId,
-            agentBinary,
-          }),
-          templates: new SandboxTemplates(
-            builtInTemplates(inCheckout('packages/server/sandbox-templates') ?? ''),
-            images,
-            store,
-          ),
-          dataDir: config.dataDir,
-          logger: logger.child({ component: 'sandboxes' }),
-        })
-      : undefined;
-  await sandboxes?.start();
 
   const { app, routes } = await buildApi({
     environments,

@@ -3,7 +3,7 @@
  * requests, streams and WebSocket upgrades alike. It shares the API's listener; `main.ts` hands it
  * every request whose Host names an environment.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { createProxyServer } from 'http-proxy-3';
 import { LRUCache } from 'lru-cache';
@@ -41,6 +41,21 @@ export interface GatewayDeps {
   onActivity?: (envId: string) => void;
   /** How long a request for a sleeping environment is held while it wakes; default 60 s. */
   wakeTimeoutMs?: number;
+  /** Sandboxes, reached at `<port>--<sandbox id>.<base domain>` through their agent. */
+  sandboxes?: SandboxPorts;
+}
+
+/** What the gateway needs of sandboxes: whether one is up, and a connection to one of its ports. */
+export interface SandboxPorts {
+  isServing(id: string): Promise<boolean>;
+  tunnel(id: string, port: number): Promise<Duplex>;
+}
+
+/** An agent that hands the proxy one connection made beforehand (a tunnel into a sandbox). */
+function oneConnectionAgent(connection: Duplex): http.Agent {
+  const agent = new http.Agent({ keepAlive: false });
+  (agent as unknown as { createConnection: () => Duplex }).createConnection = () => connection;
+  return agent;
 }
 
 /** The part of an environment's record that routing needs. */
@@ -205,7 +220,38 @@ export class Gateway {
     return policy;
   }
 
+  /**
+   * `<port>--<id>` where `id` is a sandbox this control plane serves: its port, reached through its
+   * agent (a sandbox has no network of its own). Public like E2B's: the id (80 random bits) is the key.
+   */
+  private async sandboxTarget(req: IncomingMessage): Promise<{ id: string; port: number } | null> {
+    if (!this.deps.sandboxes) return null;
+    const parsed = parseHost(normalizeHost(req.headers.host), this.deps.urls.baseDomain);
+    if (!parsed || !/^\d{1,5}$/.test(parsed.service) || !/^[a-z0-9]{1,40}$/.test(parsed.envName)) return null;
+    const port = Number(parsed.service);
+    if (port < 1 || port > 65_535) return null;
+    return (await this.deps.sandboxes.isServing(parsed.envName)) ? { id: parsed.envName, port } : null;
+  }
+
+  private async sandboxTunnel(target: { id: string; port: number }): Promise<Duplex | string> {
+    try {
+      return await this.deps.sandboxes!.tunnel(target.id, target.port);
+    } catch (err) {
+      return `Nothing answers on port ${target.port} of sandbox ${target.id}: ${(err as Error).message}`;
+    }
+  }
+
   async handleRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const sandbox = await this.sandboxTarget(req);
+    if (sandbox) {
+      const tunnel = await this.sandboxTunnel(sandbox);
+      if (typeof tunnel === 'string') return sendPage(res, 502, 'Bad gateway', tunnel);
+      this.proxy.web(req, res, {
+        target: { host: 'sandbox', port: sandbox.port },
+        agent: oneConnectionAgent(tunnel),
+      });
+      return;
+    }
     const access = await this.checkAccess(req, false);
     if (access.kind !== 'allow') {
       res.writeHead(access.status, access.headers).end(access.body);
@@ -317,6 +363,21 @@ export class Gateway {
   }
 
   async handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    const sandbox = await this.sandboxTarget(req);
+    if (sandbox) {
+      const tunnel = await this.sandboxTunnel(sandbox);
+      if (typeof tunnel === 'string') {
+        socket.end('HTTP/1.1 502 Bad Gateway\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+        return;
+      }
+      this.sockets.add(socket);
+      socket.once('close', () => this.sockets.delete(socket));
+      this.proxy.ws(req, socket, head, {
+        target: { host: 'sandbox', port: sandbox.port },
+        agent: oneConnectionAgent(tunnel),
+      });
+      return;
+    }
     const access = await this.checkAccess(req, true);
     if (access.kind !== 'allow') {
       socket.end(`HTTP/1.1 ${access.status} Unauthorized\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);

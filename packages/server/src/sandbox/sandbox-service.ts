@@ -21,6 +21,7 @@ import {
 } from '@mayfly/contract';
 import type { Access } from '../access/access.js';
 import { ConflictError, ForbiddenError, InvalidRequestError, NotFoundError } from '../controller/errors.js';
+import { serviceUrl, type UrlScheme } from '../controller/urls.js';
 import type { Logger } from '../observability/logger.js';
 import { RuntimeUnavailableError } from '../runtime/runtime.js';
 import type { SandboxRecord, Store } from '../store/store.js';
@@ -43,6 +44,8 @@ export interface SandboxServiceOptions {
   sweepIntervalMs?: number;
   /** How long an ended sandbox's record is kept; default 24 h. */
   retentionMs?: number;
+  /** How the gateway's URLs look, for each sandbox's `urlTemplate`. */
+  urls: UrlScheme;
 }
 
 export class SandboxService {
@@ -312,6 +315,12 @@ export class SandboxService {
     return agentCall(() => channel.json(method, `/v1/files/${op}?${search}`));
   }
 
+  /** Running here, so the gateway may route to it. */
+  async isServing(id: string): Promise<boolean> {
+    if (!this.channels.has(id)) return false;
+    return (await this.options.store.sandboxes.get(id))?.state === 'running';
+  }
+
   /** A raw connection to `port` on the sandbox's loopback (the gateway's way in). */
   async tunnel(id: string, port: number): Promise<net.Socket> {
     const channel = await this.running(id);
@@ -364,6 +373,7 @@ export class SandboxService {
       cpu: record.cpu,
       memoryMb: record.memoryMb,
       peakMemoryBytes: record.peakMemoryBytes,
+      urlTemplate: serviceUrl('{port}', record.id, this.options.urls),
     };
   }
 }
