@@ -62,4 +62,9 @@ export interface SandboxRuntime {
   usage(id: string): Promise<SandboxUsage | null>;
   /** Every sandbox of this installation the platform has. */
   list(): Promise<ObservedSandbox[]>;
+  /**
+   * Calls `onEnd` when a sandbox's main process dies, or the kernel kills something in it for
+   * memory (`oom`), as the platform reports it; until the returned function is called.
+   */
+  watch(onEnd: (id: string, cause: 'oom' | 'exit') => void): () => void;
 }

@@ -66,6 +66,14 @@ export class SandboxService {
    */
   async start(): Promise<void> {
     await mkdir(this.root, { recursive: true, mode: 0o700 });
+    // A sandbox whose main process died, or in which the kernel killed something for memory, is
+    // ended (its state is not to be trusted; the agent itself may be what was killed).
+    this.unwatch = this.options.runtime.watch((id, cause) => {
+      if (this.ending.has(id) || !this.channels.has(id)) return;
+      void this.end(id, cause === 'oom' ? 'oom' : 'error').catch((err) =>
+        this.options.logger.warn({ err, sandbox: id }, 'ending a sandbox that died failed'),
+      );
+    });
     await this.takeOver().catch((err) => this.options.logger.warn({ err }, 'sandboxes: taking over later'));
     this.timer = setInterval(() => {
       this.sweeping ??= this.sweep().finally(() => {
@@ -76,6 +84,9 @@ export class SandboxService {
   }
 
   private takenOver = false;
+  private unwatch: (() => void) | undefined;
+  /** Sandboxes being ended here: the death that ending causes is not a second end. */
+  private readonly ending = new Map<string, Promise<void>>();
 
   private async takeOver(): Promise<void> {
     const records = await this.options.store.sandboxes.list({ states: ['running', 'paused'] });
@@ -96,6 +107,7 @@ export class SandboxService {
 
   async stop(): Promise<void> {
     clearInterval(this.timer);
+    this.unwatch?.();
     await this.sweeping;
     await Promise.all([...this.channels.values()].map((c) => c.close()));
     this.channels.clear();
@@ -348,7 +360,16 @@ export class SandboxService {
   }
 
   /** Ends a sandbox once, recording why and its memory peak, and removes everything it had. */
-  private async end(id: string, reason: SandboxEndReason): Promise<void> {
+  /** Ends it once: a second caller while it ends waits for the same end (the first reason stays). */
+  private end(id: string, reason: SandboxEndReason): Promise<void> {
+    const under = this.ending.get(id);
+    if (under) return under;
+    const ending = this.endOnce(id, reason).finally(() => this.ending.delete(id));
+    this.ending.set(id, ending);
+    return ending;
+  }
+
+  private async endOnce(id: string, reason: SandboxEndReason): Promise<void> {
     const usage = await this.options.runtime.usage(id).catch(() => null);
     const observed = await this.options.runtime.observe(id).catch(() => undefined);
     const why = reason === 'timeout' || reason === 'killed' ? reason : observed?.oomKilled ? 'oom' : reason;

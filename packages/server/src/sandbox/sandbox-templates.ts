@@ -19,7 +19,10 @@ export interface SandboxTemplate {
   memoryMb: number;
   cpu: number;
   pids: number;
-  /** Size of the writable home and of /tmp, each. */
+  /**
+   * Size of the writable home and of /tmp, each. They are in memory (tmpfs: the only size limit
+   * Docker offers on ext4) and count towards the memory limit, so together they stay below it.
+   */
   diskMb: number;
   readOnlyRoot: boolean;
   isolation: 'runc' | 'gvisor';
@@ -33,7 +36,7 @@ const DEFAULTS = {
   memoryMb: 512,
   cpu: 1,
   pids: 256,
-  diskMb: 512,
+  diskMb: 256,
   readOnlyRoot: true,
   isolation: 'runc',
 } as const;

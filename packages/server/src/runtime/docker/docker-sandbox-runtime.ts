@@ -182,6 +182,56 @@ export class DockerSandboxRuntime implements SandboxRuntime {
     }));
   }
 
+  watch(onEnd: (id: string, cause: 'oom' | 'exit') => void): () => void {
+    let stopped = false;
+    let current: { destroy(): void } | undefined;
+    const follow = async () => {
+      while (!stopped) {
+        try {
+          const stream = (await this.docker.getEvents({
+            filters: {
+              type: ['container'],
+              event: ['oom', 'die'],
+              label: [
+                `${LABELS.managedBy}=${MANAGED_BY}`,
+                `${LABELS.instance}=${this.options.instance}`,
+                SANDBOX_LABEL,
+              ],
+            },
+          })) as unknown as NodeJS.ReadableStream & { destroy(): void };
+          current = stream;
+          if (stopped) stream.destroy();
+          let pending = '';
+          for await (const chunk of stream) {
+            pending += chunk.toString();
+            let newline = pending.indexOf('\n');
+            while (newline !== -1) {
+              const line = pending.slice(0, newline);
+              pending = pending.slice(newline + 1);
+              newline = pending.indexOf('\n');
+              const event = JSON.parse(line) as {
+                Action?: string;
+                Actor?: { Attributes?: Record<string, string> };
+              };
+              const id = event.Actor?.Attributes?.[SANDBOX_LABEL];
+              if (id) onEnd(id, event.Action === 'oom' ? 'oom' : 'exit');
+            }
+            // Events are small; a line this long is not one.
+            if (pending.length > 1024 * 1024) pending = '';
+          }
+        } catch {
+          // The Engine went away or restarted: follow again shortly.
+        }
+        if (!stopped) await new Promise((resolve) => setTimeout(resolve, 1_000));
+      }
+    };
+    void follow();
+    return () => {
+      stopped = true;
+      current?.destroy();
+    };
+  }
+
   private container(id: string): Docker.Container {
     if (!/^[a-z0-9]+$/.test(id)) throw new Error(`bad sandbox id "${id}"`);
     return this.docker.getContainer(sandboxContainerName(id));

@@ -1,0 +1,104 @@
+/**
+ * Containment: what hostile code in a sandbox tries, each stopped, with the host unaffected. Against
+ * a real server and real Docker, through the SDK.
+ */
+import { execFileSync } from 'node:child_process';
+import net from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestServer, type TestServer } from '../../server/src/test-support/test-server.js';
+import { CommandTimeoutError, Sandbox } from './index.js';
+
+const PERL_SERVER = `perl -MIO::Socket::INET -e '$s = IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => 8000, Listen => 5, ReuseAddr => 1) or die; while ($c = $s->accept) { print $c "HTTP/1.0 200 OK\\r\\n\\r\\nsecret\\n"; close $c }'`;
+
+describe('sandbox containment', () => {
+  let t: TestServer;
+  let sbx: Sandbox;
+  const connection = () => ({ baseUrl: t.server.url, token: t.token });
+  beforeAll(async () => {
+    t = await startTestServer();
+    sbx = await Sandbox.create({ ...connection(), timeoutMs: 300_000 });
+  }, 300_000);
+  afterAll(async () => {
+    for (const s of await Sandbox.list(connection()))
+      await (await Sandbox.connect(s.id, connection())).kill();
+    await t.close();
+  });
+
+  it('a fork bomb hits the pids limit and dies with its timeout; the sandbox and the host go on', async () => {
+    const bomb = await sbx.commands
+      .run('f() { f | f & }; f; sleep 100', { timeoutMs: 3_000 })
+      .catch((e: unknown) => e);
+    expect(bomb).toBeInstanceOf(CommandTimeoutError);
+    const left = await sbx.commands.run('sleep 1; ls /proc | grep -c "^[0-9]"');
+    expect(Number(left.stdout.trim())).toBeLessThan(20);
+    expect(execFileSync('sh', ['-c', 'echo host-ok'], { encoding: 'utf8' })).toBe('host-ok\n');
+  });
+
+  it('filling its disk fails with no space left, and it goes on', async () => {
+    const fill = await sbx.commands.run(
+      'head -c 2000000000 /dev/zero > /home/user/fill; echo "status $?"; rm -f /home/user/fill',
+    );
+    expect(fill.stderr).toMatch(/No space left on device/);
+    expect(fill.stdout).toBe('status 1\n');
+    expect((await sbx.commands.run('echo alive')).stdout).toBe('alive\n');
+  });
+
+  it('sees neither the host’s files nor the Docker socket, and cannot write the image', async () => {
+    const look = await sbx.commands.run(
+      `test -e /var/run/docker.sock && echo socket; test -e /run/docker.sock && echo socket; test -e ${t.dataDir} && echo datadir; touch /etc/x 2>/dev/null || echo read-only; id -u`,
+    );
+    expect(look.stdout).toBe('read-only\n1000\n');
+  });
+
+  it('reaches no server of the host (loopback or bridge), nor another sandbox', async () => {
+    const seen: string[] = [];
+    const host = net.createServer((socket) => {
+      seen.push(socket.remoteAddress ?? '?');
+      socket.destroy();
+    });
+    await new Promise<void>((resolve) => host.listen(0, '0.0.0.0', resolve));
+    const port = (host.address() as net.AddressInfo).port;
+    const bridge = execFileSync(
+      'docker',
+      ['network', 'inspect', 'bridge', '--format', '{{(index .IPAM.Config 0).Gateway}}'],
+      {
+        encoding: 'utf8',
+      },
+    ).trim();
+    try {
+      const other = await Sandbox.create(connection());
+      await other.commands.run(PERL_SERVER, { background: true, timeoutMs: 0 });
+      const probe = await sbx.commands.run(
+        `for target in 127.0.0.1:${port} ${bridge}:${port} 127.0.0.1:8000 169.254.169.254:80 1.1.1.1:80; do
+           curl -s --max-time 3 "http://$target/" >/dev/null && echo "reached $target" || echo "blocked $target"
+         done; ls /sys/class/net`,
+      );
+      expect(probe.stdout).toBe(
+        [`127.0.0.1:${port}`, `${bridge}:${port}`, '127.0.0.1:8000', '169.254.169.254:80', '1.1.1.1:80']
+          .map((target) => `blocked ${target}\n`)
+          .join('') + 'lo\n',
+      );
+      expect(seen).toEqual([]);
+      // The other sandbox's server is there, for itself only.
+      expect((await other.commands.run('curl -s http://127.0.0.1:8000/')).stdout).toBe('secret\n');
+      await other.kill();
+    } finally {
+      host.close();
+    }
+  });
+
+  it('a memory bomb is killed by the kernel, and the sandbox ends with oom recorded', async () => {
+    const small = await Sandbox.create({ ...connection(), memoryMb: 96 });
+    await small.commands
+      .run(`perl -e '$x = "a" x (1 << 20); @a = (); push @a, $x . $_ for 1 .. 100000'`, { timeoutMs: 30_000 })
+      .catch(() => {});
+    let info = await small.getInfo();
+    for (let i = 0; i < 100 && info.state !== 'ended'; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      info = await small.getInfo();
+    }
+    expect(info).toMatchObject({ state: 'ended', endedReason: 'oom' });
+    expect(info.peakMemoryBytes).toBeGreaterThan(64 * 1024 * 1024);
+    expect(execFileSync('sh', ['-c', 'echo host-ok'], { encoding: 'utf8' })).toBe('host-ok\n');
+  });
+});
