@@ -30,11 +30,12 @@ type event struct {
 }
 
 type process struct {
-	Pid  int               `json:"pid"`
-	Tag  string            `json:"tag,omitempty"`
-	Cmd  []string          `json:"cmd"`
-	Cwd  string            `json:"cwd"`
-	Envs map[string]string `json:"envs,omitempty"`
+	Pid int      `json:"pid"`
+	Tag string   `json:"tag,omitempty"`
+	Cmd []string `json:"cmd"`
+	Cwd string   `json:"cwd"`
+	// Not listed: a command's variables may be large, and are the caller's own.
+	Envs map[string]string `json:"-"`
 
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
@@ -69,28 +70,40 @@ func (p *process) publish(e event) {
 	}
 }
 
-// subscribe streams the process's events to w until it ends or the reader goes away.
+// subscribe streams the process's events to w until it ends, or the reader goes away.
 func (p *process) subscribe(w http.ResponseWriter, r *http.Request, first *event) {
+	if s := p.attach(w, first); s != nil {
+		p.follow(r, s)
+	}
+}
+
+// attach writes the answer's head (and first) and registers w for every later event; nil when
+// the process has ended (its end written).
+func (p *process) attach(w http.ResponseWriter, first *event) *subscriber {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	flusher, _ := w.(http.Flusher)
 	s := &subscriber{w: w, flusher: flusher, done: make(chan struct{})}
 	p.mu.Lock()
-	select {
-	case <-p.ended:
-		p.mu.Unlock()
-		line, _ := json.Marshal(p.end)
-		_, _ = w.Write(append(line, '\n'))
-		return
-	default:
-	}
+	defer p.mu.Unlock()
 	if first != nil {
 		line, _ := json.Marshal(first)
 		_, _ = w.Write(append(line, '\n'))
 		flusher.Flush()
 	}
+	select {
+	case <-p.ended:
+		line, _ := json.Marshal(p.end)
+		_, _ = w.Write(append(line, '\n'))
+		return nil
+	default:
+	}
 	p.subscribers[s] = struct{}{}
-	p.mu.Unlock()
+	return s
+}
+
+// follow blocks until the process ends or the reader goes away.
+func (p *process) follow(r *http.Request, s *subscriber) {
 	select {
 	case <-s.done:
 	case <-r.Context().Done():
@@ -210,21 +223,27 @@ func (a *agent) start(w http.ResponseWriter, r *http.Request) error {
 	}
 	stderrR, stderrW, err := os.Pipe()
 	if err != nil {
+		stdoutR.Close()
+		stdoutW.Close()
 		return err
+	}
+	closePipes := func() {
+		stdoutR.Close()
+		stdoutW.Close()
+		stderrR.Close()
+		stderrW.Close()
 	}
 	cmd.Stdout, cmd.Stderr = stdoutW, stderrW
 	var stdin io.WriteCloser
 	if req.Stdin {
 		stdin, err = cmd.StdinPipe()
 		if err != nil {
+			closePipes()
 			return err
 		}
 	}
 	if err := cmd.Start(); err != nil {
-		stdoutR.Close()
-		stdoutW.Close()
-		stderrR.Close()
-		stderrW.Close()
+		closePipes()
 		return fail(http.StatusBadRequest, "start_failed", "cannot start %s: %v", req.Cmd[0], err)
 	}
 	stdoutW.Close()
@@ -237,6 +256,10 @@ func (a *agent) start(w http.ResponseWriter, r *http.Request) error {
 	a.mu.Lock()
 	a.processes[p.Pid] = p
 	a.mu.Unlock()
+
+	// Its caller is subscribed before a byte is read: nothing it prints is missed, even when it
+	// ends at once.
+	starter := p.attach(w, &event{Type: "start", Pid: p.Pid})
 
 	var timer *time.Timer
 	if req.TimeoutMs > 0 {
@@ -278,17 +301,20 @@ func (a *agent) start(w http.ResponseWriter, r *http.Request) error {
 			}
 		}
 		end.ExitCode = &code
+		// Sent and marked ended at once: a stream attaching meanwhile gets the end either way.
 		p.mu.Lock()
 		end.TimedOut = p.timedOut
-		p.mu.Unlock()
-		p.publish(end)
-		p.mu.Lock()
-		p.end = end
-		close(p.ended)
+		line, _ := json.Marshal(end)
+		line = append(line, '\n')
 		for s := range p.subscribers {
+			if _, err := s.w.Write(line); err == nil {
+				s.flusher.Flush()
+			}
 			delete(p.subscribers, s)
 			close(s.done)
 		}
+		p.end = end
+		close(p.ended)
 		p.mu.Unlock()
 		if p.stdin != nil {
 			p.stdin.Close()
@@ -297,7 +323,9 @@ func (a *agent) start(w http.ResponseWriter, r *http.Request) error {
 		delete(a.processes, p.Pid)
 		a.mu.Unlock()
 	}()
-	p.subscribe(w, r, &event{Type: "start", Pid: p.Pid})
+	if starter != nil {
+		p.follow(r, starter)
+	}
 	return nil
 }
 
@@ -326,9 +354,9 @@ func (p *process) input(w http.ResponseWriter, r *http.Request) error {
 	if p.stdin == nil {
 		return fail(http.StatusBadRequest, "invalid", "process %d was not started with stdin", p.Pid)
 	}
-	if _, err := io.Copy(p.stdin, r.Body); err != nil {
-		return fail(http.StatusConflict, "invalid", "process %d no longer reads its input: %v", p.Pid, err)
-	}
+	// A command that stopped reading (ended, or closed its input as head does) does not want
+	// the rest: what it did not read is dropped, and that is not an error.
+	_, _ = io.Copy(p.stdin, r.Body)
 	if r.URL.Query().Get("close") == "1" {
 		_ = p.stdin.Close()
 	}

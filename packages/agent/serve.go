@@ -43,7 +43,8 @@ func serve(args []string) int {
 	}
 	listener := &reverseListener{path: *socket, spare: *spare, states: map[net.Conn]http.ConnState{}}
 	listener.cond = sync.NewCond(&listener.mu)
-	server := &http.Server{Handler: a, ConnState: listener.track, ReadHeaderTimeout: 30 * time.Second}
+	// No read timeouts: idle connections wait for the control plane (the only client) as long as it likes.
+	server := &http.Server{Handler: a, ConnState: listener.track}
 	if err := server.Serve(listener); err != nil {
 		fmt.Fprintf(os.Stderr, "mayfly-agent: %v\n", err)
 		return 1
@@ -141,9 +142,9 @@ func writeError(w http.ResponseWriter, err error) {
 	writeJSON(w, http.StatusInternalServerError, &apiError{Code: "internal", Message: err.Error()})
 }
 
-// readJSON decodes a request body of at most 1 MiB.
+// readJSON decodes a request body of at most 16 MiB (a command with all its variables).
 func readJSON(r *http.Request, into any) error {
-	decoder := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 1<<20))
+	decoder := json.NewDecoder(http.MaxBytesReader(nil, r.Body, 16<<20))
 	decoder.DisallowUnknownFields()
 	if err := decoder.Decode(into); err != nil {
 		return fail(http.StatusBadRequest, "invalid", "bad request body: %v", err)

@@ -4,6 +4,8 @@
  */
 export async function* readLines(
   stream: ReadableStream<Uint8Array>,
+  /** A line longer than this (without its end) is refused rather than held. */
+  maxLineChars = Number.POSITIVE_INFINITY,
 ): AsyncGenerator<string, void, undefined> {
   const decoder = new TextDecoder();
   const reader = stream.getReader();
@@ -19,6 +21,7 @@ export async function* readLines(
         pending = pending.slice(newline + 1);
         newline = pending.indexOf('\n');
       }
+      if (pending.length > maxLineChars) throw new Error(`a line longer than ${maxLineChars} characters`);
     }
     pending += decoder.decode();
     if (pending.length > 0) yield stripCarriageReturn(pending);

@@ -85,6 +85,7 @@ const Processes = z.object({
   ),
 });
 const Ok = z.object({ ok: z.literal(true) });
+const MAX_EVENT_CHARS = 1024 * 1024;
 
 function client(options: SandboxConnection = {}): HttpClient {
   const baseUrl = options.baseUrl ?? process.env.MAYFLY_URL;
@@ -155,15 +156,19 @@ export class Commands {
     });
     if (!response.body)
       throw new MayflyError('the server sent no event stream', { code: 'invalid_response' });
-    const events = readLines(response.body)[Symbol.asyncIterator]();
+    const events = readLines(response.body, MAX_EVENT_CHARS)[Symbol.asyncIterator]();
     const first = await events.next();
     const start = first.done ? undefined : (JSON.parse(first.value) as ProcessEvent);
     if (start?.type !== 'start')
       throw new MayflyError('the command did not start', { code: 'invalid_response' });
     const result = collect(events, options);
     const handle = new CommandHandle(start.pid, result, this.http, this.sandboxId);
-    if (options.stdin !== undefined && options.stdin !== true)
-      await handle.sendStdin(options.stdin, { close: true });
+    if (options.stdin !== undefined && options.stdin !== true) {
+      // A command that ended (or stopped reading) before its input was sent did not want it.
+      await handle.sendStdin(options.stdin, { close: true }).catch((err: unknown) => {
+        if (!(err instanceof NotFoundError)) throw err;
+      });
+    }
     return options.background ? handle : result;
   }
 
@@ -181,6 +186,9 @@ async function collect(events: AsyncIterator<string>, options: RunOptions): Prom
     const next = await events.next();
     if (next.done)
       throw new MayflyError('the event stream ended before the command did', { code: 'invalid_response' });
+    // An event is at most 32 KiB of output in base64: a line far longer is not one of ours.
+    if (next.value.length > MAX_EVENT_CHARS)
+      throw new MayflyError('the server sent an event too large to be one', { code: 'invalid_response' });
     const event = JSON.parse(next.value) as ProcessEvent;
     if (event.type === 'stdout' || event.type === 'stderr') {
       const chunk = decoders[event.type].decode(Buffer.from(event.data, 'base64'), { stream: true });

@@ -3,7 +3,7 @@ import { stat } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { parseDuration } from '@mayfly/contract';
-import { NotFoundError, Sandbox, type SandboxConnection } from '@mayfly/sdk';
+import { Sandbox, type SandboxConnection } from '@mayfly/sdk';
 import type { Command } from 'commander';
 import { PassExitCode, UsageError } from '../cli-error.js';
 import { connect, resolveToken } from '../connection.js';
@@ -85,6 +85,7 @@ Examples:
     .option('--cwd <dir>', 'working directory (default: the home)')
     .option('--env <KEY=VALUE>', 'a variable for this command (repeatable)', collect, [])
     .option('--timeout <duration>', 'kill it after this long (default: no limit)')
+    .option('--no-stdin', 'do not forward standard input (it is, when it is not a terminal)')
     .addHelpText(
       'after',
       `
@@ -95,13 +96,13 @@ Standard input is forwarded when it is not a terminal:
       async (
         id: string,
         argv: string[],
-        options: { cwd?: string; env: string[]; timeout?: string },
+        options: { cwd?: string; env: string[]; timeout?: string; stdin?: boolean },
         command: Command,
       ) => {
         const timeoutMs = options.timeout === undefined ? 0 : parseDuration(options.timeout);
         if (timeoutMs === null) throw new UsageError(`invalid --timeout "${options.timeout}"`);
         const sbx = await Sandbox.connect(id, await connection(command));
-        const forwardStdin = !process.stdin.isTTY;
+        const forwardStdin = options.stdin === true || (options.stdin === undefined && !process.stdin.isTTY);
         const handle = await sbx.commands.run(argv.map(shellQuote).join(' '), {
           background: true,
           envs: pairs(options.env, '--env'),
@@ -112,15 +113,15 @@ Standard input is forwarded when it is not a terminal:
           onStderr: (data) => process.stderr.write(data),
         });
         if (forwardStdin) {
-          try {
+          // Forwarded while it runs, given up when it ends (a pipe that stays open does not hold
+          // mayfly), and a command that stops reading early (as head does) is not an error.
+          void (async () => {
             for await (const chunk of process.stdin) await handle.sendStdin(chunk as Buffer);
             await handle.sendStdin('', { close: true });
-          } catch (err) {
-            // Ended before reading all of it (as `head` does): the rest is not wanted.
-            if (!(err instanceof NotFoundError)) throw err;
-          }
+          })().catch(() => {});
         }
         const result = await handle.wait();
+        process.stdin.destroy();
         if (result.exitCode !== 0) throw new PassExitCode(result.exitCode);
       },
     );

@@ -12,9 +12,20 @@ import { chmod, rm } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
 import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 
 /** A JSON answer of the agent larger than this is refused (listings are capped in the agent too). */
 const MAX_JSON_BYTES = 8 * 1024 * 1024;
+/**
+ * Connections one sandbox may hold open to the control plane: the agent's few idle ones, and one
+ * per stream or tunnel in use. Anything in the sandbox can connect to the socket; past this it is
+ * refused, so a connect loop cannot use up the control plane's file descriptors.
+ */
+const MAX_CONNECTIONS = 64;
+/** Idle connections kept; more (which only code in the sandbox would make) are closed. */
+const MAX_SPARE = 8;
+/** How long the agent has to answer a request's head (a hung or fake agent must not hang callers). */
+const HEAD_TIMEOUT_MS = 30_000;
 
 /** What the agent answered when it refused a request. */
 export class AgentError extends Error {
@@ -32,6 +43,8 @@ export class AgentUnavailableError extends Error {}
 
 export class AgentChannel {
   private readonly spare = new Set<net.Socket>();
+  /** Every connection open, in use or not: {@link close} ends them all at once. */
+  private readonly connections = new Set<net.Socket>();
   private readonly waiting: ((socket: net.Socket) => void)[] = [];
   private closed = false;
 
@@ -39,7 +52,12 @@ export class AgentChannel {
     private readonly server: net.Server,
     readonly socketPath: string,
   ) {
-    server.on('connection', (socket) => this.accept(socket));
+    server.maxConnections = MAX_CONNECTIONS;
+    server.on('connection', (socket) => {
+      this.connections.add(socket);
+      socket.once('close', () => this.connections.delete(socket));
+      this.accept(socket);
+    });
   }
 
   /** Listens at `socketPath` (a stale socket there is replaced), writable by the sandbox's user. */
@@ -67,6 +85,10 @@ export class AgentChannel {
     const waiter = this.waiting.shift();
     if (waiter) {
       waiter(socket);
+      return;
+    }
+    if (this.spare.size >= MAX_SPARE) {
+      socket.destroy();
       return;
     }
     this.spare.add(socket);
@@ -129,6 +151,13 @@ export class AgentChannel {
           err.name === 'AbortError' ? err : new AgentUnavailableError(`the sandbox agent: ${err.message}`),
         ),
       );
+      // Until the head of the answer; a stream that then goes quiet is the caller's to end.
+      const headTimer = setTimeout(
+        () => request.destroy(new Error(`no answer within ${HEAD_TIMEOUT_MS / 1000} s`)),
+        HEAD_TIMEOUT_MS,
+      );
+      request.once('response', () => clearTimeout(headTimer));
+      request.once('close', () => clearTimeout(headTimer));
       request.on('response', (response) => {
         response.once('close', () => socket.destroy());
         const status = response.statusCode ?? 0;
@@ -148,7 +177,8 @@ export class AgentChannel {
       const { body } = options;
       if (body === undefined) request.end();
       else if (Buffer.isBuffer(body)) request.end(body);
-      else body.pipe(request);
+      // A body that fails (its client went away) ends the request too: no half upload stays open.
+      else pipeline(body, request).catch((err: Error) => request.destroy(err));
     });
   }
 
@@ -192,11 +222,13 @@ export class AgentChannel {
     });
   }
 
+  /** Stops listening and ends every connection at once, streams and tunnels included. */
   async close(): Promise<void> {
     this.closed = true;
-    for (const socket of this.spare) socket.destroy();
     this.spare.clear();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const socket of this.connections) socket.destroy();
+    const stopped = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    await stopped;
     await rm(this.socketPath, { force: true });
   }
 }

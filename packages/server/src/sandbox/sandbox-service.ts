@@ -19,15 +19,22 @@ import {
   SetSandboxTimeoutRequest,
   SignalRequest,
 } from '@mayfly/contract';
+import type * as z from 'zod';
 import type { Access } from '../access/access.js';
-import { ConflictError, ForbiddenError, InvalidRequestError, NotFoundError } from '../controller/errors.js';
+import {
+  ConflictError,
+  ForbiddenError,
+  InvalidRequestError,
+  NotFoundError,
+  QuotaExceededError,
+} from '../controller/errors.js';
 import { serviceUrl, type UrlScheme } from '../controller/urls.js';
 import type { Logger } from '../observability/logger.js';
 import { RuntimeUnavailableError } from '../runtime/runtime.js';
 import type { SandboxRecord, Store } from '../store/store.js';
 import { AgentChannel, AgentError, AgentUnavailableError, readBounded } from './agent-channel.js';
 import type { SandboxRuntime } from './sandbox-runtime.js';
-import type { SandboxTemplates } from './sandbox-templates.js';
+import type { SandboxTemplate, SandboxTemplates } from './sandbox-templates.js';
 
 const MiB = 1024 * 1024;
 
@@ -46,6 +53,17 @@ export interface SandboxServiceOptions {
   retentionMs?: number;
   /** How the gateway's URLs look, for each sandbox's `urlTemplate`. */
   urls: UrlScheme;
+  /** Sandboxes running or paused at once; past it a create is refused (429); default 250. */
+  maxSandboxes?: number;
+}
+
+/** Runs `tasks`, at most `limit` at a time. */
+async function eachAtMost(limit: number, tasks: (() => Promise<unknown>)[]): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < tasks.length) await tasks[next++]!();
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, tasks.length) }, worker));
 }
 
 export class SandboxService {
@@ -74,7 +92,7 @@ export class SandboxService {
         this.options.logger.warn({ err, sandbox: id }, 'ending a sandbox that died failed'),
       );
     });
-    await this.takeOver().catch((err) => this.options.logger.warn({ err }, 'sandboxes: taking over later'));
+    await this.reconcile().catch((err) => this.options.logger.warn({ err }, 'sandboxes: taking over later'));
     this.timer = setInterval(() => {
       this.sweeping ??= this.sweep().finally(() => {
         this.sweeping = undefined;
@@ -83,26 +101,50 @@ export class SandboxService {
     this.timer.unref();
   }
 
-  private takenOver = false;
+  private sweeps = 0;
+  /** Being created here: housekeeping keeps off until the creation is done or has failed. */
+  private readonly creating = new Set<string>();
   private unwatch: (() => void) | undefined;
   /** Sandboxes being ended here: the death that ending causes is not a second end. */
   private readonly ending = new Map<string, Promise<void>>();
 
-  private async takeOver(): Promise<void> {
+  /**
+   * Records and containers made to agree (at start, then every few seconds, so a death the event
+   * stream missed is seen too): a container no record wants is removed, a record whose container
+   * died ends, a live one without a channel here gets one. One sandbox's failure is logged and
+   * leaves the others alone.
+   */
+  private async reconcile(): Promise<void> {
+    const observed = await this.options.runtime.list();
+    // Records read after the containers: one being created meanwhile has its record already.
     const records = await this.options.store.sandboxes.list({ states: ['running', 'paused'] });
     const known = new Set(records.map((r) => r.id));
-    for (const observed of await this.options.runtime.list()) {
-      if (!known.has(observed.id)) await this.options.runtime.remove(observed.id);
-    }
-    for (const record of records) {
-      if (this.channels.has(record.id)) continue;
-      const observed = await this.options.runtime.observe(record.id);
-      if (record.expiresAt.getTime() <= Date.now()) await this.end(record.id, 'timeout');
-      else if (observed.state === 'missing' || observed.state === 'exited')
-        await this.end(record.id, observed.oomKilled ? 'oom' : 'error');
-      else this.channels.set(record.id, await AgentChannel.listen(this.socketPath(record.id)));
-    }
-    this.takenOver = true;
+    const byId = new Map(observed.map((o) => [o.id, o]));
+    const each = async (id: string, work: () => Promise<unknown>) => {
+      try {
+        await work();
+      } catch (err) {
+        this.options.logger.warn({ err, sandbox: id }, 'sandbox housekeeping failed');
+      }
+    };
+    await eachAtMost(4, [
+      ...observed
+        .filter((o) => !known.has(o.id) && !this.creating.has(o.id))
+        .map((o) => () => each(o.id, () => this.options.runtime.remove(o.id))),
+      ...records.map(
+        (record) => () =>
+          each(record.id, async () => {
+            if (this.creating.has(record.id)) return;
+            const container = byId.get(record.id);
+            if (!container || container.state === 'exited') {
+              const detail = await this.options.runtime.observe(record.id);
+              await this.end(record.id, detail.oomKilled ? 'oom' : 'error');
+            } else if (!this.channels.has(record.id)) {
+              this.channels.set(record.id, await AgentChannel.listen(this.socketPath(record.id)));
+            }
+          }),
+      ),
+    ]);
   }
 
   async stop(): Promise<void> {
@@ -113,11 +155,20 @@ export class SandboxService {
     this.channels.clear();
   }
 
+  /** Every second: expired sandboxes end (a few at once); every fifth, records and containers agree. */
   private async sweep(): Promise<void> {
     try {
-      if (!this.takenOver) await this.takeOver();
-      for (const id of await this.options.store.sandboxes.expiredBefore(new Date()))
-        await this.end(id, 'timeout');
+      const expired = await this.options.store.sandboxes.expiredBefore(new Date());
+      await eachAtMost(
+        4,
+        expired.map(
+          (id) => () =>
+            this.end(id, 'timeout').catch((err) =>
+              this.options.logger.warn({ err, sandbox: id }, 'ending an expired sandbox failed'),
+            ),
+        ),
+      );
+      if (this.sweeps++ % 5 === 0) await this.reconcile();
       await this.options.store.sandboxes.forgetEndedBefore(
         new Date(Date.now() - (this.options.retentionMs ?? 24 * 60 * 60 * 1000)),
       );
@@ -145,8 +196,30 @@ export class SandboxService {
         `template "${template.name}" needs ${template.isolation} isolation, which this server does not have`,
       );
     }
+    const live = await this.options.store.sandboxes.list({ states: ['running', 'paused'] });
+    const max = this.options.maxSandboxes ?? 250;
+    if (live.length >= max) {
+      throw new QuotaExceededError(
+        `this server runs at most ${max} sandboxes at once and ${live.length} are running or paused: kill one, or wait for one to time out`,
+      );
+    }
     const image = await this.options.templates.image(template);
     const id = randomBytes(10).toString('hex').replace(/^\d/, 's');
+    this.creating.add(id);
+    try {
+      return await this.createAs(id, template, image, request, access);
+    } finally {
+      this.creating.delete(id);
+    }
+  }
+
+  private async createAs(
+    id: string,
+    template: SandboxTemplate,
+    image: string,
+    request: z.output<typeof CreateSandboxRequest>,
+    access: Access,
+  ): Promise<SandboxInfo> {
     const now = new Date();
     const memoryMb = request.memoryMb ?? template.memoryMb;
     const cpu = request.cpu ?? template.cpu;
@@ -184,6 +257,12 @@ export class SandboxService {
       await channel.ready(this.options.agentTimeoutMs ?? 15_000);
       if (Object.keys(request.envs).length > 0)
         await channel.json('POST', '/v1/configure', { envs: request.envs });
+      // Killed (or timed out) while it came up: what the creation made goes too.
+      if ((await this.options.store.sandboxes.get(id))?.state === 'ended') {
+        await this.options.runtime.remove(id);
+        await channel.close();
+        throw new ConflictError(`sandbox ${id} was killed while it was being created`);
+      }
     } catch (err) {
       await this.end(id, 'error');
       throw err instanceof AgentUnavailableError ? new RuntimeUnavailableError(err.message) : err;

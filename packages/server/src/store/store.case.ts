@@ -885,6 +885,7 @@ export function describeStore(name: string, target: StoreTarget): void {
           { name: '0002-settings' },
           { name: '0003-hardening' },
           { name: '0004-previews' },
+          { name: '0005-sandboxes' },
         ]);
         // one installation, one id, whichever replica made it
         expect(new Set(stores.map((s) => s.instanceId)).size).toBe(1);
@@ -914,6 +915,7 @@ export function describeStore(name: string, target: StoreTarget): void {
           { name: '0002-settings' },
           { name: '0003-hardening' },
           { name: '0004-previews' },
+          { name: '0005-sandboxes' },
         ]);
       });
 

@@ -331,9 +331,10 @@ export class DockerRuntime implements Runtime {
     signal: AbortSignal,
     skip: () => boolean = () => false,
   ): Promise<void> {
-    // Exited ones too: a service woken from sleep is started again as it was.
+    // Exited ones too: a service woken from sleep is started again as it was (a job never is:
+    // an exited job has run).
     const created = (await this.listContainers(plan.envId, workload.name)).filter(
-      (c) => c.State === 'created' || c.State === 'exited',
+      (c) => c.State === 'created' || (c.State === 'exited' && workload.kind !== 'job'),
     );
     if (skip()) return;
     // A few at a time, the signal checked before each: an abort leaves the rest unstarted.

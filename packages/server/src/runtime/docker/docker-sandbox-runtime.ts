@@ -140,7 +140,9 @@ export class DockerSandboxRuntime implements SandboxRuntime {
 
   async usage(id: string): Promise<SandboxUsage | null> {
     try {
-      const stats = (await this.container(id).stats({ stream: false })) as {
+      const stats = (await this.container(id).stats({ stream: false, 'one-shot': true } as {
+        stream: false;
+      })) as {
         memory_stats?: { usage?: number; max_usage?: number };
         pids_stats?: { current?: number };
       };

@@ -113,7 +113,8 @@ describe('start gates on Docker', () => {
         healthcheck: {
           command: { shell: 'test -f /tmp/up' },
           intervalMs: 100,
-          timeoutMs: 1_000,
+          // Generous: a loaded machine must not fail the check after the release by its slowness.
+          timeoutMs: 10_000,
           retries: 1,
           startPeriodMs: 0,
         },
