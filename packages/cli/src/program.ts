@@ -37,6 +37,7 @@ const VERBS: [names: string[], load: () => Promise<Register>][] = [
   [['apply'], async () => (await import('./commands/apply.js')).registerApply],
   [['approve'], async () => (await import('./commands/approve.js')).registerApprove],
   [['sandbox'], async () => (await import('./commands/sandbox.js')).registerSandbox],
+  [['mcp'], async () => (await import('./commands/mcp.js')).registerMcp],
 ];
 
 /** Global options that take a value: the word after them is not the verb. */
