@@ -98,22 +98,26 @@ export const SignalRequest = z.strictObject({
   ]),
 });
 
-export interface SandboxProcess {
-  pid: number;
-  tag?: string;
-  cmd: string[];
-  cwd: string;
-}
+/** A command running in a sandbox (`GET …/processes`). */
+export const SandboxProcess = z.object({
+  pid: z.number(),
+  tag: z.string().optional(),
+  cmd: z.array(z.string()),
+  cwd: z.string(),
+});
+export type SandboxProcess = z.infer<typeof SandboxProcess>;
 
-export interface SandboxFileEntry {
-  name: string;
-  path: string;
-  type: 'file' | 'dir' | 'symlink' | 'other';
-  size: number;
-  mode: string;
-  modifiedAt: string;
-  symlinkTarget?: string;
-}
+/** A file, folder or link in a sandbox, as the file routes describe it. */
+export const SandboxFileEntry = z.object({
+  name: z.string(),
+  path: z.string(),
+  type: z.enum(['file', 'dir', 'symlink', 'other']),
+  size: z.number(),
+  mode: z.string(),
+  modifiedAt: z.string(),
+  symlinkTarget: z.string().optional(),
+});
+export type SandboxFileEntry = z.infer<typeof SandboxFileEntry>;
 
 export const SandboxPaths = {
   sandboxes: '/v1/sandboxes',

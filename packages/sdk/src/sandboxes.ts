@@ -11,10 +11,10 @@
 import {
   type CreateSandboxRequest,
   type ProcessEvent,
-  type SandboxFileEntry,
+  SandboxFileEntry,
   SandboxInfo,
   SandboxPaths,
-  type SandboxProcess,
+  SandboxProcess,
   type SandboxState,
 } from '@mayfly/contract';
 import * as z from 'zod';
@@ -69,21 +69,9 @@ export class CommandTimeoutError extends MayflyError {
   }
 }
 
-const Entry = z.object({
-  name: z.string(),
-  path: z.string(),
-  type: z.enum(['file', 'dir', 'symlink', 'other']),
-  size: z.number(),
-  mode: z.string(),
-  modifiedAt: z.string(),
-  symlinkTarget: z.string().optional(),
-});
+const Entry = SandboxFileEntry;
 const Entries = z.object({ entries: z.array(Entry) });
-const Processes = z.object({
-  items: z.array(
-    z.object({ pid: z.number(), tag: z.string().optional(), cmd: z.array(z.string()), cwd: z.string() }),
-  ),
-});
+const Processes = z.object({ items: z.array(SandboxProcess) });
 const Ok = z.object({ ok: z.literal(true) });
 const MAX_EVENT_CHARS = 1024 * 1024;
 

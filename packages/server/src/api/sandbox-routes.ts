@@ -1,7 +1,13 @@
 /** `/v1/sandboxes`: isolated machines for untrusted code and agents — commands, files, lifecycle. */
 import type { Server } from 'node:http';
 import type { Readable } from 'node:stream';
-import { SANDBOX_STATES, SandboxPaths, type SandboxState } from '@mayfly/contract';
+import {
+  SANDBOX_STATES,
+  SandboxFileEntry,
+  SandboxPaths,
+  SandboxProcess,
+  type SandboxState,
+} from '@mayfly/contract';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import * as z from 'zod';
 import { InvalidRequestError } from '../controller/errors.js';
@@ -20,21 +26,8 @@ const PathQuery = z.object({
 const EVENTS_MEDIA_TYPE = 'application/x-ndjson';
 const RAW = ['application/octet-stream'] as const;
 const Ok = z.object({ ok: z.literal(true) });
-const Entry = z.object({
-  name: z.string(),
-  path: z.string(),
-  type: z.enum(['file', 'dir', 'symlink', 'other']),
-  size: z.number(),
-  mode: z.string(),
-  modifiedAt: z.string(),
-  symlinkTarget: z.string().optional(),
-});
-const Process = z.object({
-  pid: z.number(),
-  tag: z.string().optional(),
-  cmd: z.array(z.string()),
-  cwd: z.string(),
-});
+const Entry = SandboxFileEntry;
+const Process = SandboxProcess;
 
 /** The body of a raw upload, or a clear error when it came as something else. */
 function rawBody(body: unknown): Readable {

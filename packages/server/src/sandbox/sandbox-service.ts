@@ -30,6 +30,7 @@ import {
 } from '../controller/errors.js';
 import { serviceUrl, type UrlScheme } from '../controller/urls.js';
 import type { Logger } from '../observability/logger.js';
+import { eachLimited } from '../runtime/abort.js';
 import { RuntimeUnavailableError } from '../runtime/runtime.js';
 import type { SandboxRecord, Store } from '../store/store.js';
 import { AgentChannel, AgentError, AgentUnavailableError, readBounded } from './agent-channel.js';
@@ -57,14 +58,9 @@ export interface SandboxServiceOptions {
   maxSandboxes?: number;
 }
 
-/** Runs `tasks`, at most `limit` at a time. */
-async function eachAtMost(limit: number, tasks: (() => Promise<unknown>)[]): Promise<void> {
-  let next = 0;
-  const worker = async () => {
-    while (next < tasks.length) await tasks[next++]!();
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, tasks.length) }, worker));
-}
+/** Sandboxes ended or checked at once by housekeeping; never aborted. */
+const HOUSEKEEPING_CONCURRENCY = 4;
+const housekeeping = new AbortController().signal;
 
 export class SandboxService {
   private readonly channels = new Map<string, AgentChannel>();
@@ -127,24 +123,29 @@ export class SandboxService {
         this.options.logger.warn({ err, sandbox: id }, 'sandbox housekeeping failed');
       }
     };
-    await eachAtMost(4, [
-      ...observed
-        .filter((o) => !known.has(o.id) && !this.creating.has(o.id))
-        .map((o) => () => each(o.id, () => this.options.runtime.remove(o.id))),
-      ...records.map(
-        (record) => () =>
-          each(record.id, async () => {
-            if (this.creating.has(record.id)) return;
-            const container = byId.get(record.id);
-            if (!container || container.state === 'exited') {
-              const detail = await this.options.runtime.observe(record.id);
-              await this.end(record.id, detail.oomKilled ? 'oom' : 'error');
-            } else if (!this.channels.has(record.id)) {
-              this.channels.set(record.id, await AgentChannel.listen(this.socketPath(record.id)));
-            }
-          }),
-      ),
-    ]);
+    await eachLimited(
+      [
+        ...observed
+          .filter((o) => !known.has(o.id) && !this.creating.has(o.id))
+          .map((o) => () => each(o.id, () => this.options.runtime.remove(o.id))),
+        ...records.map(
+          (record) => () =>
+            each(record.id, async () => {
+              if (this.creating.has(record.id)) return;
+              const container = byId.get(record.id);
+              if (!container || container.state === 'exited') {
+                const detail = await this.options.runtime.observe(record.id);
+                await this.end(record.id, detail.oomKilled ? 'oom' : 'error');
+              } else if (!this.channels.has(record.id)) {
+                this.channels.set(record.id, await AgentChannel.listen(this.socketPath(record.id)));
+              }
+            }),
+        ),
+      ],
+      HOUSEKEEPING_CONCURRENCY,
+      housekeeping,
+      (task) => task(),
+    );
   }
 
   async stop(): Promise<void> {
@@ -159,14 +160,16 @@ export class SandboxService {
   private async sweep(): Promise<void> {
     try {
       const expired = await this.options.store.sandboxes.expiredBefore(new Date());
-      await eachAtMost(
-        4,
+      await eachLimited(
         expired.map(
           (id) => () =>
             this.end(id, 'timeout').catch((err) =>
               this.options.logger.warn({ err, sandbox: id }, 'ending an expired sandbox failed'),
             ),
         ),
+        HOUSEKEEPING_CONCURRENCY,
+        housekeeping,
+        (task) => task(),
       );
       if (this.sweeps++ % 5 === 0) await this.reconcile();
       await this.options.store.sandboxes.forgetEndedBefore(
