@@ -133,4 +133,34 @@ export const SandboxPaths = {
   files: (id: string) => `/v1/sandboxes/${encodeURIComponent(id)}/files`,
   fileAction: (id: string, action: 'stat' | 'list' | 'mkdir' | 'rename') =>
     `/v1/sandboxes/${encodeURIComponent(id)}/files/${action}`,
+  templates: '/v1/sandbox-templates',
+  template: (name: string) => `/v1/sandbox-templates/${encodeURIComponent(name)}`,
 } as const;
+
+export const SandboxTemplateName = z
+  .string()
+  .regex(/^[a-z0-9][a-z0-9-]{0,62}$/, 'lowercase letters, digits and "-", up to 63');
+
+export const SANDBOX_ISOLATIONS = ['runc', 'gvisor'] as const;
+
+/** A sandbox template: an image and what every sandbox of it gets unless the create says otherwise. */
+export const SandboxTemplateInfo = z.object({
+  name: z.string(),
+  /** `built-in` ships with Mayfly; `dockerfile` was built from an uploaded folder; `image` names one. */
+  source: z.enum(['built-in', 'dockerfile', 'image']),
+  /** The image sandboxes of it run; `null` until it is first built. */
+  image: z.string().nullable(),
+  user: z.string(),
+  workdir: z.string(),
+  env: z.record(z.string(), z.string()),
+  cpu: z.number(),
+  memoryMb: z.number(),
+  pids: z.number(),
+  diskMb: z.number(),
+  isolation: z.enum(SANDBOX_ISOLATIONS),
+  readOnlyRoot: z.boolean(),
+  /** The warm pool: how many it keeps ready, how many are, how many are being made. */
+  pool: z.object({ size: z.number(), ready: z.number(), starting: z.number() }),
+  createdAt: z.string().nullable(),
+});
+export type SandboxTemplateInfo = z.infer<typeof SandboxTemplateInfo>;

@@ -66,6 +66,8 @@ export interface RunningServer {
   projects: ProjectService;
   workspaces: Workspaces;
   gateway: Gateway;
+  /** Sandboxes, when this server has the agent binary and the Docker Engine for them. */
+  sandboxes: SandboxService | undefined;
   /** The API's routes with the token scope each needs (what `/openapi.json` must document). */
   routes: ScopedRoute[];
   close(): Promise<void>;
@@ -164,6 +166,8 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
           dataDir: config.dataDir,
           urls,
           logger: logger.child({ component: 'sandboxes' }),
+          poolSizes: config.sandboxPool,
+          poolMemoryBytes: config.sandboxPoolMemoryBytes,
         })
       : undefined;
   await sandboxes?.start();
@@ -304,6 +308,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     projects,
     workspaces,
     gateway,
+    sandboxes,
     routes,
     async close() {
       // Work in flight is aborted; open streams and WebSockets are cut rather than waited for.

@@ -81,6 +81,14 @@ export function registerSandboxRoutes(app: FastifyInstance<Server>, sandboxes: S
   });
   addRoute(app, {
     method: 'GET',
+    url: SandboxPaths.templates,
+    scope: 'read',
+    summary: 'sandbox templates, with how many sandboxes of each the warm pool keeps ready',
+    response: { status: 200, description: 'templates by name', json: { items: 'SandboxTemplateInfo' } },
+    handler: async ({ req }) => ({ items: await sandboxes.templates(requireAccess(req)) }),
+  });
+  addRoute(app, {
+    method: 'GET',
     url: `${base}/:id`,
     scope: 'read',
     summary: 'one sandbox, ended ones too (for their retention period)',

@@ -1,40 +1,8 @@
-import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import type { ProcessEvent, SandboxInfo } from '@mayfly/contract';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { containerExists, runInSandbox as run } from '../test-support/sandboxes.js';
 import { startTestServer, type TestServer } from '../test-support/test-server.js';
-
-/** Runs a command through the API and collects its events. */
-async function run(t: TestServer, id: string, body: Record<string, unknown>) {
-  const res = await fetch(`${t.server.url}/v1/sandboxes/${id}/processes`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${t.token}`, 'content-type': 'application/json' },
-    body: JSON.stringify(body),
-  });
-  const text = await res.text();
-  if (res.status !== 200)
-    return {
-      status: res.status,
-      error: JSON.parse(text) as { error: { code: string; message: string } },
-      events: [],
-    };
-  const events = text
-    .split('\n')
-    .filter(Boolean)
-    .map((line) => JSON.parse(line) as ProcessEvent);
-  const out = (stream: 'stdout' | 'stderr') =>
-    events
-      .flatMap((e) => (e.type === stream ? [Buffer.from(e.data, 'base64')] : []))
-      .reduce((a, b) => Buffer.concat([a, b]), Buffer.alloc(0))
-      .toString();
-  const end = events.at(-1) as Extract<ProcessEvent, { type: 'end' }>;
-  return { status: 200, events, stdout: out('stdout'), stderr: out('stderr'), end };
-}
-
-const containerExists = (id: string) =>
-  execFileSync('docker', ['ps', '-aq', '--filter', `name=^mayfly-sbx-${id}$`], {
-    encoding: 'utf8',
-  }).trim() !== '';
 
 describe('sandboxes through the API', () => {
   let t: TestServer;

@@ -127,6 +127,20 @@ export const ServerConfig = z.object({
     .default(30 * 1024 ** 2),
   /** How often work in flight re-reads the desired state, so a destroy on another replica pre-empts it. */
   desiredPollMs: z.coerce.number().int().positive().default(1_000),
+  /**
+   * Sandboxes kept ready per sandbox template (`--sandbox-pool base=4`), so a create only claims
+   * one; a template's pool fills once its image is built. `{}` turns the pool off.
+   */
+  sandboxPool: z
+    .record(z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/), z.coerce.number().int().min(0).max(250))
+    .default({ base: 2, code: 2 }),
+  /** The warm pool's sandboxes' memory limits add up to at most this (`--sandbox-pool-memory 4g`). */
+  sandboxPoolMemoryBytes: z
+    .preprocess(
+      (v) => (typeof v === 'string' ? (parseMemorySize(v) ?? v) : v),
+      z.number({ error: 'expected a size such as 512m or 2g' }).int().nonnegative(),
+    )
+    .default(4 * 1024 ** 3),
   /** Create an admin token (written to `<dataDir>/admin-token`) when the store has none. */
   bootstrapAdminToken: z.boolean().default(true),
   /**

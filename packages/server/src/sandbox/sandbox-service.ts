@@ -3,7 +3,6 @@
  * each killed by itself when its time is up, and every end recorded with why. The only module that
  * touches the sandbox store and the sandbox runtime; API routes call it.
  */
-import { randomBytes } from 'node:crypto';
 import { mkdir, rm } from 'node:fs/promises';
 import type { IncomingMessage } from 'node:http';
 import type net from 'node:net';
@@ -16,6 +15,7 @@ import {
   type SandboxFileEntry,
   type SandboxInfo,
   type SandboxProcess,
+  type SandboxTemplateInfo,
   SetSandboxTimeoutRequest,
   SignalRequest,
 } from '@mayfly/contract';
@@ -36,6 +36,7 @@ import type { SandboxRecord, Store } from '../store/store.js';
 import { AgentChannel, AgentError, AgentUnavailableError, readBounded } from './agent-channel.js';
 import type { SandboxRuntime } from './sandbox-runtime.js';
 import type { SandboxTemplate, SandboxTemplates } from './sandbox-templates.js';
+import { newSandboxId, POOL_LABEL, type PoolLevel, WarmPool } from './warm-pool.js';
 
 const MiB = 1024 * 1024;
 
@@ -56,6 +57,10 @@ export interface SandboxServiceOptions {
   urls: UrlScheme;
   /** Sandboxes running or paused at once; past it a create is refused (429); default 250. */
   maxSandboxes?: number;
+  /** Sandboxes kept ready per template (none for templates not named); default none. */
+  poolSizes?: Record<string, number>;
+  /** The pool's sandboxes' memory limits add up to at most this; default 4 GiB. */
+  poolMemoryBytes?: number;
 }
 
 /** Sandboxes ended or checked at once by housekeeping; never aborted. */
@@ -68,8 +73,28 @@ export class SandboxService {
   private sweeping: Promise<void> | undefined;
   private readonly root: string;
 
+  private readonly pool: WarmPool;
+
   constructor(private readonly options: SandboxServiceOptions) {
     this.root = path.join(options.dataDir, 'sandboxes');
+    this.pool = new WarmPool({
+      sizes: new Map(Object.entries(options.poolSizes ?? {})),
+      memoryBudgetBytes: options.poolMemoryBytes ?? 4 * 1024 * MiB,
+      memoryBytesOf: (name) => (options.templates.get(name)?.memoryMb ?? 0) * MiB,
+      make: (template, id) => this.makePooled(template, id),
+      discard: (id, channel) => this.discard(id, channel),
+      logger: options.logger,
+    });
+  }
+
+  /** How full each template's warm pool is. */
+  poolLevels(): PoolLevel[] {
+    return this.pool.levels();
+  }
+
+  /** Resolves once the pool has made what it is missing (tests, the benchmark). */
+  poolSettled(): Promise<void> {
+    return this.pool.settled();
   }
 
   /**
@@ -83,12 +108,20 @@ export class SandboxService {
     // A sandbox whose main process died, or in which the kernel killed something for memory, is
     // ended (its state is not to be trusted; the agent itself may be what was killed).
     this.unwatch = this.options.runtime.watch((id, cause) => {
+      if (this.pool.owns(id)) {
+        this.pool.drop(id);
+        return;
+      }
       if (this.ending.has(id) || !this.channels.has(id)) return;
       void this.end(id, cause === 'oom' ? 'oom' : 'error').catch((err) =>
         this.options.logger.warn({ err, sandbox: id }, 'ending a sandbox that died failed'),
       );
     });
     await this.reconcile().catch((err) => this.options.logger.warn({ err }, 'sandboxes: taking over later'));
+    // Templates built before are kept warm from the start; the others once first asked for.
+    for (const template of this.options.templates.list()) {
+      if (await this.options.templates.built(template).catch(() => false)) this.pool.activate(template.name);
+    }
     this.timer = setInterval(() => {
       this.sweeping ??= this.sweep().finally(() => {
         this.sweeping = undefined;
@@ -126,7 +159,7 @@ export class SandboxService {
     await eachLimited(
       [
         ...observed
-          .filter((o) => !known.has(o.id) && !this.creating.has(o.id))
+          .filter((o) => !known.has(o.id) && !this.creating.has(o.id) && !this.pool.owns(o.id))
           .map((o) => () => each(o.id, () => this.options.runtime.remove(o.id))),
         ...records.map(
           (record) => () =>
@@ -152,6 +185,7 @@ export class SandboxService {
     clearInterval(this.timer);
     this.unwatch?.();
     await this.sweeping;
+    await this.pool.close();
     await Promise.all([...this.channels.values()].map((c) => c.close()));
     this.channels.clear();
   }
@@ -171,7 +205,10 @@ export class SandboxService {
         housekeeping,
         (task) => task(),
       );
-      if (this.sweeps++ % 5 === 0) await this.reconcile();
+      if (this.sweeps++ % 5 === 0) {
+        await this.reconcile();
+        this.pool.refill(); // after a failed make, in a while
+      }
       await this.options.store.sandboxes.forgetEndedBefore(
         new Date(Date.now() - (this.options.retentionMs ?? 24 * 60 * 60 * 1000)),
       );
@@ -206,29 +243,53 @@ export class SandboxService {
         `this server runs at most ${max} sandboxes at once and ${live.length} are running or paused: kill one, or wait for one to time out`,
       );
     }
-    const image = await this.options.templates.image(template);
-    const id = randomBytes(10).toString('hex').replace(/^\d/, 's');
+    const cpu = request.cpu ?? template.cpu;
+    const memoryMb = request.memoryMb ?? template.memoryMb;
+    // A pooled sandbox has the template's limits: one asked with others is made for it.
+    let pooled =
+      cpu === template.cpu && memoryMb === template.memoryMb ? this.pool.take(template.name) : undefined;
+    if (pooled) this.creating.add(pooled.id); // (same tick as the take: housekeeping never sees it unowned)
+    if (
+      pooled &&
+      !(await pooled.channel.ready(1_000).then(
+        () => true,
+        () => false,
+      ))
+    ) {
+      // Its agent went away while it waited: removed, and this create takes the cold path.
+      this.creating.delete(pooled.id);
+      await this.discard(pooled.id, pooled.channel).catch(() => {});
+      pooled = undefined;
+    }
+    const id = pooled?.id ?? newSandboxId();
     this.creating.add(id);
     try {
-      return await this.createAs(id, template, image, request, access);
+      const image = pooled ? undefined : await this.options.templates.image(template);
+      const info = await this.createAs(id, template, image, cpu, memoryMb, request, access, pooled?.channel);
+      // Built and used now: the pool keeps some ready from here on.
+      this.pool.activate(template.name);
+      return info;
     } finally {
       this.creating.delete(id);
     }
   }
 
+  /**
+   * Records the sandbox, then makes it (cold: `image` given) or takes over a pooled one (`pooled`,
+   * its agent connected), then applies the caller's variables.
+   */
   private async createAs(
     id: string,
     template: SandboxTemplate,
-    image: string,
+    image: string | undefined,
+    cpu: number,
+    memoryMb: number,
     request: z.output<typeof CreateSandboxRequest>,
     access: Access,
+    pooled: AgentChannel | undefined,
   ): Promise<SandboxInfo> {
     const now = new Date();
-    const memoryMb = request.memoryMb ?? template.memoryMb;
-    const cpu = request.cpu ?? template.cpu;
-    const dir = path.join(this.root, id);
-    await mkdir(dir, { recursive: true, mode: 0o755 });
-    const channel = await AgentChannel.listen(this.socketPath(id));
+    const channel = pooled ?? (await this.listen(id));
     this.channels.set(id, channel);
     await this.options.store.sandboxes.insert({
       id,
@@ -242,22 +303,7 @@ export class SandboxService {
       expiresAt: new Date(now.getTime() + request.timeoutMs),
     });
     try {
-      await this.options.runtime.create({
-        id,
-        image,
-        user: template.user,
-        home: template.home,
-        env: {},
-        cpus: cpu,
-        memoryBytes: memoryMb * MiB,
-        pids: template.pids,
-        diskBytes: template.diskMb * MiB,
-        readOnlyRoot: template.readOnlyRoot,
-        isolation: template.isolation,
-        agentDir: dir,
-        labels: {},
-      });
-      await channel.ready(this.options.agentTimeoutMs ?? 15_000);
+      if (image !== undefined) await this.launch(id, template, image, channel, {}, { cpu, memoryMb });
       if (Object.keys(request.envs).length > 0)
         await channel.json('POST', '/v1/configure', { envs: request.envs });
       // Killed (or timed out) while it came up: what the creation made goes too.
@@ -271,6 +317,88 @@ export class SandboxService {
       throw err instanceof AgentUnavailableError ? new RuntimeUnavailableError(err.message) : err;
     }
     return this.info((await this.options.store.sandboxes.get(id))!);
+  }
+
+  /** The socket a sandbox's agent dials, in a directory of its own. */
+  private async listen(id: string): Promise<AgentChannel> {
+    await mkdir(path.join(this.root, id), { recursive: true, mode: 0o755 });
+    return AgentChannel.listen(this.socketPath(id));
+  }
+
+  /** Makes the container with the template's limits and waits for its agent. */
+  private async launch(
+    id: string,
+    template: SandboxTemplate,
+    image: string,
+    channel: AgentChannel,
+    labels: Record<string, string>,
+    limits: { cpu: number; memoryMb: number } = template,
+  ): Promise<void> {
+    await this.options.runtime.create({
+      id,
+      image,
+      user: template.user,
+      home: template.home,
+      env: {},
+      cpus: limits.cpu,
+      memoryBytes: limits.memoryMb * MiB,
+      pids: template.pids,
+      diskBytes: template.diskMb * MiB,
+      readOnlyRoot: template.readOnlyRoot,
+      isolation: template.isolation,
+      agentDir: path.join(this.root, id),
+      labels,
+    });
+    await channel.ready(this.options.agentTimeoutMs ?? 15_000);
+  }
+
+  /** A pooled sandbox, made ahead: the container, its agent connected, no record yet. */
+  private async makePooled(templateName: string, id: string): Promise<AgentChannel> {
+    const template = this.options.templates.get(templateName);
+    if (!template) throw new Error(`no sandbox template "${templateName}"`);
+    const image = await this.options.templates.image(template);
+    const channel = await this.listen(id);
+    try {
+      await this.launch(id, template, image, channel, { [POOL_LABEL]: template.name });
+    } catch (err) {
+      await this.discard(id, channel);
+      throw err;
+    }
+    return channel;
+  }
+
+  /** Removes a sandbox that has no record (a pooled one) and everything it had. */
+  private async discard(id: string, channel: AgentChannel | undefined): Promise<void> {
+    await this.options.runtime.remove(id);
+    await channel?.close();
+    await rm(path.join(this.root, id), { recursive: true, force: true });
+  }
+
+  /** The templates sandboxes can be made from, with their warm pools' levels. */
+  async templates(access: Access): Promise<SandboxTemplateInfo[]> {
+    unbound(access);
+    const levels = new Map(this.pool.levels().map((l) => [l.template, l]));
+    return Promise.all(
+      this.options.templates.list().map(async (template) => {
+        const level = levels.get(template.name);
+        return {
+          name: template.name,
+          source: 'buildDir' in template.source ? ('built-in' as const) : ('image' as const),
+          image: await this.options.templates.builtImage(template).catch(() => null),
+          user: template.user,
+          workdir: template.home,
+          env: {},
+          cpu: template.cpu,
+          memoryMb: template.memoryMb,
+          pids: template.pids,
+          diskMb: template.diskMb,
+          isolation: template.isolation,
+          readOnlyRoot: template.readOnlyRoot,
+          pool: { size: level?.size ?? 0, ready: level?.ready ?? 0, starting: level?.starting ?? 0 },
+          createdAt: null,
+        };
+      }),
+    );
   }
 
   async get(id: string, access: Access): Promise<SandboxInfo> {

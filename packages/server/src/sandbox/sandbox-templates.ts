@@ -67,11 +67,27 @@ export class SandboxTemplates {
     return [...this.byName.values()];
   }
 
+  /** Its image is there already (nothing to build). */
+  async built(template: SandboxTemplate): Promise<boolean> {
+    return (await this.builtImage(template)) !== null;
+  }
+
+  /** The image its sandboxes run, when it is there; `null` while it still has to be built. */
+  async builtImage(template: SandboxTemplate): Promise<string | null> {
+    const tag =
+      'image' in template.source ? template.source.image : (await this.buildOf(template.source.buildDir)).tag;
+    return (await this.images.hasImage(tag)) ? tag : null;
+  }
+
+  private async buildOf(context: string) {
+    const build: BuildPlan = { context, dockerfile: 'Dockerfile', args: {} };
+    const entries = await listContextFiles(build.context, build.dockerfile);
+    return { build, entries, tag: contentTag('sandbox', await buildContentHash(build, entries)) };
+  }
+
   async image(template: SandboxTemplate): Promise<string> {
     if ('image' in template.source) return template.source.image;
-    const build: BuildPlan = { context: template.source.buildDir, dockerfile: 'Dockerfile', args: {} };
-    const entries = await listContextFiles(build.context, build.dockerfile);
-    const tag = contentTag('sandbox', await buildContentHash(build, entries));
+    const { build, entries, tag } = await this.buildOf(template.source.buildDir);
     let pending = this.building.get(tag);
     if (!pending) {
       pending = (async () => {

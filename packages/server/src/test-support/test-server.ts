@@ -38,6 +38,8 @@ export async function startTestServer(options: StartOptions = {}): Promise<TestS
     gcIntervalMs: 60_000,
     logLevel: 'silent',
     instanceName: testInstanceName(),
+    // No warm sandboxes unless a test asks: other tests' servers do not make containers they never use.
+    sandboxPool: {},
     ...options,
   });
   const token = (await readFile(server.adminTokenFile!, 'utf8')).trim();

@@ -1,0 +1,180 @@
+/**
+ * The warm pool: sandboxes made ahead of time per template, so a create only claims one. A pooled
+ * sandbox runs nothing but its agent until it is handed out, is handed out once (taken out of the
+ * pool in the same step that hands it over), and is never given back. The pool is refilled in the
+ * background, one sandbox at a time, and holds at most its memory budget (counted by each sandbox's
+ * memory limit, what it may take once handed out).
+ *
+ * Pooled sandboxes have no record in the store: the service's reconcile keeps off the ones this
+ * pool owns and removes any other unrecorded sandbox — so after a restart, what the previous
+ * process had pooled is removed, never adopted (its containers carry the `mayfly.pool` label).
+ */
+import { randomBytes } from 'node:crypto';
+import type { Logger } from '../observability/logger.js';
+import type { AgentChannel } from './agent-channel.js';
+
+/** Label naming the template a pooled sandbox was made for. */
+export const POOL_LABEL = 'mayfly.pool';
+
+export interface PooledSandbox {
+  id: string;
+  template: string;
+  channel: AgentChannel;
+}
+
+export interface PoolLevel {
+  template: string;
+  /** How many the pool keeps ready. */
+  size: number;
+  ready: number;
+  starting: number;
+}
+
+export interface WarmPoolOptions {
+  /** Sandboxes kept ready per template (templates not named: none). */
+  sizes: ReadonlyMap<string, number>;
+  /** The pool's sandboxes' memory limits add up to at most this. */
+  memoryBudgetBytes: number;
+  memoryBytesOf(template: string): number;
+  /** Makes a sandbox of `template` named `id`, its agent connected; removes what it made if it fails. */
+  make(template: string, id: string): Promise<AgentChannel>;
+  /** Removes a pooled sandbox and everything it had. */
+  discard(id: string, channel: AgentChannel | undefined): Promise<void>;
+  logger: Logger;
+  /** After a failed make, that template is not tried again for this long; default 30 s. */
+  retryAfterMs?: number;
+}
+
+/** A new sandbox id: `[a-z0-9]`, 80 random bits, never starting with a digit (it is a host name label). */
+export function newSandboxId(): string {
+  return randomBytes(10).toString('hex').replace(/^\d/, 's');
+}
+
+export class WarmPool {
+  private readonly ready = new Map<string, PooledSandbox[]>();
+  /** Template of every sandbox the pool owns, ready or still being made. */
+  private readonly owned = new Map<string, string>();
+  /** Templates the pool fills: those asked for at least once (or whose image is there already). */
+  private readonly active = new Set<string>();
+  private readonly failedAt = new Map<string, number>();
+  private filling: Promise<void> | undefined;
+  private closed = false;
+
+  constructor(private readonly options: WarmPoolOptions) {}
+
+  /** Fills `template`'s share from now on (a no-op for templates with no pool size). */
+  activate(template: string): void {
+    if ((this.options.sizes.get(template) ?? 0) <= 0) return;
+    this.active.add(template);
+    this.refill();
+  }
+
+  /** A ready sandbox of `template`, no longer the pool's; `undefined` when none is ready. */
+  take(template: string): PooledSandbox | undefined {
+    const sandbox = this.ready.get(template)?.shift();
+    if (sandbox) this.owned.delete(sandbox.id);
+    this.refill();
+    return sandbox;
+  }
+
+  owns(id: string): boolean {
+    return this.owned.has(id);
+  }
+
+  /** A pooled sandbox died: it leaves the pool (and is removed), and another is made. */
+  drop(id: string): void {
+    const template = this.owned.get(id);
+    if (template === undefined) return;
+    const list = this.ready.get(template) ?? [];
+    const index = list.findIndex((s) => s.id === id);
+    if (index === -1) return; // still being made: its make fails and cleans up
+    const [sandbox] = list.splice(index, 1);
+    this.owned.delete(id);
+    void this.options
+      .discard(id, sandbox?.channel)
+      .catch((err) =>
+        this.options.logger.warn({ err, sandbox: id }, 'removing a dead pooled sandbox failed'),
+      );
+    this.refill();
+  }
+
+  levels(): PoolLevel[] {
+    return [...this.options.sizes].map(([template, size]) => {
+      const ready = this.ready.get(template)?.length ?? 0;
+      let owned = 0;
+      for (const t of this.owned.values()) if (t === template) owned++;
+      return { template, size, ready, starting: owned - ready };
+    });
+  }
+
+  /** Waits for the background refill to settle (tests and the benchmark). */
+  async settled(): Promise<void> {
+    while (this.filling) await this.filling;
+  }
+
+  /** Stops filling and removes every pooled sandbox. */
+  async close(): Promise<void> {
+    this.closed = true;
+    await this.filling;
+    const all = [...this.ready.values()].flat();
+    this.ready.clear();
+    for (const sandbox of all) this.owned.delete(sandbox.id);
+    for (const sandbox of all) {
+      await this.options
+        .discard(sandbox.id, sandbox.channel)
+        .catch((err) =>
+          this.options.logger.warn({ err, sandbox: sandbox.id }, 'removing a pooled sandbox failed'),
+        );
+    }
+  }
+
+  /** Starts making what is missing, unless that is under way already. */
+  refill(): void {
+    if (this.closed || this.filling) return;
+    this.filling = this.fill().finally(() => {
+      this.filling = undefined;
+    });
+  }
+
+  /** One sandbox at a time, the emptiest template first, until every share is full or the budget is. */
+  private async fill(): Promise<void> {
+    for (;;) {
+      const template = this.nextToFill();
+      if (template === undefined || this.closed) return;
+      const id = newSandboxId();
+      this.owned.set(id, template);
+      try {
+        const channel = await this.options.make(template, id);
+        if (this.closed || !this.owned.has(id)) {
+          this.owned.delete(id);
+          await this.options.discard(id, channel);
+          continue;
+        }
+        const list = this.ready.get(template) ?? [];
+        list.push({ id, template, channel });
+        this.ready.set(template, list);
+      } catch (err) {
+        this.owned.delete(id);
+        this.failedAt.set(template, Date.now());
+        this.options.logger.warn({ err, template }, 'making a pooled sandbox failed; trying again later');
+      }
+    }
+  }
+
+  private nextToFill(): string | undefined {
+    let used = 0;
+    for (const t of this.owned.values()) used += this.options.memoryBytesOf(t);
+    let best: { template: string; missing: number } | undefined;
+    for (const template of this.active) {
+      const failed = this.failedAt.get(template);
+      if (failed !== undefined && Date.now() - failed < (this.options.retryAfterMs ?? 30_000)) continue;
+      if (used + this.options.memoryBytesOf(template) > this.options.memoryBudgetBytes) continue;
+      const size = this.options.sizes.get(template) ?? 0;
+      let owned = 0;
+      for (const t of this.owned.values()) if (t === template) owned++;
+      const missing = size - owned;
+      if (missing > 0 && (!best || missing > best.missing)) best = { template, missing };
+    }
+    return best?.template;
+  }
+}
