@@ -73,6 +73,9 @@ describe('mayfly serve', () => {
       ['--allow-host-path', 'relative/dir'],
       ['--default-pids', '0'],
       ['--default-memory', 'lots'],
+      ['--sandbox-pool', 'base'],
+      ['--sandbox-pool', 'base=-1'],
+      ['--sandbox-pool-memory', 'lots'],
     ]) {
       const result = await run(['serve', '--data', dataDir, ...args]);
       expect(result.code, args.join(' ')).toBe(2);
@@ -90,6 +93,11 @@ describe('mayfly serve', () => {
       '256m',
       '--default-pids',
       '64',
+      // (No warm sandboxes: this server makes none it would not use.)
+      '--sandbox-pool',
+      'base=0',
+      '--sandbox-pool',
+      'code=0',
       '--instance-name',
       testInstanceName(),
     ]);

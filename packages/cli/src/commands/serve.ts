@@ -16,6 +16,8 @@ export interface StartServerOptions {
   defaultMemoryBytes?: string;
   defaultPids?: number;
   instanceName?: string;
+  sandboxPool?: Record<string, number>;
+  sandboxPoolMemoryBytes?: string;
 }
 
 /** What `startServer` of `@mayfly/server` returns. */
@@ -42,6 +44,8 @@ interface ServeOptions {
   defaultMemory?: string;
   defaultPids?: string;
   instanceName?: string;
+  sandboxPool: string[];
+  sandboxPoolMemory?: string;
 }
 
 /** Where to find the server; replaced in tests. */
@@ -79,6 +83,16 @@ export function registerServe(program: Command, deps: ServeDeps = defaultDeps): 
       '--instance-name <name>',
       'names a new installation: runtime objects are labelled mayfly.instance=<name>-<random>',
     )
+    .option(
+      '--sandbox-pool <template=n>',
+      'sandboxes of a template kept ready so a create only claims one (repeatable; default: base=2, code=2; 0 turns it off)',
+      (value: string, previous: string[]) => [...previous, value],
+      [],
+    )
+    .option(
+      '--sandbox-pool-memory <size>',
+      "the warm pool's sandboxes' memory limits add up to at most this (default: 4g)",
+    )
     .action((options: ServeOptions, command: Command) => serve(options, command, deps));
 }
 
@@ -95,14 +109,19 @@ async function serve(options: ServeOptions, command: Command, deps: ServeDeps): 
   if (pids !== undefined && !(Number.isInteger(pids) && pids > 0)) {
     throw new UsageError(`invalid --default-pids "${options.defaultPids}": expected a whole number above 0`);
   }
-  if (
-    options.defaultMemory !== undefined &&
-    !/^\d+(\.\d+)?\s*([kmgt]i?b?|b)?$/i.test(options.defaultMemory)
-  ) {
-    throw new UsageError(
-      `invalid --default-memory "${options.defaultMemory}"`,
-      'use a size such as 512m or 2g',
-    );
+
+  const pool: Record<string, number> = {};
+  for (const entry of options.sandboxPool) {
+    const match = /^([a-z0-9][a-z0-9-]{0,62})=(\d{1,3})$/.exec(entry);
+    if (!match) throw new UsageError(`invalid --sandbox-pool "${entry}"`, 'use TEMPLATE=N, such as base=4');
+    pool[match[1]!] = Number(match[2]);
+  }
+  for (const [flag, size] of [
+    ['--default-memory', options.defaultMemory],
+    ['--sandbox-pool-memory', options.sandboxPoolMemory],
+  ] as const) {
+    if (size !== undefined && !/^\d+(\.\d+)?\s*([kmgt]i?b?|b)?$/i.test(size))
+      throw new UsageError(`invalid ${flag} "${size}"`, 'use a size such as 512m or 2g');
   }
 
   const { startServer } = await deps.loadServer();
@@ -116,6 +135,8 @@ async function serve(options: ServeOptions, command: Command, deps: ServeDeps): 
     ...(options.defaultMemory === undefined ? {} : { defaultMemoryBytes: options.defaultMemory }),
     ...(pids === undefined ? {} : { defaultPids: pids }),
     ...(options.instanceName === undefined ? {} : { instanceName: options.instanceName }),
+    sandboxPool: pool,
+    ...(options.sandboxPoolMemory === undefined ? {} : { sandboxPoolMemoryBytes: options.sandboxPoolMemory }),
   });
 
   if (globals.json) {

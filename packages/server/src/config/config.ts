@@ -129,11 +129,13 @@ export const ServerConfig = z.object({
   desiredPollMs: z.coerce.number().int().positive().default(1_000),
   /**
    * Sandboxes kept ready per sandbox template (`--sandbox-pool base=4`), so a create only claims
-   * one; a template's pool fills once its image is built. `{}` turns the pool off.
+   * one; a template's pool fills once its image is built. Templates named here override the
+   * defaults (`base` and `code`: 2 each); 0 turns a template's pool off.
    */
   sandboxPool: z
     .record(z.string().regex(/^[a-z0-9][a-z0-9-]{0,62}$/), z.coerce.number().int().min(0).max(250))
-    .default({ base: 2, code: 2 }),
+    .default({})
+    .transform((named) => ({ base: 2, code: 2, ...named })),
   /** The warm pool's sandboxes' memory limits add up to at most this (`--sandbox-pool-memory 4g`). */
   sandboxPoolMemoryBytes: z
     .preprocess(

@@ -56,7 +56,7 @@ describe('the warm pool', () => {
   };
 
   beforeAll(async () => {
-    t = await startTestServer({ sandboxPool: { base: 2 } });
+    t = await startTestServer({ sandboxPool: { base: 2, code: 0 } });
     instance = t.server.store.instanceId;
     // The first create builds the template when no earlier test did; the pool fills from then on.
     const first = await t.api<SandboxInfo>('POST', '/v1/sandboxes', {});
@@ -148,7 +148,7 @@ describe('the warm pool', () => {
   });
 
   it('holds at most its memory budget', async () => {
-    const small = await startTestServer({ sandboxPool: { base: 5 }, sandboxPoolMemoryBytes: '1g' });
+    const small = await startTestServer({ sandboxPool: { base: 5, code: 0 }, sandboxPoolMemoryBytes: '1g' });
     try {
       // The image is there: the pool fills from the start. 512 MiB each: two fit in 1 GiB.
       await poolFull(small.api, 2);
@@ -174,7 +174,7 @@ describe('the warm pool', () => {
           .split('\n')
           .filter(Boolean);
       const earlier = new Set(poolContainers());
-      const before = await startControlPlane(dataDir, undefined, { sandboxPool: { base: 2 } });
+      const before = await startControlPlane(dataDir, undefined, { sandboxPool: { base: 2, code: 0 } });
       await until(
         'the crashing server’s pool full',
         async () => {
@@ -193,7 +193,7 @@ describe('the warm pool', () => {
       await stopControlPlane(before, 'SIGKILL');
       expect(orphans.every(containerExists)).toBe(true);
 
-      const after = await startControlPlane(dataDir, undefined, { sandboxPool: { base: 2 } });
+      const after = await startControlPlane(dataDir, undefined, { sandboxPool: { base: 2, code: 0 } });
       try {
         const created = await callApi<SandboxInfo>(after, 'POST', '/v1/sandboxes', {});
         expect(orphans).not.toContain(created.id);

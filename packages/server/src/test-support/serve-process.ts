@@ -15,7 +15,7 @@ const server = await startServer({
   gcIntervalMs: 1_000,
   leaseMs: 5_000,
   logLevel: 'warn',
-  sandboxPool: {},
+  sandboxPool: { base: 0, code: 0 },
   ...(process.env.MAYFLY_TEST_RUN ? { instanceName: process.env.MAYFLY_TEST_RUN } : {}),
   ...extra,
 });
