@@ -14,8 +14,11 @@
  *   previews a signed webhook → the preview ready, against git clone + build + up by hand
  *            (see bench/previews.ts)
  *
+ *   sandboxes create → first command (warm pool and cold) against `docker run --rm`, exec round
+ *            trip against `docker exec`, idle sandboxes that fit (see bench/sandboxes.ts)
+ *
  * BENCH_ONLY=cli measures only the CLI start times (a few seconds, no docker-compose needed);
- * BENCH_ONLY=previews only the previews.
+ * BENCH_ONLY=previews only the previews; BENCH_ONLY=sandboxes only the sandboxes.
  */
 import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -33,6 +36,7 @@ import {
   waitForState,
 } from '../packages/server/src/test-support/control-plane-process.js';
 import { benchPreviews, type PreviewBench } from './previews.js';
+import { benchSandboxes, type SandboxBench } from './sandboxes.js';
 
 const run = promisify(execFile);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -41,8 +45,8 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const RSS_ENVS = Number(process.env.BENCH_RSS_ENVS ?? 50);
 const CLI_RUNS = Number(process.env.BENCH_CLI_RUNS ?? 21);
 const ONLY = process.env.BENCH_ONLY;
-if (ONLY !== undefined && ONLY !== 'cli' && ONLY !== 'previews')
-  throw new Error(`BENCH_ONLY=${ONLY}: only "cli" and "previews" are known`);
+if (ONLY !== undefined && ONLY !== 'cli' && ONLY !== 'previews' && ONLY !== 'sandboxes')
+  throw new Error(`BENCH_ONLY=${ONLY}: only "cli", "previews" and "sandboxes" are known`);
 const mayflyBin = path.join(root, 'packages/cli/bin/mayfly.js');
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -205,7 +209,41 @@ function cliJson(cli: Awaited<ReturnType<typeof cliStartTimes>>) {
   return { cliMedian: cli.median, cliMs: cli.samples };
 }
 
+const sandboxTable = (s: SandboxBench) => [
+  ['metric', 'mayfly', 'docker', 'ratio'],
+  ...s.rows.map(([m, a, b]) => [
+    m,
+    Number.isInteger(a) ? String(a) : a.toFixed(1),
+    b === null ? '' : b.toFixed(1),
+    b === null ? '' : (a / b).toFixed(2),
+  ]),
+  ...Object.entries(s.goals).map(([what, g]) => [
+    `goal: ${what}`,
+    g.value.toFixed(2),
+    g.goal,
+    g.met ? 'met' : 'NOT MET',
+  ]),
+];
+const sandboxJson = (s: SandboxBench) => ({
+  sandboxes: Object.fromEntries(
+    s.rows.map(([m, a, b]) => [m, { mayfly: a, docker: b, ratio: b === null ? null : a / b }]),
+  ),
+  sandboxGoals: s.goals,
+  sandboxSamplesMs: s.samples,
+});
+
 async function main() {
+  if (ONLY === 'sandboxes') {
+    const sandboxes = await benchSandboxes();
+    printTable(sandboxTable(sandboxes));
+    await writeResults({
+      at: new Date().toISOString(),
+      only: 'sandboxes',
+      machine: machine(),
+      ...sandboxJson(sandboxes),
+    });
+    return;
+  }
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'mayfly-bench-'));
   const dir = path.dirname(composeFile);
   const plane = await startPlane(dataDir);
@@ -311,6 +349,10 @@ async function main() {
     const previews = await benchPreviews(plane, dir, composeUpAndWait);
     console.log('');
     printTable(previewTable(previews));
+    process.stderr.write('sandboxes…\n');
+    const sandboxes = await benchSandboxes();
+    console.log('');
+    printTable(sandboxTable(sandboxes));
 
     await writeResults({
       at: new Date().toISOString(),
@@ -323,6 +365,7 @@ async function main() {
       destroyAllSeconds: destroyAll,
       ...cliJson(cli),
       ...previewJson(previews),
+      ...sandboxJson(sandboxes),
     });
   } finally {
     await stopControlPlane(plane);

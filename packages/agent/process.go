@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -116,7 +117,11 @@ func (p *process) follow(r *http.Request, s *subscriber) {
 }
 
 type startRequest struct {
-	Cmd       []string          `json:"cmd"`
+	Cmd []string `json:"cmd"`
+	// Shell is a command line for /bin/sh -c (instead of Cmd). A plain one — words of safe
+	// characters naming a program, no shell syntax — is started directly: the same result, one
+	// process start less (a few milliseconds each on a small machine).
+	Shell     string            `json:"shell"`
 	Envs      map[string]string `json:"envs"`
 	Cwd       string            `json:"cwd"`
 	User      string            `json:"user"`
@@ -174,6 +179,12 @@ func (a *agent) start(w http.ResponseWriter, r *http.Request) error {
 	if err := readJSON(r, &req); err != nil {
 		return err
 	}
+	if req.Shell != "" {
+		if len(req.Cmd) > 0 {
+			return fail(http.StatusBadRequest, "invalid", "give cmd or shell, not both")
+		}
+		req.Cmd = []string{"/bin/sh", "-c", req.Shell}
+	}
 	if len(req.Cmd) == 0 {
 		return fail(http.StatusBadRequest, "invalid", "cmd is empty")
 	}
@@ -190,12 +201,6 @@ func (a *agent) start(w http.ResponseWriter, r *http.Request) error {
 		return fail(http.StatusBadRequest, "invalid", "working directory %s does not exist", cwd)
 	}
 
-	cmd := exec.Command(req.Cmd[0], req.Cmd[1:]...)
-	if filepath.Base(req.Cmd[0]) == req.Cmd[0] {
-		// Looked up on the PATH the command will have, not the agent's.
-		cmd.Path = req.Cmd[0]
-	}
-	cmd.Dir = cwd
 	envs := map[string]string{}
 	a.mu.Lock()
 	for k, v := range a.defaults {
@@ -205,14 +210,21 @@ func (a *agent) start(w http.ResponseWriter, r *http.Request) error {
 	for k, v := range req.Envs {
 		envs[k] = v
 	}
-	cmd.Env = os.Environ()
+	env := os.Environ()
 	for k, v := range envs {
-		cmd.Env = append(cmd.Env, k+"="+v)
+		env = append(env, k+"="+v)
 	}
-	if path, err := lookPath(req.Cmd[0], cmd.Env); err == nil {
-		cmd.Path = path
-	} else {
-		return fail(http.StatusBadRequest, "start_failed", "%s: command not found", req.Cmd[0])
+	argv := req.Cmd
+	// A plain command line whose program the kernel can start itself runs without the shell;
+	// anything else (a script without #! too, which sh would read) goes through it as asked.
+	if words := plainCommand(req.Shell); words != nil {
+		if path, err := lookPath(words[0], env); err == nil && startsByItself(path) {
+			argv = words
+		}
+	}
+	cmd, err := command(argv, cwd, env)
+	if err != nil {
+		return err
 	}
 	// Its own process group, so a signal or a timeout reaches whatever it started too.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -395,6 +407,74 @@ func signalName(s syscall.Signal) string {
 		}
 	}
 	return "SIG" + strconv.Itoa(int(s))
+}
+
+// command is argv to run in cwd with env, its program looked up on env's PATH.
+func command(argv []string, cwd string, env []string) (*exec.Cmd, error) {
+	path, err := lookPath(argv[0], env)
+	if err != nil {
+		return nil, fail(http.StatusBadRequest, "start_failed", "%s: command not found", argv[0])
+	}
+	cmd := exec.Command(path, argv[1:]...)
+	cmd.Args = argv
+	cmd.Dir = cwd
+	cmd.Env = env
+	return cmd, nil
+}
+
+// Words the shell would give a meaning of its own, or whose builtin differs from the program of
+// the same name (dash's echo reads backslashes and no -e, for instance): such a line goes to sh.
+var shellWords = map[string]bool{
+	"!": true, ".": true, ":": true, "[": true, "[[": true, "{": true, "}": true, "alias": true,
+	"bg": true, "break": true, "case": true, "cd": true, "command": true, "continue": true, "do": true,
+	"done": true, "echo": true, "elif": true, "else": true, "esac": true, "eval": true, "exec": true,
+	"exit": true, "export": true, "fc": true, "fg": true, "fi": true, "for": true, "function": true,
+	"getopts": true, "hash": true, "if": true, "jobs": true, "kill": true, "local": true, "printf": true,
+	"pwd": true, "read": true, "readonly": true, "return": true, "select": true, "set": true,
+	"shift": true, "source": true, "test": true, "then": true, "time": true, "times": true, "trap": true,
+	"type": true, "ulimit": true, "umask": true, "unalias": true, "unset": true, "until": true,
+	"wait": true, "while": true,
+}
+
+// plainCommand splits a command line that means the same with or without the shell: words of
+// letters, digits and . _ / : , @ % + - = separated by single spaces, the first naming a program
+// (no assignment, keyword or builtin). Anything else (quotes, $, globs, ~, redirections, ;, |, &,
+// newlines, comments) is nil.
+func plainCommand(line string) []string {
+	if line == "" || len(line) > 4096 {
+		return nil
+	}
+	words := strings.Split(line, " ")
+	for _, w := range words {
+		if w == "" {
+			return nil
+		}
+		for _, c := range w {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("._/:,@%+-=", c)) {
+				return nil
+			}
+		}
+	}
+	if strings.Contains(words[0], "=") || shellWords[words[0]] {
+		return nil
+	}
+	return words
+}
+
+// startsByItself: an executable regular file the kernel runs (an ELF binary, or a script with #!).
+func startsByItself(path string) bool {
+	info, err := os.Stat(path)
+	if err != nil || !info.Mode().IsRegular() || info.Mode()&0o111 == 0 {
+		return false
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	head := make([]byte, 4)
+	n, _ := io.ReadFull(f, head)
+	return n >= 2 && string(head[:2]) == "#!" || n == 4 && string(head) == "\x7fELF"
 }
 
 // lookPath finds a command on the PATH of its own environment.

@@ -74,9 +74,9 @@ describe('sandbox containment', () => {
          done; ls /sys/class/net`,
       );
       expect(probe.stdout).toBe(
-        [`127.0.0.1:${port}`, `${bridge}:${port}`, '127.0.0.1:8000', '169.254.169.254:80', '1.1.1.1:80']
+        `${[`127.0.0.1:${port}`, `${bridge}:${port}`, '127.0.0.1:8000', '169.254.169.254:80', '1.1.1.1:80']
           .map((target) => `blocked ${target}\n`)
-          .join('') + 'lo\n',
+          .join('')}lo\n`,
       );
       expect(seen).toEqual([]);
       // The other sandbox's server is there, for itself only.

@@ -65,6 +65,28 @@ describe('sandboxes through the API', () => {
     expect(timedOut.end).toMatchObject({ timedOut: true, signal: 'SIGKILL' });
   });
 
+  it('a plain command line means what it means to sh (it may start without it)', async () => {
+    // Started directly: a program with plain arguments, its variables and cwd as through sh.
+    const plain = await run(t, id, { cmd: 'env', envs: { ONLY_HERE: 'x' }, cwd: '/tmp' });
+    expect(plain.stdout).toMatch(/^ONLY_HERE=x$/m);
+    expect(plain.stdout).toMatch(/^GREETING=hi$/m);
+    expect((await run(t, id, { cmd: 'ls -d /tmp /home/user' })).stdout).toBe('/home/user\n/tmp\n');
+    expect((await run(t, id, { cmd: 'sh -c exit=3' })).end?.exitCode).toBe(0);
+    expect((await run(t, id, { cmd: 'false' })).end?.exitCode).toBe(1);
+    // The shell's own answers: a missing program, builtins that differ from programs, assignments,
+    // a script without #! (sh reads it), an executable that is not there.
+    const missing = await run(t, id, { cmd: 'no-such-program --flag' });
+    expect(missing.end?.exitCode).toBe(127);
+    expect(missing.stderr).toMatch(/no-such-program: not found/);
+    expect((await run(t, id, { cmd: 'echo -e a' })).stdout).toBe('-e a\n');
+    expect((await run(t, id, { cmd: 'A=1 env' })).stdout).toMatch(/^A=1$/m);
+    await run(t, id, { cmd: "printf 'echo from-script\\n' > s.sh && chmod +x s.sh" });
+    const script = await run(t, id, { cmd: './s.sh' });
+    expect(`${script.stderr}${script.stdout}`).toBe('from-script\n');
+    expect((await run(t, id, { cmd: 'cd /tmp' })).end?.exitCode).toBe(0);
+    expect((await run(t, id, { cmd: '/nonexistent/x' })).end?.exitCode).toBe(127);
+  });
+
   it('a background command gets stdin, is listed, and ends on a signal', async () => {
     const res = await fetch(`${t.server.url}/v1/sandboxes/${id}/processes`, {
       method: 'POST',

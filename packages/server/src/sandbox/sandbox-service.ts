@@ -87,6 +87,14 @@ export class SandboxService {
     });
   }
 
+  private knownIsolations: ('runc' | 'gvisor')[] | undefined;
+
+  /** What the platform can run, detected once (at start, or at the first create when it was down then). */
+  private async isolations(): Promise<('runc' | 'gvisor')[]> {
+    this.knownIsolations ??= await this.options.runtime.isolations();
+    return this.knownIsolations;
+  }
+
   /** How full each template's warm pool is. */
   poolLevels(): PoolLevel[] {
     return this.pool.levels();
@@ -105,6 +113,9 @@ export class SandboxService {
    */
   async start(): Promise<void> {
     await mkdir(this.root, { recursive: true, mode: 0o700 });
+    await this.isolations().catch((err) =>
+      this.options.logger.warn({ err }, 'sandboxes: isolation classes not detected yet'),
+    );
     // A sandbox whose main process died, or in which the kernel killed something for memory, is
     // ended (its state is not to be trusted; the agent itself may be what was killed).
     this.unwatch = this.options.runtime.watch((id, cause) => {
@@ -231,7 +242,7 @@ export class SandboxService {
         `no sandbox template "${request.template}" (there are: ${known.join(', ')})`,
       );
     }
-    if (!(await this.options.runtime.isolations()).includes(template.isolation)) {
+    if (!(await this.isolations()).includes(template.isolation)) {
       throw new InvalidRequestError(
         `template "${template.name}" needs ${template.isolation} isolation, which this server does not have`,
       );
@@ -306,17 +317,18 @@ export class SandboxService {
       if (image !== undefined) await this.launch(id, template, image, channel, {}, { cpu, memoryMb });
       if (Object.keys(request.envs).length > 0)
         await channel.json('POST', '/v1/configure', { envs: request.envs });
+      const record = await this.options.store.sandboxes.get(id);
       // Killed (or timed out) while it came up: what the creation made goes too.
-      if ((await this.options.store.sandboxes.get(id))?.state === 'ended') {
+      if (!record || record.state === 'ended') {
         await this.options.runtime.remove(id);
         await channel.close();
         throw new ConflictError(`sandbox ${id} was killed while it was being created`);
       }
+      return this.info(record);
     } catch (err) {
       await this.end(id, 'error');
       throw err instanceof AgentUnavailableError ? new RuntimeUnavailableError(err.message) : err;
     }
-    return this.info((await this.options.store.sandboxes.get(id))!);
   }
 
   /** The socket a sandbox's agent dials, in a directory of its own. */
@@ -460,7 +472,7 @@ export class SandboxService {
       channel.open('POST', '/v1/processes', {
         body: Buffer.from(
           JSON.stringify({
-            cmd: ['/bin/sh', '-c', request.cmd],
+            shell: request.cmd,
             envs: request.envs,
             ...(request.cwd ? { cwd: request.cwd } : {}),
             ...(request.user ? { user: request.user } : {}),

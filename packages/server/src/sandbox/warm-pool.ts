@@ -43,6 +43,12 @@ export interface WarmPoolOptions {
   logger: Logger;
   /** After a failed make, that template is not tried again for this long; default 30 s. */
   retryAfterMs?: number;
+  /**
+   * A take refills this much later (default 250 ms): the sandbox just handed out runs its first
+   * commands while the machine is not busy making the next one, and a burst of takes is refilled
+   * once it is over.
+   */
+  refillDelayMs?: number;
 }
 
 /** A new sandbox id: `[a-z0-9]`, 80 random bits, never starting with a digit (it is a host name label). */
@@ -73,7 +79,7 @@ export class WarmPool {
   take(template: string): PooledSandbox | undefined {
     const sandbox = this.ready.get(template)?.shift();
     if (sandbox) this.owned.delete(sandbox.id);
-    this.refill();
+    this.refillSoon();
     return sandbox;
   }
 
@@ -109,12 +115,17 @@ export class WarmPool {
 
   /** Waits for the background refill to settle (tests and the benchmark). */
   async settled(): Promise<void> {
-    while (this.filling) await this.filling;
+    while (this.filling || this.refillPending) {
+      if (this.filling) await this.filling;
+      else await new Promise((resolve) => setTimeout(resolve, 50));
+    }
   }
 
   /** Stops filling and removes every pooled sandbox. */
   async close(): Promise<void> {
     this.closed = true;
+    clearTimeout(this.refillTimer);
+    this.refillPending = false;
     await this.filling;
     const all = [...this.ready.values()].flat();
     this.ready.clear();
@@ -126,6 +137,19 @@ export class WarmPool {
           this.options.logger.warn({ err, sandbox: sandbox.id }, 'removing a pooled sandbox failed'),
         );
     }
+  }
+
+  private refillTimer: NodeJS.Timeout | undefined;
+  private refillPending = false;
+
+  private refillSoon(): void {
+    clearTimeout(this.refillTimer);
+    this.refillPending = true;
+    this.refillTimer = setTimeout(() => {
+      this.refillPending = false;
+      this.refill();
+    }, this.options.refillDelayMs ?? 250);
+    this.refillTimer.unref();
   }
 
   /** Starts making what is missing, unless that is under way already. */

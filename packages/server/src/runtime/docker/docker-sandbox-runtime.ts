@@ -36,7 +36,9 @@ export function sandboxCreateOptions(
 ): Docker.ContainerCreateOptions {
   const [uid = '', gid] = spec.user.split(':');
   const owner = /^\d+$/.test(uid) ? `,uid=${uid}${gid && /^\d+$/.test(gid) ? `,gid=${gid}` : ''}` : '';
-  const writable = (mode: string) => `rw,nosuid,nodev,size=${spec.diskBytes},mode=${mode}${owner}`;
+  // `exec` said outright: Docker's default for a tmpfs is noexec, and a sandbox must be able to run
+  // what it writes (scripts, installed tools) — its own code runs anyway, by an interpreter if not.
+  const writable = (mode: string) => `rw,exec,nosuid,nodev,size=${spec.diskBytes},mode=${mode}${owner}`;
   return {
     name: sandboxContainerName(spec.id),
     Hostname: 'sandbox',
