@@ -214,21 +214,6 @@ func (a *agent) start(w http.ResponseWriter, r *http.Request) error {
 	for k, v := range envs {
 		env = append(env, k+"="+v)
 	}
-	argv := req.Cmd
-	// A plain command line whose program the kernel can start itself runs without the shell;
-	// anything else (a script without #! too, which sh would read) goes through it as asked.
-	if words := plainCommand(req.Shell); words != nil {
-		if path, err := lookPath(words[0], env); err == nil && startsByItself(path) {
-			argv = words
-		}
-	}
-	cmd, err := command(argv, cwd, env)
-	if err != nil {
-		return err
-	}
-	// Its own process group, so a signal or a timeout reaches whatever it started too.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-
 	stdoutR, stdoutW, err := os.Pipe()
 	if err != nil {
 		return err
@@ -239,27 +224,69 @@ func (a *agent) start(w http.ResponseWriter, r *http.Request) error {
 		stdoutW.Close()
 		return err
 	}
-	closePipes := func() {
-		stdoutR.Close()
-		stdoutW.Close()
-		stderrR.Close()
-		stderrW.Close()
-	}
-	cmd.Stdout, cmd.Stderr = stdoutW, stderrW
-	var stdin io.WriteCloser
+	var stdinR, stdinW *os.File
 	if req.Stdin {
-		stdin, err = cmd.StdinPipe()
-		if err != nil {
-			closePipes()
+		if stdinR, stdinW, err = os.Pipe(); err != nil {
+			stdoutR.Close()
+			stdoutW.Close()
+			stderrR.Close()
+			stderrW.Close()
 			return err
 		}
 	}
-	if err := cmd.Start(); err != nil {
+	closePipes := func() {
+		for _, f := range []*os.File{stdoutR, stdoutW, stderrR, stderrW, stdinR, stdinW} {
+			if f != nil {
+				f.Close()
+			}
+		}
+	}
+	start := func(argv []string, env []string) (*exec.Cmd, error) {
+		cmd, err := command(argv, cwd, env)
+		if err != nil {
+			return nil, err
+		}
+		// Its own process group, so a signal or a timeout reaches whatever it started too.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		cmd.Stdout, cmd.Stderr = stdoutW, stderrW
+		if stdinR != nil {
+			cmd.Stdin = stdinR
+		}
+		return cmd, cmd.Start()
+	}
+	// A plain command line whose program the kernel can start itself runs without the shell, as sh
+	// would run it (its PWD too); anything else — or a start that fails, which sh would report or
+	// work around (a script without #!, say) — goes through sh as asked.
+	var cmd *exec.Cmd
+	if words := plainCommand(req.Shell); words != nil {
+		if path, ok := directProgram(words[0], env); ok {
+			cmd, err = start(append([]string{path}, words[1:]...), append(env, "PWD="+cwd))
+			if cmd != nil {
+				cmd.Args[0] = words[0]
+			}
+			if err != nil {
+				cmd = nil
+			}
+		}
+	}
+	if cmd == nil {
+		cmd, err = start(req.Cmd, env)
+	}
+	if err != nil {
 		closePipes()
+		var refused *apiError
+		if errors.As(err, &refused) {
+			return err
+		}
 		return fail(http.StatusBadRequest, "start_failed", "cannot start %s: %v", req.Cmd[0], err)
 	}
 	stdoutW.Close()
 	stderrW.Close()
+	var stdin io.WriteCloser
+	if stdinR != nil {
+		stdinR.Close()
+		stdin = stdinW
+	}
 
 	p := &process{
 		Pid: cmd.Process.Pid, Tag: req.Tag, Cmd: req.Cmd, Cwd: cwd, Envs: req.Envs,
@@ -426,7 +453,7 @@ func command(argv []string, cwd string, env []string) (*exec.Cmd, error) {
 // the same name (dash's echo reads backslashes and no -e, for instance): such a line goes to sh.
 var shellWords = map[string]bool{
 	"!": true, ".": true, ":": true, "[": true, "[[": true, "{": true, "}": true, "alias": true,
-	"bg": true, "break": true, "case": true, "cd": true, "command": true, "continue": true, "do": true,
+	"bg": true, "break": true, "chdir": true, "false": true, "true": true, "case": true, "cd": true, "command": true, "continue": true, "do": true,
 	"done": true, "echo": true, "elif": true, "else": true, "esac": true, "eval": true, "exec": true,
 	"exit": true, "export": true, "fc": true, "fg": true, "fi": true, "for": true, "function": true,
 	"getopts": true, "hash": true, "if": true, "jobs": true, "kill": true, "local": true, "printf": true,
@@ -437,8 +464,8 @@ var shellWords = map[string]bool{
 }
 
 // plainCommand splits a command line that means the same with or without the shell: words of
-// letters, digits and . _ / : , @ % + - = separated by single spaces, the first naming a program
-// (no assignment, keyword or builtin). Anything else (quotes, $, globs, ~, redirections, ;, |, &,
+// letters, digits and . _ / : , @ % + - = separated by single spaces, the first a bare program
+// name (no path, assignment, keyword or builtin). Anything else (quotes, $, globs, ~, redirections, ;, |, &,
 // newlines, comments) is nil.
 func plainCommand(line string) []string {
 	if line == "" || len(line) > 4096 {
@@ -455,26 +482,45 @@ func plainCommand(line string) []string {
 			}
 		}
 	}
-	if strings.Contains(words[0], "=") || shellWords[words[0]] {
+	if strings.ContainsAny(words[0], "=/") || shellWords[words[0]] {
 		return nil
 	}
 	return words
 }
 
-// startsByItself: an executable regular file the kernel runs (an ELF binary, or a script with #!).
-func startsByItself(path string) bool {
-	info, err := os.Stat(path)
-	if err != nil || !info.Mode().IsRegular() || info.Mode()&0o111 == 0 {
-		return false
+// directProgram is the absolute path of a program named by a bare word, found on env's PATH as
+// dash would find it, when the kernel can start it for this user by itself (an ELF binary, or a
+// script with #!); false whenever sh might do something else (a relative or empty PATH entry
+// searches the working directory; a file without #! is read by sh).
+func directProgram(name string, env []string) (string, bool) {
+	path := "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	for _, kv := range env {
+		if strings.HasPrefix(kv, "PATH=") {
+			path = kv[5:]
+		}
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		return false
+	for _, dir := range strings.Split(path, ":") {
+		if !filepath.IsAbs(dir) {
+			return "", false
+		}
+		candidate := filepath.Join(dir, name)
+		info, err := os.Stat(candidate)
+		if err != nil || info.IsDir() {
+			continue
+		}
+		if !info.Mode().IsRegular() || syscall.Access(candidate, 1 /* X_OK */) != nil {
+			return "", false
+		}
+		f, err := os.OpenFile(candidate, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+		if err != nil {
+			return "", false
+		}
+		head := make([]byte, 4)
+		n, _ := io.ReadFull(f, head)
+		f.Close()
+		return candidate, n >= 2 && string(head[:2]) == "#!" || n == 4 && string(head) == "\x7fELF"
 	}
-	defer f.Close()
-	head := make([]byte, 4)
-	n, _ := io.ReadFull(f, head)
-	return n >= 2 && string(head[:2]) == "#!" || n == 4 && string(head) == "\x7fELF"
+	return "", false
 }
 
 // lookPath finds a command on the PATH of its own environment.

@@ -67,21 +67,7 @@ interface HostPathRef {
  *   (a link pointing outside, a socket, too large…).
  */
 export async function packTemplateFolder(request: PackRequest): Promise<PackedFolder> {
-  const root = resolve(request.root);
-  let rootIsFolder = false;
-  try {
-    rootIsFolder = statSync(root).isDirectory();
-  } catch {
-    // reported below
-  }
-  if (!rootIsFolder) throw new UsageError(`--root ${request.root} is not a folder`);
-  // Walking these would take long and send what no template needs (and much that is private).
-  if (root === parse(root).root || root === resolve(homedir())) {
-    throw new UsageError(
-      `refusing to upload all of ${root}`,
-      'move the template into a folder of its own, or pass --root with the folder that holds what it needs',
-    );
-  }
+  const root = sendableFolder(request.root, '--root');
   const inside = (file: string, what: string) => {
     const name = relative(root, file);
     if (name === '' || name.startsWith(`..${sep}`) || name === '..' || isAbsolute(name)) {
@@ -120,10 +106,35 @@ export async function packTemplateFolder(request: PackRequest): Promise<PackedFo
     );
   }
 
+  const stream = await packFolder(root, [...forced]);
+  return { root, filename, overrides, forced: [...forced], stream };
+}
+
+/** `folder`, absolute, when it is a folder that may be sent whole; `flag` names it in the error. */
+export function sendableFolder(folder: string, flag: string): string {
+  const root = resolve(folder);
+  let rootIsFolder = false;
+  try {
+    rootIsFolder = statSync(root).isDirectory();
+  } catch {
+    // reported below
+  }
+  if (!rootIsFolder) throw new UsageError(`${flag} ${folder} is not a folder`);
+  // Walking these would take long and send what no template needs (and much that is private).
+  if (root === parse(root).root || root === resolve(homedir())) {
+    throw new UsageError(
+      `refusing to upload all of ${root}`,
+      'move the template into a folder of its own, or pass --root with the folder that holds what it needs',
+    );
+  }
+  return root;
+}
+
+/** Packs a folder (what its `.dockerignore` lists stays here, unless forced) as a gzip'd tar stream. */
+export async function packFolder(root: string, forceInclude: string[] = []): Promise<Readable> {
   const { packBundle, BundlePackError } = await import('@mayfly/server/bundle');
   try {
-    const stream = await packBundle(root, { forceInclude: [...forced], maxBytes: BUNDLE_MAX_BYTES });
-    return { root, filename, overrides, forced: [...forced], stream };
+    return await packBundle(root, { forceInclude, maxBytes: BUNDLE_MAX_BYTES });
   } catch (err) {
     if (err instanceof BundlePackError) throw new UsageError(`cannot send ${root}: ${err.message}`);
     throw err;
@@ -154,7 +165,10 @@ async function hostPathsOf(request: PackRequest, root: string): Promise<HostPath
  * Uploads a packed folder, with progress on stderr: a line when it starts, the bytes sent every
  * few seconds while it runs long, and what the server received when it is done.
  */
-export async function uploadBundle(client: MayflyClient, packed: PackedFolder): Promise<Bundle> {
+export async function uploadBundle(
+  client: MayflyClient,
+  packed: Pick<PackedFolder, 'root' | 'stream'>,
+): Promise<Bundle> {
   const start = Date.now();
   const name = basename(packed.root);
   printStderr(`uploading ${name}`);

@@ -37,6 +37,7 @@ const VERBS: [names: string[], load: () => Promise<Register>][] = [
   [['apply'], async () => (await import('./commands/apply.js')).registerApply],
   [['approve'], async () => (await import('./commands/approve.js')).registerApprove],
   [['sandbox'], async () => (await import('./commands/sandbox.js')).registerSandbox],
+  [['template'], async () => (await import('./commands/template.js')).registerTemplate],
   [['mcp'], async () => (await import('./commands/mcp.js')).registerMcp],
 ];
 

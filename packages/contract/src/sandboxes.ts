@@ -143,6 +143,66 @@ export const SandboxTemplateName = z
 
 export const SANDBOX_ISOLATIONS = ['runc', 'gvisor'] as const;
 
+const FORBIDDEN_WORKDIRS = /^\/(proc|sys|dev|tmp|\.mayfly)(\/|$)/;
+
+/**
+ * Makes a sandbox template (or replaces the one of that name): from a folder with a Dockerfile,
+ * uploaded first as a bundle (`POST /v1/bundles`), or from an image the server's engine has.
+ */
+export const CreateSandboxTemplateRequest = z
+  .strictObject({
+    name: SandboxTemplateName,
+    /** A bundle id: the uploaded folder, built with its Dockerfile. */
+    bundle: z.string().max(128).optional(),
+    /** The Dockerfile's path in the bundle. */
+    dockerfile: z
+      .string()
+      .max(255)
+      .regex(/^(?!\/)(?!.*(^|\/)\.\.(\/|$))[^\0]+$/, 'a path inside the folder')
+      .optional(),
+    /** An image the server's Docker Engine has (nothing is pulled). */
+    image: z
+      .string()
+      .max(512)
+      .regex(/^[a-zA-Z0-9][a-zA-Z0-9._/:@-]*$/, 'an image reference')
+      .optional(),
+    /** Commands run as this uid:gid (both given: none from the image's files), never root's. */
+    user: z
+      .string()
+      .regex(/^[1-9]\d{0,9}:[1-9]\d{0,9}$/, 'uid:gid, neither of them root (0)')
+      .default('1000:1000'),
+    /** Home and working directory: private, writable, `diskMb` large; the image's files there are hidden. */
+    workdir: z
+      .string()
+      .max(255)
+      .regex(/^(\/[A-Za-z0-9._-]+)+$/, 'an absolute path')
+      .refine(
+        (p) => p.split('/').every((segment, i) => i === 0 || (segment !== '.' && segment !== '..')),
+        'a path without . or .. in it',
+      )
+      .refine((p) => !FORBIDDEN_WORKDIRS.test(p), 'not a system path')
+      .default('/home/user'),
+    env: Envs.default({}),
+    cpu: z.number().min(0.1).max(64).default(1),
+    memoryMb: z.number().int().min(64).max(65_536).default(512),
+    pids: z.number().int().min(16).max(32_768).default(256),
+    /** Size of the home and of /tmp, each; in memory, so both together fit in `memoryMb`. */
+    diskMb: z.number().int().min(1).max(32_768).default(256),
+    isolation: z.enum(['runc', 'gvisor']).default('runc'),
+    /** Sandboxes of it kept ready by the warm pool. */
+    pool: z.number().int().min(0).max(250).default(0),
+  })
+  .refine((r) => (r.bundle === undefined) !== (r.image === undefined), {
+    message: 'give either bundle (a folder with a Dockerfile) or image',
+  })
+  .refine((r) => r.dockerfile === undefined || r.bundle !== undefined, {
+    message: 'dockerfile goes with bundle',
+  })
+  .refine((r) => 2 * r.diskMb <= r.memoryMb, {
+    message: 'the home and /tmp (diskMb each) are in memory: 2 × diskMb must fit in memoryMb',
+  });
+export type CreateSandboxTemplateRequest = z.input<typeof CreateSandboxTemplateRequest>;
+
 /** A sandbox template: an image and what every sandbox of it gets unless the create says otherwise. */
 export const SandboxTemplateInfo = z.object({
   name: z.string(),

@@ -67,5 +67,6 @@ export {
   Sandbox,
   type SandboxConnection,
   type SandboxCreateOptions,
+  SandboxTemplates,
 } from './sandboxes.js';
 export type { ListTokensOptions, TokensApi } from './tokens.js';

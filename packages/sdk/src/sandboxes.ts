@@ -10,12 +10,14 @@
  */
 import {
   type CreateSandboxRequest,
+  type CreateSandboxTemplateRequest,
   type ProcessEvent,
   SandboxFileEntry,
   SandboxInfo,
   SandboxPaths,
   SandboxProcess,
   type SandboxState,
+  SandboxTemplateInfo,
 } from '@mayfly/contract';
 import * as z from 'zod';
 import { MayflyError, NotFoundError } from './errors.js';
@@ -362,3 +364,25 @@ export class Sandbox {
     await this.http.json('DELETE', SandboxPaths.sandbox(this.id), SandboxInfo);
   }
 }
+
+/** Sandbox templates: list them, make one (from an uploaded folder or an image), forget one. */
+export const SandboxTemplates = {
+  async list(options: SandboxConnection = {}): Promise<SandboxTemplateInfo[]> {
+    const { items } = await client(options).json(
+      'GET',
+      SandboxPaths.templates,
+      z.object({ items: z.array(SandboxTemplateInfo) }),
+    );
+    return items;
+  },
+  /** Waits for the build: a folder is built with its Dockerfile before this resolves. */
+  async put(
+    request: CreateSandboxTemplateRequest,
+    options: SandboxConnection = {},
+  ): Promise<SandboxTemplateInfo> {
+    return client(options).json('POST', SandboxPaths.templates, SandboxTemplateInfo, { body: request });
+  },
+  async remove(name: string, options: SandboxConnection = {}): Promise<void> {
+    await client(options).json('DELETE', SandboxPaths.template(name), Ok);
+  },
+};

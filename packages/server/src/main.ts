@@ -162,6 +162,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
             builtInTemplates(inCheckout('packages/server/sandbox-templates') ?? ''),
             images,
             store,
+            workspaces,
           ),
           dataDir: config.dataDir,
           urls,

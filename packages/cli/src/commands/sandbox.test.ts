@@ -1,7 +1,7 @@
 /** `mayfly sandbox …` as users run it (the built CLI), against a real server and real Docker. */
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -106,12 +106,157 @@ describe('mayfly sandbox', () => {
     const other = (await mayfly(['sandbox', 'create'])).stdout.trim();
     expect((await mayfly(['sandbox', 'kill', other])).code).toBe(0);
     expect((await mayfly(['sandbox', 'ls'])).stdout).not.toContain(other);
-    expect((await mayfly(['sandbox', 'ls', '--all'])).stdout).toMatch(
-      new RegExp(`^${other}\\s+base\\s+ended \\(killed\\)`, 'm'),
+    const all = (await mayfly(['sandbox', 'ls', '--all'])).stdout;
+    expect(all).toMatch(/MEMORY PEAK/);
+    // Why it ended, and the most memory it used.
+    expect(all).toMatch(
+      new RegExp(`^${other}\\s+base\\s+ended \\(killed\\)\\s+.*\\d+(\\.\\d+)? [KMG]i?B\\s*$`, 'm'),
     );
     const gone = await mayfly(['sandbox', 'exec', other, '--', 'true']);
     expect(gone.code).not.toBe(0);
     expect(gone.stderr).toMatch(/ended/);
+  });
+
+  it('template build makes a template of a folder: its sandboxes get its files, variables, workdir and limits', async () => {
+    const folder = join(dir, 'tpl');
+    mkdirSync(folder);
+    writeFileSync(
+      join(folder, 'Dockerfile'),
+      'FROM mayfly/debian:bookworm\nCOPY . /opt/ctx/\nRUN echo from-template > /opt/marker\n',
+    );
+    writeFileSync(join(folder, '.dockerignore'), 'secret.txt\n');
+    writeFileSync(join(folder, 'secret.txt'), 'not sent\n');
+    const built = await mayfly([
+      'template',
+      'build',
+      folder,
+      '--name',
+      'cli-tpl',
+      '--env',
+      'GREETING=from-tpl',
+      '--memory',
+      '256m',
+      '--disk',
+      '64m',
+      '--workdir',
+      '/work',
+    ]);
+    expect(built.stderr).toMatch(/building cli-tpl/);
+    expect(built.code).toBe(0);
+    expect(built.stdout).toMatch(/^cli-tpl ready \(mayfly-build\/sandbox:[0-9a-f]+\)$/m);
+    expect((await mayfly(['template', 'ls'])).stdout).toMatch(
+      /^cli-tpl\s+dockerfile\s+mayfly-build\S+\s+1 cpu, 256 MiB\s+runc\s+0\/0$/m,
+    );
+
+    const sbx = (await mayfly(['sandbox', 'create', '--template', 'cli-tpl'])).stdout.trim();
+    const inside = await mayfly([
+      'sandbox',
+      'exec',
+      sbx,
+      '--',
+      'sh',
+      '-c',
+      'cat /opt/marker; ls -A /opt/ctx | tr "\\n" " "; echo; echo "$GREETING"; pwd; cat /sys/fs/cgroup/memory/memory.limit_in_bytes; touch /work/w && echo writable',
+    ]);
+    expect(inside.stdout).toBe(
+      `from-template\n.dockerignore Dockerfile \nfrom-tpl\n/work\n${256 * 1024 * 1024}\nwritable\n`,
+    );
+    await mayfly(['sandbox', 'kill', sbx]);
+
+    // A failed build changes nothing: the template stays as it was.
+    writeFileSync(join(folder, 'Dockerfile'), 'FROM mayfly/debian:bookworm\nRUN exit 3\n');
+    const failed = await mayfly(['template', 'build', folder, '--name', 'cli-tpl']);
+    // (A request the server refuses is exit 2, as for every verb.)
+    expect(failed.code).toBe(2);
+    expect(failed.stderr).toMatch(/building template "cli-tpl" failed/);
+    expect((await mayfly(['template', 'ls'])).stdout).toMatch(
+      /^cli-tpl\s+dockerfile\s+mayfly-build\S+\s+1 cpu, 256 MiB/m,
+    );
+
+    // An image the engine has, named; one it lacks is refused with why.
+    const named = await mayfly([
+      'template',
+      'build',
+      '--image',
+      'mayfly/debian:bookworm',
+      '--name',
+      'cli-img',
+      '--json',
+    ]);
+    expect(JSON.parse(named.stdout)).toMatchObject({
+      name: 'cli-img',
+      source: 'image',
+      image: 'mayfly/debian:bookworm',
+    });
+    const missing = await mayfly([
+      'template',
+      'build',
+      '--image',
+      'mayfly/no-such:image',
+      '--name',
+      'cli-none',
+    ]);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toMatch(/not on this server's Docker Engine/);
+
+    expect((await mayfly(['template', 'rm', 'cli-tpl'])).stdout).toBe('removed cli-tpl\n');
+    expect((await mayfly(['template', 'rm', 'cli-img'])).code).toBe(0);
+    const gone = await mayfly(['sandbox', 'create', '--template', 'cli-tpl']);
+    expect(gone.code).toBe(2);
+    expect(gone.stderr).toMatch(/no sandbox template "cli-tpl"/);
+  });
+
+  it('refuses templates it cannot honour, with why', async () => {
+    const gvisor = (
+      execFileSync('docker', ['info', '--format', '{{json .Runtimes}}'], { encoding: 'utf8' }) as string
+    ).includes('runsc');
+    const put = (body: Record<string, unknown>) =>
+      t.api<{ error: { message: string } }>('POST', '/v1/sandbox-templates', {
+        image: 'mayfly/debian:bookworm',
+        ...body,
+      });
+    expect((await put({ name: 'base' })).status).toBe(409);
+    expect((await put({ name: 'x', user: '0' })).status).toBe(400);
+    expect((await put({ name: 'x', workdir: '/proc/self' })).status).toBe(400);
+    expect((await put({ name: 'x', workdir: '/a/../etc' })).status).toBe(400);
+    expect((await put({ name: 'x', memoryMb: 256, diskMb: 200 })).body.error.message).toMatch(/2 × diskMb/);
+    expect((await put({ name: 'x', bundle: 'b', image: 'i' })).status).toBe(400);
+    const isolated = await put({ name: 'x-gvisor', isolation: 'gvisor' });
+    if (gvisor) {
+      expect(isolated.status).toBe(201);
+      await t.api('DELETE', '/v1/sandbox-templates/x-gvisor');
+    } else {
+      // Never a silent fallback to runc.
+      expect(isolated.status).toBe(400);
+      expect(isolated.body.error.message).toMatch(/cannot run gvisor isolation/);
+    }
+    // The daemon would fetch an ADD <url> from the host's network: refused before any build.
+    const hostile = join(dir, 'hostile');
+    mkdirSync(hostile);
+    writeFileSync(join(hostile, 'Dockerfile'), 'FROM mayfly/debian:bookworm\nADD http://127.0.0.1:9/x /x\n');
+    const fetched = await put({ name: 'x-add', image: undefined, bundle: await t.upload(hostile) });
+    expect(fetched.status).toBe(400);
+    expect(fetched.body.error.message).toMatch(/building template "x-add" failed/);
+    // Images whose own settings would undo a sandbox's limits: a volume (unbounded disk), Mayfly's labels.
+    for (const [tag, line, why] of [
+      ['mayfly-test/sbx-volume:1', 'VOLUME /data', /declares volumes \(\/data\)/],
+      ['mayfly-test/sbx-label:1', 'LABEL mayfly.env=someone-else', /Mayfly's own labels \(mayfly\.env\)/],
+    ] as const) {
+      execFileSync('docker', ['build', '-q', '-t', tag, '-'], {
+        input: `FROM mayfly/debian:bookworm\n${line}\n`,
+      });
+      try {
+        const refused = await put({ name: 'x-image', image: tag });
+        expect(refused.status).toBe(400);
+        expect(refused.body.error.message).toMatch(why);
+      } finally {
+        execFileSync('docker', ['rmi', tag]);
+      }
+    }
+    const names = (await t.api<{ items: { name: string }[] }>('GET', '/v1/sandbox-templates')).body.items.map(
+      (i) => i.name,
+    );
+    expect(names).toEqual(['base', 'code']);
   });
 
   it('quotes words for the shell only where needed', () => {

@@ -7,14 +7,14 @@ import { Sandbox, type SandboxConnection } from '@mayfly/sdk';
 import type { Command } from 'commander';
 import { PassExitCode, UsageError } from '../cli-error.js';
 import { connect, resolveToken } from '../connection.js';
-import { ago, table, until } from '../format.js';
+import { ago, formatBytes, table, until } from '../format.js';
 import { printJson, printStdout } from '../output.js';
 import { globalOptions } from './global-options.js';
 
-const collect = (value: string, previous: string[]) => [...previous, value];
+export const collect = (value: string, previous: string[]) => [...previous, value];
 
 /** `K=V` pairs, refused with the offending one named. */
-function pairs(values: string[], flag: string): Record<string, string> {
+export function pairs(values: string[], flag: string): Record<string, string> {
   const out: Record<string, string> = {};
   for (const value of values) {
     const at = value.indexOf('=');
@@ -30,7 +30,7 @@ export function shellQuote(word: string): string {
 }
 
 /** The server the global options point at, started if it is the local default, as the SDK takes it. */
-async function connection(command: Command): Promise<SandboxConnection> {
+export async function connection(command: Command): Promise<SandboxConnection> {
   const client = await connect(globalOptions(command));
   const token = resolveToken(client.baseUrl);
   return { baseUrl: client.baseUrl, ...(token ? { token } : {}) };
@@ -176,8 +176,11 @@ Standard input is forwarded when it is not a terminal:
         s.state === 'ended' ? `ended (${s.endedReason})` : s.state,
         ago(s.startedAt),
         s.state === 'ended' ? '-' : until(s.expiresAt),
+        // Recorded when it ends: the most memory it used.
+        ...(options.all ? [s.peakMemoryBytes === null ? '-' : formatBytes(s.peakMemoryBytes)] : []),
       ]);
-      for (const line of table([['ID', 'TEMPLATE', 'STATE', 'AGE', 'TIME LEFT'], ...rows])) printStdout(line);
+      const head = ['ID', 'TEMPLATE', 'STATE', 'AGE', 'TIME LEFT', ...(options.all ? ['MEMORY PEAK'] : [])];
+      for (const line of table([head, ...rows])) printStdout(line);
     });
 
   sandbox

@@ -88,6 +88,33 @@ export function registerSandboxRoutes(app: FastifyInstance<Server>, sandboxes: S
     handler: async ({ req }) => ({ items: await sandboxes.templates(requireAccess(req)) }),
   });
   addRoute(app, {
+    method: 'POST',
+    url: SandboxPaths.templates,
+    scope: 'write',
+    summary:
+      'make a sandbox template, or replace the one of that name: an uploaded folder (a bundle) built with its Dockerfile now, or an image the engine has',
+    body: { json: 'CreateSandboxTemplateRequest' },
+    response: { status: 201, description: 'made (built)', json: 'SandboxTemplateInfo' },
+    errors: {
+      400: 'a bad request, a failed build, an image the engine lacks, an isolation class this server cannot run',
+      409: 'the name of a built-in template',
+    },
+    handler: async ({ req }) => sandboxes.putTemplate(req.body, requireAccess(req)),
+  });
+  addRoute(app, {
+    method: 'DELETE',
+    url: `${SandboxPaths.templates}/:name`,
+    scope: 'write',
+    summary: 'forget a sandbox template (its sandboxes keep running)',
+    params: z.object({ name: z.string().min(1).max(64).describe('template name') }),
+    response: { status: 200, description: 'forgotten', json: Ok },
+    errors: { 404: 'no such template', 409: 'a built-in template' },
+    handler: async ({ params, req }) => {
+      await sandboxes.removeTemplate(params.name, requireAccess(req));
+      return { ok: true as const };
+    },
+  });
+  addRoute(app, {
     method: 'GET',
     url: `${base}/:id`,
     scope: 'read',

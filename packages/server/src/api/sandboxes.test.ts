@@ -70,6 +70,7 @@ describe('sandboxes through the API', () => {
     const plain = await run(t, id, { cmd: 'env', envs: { ONLY_HERE: 'x' }, cwd: '/tmp' });
     expect(plain.stdout).toMatch(/^ONLY_HERE=x$/m);
     expect(plain.stdout).toMatch(/^GREETING=hi$/m);
+    expect(plain.stdout).toMatch(/^PWD=\/tmp$/m);
     expect((await run(t, id, { cmd: 'ls -d /tmp /home/user' })).stdout).toBe('/home/user\n/tmp\n');
     expect((await run(t, id, { cmd: 'sh -c exit=3' })).end?.exitCode).toBe(0);
     expect((await run(t, id, { cmd: 'false' })).end?.exitCode).toBe(1);

@@ -30,6 +30,9 @@ export interface SandboxSpec {
   labels: Record<string, string>;
 }
 
+/** An image a sandbox must not be made from, and why (volumes it would get, labels it would carry). */
+export class SandboxImageRefusedError extends Error {}
+
 export type SandboxPlatformState = 'running' | 'paused' | 'exited' | 'missing';
 
 export interface ObservedSandbox {
@@ -51,7 +54,12 @@ export interface SandboxRuntime {
   readonly name: string;
   /** Isolation classes this platform can run (`runc`; `gvisor` when its runtime is installed). */
   isolations(): Promise<('runc' | 'gvisor')[]>;
-  /** Makes and starts the sandbox; its agent then dials the socket in `spec.agentDir`. */
+  /**
+   * Refuses ({@link SandboxImageRefusedError}) an image whose own settings would undo a sandbox's
+   * limits: volumes (unbounded writable disk) or labels of Mayfly's (posing as its objects).
+   */
+  checkImage(image: string): Promise<void>;
+  /** Makes and starts the sandbox (its image checked first); its agent then dials the socket in `spec.agentDir`. */
   create(spec: SandboxSpec): Promise<void>;
   /** Freezes every process (memory kept); `resume` thaws them. */
   pause(id: string): Promise<void>;

@@ -3,13 +3,14 @@
  * each killed by itself when its time is up, and every end recorded with why. The only module that
  * touches the sandbox store and the sandbox runtime; API routes call it.
  */
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, readdir, rm } from 'node:fs/promises';
 import type { IncomingMessage } from 'node:http';
 import type net from 'node:net';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import {
   CreateSandboxRequest,
+  CreateSandboxTemplateRequest,
   RunCommandRequest,
   type SandboxEndReason,
   type SandboxFileEntry,
@@ -34,9 +35,9 @@ import { eachLimited } from '../runtime/abort.js';
 import { RuntimeUnavailableError } from '../runtime/runtime.js';
 import type { SandboxRecord, Store } from '../store/store.js';
 import { AgentChannel, AgentError, AgentUnavailableError, readBounded } from './agent-channel.js';
-import type { SandboxRuntime } from './sandbox-runtime.js';
+import { SandboxImageRefusedError, type SandboxRuntime } from './sandbox-runtime.js';
 import type { SandboxTemplate, SandboxTemplates } from './sandbox-templates.js';
-import { newSandboxId, POOL_LABEL, type PoolLevel, WarmPool } from './warm-pool.js';
+import { newSandboxId, POOL_LABEL, WarmPool } from './warm-pool.js';
 
 const MiB = 1024 * 1024;
 
@@ -78,7 +79,7 @@ export class SandboxService {
   constructor(private readonly options: SandboxServiceOptions) {
     this.root = path.join(options.dataDir, 'sandboxes');
     this.pool = new WarmPool({
-      sizes: new Map(Object.entries(options.poolSizes ?? {})),
+      sizeOf: (name) => options.poolSizes?.[name] ?? options.templates.get(name)?.pool ?? 0,
       memoryBudgetBytes: options.poolMemoryBytes ?? 4 * 1024 * MiB,
       memoryBytesOf: (name) => (options.templates.get(name)?.memoryMb ?? 0) * MiB,
       make: (template, id) => this.makePooled(template, id),
@@ -95,11 +96,6 @@ export class SandboxService {
     return this.knownIsolations;
   }
 
-  /** How full each template's warm pool is. */
-  poolLevels(): PoolLevel[] {
-    return this.pool.levels();
-  }
-
   /** Resolves once the pool has made what it is missing (tests, the benchmark). */
   poolSettled(): Promise<void> {
     return this.pool.settled();
@@ -113,6 +109,7 @@ export class SandboxService {
    */
   async start(): Promise<void> {
     await mkdir(this.root, { recursive: true, mode: 0o700 });
+    await this.options.templates.load();
     await this.isolations().catch((err) =>
       this.options.logger.warn({ err }, 'sandboxes: isolation classes not detected yet'),
     );
@@ -129,6 +126,9 @@ export class SandboxService {
       );
     });
     await this.reconcile().catch((err) => this.options.logger.warn({ err }, 'sandboxes: taking over later'));
+    await this.forgetOrphanDirs().catch((err) =>
+      this.options.logger.warn({ err }, 'sandboxes: removing folders of gone sandboxes failed'),
+    );
     // Templates built before are kept warm from the start; the others once first asked for.
     for (const template of this.options.templates.list()) {
       if (await this.options.templates.built(template).catch(() => false)) this.pool.activate(template.name);
@@ -139,6 +139,17 @@ export class SandboxService {
       });
     }, this.options.sweepIntervalMs ?? 1_000);
     this.timer.unref();
+  }
+
+  /** Socket folders of sandboxes no record knows (a crash's pooled ones): removed at start. */
+  private async forgetOrphanDirs(): Promise<void> {
+    const live = new Set(
+      (await this.options.store.sandboxes.list({ states: ['running', 'paused'] })).map((r) => r.id),
+    );
+    for (const name of await readdir(this.root)) {
+      if (live.has(name) || this.creating.has(name) || this.pool.owns(name)) continue;
+      await rm(path.join(this.root, name), { recursive: true, force: true });
+    }
   }
 
   private sweeps = 0;
@@ -171,14 +182,29 @@ export class SandboxService {
       [
         ...observed
           .filter((o) => !known.has(o.id) && !this.creating.has(o.id) && !this.pool.owns(o.id))
-          .map((o) => () => each(o.id, () => this.options.runtime.remove(o.id))),
+          .map(
+            (o) => () =>
+              each(o.id, async () => {
+                // Asked again: one taken from the pool and recorded while the records were read stays.
+                if (
+                  this.creating.has(o.id) ||
+                  this.pool.owns(o.id) ||
+                  (await this.options.store.sandboxes.get(o.id))
+                )
+                  return;
+                await this.options.runtime.remove(o.id);
+                await rm(path.join(this.root, o.id), { recursive: true, force: true });
+              }),
+          ),
         ...records.map(
           (record) => () =>
             each(record.id, async () => {
               if (this.creating.has(record.id)) return;
               const container = byId.get(record.id);
               if (!container || container.state === 'exited') {
+                // Looked at again: one whose creation finished after the listing is there now.
                 const detail = await this.options.runtime.observe(record.id);
+                if (detail.state === 'running' || detail.state === 'paused') return;
                 await this.end(record.id, detail.oomKilled ? 'oom' : 'error');
               } else if (!this.channels.has(record.id)) {
                 this.channels.set(record.id, await AgentChannel.listen(this.socketPath(record.id)));
@@ -327,6 +353,7 @@ export class SandboxService {
       return this.info(record);
     } catch (err) {
       await this.end(id, 'error');
+      if (err instanceof SandboxImageRefusedError) throw new InvalidRequestError(err.message);
       throw err instanceof AgentUnavailableError ? new RuntimeUnavailableError(err.message) : err;
     }
   }
@@ -351,11 +378,12 @@ export class SandboxService {
       image,
       user: template.user,
       home: template.home,
-      env: {},
+      env: template.env,
       cpus: limits.cpu,
       memoryBytes: limits.memoryMb * MiB,
       pids: template.pids,
-      diskBytes: template.diskMb * MiB,
+      // Home and /tmp are in memory: with less memory asked than the template's, they shrink to fit.
+      diskBytes: Math.min(template.diskMb, Math.floor(limits.memoryMb / 2)) * MiB,
       readOnlyRoot: template.readOnlyRoot,
       isolation: template.isolation,
       agentDir: path.join(this.root, id),
@@ -381,36 +409,61 @@ export class SandboxService {
 
   /** Removes a sandbox that has no record (a pooled one) and everything it had. */
   private async discard(id: string, channel: AgentChannel | undefined): Promise<void> {
-    await this.options.runtime.remove(id);
-    await channel?.close();
-    await rm(path.join(this.root, id), { recursive: true, force: true });
+    try {
+      await this.options.runtime.remove(id);
+    } finally {
+      await channel?.close();
+      await rm(path.join(this.root, id), { recursive: true, force: true });
+    }
   }
 
   /** The templates sandboxes can be made from, with their warm pools' levels. */
   async templates(access: Access): Promise<SandboxTemplateInfo[]> {
     unbound(access);
-    const levels = new Map(this.pool.levels().map((l) => [l.template, l]));
-    return Promise.all(
-      this.options.templates.list().map(async (template) => {
-        const level = levels.get(template.name);
-        return {
-          name: template.name,
-          source: 'buildDir' in template.source ? ('built-in' as const) : ('image' as const),
-          image: await this.options.templates.builtImage(template).catch(() => null),
-          user: template.user,
-          workdir: template.home,
-          env: {},
-          cpu: template.cpu,
-          memoryMb: template.memoryMb,
-          pids: template.pids,
-          diskMb: template.diskMb,
-          isolation: template.isolation,
-          readOnlyRoot: template.readOnlyRoot,
-          pool: { size: level?.size ?? 0, ready: level?.ready ?? 0, starting: level?.starting ?? 0 },
-          createdAt: null,
-        };
-      }),
-    );
+    return Promise.all(this.options.templates.list().map((t) => this.templateInfo(t)));
+  }
+
+  /** Makes a template (an uploaded folder built now, or an image), or replaces the one of its name. */
+  async putTemplate(input: unknown, access: Access): Promise<SandboxTemplateInfo> {
+    unbound(access);
+    const request = CreateSandboxTemplateRequest.parse(input);
+    const template = await this.options.templates.put(request, await this.isolations(), async (image) => {
+      try {
+        await this.options.runtime.checkImage(image);
+      } catch (err) {
+        throw err instanceof SandboxImageRefusedError ? new InvalidRequestError(err.message) : err;
+      }
+    });
+    // Pooled sandboxes of what it was are not what it is now.
+    this.pool.flush(template.name);
+    this.pool.activate(template.name);
+    return this.templateInfo(template);
+  }
+
+  async removeTemplate(name: string, access: Access): Promise<void> {
+    unbound(access);
+    await this.options.templates.remove(name);
+    this.pool.flush(name);
+  }
+
+  private async templateInfo(template: SandboxTemplate): Promise<SandboxTemplateInfo> {
+    const { size, ready, starting } = this.pool.level(template.name);
+    return {
+      name: template.name,
+      source: template.builtIn ? 'built-in' : 'image' in template.source ? 'image' : 'dockerfile',
+      image: await this.options.templates.builtImage(template).catch(() => null),
+      user: template.user,
+      workdir: template.home,
+      env: template.env,
+      cpu: template.cpu,
+      memoryMb: template.memoryMb,
+      pids: template.pids,
+      diskMb: template.diskMb,
+      isolation: template.isolation,
+      readOnlyRoot: template.readOnlyRoot,
+      pool: { size, ready, starting },
+      createdAt: template.createdAt?.toISOString() ?? null,
+    };
   }
 
   async get(id: string, access: Access): Promise<SandboxInfo> {

@@ -8,7 +8,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { SandboxInfo, SandboxTemplateInfo } from '@mayfly/contract';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { callApi, startControlPlane, stopControlPlane } from '../test-support/control-plane-process.js';
 import { containerExists, runInSandbox } from '../test-support/sandboxes.js';
 import { startTestServer, type TestServer } from '../test-support/test-server.js';
@@ -175,6 +175,9 @@ describe('the warm pool', () => {
           .filter(Boolean);
       const earlier = new Set(poolContainers());
       const before = await startControlPlane(dataDir, undefined, { sandboxPool: { base: 2, code: 0 } });
+      // Whatever fails below, this process does not outlive the test.
+      const killBefore = () => stopControlPlane(before, 'SIGKILL');
+      onTestFinished(killBefore);
       await until(
         'the crashing server’s pool full',
         async () => {

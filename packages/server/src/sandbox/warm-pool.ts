@@ -31,8 +31,8 @@ export interface PoolLevel {
 }
 
 export interface WarmPoolOptions {
-  /** Sandboxes kept ready per template (templates not named: none). */
-  sizes: ReadonlyMap<string, number>;
+  /** Sandboxes kept ready of a template (asked again whenever the pool fills). */
+  sizeOf(template: string): number;
   /** The pool's sandboxes' memory limits add up to at most this. */
   memoryBudgetBytes: number;
   memoryBytesOf(template: string): number;
@@ -63,6 +63,8 @@ export class WarmPool {
   /** Templates the pool fills: those asked for at least once (or whose image is there already). */
   private readonly active = new Set<string>();
   private readonly failedAt = new Map<string, number>();
+  /** Being made for what a template was before it changed: removed once made. */
+  private readonly stale = new Set<string>();
   private filling: Promise<void> | undefined;
   private closed = false;
 
@@ -70,7 +72,7 @@ export class WarmPool {
 
   /** Fills `template`'s share from now on (a no-op for templates with no pool size). */
   activate(template: string): void {
-    if ((this.options.sizes.get(template) ?? 0) <= 0) return;
+    if (this.options.sizeOf(template) <= 0) return;
     this.active.add(template);
     this.refill();
   }
@@ -104,13 +106,37 @@ export class WarmPool {
     this.refill();
   }
 
-  levels(): PoolLevel[] {
-    return [...this.options.sizes].map(([template, size]) => {
-      const ready = this.ready.get(template)?.length ?? 0;
-      let owned = 0;
-      for (const t of this.owned.values()) if (t === template) owned++;
-      return { template, size, ready, starting: owned - ready };
-    });
+  level(template: string): PoolLevel {
+    const ready = this.ready.get(template)?.length ?? 0;
+    return { template, size: this.options.sizeOf(template), ready, starting: this.current(template) - ready };
+  }
+
+  /** Sandboxes of what `template` is now, ready or being made. */
+  private current(template: string): number {
+    let n = 0;
+    for (const [id, t] of this.owned) if (t === template && !this.stale.has(id)) n++;
+    return n;
+  }
+
+  /**
+   * The template changed (or is gone): what the pool holds of it is removed, what it is making
+   * is removed once made, and it is filled again from its new size.
+   */
+  flush(template: string): void {
+    const stale = this.ready.get(template) ?? [];
+    this.ready.delete(template);
+    for (const sandbox of stale) this.owned.delete(sandbox.id);
+    // Still owned (housekeeping keeps off, the budget counts them) until made, then removed.
+    for (const [id, t] of this.owned) if (t === template) this.stale.add(id);
+    for (const sandbox of stale) {
+      void this.options
+        .discard(sandbox.id, sandbox.channel)
+        .catch((err) =>
+          this.options.logger.warn({ err, sandbox: sandbox.id }, 'removing a pooled sandbox failed'),
+        );
+    }
+    this.active.delete(template);
+    this.failedAt.delete(template);
   }
 
   /** Waits for the background refill to settle (tests and the benchmark). */
@@ -169,9 +195,10 @@ export class WarmPool {
       this.owned.set(id, template);
       try {
         const channel = await this.options.make(template, id);
-        if (this.closed || !this.owned.has(id)) {
-          this.owned.delete(id);
+        if (this.closed || !this.owned.has(id) || this.stale.has(id)) {
           await this.options.discard(id, channel);
+          this.owned.delete(id);
+          this.stale.delete(id);
           continue;
         }
         const list = this.ready.get(template) ?? [];
@@ -179,6 +206,8 @@ export class WarmPool {
         this.ready.set(template, list);
       } catch (err) {
         this.owned.delete(id);
+        // Made for what the template was: its failure says nothing of what it is now.
+        if (this.stale.delete(id)) continue;
         this.failedAt.set(template, Date.now());
         this.options.logger.warn({ err, template }, 'making a pooled sandbox failed; trying again later');
       }
@@ -193,10 +222,7 @@ export class WarmPool {
       const failed = this.failedAt.get(template);
       if (failed !== undefined && Date.now() - failed < (this.options.retryAfterMs ?? 30_000)) continue;
       if (used + this.options.memoryBytesOf(template) > this.options.memoryBudgetBytes) continue;
-      const size = this.options.sizes.get(template) ?? 0;
-      let owned = 0;
-      for (const t of this.owned.values()) if (t === template) owned++;
-      const missing = size - owned;
+      const missing = this.options.sizeOf(template) - this.current(template);
       if (missing > 0 && (!best || missing > best.missing)) best = { template, missing };
     }
     return best?.template;

@@ -273,6 +273,25 @@ function migrations(dialect: StoreDialect): Record<string, Migration> {
         await db.schema.createIndex('sandboxes_state_idx').on('sandboxes').column('state').execute();
       },
     },
+    '0006-sandbox-templates': {
+      // biome-ignore lint/suspicious/noExplicitAny: migrations must not depend on today's schema types
+      async up(db: Kysely<any>) {
+        await db.schema
+          .createTable('sandbox_templates')
+          .addColumn('name', 'text', (col) => col.primaryKey())
+          // dockerfile | image
+          .addColumn('source', 'text', (col) => col.notNull())
+          .addColumn('image', 'text')
+          // the workspace holding the Dockerfile's folder (kept: a collected image is built again)
+          .addColumn('workspace', 'text')
+          .addColumn('dockerfile', 'text')
+          // JSON: user, workdir, env, cpu, memoryMb, pids, diskMb, isolation, pool
+          .addColumn('settings', 'text', (col) => col.notNull())
+          .addColumn('created_at', sql.raw(timestamp), (col) => col.notNull())
+          .addColumn('updated_at', sql.raw(timestamp), (col) => col.notNull())
+          .execute();
+      },
+    },
   };
 }
 

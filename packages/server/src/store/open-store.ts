@@ -12,7 +12,7 @@ import { KyselyKeptLogRepository } from './kept-log-repository.js';
 import { migrateToLatest } from './migrations.js';
 import { KyselyPreviewRepository } from './preview-repository.js';
 import { KyselyProjectRepository } from './project-repository.js';
-import { KyselySandboxRepository } from './sandbox-repository.js';
+import { KyselySandboxRepository, KyselySandboxTemplateRepository } from './sandbox-repository.js';
 import type { Database, StoreDialect } from './schema.js';
 import type { Store } from './store.js';
 import { KyselyTokenRepository } from './token-repository.js';
@@ -46,6 +46,7 @@ class KyselyStore implements Store {
   readonly projects: KyselyProjectRepository;
   readonly previews: KyselyPreviewRepository;
   readonly sandboxes: KyselySandboxRepository;
+  readonly sandboxTemplates: KyselySandboxTemplateRepository;
 
   constructor(
     private readonly db: Kysely<Database>,
@@ -60,6 +61,7 @@ class KyselyStore implements Store {
     this.projects = new KyselyProjectRepository(db, dialect);
     this.previews = new KyselyPreviewRepository(db, dialect);
     this.sandboxes = new KyselySandboxRepository(db);
+    this.sandboxTemplates = new KyselySandboxTemplateRepository(db);
   }
 
   async close(): Promise<void> {

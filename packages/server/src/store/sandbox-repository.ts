@@ -1,7 +1,19 @@
 /** {@link SandboxRepository} over Kysely, for SQLite and PostgreSQL alike. */
 import type { Kysely, Selectable } from 'kysely';
-import { type Database, fromDbTime, fromDbTimeOrNull, type SandboxesTable, toDbTime } from './schema.js';
-import type { SandboxRecord, SandboxRepository } from './store.js';
+import {
+  type Database,
+  fromDbTime,
+  fromDbTimeOrNull,
+  type SandboxesTable,
+  type SandboxTemplatesTable,
+  toDbTime,
+} from './schema.js';
+import type {
+  SandboxRecord,
+  SandboxRepository,
+  SandboxTemplateRecord,
+  SandboxTemplateRepository,
+} from './store.js';
 
 function toRecord(row: Selectable<SandboxesTable>): SandboxRecord {
   return {
@@ -116,5 +128,69 @@ export class KyselySandboxRepository implements SandboxRepository {
       .where('ended_at', '<', toDbTime(at))
       .executeTakeFirst();
     return Number(result.numDeletedRows);
+  }
+}
+
+function toTemplate(row: Selectable<SandboxTemplatesTable>): SandboxTemplateRecord {
+  return {
+    name: row.name,
+    source: row.source,
+    image: row.image,
+    workspace: row.workspace,
+    dockerfile: row.dockerfile,
+    settings: JSON.parse(row.settings) as SandboxTemplateRecord['settings'],
+    createdAt: fromDbTime(row.created_at),
+    updatedAt: fromDbTime(row.updated_at),
+  };
+}
+
+/** {@link SandboxTemplateRepository} over Kysely. */
+export class KyselySandboxTemplateRepository implements SandboxTemplateRepository {
+  constructor(private readonly db: Kysely<Database>) {}
+
+  async put(
+    record: Omit<SandboxTemplateRecord, 'createdAt' | 'updatedAt'>,
+    at: Date,
+  ): Promise<SandboxTemplateRecord | null> {
+    return this.db.transaction().execute(async (tx) => {
+      const before = await tx
+        .selectFrom('sandbox_templates')
+        .selectAll()
+        .where('name', '=', record.name)
+        .executeTakeFirst();
+      const values = {
+        source: record.source,
+        image: record.image,
+        workspace: record.workspace,
+        dockerfile: record.dockerfile,
+        settings: JSON.stringify(record.settings),
+        updated_at: toDbTime(at),
+      };
+      await tx
+        .insertInto('sandbox_templates')
+        .values({ name: record.name, ...values, created_at: toDbTime(at) })
+        .onConflict((oc) => oc.column('name').doUpdateSet(values))
+        .execute();
+      return before ? toTemplate(before) : null;
+    });
+  }
+
+  async get(name: string): Promise<SandboxTemplateRecord | null> {
+    const row = await this.db
+      .selectFrom('sandbox_templates')
+      .selectAll()
+      .where('name', '=', name)
+      .executeTakeFirst();
+    return row ? toTemplate(row) : null;
+  }
+
+  async list(): Promise<SandboxTemplateRecord[]> {
+    const rows = await this.db.selectFrom('sandbox_templates').selectAll().orderBy('name', 'asc').execute();
+    return rows.map(toTemplate);
+  }
+
+  async remove(name: string): Promise<boolean> {
+    const result = await this.db.deleteFrom('sandbox_templates').where('name', '=', name).executeTakeFirst();
+    return Number(result.numDeletedRows) > 0;
   }
 }

@@ -183,6 +183,18 @@ export interface SandboxesTable {
   ended_at: Timestamp | null;
 }
 
+export interface SandboxTemplatesTable {
+  name: string;
+  source: 'dockerfile' | 'image';
+  image: string | null;
+  workspace: string | null;
+  dockerfile: string | null;
+  /** JSON object: the template's defaults (`SandboxTemplateRecord['settings']`). */
+  settings: string;
+  created_at: Timestamp;
+  updated_at: Timestamp;
+}
+
 export interface Database {
   environments: EnvironmentsTable;
   events: EventsTable;
@@ -194,6 +206,7 @@ export interface Database {
   webhook_deliveries: WebhookDeliveriesTable;
   previews: PreviewsTable;
   sandboxes: SandboxesTable;
+  sandbox_templates: SandboxTemplatesTable;
 }
 
 /** Which SQL dialect a store runs on. */

@@ -386,6 +386,61 @@ export function describeStore(name: string, target: StoreTarget): void {
         );
         expect(await store.sandboxes.get(id)).toBeNull();
       });
+
+      it('keeps sandbox templates: put creates, put again replaces (creation time kept), remove', async () => {
+        const store = await open();
+        const name = `tpl-${Math.random().toString(36).slice(2, 10)}`;
+        const settings = {
+          user: '1000:1000',
+          workdir: '/home/user',
+          env: { LANG: 'C.UTF-8' },
+          cpu: 0.5,
+          memoryMb: 256,
+          pids: 128,
+          diskMb: 64,
+          isolation: 'runc' as const,
+          pool: 1,
+        };
+        const first = new Date('2026-02-03T04:05:06.007Z');
+        expect(
+          await store.sandboxTemplates.put(
+            {
+              name,
+              source: 'dockerfile',
+              image: 'mayfly-build/sandbox:abc',
+              workspace: 'sbxtpl-x',
+              dockerfile: 'Dockerfile',
+              settings,
+            },
+            first,
+          ),
+        ).toBeNull();
+        const later = new Date('2026-02-04T00:00:00.000Z');
+        const replacement = {
+          name,
+          source: 'image' as const,
+          image: 'debian:12',
+          workspace: null,
+          dockerfile: null,
+          settings: { ...settings, pool: 0 },
+        };
+        const before = await store.sandboxTemplates.put(replacement, later);
+        expect(before).toMatchObject({
+          source: 'dockerfile',
+          workspace: 'sbxtpl-x',
+          dockerfile: 'Dockerfile',
+          settings,
+        });
+        expect(await store.sandboxTemplates.get(name)).toEqual({
+          ...replacement,
+          createdAt: first,
+          updatedAt: later,
+        });
+        expect((await store.sandboxTemplates.list()).map((t) => t.name)).toContain(name);
+        expect(await store.sandboxTemplates.remove(name)).toBe(true);
+        expect(await store.sandboxTemplates.remove(name)).toBe(false);
+        expect(await store.sandboxTemplates.get(name)).toBeNull();
+      });
     });
 
     describe('environments: retries and retention', () => {
@@ -886,6 +941,7 @@ export function describeStore(name: string, target: StoreTarget): void {
           { name: '0003-hardening' },
           { name: '0004-previews' },
           { name: '0005-sandboxes' },
+          { name: '0006-sandbox-templates' },
         ]);
         // one installation, one id, whichever replica made it
         expect(new Set(stores.map((s) => s.instanceId)).size).toBe(1);
@@ -916,6 +972,7 @@ export function describeStore(name: string, target: StoreTarget): void {
           { name: '0003-hardening' },
           { name: '0004-previews' },
           { name: '0005-sandboxes' },
+          { name: '0006-sandbox-templates' },
         ]);
       });
 

@@ -410,6 +410,44 @@ export interface SandboxRepository {
   forgetEndedBefore(at: Date): Promise<number>;
 }
 
+/** A sandbox template made through the API (the built-in ones are not stored). */
+export interface SandboxTemplateRecord {
+  name: string;
+  /** Built from a Dockerfile, or an image named. */
+  source: 'dockerfile' | 'image';
+  /** The image named; for a Dockerfile, the one built from it. */
+  image: string | null;
+  /** The workspace holding the Dockerfile's folder, kept so a collected image can be built again. */
+  workspace: string | null;
+  /** The Dockerfile's path in that folder. */
+  dockerfile: string | null;
+  settings: {
+    user: string;
+    workdir: string;
+    env: Record<string, string>;
+    cpu: number;
+    memoryMb: number;
+    pids: number;
+    diskMb: number;
+    isolation: 'runc' | 'gvisor';
+    pool: number;
+  };
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+export interface SandboxTemplateRepository {
+  /** Creates it, or replaces the one of that name (its `createdAt` kept); returns what was there. */
+  put(
+    record: Omit<SandboxTemplateRecord, 'createdAt' | 'updatedAt'>,
+    at: Date,
+  ): Promise<SandboxTemplateRecord | null>;
+  get(name: string): Promise<SandboxTemplateRecord | null>;
+  list(): Promise<SandboxTemplateRecord[]>;
+  /** False when there was none. */
+  remove(name: string): Promise<boolean>;
+}
+
 export interface Store {
   readonly dialect: 'sqlite' | 'postgres';
   /**
@@ -425,6 +463,7 @@ export interface Store {
   projects: ProjectRepository;
   previews: PreviewRepository;
   sandboxes: SandboxRepository;
+  sandboxTemplates: SandboxTemplateRepository;
   close(): Promise<void>;
 }
 

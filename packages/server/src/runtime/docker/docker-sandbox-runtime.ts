@@ -8,12 +8,14 @@ import type Docker from 'dockerode';
 import {
   type ObservedSandbox,
   SANDBOX_LABEL,
+  SandboxImageRefusedError,
   type SandboxRuntime,
   type SandboxSpec,
   type SandboxUsage,
 } from '../../sandbox/sandbox-runtime.js';
 import { LABELS, MANAGED_BY } from '../runtime.js';
 import { engineClient, ignore, statusCode } from './engine-api.js';
+import { BUILT_BY_LABEL } from './names.js';
 
 const AGENT_IN_CONTAINER = '/.mayfly/bin/mayfly-agent';
 const AGENT_DIR_IN_CONTAINER = '/.mayfly/run';
@@ -55,6 +57,8 @@ export function sandboxCreateOptions(
       [SANDBOX_LABEL]: spec.id,
     },
     NetworkDisabled: false,
+    // The image's own health check would run its code in a sandbox nobody has claimed yet.
+    Healthcheck: { Test: ['NONE'] },
     HostConfig: {
       // Loopback only: no route out, to the host, or to another sandbox. The agent's socket is a file.
       NetworkMode: 'none',
@@ -95,7 +99,25 @@ export class DockerSandboxRuntime implements SandboxRuntime {
     return info.Runtimes && 'runsc' in info.Runtimes ? ['runc', 'gvisor'] : ['runc'];
   }
 
+  async checkImage(image: string): Promise<void> {
+    const info = (await this.docker.getImage(image).inspect()) as {
+      Config?: { Volumes?: Record<string, unknown> | null; Labels?: Record<string, string> | null };
+    };
+    const volumes = Object.keys(info.Config?.Volumes ?? {});
+    if (volumes.length > 0)
+      throw new SandboxImageRefusedError(
+        `image ${image} declares volumes (${volumes.join(', ')}): a sandbox may write only its bounded home and /tmp`,
+      );
+    // The builder's own marks are fine (the container's labels replace the instance's anyway).
+    const ours = Object.keys(info.Config?.Labels ?? {}).filter(
+      (label) => label.startsWith('mayfly.') && label !== BUILT_BY_LABEL && label !== LABELS.instance,
+    );
+    if (ours.length > 0)
+      throw new SandboxImageRefusedError(`image ${image} carries Mayfly's own labels (${ours.join(', ')})`);
+  }
+
   async create(spec: SandboxSpec): Promise<void> {
+    await this.checkImage(spec.image);
     const container = await this.docker.createContainer(
       sandboxCreateOptions(this.options.instance, this.options.agentBinary, spec),
     );
