@@ -25,6 +25,10 @@ const Metadata = z
 /** Longest a sandbox may be asked to live (its timeout, from now). */
 export const SANDBOX_MAX_TIMEOUT_MS = 24 * 60 * 60 * 1000;
 
+const EGRESS_CIDR = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}(\/(3[0-2]|[12]?\d))?$/;
+const EGRESS_HOST =
+  /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i;
+
 export const CreateSandboxRequest = z.strictObject({
   template: z
     .string()
@@ -36,6 +40,23 @@ export const CreateSandboxRequest = z.strictObject({
   metadata: Metadata.default({}),
   cpu: z.number().min(0.1).max(64).optional(),
   memoryMb: z.number().int().min(32).max(65_536).optional(),
+  /**
+   * Where it may open connections: IPv4 addresses or CIDRs, and host names (resolved by the server
+   * when it is created). Nothing else is reachable; without it, it has no network at all. The host,
+   * other sandboxes and environments stay out of reach whatever is listed.
+   */
+  allowOut: z
+    .array(
+      z
+        .string()
+        .max(253)
+        .refine(
+          (entry) => EGRESS_CIDR.test(entry) || EGRESS_HOST.test(entry),
+          'an IPv4 address or CIDR (a.b.c.d[/n]), or a host name',
+        ),
+    )
+    .max(32)
+    .default([]),
 });
 export type CreateSandboxRequest = z.input<typeof CreateSandboxRequest>;
 

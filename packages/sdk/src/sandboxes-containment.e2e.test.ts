@@ -10,6 +10,17 @@ import { CommandTimeoutError, Sandbox } from './index.js';
 
 const PERL_SERVER = `perl -MIO::Socket::INET -e '$s = IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => 8000, Listen => 5, ReuseAddr => 1) or die; while ($c = $s->accept) { print $c "HTTP/1.0 200 OK\\r\\n\\r\\nsecret\\n"; close $c }'`;
 
+/** A server on every address of the host, noting who connects (nobody from a sandbox may). */
+async function hostServer(): Promise<{ host: net.Server; port: number; seen: string[] }> {
+  const seen: string[] = [];
+  const host = net.createServer((socket) => {
+    seen.push(socket.remoteAddress ?? '?');
+    socket.destroy();
+  });
+  await new Promise<void>((resolve) => host.listen(0, '0.0.0.0', resolve));
+  return { host, port: (host.address() as net.AddressInfo).port, seen };
+}
+
 describe('sandbox containment', () => {
   let t: TestServer;
   let sbx: Sandbox;
@@ -51,13 +62,7 @@ describe('sandbox containment', () => {
   });
 
   it('reaches no server of the host (loopback or bridge), nor another sandbox', async () => {
-    const seen: string[] = [];
-    const host = net.createServer((socket) => {
-      seen.push(socket.remoteAddress ?? '?');
-      socket.destroy();
-    });
-    await new Promise<void>((resolve) => host.listen(0, '0.0.0.0', resolve));
-    const port = (host.address() as net.AddressInfo).port;
+    const { host, port, seen } = await hostServer();
     const bridge = execFileSync(
       'docker',
       ['network', 'inspect', 'bridge', '--format', '{{(index .IPAM.Config 0).Gateway}}'],
@@ -84,6 +89,84 @@ describe('sandbox containment', () => {
       await other.kill();
     } finally {
       host.close();
+    }
+  });
+
+  it('with an allow-list it reaches what is listed and nothing else: not the host, another sandbox, an address not listed', async () => {
+    const suffix = Math.random().toString(36).slice(2, 8);
+    const network = `mayfly-test-egress-${suffix}`;
+    const docker = (...args: string[]) => execFileSync('docker', args, { encoding: 'utf8' }).trim();
+    const ipOf = (container: string) =>
+      docker('inspect', container, '--format', '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}');
+    const { host, port, seen } = await hostServer();
+    docker('network', 'create', network);
+    const targets = [`${network}-listed`, `${network}-other`];
+    try {
+      for (const [i, name] of targets.entries())
+        docker(
+          'run',
+          '-d',
+          '--name',
+          name,
+          '--network',
+          network,
+          'mayfly-test/testkit:latest',
+          'testkit',
+          'http',
+          '--text',
+          `target ${i}`,
+        );
+      const [listed, unlisted] = targets.map(ipOf);
+      const gateway = docker('network', 'inspect', network, '--format', '{{(index .IPAM.Config 0).Gateway}}');
+      // Another sandbox with a network of its own, serving on all its addresses.
+      const neighbour = await Sandbox.create({ ...connection(), allowOut: [`${listed}`] });
+      await neighbour.commands.run(PERL_SERVER.replace('"127.0.0.1"', '"0.0.0.0"'), {
+        background: true,
+        timeoutMs: 0,
+      });
+      const neighbourIp = ipOf(`mayfly-sbx-${neighbour.id}`);
+      // Listing the host's and the neighbour's addresses does not open them.
+      const open = await Sandbox.create({
+        ...connection(),
+        allowOut: [listed!, `${gateway}/32`, `${neighbourIp}/32`],
+      });
+      const probe = await open.commands.run(
+        `for target in ${listed}:8080 ${unlisted}:8080 ${gateway}:${port} ${neighbourIp}:8000 169.254.169.254:80; do
+           curl -s --max-time 3 "http://$target/" >/dev/null && echo "reached $target" || echo "blocked $target"
+         done`,
+      );
+      expect(probe.stdout).toBe(
+        [
+          `reached ${listed}:8080`,
+          `blocked ${unlisted}:8080`,
+          `blocked ${gateway}:${port}`,
+          `blocked ${neighbourIp}:8000`,
+          'blocked 169.254.169.254:80',
+          '',
+        ].join('\n'),
+      );
+      expect((await open.commands.run(`curl -s http://${listed}:8080/`)).stdout).toBe('target 0');
+      expect(seen).toEqual([]);
+      // A sandbox without a list still has no network at all.
+      expect((await sbx.commands.run('ls /sys/class/net')).stdout).toBe('lo\n');
+      // An entry that is neither an address nor a name is refused before anything is made.
+      await expect(Sandbox.create({ ...connection(), allowOut: ['not a host!'] })).rejects.toThrow(
+        /allowOut/,
+      );
+
+      // Killed: its bridge and its firewall rules are gone.
+      await open.kill();
+      await neighbour.kill();
+      for (const id of [open.id, neighbour.id]) {
+        expect(docker('network', 'ls', '-q', '--filter', `label=mayfly.sandbox=${id}`)).toBe('');
+        expect(execFileSync('iptables', ['-w', '-S'], { encoding: 'utf8' })).not.toContain(
+          `mayfly-sbx-${id}`,
+        );
+      }
+    } finally {
+      host.close();
+      for (const name of targets) execFileSync('docker', ['rm', '-f', name], { stdio: 'ignore' });
+      execFileSync('docker', ['network', 'rm', network], { stdio: 'ignore' });
     }
   });
 

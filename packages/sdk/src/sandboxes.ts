@@ -38,6 +38,8 @@ export interface SandboxCreateOptions extends SandboxConnection {
   metadata?: Record<string, string>;
   cpu?: number;
   memoryMb?: number;
+  /** IPv4 addresses, CIDRs or host names it may connect to; nothing else (default: no network). */
+  allowOut?: string[];
 }
 
 export interface RunOptions {
@@ -301,6 +303,7 @@ export class Sandbox {
       ...(options.metadata ? { metadata: options.metadata } : {}),
       ...(options.cpu !== undefined ? { cpu: options.cpu } : {}),
       ...(options.memoryMb !== undefined ? { memoryMb: options.memoryMb } : {}),
+      ...(options.allowOut ? { allowOut: options.allowOut } : {}),
     };
     const info = await http.json('POST', SandboxPaths.sandboxes, SandboxInfo, { body: request });
     return new Sandbox(info.id, http, info.urlTemplate);

@@ -157,6 +157,8 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
             ...(config.dockerSocket ? { socketPath: config.dockerSocket } : {}),
             instance: store.instanceId,
             agentBinary,
+            // Environments' networks: no sandbox reaches them, whatever its allow-list says.
+            blockedOut: [config.dockerSubnetPool],
           }),
           templates: new SandboxTemplates(
             builtInTemplates(inCheckout('packages/server/sandbox-templates') ?? ''),

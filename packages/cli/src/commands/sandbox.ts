@@ -49,6 +49,12 @@ export function registerSandbox(program: Command): void {
     .option('--timeout <duration>', 'killed after this long unless extended', '5m')
     .option('--env <KEY=VALUE>', 'a variable every command in it gets (repeatable)', collect, [])
     .option('--metadata <KEY=VALUE>', 'a label to find it by (repeatable)', collect, [])
+    .option(
+      '--allow-out <CIDR|HOST>',
+      'an address, CIDR or host name it may connect to (repeatable; default: no network at all)',
+      collect,
+      [],
+    )
     .addHelpText(
       'after',
       `
@@ -59,7 +65,7 @@ Examples:
     )
     .action(
       async (
-        options: { template: string; timeout: string; env: string[]; metadata: string[] },
+        options: { template: string; timeout: string; env: string[]; metadata: string[]; allowOut: string[] },
         command: Command,
       ) => {
         const timeoutMs = parseDuration(options.timeout);
@@ -71,6 +77,7 @@ Examples:
           timeoutMs,
           envs: pairs(options.env, '--env'),
           metadata: pairs(options.metadata, '--metadata'),
+          ...(options.allowOut.length > 0 ? { allowOut: options.allowOut } : {}),
         });
         if (globalOptions(command).json) printJson(await sbx.getInfo());
         else printStdout(sbx.id);

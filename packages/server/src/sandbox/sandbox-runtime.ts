@@ -27,6 +27,12 @@ export interface SandboxSpec {
   isolation: 'runc' | 'gvisor';
   /** Host directory holding the agent's socket; mounted read-only. */
   agentDir: string;
+  /**
+   * Without it the sandbox has no network at all (loopback only). With it, it may open connections
+   * to `allow` (IPv4 CIDRs) and nowhere else — never the host, other sandboxes or environments;
+   * `hosts` are names it resolves without DNS (name → address).
+   */
+  egress?: { allow: string[]; hosts: Record<string, string> };
   labels: Record<string, string>;
 }
 
@@ -54,6 +60,8 @@ export interface SandboxRuntime {
   readonly name: string;
   /** Isolation classes this platform can run (`runc`; `gvisor` when its runtime is installed). */
   isolations(): Promise<('runc' | 'gvisor')[]>;
+  /** It can give a sandbox an egress allow-list (see {@link SandboxSpec.egress}). */
+  canFilterEgress(): Promise<boolean>;
   /**
    * Refuses ({@link SandboxImageRefusedError}) an image whose own settings would undo a sandbox's
    * limits: volumes (unbounded writable disk) or labels of Mayfly's (posing as its objects).

@@ -3,6 +3,8 @@
  * each killed by itself when its time is up, and every end recorded with why. The only module that
  * touches the sandbox store and the sandbox runtime; API routes call it.
  */
+
+import { lookup } from 'node:dns/promises';
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import type { IncomingMessage } from 'node:http';
 import type net from 'node:net';
@@ -35,7 +37,7 @@ import { eachLimited } from '../runtime/abort.js';
 import { RuntimeUnavailableError } from '../runtime/runtime.js';
 import type { SandboxRecord, Store } from '../store/store.js';
 import { AgentChannel, AgentError, AgentUnavailableError, readBounded } from './agent-channel.js';
-import { SandboxImageRefusedError, type SandboxRuntime } from './sandbox-runtime.js';
+import { SandboxImageRefusedError, type SandboxRuntime, type SandboxSpec } from './sandbox-runtime.js';
 import type { SandboxTemplate, SandboxTemplates } from './sandbox-templates.js';
 import { newSandboxId, POOL_LABEL, WarmPool } from './warm-pool.js';
 
@@ -89,6 +91,45 @@ export class SandboxService {
   }
 
   private knownIsolations: ('runc' | 'gvisor')[] | undefined;
+  private filtersEgress: Promise<boolean> | undefined;
+
+  /**
+   * What `allowOut` lets a new sandbox reach: CIDRs as they are, host names resolved now (to all
+   * their IPv4 addresses, and written into its hosts file); none when nothing is listed.
+   */
+  private async egressOf(
+    allowOut: readonly string[],
+    template: SandboxTemplate,
+  ): Promise<SandboxSpec['egress']> {
+    if (allowOut.length === 0) return undefined;
+    if (template.isolation === 'gvisor')
+      throw new InvalidRequestError(
+        `template "${template.name}" runs under gvisor, which has no network here: create it without allowOut`,
+      );
+    this.filtersEgress ??= this.options.runtime.canFilterEgress();
+    if (!(await this.filtersEgress))
+      throw new InvalidRequestError(
+        "this server cannot filter a sandbox's traffic (it needs root and iptables): create it without allowOut",
+      );
+    const allow: string[] = [];
+    const hosts: Record<string, string> = {};
+    for (const entry of allowOut) {
+      if (/^[\d.]+(\/\d+)?$/.test(entry)) {
+        allow.push(entry.includes('/') ? entry : `${entry}/32`);
+        continue;
+      }
+      const addresses = await Promise.race([
+        lookup(entry, { all: true, family: 4 }),
+        new Promise<never>((_, reject) => setTimeout(() => reject(new Error('timed out')), 5_000).unref()),
+      ]).catch((err: Error) => {
+        throw new InvalidRequestError(`allowOut: cannot resolve ${entry} (${err.message})`);
+      });
+      if (addresses.length === 0) throw new InvalidRequestError(`allowOut: ${entry} has no IPv4 address`);
+      for (const { address } of addresses) allow.push(`${address}/32`);
+      hosts[entry] = addresses[0]!.address;
+    }
+    return { allow: [...new Set(allow)], hosts };
+  }
 
   /** What the platform can run, detected once (at start, or at the first create when it was down then). */
   private async isolations(): Promise<('runc' | 'gvisor')[]> {
@@ -282,9 +323,13 @@ export class SandboxService {
     }
     const cpu = request.cpu ?? template.cpu;
     const memoryMb = request.memoryMb ?? template.memoryMb;
-    // A pooled sandbox has the template's limits: one asked with others is made for it.
+    // Checked (and its names resolved) before anything is made.
+    const egress = await this.egressOf(request.allowOut, template);
+    // A pooled sandbox has the template's limits and no network: one asked otherwise is made for it.
     let pooled =
-      cpu === template.cpu && memoryMb === template.memoryMb ? this.pool.take(template.name) : undefined;
+      cpu === template.cpu && memoryMb === template.memoryMb && !egress
+        ? this.pool.take(template.name)
+        : undefined;
     if (pooled) this.creating.add(pooled.id); // (same tick as the take: housekeeping never sees it unowned)
     if (
       pooled &&
@@ -302,7 +347,17 @@ export class SandboxService {
     this.creating.add(id);
     try {
       const image = pooled ? undefined : await this.options.templates.image(template);
-      const info = await this.createAs(id, template, image, cpu, memoryMb, request, access, pooled?.channel);
+      const info = await this.createAs(
+        id,
+        template,
+        image,
+        cpu,
+        memoryMb,
+        request,
+        access,
+        pooled?.channel,
+        egress,
+      );
       // Built and used now: the pool keeps some ready from here on.
       this.pool.activate(template.name);
       return info;
@@ -324,6 +379,7 @@ export class SandboxService {
     request: z.output<typeof CreateSandboxRequest>,
     access: Access,
     pooled: AgentChannel | undefined,
+    egress: SandboxSpec['egress'],
   ): Promise<SandboxInfo> {
     const now = new Date();
     const channel = pooled ?? (await this.listen(id));
@@ -340,7 +396,7 @@ export class SandboxService {
       expiresAt: new Date(now.getTime() + request.timeoutMs),
     });
     try {
-      if (image !== undefined) await this.launch(id, template, image, channel, {}, { cpu, memoryMb });
+      if (image !== undefined) await this.launch(id, template, image, channel, {}, { cpu, memoryMb }, egress);
       if (Object.keys(request.envs).length > 0)
         await channel.json('POST', '/v1/configure', { envs: request.envs });
       const record = await this.options.store.sandboxes.get(id);
@@ -372,6 +428,7 @@ export class SandboxService {
     channel: AgentChannel,
     labels: Record<string, string>,
     limits: { cpu: number; memoryMb: number } = template,
+    egress?: SandboxSpec['egress'],
   ): Promise<void> {
     await this.options.runtime.create({
       id,
@@ -387,6 +444,7 @@ export class SandboxService {
       readOnlyRoot: template.readOnlyRoot,
       isolation: template.isolation,
       agentDir: path.join(this.root, id),
+      ...(egress ? { egress } : {}),
       labels,
     });
     await channel.ready(this.options.agentTimeoutMs ?? 15_000);

@@ -14,8 +14,10 @@ import {
   type SandboxUsage,
 } from '../../sandbox/sandbox-runtime.js';
 import { LABELS, MANAGED_BY } from '../runtime.js';
+import { bridgeName, EgressFirewall } from './egress-firewall.js';
 import { engineClient, ignore, statusCode } from './engine-api.js';
 import { BUILT_BY_LABEL } from './names.js';
+import { freeSubnets, type SubnetPool } from './subnets.js';
 
 const AGENT_IN_CONTAINER = '/.mayfly/bin/mayfly-agent';
 const AGENT_DIR_IN_CONTAINER = '/.mayfly/run';
@@ -26,9 +28,20 @@ export interface DockerSandboxRuntimeOptions {
   instance: string;
   /** The static agent binary on the Docker host. */
   agentBinary: string;
+  /** Subnets of the bridges of sandboxes with an egress allow-list; default /28s of 10.214.0.0/16. */
+  subnetPool?: SubnetPool;
+  /**
+   * Ranges no sandbox reaches whatever its allow-list says (environments' networks, say); the
+   * sandboxes' own pool, link-local, loopback and multicast are always added.
+   */
+  blockedOut?: string[];
+  firewall?: EgressFirewall;
 }
 
 export const sandboxContainerName = (id: string) => `mayfly-sbx-${id}`;
+/** The bridge network of a sandbox with an egress allow-list. */
+export const sandboxNetworkName = (id: string) => `mayfly-sbx-${id}`;
+const DEFAULT_SUBNET_POOL: SubnetPool = { base: '10.214.0.0/16', size: 28 };
 
 /** Pure: the Engine's create options for a sandbox. */
 export function sandboxCreateOptions(
@@ -60,8 +73,12 @@ export function sandboxCreateOptions(
     // The image's own health check would run its code in a sandbox nobody has claimed yet.
     Healthcheck: { Test: ['NONE'] },
     HostConfig: {
-      // Loopback only: no route out, to the host, or to another sandbox. The agent's socket is a file.
-      NetworkMode: 'none',
+      // Loopback only: no route out, to the host, or to another sandbox. The agent's socket is a
+      // file. With an allow-list: a bridge of its own, whose traffic the firewall filters.
+      NetworkMode: spec.egress ? sandboxNetworkName(spec.id) : 'none',
+      ...(spec.egress
+        ? { ExtraHosts: Object.entries(spec.egress.hosts).map(([name, ip]) => `${name}:${ip}`) }
+        : {}),
       Init: true,
       CapDrop: ['ALL'],
       SecurityOpt: ['no-new-privileges'],
@@ -90,8 +107,75 @@ export class DockerSandboxRuntime implements SandboxRuntime {
   readonly name = 'docker';
   private readonly docker: Docker;
 
+  private readonly firewall: EgressFirewall;
+  private readonly subnetPool: SubnetPool;
+  private readonly blockedOut: string[];
+  /** Bridges are made one at a time (each picks a free subnet). */
+  private networkQueue: Promise<unknown> = Promise.resolve();
+
   constructor(private readonly options: DockerSandboxRuntimeOptions) {
     this.docker = engineClient(options);
+    this.firewall = options.firewall ?? new EgressFirewall();
+    this.subnetPool = options.subnetPool ?? DEFAULT_SUBNET_POOL;
+    this.blockedOut = [
+      ...new Set([
+        ...(options.blockedOut ?? []),
+        this.subnetPool.base,
+        '0.0.0.0/8',
+        '127.0.0.0/8',
+        '169.254.0.0/16',
+        '224.0.0.0/4',
+        '240.0.0.0/4',
+      ]),
+    ];
+  }
+
+  canFilterEgress(): Promise<boolean> {
+    return this.firewall.available();
+  }
+
+  /** A bridge of its own, on a free subnet of the pool, and the firewall's rules for it. */
+  private async openEgress(spec: SandboxSpec, egress: NonNullable<SandboxSpec['egress']>): Promise<void> {
+    const make = async () => {
+      const networks = await this.docker.listNetworks();
+      const used = networks.flatMap((n) =>
+        (n.IPAM?.Config ?? []).map((c) => c.Subnet).filter((x): x is string => !!x),
+      );
+      for (const subnet of freeSubnets(this.subnetPool, used)) {
+        try {
+          await this.docker.createNetwork({
+            Name: sandboxNetworkName(spec.id),
+            Driver: 'bridge',
+            CheckDuplicate: true,
+            Labels: {
+              ...spec.labels,
+              [LABELS.managedBy]: MANAGED_BY,
+              [LABELS.instance]: this.options.instance,
+              [SANDBOX_LABEL]: spec.id,
+            },
+            IPAM: { Driver: 'default', Config: [{ Subnet: subnet }] },
+            Options: {
+              'com.docker.network.bridge.name': bridgeName(spec.id),
+              'com.docker.network.bridge.enable_icc': 'false',
+            },
+          });
+          return;
+        } catch (err) {
+          if (!/overlap/i.test((err as Error).message)) throw err;
+        }
+      }
+      throw new Error(`no free subnet left in ${this.subnetPool.base} for another sandbox network`);
+    };
+    const made = this.networkQueue.then(make);
+    this.networkQueue = made.catch(() => {});
+    await made;
+    await this.firewall.open(spec.id, bridgeName(spec.id), egress.allow, this.blockedOut);
+  }
+
+  /** Its bridge and firewall rules, if it had them (idempotent). */
+  private async closeEgress(id: string): Promise<void> {
+    await this.firewall.close(id);
+    await this.docker.getNetwork(sandboxNetworkName(id)).remove().catch(ignore(404));
   }
 
   async isolations(): Promise<('runc' | 'gvisor')[]> {
@@ -118,13 +202,19 @@ export class DockerSandboxRuntime implements SandboxRuntime {
 
   async create(spec: SandboxSpec): Promise<void> {
     await this.checkImage(spec.image);
-    const container = await this.docker.createContainer(
-      sandboxCreateOptions(this.options.instance, this.options.agentBinary, spec),
-    );
     try {
-      await container.start();
+      if (spec.egress) await this.openEgress(spec, spec.egress);
+      const container = await this.docker.createContainer(
+        sandboxCreateOptions(this.options.instance, this.options.agentBinary, spec),
+      );
+      try {
+        await container.start();
+      } catch (err) {
+        await container.remove({ force: true }).catch(() => {});
+        throw err;
+      }
     } catch (err) {
-      await container.remove({ force: true }).catch(() => {});
+      if (spec.egress) await this.closeEgress(spec.id).catch(() => {});
       throw err;
     }
   }
@@ -142,6 +232,8 @@ export class DockerSandboxRuntime implements SandboxRuntime {
     // A removal already under way (409) ends soon: resolve only once it is gone.
     for (let i = 0; i < 200 && (await this.observe(id)).state !== 'missing'; i++)
       await new Promise((resolve) => setTimeout(resolve, 50));
+    // Rules first, then the bridge: a crash between leaves the bridge, which `list` still finds.
+    await this.closeEgress(id);
   }
 
   async observe(id: string): Promise<ObservedSandbox> {
@@ -192,20 +284,27 @@ export class DockerSandboxRuntime implements SandboxRuntime {
         ],
       },
     });
-    return containers.map((c) => ({
-      id: c.Labels[SANDBOX_LABEL] ?? '',
-      state:
-        c.State === 'paused'
-          ? 'paused'
-          : c.State === 'running'
-            ? 'running'
-            : c.State === 'exited'
-              ? 'exited'
-              : 'exited',
-      oomKilled: false,
-      exitCode: null,
-      labels: c.Labels,
-    }));
+    // A bridge whose container is gone (a crash while making or removing it) is listed as exited.
+    const networks = await this.docker.listNetworks({
+      filters: { label: [`${LABELS.instance}=${this.options.instance}`, SANDBOX_LABEL] },
+    });
+    const withContainer = new Set(containers.map((c) => c.Labels[SANDBOX_LABEL]));
+    const bridgesOnly = networks
+      .map((n) => n.Labels?.[SANDBOX_LABEL] ?? '')
+      .filter((id) => id !== '' && !withContainer.has(id))
+      .map((id): ObservedSandbox => ({ id, state: 'exited', oomKilled: false, exitCode: null, labels: {} }));
+    return [
+      ...bridgesOnly,
+      ...containers.map(
+        (c): ObservedSandbox => ({
+          id: c.Labels[SANDBOX_LABEL] ?? '',
+          state: c.State === 'paused' ? 'paused' : c.State === 'running' ? 'running' : 'exited',
+          oomKilled: false,
+          exitCode: null,
+          labels: c.Labels,
+        }),
+      ),
+    ];
   }
 
   watch(onEnd: (id: string, cause: 'oom' | 'exit') => void): () => void {
