@@ -54,20 +54,28 @@ async function serveMcp(command: Command): Promise<void> {
     'sandbox_create',
     {
       description:
-        'Create an isolated sandbox (Debian; template "code" adds Python 3 and Node.js) with no network, killed after timeoutMs. Returns its id.',
+        'Create an isolated sandbox (Debian; template "code" adds Python 3 and Node.js; `mayfly template ls` lists others) with no network unless allowOut lists where it may connect, killed after timeoutMs. Returns its id.',
       inputSchema: {
-        template: z.string().optional().describe('base (default) or code'),
+        template: z
+          .string()
+          .optional()
+          .describe('base (default), code, or a template built with mayfly template build'),
         timeoutMs: z.number().int().optional().describe('lifetime in ms (default 5 minutes)'),
         envs: z.record(z.string(), z.string()).optional().describe('variables every command gets'),
+        allowOut: z
+          .array(z.string())
+          .optional()
+          .describe('IPv4 addresses, CIDRs or host names it may connect to (default: no network at all)'),
       },
     },
-    async ({ template, timeoutMs, envs }) =>
+    async ({ template, timeoutMs, envs, allowOut }) =>
       tool(async () => {
         const sbx = await Sandbox.create({
           ...conn,
           ...(template ? { template } : {}),
           ...(timeoutMs ? { timeoutMs } : {}),
           ...(envs ? { envs } : {}),
+          ...(allowOut ? { allowOut } : {}),
         });
         return { id: sbx.id, info: await sbx.getInfo() };
       }),
