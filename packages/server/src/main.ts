@@ -171,6 +171,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
           logger: logger.child({ component: 'sandboxes' }),
           poolSizes: config.sandboxPool,
           poolMemoryBytes: config.sandboxPoolMemoryBytes,
+          poolStartDelayMs: config.sandboxPoolStartDelayMs,
         })
       : undefined;
   await sandboxes?.start();

@@ -143,6 +143,8 @@ export const ServerConfig = z.object({
       z.number({ error: 'expected a size such as 512m or 2g' }).int().nonnegative(),
     )
     .default(4 * 1024 ** 3),
+  /** Pools of templates built before fill this long after the start (the first environments go first). */
+  sandboxPoolStartDelayMs: z.coerce.number().int().nonnegative().default(10_000),
   /** Create an admin token (written to `<dataDir>/admin-token`) when the store has none. */
   bootstrapAdminToken: z.boolean().default(true),
   /**

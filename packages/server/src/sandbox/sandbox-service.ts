@@ -64,6 +64,8 @@ export interface SandboxServiceOptions {
   poolSizes?: Record<string, number>;
   /** The pool's sandboxes' memory limits add up to at most this; default 4 GiB. */
   poolMemoryBytes?: number;
+  /** Templates built before start filling their pools this long after the start; default 10 s. */
+  poolStartDelayMs?: number;
 }
 
 /** Sandboxes ended or checked at once by housekeeping; never aborted. */
@@ -170,10 +172,18 @@ export class SandboxService {
     await this.forgetOrphanDirs().catch((err) =>
       this.options.logger.warn({ err }, 'sandboxes: removing folders of gone sandboxes failed'),
     );
-    // Templates built before are kept warm from the start; the others once first asked for.
-    for (const template of this.options.templates.list()) {
-      if (await this.options.templates.built(template).catch(() => false)) this.pool.activate(template.name);
-    }
+    // Templates built before are kept warm from a little after the start (the first environments a
+    // fresh server brings up get the machine first); the others once first asked for.
+    this.warmTimer = setTimeout(() => {
+      void (async () => {
+        for (const template of this.options.templates.list()) {
+          if (this.stopped) return;
+          if (await this.options.templates.built(template).catch(() => false))
+            this.pool.activate(template.name);
+        }
+      })();
+    }, this.options.poolStartDelayMs ?? 10_000);
+    this.warmTimer.unref();
     this.timer = setInterval(() => {
       this.sweeping ??= this.sweep().finally(() => {
         this.sweeping = undefined;
@@ -194,6 +204,8 @@ export class SandboxService {
   }
 
   private sweeps = 0;
+  private warmTimer: NodeJS.Timeout | undefined;
+  private stopped = false;
   /** Being created here: housekeeping keeps off until the creation is done or has failed. */
   private readonly creating = new Set<string>();
   private unwatch: (() => void) | undefined;
@@ -260,6 +272,8 @@ export class SandboxService {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.warmTimer);
     clearInterval(this.timer);
     this.unwatch?.();
     await this.sweeping;

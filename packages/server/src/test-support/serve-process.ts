@@ -16,6 +16,7 @@ const server = await startServer({
   leaseMs: 5_000,
   logLevel: 'warn',
   sandboxPool: { base: 0, code: 0 },
+  sandboxPoolStartDelayMs: 0,
   ...(process.env.MAYFLY_TEST_RUN ? { instanceName: process.env.MAYFLY_TEST_RUN } : {}),
   ...extra,
 });

@@ -40,6 +40,7 @@ export async function startTestServer(options: StartOptions = {}): Promise<TestS
     instanceName: testInstanceName(),
     // No warm sandboxes unless a test asks: other tests' servers do not make containers they never use.
     sandboxPool: { base: 0, code: 0 },
+    sandboxPoolStartDelayMs: 0,
     ...options,
   });
   const token = (await readFile(server.adminTokenFile!, 'utf8')).trim();
