@@ -147,19 +147,53 @@ describe('the warm pool', () => {
     await poolFull(t.api, 2);
   });
 
-  it('holds at most its memory budget', async () => {
-    const small = await startTestServer({ sandboxPool: { base: 5, code: 0 }, sandboxPoolMemoryBytes: '1g' });
+  it('holds at most its memory budget, shared between templates', async () => {
+    const small = await startTestServer({
+      sandboxPool: { base: 5, code: 0 },
+      sandboxPoolMemoryBytes: '1536m',
+    });
     try {
-      // The image is there: the pool fills from the start. 512 MiB each: two fit in 1 GiB.
-      await poolFull(small.api, 2);
-      await small.server.sandboxes!.poolSettled();
-      expect(await baseLevel(small.api)).toEqual({ size: 5, ready: 2, starting: 0 });
-      expect(pooledIds(small.server.store.instanceId)).toHaveLength(2);
+      // Another template with a larger pool of smaller sandboxes (the agent needs nothing of the image).
+      const made = await small.api('POST', '/v1/sandbox-templates', {
+        name: 'pool-fair',
+        image: 'mayfly/debian:bookworm',
+        memoryMb: 256,
+        diskMb: 64,
+        pool: 10,
+      });
+      expect(made.status).toBe(201);
+      await until(
+        'both pools filled as far as the budget goes',
+        async () => {
+          await small.server.sandboxes!.poolSettled();
+          const { body } = await small.api<{ items: SandboxTemplateInfo[] }>('GET', '/v1/sandbox-templates');
+          const pools = Object.fromEntries(body.items.map((t) => [t.name, t.pool]));
+          return pools.base?.ready === 2 && pools['pool-fair']?.ready === 2 ? pools : undefined;
+        },
+        120_000,
+        200,
+      );
+      // 2 × 512 + 2 × 256 MiB = 1.5 GiB: neither template took the budget before the other had any.
+      const { body } = await small.api<{ items: SandboxTemplateInfo[] }>('GET', '/v1/sandbox-templates');
+      expect(Object.fromEntries(body.items.map((t) => [t.name, t.pool]))).toEqual({
+        base: { size: 5, ready: 2, starting: 0 },
+        code: { size: 0, ready: 0, starting: 0 },
+        'pool-fair': { size: 10, ready: 2, starting: 0 },
+      });
     } finally {
       await small.close();
     }
     // Stopping the server removed its pool.
     expect(pooledIds(small.server.store.instanceId)).toEqual([]);
+    expect(
+      execFileSync(
+        'docker',
+        ['ps', '-aq', '--filter', `label=mayfly.instance=${small.server.store.instanceId}`],
+        {
+          encoding: 'utf8',
+        },
+      ).trim(),
+    ).toBe('');
   });
 
   it('after a crash, the next start removes what the old process had pooled instead of handing it out', async () => {

@@ -186,7 +186,7 @@ export class WarmPool {
     });
   }
 
-  /** One sandbox at a time, the emptiest template first, until every share is full or the budget is. */
+  /** One sandbox at a time, the template with the fewest first, until every one is full or the budget is. */
   private async fill(): Promise<void> {
     for (;;) {
       const template = this.nextToFill();
@@ -217,13 +217,16 @@ export class WarmPool {
   private nextToFill(): string | undefined {
     let used = 0;
     for (const t of this.owned.values()) used += this.options.memoryBytesOf(t);
-    let best: { template: string; missing: number } | undefined;
+    // The template with the fewest ready (or coming) goes first: a template with a large pool does
+    // not take the whole budget before the others have any.
+    let best: { template: string; current: number } | undefined;
     for (const template of this.active) {
       const failed = this.failedAt.get(template);
       if (failed !== undefined && Date.now() - failed < (this.options.retryAfterMs ?? 30_000)) continue;
       if (used + this.options.memoryBytesOf(template) > this.options.memoryBudgetBytes) continue;
-      const missing = this.options.sizeOf(template) - this.current(template);
-      if (missing > 0 && (!best || missing > best.missing)) best = { template, missing };
+      const current = this.current(template);
+      if (current < this.options.sizeOf(template) && (!best || current < best.current))
+        best = { template, current };
     }
     return best?.template;
   }
