@@ -25,9 +25,11 @@ const Metadata = z
 /** Longest a sandbox may be asked to live (its timeout, from now). */
 export const SANDBOX_MAX_TIMEOUT_MS = 24 * 60 * 60 * 1000;
 
-const EGRESS_CIDR = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}(\/(3[0-2]|[12]?\d))?$/;
+/** An IPv4 address or CIDR as `allowOut` takes it. */
+export const EGRESS_CIDR =
+  /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}(\/(3[0-2]|[12]?\d))?$/;
 const EGRESS_HOST =
-  /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i;
+  /^(?=.{1,253}$)(?=.*[a-z])([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$/i;
 
 export const CreateSandboxRequest = z.strictObject({
   template: z

@@ -146,6 +146,13 @@ describe('sandbox containment', () => {
         ].join('\n'),
       );
       expect((await open.commands.run(`curl -s http://${listed}:8080/`)).stdout).toBe('target 0');
+      // No IPv6 (the firewall's rules are IPv4) and no DNS through the host's resolver: a name the
+      // host resolves (the npm registry, which this machine reaches) is not resolved in it.
+      const quiet = await open.commands.run(
+        'wc -l < /proc/net/if_inet6 2>/dev/null || echo 0; timeout 5 getent hosts registry.npmjs.org >/dev/null && echo resolved || echo no-dns',
+        { timeoutMs: 30_000 },
+      );
+      expect(quiet.stdout).toBe('0\nno-dns\n');
       expect(seen).toEqual([]);
       // A sandbox without a list still has no network at all.
       expect((await sbx.commands.run('ls /sys/class/net')).stdout).toBe('lo\n');

@@ -13,6 +13,7 @@ import type { Readable } from 'node:stream';
 import {
   CreateSandboxRequest,
   CreateSandboxTemplateRequest,
+  EGRESS_CIDR,
   RunCommandRequest,
   type SandboxEndReason,
   type SandboxFileEntry,
@@ -116,7 +117,7 @@ export class SandboxService {
     const allow: string[] = [];
     const hosts: Record<string, string> = {};
     for (const entry of allowOut) {
-      if (/^[\d.]+(\/\d+)?$/.test(entry)) {
+      if (EGRESS_CIDR.test(entry)) {
         allow.push(entry.includes('/') ? entry : `${entry}/32`);
         continue;
       }

@@ -77,7 +77,15 @@ export function sandboxCreateOptions(
       // file. With an allow-list: a bridge of its own, whose traffic the firewall filters.
       NetworkMode: spec.egress ? sandboxNetworkName(spec.id) : 'none',
       ...(spec.egress
-        ? { ExtraHosts: Object.entries(spec.egress.hosts).map(([name, ip]) => `${name}:${ip}`) }
+        ? {
+            ExtraHosts: Object.entries(spec.egress.hosts).map(([name, ip]) => `${name}:${ip}`),
+            // Names it may use are in its hosts file. Docker's resolver forwards other queries to
+            // this address (TEST-NET-1, never listed) from the sandbox's own namespace, where the
+            // firewall drops them: no DNS through the host's resolver. And no IPv6 at all (the
+            // firewall's rules are IPv4).
+            Dns: ['192.0.2.1'],
+            Sysctls: { 'net.ipv6.conf.all.disable_ipv6': '1', 'net.ipv6.conf.default.disable_ipv6': '1' },
+          }
         : {}),
       Init: true,
       CapDrop: ['ALL'],
@@ -147,6 +155,7 @@ export class DockerSandboxRuntime implements SandboxRuntime {
             Name: sandboxNetworkName(spec.id),
             Driver: 'bridge',
             CheckDuplicate: true,
+            EnableIPv6: false,
             Labels: {
               ...spec.labels,
               [LABELS.managedBy]: MANAGED_BY,
