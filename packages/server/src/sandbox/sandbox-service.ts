@@ -415,12 +415,10 @@ export class SandboxService {
       if (Object.keys(request.envs).length > 0)
         await channel.json('POST', '/v1/configure', { envs: request.envs });
       const record = await this.options.store.sandboxes.get(id);
-      // Killed (or timed out) while it came up: what the creation made goes too.
-      if (!record || record.state === 'ended') {
-        await this.options.runtime.remove(id);
-        await channel.close();
+      // Killed (or timed out) while it came up: what the creation made goes too (the end below;
+      // the first end's reason stays).
+      if (!record || record.state === 'ended')
         throw new ConflictError(`sandbox ${id} was killed while it was being created`);
-      }
       return this.info(record);
     } catch (err) {
       await this.end(id, 'error');

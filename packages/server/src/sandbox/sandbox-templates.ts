@@ -236,11 +236,15 @@ export class SandboxTemplates {
         this.builds--;
       }
     }
-    const replaced = await this.store.sandboxTemplates.put(record, new Date());
+    const at = new Date();
+    const replaced = await this.store.sandboxTemplates.put(record, at);
     if (replaced?.workspace && replaced.workspace !== record.workspace)
       await this.workspaces?.remove(replaced.workspace).catch(() => {});
-    const stored = await this.store.sandboxTemplates.get(request.name);
-    const template = fromRecord(stored!, this.workspaces);
+    // As stored: a replaced template keeps its creation time.
+    const template = fromRecord(
+      { ...record, createdAt: replaced?.createdAt ?? at, updatedAt: at },
+      this.workspaces,
+    );
     this.made.set(template.name, template);
     return template;
   }

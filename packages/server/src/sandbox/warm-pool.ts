@@ -98,11 +98,7 @@ export class WarmPool {
     if (index === -1) return; // still being made: its make fails and cleans up
     const [sandbox] = list.splice(index, 1);
     this.owned.delete(id);
-    void this.options
-      .discard(id, sandbox?.channel)
-      .catch((err) =>
-        this.options.logger.warn({ err, sandbox: id }, 'removing a dead pooled sandbox failed'),
-      );
+    if (sandbox) void this.discardQuietly(sandbox);
     this.refill();
   }
 
@@ -120,7 +116,7 @@ export class WarmPool {
 
   /**
    * The template changed (or is gone): what the pool holds of it is removed, what it is making
-   * is removed once made, and it is filled again from its new size.
+   * is removed once made, and it is filled again (from its new size) once activated again.
    */
   flush(template: string): void {
     const stale = this.ready.get(template) ?? [];
@@ -128,13 +124,7 @@ export class WarmPool {
     for (const sandbox of stale) this.owned.delete(sandbox.id);
     // Still owned (housekeeping keeps off, the budget counts them) until made, then removed.
     for (const [id, t] of this.owned) if (t === template) this.stale.add(id);
-    for (const sandbox of stale) {
-      void this.options
-        .discard(sandbox.id, sandbox.channel)
-        .catch((err) =>
-          this.options.logger.warn({ err, sandbox: sandbox.id }, 'removing a pooled sandbox failed'),
-        );
-    }
+    for (const sandbox of stale) void this.discardQuietly(sandbox);
     this.active.delete(template);
     this.failedAt.delete(template);
   }
@@ -156,13 +146,7 @@ export class WarmPool {
     const all = [...this.ready.values()].flat();
     this.ready.clear();
     for (const sandbox of all) this.owned.delete(sandbox.id);
-    for (const sandbox of all) {
-      await this.options
-        .discard(sandbox.id, sandbox.channel)
-        .catch((err) =>
-          this.options.logger.warn({ err, sandbox: sandbox.id }, 'removing a pooled sandbox failed'),
-        );
-    }
+    for (const sandbox of all) await this.discardQuietly(sandbox);
   }
 
   private refillTimer: NodeJS.Timeout | undefined;
@@ -176,6 +160,15 @@ export class WarmPool {
       this.refill();
     }, this.options.refillDelayMs ?? 250);
     this.refillTimer.unref();
+  }
+
+  /** Removes a sandbox the pool gave up; a failure is logged (housekeeping removes it later). */
+  private async discardQuietly(sandbox: PooledSandbox): Promise<void> {
+    await this.options
+      .discard(sandbox.id, sandbox.channel)
+      .catch((err) =>
+        this.options.logger.warn({ err, sandbox: sandbox.id }, 'removing a pooled sandbox failed'),
+      );
   }
 
   /** Starts making what is missing, unless that is under way already. */
