@@ -52,7 +52,7 @@ export const Environment = z.object({
   sleep: z.boolean(),
   /** Kept: no time to live, never put to sleep or destroyed for being idle. */
   keep: z.boolean(),
-  /** The last request the gateway routed to it, to within a few seconds; null: none yet. */
+  /** When it was last used: the last request the gateway routed to it (to within a few seconds), or its becoming ready, being updated or woken. Idle policies count from here. */
   lastActiveAt: z.string().nullable(),
   /** For an environment from git (a preview): the commit it runs, or is being updated to. */
   commit: z.string().nullable(),

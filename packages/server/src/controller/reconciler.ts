@@ -497,7 +497,8 @@ export class Reconciler {
       });
       signal.throwIfAborted();
       await progress.flush();
-      env = await this.transition(env, 'ready', 'ready');
+      // Becoming ready counts as use: idle policies count from here, not from a long build's start.
+      env = await this.transition(env, 'ready', 'ready', undefined, { lastActiveAt: new Date() });
       if (env.attempts > 0) env = await this.update(env, { attempts: 0, retryAt: null });
       this.o.onSettled?.(env);
       // A repair is not a create: only the first time ready counts towards create latency.
@@ -703,6 +704,7 @@ export class Reconciler {
         templateFile: planned.filename,
         attempts: 0,
         retryAt: null,
+        lastActiveAt: new Date(), // as when it first became ready
       });
       const what = [
         changed.length > 0 ? `replaced ${changed.join(', ')}` : 'nothing changed',
@@ -800,10 +802,11 @@ export class Reconciler {
     state: EnvState,
     message: string,
     failure?: Failure,
+    patch: Parameters<Store['environments']['update']>[1] = {},
   ): Promise<EnvironmentRecord> {
     // Container output may hold NUL characters (quoted in a failure's reason): never stored or shown.
     if (failure) failure = { ...failure, reason: boundReason(failure.reason) };
-    const updated = await this.update(env, { state, ...(failure ? { failure } : {}) });
+    const updated = await this.update(env, { ...patch, state, ...(failure ? { failure } : {}) });
     await this.o.store.events.append({
       envId: env.id,
       type: 'state',

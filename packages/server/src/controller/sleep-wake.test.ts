@@ -25,6 +25,21 @@ volumes:
   data: {}
 `;
 
+/** Slower to come up (a 7 s job before the web service) than `gone`'s idle time and its checks' period. */
+const slowTemplate = `
+services:
+  setup:
+    image: ${TESTKIT_IMAGE}
+    command: ["sh", "-c", "sleep 7"]
+  web:
+    image: ${TESTKIT_IMAGE}
+    command: ["testkit", "http", "--port", "8080", "--text", "awake"]
+    ports: ["8080"]
+    depends_on:
+      setup:
+        condition: service_completed_successfully
+`;
+
 const docker = (...args: string[]) => execFileSync('docker', args, { encoding: 'utf8' }).trim();
 
 describe('sleep and wake', () => {
@@ -36,14 +51,32 @@ describe('sleep and wake', () => {
     await t.close();
   });
 
-  const create = async (name: string, extra: Record<string, unknown> = {}) => {
+  const create = async (
+    name: string,
+    extra: Record<string, unknown> = {},
+    states: Environment['state'][] = ['ready'],
+    content = template,
+  ) => {
     const res = await t.api<Environment>('POST', '/v1/environments', {
       name,
-      template: { filename: 'compose.yaml', content: template },
+      template: { filename: 'compose.yaml', content },
       ...extra,
     });
     expect(res.status, JSON.stringify(res.body)).toBe(201);
-    return t.waitForState(name, ['ready']);
+    return t.waitForState(name, states);
+  };
+  /** The idle time counts from becoming ready (not from the create, however long it took). */
+  const idleAfterReady = async (name: string, after: string, action: string) => {
+    const events = await t.events(name);
+    const ready = events.find((e) => e.state === 'ready');
+    const idle = events.find((e) =>
+      e.message.includes(`idle for ${after} (the project's idle policy): ${action}`),
+    );
+    expect(ready && idle, JSON.stringify(events)).toBeTruthy();
+    // Less half a second: the ready event is written just after the time it counts from.
+    expect(Date.parse(idle!.at) - Date.parse(ready!.at)).toBeGreaterThanOrEqual(
+      parseInt(after, 10) * 1000 - 500,
+    );
   };
   const request = (host: string, headers: Record<string, string> = {}) =>
     new Promise<{ status: number; text: string; headers: http.IncomingHttpHeaders }>((resolve, reject) => {
@@ -143,14 +176,19 @@ describe('sleep and wake', () => {
         })
       ).status,
     ).toBe(201);
-    await create('idle-one', { project: 'idle', kind: 'preview' });
-    await create('idle-kept', { project: 'idle', kind: 'preview' });
-    await t.api('POST', '/v1/environments/idle-kept/keep');
+    // It may be put to sleep before a poll sees it ready; the kept one is kept before it can be.
+    const kept = await t.api('POST', '/v1/environments', {
+      name: 'idle-kept',
+      project: 'idle',
+      kind: 'preview',
+      template: { filename: 'compose.yaml', content: template },
+    });
+    expect(kept.status).toBe(201);
+    expect((await t.api('POST', '/v1/environments/idle-kept/keep')).status).toBe(200);
+    await t.waitForState('idle-kept', ['ready']);
+    await create('idle-one', { project: 'idle', kind: 'preview' }, ['ready', 'sleeping']);
     await t.waitForState('idle-one', ['sleeping'], 60_000);
-    const events = (await t.events('idle-one')).map((e) => e.message);
-    expect(events.some((m) => m.includes("idle for 1s (the project's idle policy): put to sleep"))).toBe(
-      true,
-    );
+    await idleAfterReady('idle-one', '1s', 'put to sleep');
     expect((await t.api<Environment>('GET', '/v1/environments/idle-kept')).body.state).toBe('ready');
     // Woken by a request, it serves it.
     expect(await request(`web--idle-one.localhost:${t.server.port}`)).toMatchObject({
@@ -166,14 +204,19 @@ describe('sleep and wake', () => {
           name: 'gone',
           repo: 'file:///nonexistent/gone.git',
           forgeRepo: 'acme/gone',
-          policy: { idle: { after: '1s', action: 'destroy' } },
+          policy: { idle: { after: '6s', action: 'destroy' } },
         })
       ).status,
     ).toBe(201);
-    await create('gone-one', { project: 'gone', kind: 'preview' });
+    // Idle for 6 s from ready, though created 7 s before it was.
+    await create(
+      'gone-one',
+      { project: 'gone', kind: 'preview' },
+      ['ready', 'destroying', 'destroyed'],
+      slowTemplate,
+    );
     await t.waitForState('gone-one', ['destroyed'], 60_000);
-    const events = (await t.events('gone-one')).map((e) => e.message);
-    expect(events.some((m) => m.includes("idle for 1s (the project's idle policy): destroyed"))).toBe(true);
+    await idleAfterReady('gone-one', '6s', 'destroyed');
 
     // The time to live of a preview counts from its last update.
     const source = {
