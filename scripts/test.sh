@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
+bash scripts/ensure-gvisor.sh   # sandboxes of gvisor templates are tested too
 MAYFLY_TEST_PG_URL="$(bash scripts/ensure-postgres.sh | tail -1)"
 export MAYFLY_TEST_PG_URL
 

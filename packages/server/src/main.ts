@@ -157,6 +157,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
             ...(config.dockerSocket ? { socketPath: config.dockerSocket } : {}),
             instance: store.instanceId,
             agentBinary,
+            gvisorRuntime: config.sandboxGvisorRuntime,
             // Environments' networks: no sandbox reaches them, whatever its allow-list says.
             blockedOut: [config.dockerSubnetPool],
           }),

@@ -76,6 +76,7 @@ describe('mayfly serve', () => {
       ['--sandbox-pool', 'base'],
       ['--sandbox-pool', 'base=-1'],
       ['--sandbox-pool-memory', 'lots'],
+      ['--sandbox-gvisor-runtime', 'run sc;'],
     ]) {
       const result = await run(['serve', '--data', dataDir, ...args]);
       expect(result.code, args.join(' ')).toBe(2);
@@ -98,6 +99,8 @@ describe('mayfly serve', () => {
       'base=0',
       '--sandbox-pool',
       'code=0',
+      '--sandbox-gvisor-runtime',
+      'mayfly-missing-runtime',
       '--instance-name',
       testInstanceName(),
     ]);
@@ -109,6 +112,15 @@ describe('mayfly serve', () => {
       const second = await run(['serve', '--port', '0', '--data', dataDir]);
       expect(second.code).toBe(1);
       expect(second.stderr).toContain(`another Mayfly server (pid ${child.pid}) is using ${dataDir}`);
+
+      // Its gVisor runtime is the one named (this Engine has none of that name).
+      const gvisor = await fetch(`${info.url}/v1/sandbox-templates`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ name: 'gv', image: TESTKIT_IMAGE, isolation: 'gvisor' }),
+      });
+      expect(gvisor.status).toBe(400);
+      expect(await gvisor.text()).toContain('no \\"mayfly-missing-runtime\\" runtime');
 
       const res = await fetch(`${info.url}/v1/environments`, {
         method: 'POST',

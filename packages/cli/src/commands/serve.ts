@@ -18,6 +18,7 @@ export interface StartServerOptions {
   instanceName?: string;
   sandboxPool?: Record<string, number>;
   sandboxPoolMemoryBytes?: string;
+  sandboxGvisorRuntime?: string;
 }
 
 /** What `startServer` of `@mayfly/server` returns. */
@@ -46,7 +47,11 @@ interface ServeOptions {
   instanceName?: string;
   sandboxPool: string[];
   sandboxPoolMemory?: string;
+  sandboxGvisorRuntime?: string;
 }
+
+/** A Docker Engine runtime's name, as in daemon.json (the server's config checks it too). */
+const RUNTIME_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 
 /** Where to find the server; replaced in tests. */
 export interface ServeDeps {
@@ -93,6 +98,10 @@ export function registerServe(program: Command, deps: ServeDeps = defaultDeps): 
       '--sandbox-pool-memory <size>',
       "the warm pool's sandboxes' memory limits add up to at most this (default: 4g)",
     )
+    .option(
+      '--sandbox-gvisor-runtime <name>',
+      "the Docker Engine's runtime that runs gvisor sandbox templates (default: runsc)",
+    )
     .action((options: ServeOptions, command: Command) => serve(options, command, deps));
 }
 
@@ -109,6 +118,11 @@ async function serve(options: ServeOptions, command: Command, deps: ServeDeps): 
   if (pids !== undefined && !(Number.isInteger(pids) && pids > 0)) {
     throw new UsageError(`invalid --default-pids "${options.defaultPids}": expected a whole number above 0`);
   }
+  if (options.sandboxGvisorRuntime !== undefined && !RUNTIME_NAME.test(options.sandboxGvisorRuntime))
+    throw new UsageError(
+      `invalid --sandbox-gvisor-runtime "${options.sandboxGvisorRuntime}"`,
+      'a runtime name from daemon.json: letters, digits, ".", "_" and "-"',
+    );
 
   const pool: Record<string, number> = {};
   for (const entry of options.sandboxPool) {
@@ -137,6 +151,9 @@ async function serve(options: ServeOptions, command: Command, deps: ServeDeps): 
     ...(options.instanceName === undefined ? {} : { instanceName: options.instanceName }),
     sandboxPool: pool,
     ...(options.sandboxPoolMemory === undefined ? {} : { sandboxPoolMemoryBytes: options.sandboxPoolMemory }),
+    ...(options.sandboxGvisorRuntime === undefined
+      ? {}
+      : { sandboxGvisorRuntime: options.sandboxGvisorRuntime }),
   });
 
   if (globals.json) {

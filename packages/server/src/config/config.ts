@@ -143,6 +143,14 @@ export const ServerConfig = z.object({
       z.number({ error: 'expected a size such as 512m or 2g' }).int().nonnegative(),
     )
     .default(4 * 1024 ** 3),
+  /**
+   * The Docker Engine runtime (a name from daemon.json) that runs sandboxes of `gvisor` templates
+   * (`--sandbox-gvisor-runtime`); it must pass `--host-uds=open` to runsc.
+   */
+  sandboxGvisorRuntime: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'a runtime name: letters, digits, ".", "_" and "-"')
+    .default('runsc'),
   /** Pools of templates built before fill this long after the start (the first environments go first). */
   sandboxPoolStartDelayMs: z.coerce.number().int().nonnegative().default(10_000),
   /** Create an admin token (written to `<dataDir>/admin-token`) when the store has none. */

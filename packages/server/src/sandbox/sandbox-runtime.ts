@@ -24,7 +24,7 @@ export interface SandboxSpec {
   diskBytes: number;
   /** The image's own files read-only (the default): only home and /tmp can be written. */
   readOnlyRoot: boolean;
-  isolation: 'runc' | 'gvisor';
+  isolation: Isolation;
   /** Host directory holding the agent's socket; mounted read-only. */
   agentDir: string;
   /**
@@ -50,6 +50,14 @@ export interface ObservedSandbox {
   labels: Record<string, string>;
 }
 
+export type Isolation = 'runc' | 'gvisor';
+
+export interface IsolationSupport {
+  available: Isolation[];
+  /** Why each class this platform cannot run is missing, for the operator. */
+  missing: Partial<Record<Isolation, string>>;
+}
+
 export interface SandboxUsage {
   memoryBytes: number;
   memoryPeakBytes: number;
@@ -58,8 +66,8 @@ export interface SandboxUsage {
 
 export interface SandboxRuntime {
   readonly name: string;
-  /** Isolation classes this platform can run (`runc`; `gvisor` when its runtime is installed). */
-  isolations(): Promise<('runc' | 'gvisor')[]>;
+  /** Isolation classes this platform can run (`runc`; `gvisor` where it works), and why the others not. */
+  isolations(): Promise<IsolationSupport>;
   /** It can give a sandbox an egress allow-list (see {@link SandboxSpec.egress}). */
   canFilterEgress(): Promise<boolean>;
   /**

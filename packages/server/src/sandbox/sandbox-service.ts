@@ -38,7 +38,12 @@ import { eachLimited } from '../runtime/abort.js';
 import { RuntimeUnavailableError } from '../runtime/runtime.js';
 import type { SandboxRecord, Store } from '../store/store.js';
 import { AgentChannel, AgentError, AgentUnavailableError, readBounded } from './agent-channel.js';
-import { SandboxImageRefusedError, type SandboxRuntime, type SandboxSpec } from './sandbox-runtime.js';
+import {
+  type IsolationSupport,
+  SandboxImageRefusedError,
+  type SandboxRuntime,
+  type SandboxSpec,
+} from './sandbox-runtime.js';
 import type { SandboxTemplate, SandboxTemplates } from './sandbox-templates.js';
 import { newSandboxId, POOL_LABEL, WarmPool } from './warm-pool.js';
 
@@ -93,7 +98,7 @@ export class SandboxService {
     });
   }
 
-  private knownIsolations: ('runc' | 'gvisor')[] | undefined;
+  private knownIsolations: Promise<IsolationSupport> | undefined;
   private filtersEgress: Promise<boolean> | undefined;
 
   /**
@@ -134,9 +139,22 @@ export class SandboxService {
     return { allow: [...new Set(allow)], hosts };
   }
 
-  /** What the platform can run, detected once (at start, or at the first create when it was down then). */
-  private async isolations(): Promise<('runc' | 'gvisor')[]> {
-    this.knownIsolations ??= await this.options.runtime.isolations();
+  /**
+   * What the platform can run, detected once (from start, or at the first create when it was down
+   * then); what it cannot, and why, is logged once.
+   */
+  private isolations(): Promise<IsolationSupport> {
+    this.knownIsolations ??= this.options.runtime.isolations().then(
+      (support) => {
+        for (const [isolation, why] of Object.entries(support.missing))
+          this.options.logger.info({ isolation }, `sandboxes: no ${isolation} isolation: ${why}`);
+        return support;
+      },
+      (err: unknown) => {
+        this.knownIsolations = undefined;
+        throw err;
+      },
+    );
     return this.knownIsolations;
   }
 
@@ -154,7 +172,8 @@ export class SandboxService {
   async start(): Promise<void> {
     await mkdir(this.root, { recursive: true, mode: 0o700 });
     await this.options.templates.load();
-    await this.isolations().catch((err) =>
+    // Not waited for: a probe container may take a moment, and only a create needs the answer.
+    this.isolations().catch((err) =>
       this.options.logger.warn({ err }, 'sandboxes: isolation classes not detected yet'),
     );
     // A sandbox whose main process died, or in which the kernel killed something for memory, is
@@ -277,6 +296,7 @@ export class SandboxService {
     clearTimeout(this.warmTimer);
     clearInterval(this.timer);
     this.unwatch?.();
+    await this.knownIsolations?.catch(() => {}); // its probe container removed
     await this.sweeping;
     await this.pool.close();
     await Promise.all([...this.channels.values()].map((c) => c.close()));
@@ -324,9 +344,10 @@ export class SandboxService {
         `no sandbox template "${request.template}" (there are: ${known.join(', ')})`,
       );
     }
-    if (!(await this.isolations()).includes(template.isolation)) {
+    const support = await this.isolations();
+    if (!support.available.includes(template.isolation)) {
       throw new InvalidRequestError(
-        `template "${template.name}" needs ${template.isolation} isolation, which this server does not have`,
+        `template "${template.name}" needs ${template.isolation} isolation, which this server does not have: ${support.missing[template.isolation] ?? 'unknown'}`,
       );
     }
     const live = await this.options.store.sandboxes.list({ states: ['running', 'paused'] });

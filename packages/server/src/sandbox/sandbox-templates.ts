@@ -21,6 +21,7 @@ import type { ImageBuilder } from '../images/image-builder.js';
 import type { BuildPlan } from '../plan/plan.js';
 import type { Workspaces } from '../sources/workspaces.js';
 import type { SandboxTemplateRecord, Store } from '../store/store.js';
+import type { IsolationSupport } from './sandbox-runtime.js';
 
 /** A Dockerfile's folder; `tag` is the image it was built as, when known (no need to hash it again). */
 export interface BuildSource {
@@ -161,15 +162,15 @@ export class SandboxTemplates {
    */
   async put(
     request: z.output<typeof CreateSandboxTemplateRequest>,
-    isolations: readonly string[],
+    isolations: IsolationSupport,
     /** Refuses an image a sandbox must not be made from (before anything is stored). */
     checkImage: (image: string) => Promise<void>,
   ): Promise<SandboxTemplate> {
     if (this.builtIn.has(request.name))
       throw new ConflictError(`"${request.name}" is a built-in template: choose another name`);
-    if (!isolations.includes(request.isolation))
+    if (!isolations.available.includes(request.isolation))
       throw new InvalidRequestError(
-        `this server cannot run ${request.isolation} isolation (it has: ${isolations.join(', ')})`,
+        `this server cannot run ${request.isolation} isolation (it has: ${isolations.available.join(', ')}): ${isolations.missing[request.isolation] ?? 'unknown'}`,
       );
     const settings: SandboxTemplateRecord['settings'] = {
       user: request.user,

@@ -32,8 +32,9 @@ const output = (list: ProcessEvent[], stream: 'stdout' | 'stderr') =>
     .map((e) => Buffer.from(e.data ?? '', 'base64').toString())
     .join('');
 
-describe('DockerSandboxRuntime with the agent', () => {
-  const instance = `${testInstanceName()}-sandbox`;
+// Every sandbox behaviour under both isolation classes (the test setup registers gVisor's runsc).
+describe.each(['runc', 'gvisor'] as const)('DockerSandboxRuntime with the agent, under %s', (isolation) => {
+  const instance = `${testInstanceName()}-sandbox-${isolation}`;
   const runtime = new DockerSandboxRuntime({ instance, agentBinary: requiredAgentBinary() });
   const root = mkdtempSync(path.join(os.tmpdir(), 'mayfly-sbx-'));
   const channels: AgentChannel[] = [];
@@ -52,7 +53,7 @@ describe('DockerSandboxRuntime with the agent', () => {
       pids: 64,
       diskBytes: 16 * 1024 * 1024,
       readOnlyRoot: true,
-      isolation: 'runc',
+      isolation,
       agentDir,
       labels: {},
     };
@@ -77,8 +78,9 @@ describe('DockerSandboxRuntime with the agent', () => {
   let sbx: AgentChannel;
   const id = `t${randomBytes(6).toString('hex')}`;
   beforeAll(async () => {
+    expect(await runtime.isolations()).toEqual({ available: ['runc', 'gvisor'], missing: {} });
     sbx = await start(id);
-  }, 30_000);
+  }, 60_000);
   afterAll(async () => {
     await Promise.allSettled(ids.map((i) => runtime.remove(i)));
     await Promise.allSettled(channels.map((c) => c.close()));
@@ -148,14 +150,16 @@ describe('DockerSandboxRuntime with the agent', () => {
       cmd: [
         'sh',
         '-c',
-        'ls /sys/class/net; grep CapEff /proc/self/status; id -u; touch /usr/x 2>&1; head -c 20000000 /dev/zero 2>&1 >/tmp/fill; echo fill=$?; rm -f /tmp/fill',
+        'echo interfaces: $(tail -n +3 /proc/net/dev | cut -d: -f1); grep CapEff /proc/self/status; id -u; touch /usr/x 2>&1; grep " / " /proc/mounts; head -c 20000000 /dev/zero 2>&1 >/tmp/fill; echo fill=$?; rm -f /tmp/fill',
       ],
     });
     const text = output(probe, 'stdout');
-    expect(text.split('\n')[0]).toBe('lo');
+    expect(text.split('\n')[0]).toBe('interfaces: lo');
     expect(text).toMatch(/CapEff:\s+0000000000000000/);
     expect(text).toMatch(/^1000$/m);
-    expect(text).toMatch(/Read-only file system/);
+    // runc says the file system is read-only; gVisor checks the permission first. Either way: mounted ro.
+    expect(text).toMatch(/cannot touch '\/usr\/x': (Read-only file system|Permission denied)/);
+    expect(text).toMatch(/^\S+ \/ \S+ ro[, ]/m);
     expect(text).toMatch(/No space left on device/);
     expect(text).toMatch(/fill=1/);
   });
@@ -210,5 +214,33 @@ describe('DockerSandboxRuntime with the agent', () => {
     await runtime.remove(other);
     expect((await runtime.observe(other)).state).toBe('missing');
     expect((await runtime.list()).map((s) => s.id)).not.toContain(other);
+  });
+
+  it('runs in the kernel its isolation says; its processes fit its pids limit', async () => {
+    const kernel = output(await run(sbx, { cmd: ['sh', '-c', 'dmesg 2>&1 | head -1'] }), 'stdout');
+    if (isolation === 'gvisor') expect(kernel).toMatch(/Starting gVisor/);
+    else expect(kernel).not.toMatch(/gVisor/);
+    // 50 processes at once under a limit of 64 (gVisor's own host threads are not counted in it).
+    const many = await run(sbx, {
+      cmd: [
+        'sh',
+        '-c',
+        'i=0; while [ $i -lt 50 ]; do sleep 5 & i=$((i+1)); done; echo started; kill $(jobs -p)',
+      ],
+    });
+    expect(output(many, 'stdout')).toBe('started\n');
+  });
+});
+
+describe('gVisor where the Engine cannot run it', () => {
+  it('says why: no such runtime', async () => {
+    const runtime = new DockerSandboxRuntime({
+      instance: `${testInstanceName()}-sandbox-missing`,
+      agentBinary: requiredAgentBinary(),
+      gvisorRuntime: 'mayfly-no-such-runtime',
+    });
+    const support = await runtime.isolations();
+    expect(support.available).toEqual(['runc']);
+    expect(support.missing.gvisor).toMatch(/the Docker Engine has no "mayfly-no-such-runtime" runtime/);
   });
 });

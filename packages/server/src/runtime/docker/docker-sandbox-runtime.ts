@@ -6,6 +6,7 @@
  */
 import type Docker from 'dockerode';
 import {
+  type IsolationSupport,
   type ObservedSandbox,
   SANDBOX_LABEL,
   SandboxImageRefusedError,
@@ -16,6 +17,7 @@ import {
 import { LABELS, MANAGED_BY } from '../runtime.js';
 import { bridgeName, EgressFirewall } from './egress-firewall.js';
 import { engineClient, ignore, statusCode } from './engine-api.js';
+import { gvisorProblem } from './gvisor-probe.js';
 import { BUILT_BY_LABEL } from './names.js';
 import { freeSubnets, type SubnetPool } from './subnets.js';
 
@@ -28,6 +30,8 @@ export interface DockerSandboxRuntimeOptions {
   instance: string;
   /** The static agent binary on the Docker host. */
   agentBinary: string;
+  /** The Engine's runtime (daemon.json) for `gvisor` sandboxes; default `runsc`. */
+  gvisorRuntime?: string;
   /** Subnets of the bridges of sandboxes with an egress allow-list; default /28s of 10.214.0.0/16. */
   subnetPool?: SubnetPool;
   /**
@@ -43,11 +47,20 @@ export const sandboxContainerName = (id: string) => `mayfly-sbx-${id}`;
 export const sandboxNetworkName = (id: string) => `mayfly-sbx-${id}`;
 const DEFAULT_SUBNET_POOL: SubnetPool = { base: '10.214.0.0/16', size: 28 };
 
+/**
+ * The host's pids limit for a gVisor sandbox of `pids` processes. Its processes live in gVisor's
+ * kernel, which on the ptrace platform (Debian's runsc) keeps about eight host threads for each
+ * (measured: 51 processes, 457 host pids) besides its own; the host limit still bounds a fork bomb,
+ * which then ends the sandbox instead of failing its `fork`.
+ */
+export const gvisorHostPids = (pids: number) => pids * 10 + 64;
+
 /** Pure: the Engine's create options for a sandbox. */
 export function sandboxCreateOptions(
   instance: string,
   agentBinary: string,
   spec: SandboxSpec,
+  gvisorRuntime = 'runsc',
 ): Docker.ContainerCreateOptions {
   const [uid = '', gid] = spec.user.split(':');
   const owner = /^\d+$/.test(uid) ? `,uid=${uid}${gid && /^\d+$/.test(gid) ? `,gid=${gid}` : ''}` : '';
@@ -102,11 +115,11 @@ export function sandboxCreateOptions(
       Memory: spec.memoryBytes,
       MemorySwap: spec.memoryBytes,
       NanoCpus: spec.cpus ? Math.round(spec.cpus * 1e9) : undefined,
-      PidsLimit: spec.pids,
+      PidsLimit: spec.isolation === 'gvisor' ? gvisorHostPids(spec.pids) : spec.pids,
       Ulimits: [{ Name: 'nofile', Soft: 4096, Hard: 4096 }],
       RestartPolicy: { Name: '' },
       LogConfig: { Type: 'json-file', Config: { 'max-size': '1m', 'max-file': '1' } },
-      Runtime: spec.isolation === 'gvisor' ? 'runsc' : undefined,
+      Runtime: spec.isolation === 'gvisor' ? gvisorRuntime : undefined,
     },
   };
 }
@@ -187,9 +200,15 @@ export class DockerSandboxRuntime implements SandboxRuntime {
     await this.docker.getNetwork(sandboxNetworkName(id)).remove().catch(ignore(404));
   }
 
-  async isolations(): Promise<('runc' | 'gvisor')[]> {
-    const info = (await this.docker.info()) as { Runtimes?: Record<string, unknown> };
-    return info.Runtimes && 'runsc' in info.Runtimes ? ['runc', 'gvisor'] : ['runc'];
+  async isolations(): Promise<IsolationSupport> {
+    const problem = await gvisorProblem(this.docker, {
+      instance: this.options.instance,
+      agentBinary: this.options.agentBinary,
+      runtime: this.options.gvisorRuntime ?? 'runsc',
+    });
+    return problem
+      ? { available: ['runc'], missing: { gvisor: problem } }
+      : { available: ['runc', 'gvisor'], missing: {} };
   }
 
   async checkImage(image: string): Promise<void> {
@@ -214,7 +233,12 @@ export class DockerSandboxRuntime implements SandboxRuntime {
     try {
       if (spec.egress) await this.openEgress(spec, spec.egress);
       const container = await this.docker.createContainer(
-        sandboxCreateOptions(this.options.instance, this.options.agentBinary, spec),
+        sandboxCreateOptions(
+          this.options.instance,
+          this.options.agentBinary,
+          spec,
+          this.options.gvisorRuntime,
+        ),
       );
       try {
         await container.start();

@@ -1,0 +1,110 @@
+/**
+ * Whether the Docker Engine can run sandboxes under gVisor: its `runsc` runtime registered with
+ * what a sandbox needs, and a probe container that really starts under it. A registered runtime is
+ * not enough: a runsc that cannot start here (a platform that hangs, a missing kernel feature)
+ * would otherwise fail every sandbox of a `gvisor` template, long after the server said it had it.
+ */
+import { Readable } from 'node:stream';
+import type Docker from 'dockerode';
+import { LABELS, MANAGED_BY } from '../runtime.js';
+import { imageExists, jsonMessages } from './engine-api.js';
+
+/** An image with nothing in it: the probe runs the agent binary, bind-mounted. Made here, not pulled. */
+export const PROBE_IMAGE = 'mayfly/probe:empty';
+const AGENT_IN_PROBE = '/mayfly-agent';
+const PROBE_TIMEOUT_MS = 30_000;
+
+interface RuntimeInfo {
+  path?: string;
+  runtimeArgs?: string[];
+}
+
+export interface GvisorProbe {
+  instance: string;
+  agentBinary: string;
+  /** The Engine's runtime name for runsc (daemon.json). */
+  runtime: string;
+}
+
+/** Null when sandboxes can run under gVisor; else why not, in words for an operator. */
+export async function gvisorProblem(docker: Docker, o: GvisorProbe): Promise<string | null> {
+  const info = (await docker.info()) as { Runtimes?: Record<string, RuntimeInfo> };
+  const runsc = info.Runtimes?.[o.runtime];
+  if (!runsc)
+    return `the Docker Engine has no "${o.runtime}" runtime (docs/sandboxes.md#gvisor says how to add it)`;
+  const args = runsc.runtimeArgs ?? [];
+  // The agent dials the control plane's socket, a host Unix socket gVisor refuses by default.
+  if (!args.some((a) => /^--host-uds=(open|all)$/.test(a)))
+    return `the engine's "${o.runtime}" runtime lacks the runtime argument --host-uds=open (the sandbox agent connects to a socket on the host)`;
+  return probe(docker, o);
+}
+
+async function probe(
+  docker: Docker,
+  { instance, agentBinary, runtime }: GvisorProbe,
+): Promise<string | null> {
+  if (!(await imageExists(docker, PROBE_IMAGE))) {
+    // An empty tar archive (two zero blocks) as the image's only layer.
+    const stream = (await docker.importImage(Readable.from([Buffer.alloc(1024)]) as never, {
+      repo: PROBE_IMAGE.split(':')[0],
+      tag: PROBE_IMAGE.split(':')[1],
+    })) as unknown as Readable;
+    for await (const message of jsonMessages(stream))
+      if (message.error) throw new Error(`making ${PROBE_IMAGE}: ${message.error}`);
+  }
+  const name = `mayfly-probe-${instance}`;
+  // One a crash left behind.
+  await docker
+    .getContainer(name)
+    .remove({ force: true })
+    .catch(() => {});
+  const container = await docker.createContainer({
+    name,
+    Image: PROBE_IMAGE,
+    Entrypoint: [AGENT_IN_PROBE],
+    Cmd: ['probe'],
+    Labels: { [LABELS.managedBy]: MANAGED_BY, [LABELS.instance]: instance },
+    HostConfig: {
+      Runtime: runtime,
+      NetworkMode: 'none',
+      Mounts: [{ Type: 'bind', Source: agentBinary, Target: AGENT_IN_PROBE, ReadOnly: true }],
+      CapDrop: ['ALL'],
+      SecurityOpt: ['no-new-privileges'],
+      Memory: 256 * 1024 * 1024,
+    },
+  });
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const waited = container.wait({ condition: 'next-exit' }) as Promise<{ StatusCode: number }>;
+    await container.start();
+    const exit = await Promise.race([
+      waited,
+      new Promise<null>((resolve) => {
+        timer = setTimeout(() => resolve(null), PROBE_TIMEOUT_MS);
+      }),
+    ]);
+    if (exit === null)
+      return `a probe container under ${runtime} did not finish within ${PROBE_TIMEOUT_MS / 1000} s`;
+    // The agent answers an unknown verb with its usage and status 2: it ran.
+    if (exit.StatusCode !== 2)
+      return `a probe container under ${runtime} exited with status ${exit.StatusCode}: ${await tail(container)}`;
+    return null;
+  } catch (err) {
+    return `a probe container under ${runtime} did not start: ${(err as Error).message}`;
+  } finally {
+    clearTimeout(timer);
+    await container.remove({ force: true }).catch(() => {});
+  }
+}
+
+async function tail(container: Docker.Container): Promise<string> {
+  const logs = await container.logs({ stdout: true, stderr: true, tail: 5 }).catch(() => Buffer.alloc(0));
+  // Multiplexed frames: keep the printable text.
+  return (
+    logs
+      .toString('utf8')
+      .replace(/[^\x20-\x7e\n]/g, '')
+      .trim()
+      .slice(-500) || '(no output)'
+  );
+}
