@@ -45,7 +45,8 @@ export const CreateSandboxRequest = z.strictObject({
   /**
    * Where it may open connections: IPv4 addresses or CIDRs, and host names (resolved by the server
    * when it is created). Nothing else is reachable; without it, it has no network at all. The host,
-   * other sandboxes and environments stay out of reach whatever is listed.
+   * other sandboxes and environments stay out of reach whatever is listed; private address space
+   * (the LAN, other Docker networks) too, but for ranges the server's operator permits.
    */
   allowOut: z
     .array(

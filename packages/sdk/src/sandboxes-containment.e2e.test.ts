@@ -99,6 +99,7 @@ describe('sandbox containment', () => {
     const ipOf = (container: string) =>
       docker('inspect', container, '--format', '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}');
     const { host, port, seen } = await hostServer();
+    let permitting: TestServer | undefined;
     docker('network', 'create', network);
     const targets = [`${network}-listed`, `${network}-other`];
     try {
@@ -117,18 +118,28 @@ describe('sandbox containment', () => {
           `target ${i}`,
         );
       const [listed, unlisted] = targets.map(ipOf);
+      const subnet = docker('network', 'inspect', network, '--format', '{{(index .IPAM.Config 0).Subnet}}');
       const gateway = docker('network', 'inspect', network, '--format', '{{(index .IPAM.Config 0).Gateway}}');
+      // The test network is private address space: not listable unless the operator permits it.
+      await expect(Sandbox.create({ ...connection(), allowOut: [listed!] })).rejects.toThrow(
+        /allowOut: .* is private address space .*--sandbox-allow-private/,
+      );
+      permitting = await startTestServer({ sandboxAllowPrivate: [subnet] });
+      const permitted = { baseUrl: permitting.server.url, token: permitting.token };
       // Another sandbox with a network of its own, serving on all its addresses.
-      const neighbour = await Sandbox.create({ ...connection(), allowOut: [`${listed}`] });
+      const neighbour = await Sandbox.create({ ...permitted, allowOut: [`${listed}`] });
       await neighbour.commands.run(PERL_SERVER.replace('"127.0.0.1"', '"0.0.0.0"'), {
         background: true,
         timeoutMs: 0,
       });
       const neighbourIp = ipOf(`mayfly-sbx-${neighbour.id}`);
-      // Listing the host's and the neighbour's addresses does not open them.
+      // Listing another sandbox or link-local is refused outright; listing the host's address or
+      // everything (0.0.0.0/0) does not open them, nor what is not listed in the permitted range.
+      for (const refused of [`${neighbourIp}/32`, '169.254.169.254'])
+        await expect(Sandbox.create({ ...permitted, allowOut: [refused] })).rejects.toThrow(/allowOut/);
       const open = await Sandbox.create({
-        ...connection(),
-        allowOut: [listed!, `${gateway}/32`, `${neighbourIp}/32`],
+        ...permitted,
+        allowOut: [listed!, `${gateway}/32`, '0.0.0.0/0'],
       });
       const probe = await open.commands.run(
         `for target in ${listed}:8080 ${unlisted}:8080 ${gateway}:${port} ${neighbourIp}:8000 169.254.169.254:80; do
@@ -172,6 +183,13 @@ describe('sandbox containment', () => {
       }
     } finally {
       host.close();
+      if (permitting) {
+        for (const s of await Sandbox.list({ baseUrl: permitting.server.url, token: permitting.token }))
+          await (
+            await Sandbox.connect(s.id, { baseUrl: permitting.server.url, token: permitting.token })
+          ).kill();
+        await permitting.close();
+      }
       for (const name of targets) execFileSync('docker', ['rm', '-f', name], { stdio: 'ignore' });
       execFileSync('docker', ['network', 'rm', network], { stdio: 'ignore' });
     }

@@ -173,6 +173,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
           poolSizes: config.sandboxPool,
           poolMemoryBytes: config.sandboxPoolMemoryBytes,
           poolStartDelayMs: config.sandboxPoolStartDelayMs,
+          permittedPrivateRanges: config.sandboxAllowPrivate,
         })
       : undefined;
   await sandboxes?.start();

@@ -77,6 +77,8 @@ describe('mayfly serve', () => {
       ['--sandbox-pool', 'base=-1'],
       ['--sandbox-pool-memory', 'lots'],
       ['--sandbox-gvisor-runtime', 'run sc;'],
+      ['--sandbox-allow-private', '10.0.0.0'],
+      ['--sandbox-allow-private', '10.0.0.0/33'],
     ]) {
       const result = await run(['serve', '--data', dataDir, ...args]);
       expect(result.code, args.join(' ')).toBe(2);

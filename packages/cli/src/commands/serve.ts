@@ -1,4 +1,5 @@
 import { isAbsolute } from 'node:path';
+import { EGRESS_CIDR } from '@mayfly/contract';
 import type { Command } from 'commander';
 import { UsageError } from '../cli-error.js';
 import { mayflyHome } from '../connection.js';
@@ -19,6 +20,7 @@ export interface StartServerOptions {
   sandboxPool?: Record<string, number>;
   sandboxPoolMemoryBytes?: string;
   sandboxGvisorRuntime?: string;
+  sandboxAllowPrivate?: string[];
 }
 
 /** What `startServer` of `@mayfly/server` returns. */
@@ -48,6 +50,7 @@ interface ServeOptions {
   sandboxPool: string[];
   sandboxPoolMemory?: string;
   sandboxGvisorRuntime?: string;
+  sandboxAllowPrivate: string[];
 }
 
 /** A Docker Engine runtime's name, as in daemon.json (the server's config checks it too). */
@@ -99,6 +102,12 @@ export function registerServe(program: Command, deps: ServeDeps = defaultDeps): 
       "the warm pool's sandboxes' memory limits add up to at most this (default: 4g)",
     )
     .option(
+      '--sandbox-allow-private <cidr>',
+      'a private address range sandboxes may list in --allow-out (repeatable; default: none, so 0.0.0.0/0 is the public internet only)',
+      (value: string, previous: string[]) => [...previous, value],
+      [],
+    )
+    .option(
       '--sandbox-gvisor-runtime <name>',
       "the Docker Engine's runtime that runs gvisor sandbox templates (default: runsc)",
     )
@@ -117,6 +126,10 @@ async function serve(options: ServeOptions, command: Command, deps: ServeDeps): 
   const pids = options.defaultPids === undefined ? undefined : Number(options.defaultPids);
   if (pids !== undefined && !(Number.isInteger(pids) && pids > 0)) {
     throw new UsageError(`invalid --default-pids "${options.defaultPids}": expected a whole number above 0`);
+  }
+  for (const cidr of options.sandboxAllowPrivate) {
+    if (!(EGRESS_CIDR.test(cidr) && cidr.includes('/')))
+      throw new UsageError(`invalid --sandbox-allow-private "${cidr}"`, 'an IPv4 CIDR such as 10.20.0.0/16');
   }
   if (options.sandboxGvisorRuntime !== undefined && !RUNTIME_NAME.test(options.sandboxGvisorRuntime))
     throw new UsageError(
@@ -154,6 +167,7 @@ async function serve(options: ServeOptions, command: Command, deps: ServeDeps): 
     ...(options.sandboxGvisorRuntime === undefined
       ? {}
       : { sandboxGvisorRuntime: options.sandboxGvisorRuntime }),
+    sandboxAllowPrivate: options.sandboxAllowPrivate,
   });
 
   if (globals.json) {

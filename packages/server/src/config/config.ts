@@ -1,9 +1,11 @@
 /** All settings of the server, in one zod schema, parsed once in main.ts and passed down. */
+
 import { existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as z from 'zod';
+import { isIpv4Cidr } from '../net/ipv4-cidr.js';
 import { parseMemorySize } from '../template/units.js';
 
 export const defaultDataDir = () => process.env.MAYFLY_HOME ?? path.join(os.homedir(), '.mayfly');
@@ -143,6 +145,15 @@ export const ServerConfig = z.object({
       z.number({ error: 'expected a size such as 512m or 2g' }).int().nonnegative(),
     )
     .default(4 * 1024 ** 3),
+  /**
+   * Private address ranges (CIDRs: the LAN, a database on another Docker network) sandboxes may
+   * list in `allowOut` (`--sandbox-allow-private`); none by default, so `0.0.0.0/0` is the public
+   * internet only.
+   */
+  sandboxAllowPrivate: z
+    .array(z.string().refine(isIpv4Cidr, 'an IPv4 CIDR such as 10.20.0.0/16'))
+    .max(64)
+    .default([]),
   /**
    * The Docker Engine runtime (a name from daemon.json) that runs sandboxes of `gvisor` templates
    * (`--sandbox-gvisor-runtime`); it must pass `--host-uds=open` to runsc.

@@ -6,6 +6,8 @@
  */
 
 /** Labels on every sandbox object (with the installation's `mayfly.instance`). */
+import type { EgressRule } from './egress-policy.js';
+
 export const SANDBOX_LABEL = 'mayfly.sandbox';
 
 export interface SandboxSpec {
@@ -29,10 +31,11 @@ export interface SandboxSpec {
   agentDir: string;
   /**
    * Without it the sandbox has no network at all (loopback only). With it, it may open connections
-   * to `allow` (IPv4 CIDRs) and nowhere else — never the host, other sandboxes or environments;
-   * `hosts` are names it resolves without DNS (name → address).
+   * as `rules` say (in order; egress-policy.ts makes them) and nowhere else — never the host, other
+   * sandboxes or environments, which the driver shuts first; `hosts` are names it resolves without
+   * DNS (name → address).
    */
-  egress?: { allow: string[]; hosts: Record<string, string> };
+  egress?: { rules: EgressRule[]; hosts: Record<string, string> };
   labels: Record<string, string>;
 }
 

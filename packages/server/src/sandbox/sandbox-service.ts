@@ -4,7 +4,6 @@
  * touches the sandbox store and the sandbox runtime; API routes call it.
  */
 
-import { lookup } from 'node:dns/promises';
 import { mkdir, readdir, rm } from 'node:fs/promises';
 import type { IncomingMessage } from 'node:http';
 import type net from 'node:net';
@@ -38,6 +37,7 @@ import { eachLimited } from '../runtime/abort.js';
 import { RuntimeUnavailableError } from '../runtime/runtime.js';
 import type { SandboxRecord, Store } from '../store/store.js';
 import { AgentChannel, AgentError, AgentUnavailableError, readBounded } from './agent-channel.js';
+import { EgressRefusedError, egressRefusal, egressRules, resolveListedName } from './egress-policy.js';
 import {
   type IsolationSupport,
   SandboxImageRefusedError,
@@ -70,6 +70,11 @@ export interface SandboxServiceOptions {
   poolSizes?: Record<string, number>;
   /** The pool's sandboxes' memory limits add up to at most this; default 4 GiB. */
   poolMemoryBytes?: number;
+  /**
+   * Private address ranges (the LAN, other Docker networks) a sandbox may list in `allowOut`;
+   * none by default: listing `0.0.0.0/0` opens only the public internet (egress-policy.ts).
+   */
+  permittedPrivateRanges?: string[];
   /** Templates built before start filling their pools this long after the start; default 10 s. */
   poolStartDelayMs?: number;
 }
@@ -119,24 +124,27 @@ export class SandboxService {
       throw new InvalidRequestError(
         "this server cannot filter a sandbox's traffic (it needs root and iptables): create it without allowOut",
       );
-    const allow: string[] = [];
+    const permitted = this.options.permittedPrivateRanges ?? [];
+    const listed: string[] = [];
     const hosts: Record<string, string> = {};
-    for (const entry of allowOut) {
-      if (EGRESS_CIDR.test(entry)) {
-        allow.push(entry.includes('/') ? entry : `${entry}/32`);
-        continue;
+    try {
+      for (const entry of allowOut) {
+        if (EGRESS_CIDR.test(entry)) {
+          const cidr = entry.includes('/') ? entry : `${entry}/32`;
+          const why = egressRefusal(cidr, permitted);
+          if (why) throw new EgressRefusedError(why);
+          listed.push(cidr);
+          continue;
+        }
+        const addresses = await resolveListedName(entry, permitted);
+        for (const address of addresses) listed.push(`${address}/32`);
+        hosts[entry] = addresses[0]!;
       }
-      const addresses = await Promise.race([
-        lookup(entry, { all: true, family: 4 }),
-        new Promise<never>((_, reject) => setTimeout(() => reject(new Error('timed out')), 5_000).unref()),
-      ]).catch((err: Error) => {
-        throw new InvalidRequestError(`allowOut: cannot resolve ${entry} (${err.message})`);
-      });
-      if (addresses.length === 0) throw new InvalidRequestError(`allowOut: ${entry} has no IPv4 address`);
-      for (const { address } of addresses) allow.push(`${address}/32`);
-      hosts[entry] = addresses[0]!.address;
+    } catch (err) {
+      if (err instanceof EgressRefusedError) throw new InvalidRequestError(`allowOut: ${err.message}`);
+      throw err;
     }
-    return { allow: [...new Set(allow)], hosts };
+    return { rules: egressRules([...new Set(listed)], permitted), hosts };
   }
 
   /**
@@ -488,6 +496,10 @@ export class SandboxService {
   private async makePooled(templateName: string, id: string): Promise<AgentChannel> {
     const template = this.options.templates.get(templateName);
     if (!template) throw new Error(`no sandbox template "${templateName}"`);
+    // (Failed, it is tried again later, as any failure to fill: the runtime may be back by then.)
+    const support = await this.isolations();
+    if (!support.available.includes(template.isolation))
+      throw new Error(`no ${template.isolation} isolation: ${support.missing[template.isolation] ?? 'unknown'}`);
     const image = await this.options.templates.image(template);
     const channel = await this.listen(id);
     try {

@@ -35,8 +35,8 @@ export interface DockerSandboxRuntimeOptions {
   /** Subnets of the bridges of sandboxes with an egress allow-list; default /28s of 10.214.0.0/16. */
   subnetPool?: SubnetPool;
   /**
-   * Ranges no sandbox reaches whatever its allow-list says (environments' networks, say); the
-   * sandboxes' own pool, link-local, loopback and multicast are always added.
+   * Ranges no sandbox reaches whatever its rules say (environments' networks, say); the
+   * sandboxes' own pool is always added. (Link-local, loopback and the like: egress-policy.ts.)
    */
   blockedOut?: string[];
   firewall?: EgressFirewall;
@@ -138,17 +138,7 @@ export class DockerSandboxRuntime implements SandboxRuntime {
     this.docker = engineClient(options);
     this.firewall = options.firewall ?? new EgressFirewall();
     this.subnetPool = options.subnetPool ?? DEFAULT_SUBNET_POOL;
-    this.blockedOut = [
-      ...new Set([
-        ...(options.blockedOut ?? []),
-        this.subnetPool.base,
-        '0.0.0.0/8',
-        '127.0.0.0/8',
-        '169.254.0.0/16',
-        '224.0.0.0/4',
-        '240.0.0.0/4',
-      ]),
-    ];
+    this.blockedOut = [...new Set([...(options.blockedOut ?? []), this.subnetPool.base])];
   }
 
   canFilterEgress(): Promise<boolean> {
@@ -191,7 +181,7 @@ export class DockerSandboxRuntime implements SandboxRuntime {
     const made = this.networkQueue.then(make);
     this.networkQueue = made.catch(() => {});
     await made;
-    await this.firewall.open(spec.id, bridgeName(spec.id), egress.allow, this.blockedOut);
+    await this.firewall.open(spec.id, bridgeName(spec.id), egress.rules, this.blockedOut);
   }
 
   /** Its bridge and firewall rules, if it had them (idempotent). */
@@ -321,6 +311,8 @@ export class DockerSandboxRuntime implements SandboxRuntime {
     const networks = await this.docker.listNetworks({
       filters: { label: [`${LABELS.instance}=${this.options.instance}`, SANDBOX_LABEL] },
     });
+    // While any sandbox has a bridge: the firewall's jumps and catch-alls are still first.
+    if (networks.length > 0) await this.firewall.ensure();
     const withContainer = new Set(containers.map((c) => c.Labels[SANDBOX_LABEL]));
     const bridgesOnly = networks
       .map((n) => n.Labels?.[SANDBOX_LABEL] ?? '')

@@ -5,14 +5,18 @@
  *
  *   MAYFLY-SBX-TO    (from DOCKER-USER) nothing new enters a sandbox's bridge: answers only
  *   MAYFLY-SBX-FROM  (from DOCKER-USER) out of a sandbox's bridge: never to the blocked ranges
- *                    (environments' and sandboxes' networks, link-local metadata), else only to
- *                    the allowed addresses, else rejected
+ *                    (environments' and sandboxes' networks), then the sandbox's rules in order
+ *                    (egress-policy.ts: never link-local or loopback, private space only where
+ *                    permitted), else rejected
  *   MAYFLY-SBX-HOST  (from INPUT) nothing from a sandbox's bridge reaches the host itself
  *
- * TO is looked at before FROM, so one sandbox's allowed range never opens another sandbox.
+ * TO is looked at before FROM, so one sandbox's allowed range never opens another sandbox. After
+ * the jumps, DOCKER-USER and INPUT reject anything else to or from any sandbox bridge: a bridge
+ * whose rules are missing (a crash, a flushed chain) is shut, not open.
  */
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
+import type { EgressRule } from '../../sandbox/egress-policy.js';
 
 const run = promisify(execFile);
 
@@ -24,14 +28,27 @@ export const ruleTag = (id: string) => `mayfly-sbx-${id}`;
 /** Linux interface names are at most 15 characters: `mfs` + 12 of the sandbox id. */
 export const bridgeName = (id: string) => `mfs${id.slice(0, 12)}`;
 
-/** The iptables argument lists that open `allow` (and nothing in `blocked`) for one sandbox's bridge. */
+/**
+ * The iptables argument lists for one sandbox's bridge: `blocked` (the driver's own networks)
+ * rejected, then `rules` in order, then everything else rejected; nothing new in; not the host.
+ */
 export function sandboxRules(
   id: string,
   bridge: string,
-  allow: readonly string[],
+  rules: readonly EgressRule[],
   blocked: readonly string[],
 ): string[][] {
   const tag = ['-m', 'comment', '--comment', ruleTag(id)];
+  const from = (cidr: string | null, verdict: 'ACCEPT' | 'REJECT') => [
+    '-A',
+    CHAINS.from,
+    '-i',
+    bridge,
+    ...(cidr ? ['-d', cidr] : []),
+    ...tag,
+    '-j',
+    verdict,
+  ];
   return [
     [
       '-A',
@@ -47,15 +64,34 @@ export function sandboxRules(
       'ACCEPT',
     ],
     ['-A', CHAINS.to, '-o', bridge, ...tag, '-j', 'DROP'],
-    ...blocked.map((cidr) => ['-A', CHAINS.from, '-i', bridge, '-d', cidr, ...tag, '-j', 'REJECT']),
-    ...allow.map((cidr) => ['-A', CHAINS.from, '-i', bridge, '-d', cidr, ...tag, '-j', 'ACCEPT']),
-    ['-A', CHAINS.from, '-i', bridge, ...tag, '-j', 'REJECT'],
+    ...blocked.map((cidr) => from(cidr, 'REJECT')),
+    ...rules.map((rule) => from(rule.cidr, rule.verdict === 'accept' ? 'ACCEPT' : 'REJECT')),
+    from(null, 'REJECT'),
     ['-A', CHAINS.host, '-i', bridge, ...tag, '-j', 'REJECT'],
   ];
 }
 
+/** Every sandbox bridge's name matches this (iptables' `+` wildcard). */
+const ANY_BRIDGE = 'mfs+';
+
+/**
+ * The first rules of the chains Mayfly jumps from, in order: its chains, then a catch-all for any
+ * sandbox bridge whose own rules are missing (fail closed). As `iptables -S` prints them.
+ */
+export const PARENT_RULES: Record<'DOCKER-USER' | 'INPUT', string[][]> = {
+  'DOCKER-USER': [
+    ['-j', CHAINS.to],
+    ['-j', CHAINS.from],
+    ['-i', ANY_BRIDGE, '-j', 'REJECT', '--reject-with', 'icmp-port-unreachable'],
+    ['-o', ANY_BRIDGE, '-j', 'DROP'],
+  ],
+  INPUT: [
+    ['-j', CHAINS.host],
+    ['-i', ANY_BRIDGE, '-j', 'REJECT', '--reject-with', 'icmp-port-unreachable'],
+  ],
+};
+
 export class EgressFirewall {
-  private ready: Promise<void> | undefined;
   /** iptables calls one at a time (they also wait for the xtables lock: `-w`). */
   private queue: Promise<unknown> = Promise.resolve();
 
@@ -77,39 +113,34 @@ export class EgressFirewall {
     }
   }
 
-  /** The chains, and the jumps to them (first in DOCKER-USER and INPUT), made once. */
-  private prepare(): Promise<void> {
-    this.ready ??= (async () => {
-      for (const chain of Object.values(CHAINS)) await this.iptables(['-N', chain]).catch(() => {});
-      const jumps: [string, string][] = [
-        ['DOCKER-USER', CHAINS.from],
-        ['DOCKER-USER', CHAINS.to],
-        ['INPUT', CHAINS.host],
-      ];
-      // Inserted at the top in reverse: TO ends up before FROM.
-      for (const [parent, chain] of jumps) {
-        const present = await this.iptables(['-C', parent, '-j', chain]).then(
-          () => true,
-          () => false,
-        );
-        if (!present) await this.iptables(['-I', parent, '1', '-j', chain]);
-      }
-    })();
-    this.ready.catch(() => {
-      this.ready = undefined;
-    });
-    return this.ready;
+  /**
+   * Mayfly's chains, and {@link PARENT_RULES} first in DOCKER-USER and INPUT. Checked on every
+   * call (another tool may have flushed or reordered them), changed only when they are not so; the
+   * rules are inserted before the old ones are deleted, so there is no moment without them.
+   */
+  async ensure(): Promise<void> {
+    for (const chain of Object.values(CHAINS)) await this.iptables(['-N', chain]).catch(() => {});
+    for (const [parent, rules] of Object.entries(PARENT_RULES)) {
+      const expected = rules.map((rule) => `-A ${parent} ${rule.join(' ')}`);
+      const listed = (await this.iptables(['-S', parent])).split('\n').filter((l) => l.startsWith('-A '));
+      if (expected.every((line, i) => listed[i] === line)) continue;
+      for (const [i, rule] of rules.entries()) await this.iptables(['-I', parent, String(i + 1), ...rule]);
+      // Then the older copies, from the bottom (numbers of those above stay right).
+      const after = (await this.iptables(['-S', parent])).split('\n').filter((l) => l.startsWith('-A '));
+      for (let n = after.length; n > rules.length; n--)
+        if (expected.includes(after[n - 1]!)) await this.iptables(['-D', parent, String(n)]);
+    }
   }
 
   async open(
     id: string,
     bridge: string,
-    allow: readonly string[],
+    rules: readonly EgressRule[],
     blocked: readonly string[],
   ): Promise<void> {
-    await this.prepare();
+    await this.ensure();
     try {
-      for (const rule of sandboxRules(id, bridge, allow, blocked)) await this.iptables(rule);
+      for (const rule of sandboxRules(id, bridge, rules, blocked)) await this.iptables(rule);
     } catch (err) {
       await this.close(id);
       throw err;

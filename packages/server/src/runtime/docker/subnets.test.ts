@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { freeSubnets, parseCidr } from './subnets.js';
+import { parseCidr } from '../../net/ipv4-cidr.js';
+import { freeSubnets } from './subnets.js';
 
 describe('environment subnets', () => {
   it('hands out the pool in order, skipping what overlaps subnets in use', () => {

@@ -4,38 +4,13 @@
  * environment network gets a /24 (by default) from a range reserved for Mayfly instead.
  */
 
-const toInt = (ip: string) => ip.split('.').reduce((n, octet) => n * 256 + Number(octet), 0);
-const toIp = (n: number) => [24, 16, 8, 0].map((shift) => Math.floor(n / 2 ** shift) % 256).join('.');
+import { cidrsOverlap, intToIpv4, isIpv4Cidr, parseCidr } from '../../net/ipv4-cidr.js';
 
 export interface SubnetPool {
   /** e.g. `10.213.0.0/16` */
   base: string;
   /** prefix length of each environment's subnet, e.g. 24 */
   size: number;
-}
-
-const IPV4_CIDR = /^(\d{1,3}(?:\.\d{1,3}){3})\/(\d{1,2})$/;
-
-/** True for `a.b.c.d/n` with octets up to 255 and n up to 32. */
-export function isIpv4Cidr(cidr: string): boolean {
-  const match = IPV4_CIDR.exec(cidr.trim());
-  return !!match && Number(match[2]) <= 32 && match[1]!.split('.').every((octet) => Number(octet) <= 255);
-}
-
-export function parseCidr(cidr: string): { start: number; prefix: number } {
-  if (!isIpv4Cidr(cidr)) throw new Error(`not an IPv4 CIDR: "${cidr}"`);
-  const match = IPV4_CIDR.exec(cidr.trim())!;
-  const prefix = Number(match[2]);
-  const block = 2 ** (32 - prefix);
-  return { start: Math.floor(toInt(match[1]!) / block) * block, prefix };
-}
-
-function overlaps(a: string, b: string): boolean {
-  const x = parseCidr(a);
-  const y = parseCidr(b);
-  const xEnd = x.start + 2 ** (32 - x.prefix);
-  const yEnd = y.start + 2 ** (32 - y.prefix);
-  return x.start < yEnd && y.start < xEnd;
 }
 
 /**
@@ -51,7 +26,7 @@ export function* freeSubnets(pool: SubnetPool, usedSubnets: string[]): Generator
   const step = 2 ** (32 - pool.size);
   const count = 2 ** (pool.size - base.prefix);
   for (let i = 0; i < count; i++) {
-    const subnet = `${toIp(base.start + i * step)}/${pool.size}`;
-    if (!used.some((u) => overlaps(u, subnet))) yield subnet;
+    const subnet = `${intToIpv4(base.start + i * step)}/${pool.size}`;
+    if (!used.some((u) => cidrsOverlap(u, subnet))) yield subnet;
   }
 }
