@@ -21,9 +21,9 @@ const MAX_JSON_BYTES = 8 * 1024 * 1024;
  * per stream or tunnel in use. Anything in the sandbox can connect to the socket; past this it is
  * refused, so a connect loop cannot use up the control plane's file descriptors.
  */
-const MAX_CONNECTIONS = 64;
+export const MAX_CONNECTIONS = 64;
 /** Idle connections kept; more (which only code in the sandbox would make) are closed. */
-const MAX_SPARE = 8;
+export const MAX_SPARE = 8;
 /** How long the agent has to answer a request's head (a hung or fake agent must not hang callers). */
 const HEAD_TIMEOUT_MS = 30_000;
 
@@ -131,7 +131,10 @@ export class AgentChannel {
     options: {
       body?: Buffer | Readable;
       headers?: Record<string, string>;
+      /** For a connection of the agent's to be free. */
       timeoutMs?: number;
+      /** For the head of the answer; default 30 s. */
+      headTimeoutMs?: number;
       signal?: AbortSignal;
     } = {},
   ): Promise<http.IncomingMessage> {
@@ -152,9 +155,10 @@ export class AgentChannel {
         ),
       );
       // Until the head of the answer; a stream that then goes quiet is the caller's to end.
+      const headTimeoutMs = options.headTimeoutMs ?? HEAD_TIMEOUT_MS;
       const headTimer = setTimeout(
-        () => request.destroy(new Error(`no answer within ${HEAD_TIMEOUT_MS / 1000} s`)),
-        HEAD_TIMEOUT_MS,
+        () => request.destroy(new Error(`no answer within ${headTimeoutMs / 1000} s`)),
+        headTimeoutMs,
       );
       request.once('response', () => clearTimeout(headTimer));
       request.once('close', () => clearTimeout(headTimer));

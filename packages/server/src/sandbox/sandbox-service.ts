@@ -499,7 +499,9 @@ export class SandboxService {
     // (Failed, it is tried again later, as any failure to fill: the runtime may be back by then.)
     const support = await this.isolations();
     if (!support.available.includes(template.isolation))
-      throw new Error(`no ${template.isolation} isolation: ${support.missing[template.isolation] ?? 'unknown'}`);
+      throw new Error(
+        `no ${template.isolation} isolation: ${support.missing[template.isolation] ?? 'unknown'}`,
+      );
     const image = await this.options.templates.image(template);
     const channel = await this.listen(id);
     try {
