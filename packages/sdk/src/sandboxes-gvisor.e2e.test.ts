@@ -74,6 +74,17 @@ describe('sandboxes under gVisor', () => {
     expect(execFileSync('sh', ['-c', 'echo host-ok'], { encoding: 'utf8' })).toBe('host-ok\n');
   });
 
+  it('a gvisor template with more than 512 pids is refused (its host limit is ten times that)', async () => {
+    const refused = await t.api<{ error: { message: string } }>('POST', '/v1/sandbox-templates', {
+      name: 'gv-many',
+      image: TESTKIT_IMAGE,
+      isolation: 'gvisor',
+      pids: 4096,
+    });
+    expect(refused.status).toBe(400);
+    expect(refused.body.error.message).toMatch(/at most 512 pids/);
+  });
+
   it('an allow-list is refused (gVisor has no network here), with why', async () => {
     const refused = await create({ allowOut: ['10.0.0.0/8'] }).catch((e: unknown) => e);
     expect(refused).toBeInstanceOf(InvalidRequestError);

@@ -3,12 +3,14 @@ import dnsPacket from 'dns-packet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cidrContains, cidrsOverlap } from '../net/ipv4-cidr.js';
 import {
+  canonicalCidr,
   EgressRefusedError,
   egressRefusal,
   egressRules,
   MAX_ADDRESSES_PER_NAME,
   NEVER_REACHABLE,
   NON_PUBLIC,
+  permittedRangeProblem,
   resolveListedName,
 } from './egress-policy.js';
 
@@ -41,6 +43,15 @@ describe('egress policy', () => {
     expect(egressRefusal('93.184.216.34/32', [])).toBeNull();
     expect(egressRefusal('0.0.0.0/0', [])).toBeNull();
     expect(egressRefusal('8.0.0.0/5', [])).toBeNull();
+  });
+
+  it('writes ranges as iptables reads them, and permits only private ranges', () => {
+    expect(canonicalCidr('08.8.8.8/32')).toBe('8.8.8.8/32'); // iptables would read 08 as octal
+    expect(canonicalCidr('10.1.2.3/8')).toBe('10.0.0.0/8');
+    expect(egressRefusal('168.63.129.16/32', [])).toMatch(/no sandbox reaches/);
+    expect(permittedRangeProblem('10.20.0.0/16')).toBeNull();
+    expect(permittedRangeProblem('0.0.0.0/0')).toMatch(/not inside a private range/);
+    expect(permittedRangeProblem('8.8.8.0/24')).toMatch(/not inside a private range/);
   });
 
   it('0.0.0.0/0 opens the public internet and nothing else; permitted private space only where listed in it', () => {

@@ -6,10 +6,18 @@
  * never reachable whatever anyone says: this host, link-local (cloud metadata), multicast.
  */
 import { Resolver } from 'node:dns/promises';
-import { cidrContains } from '../net/ipv4-cidr.js';
+import { cidrContains, intToIpv4, parseCidr } from '../net/ipv4-cidr.js';
 
 /** Never reachable from a sandbox: "this network", loopback, link-local, multicast, reserved. */
-export const NEVER_REACHABLE = ['0.0.0.0/8', '127.0.0.0/8', '169.254.0.0/16', '224.0.0.0/4', '240.0.0.0/4'];
+export const NEVER_REACHABLE = [
+  '0.0.0.0/8',
+  '127.0.0.0/8',
+  '169.254.0.0/16',
+  '224.0.0.0/4',
+  '240.0.0.0/4',
+  // Azure's WireServer (extension configuration), public yet reachable from every Azure VM.
+  '168.63.129.16/32',
+];
 
 /**
  * Not the public internet (RFC 6890): private networks, carrier-grade NAT, the IETF's own block,
@@ -21,6 +29,7 @@ export const NON_PUBLIC = [
   '172.16.0.0/12',
   '192.0.0.0/24',
   '192.0.2.0/24',
+  '192.88.99.0/24',
   '192.168.0.0/16',
   '198.18.0.0/15',
   '198.51.100.0/24',
@@ -69,6 +78,21 @@ export function egressRules(listed: readonly string[], permittedPrivate: readonl
 
 /** Most addresses one listed name opens (a name with hundreds would make as many rules). */
 export const MAX_ADDRESSES_PER_NAME = 16;
+/** Most ranges one sandbox's list opens, names' addresses included: each is a firewall rule. */
+export const MAX_LISTED_RANGES = 64;
+
+/** Why a range the operator permits is not a private one (permitting public space would open it first). */
+export function permittedRangeProblem(cidr: string): string | null {
+  return NON_PUBLIC.some((range) => cidrContains(range, cidr))
+    ? null
+    : `${cidr} is not inside a private range (${NON_PUBLIC.join(', ')}): only private space needs permitting`;
+}
+
+/** The range as iptables must read it: host bits cleared, no leading zeros (`08.1.1.1` is octal there). */
+export function canonicalCidr(cidr: string): string {
+  const { start, prefix } = parseCidr(cidr);
+  return `${intToIpv4(start)}/${prefix}`;
+}
 
 /**
  * A listed name's IPv4 addresses, from DNS (c-ares: no thread of the pool that file I/O needs is

@@ -37,7 +37,15 @@ import { eachLimited } from '../runtime/abort.js';
 import { RuntimeUnavailableError } from '../runtime/runtime.js';
 import type { SandboxRecord, Store } from '../store/store.js';
 import { AgentChannel, AgentError, AgentUnavailableError, readBounded } from './agent-channel.js';
-import { EgressRefusedError, egressRefusal, egressRules, resolveListedName } from './egress-policy.js';
+import {
+  canonicalCidr,
+  EgressRefusedError,
+  egressRefusal,
+  egressRules,
+  MAX_LISTED_RANGES,
+  permittedRangeProblem,
+  resolveListedName,
+} from './egress-policy.js';
 import {
   type IsolationSupport,
   SandboxImageRefusedError,
@@ -92,6 +100,10 @@ export class SandboxService {
   private readonly pool: WarmPool;
 
   constructor(private readonly options: SandboxServiceOptions) {
+    for (const range of options.permittedPrivateRanges ?? []) {
+      const problem = permittedRangeProblem(range);
+      if (problem) throw new Error(`--sandbox-allow-private: ${problem}`);
+    }
     this.root = path.join(options.dataDir, 'sandboxes');
     this.pool = new WarmPool({
       sizeOf: (name) => options.poolSizes?.[name] ?? options.templates.get(name)?.pool ?? 0,
@@ -130,7 +142,7 @@ export class SandboxService {
     try {
       for (const entry of allowOut) {
         if (EGRESS_CIDR.test(entry)) {
-          const cidr = entry.includes('/') ? entry : `${entry}/32`;
+          const cidr = canonicalCidr(entry.includes('/') ? entry : `${entry}/32`);
           const why = egressRefusal(cidr, permitted);
           if (why) throw new EgressRefusedError(why);
           listed.push(cidr);
@@ -144,7 +156,17 @@ export class SandboxService {
       if (err instanceof EgressRefusedError) throw new InvalidRequestError(`allowOut: ${err.message}`);
       throw err;
     }
-    return { rules: egressRules([...new Set(listed)], permitted), hosts };
+    const ranges = [...new Set(listed)];
+    if (ranges.length > MAX_LISTED_RANGES)
+      throw new InvalidRequestError(
+        `allowOut: ${ranges.length} addresses and ranges with the names resolved; at most ${MAX_LISTED_RANGES}`,
+      );
+    return { rules: egressRules(ranges, permitted), hosts };
+  }
+
+  /** runc is always there: only other classes wait for the detection (a probe container). */
+  private supportFor(isolation: string): Promise<IsolationSupport> {
+    return isolation === 'runc' ? Promise.resolve({ available: ['runc'], missing: {} }) : this.isolations();
   }
 
   /**
@@ -352,7 +374,7 @@ export class SandboxService {
         `no sandbox template "${request.template}" (there are: ${known.join(', ')})`,
       );
     }
-    const support = await this.isolations();
+    const support = await this.supportFor(template.isolation);
     if (!support.available.includes(template.isolation)) {
       throw new InvalidRequestError(
         `template "${template.name}" needs ${template.isolation} isolation, which this server does not have: ${support.missing[template.isolation] ?? 'unknown'}`,
@@ -497,7 +519,7 @@ export class SandboxService {
     const template = this.options.templates.get(templateName);
     if (!template) throw new Error(`no sandbox template "${templateName}"`);
     // (Failed, it is tried again later, as any failure to fill: the runtime may be back by then.)
-    const support = await this.isolations();
+    const support = await this.supportFor(template.isolation);
     if (!support.available.includes(template.isolation))
       throw new Error(
         `no ${template.isolation} isolation: ${support.missing[template.isolation] ?? 'unknown'}`,
@@ -533,7 +555,8 @@ export class SandboxService {
   async putTemplate(input: unknown, access: Access): Promise<SandboxTemplateInfo> {
     unbound(access);
     const request = CreateSandboxTemplateRequest.parse(input);
-    const template = await this.options.templates.put(request, await this.isolations(), async (image) => {
+    const support = await this.supportFor(request.isolation);
+    const template = await this.options.templates.put(request, support, async (image) => {
       try {
         await this.options.runtime.checkImage(image);
       } catch (err) {

@@ -23,6 +23,9 @@ import type { Workspaces } from '../sources/workspaces.js';
 import type { SandboxTemplateRecord, Store } from '../store/store.js';
 import type { IsolationSupport } from './sandbox-runtime.js';
 
+/** Most pids of a gvisor template: its host limit is about ten times that (docker-sandbox-runtime.ts). */
+export const GVISOR_MAX_PIDS = 512;
+
 /** A Dockerfile's folder; `tag` is the image it was built as, when known (no need to hash it again). */
 export interface BuildSource {
   buildDir: string;
@@ -171,6 +174,10 @@ export class SandboxTemplates {
     if (!isolations.available.includes(request.isolation))
       throw new InvalidRequestError(
         `this server cannot run ${request.isolation} isolation (it has: ${isolations.available.join(', ')}): ${isolations.missing[request.isolation] ?? 'unknown'}`,
+      );
+    if (request.isolation === 'gvisor' && request.pids > GVISOR_MAX_PIDS)
+      throw new InvalidRequestError(
+        `a gvisor template may have at most ${GVISOR_MAX_PIDS} pids: gVisor keeps about ten host threads for each`,
       );
     const settings: SandboxTemplateRecord['settings'] = {
       user: request.user,

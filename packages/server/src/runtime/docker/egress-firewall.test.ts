@@ -25,24 +25,38 @@ describe('egress firewall', () => {
     await firewall.ensure();
   });
 
-  it('keeps its jumps and catch-alls first, once each, after another tool reordered or removed them', async () => {
+  it('keeps its jumps and catch-alls first after another tool reordered or removed them, deleting nobody else’s rule', async () => {
     for (const parent of ['DOCKER-USER', 'INPUT'] as const)
       expect(firstRules(parent, PARENT_RULES[parent].length)).toEqual(expected(parent));
     // Someone removes a jump and puts a rule of theirs first.
-    iptables('-D', 'DOCKER-USER', '-j', CHAINS.to);
+    iptables('-D', 'DOCKER-USER', '-o', 'mfs+', '-j', CHAINS.to);
     iptables('-I', 'DOCKER-USER', '1', '-p', 'udp', '--dport', '9', '-j', 'RETURN');
-    iptables('-D', 'INPUT', '-j', CHAINS.host);
+    iptables('-D', 'INPUT', '-i', 'mfs+', '-j', CHAINS.host);
+    // And a jump as earlier versions made it (for every packet), which goes.
+    iptables('-A', 'DOCKER-USER', '-j', CHAINS.from);
     try {
       await firewall.ensure();
       for (const parent of ['DOCKER-USER', 'INPUT'] as const) {
         expect(firstRules(parent, PARENT_RULES[parent].length)).toEqual(expected(parent));
         const all = iptables('-S', parent).split('\n');
-        for (const line of expected(parent)) expect(all.filter((l) => l === line)).toHaveLength(1);
+        expect(all).not.toContain(`-A ${parent} -j ${CHAINS.from}`);
       }
+      // Several at once (two creates, a sweep, another installation) delete nothing of anyone’s.
+      iptables('-D', 'DOCKER-USER', '-i', 'mfs+', '-j', CHAINS.from);
+      await Promise.all([firewall.ensure(), firewall.ensure(), new EgressFirewall().ensure()]);
+      expect(firstRules('DOCKER-USER', PARENT_RULES['DOCKER-USER'].length)).toEqual(expected('DOCKER-USER'));
       // Theirs is still there, after Mayfly's.
       expect(iptables('-S', 'DOCKER-USER')).toContain('-A DOCKER-USER -p udp -m udp --dport 9 -j RETURN');
     } finally {
       iptables('-D', 'DOCKER-USER', '-p', 'udp', '--dport', '9', '-j', 'RETURN');
+      // The copies left below the top (ensure never deletes by number; here nothing else runs).
+      for (const parent of ['DOCKER-USER', 'INPUT'] as const) {
+        const lines = iptables('-S', parent)
+          .split('\n')
+          .filter((l) => l.startsWith('-A '));
+        for (let n = lines.length; n > PARENT_RULES[parent].length; n--)
+          if (expected(parent).includes(lines[n - 1]!)) iptables('-D', parent, String(n));
+      }
     }
   });
 

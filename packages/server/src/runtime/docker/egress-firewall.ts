@@ -79,19 +79,21 @@ const ANY_BRIDGE = 'mfs+';
  * sandbox bridge whose own rules are missing (fail closed). As `iptables -S` prints them.
  */
 export const PARENT_RULES: Record<'DOCKER-USER' | 'INPUT', string[][]> = {
+  // Only sandbox bridges' traffic walks Mayfly's chains: every other packet passes at once.
   'DOCKER-USER': [
-    ['-j', CHAINS.to],
-    ['-j', CHAINS.from],
+    ['-o', ANY_BRIDGE, '-j', CHAINS.to],
+    ['-i', ANY_BRIDGE, '-j', CHAINS.from],
     ['-i', ANY_BRIDGE, '-j', 'REJECT', '--reject-with', 'icmp-port-unreachable'],
     ['-o', ANY_BRIDGE, '-j', 'DROP'],
   ],
   INPUT: [
-    ['-j', CHAINS.host],
+    ['-i', ANY_BRIDGE, '-j', CHAINS.host],
     ['-i', ANY_BRIDGE, '-j', 'REJECT', '--reject-with', 'icmp-port-unreachable'],
   ],
 };
 
 export class EgressFirewall {
+  private ensuring: Promise<void> | undefined;
   /** iptables calls one at a time (they also wait for the xtables lock: `-w`). */
   private queue: Promise<unknown> = Promise.resolve();
 
@@ -115,20 +117,35 @@ export class EgressFirewall {
 
   /**
    * Mayfly's chains, and {@link PARENT_RULES} first in DOCKER-USER and INPUT. Checked on every
-   * call (another tool may have flushed or reordered them), changed only when they are not so; the
-   * rules are inserted before the old ones are deleted, so there is no moment without them.
+   * call (another tool may have flushed or reordered them), put back on top when they are not so;
+   * there is no moment without them.
    */
-  async ensure(): Promise<void> {
+  ensure(): Promise<void> {
+    // One pass at a time in this process (several creates and the sweep may ask at once).
+    this.ensuring ??= this.ensureOnce().finally(() => {
+      this.ensuring = undefined;
+    });
+    return this.ensuring;
+  }
+
+  private async ensureOnce(): Promise<void> {
     for (const chain of Object.values(CHAINS)) await this.iptables(['-N', chain]).catch(() => {});
+    const list = async (parent: string) =>
+      (await this.iptables(['-S', parent])).split('\n').filter((l) => l.startsWith('-A '));
     for (const [parent, rules] of Object.entries(PARENT_RULES)) {
       const expected = rules.map((rule) => `-A ${parent} ${rule.join(' ')}`);
-      const listed = (await this.iptables(['-S', parent])).split('\n').filter((l) => l.startsWith('-A '));
-      if (expected.every((line, i) => listed[i] === line)) continue;
-      for (const [i, rule] of rules.entries()) await this.iptables(['-I', parent, String(i + 1), ...rule]);
-      // Then the older copies, from the bottom (numbers of those above stay right).
-      const after = (await this.iptables(['-S', parent])).split('\n').filter((l) => l.startsWith('-A '));
-      for (let n = after.length; n > rules.length; n--)
-        if (expected.includes(after[n - 1]!)) await this.iptables(['-D', parent, String(n)]);
+      if ((await list(parent)).slice(0, rules.length).join('\n') !== expected.join('\n'))
+        for (const [i, rule] of rules.entries()) await this.iptables(['-I', parent, String(i + 1), ...rule]);
+      // Jumps as earlier versions made them (for every packet) go, deleted by their text. Older
+      // copies of the current rules stay: deleting by number could hit someone else's rule when
+      // another process changes the chain meanwhile, and by text would hit the copy just made.
+      for (const chain of Object.values(CHAINS))
+        while (
+          await this.iptables(['-D', parent, '-j', chain]).then(
+            () => true,
+            () => false,
+          )
+        );
     }
   }
 

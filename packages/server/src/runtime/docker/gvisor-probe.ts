@@ -4,6 +4,7 @@
  * not enough: a runsc that cannot start here (a platform that hangs, a missing kernel feature)
  * would otherwise fail every sandbox of a `gvisor` template, long after the server said it had it.
  */
+import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type Docker from 'dockerode';
 import { LABELS, MANAGED_BY } from '../runtime.js';
@@ -36,7 +37,20 @@ export async function gvisorProblem(docker: Docker, o: GvisorProbe): Promise<str
   // The agent dials the control plane's socket, a host Unix socket gVisor refuses by default.
   if (!args.some((a) => /^--host-uds=(open|all)$/.test(a)))
     return `the engine's "${o.runtime}" runtime lacks the runtime argument --host-uds=open (the sandbox agent connects to a socket on the host)`;
-  return probe(docker, o);
+  // One deadline for all of it: a runsc that hangs may hang the Engine's start call itself.
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<string>((resolve) => {
+    timer = setTimeout(
+      () =>
+        resolve(`a probe container under ${o.runtime} did not finish within ${PROBE_TIMEOUT_MS / 1000} s`),
+      PROBE_TIMEOUT_MS,
+    );
+  });
+  try {
+    return await Promise.race([probe(docker, o), deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 async function probe(
@@ -52,18 +66,17 @@ async function probe(
     for await (const message of jsonMessages(stream))
       if (message.error) throw new Error(`making ${PROBE_IMAGE}: ${message.error}`);
   }
-  const name = `mayfly-probe-${instance}`;
-  // One a crash left behind.
-  await docker
-    .getContainer(name)
-    .remove({ force: true })
-    .catch(() => {});
+  // Never one of another replica's or installation's probes (a crash's: labelled, GC'd with them).
+  const name = `mayfly-probe-${instance}-${randomBytes(4).toString('hex')}`;
   const container = await docker.createContainer({
     name,
     Image: PROBE_IMAGE,
     Entrypoint: [AGENT_IN_PROBE],
     Cmd: ['probe'],
     Labels: { [LABELS.managedBy]: MANAGED_BY, [LABELS.instance]: instance },
+    // Whatever an image of that name might declare: nothing of it runs but the agent binary.
+    User: '65534:65534',
+    Healthcheck: { Test: ['NONE'] },
     HostConfig: {
       Runtime: runtime,
       NetworkMode: 'none',
@@ -71,6 +84,7 @@ async function probe(
       CapDrop: ['ALL'],
       SecurityOpt: ['no-new-privileges'],
       Memory: 256 * 1024 * 1024,
+      PidsLimit: 256,
     },
   });
   let timer: NodeJS.Timeout | undefined;
@@ -93,7 +107,7 @@ async function probe(
     return `a probe container under ${runtime} did not start: ${(err as Error).message}`;
   } finally {
     clearTimeout(timer);
-    await container.remove({ force: true }).catch(() => {});
+    await container.remove({ force: true, v: true }).catch(() => {});
   }
 }
 
