@@ -25,6 +25,11 @@ export interface GvisorProbe {
   agentBinary: string;
   /** The Engine's runtime name for runsc (daemon.json). */
   runtime: string;
+  /**
+   * A probe container of this installation older than this belongs to no live probe (its process
+   * died between create and start) and is removed; 60 s by default.
+   */
+  staleAfterMs?: number;
 }
 
 /** Null when sandboxes can run under gVisor; else why not, in words for an operator. */
@@ -53,10 +58,16 @@ export async function gvisorProblem(docker: Docker, o: GvisorProbe): Promise<str
   }
 }
 
+/** Marks a probe container (and which probe it is): found again after a crash by this label. */
+export const PROBE_LABEL = 'mayfly.probe';
+/** Output of a failed probe kept to explain it. */
+const OUTPUT_KEPT = 4096;
+
 async function probe(
   docker: Docker,
-  { instance, agentBinary, runtime }: GvisorProbe,
+  { instance, agentBinary, runtime, staleAfterMs = 2 * PROBE_TIMEOUT_MS }: GvisorProbe,
 ): Promise<string | null> {
+  await removeStaleProbes(docker, instance, staleAfterMs);
   if (!(await imageExists(docker, PROBE_IMAGE))) {
     // An empty tar archive (two zero blocks) as the image's only layer.
     const stream = (await docker.importImage(Readable.from([Buffer.alloc(1024)]) as never, {
@@ -66,14 +77,14 @@ async function probe(
     for await (const message of jsonMessages(stream))
       if (message.error) throw new Error(`making ${PROBE_IMAGE}: ${message.error}`);
   }
-  // Never one of another replica's or installation's probes (a crash's: labelled, GC'd with them).
+  // Never one of another replica's or installation's probes.
   const name = `mayfly-probe-${instance}-${randomBytes(4).toString('hex')}`;
   const container = await docker.createContainer({
     name,
     Image: PROBE_IMAGE,
     Entrypoint: [AGENT_IN_PROBE],
     Cmd: ['probe'],
-    Labels: { [LABELS.managedBy]: MANAGED_BY, [LABELS.instance]: instance },
+    Labels: { [LABELS.managedBy]: MANAGED_BY, [LABELS.instance]: instance, [PROBE_LABEL]: 'gvisor' },
     // Whatever an image of that name might declare: nothing of it runs but the agent binary.
     User: '65534:65534',
     Healthcheck: { Test: ['NONE'] },
@@ -85,38 +96,71 @@ async function probe(
       SecurityOpt: ['no-new-privileges'],
       Memory: 256 * 1024 * 1024,
       PidsLimit: 256,
+      // The Engine removes it once it has run, even when this process is killed meanwhile.
+      AutoRemove: true,
     },
   });
+  let output = '';
   let timer: NodeJS.Timeout | undefined;
   try {
-    const waited = container.wait({ condition: 'next-exit' }) as Promise<{ StatusCode: number }>;
+    // Its output is read as it runs: nothing is left to read once the Engine has removed it.
+    const attached = (await container.attach({
+      stream: true,
+      stdout: true,
+      stderr: true,
+    })) as unknown as Readable;
+    attached.on('data', (chunk: Buffer) => {
+      output = (output + chunk.toString('latin1')).slice(-OUTPUT_KEPT);
+    });
+    attached.on('error', () => {});
+    const removed = container.wait({ condition: 'removed' }) as Promise<{ StatusCode: number }>;
+    removed.catch(() => {});
     await container.start();
     const exit = await Promise.race([
-      waited,
+      removed,
       new Promise<null>((resolve) => {
         timer = setTimeout(() => resolve(null), PROBE_TIMEOUT_MS);
       }),
     ]);
+    attached.destroy();
     if (exit === null)
       return `a probe container under ${runtime} did not finish within ${PROBE_TIMEOUT_MS / 1000} s`;
     // The agent answers an unknown verb with its usage and status 2: it ran.
     if (exit.StatusCode !== 2)
-      return `a probe container under ${runtime} exited with status ${exit.StatusCode}: ${await tail(container)}`;
+      return `a probe container under ${runtime} exited with status ${exit.StatusCode}: ${printable(output)}`;
     return null;
   } catch (err) {
     return `a probe container under ${runtime} did not start: ${(err as Error).message}`;
   } finally {
     clearTimeout(timer);
+    // Gone already when it ran; not when its start failed or it hangs.
     await container.remove({ force: true, v: true }).catch(() => {});
   }
 }
 
-async function tail(container: Docker.Container): Promise<string> {
-  const logs = await container.logs({ stdout: true, stderr: true, tail: 5 }).catch(() => Buffer.alloc(0));
-  // Multiplexed frames: keep the printable text.
+/**
+ * Probe containers of this installation that no live probe can own: made by a process killed
+ * between create and start (one killed later is removed by the Engine once it has run).
+ */
+async function removeStaleProbes(docker: Docker, instance: string, staleAfterMs: number): Promise<void> {
+  const found = await docker.listContainers({
+    all: true,
+    filters: { label: [PROBE_LABEL, `${LABELS.instance}=${instance}`] },
+  });
+  // The Engine counts in whole seconds.
+  const before = (Date.now() - staleAfterMs) / 1000;
+  for (const c of found)
+    if (c.Created <= before)
+      await docker
+        .getContainer(c.Id)
+        .remove({ force: true, v: true })
+        .catch(() => {});
+}
+
+/** Multiplexed frames' headers and control bytes dropped: the text an operator can read. */
+function printable(output: string): string {
   return (
-    logs
-      .toString('utf8')
+    output
       .replace(/[^\x20-\x7e\n]/g, '')
       .trim()
       .slice(-500) || '(no output)'
