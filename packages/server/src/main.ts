@@ -174,6 +174,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
           poolMemoryBytes: config.sandboxPoolMemoryBytes,
           poolStartDelayMs: config.sandboxPoolStartDelayMs,
           permittedPrivateRanges: config.sandboxAllowPrivate,
+          maxSandboxes: config.maxSandboxes,
         })
       : undefined;
   await sandboxes?.start();

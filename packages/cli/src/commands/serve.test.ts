@@ -79,6 +79,8 @@ describe('mayfly serve', () => {
       ['--sandbox-gvisor-runtime', 'run sc;'],
       ['--sandbox-allow-private', '10.0.0.0'],
       ['--sandbox-allow-private', '10.0.0.0/33'],
+      ['--max-sandboxes', '0'],
+      ['--max-sandboxes', 'many'],
     ]) {
       const result = await run(['serve', '--data', dataDir, ...args]);
       expect(result.code, args.join(' ')).toBe(2);

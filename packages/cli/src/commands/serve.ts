@@ -21,6 +21,7 @@ export interface StartServerOptions {
   sandboxPoolMemoryBytes?: string;
   sandboxGvisorRuntime?: string;
   sandboxAllowPrivate?: string[];
+  maxSandboxes?: number;
 }
 
 /** What `startServer` of `@mayfly/server` returns. */
@@ -51,6 +52,7 @@ interface ServeOptions {
   sandboxPoolMemory?: string;
   sandboxGvisorRuntime?: string;
   sandboxAllowPrivate: string[];
+  maxSandboxes?: string;
 }
 
 /** A Docker Engine runtime's name, as in daemon.json (the server's config checks it too). */
@@ -111,6 +113,7 @@ export function registerServe(program: Command, deps: ServeDeps = defaultDeps): 
       '--sandbox-gvisor-runtime <name>',
       "the Docker Engine's runtime that runs gvisor sandbox templates (default: runsc)",
     )
+    .option('--max-sandboxes <n>', 'sandboxes running or paused at once; one more is refused (default: 250)')
     .action((options: ServeOptions, command: Command) => serve(options, command, deps));
 }
 
@@ -126,6 +129,15 @@ async function serve(options: ServeOptions, command: Command, deps: ServeDeps): 
   const pids = options.defaultPids === undefined ? undefined : Number(options.defaultPids);
   if (pids !== undefined && !(Number.isInteger(pids) && pids > 0)) {
     throw new UsageError(`invalid --default-pids "${options.defaultPids}": expected a whole number above 0`);
+  }
+  const maxSandboxes = options.maxSandboxes === undefined ? undefined : Number(options.maxSandboxes);
+  if (
+    maxSandboxes !== undefined &&
+    !(Number.isInteger(maxSandboxes) && maxSandboxes > 0 && maxSandboxes <= 10_000)
+  ) {
+    throw new UsageError(
+      `invalid --max-sandboxes "${options.maxSandboxes}": expected a whole number from 1 to 10000`,
+    );
   }
   for (const cidr of options.sandboxAllowPrivate) {
     if (!(EGRESS_CIDR.test(cidr) && cidr.includes('/')))
@@ -168,6 +180,7 @@ async function serve(options: ServeOptions, command: Command, deps: ServeDeps): 
       ? {}
       : { sandboxGvisorRuntime: options.sandboxGvisorRuntime }),
     sandboxAllowPrivate: options.sandboxAllowPrivate,
+    ...(maxSandboxes === undefined ? {} : { maxSandboxes }),
   });
 
   if (globals.json) {

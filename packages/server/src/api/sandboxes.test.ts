@@ -227,3 +227,33 @@ describe('sandboxes through the API', () => {
     expect((await t.api('POST', '/v1/sandboxes', {}, reader.body.token)).status).toBe(403);
   });
 });
+
+describe('the sandbox limit', () => {
+  let t: TestServer;
+  beforeAll(async () => {
+    t = await startTestServer({ maxSandboxes: 2 });
+  });
+  afterAll(async () => {
+    const { body } = await t.api<{ items: SandboxInfo[] }>('GET', '/v1/sandboxes');
+    await Promise.all(body.items.map((s) => t.api('DELETE', `/v1/sandboxes/${s.id}`)));
+    await t.close();
+  });
+
+  it('holds for a burst of creates: creates under way count, the rest get 429 with why', async () => {
+    const burst = await Promise.all(
+      Array.from({ length: 6 }, () =>
+        t.api<SandboxInfo & { error: { message: string } }>('POST', '/v1/sandboxes', { timeoutMs: 120_000 }),
+      ),
+    );
+    expect(burst.map((r) => r.status).sort()).toEqual([201, 201, 429, 429, 429, 429]);
+    for (const refused of burst.filter((r) => r.status === 429))
+      expect(refused.body.error.message).toMatch(
+        /at most 2 sandboxes at once and 2 are running, paused or being created/,
+      );
+    const { body } = await t.api<{ items: SandboxInfo[] }>('GET', '/v1/sandboxes');
+    expect(body.items).toHaveLength(2);
+    // A place freed is a place to take.
+    await t.api('DELETE', `/v1/sandboxes/${body.items[0]!.id}`);
+    expect((await t.api('POST', '/v1/sandboxes', {})).status).toBe(201);
+  });
+});

@@ -162,6 +162,11 @@ export const ServerConfig = z.object({
     .string()
     .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'a runtime name: letters, digits, ".", "_" and "-"')
     .default('runsc'),
+  /**
+   * Sandboxes running or paused at once, creates under way included (`--max-sandboxes`); one more
+   * is refused with 429 and why.
+   */
+  maxSandboxes: z.coerce.number().int().positive().max(10_000).default(250),
   /** Pools of templates built before fill this long after the start (the first environments go first). */
   sandboxPoolStartDelayMs: z.coerce.number().int().nonnegative().default(10_000),
   /** Create an admin token (written to `<dataDir>/admin-token`) when the store has none. */

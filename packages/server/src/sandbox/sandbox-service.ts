@@ -140,18 +140,20 @@ export class SandboxService {
     const listed: string[] = [];
     const hosts: Record<string, string> = {};
     try {
-      for (const entry of allowOut) {
-        if (EGRESS_CIDR.test(entry)) {
-          const cidr = canonicalCidr(entry.includes('/') ? entry : `${entry}/32`);
-          const why = egressRefusal(cidr, permitted);
-          if (why) throw new EgressRefusedError(why);
-          listed.push(cidr);
-          continue;
-        }
-        const addresses = await resolveListedName(entry, permitted);
-        for (const address of addresses) listed.push(`${address}/32`);
-        hosts[entry] = addresses[0]!;
+      for (const entry of allowOut.filter((e) => EGRESS_CIDR.test(e))) {
+        const cidr = canonicalCidr(entry.includes('/') ? entry : `${entry}/32`);
+        const why = egressRefusal(cidr, permitted);
+        if (why) throw new EgressRefusedError(why);
+        listed.push(cidr);
       }
+      // All at once: a create waits for its slowest name, not for the sum of their timeouts.
+      const names = [...new Set(allowOut.filter((e) => !EGRESS_CIDR.test(e)))];
+      const resolved = await Promise.all(names.map((name) => resolveListedName(name, permitted)));
+      names.forEach((name, i) => {
+        const addresses = resolved[i]!;
+        for (const address of addresses) listed.push(`${address}/32`);
+        hosts[name] = addresses[0]!;
+      });
     } catch (err) {
       if (err instanceof EgressRefusedError) throw new InvalidRequestError(`allowOut: ${err.message}`);
       throw err;
@@ -258,6 +260,10 @@ export class SandboxService {
   private stopped = false;
   /** Being created here: housekeeping keeps off until the creation is done or has failed. */
   private readonly creating = new Set<string>();
+  /** Creates past the sandbox limit's check, counted until their record is in the store. */
+  private readonly admitted = new Set<string>();
+  /** The limit's checks, one at a time (see `admit`). */
+  private admission: Promise<void> = Promise.resolve();
   private unwatch: (() => void) | undefined;
   /** Sandboxes being ended here: the death that ending causes is not a second end. */
   private readonly ending = new Map<string, Promise<void>>();
@@ -380,23 +386,19 @@ export class SandboxService {
         `template "${template.name}" needs ${template.isolation} isolation, which this server does not have: ${support.missing[template.isolation] ?? 'unknown'}`,
       );
     }
-    const live = await this.options.store.sandboxes.list({ states: ['running', 'paused'] });
-    const max = this.options.maxSandboxes ?? 250;
-    if (live.length >= max) {
-      throw new QuotaExceededError(
-        `this server runs at most ${max} sandboxes at once and ${live.length} are running or paused: kill one, or wait for one to time out`,
-      );
-    }
     const cpu = request.cpu ?? template.cpu;
     const memoryMb = request.memoryMb ?? template.memoryMb;
     // Checked (and its names resolved) before anything is made.
     const egress = await this.egressOf(request.allowOut, template);
     // A pooled sandbox has the template's limits and no network: one asked otherwise is made for it.
-    let pooled =
-      cpu === template.cpu && memoryMb === template.memoryMb && !egress
-        ? this.pool.take(template.name)
-        : undefined;
-    if (pooled) this.creating.add(pooled.id); // (same tick as the take: housekeeping never sees it unowned)
+    const poolable = cpu === template.cpu && memoryMb === template.memoryMb && !egress;
+    const admitted = await this.admit(() => {
+      const taken = poolable ? this.pool.take(template.name) : undefined;
+      const id = taken?.id ?? newSandboxId();
+      this.creating.add(id); // (same tick as the take: housekeeping never sees it unowned)
+      return { id, taken };
+    });
+    let { id, taken: pooled } = admitted;
     if (
       pooled &&
       !(await pooled.channel.ready(1_000).then(
@@ -405,12 +407,15 @@ export class SandboxService {
       ))
     ) {
       // Its agent went away while it waited: removed, and this create takes the cold path.
-      this.creating.delete(pooled.id);
-      await this.discard(pooled.id, pooled.channel).catch(() => {});
+      const gone = pooled;
+      id = newSandboxId();
+      this.creating.add(id);
+      this.admitted.add(id);
+      this.admitted.delete(gone.id); // (never in the store; its place passed on in the same tick)
+      this.creating.delete(gone.id);
+      await this.discard(gone.id, gone.channel).catch(() => {});
       pooled = undefined;
     }
-    const id = pooled?.id ?? newSandboxId();
-    this.creating.add(id);
     try {
       const image = pooled ? undefined : await this.options.templates.image(template);
       const info = await this.createAs(
@@ -429,7 +434,36 @@ export class SandboxService {
       return info;
     } finally {
       this.creating.delete(id);
+      // In the store now (or failed): counted from there, once no admission is counting.
+      await this.admission.then(() => this.admitted.delete(id));
     }
+  }
+
+  /**
+   * The sandbox limit, checked and a place taken in one step: creates admitted but not yet in the
+   * store count too, or a burst of creates would all pass while none was recorded. Admissions run
+   * one at a time, and an admitted create leaves the count only between them (a listing started
+   * before its record was written still sees it admitted). `take` runs in the same step.
+   */
+  private admit<T extends { id: string }>(take: () => T): Promise<T> {
+    const step = this.admission.then(async () => {
+      const live = await this.options.store.sandboxes.list({ states: ['running', 'paused'] });
+      const counted = new Set([...live.map((r) => r.id), ...this.admitted]).size;
+      const max = this.options.maxSandboxes ?? 250;
+      if (counted >= max) {
+        throw new QuotaExceededError(
+          `this server runs at most ${max} sandboxes at once and ${counted} are running, paused or being created: kill one, or wait for one to time out`,
+        );
+      }
+      const taken = take();
+      this.admitted.add(taken.id);
+      return taken;
+    });
+    this.admission = step.then(
+      () => {},
+      () => {},
+    );
+    return step;
   }
 
   /**
