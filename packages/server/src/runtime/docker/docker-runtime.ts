@@ -530,7 +530,8 @@ export class DockerRuntime implements Runtime {
           `not healthy after ${Math.round(this.workloadTimeoutMs / 1000)}s`,
         );
       }
-      await sleep(this.pollMs, undefined, { signal });
+      // A probe that passes is seen at once (a failed one is run again a poll later).
+      await Promise.race([sleep(this.pollMs, undefined, { signal }), ...probes.values()]);
     }
   }
 
