@@ -196,6 +196,11 @@ export const CreateTokenRequest = z.strictObject({
   project: ProjectName.optional(),
   /** Lifetime, e.g. `30d`; without it the token lives until revoked. */
   ttl: z.string().max(32).optional(),
+  /**
+   * The token's form: `mayfly` (`mfy_…`, the default) or `e2b` (`e2b_<hex>`, the form the e2b SDKs
+   * take as an API key; see docs/e2b.md). Both are the same kind of token with the same scopes.
+   */
+  format: z.enum(['mayfly', 'e2b']).default('mayfly'),
 });
 export type CreateTokenRequest = z.input<typeof CreateTokenRequest>;
 

@@ -21,6 +21,7 @@ import { ProjectService } from './controller/project-service.js';
 import { Reconciler } from './controller/reconciler.js';
 import type { UrlScheme } from './controller/urls.js';
 import { lockDataDir, prepareDataDir } from './data-dir/data-dir.js';
+import { buildE2bApi, E2B_PREFIX } from './e2b/e2b-api.js';
 import { Gateway } from './gateway/gateway.js';
 import type { ImageBuilder } from './images/image-builder.js';
 import { createLogger } from './observability/logger.js';
@@ -262,6 +263,10 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     bundleTtlMs: config.bundleTtlMs,
   });
 
+  // E2B's API beside Mayfly's, on the same port (where sandboxes can run at all).
+  const e2b = sandboxes
+    ? await buildE2bApi({ sandboxes, tokens, store, logger: logger.child({ component: 'e2b' }) })
+    : undefined;
   const { app, routes } = await buildApi({
     environments,
     ...(sandboxes ? { sandboxes } : {}),
@@ -275,6 +280,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     version: VERSION,
     serverFactory: (handler) => {
       const server = http.createServer((req, res) => {
+        if (e2b && req.url?.startsWith(E2B_PREFIX) && !gateway.handles(req)) return e2b.routing(req, res);
         if (!gateway.handles(req)) return handler(req, res);
         gateway.handleRequest(req, res).catch((err) => {
           logger.error({ err }, 'gateway failed');
@@ -323,6 +329,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
       await sandboxes?.stop();
       await reconciler.stop();
       gateway.close();
+      await e2b?.close();
       await app.close();
       await store.close();
       unlock();

@@ -46,6 +46,7 @@ export class TokenService {
       scopes: [req.scope],
       project: req.project ?? null,
       expiresAt,
+      format: req.format,
     });
     return { ...toToken(record), token };
   }

@@ -11,7 +11,7 @@
  */
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import { previewTokenMatches } from '../access/preview-token.js';
-import { TOKEN_PREFIX as API_TOKEN_PREFIX } from '../store/token-repository.js';
+import { isApiTokenForm } from '../store/token-repository.js';
 import { errorPage } from './error-page.js';
 
 /** The query parameter of a secret link. */
@@ -109,7 +109,7 @@ export function decidePreviewAccess(req: PreviewRequest, policy: PreviewPolicy):
 }
 
 function reasonOf(presented: string[]): DenyReason {
-  return presented.some((t) => t.startsWith(API_TOKEN_PREFIX)) ? 'api-token' : 'invalid';
+  return presented.some(isApiTokenForm) ? 'api-token' : 'invalid';
 }
 
 function deny(envName: string, project: string, reason: DenyReason): PreviewDecision {

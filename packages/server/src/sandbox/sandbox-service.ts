@@ -681,14 +681,38 @@ export class SandboxService {
 
   /** Starts `cmd` (by `/bin/sh -c`); the answer is its NDJSON event stream. */
   async run(id: string, input: unknown, access: Access): Promise<IncomingMessage> {
+    const { cmd, ...rest } = RunCommandRequest.parse(input);
+    return this.startProcess(id, { shell: cmd }, rest, access);
+  }
+
+  /**
+   * Starts a program with its arguments, no shell between (for adapters of other APIs, whose
+   * callers say which shell they want); the answer is the same event stream as `run`'s.
+   */
+  async runProgram(
+    id: string,
+    argv: string[],
+    options: Omit<z.output<typeof RunCommandRequest>, 'cmd'>,
+    access: Access,
+  ): Promise<IncomingMessage> {
+    if (argv.length === 0 || argv.some((a) => a.length > 256 * 1024))
+      throw new InvalidRequestError('a program and its arguments, each at most 256 KiB');
+    return this.startProcess(id, { cmd: argv }, options, access);
+  }
+
+  private async startProcess(
+    id: string,
+    what: { shell: string } | { cmd: string[] },
+    request: Omit<z.output<typeof RunCommandRequest>, 'cmd'>,
+    access: Access,
+  ): Promise<IncomingMessage> {
     unbound(access);
-    const request = RunCommandRequest.parse(input);
     const channel = await this.running(id);
     return agentCall(() =>
       channel.open('POST', '/v1/processes', {
         body: Buffer.from(
           JSON.stringify({
-            shell: request.cmd,
+            ...what,
             envs: request.envs,
             ...(request.cwd ? { cwd: request.cwd } : {}),
             ...(request.user ? { user: request.user } : {}),

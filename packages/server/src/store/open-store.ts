@@ -64,6 +64,21 @@ class KyselyStore implements Store {
     this.sandboxTemplates = new KyselySandboxTemplateRepository(db);
   }
 
+  async secret(purpose: string): Promise<Buffer> {
+    const key = `secret:${purpose}`;
+    await this.db
+      .insertInto('settings')
+      .values({ key, value: randomBytes(32).toString('hex') })
+      .onConflict((oc) => oc.column('key').doNothing())
+      .execute();
+    const row = await this.db
+      .selectFrom('settings')
+      .select('value')
+      .where('key', '=', key)
+      .executeTakeFirstOrThrow();
+    return Buffer.from(row.value, 'hex');
+  }
+
   async close(): Promise<void> {
     await this.db.destroy();
   }

@@ -946,6 +946,11 @@ export function describeStore(name: string, target: StoreTarget): void {
         // one installation, one id, whichever replica made it
         expect(new Set(stores.map((s) => s.instanceId)).size).toBe(1);
         expect(stores[0]!.instanceId).toMatch(/^[0-9a-f]{12}$/);
+        // and one secret per purpose, whichever replica asked first
+        const secrets = await Promise.all(stores.map((s) => s.secret('test')));
+        expect(new Set(secrets.map((b) => b.toString('hex'))).size).toBe(1);
+        expect(secrets[0]!.length).toBe(32);
+        expect((await stores[1]!.secret('other')).equals(secrets[0]!)).toBe(false);
       });
 
       it('keeps the data and applies nothing again on reopen', async () => {
@@ -958,6 +963,13 @@ export function describeStore(name: string, target: StoreTarget): void {
           message: 'hi',
         });
         const { token } = await first.tokens.create({ name: 'ci', scopes: ['all'] });
+        const { token: e2bKey } = await first.tokens.create({
+          name: 'e2b',
+          scopes: ['write'],
+          format: 'e2b',
+        });
+        expect(e2bKey).toMatch(/^e2b_[0-9a-f]{64}$/);
+        const secret = await first.secret('kept');
         const instanceId = first.instanceId;
         await first.close();
 
@@ -965,6 +977,9 @@ export function describeStore(name: string, target: StoreTarget): void {
         expect(await again.environments.get(env.id)).toEqual(env);
         expect(await again.events.list(env.id)).toEqual([event]);
         expect(await again.tokens.verify(token)).not.toBeNull();
+        expect(await again.tokens.verify(e2bKey)).not.toBeNull();
+        expect(await again.tokens.verify(`e2b_${'0'.repeat(64)}`)).toBeNull();
+        expect((await again.secret('kept')).equals(secret)).toBe(true);
         expect(again.instanceId).toBe(instanceId);
         expect(await database.rows('select name from mayfly_migration order by name')).toEqual([
           { name: '0001-initial' },

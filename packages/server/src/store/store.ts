@@ -197,6 +197,8 @@ export interface NewToken {
   scopes: string[];
   project?: string | null;
   expiresAt?: Date | null;
+  /** `e2b`: an `e2b_<hex>` key for the e2b SDKs instead of an `mfy_` token. */
+  format?: 'mayfly' | 'e2b';
 }
 
 export interface TokenRepository {
@@ -464,6 +466,11 @@ export interface Store {
   previews: PreviewRepository;
   sandboxes: SandboxRepository;
   sandboxTemplates: SandboxTemplateRepository;
+  /**
+   * A random secret of this installation for `purpose` (32 bytes), made on first use and the same
+   * for every replica: keys derived from it verify wherever they are presented.
+   */
+  secret(purpose: string): Promise<Buffer>;
   close(): Promise<void>;
 }
 

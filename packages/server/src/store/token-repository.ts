@@ -7,6 +7,12 @@ import type { NewToken, TokenRecord, TokenRepository } from './store.js';
 
 /** Prefix of every API token, so a leaked one is recognisable (e.g. by secret scanners). */
 export const TOKEN_PREFIX = 'mfy_';
+/** Prefix of a token in the form the e2b SDKs take as an API key (`e2b_` and lowercase hex). */
+export const E2B_KEY_PREFIX = 'e2b_';
+
+/** Whether a presented string has the form of one of this server's API tokens. */
+export const isApiTokenForm = (token: string) =>
+  token.startsWith(TOKEN_PREFIX) || token.startsWith(E2B_KEY_PREFIX);
 
 /** SHA-256 of a plain token, lowercase hex: the only form in which a token is stored. */
 export function hashToken(token: string): string {
@@ -29,7 +35,10 @@ export class KyselyTokenRepository implements TokenRepository {
   }
 
   async create(token: NewToken): Promise<{ token: string; record: TokenRecord }> {
-    const plain = TOKEN_PREFIX + randomBytes(32).toString('base64url');
+    const plain =
+      token.format === 'e2b'
+        ? E2B_KEY_PREFIX + randomBytes(32).toString('hex')
+        : TOKEN_PREFIX + randomBytes(32).toString('base64url');
     const row = await this.db
       .insertInto('tokens')
       .values({
@@ -48,7 +57,7 @@ export class KyselyTokenRepository implements TokenRepository {
   }
 
   async verify(token: string, now: Date = new Date()): Promise<TokenRecord | null> {
-    if (!token.startsWith(TOKEN_PREFIX)) return null;
+    if (!isApiTokenForm(token)) return null;
     const row = await this.db
       .selectFrom('tokens')
       .selectAll()

@@ -1,0 +1,189 @@
+/**
+ * The unmodified `e2b` SDK from npm against a real Mayfly server and real Docker: its own calls,
+ * its own error classes. What it cannot do here (terminals, watchers) is in docs/e2b.md.
+ */
+import { randomBytes } from 'node:crypto';
+import type { CreatedToken } from '@mayfly/contract';
+import { CommandExitError, NotFoundError, Sandbox, SandboxError, TimeoutError } from 'e2b';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestServer, type TestServer } from '../test-support/test-server.js';
+import { E2B_API_PATH, E2B_SANDBOX_PATH } from './e2b-api.js';
+
+describe('the e2b SDK against Mayfly', () => {
+  let t: TestServer;
+  let opts: { apiKey: string; apiUrl: string; sandboxUrl: string };
+  let sbx: Sandbox;
+  beforeAll(async () => {
+    t = await startTestServer();
+    const key = await t.api<CreatedToken>('POST', '/v1/tokens', {
+      name: 'e2b',
+      scope: 'write',
+      format: 'e2b',
+    });
+    expect(key.body.token).toMatch(/^e2b_[0-9a-f]{64}$/);
+    opts = {
+      apiKey: key.body.token,
+      apiUrl: `${t.server.url}${E2B_API_PATH}`,
+      sandboxUrl: `${t.server.url}${E2B_SANDBOX_PATH}`,
+    };
+    sbx = await Sandbox.create('base', {
+      ...opts,
+      timeoutMs: 120_000,
+      envs: { GREETING: 'hello' },
+      metadata: { suite: 'e2b' },
+    });
+  }, 300_000);
+  afterAll(async () => {
+    await sbx?.kill().catch(() => {});
+    await t.close();
+  });
+
+  it('creates a sandbox whose id fits a host name, lists it by metadata, and gets its info', async () => {
+    expect(sbx.sandboxId).toMatch(/^[a-z0-9]+$/);
+    const info = await sbx.getInfo();
+    expect(info).toMatchObject({ sandboxId: sbx.sandboxId, templateId: 'base', metadata: { suite: 'e2b' } });
+    const page = Sandbox.list({ ...opts, query: { metadata: { suite: 'e2b' } } });
+    const items = await page.nextItems();
+    expect(items.map((s) => s.sandboxId)).toEqual([sbx.sandboxId]);
+    expect(await Sandbox.list({ ...opts, query: { metadata: { suite: 'none' } } }).nextItems()).toEqual([]);
+  });
+
+  it('runs commands: output, exit codes, envs, cwd, streaming callbacks', async () => {
+    const seen: string[] = [];
+    const result = await sbx.commands.run('echo "$GREETING $WHO"; echo warn >&2', {
+      envs: { WHO: 'there' },
+      onStdout: (d) => void seen.push(`out:${d}`),
+      onStderr: (d) => void seen.push(`err:${d}`),
+    });
+    expect(result).toMatchObject({ exitCode: 0, stdout: 'hello there\n', stderr: 'warn\n' });
+    // (Two pipes: the order between them is the kernel's.)
+    expect(seen.sort()).toEqual(['err:warn\n', 'out:hello there\n']);
+    expect((await sbx.commands.run('pwd', { cwd: '/tmp' })).stdout).toBe('/tmp\n');
+    const failed = await sbx.commands.run('echo out; exit 3').catch((e: unknown) => e);
+    expect(failed).toBeInstanceOf(CommandExitError);
+    expect((failed as CommandExitError).exitCode).toBe(3);
+    expect((failed as CommandExitError).stdout).toBe('out\n');
+  });
+
+  it('background commands: listed, stdin, killed', async () => {
+    const handle = await sbx.commands.run('cat', { background: true, stdin: true });
+    expect((await sbx.commands.list()).map((p) => p.pid)).toContain(handle.pid);
+    await sbx.commands.sendStdin(handle.pid, 'typed\n');
+    await sbx.commands.closeStdin(handle.pid);
+    const done = await handle.wait();
+    expect(done.stdout).toBe('typed\n');
+    const sleeper = await sbx.commands.run('sleep 1000', { background: true });
+    expect(await sleeper.kill()).toBe(true);
+    await expect(sleeper.wait()).rejects.toBeInstanceOf(CommandExitError);
+    expect(await sbx.commands.kill(999_999)).toBe(false);
+  });
+
+  it('a command past its timeout is killed and reported as a timeout', async () => {
+    await expect(sbx.commands.run('sleep 30', { timeoutMs: 1_000 })).rejects.toBeInstanceOf(TimeoutError);
+  });
+
+  it('files: binary round trip, list, exists, makeDir, rename, remove', async () => {
+    const bytes = randomBytes(1024 * 1024);
+    const written = await sbx.files.write(
+      'data/blob.bin',
+      bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.length) as ArrayBuffer,
+    );
+    expect(written).toMatchObject({ path: '/home/user/data/blob.bin', name: 'blob.bin' });
+    const read = await sbx.files.read('/home/user/data/blob.bin', { format: 'bytes' });
+    expect(Buffer.from(read).equals(bytes)).toBe(true);
+    await sbx.files.write('/home/user/data/note.txt', 'hi');
+    expect(await sbx.files.read('data/note.txt')).toBe('hi');
+    const listed = await sbx.files.list('/home/user/data');
+    expect(listed.map((e) => [e.name, e.type]).sort()).toEqual([
+      ['blob.bin', 'file'],
+      ['note.txt', 'file'],
+    ]);
+    expect(await sbx.files.exists('/home/user/data/note.txt')).toBe(true);
+    expect(await sbx.files.exists('/home/user/data/none')).toBe(false);
+    expect(await sbx.files.makeDir('/home/user/made/deep')).toBe(true);
+    expect(await sbx.files.makeDir('/home/user/made/deep')).toBe(false);
+    const moved = await sbx.files.rename('/home/user/data/note.txt', '/home/user/made/note.txt');
+    expect(moved).toMatchObject({ name: 'note.txt', path: '/home/user/made/note.txt', type: 'file' });
+    await sbx.files.remove('/home/user/made');
+    expect(await sbx.files.exists('/home/user/made')).toBe(false);
+    await expect(sbx.files.read('/home/user/none.txt')).rejects.toBeInstanceOf(NotFoundError);
+  });
+
+  it('refuses what a hostile client sends: no or another sandbox’s key, forged links, unknown sandboxes, big bodies, weak keys', async () => {
+    const rpc = (sandbox: string, headers: Record<string, string>, body: string) =>
+      fetch(`${opts.sandboxUrl}/process.Process/List`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'e2b-sandbox-id': sandbox, ...headers },
+        body,
+      });
+    const keyOf = async (id: string) =>
+      (
+        (await (
+          await fetch(`${opts.apiUrl}/sandboxes/${id}`, { headers: { 'x-api-key': opts.apiKey } })
+        ).json()) as { envdAccessToken: string }
+      ).envdAccessToken;
+    const key = await keyOf(sbx.sandboxId);
+    expect((await rpc(sbx.sandboxId, { 'x-access-token': key }, '{}')).status).toBe(200);
+    expect((await rpc(sbx.sandboxId, {}, '{}')).status).toBe(401);
+    expect((await rpc(sbx.sandboxId, { 'x-access-token': 'f'.repeat(64) }, '{}')).status).toBe(401);
+    // Another sandbox's key opens only that sandbox.
+    const other = await Sandbox.create('base', { ...opts, timeoutMs: 60_000 });
+    try {
+      expect(
+        (await rpc(sbx.sandboxId, { 'x-access-token': await keyOf(other.sandboxId) }, '{}')).status,
+      ).toBe(401);
+    } finally {
+      await other.kill();
+    }
+    const gone = await rpc('zz00000000', { 'x-access-token': key }, '{}');
+    expect(gone.status).toBe(502);
+    expect(await gone.json()).toMatchObject({ code: 502, message: 'The sandbox was not found' });
+    const big = await rpc(
+      sbx.sandboxId,
+      { 'x-access-token': key },
+      JSON.stringify({ pad: 'x'.repeat(2 * 1024 * 1024) }),
+    );
+    expect(big.status).toBe(429);
+
+    // Signed links: the SDK's own, moved under the data plane's path, work; changed ones do not.
+    await sbx.files.write('/home/user/signed.txt', 'signed content');
+    const link = new URL(await sbx.downloadUrl('/home/user/signed.txt'));
+    const fetchLink = (search: string) =>
+      fetch(`${opts.sandboxUrl}/files${search}`, { headers: { 'e2b-sandbox-id': sbx.sandboxId } });
+    const ok = await fetchLink(link.search);
+    expect(ok.status).toBe(200);
+    expect(await ok.text()).toBe('signed content');
+    const otherPath = new URLSearchParams(link.search);
+    otherPath.set('path', '/etc/passwd');
+    expect((await fetchLink(`?${otherPath}`)).status).toBe(401);
+    const upload = new URL(await sbx.uploadUrl('/home/user/signed.txt'));
+    const asRead = await fetchLink(upload.search);
+    expect(asRead.status).toBe(401);
+
+    // Keys are Mayfly tokens with their scopes: a read key cannot create.
+    const reader = await t.api<CreatedToken>('POST', '/v1/tokens', {
+      name: 'e2b-read',
+      scope: 'read',
+      format: 'e2b',
+    });
+    await expect(Sandbox.create('base', { ...opts, apiKey: reader.body.token })).rejects.toThrow(/403/);
+    expect((await Sandbox.list({ ...opts, apiKey: reader.body.token }).nextItems()).length).toBeGreaterThan(
+      0,
+    );
+  });
+
+  it('setTimeout, pause, connect (resume) and kill; a killed sandbox is gone; a bad key is refused', async () => {
+    const other = await Sandbox.create('base', { ...opts, timeoutMs: 60_000 });
+    await other.setTimeout(120_000);
+    await other.commands.run('echo kept > /tmp/state');
+    expect(await other.pause()).toBe(true);
+    expect(await other.isRunning()).toBe(false);
+    const again = await Sandbox.connect(other.sandboxId, opts);
+    expect((await again.commands.run('cat /tmp/state')).stdout).toBe('kept\n');
+    expect(await again.kill()).toBe(true);
+    expect(await again.kill()).toBe(false);
+    expect(await again.isRunning()).toBe(false);
+    await expect(Sandbox.connect(other.sandboxId, opts)).rejects.toBeInstanceOf(SandboxError);
+    await expect(Sandbox.create('base', { ...opts, apiKey: 'e2b_0000' })).rejects.toThrow(/Unauthorized/);
+  });
+});

@@ -1,0 +1,519 @@
+/**
+ * E2B's data plane (`E2B_SANDBOX_URL`: what the SDK calls envd) on Mayfly's sandbox agent: the
+ * sandbox named by `E2b-Sandbox-Id`, its key (`X-Access-Token`) checked, then Connect RPC for
+ * processes and the file system, and REST for file contents and health. Everything goes through
+ * the sandbox service to the one agent in the sandbox; nothing here runs code of its own in it.
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { IncomingMessage, Server } from 'node:http';
+import path from 'node:path';
+import { PassThrough, Readable } from 'node:stream';
+import { createGunzip } from 'node:zlib';
+import { Busboy } from '@fastify/busboy';
+import type { ProcessEvent, SandboxFileEntry, SandboxProcess } from '@mayfly/contract';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import * as z from 'zod';
+import type { Access } from '../access/access.js';
+import type { SandboxService } from '../sandbox/sandbox-service.js';
+import {
+  type ConnectCode,
+  ConnectError,
+  MAX_REQUEST_BYTES,
+  openRequestEnvelope,
+  parseJson,
+  ServerStream,
+  sendUnary,
+  timeoutOf,
+} from './connect-protocol.js';
+import { e2bError } from './control-routes.js';
+import type { EnvdAccess } from './envd-access.js';
+
+export interface EnvdDeps {
+  sandboxes: SandboxService;
+  envdAccess: EnvdAccess;
+}
+
+/** The data plane acts for whoever holds the sandbox's key: sandboxes belong to no project. */
+const HOLDER: Access = { tokenId: null, scope: 'write', project: null };
+/** What an unknown, paused or ended sandbox answers on every path (as E2B's edge does). */
+const GONE_STATUS = 502;
+/** Commands run this long unless the caller says (the SDK always does). */
+const DEFAULT_COMMAND_MS = 60_000;
+const MAX_COMMAND_MS = 24 * 3600_000;
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    sandboxId?: string;
+  }
+}
+
+const Envs = z.record(z.string().max(4096), z.string().max(128 * 1024));
+const Selector = z.object({ pid: z.number().int().positive().optional(), tag: z.string().optional() });
+const StartRequest = z.object({
+  process: z.object({
+    cmd: z.string().min(1).max(4096),
+    args: z.array(z.string()).max(4096).default([]),
+    envs: Envs.default({}),
+    cwd: z.string().max(4096).optional(),
+  }),
+  pty: z.unknown().optional(),
+  tag: z.string().max(128).optional(),
+  stdin: z.boolean().optional(),
+});
+const ConnectRequest = z.object({ process: Selector });
+const SendInputRequest = z.object({
+  process: Selector,
+  input: z.object({ stdin: z.string().optional(), pty: z.string().optional() }),
+});
+const SendSignalRequest = z.object({
+  process: Selector,
+  signal: z.enum(['SIGNAL_SIGKILL', 'SIGNAL_SIGTERM', 'SIGNAL_UNSPECIFIED']).default('SIGNAL_UNSPECIFIED'),
+});
+const CloseStdinRequest = z.object({ process: Selector });
+const PathRequest = z.object({ path: z.string().min(1).max(4096) });
+const ListDirRequest = PathRequest.extend({ depth: z.number().int().min(0).max(32).optional() });
+const MoveRequest = z.object({
+  source: z.string().min(1).max(4096),
+  destination: z.string().min(1).max(4096),
+});
+
+export function registerEnvdRoutes(app: FastifyInstance<Server>, deps: EnvdDeps): void {
+  const { sandboxes, envdAccess } = deps;
+  // Bodies are read by the handlers: bounded for RPCs, streamed into the sandbox for files.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', (_req, payload, done) => done(null, payload));
+  app.setErrorHandler((err, req, reply) => {
+    const { status, body } = e2bError(err);
+    if (status >= 500) req.log.error({ err }, 'e2b data plane request failed');
+    void reply.status(status).send(body);
+  });
+
+  app.addHook('onRequest', async (req, reply) => {
+    const id = req.headers['e2b-sandbox-id'];
+    const gone = () =>
+      reply.status(GONE_STATUS).send({
+        sandboxId: typeof id === 'string' ? id : '',
+        message: 'The sandbox was not found',
+        code: GONE_STATUS,
+      });
+    if (typeof id !== 'string' || !/^[a-z0-9]{1,40}$/.test(id)) return gone();
+    const info = await sandboxes.get(id, HOLDER).catch(() => null);
+    if (info?.state !== 'running') return gone();
+    const route = req.routeOptions.url ?? '';
+    const token = req.headers['x-access-token'];
+    const presented = typeof token === 'string' ? token : undefined;
+    if (route.endsWith('/health')) return;
+    // A signed link (the SDK's uploadUrl/downloadUrl) stands for the key on the file routes.
+    const signed =
+      route.endsWith('/files') && presented === undefined && signedFor(req, envdAccess.keyOf(id));
+    if (!signed && !envdAccess.verify(id, presented)) {
+      const message = 'missing or wrong X-Access-Token for this sandbox';
+      // (A Connect client reads the code from the body's string, an E2B REST client from its number.)
+      return reply.status(401).send({ code: route.includes('.') ? 'unauthenticated' : 401, message });
+    }
+    req.sandboxId = id;
+  });
+  const idOf = (req: FastifyRequest) => req.sandboxId!;
+
+  app.get('/health', async (_req, reply) => reply.status(204).send());
+
+  app.get('/files', async (req, reply) => {
+    const file = resolvePath(z.object({ path: z.string().min(1).max(4096) }).parse(req.query).path);
+    const body = await sandboxes.readFile(idOf(req), file, HOLDER);
+    const length = body.headers['content-length'];
+    void reply.header('content-type', 'application/octet-stream');
+    if (length !== undefined) void reply.header('content-length', length);
+    return reply.send(body);
+  });
+
+  app.post('/files', async (req, reply) => {
+    const query = z.object({ path: z.string().max(4096).optional() }).parse(req.query);
+    const type = req.headers['content-type'] ?? '';
+    const body = req.body as Readable;
+    const written: SandboxFileEntry[] = [];
+    if (type.startsWith('multipart/form-data')) {
+      for await (const part of fileParts(req.raw.headers, body)) {
+        const target = query.path ?? part.filename;
+        if (!target) {
+          part.stream.resume();
+          throw new ConnectError('invalid_argument', 'a file part without a path');
+        }
+        written.push(await sandboxes.writeFile(idOf(req), resolvePath(target), part.stream, HOLDER));
+      }
+    } else {
+      if (!query.path) throw new ConnectError('invalid_argument', 'path is required');
+      const gzipped = /\bgzip\b/.test(String(req.headers['content-encoding'] ?? ''));
+      const stream = gzipped ? body.pipe(createGunzip()) : body;
+      written.push(await sandboxes.writeFile(idOf(req), resolvePath(query.path), stream, HOLDER));
+    }
+    return reply.send(written.map((e) => ({ path: e.path, name: e.name, type: 'file' })));
+  });
+
+  // Connect RPC: every method answers in its own way, errors included.
+  app.post('/process.Process/:method', async (req, reply) => {
+    reply.hijack();
+    const method = (req.params as { method: string }).method;
+    try {
+      if (method === 'Start' || method === 'Connect') return await streamProcess(req, reply, method);
+      const message = await unaryMessage(req);
+      const id = idOf(req);
+      switch (method) {
+        case 'List':
+          return sendUnary(reply.raw, {
+            processes: (await sandboxes.processes(id, HOLDER)).map(processInfo),
+          });
+        case 'SendInput': {
+          const { process, input } = SendInputRequest.parse(message);
+          if (input.pty !== undefined)
+            throw new ConnectError('unimplemented', 'terminals (pty) are not supported');
+          const bytes = Buffer.from(input.stdin ?? '', 'base64');
+          await sandboxes.stdin(id, await pidOf(id, process), Readable.from([bytes]), false, HOLDER);
+          return sendUnary(reply.raw, {});
+        }
+        case 'CloseStdin': {
+          const { process } = CloseStdinRequest.parse(message);
+          await sandboxes.stdin(id, await pidOf(id, process), Readable.from([]), true, HOLDER);
+          return sendUnary(reply.raw, {});
+        }
+        case 'SendSignal': {
+          const { process, signal } = SendSignalRequest.parse(message);
+          await sandboxes.signal(
+            id,
+            await pidOf(id, process),
+            { signal: signal === 'SIGNAL_SIGTERM' ? 'SIGTERM' : 'SIGKILL' },
+            HOLDER,
+          );
+          return sendUnary(reply.raw, {});
+        }
+        case 'Update':
+          throw new ConnectError('unimplemented', 'terminals (pty) are not supported');
+      }
+      throw new ConnectError('unimplemented', `process.Process/${method} is not supported`);
+    } catch (err) {
+      return sendRpcError(reply, err);
+    }
+  });
+
+  app.post('/filesystem.Filesystem/:method', async (req, reply) => {
+    reply.hijack();
+    const method = (req.params as { method: string }).method;
+    try {
+      const message = await unaryMessage(req);
+      const id = idOf(req);
+      const op = (name: 'stat' | 'list' | 'mkdir' | 'rename' | 'remove', query: Record<string, string>) =>
+        sandboxes.fileOp(id, name, query, HOLDER);
+      switch (method) {
+        case 'Stat': {
+          const file = resolvePath(PathRequest.parse(message).path);
+          return sendUnary(reply.raw, {
+            entry: entryInfo((await op('stat', { path: file })) as SandboxFileEntry),
+          });
+        }
+        case 'ListDir': {
+          const { path: dir, depth } = ListDirRequest.parse(message);
+          const listed = (await op('list', {
+            path: resolvePath(dir),
+            depth: String(Math.max(1, depth ?? 1)),
+          })) as {
+            entries: SandboxFileEntry[];
+          };
+          return sendUnary(reply.raw, { entries: listed.entries.map(entryInfo) });
+        }
+        case 'MakeDir': {
+          const dir = resolvePath(PathRequest.parse(message).path);
+          const existing = (await op('stat', { path: dir }).catch(() => null)) as SandboxFileEntry | null;
+          if (existing?.type === 'dir')
+            throw new ConnectError('already_exists', `directory ${dir} already exists`);
+          if (existing) throw new ConnectError('invalid_argument', `${dir} exists and is not a directory`);
+          await op('mkdir', { path: dir });
+          return sendUnary(reply.raw, {
+            entry: entryInfo((await op('stat', { path: dir })) as SandboxFileEntry),
+          });
+        }
+        case 'Move': {
+          const { source, destination } = MoveRequest.parse(message);
+          const to = resolvePath(destination);
+          await op('mkdir', { path: path.posix.dirname(to) });
+          const entry = (await op('rename', { path: resolvePath(source), to })) as SandboxFileEntry;
+          return sendUnary(reply.raw, { entry: entryInfo(entry) });
+        }
+        case 'Remove': {
+          const file = resolvePath(PathRequest.parse(message).path);
+          // Gone already is done (as `rm -rf`).
+          await op('remove', { path: file }).catch((err: unknown) => {
+            if (rpcCodeOf(err) !== 'not_found') throw err;
+          });
+          return sendUnary(reply.raw, {});
+        }
+      }
+      throw new ConnectError('unimplemented', `filesystem.Filesystem/${method} is not supported`);
+    } catch (err) {
+      return sendRpcError(reply, err);
+    }
+  });
+
+  /** The pid a selector names (by tag: the process started with it). */
+  async function pidOf(id: string, selector: z.output<typeof Selector>): Promise<number> {
+    if (selector.pid !== undefined) return selector.pid;
+    const tagged = (await sandboxes.processes(id, HOLDER)).find((p) => p.tag === selector.tag);
+    if (!tagged) throw new ConnectError('not_found', `process with tag ${selector.tag} not found`);
+    return tagged.pid;
+  }
+
+  /**
+   * Start (a new process) or Connect (to a running one): the agent's events as Connect messages,
+   * keepalives while quiet, and the end. Ending the stream does not end the process: its deadline
+   * (Connect-Timeout-Ms, or the SDK's kill) does.
+   */
+  async function streamProcess(
+    req: FastifyRequest,
+    reply: FastifyReply,
+    method: 'Start' | 'Connect',
+  ): Promise<void> {
+    const id = idOf(req);
+    const body = await readBody(req.body as Readable);
+    if (!String(req.headers['content-type'] ?? '').startsWith('application/connect+json'))
+      throw new ConnectError('invalid_argument', 'a streaming call needs application/connect+json');
+    const message = openRequestEnvelope(body);
+    let events: IncomingMessage;
+    let pid: number | undefined;
+    if (method === 'Start') {
+      const start = StartRequest.parse(message);
+      if (start.pty !== undefined)
+        throw new ConnectError('unimplemented', 'terminals (pty) are not supported');
+      const user = basicUser(req.headers.authorization);
+      const timeoutMs = timeoutOf(req.headers['connect-timeout-ms']) ?? DEFAULT_COMMAND_MS;
+      events = await sandboxes.runProgram(
+        id,
+        [start.process.cmd, ...start.process.args],
+        {
+          envs: start.process.envs,
+          ...(start.process.cwd ? { cwd: start.process.cwd } : {}),
+          ...(user ? { user } : {}),
+          stdin: start.stdin ?? false,
+          timeoutMs: Math.min(timeoutMs, MAX_COMMAND_MS),
+          ...(start.tag ? { tag: start.tag } : {}),
+        },
+        HOLDER,
+      );
+    } else {
+      pid = await pidOf(id, ConnectRequest.parse(message).process);
+      events = await sandboxes.attach(id, pid, HOLDER);
+    }
+    const stream = new ServerStream(reply.raw);
+    if (pid !== undefined) stream.send({ event: { start: { pid } } });
+    const interval = Number(req.headers['keepalive-ping-interval']);
+    const keepalive = setInterval(
+      () => stream.send({ event: { keepalive: {} } }),
+      Number.isFinite(interval) && interval >= 1 ? Math.min(interval, 300) * 1000 : 50_000,
+    );
+    // The client went away: stop reading (the process lives on, as with envd).
+    reply.raw.once('close', () => events.destroy());
+    let timedOut = false;
+    let ended = false;
+    try {
+      for await (const line of ndjsonLines(events)) {
+        const event = JSON.parse(line) as ProcessEvent;
+        if (event.type === 'start') {
+          if (pid === undefined) stream.send({ event: { start: { pid: event.pid } } });
+        } else if (event.type === 'stdout' || event.type === 'stderr') {
+          stream.send({ event: { data: { [event.type]: event.data } } });
+        } else if (event.type === 'end') {
+          timedOut = event.timedOut === true;
+          ended = true;
+          stream.send({ event: { end: endOf(event) } });
+        }
+      }
+      stream.end(
+        ended
+          ? timedOut
+            ? new ConnectError('deadline_exceeded', 'the command ran past its timeout and was killed')
+            : undefined
+          : new ConnectError('unavailable', 'the sandbox went away while the command ran'),
+      );
+    } catch {
+      stream.end(new ConnectError('unavailable', 'the sandbox went away while the command ran'));
+    } finally {
+      clearInterval(keepalive);
+    }
+  }
+}
+
+function sendRpcError(reply: FastifyReply, err: unknown): void {
+  const error = err instanceof ConnectError ? err : new ConnectError(rpcCodeOf(err), messageOf(err));
+  if (reply.raw.headersSent) {
+    reply.raw.end();
+    return;
+  }
+  sendUnary(reply.raw, error);
+}
+
+/** A service error as the Connect code the SDK turns into the matching error class. */
+function rpcCodeOf(err: unknown): ConnectCode {
+  if (err instanceof ConnectError) return err.code;
+  const { status } = e2bError(err);
+  const byStatus: Record<number, ConnectCode> = {
+    400: 'invalid_argument',
+    401: 'unauthenticated',
+    403: 'permission_denied',
+    404: 'not_found',
+    409: 'failed_precondition',
+    429: 'resource_exhausted',
+    503: 'unavailable',
+  };
+  return byStatus[status] ?? 'internal';
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof ConnectError ? err.message : e2bError(err).body.message;
+}
+
+async function unaryMessage(req: FastifyRequest): Promise<unknown> {
+  if (!String(req.headers['content-type'] ?? '').startsWith('application/json'))
+    throw new ConnectError('invalid_argument', 'a unary call needs application/json');
+  return parseJson(await readBody(req.body as Readable));
+}
+
+async function readBody(stream: Readable | undefined): Promise<Buffer> {
+  if (!stream) return Buffer.alloc(0);
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of stream) {
+    size += (chunk as Buffer).length;
+    if (size > MAX_REQUEST_BYTES) {
+      // The rest is read and dropped, so the client gets the answer (nothing more is kept).
+      stream.resume();
+      throw new ConnectError(
+        'resource_exhausted',
+        `a request message is at most ${MAX_REQUEST_BYTES} bytes`,
+        true,
+      );
+    }
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks);
+}
+
+async function* ndjsonLines(stream: Readable): AsyncGenerator<string> {
+  let buffered = '';
+  for await (const chunk of stream) {
+    buffered += (chunk as Buffer).toString('utf8');
+    let newline = buffered.indexOf('\n');
+    while (newline >= 0) {
+      const line = buffered.slice(0, newline);
+      buffered = buffered.slice(newline + 1);
+      if (line) yield line;
+      newline = buffered.indexOf('\n');
+    }
+  }
+  if (buffered) yield buffered;
+}
+
+/** The user of `Authorization: Basic base64(user:)`, as the SDK sends it. */
+function basicUser(header: string | undefined): string | undefined {
+  const encoded = /^Basic\s+([A-Za-z0-9+/=]{1,200})$/i.exec(header ?? '')?.[1];
+  if (!encoded) return undefined;
+  const user = Buffer.from(encoded, 'base64').toString('utf8').split(':')[0];
+  return user || undefined;
+}
+
+/** `~` is the home (the agent resolves relative paths against it). */
+function resolvePath(p: string): string {
+  if (p === '~') return '.';
+  return p.startsWith('~/') ? p.slice(2) || '.' : p;
+}
+
+/** E2B's end event from the agent's (Go's wording, which the SDK shows in its errors). */
+function endOf(event: Extract<ProcessEvent, { type: 'end' }>) {
+  if (event.signal) {
+    const name = event.signal === 'SIGKILL' ? 'killed' : event.signal.toLowerCase().replace(/^sig/, '');
+    return { exitCode: -1, exited: false, status: `signal: ${name}`, error: `signal: ${name}` };
+  }
+  const status = `exit status ${event.exitCode}`;
+  return {
+    exitCode: event.exitCode,
+    exited: true,
+    status,
+    ...(event.exitCode !== 0 ? { error: status } : {}),
+  };
+}
+
+function processInfo(p: SandboxProcess) {
+  return {
+    pid: p.pid,
+    ...(p.tag ? { tag: p.tag } : {}),
+    config: { cmd: p.cmd[0] ?? '', args: p.cmd.slice(1), envs: {}, cwd: p.cwd },
+  };
+}
+
+const FILE_TYPES: Record<SandboxFileEntry['type'], string> = {
+  file: 'FILE_TYPE_FILE',
+  dir: 'FILE_TYPE_DIRECTORY',
+  symlink: 'FILE_TYPE_SYMLINK',
+  other: 'FILE_TYPE_UNSPECIFIED',
+};
+
+/** The agent's description of a file as E2B's `EntryInfo`. */
+function entryInfo(e: SandboxFileEntry) {
+  const mode = Number.parseInt(e.mode, 8);
+  return {
+    name: e.name,
+    type: FILE_TYPES[e.type],
+    path: e.path,
+    size: String(e.size),
+    mode,
+    permissions: permissionString(e.type, mode),
+    modifiedTime: e.modifiedAt,
+    ...(e.symlinkTarget ? { symlinkTarget: e.symlinkTarget } : {}),
+  };
+}
+
+function permissionString(type: SandboxFileEntry['type'], mode: number): string {
+  const kind = type === 'dir' ? 'd' : type === 'symlink' ? 'l' : '-';
+  const bits = 'rwxrwxrwx';
+  return kind + [...bits].map((c, i) => (mode & (1 << (8 - i)) ? c : '-')).join('');
+}
+
+/**
+ * A signed `/files` URL (the SDK's `uploadUrl`/`downloadUrl`): `v1_` and the unpadded base64 of
+ * SHA-256 over `path:operation:user:key[:expiry]`, compared in constant time, not past its expiry.
+ */
+function signedFor(req: FastifyRequest, key: string): boolean {
+  const query = req.query as Record<string, string | undefined>;
+  const signature = query.signature;
+  if (!signature) return false;
+  const expiry = query.signature_expiration;
+  if (expiry !== undefined && !(/^\d{1,12}$/.test(expiry) && Number(expiry) * 1000 > Date.now()))
+    return false;
+  const operation = req.method === 'GET' ? 'read' : 'write';
+  const raw = [query.path ?? '', operation, query.username ?? '', key, ...(expiry ? [expiry] : [])].join(':');
+  const expected = `v1_${createHash('sha256').update(raw).digest('base64').replace(/=+$/, '')}`;
+  return (
+    expected.length === signature.length && timingSafeEqual(Buffer.from(expected), Buffer.from(signature))
+  );
+}
+
+/** The file parts of a multipart upload, one at a time (each is written before the next is read). */
+async function* fileParts(
+  headers: IncomingMessage['headers'],
+  body: Readable,
+): AsyncGenerator<{ filename: string | undefined; stream: Readable }> {
+  const parts = new PassThrough({ objectMode: true });
+  const busboy = new Busboy({
+    headers: headers as never,
+    preservePath: true,
+    limits: { files: 1000, fields: 100 },
+  });
+  busboy.on('file', (field, stream, filename) => {
+    if (field !== 'file') {
+      stream.resume();
+      return;
+    }
+    // Paused until it is this part's turn: the writer reads it.
+    parts.write({ filename: filename || undefined, stream });
+  });
+  busboy.on('finish', () => parts.end());
+  busboy.on('error', (err: Error) => parts.destroy(err));
+  body.pipe(busboy);
+  for await (const part of parts) yield part as { filename: string | undefined; stream: Readable };
+}
