@@ -39,6 +39,7 @@ const VERBS: [names: string[], load: () => Promise<Register>][] = [
   [['sandbox'], async () => (await import('./commands/sandbox.js')).registerSandbox],
   [['template'], async () => (await import('./commands/template.js')).registerTemplate],
   [['mcp'], async () => (await import('./commands/mcp.js')).registerMcp],
+  [['e2b'], async () => (await import('./commands/e2b.js')).registerE2b],
 ];
 
 /** Global options that take a value: the word after them is not the verb. */

@@ -248,3 +248,9 @@ export const SandboxTemplateInfo = z.object({
   createdAt: z.string().nullable(),
 });
 export type SandboxTemplateInfo = z.infer<typeof SandboxTemplateInfo>;
+
+/**
+ * Where a Mayfly server serves E2B's API (`E2B_API_URL` = server + this) and its sandboxes' data
+ * plane (`E2B_SANDBOX_URL`), apart from Mayfly's own `/v1` routes.
+ */
+export const E2bPaths = { api: '/e2b/api', sandbox: '/e2b/sandbox' } as const;

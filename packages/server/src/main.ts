@@ -265,7 +265,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
 
   // E2B's API beside Mayfly's, on the same port (where sandboxes can run at all).
   const e2b = sandboxes
-    ? await buildE2bApi({ sandboxes, tokens, store, logger: logger.child({ component: 'e2b' }) })
+    ? await buildE2bApi({ sandboxes, tokens, store, logger, domain: config.baseDomain })
     : undefined;
   const { app, routes } = await buildApi({
     environments,

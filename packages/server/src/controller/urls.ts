@@ -28,6 +28,25 @@ export function urlsOf(plan: EnvPlan | null, envName: string, url: UrlScheme): R
 }
 
 /** Splits `<service>--<env>.<baseDomain>[:port]`; null when the host is not an environment's. */
+/**
+ * A sandbox's port in a host name: Mayfly's `<port>--<id>.<domain>`, or E2B's `<port>-<id>.<domain>`
+ * (what the e2b SDK's `getHost` builds). An environment's host always has `--`, so a label of
+ * digits, one `-` and an id is never one of them.
+ */
+export function parseSandboxHost(
+  host: string | undefined,
+  baseDomain: string,
+): { port: number; id: string } | null {
+  if (!host) return null;
+  const name = host.replace(/:\d+$/, '').toLowerCase();
+  const suffix = `.${baseDomain.toLowerCase()}`;
+  if (!name.endsWith(suffix)) return null;
+  const match = /^(\d{1,5})--?([a-z0-9]{1,40})$/.exec(name.slice(0, -suffix.length));
+  if (!match) return null;
+  const port = Number(match[1]);
+  return port >= 1 && port <= 65_535 ? { port, id: match[2]! } : null;
+}
+
 export function parseHost(
   host: string | undefined,
   baseDomain: string,

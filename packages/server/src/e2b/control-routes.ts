@@ -53,6 +53,8 @@ export interface ControlDeps {
   sandboxes: SandboxService;
   tokens: Pick<TokenService, 'authenticate'>;
   envdAccess: EnvdAccess;
+  /** The gateway's base domain: the SDK's `getHost(port)` is `<port>-<id>.<domain>`, which it routes. */
+  domain: string;
 }
 
 declare module 'fastify' {
@@ -96,7 +98,7 @@ export function registerControlRoutes(app: FastifyInstance<Server>, deps: Contro
     envdVersion: ENVD_VERSION,
     envdAccessToken: envdAccess.keyOf(info.id),
     trafficAccessToken: null,
-    domain: null,
+    domain: deps.domain,
   });
   const listed = (info: SandboxInfo) => ({
     sandboxID: info.id,
@@ -139,7 +141,7 @@ export function registerControlRoutes(app: FastifyInstance<Server>, deps: Contro
   app.get('/sandboxes/:id', async (req) => {
     const { id } = Id.parse(req.params);
     const info = await live(id, req);
-    return { ...listed(info), envdAccessToken: envdAccess.keyOf(id), domain: null };
+    return { ...listed(info), envdAccessToken: envdAccess.keyOf(id), domain: deps.domain };
   });
 
   // The first version of the list: running sandboxes, all in one answer.

@@ -5,6 +5,7 @@
  * `<server>/e2b/sandbox`; see docs/e2b.md.
  */
 import type { Server } from 'node:http';
+import { E2bPaths } from '@mayfly/contract';
 import Fastify, { type FastifyInstance, LogController } from 'fastify';
 import type { TokenService } from '../access/token-service.js';
 import type { Logger } from '../observability/logger.js';
@@ -15,14 +16,16 @@ import { EnvdAccess } from './envd-access.js';
 import { registerEnvdRoutes } from './envd-routes.js';
 
 export const E2B_PREFIX = '/e2b/';
-export const E2B_API_PATH = '/e2b/api';
-export const E2B_SANDBOX_PATH = '/e2b/sandbox';
+export const E2B_API_PATH = E2bPaths.api;
+export const E2B_SANDBOX_PATH = E2bPaths.sandbox;
 
 export async function buildE2bApi(deps: {
   sandboxes: SandboxService;
   tokens: Pick<TokenService, 'authenticate'>;
   store: Pick<Store, 'secret'>;
   logger: Logger;
+  /** The gateway's base domain (sandbox ports are `<port>-<id>.<domain>` there). */
+  domain: string;
 }): Promise<FastifyInstance<Server>> {
   const app = Fastify({
     loggerInstance: deps.logger.child({ component: 'e2b' }),
@@ -37,6 +40,7 @@ export async function buildE2bApi(deps: {
         sandboxes: deps.sandboxes,
         tokens: deps.tokens,
         envdAccess,
+        domain: deps.domain,
       }),
     { prefix: E2B_API_PATH },
   );

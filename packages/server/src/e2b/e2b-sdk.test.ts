@@ -2,7 +2,10 @@
  * The unmodified `e2b` SDK from npm against a real Mayfly server and real Docker: its own calls,
  * its own error classes. What it cannot do here (terminals, watchers) is in docs/e2b.md.
  */
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import type { CreatedToken } from '@mayfly/contract';
 import { CommandExitError, NotFoundError, Sandbox, SandboxError, TimeoutError } from 'e2b';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -76,6 +79,24 @@ describe('the e2b SDK against Mayfly', () => {
     expect(await sleeper.kill()).toBe(true);
     await expect(sleeper.wait()).rejects.toBeInstanceOf(CommandExitError);
     expect(await sbx.commands.kill(999_999)).toBe(false);
+  });
+
+  it('getHost: a server started inside is reachable through the gateway at the host the SDK builds', async () => {
+    const server = await sbx.commands.run(
+      `perl -MIO::Socket::INET -e '$s = IO::Socket::INET->new(LocalAddr => "127.0.0.1", LocalPort => 8000, Listen => 5, ReuseAddr => 1) or die; while ($c = $s->accept) { while (<$c>) { last if /^\\r?$/ } print $c "HTTP/1.0 200 OK\\r\\n\\r\\nhello via e2b\\n"; close $c }'`,
+      { background: true, timeoutMs: 0 },
+    );
+    const host = sbx.getHost(8000);
+    expect(host).toBe(`8000-${sbx.sandboxId}.localhost`);
+    const gatewayPort = new URL(t.server.url).port;
+    let answer = { status: 0, text: '' };
+    for (let i = 0; i < 50 && answer.status !== 200; i++) {
+      answer = await t.viaGateway(`${host}:${gatewayPort}`, '/');
+      if (answer.status !== 200) await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    expect(answer).toEqual({ status: 200, text: 'hello via e2b\n' });
+    expect((await t.viaGateway(`8000-zz00zz00.localhost:${gatewayPort}`, '/')).status).toBe(404);
+    await server.kill();
   });
 
   it('a command past its timeout is killed and reported as a timeout', async () => {
@@ -170,6 +191,24 @@ describe('the e2b SDK against Mayfly', () => {
     expect((await Sandbox.list({ ...opts, apiKey: reader.body.token }).nextItems()).length).toBeGreaterThan(
       0,
     );
+  });
+
+  it('`eval "$(mayfly e2b env)"` is all the set-up: the SDK then needs no options', async () => {
+    const cli = fileURLToPath(new URL('../../../cli/bin/mayfly.js', import.meta.url));
+    const script = `eval "$("${process.execPath}" "${cli}" --server "${t.server.url}" e2b env)" && "${process.execPath}" --input-type=module -e "
+      import { Sandbox } from 'e2b';
+      const sbx = await Sandbox.create('base');
+      const { stdout } = await sbx.commands.run('echo from-env');
+      await sbx.kill();
+      process.stdout.write(stdout);
+    "`;
+    // (Not execFileSync: the server answering it runs in this process.)
+    const { stdout: out } = await promisify(execFile)('sh', ['-c', script], {
+      env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/root', MAYFLY_TOKEN: t.token },
+      cwd: fileURLToPath(new URL('.', import.meta.url)),
+      encoding: 'utf8',
+    });
+    expect(out).toBe('from-env\n');
   });
 
   it('setTimeout, pause, connect (resume) and kill; a killed sandbox is gone; a bad key is refused', async () => {

@@ -8,7 +8,7 @@ import type { Duplex } from 'node:stream';
 import { createProxyServer } from 'http-proxy-3';
 import { LRUCache } from 'lru-cache';
 import type { UrlScheme } from '../controller/urls.js';
-import { parseHost } from '../controller/urls.js';
+import { parseHost, parseSandboxHost } from '../controller/urls.js';
 import type { Logger } from '../observability/logger.js';
 import type { Endpoint, Runtime } from '../runtime/runtime.js';
 import type { Store } from '../store/store.js';
@@ -132,7 +132,11 @@ export class Gateway {
 
   /** True when the Host header names an environment's service (and so the gateway should answer). */
   handles(req: IncomingMessage): boolean {
-    return parseHost(normalizeHost(req.headers.host), this.deps.urls.baseDomain) !== null;
+    const host = normalizeHost(req.headers.host);
+    return (
+      parseHost(host, this.deps.urls.baseDomain) !== null ||
+      (this.deps.sandboxes !== undefined && parseSandboxHost(host, this.deps.urls.baseDomain) !== null)
+    );
   }
 
   /**
@@ -221,16 +225,15 @@ export class Gateway {
   }
 
   /**
-   * `<port>--<id>` where `id` is a sandbox this control plane serves: its port, reached through its
-   * agent (a sandbox has no network of its own). Public like E2B's: the id (80 random bits) is the key.
+   * `<port>--<id>` (or E2B's `<port>-<id>`) where `id` is a sandbox this control plane serves: its
+   * port, reached through its agent (a sandbox has no network of its own). Public like E2B's: the
+   * id (80 random bits) is the key.
    */
   private async sandboxTarget(req: IncomingMessage): Promise<{ id: string; port: number } | null> {
     if (!this.deps.sandboxes) return null;
-    const parsed = parseHost(normalizeHost(req.headers.host), this.deps.urls.baseDomain);
-    if (!parsed || !/^\d{1,5}$/.test(parsed.service) || !/^[a-z0-9]{1,40}$/.test(parsed.envName)) return null;
-    const port = Number(parsed.service);
-    if (port < 1 || port > 65_535) return null;
-    return (await this.deps.sandboxes.isServing(parsed.envName)) ? { id: parsed.envName, port } : null;
+    const parsed = parseSandboxHost(normalizeHost(req.headers.host), this.deps.urls.baseDomain);
+    if (!parsed) return null;
+    return (await this.deps.sandboxes.isServing(parsed.id)) ? parsed : null;
   }
 
   private async sandboxTunnel(target: { id: string; port: number }): Promise<Duplex | string> {
