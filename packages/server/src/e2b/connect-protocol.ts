@@ -5,6 +5,7 @@
  * not taken from a Connect server library: those serve generated service definitions, and this
  * adapter has a handful of methods whose messages it checks with zod.
  */
+import { once } from 'node:events';
 import type { ServerResponse } from 'node:http';
 
 /** Connect's error codes, with the HTTP status a unary error is sent with. */
@@ -103,9 +104,14 @@ export class ServerStream {
     return !this.ended && !this.res.destroyed;
   }
 
-  send(message: unknown): boolean {
-    if (!this.open) return false;
-    return this.res.write(envelope(message));
+  /**
+   * Sends a message; resolves once the client has taken in what was sent before (a client that
+   * stops reading holds the sender, not the server's memory).
+   */
+  async send(message: unknown): Promise<void> {
+    if (!this.open) return;
+    if (this.res.write(envelope(message))) return;
+    await Promise.race([once(this.res, 'drain'), once(this.res, 'close')]);
   }
 
   end(error?: ConnectError): void {
@@ -115,9 +121,9 @@ export class ServerStream {
   }
 }
 
-/** The client's deadline (`Connect-Timeout-Ms`), or undefined without one. */
-export function timeoutOf(header: string | string[] | undefined): number | undefined {
+/** The client's deadline (`Connect-Timeout-Ms`); 0 without one (the SDK leaves it out for "no limit"). */
+export function timeoutOf(header: string | string[] | undefined): number {
   const value = Array.isArray(header) ? header[0] : header;
-  if (value === undefined || !/^\d{1,10}$/.test(value)) return undefined;
+  if (value === undefined || !/^\d{1,10}$/.test(value)) return 0;
   return Number(value);
 }

@@ -141,7 +141,9 @@ export function registerControlRoutes(app: FastifyInstance<Server>, deps: Contro
   app.get('/sandboxes/:id', async (req) => {
     const { id } = Id.parse(req.params);
     const info = await live(id, req);
-    return { ...listed(info), envdAccessToken: envdAccess.keyOf(id), domain: deps.domain };
+    // The key runs commands in it: only for a key that may (create and connect need write anyway).
+    const key = scopeAllows(access(req).scope, 'write') ? { envdAccessToken: envdAccess.keyOf(id) } : {};
+    return { ...listed(info), ...key, domain: deps.domain };
   });
 
   // The first version of the list: running sandboxes, all in one answer.

@@ -7,7 +7,14 @@ import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import type { CreatedToken } from '@mayfly/contract';
-import { CommandExitError, NotFoundError, Sandbox, SandboxError, TimeoutError } from 'e2b';
+import {
+  CommandExitError,
+  InvalidArgumentError,
+  NotFoundError,
+  Sandbox,
+  SandboxError,
+  TimeoutError,
+} from 'e2b';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from '../test-support/test-server.js';
 import { E2B_API_PATH, E2B_SANDBOX_PATH } from './e2b-api.js';
@@ -79,6 +86,10 @@ describe('the e2b SDK against Mayfly', () => {
     expect(await sleeper.kill()).toBe(true);
     await expect(sleeper.wait()).rejects.toBeInstanceOf(CommandExitError);
     expect(await sbx.commands.kill(999_999)).toBe(false);
+    await expect(sbx.commands.connect(999_999)).rejects.toBeInstanceOf(NotFoundError);
+    await expect(sbx.commands.run('true', { cwd: '/no/such/dir' })).rejects.toBeInstanceOf(
+      InvalidArgumentError,
+    );
   });
 
   it('getHost: a server started inside is reachable through the gateway at the host the SDK builds', async () => {
@@ -147,6 +158,10 @@ describe('the e2b SDK against Mayfly', () => {
     expect((await rpc(sbx.sandboxId, { 'x-access-token': key }, '{}')).status).toBe(200);
     expect((await rpc(sbx.sandboxId, {}, '{}')).status).toBe(401);
     expect((await rpc(sbx.sandboxId, { 'x-access-token': 'f'.repeat(64) }, '{}')).status).toBe(401);
+    // A key of other characters (longer in bytes than in length) is refused, not a server error.
+    expect((await rpc(sbx.sandboxId, { 'x-access-token': `\u00e9${'f'.repeat(63)}` }, '{}')).status).toBe(
+      401,
+    );
     // Another sandbox's key opens only that sandbox.
     const other = await Sandbox.create('base', { ...opts, timeoutMs: 60_000 });
     try {
@@ -188,6 +203,12 @@ describe('the e2b SDK against Mayfly', () => {
       format: 'e2b',
     });
     await expect(Sandbox.create('base', { ...opts, apiKey: reader.body.token })).rejects.toThrow(/403/);
+    // Nor can it get a sandbox's data-plane key (which runs commands) from its info.
+    const asReader = await fetch(`${opts.apiUrl}/sandboxes/${sbx.sandboxId}`, {
+      headers: { 'x-api-key': reader.body.token },
+    });
+    expect(asReader.status).toBe(200);
+    expect(await asReader.json()).not.toHaveProperty('envdAccessToken');
     expect((await Sandbox.list({ ...opts, apiKey: reader.body.token }).nextItems()).length).toBeGreaterThan(
       0,
     );

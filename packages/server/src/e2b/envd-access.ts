@@ -14,7 +14,8 @@ export class EnvdAccess {
   }
 
   verify(sandboxId: string, presented: string | undefined): boolean {
-    if (presented === undefined || presented.length !== 64) return false;
+    // (Checked as hex first: a string of other characters may be longer in bytes than in length.)
+    if (presented === undefined || !/^[0-9a-f]{64}$/.test(presented)) return false;
     return timingSafeEqual(Buffer.from(this.keyOf(sandboxId)), Buffer.from(presented));
   }
 }

@@ -8,14 +8,16 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, Server } from 'node:http';
 import path from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import { Busboy } from '@fastify/busboy';
-import type { ProcessEvent, SandboxFileEntry, SandboxProcess } from '@mayfly/contract';
+import type { SandboxFileEntry, SandboxProcess } from '@mayfly/contract';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import * as z from 'zod';
 import type { Access } from '../access/access.js';
 import type { SandboxService } from '../sandbox/sandbox-service.js';
 import {
+  CONNECT_CODES,
   type ConnectCode,
   ConnectError,
   MAX_REQUEST_BYTES,
@@ -37,8 +39,6 @@ export interface EnvdDeps {
 const HOLDER: Access = { tokenId: null, scope: 'write', project: null };
 /** What an unknown, paused or ended sandbox answers on every path (as E2B's edge does). */
 const GONE_STATUS = 502;
-/** Commands run this long unless the caller says (the SDK always does). */
-const DEFAULT_COMMAND_MS = 60_000;
 const MAX_COMMAND_MS = 24 * 3600_000;
 
 declare module 'fastify' {
@@ -48,7 +48,9 @@ declare module 'fastify' {
 }
 
 const Envs = z.record(z.string().max(4096), z.string().max(128 * 1024));
-const Selector = z.object({ pid: z.number().int().positive().optional(), tag: z.string().optional() });
+const Selector = z
+  .object({ pid: z.number().int().positive().optional(), tag: z.string().max(128).optional() })
+  .refine((p) => (p.pid === undefined) !== (p.tag === undefined), 'a process by its pid or its tag');
 const StartRequest = z.object({
   process: z.object({
     cmd: z.string().min(1).max(4096),
@@ -70,6 +72,20 @@ const SendSignalRequest = z.object({
   signal: z.enum(['SIGNAL_SIGKILL', 'SIGNAL_SIGTERM', 'SIGNAL_UNSPECIFIED']).default('SIGNAL_UNSPECIFIED'),
 });
 const CloseStdinRequest = z.object({ process: Selector });
+/** The agent's events, checked: the sandbox (and so its agent) is not trusted. */
+const AgentEvent = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('start'), pid: z.number().int() }),
+  z.object({ type: z.enum(['stdout', 'stderr']), data: z.string() }),
+  z.object({
+    type: z.literal('end'),
+    exitCode: z.number().int(),
+    signal: z.string().max(16).optional(),
+    timedOut: z.boolean().optional(),
+  }),
+]);
+type ProcessEnd = Extract<z.output<typeof AgentEvent>, { type: 'end' }>;
+/** Longest line of the agent's event stream read (it sends output in 32 KiB pieces, base64). */
+const MAX_EVENT_LINE = 256 * 1024;
 const PathRequest = z.object({ path: z.string().min(1).max(4096) });
 const ListDirRequest = PathRequest.extend({ depth: z.number().int().min(0).max(32).optional() });
 const MoveRequest = z.object({
@@ -83,7 +99,10 @@ export function registerEnvdRoutes(app: FastifyInstance<Server>, deps: EnvdDeps)
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', (_req, payload, done) => done(null, payload));
   app.setErrorHandler((err, req, reply) => {
-    const { status, body } = e2bError(err);
+    const { status, body } =
+      err instanceof ConnectError
+        ? { status: CONNECT_CODES[err.code], body: { code: CONNECT_CODES[err.code], message: err.message } }
+        : e2bError(err);
     if (status >= 500) req.log.error({ err }, 'e2b data plane request failed');
     void reply.status(status).send(body);
   });
@@ -143,7 +162,13 @@ export function registerEnvdRoutes(app: FastifyInstance<Server>, deps: EnvdDeps)
     } else {
       if (!query.path) throw new ConnectError('invalid_argument', 'path is required');
       const gzipped = /\bgzip\b/.test(String(req.headers['content-encoding'] ?? ''));
-      const stream = gzipped ? body.pipe(createGunzip()) : body;
+      let stream: Readable = body;
+      if (gzipped) {
+        // A client that goes away, or bytes that are not gzip, fail the write (not hang it).
+        const gunzip = createGunzip();
+        pipeline(body, gunzip).catch(() => {});
+        stream = gunzip;
+      }
       written.push(await sandboxes.writeFile(idOf(req), resolvePath(query.path), stream, HOLDER));
     }
     return reply.send(written.map((e) => ({ path: e.path, name: e.name, type: 'file' })));
@@ -262,8 +287,9 @@ export function registerEnvdRoutes(app: FastifyInstance<Server>, deps: EnvdDeps)
 
   /**
    * Start (a new process) or Connect (to a running one): the agent's events as Connect messages,
-   * keepalives while quiet, and the end. Ending the stream does not end the process: its deadline
-   * (Connect-Timeout-Ms, or the SDK's kill) does.
+   * keepalives while quiet, and the end. Always HTTP 200 with errors in the end of the stream (a
+   * streaming client reads its error there). Ending the stream does not end the process: its
+   * deadline (Connect-Timeout-Ms, none without it) or a kill does.
    */
   async function streamProcess(
     req: FastifyRequest,
@@ -271,68 +297,82 @@ export function registerEnvdRoutes(app: FastifyInstance<Server>, deps: EnvdDeps)
     method: 'Start' | 'Connect',
   ): Promise<void> {
     const id = idOf(req);
-    const body = await readBody(req.body as Readable);
-    if (!String(req.headers['content-type'] ?? '').startsWith('application/connect+json'))
-      throw new ConnectError('invalid_argument', 'a streaming call needs application/connect+json');
-    const message = openRequestEnvelope(body);
-    let events: IncomingMessage;
-    let pid: number | undefined;
-    if (method === 'Start') {
-      const start = StartRequest.parse(message);
-      if (start.pty !== undefined)
-        throw new ConnectError('unimplemented', 'terminals (pty) are not supported');
-      const user = basicUser(req.headers.authorization);
-      const timeoutMs = timeoutOf(req.headers['connect-timeout-ms']) ?? DEFAULT_COMMAND_MS;
-      events = await sandboxes.runProgram(
-        id,
-        [start.process.cmd, ...start.process.args],
-        {
-          envs: start.process.envs,
-          ...(start.process.cwd ? { cwd: start.process.cwd } : {}),
-          ...(user ? { user } : {}),
-          stdin: start.stdin ?? false,
-          timeoutMs: Math.min(timeoutMs, MAX_COMMAND_MS),
-          ...(start.tag ? { tag: start.tag } : {}),
-        },
-        HOLDER,
-      );
-    } else {
-      pid = await pidOf(id, ConnectRequest.parse(message).process);
-      events = await sandboxes.attach(id, pid, HOLDER);
-    }
     const stream = new ServerStream(reply.raw);
-    if (pid !== undefined) stream.send({ event: { start: { pid } } });
-    const interval = Number(req.headers['keepalive-ping-interval']);
-    const keepalive = setInterval(
-      () => stream.send({ event: { keepalive: {} } }),
-      Number.isFinite(interval) && interval >= 1 ? Math.min(interval, 300) * 1000 : 50_000,
-    );
-    // The client went away: stop reading (the process lives on, as with envd).
-    reply.raw.once('close', () => events.destroy());
-    let timedOut = false;
-    let ended = false;
+    let events: IncomingMessage | undefined;
+    // The client went away (now, or while the sandbox was asked): stop reading; the process lives on.
+    reply.raw.once('close', () => events?.destroy());
+    let keepalive: NodeJS.Timeout | undefined;
     try {
+      if (!String(req.headers['content-type'] ?? '').startsWith('application/connect+json'))
+        throw new ConnectError('invalid_argument', 'a streaming call needs application/connect+json');
+      const message = openRequestEnvelope(await readBody(req.body as Readable));
+      let pid: number | undefined;
+      if (method === 'Start') {
+        const start = StartRequest.parse(message);
+        if (start.pty !== undefined)
+          throw new ConnectError('unimplemented', 'terminals (pty) are not supported');
+        const user = basicUser(req.headers.authorization);
+        events = await sandboxes.runProgram(
+          id,
+          [start.process.cmd, ...start.process.args],
+          {
+            envs: start.process.envs,
+            ...(start.process.cwd ? { cwd: start.process.cwd } : {}),
+            ...(user ? { user } : {}),
+            stdin: start.stdin ?? false,
+            timeoutMs: Math.min(timeoutOf(req.headers['connect-timeout-ms']), MAX_COMMAND_MS),
+            ...(start.tag ? { tag: start.tag } : {}),
+          },
+          HOLDER,
+        );
+      } else {
+        pid = await pidOf(id, ConnectRequest.parse(message).process);
+        events = await sandboxes.attach(id, pid, HOLDER);
+      }
+      if (reply.raw.destroyed) {
+        events.destroy();
+        return;
+      }
+      const interval = Number(req.headers['keepalive-ping-interval']);
+      const startKeepalive = () => {
+        keepalive ??= setInterval(
+          () => void stream.send({ event: { keepalive: {} } }),
+          Number.isFinite(interval) && interval >= 1 ? Math.min(interval, 300) * 1000 : 50_000,
+        );
+      };
+      if (pid !== undefined) {
+        await stream.send({ event: { start: { pid } } });
+        startKeepalive();
+      }
+      let end: ProcessEnd | undefined;
       for await (const line of ndjsonLines(events)) {
-        const event = JSON.parse(line) as ProcessEvent;
+        const event = AgentEvent.parse(JSON.parse(line));
         if (event.type === 'start') {
-          if (pid === undefined) stream.send({ event: { start: { pid: event.pid } } });
+          if (pid === undefined) await stream.send({ event: { start: { pid: event.pid } } });
+          startKeepalive();
         } else if (event.type === 'stdout' || event.type === 'stderr') {
-          stream.send({ event: { data: { [event.type]: event.data } } });
+          await stream.send({ event: { data: { [event.type]: event.data } } });
         } else if (event.type === 'end') {
-          timedOut = event.timedOut === true;
-          ended = true;
-          stream.send({ event: { end: endOf(event) } });
+          end = event;
+          await stream.send({ event: { end: endOf(event) } });
         }
       }
       stream.end(
-        ended
-          ? timedOut
+        !end
+          ? new ConnectError('unavailable', 'the sandbox went away while the command ran')
+          : end.timedOut
             ? new ConnectError('deadline_exceeded', 'the command ran past its timeout and was killed')
-            : undefined
-          : new ConnectError('unavailable', 'the sandbox went away while the command ran'),
+            : undefined,
       );
-    } catch {
-      stream.end(new ConnectError('unavailable', 'the sandbox went away while the command ran'));
+    } catch (err) {
+      events?.destroy();
+      // What was asked is answered with its reason; a broken stream from the sandbox as gone.
+      const code = rpcCodeOf(err);
+      stream.end(
+        code === 'internal'
+          ? new ConnectError('unavailable', 'the sandbox went away while the command ran')
+          : new ConnectError(code, messageOf(err)),
+      );
     } finally {
       clearInterval(keepalive);
     }
@@ -398,6 +438,8 @@ async function* ndjsonLines(stream: Readable): AsyncGenerator<string> {
   let buffered = '';
   for await (const chunk of stream) {
     buffered += (chunk as Buffer).toString('utf8');
+    if (buffered.length > MAX_EVENT_LINE && !buffered.includes('\n'))
+      throw new ConnectError('internal', 'the sandbox sent an event longer than any it sends');
     let newline = buffered.indexOf('\n');
     while (newline >= 0) {
       const line = buffered.slice(0, newline);
@@ -424,7 +466,7 @@ function resolvePath(p: string): string {
 }
 
 /** E2B's end event from the agent's (Go's wording, which the SDK shows in its errors). */
-function endOf(event: Extract<ProcessEvent, { type: 'end' }>) {
+function endOf(event: ProcessEnd) {
   if (event.signal) {
     const name = event.signal === 'SIGKILL' ? 'killed' : event.signal.toLowerCase().replace(/^sig/, '');
     return { exitCode: -1, exited: false, status: `signal: ${name}`, error: `signal: ${name}` };
@@ -488,9 +530,8 @@ function signedFor(req: FastifyRequest, key: string): boolean {
   const operation = req.method === 'GET' ? 'read' : 'write';
   const raw = [query.path ?? '', operation, query.username ?? '', key, ...(expiry ? [expiry] : [])].join(':');
   const expected = `v1_${createHash('sha256').update(raw).digest('base64').replace(/=+$/, '')}`;
-  return (
-    expected.length === signature.length && timingSafeEqual(Buffer.from(expected), Buffer.from(signature))
-  );
+  const [a, b] = [Buffer.from(expected), Buffer.from(signature)];
+  return a.length === b.length && timingSafeEqual(a, b);
 }
 
 /** The file parts of a multipart upload, one at a time (each is written before the next is read). */
@@ -513,7 +554,7 @@ async function* fileParts(
     parts.write({ filename: filename || undefined, stream });
   });
   busboy.on('finish', () => parts.end());
-  busboy.on('error', (err: Error) => parts.destroy(err));
-  body.pipe(busboy);
+  // A client that goes away mid-upload ends the parts with an error (busboy alone would wait).
+  pipeline(body, busboy).catch((err: Error) => parts.destroy(err));
   for await (const part of parts) yield part as { filename: string | undefined; stream: Readable };
 }

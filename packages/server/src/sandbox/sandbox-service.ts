@@ -689,15 +689,11 @@ export class SandboxService {
    * Starts a program with its arguments, no shell between (for adapters of other APIs, whose
    * callers say which shell they want); the answer is the same event stream as `run`'s.
    */
-  async runProgram(
-    id: string,
-    argv: string[],
-    options: Omit<z.output<typeof RunCommandRequest>, 'cmd'>,
-    access: Access,
-  ): Promise<IncomingMessage> {
-    if (argv.length === 0 || argv.some((a) => a.length > 256 * 1024))
-      throw new InvalidRequestError('a program and its arguments, each at most 256 KiB');
-    return this.startProcess(id, { cmd: argv }, options, access);
+  async runProgram(id: string, argv: string[], input: unknown, access: Access): Promise<IncomingMessage> {
+    if (argv.length === 0 || argv.length > 4096 || argv.some((a) => a.length > 256 * 1024))
+      throw new InvalidRequestError('a program and at most 4096 arguments, each at most 256 KiB');
+    // The same rules as `run`'s for everything but the command.
+    return this.startProcess(id, { cmd: argv }, RunCommandRequest.omit({ cmd: true }).parse(input), access);
   }
 
   private async startProcess(
