@@ -13,6 +13,7 @@ import {
   NotFoundError,
   Sandbox,
   SandboxError,
+  SandboxNotFoundError,
   TimeoutError,
 } from 'e2b';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -139,6 +140,12 @@ describe('the e2b SDK against Mayfly', () => {
     await sbx.files.remove('/home/user/made');
     expect(await sbx.files.exists('/home/user/made')).toBe(false);
     await expect(sbx.files.read('/home/user/none.txt')).rejects.toBeInstanceOf(NotFoundError);
+    // Compressed uploads (octet-stream, gzip) and reading as a stream.
+    await sbx.files.write('/home/user/zipped.txt', 'compressed on the way', { gzip: true });
+    const streamed = await sbx.files.read('/home/user/zipped.txt', { format: 'stream' });
+    expect(await new Response(streamed).text()).toBe('compressed on the way');
+    // Nothing runs as root in a Mayfly sandbox.
+    await expect(sbx.commands.run('id', { user: 'root' })).rejects.toBeInstanceOf(InvalidArgumentError);
   });
 
   it('refuses what a hostile client sends: no or another sandbox’s key, forged links, unknown sandboxes, big bodies, weak keys', async () => {
@@ -230,6 +237,34 @@ describe('the e2b SDK against Mayfly', () => {
       encoding: 'utf8',
     });
     expect(out).toBe('from-env\n');
+  });
+
+  it('lists page by page (limit, nextToken), and a sandbox whose time is shortened ends', async () => {
+    const made = await Promise.all(
+      [1, 2, 3].map(() =>
+        Sandbox.create('base', { ...opts, timeoutMs: 60_000, metadata: { suite: 'paging' } }),
+      ),
+    );
+    try {
+      const pages = Sandbox.list({ ...opts, limit: 2, query: { metadata: { suite: 'paging' } } });
+      const first = await pages.nextItems();
+      expect(first).toHaveLength(2);
+      expect(pages.hasNext).toBe(true);
+      const second = await pages.nextItems();
+      expect(second).toHaveLength(1);
+      expect(pages.hasNext).toBe(false);
+      expect([...first, ...second].map((s) => s.sandboxId).sort()).toEqual(
+        made.map((s) => s.sandboxId).sort(),
+      );
+
+      await made[0]!.setTimeout(1_000);
+      for (let i = 0; i < 100 && (await made[0]!.isRunning()); i++)
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(await made[0]!.isRunning()).toBe(false);
+      await expect(made[0]!.getInfo()).rejects.toBeInstanceOf(SandboxNotFoundError);
+    } finally {
+      await Promise.all(made.map((m) => m.kill().catch(() => false)));
+    }
   });
 
   it('setTimeout, pause, connect (resume) and kill; a killed sandbox is gone; a bad key is refused', async () => {
