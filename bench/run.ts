@@ -18,7 +18,8 @@
  *            trip against `docker exec`, idle sandboxes that fit (see bench/sandboxes.ts)
  *
  * BENCH_ONLY=cli measures only the CLI start times (a few seconds, no docker-compose needed);
- * BENCH_ONLY=previews only the previews; BENCH_ONLY=sandboxes only the sandboxes.
+ * BENCH_ONLY=previews only the previews; BENCH_ONLY=sandboxes only the sandboxes; BENCH_ONLY=e2b
+ * only the E2B path (see bench/e2b.ts).
  */
 import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -35,6 +36,7 @@ import {
   uploadBundle,
   waitForState,
 } from '../packages/server/src/test-support/control-plane-process.js';
+import { benchE2b } from './e2b.js';
 import { benchPreviews, type PreviewBench } from './previews.js';
 import { benchSandboxes, type SandboxBench } from './sandboxes.js';
 
@@ -45,8 +47,8 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const RSS_ENVS = Number(process.env.BENCH_RSS_ENVS ?? 50);
 const CLI_RUNS = Number(process.env.BENCH_CLI_RUNS ?? 21);
 const ONLY = process.env.BENCH_ONLY;
-if (ONLY !== undefined && ONLY !== 'cli' && ONLY !== 'previews' && ONLY !== 'sandboxes')
-  throw new Error(`BENCH_ONLY=${ONLY}: only "cli", "previews" and "sandboxes" are known`);
+if (ONLY !== undefined && !['cli', 'previews', 'sandboxes', 'e2b'].includes(ONLY))
+  throw new Error(`BENCH_ONLY=${ONLY}: only "cli", "previews", "sandboxes" and "e2b" are known`);
 const mayflyBin = path.join(root, 'packages/cli/bin/mayfly.js');
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -209,8 +211,8 @@ function cliJson(cli: Awaited<ReturnType<typeof cliStartTimes>>) {
   return { cliMedian: cli.median, cliMs: cli.samples };
 }
 
-const sandboxTable = (s: SandboxBench) => [
-  ['metric', 'mayfly', 'docker', 'ratio'],
+const sandboxTable = (s: SandboxBench, first = 'mayfly') => [
+  ['metric', first, 'docker run', 'ratio'],
   ...s.rows.map(([m, a, b]) => [
     m,
     Number.isInteger(a) ? String(a) : a.toFixed(1),
@@ -232,7 +234,21 @@ const sandboxJson = (s: SandboxBench) => ({
   sandboxSamplesMs: s.samples,
 });
 
+const e2bJson = (s: SandboxBench) => ({
+  e2b: Object.fromEntries(
+    s.rows.map(([m, a, b]) => [m, { value: a, docker: b, ratio: b === null ? null : a / b }]),
+  ),
+  e2bGoals: s.goals,
+  e2bSamplesMs: s.samples,
+});
+
 async function main() {
+  if (ONLY === 'e2b') {
+    const e2b = await benchE2b();
+    printTable(sandboxTable(e2b, 'value'));
+    await writeResults({ at: new Date().toISOString(), only: 'e2b', machine: machine(), ...e2bJson(e2b) });
+    return;
+  }
   if (ONLY === 'sandboxes') {
     const sandboxes = await benchSandboxes();
     printTable(sandboxTable(sandboxes));
@@ -353,6 +369,10 @@ async function main() {
     const sandboxes = await benchSandboxes();
     console.log('');
     printTable(sandboxTable(sandboxes));
+    process.stderr.write('e2b…\n');
+    const e2b = await benchE2b();
+    console.log('');
+    printTable(sandboxTable(e2b, 'value'));
 
     await writeResults({
       at: new Date().toISOString(),
@@ -366,6 +386,7 @@ async function main() {
       ...cliJson(cli),
       ...previewJson(previews),
       ...sandboxJson(sandboxes),
+      ...e2bJson(e2b),
     });
   } finally {
     await stopControlPlane(plane);

@@ -46,13 +46,13 @@ export interface SandboxBench {
   samples: Record<string, number[]>;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const percentile = (xs: number[], p: number) => {
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+export const percentile = (xs: number[], p: number) => {
   const sorted = [...xs].sort((a, b) => a - b);
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
 };
 
-async function timedMs(fn: () => Promise<unknown>): Promise<number> {
+export async function timedMs(fn: () => Promise<unknown>): Promise<number> {
   const start = performance.now();
   await fn();
   return performance.now() - start;
@@ -82,12 +82,12 @@ async function createAndRun(plane: Plane): Promise<{ ms: number; id: string }> {
 const kill = (plane: Plane, ids: string[]) =>
   Promise.all(ids.map((id) => call(plane, 'DELETE', `/v1/sandboxes/${id}`)));
 
-async function baseTemplate(plane: Plane): Promise<SandboxTemplateInfo> {
+export async function baseTemplate(plane: Plane): Promise<SandboxTemplateInfo> {
   const { items } = await call<{ items: SandboxTemplateInfo[] }>(plane, 'GET', '/v1/sandbox-templates');
   return items.find((t) => t.name === 'base')!;
 }
 
-async function poolReady(plane: Plane, atLeast: number): Promise<void> {
+export async function poolReady(plane: Plane, atLeast: number): Promise<void> {
   for (let i = 0; ; i++) {
     if ((await baseTemplate(plane)).pool.ready >= atLeast) return;
     if (i > 6_000) throw new Error(`the pool never had ${atLeast} ready`);
@@ -117,10 +117,10 @@ async function createSeries(plane: Plane, prepare: (n: number) => Promise<void>)
   return { sequential, burst };
 }
 
-async function dockerRunSeries(image: string) {
+export async function dockerRunSeries(image: string, runs = RUNS) {
   const once = () => timedMs(() => run('docker', ['run', '--rm', image, 'true']));
   const sequential: number[] = [];
-  for (let i = 0; i < RUNS; i++) sequential.push(await once());
+  for (let i = 0; i < runs; i++) sequential.push(await once());
   const burst: number[] = [];
   for (let b = 0; b < BURSTS; b++) burst.push(...(await Promise.all(Array.from({ length: BURST }, once))));
   return { sequential, burst };
