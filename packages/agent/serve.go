@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -35,6 +36,7 @@ func serve(args []string) int {
 	if home == "" {
 		home = "/"
 	}
+	reserveThreads(spareThreads)
 	a := &agent{
 		user:      name,
 		home:      home,
@@ -195,4 +197,25 @@ func (a *agent) configure(r *http.Request) error {
 		a.defaults[k] = v
 	}
 	return nil
+}
+
+// spareThreads is how many OS threads the agent makes at its start and keeps idle.
+const spareThreads = 12
+
+// reserveThreads makes n OS threads now, while the sandbox's pids limit allows it, and leaves
+// them idle for the Go runtime to reuse. A fork bomb in the sandbox takes every pid; the runtime
+// ends the whole process when it cannot start a thread it needs (a goroutine blocking in wait4
+// for a command, a timer firing the kill), and the sandbox would die with its agent.
+func reserveThreads(n int) {
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// A blocking system call holds its thread: the others need threads of their own.
+			pause := syscall.Timespec{Nsec: 50_000_000}
+			_ = syscall.Nanosleep(&pause, nil)
+		}()
+	}
+	wg.Wait()
 }
