@@ -55,6 +55,13 @@ const DEFAULT_SUBNET_POOL: SubnetPool = { base: '10.214.0.0/16', size: 28 };
  */
 export const gvisorHostPids = (pids: number) => pids * 10 + 64;
 
+/**
+ * Pids of a runc sandbox's limit kept for its agent: the threads it makes at its start (see
+ * `reserveThreads` in packages/agent/serve.go) and the runtime's own. A sandbox's `pids` are its
+ * processes'; a fork bomb takes those and leaves the agent the threads it already has.
+ */
+export const AGENT_PIDS = 32;
+
 /** Pure: the Engine's create options for a sandbox. */
 export function sandboxCreateOptions(
   instance: string,
@@ -115,7 +122,7 @@ export function sandboxCreateOptions(
       Memory: spec.memoryBytes,
       MemorySwap: spec.memoryBytes,
       NanoCpus: spec.cpus ? Math.round(spec.cpus * 1e9) : undefined,
-      PidsLimit: spec.isolation === 'gvisor' ? gvisorHostPids(spec.pids) : spec.pids,
+      PidsLimit: spec.isolation === 'gvisor' ? gvisorHostPids(spec.pids) : spec.pids + AGENT_PIDS,
       Ulimits: [{ Name: 'nofile', Soft: 4096, Hard: 4096 }],
       RestartPolicy: { Name: '' },
       LogConfig: { Type: 'json-file', Config: { 'max-size': '1m', 'max-file': '1' } },
