@@ -27,7 +27,14 @@ export function urlsOf(plan: EnvPlan | null, envName: string, url: UrlScheme): R
   return urls;
 }
 
-/** Splits `<service>--<env>.<baseDomain>[:port]`; null when the host is not an environment's. */
+/** What a host name (`[:port]` dropped, any case) has before `.<baseDomain>`; null when it is not under it. */
+function labelUnder(host: string | undefined, baseDomain: string): string | null {
+  if (!host) return null;
+  const name = host.replace(/:\d+$/, '').toLowerCase();
+  const suffix = `.${baseDomain.toLowerCase()}`;
+  return name.endsWith(suffix) ? name.slice(0, -suffix.length) : null;
+}
+
 /**
  * A sandbox's port in a host name: Mayfly's `<port>--<id>.<domain>`, or E2B's `<port>-<id>.<domain>`
  * (what the e2b SDK's `getHost` builds). An environment's host always has `--`, so a label of
@@ -37,25 +44,19 @@ export function parseSandboxHost(
   host: string | undefined,
   baseDomain: string,
 ): { port: number; id: string } | null {
-  if (!host) return null;
-  const name = host.replace(/:\d+$/, '').toLowerCase();
-  const suffix = `.${baseDomain.toLowerCase()}`;
-  if (!name.endsWith(suffix)) return null;
-  const match = /^(\d{1,5})--?([a-z0-9]{1,40})$/.exec(name.slice(0, -suffix.length));
+  const match = /^(\d{1,5})--?([a-z0-9]{1,40})$/.exec(labelUnder(host, baseDomain) ?? '');
   if (!match) return null;
   const port = Number(match[1]);
   return port >= 1 && port <= 65_535 ? { port, id: match[2]! } : null;
 }
 
+/** Splits `<service>--<env>.<baseDomain>[:port]`; null when the host is not an environment's. */
 export function parseHost(
   host: string | undefined,
   baseDomain: string,
 ): { service: string; envName: string } | null {
-  if (!host) return null;
-  const name = host.replace(/:\d+$/, '').toLowerCase();
-  const suffix = `.${baseDomain.toLowerCase()}`;
-  if (!name.endsWith(suffix)) return null;
-  const label = name.slice(0, -suffix.length);
+  const label = labelUnder(host, baseDomain);
+  if (label === null) return null;
   const sep = label.indexOf('--');
   if (sep <= 0 || label.includes('.')) return null;
   const service = label.slice(0, sep);
