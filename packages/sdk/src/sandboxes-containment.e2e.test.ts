@@ -36,8 +36,12 @@ describe('sandbox containment', () => {
   });
 
   it('a fork bomb hits the pids limit and dies with its timeout; the sandbox and the host go on', async () => {
+    // `exec sleep`: the command's own shell must not need a fork after the bomb starts. A shell that
+    // cannot fork `sleep` exits 2 at once, and the bomb it started in the background outlives it
+    // (what a command leaves behind keeps running, as with docker exec), which left every later
+    // test here without a pid (seen in CI).
     const bomb = await sbx.commands
-      .run('f() { f | f & }; f; sleep 100', { timeoutMs: 3_000 })
+      .run('f() { f | f & }; f; exec sleep 100', { timeoutMs: 3_000 })
       .catch((e: unknown) => e);
     expect(bomb).toBeInstanceOf(CommandTimeoutError);
     const left = await sbx.commands.run('sleep 1; ls /proc | grep -c "^[0-9]"');
