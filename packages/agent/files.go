@@ -109,6 +109,8 @@ func (a *agent) routeFiles(w http.ResponseWriter, r *http.Request, rest []string
 		return nil
 	case action == "list" && r.Method == http.MethodGet:
 		return list(w, r, path)
+	case action == "watch" && r.Method == http.MethodGet:
+		return a.watchDir(w, r, path)
 	case action == "mkdir" && r.Method == http.MethodPost:
 		_, statErr := os.Stat(path)
 		if err := os.MkdirAll(path, 0o755); err != nil {

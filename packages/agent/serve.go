@@ -115,6 +115,7 @@ type agent struct {
 	mu        sync.Mutex
 	processes map[int]*process
 	defaults  map[string]string
+	watches   int // directory watches open now
 }
 
 // apiError is what every failed request answers, with its HTTP status.

@@ -1,6 +1,6 @@
 /**
  * The unmodified `e2b` SDK from npm against a real Mayfly server and real Docker: its own calls,
- * its own error classes. What it cannot do here (terminals, watchers) is in docs/e2b.md.
+ * its own error classes. What it cannot do here (terminals) is in docs/e2b.md.
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -9,6 +9,8 @@ import { promisify } from 'node:util';
 import type { CreatedToken } from '@mayfly/contract';
 import {
   CommandExitError,
+  FileNotFoundError,
+  type FilesystemEvent,
   InvalidArgumentError,
   NotFoundError,
   Sandbox,
@@ -19,6 +21,15 @@ import {
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from '../test-support/test-server.js';
 import { E2B_API_PATH, E2B_SANDBOX_PATH } from './e2b-api.js';
+
+/** Waits until `check` holds (a change in a sandbox is seen a moment later). */
+async function until(check: () => boolean | Promise<boolean>): Promise<void> {
+  for (let i = 0; i < 100; i++) {
+    if (await check()) return;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  throw new Error(`still not so after 5 s: ${check}`);
+}
 
 describe('the e2b SDK against Mayfly', () => {
   let t: TestServer;
@@ -146,6 +157,134 @@ describe('the e2b SDK against Mayfly', () => {
     expect(await new Response(streamed).text()).toBe('compressed on the way');
     // Nothing runs as root in a Mayfly sandbox.
     await expect(sbx.commands.run('id', { user: 'root' })).rejects.toBeInstanceOf(InvalidArgumentError);
+  });
+
+  it('watchDir: every change as it happens, in new directories too, with entries; stop ends the watch inside', async () => {
+    await sbx.commands.run('mkdir -p /home/user/watched/sub');
+    const seen: FilesystemEvent[] = [];
+    const exits: unknown[] = [];
+    const has = (name: string, type: string) => seen.some((e) => e.name === name && e.type === type);
+    const watches = async () =>
+      Number(
+        (await sbx.commands.run("find /proc/[0-9]*/fd -lname 'anon_inode:inotify' 2>/dev/null | wc -l"))
+          .stdout,
+      );
+    const handle = await sbx.files.watchDir('/home/user/watched', (e) => void seen.push(e), {
+      recursive: true,
+      includeEntry: true,
+      timeoutMs: 0,
+      onExit: (err) => void exits.push(err),
+    });
+    expect(await watches()).toBe(1);
+    await sbx.files.write('/home/user/watched/a.txt', 'one');
+    // A directory and a file in it made at once: the file is seen although the directory's own
+    // watch did not exist yet when it was made.
+    await sbx.commands.run(
+      'cd /home/user/watched && mkdir -p sub/new && echo deep > sub/new/b.txt && chmod 600 a.txt && mv a.txt c.txt && rm c.txt',
+    );
+    await until(() => has('c.txt', 'remove'));
+    await until(() => has('sub/new/b.txt', 'create'));
+    for (const [name, type] of [
+      ['a.txt', 'create'],
+      ['a.txt', 'write'],
+      ['a.txt', 'chmod'],
+      ['a.txt', 'rename'],
+      ['c.txt', 'create'],
+      ['sub/new', 'create'],
+    ])
+      expect(has(name!, type!), `${type} ${name}`).toBe(true);
+    expect(seen.find((e) => e.name === 'sub/new')?.entry).toMatchObject({
+      type: 'dir',
+      path: '/home/user/watched/sub/new',
+    });
+    expect(exits).toEqual([]); // (the SDK's stop() itself then tells onExit it aborted)
+    await handle.stop();
+    await until(async () => (await watches()) === 0);
+    const before = seen.length;
+    await sbx.commands.run('touch /home/user/watched/after-stop');
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(seen.length).toBe(before);
+
+    await expect(sbx.files.watchDir('/home/user/none', () => {})).rejects.toBeInstanceOf(FileNotFoundError);
+    await sbx.files.write('/home/user/plain.txt', 'x');
+    await expect(sbx.files.watchDir('/home/user/plain.txt', () => {})).rejects.toBeInstanceOf(
+      InvalidArgumentError,
+    );
+    // A watch past its timeout ends and says so.
+    const timed: unknown[] = [];
+    await sbx.files.watchDir('/home/user/watched', () => {}, {
+      timeoutMs: 500,
+      onExit: (err) => void timed.push(err),
+    });
+    await until(() => timed.length > 0);
+    expect(timed[0]).toBeInstanceOf(TimeoutError);
+    // Removing the watched directory ends the watch with why.
+    const removed: unknown[] = [];
+    await sbx.files.watchDir('/home/user/watched', () => {}, {
+      timeoutMs: 0,
+      onExit: (err) => void removed.push(err),
+    });
+    await sbx.commands.run('rm -rf /home/user/watched');
+    await until(() => removed.length > 0);
+    expect(String(removed[0])).toMatch(/the watched directory was removed/);
+    await until(async () => (await watches()) === 0);
+  });
+
+  it('polled watchers (what the Python SDK uses): create, read the changes since the last read, remove; bounded', async () => {
+    const key = (
+      (await (
+        await fetch(`${opts.apiUrl}/sandboxes/${sbx.sandboxId}`, { headers: { 'x-api-key': opts.apiKey } })
+      ).json()) as { envdAccessToken: string }
+    ).envdAccessToken;
+    const unary = async (method: string, body: unknown) => {
+      const res = await fetch(`${opts.sandboxUrl}/filesystem.Filesystem/${method}`, {
+        method: 'POST',
+        headers: {
+          'content-type': 'application/json',
+          'e2b-sandbox-id': sbx.sandboxId,
+          'x-access-token': key,
+        },
+        body: JSON.stringify(body),
+      });
+      return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+    };
+    await sbx.commands.run('mkdir -p /home/user/polled');
+    const created = await unary('CreateWatcher', { path: '/home/user/polled', recursive: false });
+    expect(created.status).toBe(200);
+    const watcherId = created.body.watcherId as string;
+    await sbx.commands.run('touch /home/user/polled/one');
+    const events: { name: string; type: string }[] = [];
+    await until(async () => {
+      const got = await unary('GetWatcherEvents', { watcherId });
+      expect(got.status).toBe(200);
+      events.push(...(got.body.events as typeof events));
+      return events.some((e) => e.name === 'one' && e.type === 'EVENT_TYPE_CREATE');
+    });
+    // What was read is not read again.
+    expect((await unary('GetWatcherEvents', { watcherId })).body.events).toEqual([]);
+    expect((await unary('RemoveWatcher', { watcherId })).status).toBe(200);
+    expect(await unary('GetWatcherEvents', { watcherId })).toMatchObject({
+      status: 404,
+      body: { code: 'not_found' },
+    });
+    // A sandbox has a bounded number of watchers.
+    const ids: string[] = [];
+    for (let i = 0; i < 16; i++) {
+      const made = await unary('CreateWatcher', { path: '/home/user/polled' });
+      expect(made.status).toBe(200);
+      ids.push(made.body.watcherId as string);
+    }
+    expect(await unary('CreateWatcher', { path: '/home/user/polled' })).toMatchObject({
+      status: 429,
+      body: { code: 'resource_exhausted' },
+    });
+    for (const id of ids) expect((await unary('RemoveWatcher', { watcherId: id })).status).toBe(200);
+    // A tree too big to watch is refused, with why.
+    await sbx.commands.run('mkdir -p /tmp/many && cd /tmp/many && mkdir $(seq 1 10001)');
+    expect(await unary('CreateWatcher', { path: '/tmp/many', recursive: true })).toMatchObject({
+      body: { message: expect.stringMatching(/more than 10000 directories/) },
+    });
+    await sbx.commands.run('rm -rf /tmp/many /home/user/polled');
   });
 
   it('refuses what a hostile client sends: no or another sandbox’s key, forged links, unknown sandboxes, big bodies, weak keys', async () => {

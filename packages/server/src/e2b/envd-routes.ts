@@ -29,6 +29,8 @@ import {
 } from './connect-protocol.js';
 import { e2bError } from './control-routes.js';
 import type { EnvdAccess } from './envd-access.js';
+import { entryInfo, ndjsonLines, resolvePath } from './envd-messages.js';
+import { DirectoryWatch, PolledWatchers } from './envd-watch.js';
 
 export interface EnvdDeps {
   sandboxes: SandboxService;
@@ -84,10 +86,9 @@ const AgentEvent = z.discriminatedUnion('type', [
   }),
 ]);
 type ProcessEnd = Extract<z.output<typeof AgentEvent>, { type: 'end' }>;
-/** Longest line of the agent's event stream read (it sends output in 32 KiB pieces, base64). */
-const MAX_EVENT_LINE = 256 * 1024;
 const PathRequest = z.object({ path: z.string().min(1).max(4096) });
 const ListDirRequest = PathRequest.extend({ depth: z.number().int().min(0).max(32).optional() });
+const WatcherRequest = z.object({ watcherId: z.string().min(1).max(64) });
 const MoveRequest = z.object({
   source: z.string().min(1).max(4096),
   destination: z.string().min(1).max(4096),
@@ -95,6 +96,8 @@ const MoveRequest = z.object({
 
 export function registerEnvdRoutes(app: FastifyInstance<Server>, deps: EnvdDeps): void {
   const { sandboxes, envdAccess } = deps;
+  const watchers = new PolledWatchers(sandboxes);
+  app.addHook('onClose', async () => watchers.closeAll());
   // Bodies are read by the handlers: bounded for RPCs, streamed into the sandbox for files.
   app.removeAllContentTypeParsers();
   app.addContentTypeParser('*', (_req, payload, done) => done(null, payload));
@@ -223,6 +226,7 @@ export function registerEnvdRoutes(app: FastifyInstance<Server>, deps: EnvdDeps)
     reply.hijack();
     const method = (req.params as { method: string }).method;
     try {
+      if (method === 'WatchDir') return await streamWatch(req, reply);
       const message = await unaryMessage(req);
       const id = idOf(req);
       const op = (name: 'stat' | 'list' | 'mkdir' | 'rename' | 'remove', query: Record<string, string>) =>
@@ -270,6 +274,13 @@ export function registerEnvdRoutes(app: FastifyInstance<Server>, deps: EnvdDeps)
           });
           return sendUnary(reply.raw, {});
         }
+        case 'CreateWatcher':
+          return sendUnary(reply.raw, { watcherId: await watchers.create(id, message, HOLDER) });
+        case 'GetWatcherEvents':
+          return sendUnary(reply.raw, { events: watchers.take(id, WatcherRequest.parse(message).watcherId) });
+        case 'RemoveWatcher':
+          watchers.remove(id, WatcherRequest.parse(message).watcherId);
+          return sendUnary(reply.raw, {});
       }
       throw new ConnectError('unimplemented', `filesystem.Filesystem/${method} is not supported`);
     } catch (err) {
@@ -283,6 +294,44 @@ export function registerEnvdRoutes(app: FastifyInstance<Server>, deps: EnvdDeps)
     const tagged = (await sandboxes.processes(id, HOLDER)).find((p) => p.tag === selector.tag);
     if (!tagged) throw new ConnectError('not_found', `process with tag ${selector.tag} not found`);
     return tagged.pid;
+  }
+
+  /**
+   * WatchDir: `start` once the directory (and, recursive, every one under it) is watched, then
+   * each change, keepalives while quiet, until the client goes away or its deadline
+   * (Connect-Timeout-Ms) passes; a watch that ends by itself (its directory removed, changes
+   * faster than the client reads) ends the stream with why.
+   */
+  async function streamWatch(req: FastifyRequest, reply: FastifyReply): Promise<void> {
+    const stream = new ServerStream(reply.raw);
+    let watch: DirectoryWatch | undefined;
+    let keepalive: NodeJS.Timeout | undefined;
+    let deadline: NodeJS.Timeout | undefined;
+    reply.raw.once('close', () => watch?.close());
+    try {
+      const message = await streamRequest(req);
+      watch = await DirectoryWatch.open(sandboxes, idOf(req), message, HOLDER);
+      if (reply.raw.destroyed) return watch.close();
+      const timeoutMs = timeoutOf(req.headers['connect-timeout-ms']);
+      let timedOut = false;
+      if (timeoutMs > 0)
+        deadline = setTimeout(() => {
+          timedOut = true;
+          watch?.close();
+        }, timeoutMs);
+      await stream.send({ start: {} });
+      keepalive = keepaliveTimer(req, stream, { keepalive: {} });
+      for await (const event of watch.events()) await stream.send({ filesystem: event });
+      stream.end(
+        timedOut ? new ConnectError('deadline_exceeded', 'the watch reached its timeout') : undefined,
+      );
+    } catch (err) {
+      watch?.close();
+      stream.end(new ConnectError(rpcCodeOf(err), messageOf(err)));
+    } finally {
+      clearInterval(keepalive);
+      clearTimeout(deadline);
+    }
   }
 
   /**
@@ -303,9 +352,7 @@ export function registerEnvdRoutes(app: FastifyInstance<Server>, deps: EnvdDeps)
     reply.raw.once('close', () => events?.destroy());
     let keepalive: NodeJS.Timeout | undefined;
     try {
-      if (!String(req.headers['content-type'] ?? '').startsWith('application/connect+json'))
-        throw new ConnectError('invalid_argument', 'a streaming call needs application/connect+json');
-      const message = openRequestEnvelope(await readBody(req.body as Readable));
+      const message = await streamRequest(req);
       let pid: number | undefined;
       if (method === 'Start') {
         const start = StartRequest.parse(message);
@@ -333,12 +380,8 @@ export function registerEnvdRoutes(app: FastifyInstance<Server>, deps: EnvdDeps)
         events.destroy();
         return;
       }
-      const interval = Number(req.headers['keepalive-ping-interval']);
       const startKeepalive = () => {
-        keepalive ??= setInterval(
-          () => void stream.send({ event: { keepalive: {} } }),
-          Number.isFinite(interval) && interval >= 1 ? Math.min(interval, 300) * 1000 : 50_000,
-        );
+        keepalive ??= keepaliveTimer(req, stream, { event: { keepalive: {} } });
       };
       if (pid !== undefined) {
         await stream.send({ event: { start: { pid } } });
@@ -377,6 +420,22 @@ export function registerEnvdRoutes(app: FastifyInstance<Server>, deps: EnvdDeps)
       clearInterval(keepalive);
     }
   }
+}
+
+/** The one message of a server-streaming request. */
+async function streamRequest(req: FastifyRequest): Promise<unknown> {
+  if (!String(req.headers['content-type'] ?? '').startsWith('application/connect+json'))
+    throw new ConnectError('invalid_argument', 'a streaming call needs application/connect+json');
+  return openRequestEnvelope(await readBody(req.body as Readable));
+}
+
+/** Sends `message` on a quiet stream every `Keepalive-Ping-Interval` seconds (50 without one). */
+function keepaliveTimer(req: FastifyRequest, stream: ServerStream, message: unknown): NodeJS.Timeout {
+  const interval = Number(req.headers['keepalive-ping-interval']);
+  return setInterval(
+    () => void stream.send(message),
+    Number.isFinite(interval) && interval >= 1 ? Math.min(interval, 300) * 1000 : 50_000,
+  );
 }
 
 function sendRpcError(reply: FastifyReply, err: unknown): void {
@@ -434,35 +493,12 @@ async function readBody(stream: Readable | undefined): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
-async function* ndjsonLines(stream: Readable): AsyncGenerator<string> {
-  let buffered = '';
-  for await (const chunk of stream) {
-    buffered += (chunk as Buffer).toString('utf8');
-    if (buffered.length > MAX_EVENT_LINE && !buffered.includes('\n'))
-      throw new ConnectError('internal', 'the sandbox sent an event longer than any it sends');
-    let newline = buffered.indexOf('\n');
-    while (newline >= 0) {
-      const line = buffered.slice(0, newline);
-      buffered = buffered.slice(newline + 1);
-      if (line) yield line;
-      newline = buffered.indexOf('\n');
-    }
-  }
-  if (buffered) yield buffered;
-}
-
 /** The user of `Authorization: Basic base64(user:)`, as the SDK sends it. */
 function basicUser(header: string | undefined): string | undefined {
   const encoded = /^Basic\s+([A-Za-z0-9+/=]{1,200})$/i.exec(header ?? '')?.[1];
   if (!encoded) return undefined;
   const user = Buffer.from(encoded, 'base64').toString('utf8').split(':')[0];
   return user || undefined;
-}
-
-/** `~` is the home (the agent resolves relative paths against it). */
-function resolvePath(p: string): string {
-  if (p === '~') return '.';
-  return p.startsWith('~/') ? p.slice(2) || '.' : p;
 }
 
 /** E2B's end event from the agent's (Go's wording, which the SDK shows in its errors). */
@@ -486,34 +522,6 @@ function processInfo(p: SandboxProcess) {
     ...(p.tag ? { tag: p.tag } : {}),
     config: { cmd: p.cmd[0] ?? '', args: p.cmd.slice(1), envs: {}, cwd: p.cwd },
   };
-}
-
-const FILE_TYPES: Record<SandboxFileEntry['type'], string> = {
-  file: 'FILE_TYPE_FILE',
-  dir: 'FILE_TYPE_DIRECTORY',
-  symlink: 'FILE_TYPE_SYMLINK',
-  other: 'FILE_TYPE_UNSPECIFIED',
-};
-
-/** The agent's description of a file as E2B's `EntryInfo`. */
-function entryInfo(e: SandboxFileEntry) {
-  const mode = Number.parseInt(e.mode, 8);
-  return {
-    name: e.name,
-    type: FILE_TYPES[e.type],
-    path: e.path,
-    size: String(e.size),
-    mode,
-    permissions: permissionString(e.type, mode),
-    modifiedTime: e.modifiedAt,
-    ...(e.symlinkTarget ? { symlinkTarget: e.symlinkTarget } : {}),
-  };
-}
-
-function permissionString(type: SandboxFileEntry['type'], mode: number): string {
-  const kind = type === 'dir' ? 'd' : type === 'symlink' ? 'l' : '-';
-  const bits = 'rwxrwxrwx';
-  return kind + [...bits].map((c, i) => (mode & (1 << (8 - i)) ? c : '-')).join('');
 }
 
 /**

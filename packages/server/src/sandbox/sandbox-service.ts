@@ -785,6 +785,28 @@ export class SandboxService {
     return agentCall(() => channel.json(method, `/v1/files/${op}?${search}`));
   }
 
+  /**
+   * Watches a directory in the sandbox (and, `recursive`, every directory under it): the answer is
+   * a stream of lines of JSON — `start` once everything is watched, then each change (`name`
+   * relative to the directory, `op`, and with `entry` what the entry is now), and `end` with why if
+   * the watch ends by itself. Closing the answer ends the watch.
+   */
+  async watchDir(
+    id: string,
+    dirPath: string,
+    options: { recursive: boolean; entry: boolean },
+    access: Access,
+  ): Promise<IncomingMessage> {
+    unbound(access);
+    const channel = await this.running(id);
+    const query = new URLSearchParams({
+      path: dirPath,
+      ...(options.recursive ? { recursive: '1' } : {}),
+      ...(options.entry ? { entry: '1' } : {}),
+    });
+    return agentCall(() => channel.open('GET', `/v1/files/watch?${query}`));
+  }
+
   /** Running here, so the gateway may route to it. */
   async isServing(id: string): Promise<boolean> {
     if (!this.channels.has(id)) return false;
@@ -872,6 +894,7 @@ async function agentCall<T>(call: () => Promise<T>): Promise<T> {
       if (err.status === 404) throw new NotFoundError(err.message);
       if (err.status === 403) throw new ForbiddenError(err.message);
       if (err.status === 409) throw new ConflictError(err.message);
+      if (err.status === 429) throw new QuotaExceededError(err.message);
       if (err.status < 500 || err.status === 507) throw new InvalidRequestError(err.message);
       throw new ConflictError(err.message);
     }
