@@ -38,8 +38,9 @@ type process struct {
 	// Not listed: a command's variables may be large, and are the caller's own.
 	Envs map[string]string `json:"-"`
 
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
+	cmd      *exec.Cmd
+	stdin    io.WriteCloser
+	terminal *os.File // its terminal's master side, when it runs in one
 
 	mu          sync.Mutex // serialises writes to subscribers, and guards them
 	subscribers map[*subscriber]struct{}
@@ -128,6 +129,8 @@ type startRequest struct {
 	Stdin     bool              `json:"stdin"`
 	TimeoutMs int64             `json:"timeoutMs"`
 	Tag       string            `json:"tag"`
+	// Pty runs it in a terminal of this size (its output as "pty" events; input to the terminal).
+	Pty *terminalSize `json:"pty"`
 }
 
 func (a *agent) routeProcesses(w http.ResponseWriter, r *http.Request, rest []string) error {
@@ -158,6 +161,8 @@ func (a *agent) routeProcesses(w http.ResponseWriter, r *http.Request, rest []st
 		return p.input(w, r)
 	case len(rest) == 2 && rest[1] == "signal" && r.Method == http.MethodPost:
 		return p.signal(w, r)
+	case len(rest) == 2 && rest[1] == "resize" && r.Method == http.MethodPost:
+		return p.resize(w, r)
 	}
 	return fail(http.StatusNotFound, "not_found", "no such route %s %s", r.Method, r.URL.Path)
 }
@@ -200,6 +205,11 @@ func (a *agent) start(w http.ResponseWriter, r *http.Request) error {
 	if info, err := os.Stat(cwd); err != nil || !info.IsDir() {
 		return fail(http.StatusBadRequest, "invalid", "working directory %s does not exist", cwd)
 	}
+	if req.Pty != nil {
+		if err := req.Pty.check(); err != nil {
+			return err
+		}
+	}
 
 	envs := map[string]string{}
 	a.mu.Lock()
@@ -210,35 +220,41 @@ func (a *agent) start(w http.ResponseWriter, r *http.Request) error {
 	for k, v := range req.Envs {
 		envs[k] = v
 	}
+	if _, set := envs["TERM"]; req.Pty != nil && !set {
+		envs["TERM"] = "xterm-256color"
+	}
 	env := os.Environ()
 	for k, v := range envs {
 		env = append(env, k+"="+v)
 	}
-	stdoutR, stdoutW, err := os.Pipe()
-	if err != nil {
-		return err
-	}
-	stderrR, stderrW, err := os.Pipe()
-	if err != nil {
-		stdoutR.Close()
-		stdoutW.Close()
-		return err
-	}
-	var stdinR, stdinW *os.File
-	if req.Stdin {
-		if stdinR, stdinW, err = os.Pipe(); err != nil {
-			stdoutR.Close()
-			stdoutW.Close()
-			stderrR.Close()
-			stderrW.Close()
+	// The command's ends of its output and input, and ours: pipes, or one terminal.
+	var outputs []namedReader
+	var stdin io.WriteCloser
+	var terminal *os.File
+	var childFiles, ourFiles []*os.File
+	if req.Pty != nil {
+		master, slave, err := openTerminal(*req.Pty)
+		if err != nil {
 			return err
 		}
+		terminal, stdin = master, master
+		outputs = []namedReader{{"pty", master}}
+		childFiles, ourFiles = []*os.File{slave}, []*os.File{master}
+	} else {
+		pipes, err := openPipes(req.Stdin)
+		if err != nil {
+			return err
+		}
+		outputs = []namedReader{{"stdout", pipes[0]}, {"stderr", pipes[2]}}
+		childFiles, ourFiles = []*os.File{pipes[1], pipes[3]}, []*os.File{pipes[0], pipes[2]}
+		if req.Stdin {
+			stdin = pipes[5]
+			childFiles, ourFiles = append(childFiles, pipes[4]), append(ourFiles, pipes[5])
+		}
 	}
-	closePipes := func() {
-		for _, f := range []*os.File{stdoutR, stdoutW, stderrR, stderrW, stdinR, stdinW} {
-			if f != nil {
-				f.Close()
-			}
+	closeAll := func(files []*os.File) {
+		for _, f := range files {
+			f.Close()
 		}
 	}
 	start := func(argv []string, env []string) (*exec.Cmd, error) {
@@ -246,11 +262,18 @@ func (a *agent) start(w http.ResponseWriter, r *http.Request) error {
 		if err != nil {
 			return nil, err
 		}
+		if terminal != nil {
+			// A session of its own with the terminal as its controlling one (its pgid is its pid
+			// too, so a signal or a timeout reaches whatever it started, as below).
+			cmd.Stdin, cmd.Stdout, cmd.Stderr = childFiles[0], childFiles[0], childFiles[0]
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+			return cmd, cmd.Start()
+		}
 		// Its own process group, so a signal or a timeout reaches whatever it started too.
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		cmd.Stdout, cmd.Stderr = stdoutW, stderrW
-		if stdinR != nil {
-			cmd.Stdin = stdinR
+		cmd.Stdout, cmd.Stderr = childFiles[0], childFiles[1]
+		if req.Stdin {
+			cmd.Stdin = childFiles[2]
 		}
 		return cmd, cmd.Start()
 	}
@@ -258,6 +281,7 @@ func (a *agent) start(w http.ResponseWriter, r *http.Request) error {
 	// would run it (its PWD too); anything else — or a start that fails, which sh would report or
 	// work around (a script without #!, say) — goes through sh as asked.
 	var cmd *exec.Cmd
+	var err error
 	if words := plainCommand(req.Shell); words != nil {
 		if path, ok := directProgram(words[0], env); ok {
 			cmd, err = start(append([]string{path}, words[1:]...), append(env, "PWD="+cwd))
@@ -273,24 +297,19 @@ func (a *agent) start(w http.ResponseWriter, r *http.Request) error {
 		cmd, err = start(req.Cmd, env)
 	}
 	if err != nil {
-		closePipes()
+		closeAll(childFiles)
+		closeAll(ourFiles)
 		var refused *apiError
 		if errors.As(err, &refused) {
 			return err
 		}
 		return fail(http.StatusBadRequest, "start_failed", "cannot start %s: %v", req.Cmd[0], err)
 	}
-	stdoutW.Close()
-	stderrW.Close()
-	var stdin io.WriteCloser
-	if stdinR != nil {
-		stdinR.Close()
-		stdin = stdinW
-	}
+	closeAll(childFiles)
 
 	p := &process{
 		Pid: cmd.Process.Pid, Tag: req.Tag, Cmd: req.Cmd, Cwd: cwd, Envs: req.Envs,
-		cmd: cmd, stdin: stdin, subscribers: map[*subscriber]struct{}{}, ended: make(chan struct{}),
+		cmd: cmd, stdin: stdin, terminal: terminal, subscribers: map[*subscriber]struct{}{}, ended: make(chan struct{}),
 	}
 	a.mu.Lock()
 	a.processes[p.Pid] = p
@@ -310,15 +329,12 @@ func (a *agent) start(w http.ResponseWriter, r *http.Request) error {
 		})
 	}
 	var readers sync.WaitGroup
-	for _, stream := range []struct {
-		name string
-		r    *os.File
-	}{{"stdout", stdoutR}, {"stderr", stderrR}} {
+	for _, output := range outputs {
 		readers.Add(1)
-		go func(name string, r *os.File) {
+		go func(output namedReader) {
 			defer readers.Done()
-			p.pump(name, r)
-		}(stream.name, stream.r)
+			p.pump(output.name, output.file)
+		}(output)
 	}
 	go func() {
 		state, _ := cmd.Process.Wait()
@@ -326,8 +342,9 @@ func (a *agent) start(w http.ResponseWriter, r *http.Request) error {
 			timer.Stop()
 		}
 		drainUntil := time.Now().Add(drainAfterExit)
-		_ = stdoutR.SetReadDeadline(drainUntil)
-		_ = stderrR.SetReadDeadline(drainUntil)
+		for _, output := range outputs {
+			_ = output.file.SetReadDeadline(drainUntil)
+		}
 		readers.Wait()
 		end := event{Type: "end"}
 		code := -1
@@ -368,6 +385,32 @@ func (a *agent) start(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+type namedReader struct {
+	name string // stdout | stderr | pty
+	file *os.File
+}
+
+// openPipes makes the pipes of a command without a terminal: stdout's read and write ends,
+// stderr's, and with stdin stdin's (read, write).
+func openPipes(withStdin bool) ([]*os.File, error) {
+	count := 2
+	if withStdin {
+		count = 3
+	}
+	var files []*os.File
+	for i := 0; i < count; i++ {
+		r, w, err := os.Pipe()
+		if err != nil {
+			for _, f := range files {
+				f.Close()
+			}
+			return nil, err
+		}
+		files = append(files, r, w)
+	}
+	return files, nil
+}
+
 // pump forwards one output stream as events until it ends, or until its read deadline (set a
 // little after the process exited); what comes later is read and dropped.
 func (p *process) pump(name string, r *os.File) {
@@ -396,7 +439,7 @@ func (p *process) input(w http.ResponseWriter, r *http.Request) error {
 	// A command that stopped reading (ended, or closed its input as head does) does not want
 	// the rest: what it did not read is dropped, and that is not an error.
 	_, _ = io.Copy(p.stdin, r.Body)
-	if r.URL.Query().Get("close") == "1" {
+	if r.URL.Query().Get("close") == "1" && p.terminal == nil { // (a terminal ends its input with ^D)
 		_ = p.stdin.Close()
 	}
 	w.WriteHeader(http.StatusNoContent)

@@ -85,6 +85,13 @@ export const SetSandboxTimeoutRequest = z.strictObject({
   timeoutMs: z.number().int().min(0).max(SANDBOX_MAX_TIMEOUT_MS),
 });
 
+/** A terminal's size, in characters. */
+export const TerminalSize = z.strictObject({
+  cols: z.number().int().min(1).max(1000),
+  rows: z.number().int().min(1).max(1000),
+});
+export type TerminalSize = z.infer<typeof TerminalSize>;
+
 export const RunCommandRequest = z.strictObject({
   /** Run by `/bin/sh -c` in the sandbox. */
   cmd: z
@@ -99,13 +106,20 @@ export const RunCommandRequest = z.strictObject({
   /** Keep stdin open for `POST …/processes/{pid}/stdin`. */
   stdin: z.boolean().default(false),
   tag: z.string().max(128).optional(),
+  /**
+   * Run it in a terminal of this size (a session of its own, the terminal its controlling one):
+   * its output — stdout and stderr together, as a terminal shows them — comes as `pty` events, and
+   * `…/stdin` types into the terminal (which is never closed: send ^D). `TERM` defaults to
+   * `xterm-256color`.
+   */
+  pty: TerminalSize.optional(),
 });
 export type RunCommandRequest = z.input<typeof RunCommandRequest>;
 
 /** One line of a command's NDJSON stream. `data` is base64. */
 export type ProcessEvent =
   | { type: 'start'; pid: number }
-  | { type: 'stdout' | 'stderr'; data: string }
+  | { type: 'stdout' | 'stderr' | 'pty'; data: string }
   | { type: 'end'; exitCode: number; signal?: string; timedOut?: boolean };
 
 export const SignalRequest = z.strictObject({
@@ -154,6 +168,7 @@ export const SandboxPaths = {
     `/v1/sandboxes/${encodeURIComponent(id)}/processes/${pid}/stream`,
   stdin: (id: string, pid: number) => `/v1/sandboxes/${encodeURIComponent(id)}/processes/${pid}/stdin`,
   signal: (id: string, pid: number) => `/v1/sandboxes/${encodeURIComponent(id)}/processes/${pid}/signal`,
+  resize: (id: string, pid: number) => `/v1/sandboxes/${encodeURIComponent(id)}/processes/${pid}/resize`,
   files: (id: string) => `/v1/sandboxes/${encodeURIComponent(id)}/files`,
   fileAction: (id: string, action: 'stat' | 'list' | 'mkdir' | 'rename') =>
     `/v1/sandboxes/${encodeURIComponent(id)}/files/${action}`,

@@ -22,6 +22,7 @@ import {
   SandboxTemplateInfo,
   SetSandboxTimeoutRequest,
   SignalRequest,
+  TerminalSize,
   Token,
   UpdateProjectRequest,
 } from '@mayfly/contract';
@@ -49,6 +50,7 @@ const COMPONENTS = {
   SetSandboxTimeoutRequest: [SetSandboxTimeoutRequest, 'input'],
   RunCommandRequest: [RunCommandRequest, 'input'],
   SignalRequest: [SignalRequest, 'input'],
+  TerminalSize: [TerminalSize, 'input'],
   Error: [ErrorBody, 'output'],
 } as const satisfies Record<string, readonly [z.ZodType, 'input' | 'output']>;
 

@@ -238,6 +238,20 @@ export function registerSandboxRoutes(app: FastifyInstance<Server>, sandboxes: S
       return { ok: true as const };
     },
   });
+  addRoute(app, {
+    method: 'POST',
+    url: `${base}/:id/processes/:pid/resize`,
+    scope: 'write',
+    summary: "resize a command's terminal (one started with pty); its programs are told (SIGWINCH)",
+    params: PidParams,
+    body: { json: 'TerminalSize' },
+    response: { status: 200, description: 'resized', json: Ok },
+    errors: { 400: 'it has no terminal', 404: 'no such sandbox or process' },
+    handler: async ({ params, req }) => {
+      await sandboxes.resize(params.id, params.pid, req.body, requireAccess(req));
+      return { ok: true as const };
+    },
+  });
 
   addRoute(app, {
     method: 'GET',

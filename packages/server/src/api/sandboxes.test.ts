@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import type { ProcessEvent, SandboxInfo } from '@mayfly/contract';
+import type { SandboxInfo } from '@mayfly/contract';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { containerExists, runInSandbox as run } from '../test-support/sandboxes.js';
+import { containerExists, runInSandbox as run, startInSandbox } from '../test-support/sandboxes.js';
 import { startTestServer, type TestServer } from '../test-support/test-server.js';
 
 describe('sandboxes through the API', () => {
@@ -89,46 +89,41 @@ describe('sandboxes through the API', () => {
   });
 
   it('a background command gets stdin, is listed, and ends on a signal', async () => {
-    const res = await fetch(`${t.server.url}/v1/sandboxes/${id}/processes`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${t.token}`, 'content-type': 'application/json' },
-      body: JSON.stringify({ cmd: 'cat; sleep 100', stdin: true, tag: 'bg' }),
-    });
-    const reader = res.body!.getReader();
-    const first = JSON.parse(new TextDecoder().decode((await reader.read()).value).split('\n')[0]!) as {
-      pid: number;
-    };
+    const started = await startInSandbox(t, id, { cmd: 'cat; sleep 100', stdin: true, tag: 'bg' });
     const processes = await t.api<{ items: { pid: number; tag?: string }[] }>(
       'GET',
       `/v1/sandboxes/${id}/processes`,
     );
-    expect(processes.body.items).toContainEqual(expect.objectContaining({ pid: first.pid, tag: 'bg' }));
-    const sent = await fetch(`${t.server.url}/v1/sandboxes/${id}/processes/${first.pid}/stdin?close=1`, {
-      method: 'POST',
-      headers: { authorization: `Bearer ${t.token}`, 'content-type': 'application/octet-stream' },
-      body: 'line from stdin\n',
-    });
-    expect(sent.status).toBe(200);
-    const signalled = await t.api('POST', `/v1/sandboxes/${id}/processes/${first.pid}/signal`, {
+    expect(processes.body.items).toContainEqual(expect.objectContaining({ pid: started.pid, tag: 'bg' }));
+    expect((await started.type('line from stdin\n', { close: true })).status).toBe(200);
+    const signalled = await t.api('POST', `/v1/sandboxes/${id}/processes/${started.pid}/signal`, {
       signal: 'SIGTERM',
     });
     expect(signalled.status).toBe(200);
-    let rest = '';
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      rest += new TextDecoder().decode(value);
-    }
-    const events = rest
-      .split('\n')
-      .filter(Boolean)
-      .map((l) => JSON.parse(l) as ProcessEvent);
-    expect(
-      events.some(
-        (e) => e.type === 'stdout' && Buffer.from(e.data, 'base64').toString() === 'line from stdin\n',
-      ),
-    ).toBe(true);
+    const { events, output } = await started.rest();
+    expect(output('stdout')).toBe('line from stdin\n');
     expect(events.at(-1)).toMatchObject({ type: 'end', signal: 'SIGTERM' });
+  });
+
+  it('a command in a terminal: one stream as a terminal shows it, its size, resized while it runs', async () => {
+    const shown = await run(t, id, {
+      cmd: 'tty; stty size; echo out; echo err >&2',
+      pty: { cols: 120, rows: 40 },
+    });
+    expect(shown.events.some((e) => e.type === 'stdout' || e.type === 'stderr')).toBe(false);
+    expect(shown.pty).toMatch(/^\/dev\/pts\/\d+\r\n40 120\r\nout\r\nerr\r\n$/);
+    expect(shown.end).toMatchObject({ exitCode: 0 });
+    expect((await run(t, id, { cmd: 'tty' })).stdout).toBe('not a tty\n');
+    expect((await run(t, id, { cmd: 'true', pty: { cols: 0, rows: 10 } })).status).toBe(400);
+
+    const started = await startInSandbox(t, id, { cmd: 'read line; stty size', pty: { cols: 10, rows: 10 } });
+    const resize = (size: unknown) =>
+      t.api('POST', `/v1/sandboxes/${id}/processes/${started.pid}/resize`, size);
+    expect((await resize({ cols: 50, rows: 20 })).status).toBe(200);
+    expect((await resize({ cols: 5000, rows: 20 })).status).toBe(400);
+    expect((await started.type('\n')).status).toBe(200);
+    expect((await started.rest()).output('pty')).toMatch(/20 50\r\n$/);
+    expect((await resize({ cols: 50, rows: 20 })).status).toBe(404);
   });
 
   it('files: 1 MiB of random bytes round-trip; stat, list, mkdir, rename, remove', async () => {

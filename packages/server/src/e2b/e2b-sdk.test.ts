@@ -1,6 +1,6 @@
 /**
  * The unmodified `e2b` SDK from npm against a real Mayfly server and real Docker: its own calls,
- * its own error classes. What it cannot do here (terminals) is in docs/e2b.md.
+ * its own error classes. What it does not do is in docs/e2b.md.
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -157,6 +157,43 @@ describe('the e2b SDK against Mayfly', () => {
     expect(await new Response(streamed).text()).toBe('compressed on the way');
     // Nothing runs as root in a Mayfly sandbox.
     await expect(sbx.commands.run('id', { user: 'root' })).rejects.toBeInstanceOf(InvalidArgumentError);
+  });
+
+  it('pty: an interactive shell in a terminal of its size, typed into, resized, exited', async () => {
+    const chunks: Buffer[] = [];
+    const screen = () => Buffer.concat(chunks).toString('utf8');
+    const type = (pid: number, line: string) => sbx.pty.sendInput(pid, new TextEncoder().encode(line));
+    const terminal = await sbx.pty.create({
+      cols: 80,
+      rows: 24,
+      timeoutMs: 0,
+      onData: (data) => void chunks.push(Buffer.from(data)),
+    });
+    await type(terminal.pid, 'tty; stty size; echo "term=$TERM"\n');
+    await until(() => /term=xterm-256color/.test(screen()));
+    expect(screen()).toMatch(/\/dev\/pts\/\d+/);
+    expect(screen()).toMatch(/24 80/);
+    await sbx.pty.resize(terminal.pid, { cols: 100, rows: 30 });
+    await type(terminal.pid, 'stty size\n');
+    await until(() => /30 100/.test(screen()));
+    // ^C reaches the foreground program through the terminal, not the shell.
+    await type(terminal.pid, 'sleep 4242\n');
+    // (Typed once the sleep runs: a ^C before would reach the shell instead.)
+    const sleeping = "cat /proc/[0-9]*/cmdline | tr '\\0' ' ' | grep -c '[s]leep 4242' || true";
+    await until(async () => (await sbx.commands.run(sleeping)).stdout.trim() !== '0');
+    await type(terminal.pid, '\x03');
+    await type(terminal.pid, 'echo "after=$?"\n');
+    await until(() => /after=130/.test(screen()));
+    await type(terminal.pid, 'exit 7\n');
+    const ended = await terminal.wait().catch((e: unknown) => e);
+    expect(ended).toBeInstanceOf(CommandExitError);
+    expect((ended as CommandExitError).exitCode).toBe(7);
+    // A command without a terminal cannot be resized.
+    const plain = await sbx.commands.run('sleep 100', { background: true });
+    await expect(sbx.pty.resize(plain.pid, { cols: 10, rows: 10 })).rejects.toBeInstanceOf(
+      InvalidArgumentError,
+    );
+    await plain.kill();
   });
 
   it('watchDir: every change as it happens, in new directories too, with entries; stop ends the watch inside', async () => {

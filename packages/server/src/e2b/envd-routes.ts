@@ -60,7 +60,7 @@ const StartRequest = z.object({
     envs: Envs.default({}),
     cwd: z.string().max(4096).optional(),
   }),
-  pty: z.unknown().optional(),
+  pty: z.object({ size: z.object({ cols: z.number(), rows: z.number() }) }).optional(),
   tag: z.string().max(128).optional(),
   stdin: z.boolean().optional(),
 });
@@ -74,10 +74,14 @@ const SendSignalRequest = z.object({
   signal: z.enum(['SIGNAL_SIGKILL', 'SIGNAL_SIGTERM', 'SIGNAL_UNSPECIFIED']).default('SIGNAL_UNSPECIFIED'),
 });
 const CloseStdinRequest = z.object({ process: Selector });
+const UpdateRequest = z.object({
+  process: Selector,
+  pty: z.object({ size: z.object({ cols: z.number(), rows: z.number() }) }).optional(),
+});
 /** The agent's events, checked: the sandbox (and so its agent) is not trusted. */
 const AgentEvent = z.discriminatedUnion('type', [
   z.object({ type: z.literal('start'), pid: z.number().int() }),
-  z.object({ type: z.enum(['stdout', 'stderr']), data: z.string() }),
+  z.object({ type: z.enum(['stdout', 'stderr', 'pty']), data: z.string() }),
   z.object({
     type: z.literal('end'),
     exitCode: z.number().int(),
@@ -192,9 +196,8 @@ export function registerEnvdRoutes(app: FastifyInstance<Server>, deps: EnvdDeps)
           });
         case 'SendInput': {
           const { process, input } = SendInputRequest.parse(message);
-          if (input.pty !== undefined)
-            throw new ConnectError('unimplemented', 'terminals (pty) are not supported');
-          const bytes = Buffer.from(input.stdin ?? '', 'base64');
+          // (A terminal's input is the command's stdin, on the agent's side.)
+          const bytes = Buffer.from(input.pty ?? input.stdin ?? '', 'base64');
           await sandboxes.stdin(id, await pidOf(id, process), Readable.from([bytes]), false, HOLDER);
           return sendUnary(reply.raw, {});
         }
@@ -213,8 +216,11 @@ export function registerEnvdRoutes(app: FastifyInstance<Server>, deps: EnvdDeps)
           );
           return sendUnary(reply.raw, {});
         }
-        case 'Update':
-          throw new ConnectError('unimplemented', 'terminals (pty) are not supported');
+        case 'Update': {
+          const { process, pty } = UpdateRequest.parse(message);
+          if (pty) await sandboxes.resize(id, await pidOf(id, process), pty.size, HOLDER);
+          return sendUnary(reply.raw, {});
+        }
       }
       throw new ConnectError('unimplemented', `process.Process/${method} is not supported`);
     } catch (err) {
@@ -356,8 +362,6 @@ export function registerEnvdRoutes(app: FastifyInstance<Server>, deps: EnvdDeps)
       let pid: number | undefined;
       if (method === 'Start') {
         const start = StartRequest.parse(message);
-        if (start.pty !== undefined)
-          throw new ConnectError('unimplemented', 'terminals (pty) are not supported');
         const user = basicUser(req.headers.authorization);
         events = await sandboxes.runProgram(
           id,
@@ -369,6 +373,7 @@ export function registerEnvdRoutes(app: FastifyInstance<Server>, deps: EnvdDeps)
             stdin: start.stdin ?? false,
             timeoutMs: Math.min(timeoutOf(req.headers['connect-timeout-ms']), MAX_COMMAND_MS),
             ...(start.tag ? { tag: start.tag } : {}),
+            ...(start.pty ? { pty: start.pty.size } : {}),
           },
           HOLDER,
         );
@@ -393,7 +398,7 @@ export function registerEnvdRoutes(app: FastifyInstance<Server>, deps: EnvdDeps)
         if (event.type === 'start') {
           if (pid === undefined) await stream.send({ event: { start: { pid: event.pid } } });
           startKeepalive();
-        } else if (event.type === 'stdout' || event.type === 'stderr') {
+        } else if (event.type === 'stdout' || event.type === 'stderr' || event.type === 'pty') {
           await stream.send({ event: { data: { [event.type]: event.data } } });
         } else if (event.type === 'end') {
           end = event;

@@ -21,6 +21,7 @@ import {
   type SandboxTemplateInfo,
   SetSandboxTimeoutRequest,
   SignalRequest,
+  TerminalSize,
 } from '@mayfly/contract';
 import type * as z from 'zod';
 import type { Access } from '../access/access.js';
@@ -715,6 +716,7 @@ export class SandboxService {
             stdin: request.stdin,
             timeoutMs: request.timeoutMs,
             ...(request.tag ? { tag: request.tag } : {}),
+            ...(request.pty ? { pty: request.pty } : {}),
           }),
         ),
         headers: { 'content-type': 'application/json' },
@@ -749,6 +751,14 @@ export class SandboxService {
     const { signal } = SignalRequest.parse(input);
     const channel = await this.running(id);
     await agentCall(() => channel.json('POST', `/v1/processes/${pid}/signal`, { signal }));
+  }
+
+  /** Resizes the terminal of a command started with one. */
+  async resize(id: string, pid: number, input: unknown, access: Access): Promise<void> {
+    unbound(access);
+    const size = TerminalSize.parse(input);
+    const channel = await this.running(id);
+    await agentCall(() => channel.json('POST', `/v1/processes/${pid}/resize`, size));
   }
 
   /** A file's bytes, streamed from the sandbox. */
