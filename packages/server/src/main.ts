@@ -21,7 +21,7 @@ import { ProjectService } from './controller/project-service.js';
 import { Reconciler } from './controller/reconciler.js';
 import type { UrlScheme } from './controller/urls.js';
 import { lockDataDir, prepareDataDir } from './data-dir/data-dir.js';
-import { buildE2bApi, E2B_PREFIX } from './e2b/e2b-api.js';
+import { buildE2bApi, e2bPathOf } from './e2b/e2b-api.js';
 import { Gateway } from './gateway/gateway.js';
 import type { ImageBuilder } from './images/image-builder.js';
 import { createLogger } from './observability/logger.js';
@@ -280,7 +280,11 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     version: VERSION,
     serverFactory: (handler) => {
       const server = http.createServer((req, res) => {
-        if (e2b && req.url?.startsWith(E2B_PREFIX) && !gateway.handles(req)) return e2b.routing(req, res);
+        const e2bPath = e2b ? e2bPathOf(req.url) : null;
+        if (e2b && e2bPath && !gateway.handles(req)) {
+          req.url = e2bPath;
+          return e2b.routing(req, res);
+        }
         if (!gateway.handles(req)) return handler(req, res);
         gateway.handleRequest(req, res).catch((err) => {
           logger.error({ err }, 'gateway failed');

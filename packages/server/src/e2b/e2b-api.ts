@@ -19,6 +19,19 @@ export const E2B_PREFIX = '/e2b/';
 export const E2B_API_PATH = E2bPaths.api;
 export const E2B_SANDBOX_PATH = E2bPaths.sandbox;
 
+/**
+ * Where a request for the E2B app goes in it, or null when it is not one: its own paths, and the
+ * signed file links the SDK builds as `new URL('/files', E2B_SANDBOX_URL)` — at the root of the
+ * origin (the data plane's path dropped) and without the sandbox's id, which their signature
+ * tells (see the data plane's routes).
+ */
+export function e2bPathOf(url: string | undefined): string | null {
+  if (!url) return null;
+  if (url.startsWith(E2B_PREFIX)) return url;
+  if (/^\/files\?(.*&)?signature=/.test(url)) return `${E2B_SANDBOX_PATH}${url}`;
+  return null;
+}
+
 export async function buildE2bApi(deps: {
   sandboxes: SandboxService;
   tokens: Pick<TokenService, 'authenticate'>;

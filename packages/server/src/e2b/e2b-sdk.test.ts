@@ -364,20 +364,30 @@ describe('the e2b SDK against Mayfly', () => {
     );
     expect(big.status).toBe(429);
 
-    // Signed links: the SDK's own, moved under the data plane's path, work; changed ones do not.
+    // Signed links, as the SDK builds them (at the origin's root, no sandbox id: the signature
+    // tells which sandbox), work for what they were signed for; changed ones do not.
     await sbx.files.write('/home/user/signed.txt', 'signed content');
     const link = new URL(await sbx.downloadUrl('/home/user/signed.txt'));
-    const fetchLink = (search: string) =>
-      fetch(`${opts.sandboxUrl}/files${search}`, { headers: { 'e2b-sandbox-id': sbx.sandboxId } });
-    const ok = await fetchLink(link.search);
+    expect(link.pathname).toBe('/files');
+    const ok = await fetch(link);
     expect(ok.status).toBe(200);
     expect(await ok.text()).toBe('signed content');
-    const otherPath = new URLSearchParams(link.search);
-    otherPath.set('path', '/etc/passwd');
-    expect((await fetchLink(`?${otherPath}`)).status).toBe(401);
-    const upload = new URL(await sbx.uploadUrl('/home/user/signed.txt'));
-    const asRead = await fetchLink(upload.search);
-    expect(asRead.status).toBe(401);
+    const otherPath = new URL(link);
+    otherPath.searchParams.set('path', '/etc/passwd');
+    expect((await fetch(otherPath)).status).toBe(401);
+    const upload = await sbx.uploadUrl('/home/user/uploaded.txt');
+    expect((await fetch(upload)).status).toBe(401); // a write link does not read
+    const form = new FormData();
+    form.append('file', new Blob(['sent by link']), 'uploaded.txt');
+    expect((await fetch(upload, { method: 'POST', body: form })).status).toBe(200);
+    expect(await sbx.files.read('/home/user/uploaded.txt')).toBe('sent by link');
+    // Under the data plane's path with the sandbox named, too.
+    const named = (sandboxId: string) =>
+      fetch(`${opts.sandboxUrl}/files${link.search}`, { headers: { 'e2b-sandbox-id': sandboxId } });
+    expect((await named(sbx.sandboxId)).status).toBe(200);
+    const expired = new URL(await sbx.downloadUrl('/home/user/signed.txt', { useSignatureExpiration: 1 }));
+    await new Promise((resolve) => setTimeout(resolve, 2_100));
+    expect((await fetch(expired)).status).toBe(401);
 
     // Keys are Mayfly tokens with their scopes: a read key cannot create.
     const reader = await t.api<CreatedToken>('POST', '/v1/tokens', {

@@ -115,17 +115,24 @@ export function registerEnvdRoutes(app: FastifyInstance<Server>, deps: EnvdDeps)
   });
 
   app.addHook('onRequest', async (req, reply) => {
-    const id = req.headers['e2b-sandbox-id'];
+    const route = req.routeOptions.url ?? '';
+    // A signed link as the SDK builds it has no sandbox id: the sandbox whose key signed it is its.
+    const id =
+      req.headers['e2b-sandbox-id'] ??
+      (route.endsWith('/files') && req.headers['x-access-token'] === undefined
+        ? await signerOf(req)
+        : undefined);
     const gone = () =>
       reply.status(GONE_STATUS).send({
         sandboxId: typeof id === 'string' ? id : '',
         message: 'The sandbox was not found',
         code: GONE_STATUS,
       });
+    if (id === undefined && route.endsWith('/files'))
+      return reply.status(401).send({ code: 401, message: 'the link is not signed by any running sandbox' });
     if (typeof id !== 'string' || !/^[a-z0-9]{1,40}$/.test(id)) return gone();
     const info = await sandboxes.get(id, HOLDER).catch(() => null);
     if (info?.state !== 'running') return gone();
-    const route = req.routeOptions.url ?? '';
     const token = req.headers['x-access-token'];
     const presented = typeof token === 'string' ? token : undefined;
     if (route.endsWith('/health')) return;
@@ -140,6 +147,14 @@ export function registerEnvdRoutes(app: FastifyInstance<Server>, deps: EnvdDeps)
     req.sandboxId = id;
   });
   const idOf = (req: FastifyRequest) => req.sandboxId!;
+
+  /** The running sandbox whose key signed this file link (one hash per running sandbox). */
+  async function signerOf(req: FastifyRequest): Promise<string | undefined> {
+    const signature = (req.query as Record<string, unknown>).signature;
+    if (typeof signature !== 'string' || !/^v1_[A-Za-z0-9+/]{43}$/.test(signature)) return undefined;
+    const running = await sandboxes.list(HOLDER, { states: ['running'] });
+    return running.find((s) => signedFor(req, envdAccess.keyOf(s.id)))?.id;
+  }
 
   app.get('/health', async (_req, reply) => reply.status(204).send());
 
