@@ -59,6 +59,32 @@ export function openRequestEnvelope(body: Buffer): unknown {
   return parseJson(body.subarray(5));
 }
 
+/**
+ * The messages of a client-streaming request, each as soon as it has arrived whole (each at most
+ * MAX_REQUEST_BYTES: nothing bigger is held).
+ */
+export async function* requestMessages(body: AsyncIterable<Buffer>): AsyncGenerator<unknown> {
+  let buffered: Buffer = Buffer.alloc(0);
+  for await (const chunk of body) {
+    buffered = buffered.length > 0 ? Buffer.concat([buffered, chunk]) : chunk;
+    while (buffered.length >= 5) {
+      if (buffered[0]! & COMPRESSED)
+        throw new ConnectError('internal', 'compressed messages are not supported');
+      const length = buffered.readUInt32BE(1);
+      if (length > MAX_REQUEST_BYTES)
+        throw new ConnectError(
+          'resource_exhausted',
+          `a request message is at most ${MAX_REQUEST_BYTES} bytes`,
+        );
+      if (buffered.length < 5 + length) break;
+      const payload = buffered.subarray(5, 5 + length);
+      buffered = buffered.subarray(5 + length);
+      yield parseJson(payload);
+    }
+  }
+  if (buffered.length > 0) throw new ConnectError('invalid_argument', 'incomplete envelope');
+}
+
 export function parseJson(bytes: Buffer): unknown {
   try {
     return bytes.length === 0 ? {} : JSON.parse(bytes.toString('utf8'));

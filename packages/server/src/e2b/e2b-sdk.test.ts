@@ -59,6 +59,44 @@ describe('the e2b SDK against Mayfly', () => {
     await sbx?.kill().catch(() => {});
     await t.close();
   });
+  /** A sandbox's data-plane key, as getInfo hands it to a key with write scope. */
+  const keyOf = async (id: string) =>
+    (
+      (await (
+        await fetch(`${opts.apiUrl}/sandboxes/${id}`, { headers: { 'x-api-key': opts.apiKey } })
+      ).json()) as { envdAccessToken: string }
+    ).envdAccessToken;
+  /** A streaming Connect call, its request messages enveloped; the answer's messages. */
+  const streamingCall = async (method: string, messages: unknown[], signal?: AbortSignal) => {
+    const body = Buffer.concat(
+      messages.map((m) => {
+        const payload = Buffer.from(JSON.stringify(m));
+        const head = Buffer.alloc(5);
+        head.writeUInt32BE(payload.length, 1);
+        return Buffer.concat([head, payload]);
+      }),
+    );
+    return fetch(`${opts.sandboxUrl}/process.Process/${method}`, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/connect+json',
+        'e2b-sandbox-id': sbx.sandboxId,
+        'x-access-token': await keyOf(sbx.sandboxId),
+      },
+      body,
+      ...(signal ? { signal } : {}),
+    });
+  };
+  /** The JSON of each envelope of a Connect stream. */
+  const envelopes = (bytes: Buffer) => {
+    const out: { flags: number; message: Record<string, unknown> }[] = [];
+    for (let at = 0; at + 5 <= bytes.length; at += 5 + bytes.readUInt32BE(at + 1))
+      out.push({
+        flags: bytes[at]!,
+        message: JSON.parse(bytes.subarray(at + 5, at + 5 + bytes.readUInt32BE(at + 1)).toString()),
+      });
+    return out;
+  };
 
   it('creates a sandbox whose id fits a host name, lists it by metadata, and gets its info', async () => {
     expect(sbx.sandboxId).toMatch(/^[a-z0-9]+$/);
@@ -157,6 +195,61 @@ describe('the e2b SDK against Mayfly', () => {
     expect(await new Response(streamed).text()).toBe('compressed on the way');
     // Nothing runs as root in a Mayfly sandbox.
     await expect(sbx.commands.run('id', { user: 'root' })).rejects.toBeInstanceOf(InvalidArgumentError);
+  });
+
+  it('StreamInput (client streaming, as the Python SDK may send): messages to a running command, in order', async () => {
+    const cat = await sbx.commands.run('cat', { background: true, stdin: true });
+    const b64 = (text: string) => Buffer.from(text).toString('base64');
+    const res = await streamingCall('StreamInput', [
+      { start: { process: { pid: cat.pid } } },
+      { data: { input: { stdin: b64('hello ') } } },
+      { keepalive: {} },
+      { data: { input: { stdin: b64('world\n') } } },
+    ]);
+    expect(res.status).toBe(200);
+    expect(envelopes(Buffer.from(await res.arrayBuffer()))).toEqual([
+      { flags: 0, message: {} },
+      { flags: 2, message: {} },
+    ]);
+    await sbx.commands.closeStdin(cat.pid);
+    expect((await cat.wait()).stdout).toBe('hello world\n');
+    // Out of order, or for no process: the stream's end says why.
+    const early = await streamingCall('StreamInput', [{ data: { input: { stdin: b64('x') } } }]);
+    expect(envelopes(Buffer.from(await early.arrayBuffer())).at(-1)).toMatchObject({
+      flags: 2,
+      message: { error: { code: 'invalid_argument', message: 'start comes first' } },
+    });
+    const none = await streamingCall('StreamInput', [{ start: { process: { pid: 999_999 } } }]);
+    expect(envelopes(Buffer.from(await none.arrayBuffer())).at(-1)).toMatchObject({
+      message: { error: { code: 'not_found' } },
+    });
+  });
+
+  it('a client that stops reading holds the command, not the server: output waits in the sandbox', async () => {
+    // 64 MiB of output; nothing is read after the first message. Were it buffered by the server,
+    // the command would finish at once and write its mark.
+    const stopped = new AbortController();
+    const res = await streamingCall(
+      'Start',
+      [
+        {
+          process: {
+            cmd: '/bin/sh',
+            args: ['-c', 'head -c 67108864 /dev/zero; touch /tmp/all-written'],
+          },
+        },
+      ],
+      stopped.signal,
+    );
+    const reader = res.body!.getReader();
+    await reader.read();
+    await new Promise((resolve) => setTimeout(resolve, 1_500));
+    const written = async () =>
+      (await sbx.commands.run('test -e /tmp/all-written && echo yes || echo no')).stdout === 'yes\n';
+    expect(await written()).toBe(false);
+    // Once the client goes away, what the command prints is dropped and it ends.
+    stopped.abort();
+    await until(written);
   });
 
   it('pty: an interactive shell in a terminal of its size, typed into, resized, exited', async () => {
@@ -268,11 +361,7 @@ describe('the e2b SDK against Mayfly', () => {
   });
 
   it('polled watchers (what the Python SDK uses): create, read the changes since the last read, remove; bounded', async () => {
-    const key = (
-      (await (
-        await fetch(`${opts.apiUrl}/sandboxes/${sbx.sandboxId}`, { headers: { 'x-api-key': opts.apiKey } })
-      ).json()) as { envdAccessToken: string }
-    ).envdAccessToken;
+    const key = await keyOf(sbx.sandboxId);
     const unary = async (method: string, body: unknown) => {
       const res = await fetch(`${opts.sandboxUrl}/filesystem.Filesystem/${method}`, {
         method: 'POST',
@@ -331,12 +420,6 @@ describe('the e2b SDK against Mayfly', () => {
         headers: { 'content-type': 'application/json', 'e2b-sandbox-id': sandbox, ...headers },
         body,
       });
-    const keyOf = async (id: string) =>
-      (
-        (await (
-          await fetch(`${opts.apiUrl}/sandboxes/${id}`, { headers: { 'x-api-key': opts.apiKey } })
-        ).json()) as { envdAccessToken: string }
-      ).envdAccessToken;
     const key = await keyOf(sbx.sandboxId);
     expect((await rpc(sbx.sandboxId, { 'x-access-token': key }, '{}')).status).toBe(200);
     expect((await rpc(sbx.sandboxId, {}, '{}')).status).toBe(401);

@@ -5,6 +5,7 @@
  * the sandbox service to the one agent in the sandbox; nothing here runs code of its own in it.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
+import { once } from 'node:events';
 import type { IncomingMessage, Server } from 'node:http';
 import path from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
@@ -23,6 +24,7 @@ import {
   MAX_REQUEST_BYTES,
   openRequestEnvelope,
   parseJson,
+  requestMessages,
   ServerStream,
   sendUnary,
   timeoutOf,
@@ -65,15 +67,18 @@ const StartRequest = z.object({
   stdin: z.boolean().optional(),
 });
 const ConnectRequest = z.object({ process: Selector });
-const SendInputRequest = z.object({
-  process: Selector,
-  input: z.object({ stdin: z.string().optional(), pty: z.string().optional() }),
-});
 const SendSignalRequest = z.object({
   process: Selector,
   signal: z.enum(['SIGNAL_SIGKILL', 'SIGNAL_SIGTERM', 'SIGNAL_UNSPECIFIED']).default('SIGNAL_UNSPECIFIED'),
 });
 const CloseStdinRequest = z.object({ process: Selector });
+const Input = z.object({ stdin: z.string().optional(), pty: z.string().optional() });
+const SendInputRequest = z.object({ process: Selector, input: Input });
+const StreamInputMessage = z.union([
+  z.object({ start: z.object({ process: Selector }) }),
+  z.object({ data: z.object({ input: Input }) }),
+  z.object({ keepalive: z.object({}).loose() }),
+]);
 const UpdateRequest = z.object({
   process: Selector,
   pty: z.object({ size: z.object({ cols: z.number(), rows: z.number() }) }).optional(),
@@ -202,6 +207,7 @@ export function registerEnvdRoutes(app: FastifyInstance<Server>, deps: EnvdDeps)
     const method = (req.params as { method: string }).method;
     try {
       if (method === 'Start' || method === 'Connect') return await streamProcess(req, reply, method);
+      if (method === 'StreamInput') return await streamInput(req, reply);
       const message = await unaryMessage(req);
       const id = idOf(req);
       switch (method) {
@@ -315,6 +321,44 @@ export function registerEnvdRoutes(app: FastifyInstance<Server>, deps: EnvdDeps)
     const tagged = (await sandboxes.processes(id, HOLDER)).find((p) => p.tag === selector.tag);
     if (!tagged) throw new ConnectError('not_found', `process with tag ${selector.tag} not found`);
     return tagged.pid;
+  }
+
+  /**
+   * StreamInput (client streaming): `start` names the process, then each `data` goes to its
+   * input (stdin, or its terminal) as it arrives, one message at a time; the answer comes once
+   * the client ends its stream. The process's input stays open (CloseStdin closes it).
+   */
+  async function streamInput(req: FastifyRequest, reply: FastifyReply): Promise<void> {
+    const id = idOf(req);
+    let input: PassThrough | undefined;
+    let sent: Promise<void> | undefined;
+    try {
+      if (!String(req.headers['content-type'] ?? '').startsWith('application/connect+json'))
+        throw new ConnectError('invalid_argument', 'a streaming call needs application/connect+json');
+      for await (const message of requestMessages(req.body as Readable)) {
+        const event = StreamInputMessage.parse(message);
+        if ('start' in event) {
+          if (input) throw new ConnectError('invalid_argument', 'start comes once, first');
+          const pid = await pidOf(id, event.start.process);
+          input = new PassThrough();
+          sent = sandboxes.stdin(id, pid, input, false, HOLDER);
+        } else if ('data' in event) {
+          if (!input || !sent) throw new ConnectError('invalid_argument', 'start comes first');
+          const bytes = Buffer.from(event.data.input.pty ?? event.data.input.stdin ?? '', 'base64');
+          // The sandbox takes it in at its pace: the next message is read once this one is.
+          if (!input.write(bytes)) await Promise.race([once(input, 'drain'), sent]);
+        }
+      }
+      input?.end();
+      await sent;
+      const stream = new ServerStream(reply.raw);
+      await stream.send({});
+      stream.end();
+    } catch (err) {
+      input?.destroy();
+      sent?.catch(() => {});
+      new ServerStream(reply.raw).end(new ConnectError(rpcCodeOf(err), messageOf(err)));
+    }
   }
 
   /**
