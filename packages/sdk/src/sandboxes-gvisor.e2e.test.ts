@@ -6,6 +6,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { E2bPaths } from '@mayfly/contract';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TESTKIT_IMAGE } from '../../server/src/test-support/global-setup.js';
 import { startTestServer, type TestServer } from '../../server/src/test-support/test-server.js';
@@ -50,6 +51,62 @@ describe('sandboxes under gVisor', () => {
     await sbx.files.write('blob.bin', bytes);
     expect(Buffer.from(await sbx.files.read('blob.bin', { format: 'bytes' })).equals(bytes)).toBe(true);
     await sbx.kill();
+  });
+
+  it('terminals and directory watches work in gVisor’s kernel too', async () => {
+    const sbx = await create();
+    try {
+      const headers = { authorization: `Bearer ${t.token}`, 'content-type': 'application/json' };
+      const shown = await fetch(`${t.server.url}/v1/sandboxes/${sbx.id}/processes`, {
+        method: 'POST',
+        headers,
+        body: JSON.stringify({ cmd: 'tty; stty size', pty: { cols: 90, rows: 30 } }),
+      });
+      const screen = (await shown.text())
+        .split('\n')
+        .filter(Boolean)
+        .map((line) => JSON.parse(line) as { type: string; data?: string })
+        .map((e) => (e.type === 'pty' ? Buffer.from(e.data!, 'base64').toString() : ''))
+        .join('');
+      expect(screen).toMatch(/^\/dev\/pts\/\d+\r\n30 90\r\n$/);
+
+      // A watch, through the E2B data plane (the only API that has one).
+      const key = await t.api<{ token: string }>('POST', '/v1/tokens', {
+        name: 'gv',
+        scope: 'write',
+        format: 'e2b',
+      });
+      const info = (await (
+        await fetch(`${t.server.url}${E2bPaths.api}/sandboxes/${sbx.id}`, {
+          headers: { 'x-api-key': key.body.token },
+        })
+      ).json()) as { envdAccessToken: string };
+      const watchers = (method: string, body: unknown) =>
+        fetch(`${t.server.url}${E2bPaths.sandbox}/filesystem.Filesystem/${method}`, {
+          method: 'POST',
+          headers: {
+            'content-type': 'application/json',
+            'e2b-sandbox-id': sbx.id,
+            'x-access-token': info.envdAccessToken,
+          },
+          body: JSON.stringify(body),
+        }).then(
+          async (r) => (await r.json()) as { watcherId?: string; events?: { name: string; type: string }[] },
+        );
+      await sbx.commands.run('mkdir -p watched');
+      const { watcherId } = await watchers('CreateWatcher', { path: 'watched' });
+      expect(watcherId).toBeTruthy();
+      await sbx.commands.run('echo x > watched/made.txt');
+      const seen: { name: string; type: string }[] = [];
+      for (let i = 0; i < 100 && !seen.some((e) => e.name === 'made.txt'); i++) {
+        seen.push(...((await watchers('GetWatcherEvents', { watcherId })).events ?? []));
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      expect(seen).toContainEqual({ name: 'made.txt', type: 'EVENT_TYPE_CREATE' });
+      await watchers('RemoveWatcher', { watcherId });
+    } finally {
+      await sbx.kill();
+    }
   });
 
   it('a fork bomb ends its own sandbox (gVisor’s kernel runs out of host threads); the neighbour and the host go on', async () => {
