@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"unsafe"
 )
@@ -25,7 +26,7 @@ const (
 
 const watchMask = syscall.IN_CREATE | syscall.IN_MODIFY | syscall.IN_ATTRIB | syscall.IN_DELETE |
 	syscall.IN_MOVED_FROM | syscall.IN_MOVED_TO | syscall.IN_DELETE_SELF | syscall.IN_MOVE_SELF |
-	syscall.IN_ONLYDIR | syscall.IN_DONT_FOLLOW
+	syscall.IN_ONLYDIR
 
 type watchEvent struct {
 	Type    string `json:"type"` // start | event | end
@@ -121,7 +122,11 @@ func (wt *watcher) add(dir string, found func(name string)) error {
 	if len(wt.dirs) >= maxWatchedDirs {
 		return fail(http.StatusRequestEntityTooLarge, "too_many", "more than %d directories under %s", maxWatchedDirs, wt.root)
 	}
-	wd, err := syscall.InotifyAddWatch(wt.fd, full, watchMask)
+	mask := uint32(watchMask)
+	if dir != "" {
+		mask |= syscall.IN_DONT_FOLLOW // (the directory asked for may be a link; nothing under it is followed)
+	}
+	wd, err := syscall.InotifyAddWatch(wt.fd, full, mask)
 	if err != nil {
 		if errors.Is(err, syscall.ENOSPC) {
 			return fail(http.StatusTooManyRequests, "too_many", "the sandbox's user has no inotify watches left")
@@ -157,8 +162,12 @@ func (wt *watcher) add(dir string, found func(name string)) error {
 func (wt *watcher) decode(buffer []byte, withEntry bool) (events []watchEvent, ended *watchEvent) {
 	for offset := 0; offset+syscall.SizeofInotifyEvent <= len(buffer); {
 		raw := (*syscall.InotifyEvent)(unsafe.Pointer(&buffer[offset]))
-		nameBytes := buffer[offset+syscall.SizeofInotifyEvent : offset+syscall.SizeofInotifyEvent+int(raw.Len)]
-		offset += syscall.SizeofInotifyEvent + int(raw.Len)
+		end := offset + syscall.SizeofInotifyEvent + int(raw.Len)
+		if end > len(buffer) {
+			break // (the kernel returns whole events; never read past what it returned)
+		}
+		nameBytes := buffer[offset+syscall.SizeofInotifyEvent : end]
+		offset = end
 		mask := raw.Mask
 		if mask&syscall.IN_Q_OVERFLOW != 0 {
 			return events, endOf("overflow", "changes came faster than they were read, and some were lost")
@@ -204,6 +213,9 @@ func (wt *watcher) decode(buffer []byte, withEntry bool) (events []watchEvent, e
 			op = "remove"
 		case mask&syscall.IN_MOVED_FROM != 0:
 			op = "rename"
+			if mask&syscall.IN_ISDIR != 0 {
+				wt.forget(name) // moved out, or to a new name that its own event watches again
+			}
 		case mask&syscall.IN_ATTRIB != 0:
 			op = "chmod"
 		default:
@@ -215,6 +227,16 @@ func (wt *watcher) decode(buffer []byte, withEntry bool) (events []watchEvent, e
 		}
 	}
 	return events, nil
+}
+
+// forget stops watching dir and everything under it.
+func (wt *watcher) forget(dir string) {
+	for wd, watched := range wt.dirs {
+		if watched == dir || strings.HasPrefix(watched, dir+"/") {
+			_, _ = syscall.InotifyRmWatch(wt.fd, uint32(wd))
+			delete(wt.dirs, wd)
+		}
+	}
 }
 
 func (wt *watcher) event(name, op string, withEntry bool) watchEvent {

@@ -327,6 +327,13 @@ describe('the e2b SDK against Mayfly', () => {
       type: 'dir',
       path: '/home/user/watched/sub/new',
     });
+    // A directory moved out of the tree is no longer watched.
+    await sbx.commands.run(
+      'mkdir /home/user/watched/sub/out && mv /home/user/watched/sub/out /home/user/out && touch /home/user/out/late /home/user/watched/marker',
+    );
+    await until(() => has('marker', 'create'));
+    expect(has('sub/out', 'rename')).toBe(true);
+    expect(seen.some((e) => e.name.includes('late'))).toBe(false);
     expect(exits).toEqual([]); // (the SDK's stop() itself then tells onExit it aborted)
     await handle.stop();
     await until(async () => (await watches()) === 0);
@@ -336,6 +343,13 @@ describe('the e2b SDK against Mayfly', () => {
     expect(seen.length).toBe(before);
 
     await expect(sbx.files.watchDir('/home/user/none', () => {})).rejects.toBeInstanceOf(FileNotFoundError);
+    // The directory asked for may be a link to one.
+    await sbx.commands.run('ln -s /home/user/watched /home/user/watched-link');
+    const linked: string[] = [];
+    const viaLink = await sbx.files.watchDir('/home/user/watched-link', (e) => void linked.push(e.name));
+    await sbx.commands.run('touch /home/user/watched/through-link');
+    await until(() => linked.includes('through-link'));
+    await viaLink.stop();
     await sbx.files.write('/home/user/plain.txt', 'x');
     await expect(sbx.files.watchDir('/home/user/plain.txt', () => {})).rejects.toBeInstanceOf(
       InvalidArgumentError,
