@@ -21,6 +21,7 @@ import {
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestServer, type TestServer } from '../test-support/test-server.js';
 import { E2B_API_PATH, E2B_SANDBOX_PATH } from './e2b-api.js';
+import { PolledWatchers } from './envd-watch.js';
 
 /** Waits until `check` holds (a change in a sandbox is seen a moment later). */
 async function until(check: () => boolean | Promise<boolean>): Promise<void> {
@@ -425,6 +426,49 @@ describe('the e2b SDK against Mayfly', () => {
       body: { message: expect.stringMatching(/more than 10000 directories/) },
     });
     await sbx.commands.run('rm -rf /tmp/many /home/user/polled');
+  });
+
+  it('polled watchers share one budget of unread changes: past it, the watcher whose change would pass it ends, with why', async () => {
+    const sandboxes = t.server.sandboxes!;
+    const holder = { tokenId: null, scope: 'write', project: null } as const;
+    const watchers = new PolledWatchers(sandboxes, {
+      perSandbox: 4,
+      maxEvents: 1000,
+      maxBytes: 1024 * 1024,
+      totalBytes: 4000,
+      idleMs: 60_000,
+    });
+    await sbx.files.makeDir('/home/user/budget');
+    const request = { path: '/home/user/budget', recursive: false };
+    const ids = [
+      await watchers.create(sbx.sandboxId, request, holder),
+      await watchers.create(sbx.sandboxId, request, holder),
+    ];
+    // Each watcher sees about 3,000 bytes of changes (as JSON): one alone fits, the two do not.
+    await sbx.commands.run('cd /home/user/budget && for i in $(seq 100 139); do echo x > f$i; done');
+    const ended: string[] = [];
+    await until(() => {
+      for (const id of ids.filter((i) => !ended.includes(i))) {
+        try {
+          watchers.take(sbx.sandboxId, id);
+        } catch (err) {
+          expect(err).toMatchObject({ code: 'resource_exhausted' });
+          expect(String((err as Error).message)).toMatch(
+            /watchers together hold as many unread changes as it keeps/,
+          );
+          ended.push(id);
+        }
+      }
+      return ended.length > 0;
+    });
+    // An ended watcher is gone; what was read or removed gives its share back: a new one works.
+    expect(() => watchers.take(sbx.sandboxId, ended[0]!)).toThrow(/not found/);
+    watchers.closeAll();
+    const fresh = await watchers.create(sbx.sandboxId, request, holder);
+    await sbx.commands.run('touch /home/user/budget/after');
+    await until(() => watchers.take(sbx.sandboxId, fresh).some((e) => e.name === 'after'));
+    watchers.closeAll();
+    await sbx.commands.run('rm -rf /home/user/budget');
   });
 
   it('refuses what a hostile client sends: no or another sandbox’s key, forged links, unknown sandboxes, big bodies, weak keys', async () => {

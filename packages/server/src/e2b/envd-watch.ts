@@ -113,14 +113,24 @@ export interface PolledWatcherLimits {
   perSandbox: number;
   /** Changes a watcher keeps until they are read; more end it (as the kernel's queue would). */
   maxEvents: number;
+  /** Bytes of unread changes (as JSON) a watcher keeps; more end it the same way. */
+  maxBytes: number;
+  /**
+   * Bytes of unread changes kept by every watcher of this control plane together: a watcher whose
+   * change would pass it ends, so many sandboxes' watchers cannot add up past the server's memory.
+   */
+  totalBytes: number;
   /** A watcher not read for this long is removed. */
   idleMs: number;
 }
 
 interface PolledWatcher {
+  id: string;
   sandboxId: string;
   watch: DirectoryWatch;
   events: FilesystemEvent[];
+  /** Bytes (as JSON) of its unread events. */
+  bytes: number;
   /** Why it ended by itself, told on the next read. */
   error?: ConnectError;
   idle: NodeJS.Timeout;
@@ -129,10 +139,18 @@ interface PolledWatcher {
 /** The polled watchers of every sandbox this control plane serves (in its memory, bounded). */
 export class PolledWatchers {
   private readonly watchers = new Map<string, PolledWatcher>();
+  /** Bytes of unread events across every watcher. */
+  private unreadBytes = 0;
 
   constructor(
     private readonly sandboxes: SandboxService,
-    private readonly limits: PolledWatcherLimits = { perSandbox: 16, maxEvents: 10_000, idleMs: 10 * 60_000 },
+    private readonly limits: PolledWatcherLimits = {
+      perSandbox: 16,
+      maxEvents: 10_000,
+      maxBytes: 4 * 1024 * 1024,
+      totalBytes: 64 * 1024 * 1024,
+      idleMs: 10 * 60_000,
+    },
   ) {}
 
   async create(sandboxId: string, message: unknown, access: Access): Promise<string> {
@@ -144,7 +162,7 @@ export class PolledWatchers {
       );
     const watch = await DirectoryWatch.open(this.sandboxes, sandboxId, message, access);
     const id = randomBytes(12).toString('hex');
-    const watcher: PolledWatcher = { sandboxId, watch, events: [], idle: this.idleTimer(id) };
+    const watcher: PolledWatcher = { id, sandboxId, watch, events: [], bytes: 0, idle: this.idleTimer(id) };
     this.watchers.set(id, watcher);
     void this.collect(watcher);
     return id;
@@ -154,6 +172,8 @@ export class PolledWatchers {
   take(sandboxId: string, watcherId: string): FilesystemEvent[] {
     const watcher = this.find(sandboxId, watcherId);
     const events = watcher.events.splice(0);
+    this.unreadBytes -= watcher.bytes;
+    watcher.bytes = 0;
     if (watcher.error && events.length === 0) {
       this.remove(sandboxId, watcherId);
       throw watcher.error;
@@ -166,6 +186,9 @@ export class PolledWatchers {
     const watcher = this.find(sandboxId, watcherId);
     clearTimeout(watcher.idle);
     watcher.watch.close();
+    this.unreadBytes -= watcher.bytes;
+    watcher.bytes = 0;
+    watcher.events = [];
     this.watchers.delete(watcherId);
   }
 
@@ -194,14 +217,23 @@ export class PolledWatchers {
   private async collect(watcher: PolledWatcher): Promise<void> {
     try {
       for await (const event of watcher.watch.events()) {
-        if (watcher.events.length >= this.limits.maxEvents) {
+        const size = JSON.stringify(event).length;
+        const why =
+          watcher.events.length >= this.limits.maxEvents
+            ? `more than ${this.limits.maxEvents} changes were waiting to be read`
+            : watcher.bytes + size > this.limits.maxBytes
+              ? `more than ${this.limits.maxBytes} bytes of changes were waiting to be read`
+              : this.unreadBytes + size > this.limits.totalBytes
+                ? "the server's watchers together hold as many unread changes as it keeps"
+                : undefined;
+        if (why) {
           watcher.watch.close();
-          throw new ConnectError(
-            'resource_exhausted',
-            `more than ${this.limits.maxEvents} changes were waiting to be read: the watcher ended`,
-          );
+          throw new ConnectError('resource_exhausted', `${why}: the watcher ended`);
         }
+        if (!this.watchers.has(watcher.id)) return; // removed meanwhile
         watcher.events.push(event);
+        watcher.bytes += size;
+        this.unreadBytes += size;
       }
     } catch (err) {
       watcher.error =
