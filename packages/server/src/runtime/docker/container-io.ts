@@ -13,7 +13,7 @@ import {
   type LogOptions,
   WorkloadNotFoundError,
 } from '../runtime.js';
-import { ByteTail } from './byte-tail.js';
+import { ByteTail } from '../byte-tail.js';
 import { statusCode, untilAborted } from './engine-api.js';
 import { DockerFrameReader, DockerLogDemuxer } from './log-demux.js';
 

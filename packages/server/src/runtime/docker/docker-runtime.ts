@@ -30,7 +30,7 @@ import {
   WorkloadNotFoundError,
 } from '../runtime.js';
 import { filesTar, firstFileFromTar, singleFileTar } from './archive.js';
-import { clipMiddle } from './byte-tail.js';
+import { clipMiddle } from '../byte-tail.js';
 import { execIn, logTail, openLogStream } from './container-io.js';
 import { type ContainerLogLimits, containerCreateOptions } from './container-spec.js';
 import { engineClient, ignore, imageExists, jsonMessages, statusCode } from './engine-api.js';
