@@ -6,6 +6,7 @@ import type { IncomingMessage } from 'node:http';
 import { pipeline, type Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type Docker from 'dockerode';
+import { ByteTail } from '../byte-tail.js';
 import {
   DEFAULT_EXEC_OUTPUT_BYTES,
   type ExecOptions,
@@ -13,7 +14,6 @@ import {
   type LogOptions,
   WorkloadNotFoundError,
 } from '../runtime.js';
-import { ByteTail } from '../byte-tail.js';
 import { statusCode, untilAborted } from './engine-api.js';
 import { DockerFrameReader, DockerLogDemuxer } from './log-demux.js';
 

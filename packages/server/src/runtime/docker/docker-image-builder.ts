@@ -7,8 +7,8 @@ import type { Readable } from 'node:stream';
 import type Docker from 'dockerode';
 import type { BuildOptions, BuiltImage, ImageBuilder } from '../../images/image-builder.js';
 import type { BuildPlan } from '../../plan/plan.js';
-import { LABELS } from '../runtime.js';
 import { ByteTail, clipMiddle } from '../byte-tail.js';
+import { LABELS } from '../runtime.js';
 import { engineClient, imageExists, jsonMessages, statusCode } from './engine-api.js';
 import { BUILT_BY_LABEL } from './names.js';
 

@@ -11,6 +11,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type Docker from 'dockerode';
 import type { EnvPlan, HealthcheckPlan, WorkloadPlan } from '../../plan/plan.js';
 import { eachLimited, orAbort } from '../abort.js';
+import { clipMiddle } from '../byte-tail.js';
 import {
   type Endpoint,
   type ExecOptions,
@@ -30,7 +31,6 @@ import {
   WorkloadNotFoundError,
 } from '../runtime.js';
 import { filesTar, firstFileFromTar, singleFileTar } from './archive.js';
-import { clipMiddle } from '../byte-tail.js';
 import { execIn, logTail, openLogStream } from './container-io.js';
 import { type ContainerLogLimits, containerCreateOptions } from './container-spec.js';
 import { engineClient, ignore, imageExists, jsonMessages, statusCode } from './engine-api.js';

@@ -18,7 +18,9 @@ import type {
   V1Namespace,
   V1NetworkPolicy,
   V1NetworkPolicyPeer,
+  V1PersistentVolume,
   V1PersistentVolumeClaim,
+  V1Pod,
   V1PodTemplateSpec,
   V1Probe,
   V1ResourceQuota,
@@ -49,6 +51,11 @@ export interface ClusterSettings {
   /** Size of each named volume's claim. */
   volumeSize: string;
   storageClassName?: string;
+  /**
+   * For a cluster without a storage provisioner (a single test node): each claim gets a volume of
+   * its own, a directory under `directory` on the node (`<directory>/<namespace>/<volume>`).
+   */
+  localVolumes?: { directory: string };
   /** `Default` on a cluster without DNS (the pods' names come from `hostAliases` anyway). */
   dnsPolicy: 'ClusterFirst' | 'Default';
 }
@@ -229,7 +236,46 @@ export function volumeClaimManifest(
     spec: {
       accessModes: ['ReadWriteOnce'],
       resources: { requests: { storage: settings.volumeSize } },
-      ...(settings.storageClassName ? { storageClassName: settings.storageClassName } : {}),
+      ...(settings.localVolumes
+        ? { storageClassName: '', volumeName: localVolumeName(plan, volume) }
+        : settings.storageClassName
+          ? { storageClassName: settings.storageClassName }
+          : {}),
+    },
+  };
+}
+
+export const localVolumeName = (plan: Pick<EnvPlan, 'envId'>, volume: string) =>
+  `${namespaceName(plan.envId)}-${objectName(volume)}`;
+
+/** The node directory that holds the local volumes of an environment (see `localVolumes`). */
+export const localVolumeDirectory = (directory: string, envId: string) =>
+  `${directory.replace(/\/+$/, '')}/${namespaceName(envId)}`;
+
+/** A claim's own volume on the node, bound to it alone (see {@link ClusterSettings.localVolumes}). */
+export function localVolumeManifest(
+  settings: ClusterSettings & { localVolumes: { directory: string } },
+  plan: EnvPlan,
+  volume: string,
+): V1PersistentVolume {
+  return {
+    apiVersion: 'v1',
+    kind: 'PersistentVolume',
+    metadata: {
+      name: localVolumeName(plan, volume),
+      labels: envLabels(settings, plan),
+      annotations: { 'mayfly.volume': volume },
+    },
+    spec: {
+      capacity: { storage: settings.volumeSize },
+      accessModes: ['ReadWriteOnce'],
+      persistentVolumeReclaimPolicy: 'Retain',
+      storageClassName: '',
+      claimRef: { namespace: namespaceName(plan.envId), name: claimName(volume) },
+      hostPath: {
+        path: `${localVolumeDirectory(settings.localVolumes.directory, plan.envId)}/${objectName(volume)}`,
+        type: 'DirectoryOrCreate',
+      },
     },
   };
 }
@@ -497,6 +543,48 @@ export function parseQuantity(quantity: string): number {
 export type WorkloadManifest = V1Deployment | V1StatefulSet | V1Job;
 
 /**
+ * What runs a workload. Compose's restart policy decides, since Kubernetes' controllers always
+ * restart what exits: `always`/`unless-stopped` → a controller (Deployment, or StatefulSet with
+ * volumes) that Kubernetes keeps running; `no`/`on-failure` → pods Mayfly owns, restarted never or
+ * on failure only, so a service that exits 0 is done as in Compose (Mayfly's reconciler repairs
+ * one that crashed, as on Docker); a job → a Job.
+ */
+export function runsAs(workload: Pick<WorkloadPlan, 'kind' | 'restart'>): 'job' | 'controller' | 'pods' {
+  if (workload.kind === 'job') return 'job';
+  return workload.restart === 'always' || workload.restart === 'unless-stopped' ? 'controller' : 'pods';
+}
+
+export const podName = (workload: string, replica: number) => `${objectName(workload)}-${replica}`;
+
+/** One replica of a workload that {@link runsAs} `pods`. */
+export function podManifest(
+  settings: ClusterSettings,
+  plan: EnvPlan,
+  workload: WorkloadPlan,
+  facts: WorkloadFacts,
+  replica: number,
+): V1Pod {
+  const template = podTemplate(settings, plan, workload, facts);
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: {
+      ...template.metadata,
+      name: podName(workload.name, replica),
+      namespace: namespaceName(plan.envId),
+      labels: { ...template.metadata!.labels, 'mayfly.replica': String(replica) },
+    },
+    spec: {
+      ...template.spec!,
+      restartPolicy: workload.restart === 'on-failure' ? 'OnFailure' : 'Never',
+      hostname:
+        template.spec!.hostname ??
+        (workload.replicas > 1 ? podName(workload.name, replica) : objectName(workload.name)),
+    },
+  };
+}
+
+/**
  * The object that runs a workload: a Job for a job (run once, never retried: a failed job fails
  * the environment, as on Docker), a StatefulSet for a service that mounts named volumes (its pod
  * stops before another starts on the same data), a Deployment otherwise. `replicas` 0 makes it
@@ -560,4 +648,6 @@ export type Manifest =
   | V1PersistentVolumeClaim
   | V1Service
   | V1Secret
+  | V1PersistentVolume
+  | V1Pod
   | WorkloadManifest;
