@@ -287,6 +287,7 @@ start kube-controller-manager "$k8s_bin/kube-controller-manager" \
   --authorization-kubeconfig "$run/controller-manager.kubeconfig" \
   --bind-address 127.0.0.1 --port 0 --secure-port 10257 \
   --leader-elect=false --use-service-account-credentials=true \
+  --pvclaimbinder-sync-period 2s \
   --root-ca-file "$pki/ca.crt" --service-account-private-key-file "$pki/sa.key" \
   --cluster-signing-cert-file "$pki/ca.crt" --cluster-signing-key-file "$pki/ca.key" \
   --profiling=false

@@ -27,8 +27,10 @@ import type { ImageBuilder } from './images/image-builder.js';
 import { createLogger } from './observability/logger.js';
 import { createMetrics } from './observability/metrics.js';
 import { DockerImageBuilder } from './runtime/docker/docker-image-builder.js';
+import { DockerImagePublisher } from './runtime/docker/docker-image-publisher.js';
 import { DockerRuntime } from './runtime/docker/docker-runtime.js';
 import { DockerSandboxRuntime } from './runtime/docker/docker-sandbox-runtime.js';
+import { KubernetesRuntime } from './runtime/kubernetes/kubernetes-runtime.js';
 import type { Runtime } from './runtime/runtime.js';
 import { SandboxService } from './sandbox/sandbox-service.js';
 import { builtInTemplates, SandboxTemplates } from './sandbox/sandbox-templates.js';
@@ -106,6 +108,21 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     throw new Error(`the container agent ${agentBinary} does not exist`);
   const runtime =
     injectedRuntime ??
+    (config.runtimeDriver === 'kubernetes'
+      ? new KubernetesRuntime({
+          ...(config.kubeconfig ? { kubeconfig: config.kubeconfig } : {}),
+          ...(config.kubeContext ? { context: config.kubeContext } : {}),
+          instance: store.instanceId,
+          publisher: new DockerImagePublisher({
+            ...(config.dockerSocket ? { socketPath: config.dockerSocket } : {}),
+            ...(config.registry ? { registry: config.registry } : {}),
+          }),
+          cluster: {
+            gatewayPeers: config.kubeGatewayFrom.map((cidr) => ({ ipBlock: { cidr } })),
+            ...(config.kubeLocalVolumes ? { localVolumes: { directory: config.kubeLocalVolumes } } : {}),
+          },
+        })
+      : undefined) ??
     new DockerRuntime({
       socketPath: config.dockerSocket,
       instance: store.instanceId,

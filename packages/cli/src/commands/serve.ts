@@ -22,6 +22,12 @@ export interface StartServerOptions {
   sandboxGvisorRuntime?: string;
   sandboxAllowPrivate?: string[];
   maxSandboxes?: number;
+  runtimeDriver?: 'docker' | 'kubernetes';
+  kubeconfig?: string;
+  kubeContext?: string;
+  registry?: string;
+  kubeLocalVolumes?: string;
+  kubeGatewayFrom?: string[];
 }
 
 /** What `startServer` of `@mayfly/server` returns. */
@@ -53,6 +59,12 @@ interface ServeOptions {
   sandboxGvisorRuntime?: string;
   sandboxAllowPrivate: string[];
   maxSandboxes?: string;
+  runtime: string;
+  kubeconfig?: string;
+  context?: string;
+  registry?: string;
+  kubeLocalVolumes?: string;
+  kubeGatewayFrom: string[];
 }
 
 /** A Docker Engine runtime's name, as in daemon.json (the server's config checks it too). */
@@ -114,6 +126,23 @@ export function registerServe(program: Command, deps: ServeDeps = defaultDeps): 
       "the Docker Engine's runtime that runs gvisor sandbox templates (default: runsc)",
     )
     .option('--max-sandboxes <n>', 'sandboxes running or paused at once; one more is refused (default: 250)')
+    .option('--runtime <name>', 'where environments run: docker or kubernetes', 'docker')
+    .option(
+      '--kubeconfig <file>',
+      'the cluster (--runtime kubernetes; default: in-cluster config, else ~/.kube/config)',
+    )
+    .option('--context <name>', 'a context of the kubeconfig other than its current one')
+    .option('--registry <host:port>', 'registry the cluster pulls from: images are pushed there')
+    .option(
+      '--kube-local-volumes <dir>',
+      'a cluster without a storage provisioner: named volumes are directories under <dir> on the node',
+    )
+    .option(
+      '--kube-gateway-from <cidr>',
+      "where the gateway's connections come from, let in by every environment's NetworkPolicy (repeatable)",
+      (value: string, previous: string[]) => [...previous, value],
+      [],
+    )
     .action((options: ServeOptions, command: Command) => serve(options, command, deps));
 }
 
@@ -149,6 +178,30 @@ async function serve(options: ServeOptions, command: Command, deps: ServeDeps): 
       'a runtime name from daemon.json: letters, digits, ".", "_" and "-"',
     );
 
+  if (options.runtime !== 'docker' && options.runtime !== 'kubernetes')
+    throw new UsageError(`invalid --runtime "${options.runtime}"`, 'docker or kubernetes');
+  if (options.runtime === 'docker') {
+    for (const [flag, value] of [
+      ['--kubeconfig', options.kubeconfig],
+      ['--context', options.context],
+      ['--registry', options.registry],
+      ['--kube-local-volumes', options.kubeLocalVolumes],
+    ] as const) {
+      if (value !== undefined) throw new UsageError(`${flag} needs --runtime kubernetes`);
+    }
+  }
+  if (options.registry !== undefined && !/^[A-Za-z0-9.-]+(:\d{1,5})?$/.test(options.registry))
+    throw new UsageError(
+      `invalid --registry "${options.registry}"`,
+      'a registry as HOST:PORT, such as 127.0.0.1:5000',
+    );
+  for (const cidr of options.kubeGatewayFrom) {
+    if (!(EGRESS_CIDR.test(cidr) && cidr.includes('/')))
+      throw new UsageError(`invalid --kube-gateway-from "${cidr}"`, 'an IPv4 CIDR such as 10.245.0.1/32');
+  }
+  if (options.kubeLocalVolumes !== undefined && !isAbsolute(options.kubeLocalVolumes))
+    throw new UsageError(`invalid --kube-local-volumes "${options.kubeLocalVolumes}": give an absolute path`);
+
   const pool: Record<string, number> = {};
   for (const entry of options.sandboxPool) {
     const match = /^([a-z0-9][a-z0-9-]{0,62})=(\d{1,3})$/.exec(entry);
@@ -181,6 +234,12 @@ async function serve(options: ServeOptions, command: Command, deps: ServeDeps): 
       : { sandboxGvisorRuntime: options.sandboxGvisorRuntime }),
     sandboxAllowPrivate: options.sandboxAllowPrivate,
     ...(maxSandboxes === undefined ? {} : { maxSandboxes }),
+    runtimeDriver: options.runtime,
+    ...(options.kubeconfig === undefined ? {} : { kubeconfig: options.kubeconfig }),
+    ...(options.context === undefined ? {} : { kubeContext: options.context }),
+    ...(options.registry === undefined ? {} : { registry: options.registry }),
+    ...(options.kubeLocalVolumes === undefined ? {} : { kubeLocalVolumes: options.kubeLocalVolumes }),
+    kubeGatewayFrom: options.kubeGatewayFrom,
   });
 
   if (globals.json) {

@@ -42,6 +42,30 @@ export const ServerConfig = z.object({
   publicScheme: z.enum(['http', 'https']).default('http'),
   publicPort: z.coerce.number().int().optional(),
   dockerSocket: z.string().optional(),
+  /**
+   * Where environments run (`--runtime`): the Docker Engine of this machine, or a Kubernetes
+   * cluster (docs/kubernetes.md). Images are built by the Docker Engine either way.
+   */
+  runtimeDriver: z.enum(['docker', 'kubernetes']).default('docker'),
+  /** The cluster's kubeconfig (`--kubeconfig`); none: in-cluster config in a pod, else the default one. */
+  kubeconfig: z.string().optional(),
+  /** A context of the kubeconfig other than its current one (`--context`). */
+  kubeContext: z.string().optional(),
+  /** `HOST:PORT` of the registry the cluster pulls from; images are pushed there (`--registry`). */
+  registry: z
+    .string()
+    .regex(/^[A-Za-z0-9.-]+(:\d{1,5})?$/, 'a registry as HOST:PORT')
+    .optional(),
+  /**
+   * For a cluster without a storage provisioner (one node): named volumes are directories under
+   * this path on the node (`--kube-local-volumes`).
+   */
+  kubeLocalVolumes: z.string().optional(),
+  /** Addresses (CIDRs) the gateway's connections come from, let in by every environment's NetworkPolicy. */
+  kubeGatewayFrom: z
+    .array(z.string().refine(isIpv4Cidr, 'an IPv4 CIDR such as 10.245.0.1/32'))
+    .max(64)
+    .default([]),
   /** See {@link defaultAgentBinary}; without one, containers are started only when what they wait for is ready. */
   agentBinary: z.string().optional(),
   /** Environment networks take their subnets from here, not from the Engine's small default pools. */

@@ -88,3 +88,21 @@ export function clipMiddle(text: string, maxBytes: number): string {
   tail.push(bytes);
   return `${head}… [${bytes.length - 2 * half} bytes left out] …${tail.text()}`;
 }
+
+/**
+ * The end of a workload's output for an error message: '' or a newline followed by the last lines
+ * read from `open` (at most `limit` bytes: a single line can be huge). '' when it cannot be read.
+ */
+export async function outputTail(
+  open: () => Promise<AsyncIterable<unknown>>,
+  limit: number,
+): Promise<string> {
+  try {
+    const kept = new ByteTail(limit);
+    for await (const chunk of await open()) kept.push(chunk as Buffer);
+    const text = kept.text().trim();
+    return text ? `\n${text}` : '';
+  } catch {
+    return '';
+  }
+}

@@ -1,8 +1,9 @@
 /**
  * Runs around every test file (vitest setupFiles): no container, network or volume labelled by
- * Mayfly that this test run made may remain. It asks the docker CLI, not the driver under test, so
- * the check is independent. Only this run's installations count (their instance ids start with the
- * run's name, see `testInstanceName`): a quick-start server or another test run on the same engine
+ * Mayfly that this test run made may remain, nor a namespace or volume on the test cluster. It
+ * asks the docker CLI and the Kubernetes API, not the driver under test, so the check is
+ * independent. Only this run's installations count (their instance ids start with the run's
+ * name, see `testInstanceName`): a quick-start server or another test run on the same engine
  * creating and removing objects meanwhile causes no false failure.
  */
 import { execFileSync } from 'node:child_process';
@@ -30,13 +31,38 @@ export function labelledObjects(): string[] {
   ];
 }
 
+/**
+ * This run's namespaces and volumes on the test cluster (MAYFLY_TEST_KUBECONFIG), as `kind name`,
+ * asked through the API with the official client, not the driver under test.
+ */
+async function clusterObjects(): Promise<string[]> {
+  const kubeconfig = process.env.MAYFLY_TEST_KUBECONFIG;
+  const run = process.env.MAYFLY_TEST_RUN ?? '';
+  if (!kubeconfig || !run) return [];
+  const { CoreV1Api, KubeConfig } = await import('@kubernetes/client-node');
+  const config = new KubeConfig();
+  config.loadFromFile(kubeconfig);
+  const core = config.makeApiClient(CoreV1Api);
+  const labelSelector = 'mayfly.managed-by=mayfly';
+  const ours = (o: { metadata?: { labels?: Record<string, string> } }) =>
+    (o.metadata?.labels?.['mayfly.instance'] ?? '').startsWith(run);
+  const [namespaces, volumes] = await Promise.all([
+    core.listNamespace({ labelSelector }),
+    core.listPersistentVolume({ labelSelector }),
+  ]);
+  return [
+    ...namespaces.items.filter(ours).map((n) => `namespace ${n.metadata?.name}`),
+    ...volumes.items.filter(ours).map((v) => `persistentvolume ${v.metadata?.name}`),
+  ];
+}
+
 // Objects that were there before (a previous file's, already reported) are not this file's.
 let before = new Set<string>();
-beforeAll(() => {
-  before = new Set(labelledObjects());
+beforeAll(async () => {
+  before = new Set([...labelledObjects(), ...(await clusterObjects())]);
 });
 
-afterAll(() => {
-  const left = labelledObjects().filter((o) => !before.has(o));
+afterAll(async () => {
+  const left = [...labelledObjects(), ...(await clusterObjects())].filter((o) => !before.has(o));
   expect(left, 'Mayfly-labelled objects left behind by this test file').toEqual([]);
 });

@@ -6,7 +6,7 @@ import type { IncomingMessage } from 'node:http';
 import { pipeline, type Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type Docker from 'dockerode';
-import { ByteTail } from '../byte-tail.js';
+import { ByteTail, outputTail } from '../byte-tail.js';
 import {
   DEFAULT_EXEC_OUTPUT_BYTES,
   type ExecOptions,
@@ -119,15 +119,6 @@ export async function execIn(
 }
 
 /** The end of a container's output for an error message: last lines, and at most a few KiB. */
-export async function logTail(docker: Docker, id: string, lines = 10): Promise<string> {
-  try {
-    const stream = await openLogStream(docker, id, { tail: lines });
-    // A single line can be huge: keep a bounded window of the end, not everything.
-    const kept = new ByteTail(LOG_TAIL_BYTES);
-    for await (const chunk of stream) kept.push(chunk as Buffer);
-    const text = kept.text().trim();
-    return text ? `\n${text}` : '';
-  } catch {
-    return '';
-  }
+export function logTail(docker: Docker, id: string, lines = 10): Promise<string> {
+  return outputTail(() => openLogStream(docker, id, { tail: lines }), LOG_TAIL_BYTES);
 }

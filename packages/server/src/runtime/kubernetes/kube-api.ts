@@ -87,7 +87,7 @@ export async function streamGet(
   };
   await config.applyToHTTPSOptions(options);
   return new Promise((resolve, reject) => {
-    const request = https.request({ ...options, ...(signal ? { signal } : {}) }, (response) => {
+    const request = https.request(options, (response) => {
       if (response.statusCode === 200) {
         resolve(response);
         return;

@@ -5,13 +5,13 @@
  * @kubernetes/client-node never leaks past this folder.
  */
 import { rm } from 'node:fs/promises';
-import { Readable, Writable } from 'node:stream';
+import { PassThrough, Readable, Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { V1Pod, V1Service, V1StatefulSet } from '@kubernetes/client-node';
+import type { CoreV1Event, V1Namespace, V1Pod, V1Service, V1StatefulSet } from '@kubernetes/client-node';
 import type { ImagePublisher, PublishedImage } from '../../images/image-publisher.js';
 import type { EnvPlan, WorkloadPlan } from '../../plan/plan.js';
 import { orAbort } from '../abort.js';
-import { ByteTail } from '../byte-tail.js';
+import { ByteTail, outputTail } from '../byte-tail.js';
 import {
   DEFAULT_EXEC_OUTPUT_BYTES,
   type Endpoint,
@@ -155,17 +155,16 @@ export class KubernetesRuntime implements Runtime {
           body: networkPolicyManifest(s, plan),
         }),
       ),
-      ...plan.volumes.map((v) => {
-        const local = s.localVolumes;
-        return local
-          ? this.createIfMissing('PersistentVolume', () =>
-              this.k.core.createPersistentVolume({
-                body: localVolumeManifest({ ...s, localVolumes: local }, plan, v.name),
-              }),
-            )
-          : undefined;
-      }),
       ...plan.volumes.map(async (v) => {
+        // A local volume before its claim, so the claim is bound the moment it exists.
+        const local = s.localVolumes;
+        if (local) {
+          await this.createIfMissing('PersistentVolume', () =>
+            this.k.core.createPersistentVolume({
+              body: localVolumeManifest({ ...s, localVolumes: local }, plan, v.name),
+            }),
+          );
+        }
         const body = volumeClaimManifest(s, plan, v.name);
         // Looked for first: the quota would refuse a second claim before the create could say it exists.
         if (
@@ -319,6 +318,7 @@ export class KubernetesRuntime implements Runtime {
       if (job && sameSpec(job.metadata?.labels)) {
         if ((job.status?.succeeded ?? 0) >= (job.spec?.completions ?? 1))
           return { state: 'exited', exitCode: 0, output: '' };
+        if ((job.spec?.parallelism ?? 0) === 0) return { state: 'created' };
         if ((job.status?.failed ?? 0) > 0) {
           const failed = (await this.podsOf(plan.envId, workload.name)).find((p) => terminated(p)?.exitCode);
           return {
@@ -353,7 +353,9 @@ export class KubernetesRuntime implements Runtime {
             : { state: 'exited', exitCode: 0, output: '' };
         }
       } else if (same.length === 0 && pods.length === 0) {
-        // Nothing yet (or removed by a sleep): made at start.
+        // Nothing yet (or removed by a sleep): made at start, once pods a sleep is still stopping
+        // are gone (their names are the new ones').
+        await orAbort(this.removeWorkload(plan.envId, workload), signal);
         await this.ensureFiles(plan, workload);
         options.onProgress?.({ type: 'workload', workload: workload.name, phase: 'creating' });
         await this.facts(plan, workload, signal); // publishes the image now, not at start
@@ -367,7 +369,14 @@ export class KubernetesRuntime implements Runtime {
     options.onProgress?.({ type: 'workload', workload: workload.name, phase: 'creating' });
     const facts = await this.facts(plan, workload, signal);
     await this.ensureFiles(plan, workload);
-    if (mode === 'controller') {
+    if (mode === 'job') {
+      await this.create(workload, () =>
+        this.k.batch.createNamespacedJob({
+          namespace: ns,
+          body: workloadManifest(this.settings, plan, workload, facts, 0) as never,
+        }),
+      );
+    } else if (mode === 'controller') {
       await this.create(workload, () => {
         const manifest = workloadManifest(this.settings, plan, workload, facts, 0);
         return manifest.kind === 'StatefulSet'
@@ -405,10 +414,11 @@ export class KubernetesRuntime implements Runtime {
     const facts = await this.facts(plan, workload, signal);
     signal.throwIfAborted();
     if (mode === 'job') {
-      const manifest = workloadManifest(this.settings, plan, workload, facts, workload.replicas);
-      await this.start(workload, () =>
-        this.k.batch.createNamespacedJob({ namespace: ns, body: manifest as never }),
-      );
+      const job = await unless([404], this.k.batch.readNamespacedJob({ namespace: ns, name }));
+      if (!job) throw new RuntimeStepError(`start:${workload.name}`, 'its Job is gone');
+      if ((job.spec?.parallelism ?? 0) > 0) return; // started by an apply given up on meanwhile
+      job.spec!.parallelism = workload.replicas;
+      await this.start(workload, () => this.k.batch.replaceNamespacedJob({ namespace: ns, name, body: job }));
     } else if (mode === 'controller') {
       const controller = await this.readController(ns, name, workload);
       if (!controller) throw new RuntimeStepError(`start:${workload.name}`, 'its controller is gone');
@@ -420,6 +430,7 @@ export class KubernetesRuntime implements Runtime {
           : this.k.apps.replaceNamespacedDeployment({ namespace: ns, name, body: controller as never }),
       );
     } else {
+      await this.markAwake(ns, workload.name);
       for (let replica = 1; replica <= workload.replicas; replica++) {
         signal.throwIfAborted();
         const pod = podManifest(this.settings, plan, workload, facts, replica);
@@ -460,7 +471,7 @@ export class KubernetesRuntime implements Runtime {
     ]);
     const deadline = Date.now() + 120_000;
     for (;;) {
-      const pods = await this.podsOf(envId, workload.name);
+      const pods = await this.podsOf(envId, workload.name, true);
       if (pods.length === 0) return;
       await Promise.all(pods.map((p) => this.deletePod(ns, p.metadata!.name!)));
       if (Date.now() > deadline)
@@ -473,7 +484,8 @@ export class KubernetesRuntime implements Runtime {
     return unless([404], this.k.core.deleteNamespacedPod({ namespace: ns, name, gracePeriodSeconds: 0 }));
   }
 
-  private async podsOf(envId: string, workload: string): Promise<V1Pod[]> {
+  /** A workload's pods, by name; those being deleted only when asked for (`terminating`). */
+  private async podsOf(envId: string, workload: string, terminating = false): Promise<V1Pod[]> {
     const list = await unless(
       [404],
       this.k.core.listNamespacedPod({
@@ -481,9 +493,9 @@ export class KubernetesRuntime implements Runtime {
         labelSelector: selectorOf({ ...this.labels(envId), [LABELS.workload]: labelValue(workload) }),
       }),
     );
-    // Pods being deleted are as good as gone.
+    // Pods being deleted are as good as gone, but for making one of the same name.
     return (list?.items ?? [])
-      .filter((p) => !p.metadata?.deletionTimestamp)
+      .filter((p) => terminating || !p.metadata?.deletionTimestamp)
       .sort((a, b) => (a.metadata?.name ?? '').localeCompare(b.metadata?.name ?? ''));
   }
 
@@ -532,7 +544,8 @@ export class KubernetesRuntime implements Runtime {
         const key = pod.metadata!.uid!;
         if (!restartsBefore.has(key))
           restartsBefore.set(key, options.fresh ? 0 : (status?.restartCount ?? 0));
-        const ended = terminated(pod);
+        // A pod Kubernetes restarts (a controller's) is not done when its container exits.
+        const ended = pod.spec?.restartPolicy === 'Always' ? undefined : terminated(pod);
         if (ended) {
           return {
             state: 'exited',
@@ -542,7 +555,10 @@ export class KubernetesRuntime implements Runtime {
         }
         this.throwIfStuck(workload, pod, 'start');
         const restarts = (status?.restartCount ?? 0) - restartsBefore.get(key)!;
-        if (restarts >= this.crashLoopRestarts) {
+        // The kubelet backs off a container that keeps exiting (10 s, 20 s, 40 s…): once it says so,
+        // waiting for more restarts would only take longer.
+        const backingOff = status?.state?.waiting?.reason === 'CrashLoopBackOff' && restarts >= 1;
+        if (restarts >= this.crashLoopRestarts || backingOff) {
           const last = status?.lastState?.terminated?.exitCode;
           throw new RuntimeStepError(
             `start:${workload.name}`,
@@ -557,7 +573,11 @@ export class KubernetesRuntime implements Runtime {
           const window =
             check.startPeriodMs + check.retries * Math.max(1000, check.intervalMs) + check.timeoutMs;
           if (Date.now() - started > window + 2000) {
-            throw new RuntimeStepError(`health:${workload.name}`, 'health check failed');
+            const last = await this.probeFailure(ns, pod.metadata!.name!);
+            throw new RuntimeStepError(
+              `health:${workload.name}`,
+              `health check failed${last ? `: ${last}` : ''}`,
+            );
           }
         }
       }
@@ -577,6 +597,22 @@ export class KubernetesRuntime implements Runtime {
       }
       await sleep(this.pollMs, undefined, { signal });
     }
+  }
+
+  /** What the last failed readiness probe of a pod printed, as the kubelet reported it. */
+  private async probeFailure(ns: string, pod: string): Promise<string | undefined> {
+    const events = await unless(
+      [404],
+      this.k.core.listNamespacedEvent({
+        namespace: ns,
+        fieldSelector: `involvedObject.name=${pod},reason=Unhealthy`,
+      }),
+    );
+    const last = events?.items.sort((a, b) => eventTime(a) - eventTime(b)).at(-1)?.message;
+    return last
+      ?.replace(/^Readiness probe failed:\s*/, '')
+      .trim()
+      .slice(0, 4096);
   }
 
   /** A container that cannot start by itself (its image cannot be pulled, say) fails at once. */
@@ -599,10 +635,11 @@ export class KubernetesRuntime implements Runtime {
       return { envId, workloads: [], exists: false };
     }
     const selector = this.selector(envId);
-    const [pods, deployments, sets] = await Promise.all([
+    const [pods, deployments, sets, jobs] = await Promise.all([
       this.k.core.listNamespacedPod({ namespace: ns, labelSelector: selector }),
       this.k.apps.listNamespacedDeployment({ namespace: ns, labelSelector: selector }),
       this.k.apps.listNamespacedStatefulSet({ namespace: ns, labelSelector: selector }),
+      this.k.batch.listNamespacedJob({ namespace: ns, labelSelector: selector }),
     ]);
     const workloads: ObservedWorkload[] = pods.items
       .filter((p) => !p.metadata?.deletionTimestamp)
@@ -636,7 +673,55 @@ export class KubernetesRuntime implements Runtime {
         });
       }
     }
+    // A Job made and not started yet has no pods: reported created.
+    for (const job of jobs.items) {
+      if ((job.spec?.parallelism ?? 0) === 0) {
+        workloads.push({
+          name: job.metadata?.annotations?.[LABELS.workload] ?? job.metadata?.name ?? '',
+          kind: 'job',
+          state: 'created',
+          health: null,
+          exitCode: null,
+        });
+      }
+    }
+    // Mayfly's own pods removed by a sleep: reported stopped until they are started again.
+    const seen = new Set(workloads.map((w) => w.name));
+    for (const name of asleep(namespace)) {
+      if (!seen.has(name))
+        workloads.push({ name, kind: 'service', state: 'exited', health: null, exitCode: null });
+    }
     return { envId, workloads, exists: true };
+  }
+
+  /** Notes on the namespace which workloads' pods a sleep removed (read back by {@link observe}). */
+  private async markAsleep(ns: string, names: string[]): Promise<void> {
+    await this.updateNamespace(ns, (namespace) => [...new Set([...asleep(namespace), ...names])].sort());
+  }
+
+  private async markAwake(ns: string, name: string): Promise<void> {
+    await this.updateNamespace(ns, (namespace) => asleep(namespace).filter((n) => n !== name));
+  }
+
+  private async updateNamespace(ns: string, next: (namespace: V1Namespace) => string[]): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      const namespace = await unless([404], this.k.core.readNamespace({ name: ns }));
+      if (!namespace) return;
+      const before = asleep(namespace);
+      const after = next(namespace);
+      if (before.length === after.length && before.every((n, i) => n === after[i])) return;
+      namespace.metadata!.annotations = {
+        ...namespace.metadata!.annotations,
+        [ASLEEP]: JSON.stringify(after),
+      };
+      try {
+        await this.k.core.replaceNamespace({ name: ns, body: namespace });
+        return;
+      } catch (err) {
+        // Another update came between the read and the write: read again.
+        if (statusOf(err) !== 409 || attempt >= 10) throw err;
+      }
+    }
   }
 
   async stop(envId: string): Promise<void> {
@@ -683,14 +768,24 @@ export class KubernetesRuntime implements Runtime {
             }),
           ),
         ),
-      // Mayfly's own pods that still run: removed (their grace period honoured); exited ones stay,
-      // so a service that had done its work is still done after the wake.
-      ...(pods?.items ?? [])
-        .filter((p) => !p.metadata?.ownerReferences?.length && !terminated(p))
-        .map((p) =>
-          unless([404], this.k.core.deleteNamespacedPod({ namespace: ns, name: p.metadata!.name! })),
-        ),
     ]);
+    // Mayfly's own pods that still run: removed (their grace period honoured); exited ones stay,
+    // so a service that had done its work is still done after the wake.
+    const running = (pods?.items ?? []).filter(
+      (p) =>
+        !p.metadata?.ownerReferences?.length &&
+        !terminated(p) &&
+        p.metadata?.labels?.['mayfly.kind'] !== 'job',
+    );
+    await this.markAsleep(
+      ns,
+      running.map((p) => p.metadata?.annotations?.[LABELS.workload] ?? ''),
+    );
+    await Promise.all(
+      running.map((p) =>
+        unless([404], this.k.core.deleteNamespacedPod({ namespace: ns, name: p.metadata!.name! })),
+      ),
+    );
   }
 
   async destroy(envId: string): Promise<void> {
@@ -741,10 +836,22 @@ export class KubernetesRuntime implements Runtime {
 
   // --- into a workload --------------------------------------------------------------------------
 
+  /**
+   * The workload's first pod (by name); with `running`, its first running one, waited for a while
+   * when a pod is still starting (pulling, being scheduled), as Docker can reach a created container.
+   */
   private async podOf(envId: string, workload: string, running = false): Promise<V1Pod> {
-    const pods = (await this.podsOf(envId, workload)).filter(
-      (p) => !running || p.status?.containerStatuses?.[0]?.state?.running,
-    );
+    const deadline = Date.now() + 30_000;
+    let pods = await this.podsOf(envId, workload);
+    if (running) {
+      const starting = (p: V1Pod) => !p.status?.containerStatuses?.[0]?.state?.running && !terminated(p);
+      while (!pods.some((p) => p.status?.containerStatuses?.[0]?.state?.running) && pods.some(starting)) {
+        if (Date.now() > deadline) break;
+        await sleep(this.pollMs);
+        pods = await this.podsOf(envId, workload);
+      }
+      pods = pods.filter((p) => p.status?.containerStatuses?.[0]?.state?.running);
+    }
     const pod = pods[0];
     if (!pod)
       throw new WorkloadNotFoundError(`no ${running ? 'running ' : ''}pod for "${workload}" in ${envId}`);
@@ -756,7 +863,11 @@ export class KubernetesRuntime implements Runtime {
     return this.logStream(namespaceName(envId), pod.metadata!.name!, options);
   }
 
-  private logStream(
+  /**
+   * A pod's output as the API server streams it (backpressure: a reader that stops stops the read).
+   * Aborting `signal` ends the stream cleanly, as the end of a followed log.
+   */
+  private async logStream(
     ns: string,
     pod: string,
     options: LogOptions & { previous?: boolean },
@@ -765,24 +876,32 @@ export class KubernetesRuntime implements Runtime {
     if (options.follow) query.set('follow', 'true');
     if (options.tail !== undefined) query.set('tailLines', String(options.tail));
     if (options.previous) query.set('previous', 'true');
-    return streamGet(
+    options.signal?.throwIfAborted();
+    const response = await streamGet(
       this.k.config,
       `/api/v1/namespaces/${encodeURIComponent(ns)}/pods/${encodeURIComponent(pod)}/log?${query}`,
-      options.signal,
     );
+    const out = new PassThrough();
+    response.pipe(out);
+    response.on('error', (err) => out.destroy(err));
+    const { signal } = options;
+    const stop = () => {
+      response.unpipe(out);
+      response.destroy();
+      out.end();
+    };
+    if (signal?.aborted) stop();
+    signal?.addEventListener('abort', stop, { once: true });
+    out.on('close', () => {
+      signal?.removeEventListener('abort', stop);
+      response.destroy();
+    });
+    return out;
   }
 
   /** The end of a pod's output for an error message ('' or a newline and the last lines). */
-  private async logTail(ns: string, pod: string, previous = false): Promise<string> {
-    try {
-      const stream = await this.logStream(ns, pod, { tail: LOG_TAIL_LINES, previous });
-      const kept = new ByteTail(LOG_TAIL_BYTES);
-      for await (const chunk of stream) kept.push(chunk as Buffer);
-      const text = kept.text().trim();
-      return text ? `\n${text}` : '';
-    } catch {
-      return '';
-    }
+  private logTail(ns: string, pod: string, previous = false): Promise<string> {
+    return outputTail(() => this.logStream(ns, pod, { tail: LOG_TAIL_LINES, previous }), LOG_TAIL_BYTES);
   }
 
   async exec(
@@ -843,13 +962,19 @@ export class KubernetesRuntime implements Runtime {
     return new Promise<number>((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined;
       let settled = false;
+      let connection: { close(): void } | undefined;
+      // Never ended: the client closes the whole connection at the end of its stdin unless the
+      // server speaks v5 (Kubernetes 1.29+); `head -c` above ends the command's input instead.
+      const stdin = input ? new Readable({ read() {} }) : null;
+      stdin?.push(input);
       const finish = (fn: () => void) => {
         if (settled) return;
         settled = true;
         if (timer) clearTimeout(timer);
+        stdin?.destroy();
+        connection?.close();
         fn();
       };
-      const stdin = input ? Readable.from([input]) : null;
       this.k.exec
         .exec(ns, pod, 'main', argv, sink(io.stdout), sink(io.stderr), stdin, false, (status) => {
           if (status.status === 'Success') return finish(() => resolve(0));
@@ -858,6 +983,8 @@ export class KubernetesRuntime implements Runtime {
           finish(() => reject(new Error(status.message ?? 'the command could not be run')));
         })
         .then((socket) => {
+          connection = socket;
+          if (settled) socket.close();
           if (io.timeoutMs) {
             timer = setTimeout(() => {
               socket.close();
@@ -930,6 +1057,21 @@ export class KubernetesRuntime implements Runtime {
     return selectorOf(this.labels(envId));
   }
 }
+
+/** Annotation on a namespace: the workloads whose pods a sleep removed (JSON array of names). */
+const ASLEEP = 'mayfly.asleep';
+
+function asleep(namespace: V1Namespace): string[] {
+  try {
+    const names = JSON.parse(namespace.metadata?.annotations?.[ASLEEP] ?? '[]') as unknown;
+    return Array.isArray(names) ? names.filter((n): n is string => typeof n === 'string').sort() : [];
+  } catch {
+    return [];
+  }
+}
+
+const eventTime = (e: CoreV1Event) =>
+  new Date(e.lastTimestamp ?? e.eventTime ?? e.metadata?.creationTimestamp ?? 0).getTime();
 
 function terminated(pod: V1Pod | undefined) {
   return pod?.status?.containerStatuses?.[0]?.state?.terminated;

@@ -368,13 +368,28 @@ function probe(workload: WorkloadPlan): V1Probe | undefined {
     return http ? { tcpSocket: { port: http.container }, periodSeconds: 1, failureThreshold: 1 } : undefined;
   }
   return {
-    exec: { command: 'shell' in hc.command ? ['/bin/sh', '-c', hc.command.shell] : hc.command.exec },
+    exec: { command: 'shell' in hc.command ? boundedShellCheck(hc.command.shell) : hc.command.exec },
     // Every second, as Docker probes while a container starts: readiness is seen at once.
     periodSeconds: 1,
     timeoutSeconds: seconds(hc.timeoutMs),
     failureThreshold: Math.max(1, hc.retries),
     initialDelaySeconds: 0,
   };
+}
+
+/**
+ * A shell health check whose output is cut to its last 4 KiB inside the container, exit code kept:
+ * the kubelet gets a probe's whole output in one message, and a check that prints more than the
+ * runtime's message limit (16 MiB) would fail for that alone. Only the end ever explains a failure.
+ */
+export function boundedShellCheck(script: string): string[] {
+  return [
+    '/bin/sh',
+    '-c',
+    'out=$( ( /bin/sh -c "$1" 2>&1; echo " $?" ) | tail -c 4096 ); printf "%s" "${out% *}"; exit "${out##* }"',
+    'healthcheck',
+    script,
+  ];
 }
 
 /** `uid`, `uid:gid`: Kubernetes runs a container as numbers only. */
@@ -588,7 +603,7 @@ export function podManifest(
  * The object that runs a workload: a Job for a job (run once, never retried: a failed job fails
  * the environment, as on Docker), a StatefulSet for a service that mounts named volumes (its pod
  * stops before another starts on the same data), a Deployment otherwise. `replicas` 0 makes it
- * without starting anything (prepare), the workload's count starts it.
+ * without starting anything (prepare), the workload's count starts it (a Job's parallelism).
  */
 export function workloadManifest(
   settings: ClusterSettings,
@@ -610,7 +625,8 @@ export function workloadManifest(
       kind: 'Job',
       metadata,
       spec: {
-        parallelism: workload.replicas,
+        // 0: made without running (Job's `suspend` needs 1.21); the workload's count runs it.
+        parallelism: replicas,
         completions: workload.replicas,
         backoffLimit: 0,
         template,
