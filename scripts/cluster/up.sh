@@ -320,6 +320,10 @@ clusterDomain: cluster.local
 resolvConf: /etc/resolv.conf
 serializeImagePulls: false
 evictionHard: {memory.available: 200Mi, nodefs.available: 2%, imagefs.available: 2%, nodefs.inodesFree: 2%}
+# The log API reads a container's current log file only: keep it large enough for the tests'
+# 128 MiB logs (the default rotates at 10 MiB).
+containerLogMaxSize: 256Mi
+containerLogMaxFiles: 2
 imageGCHighThresholdPercent: 95
 imageGCLowThresholdPercent: 90
 EOF

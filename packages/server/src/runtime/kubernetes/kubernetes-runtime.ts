@@ -800,6 +800,12 @@ export class KubernetesRuntime implements Runtime {
       }
       if (!found.metadata.deletionTimestamp) {
         await unless([404, 409], this.k.core.deleteNamespace({ name: ns, propagationPolicy: 'Background' }));
+        // Ephemeral by definition, as on Docker: killed, no grace period. Once the namespace is
+        // terminating nothing makes pods in it again.
+        await unless(
+          [404],
+          this.k.core.deleteCollectionNamespacedPod({ namespace: ns, gracePeriodSeconds: 0 }),
+        );
       }
       if (Date.now() > deadline) throw new Error(`namespace ${ns} is still being deleted`);
       await sleep(Math.max(this.pollMs, 500));
