@@ -81,11 +81,19 @@ describe('mayfly serve', () => {
       ['--sandbox-allow-private', '10.0.0.0/33'],
       ['--max-sandboxes', '0'],
       ['--max-sandboxes', 'many'],
+      ['--runtime', 'podman'],
+      ['--runtime', 'kubernetes', '--registry', 'a registry'],
+      ['--runtime', 'kubernetes', '--kube-gateway-from', '10.0.0.1'],
+      ['--runtime', 'kubernetes', '--kube-local-volumes', 'relative/dir'],
     ]) {
       const result = await run(['serve', '--data', dataDir, ...args]);
       expect(result.code, args.join(' ')).toBe(2);
       expect(result.stderr, args.join(' ')).toMatch(/^mayfly: invalid --/);
     }
+    // Cluster flags without the cluster runtime say what they need.
+    const docker = await run(['serve', '--data', dataDir, '--kubeconfig', '/tmp/k']);
+    expect(docker.code).toBe(2);
+    expect(docker.stderr).toMatch(/--kubeconfig needs --runtime kubernetes/);
   });
 
   it('runs with its limits and allowed paths, refuses a second server on its data dir, and stops on SIGTERM', async () => {

@@ -3,11 +3,17 @@
  * kubeconfig, which `scripts/test.sh` passes as MAYFLY_TEST_KUBECONFIG (any other cluster works
  * too, with a registry it pulls from as MAYFLY_TEST_REGISTRY).
  */
-import { describe } from 'vitest';
+import { CoreV1Api, KubeConfig, NetworkingV1Api } from '@kubernetes/client-node';
+import { afterAll, describe, expect, it } from 'vitest';
+import type { EnvPlan } from '../../plan/plan.js';
 import { testInstanceName } from '../../test-support/global-setup.js';
+import { envPlan, httpService, workload } from '../../test-support/plans.js';
+import { until } from '../../test-support/until.js';
+import { applyPlan } from '../apply-plan.js';
 import { DockerImagePublisher } from '../docker/docker-image-publisher.js';
 import { describeRuntime } from '../runtime.case.js';
 import { KubernetesRuntime } from './kubernetes-runtime.js';
+import { namespaceName } from './manifests.js';
 
 const kubeconfig = process.env.MAYFLY_TEST_KUBECONFIG;
 const registry = process.env.MAYFLY_TEST_REGISTRY ?? '127.0.0.1:5000';
@@ -35,5 +41,105 @@ describe.skipIf(!kubeconfig)('KubernetesRuntime', () => {
     reach: async (endpoint) => `http://${endpoint.host}:${endpoint.port}`,
     // What Kubernetes does otherwise (docs/kubernetes.md).
     differences: { noCreatedReplicas: true, sleepLosesContainerFiles: true, fileOwnersIgnored: true },
+  });
+});
+
+describe.skipIf(!kubeconfig)('KubernetesRuntime on the cluster', () => {
+  const runtime = makeRuntime();
+  const made: EnvPlan[] = [];
+  afterAll(async () => {
+    await Promise.all(made.map((plan) => runtime.destroy(plan.envId)));
+  });
+  const core = () => {
+    const config = new KubeConfig();
+    config.loadFromFile(kubeconfig!);
+    return config.makeApiClient(CoreV1Api);
+  };
+
+  it('services reach each other by their Compose names and aliases, without cluster DNS', async () => {
+    const plan = envPlan([
+      httpService('api', { aliases: ['backend'] }),
+      workload({ name: 'client', command: ['testkit', 'sleep'] }),
+    ]);
+    made.push(plan);
+    await applyPlan(runtime, plan);
+    for (const name of ['api', 'backend']) {
+      const got = await runtime.exec(plan.envId, 'client', [
+        'busybox',
+        'wget',
+        '-q',
+        '-O',
+        '-',
+        `http://${name}:8080/`,
+      ]);
+      expect(got).toMatchObject({ exitCode: 0, stdout: 'hello from api' });
+    }
+  });
+
+  it('gives each environment a namespace with its quota, default limits and default-deny policy', async () => {
+    const plan = envPlan([workload({ name: 'box', command: ['testkit', 'sleep'] })], {
+      volumes: [{ name: 'data' }],
+    });
+    made.push(plan);
+    await applyPlan(runtime, plan);
+    const ns = namespaceName(plan.envId);
+    const api = core();
+    const quota = await api.readNamespacedResourceQuota({ namespace: ns, name: 'mayfly-quota' });
+    expect(quota.spec?.hard).toMatchObject({ pods: '50', 'requests.memory': '16Gi' });
+    const limits = await api.readNamespacedLimitRange({ namespace: ns, name: 'mayfly-defaults' });
+    expect(limits.spec?.limits[0]?.defaultRequest).toMatchObject({ memory: '64Mi' });
+    const config = new KubeConfig();
+    config.loadFromFile(kubeconfig!);
+    const policy = await config
+      .makeApiClient(NetworkingV1Api)
+      .readNamespacedNetworkPolicy({ namespace: ns, name: 'mayfly-default-deny' });
+    expect(policy.spec?.policyTypes).toEqual(['Ingress']);
+    expect(policy.spec?.ingress?.[0]?._from).toEqual([
+      { podSelector: {} },
+      { ipBlock: { cidr: '10.245.0.1/32' } },
+    ]);
+    // Bound to its own local volume (the binder runs on its own; no pod waited for it here).
+    await until('the claim to be bound', async () => {
+      const claim = await api.readNamespacedPersistentVolumeClaim({ namespace: ns, name: 'volume-data' });
+      return claim.status?.phase === 'Bound' ? true : undefined;
+    });
+    const pod = (await api.listNamespacedPod({ namespace: ns })).items[0]!;
+    // No credentials for the cluster in a template's pods.
+    expect(pod.spec?.automountServiceAccountToken).toBe(false);
+    const mounts = pod.spec?.containers[0]?.volumeMounts ?? [];
+    expect(mounts.map((m) => m.mountPath)).not.toContain('/var/run/secrets/kubernetes.io/serviceaccount');
+    expect(
+      (pod.spec?.volumes ?? []).some((v) => v.projected || v.secret?.secretName?.startsWith('default-token')),
+    ).toBe(false);
+
+    await runtime.destroy(plan.envId);
+    await expect(api.readNamespace({ name: ns })).rejects.toMatchObject({ code: 404 });
+    expect((await runtime.listManaged()).filter((o) => o.envId === plan.envId)).toEqual([]);
+  });
+
+  it('a pod deleted behind its back is repaired: by Kubernetes for a controller, by the next apply for its own pods', async () => {
+    const plan = envPlan([
+      workload({ name: 'kept', command: ['testkit', 'sleep'], restart: 'always' }),
+      workload({ name: 'own', command: ['testkit', 'sleep'] }),
+    ]);
+    made.push(plan);
+    await applyPlan(runtime, plan);
+    const ns = namespaceName(plan.envId);
+    const api = core();
+    for (const pod of (await api.listNamespacedPod({ namespace: ns })).items) {
+      await api.deleteNamespacedPod({ namespace: ns, name: pod.metadata!.name!, gracePeriodSeconds: 0 });
+    }
+    const running = async () =>
+      (await runtime.observe(plan.envId)).workloads
+        .filter((w) => w.state === 'running')
+        .map((w) => w.name)
+        .sort();
+    await until('the Deployment to bring its pod back', async () =>
+      (await running()).includes('kept') ? true : undefined,
+    );
+    expect(await running()).toEqual(['kept']);
+    // What Mayfly's reconciler does when it sees a workload missing: apply again.
+    await applyPlan(runtime, plan);
+    expect(await running()).toEqual(['kept', 'own']);
   });
 });

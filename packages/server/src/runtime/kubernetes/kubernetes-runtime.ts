@@ -414,27 +414,63 @@ export class KubernetesRuntime implements Runtime {
     const facts = await this.facts(plan, workload, signal);
     signal.throwIfAborted();
     if (mode === 'job') {
-      const job = await unless([404], this.k.batch.readNamespacedJob({ namespace: ns, name }));
-      if (!job) throw new RuntimeStepError(`start:${workload.name}`, 'its Job is gone');
-      if ((job.spec?.parallelism ?? 0) > 0) return; // started by an apply given up on meanwhile
-      job.spec!.parallelism = workload.replicas;
-      await this.start(workload, () => this.k.batch.replaceNamespacedJob({ namespace: ns, name, body: job }));
+      const found = await this.update(
+        () => this.k.batch.readNamespacedJob({ namespace: ns, name }),
+        (job) => {
+          if ((job.spec?.parallelism ?? 0) > 0) return false; // started by an apply given up on meanwhile
+          job.spec!.parallelism = workload.replicas;
+          return true;
+        },
+        (job) => this.k.batch.replaceNamespacedJob({ namespace: ns, name, body: job }),
+      ).catch((err: unknown) => {
+        throw new RuntimeStepError(`start:${workload.name}`, apiMessage(err));
+      });
+      if (!found) throw new RuntimeStepError(`start:${workload.name}`, 'its Job is gone');
     } else if (mode === 'controller') {
-      const controller = await this.readController(ns, name, workload);
-      if (!controller) throw new RuntimeStepError(`start:${workload.name}`, 'its controller is gone');
-      controller.spec!.replicas = workload.replicas;
-      if (controller.metadata?.annotations) delete controller.metadata.annotations[STOPPED_AT];
-      await this.start(workload, () =>
-        controller.kind === 'StatefulSet'
-          ? this.k.apps.replaceNamespacedStatefulSet({ namespace: ns, name, body: controller as never })
-          : this.k.apps.replaceNamespacedDeployment({ namespace: ns, name, body: controller as never }),
-      );
+      const found = await this.update(
+        () => this.readController(ns, name, workload),
+        (controller) => {
+          controller.spec!.replicas = workload.replicas;
+          if (controller.metadata?.annotations) delete controller.metadata.annotations[STOPPED_AT];
+          return true;
+        },
+        (controller) =>
+          controller.kind === 'StatefulSet'
+            ? this.k.apps.replaceNamespacedStatefulSet({ namespace: ns, name, body: controller as never })
+            : this.k.apps.replaceNamespacedDeployment({ namespace: ns, name, body: controller as never }),
+      ).catch((err: unknown) => {
+        throw new RuntimeStepError(`start:${workload.name}`, apiMessage(err));
+      });
+      if (!found) throw new RuntimeStepError(`start:${workload.name}`, 'its controller is gone');
     } else {
       await this.markAwake(ns, workload.name);
       for (let replica = 1; replica <= workload.replicas; replica++) {
         signal.throwIfAborted();
         const pod = podManifest(this.settings, plan, workload, facts, replica);
         await this.start(workload, () => this.k.core.createNamespacedPod({ namespace: ns, body: pod }));
+      }
+    }
+  }
+
+  /**
+   * Read, change, write back; read again when another writer (a controller updating its status)
+   * came between. False when the object is gone; `change` returning false writes nothing.
+   */
+  private async update<T>(
+    read: () => Promise<T | undefined>,
+    change: (object: T) => boolean,
+    write: (object: T) => Promise<unknown>,
+  ): Promise<boolean> {
+    for (let attempt = 1; ; attempt++) {
+      const object = await unless([404], read());
+      if (!object) return false;
+      if (!change(object)) return true;
+      try {
+        await write(object);
+        return true;
+      } catch (err) {
+        if (statusOf(err) === 404) return false;
+        if (statusOf(err) !== 409 || attempt >= 20) throw err;
       }
     }
   }
@@ -557,12 +593,12 @@ export class KubernetesRuntime implements Runtime {
         const restarts = (status?.restartCount ?? 0) - restartsBefore.get(key)!;
         // The kubelet backs off a container that keeps exiting (10 s, 20 s, 40 s…): once it says so,
         // waiting for more restarts would only take longer.
-        const backingOff = status?.state?.waiting?.reason === 'CrashLoopBackOff' && restarts >= 1;
+        const backingOff = status?.state?.waiting?.reason === 'CrashLoopBackOff';
         if (restarts >= this.crashLoopRestarts || backingOff) {
           const last = status?.lastState?.terminated?.exitCode;
           throw new RuntimeStepError(
             `start:${workload.name}`,
-            `keeps crashing (restarted ${restarts} times, last exit code ${last ?? 'unknown'})${await this.logTail(ns, pod.metadata!.name!, true)}`,
+            `keeps crashing (restarted ${status?.restartCount ?? restarts} times, last exit code ${last ?? 'unknown'})${await this.logTail(ns, pod.metadata!.name!, true)}`,
           );
         }
         if (status?.ready) {
@@ -704,24 +740,20 @@ export class KubernetesRuntime implements Runtime {
   }
 
   private async updateNamespace(ns: string, next: (namespace: V1Namespace) => string[]): Promise<void> {
-    for (let attempt = 0; ; attempt++) {
-      const namespace = await unless([404], this.k.core.readNamespace({ name: ns }));
-      if (!namespace) return;
-      const before = asleep(namespace);
-      const after = next(namespace);
-      if (before.length === after.length && before.every((n, i) => n === after[i])) return;
-      namespace.metadata!.annotations = {
-        ...namespace.metadata!.annotations,
-        [ASLEEP]: JSON.stringify(after),
-      };
-      try {
-        await this.k.core.replaceNamespace({ name: ns, body: namespace });
-        return;
-      } catch (err) {
-        // Another update came between the read and the write: read again.
-        if (statusOf(err) !== 409 || attempt >= 10) throw err;
-      }
-    }
+    await this.update(
+      () => this.k.core.readNamespace({ name: ns }),
+      (namespace) => {
+        const before = asleep(namespace);
+        const after = next(namespace);
+        if (before.length === after.length && before.every((n, i) => n === after[i])) return false;
+        namespace.metadata!.annotations = {
+          ...namespace.metadata!.annotations,
+          [ASLEEP]: JSON.stringify(after),
+        };
+        return true;
+      },
+      (namespace) => this.k.core.replaceNamespace({ name: ns, body: namespace }),
+    );
   }
 
   async stop(envId: string): Promise<void> {
@@ -734,40 +766,31 @@ export class KubernetesRuntime implements Runtime {
       unless([404], this.k.apps.listNamespacedStatefulSet({ namespace: ns, labelSelector: selector })),
       unless([404], this.k.core.listNamespacedPod({ namespace: ns, labelSelector: selector })),
     ]);
-    const sleepy = <
-      T extends { metadata?: { annotations?: Record<string, string> }; spec?: { replicas?: number } },
-    >(
-      c: T,
-    ) => {
+    const sleepy = (c: {
+      metadata?: { annotations?: Record<string, string> };
+      spec?: { replicas?: number };
+    }) => {
+      if ((c.spec?.replicas ?? 0) === 0) return false;
       c.spec!.replicas = 0;
       c.metadata!.annotations = { ...c.metadata!.annotations, [STOPPED_AT]: at };
-      return c;
+      return true;
     };
     await Promise.all([
-      ...(deployments?.items ?? [])
-        .filter((d) => (d.spec?.replicas ?? 0) > 0)
-        .map((d) =>
-          unless(
-            [404, 409],
-            this.k.apps.replaceNamespacedDeployment({
-              namespace: ns,
-              name: d.metadata!.name!,
-              body: sleepy(d),
-            }),
-          ),
+      ...(deployments?.items ?? []).map((d) =>
+        this.update(
+          () => this.k.apps.readNamespacedDeployment({ namespace: ns, name: d.metadata!.name! }),
+          sleepy,
+          (body) => this.k.apps.replaceNamespacedDeployment({ namespace: ns, name: d.metadata!.name!, body }),
         ),
-      ...(sets?.items ?? [])
-        .filter((d) => (d.spec?.replicas ?? 0) > 0)
-        .map((d) =>
-          unless(
-            [404, 409],
-            this.k.apps.replaceNamespacedStatefulSet({
-              namespace: ns,
-              name: d.metadata!.name!,
-              body: sleepy(d),
-            }),
-          ),
+      ),
+      ...(sets?.items ?? []).map((d) =>
+        this.update(
+          () => this.k.apps.readNamespacedStatefulSet({ namespace: ns, name: d.metadata!.name! }),
+          sleepy,
+          (body) =>
+            this.k.apps.replaceNamespacedStatefulSet({ namespace: ns, name: d.metadata!.name!, body }),
         ),
+      ),
     ]);
     // Mayfly's own pods that still run: removed (their grace period honoured); exited ones stay,
     // so a service that had done its work is still done after the wake.
