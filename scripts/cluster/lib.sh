@@ -4,6 +4,10 @@
 # Everything a running cluster writes (certificates, etcd data, containerd's root and state, the
 # kubelet's root, the registry's storage, logs, pids, what down.sh restores). Removed by down.sh.
 run="${MAYFLY_CLUSTER_DIR:-/var/lib/mayfly-cluster}"
+case "$run" in
+  /*/*) ;;
+  *) echo "[mayfly cluster] MAYFLY_CLUSTER_DIR must be an absolute path below a directory (down.sh removes it)" >&2; exit 1 ;;
+esac
 # Built binaries and the Go cache: kept across up/down (scripts/cluster/build-kubernetes.sh).
 cache="${MAYFLY_K8S_CACHE:-/var/cache/mayfly-k8s}"
 

@@ -10,6 +10,7 @@ import { clipMiddle } from '../byte-tail.js';
 import { engineClient, imageExists, jsonMessages } from './engine-api.js';
 
 const ERROR_BYTES = 4096;
+const MAX_REMEMBERED = 1000;
 
 export interface DockerImagePublisherOptions {
   /** `HOST:PORT` of the registry the cluster pulls from; none: the cluster pulls references as given. */
@@ -44,6 +45,8 @@ export class DockerImagePublisher implements ImagePublisher {
       push = this.push(ref, target, signal);
       this.pushed.set(key, push);
       push.catch(() => this.pushed.delete(key));
+      // Every build makes a new image: only the newest pushes are remembered.
+      if (this.pushed.size > MAX_REMEMBERED) this.pushed.delete(this.pushed.keys().next().value!);
     }
     await push;
     return { ref: target, ports };

@@ -84,6 +84,8 @@ const DEFAULT_CLUSTER: Omit<ClusterSettings, 'instance'> = {
 
 /** Annotation on a controller scaled to zero by a sleep: when. */
 const STOPPED_AT = 'mayfly.stopped-at';
+/** Published images remembered (the oldest forgotten first; publishing again is idempotent). */
+const MAX_PUBLISHED = 1000;
 /** Bytes of a file read back through the API at most. */
 const MAX_READ_BYTES = 64 * 1024 * 1024;
 /** Lines of a pod's log in an error message. */
@@ -256,6 +258,8 @@ export class KubernetesRuntime implements Runtime {
       published = this.publisher.publish(ref, signal);
       this.published.set(ref, published);
       published.catch(() => this.published.delete(ref));
+      // Every build makes a new reference: only the newest are remembered.
+      if (this.published.size > MAX_PUBLISHED) this.published.delete(this.published.keys().next().value!);
     }
     try {
       return await published;
