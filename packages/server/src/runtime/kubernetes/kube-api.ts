@@ -70,11 +70,7 @@ export function apiMessage(err: unknown): string {
  * A GET whose body is streamed (a pod's log): the response as a Readable that honours
  * backpressure. Rejects with the server's message for a status other than 200.
  */
-export async function streamGet(
-  config: KubeConfig,
-  path: string,
-  signal?: AbortSignal,
-): Promise<IncomingMessage> {
+export async function streamGet(config: KubeConfig, path: string): Promise<IncomingMessage> {
   const cluster = config.getCurrentCluster();
   if (!cluster) throw new Error('the kubeconfig names no cluster');
   const url = new URL(path, cluster.server);

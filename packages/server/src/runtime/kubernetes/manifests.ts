@@ -386,6 +386,7 @@ export function boundedShellCheck(script: string): string[] {
   return [
     '/bin/sh',
     '-c',
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansions, not a template
     'out=$( ( /bin/sh -c "$1" 2>&1; echo " $?" ) | tail -c 4096 ); printf "%s" "${out% *}"; exit "${out##* }"',
     'healthcheck',
     script,
