@@ -124,7 +124,8 @@ describe('unpackBundle', () => {
     await refuse(await makeTar([file('a/..')]), /"\.\." in a path/);
     await refuse(await makeTar([file('')]), /empty entry name/);
     // Only a pax header can carry a NUL (ustar fields end at the first one): a long name without `/` gets one.
-    await refuse(await makeTar([file(`${'x'.repeat(120)}\0${'y'.repeat(10)}`)]), /NUL byte/);
+    // tar-stream 3.3 refuses it while parsing ("pax path contains a null byte"); our own check says "NUL byte".
+    await refuse(await makeTar([file(`${'x'.repeat(120)}\0${'y'.repeat(10)}`)]), /NUL byte|null byte/);
     await refuse(await makeTar([file('a//b')]), /canonical/);
   });
 
