@@ -584,8 +584,12 @@ export class KubernetesRuntime implements Runtime {
         const key = pod.metadata!.uid!;
         if (!restartsBefore.has(key))
           restartsBefore.set(key, options.fresh ? 0 : (status?.restartCount ?? 0));
-        // A pod Kubernetes restarts (a controller's) is not done when its container exits.
-        const ended = pod.spec?.restartPolicy === 'Always' ? undefined : terminated(pod);
+        // A container Kubernetes restarts (a controller's; on-failure's after a failure) is not done
+        // when it exits.
+        const exit = terminated(pod);
+        const policy = pod.spec?.restartPolicy;
+        const ended =
+          policy === 'Always' || (policy === 'OnFailure' && exit?.exitCode !== 0) ? undefined : exit;
         if (ended) {
           return {
             state: 'exited',

@@ -6,6 +6,7 @@ import {
   LimitRange,
   Namespace,
   PersistentVolumeClaim,
+  Pod,
   ResourceQuota,
   Secret,
   Service,
@@ -23,6 +24,8 @@ import {
   type Manifest,
   namespaceName,
   objectName,
+  podManifest,
+  runsAs,
   serviceManifest,
   workloadManifest,
 } from './manifests.js';
@@ -194,6 +197,27 @@ describe('Kubernetes manifests', () => {
     expect(job.kind).toBe('Job');
     expect((job.spec as { backoffLimit: number }).backoffLimit).toBe(0);
     expect(workloadManifest(settings, plan, plan.workloads[2]!, facts, 0).kind).toBe('Deployment');
+  });
+
+  it("follow Compose's restart policy: controllers for always, Mayfly's own pods for no and on-failure", () => {
+    const plan = shopPlan();
+    const facts = { image: 'i', serviceIps };
+    expect(runsAs(workload({ name: 'a', restart: 'always' }))).toBe('controller');
+    expect(runsAs(workload({ name: 'a', restart: 'unless-stopped' }))).toBe('controller');
+    expect(runsAs(workload({ name: 'a', restart: 'no' }))).toBe('pods');
+    expect(runsAs(workload({ name: 'a', kind: 'job', restart: 'always' }))).toBe('job');
+    const never = podManifest(settings, plan, workload({ name: 'once', restart: 'no' }), facts, 1);
+    expect(never.spec?.restartPolicy).toBe('Never');
+    const onFailure = podManifest(
+      settings,
+      plan,
+      workload({ name: 'retry', restart: 'on-failure' }),
+      facts,
+      2,
+    );
+    expect(onFailure.spec?.restartPolicy).toBe('OnFailure');
+    expect(onFailure.metadata?.name).toBe('retry-2');
+    expect(() => new Pod(wire(onFailure) as never).validate()).not.toThrow();
   });
 
   it('ask for no more than a workload may use', () => {
