@@ -4,11 +4,11 @@
  * dockerode never leaks past this folder.
  */
 import type { IncomingMessage } from 'node:http';
-import net from 'node:net';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type Docker from 'dockerode';
+import { tryConnect } from '../../net/tcp-connect.js';
 import type { EnvPlan, HealthcheckPlan, WorkloadPlan } from '../../plan/plan.js';
 import { eachLimited, orAbort } from '../abort.js';
 import { clipMiddle } from '../byte-tail.js';
@@ -408,7 +408,7 @@ export class DockerRuntime implements Runtime {
       const ip = info.NetworkSettings.Networks[networkName(plan.envId)]?.IPAddress;
       if (!ip) continue;
       for (const port of ports) {
-        while (!(await canConnect(ip, port.container))) {
+        while ((await tryConnect(ip, port.container)) !== 'connected') {
           await this.throwIfNotStarting(workload, id, await this.docker.getContainer(id).inspect(), 0);
           if (Date.now() > deadline) {
             throw new RuntimeStepError(
@@ -795,19 +795,6 @@ async function settledValue<T>(promise: Promise<T>): Promise<T | undefined> {
   const pending = Symbol('pending');
   const winner = await Promise.race([promise, Promise.resolve(pending)]);
   return winner === pending ? undefined : (winner as T);
-}
-
-function canConnect(host: string, port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect({ host, port, timeout: 1_000 });
-    const done = (ok: boolean) => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.once('connect', () => done(true));
-    socket.once('error', () => done(false));
-    socket.once('timeout', () => done(false));
-  });
 }
 
 function healthOf(c: ContainerInfo): ObservedWorkload['health'] {

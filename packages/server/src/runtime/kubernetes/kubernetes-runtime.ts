@@ -9,6 +9,7 @@ import { PassThrough, Readable, Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { CoreV1Event, V1Namespace, V1Pod, V1Service, V1StatefulSet } from '@kubernetes/client-node';
 import type { ImagePublisher, PublishedImage } from '../../images/image-publisher.js';
+import { tryConnect } from '../../net/tcp-connect.js';
 import type { EnvPlan, WorkloadPlan } from '../../plan/plan.js';
 import { orAbort } from '../abort.js';
 import { ByteTail, outputTail } from '../byte-tail.js';
@@ -189,8 +190,9 @@ export class KubernetesRuntime implements Runtime {
     // Workloads no longer planned go, with their Services.
     const stale = (label: Record<string, string> | undefined) => !planned.has(label?.[LABELS.workload] ?? '');
     const selector = this.selector(plan.envId);
-    const [services, deployments, sets, jobs, pods] = await Promise.all([
+    const [services, secrets, deployments, sets, jobs, pods] = await Promise.all([
       this.k.core.listNamespacedService({ namespace: ns, labelSelector: selector }),
+      this.k.core.listNamespacedSecret({ namespace: ns, labelSelector: selector }),
       this.k.apps.listNamespacedDeployment({ namespace: ns, labelSelector: selector }),
       this.k.apps.listNamespacedStatefulSet({ namespace: ns, labelSelector: selector }),
       this.k.batch.listNamespacedJob({ namespace: ns, labelSelector: selector }),
@@ -201,6 +203,11 @@ export class KubernetesRuntime implements Runtime {
         .filter((s) => stale(s.metadata?.labels))
         .map((s) =>
           unless([404], this.k.core.deleteNamespacedService({ namespace: ns, name: s.metadata!.name! })),
+        ),
+      ...secrets.items
+        .filter((f) => stale(f.metadata?.labels))
+        .map((f) =>
+          unless([404], this.k.core.deleteNamespacedSecret({ namespace: ns, name: f.metadata!.name! })),
         ),
       ...deployments.items
         .filter((d) => stale(d.metadata?.labels))
@@ -625,22 +632,62 @@ export class KubernetesRuntime implements Runtime {
           }
         }
       }
+      let lag: string | null = null;
       if (pods.length >= workload.replicas && ready >= workload.replicas) {
-        if (check) return { state: 'ready', by: 'healthcheck' };
-        const http = workload.ports.some((p) => p.http && p.protocol === 'tcp');
-        return { state: 'ready', by: http && workload.healthcheck !== 'disabled' ? 'port' : 'running' };
+        lag = await this.serviceLag(plan, workload, pods);
+        if (!lag) {
+          if (check) return { state: 'ready', by: 'healthcheck' };
+          const http = workload.ports.some((p) => p.http && p.protocol === 'tcp');
+          return { state: 'ready', by: http && workload.healthcheck !== 'disabled' ? 'port' : 'running' };
+        }
       }
       if (Date.now() > deadline) {
-        const why = pods.flatMap((p) =>
-          (p.status?.conditions ?? []).filter((c) => c.status !== 'True' && c.message),
-        )[0];
+        const why =
+          pods.flatMap((p) => (p.status?.conditions ?? []).filter((c) => c.status !== 'True' && c.message))[0]
+            ?.message ?? lag;
         throw new RuntimeStepError(
           check ? `health:${workload.name}` : `start:${workload.name}`,
-          `not ready after ${Math.round(this.workloadTimeoutMs / 1000)}s${why ? `: ${why.message}` : ''}`,
+          `not ready after ${Math.round(this.workloadTimeoutMs / 1000)}s${why ? `: ${why}` : ''}`,
         );
       }
       await sleep(this.pollMs, undefined, { signal });
     }
+  }
+
+  /**
+   * Why the workload's Service does not reach its ready pods yet, or null once it does. Ready pods
+   * are not yet reachable by name: the endpoints controller has to list them, then kube-proxy has
+   * to route the Service's address to them (seconds under load). A dependent started on
+   * `service_healthy` connects by name at once, as on Docker, so readiness waits for both. For
+   * kube-proxy: a port a pod takes connections on must not be refused at the Service's address
+   * (its reject rule for a Service without endpoints). Where this process cannot reach pod
+   * addresses (off the cluster's network), only the endpoints are waited for.
+   */
+  private async serviceLag(plan: EnvPlan, workload: WorkloadPlan, pods: V1Pod[]): Promise<string | null> {
+    const ns = namespaceName(plan.envId);
+    const name = objectName(workload.name);
+    const service = await unless([404], this.k.core.readNamespacedService({ namespace: ns, name }));
+    if (!service) return null;
+    const endpoints = await unless([404], this.k.core.readNamespacedEndpoints({ namespace: ns, name }));
+    const listed = new Set((endpoints?.subsets ?? []).flatMap((s) => (s.addresses ?? []).map((a) => a.ip)));
+    const ready = pods.filter((p) => p.status?.containerStatuses?.[0]?.ready && p.status.podIP);
+    const unlisted = ready.filter((p) => !listed.has(p.status!.podIP!));
+    if (unlisted.length > 0) return `its Service does not list ${unlisted.length} ready pod(s) yet`;
+    const ip = service.spec?.clusterIP;
+    const pod = ready[0]?.status?.podIP;
+    if (!ip || ip === 'None' || !pod) return null;
+    const ports = (service.spec?.ports ?? []).filter((p) => p.protocol !== 'UDP').slice(0, MAX_PROBED_PORTS);
+    const refused = await Promise.all(
+      ports.map(
+        async (p) =>
+          (await tryConnect(pod, Number(p.targetPort ?? p.port))) === 'connected' &&
+          (await tryConnect(ip, p.port)) === 'refused',
+      ),
+    );
+    const port = ports[refused.indexOf(true)]?.port;
+    return port === undefined
+      ? null
+      : `its Service's address ${ip}:${port} refuses connections its pod takes (kube-proxy has not caught up)`;
   }
 
   /** What the last failed readiness probe of a pod printed, as the kubelet reported it. */
@@ -1097,6 +1144,9 @@ export class KubernetesRuntime implements Runtime {
 
 /** Annotation on a namespace: the workloads whose pods a sleep removed (JSON array of names). */
 const ASLEEP = 'mayfly.asleep';
+
+/** A Service's TCP ports checked for kube-proxy's routing: the first few say enough. */
+const MAX_PROBED_PORTS = 4;
 
 function asleep(namespace: V1Namespace): string[] {
   try {
