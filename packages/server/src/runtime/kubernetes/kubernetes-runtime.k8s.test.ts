@@ -119,6 +119,33 @@ describe.skipIf(!kubeconfig)('KubernetesRuntime on the cluster', () => {
     expect((await runtime.listManaged()).filter((o) => o.envId === plan.envId)).toEqual([]);
   });
 
+  it('a workload removed from the plan leaves nothing behind: its Service, pods and files Secret go', async () => {
+    const secretFile = { target: '/etc/app.conf', content: 'a = 1\n', mode: 0o444 };
+    const both = envPlan([
+      httpService('api'),
+      workload({ name: 'worker', command: ['testkit', 'sleep'], files: [secretFile] }),
+    ]);
+    made.push(both);
+    await applyPlan(runtime, both);
+    const ns = namespaceName(both.envId);
+    const api = core();
+    const names = async () => {
+      const [services, secrets, pods] = await Promise.all([
+        api.listNamespacedService({ namespace: ns }),
+        api.listNamespacedSecret({ namespace: ns }),
+        api.listNamespacedPod({ namespace: ns }),
+      ]);
+      return {
+        services: services.items.map((o) => o.metadata!.name!),
+        secrets: secrets.items.map((o) => o.metadata!.name!).filter((n) => n.startsWith('files-')),
+        pods: pods.items.filter((o) => !o.metadata?.deletionTimestamp).length,
+      };
+    };
+    expect(await names()).toMatchObject({ secrets: ['files-worker'], pods: 2 });
+    await applyPlan(runtime, { ...both, workloads: both.workloads.filter((w) => w.name === 'api') });
+    expect(await names()).toEqual({ services: ['api'], secrets: [], pods: 1 });
+  });
+
   it('a pod deleted behind its back is repaired: by Kubernetes for a controller, by the next apply for its own pods', async () => {
     const plan = envPlan([
       workload({ name: 'kept', command: ['testkit', 'sleep'], restart: 'always' }),
