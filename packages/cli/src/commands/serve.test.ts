@@ -3,56 +3,14 @@
  * reach the server (limits, allowed host paths), bad flags exit 2 before anything starts, a second
  * server on the same data dir is refused, and SIGTERM stops it cleanly.
  */
-import { type ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { waitForState } from '../../../server/src/test-support/control-plane-process.js';
 import { TESTKIT_IMAGE, testInstanceName } from '../../../server/src/test-support/global-setup.js';
-
-const BIN = fileURLToPath(new URL('../../bin/mayfly.js', import.meta.url));
-const cleanEnv = () =>
-  Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.startsWith('MAYFLY_')));
-
-function run(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(
-      process.execPath,
-      [BIN, ...args],
-      { env: cleanEnv(), timeout: 30_000 },
-      (error, stdout, stderr) => {
-        resolve({ code: error ? (typeof error.code === 'number' ? error.code : -1) : 0, stdout, stderr });
-      },
-    );
-  });
-}
-
-/** Starts `mayfly serve … --json` and resolves with the child and what it printed once it listens. */
-async function startServe(
-  args: string[],
-): Promise<{ child: ChildProcess; info: { url: string; adminTokenFile: string } }> {
-  const child = spawn(process.execPath, [BIN, 'serve', '--json', '--port', '0', ...args], {
-    env: cleanEnv(),
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  const info = await new Promise<{ url: string; adminTokenFile: string }>((resolve, reject) => {
-    child.stdout!.on('data', (d: Buffer) => {
-      out += d.toString();
-      // `--json` prints one (pretty-printed) object on stdout once it listens.
-      try {
-        const parsed = JSON.parse(out) as { url?: string; adminTokenFile: string };
-        if (parsed.url) resolve(parsed as { url: string; adminTokenFile: string });
-      } catch {
-        // not complete yet
-      }
-    });
-    child.once('exit', (code) => reject(new Error(`serve exited with ${code}: ${out}`)));
-  });
-  return { child, info };
-}
+import { run, startServe } from '../test-support/serve-command.js';
 
 describe('mayfly serve', () => {
   let dataDir: string;

@@ -8,6 +8,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { afterAll, beforeAll, expect } from 'vitest';
+import { labelValue } from '../runtime/kubernetes/manifests.js';
 
 const LABEL = 'label=mayfly.managed-by=mayfly';
 const INSTANCE = '{{.Label "mayfly.instance"}}';
@@ -32,10 +33,11 @@ export function labelledObjects(): string[] {
 }
 
 /**
- * This run's namespaces and volumes on the test cluster (MAYFLY_TEST_KUBECONFIG), as `kind name`,
+ * This run's namespaces and volumes on the test cluster (MAYFLY_TEST_KUBECONFIG), as `kind name`
+ * (one environment's with `envId`),
  * asked through the API with the official client, not the driver under test.
  */
-async function clusterObjects(): Promise<string[]> {
+export async function clusterObjects(envId?: string): Promise<string[]> {
   const kubeconfig = process.env.MAYFLY_TEST_KUBECONFIG;
   const run = process.env.MAYFLY_TEST_RUN ?? '';
   if (!kubeconfig || !run) return [];
@@ -43,7 +45,7 @@ async function clusterObjects(): Promise<string[]> {
   const config = new KubeConfig();
   config.loadFromFile(kubeconfig);
   const core = config.makeApiClient(CoreV1Api);
-  const labelSelector = 'mayfly.managed-by=mayfly';
+  const labelSelector = `mayfly.managed-by=mayfly${envId === undefined ? '' : `,mayfly.env=${labelValue(envId)}`}`;
   const ours = (o: { metadata?: { labels?: Record<string, string> } }) =>
     (o.metadata?.labels?.['mayfly.instance'] ?? '').startsWith(run);
   const [namespaces, volumes] = await Promise.all([

@@ -75,21 +75,7 @@ export async function startTestServer(options: StartOptions = {}): Promise<TestS
     async events(idOrName) {
       return (await api<{ items: EnvEvent[] }>('GET', `/v1/environments/${idOrName}/events`)).body.items;
     },
-    viaGateway(host, urlPath = '/') {
-      return new Promise((resolve, reject) => {
-        const req = http.request(
-          { host: '127.0.0.1', port: server.port, path: urlPath, headers: { host } },
-          (res) => {
-            let text = '';
-            res.setEncoding('utf8');
-            res.on('data', (d: string) => (text += d));
-            res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
-          },
-        );
-        req.on('error', reject);
-        req.end();
-      });
-    },
+    viaGateway: (host, urlPath = '/') => requestViaGateway(server.port, host, urlPath),
     async close({ destroyEnvironments = true } = {}) {
       // A test that failed half-way must not leave its environments running.
       const { items } = destroyEnvironments
@@ -103,4 +89,22 @@ export async function startTestServer(options: StartOptions = {}): Promise<TestS
       await rm(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/** A GET to the gateway on 127.0.0.1:`port` for `host` (Node's resolver has no `*.localhost`). */
+export function requestViaGateway(
+  port: number,
+  host: string,
+  urlPath = '/',
+): Promise<{ status: number; text: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: '127.0.0.1', port, path: urlPath, headers: { host } }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (text += d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
 }

@@ -1,0 +1,49 @@
+/**
+ * What a user does with the example through the CLI, whatever the server runs environments on:
+ * `up` builds and starts the shop, its URL shows the rows seeded into PostgreSQL, `get`, `ls` and
+ * `logs` show it, `destroy` leaves nothing (`leftOf` lists what remains of an environment).
+ */
+import type { Environment } from '@mayfly/contract';
+import { expect } from 'vitest';
+import { requestViaGateway } from '../../../server/src/test-support/test-server.js';
+
+export const SEEDED = [
+  'Mayfly Coffee Mug',
+  'Ephemeral T-Shirt',
+  'Sticker Pack',
+  'Preview Cap',
+  'Throwaway Notebook',
+];
+
+export async function exampleRoundTrip(options: {
+  cli: (args: string[]) => Promise<{ stdout: string; stderr: string }>;
+  /** The server's port: API and gateway. */
+  port: number;
+  name: string;
+  leftOf: (envId: string) => string[] | Promise<string[]>;
+}): Promise<Environment> {
+  const { cli, port, name } = options;
+  const up = await cli(['up', '-f', 'examples/shop/compose.yaml', '--name', name, '--json']);
+  const env = JSON.parse(up.stdout) as Environment;
+  expect(env).toMatchObject({ name, state: 'ready', failure: null });
+  expect(env.urls).toEqual({ web: `http://web--${name}.localhost:${port}/` });
+
+  const page = await requestViaGateway(port, `web--${name}.localhost`);
+  expect(page.status).toBe(200);
+  for (const product of SEEDED) expect(page.text).toContain(product);
+
+  const human = await cli(['get', name]);
+  expect(human.stdout).toContain('ready');
+  expect(human.stdout).toContain(env.urls.web);
+
+  const ls = JSON.parse((await cli(['ls', '--json'])).stdout) as Environment[];
+  expect(ls.map((e) => e.name)).toContain(name);
+
+  const logs = await cli(['logs', name, 'migrate']);
+  expect(logs.stdout.length).toBeGreaterThan(0);
+
+  const down = JSON.parse((await cli(['destroy', name, '--json'])).stdout) as Environment;
+  expect(down.state).toBe('destroyed');
+  expect(await options.leftOf(env.id)).toEqual([]);
+  return env;
+}
