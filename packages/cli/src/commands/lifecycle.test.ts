@@ -5,14 +5,17 @@
  */
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import http from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type CreatedToken, Environment } from '@mayfly/contract';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TESTKIT_IMAGE } from '../../../server/src/test-support/global-setup.js';
-import { startTestServer, type TestServer } from '../../../server/src/test-support/test-server.js';
+import {
+  requestViaGateway,
+  startTestServer,
+  type TestServer,
+} from '../../../server/src/test-support/test-server.js';
 import { composeTemplate, until } from '../../../server/src/test-support/until.js';
 
 const BIN = fileURLToPath(new URL('../../bin/mayfly.js', import.meta.url));
@@ -53,24 +56,7 @@ async function getJson(): Promise<Environment> {
 
 /** A GET of the environment's `web` through the gateway, with `headers`. */
 function viaGateway(headers: Record<string, string>): Promise<{ status: number; text: string }> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(
-      {
-        host: '127.0.0.1',
-        port: t.server.port,
-        path: '/',
-        headers: { host: `web--${NAME}.localhost`, ...headers },
-      },
-      (res) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (d: string) => (text += d));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
-      },
-    );
-    req.on('error', reject);
-    req.end();
-  });
+  return requestViaGateway(t.server.port, `web--${NAME}.localhost`, '/', headers);
 }
 
 beforeAll(async () => {
