@@ -4,6 +4,7 @@
  * even with log streams and WebSockets open.
  */
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -71,6 +72,35 @@ describe('server start-up', () => {
     expect(fresh).not.toBe(token);
     expect(await whoAmI(renewed.url, fresh)).toBe(200);
     await renewed.close();
+  });
+
+  it("adopts the operator's admin token from a file instead of making one; refuses a file that holds no token", async () => {
+    const file = path.join(dataDir, 'operator-token');
+    const token = `mfy_${randomBytes(32).toString('base64url')}`;
+    await writeFile(file, `${token}\n`, { mode: 0o400 });
+    const first = await startServer({
+      port: 0,
+      dataDir,
+      logLevel: 'silent',
+      instanceName: testInstanceName(),
+      adminTokenFile: file,
+    });
+    expect(first).toMatchObject({ adminTokenFile: file, adminTokenCreated: true });
+    expect(await whoAmI(first.url, token)).toBe(200);
+    // A second start (another replica) finds it stored; the file is only read.
+    await first.close();
+    const again = await startServer({ port: 0, dataDir, logLevel: 'silent', adminTokenFile: file });
+    expect(again.adminTokenCreated).toBe(false);
+    expect(await whoAmI(again.url, token)).toBe(200);
+    expect((await readFile(file, 'utf8')).trim()).toBe(token);
+    await again.close();
+
+    for (const bad of ['', 'hunter2', `${token}x`, `mfy_${'a'.repeat(42)}!`]) {
+      await writeFile(file, bad);
+      await expect(
+        startServer({ port: 0, dataDir, logLevel: 'silent', adminTokenFile: file }),
+      ).rejects.toThrow(`${file} does not hold a Mayfly token`);
+    }
   });
 });
 

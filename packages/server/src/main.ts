@@ -86,6 +86,9 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
   } = options;
   const config = loadConfig(configInput);
   const logger = createLogger(config.logLevel, logDestination);
+  const agentBinary = config.agentBinary ?? defaultAgentBinary();
+  if (agentBinary && !existsSync(agentBinary))
+    throw new Error(`the container agent ${agentBinary} does not exist`);
   prepareDataDir(config.dataDir);
   // With SQLite, one server per data dir: two would share the stable lease owner and fight.
   const unlock = config.dbUrl ? () => {} : lockDataDir(config.dataDir);
@@ -103,9 +106,6 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     const { destroyed: _gone, ...live } = await store.environments.countByState();
     return live as Record<string, number>;
   });
-  const agentBinary = config.agentBinary ?? defaultAgentBinary();
-  if (agentBinary && !existsSync(agentBinary))
-    throw new Error(`the container agent ${agentBinary} does not exist`);
   const runtime =
     injectedRuntime ??
     (config.runtimeDriver === 'kubernetes'
@@ -148,8 +148,21 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
   });
 
   const tokens = new TokenService({ store });
-  const adminTokenFile = config.bootstrapAdminToken ? path.join(config.dataDir, 'admin-token') : null;
-  const adminTokenCreated = adminTokenFile ? await tokens.bootstrapAdmin(adminTokenFile) : false;
+  // The operator's own token (several replicas share it), else one made for this machine's CLI.
+  const adminTokenFile =
+    config.adminTokenFile ?? (config.bootstrapAdminToken ? path.join(config.dataDir, 'admin-token') : null);
+  const adminTokenCreated = await (
+    config.adminTokenFile
+      ? tokens.adoptAdmin(config.adminTokenFile)
+      : adminTokenFile
+        ? tokens.bootstrapAdmin(adminTokenFile)
+        : Promise.resolve(false)
+  ).catch(async (err) => {
+    // Nothing else has started yet: a server that cannot start leaves its data dir free.
+    await store.close();
+    unlock();
+    throw err;
+  });
 
   const urls: UrlScheme = { scheme: config.publicScheme, baseDomain: config.baseDomain, port: config.port };
   // SQLite means one control plane on one machine: a stable owner lets a restarted process take

@@ -43,6 +43,7 @@ describe('mayfly serve', () => {
       ['--runtime', 'kubernetes', '--registry', 'a registry'],
       ['--runtime', 'kubernetes', '--kube-gateway-from', '10.0.0.1'],
       ['--runtime', 'kubernetes', '--kube-local-volumes', 'relative/dir'],
+      ['--admin-token-file', 'relative/token'],
     ]) {
       const result = await run(['serve', '--data', dataDir, ...args]);
       expect(result.code, args.join(' ')).toBe(2);

@@ -28,6 +28,7 @@ export interface StartServerOptions {
   registry?: string;
   kubeLocalVolumes?: string;
   kubeGatewayFrom?: string[];
+  adminTokenFile?: string;
 }
 
 /** What `startServer` of `@mayfly/server` returns. */
@@ -65,6 +66,7 @@ interface ServeOptions {
   registry?: string;
   kubeLocalVolumes?: string;
   kubeGatewayFrom: string[];
+  adminTokenFile?: string;
 }
 
 /** A Docker Engine runtime's name, as in daemon.json (the server's config checks it too). */
@@ -143,6 +145,10 @@ export function registerServe(program: Command, deps: ServeDeps = defaultDeps): 
       (value: string, previous: string[]) => [...previous, value],
       [],
     )
+    .option(
+      '--admin-token-file <file>',
+      'an admin token you made (mfy_ and 43 base64url characters), shared by replicas, instead of a generated one',
+    )
     .action((options: ServeOptions, command: Command) => serve(options, command, deps));
 }
 
@@ -202,6 +208,9 @@ async function serve(options: ServeOptions, command: Command, deps: ServeDeps): 
   if (options.kubeLocalVolumes !== undefined && !isAbsolute(options.kubeLocalVolumes))
     throw new UsageError(`invalid --kube-local-volumes "${options.kubeLocalVolumes}": give an absolute path`);
 
+  if (options.adminTokenFile !== undefined && !isAbsolute(options.adminTokenFile))
+    throw new UsageError(`invalid --admin-token-file "${options.adminTokenFile}": give an absolute path`);
+
   const pool: Record<string, number> = {};
   for (const entry of options.sandboxPool) {
     const match = /^([a-z0-9][a-z0-9-]{0,62})=(\d{1,3})$/.exec(entry);
@@ -240,6 +249,7 @@ async function serve(options: ServeOptions, command: Command, deps: ServeDeps): 
     ...(options.registry === undefined ? {} : { registry: options.registry }),
     ...(options.kubeLocalVolumes === undefined ? {} : { kubeLocalVolumes: options.kubeLocalVolumes }),
     kubeGatewayFrom: options.kubeGatewayFrom,
+    ...(options.adminTokenFile === undefined ? {} : { adminTokenFile: options.adminTokenFile }),
   });
 
   if (globals.json) {
@@ -249,7 +259,7 @@ async function serve(options: ServeOptions, command: Command, deps: ServeDeps): 
     printStdout(`Mayfly server listening on ${server.url}`);
     printStdout(`  gateway  ${server.gatewayUrl}`);
     printStdout(`  data     ${dataDir}`);
-    if (server.adminTokenCreated && server.adminTokenFile) {
+    if (server.adminTokenCreated && server.adminTokenFile && options.adminTokenFile === undefined) {
       printStdout(`  admin token written to ${server.adminTokenFile}`);
       printStdout('  (the CLI on this machine uses it; other clients: export MAYFLY_TOKEN=$(cat that file))');
     }

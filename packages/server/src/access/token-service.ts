@@ -72,6 +72,21 @@ export class TokenService {
   }
 
   /**
+   * Takes the token in `file`, one the operator made (a Secret in a cluster, shared by every
+   * replica), as an admin token, unless it was ever stored: a revoked one stays revoked.
+   * @returns true when it was stored now.
+   */
+  async adoptAdmin(file: string): Promise<boolean> {
+    const token = (await readFile(file, 'utf8')).trim();
+    if (!/^mfy_[A-Za-z0-9_-]{43}$/.test(token)) {
+      throw new Error(
+        `${file} does not hold a Mayfly token: "mfy_" and 43 base64url characters (make one with: echo "mfy_$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')")`,
+      );
+    }
+    return this.deps.store.tokens.adopt(token, { name: 'admin (operator)', scopes: ['admin'] });
+  }
+
+  /**
    * Makes sure `file` holds a working admin token for the CLI on this machine. The store decides,
    * not the file's presence: a token that no longer verifies (a new database behind an old data
    * dir, a revoked token) is replaced. Written to a temporary file and renamed, so it is never half there.

@@ -193,6 +193,12 @@ export const ServerConfig = z.object({
   maxSandboxes: z.coerce.number().int().positive().max(10_000).default(250),
   /** Pools of templates built before fill this long after the start (the first environments go first). */
   sandboxPoolStartDelayMs: z.coerce.number().int().nonnegative().default(10_000),
+  /**
+   * A file holding an admin token the operator made (`--admin-token-file`; a Secret shared by
+   * replicas): stored as an admin token unless it ever was (a revoked one stays revoked). Replaces
+   * the generated `<dataDir>/admin-token`.
+   */
+  adminTokenFile: z.string().optional(),
   /** Create an admin token (written to `<dataDir>/admin-token`) when the store has none. */
   bootstrapAdminToken: z.boolean().default(true),
   /**

@@ -815,6 +815,24 @@ export function describeStore(name: string, target: StoreTarget): void {
         expect(stored).toContain(createHash('sha256').update(token).digest('hex'));
       });
 
+      it('adopts a token the operator made once, at once from two callers, and never undoes a revocation', async () => {
+        const store = await open();
+        const plain = `mfy_${'a1B2_c3-D4'.repeat(4)}xyz`;
+        const admin = { name: 'admin (deployment)', scopes: ['admin'] };
+        const adopted = await Promise.all([
+          store.tokens.adopt(plain, admin),
+          store.tokens.adopt(plain, admin),
+        ]);
+        expect(adopted.sort()).toEqual([false, true]);
+        expect(await store.tokens.count()).toBe(1);
+        const record = await store.tokens.verify(plain);
+        expect(record).toMatchObject({ name: 'admin (deployment)', scopes: ['admin'], revokedAt: null });
+        expect(JSON.stringify(await database.rows('select * from tokens'))).not.toContain(plain);
+        await store.tokens.revoke(record!.id);
+        expect(await store.tokens.adopt(plain, admin)).toBe(false);
+        expect(await store.tokens.verify(plain)).toBeNull();
+      });
+
       it('binds tokens to a project, lets them expire, and revokes them', async () => {
         const store = await open();
         const expiresAt = new Date('2031-01-01T00:00:00.000Z');

@@ -207,6 +207,12 @@ export interface TokenRepository {
   /** The token's record, or null when it is unknown, revoked or expired (at `now`, default: the clock). */
   verify(token: string, now?: Date): Promise<TokenRecord | null>;
   get(id: string): Promise<TokenRecord | null>;
+  /**
+   * Stores `plain`, a token the operator made, unless a token with its hash was ever stored (a
+   * revoked one stays revoked). Two replicas adopting one token at once store it once.
+   * @returns true when it was stored now.
+   */
+  adopt(plain: string, token: NewToken): Promise<boolean>;
   /** Every token, oldest first; revoked ones only with `includeRevoked` (expired ones always). */
   list(options?: { includeRevoked?: boolean }): Promise<TokenRecord[]>;
   /** Revokes; false when there is no such token or it was already revoked. */

@@ -34,6 +34,20 @@ export class KyselyTokenRepository implements TokenRepository {
     return new Date(this.lastStamp);
   }
 
+  /** The row of a new token: only its hash is kept. */
+  private row(plain: string, token: NewToken) {
+    return {
+      id: `tok_${nanoid()}`,
+      name: token.name,
+      scopes: JSON.stringify(token.scopes),
+      token_hash: hashToken(plain),
+      created_at: toDbTime(this.stamp()),
+      project: token.project ?? null,
+      expires_at: token.expiresAt ? toDbTime(token.expiresAt) : null,
+      revoked_at: null,
+    };
+  }
+
   async create(token: NewToken): Promise<{ token: string; record: TokenRecord }> {
     const plain =
       token.format === 'e2b'
@@ -41,19 +55,19 @@ export class KyselyTokenRepository implements TokenRepository {
         : TOKEN_PREFIX + randomBytes(32).toString('base64url');
     const row = await this.db
       .insertInto('tokens')
-      .values({
-        id: `tok_${nanoid()}`,
-        name: token.name,
-        scopes: JSON.stringify(token.scopes),
-        token_hash: hashToken(plain),
-        created_at: toDbTime(this.stamp()),
-        project: token.project ?? null,
-        expires_at: token.expiresAt ? toDbTime(token.expiresAt) : null,
-        revoked_at: null,
-      })
+      .values(this.row(plain, token))
       .returningAll()
       .executeTakeFirstOrThrow();
     return { token: plain, record: toRecord(row) };
+  }
+
+  async adopt(plain: string, token: NewToken): Promise<boolean> {
+    const result = await this.db
+      .insertInto('tokens')
+      .values(this.row(plain, token))
+      .onConflict((oc) => oc.column('token_hash').doNothing())
+      .executeTakeFirst();
+    return Number(result.numInsertedOrUpdatedRows ?? 0) > 0;
   }
 
   async verify(token: string, now: Date = new Date()): Promise<TokenRecord | null> {
