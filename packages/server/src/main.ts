@@ -151,12 +151,11 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
   // The operator's own token (several replicas share it), else one made for this machine's CLI.
   const adminTokenFile =
     config.adminTokenFile ?? (config.bootstrapAdminToken ? path.join(config.dataDir, 'admin-token') : null);
-  const adminTokenCreated = await (
-    config.adminTokenFile
-      ? tokens.adoptAdmin(config.adminTokenFile)
-      : adminTokenFile
-        ? tokens.bootstrapAdmin(adminTokenFile)
-        : Promise.resolve(false)
+  const adminTokenCreated = await (config.adminTokenFile
+    ? tokens.adoptAdmin(config.adminTokenFile)
+    : adminTokenFile
+      ? tokens.bootstrapAdmin(adminTokenFile)
+      : Promise.resolve(false)
   ).catch(async (err) => {
     // Nothing else has started yet: a server that cannot start leaves its data dir free.
     await store.close();
