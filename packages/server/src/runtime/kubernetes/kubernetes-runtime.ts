@@ -190,9 +190,8 @@ export class KubernetesRuntime implements Runtime {
     // Workloads no longer planned go, with their Services.
     const stale = (label: Record<string, string> | undefined) => !planned.has(label?.[LABELS.workload] ?? '');
     const selector = this.selector(plan.envId);
-    const [services, secrets, deployments, sets, jobs, pods] = await Promise.all([
+    const [services, deployments, sets, jobs, pods] = await Promise.all([
       this.k.core.listNamespacedService({ namespace: ns, labelSelector: selector }),
-      this.k.core.listNamespacedSecret({ namespace: ns, labelSelector: selector }),
       this.k.apps.listNamespacedDeployment({ namespace: ns, labelSelector: selector }),
       this.k.apps.listNamespacedStatefulSet({ namespace: ns, labelSelector: selector }),
       this.k.batch.listNamespacedJob({ namespace: ns, labelSelector: selector }),
@@ -204,11 +203,11 @@ export class KubernetesRuntime implements Runtime {
         .map((s) =>
           unless([404], this.k.core.deleteNamespacedService({ namespace: ns, name: s.metadata!.name! })),
         ),
-      ...secrets.items
-        .filter((f) => stale(f.metadata?.labels))
-        .map((f) =>
-          unless([404], this.k.core.deleteNamespacedSecret({ namespace: ns, name: f.metadata!.name! })),
-        ),
+      // By selector: Mayfly never reads a Secret (its role has no get or list on them).
+      this.k.core.deleteCollectionNamespacedSecret({
+        namespace: ns,
+        labelSelector: `${selector},${LABELS.workload},${LABELS.workload} notin (${[...planned].join(',')})`,
+      }),
       ...deployments.items
         .filter((d) => stale(d.metadata?.labels))
         .map((d) =>

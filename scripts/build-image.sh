@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Builds Mayfly's own image (deploy/image/Dockerfile) from this checkout: the bundled CLI and server
+# (packages/cli/dist), their production dependencies as installed here (native ones included, built
+# for this Node and Debian 12, the image's base), and this machine's Node 20 binary — nothing is
+# downloaded. Prints the image reference last.
+#
+#   scripts/build-image.sh [--push REGISTRY]   also tags and pushes it as REGISTRY/mayfly/mayfly:TAG
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+PUSH=""
+if [ "${1:-}" = "--push" ]; then PUSH="${2:?--push needs a registry, such as 127.0.0.1:5000}"; fi
+
+NODE="$(command -v node)"
+case "$("$NODE" --version)" in
+  v20.*) ;;
+  *) echo "build-image: Node 20 is needed (found $("$NODE" --version))" >&2; exit 1 ;;
+esac
+bash scripts/ensure-base-image.sh
+node scripts/build.mjs --if-stale
+
+VERSION="$(node -p "require('./packages/cli/package.json').version")"
+TAG="${MAYFLY_IMAGE_TAG:-$VERSION-$(git rev-parse --short HEAD 2>/dev/null || echo local)}"
+IMAGE="mayfly/mayfly:$TAG"
+
+CONTEXT="$(mktemp -d /tmp/mayfly-image.XXXXXX)"
+trap 'rm -rf "$CONTEXT"' EXIT
+cp "$NODE" "$CONTEXT/node"
+mkdir -p "$CONTEXT/app/packages/cli"
+cp -r packages/cli/bin packages/cli/dist packages/cli/package.json "$CONTEXT/app/packages/cli/"
+# The production dependencies, as npm resolved them here (the workspaces' own packages are in the
+# bundle already).
+npm ls --omit=dev --all --parseable 2>/dev/null \
+  | sed -n "s|^$ROOT/||p" \
+  | grep '^node_modules/' \
+  | grep -v '^node_modules/@mayfly/' \
+  | sort -u \
+  | while read -r dir; do
+      mkdir -p "$CONTEXT/app/$(dirname "$dir")"
+      [ -e "$CONTEXT/app/$dir" ] || cp -a "$dir" "$CONTEXT/app/$dir"
+    done
+docker build -q -t "$IMAGE" -f deploy/image/Dockerfile "$CONTEXT" >/dev/null
+if [ -n "$PUSH" ]; then
+  docker tag "$IMAGE" "$PUSH/$IMAGE"
+  docker push -q "$PUSH/$IMAGE" >/dev/null
+  IMAGE="$PUSH/$IMAGE"
+fi
+echo "$IMAGE"
