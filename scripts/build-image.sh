@@ -2,9 +2,10 @@
 # Builds Mayfly's own image (deploy/image/Dockerfile) from this checkout: the bundled CLI and server
 # (packages/cli/dist), their production dependencies as installed here (native ones included, built
 # for this Node and Debian 12, the image's base), and this machine's Node 20 binary — nothing is
-# downloaded. Prints the image reference last.
+# downloaded but Debian packages. Also the PostgreSQL image deploy/kubernetes runs
+# (deploy/image/postgres). Prints `postgres REF`, then `mayfly REF` last.
 #
-#   scripts/build-image.sh [--push REGISTRY]   also tags and pushes it as REGISTRY/mayfly/mayfly:TAG
+#   scripts/build-image.sh [--push REGISTRY]   also tags and pushes both to REGISTRY
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
@@ -40,9 +41,14 @@ npm ls --omit=dev --all --parseable 2>/dev/null \
       [ -e "$CONTEXT/app/$dir" ] || cp -a "$dir" "$CONTEXT/app/$dir"
     done
 docker build -q -t "$IMAGE" -f deploy/image/Dockerfile "$CONTEXT" >/dev/null
-if [ -n "$PUSH" ]; then
-  docker tag "$IMAGE" "$PUSH/$IMAGE"
-  docker push -q "$PUSH/$IMAGE" >/dev/null
-  IMAGE="$PUSH/$IMAGE"
-fi
-echo "$IMAGE"
+POSTGRES="mayfly/postgres:15"
+docker build -q -t "$POSTGRES" deploy/image/postgres >/dev/null
+
+publish() { # image → the reference to use
+  if [ -z "$PUSH" ]; then echo "$1"; return; fi
+  docker tag "$1" "$PUSH/$1"
+  docker push -q "$PUSH/$1" >/dev/null
+  echo "$PUSH/$1"
+}
+echo "postgres $(publish "$POSTGRES")"
+echo "mayfly $(publish "$IMAGE")"

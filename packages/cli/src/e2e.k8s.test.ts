@@ -13,6 +13,7 @@ import { promisify } from 'node:util';
 import type { Environment } from '@mayfly/contract';
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import { callApi, waitForState } from '../../server/src/test-support/control-plane-process.js';
+import { roleKubeconfig } from '../../server/src/test-support/deploy-manifests.js';
 import { testInstanceName } from '../../server/src/test-support/global-setup.js';
 import { clusterObjects } from '../../server/src/test-support/leak-check.js';
 import { exampleRoundTrip } from './test-support/example-round-trip.js';
@@ -37,7 +38,7 @@ describe.skipIf(!kubeconfig)('mayfly CLI end to end on Kubernetes', () => {
       '--runtime',
       'kubernetes',
       '--kubeconfig',
-      kubeconfig!,
+      await roleKubeconfig(kubeconfig!),
       '--registry',
       registry,
       // The test cluster has no storage provisioner; the gateway (this server) runs on its node.

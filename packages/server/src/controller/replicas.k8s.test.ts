@@ -19,6 +19,7 @@ import {
   stopControlPlane,
   waitForState,
 } from '../test-support/control-plane-process.js';
+import { roleKubeconfig } from '../test-support/deploy-manifests.js';
 import { TESTKIT_IMAGE } from '../test-support/global-setup.js';
 import { clusterObjects } from '../test-support/leak-check.js';
 import { createPgSchema, type PgSchema } from '../test-support/pg-schema.js';
@@ -26,6 +27,8 @@ import { until } from '../test-support/until.js';
 
 const kubeconfig = process.env.MAYFLY_TEST_KUBECONFIG;
 const registry = process.env.MAYFLY_TEST_REGISTRY ?? '127.0.0.1:5000';
+/** The replicas act with the role deploy/kubernetes grants Mayfly. */
+const asMayfly = kubeconfig ? await roleKubeconfig(kubeconfig) : undefined;
 
 const HEALTH = `["CMD", "busybox", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8080/healthz"]`;
 // db → a job that takes a few seconds (so a kill lands while it runs) → web.
@@ -61,7 +64,7 @@ describe.skipIf(!kubeconfig)('replicas on PostgreSQL with the Kubernetes runtime
       {
         replicaId,
         runtimeDriver: 'kubernetes',
-        kubeconfig,
+        kubeconfig: asMayfly,
         registry,
         kubeLocalVolumes: process.env.MAYFLY_TEST_K8S_VOLUMES ?? '/var/lib/mayfly-cluster/volumes',
         kubeGatewayFrom: ['10.245.0.1/32'],

@@ -713,9 +713,14 @@ export function describeRuntime(
       const abort = new AbortController();
       const applying = applyPlan(runtime, plan, { signal: abort.signal });
       applying.catch(() => {});
+      // Where making a replica starts it (no created-but-not-started state), the abort comes once
+      // the first is made: waiting for it to run would let the rest be made meanwhile.
       await until(
-        async () => (await runtime.observe(plan.envId)).workloads.some((w) => w.state === 'running'),
-        'the first container runs',
+        async () =>
+          (await runtime.observe(plan.envId)).workloads.some(
+            (w) => differences.noCreatedReplicas || w.state === 'running',
+          ),
+        differences.noCreatedReplicas ? 'the first replica is made' : 'the first container runs',
         60_000,
       );
       abort.abort(new Error('destroy requested'));

@@ -1,5 +1,6 @@
 /** The Kubernetes API clients the driver uses, and how it reads their errors. Nothing else here. */
 
+import { readFileSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import https from 'node:https';
 import { AppsV1Api, BatchV1Api, CoreV1Api, Exec, KubeConfig, NetworkingV1Api } from '@kubernetes/client-node';
@@ -20,10 +21,27 @@ export interface KubeClients {
   exec: Exec;
 }
 
+/** In a pod with no kubeconfig given, the in-cluster config is used. */
+const inCluster = (connection: KubeConnection) =>
+  !connection.kubeconfig && Boolean(process.env.KUBERNETES_SERVICE_HOST);
+
+/** The namespace this process runs in as a pod using the in-cluster config, else undefined. */
+export function ownNamespace(
+  connection: KubeConnection,
+  file = '/var/run/secrets/kubernetes.io/serviceaccount/namespace',
+): string | undefined {
+  if (!inCluster(connection)) return undefined;
+  try {
+    return readFileSync(file, 'utf8').trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 export function kubeClients(connection: KubeConnection = {}): KubeClients {
   const config = new KubeConfig();
   if (connection.kubeconfig) config.loadFromFile(connection.kubeconfig);
-  else if (process.env.KUBERNETES_SERVICE_HOST) config.loadFromCluster();
+  else if (inCluster(connection)) config.loadFromCluster();
   else config.loadFromDefault();
   if (connection.context) config.setCurrentContext(connection.context);
   return {

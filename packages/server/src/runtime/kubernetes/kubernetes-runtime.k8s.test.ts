@@ -1,11 +1,13 @@
 /**
  * The Kubernetes driver against a real cluster: `npm run cluster:up` starts one here and prints its
  * kubeconfig, which `scripts/test.sh` passes as MAYFLY_TEST_KUBECONFIG (any other cluster works
- * too, with a registry it pulls from as MAYFLY_TEST_REGISTRY).
+ * too, with a registry it pulls from as MAYFLY_TEST_REGISTRY). The driver runs as the ServiceAccount
+ * of deploy/kubernetes, with its role; what the tests check, they ask as admin.
  */
 import { CoreV1Api, KubeConfig, NetworkingV1Api } from '@kubernetes/client-node';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { EnvPlan } from '../../plan/plan.js';
+import { roleKubeconfig } from '../../test-support/deploy-manifests.js';
 import { testInstanceName } from '../../test-support/global-setup.js';
 import { envPlan, httpService, workload } from '../../test-support/plans.js';
 import { until } from '../../test-support/until.js';
@@ -18,10 +20,13 @@ import { namespaceName } from './manifests.js';
 const kubeconfig = process.env.MAYFLY_TEST_KUBECONFIG;
 const registry = process.env.MAYFLY_TEST_REGISTRY ?? '127.0.0.1:5000';
 const instance = `${testInstanceName()}-k8s`;
+// The driver acts with exactly the role deploy/kubernetes grants Mayfly, not as cluster admin:
+// every call the suite makes must be allowed by it.
+const asMayfly = kubeconfig ? await roleKubeconfig(kubeconfig) : undefined;
 
 function makeRuntime(): KubernetesRuntime {
   return new KubernetesRuntime({
-    kubeconfig,
+    kubeconfig: asMayfly,
     instance,
     publisher: new DockerImagePublisher({ registry }),
     // The test cluster has no DNS; the gateway (this process) runs on the node.

@@ -37,6 +37,7 @@ import {
   type KubeClients,
   type KubeConnection,
   kubeClients,
+  ownNamespace,
   statusOf,
   streamGet,
   unless,
@@ -83,6 +84,11 @@ const DEFAULT_CLUSTER: Omit<ClusterSettings, 'instance'> = {
   dnsPolicy: 'ClusterFirst',
 };
 
+/**
+ * The label naming a namespace: set by Kubernetes itself from 1.21, by deploy/ on Mayfly's own
+ * namespace for older clusters.
+ */
+const NAMESPACE_NAME_LABEL = 'kubernetes.io/metadata.name';
 /** Annotation on a controller scaled to zero by a sleep: when. */
 const STOPPED_AT = 'mayfly.stopped-at';
 /** Published images remembered (the oldest forgotten first; publishing again is idempotent). */
@@ -122,6 +128,14 @@ export class KubernetesRuntime implements Runtime {
     this.k = options.clients ?? kubeClients(options);
     this.publisher = options.publisher;
     this.settings = { ...DEFAULT_CLUSTER, ...options.cluster, instance: options.instance ?? 'default' };
+    // Mayfly in the cluster: its own namespace's pods (the gateway) are let into every environment.
+    const own = ownNamespace(options);
+    if (own) {
+      this.settings.gatewayPeers = [
+        ...this.settings.gatewayPeers,
+        { namespaceSelector: { matchLabels: { [NAMESPACE_NAME_LABEL]: own } } },
+      ];
+    }
     this.pollMs = options.pollMs ?? 250;
     this.workloadTimeoutMs = options.workloadTimeoutMs ?? 300_000;
     this.crashLoopRestarts = options.crashLoopRestarts ?? 3;
