@@ -108,13 +108,22 @@ export async function waitForState(
   name: string,
   states: string[],
   timeoutMs = 120_000,
+  options: { retryUnreachable?: boolean } = {},
 ): Promise<Environment> {
   const deadline = Date.now() + timeoutMs;
   let env: Environment | null = null;
   while (Date.now() < deadline) {
     const res = await fetch(`${plane.url}/v1/environments/${encodeURIComponent(name)}`, {
       headers: { authorization: `Bearer ${plane.token}` },
+    }).catch((err: unknown) => {
+      // Behind a Service, a request may reach a replica that was just killed: ask again.
+      if (options.retryUnreachable) return null;
+      throw err;
     });
+    if (!res) {
+      await new Promise((r) => setTimeout(r, 250));
+      continue;
+    }
     // Retention may delete a destroyed environment's record right after it is destroyed.
     if (res.status === 404 && states.includes('destroyed'))
       return { ...(env as Environment), state: 'destroyed' };

@@ -91,23 +91,24 @@ export async function startTestServer(options: StartOptions = {}): Promise<TestS
   };
 }
 
-/** A GET to the gateway on 127.0.0.1:`port` for `host`, with `headers` (Node's resolver has no `*.localhost`). */
+/**
+ * A GET to the gateway at `at` (a port on 127.0.0.1, or an address and port) for `host`, with
+ * `headers` (Node's resolver has no `*.localhost`).
+ */
 export function requestViaGateway(
-  port: number,
+  at: number | { address: string; port: number },
   host: string,
   urlPath = '/',
   headers: Record<string, string> = {},
 ): Promise<{ status: number; text: string }> {
+  const { address, port } = typeof at === 'number' ? { address: '127.0.0.1', port: at } : at;
   return new Promise((resolve, reject) => {
-    const req = http.request(
-      { host: '127.0.0.1', port, path: urlPath, headers: { host, ...headers } },
-      (res) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (d: string) => (text += d));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
-      },
-    );
+    const req = http.request({ host: address, port, path: urlPath, headers: { host, ...headers } }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (text += d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+    });
     req.on('error', reject);
     req.end();
   });
