@@ -1,6 +1,8 @@
 /**
- * deploy/kubernetes/mayfly.yaml on the test cluster (MAYFLY_TEST_KUBECONFIG): Mayfly's own image
- * and PostgreSQL's built and pushed, two replicas running in the cluster as its ServiceAccount.
+ * deploy/: the chart (deploy/helm/mayfly) renders exactly the plain manifests
+ * (deploy/kubernetes/mayfly.yaml) and both are valid; then on the test cluster
+ * (MAYFLY_TEST_KUBECONFIG), Mayfly's own image and PostgreSQL's built and pushed, the chart
+ * installed: two replicas running in the cluster as its ServiceAccount.
  * An environment is created through the API's Service and reached through the gateway's; the
  * replica driving a create is SIGKILLed and another finishes it once its lease has expired;
  * destroy leaves no namespace. What the test cluster lacks is filled in here, not in the
@@ -23,6 +25,9 @@ import {
   type V1PersistentVolume,
 } from '@kubernetes/client-node';
 import type { Environment } from '@mayfly/contract';
+import { Deployment, StatefulSet } from 'kubernetes-models/apps/v1';
+import { ClusterRole, ClusterRoleBinding } from 'kubernetes-models/rbac.authorization.k8s.io/v1';
+import { Namespace, PersistentVolumeClaim, Service, ServiceAccount } from 'kubernetes-models/v1';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { namespaceName, objectName } from '../packages/server/src/runtime/kubernetes/manifests.js';
 import { callApi, waitForState } from '../packages/server/src/test-support/control-plane-process.js';
@@ -30,6 +35,7 @@ import {
   applyObjects,
   deployManifests,
   loadKubeconfig,
+  renderChart,
 } from '../packages/server/src/test-support/deploy-manifests.js';
 import { TESTKIT_IMAGE, testInstanceName } from '../packages/server/src/test-support/global-setup.js';
 import { clusterObjects } from '../packages/server/src/test-support/leak-check.js';
@@ -71,6 +77,67 @@ async function killServeProcess(pod: string): Promise<void> {
   expect(pids, `the serve process of ${pod}`).toHaveLength(1);
   process.kill(pids[0]!, 'SIGKILL');
 }
+
+const models: Record<string, new (data: never) => { validate(): void }> = {
+  Namespace,
+  ServiceAccount,
+  ClusterRole,
+  ClusterRoleBinding,
+  Service,
+  StatefulSet,
+  PersistentVolumeClaim,
+  Deployment,
+};
+const byKindAndName = (a: KubernetesObject, b: KubernetesObject) =>
+  `${a.kind}/${a.metadata?.name}`.localeCompare(`${b.kind}/${b.metadata?.name}`);
+
+// Rendering needs Go and Sprig from Debian (scripts/render-chart.sh installs them), which the
+// cluster's build brings: these run with the Kubernetes suite.
+describe.skipIf(!kubeconfig)('deploy/helm/mayfly: the chart', () => {
+  it('renders with its defaults exactly the objects of deploy/kubernetes/mayfly.yaml, but the namespace (helm install makes it)', async () => {
+    const chart = await renderChart({});
+    const plain = deployManifests().filter((o) => o.kind !== 'Namespace');
+    expect(chart.sort(byKindAndName)).toEqual(plain.sort(byKindAndName));
+  });
+
+  it('both are valid against the official schemas', async () => {
+    for (const object of [...deployManifests(), ...(await renderChart({}))]) {
+      const Model = models[object.kind!];
+      expect(Model, object.kind).toBeDefined();
+      expect(
+        () => new Model!(object as never).validate(),
+        `${object.kind}/${object.metadata?.name}`,
+      ).not.toThrow();
+    }
+  });
+
+  it("with a database of your own: no PostgreSQL is made, the URL comes from your Secret's key, which is asked for", async () => {
+    await expect(renderChart({ postgres: { enabled: false } })).rejects.toThrow(
+      /databaseUrl\.secretKey: the Secret key of your database's URL/,
+    );
+    const objects = await renderChart(
+      { postgres: { enabled: false }, databaseUrl: { secretKey: 'database-url' } },
+      { name: 'fly', namespace: 'tools' },
+    );
+    expect(objects.map((o) => `${o.kind}/${o.metadata?.name}`).sort()).toEqual([
+      'ClusterRole/fly',
+      'ClusterRoleBinding/fly',
+      'Deployment/fly',
+      'PersistentVolumeClaim/fly-work',
+      'Service/fly',
+      'ServiceAccount/fly',
+    ]);
+    const deployment = objects.find((o) => o.kind === 'Deployment') as V1Deployment;
+    const container = deployment.spec!.template.spec!.containers[0]!;
+    expect(container.args).toContain('--db=$(DATABASE_URL)');
+    expect(container.env).toEqual([
+      { name: 'DATABASE_URL', valueFrom: { secretKeyRef: { name: 'mayfly', key: 'database-url' } } },
+    ]);
+    expect(
+      objects.every((o) => o.metadata?.namespace === undefined || o.metadata.namespace === 'tools'),
+    ).toBe(true);
+  });
+});
 
 describe.skipIf(!kubeconfig)('deploy/kubernetes: Mayfly in the cluster', () => {
   const config = kubeconfig ? loadKubeconfig(kubeconfig) : undefined;
@@ -118,37 +185,35 @@ describe.skipIf(!kubeconfig)('deploy/kubernetes: Mayfly in the cluster', () => {
     );
     expect(Object.keys(refs).sort()).toEqual(['mayfly', 'postgres']);
 
-    const objects = deployManifests();
-    const deployment = objects.find((o) => o.kind === 'Deployment') as V1Deployment;
-    const rest = objects.filter((o) => o !== deployment);
+    // Installed from the chart, as `helm install --create-namespace` with these values would.
+    const values = {
+      image: refs.mayfly,
+      postgres: { image: refs.postgres },
+      extraArgs: ['--sandbox-pool=base=0', '--sandbox-pool=code=0', `--instance-name=${runName}`],
+    };
+    const objects = await renderChart(values);
+    const rest = objects.filter((o) => o.kind !== 'Deployment');
     await mkdir(hostDir, { recursive: true });
     volumes.push(volumeFor('data-mayfly-postgres-0', '10Gi', 'ReadWriteOnce'));
     volumes.push(volumeFor('mayfly-work', '20Gi', 'ReadWriteMany'));
+    const namespace = deployManifests().find((o) => o.kind === 'Namespace')!;
     const secret: KubernetesObject & { stringData: Record<string, string> } = {
       apiVersion: 'v1',
       kind: 'Secret',
       metadata: { name: 'mayfly', namespace: NS },
       stringData: { 'postgres-password': postgresPassword, 'admin-token': adminToken },
     };
-    for (const o of rest) {
-      if (o.kind === 'StatefulSet') {
-        (o as V1Deployment).spec!.template.spec!.containers[0]!.image = refs.postgres;
-      }
-    }
-    const namespaceFirst = rest.findIndex((o) => o.kind === 'Namespace') + 1;
-    await applyObjects(config!, [
-      ...rest.slice(0, namespaceFirst),
-      ...volumes,
-      secret,
-      ...rest.slice(namespaceFirst),
-    ]);
+    await applyObjects(config!, [namespace, ...volumes, secret, ...rest]);
     // No cluster DNS here: the database's name is given to the pods.
     const postgres = await core().readNamespacedService({ namespace: NS, name: 'mayfly-postgres' });
-    const pod = deployment.spec!.template.spec!;
-    pod.containers[0]!.image = refs.mayfly;
-    pod.containers[0]!.args = [...(pod.containers[0]!.args ?? []), `--instance-name=${runName}`];
-    pod.hostAliases = [{ ip: postgres.spec!.clusterIP!, hostnames: ['mayfly-postgres'] }];
-    await applyObjects(config!, [deployment]);
+    const withAddress = await renderChart({
+      ...values,
+      hostAliases: [{ ip: postgres.spec!.clusterIP!, hostnames: ['mayfly-postgres'] }],
+    });
+    await applyObjects(
+      config!,
+      withAddress.filter((o) => o.kind === 'Deployment'),
+    );
 
     const apps = config!.makeApiClient(AppsV1Api);
     await until(

@@ -1,24 +1,68 @@
 /**
- * deploy/kubernetes/mayfly.yaml on the test cluster: its objects applied through the API, and a
- * kubeconfig that acts as its ServiceAccount — so tests drive the cluster with exactly the role
+ * deploy/kubernetes/mayfly.yaml and the chart deploy/helm/mayfly on the test cluster: their objects
+ * applied through the API, and a kubeconfig that acts as the deployment's ServiceAccount — so tests drive the cluster with exactly the role
  * the deployment grants, not as cluster admin.
  */
+import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { mkdtemp, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { CoreV1Api, KubeConfig, type KubernetesObject, KubernetesObjectApi } from '@kubernetes/client-node';
 import { parseAllDocuments } from 'yaml';
 import { until } from './until.js';
 
-const manifestsFile = fileURLToPath(new URL('../../../../deploy/kubernetes/mayfly.yaml', import.meta.url));
+const root = fileURLToPath(new URL('../../../..', import.meta.url));
+const manifestsFile = path.join(root, 'deploy/kubernetes/mayfly.yaml');
+const run = promisify(execFile);
+
+/** The objects of a YAML stream, read as kubectl reads them (YAML 1.1: `0400` is octal). */
+export function parseObjects(text: string): KubernetesObject[] {
+  return parseAllDocuments(text, { version: '1.1' })
+    .map((doc) => {
+      if (doc.errors.length > 0) throw doc.errors[0];
+      return doc.toJS() as KubernetesObject | null;
+    })
+    .filter((o): o is KubernetesObject => o !== null);
+}
 
 /** Every object of deploy/kubernetes/mayfly.yaml, in file order. */
 export function deployManifests(): KubernetesObject[] {
-  return parseAllDocuments(readFileSync(manifestsFile, 'utf8'))
-    .map((doc) => doc.toJS() as KubernetesObject | null)
-    .filter((o): o is KubernetesObject => o !== null);
+  return parseObjects(readFileSync(manifestsFile, 'utf8'));
+}
+
+/**
+ * deploy/helm/mayfly rendered as `helm template --name-template NAME --namespace NS -f values`
+ * would (scripts/render-chart.sh), with `values` over the chart's own.
+ */
+export async function renderChart(
+  values: Record<string, unknown>,
+  release = { name: 'mayfly', namespace: 'mayfly-system' },
+): Promise<KubernetesObject[]> {
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'mayfly-chart-'));
+  try {
+    const file = path.join(dir, 'values.yaml');
+    await writeFile(file, JSON.stringify(values));
+    const { stdout } = await run(
+      'bash',
+      [
+        path.join(root, 'scripts/render-chart.sh'),
+        '-f',
+        file,
+        '--name',
+        release.name,
+        '--namespace',
+        release.namespace,
+        path.join(root, 'deploy/helm/mayfly'),
+      ],
+      { maxBuffer: 16 * 1024 * 1024 },
+    );
+    return parseObjects(stdout);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }
 
 export function loadKubeconfig(file: string): KubeConfig {

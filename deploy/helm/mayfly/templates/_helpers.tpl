@@ -1,0 +1,6 @@
+{{- define "mayfly.postgres" -}}{{ .Release.Name }}-postgres{{- end -}}
+{{- define "mayfly.storageClass" -}}
+{{- if . }}
+storageClassName: {{ . | quote }}
+{{- end }}
+{{- end -}}
