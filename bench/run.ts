@@ -17,13 +17,16 @@
  *   sandboxes create → first command (warm pool and cold) against `docker run --rm`, exec round
  *            trip against `docker exec`, idle sandboxes that fit (see bench/sandboxes.ts)
  *
+ *   kubernetes the example and one service on the cluster against Docker and the raw API, 20
+ *            environments at once (see bench/kubernetes.ts)
+ *
  * BENCH_ONLY=cli measures only the CLI start times (a few seconds, no docker-compose needed);
  * BENCH_ONLY=previews only the previews; BENCH_ONLY=sandboxes only the sandboxes; BENCH_ONLY=e2b
- * only the E2B path (see bench/e2b.ts).
+ * only the E2B path (see bench/e2b.ts); BENCH_ONLY=kubernetes only the cluster.
  */
 import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -33,10 +36,10 @@ import {
   type ControlPlane as Plane,
   startControlPlane as startPlane,
   stopControlPlane,
-  uploadBundle,
-  waitForState,
 } from '../packages/server/src/test-support/control-plane-process.js';
+import { mayflyDown, mayflyUp, median, rssKb, timed, waitState } from './common.js';
 import { benchE2b } from './e2b.js';
+import { benchKubernetes, type KubernetesBench } from './kubernetes.js';
 import { benchPreviews, type PreviewBench } from './previews.js';
 import { benchSandboxes, type SandboxBench } from './sandboxes.js';
 
@@ -47,30 +50,13 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const RSS_ENVS = Number(process.env.BENCH_RSS_ENVS ?? 50);
 const CLI_RUNS = Number(process.env.BENCH_CLI_RUNS ?? 21);
 const ONLY = process.env.BENCH_ONLY;
-if (ONLY !== undefined && !['cli', 'previews', 'sandboxes', 'e2b'].includes(ONLY))
-  throw new Error(`BENCH_ONLY=${ONLY}: only "cli", "previews", "sandboxes" and "e2b" are known`);
+if (ONLY !== undefined && !['cli', 'previews', 'sandboxes', 'e2b', 'kubernetes'].includes(ONLY))
+  throw new Error(
+    `BENCH_ONLY=${ONLY}: only "cli", "previews", "sandboxes", "e2b" and "kubernetes" are known`,
+  );
 const mayflyBin = path.join(root, 'packages/cli/bin/mayfly.js');
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function timed<T>(fn: () => Promise<T>): Promise<number> {
-  const start = performance.now();
-  await fn();
-  return (performance.now() - start) / 1000;
-}
-
-const waitState = (plane: Plane, name: string, states: string[]) =>
-  waitForState(plane, name, states, 600_000);
-
-/** As the CLI does it: the template's folder uploaded as a bundle, then the environment created from it. */
-async function mayflyUp(plane: Plane, name: string, dir: string) {
-  const bundle = await uploadBundle(plane, dir);
-  await call(plane, 'POST', '/v1/environments', {
-    name,
-    template: { filename: 'compose.yaml', bundle },
-  });
-  await waitState(plane, name, ['ready']);
-}
 
 async function mayflyCliUp(plane: Plane, name: string) {
   await run(
@@ -80,11 +66,6 @@ async function mayflyCliUp(plane: Plane, name: string) {
       env: { ...process.env, MAYFLY_URL: plane.url, MAYFLY_TOKEN: plane.token },
     },
   );
-}
-
-async function mayflyDown(plane: Plane, name: string) {
-  await call(plane, 'DELETE', `/v1/environments/${name}`);
-  await waitState(plane, name, ['destroyed']);
 }
 
 const composeWith = (file: string, project: string, ...args: string[]) =>
@@ -120,13 +101,6 @@ async function composeUpAndWait(project: string, file = composeFile) {
     await sleep(50);
   }
 }
-
-async function rssKb(pid: number): Promise<number> {
-  const status = await readFile(`/proc/${pid}/status`, 'utf8');
-  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
-}
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 /** Wall time of one process from spawn to exit, in ms; rejects unless it exits 0. */
 function processMs(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
@@ -242,7 +216,30 @@ const e2bJson = (s: SandboxBench) => ({
   e2bSamplesMs: s.samples,
 });
 
+const kubernetesTable = (k: KubernetesBench) => [
+  ['metric', 'on Kubernetes', 'baseline', 'ratio', 'baseline is'],
+  ...k.rows.map(([m, a, b, what]) => [m, a.toFixed(2), b.toFixed(2), (a / b).toFixed(2), what]),
+];
+const kubernetesJson = (k: KubernetesBench) => ({
+  kubernetes: Object.fromEntries(
+    k.rows.map(([m, a, b, what]) => [m, { kubernetes: a, baseline: b, baselineIs: what, ratio: a / b }]),
+  ),
+  kubernetesSamplesSeconds: k.samples,
+});
+
 async function main() {
+  if (ONLY === 'kubernetes') {
+    const kubernetes = await benchKubernetes(path.dirname(composeFile));
+    printTable(kubernetesTable(kubernetes));
+    await writeResults({
+      at: new Date().toISOString(),
+      only: 'kubernetes',
+      rounds: ROUNDS,
+      machine: machine(),
+      ...kubernetesJson(kubernetes),
+    });
+    return;
+  }
   if (ONLY === 'e2b') {
     const e2b = await benchE2b();
     printTable(sandboxTable(e2b, 'value'));
@@ -373,6 +370,12 @@ async function main() {
     const e2b = await benchE2b();
     console.log('');
     printTable(sandboxTable(e2b, 'value'));
+    // With a cluster (scripts/bench.sh starts one unless MAYFLY_SKIP_KUBERNETES=1).
+    const kubernetes = process.env.MAYFLY_BENCH_KUBECONFIG ? await benchKubernetes(dir) : null;
+    if (kubernetes) {
+      console.log('');
+      printTable(kubernetesTable(kubernetes));
+    }
 
     await writeResults({
       at: new Date().toISOString(),
@@ -387,6 +390,7 @@ async function main() {
       ...previewJson(previews),
       ...sandboxJson(sandboxes),
       ...e2bJson(e2b),
+      ...(kubernetes ? kubernetesJson(kubernetes) : {}),
     });
   } finally {
     await stopControlPlane(plane);

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Benchmarks Mayfly against docker-compose on examples/shop; prints a table, writes bench/results/*.json.
+# Benchmarks Mayfly against docker-compose on examples/shop (and on a Kubernetes cluster against
+# Docker and the raw API); prints tables, writes bench/results/*.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # BENCH_ONLY=cli: only the CLI start times, which need neither docker-compose nor the test image
@@ -12,4 +13,16 @@ if [ "${BENCH_ONLY:-}" != cli ] && [ "${BENCH_ONLY:-}" != sandboxes ]; then
   fi
   docker build -q -t mayfly-test/testkit:latest packages/server/src/test-support/images/testkit >/dev/null
 fi
-exec npx tsx bench/run.ts "$@"
+# The cluster part (BENCH_ONLY=kubernetes, or the whole run) on the test cluster, started here and
+# taken down afterwards unless MAYFLY_BENCH_KUBECONFIG names one; MAYFLY_SKIP_KUBERNETES=1 skips it.
+started_cluster=0
+if { [ -z "${BENCH_ONLY:-}" ] || [ "${BENCH_ONLY:-}" = kubernetes ]; } \
+   && [ "${MAYFLY_SKIP_KUBERNETES:-}" != 1 ] && [ -z "${MAYFLY_BENCH_KUBECONFIG:-}" ]; then
+  MAYFLY_BENCH_KUBECONFIG="$(bash scripts/cluster/up.sh | tail -1)"
+  export MAYFLY_BENCH_KUBECONFIG
+  started_cluster=1
+fi
+status=0
+npx tsx bench/run.ts "$@" || status=$?
+[ "$started_cluster" = 0 ] || bash scripts/cluster/down.sh
+exit "$status"
