@@ -124,6 +124,41 @@ describe.skipIf(!kubeconfig)('KubernetesRuntime on the cluster', () => {
     expect((await runtime.listManaged()).filter((o) => o.envId === plan.envId)).toEqual([]);
   });
 
+  it("a template's pod gets nothing from the cluster: no credentials, its requests to the API server and the kubelet refused", async () => {
+    const plan = envPlan([workload({ name: 'intruder', command: ['testkit', 'sleep'] })]);
+    made.push(plan);
+    await applyPlan(runtime, plan);
+    // What code in the pod would try: the API server's Service and the node's kubelet, over TLS
+    // without a certificate it could check, asking for the cluster's secrets and pods.
+    const probe = (host: string, port: number, path: string) =>
+      runtime.exec(plan.envId, 'intruder', [
+        'python3',
+        '-c',
+        [
+          'import socket, ssl, sys',
+          'ctx = ssl._create_unverified_context()',
+          `s = ctx.wrap_socket(socket.create_connection((sys.argv[1], int(sys.argv[2])), 5))`,
+          `s.sendall(("GET " + sys.argv[3] + " HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n").encode())`,
+          'print(s.recv(64).decode().splitlines()[0])',
+        ].join('\n'),
+        host,
+        String(port),
+        path,
+      ]);
+    const token = await runtime.exec(plan.envId, 'intruder', [
+      'sh',
+      '-c',
+      'ls /var/run/secrets/kubernetes.io/serviceaccount 2>&1; echo "host=$KUBERNETES_SERVICE_HOST"',
+    ]);
+    expect(token.stdout).toContain('No such file or directory');
+    const apiHost = /host=(\S+)/.exec(token.stdout)?.[1] || '10.96.0.1';
+    const secrets = await probe(apiHost, 443, '/api/v1/namespaces/kube-system/secrets');
+    expect(secrets).toMatchObject({ exitCode: 0 });
+    expect(secrets.stdout).toMatch(/^HTTP\/1\.[01] 403/);
+    const kubelet = await probe('10.245.0.1', 10250, '/pods');
+    expect(kubelet.stdout).toMatch(/^HTTP\/1\.[01] 401/);
+  });
+
   it('a workload removed from the plan leaves nothing behind: its Service, pods and files Secret go', async () => {
     const secretFile = { target: '/etc/app.conf', content: 'a = 1\n', mode: 0o444 };
     const both = envPlan([
