@@ -21,23 +21,21 @@ export interface ImagePublisher {
 }
 
 /**
- * Where `ref` lives in `registry`: the same repository path and tag under the registry's host
- * (`mayfly-build/shop:abc` → `127.0.0.1:5000/mayfly-build/shop:abc`). A registry host of the
- * original reference is dropped; a digest becomes a tag of its own.
+ * Where an image goes in `registry`: `mayfly-env/<name>:<its image id>`, the name the last part of
+ * `ref`'s repository (for people reading the registry), the tag the image's content. Never the
+ * reference's own path and tag: a template names any reference it likes, and
+ * `evil.example/mayfly/mayfly:1` must not land on `REGISTRY/mayfly/mayfly:1` — Mayfly's own
+ * image, or another environment's. A tag that is the content cannot hold anything else.
  */
-export function registryRef(registry: string, ref: string): string {
-  const [name, digest] = ref.split('@') as [string, string | undefined];
-  const parts = name.split('/');
-  // A first part with a dot, a colon or `localhost` names a registry (Docker's rule).
-  if (parts.length > 1 && /[.:]|^localhost$/.test(parts[0]!)) parts.shift();
-  let path = parts.join('/');
-  let tag = 'latest';
-  const colon = path.lastIndexOf(':');
-  if (colon > path.lastIndexOf('/')) {
-    tag = path.slice(colon + 1);
-    path = path.slice(0, colon);
-  }
-  if (digest) tag = `digest-${digest.replace(/^sha256:/, '').slice(0, 64)}`;
-  if (!path.includes('/')) path = `library/${path}`;
-  return `${registry}/${path}:${tag}`;
+export function registryRef(registry: string, ref: string, imageId: string): string {
+  const hex = /^(?:sha256:)?([0-9a-f]{64})$/.exec(imageId)?.[1];
+  if (!hex) throw new Error(`not an image id: ${imageId}`);
+  const repository = ref.split('@')[0]!.replace(/:[^/:]*$/, '');
+  const name =
+    (repository.split('/').at(-1) ?? '')
+      .toLowerCase()
+      .replace(/[^a-z0-9._-]+/g, '-')
+      .replace(/^[^a-z0-9]+|[^a-z0-9]+$/g, '')
+      .slice(0, 64) || 'image';
+  return `${registry}/mayfly-env/${name}:${hex}`;
 }

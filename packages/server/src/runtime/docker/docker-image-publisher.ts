@@ -1,6 +1,7 @@
 /**
  * Publishes images of the local Docker Engine to a registry a cluster pulls from (the
- * ImagePublisher seam, `images/image-publisher.ts`): tagged under the registry's host and pushed.
+ * ImagePublisher seam, `images/image-publisher.ts`): tagged by their content under the registry's
+ * `mayfly-env/` (`registryRef`) and pushed.
  * A push of an image already pushed (same image id to the same reference) is skipped.
  */
 import type { IncomingMessage } from 'node:http';
@@ -38,7 +39,7 @@ export class DockerImagePublisher implements ImagePublisher {
       return match ? [{ port: Number(match[1]), protocol: (match[2] ?? 'tcp') as 'tcp' | 'udp' }] : [];
     });
     if (!this.registry) return { ref, ports };
-    const target = registryRef(this.registry, ref);
+    const target = registryRef(this.registry, ref, image.Id);
     const key = `${target}@${image.Id}`;
     let push = this.pushed.get(key);
     if (!push) {
