@@ -21,7 +21,10 @@ bash scripts/ensure-base-image.sh
 node scripts/build.mjs --if-stale
 
 VERSION="$(node -p "require('./packages/cli/package.json').version")"
-TAG="${MAYFLY_IMAGE_TAG:-$VERSION-$(git rev-parse --short HEAD 2>/dev/null || echo local)}"
+# The commit, marked when the checkout has changes of its own (its image is not that commit's).
+COMMIT="$(git rev-parse --short HEAD 2>/dev/null || echo local)"
+[ -z "$(git status --porcelain --untracked-files=no 2>/dev/null)" ] || COMMIT="$COMMIT-dirty-$(date +%s)"
+TAG="${MAYFLY_IMAGE_TAG:-$VERSION-$COMMIT}"
 IMAGE="mayfly/mayfly:$TAG"
 
 CONTEXT="$(mktemp -d /tmp/mayfly-image.XXXXXX)"
@@ -31,7 +34,12 @@ mkdir -p "$CONTEXT/app/packages/cli"
 cp -r packages/cli/bin packages/cli/dist packages/cli/package.json "$CONTEXT/app/packages/cli/"
 # The production dependencies, as npm resolved them here (the workspaces' own packages are in the
 # bundle already).
-npm ls --omit=dev --all --parseable 2>/dev/null \
+if ! deps="$(npm ls --omit=dev --all --parseable 2>/tmp/mayfly-npm-ls.err)"; then
+  echo "build-image: npm ls found a problem with the installed dependencies:" >&2
+  cat /tmp/mayfly-npm-ls.err >&2
+  exit 1
+fi
+printf '%s\n' "$deps" \
   | sed -n "s|^$ROOT/||p" \
   | grep '^node_modules/' \
   | grep -v '^node_modules/@mayfly/' \

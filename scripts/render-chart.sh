@@ -14,8 +14,10 @@ if [ ! -x "$BIN" ]; then
      || [ ! -d /usr/share/gocode/src/gopkg.in/yaml.v3 ]; then
     echo "[mayfly] installing Go and Sprig from Debian for render-chart" >&2
     if [ ! -x "$GO" ]; then
-      grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/ \
-        || echo 'deb http://deb.debian.org/debian bookworm-backports main' > /etc/apt/sources.list.d/mayfly-backports.list
+      if ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
+        echo "[mayfly] adding bookworm-backports (Go 1.23) to apt's sources" >&2
+        echo 'deb http://deb.debian.org/debian bookworm-backports main' > /etc/apt/sources.list.d/mayfly-backports.list
+      fi
     fi
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -t bookworm-backports golang-1.23-go >/dev/null
@@ -23,11 +25,13 @@ if [ ! -x "$BIN" ]; then
   fi
   mkdir -p "$CACHE"
   work="$(mktemp -d)"
-  trap 'rm -rf "$work"' EXIT
   mkdir -p "$work/src/render-chart"
   cp "$ROOT/scripts/render-chart/main.go" "$work/src/render-chart/"
+  status=0
   GOPATH="$work:/usr/share/gocode" GO111MODULE=off GOCACHE="$CACHE/gocache" GOTOOLCHAIN=local \
-    "$GO" build -o "$BIN.tmp" render-chart
+    "$GO" build -o "$BIN.tmp" render-chart || status=$?
+  rm -rf "$work"
+  [ "$status" = 0 ] || exit "$status"
   mv "$BIN.tmp" "$BIN"
 fi
 exec "$BIN" "$@"

@@ -19,7 +19,7 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   echo 'host all all all scram-sha-256' >> "$PGDATA/pg_hba.conf"
   echo "listen_addresses = '*'" >> "$PGDATA/postgresql.conf"
   db="${POSTGRES_DB:-mayfly}"
-  echo "CREATE DATABASE \"$(printf '%s' "$db" | sed 's/"/""/g')\";" \
+  printf 'CREATE DATABASE "%s";\n' "$(printf '%s' "$db" | sed 's/"/""/g')" \
     | postgres --single -j -D "$PGDATA" postgres >/dev/null
   echo "postgres: new cluster in $PGDATA, database \"$db\"" >&2
 fi
