@@ -23,6 +23,8 @@ const run = promisify(execFile);
 const root = fileURLToPath(new URL('../../..', import.meta.url));
 const kubeconfig = process.env.MAYFLY_TEST_KUBECONFIG;
 const registry = process.env.MAYFLY_TEST_REGISTRY ?? '127.0.0.1:5000';
+/** The server acts with the role deploy/kubernetes grants Mayfly (made here, removed after the file). */
+const asMayfly = kubeconfig ? await roleKubeconfig(kubeconfig) : undefined;
 
 describe.skipIf(!kubeconfig)('mayfly CLI end to end on Kubernetes', () => {
   let dataDir: string;
@@ -38,7 +40,7 @@ describe.skipIf(!kubeconfig)('mayfly CLI end to end on Kubernetes', () => {
       '--runtime',
       'kubernetes',
       '--kubeconfig',
-      await roleKubeconfig(kubeconfig!),
+      asMayfly!,
       '--registry',
       registry,
       // The test cluster has no storage provisioner; the gateway (this server) runs on its node.

@@ -93,7 +93,13 @@ describe('server start-up', () => {
     expect(again.adminTokenCreated).toBe(false);
     expect(await whoAmI(again.url, token)).toBe(200);
     expect((await readFile(file, 'utf8')).trim()).toBe(token);
+    // Revoked, it stays revoked: the next start refuses it rather than run without an admin.
+    const [operator] = (await again.store.tokens.list()).filter((t) => t.name === 'admin (operator)');
+    await again.store.tokens.revoke(operator!.id);
     await again.close();
+    await expect(startServer({ port: 0, dataDir, logLevel: 'silent', adminTokenFile: file })).rejects.toThrow(
+      `the admin token in ${file} was revoked`,
+    );
 
     for (const bad of ['', 'hunter2', `${token}x`, `mfy_${'a'.repeat(42)}!`]) {
       await writeFile(file, bad);

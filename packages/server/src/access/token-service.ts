@@ -83,7 +83,15 @@ export class TokenService {
         `${file} does not hold a Mayfly token: "mfy_" and 43 base64url characters (make one with: echo "mfy_$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')")`,
       );
     }
-    return this.deps.store.tokens.adopt(token, { name: 'admin (operator)', scopes: ['admin'] });
+    const adopted = await this.deps.store.tokens.adopt(token, {
+      name: 'admin (operator)',
+      scopes: ['admin'],
+    });
+    const record = await this.deps.store.tokens.verify(token);
+    // Stored before and revoked since (or expired): starting with it would leave no admin.
+    if (!record || tokenScope(record) !== 'admin')
+      throw new Error(`the admin token in ${file} was revoked: make a new one and put it there`);
+    return adopted;
   }
 
   /**

@@ -40,7 +40,7 @@ services:
     healthcheck: { test: ${HEALTH}, interval: 1s, retries: 60 }
   migrate:
     image: ${TESTKIT_IMAGE}
-    command: ["sh", "-c", "sleep 4; echo migrated"]
+    command: ["sh", "-c", "sleep 8; echo migrated"]
     depends_on: { db: { condition: service_healthy } }
   web:
     image: ${TESTKIT_IMAGE}

@@ -4,6 +4,7 @@
  * the deployment grants, not as cluster admin.
  */
 import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
@@ -11,6 +12,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { CoreV1Api, KubeConfig, type KubernetesObject, KubernetesObjectApi } from '@kubernetes/client-node';
+import { afterAll } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { until } from './until.js';
 
@@ -90,37 +92,64 @@ export async function applyObjects(config: KubeConfig, objects: KubernetesObject
   }
 }
 
-const ROLE_KINDS = new Set(['Namespace', 'ServiceAccount', 'ClusterRole', 'ClusterRoleBinding']);
-
 /**
- * Applies the deployment's namespace, ServiceAccount and role, and writes a kubeconfig that
- * authenticates as that ServiceAccount (its token) to the cluster of `adminKubeconfig`.
+ * The deployment's ClusterRole (from deploy/kubernetes/mayfly.yaml) bound to a ServiceAccount of
+ * this test file's own (namespace, account, role and binding named for it, removed after the
+ * file; call it while the file's tests are collected, not in a hook), and a kubeconfig that authenticates as that account with a token from the TokenRequest
+ * API (Kubernetes 1.24 and later make no token Secrets), to the cluster of `adminKubeconfig`.
  */
 export async function roleKubeconfig(adminKubeconfig: string): Promise<string> {
   const admin = loadKubeconfig(adminKubeconfig);
-  const objects = deployManifests().filter((o) => ROLE_KINDS.has(o.kind ?? ''));
-  await applyObjects(admin, objects);
-  const account = objects.find((o) => o.kind === 'ServiceAccount')!.metadata!;
-  const core = admin.makeApiClient(CoreV1Api);
-  const token = await until('the ServiceAccount token', async () => {
-    const secrets = await core.listNamespacedSecret({ namespace: account.namespace! });
-    const secret = secrets.items.find(
-      (s) =>
-        s.type === 'kubernetes.io/service-account-token' &&
-        s.metadata?.annotations?.['kubernetes.io/service-account.name'] === account.name,
-    );
-    const data = secret?.data?.token;
-    return data ? Buffer.from(data, 'base64').toString('utf8') : undefined;
+  const name = `mayfly-role-${randomBytes(4).toString('hex')}`;
+  const role = deployManifests().find((o) => o.kind === 'ClusterRole') as KubernetesObject & {
+    rules: unknown[];
+  };
+  const objects: KubernetesObject[] = [
+    // Labelled as this run's test objects: one left behind by a failed removal is found by label.
+    {
+      apiVersion: 'v1',
+      kind: 'Namespace',
+      metadata: {
+        name,
+        labels: { 'mayfly.managed-by': 'mayfly', 'mayfly.instance': `${process.env.MAYFLY_TEST_RUN}-role` },
+      },
+    },
+    { apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name, namespace: name } },
+    { ...role, metadata: { name } } as KubernetesObject,
+    {
+      apiVersion: 'rbac.authorization.k8s.io/v1',
+      kind: 'ClusterRoleBinding',
+      metadata: { name },
+      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name },
+      subjects: [{ kind: 'ServiceAccount', name, namespace: name }],
+    } as KubernetesObject,
+  ];
+  afterAll(async () => {
+    const api = KubernetesObjectApi.makeApiClient(admin);
+    for (const object of objects.reverse()) await api.delete(object).catch(() => {});
   });
+  await applyObjects(admin, objects);
+  const core = admin.makeApiClient(CoreV1Api);
+  const request = await until('a token for the ServiceAccount', () =>
+    core
+      .createNamespacedServiceAccountToken({
+        name,
+        namespace: name,
+        body: { spec: { audiences: [], expirationSeconds: 6 * 3600 } },
+      })
+      .catch(() => undefined),
+  );
   const cluster = admin.getCurrentCluster()!;
   const config = new KubeConfig();
   config.loadFromOptions({
     clusters: [cluster],
-    users: [{ name: account.name!, token }],
-    contexts: [{ name: 'mayfly', cluster: cluster.name, user: account.name! }],
+    users: [{ name, token: request.status!.token }],
+    contexts: [{ name: 'mayfly', cluster: cluster.name, user: name }],
     currentContext: 'mayfly',
   });
-  const file = path.join(await mkdtemp(path.join(os.tmpdir(), 'mayfly-role-')), 'kubeconfig');
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'mayfly-role-'));
+  afterAll(() => rm(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'kubeconfig');
   await writeFile(file, config.exportConfig(), { mode: 0o600 });
   return file;
 }

@@ -217,11 +217,18 @@ export class KubernetesRuntime implements Runtime {
         .map((s) =>
           unless([404], this.k.core.deleteNamespacedService({ namespace: ns, name: s.metadata!.name! })),
         ),
-      // By selector: Mayfly never reads a Secret (its role has no get or list on them).
-      this.k.core.deleteCollectionNamespacedSecret({
-        namespace: ns,
-        labelSelector: `${selector},${LABELS.workload},${LABELS.workload} notin (${[...planned].join(',')})`,
-      }),
+      // By selector: the driver never gets or lists a Secret (its role has neither verb on them).
+      planned.size > 0
+        ? unless(
+            [404],
+            this.k.core.deleteCollectionNamespacedSecret({
+              namespace: ns,
+              labelSelector: `${selector},${LABELS.workload},${LABELS.workload} notin (${[...planned].join(',')})`,
+            }),
+          ).catch((err: unknown) => {
+            throw new RuntimeStepError('namespace', `cannot remove its old files: ${apiMessage(err)}`);
+          })
+        : undefined,
       ...deployments.items
         .filter((d) => stale(d.metadata?.labels))
         .map((d) =>
