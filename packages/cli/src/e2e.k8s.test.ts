@@ -5,16 +5,19 @@
  * leaves no namespace or volume.
  */
 import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { CoreV1Api, NodeV1Api } from '@kubernetes/client-node';
 import type { Environment } from '@mayfly/contract';
-import { afterAll, beforeAll, describe, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { namespaceName } from '../../server/src/runtime/kubernetes/manifests.js';
 import { callApi, waitForState } from '../../server/src/test-support/control-plane-process.js';
-import { roleKubeconfig } from '../../server/src/test-support/deploy-manifests.js';
-import { testInstanceName } from '../../server/src/test-support/global-setup.js';
+import { loadKubeconfig, roleKubeconfig } from '../../server/src/test-support/deploy-manifests.js';
+import { TESTKIT_IMAGE, testInstanceName } from '../../server/src/test-support/global-setup.js';
 import { clusterObjects } from '../../server/src/test-support/leak-check.js';
 import { exampleRoundTrip } from './test-support/example-round-trip.js';
 import { BIN, startServe } from './test-support/serve-command.js';
@@ -26,11 +29,18 @@ const registry = process.env.MAYFLY_TEST_REGISTRY ?? '127.0.0.1:5000';
 /** The server acts with the role deploy/kubernetes grants Mayfly (made here, removed after the file). */
 const asMayfly = kubeconfig ? await roleKubeconfig(kubeconfig) : undefined;
 
+/** A RuntimeClass of this file's own for the `gvisor` isolation class: runc's handler, as the test cluster has no gVisor shim. */
+const RUNTIME_CLASS = `mayfly-test-${randomBytes(3).toString('hex')}`;
+
 describe.skipIf(!kubeconfig)('mayfly CLI end to end on Kubernetes', () => {
   let dataDir: string;
   let server: Awaited<ReturnType<typeof startServe>>;
   let target: { url: string; token: string };
+  const admin = () => loadKubeconfig(kubeconfig!);
   beforeAll(async () => {
+    await admin()
+      .makeApiClient(NodeV1Api)
+      .createRuntimeClass({ body: { metadata: { name: RUNTIME_CLASS }, handler: 'runc' } });
     dataDir = await mkdtemp(path.join(os.tmpdir(), 'mayfly-k8s-e2e-'));
     server = await startServe([
       '--data',
@@ -48,6 +58,8 @@ describe.skipIf(!kubeconfig)('mayfly CLI end to end on Kubernetes', () => {
       process.env.MAYFLY_TEST_K8S_VOLUMES ?? '/var/lib/mayfly-cluster/volumes',
       '--kube-gateway-from',
       '10.245.0.1/32',
+      '--kube-runtime-class',
+      `gvisor=${RUNTIME_CLASS}`,
       '--sandbox-pool',
       'base=0',
       '--sandbox-pool',
@@ -73,6 +85,10 @@ describe.skipIf(!kubeconfig)('mayfly CLI end to end on Kubernetes', () => {
       await exited;
     }
     if (dataDir) await rm(dataDir, { recursive: true, force: true });
+    await admin()
+      .makeApiClient(NodeV1Api)
+      .deleteRuntimeClass({ name: RUNTIME_CLASS })
+      .catch(() => {});
   });
 
   it('brings the example up on the cluster; its URL shows the seeded data; destroy leaves nothing', async () => {
@@ -88,4 +104,29 @@ describe.skipIf(!kubeconfig)('mayfly CLI end to end on Kubernetes', () => {
       leftOf: (envId) => clusterObjects(envId),
     });
   }, 900_000);
+
+  it('runs an environment of the gvisor isolation class with the RuntimeClass the operator mapped (--kube-runtime-class)', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'mayfly-k8s-gvisor-'));
+    try {
+      await writeFile(
+        path.join(dir, 'compose.yaml'),
+        `x-mayfly: { isolation: gvisor }\nservices:\n  box:\n    image: ${TESTKIT_IMAGE}\n    command: ["testkit", "sleep"]\n`,
+      );
+      const env = { ...process.env, MAYFLY_URL: target.url, MAYFLY_TOKEN: target.token };
+      const up = await run(
+        process.execPath,
+        [BIN, 'up', '-f', path.join(dir, 'compose.yaml'), '--name', 'isolated', '--json'],
+        { env },
+      );
+      const made = JSON.parse(up.stdout) as Environment;
+      expect(made).toMatchObject({ state: 'ready', failure: null });
+      const pods = await admin()
+        .makeApiClient(CoreV1Api)
+        .listNamespacedPod({ namespace: namespaceName(made.id) });
+      expect(pods.items.map((p) => p.spec?.runtimeClassName)).toEqual([RUNTIME_CLASS]);
+      await run(process.execPath, [BIN, 'destroy', 'isolated'], { env });
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }, 300_000);
 });

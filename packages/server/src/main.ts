@@ -119,6 +119,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
           }),
           cluster: {
             gatewayPeers: config.kubeGatewayFrom.map((cidr) => ({ ipBlock: { cidr } })),
+            runtimeClasses: config.kubeRuntimeClasses,
             ...(config.kubeLocalVolumes ? { localVolumes: { directory: config.kubeLocalVolumes } } : {}),
           },
         })

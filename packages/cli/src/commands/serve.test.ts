@@ -44,6 +44,9 @@ describe('mayfly serve', () => {
       ['--runtime', 'kubernetes', '--kube-gateway-from', '10.0.0.1'],
       ['--runtime', 'kubernetes', '--kube-local-volumes', 'relative/dir'],
       ['--admin-token-file', 'relative/token'],
+      ['--runtime', 'kubernetes', '--kube-runtime-class', 'kata=kata'],
+      ['--runtime', 'kubernetes', '--kube-runtime-class', 'gvisor=Not_A_Name'],
+      ['--runtime', 'kubernetes', '--kube-runtime-class', 'gvisor'],
     ]) {
       const result = await run(['serve', '--data', dataDir, ...args]);
       expect(result.code, args.join(' ')).toBe(2);
@@ -53,6 +56,9 @@ describe('mayfly serve', () => {
     const docker = await run(['serve', '--data', dataDir, '--kubeconfig', '/tmp/k']);
     expect(docker.code).toBe(2);
     expect(docker.stderr).toMatch(/--kubeconfig needs --runtime kubernetes/);
+    const classes = await run(['serve', '--data', dataDir, '--kube-runtime-class', 'gvisor=gvisor']);
+    expect(classes.code).toBe(2);
+    expect(classes.stderr).toMatch(/--kube-runtime-class needs --runtime kubernetes/);
   });
 
   it('runs with its limits and allowed paths, refuses a second server on its data dir, and stops on SIGTERM', async () => {

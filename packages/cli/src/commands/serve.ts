@@ -28,6 +28,7 @@ export interface StartServerOptions {
   registry?: string;
   kubeLocalVolumes?: string;
   kubeGatewayFrom?: string[];
+  kubeRuntimeClasses?: { gvisor?: string };
   adminTokenFile?: string;
 }
 
@@ -66,6 +67,7 @@ interface ServeOptions {
   registry?: string;
   kubeLocalVolumes?: string;
   kubeGatewayFrom: string[];
+  kubeRuntimeClass: string[];
   adminTokenFile?: string;
 }
 
@@ -146,6 +148,12 @@ export function registerServe(program: Command, deps: ServeDeps = defaultDeps): 
       [],
     )
     .option(
+      '--kube-runtime-class <isolation=name>',
+      'the RuntimeClass that runs an isolation class, e.g. gvisor=gvisor (repeatable; none: such environments are refused)',
+      (value: string, previous: string[]) => [...previous, value],
+      [],
+    )
+    .option(
       '--admin-token-file <file>',
       'an admin token you made (mfy_ and 43 base64url characters), shared by replicas, instead of a generated one',
     )
@@ -205,6 +213,18 @@ async function serve(options: ServeOptions, command: Command, deps: ServeDeps): 
     if (!(EGRESS_CIDR.test(cidr) && cidr.includes('/')))
       throw new UsageError(`invalid --kube-gateway-from "${cidr}"`, 'an IPv4 CIDR such as 10.245.0.1/32');
   }
+  const runtimeClasses: { gvisor?: string } = {};
+  for (const entry of options.kubeRuntimeClass) {
+    const match = /^(gvisor)=([a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?)$/.exec(entry);
+    if (!match)
+      throw new UsageError(
+        `invalid --kube-runtime-class "${entry}"`,
+        'ISOLATION=NAME, such as gvisor=gvisor (the isolation classes a cluster maps: gvisor)',
+      );
+    runtimeClasses.gvisor = match[2];
+  }
+  if (options.kubeRuntimeClass.length > 0 && options.runtime !== 'kubernetes')
+    throw new UsageError('--kube-runtime-class needs --runtime kubernetes');
   if (options.kubeLocalVolumes !== undefined && !isAbsolute(options.kubeLocalVolumes))
     throw new UsageError(`invalid --kube-local-volumes "${options.kubeLocalVolumes}": give an absolute path`);
 
@@ -249,6 +269,7 @@ async function serve(options: ServeOptions, command: Command, deps: ServeDeps): 
     ...(options.registry === undefined ? {} : { registry: options.registry }),
     ...(options.kubeLocalVolumes === undefined ? {} : { kubeLocalVolumes: options.kubeLocalVolumes }),
     kubeGatewayFrom: options.kubeGatewayFrom,
+    kubeRuntimeClasses: runtimeClasses,
     ...(options.adminTokenFile === undefined ? {} : { adminTokenFile: options.adminTokenFile }),
   });
 

@@ -66,6 +66,19 @@ export const ServerConfig = z.object({
     .array(z.string().refine(isIpv4Cidr, 'an IPv4 CIDR such as 10.245.0.1/32'))
     .max(64)
     .default([]),
+  /**
+   * The RuntimeClass that runs each isolation class on the cluster (`--kube-runtime-class
+   * gvisor=NAME`); an environment of a class without one is refused with why.
+   */
+  kubeRuntimeClasses: z
+    .object({
+      gvisor: z
+        .string()
+        .regex(/^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/, 'a RuntimeClass name (a DNS subdomain)')
+        .optional(),
+    })
+    .strict()
+    .default({}),
   /** See {@link defaultAgentBinary}; without one, containers are started only when what they wait for is ready. */
   agentBinary: z.string().optional(),
   /** Environment networks take their subnets from here, not from the Engine's small default pools. */

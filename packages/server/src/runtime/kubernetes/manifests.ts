@@ -532,7 +532,7 @@ function runtimeClass(settings: ClusterSettings, plan: EnvPlan): string | undefi
   if (!name) {
     throw new RuntimeStepError(
       'start',
-      `isolation "${plan.isolation}" has no RuntimeClass on this cluster (set it in the Kubernetes runtime's settings)`,
+      `isolation "${plan.isolation}" has no RuntimeClass on this cluster (the operator maps one: mayfly serve --kube-runtime-class ${plan.isolation}=NAME)`,
     );
   }
   return name;
