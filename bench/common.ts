@@ -28,6 +28,12 @@ export async function mayflyUp(plane: Plane, name: string, dir: string) {
   await waitState(plane, name, ['ready']);
 }
 
+/** An environment from a template given inline, waited for until ready. */
+export async function mayflyUpInline(plane: Plane, name: string, content: string) {
+  await call(plane, 'POST', '/v1/environments', { name, template: { filename: 'compose.yaml', content } });
+  await waitState(plane, name, ['ready']);
+}
+
 export async function mayflyDown(plane: Plane, name: string) {
   await call(plane, 'DELETE', `/v1/environments/${name}`);
   await waitState(plane, name, ['destroyed']);

@@ -17,13 +17,13 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { CoreV1Api, KubeConfig, type V1Pod } from '@kubernetes/client-node';
+import { DockerImagePublisher } from '../packages/server/src/runtime/docker/docker-image-publisher.js';
 import {
-  callApi as call,
   type ControlPlane as Plane,
   startControlPlane,
   stopControlPlane,
 } from '../packages/server/src/test-support/control-plane-process.js';
-import { cpuSeconds, mayflyDown, mayflyUp, median, rssKb, timed, waitState } from './common.js';
+import { cpuSeconds, mayflyDown, mayflyUp, mayflyUpInline, median, rssKb, timed } from './common.js';
 import { sleep } from './sandboxes.js';
 
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -55,17 +55,7 @@ async function createAtOnce(plane: Plane, names: string[]) {
       await sleep(200);
     }
   })();
-  const seconds = await timed(async () => {
-    await Promise.all(
-      names.map((name) =>
-        call(plane, 'POST', '/v1/environments', {
-          name,
-          template: { filename: 'compose.yaml', content: light },
-        }),
-      ),
-    );
-    await Promise.all(names.map((name) => waitState(plane, name, ['ready'])));
-  });
+  const seconds = await timed(() => Promise.all(names.map((name) => mayflyUpInline(plane, name, light))));
   sampling = false;
   await sampler;
   const cpu = (await cpuSeconds(pid)) - cpuBefore;
@@ -74,7 +64,7 @@ async function createAtOnce(plane: Plane, names: string[]) {
 }
 
 /** A namespace and one pod with a TCP readiness probe, through the API by hand: the floor. */
-async function rawPod(core: CoreV1Api, registry: string, round: number) {
+async function rawPod(core: CoreV1Api, image: string, round: number) {
   const namespace = `bench-raw-${process.pid}-${round}`;
   const pod: V1Pod = {
     metadata: { name: 'web' },
@@ -86,7 +76,7 @@ async function rawPod(core: CoreV1Api, registry: string, round: number) {
       containers: [
         {
           name: 'web',
-          image: `${registry}/${TESTKIT}`,
+          image,
           command: ['testkit', 'http', '--port', '8080'],
           readinessProbe: { tcpSocket: { port: 8080 }, periodSeconds: 1 },
         },
@@ -147,14 +137,14 @@ export async function benchKubernetes(exampleDir: string): Promise<KubernetesBen
     for (const plane of [onCluster, onDocker]) {
       await mayflyUp(plane, 'warm', exampleDir);
       await mayflyDown(plane, 'warm');
-      await call(plane, 'POST', '/v1/environments', {
-        name: 'warm-one',
-        template: { filename: 'compose.yaml', content: light },
-      });
-      await waitState(plane, 'warm-one', ['ready']);
+      await mayflyUpInline(plane, 'warm-one', light);
       await mayflyDown(plane, 'warm-one');
     }
-    await rawPod(core, registry, -1);
+    // The same image the environments run, as the publisher pushed it (named by its content).
+    const testkit = (
+      await new DockerImagePublisher({ registry }).publish(TESTKIT, new AbortController().signal)
+    ).ref;
+    await rawPod(core, testkit, -1);
 
     const s = {
       exampleCreateK8s: [] as number[],
@@ -172,17 +162,9 @@ export async function benchKubernetes(exampleDir: string): Promise<KubernetesBen
       s.exampleDestroyK8s.push(await timed(() => mayflyDown(onCluster, `shop-${i}`)));
       s.exampleCreateDocker.push(await timed(() => mayflyUp(onDocker, `shop-${i}`, exampleDir)));
       s.exampleDestroyDocker.push(await timed(() => mayflyDown(onDocker, `shop-${i}`)));
-      s.oneCreateK8s.push(
-        await timed(async () => {
-          await call(onCluster, 'POST', '/v1/environments', {
-            name: `one-${i}`,
-            template: { filename: 'compose.yaml', content: light },
-          });
-          await waitState(onCluster, `one-${i}`, ['ready']);
-        }),
-      );
+      s.oneCreateK8s.push(await timed(() => mayflyUpInline(onCluster, `one-${i}`, light)));
       s.oneDestroyK8s.push(await timed(() => mayflyDown(onCluster, `one-${i}`)));
-      const raw = await rawPod(core, registry, i);
+      const raw = await rawPod(core, testkit, i);
       s.oneCreateRaw.push(raw.create);
       s.oneDestroyRaw.push(raw.destroy);
     }

@@ -15,7 +15,7 @@ import { CoreV1Api, NodeV1Api } from '@kubernetes/client-node';
 import type { Environment } from '@mayfly/contract';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { namespaceName } from '../../server/src/runtime/kubernetes/manifests.js';
-import { callApi, waitForState } from '../../server/src/test-support/control-plane-process.js';
+import { destroyAll } from '../../server/src/test-support/control-plane-process.js';
 import { loadKubeconfig, roleKubeconfig } from '../../server/src/test-support/deploy-manifests.js';
 import { TESTKIT_IMAGE, testInstanceName } from '../../server/src/test-support/global-setup.js';
 import { clusterObjects } from '../../server/src/test-support/leak-check.js';
@@ -72,13 +72,7 @@ describe.skipIf(!kubeconfig)('mayfly CLI end to end on Kubernetes', () => {
   });
   afterAll(async () => {
     // What a failed test left: destroyed through the server, as a user would.
-    if (target) {
-      const { items } = await callApi<{ items: Environment[] }>(target, 'GET', '/v1/environments');
-      for (const env of items) {
-        await callApi(target, 'DELETE', `/v1/environments/${env.id}`);
-        await waitForState(target, env.id, ['destroyed'], 120_000);
-      }
-    }
+    if (target) await destroyAll(target);
     if (server && server.child.exitCode === null) {
       const exited = new Promise((resolve) => server.child.once('exit', resolve));
       server.child.kill('SIGTERM');
