@@ -621,7 +621,12 @@ export function describeRuntime(
       const first = new AbortController();
       const applying = applyPlan(runtime, plan, { signal: first.signal });
       applying.catch(() => {});
-      await until(async () => (await stateOf('once')) === 'created', 'the job is created, not started');
+      // Every workload is made at once and started in order: the job can be made before the gate
+      // it waits for has started, so both are waited for.
+      await until(
+        async () => (await stateOf('gate')) === 'running' && (await stateOf('once')) === 'created',
+        'the gate runs and the job is created, not started',
+      );
       const ids = await workloadIds?.(plan.envId, 'once');
       first.abort();
       await expect(applying).rejects.toThrow();
