@@ -99,7 +99,10 @@ async function rawPod(core: CoreV1Api, image: string, round: number) {
     throw err;
   }
   const destroy = await timed(async () => {
+    // What Mayfly does too: the namespace's own deletion gives its pods their 30 s of grace (and
+    // the namespace controller backs off meanwhile), so the pods are killed by hand.
     await core.deleteNamespace({ name: namespace, gracePeriodSeconds: 0 });
+    await core.deleteCollectionNamespacedPod({ namespace, gracePeriodSeconds: 0 });
     for (;;) {
       const gone = await core.readNamespace({ name: namespace }).then(
         () => false,
