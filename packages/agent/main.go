@@ -10,7 +10,18 @@
 //	mayfly-agent serve --socket PATH
 //
 // is a sandbox's agent: processes, files and ports, served over connections it dials to the
-// control plane's socket (see serve.go).
+// control plane's socket (see serve.go). Where the control plane reaches the sandbox only through
+// the platform's exec (Kubernetes), the agent listens on a socket of its own instead:
+//
+//	mayfly-agent init -- mayfly-agent serve --listen PATH
+//	mayfly-agent connect PATH
+//
+// init is the container's first process, reaping orphans as Docker's init does; connect, run by
+// the control plane through exec, joins its stdin and stdout to one connection to the agent.
+//
+//	mayfly-agent install DEST
+//
+// copies the binary to DEST (an init container's job: images without a shell have no cp).
 package main
 
 import (
@@ -27,6 +38,12 @@ func main() {
 		os.Exit(gate(os.Args[2:]))
 	case "serve":
 		os.Exit(serve(os.Args[2:]))
+	case "init":
+		os.Exit(initProcess(os.Args[2:]))
+	case "connect":
+		os.Exit(connect(os.Args[2:]))
+	case "install":
+		os.Exit(install(os.Args[2:]))
 	default:
 		usage()
 	}
@@ -34,6 +51,9 @@ func main() {
 
 func usage() {
 	fmt.Fprintln(os.Stderr, "usage: mayfly-agent gate RELEASE-FILE -- COMMAND [ARGS...]")
-	fmt.Fprintln(os.Stderr, "       mayfly-agent serve [--socket PATH] [--spare N]")
+	fmt.Fprintln(os.Stderr, "       mayfly-agent serve [--socket PATH] [--spare N] | [--listen PATH]")
+	fmt.Fprintln(os.Stderr, "       mayfly-agent init -- COMMAND [ARGS...]")
+	fmt.Fprintln(os.Stderr, "       mayfly-agent connect PATH")
+	fmt.Fprintln(os.Stderr, "       mayfly-agent install DEST")
 	os.Exit(2)
 }

@@ -23,6 +23,7 @@ func serve(args []string) int {
 	flags := flag.NewFlagSet("serve", flag.ExitOnError)
 	socket := flags.String("socket", "/.mayfly/run/agent.sock", "the control plane's socket")
 	spare := flags.Int("spare", 2, "idle connections kept dialled")
+	listen := flags.String("listen", "", "listen on this socket instead of dialling the control plane's")
 	_ = flags.Parse(args)
 
 	// A uid the image has no passwd entry for is its own name.
@@ -43,10 +44,24 @@ func serve(args []string) int {
 		processes: map[int]*process{},
 		defaults:  map[string]string{},
 	}
-	listener := &reverseListener{path: *socket, spare: *spare, states: map[net.Conn]http.ConnState{}}
-	listener.cond = sync.NewCond(&listener.mu)
-	// No read timeouts: idle connections wait for the control plane (the only client) as long as it likes.
-	server := &http.Server{Handler: a, ConnState: listener.track}
+	var server *http.Server
+	var listener net.Listener
+	if *listen != "" {
+		// Only the control plane's `connect` (same user, through the platform's exec) dials it.
+		_ = os.Remove(*listen)
+		unix, err := net.Listen("unix", *listen)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "mayfly-agent: %v\n", err)
+			return 1
+		}
+		_ = os.Chmod(*listen, 0o600)
+		listener, server = unix, &http.Server{Handler: a}
+	} else {
+		reverse := &reverseListener{path: *socket, spare: *spare, states: map[net.Conn]http.ConnState{}}
+		reverse.cond = sync.NewCond(&reverse.mu)
+		// No read timeouts: idle connections wait for the control plane (the only client) as long as it likes.
+		listener, server = reverse, &http.Server{Handler: a, ConnState: reverse.track}
+	}
 	if err := server.Serve(listener); err != nil {
 		fmt.Fprintf(os.Stderr, "mayfly-agent: %v\n", err)
 		return 1
@@ -176,6 +191,11 @@ func (a *agent) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		err = a.routeFiles(w, r, parts[2:])
 	case route == "ports" && len(parts) == 3 && r.Method == http.MethodGet:
 		err = tunnel(w, r, parts[2])
+	case (route == "freeze" || route == "thaw") && r.Method == http.MethodPost:
+		err = freeze(route == "freeze")
+		if err == nil {
+			w.WriteHeader(http.StatusNoContent)
+		}
 	default:
 		err = fail(http.StatusNotFound, "not_found", "no such route %s %s", r.Method, r.URL.Path)
 	}

@@ -27,7 +27,7 @@ describe('agent channel under a hostile sandbox', () => {
 
   const connect = () =>
     new Promise<net.Socket>((resolve) => {
-      const socket = net.connect(channel.socketPath);
+      const socket = net.connect(channel.socketPath!);
       clients.push(socket);
       socket.on('error', () => {});
       socket.once('connect', () => resolve(socket));

@@ -11,7 +11,7 @@
 import { chmod, rm } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
-import type { Readable } from 'node:stream';
+import type { Duplex, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 
 /** A JSON answer of the agent larger than this is refused (listings are capped in the agent too). */
@@ -49,15 +49,27 @@ export class AgentChannel {
   private closed = false;
 
   private constructor(
-    private readonly server: net.Server,
-    readonly socketPath: string,
+    private readonly server: net.Server | null,
+    readonly socketPath: string | null,
+    /** Where the control plane opens the connections itself (see {@link dialing}). */
+    private readonly dial?: () => Promise<Duplex>,
   ) {
+    if (!server) return;
     server.maxConnections = MAX_CONNECTIONS;
     server.on('connection', (socket) => {
       this.connections.add(socket);
       socket.once('close', () => this.connections.delete(socket));
       this.accept(socket);
     });
+  }
+
+  /**
+   * A channel whose connections the control plane opens, one per request, with `dial` (through
+   * the platform's exec on Kubernetes, where no socket can be shared with a pod): the agent then
+   * listens inside the sandbox, and nothing in the sandbox can open a connection to us.
+   */
+  static dialing(dial: () => Promise<Duplex>): AgentChannel {
+    return new AgentChannel(null, null, dial);
   }
 
   /** Listens at `socketPath` (a stale socket there is replaced), writable by the sandbox's user. */
@@ -95,8 +107,42 @@ export class AgentChannel {
     socket.once('close', () => this.spare.delete(socket));
   }
 
+  /** A connection opened by {@link dial}, given up after `timeoutMs`. */
+  private async dialOne(dial: () => Promise<Duplex>, timeoutMs: number): Promise<net.Socket> {
+    if (this.closed) throw new AgentUnavailableError('the sandbox channel is closed');
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const stream = await Promise.race([
+        dial(),
+        new Promise<never>((_resolve, reject) => {
+          timer = setTimeout(
+            () =>
+              reject(new AgentUnavailableError(`the sandbox agent was not reached within ${timeoutMs} ms`)),
+            timeoutMs,
+          );
+        }),
+      ]);
+      // Node's HTTP client takes any duplex stream as its connection.
+      const socket = stream as net.Socket;
+      socket.on('error', () => {});
+      if (this.closed) {
+        socket.destroy();
+        throw new AgentUnavailableError('the sandbox channel is closed');
+      }
+      this.connections.add(socket);
+      socket.once('close', () => this.connections.delete(socket));
+      return socket;
+    } catch (err) {
+      if (err instanceof AgentUnavailableError) throw err;
+      throw new AgentUnavailableError(`the sandbox agent: ${(err as Error).message}`);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   /** An idle connection of the agent's, as soon as there is one. */
   private take(timeoutMs: number): Promise<net.Socket> {
+    if (this.dial) return this.dialOne(this.dial, timeoutMs);
     for (const socket of this.spare) {
       this.spare.delete(socket);
       if (!socket.destroyed) return Promise.resolve(socket);
@@ -115,8 +161,20 @@ export class AgentChannel {
     });
   }
 
-  /** Resolves once the agent has a connection open: it is up. */
+  /** Resolves once the agent has a connection open (or, dialled, answers): it is up. */
   async ready(timeoutMs: number): Promise<void> {
+    if (this.dial) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        try {
+          await this.json('GET', '/v1/health', undefined, Math.max(1, deadline - Date.now()));
+          return;
+        } catch (err) {
+          if (!(err instanceof AgentUnavailableError) || this.closed || Date.now() >= deadline) throw err;
+          await new Promise((resolve) => setTimeout(resolve, 200));
+        }
+      }
+    }
     const socket = await this.take(timeoutMs);
     this.accept(socket); // given back
   }
@@ -231,9 +289,10 @@ export class AgentChannel {
     this.closed = true;
     this.spare.clear();
     for (const socket of this.connections) socket.destroy();
-    const stopped = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    await stopped;
-    await rm(this.socketPath, { force: true });
+    const { server, socketPath } = this;
+    if (!server || !socketPath) return;
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await rm(socketPath, { force: true });
   }
 }
 

@@ -2,12 +2,13 @@
  * The sandbox seam: what the control plane asks of a platform to run one sandbox — one container
  * with Mayfly's agent as its main process, hard limits and no network — beside `Runtime`, which
  * applies multi-service plans. Processes, files and ports go through the agent (agent-channel.ts),
- * not through the platform, so a driver only makes, freezes, thaws, watches and removes.
+ * not through the platform, so a driver only makes, connects, freezes, thaws, watches and removes.
  */
 
-/** Labels on every sandbox object (with the installation's `mayfly.instance`). */
+import type { AgentChannel } from './agent-channel.js';
 import type { EgressRule } from './egress-policy.js';
 
+/** Labels on every sandbox object (with the installation's `mayfly.instance`). */
 export const SANDBOX_LABEL = 'mayfly.sandbox';
 
 export interface SandboxSpec {
@@ -27,7 +28,7 @@ export interface SandboxSpec {
   /** The image's own files read-only (the default): only home and /tmp can be written. */
   readOnlyRoot: boolean;
   isolation: Isolation;
-  /** Host directory holding the agent's socket; mounted read-only. */
+  /** Host directory holding the agent's socket (the one given to `openChannel`), where the agent dials in. */
   agentDir: string;
   /**
    * Without it the sandbox has no network at all (loopback only). With it, it may open connections
@@ -78,7 +79,13 @@ export interface SandboxRuntime {
    * limits: volumes (unbounded writable disk) or labels of Mayfly's (posing as its objects).
    */
   checkImage(image: string): Promise<void>;
-  /** Makes and starts the sandbox (its image checked first); its agent then dials the socket in `spec.agentDir`. */
+  /**
+   * The way to a sandbox's agent, opened before `create` (and again for a sandbox found running
+   * after a restart): on Docker a socket in `agentDir` that the agent dials, on Kubernetes
+   * connections the control plane opens through the API server's exec.
+   */
+  openChannel(id: string, agentDir: string): Promise<AgentChannel>;
+  /** Makes and starts the sandbox (its image checked first); its agent is then reached by its channel. */
   create(spec: SandboxSpec): Promise<void>;
   /** Freezes every process (memory kept); `resume` thaws them. */
   pause(id: string): Promise<void>;

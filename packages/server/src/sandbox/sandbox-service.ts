@@ -37,7 +37,7 @@ import type { Logger } from '../observability/logger.js';
 import { eachLimited } from '../runtime/abort.js';
 import { RuntimeUnavailableError } from '../runtime/runtime.js';
 import type { SandboxRecord, Store } from '../store/store.js';
-import { AgentChannel, AgentError, AgentUnavailableError, readBounded } from './agent-channel.js';
+import { type AgentChannel, AgentError, AgentUnavailableError, readBounded } from './agent-channel.js';
 import {
   canonicalCidr,
   EgressRefusedError,
@@ -317,7 +317,7 @@ export class SandboxService {
                 if (detail.state === 'running' || detail.state === 'paused') return;
                 await this.end(record.id, detail.oomKilled ? 'oom' : 'error');
               } else if (!this.channels.has(record.id)) {
-                this.channels.set(record.id, await AgentChannel.listen(this.socketPath(record.id)));
+                this.channels.set(record.id, await this.listen(record.id));
               }
             }),
         ),
@@ -367,8 +367,8 @@ export class SandboxService {
     }
   }
 
-  private socketPath(id: string): string {
-    return path.join(this.root, id, 'agent.sock');
+  private agentDir(id: string): string {
+    return path.join(this.root, id);
   }
 
   async create(input: unknown, access: Access): Promise<SandboxInfo> {
@@ -513,10 +513,9 @@ export class SandboxService {
     }
   }
 
-  /** The socket a sandbox's agent dials, in a directory of its own. */
-  private async listen(id: string): Promise<AgentChannel> {
-    await mkdir(path.join(this.root, id), { recursive: true, mode: 0o755 });
-    return AgentChannel.listen(this.socketPath(id));
+  /** The way to a sandbox's agent (on Docker: a socket it dials, in a directory of its own). */
+  private listen(id: string): Promise<AgentChannel> {
+    return this.options.runtime.openChannel(id, this.agentDir(id));
   }
 
   /** Makes the container with the template's limits and waits for its agent. */
@@ -542,7 +541,7 @@ export class SandboxService {
       diskBytes: Math.min(template.diskMb, Math.floor(limits.memoryMb / 2)) * MiB,
       readOnlyRoot: template.readOnlyRoot,
       isolation: template.isolation,
-      agentDir: path.join(this.root, id),
+      agentDir: this.agentDir(id),
       ...(egress ? { egress } : {}),
       labels,
     });

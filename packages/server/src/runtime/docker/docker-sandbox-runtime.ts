@@ -4,7 +4,10 @@
  * loopback, every capability dropped, no-new-privileges, the image read-only but for a private
  * home and /tmp of a fixed size, and limits on memory (no swap), CPU and pids.
  */
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
 import type Docker from 'dockerode';
+import { AgentChannel } from '../../sandbox/agent-channel.js';
 import {
   type IsolationSupport,
   type ObservedSandbox,
@@ -23,6 +26,7 @@ import { freeSubnets, type SubnetPool } from './subnets.js';
 
 const AGENT_IN_CONTAINER = '/.mayfly/bin/mayfly-agent';
 const AGENT_DIR_IN_CONTAINER = '/.mayfly/run';
+const AGENT_SOCKET = 'agent.sock';
 
 export interface DockerSandboxRuntimeOptions {
   socketPath?: string;
@@ -80,7 +84,7 @@ export function sandboxCreateOptions(
     Image: spec.image,
     User: spec.user,
     WorkingDir: spec.home,
-    Entrypoint: [AGENT_IN_CONTAINER, 'serve', '--socket', `${AGENT_DIR_IN_CONTAINER}/agent.sock`],
+    Entrypoint: [AGENT_IN_CONTAINER, 'serve', '--socket', `${AGENT_DIR_IN_CONTAINER}/${AGENT_SOCKET}`],
     Cmd: [],
     Env: [`HOME=${spec.home}`, ...Object.entries(spec.env).map(([k, v]) => `${k}=${v}`)],
     Labels: {
@@ -129,6 +133,28 @@ export function sandboxCreateOptions(
       Runtime: spec.isolation === 'gvisor' ? gvisorRuntime : undefined,
     },
   };
+}
+
+/**
+ * Refuses an image (from the Engine where Mayfly builds) whose own settings would undo a sandbox's
+ * limits: volumes (unbounded writable disk) or Mayfly's labels (posing as its objects). Shared by
+ * every sandbox driver whose images come from that Engine.
+ */
+export async function checkSandboxImage(docker: Docker, image: string): Promise<void> {
+  const info = (await docker.getImage(image).inspect()) as {
+    Config?: { Volumes?: Record<string, unknown> | null; Labels?: Record<string, string> | null };
+  };
+  const volumes = Object.keys(info.Config?.Volumes ?? {});
+  if (volumes.length > 0)
+    throw new SandboxImageRefusedError(
+      `image ${image} declares volumes (${volumes.join(', ')}): a sandbox may write only its bounded home and /tmp`,
+    );
+  // The builder's own marks are fine (the container's labels replace the instance's anyway).
+  const ours = Object.keys(info.Config?.Labels ?? {}).filter(
+    (label) => label.startsWith('mayfly.') && label !== BUILT_BY_LABEL && label !== LABELS.instance,
+  );
+  if (ours.length > 0)
+    throw new SandboxImageRefusedError(`image ${image} carries Mayfly's own labels (${ours.join(', ')})`);
 }
 
 export class DockerSandboxRuntime implements SandboxRuntime {
@@ -208,21 +234,8 @@ export class DockerSandboxRuntime implements SandboxRuntime {
       : { available: ['runc', 'gvisor'], missing: {} };
   }
 
-  async checkImage(image: string): Promise<void> {
-    const info = (await this.docker.getImage(image).inspect()) as {
-      Config?: { Volumes?: Record<string, unknown> | null; Labels?: Record<string, string> | null };
-    };
-    const volumes = Object.keys(info.Config?.Volumes ?? {});
-    if (volumes.length > 0)
-      throw new SandboxImageRefusedError(
-        `image ${image} declares volumes (${volumes.join(', ')}): a sandbox may write only its bounded home and /tmp`,
-      );
-    // The builder's own marks are fine (the container's labels replace the instance's anyway).
-    const ours = Object.keys(info.Config?.Labels ?? {}).filter(
-      (label) => label.startsWith('mayfly.') && label !== BUILT_BY_LABEL && label !== LABELS.instance,
-    );
-    if (ours.length > 0)
-      throw new SandboxImageRefusedError(`image ${image} carries Mayfly's own labels (${ours.join(', ')})`);
+  checkImage(image: string): Promise<void> {
+    return checkSandboxImage(this.docker, image);
   }
 
   async create(spec: SandboxSpec): Promise<void> {
@@ -247,6 +260,12 @@ export class DockerSandboxRuntime implements SandboxRuntime {
       if (spec.egress) await this.closeEgress(spec.id).catch(() => {});
       throw err;
     }
+  }
+
+  /** A socket in `agentDir` (mounted read-only into the sandbox) that the agent dials. */
+  async openChannel(_id: string, agentDir: string): Promise<AgentChannel> {
+    await mkdir(agentDir, { recursive: true, mode: 0o755 });
+    return AgentChannel.listen(path.join(agentDir, AGENT_SOCKET));
   }
 
   async pause(id: string): Promise<void> {
