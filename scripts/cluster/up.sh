@@ -326,6 +326,11 @@ containerLogMaxSize: 256Mi
 containerLogMaxFiles: 2
 imageGCHighThresholdPercent: 95
 imageGCLowThresholdPercent: 90
+# A memory-backed emptyDir (a sandbox's home and /tmp) is a tmpfs of its sizeLimit, as on every
+# cluster from 1.22 (an alpha gate on 1.20); and no pod has more than 1024 processes (Kubernetes
+# has no per-pod limit in the pod's spec: operators set this for the node).
+featureGates: {SizeMemoryBackedVolumes: true}
+podPidsLimit: 1024
 EOF
 start kubelet "$k8s_bin/kubelet" \
   --config "$run/kubelet/config.yaml" \

@@ -19,6 +19,7 @@ import { destroyAll } from '../../server/src/test-support/control-plane-process.
 import { loadKubeconfig, roleKubeconfig } from '../../server/src/test-support/deploy-manifests.js';
 import { TESTKIT_IMAGE, testInstanceName } from '../../server/src/test-support/global-setup.js';
 import { clusterObjects } from '../../server/src/test-support/leak-check.js';
+import { until } from '../../server/src/test-support/until.js';
 import { exampleRoundTrip } from './test-support/example-round-trip.js';
 import { BIN, startServe } from './test-support/serve-command.js';
 
@@ -64,6 +65,13 @@ describe.skipIf(!kubeconfig)('mayfly CLI end to end on Kubernetes', () => {
       'base=0',
       '--sandbox-pool',
       'code=0',
+      // Sandboxes as pods too, never reaching the cluster's pod and service ranges.
+      '--sandbox-runtime',
+      'kubernetes',
+      '--kube-sandbox-blocked',
+      '10.244.0.0/16',
+      '--kube-sandbox-blocked',
+      '10.96.0.0/12',
     ]);
     target = {
       url: server.info.url,
@@ -79,6 +87,19 @@ describe.skipIf(!kubeconfig)('mayfly CLI end to end on Kubernetes', () => {
       await exited;
     }
     if (dataDir) await rm(dataDir, { recursive: true, force: true });
+    // The installation's sandbox namespace (Mayfly keeps it while it runs): this file's, not left.
+    const core = admin().makeApiClient(CoreV1Api);
+    const sandboxNamespaces = async () =>
+      (await core.listNamespace({ labelSelector: 'mayfly.managed-by=mayfly' })).items.filter(
+        (ns) =>
+          ns.metadata!.name!.startsWith('mayfly-sandboxes-') &&
+          (ns.metadata!.labels?.['mayfly.instance'] ?? '').startsWith(testInstanceName()),
+      );
+    for (const ns of await sandboxNamespaces())
+      await core.deleteNamespace({ name: ns.metadata!.name!, gracePeriodSeconds: 0 }).catch(() => {});
+    await until('the sandbox namespace is gone', async () =>
+      (await sandboxNamespaces()).length === 0 ? true : undefined,
+    );
     await admin()
       .makeApiClient(NodeV1Api)
       .deleteRuntimeClass({ name: RUNTIME_CLASS })
@@ -123,4 +144,41 @@ describe.skipIf(!kubeconfig)('mayfly CLI end to end on Kubernetes', () => {
       await rm(dir, { recursive: true, force: true });
     }
   }, 300_000);
+
+  it('runs a sandbox as a pod of the cluster (--sandbox-runtime kubernetes): exec, cp, kill leaves no pod', async () => {
+    const env = { ...process.env, MAYFLY_URL: target.url, MAYFLY_TOKEN: target.token };
+    const cli = (args: string[]) =>
+      run(process.execPath, [BIN, ...args], { env, maxBuffer: 16 * 1024 * 1024 });
+    const id = (await cli(['sandbox', 'create', '--timeout', '10m'])).stdout.trim();
+    const pods = async () =>
+      (
+        await admin()
+          .makeApiClient(CoreV1Api)
+          .listPodForAllNamespaces({ labelSelector: `mayfly.sandbox=${id}` })
+      ).items.filter((p) => !p.metadata?.deletionTimestamp);
+    expect((await pods()).map((p) => p.status?.phase)).toEqual(['Running']);
+    // Its agent is the pod's main process; it runs as the template's user with no capabilities.
+    const probe = await cli([
+      'sandbox',
+      'exec',
+      id,
+      '--',
+      'sh',
+      '-c',
+      'id -u; grep CapEff /proc/self/status',
+    ]);
+    expect(probe.stdout).toMatch(/^1000\nCapEff:\s+0000000000000000\n$/);
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'mayfly-k8s-sbx-'));
+    try {
+      const data = randomBytes(256 * 1024);
+      await writeFile(path.join(dir, 'in.bin'), data);
+      await cli(['sandbox', 'cp', path.join(dir, 'in.bin'), `${id}:/home/user/copy.bin`]);
+      await cli(['sandbox', 'cp', `${id}:/home/user/copy.bin`, path.join(dir, 'out.bin')]);
+      expect((await readFile(path.join(dir, 'out.bin'))).equals(data)).toBe(true);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+    await cli(['sandbox', 'kill', id]);
+    expect(await pods()).toEqual([]);
+  }, 600_000);
 });

@@ -31,6 +31,7 @@ import { DockerImagePublisher } from './runtime/docker/docker-image-publisher.js
 import { DockerRuntime } from './runtime/docker/docker-runtime.js';
 import { DockerSandboxRuntime } from './runtime/docker/docker-sandbox-runtime.js';
 import { KubernetesRuntime } from './runtime/kubernetes/kubernetes-runtime.js';
+import { KubernetesSandboxRuntime } from './runtime/kubernetes/kubernetes-sandbox-runtime.js';
 import type { Runtime } from './runtime/runtime.js';
 import { SandboxService } from './sandbox/sandbox-service.js';
 import { builtInTemplates, SandboxTemplates } from './sandbox/sandbox-templates.js';
@@ -86,6 +87,8 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
   } = options;
   const config = loadConfig(configInput);
   const logger = createLogger(config.logLevel, logDestination);
+  if (config.sandboxRuntime === 'kubernetes' && config.runtimeDriver !== 'kubernetes')
+    throw new Error('sandboxes run on a cluster only with environments there: --runtime kubernetes');
   const agentBinary = config.agentBinary ?? defaultAgentBinary();
   if (agentBinary && !existsSync(agentBinary))
     throw new Error(`the container agent ${agentBinary} does not exist`);
@@ -180,18 +183,34 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     ],
   };
   // Sandboxes need the agent binary and a Docker Engine of their own (not a test's stand-in).
+  const sandboxRuntime = (agentBinary: string) =>
+    config.sandboxRuntime === 'kubernetes'
+      ? new KubernetesSandboxRuntime({
+          ...(config.kubeconfig ? { kubeconfig: config.kubeconfig } : {}),
+          ...(config.kubeContext ? { context: config.kubeContext } : {}),
+          instance: store.instanceId,
+          agentBinary,
+          ...(config.dockerSocket ? { socketPath: config.dockerSocket } : {}),
+          publisher: new DockerImagePublisher({
+            ...(config.dockerSocket ? { socketPath: config.dockerSocket } : {}),
+            ...(config.registry ? { registry: config.registry } : {}),
+          }),
+          runtimeClasses: config.kubeRuntimeClasses,
+          blockedOut: config.kubeSandboxBlocked,
+        })
+      : new DockerSandboxRuntime({
+          ...(config.dockerSocket ? { socketPath: config.dockerSocket } : {}),
+          instance: store.instanceId,
+          agentBinary,
+          gvisorRuntime: config.sandboxGvisorRuntime,
+          // Environments' networks: no sandbox reaches them, whatever its allow-list says.
+          blockedOut: [config.dockerSubnetPool],
+        });
   const sandboxes =
     agentBinary && !injectedRuntime
       ? new SandboxService({
           store,
-          runtime: new DockerSandboxRuntime({
-            ...(config.dockerSocket ? { socketPath: config.dockerSocket } : {}),
-            instance: store.instanceId,
-            agentBinary,
-            gvisorRuntime: config.sandboxGvisorRuntime,
-            // Environments' networks: no sandbox reaches them, whatever its allow-list says.
-            blockedOut: [config.dockerSubnetPool],
-          }),
+          runtime: sandboxRuntime(agentBinary),
           templates: new SandboxTemplates(
             builtInTemplates(inCheckout('packages/server/sandbox-templates') ?? ''),
             images,

@@ -47,6 +47,8 @@ describe('mayfly serve', () => {
       ['--runtime', 'kubernetes', '--kube-runtime-class', 'kata=kata'],
       ['--runtime', 'kubernetes', '--kube-runtime-class', 'gvisor=Not_A_Name'],
       ['--runtime', 'kubernetes', '--kube-runtime-class', 'gvisor'],
+      ['--runtime', 'kubernetes', '--sandbox-runtime', 'firecracker'],
+      ['--runtime', 'kubernetes', '--sandbox-runtime', 'kubernetes', '--kube-sandbox-blocked', '10.244.0.0'],
     ]) {
       const result = await run(['serve', '--data', dataDir, ...args]);
       expect(result.code, args.join(' ')).toBe(2);
@@ -59,6 +61,12 @@ describe('mayfly serve', () => {
     const classes = await run(['serve', '--data', dataDir, '--kube-runtime-class', 'gvisor=gvisor']);
     expect(classes.code).toBe(2);
     expect(classes.stderr).toMatch(/--kube-runtime-class needs --runtime kubernetes/);
+    const sandboxes = await run(['serve', '--data', dataDir, '--sandbox-runtime', 'kubernetes']);
+    expect(sandboxes.code).toBe(2);
+    expect(sandboxes.stderr).toMatch(/--sandbox-runtime kubernetes needs --runtime kubernetes/);
+    const blocked = await run(['serve', '--data', dataDir, '--kube-sandbox-blocked', '10.244.0.0/16']);
+    expect(blocked.code).toBe(2);
+    expect(blocked.stderr).toMatch(/--kube-sandbox-blocked needs --sandbox-runtime kubernetes/);
   });
 
   it('runs with its limits and allowed paths, refuses a second server on its data dir, and stops on SIGTERM', async () => {

@@ -29,6 +29,8 @@ export interface StartServerOptions {
   kubeLocalVolumes?: string;
   kubeGatewayFrom?: string[];
   kubeRuntimeClasses?: { gvisor?: string };
+  sandboxRuntime?: 'docker' | 'kubernetes';
+  kubeSandboxBlocked?: string[];
   adminTokenFile?: string;
 }
 
@@ -68,6 +70,8 @@ interface ServeOptions {
   kubeLocalVolumes?: string;
   kubeGatewayFrom: string[];
   kubeRuntimeClass: string[];
+  sandboxRuntime: string;
+  kubeSandboxBlocked: string[];
   adminTokenFile?: string;
 }
 
@@ -154,6 +158,17 @@ export function registerServe(program: Command, deps: ServeDeps = defaultDeps): 
       [],
     )
     .option(
+      '--sandbox-runtime <name>',
+      "where sandboxes run: docker, or kubernetes (with --runtime kubernetes; the cluster's network plugin must enforce NetworkPolicies)",
+      'docker',
+    )
+    .option(
+      '--kube-sandbox-blocked <cidr>',
+      "a range no sandbox on the cluster reaches whatever --sandbox-allow-private permits: the cluster's pod and service ranges (repeatable)",
+      (value: string, previous: string[]) => [...previous, value],
+      [],
+    )
+    .option(
       '--admin-token-file <file>',
       'an admin token you made (mfy_ and 43 base64url characters), shared by replicas, instead of a generated one',
     )
@@ -225,6 +240,16 @@ async function serve(options: ServeOptions, command: Command, deps: ServeDeps): 
   }
   if (options.kubeRuntimeClass.length > 0 && options.runtime !== 'kubernetes')
     throw new UsageError('--kube-runtime-class needs --runtime kubernetes');
+  if (options.sandboxRuntime !== 'docker' && options.sandboxRuntime !== 'kubernetes')
+    throw new UsageError(`invalid --sandbox-runtime "${options.sandboxRuntime}"`, 'docker or kubernetes');
+  if (options.sandboxRuntime === 'kubernetes' && options.runtime !== 'kubernetes')
+    throw new UsageError('--sandbox-runtime kubernetes needs --runtime kubernetes');
+  for (const cidr of options.kubeSandboxBlocked) {
+    if (!(EGRESS_CIDR.test(cidr) && cidr.includes('/')))
+      throw new UsageError(`invalid --kube-sandbox-blocked "${cidr}"`, 'an IPv4 CIDR such as 10.244.0.0/16');
+  }
+  if (options.kubeSandboxBlocked.length > 0 && options.sandboxRuntime !== 'kubernetes')
+    throw new UsageError('--kube-sandbox-blocked needs --sandbox-runtime kubernetes');
   if (options.kubeLocalVolumes !== undefined && !isAbsolute(options.kubeLocalVolumes))
     throw new UsageError(`invalid --kube-local-volumes "${options.kubeLocalVolumes}": give an absolute path`);
 
@@ -270,6 +295,8 @@ async function serve(options: ServeOptions, command: Command, deps: ServeDeps): 
     ...(options.kubeLocalVolumes === undefined ? {} : { kubeLocalVolumes: options.kubeLocalVolumes }),
     kubeGatewayFrom: options.kubeGatewayFrom,
     kubeRuntimeClasses: runtimeClasses,
+    sandboxRuntime: options.sandboxRuntime,
+    kubeSandboxBlocked: options.kubeSandboxBlocked,
     ...(options.adminTokenFile === undefined ? {} : { adminTokenFile: options.adminTokenFile }),
   });
 

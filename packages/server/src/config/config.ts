@@ -79,6 +79,17 @@ export const ServerConfig = z.object({
     })
     .strict()
     .default({}),
+  /**
+   * Where sandboxes run (`--sandbox-runtime`): the Docker Engine, or the cluster of `--runtime
+   * kubernetes`, whose network plugin must enforce NetworkPolicies (a pod always has a network
+   * interface: its policies are what shut it).
+   */
+  sandboxRuntime: z.enum(['docker', 'kubernetes']).default('docker'),
+  /** Ranges no sandbox on the cluster reaches (`--kube-sandbox-blocked`): its pod and service ranges. */
+  kubeSandboxBlocked: z
+    .array(z.string().refine(isIpv4Cidr, 'an IPv4 CIDR such as 10.244.0.0/16'))
+    .max(64)
+    .default([]),
   /** See {@link defaultAgentBinary}; without one, containers are started only when what they wait for is ready. */
   agentBinary: z.string().optional(),
   /** Environment networks take their subnets from here, not from the Engine's small default pools. */

@@ -54,6 +54,16 @@ export function kubeClients(connection: KubeConnection = {}): KubeClients {
   };
 }
 
+/** Waiting reasons after which a container will not start by itself. */
+export const STUCK_REASONS = new Set([
+  'ErrImagePull',
+  'ImagePullBackOff',
+  'InvalidImageName',
+  'CreateContainerConfigError',
+  'CreateContainerError',
+  'RunContainerError',
+]);
+
 /** The HTTP status of a failed API call (`ApiException.code`), if it has one. */
 export const statusOf = (err: unknown): number | undefined => {
   const code = (err as { code?: unknown })?.code;

@@ -38,6 +38,7 @@ import {
   type KubeConnection,
   kubeClients,
   ownNamespace,
+  STUCK_REASONS,
   statusOf,
   streamGet,
   unless,
@@ -98,15 +99,6 @@ const MAX_READ_BYTES = 64 * 1024 * 1024;
 /** Lines of a pod's log in an error message. */
 const LOG_TAIL_LINES = 10;
 const LOG_TAIL_BYTES = 4096;
-/** Waiting reasons after which a container will not start by itself. */
-const STUCK_REASONS = new Set([
-  'ErrImagePull',
-  'ImagePullBackOff',
-  'InvalidImageName',
-  'CreateContainerConfigError',
-  'CreateContainerError',
-  'RunContainerError',
-]);
 
 const selectorOf = (labels: Record<string, string>) =>
   Object.entries(labels)

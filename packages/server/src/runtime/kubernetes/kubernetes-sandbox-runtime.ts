@@ -1,0 +1,363 @@
+/**
+ * KubernetesSandboxRuntime: the sandbox seam on a cluster. One pod per sandbox in the
+ * installation's sandbox namespace (sandbox-manifests.ts), its agent installed by an init
+ * container and run as the main process, reached through the API server's exec — no socket is
+ * shared with a pod and nothing reaches a sandbox over the network. Images come from where Mayfly
+ * builds (the local Docker Engine) and are published to the cluster's registry, as environments'
+ * are. A pod cannot be frozen: pausing stops every process of the sandbox but the agent's own
+ * (SIGSTOP, by the agent), and the pod is annotated so.
+ */
+import type { V1Pod } from '@kubernetes/client-node';
+import { PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
+import type Docker from 'dockerode';
+import type { ImagePublisher } from '../../images/image-publisher.js';
+import { AgentChannel } from '../../sandbox/agent-channel.js';
+import {
+  type IsolationSupport,
+  type ObservedSandbox,
+  SANDBOX_LABEL,
+  type SandboxRuntime,
+  type SandboxSpec,
+  type SandboxUsage,
+} from '../../sandbox/sandbox-runtime.js';
+import { ensureAgentImage } from '../docker/agent-image.js';
+import { checkSandboxImage } from '../docker/docker-sandbox-runtime.js';
+import { engineClient } from '../docker/engine-api.js';
+import { LABELS, MANAGED_BY } from '../runtime.js';
+import { execStream } from './exec-stream.js';
+import {
+  apiMessage,
+  type KubeClients,
+  type KubeConnection,
+  kubeClients,
+  STUCK_REASONS,
+  statusOf,
+  unless,
+} from './kube-api.js';
+import { labelValue } from './manifests.js';
+import {
+  AGENT_IN_SANDBOX,
+  AGENT_SOCKET_IN_SANDBOX,
+  DENY_ALL_POLICY,
+  denyAllPolicyManifest,
+  egressPolicyManifest,
+  SANDBOX_CONTAINER,
+  type SandboxClusterSettings,
+  sandboxNamespaceManifest,
+  sandboxNamespaceName,
+  sandboxPodManifest,
+  sandboxPodName,
+  sandboxPolicyName,
+} from './sandbox-manifests.js';
+
+export interface KubernetesSandboxRuntimeOptions extends KubeConnection {
+  clients?: KubeClients;
+  /** The installation's id (`Store.instanceId`). */
+  instance: string;
+  /** The static agent binary, put into an image of its own for the pods' init containers. */
+  agentBinary: string;
+  /** Makes the sandbox's and the agent's images pullable by the cluster. */
+  publisher: ImagePublisher;
+  /** The Docker Engine where Mayfly builds (images are checked and published from there). */
+  docker?: Docker;
+  socketPath?: string;
+  /** RuntimeClass per isolation class other than runc (`mayfly serve --kube-runtime-class`). */
+  runtimeClasses?: SandboxClusterSettings['runtimeClasses'];
+  /** Ranges no sandbox reaches whatever its allow-list says: the cluster's pod and service ranges. */
+  blockedOut?: string[];
+  /** How long a pod may take to run its agent (pulls included); default 120 s. */
+  startTimeoutMs?: number;
+  pollMs?: number;
+}
+
+/** Annotation on a sandbox's pod while its processes are stopped. */
+const PAUSED = 'mayfly.paused';
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+export class KubernetesSandboxRuntime implements SandboxRuntime {
+  readonly name = 'kubernetes';
+  private readonly k: KubeClients;
+  private readonly docker: Docker;
+  private readonly settings: SandboxClusterSettings;
+  private readonly namespace: string;
+  private readonly pollMs: number;
+  /** The namespace and its deny-all policy, made once per process (kept when they exist). */
+  private prepared: Promise<void> | undefined;
+  private agentImage: Promise<string> | undefined;
+
+  constructor(private readonly options: KubernetesSandboxRuntimeOptions) {
+    this.k = options.clients ?? kubeClients(options);
+    this.docker = options.docker ?? engineClient(options);
+    this.settings = {
+      instance: options.instance,
+      runtimeClasses: options.runtimeClasses ?? {},
+      blockedOut: options.blockedOut ?? [],
+    };
+    this.namespace = sandboxNamespaceName(options.instance);
+    this.pollMs = options.pollMs ?? 250;
+  }
+
+  async isolations(): Promise<IsolationSupport> {
+    return this.settings.runtimeClasses.gvisor
+      ? { available: ['runc', 'gvisor'], missing: {} }
+      : {
+          available: ['runc'],
+          missing: {
+            gvisor: 'no RuntimeClass is mapped to it (mayfly serve --kube-runtime-class gvisor=NAME)',
+          },
+        };
+  }
+
+  /** NetworkPolicies say what a sandbox may open; the cluster's network plugin must enforce them. */
+  async canFilterEgress(): Promise<boolean> {
+    return true;
+  }
+
+  checkImage(image: string): Promise<void> {
+    return checkSandboxImage(this.docker, image);
+  }
+
+  async openChannel(id: string): Promise<AgentChannel> {
+    checkId(id);
+    const target = { namespace: this.namespace, pod: sandboxPodName(id), container: SANDBOX_CONTAINER };
+    return AgentChannel.dialing(() =>
+      execStream(this.k.config, target, [AGENT_IN_SANDBOX, 'connect', AGENT_SOCKET_IN_SANDBOX]),
+    );
+  }
+
+  private prepare(): Promise<void> {
+    this.prepared ??= (async () => {
+      await unless([409], this.k.core.createNamespace({ body: sandboxNamespaceManifest(this.settings) }));
+      await unless(
+        [409],
+        this.k.networking.createNamespacedNetworkPolicy({
+          namespace: this.namespace,
+          body: denyAllPolicyManifest(this.settings),
+        }),
+      );
+    })();
+    this.prepared.catch(() => {
+      this.prepared = undefined;
+    });
+    return this.prepared;
+  }
+
+  private async images(spec: SandboxSpec): Promise<{ sandbox: string; agent: string }> {
+    const signal = AbortSignal.timeout(this.options.startTimeoutMs ?? 120_000);
+    this.agentImage ??= ensureAgentImage(this.docker, this.options.agentBinary).then(
+      async (local) => (await this.options.publisher.publish(local, signal)).ref,
+    );
+    this.agentImage.catch(() => {
+      this.agentImage = undefined;
+    });
+    const [sandbox, agent] = await Promise.all([
+      this.options.publisher.publish(spec.image, signal).then((p) => p.ref),
+      this.agentImage,
+    ]);
+    return { sandbox, agent };
+  }
+
+  async create(spec: SandboxSpec): Promise<void> {
+    checkId(spec.id);
+    await this.checkImage(spec.image);
+    // Built (and refused) before anything is made.
+    const pod = sandboxPodManifest(this.settings, spec, { sandbox: 'pending', agent: 'pending' });
+    await this.prepare();
+    const images = await this.images(spec);
+    pod.spec!.containers[0]!.image = images.sandbox;
+    pod.spec!.initContainers![0]!.image = images.agent;
+    try {
+      // Its own way out first: a pod is never running with more than its policy allows, and the
+      // namespace's policy shuts everything the moment it exists.
+      if (spec.egress)
+        await this.k.networking.createNamespacedNetworkPolicy({
+          namespace: this.namespace,
+          body: egressPolicyManifest(this.settings, spec, spec.egress.rules),
+        });
+      await this.k.core.createNamespacedPod({ namespace: this.namespace, body: pod });
+      await this.untilRunning(spec.id);
+    } catch (err) {
+      await this.remove(spec.id).catch(() => {});
+      throw err instanceof Error && statusOf(err) !== undefined
+        ? new Error(`cannot make sandbox ${spec.id}: ${apiMessage(err)}`)
+        : err;
+    }
+  }
+
+  /** Until its main container runs; a pod that will not (a failed pull, a failed init) says why. */
+  private async untilRunning(id: string): Promise<void> {
+    const deadline = Date.now() + (this.options.startTimeoutMs ?? 120_000);
+    for (;;) {
+      const pod = await this.pod(id);
+      if (!pod) throw new Error(`sandbox ${id}'s pod is gone`);
+      const statuses = [
+        ...(pod.status?.initContainerStatuses ?? []),
+        ...(pod.status?.containerStatuses ?? []),
+      ];
+      const main = pod.status?.containerStatuses?.find((c) => c.name === SANDBOX_CONTAINER);
+      if (main?.state?.running) return;
+      for (const status of statuses) {
+        const waiting = status.state?.waiting;
+        if (waiting?.reason && STUCK_REASONS.has(waiting.reason))
+          throw new Error(
+            `sandbox ${id}: ${status.name}: ${waiting.reason}: ${waiting.message ?? ''}`.trim(),
+          );
+        const ended = status.state?.terminated;
+        if (ended && (ended.exitCode !== 0 || status.name === SANDBOX_CONTAINER))
+          throw new Error(
+            `sandbox ${id}: ${status.name} exited with code ${ended.exitCode}${ended.message ? `: ${ended.message.trim()}` : ''}`,
+          );
+      }
+      if (pod.status?.phase === 'Failed')
+        throw new Error(`sandbox ${id}'s pod failed: ${pod.status.reason ?? ''}`);
+      if (Date.now() > deadline)
+        throw new Error(`sandbox ${id}'s pod did not start within the start timeout`);
+      await sleep(this.pollMs);
+    }
+  }
+
+  async pause(id: string): Promise<void> {
+    await this.agentCall(id, '/v1/freeze');
+    await this.annotate(id, 'true');
+  }
+
+  async resume(id: string): Promise<void> {
+    await this.agentCall(id, '/v1/thaw');
+    await this.annotate(id, null);
+  }
+
+  private async agentCall(id: string, path: string): Promise<void> {
+    const channel = await this.openChannel(id);
+    try {
+      await channel.json('POST', path, undefined, 15_000);
+    } finally {
+      await channel.close();
+    }
+  }
+
+  private async annotate(id: string, paused: string | null): Promise<void> {
+    await this.k.core.patchNamespacedPod(
+      {
+        name: sandboxPodName(id),
+        namespace: this.namespace,
+        body: { metadata: { annotations: { [PAUSED]: paused } } },
+      },
+      setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+    );
+  }
+
+  async remove(id: string): Promise<void> {
+    checkId(id);
+    await unless(
+      [404],
+      this.k.core.deleteNamespacedPod({
+        name: sandboxPodName(id),
+        namespace: this.namespace,
+        gracePeriodSeconds: 0,
+      }),
+    );
+    await unless(
+      [404],
+      this.k.networking.deleteNamespacedNetworkPolicy({
+        name: sandboxPolicyName(id),
+        namespace: this.namespace,
+      }),
+    );
+    for (let i = 0; i < 600 && (await this.pod(id, true)); i++) await sleep(100);
+  }
+
+  async observe(id: string): Promise<ObservedSandbox> {
+    checkId(id);
+    const pod = await this.pod(id);
+    return pod ? observed(pod) : { id, state: 'missing', oomKilled: false, exitCode: null, labels: {} };
+  }
+
+  /** A pod's memory is not counted by the API (no metrics server is assumed). */
+  async usage(_id: string): Promise<SandboxUsage | null> {
+    return null;
+  }
+
+  async list(): Promise<ObservedSandbox[]> {
+    const selector = this.selector();
+    const pods = await unless(
+      [404],
+      this.k.core.listNamespacedPod({ namespace: this.namespace, labelSelector: selector }),
+    );
+    const policies = await unless(
+      [404],
+      this.k.networking.listNamespacedNetworkPolicy({ namespace: this.namespace, labelSelector: selector }),
+    );
+    const withPod = new Set((pods?.items ?? []).map((p) => p.metadata?.labels?.[SANDBOX_LABEL]));
+    // A policy whose pod is gone (a crash while making or removing it) is listed as exited.
+    const policiesOnly = (policies?.items ?? [])
+      .filter((p) => p.metadata?.name !== DENY_ALL_POLICY)
+      .map((p) => p.metadata?.labels?.[SANDBOX_LABEL] ?? '')
+      .filter((id) => id !== '' && !withPod.has(id))
+      .map((id): ObservedSandbox => ({ id, state: 'exited', oomKilled: false, exitCode: null, labels: {} }));
+    return [...policiesOnly, ...(pods?.items ?? []).map(observed)];
+  }
+
+  watch(onEnd: (id: string, cause: 'oom' | 'exit') => void): () => void {
+    let stopped = false;
+    const reported = new Set<string>();
+    const follow = async () => {
+      while (!stopped) {
+        try {
+          const live = new Set<string>();
+          for (const sandbox of await this.list()) {
+            live.add(sandbox.id);
+            if (sandbox.state !== 'exited' || reported.has(sandbox.id)) continue;
+            reported.add(sandbox.id);
+            onEnd(sandbox.id, sandbox.oomKilled ? 'oom' : 'exit');
+          }
+          for (const id of reported) if (!live.has(id)) reported.delete(id);
+        } catch {
+          // The API server is away for a moment: look again shortly.
+        }
+        await sleep(1_000);
+      }
+    };
+    void follow();
+    return () => {
+      stopped = true;
+    };
+  }
+
+  private selector(id?: string): string {
+    return [
+      `${LABELS.managedBy}=${MANAGED_BY}`,
+      `${LABELS.instance}=${labelValue(this.options.instance)}`,
+      id ? `${SANDBOX_LABEL}=${id}` : SANDBOX_LABEL,
+    ].join(',');
+  }
+
+  /** Pods are listed, never read by name: the role has no `get` on pods. */
+  private async pod(id: string, deleting = false): Promise<V1Pod | undefined> {
+    const pods = await unless(
+      [404],
+      this.k.core.listNamespacedPod({ namespace: this.namespace, labelSelector: this.selector(id) }),
+    );
+    return pods?.items.find(
+      (p) => p.metadata?.name === sandboxPodName(id) && (deleting || !p.metadata?.deletionTimestamp),
+    );
+  }
+}
+
+function checkId(id: string): void {
+  if (!/^[a-z0-9]{1,40}$/.test(id)) throw new Error(`bad sandbox id "${id}"`);
+}
+
+function observed(pod: V1Pod): ObservedSandbox {
+  const id = pod.metadata?.labels?.[SANDBOX_LABEL] ?? '';
+  const main = pod.status?.containerStatuses?.find((c) => c.name === SANDBOX_CONTAINER);
+  const ended = main?.state?.terminated;
+  const failed = pod.status?.phase === 'Failed' || pod.status?.phase === 'Succeeded' || Boolean(ended);
+  const paused = pod.metadata?.annotations?.[PAUSED] === 'true';
+  return {
+    id,
+    state: failed ? 'exited' : paused ? 'paused' : 'running',
+    oomKilled: ended?.reason === 'OOMKilled',
+    exitCode: ended ? ended.exitCode : null,
+    labels: pod.metadata?.labels ?? {},
+  };
+}
