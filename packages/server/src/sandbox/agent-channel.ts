@@ -24,6 +24,11 @@ const MAX_JSON_BYTES = 8 * 1024 * 1024;
 export const MAX_CONNECTIONS = 64;
 /** Idle connections kept; more (which only code in the sandbox would make) are closed. */
 export const MAX_SPARE = 8;
+/**
+ * Connections a dialling channel opens ahead, as the agent keeps two dialled on Docker: opening one
+ * through the platform (an exec) takes about 90 ms, an idle one answers at once.
+ */
+const DIALLED_AHEAD = 2;
 /** How long the agent has to answer a request's head (a hung or fake agent must not hang callers). */
 const HEAD_TIMEOUT_MS = 30_000;
 
@@ -47,6 +52,8 @@ export class AgentChannel {
   private readonly connections = new Set<net.Socket>();
   private readonly waiting: ((socket: net.Socket) => void)[] = [];
   private closed = false;
+  /** Connections being opened ahead (dialling channels). */
+  private dialling = 0;
 
   private constructor(
     private readonly server: net.Server | null,
@@ -111,15 +118,19 @@ export class AgentChannel {
   private async dialOne(dial: () => Promise<Duplex>, timeoutMs: number): Promise<net.Socket> {
     if (this.closed) throw new AgentUnavailableError('the sandbox channel is closed');
     let timer: NodeJS.Timeout | undefined;
+    const dialling = dial();
     try {
       const stream = await Promise.race([
-        dial(),
+        dialling,
         new Promise<never>((_resolve, reject) => {
-          timer = setTimeout(
-            () =>
-              reject(new AgentUnavailableError(`the sandbox agent was not reached within ${timeoutMs} ms`)),
-            timeoutMs,
-          );
+          timer = setTimeout(() => {
+            // One that opens after all is closed: nobody will use it.
+            dialling.then(
+              (late) => late.destroy(),
+              () => {},
+            );
+            reject(new AgentUnavailableError(`the sandbox agent was not reached within ${timeoutMs} ms`));
+          }, timeoutMs);
         }),
       ]);
       // Node's HTTP client takes any duplex stream as its connection.
@@ -140,9 +151,45 @@ export class AgentChannel {
     }
   }
 
+  /**
+   * Opens connections ahead until {@link DIALLED_AHEAD} are idle. Called after a connection is
+   * taken, never in a loop: when the sandbox is gone, the failed ones are not tried again.
+   */
+  private dialAhead(dial: () => Promise<Duplex>): void {
+    while (!this.closed && this.spare.size + this.dialling < DIALLED_AHEAD) {
+      this.dialling++;
+      this.dialOne(dial, 30_000).then(
+        (socket) => {
+          this.dialling--;
+          if (this.closed || socket.destroyed) {
+            socket.destroy();
+            return;
+          }
+          this.spare.add(socket);
+          socket.once('close', () => this.spare.delete(socket));
+        },
+        () => {
+          this.dialling--;
+        },
+      );
+    }
+  }
+
   /** An idle connection of the agent's, as soon as there is one. */
-  private take(timeoutMs: number): Promise<net.Socket> {
-    if (this.dial) return this.dialOne(this.dial, timeoutMs);
+  private async take(timeoutMs: number): Promise<net.Socket> {
+    if (this.dial) {
+      let socket: net.Socket | undefined;
+      for (const idle of this.spare) {
+        this.spare.delete(idle);
+        if (!idle.destroyed) {
+          socket = idle;
+          break;
+        }
+      }
+      socket ??= await this.dialOne(this.dial, timeoutMs);
+      this.dialAhead(this.dial);
+      return socket;
+    }
     for (const socket of this.spare) {
       this.spare.delete(socket);
       if (!socket.destroyed) return Promise.resolve(socket);
