@@ -1,8 +1,9 @@
 package main
 
 // What the agent needs where the control plane reaches a sandbox only through the platform's exec
-// (Kubernetes): a first process that reaps, a relay from exec's stdio to the agent's socket, a way
-// into images without a shell, and freezing without the cgroup freezer (a pod has no pause).
+// (Kubernetes): a first process that reaps, a relay from exec's stdio to the agent's socket (run in
+// a container of its own beside the sandbox's, which the sandbox cannot touch), a way into images
+// without a shell, and freezing without the cgroup freezer (a pod has no pause).
 
 import (
 	"fmt"
@@ -26,6 +27,7 @@ func initProcess(args []string) int {
 		usage()
 	}
 	argv := args[1:]
+	undumpable()
 	file, err := exec.LookPath(argv[0])
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "mayfly-agent init: %v\n", err)
@@ -96,6 +98,21 @@ func connect(args []string) int {
 	return 0
 }
 
+// undumpable keeps processes of the same uid (the sandbox's code) out of this one's /proc entries:
+// no ptrace, no opening of its file descriptors (its stdout is the container's log, which the
+// platform stores on the node).
+func undumpable() {
+	_, _, _ = syscall.RawSyscall(syscall.SYS_PRCTL, syscall.PR_SET_DUMPABLE, 0, 0)
+}
+
+// idle is the relay container's main process: it does nothing until it is stopped.
+func idle() int {
+	stops := make(chan os.Signal, 1)
+	signal.Notify(stops, syscall.SIGTERM, syscall.SIGINT)
+	<-stops
+	return 0
+}
+
 // install copies this binary to dest (mode 0755), making its directory.
 func install(args []string) int {
 	if len(args) != 1 {
@@ -130,20 +147,22 @@ func install(args []string) int {
 	return 0
 }
 
-// freeze stops (or, thawing, continues) every process of the sandbox but the agent's own: not
-// the first process (init), not the agent, and not what the platform's exec started (its parent
-// is outside the sandbox: ppid 0), which is how the control plane reaches the agent. Everything
-// the sandbox's code runs descends from the agent or was orphaned to init, so it is all found.
-// A process forking while the stops go out has its child stopped in a later round; freezing ends
-// once every such process is seen stopped.
+// freeze stops (or, thawing, continues) every process of the sandbox but the first one (init)
+// and the agent. Everything the sandbox's code runs descends from the agent or was orphaned to
+// init, so it is all found; the control plane's way in (connect) runs in another container. A
+// process forking while the stops go out has its child stopped in a later round; freezing ends once
+// every thread of every such process is seen stopped (a process whose first thread has exited shows
+// as a zombie while its other threads run on).
 func freeze(stop bool) error {
 	sig := syscall.SIGCONT
 	if stop {
 		sig = syscall.SIGSTOP
 	}
 	self := os.Getpid()
+	var left []string
 	for round := 0; round < 400; round++ {
 		pending := 0
+		left = left[:0]
 		entries, err := os.ReadDir("/proc")
 		if err != nil {
 			return fail(500, "internal", "cannot list processes: %v", err)
@@ -153,15 +172,14 @@ func freeze(stop bool) error {
 			if err != nil || pid == 1 || pid == self {
 				continue
 			}
-			state, ppid, ok := procStat(pid)
-			if !ok || ppid == 0 || state == 'Z' || state == 'X' {
-				continue
-			}
-			stopped := state == 'T' || state == 't'
-			if stop == stopped {
+			stopped, ok := threadsStopped(pid)
+			if !ok || stop == stopped {
 				continue
 			}
 			pending++
+			if len(left) < 5 {
+				left = append(left, entry.Name()+":"+threadStates(pid))
+			}
 			_ = syscall.Kill(pid, sig)
 		}
 		// Continued once is enough (a stopped process cannot fork), and a process of the sandbox's
@@ -171,28 +189,62 @@ func freeze(stop bool) error {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	return fail(500, "internal", "processes kept changing while they were being %s", map[bool]string{true: "stopped", false: "continued"}[stop])
+	return fail(500, "internal", "processes kept changing while they were being stopped (pid:thread states %s)", strings.Join(left, " "))
 }
 
-// procStat reads a process's state and parent from /proc/PID/stat (its name may hold spaces and
-// parentheses: the fields that follow start after the last ')').
-func procStat(pid int) (state byte, ppid int, ok bool) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+// threadsStopped says whether every live thread of a process is stopped; ok is false for a
+// process that is gone or has no live thread left (a zombie: nothing to stop).
+func threadsStopped(pid int) (stopped bool, ok bool) {
+	dir := "/proc/" + strconv.Itoa(pid) + "/task"
+	tasks, err := os.ReadDir(dir)
 	if err != nil {
-		return 0, 0, false
+		return false, false
+	}
+	live, halted := 0, 0
+	for _, task := range tasks {
+		state, found := taskState(dir + "/" + task.Name() + "/stat")
+		if !found || state == 'Z' || state == 'X' {
+			continue
+		}
+		live++
+		// Only a running or sleeping thread can go on to run the process's code (fork, say). One in
+		// uninterruptible sleep (a vfork parent waiting for its child, I/O) takes a pending stop
+		// before it returns to that code.
+		if state != 'R' && state != 'S' {
+			halted++
+		}
+	}
+	return live > 0 && halted == live, live > 0
+}
+
+// threadStates lists the states of a process's threads (for an error message).
+func threadStates(pid int) string {
+	dir := "/proc/" + strconv.Itoa(pid) + "/task"
+	tasks, _ := os.ReadDir(dir)
+	states := ""
+	for _, task := range tasks {
+		if state, ok := taskState(dir + "/" + task.Name() + "/stat"); ok {
+			states += string(state)
+		}
+	}
+	return states
+}
+
+// taskState reads a thread's state from its stat file (its name may hold spaces and parentheses:
+// the fields that follow start after the last ')').
+func taskState(path string) (byte, bool) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return 0, false
 	}
 	text := string(data)
 	end := strings.LastIndexByte(text, ')')
 	if end < 0 {
-		return 0, 0, false
+		return 0, false
 	}
 	fields := strings.Fields(text[end+1:])
-	if len(fields) < 2 || len(fields[0]) != 1 {
-		return 0, 0, false
+	if len(fields) < 1 || len(fields[0]) != 1 {
+		return 0, false
 	}
-	ppid, err = strconv.Atoi(fields[1])
-	if err != nil {
-		return 0, 0, false
-	}
-	return fields[0][0], ppid, true
+	return fields[0][0], true
 }

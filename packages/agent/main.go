@@ -13,11 +13,14 @@
 // control plane's socket (see serve.go). Where the control plane reaches the sandbox only through
 // the platform's exec (Kubernetes), the agent listens on a socket of its own instead:
 //
-//	mayfly-agent init -- mayfly-agent serve --listen PATH
-//	mayfly-agent connect PATH
+//	mayfly-agent init -- mayfly-agent serve --listen @NAME
+//	mayfly-agent connect @NAME
+//	mayfly-agent idle
 //
-// init is the container's first process, reaping orphans as Docker's init does; connect, run by
-// the control plane through exec, joins its stdin and stdout to one connection to the agent.
+// init is the container's first process, reaping orphans as Docker's init does; the agent listens
+// on an abstract socket (no file the sandbox could replace; the pod's containers share it); connect,
+// run by the control plane through exec in a relay container beside the sandbox's (whose main
+// process is idle), joins its stdin and stdout to one connection to the agent.
 //
 //	mayfly-agent install DEST
 //
@@ -44,6 +47,8 @@ func main() {
 		os.Exit(connect(os.Args[2:]))
 	case "install":
 		os.Exit(install(os.Args[2:]))
+	case "idle":
+		os.Exit(idle())
 	default:
 		usage()
 	}
@@ -55,5 +60,6 @@ func usage() {
 	fmt.Fprintln(os.Stderr, "       mayfly-agent init -- COMMAND [ARGS...]")
 	fmt.Fprintln(os.Stderr, "       mayfly-agent connect PATH")
 	fmt.Fprintln(os.Stderr, "       mayfly-agent install DEST")
+	fmt.Fprintln(os.Stderr, "       mayfly-agent idle")
 	os.Exit(2)
 }

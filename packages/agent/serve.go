@@ -47,14 +47,20 @@ func serve(args []string) int {
 	var server *http.Server
 	var listener net.Listener
 	if *listen != "" {
-		// Only the control plane's `connect` (same user, through the platform's exec) dials it.
-		_ = os.Remove(*listen)
+		// Only the control plane's `connect` (through the platform's exec) dials it. An abstract
+		// name (@NAME) is no file: nothing in the sandbox can remove it and listen in its place.
+		undumpable()
+		if !strings.HasPrefix(*listen, "@") {
+			_ = os.Remove(*listen)
+		}
 		unix, err := net.Listen("unix", *listen)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "mayfly-agent: %v\n", err)
 			return 1
 		}
-		_ = os.Chmod(*listen, 0o600)
+		if !strings.HasPrefix(*listen, "@") {
+			_ = os.Chmod(*listen, 0o600)
+		}
 		listener, server = unix, &http.Server{Handler: a}
 	} else {
 		reverse := &reverseListener{path: *socket, spare: *spare, states: map[net.Conn]http.ConnState{}}

@@ -179,6 +179,10 @@ describe.skipIf(!kubeconfig)('mayfly CLI end to end on Kubernetes', () => {
       await rm(dir, { recursive: true, force: true });
     }
     await cli(['sandbox', 'kill', id]);
-    expect(await pods()).toEqual([]);
+    // Gone, not terminating: a kill returns once the pod is.
+    const left = await admin()
+      .makeApiClient(CoreV1Api)
+      .listPodForAllNamespaces({ labelSelector: `mayfly.sandbox=${id}` });
+    expect(left.items).toEqual([]);
   }, 600_000);
 });

@@ -67,6 +67,21 @@ describe('mayfly serve', () => {
     const blocked = await run(['serve', '--data', dataDir, '--kube-sandbox-blocked', '10.244.0.0/16']);
     expect(blocked.code).toBe(2);
     expect(blocked.stderr).toMatch(/--kube-sandbox-blocked needs --sandbox-runtime kubernetes/);
+    const unblocked = await run([
+      'serve',
+      '--data',
+      dataDir,
+      '--runtime',
+      'kubernetes',
+      '--sandbox-runtime',
+      'kubernetes',
+      '--sandbox-allow-private',
+      '10.0.0.0/8',
+    ]);
+    expect(unblocked.code).toBe(2);
+    expect(unblocked.stderr).toMatch(
+      /--sandbox-allow-private with --sandbox-runtime kubernetes needs --kube-sandbox-blocked/,
+    );
   });
 
   it('runs with its limits and allowed paths, refuses a second server on its data dir, and stops on SIGTERM', async () => {

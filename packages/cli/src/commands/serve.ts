@@ -250,6 +250,16 @@ async function serve(options: ServeOptions, command: Command, deps: ServeDeps): 
   }
   if (options.kubeSandboxBlocked.length > 0 && options.sandboxRuntime !== 'kubernetes')
     throw new UsageError('--kube-sandbox-blocked needs --sandbox-runtime kubernetes');
+  // A permitted private range would hold the cluster's own: say which ranges stay shut.
+  if (
+    options.sandboxRuntime === 'kubernetes' &&
+    options.sandboxAllowPrivate.length > 0 &&
+    options.kubeSandboxBlocked.length === 0
+  )
+    throw new UsageError(
+      '--sandbox-allow-private with --sandbox-runtime kubernetes needs --kube-sandbox-blocked',
+      "give the cluster's pod and service ranges, which no sandbox may reach",
+    );
   if (options.kubeLocalVolumes !== undefined && !isAbsolute(options.kubeLocalVolumes))
     throw new UsageError(`invalid --kube-local-volumes "${options.kubeLocalVolumes}": give an absolute path`);
 

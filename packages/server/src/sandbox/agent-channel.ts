@@ -208,6 +208,11 @@ export class AgentChannel {
     });
   }
 
+  /** Closed: nothing more goes through it. */
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
   /** Resolves once the agent has a connection open (or, dialled, answers): it is up. */
   async ready(timeoutMs: number): Promise<void> {
     if (this.dial) {

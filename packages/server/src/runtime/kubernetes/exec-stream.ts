@@ -48,9 +48,15 @@ export async function execStream(
   for (const word of command) query.append('command', word);
   const base = cluster.server.replace(/^http/, 'ws').replace(/\/$/, '');
   const url = `${base}/api/v1/namespaces/${encodeURIComponent(target.namespace)}/pods/${encodeURIComponent(target.pod)}/exec?${query}`;
-  const options: WebSocket.ClientOptions = { maxPayload: MAX_MESSAGE_BYTES, handshakeTimeout: timeoutMs };
+  const options: WebSocket.ClientOptions = {
+    maxPayload: MAX_MESSAGE_BYTES,
+    handshakeTimeout: timeoutMs,
+    perMessageDeflate: false,
+  };
   await config.applyToHTTPSOptions(options as Parameters<KubeConfig['applyToHTTPSOptions']>[0]);
   const ws = new WebSocket(url, ['v4.channel.k8s.io'], options);
+  // Listening before it opens: no message is missed.
+  const stream = new ExecDuplex(ws);
   await new Promise<void>((resolve, reject) => {
     ws.once('open', () => {
       ws.off('error', reject);
@@ -70,8 +76,11 @@ export async function execStream(
         reject(new ExecFailedError(`exec refused (${response.statusCode}): ${message.trim()}`));
       });
     });
+  }).catch((err: unknown) => {
+    stream.destroy();
+    throw err;
   });
-  return new ExecDuplex(ws);
+  return stream;
 }
 
 class ExecDuplex extends Duplex {
@@ -92,10 +101,16 @@ class ExecDuplex extends Duplex {
       }
     });
     ws.on('close', () => {
-      // The status comes before the close: a close without one ends the stream as it is.
+      // The status comes before the close: a close without one ends the stream as it is. Closed
+      // for good once what it brought is read (at once when nothing is left: an idle connection
+      // the server closed is seen gone, not used).
       this.push(null);
+      if (this.readableLength === 0) this.destroy();
+      else this.once('end', () => this.destroy());
     });
-    ws.on('error', (err) => this.destroy(err));
+    ws.on('error', (err) => {
+      if (ws.readyState === WebSocket.OPEN || ws.readyState === WebSocket.CLOSING) this.destroy(err);
+    });
   }
 
   private onStatus(text: string): void {

@@ -108,11 +108,18 @@ describe.skipIf(!kubeconfig)('KubernetesSandboxRuntime', () => {
           namespace,
         });
         expect(own.spec!.podSelector?.matchLabels).toEqual({ 'mayfly.sandbox': listed.id });
-        expect(own.spec!.policyTypes).toEqual(['Egress']);
+        expect(own.spec!.policyTypes).toEqual(['Ingress', 'Egress']);
+        expect(own.spec!.ingress ?? []).toEqual([]);
         expect(own.spec!.egress).toEqual([{ to: [{ ipBlock: { cidr: '93.184.216.0/24' } }] }]);
         // Its names come from its hosts file; no DNS server answers it.
-        const hosts = await channel.json<unknown>('GET', '/v1/files/stat?path=/etc/hosts');
-        expect(hosts).toBeTruthy();
+        const hosts = await channel.open('GET', '/v1/files?path=/etc/hosts');
+        let text = '';
+        for await (const chunk of hosts) text += chunk.toString();
+        expect(text).toMatch(/^93\.184\.216\.34\s+example\.test$/m);
+        const resolv = await channel.open('GET', '/v1/files?path=/etc/resolv.conf');
+        let resolvText = '';
+        for await (const chunk of resolv) resolvText += chunk.toString();
+        expect(resolvText).toMatch(/^nameserver 192\.0\.2\.1$/m);
         const pod = await core.readNamespacedPod({ name: sandboxPodName(listed.id), namespace });
         expect(pod.spec!.hostAliases).toEqual([{ ip: '93.184.216.34', hostnames: ['example.test'] }]);
         expect(pod.spec!.automountServiceAccountToken).toBe(false);

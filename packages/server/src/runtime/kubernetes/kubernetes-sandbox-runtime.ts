@@ -36,11 +36,12 @@ import {
 } from './kube-api.js';
 import { labelValue } from './manifests.js';
 import {
-  AGENT_IN_SANDBOX,
-  AGENT_SOCKET_IN_SANDBOX,
+  AGENT_IN_RELAY,
+  AGENT_SOCKET,
   DENY_ALL_POLICY,
   denyAllPolicyManifest,
   egressPolicyManifest,
+  RELAY_CONTAINER,
   SANDBOX_CONTAINER,
   type SandboxClusterSettings,
   sandboxNamespaceManifest,
@@ -84,6 +85,8 @@ export class KubernetesSandboxRuntime implements SandboxRuntime {
   /** The namespace and its deny-all policy, made once per process (kept when they exist). */
   private prepared: Promise<void> | undefined;
   private agentImage: Promise<string> | undefined;
+  /** The channels opened here, by sandbox: pausing goes through one with connections ready. */
+  private readonly channels = new Map<string, AgentChannel>();
 
   constructor(private readonly options: KubernetesSandboxRuntimeOptions) {
     this.k = options.clients ?? kubeClients(options);
@@ -119,10 +122,12 @@ export class KubernetesSandboxRuntime implements SandboxRuntime {
 
   async openChannel(id: string): Promise<AgentChannel> {
     checkId(id);
-    const target = { namespace: this.namespace, pod: sandboxPodName(id), container: SANDBOX_CONTAINER };
-    return AgentChannel.dialing(() =>
-      execStream(this.k.config, target, [AGENT_IN_SANDBOX, 'connect', AGENT_SOCKET_IN_SANDBOX]),
+    const target = { namespace: this.namespace, pod: sandboxPodName(id), container: RELAY_CONTAINER };
+    const channel = AgentChannel.dialing(() =>
+      execStream(this.k.config, target, [AGENT_IN_RELAY, 'connect', AGENT_SOCKET]),
     );
+    this.channels.set(id, channel);
+    return channel;
   }
 
   private prepare(): Promise<void> {
@@ -160,20 +165,17 @@ export class KubernetesSandboxRuntime implements SandboxRuntime {
   async create(spec: SandboxSpec): Promise<void> {
     checkId(spec.id);
     await this.checkImage(spec.image);
-    // Built (and refused) before anything is made.
-    const pod = sandboxPodManifest(this.settings, spec, { sandbox: 'pending', agent: 'pending' });
+    // Built once before anything is published or made: what it refuses, it refuses first.
+    sandboxPodManifest(this.settings, spec, { sandbox: spec.image, agent: spec.image });
     await this.prepare();
-    const images = await this.images(spec);
-    pod.spec!.containers[0]!.image = images.sandbox;
-    pod.spec!.initContainers![0]!.image = images.agent;
+    const pod = sandboxPodManifest(this.settings, spec, await this.images(spec));
     try {
-      // Its own way out first: a pod is never running with more than its policy allows, and the
-      // namespace's policy shuts everything the moment it exists.
-      if (spec.egress)
-        await this.k.networking.createNamespacedNetworkPolicy({
-          namespace: this.namespace,
-          body: egressPolicyManifest(this.settings, spec, spec.egress.rules),
-        });
+      // Its own policy first: a pod is never running with more than it allows (nothing in, out only
+      // its allow-list), whatever became of the namespace's.
+      await this.k.networking.createNamespacedNetworkPolicy({
+        namespace: this.namespace,
+        body: egressPolicyManifest(this.settings, spec, spec.egress?.rules ?? []),
+      });
       await this.k.core.createNamespacedPod({ namespace: this.namespace, body: pod });
       await this.untilRunning(spec.id);
     } catch (err) {
@@ -194,8 +196,9 @@ export class KubernetesSandboxRuntime implements SandboxRuntime {
         ...(pod.status?.initContainerStatuses ?? []),
         ...(pod.status?.containerStatuses ?? []),
       ];
-      const main = pod.status?.containerStatuses?.find((c) => c.name === SANDBOX_CONTAINER);
-      if (main?.state?.running) return;
+      const running = (name: string) =>
+        pod.status?.containerStatuses?.find((c) => c.name === name)?.state?.running;
+      if (running(SANDBOX_CONTAINER) && running(RELAY_CONTAINER)) return;
       for (const status of statuses) {
         const waiting = status.state?.waiting;
         if (waiting?.reason && STUCK_REASONS.has(waiting.reason))
@@ -203,7 +206,8 @@ export class KubernetesSandboxRuntime implements SandboxRuntime {
             `sandbox ${id}: ${status.name}: ${waiting.reason}: ${waiting.message ?? ''}`.trim(),
           );
         const ended = status.state?.terminated;
-        if (ended && (ended.exitCode !== 0 || status.name === SANDBOX_CONTAINER))
+        // The init container's end is its success; any other container's is the sandbox's.
+        if (ended && (ended.exitCode !== 0 || status.name !== 'agent'))
           throw new Error(
             `sandbox ${id}: ${status.name} exited with code ${ended.exitCode}${ended.message ? `: ${ended.message.trim()}` : ''}`,
           );
@@ -226,12 +230,19 @@ export class KubernetesSandboxRuntime implements SandboxRuntime {
     await this.annotate(id, null);
   }
 
+  /** A request to the agent, on the sandbox's channel (one of its own when it has none open). */
   private async agentCall(id: string, path: string): Promise<void> {
+    const open = this.channels.get(id);
+    if (open && !open.isClosed) {
+      await open.json('POST', path, undefined, 15_000);
+      return;
+    }
     const channel = await this.openChannel(id);
     try {
       await channel.json('POST', path, undefined, 15_000);
     } finally {
       await channel.close();
+      this.channels.delete(id);
     }
   }
 
@@ -248,6 +259,7 @@ export class KubernetesSandboxRuntime implements SandboxRuntime {
 
   async remove(id: string): Promise<void> {
     checkId(id);
+    this.channels.delete(id);
     await unless(
       [404],
       this.k.core.deleteNamespacedPod({
@@ -350,7 +362,9 @@ function checkId(id: string): void {
 function observed(pod: V1Pod): ObservedSandbox {
   const id = pod.metadata?.labels?.[SANDBOX_LABEL] ?? '';
   const main = pod.status?.containerStatuses?.find((c) => c.name === SANDBOX_CONTAINER);
-  const ended = main?.state?.terminated;
+  // Without its relay a sandbox cannot be reached: ended too.
+  const relay = pod.status?.containerStatuses?.find((c) => c.name === RELAY_CONTAINER);
+  const ended = main?.state?.terminated ?? relay?.state?.terminated;
   const failed = pod.status?.phase === 'Failed' || pod.status?.phase === 'Succeeded' || Boolean(ended);
   const paused = pod.metadata?.annotations?.[PAUSED] === 'true';
   return {

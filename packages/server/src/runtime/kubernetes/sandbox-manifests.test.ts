@@ -88,6 +88,18 @@ describe('Kubernetes sandbox manifests', () => {
       dnsConfig: { nameservers: ['192.0.2.1'] },
     });
     expect(pod.spec!.hostAliases).toBeUndefined();
+    expect(pod.spec!.securityContext!.seccompProfile).toEqual({ type: 'RuntimeDefault' });
+    // The control plane's way in runs beside it, from the agent's image, read-only, as nobody.
+    const relay = pod.spec!.containers.find((c) => c.name === 'relay')!;
+    expect(relay.image).toBe(images.agent);
+    expect(relay.securityContext).toMatchObject({
+      runAsUser: 65534,
+      readOnlyRootFilesystem: true,
+      capabilities: { drop: ['ALL'] },
+      allowPrivilegeEscalation: false,
+    });
+    expect(relay.volumeMounts ?? []).toEqual([]);
+    expect(main.command).toContain('@mayfly-agent');
     expect(main.resources!.limits).toEqual(main.resources!.requests);
     expect(main.resources!.limits).toEqual({ memory: String(512 * 1024 * 1024), cpu: '1000m' });
     expect(pod.spec!.volumes!.find((v) => v.name === 'home')!.emptyDir).toEqual({
@@ -105,7 +117,8 @@ describe('Kubernetes sandbox manifests', () => {
   });
 
   it('runs as numbers: a user name is refused (a pod cannot name one), gVisor needs a RuntimeClass', () => {
-    expect(sandboxUser('0')).toEqual({ runAsUser: 0 });
+    expect(() => sandboxUser('0')).toThrow(/never runs as root/);
+    expect(() => sandboxUser('1000:0')).toThrow(/never runs as root/);
     expect(() => sandboxUser('user')).toThrow(SandboxImageRefusedError);
     expect(() => sandboxUser('1000:staff')).toThrow(/numeric uid\[:gid\]/);
     expect(() => sandboxUser('99999999999')).toThrow(SandboxImageRefusedError);
@@ -133,7 +146,13 @@ describe('Kubernetes sandbox manifests', () => {
     expect(permitted).toEqual([{ ipBlock: { cidr: '10.0.0.0/8', except: ['10.244.0.0/16'] } }]);
     // A listed range inside a blocked one opens nothing.
     expect(egressPeers(egressRules(['10.244.1.0/24'], ['10.0.0.0/8']), ['10.244.0.0/16'])).toEqual([]);
-    // Nothing listed: nothing open (the namespace's policy shuts the rest).
-    expect(egressPolicyManifest(settings, spec(), []).spec!.egress).toEqual([]);
+    // Nothing listed: nothing in, nothing out, whatever the namespace's policy.
+    expect(egressPolicyManifest(settings, spec(), []).spec).toMatchObject({
+      policyTypes: ['Ingress', 'Egress'],
+      ingress: [],
+      egress: [],
+    });
+    // A range given with host bits is written as the API server reads it.
+    expect(egressPeers(egressRules(['93.184.216.34/24'], []), [])[0]!.ipBlock!.cidr).toBe('93.184.216.0/24');
   });
 });

@@ -8,17 +8,29 @@
 import { createHash } from 'node:crypto';
 import type { V1Namespace, V1NetworkPolicy, V1NetworkPolicyPeer, V1Pod } from '@kubernetes/client-node';
 import { cidrContains } from '../../net/ipv4-cidr.js';
-import type { EgressRule } from '../../sandbox/egress-policy.js';
+import { canonicalCidr, type EgressRule } from '../../sandbox/egress-policy.js';
 import { SANDBOX_LABEL, SandboxImageRefusedError, type SandboxSpec } from '../../sandbox/sandbox-runtime.js';
 import { LABELS, MANAGED_BY } from '../runtime.js';
 import { labelValue } from './manifests.js';
 
-/** Where the agent is in a sandbox's container, and the socket it listens on. */
+/** Where the agent is in a sandbox's container. */
 export const AGENT_BIN_DIR = '/.mayfly/bin';
 export const AGENT_IN_SANDBOX = `${AGENT_BIN_DIR}/mayfly-agent`;
-export const AGENT_SOCKET_IN_SANDBOX = '/.mayfly/run/agent.sock';
+/**
+ * The agent's socket: an abstract name, shared by the pod's containers (one network namespace),
+ * no file the sandbox could remove and listen in place of.
+ */
+export const AGENT_SOCKET = '@mayfly-agent';
 /** The sandbox's container (the init container that installs the agent is `agent`). */
 export const SANDBOX_CONTAINER = 'sandbox';
+/**
+ * The container the control plane execs `mayfly-agent connect` in: the agent's image, read-only,
+ * nothing of the sandbox's. The sandbox's code cannot change what runs there, and the sandbox's
+ * own container never gets a process from outside.
+ */
+export const RELAY_CONTAINER = 'relay';
+/** The agent in the relay container (its image's own path). */
+export const AGENT_IN_RELAY = '/mayfly-agent';
 
 export interface SandboxClusterSettings {
   instance: string;
@@ -32,7 +44,7 @@ export interface SandboxClusterSettings {
 export const sandboxNamespaceName = (instance: string) =>
   `mayfly-sandboxes-${createHash('sha256').update(instance).digest('hex').slice(0, 10)}`;
 export const sandboxPodName = (id: string) => `sbx-${id}`;
-/** A sandbox's own NetworkPolicy: what its allow-list opens. */
+/** A sandbox's own NetworkPolicy: nothing in, and out only what its allow-list opens. */
 export const sandboxPolicyName = (id: string) => `sbx-${id}-egress`;
 /** The namespace's policy: nothing in, nothing out, for every pod in it. */
 export const DENY_ALL_POLICY = 'mayfly-deny-all';
@@ -78,10 +90,11 @@ export function egressPeers(
   rules: readonly EgressRule[],
   blockedOut: readonly string[],
 ): V1NetworkPolicyPeer[] {
+  // As the API server reads them (host bits cleared): newer ones refuse any other form.
   const ordered: EgressRule[] = [
     ...blockedOut.map((cidr) => ({ cidr, verdict: 'reject' as const })),
     ...rules,
-  ];
+  ].map((rule) => ({ ...rule, cidr: canonicalCidr(rule.cidr) }));
   const peers: V1NetworkPolicyPeer[] = [];
   ordered.forEach((rule, i) => {
     if (rule.verdict !== 'accept') return;
@@ -95,7 +108,10 @@ export function egressPeers(
   return peers;
 }
 
-/** What a sandbox with an allow-list may open (the namespace's policy shuts everything else). */
+/**
+ * Every sandbox's own policy, made before its pod: nothing in, and out only what `rules` accept
+ * (none: nothing). The namespace's policy shuts the same; this one does not depend on it.
+ */
 export function egressPolicyManifest(
   settings: SandboxClusterSettings,
   spec: Pick<SandboxSpec, 'id' | 'labels'>,
@@ -112,19 +128,22 @@ export function egressPolicyManifest(
     },
     spec: {
       podSelector: { matchLabels: { [SANDBOX_LABEL]: spec.id } },
-      policyTypes: ['Egress'],
+      policyTypes: ['Ingress', 'Egress'],
+      ingress: [],
       egress: peers.length > 0 ? [{ to: peers }] : [],
     },
   };
 }
 
-/** `uid[:gid]` as the pod's numbers; a user name cannot be given to Kubernetes. */
+/** `uid[:gid]` as the pod's numbers; a user name cannot be given to Kubernetes, nor root. */
 export function sandboxUser(user: string): { runAsUser: number; runAsGroup?: number } {
   const match = /^(\d{1,9})(?::(\d{1,9}))?$/.exec(user);
   if (!match)
     throw new SandboxImageRefusedError(
       `on Kubernetes a sandbox runs as a numeric uid[:gid], not "${user}" (a pod cannot name a user)`,
     );
+  if (Number(match[1]) === 0 || (match[2] !== undefined && Number(match[2]) === 0))
+    throw new SandboxImageRefusedError('a sandbox never runs as root (uid or gid 0)');
   return { runAsUser: Number(match[1]), ...(match[2] ? { runAsGroup: Number(match[2]) } : {}) };
 }
 
@@ -149,7 +168,7 @@ export function sandboxPodManifest(
     );
   const containerSecurity = {
     ...user,
-    runAsNonRoot: user.runAsUser !== 0,
+    runAsNonRoot: true,
     allowPrivilegeEscalation: false,
     privileged: false,
     capabilities: { drop: ['ALL'] },
@@ -205,15 +224,7 @@ export function sandboxPodManifest(
           name: SANDBOX_CONTAINER,
           image: images.sandbox,
           imagePullPolicy: 'IfNotPresent',
-          command: [
-            AGENT_IN_SANDBOX,
-            'init',
-            '--',
-            AGENT_IN_SANDBOX,
-            'serve',
-            '--listen',
-            AGENT_SOCKET_IN_SANDBOX,
-          ],
+          command: [AGENT_IN_SANDBOX, 'init', '--', AGENT_IN_SANDBOX, 'serve', '--listen', AGENT_SOCKET],
           args: [],
           workingDir: spec.home,
           env: [
@@ -224,15 +235,30 @@ export function sandboxPodManifest(
           resources: { limits, requests: limits },
           volumeMounts: [
             { name: 'agent', mountPath: AGENT_BIN_DIR, readOnly: true },
-            { name: 'agent-run', mountPath: '/.mayfly/run' },
             { name: 'home', mountPath: spec.home },
             { name: 'tmp', mountPath: '/tmp' },
           ],
         },
+        {
+          // One `connect` per open request, stream or tunnel (a few MiB each) fits.
+          name: RELAY_CONTAINER,
+          image: images.agent,
+          imagePullPolicy: 'IfNotPresent',
+          command: [AGENT_IN_RELAY, 'idle'],
+          securityContext: {
+            ...containerSecurity,
+            runAsUser: 65534,
+            runAsGroup: 65534,
+            readOnlyRootFilesystem: true,
+          },
+          resources: {
+            limits: { memory: '128Mi', cpu: '100m' },
+            requests: { memory: '128Mi', cpu: '100m' },
+          },
+        },
       ],
       volumes: [
         memoryVolume('agent', 16 * 1024 * 1024),
-        memoryVolume('agent-run', 1024 * 1024),
         memoryVolume('home', spec.diskBytes),
         memoryVolume('tmp', spec.diskBytes),
       ],
