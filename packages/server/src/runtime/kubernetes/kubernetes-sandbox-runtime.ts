@@ -179,6 +179,8 @@ export class KubernetesSandboxRuntime implements SandboxRuntime {
       await this.k.core.createNamespacedPod({ namespace: this.namespace, body: pod });
       await this.untilRunning(spec.id);
     } catch (err) {
+      // The namespace removed behind our back: made again next time.
+      if (statusOf(err) === 404) this.prepared = undefined;
       await this.remove(spec.id).catch(() => {});
       throw err instanceof Error && statusOf(err) !== undefined
         ? new Error(`cannot make sandbox ${spec.id}: ${apiMessage(err)}`)
@@ -222,7 +224,13 @@ export class KubernetesSandboxRuntime implements SandboxRuntime {
 
   async pause(id: string): Promise<void> {
     await this.agentCall(id, '/v1/freeze');
-    await this.annotate(id, 'true');
+    try {
+      await this.annotate(id, 'true');
+    } catch (err) {
+      // Never stopped while it says it runs: thawed again, the pause refused.
+      await this.agentCall(id, '/v1/thaw').catch(() => {});
+      throw err;
+    }
   }
 
   async resume(id: string): Promise<void> {
@@ -276,6 +284,8 @@ export class KubernetesSandboxRuntime implements SandboxRuntime {
       }),
     );
     for (let i = 0; i < 600 && (await this.pod(id, true)); i++) await sleep(100);
+    if (await this.pod(id, true))
+      throw new Error(`sandbox ${id}'s pod is still being deleted after a minute`);
   }
 
   async observe(id: string): Promise<ObservedSandbox> {
