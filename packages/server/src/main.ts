@@ -225,6 +225,8 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
           poolStartDelayMs: config.sandboxPoolStartDelayMs,
           permittedPrivateRanges: config.sandboxAllowPrivate,
           maxSandboxes: config.maxSandboxes,
+          replica: owner,
+          replicaTtlMs: config.leaseMs,
         })
       : undefined;
   await sandboxes?.start();

@@ -49,12 +49,13 @@ import {
 } from './egress-policy.js';
 import {
   type IsolationSupport,
+  type ObservedSandbox,
   SandboxImageRefusedError,
   type SandboxRuntime,
   type SandboxSpec,
 } from './sandbox-runtime.js';
 import type { SandboxTemplate, SandboxTemplates } from './sandbox-templates.js';
-import { newSandboxId, POOL_LABEL, WarmPool } from './warm-pool.js';
+import { newSandboxId, POOL_LABEL, POOL_OWNER_LABEL, poolOwnerTag, WarmPool } from './warm-pool.js';
 
 const MiB = 1024 * 1024;
 
@@ -86,6 +87,13 @@ export interface SandboxServiceOptions {
   permittedPrivateRanges?: string[];
   /** Templates built before start filling their pools this long after the start; default 10 s. */
   poolStartDelayMs?: number;
+  /**
+   * This process among the replicas sharing the store (its lease owner). Its pooled sandboxes are
+   * labelled with it, and other replicas leave them alone while it says it is alive.
+   */
+  replica: string;
+  /** It says so again every third of this; silent this long, it counts as gone. Default 30 s. */
+  replicaTtlMs?: number;
 }
 
 /** Sandboxes ended or checked at once by housekeeping; never aborted. */
@@ -99,6 +107,9 @@ export class SandboxService {
   private readonly root: string;
 
   private readonly pool: WarmPool;
+  /** This replica as its pooled sandboxes' owner label says it. */
+  private readonly ownerTag: string;
+  private beatTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly options: SandboxServiceOptions) {
     for (const range of options.permittedPrivateRanges ?? []) {
@@ -106,6 +117,7 @@ export class SandboxService {
       if (problem) throw new Error(`--sandbox-allow-private: ${problem}`);
     }
     this.root = path.join(options.dataDir, 'sandboxes');
+    this.ownerTag = poolOwnerTag(options.replica);
     this.pool = new WarmPool({
       sizeOf: (name) => options.poolSizes?.[name] ?? options.templates.get(name)?.pool ?? 0,
       memoryBudgetBytes: options.poolMemoryBytes ?? 4 * 1024 * MiB,
@@ -204,6 +216,10 @@ export class SandboxService {
    */
   async start(): Promise<void> {
     await mkdir(this.root, { recursive: true, mode: 0o700 });
+    // Alive before anything is pooled: no replica takes this one's pool for a dead one's.
+    await this.beat();
+    this.beatTimer = setInterval(() => void this.beat(), this.replicaTtlMs() / 3);
+    this.beatTimer.unref();
     await this.options.templates.load();
     // Not waited for: a probe container may take a moment, and only a create needs the answer.
     this.isolations().catch((err) =>
@@ -245,6 +261,16 @@ export class SandboxService {
     this.timer.unref();
   }
 
+  private replicaTtlMs(): number {
+    return this.options.replicaTtlMs ?? 30_000;
+  }
+
+  private async beat(): Promise<void> {
+    await this.options.store.replicas
+      .beat(this.options.replica, this.replicaTtlMs())
+      .catch((err) => this.options.logger.warn({ err }, 'sandboxes: saying this replica is alive failed'));
+  }
+
   /** Socket folders of sandboxes no record knows (a crash's pooled ones): removed at start. */
   private async forgetOrphanDirs(): Promise<void> {
     const live = new Set(
@@ -281,6 +307,14 @@ export class SandboxService {
     const records = await this.options.store.sandboxes.list({ states: ['running', 'paused'] });
     const known = new Set(records.map((r) => r.id));
     const byId = new Map(observed.map((o) => [o.id, o]));
+    // Another live replica's pooled sandboxes are its own; a gone one's (or this one's before a
+    // restart, which no pool here owns) are removed. Read after the listing: an owner seen there
+    // had said it was alive before it pooled anything.
+    const liveOwners = new Set((await this.options.store.replicas.alive()).map(poolOwnerTag));
+    const othersPooled = (o: ObservedSandbox) => {
+      const owner = o.labels[POOL_OWNER_LABEL];
+      return owner !== undefined && owner !== this.ownerTag && liveOwners.has(owner);
+    };
     const each = async (id: string, work: () => Promise<unknown>) => {
       try {
         await work();
@@ -291,7 +325,9 @@ export class SandboxService {
     await eachLimited(
       [
         ...observed
-          .filter((o) => !known.has(o.id) && !this.creating.has(o.id) && !this.pool.owns(o.id))
+          .filter(
+            (o) => !known.has(o.id) && !this.creating.has(o.id) && !this.pool.owns(o.id) && !othersPooled(o),
+          )
           .map(
             (o) => () =>
               each(o.id, async () => {
@@ -338,6 +374,9 @@ export class SandboxService {
     await this.pool.close();
     await Promise.all([...this.channels.values()].map((c) => c.close()));
     this.channels.clear();
+    // Its pool is gone: nothing is left for the others to keep off.
+    clearInterval(this.beatTimer);
+    await this.options.store.replicas.leave(this.options.replica).catch(() => {});
   }
 
   /** Every second: expired sandboxes end (a few at once); every fifth, records and containers agree. */
@@ -561,7 +600,10 @@ export class SandboxService {
     const image = await this.options.templates.image(template);
     const channel = await this.listen(id);
     try {
-      await this.launch(id, template, image, channel, { [POOL_LABEL]: template.name });
+      await this.launch(id, template, image, channel, {
+        [POOL_LABEL]: template.name,
+        [POOL_OWNER_LABEL]: this.ownerTag,
+      });
     } catch (err) {
       await this.discard(id, channel);
       throw err;

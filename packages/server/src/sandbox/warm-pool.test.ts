@@ -1,7 +1,8 @@
 /**
  * The warm pool against the real Docker Engine, through the API: sandboxes kept ready, handed out
  * once and fresh, bounded by the memory budget, replaced when they die, removed when the server
- * stops — and, after a crash, removed by the next start instead of handed out.
+ * stops — and, after a crash, removed by the next start instead of handed out; replicas on one
+ * PostgreSQL keep off each other's pools, and remove a dead one's.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -9,10 +10,17 @@ import os from 'node:os';
 import path from 'node:path';
 import type { SandboxInfo, SandboxTemplateInfo } from '@mayfly/contract';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
-import { callApi, startControlPlane, stopControlPlane } from '../test-support/control-plane-process.js';
+import {
+  type ControlPlane,
+  callApi,
+  startControlPlane,
+  stopControlPlane,
+} from '../test-support/control-plane-process.js';
+import { createPgSchema } from '../test-support/pg-schema.js';
 import { containerExists, runInSandbox } from '../test-support/sandboxes.js';
 import { startTestServer, type TestServer } from '../test-support/test-server.js';
 import { until } from '../test-support/until.js';
+import { POOL_OWNER_LABEL, poolOwnerTag } from './warm-pool.js';
 
 /** Ids of the pooled (labelled, not yet handed out) sandboxes of one installation. */
 function pooledIds(instance: string): string[] {
@@ -242,5 +250,86 @@ describe('the warm pool', () => {
     } finally {
       await rm(dataDir, { recursive: true, force: true });
     }
+  }, 300_000);
+
+  it('replicas on one PostgreSQL keep off each other’s pools, and remove the pool of one that died', async () => {
+    const schema = await createPgSchema();
+    const dirs: string[] = [];
+    const planes: Awaited<ReturnType<typeof startControlPlane>>[] = [];
+    onTestFinished(async () => {
+      await Promise.all(planes.map((p) => stopControlPlane(p, 'SIGKILL')));
+      await schema.drop();
+      await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
+    });
+    const suffix = Math.random().toString(36).slice(2, 8);
+    const replicas = ['a', 'b', 'c'].map((n) => `pool-${n}-${suffix}`);
+    /** The pooled sandboxes of one replica, by the owner label it gives them. */
+    const pooledOf = (replica: string) =>
+      execFileSync(
+        'docker',
+        [
+          'ps',
+          '-a',
+          '--filter',
+          `label=${POOL_OWNER_LABEL}=${poolOwnerTag(replica)}`,
+          '--format',
+          '{{.Label "mayfly.sandbox"}}',
+        ],
+        { encoding: 'utf8' },
+      )
+        .split('\n')
+        .filter(Boolean);
+    for (const replica of replicas) {
+      const dir = await mkdtemp(path.join(os.tmpdir(), `mayfly-${replica}-`));
+      dirs.push(dir);
+      // (leaseMs 5 s in serve-process: a replica silent for 5 s counts as gone.)
+      planes.push(
+        await startControlPlane(dir, schema.url, { replicaId: replica, sandboxPool: { base: 1, code: 0 } }),
+      );
+    }
+    const [a, b, c] = planes as [ControlPlane, ControlPlane, ControlPlane];
+    for (const plane of planes)
+      await until(
+        'every replica’s pool full',
+        async () => {
+          const body = await callApi<{ items: SandboxTemplateInfo[] }>(plane, 'GET', '/v1/sandbox-templates');
+          return body.items.find((x) => x.name === 'base')?.pool.ready === 1 ? true : undefined;
+        },
+        120_000,
+        100,
+      );
+    const pooled = replicas.map(pooledOf);
+    expect(pooled.map((ids) => ids.length)).toEqual([1, 1, 1]);
+
+    // Each replica reconciles every 5 s: over 12 s each has looked at the others' pooled sandboxes
+    // at least twice, and left them alone (each of them unrecorded and not in its own pool).
+    const watchedUntil = Date.now() + 12_000;
+    while (Date.now() < watchedUntil) {
+      expect(pooled.flat().filter((id) => !containerExists(id))).toEqual([]);
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+
+    // c dies: once its time is up, a or b removes what it had pooled; theirs stay.
+    await stopControlPlane(c, 'SIGKILL');
+    await until(
+      'the dead replica’s pool removed',
+      () => (pooled[2]!.some(containerExists) ? undefined : true),
+      60_000,
+    );
+    expect([...pooled[0]!, ...pooled[1]!].filter((id) => !containerExists(id))).toEqual([]);
+    // and a sandbox is still made from the pool of the replica asked
+    const created = await callApi<SandboxInfo>(b, 'POST', '/v1/sandboxes', {});
+    expect(created.id).toBe(pooled[1]![0]);
+    await callApi(a, 'DELETE', `/v1/sandboxes/${created.id}`);
+    await until(
+      'the sandbox killed through the other replica',
+      () => (containerExists(created.id) ? undefined : true),
+      30_000,
+    );
+
+    // Stopped, each removes its own pool.
+    await stopControlPlane(a);
+    await stopControlPlane(b);
+    expect(replicas.flatMap(pooledOf)).toEqual([]);
   }, 300_000);
 });

@@ -5,16 +5,25 @@
  * background, one sandbox at a time, and holds at most its memory budget (counted by each sandbox's
  * memory limit, what it may take once handed out).
  *
- * Pooled sandboxes have no record in the store: the service's reconcile keeps off the ones this
- * pool owns and removes any other unrecorded sandbox — so after a restart, what the previous
- * process had pooled is removed, never adopted (its containers carry the `mayfly.pool` label).
+ * Pooled sandboxes have no record in the store: they carry the `mayfly.pool` label and their
+ * replica's `mayfly.pool-owner`. The service's reconcile keeps off the ones this pool owns and the
+ * ones of other replicas still alive, and removes any other unrecorded sandbox — so after a
+ * restart or a replica's death, what the gone process had pooled is removed, never adopted.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { Logger } from '../observability/logger.js';
 import type { AgentChannel } from './agent-channel.js';
 
 /** Label naming the template a pooled sandbox was made for. */
 export const POOL_LABEL = 'mayfly.pool';
+
+/** Label naming, by {@link poolOwnerTag}, the replica whose pool a pooled sandbox is in. */
+export const POOL_OWNER_LABEL = 'mayfly.pool-owner';
+
+/** A replica's id as a label value (any id fits: 20 hex characters of its SHA-256). */
+export function poolOwnerTag(replica: string): string {
+  return createHash('sha256').update(replica).digest('hex').slice(0, 20);
+}
 
 export interface PooledSandbox {
   id: string;

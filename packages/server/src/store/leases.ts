@@ -79,7 +79,7 @@ export async function releaseLease(
 }
 
 /** The database's current time, in the form timestamps are stored in. */
-function dbNow(dialect: StoreDialect): RawBuilder<string> {
+export function dbNow(dialect: StoreDialect): RawBuilder<string> {
   return dialect === 'postgres'
     ? // clock_timestamp(), not now(): the latter is the start of the transaction.
       sql<string>`clock_timestamp()`
@@ -87,7 +87,7 @@ function dbNow(dialect: StoreDialect): RawBuilder<string> {
 }
 
 /** The database's current time plus `ms` milliseconds. */
-function dbNowPlus(dialect: StoreDialect, ms: number): RawBuilder<string> {
+export function dbNowPlus(dialect: StoreDialect, ms: number): RawBuilder<string> {
   if (!Number.isFinite(ms) || ms < 0) throw new RangeError(`lease of ${ms} ms`);
   return dialect === 'postgres'
     ? sql<string>`clock_timestamp() + ${ms}::double precision * interval '1 millisecond'`

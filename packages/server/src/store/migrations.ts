@@ -292,6 +292,16 @@ function migrations(dialect: StoreDialect): Record<string, Migration> {
           .execute();
       },
     },
+    '0007-replicas': {
+      // biome-ignore lint/suspicious/noExplicitAny: migrations must not depend on today's schema types
+      async up(db: Kysely<any>) {
+        await db.schema
+          .createTable('replicas')
+          .addColumn('id', 'text', (col) => col.primaryKey())
+          .addColumn('alive_until', sql.raw(timestamp), (col) => col.notNull())
+          .execute();
+      },
+    },
   };
 }
 

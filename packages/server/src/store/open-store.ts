@@ -12,6 +12,7 @@ import { KyselyKeptLogRepository } from './kept-log-repository.js';
 import { migrateToLatest } from './migrations.js';
 import { KyselyPreviewRepository } from './preview-repository.js';
 import { KyselyProjectRepository } from './project-repository.js';
+import { KyselyReplicaRepository } from './replica-repository.js';
 import { KyselySandboxRepository, KyselySandboxTemplateRepository } from './sandbox-repository.js';
 import type { Database, StoreDialect } from './schema.js';
 import type { Store } from './store.js';
@@ -47,6 +48,7 @@ class KyselyStore implements Store {
   readonly previews: KyselyPreviewRepository;
   readonly sandboxes: KyselySandboxRepository;
   readonly sandboxTemplates: KyselySandboxTemplateRepository;
+  readonly replicas: KyselyReplicaRepository;
 
   constructor(
     private readonly db: Kysely<Database>,
@@ -62,6 +64,7 @@ class KyselyStore implements Store {
     this.previews = new KyselyPreviewRepository(db, dialect);
     this.sandboxes = new KyselySandboxRepository(db);
     this.sandboxTemplates = new KyselySandboxTemplateRepository(db);
+    this.replicas = new KyselyReplicaRepository(db, dialect);
   }
 
   async secret(purpose: string): Promise<Buffer> {

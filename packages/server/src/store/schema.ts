@@ -195,6 +195,12 @@ export interface SandboxTemplatesTable {
   updated_at: Timestamp;
 }
 
+/** Control-plane processes that said they are alive (housekeeping leaves their objects alone). */
+export interface ReplicasTable {
+  id: string;
+  alive_until: Timestamp;
+}
+
 export interface Database {
   environments: EnvironmentsTable;
   events: EventsTable;
@@ -207,6 +213,7 @@ export interface Database {
   previews: PreviewsTable;
   sandboxes: SandboxesTable;
   sandbox_templates: SandboxTemplatesTable;
+  replicas: ReplicasTable;
 }
 
 /** Which SQL dialect a store runs on. */

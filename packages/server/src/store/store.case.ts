@@ -516,6 +516,26 @@ export function describeStore(name: string, target: StoreTarget): void {
       });
     });
 
+    describe('replicas', () => {
+      it('counts a replica alive until its time runs out, longer when it beats again, not after it leaves', async () => {
+        const [a, b] = [await open(), await open()];
+        await a.replicas.beat('replica-a', 60_000);
+        await b.replicas.beat('replica-b', 300);
+        expect(await a.replicas.alive()).toEqual(['replica-a', 'replica-b']);
+        // b stops beating: gone for everyone once its time is up (the database's clock)
+        await waitFor(async () => (await a.replicas.alive()).length === 1);
+        expect(await b.replicas.alive()).toEqual(['replica-a']);
+        // its row is dropped by the next beat, and it counts again when it beats again
+        await a.replicas.beat('replica-a', 60_000);
+        expect(await database.rows('select id from replicas order by id')).toEqual([{ id: 'replica-a' }]);
+        await b.replicas.beat('replica-b', 60_000);
+        await b.replicas.beat('replica-b', 60_000);
+        expect(await a.replicas.alive()).toEqual(['replica-a', 'replica-b']);
+        await a.replicas.leave('replica-a');
+        expect(await b.replicas.alive()).toEqual(['replica-b']);
+      });
+    });
+
     describe('leases', () => {
       it('lets one owner hold an environment until it releases it', async () => {
         const store = await open();
@@ -960,6 +980,7 @@ export function describeStore(name: string, target: StoreTarget): void {
           { name: '0004-previews' },
           { name: '0005-sandboxes' },
           { name: '0006-sandbox-templates' },
+          { name: '0007-replicas' },
         ]);
         // one installation, one id, whichever replica made it
         expect(new Set(stores.map((s) => s.instanceId)).size).toBe(1);
@@ -1006,6 +1027,7 @@ export function describeStore(name: string, target: StoreTarget): void {
           { name: '0004-previews' },
           { name: '0005-sandboxes' },
           { name: '0006-sandbox-templates' },
+          { name: '0007-replicas' },
         ]);
       });
 

@@ -456,6 +456,20 @@ export interface SandboxTemplateRepository {
   remove(name: string): Promise<boolean>;
 }
 
+/**
+ * Which control-plane processes are alive, each saying so again before its time runs out (the
+ * database's clock). Objects a live replica made and has not recorded yet (its warm pool) are its
+ * own; a gone replica's are anyone's to remove.
+ */
+export interface ReplicaRepository {
+  /** `id` is alive for `ttlMs` more; rows whose time ran out are dropped. */
+  beat(id: string, ttlMs: number): Promise<void>;
+  /** The replicas whose time has not run out. */
+  alive(): Promise<string[]>;
+  /** `id` stopped. */
+  leave(id: string): Promise<void>;
+}
+
 export interface Store {
   readonly dialect: 'sqlite' | 'postgres';
   /**
@@ -472,6 +486,7 @@ export interface Store {
   previews: PreviewRepository;
   sandboxes: SandboxRepository;
   sandboxTemplates: SandboxTemplateRepository;
+  replicas: ReplicaRepository;
   /**
    * A random secret of this installation for `purpose` (32 bytes), made on first use and the same
    * for every replica: keys derived from it verify wherever they are presented.

@@ -341,9 +341,18 @@ export class DockerSandboxRuntime implements SandboxRuntime {
     if (networks.length > 0) await this.firewall.ensure();
     const withContainer = new Set(containers.map((c) => c.Labels[SANDBOX_LABEL]));
     const bridgesOnly = networks
-      .map((n) => n.Labels?.[SANDBOX_LABEL] ?? '')
-      .filter((id) => id !== '' && !withContainer.has(id))
-      .map((id): ObservedSandbox => ({ id, state: 'exited', oomKilled: false, exitCode: null, labels: {} }));
+      .filter(
+        (n) => (n.Labels?.[SANDBOX_LABEL] ?? '') !== '' && !withContainer.has(n.Labels?.[SANDBOX_LABEL]),
+      )
+      .map(
+        (n): ObservedSandbox => ({
+          id: n.Labels?.[SANDBOX_LABEL] ?? '',
+          state: 'exited',
+          oomKilled: false,
+          exitCode: null,
+          labels: n.Labels ?? {},
+        }),
+      );
     return [
       ...bridgesOnly,
       ...containers.map(
