@@ -25,6 +25,10 @@
 //	mayfly-agent install DEST
 //
 // copies the binary to DEST (an init container's job: images without a shell have no cp).
+//
+//	mayfly-agent probe HOST:PORT...
+//
+// tries to connect to each address and exits 3 if it reached one (probe.go).
 package main
 
 import (
@@ -49,6 +53,8 @@ func main() {
 		os.Exit(install(os.Args[2:]))
 	case "idle":
 		os.Exit(idle())
+	case "probe":
+		os.Exit(probe(os.Args[2:]))
 	default:
 		usage()
 	}
@@ -61,5 +67,6 @@ func usage() {
 	fmt.Fprintln(os.Stderr, "       mayfly-agent connect PATH")
 	fmt.Fprintln(os.Stderr, "       mayfly-agent install DEST")
 	fmt.Fprintln(os.Stderr, "       mayfly-agent idle")
+	fmt.Fprintln(os.Stderr, "       mayfly-agent probe HOST:PORT...")
 	os.Exit(2)
 }

@@ -72,6 +72,8 @@ describe.skipIf(!kubeconfig)('mayfly CLI end to end on Kubernetes', () => {
       '10.244.0.0/16',
       '--kube-sandbox-blocked',
       '10.96.0.0/12',
+      // Nothing on the test cluster enforces NetworkPolicies (the driver's test shows the refusal).
+      '--kube-skip-policy-check',
     ]);
     target = {
       url: server.info.url,
@@ -185,4 +187,55 @@ describe.skipIf(!kubeconfig)('mayfly CLI end to end on Kubernetes', () => {
       .listPodForAllNamespaces({ labelSelector: `mayfly.sandbox=${id}` });
     expect(left.items).toEqual([]);
   }, 600_000);
+
+  it('without --kube-skip-policy-check, a server on a cluster that does not enforce NetworkPolicies makes no sandbox, and says why', async () => {
+    const otherDir = await mkdtemp(path.join(os.tmpdir(), 'mayfly-k8s-policy-'));
+    const other = await startServe([
+      '--data',
+      otherDir,
+      '--instance-name',
+      `${testInstanceName()}-policy`,
+      '--runtime',
+      'kubernetes',
+      '--kubeconfig',
+      asMayfly!,
+      '--registry',
+      registry,
+      '--sandbox-pool',
+      'base=0',
+      '--sandbox-pool',
+      'code=0',
+      '--sandbox-runtime',
+      'kubernetes',
+    ]);
+    const sandboxPods = async () =>
+      (
+        await admin()
+          .makeApiClient(CoreV1Api)
+          .listPodForAllNamespaces({ labelSelector: 'mayfly.managed-by=mayfly' })
+      ).items
+        .filter((p) => p.metadata?.namespace?.startsWith('mayfly-sandboxes-'))
+        .map((p) => p.metadata?.name);
+    const before = await sandboxPods();
+    try {
+      const token = (await readFile(other.info.adminTokenFile, 'utf8')).trim();
+      const res = await fetch(`${other.info.url}/v1/sandboxes`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: '{}',
+      });
+      expect(res.status).toBe(400);
+      const body = (await res.json()) as { error: { message: string } };
+      expect(body.error.message).toMatch(
+        /needs runc isolation, which this server does not have: this cluster does not enforce NetworkPolicies: a pod under a deny-all policy reached .*--kube-skip-policy-check/,
+      );
+      // Nothing was made, and the probe's pod is gone.
+      expect(await sandboxPods()).toEqual(before);
+    } finally {
+      const exited = new Promise((resolve) => other.child.once('exit', resolve));
+      other.child.kill('SIGTERM');
+      await exited;
+      await rm(otherDir, { recursive: true, force: true });
+    }
+  }, 300_000);
 });

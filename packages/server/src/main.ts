@@ -197,6 +197,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
           }),
           runtimeClasses: config.kubeRuntimeClasses,
           blockedOut: config.kubeSandboxBlocked,
+          skipPolicyCheck: config.kubeSkipPolicyCheck,
         })
       : new DockerSandboxRuntime({
           ...(config.dockerSocket ? { socketPath: config.dockerSocket } : {}),

@@ -67,6 +67,16 @@ describe('mayfly serve', () => {
     const blocked = await run(['serve', '--data', dataDir, '--kube-sandbox-blocked', '10.244.0.0/16']);
     expect(blocked.code).toBe(2);
     expect(blocked.stderr).toMatch(/--kube-sandbox-blocked needs --sandbox-runtime kubernetes/);
+    const unchecked = await run([
+      'serve',
+      '--data',
+      dataDir,
+      '--runtime',
+      'kubernetes',
+      '--kube-skip-policy-check',
+    ]);
+    expect(unchecked.code).toBe(2);
+    expect(unchecked.stderr).toMatch(/--kube-skip-policy-check needs --sandbox-runtime kubernetes/);
     const unblocked = await run([
       'serve',
       '--data',

@@ -31,6 +31,7 @@ export interface StartServerOptions {
   kubeRuntimeClasses?: { gvisor?: string };
   sandboxRuntime?: 'docker' | 'kubernetes';
   kubeSandboxBlocked?: string[];
+  kubeSkipPolicyCheck?: boolean;
   adminTokenFile?: string;
 }
 
@@ -72,6 +73,7 @@ interface ServeOptions {
   kubeRuntimeClass: string[];
   sandboxRuntime: string;
   kubeSandboxBlocked: string[];
+  kubeSkipPolicyCheck?: boolean;
   adminTokenFile?: string;
 }
 
@@ -169,6 +171,10 @@ export function registerServe(program: Command, deps: ServeDeps = defaultDeps): 
       [],
     )
     .option(
+      '--kube-skip-policy-check',
+      'make sandboxes on the cluster without first checking that its network plugin enforces NetworkPolicies (on a cluster that does not, sandboxes reach its network)',
+    )
+    .option(
       '--admin-token-file <file>',
       'an admin token you made (mfy_ and 43 base64url characters), shared by replicas, instead of a generated one',
     )
@@ -250,6 +256,8 @@ async function serve(options: ServeOptions, command: Command, deps: ServeDeps): 
   }
   if (options.kubeSandboxBlocked.length > 0 && options.sandboxRuntime !== 'kubernetes')
     throw new UsageError('--kube-sandbox-blocked needs --sandbox-runtime kubernetes');
+  if (options.kubeSkipPolicyCheck && options.sandboxRuntime !== 'kubernetes')
+    throw new UsageError('--kube-skip-policy-check needs --sandbox-runtime kubernetes');
   // A permitted private range would hold the cluster's own: say which ranges stay shut.
   if (
     options.sandboxRuntime === 'kubernetes' &&
@@ -307,6 +315,7 @@ async function serve(options: ServeOptions, command: Command, deps: ServeDeps): 
     kubeRuntimeClasses: runtimeClasses,
     sandboxRuntime: options.sandboxRuntime,
     kubeSandboxBlocked: options.kubeSandboxBlocked,
+    ...(options.kubeSkipPolicyCheck ? { kubeSkipPolicyCheck: true } : {}),
     ...(options.adminTokenFile === undefined ? {} : { adminTokenFile: options.adminTokenFile }),
   });
 

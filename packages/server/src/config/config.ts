@@ -90,6 +90,11 @@ export const ServerConfig = z.object({
     .array(z.string().refine(isIpv4Cidr, 'an IPv4 CIDR such as 10.244.0.0/16'))
     .max(64)
     .default([]),
+  /**
+   * Make sandboxes on the cluster without checking that its network plugin enforces NetworkPolicies
+   * (`--kube-skip-policy-check`); by default a probe pod must find them enforced first.
+   */
+  kubeSkipPolicyCheck: z.boolean().default(false),
   /** See {@link defaultAgentBinary}; without one, containers are started only when what they wait for is ready. */
   agentBinary: z.string().optional(),
   /** Environment networks take their subnets from here, not from the Engine's small default pools. */

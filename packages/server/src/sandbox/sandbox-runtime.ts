@@ -70,6 +70,12 @@ export interface SandboxUsage {
 
 export interface SandboxRuntime {
   readonly name: string;
+  /**
+   * Why no sandbox may be made on this platform at all (asked once, before the first is made), or
+   * undefined: on Kubernetes, a cluster that does not enforce the NetworkPolicies that shut them in.
+   * Rejects when it cannot tell yet (asked again later).
+   */
+  checkPlatform(): Promise<string | undefined>;
   /** Isolation classes this platform can run (`runc`; `gvisor` where it works), and why the others not. */
   isolations(): Promise<IsolationSupport>;
   /** It can give a sandbox an egress allow-list (see {@link SandboxSpec.egress}). */

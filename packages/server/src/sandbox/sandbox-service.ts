@@ -180,8 +180,27 @@ export class SandboxService {
   }
 
   /** runc is always there: only other classes wait for the detection (a probe container). */
-  private supportFor(isolation: string): Promise<IsolationSupport> {
-    return isolation === 'runc' ? Promise.resolve({ available: ['runc'], missing: {} }) : this.isolations();
+  private async supportFor(isolation: string): Promise<IsolationSupport> {
+    const refusal = await this.platformRefusal();
+    if (refusal) return { available: [], missing: { [isolation]: refusal } };
+    return isolation === 'runc' ? { available: ['runc'], missing: {} } : this.isolations();
+  }
+
+  private checkedPlatform: Promise<string | undefined> | undefined;
+
+  /** Why no sandbox may be made here (checked once; logged), or undefined. */
+  private platformRefusal(): Promise<string | undefined> {
+    this.checkedPlatform ??= this.options.runtime.checkPlatform().then(
+      (refusal) => {
+        if (refusal) this.options.logger.error(`sandboxes: none will be made: ${refusal}`);
+        return refusal;
+      },
+      (err: unknown) => {
+        this.checkedPlatform = undefined;
+        throw err;
+      },
+    );
+    return this.checkedPlatform;
   }
 
   /**
@@ -224,6 +243,9 @@ export class SandboxService {
     // Not waited for: a probe container may take a moment, and only a create needs the answer.
     this.isolations().catch((err) =>
       this.options.logger.warn({ err }, 'sandboxes: isolation classes not detected yet'),
+    );
+    this.platformRefusal().catch((err) =>
+      this.options.logger.warn({ err }, 'sandboxes: the platform not checked yet'),
     );
     // A sandbox whose main process died, or in which the kernel killed something for memory, is
     // ended (its state is not to be trusted; the agent itself may be what was killed).
@@ -370,6 +392,7 @@ export class SandboxService {
     clearInterval(this.timer);
     this.unwatch?.();
     await this.knownIsolations?.catch(() => {}); // its probe container removed
+    await this.checkedPlatform?.catch(() => {}); // and its probe pod
     await this.sweeping;
     await this.pool.close();
     await Promise.all([...this.channels.values()].map((c) => c.close()));

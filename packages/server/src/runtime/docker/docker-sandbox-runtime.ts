@@ -262,6 +262,11 @@ export class DockerSandboxRuntime implements SandboxRuntime {
     }
   }
 
+  /** Nothing stops sandboxes on an Engine as such (isolation classes are asked separately). */
+  async checkPlatform(): Promise<string | undefined> {
+    return undefined;
+  }
+
   /** A socket in `agentDir` (mounted read-only into the sandbox) that the agent dials. */
   async openChannel(_id: string, agentDir: string): Promise<AgentChannel> {
     await mkdir(agentDir, { recursive: true, mode: 0o755 });

@@ -17,6 +17,7 @@ import { DockerImagePublisher } from '../docker/docker-image-publisher.js';
 import { KubernetesSandboxRuntime } from './kubernetes-sandbox-runtime.js';
 import {
   DENY_ALL_POLICY,
+  POLICY_PROBE_LABEL,
   sandboxNamespaceName,
   sandboxPodName,
   sandboxPolicyName,
@@ -29,13 +30,15 @@ const asMayfly = kubeconfig ? await roleKubeconfig(kubeconfig) : undefined;
 // The test cluster's pod and service ranges (scripts/cluster/up.sh).
 const CLUSTER_RANGES = ['10.244.0.0/16', '10.96.0.0/12'];
 
-const makeRuntime = () =>
+const makeRuntime = (checkPolicies = false) =>
   new KubernetesSandboxRuntime({
     kubeconfig: asMayfly,
     instance,
     agentBinary: requiredAgentBinary(),
     publisher: new DockerImagePublisher({ registry }),
     blockedOut: CLUSTER_RANGES,
+    // Nothing here enforces NetworkPolicies: the probe would refuse every sandbox (tested below).
+    skipPolicyCheck: !checkPolicies,
   });
 
 const admin = () => {
@@ -66,6 +69,22 @@ describe.skipIf(!kubeconfig)('KubernetesSandboxRuntime', () => {
     loopbackOnly: false,
     agentTimeoutMs: 30_000,
   }));
+
+  it('finds that the test cluster does not enforce NetworkPolicies, and says so: no sandbox is to be made here', async () => {
+    const refusal = await makeRuntime(true).checkPlatform();
+    // Its node's kubelet or the API server, from a pod under the deny-all policy.
+    expect(refusal).toMatch(
+      /^this cluster does not enforce NetworkPolicies: a pod under a deny-all policy reached [\d.]+:(10250|443)\b/,
+    );
+    expect(refusal).toMatch(/--kube-skip-policy-check/);
+    expect(await makeRuntime().checkPlatform()).toBeUndefined();
+    // The probe pod is gone.
+    const pods = await admin().core.listNamespacedPod({
+      namespace: sandboxNamespaceName(instance),
+      labelSelector: POLICY_PROBE_LABEL,
+    });
+    expect(pods.items.map((p) => p.metadata?.name)).toEqual([]);
+  }, 180_000);
 
   describe('on the cluster', () => {
     const runtime = makeRuntime();

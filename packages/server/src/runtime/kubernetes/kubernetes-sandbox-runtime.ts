@@ -7,6 +7,7 @@
  * are. A pod cannot be frozen: pausing stops every process of the sandbox but the agent's own
  * (SIGSTOP, by the agent), and the pod is annotated so.
  */
+import { randomBytes } from 'node:crypto';
 import type { V1Pod } from '@kubernetes/client-node';
 import { PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import type Docker from 'dockerode';
@@ -41,6 +42,9 @@ import {
   DENY_ALL_POLICY,
   denyAllPolicyManifest,
   egressPolicyManifest,
+  POLICY_PROBE_CONTAINER,
+  POLICY_PROBE_LABEL,
+  policyProbeManifest,
   RELAY_CONTAINER,
   SANDBOX_CONTAINER,
   type SandboxClusterSettings,
@@ -66,6 +70,12 @@ export interface KubernetesSandboxRuntimeOptions extends KubeConnection {
   runtimeClasses?: SandboxClusterSettings['runtimeClasses'];
   /** Ranges no sandbox reaches whatever its allow-list says: the cluster's pod and service ranges. */
   blockedOut?: string[];
+  /**
+   * Trust the cluster to enforce NetworkPolicies without checking (`--kube-skip-policy-check`). By
+   * default a probe pod under the deny-all policy must reach neither its node nor the API server,
+   * or no sandbox is made here (a sandbox's only wall on a cluster is its policies).
+   */
+  skipPolicyCheck?: boolean;
   /** How long a pod may take to run its agent (pulls included); default 120 s. */
   startTimeoutMs?: number;
   pollMs?: number;
@@ -100,6 +110,11 @@ export class KubernetesSandboxRuntime implements SandboxRuntime {
     this.pollMs = options.pollMs ?? 250;
   }
 
+  /** Its NetworkPolicies must be enforced: a sandbox has no other wall against the cluster's network. */
+  async checkPlatform(): Promise<string | undefined> {
+    return this.options.skipPolicyCheck ? undefined : this.probePolicies();
+  }
+
   async isolations(): Promise<IsolationSupport> {
     return this.settings.runtimeClasses.gvisor
       ? { available: ['runc', 'gvisor'], missing: {} }
@@ -109,6 +124,67 @@ export class KubernetesSandboxRuntime implements SandboxRuntime {
             gvisor: 'no RuntimeClass is mapped to it (mayfly serve --kube-runtime-class gvisor=NAME)',
           },
         };
+  }
+
+  /**
+   * Why this cluster's NetworkPolicies cannot be trusted (what a pod under the deny-all policy
+   * reached), or undefined when it reached nothing. Throws when the probe could not run.
+   */
+  private async probePolicies(): Promise<string | undefined> {
+    await this.prepare();
+    const agent = await this.agentImageRef(AbortSignal.timeout(this.options.startTimeoutMs ?? 120_000));
+    const probes = () =>
+      this.k.core.listNamespacedPod({
+        namespace: this.namespace,
+        labelSelector: `${POLICY_PROBE_LABEL},${LABELS.instance}=${labelValue(this.options.instance)}`,
+      });
+    const removeProbes = async () => {
+      for (const pod of (await probes()).items)
+        await unless(
+          [404],
+          this.k.core.deleteNamespacedPod({
+            name: pod.metadata?.name ?? '',
+            namespace: this.namespace,
+            gracePeriodSeconds: 0,
+          }),
+        );
+    };
+    await removeProbes(); // one a crash left
+    const name = `mayfly-policy-probe-${randomBytes(4).toString('hex')}`;
+    await this.k.core.createNamespacedPod({
+      namespace: this.namespace,
+      body: policyProbeManifest(this.settings, name, agent),
+    });
+    try {
+      const deadline = Date.now() + (this.options.startTimeoutMs ?? 120_000);
+      for (;;) {
+        const pod = (await probes()).items.find((p) => p.metadata?.name === name);
+        if (!pod) throw new Error('the NetworkPolicy probe pod is gone');
+        const status = pod.status?.containerStatuses?.find((c) => c.name === POLICY_PROBE_CONTAINER);
+        const ended = status?.state?.terminated;
+        if (ended?.exitCode === 0) return undefined;
+        if (ended?.exitCode === 3)
+          return `this cluster does not enforce NetworkPolicies: a pod under a deny-all policy reached ${
+            (ended.message ?? '')
+              .split('\n')
+              .filter((line) => line.startsWith('reached '))
+              .map((line) => line.slice('reached '.length))
+              .join(', ') || 'the network'
+          }, as any sandbox would; run a network plugin that enforces them (Calico, Cilium, …), or pass --kube-skip-policy-check to run sandboxes with the cluster's network open to them`;
+        if (ended)
+          throw new Error(
+            `the NetworkPolicy probe exited with ${ended.exitCode}: ${ended.message ?? ''}`.trim(),
+          );
+        const waiting = status?.state?.waiting;
+        if (waiting?.reason && STUCK_REASONS.has(waiting.reason))
+          throw new Error(`the NetworkPolicy probe: ${waiting.reason}: ${waiting.message ?? ''}`.trim());
+        if (Date.now() > deadline)
+          throw new Error('the NetworkPolicy probe did not end within the start timeout');
+        await sleep(this.pollMs);
+      }
+    } finally {
+      await removeProbes().catch(() => {});
+    }
   }
 
   /** NetworkPolicies say what a sandbox may open; the cluster's network plugin must enforce them. */
@@ -147,17 +223,22 @@ export class KubernetesSandboxRuntime implements SandboxRuntime {
     return this.prepared;
   }
 
-  private async images(spec: SandboxSpec): Promise<{ sandbox: string; agent: string }> {
-    const signal = AbortSignal.timeout(this.options.startTimeoutMs ?? 120_000);
+  /** The agent's image as the cluster pulls it (made and published once per process). */
+  private agentImageRef(signal: AbortSignal): Promise<string> {
     this.agentImage ??= ensureAgentImage(this.docker, this.options.agentBinary).then(
       async (local) => (await this.options.publisher.publish(local, signal)).ref,
     );
     this.agentImage.catch(() => {
       this.agentImage = undefined;
     });
+    return this.agentImage;
+  }
+
+  private async images(spec: SandboxSpec): Promise<{ sandbox: string; agent: string }> {
+    const signal = AbortSignal.timeout(this.options.startTimeoutMs ?? 120_000);
     const [sandbox, agent] = await Promise.all([
       this.options.publisher.publish(spec.image, signal).then((p) => p.ref),
-      this.agentImage,
+      this.agentImageRef(signal),
     ]);
     return { sandbox, agent };
   }
@@ -311,11 +392,20 @@ export class KubernetesSandboxRuntime implements SandboxRuntime {
     );
     const withPod = new Set((pods?.items ?? []).map((p) => p.metadata?.labels?.[SANDBOX_LABEL]));
     // A policy whose pod is gone (a crash while making or removing it) is listed as exited.
+    // (With its labels: a replica's pooled sandbox whose pod is being made is still that replica's.)
     const policiesOnly = (policies?.items ?? [])
       .filter((p) => p.metadata?.name !== DENY_ALL_POLICY)
-      .map((p) => p.metadata?.labels?.[SANDBOX_LABEL] ?? '')
-      .filter((id) => id !== '' && !withPod.has(id))
-      .map((id): ObservedSandbox => ({ id, state: 'exited', oomKilled: false, exitCode: null, labels: {} }));
+      .filter((p) => (p.metadata?.labels?.[SANDBOX_LABEL] ?? '') !== '')
+      .filter((p) => !withPod.has(p.metadata?.labels?.[SANDBOX_LABEL]))
+      .map(
+        (p): ObservedSandbox => ({
+          id: p.metadata?.labels?.[SANDBOX_LABEL] ?? '',
+          state: 'exited',
+          oomKilled: false,
+          exitCode: null,
+          labels: p.metadata?.labels ?? {},
+        }),
+      );
     return [...policiesOnly, ...(pods?.items ?? []).map(observed)];
   }
 

@@ -9,6 +9,8 @@ import {
   denyAllPolicyManifest,
   egressPeers,
   egressPolicyManifest,
+  POLICY_PROBE_LABEL,
+  policyProbeManifest,
   type SandboxClusterSettings,
   sandboxNamespaceManifest,
   sandboxPodManifest,
@@ -55,6 +57,7 @@ describe('Kubernetes sandbox manifests', () => {
       egressPolicyManifest(settings, spec(), egress.rules),
       sandboxPodManifest(settings, spec({ egress }), images),
       sandboxPodManifest(settings, spec({ isolation: 'gvisor', cpus: 0.5 }), images),
+      policyProbeManifest(settings, 'mayfly-policy-probe-0a1b2c3d', images.agent),
     ];
     await expect(manifests.map((m) => dumpYaml(m)).join('---\n')).toMatchFileSnapshot(
       '__snapshots__/sandbox.yaml',
@@ -114,6 +117,20 @@ describe('Kubernetes sandbox manifests', () => {
     );
     expect(hostile.metadata!.labels!['mayfly.sandbox']).toBe('abc123');
     expect(hostile.metadata!.labels!.x).toMatch(/^[A-Za-z0-9]([A-Za-z0-9_.-]*[A-Za-z0-9])?$/);
+  });
+
+  it('probe the policies from a pod the deny-all policy covers, that is never listed as a sandbox and gets no token', () => {
+    const probe = policyProbeManifest(settings, 'mayfly-policy-probe-1', images.agent);
+    expect(probe.metadata?.namespace).toBe(denyAllPolicyManifest(settings).metadata?.namespace);
+    expect(denyAllPolicyManifest(settings).spec?.podSelector).toEqual({});
+    expect(probe.metadata?.labels).toMatchObject({ [POLICY_PROBE_LABEL]: 'true' });
+    expect(Object.keys(probe.metadata?.labels ?? {})).not.toContain('mayfly.sandbox');
+    expect(probe.spec).toMatchObject({ automountServiceAccountToken: false, restartPolicy: 'Never' });
+    expect(probe.spec?.containers[0]?.securityContext).toMatchObject({
+      runAsNonRoot: true,
+      allowPrivilegeEscalation: false,
+      capabilities: { drop: ['ALL'] },
+    });
   });
 
   it('runs as numbers: a user name is refused (a pod cannot name one), gVisor needs a RuntimeClass', () => {

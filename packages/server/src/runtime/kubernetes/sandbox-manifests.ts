@@ -265,3 +265,65 @@ export function sandboxPodManifest(
     },
   };
 }
+
+/** Label of the pod that checks the cluster enforces NetworkPolicies (see {@link policyProbeManifest}). */
+export const POLICY_PROBE_LABEL = 'mayfly.policy-probe';
+/** The probe's container, whose exit code is the answer. */
+export const POLICY_PROBE_CONTAINER = 'probe';
+
+/**
+ * A pod in the sandbox namespace, under its deny-all policy, that tries to reach its node's kubelet
+ * and the API server and exits 3 if it reached one (the agent's `probe`): on a cluster whose network
+ * plugin ignores NetworkPolicies a sandbox would reach the same. Locked down as the relay is.
+ */
+export function policyProbeManifest(
+  settings: SandboxClusterSettings,
+  name: string,
+  agentImage: string,
+): V1Pod {
+  const resources = { memory: '32Mi', cpu: '100m' };
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: {
+      name,
+      namespace: sandboxNamespaceName(settings.instance),
+      labels: { ...installationLabels(settings), [POLICY_PROBE_LABEL]: 'true' },
+    },
+    spec: {
+      restartPolicy: 'Never',
+      automountServiceAccountToken: false,
+      enableServiceLinks: false,
+      terminationGracePeriodSeconds: 0,
+      activeDeadlineSeconds: 120,
+      dnsPolicy: 'None',
+      dnsConfig: { nameservers: ['192.0.2.1'] },
+      securityContext: { runAsUser: 65534, runAsGroup: 65534, seccompProfile: { type: 'RuntimeDefault' } },
+      containers: [
+        {
+          name: POLICY_PROBE_CONTAINER,
+          image: agentImage,
+          imagePullPolicy: 'IfNotPresent',
+          // (The API server's variables are given to every pod, service links or not.)
+          command: [
+            AGENT_IN_RELAY,
+            'probe',
+            '${HOST_IP}:10250',
+            '${KUBERNETES_SERVICE_HOST}:${KUBERNETES_SERVICE_PORT}',
+          ],
+          env: [{ name: 'HOST_IP', valueFrom: { fieldRef: { fieldPath: 'status.hostIP' } } }],
+          // What it reached, as the container's termination message.
+          terminationMessagePolicy: 'FallbackToLogsOnError',
+          securityContext: {
+            runAsNonRoot: true,
+            allowPrivilegeEscalation: false,
+            privileged: false,
+            capabilities: { drop: ['ALL'] },
+            readOnlyRootFilesystem: true,
+          },
+          resources: { limits: resources, requests: resources },
+        },
+      ],
+    },
+  };
+}
