@@ -302,6 +302,18 @@ function migrations(dialect: StoreDialect): Record<string, Migration> {
           .execute();
       },
     },
+    '0008-dashboard-sessions': {
+      // biome-ignore lint/suspicious/noExplicitAny: migrations must not depend on today's schema types
+      async up(db: Kysely<any>) {
+        // api | session (the dashboard's cookie) | login (a one-time link that starts a session)
+        await db.schema
+          .alterTable('tokens')
+          .addColumn('kind', 'text', (col) => col.notNull().defaultTo('api'))
+          .execute();
+        // A session's or link's token: it lives only as long as that one does.
+        await db.schema.alterTable('tokens').addColumn('parent_id', 'text').execute();
+      },
+    },
   };
 }
 

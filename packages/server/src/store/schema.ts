@@ -73,6 +73,9 @@ export interface TokensTable {
   project: string | null;
   expires_at: Timestamp | null;
   revoked_at: Timestamp | null;
+  /** `api`, `session` or `login` (see `TokenKind`). */
+  kind: Generated<string>;
+  parent_id: string | null;
 }
 
 /** The last output of a workload, one row per (environment, workload). */

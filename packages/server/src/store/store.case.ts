@@ -516,6 +516,58 @@ export function describeStore(name: string, target: StoreTarget): void {
       });
     });
 
+    describe('dashboard sessions and login links', () => {
+      it('are tokens of their own kind: never API tokens, listed or counted as such; a link works once; both die with their token', async () => {
+        const store = await open();
+        const { token: api, record: parent } = await store.tokens.create({ name: 'ci', scopes: ['write'] });
+        const session = await store.tokens.create({
+          name: 'dashboard session',
+          scopes: ['write'],
+          kind: 'session',
+          parentId: parent.id,
+          expiresAt: new Date(Date.now() + 60_000),
+        });
+        const login = await store.tokens.create({
+          name: 'dashboard login link',
+          scopes: ['write'],
+          kind: 'login',
+          parentId: parent.id,
+          expiresAt: new Date(Date.now() + 60_000),
+        });
+        expect(session.token).toMatch(/^mfs_[A-Za-z0-9_-]{43}$/);
+        expect(login.token).toMatch(/^mfl_[A-Za-z0-9_-]{43}$/);
+        // each only as its own kind
+        expect(await store.tokens.verify(session.token)).toBeNull();
+        expect(await store.tokens.verify(login.token)).toBeNull();
+        expect(await store.tokens.verify(api, undefined, 'session')).toBeNull();
+        expect(await store.tokens.verify(login.token, undefined, 'session')).toBeNull();
+        expect((await store.tokens.verify(session.token, undefined, 'session'))?.id).toBe(session.record.id);
+        expect((await store.tokens.list()).map((t) => t.id)).toEqual([parent.id]);
+        expect(await store.tokens.count()).toBe(1);
+        // a link once, even asked twice at the same time
+        const [first, second] = await Promise.all([
+          store.tokens.consumeLogin(login.token),
+          store.tokens.consumeLogin(login.token),
+        ]);
+        expect([first?.id, second?.id].filter(Boolean)).toEqual([login.record.id]);
+        expect(await store.tokens.consumeLogin(login.token)).toBeNull();
+        expect(await store.tokens.consumeLogin(session.token)).toBeNull();
+        // expired
+        const late = await store.tokens.create({
+          name: 'dashboard login link',
+          scopes: ['read'],
+          kind: 'login',
+          parentId: parent.id,
+          expiresAt: new Date(Date.now() + 60_000),
+        });
+        expect(await store.tokens.consumeLogin(late.token, new Date(Date.now() + 120_000))).toBeNull();
+        // the parent revoked: its session and links are dead too
+        expect(await store.tokens.revoke(parent.id)).toBe(true);
+        expect(await store.tokens.verify(session.token, undefined, 'session')).toBeNull();
+        expect(await store.tokens.consumeLogin(late.token)).toBeNull();
+      });
+    });
+
     describe('replicas', () => {
       it('counts a replica alive until its time runs out, longer when it beats again, not after it leaves', async () => {
         const [a, b] = [await open(), await open()];
@@ -816,6 +868,7 @@ export function describeStore(name: string, target: StoreTarget): void {
           createdAt: expect.any(Date),
           expiresAt: null,
           revokedAt: null,
+          parentId: null,
         });
         expect(record.createdAt.getTime()).toBeGreaterThanOrEqual(before);
         expect(await store.tokens.count()).toBe(2);
@@ -981,6 +1034,7 @@ export function describeStore(name: string, target: StoreTarget): void {
           { name: '0005-sandboxes' },
           { name: '0006-sandbox-templates' },
           { name: '0007-replicas' },
+          { name: '0008-dashboard-sessions' },
         ]);
         // one installation, one id, whichever replica made it
         expect(new Set(stores.map((s) => s.instanceId)).size).toBe(1);
@@ -1028,6 +1082,7 @@ export function describeStore(name: string, target: StoreTarget): void {
           { name: '0005-sandboxes' },
           { name: '0006-sandbox-templates' },
           { name: '0007-replicas' },
+          { name: '0008-dashboard-sessions' },
         ]);
       });
 
@@ -1061,6 +1116,7 @@ export function describeStore(name: string, target: StoreTarget): void {
           createdAt: new Date(at),
           expiresAt: null,
           revokedAt: null,
+          parentId: null,
         });
         await store.logs.save('env_old', 'web', 'kept');
         await store.images.touch('mayfly/web:old', 'shop');

@@ -190,22 +190,40 @@ export interface TokenRecord {
   createdAt: Date;
   expiresAt: Date | null;
   revokedAt: Date | null;
+  /** The token a dashboard session or login link was made with; null for API tokens. */
+  parentId: string | null;
 }
+
+/**
+ * What a token is for: `api`, the API's bearer tokens; `session`, the dashboard's cookie (`mfs_`),
+ * never taken as a bearer token; `login`, a one-time link that starts a session (`mfl_`). A
+ * session or link belongs to the token that made it and dies with it.
+ */
+export type TokenKind = 'api' | 'session' | 'login';
 
 export interface NewToken {
   name: string;
   scopes: string[];
   project?: string | null;
   expiresAt?: Date | null;
-  /** `e2b`: an `e2b_<hex>` key for the e2b SDKs instead of an `mfy_` token. */
+  /** `e2b`: an `e2b_<hex>` key for the e2b SDKs instead of an `mfy_` token (API tokens only). */
   format?: 'mayfly' | 'e2b';
+  /** Default `api`. */
+  kind?: TokenKind;
+  /** The token a session or login link was made with. */
+  parentId?: string | null;
 }
 
 export interface TokenRepository {
   /** Stores only a hash; the plain token is returned once, here. */
   create(token: NewToken): Promise<{ token: string; record: TokenRecord }>;
-  /** The token's record, or null when it is unknown, revoked or expired (at `now`, default: the clock). */
-  verify(token: string, now?: Date): Promise<TokenRecord | null>;
+  /**
+   * The token's record, or null when it is unknown, revoked or expired (at `now`, default: the
+   * clock), not of `kind` (default `api`), or its parent is.
+   */
+  verify(token: string, now?: Date, kind?: TokenKind): Promise<TokenRecord | null>;
+  /** A login link's record, revoked in the same step: only the first of any number of callers gets it. */
+  consumeLogin(token: string, now?: Date): Promise<TokenRecord | null>;
   get(id: string): Promise<TokenRecord | null>;
   /**
    * Stores `plain`, a token the operator made, unless a token with its hash was ever stored (a
@@ -213,7 +231,7 @@ export interface TokenRepository {
    * @returns true when it was stored now.
    */
   adopt(plain: string, token: NewToken): Promise<boolean>;
-  /** Every token, oldest first; revoked ones only with `includeRevoked` (expired ones always). */
+  /** Every API token, oldest first; revoked ones only with `includeRevoked` (expired ones always). */
   list(options?: { includeRevoked?: boolean }): Promise<TokenRecord[]>;
   /** Revokes; false when there is no such token or it was already revoked. */
   revoke(id: string): Promise<boolean>;

@@ -3,16 +3,28 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { Kysely, Selectable } from 'kysely';
 import { nanoid } from 'nanoid';
 import { type Database, fromDbTime, fromDbTimeOrNull, type TokensTable, toDbTime } from './schema.js';
-import type { NewToken, TokenRecord, TokenRepository } from './store.js';
+import type { NewToken, TokenKind, TokenRecord, TokenRepository } from './store.js';
 
 /** Prefix of every API token, so a leaked one is recognisable (e.g. by secret scanners). */
 export const TOKEN_PREFIX = 'mfy_';
 /** Prefix of a token in the form the e2b SDKs take as an API key (`e2b_` and lowercase hex). */
 export const E2B_KEY_PREFIX = 'e2b_';
 
+/** Prefix of a dashboard session (the cookie's value; never an API token). */
+export const SESSION_PREFIX = 'mfs_';
+/** Prefix of a one-time dashboard login link's code. */
+export const LOGIN_PREFIX = 'mfl_';
+
 /** Whether a presented string has the form of one of this server's API tokens. */
 export const isApiTokenForm = (token: string) =>
   token.startsWith(TOKEN_PREFIX) || token.startsWith(E2B_KEY_PREFIX);
+
+/** Whether a presented string has the form of a token of `kind`. */
+function hasForm(token: string, kind: TokenKind): boolean {
+  if (kind === 'session') return token.startsWith(SESSION_PREFIX);
+  if (kind === 'login') return token.startsWith(LOGIN_PREFIX);
+  return isApiTokenForm(token);
+}
 
 /** SHA-256 of a plain token, lowercase hex: the only form in which a token is stored. */
 export function hashToken(token: string): string {
@@ -45,14 +57,21 @@ export class KyselyTokenRepository implements TokenRepository {
       project: token.project ?? null,
       expires_at: token.expiresAt ? toDbTime(token.expiresAt) : null,
       revoked_at: null,
+      kind: token.kind ?? 'api',
+      parent_id: token.parentId ?? null,
     };
   }
 
   async create(token: NewToken): Promise<{ token: string; record: TokenRecord }> {
+    const random = randomBytes(32);
     const plain =
-      token.format === 'e2b'
-        ? E2B_KEY_PREFIX + randomBytes(32).toString('hex')
-        : TOKEN_PREFIX + randomBytes(32).toString('base64url');
+      token.kind === 'session'
+        ? SESSION_PREFIX + random.toString('base64url')
+        : token.kind === 'login'
+          ? LOGIN_PREFIX + random.toString('base64url')
+          : token.format === 'e2b'
+            ? E2B_KEY_PREFIX + random.toString('hex')
+            : TOKEN_PREFIX + random.toString('base64url');
     const row = await this.db
       .insertInto('tokens')
       .values(this.row(plain, token))
@@ -70,16 +89,51 @@ export class KyselyTokenRepository implements TokenRepository {
     return Number(result.numInsertedOrUpdatedRows ?? 0) > 0;
   }
 
-  async verify(token: string, now: Date = new Date()): Promise<TokenRecord | null> {
-    if (!isApiTokenForm(token)) return null;
+  async verify(token: string, now: Date = new Date(), kind: TokenKind = 'api'): Promise<TokenRecord | null> {
+    if (!hasForm(token, kind)) return null;
     const row = await this.db
       .selectFrom('tokens')
       .selectAll()
       .where('token_hash', '=', hashToken(token))
-      .where('revoked_at', 'is', null)
-      .where((eb) => eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', toDbTime(now))]))
+      .where((eb) => this.live(eb, kind, now))
       .executeTakeFirst();
     return row ? toRecord(row) : null;
+  }
+
+  async consumeLogin(token: string, now: Date = new Date()): Promise<TokenRecord | null> {
+    if (!hasForm(token, 'login')) return null;
+    // One conditional UPDATE: of two callers at once, only one finds it unrevoked.
+    const row = await this.db
+      .updateTable('tokens')
+      .set({ revoked_at: toDbTime(now) })
+      .where('token_hash', '=', hashToken(token))
+      .where((eb) => this.live(eb, 'login', now))
+      .returningAll()
+      .executeTakeFirst();
+    return row ? toRecord(row) : null;
+  }
+
+  /** A token of `kind`, neither revoked nor expired at `now`, and its parent (if any) too. */
+  // biome-ignore lint/suspicious/noExplicitAny: Kysely's expression builder over the tokens table
+  private live(eb: any, kind: TokenKind, now: Date) {
+    const at = toDbTime(now);
+    return eb.and([
+      eb('kind', '=', kind),
+      eb('revoked_at', 'is', null),
+      eb.or([eb('expires_at', 'is', null), eb('expires_at', '>', at)]),
+      eb.or([
+        eb('parent_id', 'is', null),
+        eb.exists(
+          eb
+            .selectFrom('tokens as parent')
+            .select('parent.id')
+            .whereRef('parent.id', '=', 'tokens.parent_id')
+            .where('parent.revoked_at', 'is', null)
+            // biome-ignore lint/suspicious/noExplicitAny: as above
+            .where((p: any) => p.or([p('parent.expires_at', 'is', null), p('parent.expires_at', '>', at)])),
+        ),
+      ]),
+    ]);
   }
 
   async get(id: string): Promise<TokenRecord | null> {
@@ -88,7 +142,7 @@ export class KyselyTokenRepository implements TokenRepository {
   }
 
   async list(options: { includeRevoked?: boolean } = {}): Promise<TokenRecord[]> {
-    let query = this.db.selectFrom('tokens').selectAll();
+    let query = this.db.selectFrom('tokens').selectAll().where('kind', '=', 'api');
     if (!options.includeRevoked) query = query.where('revoked_at', 'is', null);
     const rows = await query.orderBy('created_at').orderBy('id').execute();
     return rows.map(toRecord);
@@ -105,10 +159,11 @@ export class KyselyTokenRepository implements TokenRepository {
     return result.numUpdatedRows > 0n;
   }
 
-  /** Every token ever created, revoked and expired ones included. */
+  /** Every API token ever created, revoked and expired ones included. */
   async count(): Promise<number> {
     const { n } = await this.db
       .selectFrom('tokens')
+      .where('kind', '=', 'api')
       .select((eb) => eb.fn.countAll().as('n'))
       .executeTakeFirstOrThrow();
     return Number(n);
@@ -124,5 +179,6 @@ function toRecord(row: Selectable<TokensTable>): TokenRecord {
     createdAt: fromDbTime(row.created_at),
     expiresAt: fromDbTimeOrNull(row.expires_at),
     revokedAt: fromDbTimeOrNull(row.revoked_at),
+    parentId: row.parent_id,
   };
 }
