@@ -32,6 +32,9 @@ trap 'rm -rf "$CONTEXT"' EXIT
 cp "$NODE" "$CONTEXT/node"
 mkdir -p "$CONTEXT/app/packages/cli"
 cp -r packages/cli/bin packages/cli/dist packages/cli/package.json "$CONTEXT/app/packages/cli/"
+# The dashboard's build, which the server serves at / (packages/dashboard/dist).
+mkdir -p "$CONTEXT/app/packages/dashboard"
+cp -r packages/dashboard/dist "$CONTEXT/app/packages/dashboard/"
 # The production dependencies, as npm resolved them here (the workspaces' own packages are in the
 # bundle already).
 if ! deps="$(npm ls --omit=dev --all --parseable 2>/tmp/mayfly-npm-ls.err)"; then

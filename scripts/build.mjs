@@ -170,8 +170,34 @@ function writeAtomically(file, contents) {
   renameSync(tmp, file);
 }
 
+const dashboardDir = path.join(root, 'packages/dashboard');
+const dashboardOut = path.join(dashboardDir, 'dist/index.html');
+
+/** Whether the dashboard's build is missing or older than any of its sources. */
+export function isDashboardStale() {
+  if (!existsSync(dashboardOut)) return true;
+  const built = statSync(dashboardOut).mtimeMs;
+  const files = [path.join(dashboardDir, 'index.html'), path.join(dashboardDir, 'vite.config.ts')];
+  for (const e of readdirSync(path.join(dashboardDir, 'src'), { withFileTypes: true, recursive: true })) {
+    if (e.isFile()) files.push(path.join(e.parentPath, e.name));
+  }
+  return files.some((file) => statSync(file, { throwIfNoEntry: false })?.mtimeMs > built);
+}
+
+/** Builds the dashboard (packages/dashboard/dist, which the server serves at `/`) with Vite. */
+export async function buildDashboard() {
+  const { build: viteBuild } = await import('vite');
+  await viteBuild({ configFile: path.join(dashboardDir, 'vite.config.ts'), logLevel: 'warn' });
+}
+
 if (process.argv[1] === fileURLToPath(import.meta.url)) {
-  if (process.argv.includes('--if-stale') && !isStale()) process.exit(0);
+  const ifStale = process.argv.includes('--if-stale');
+  if (!ifStale || isDashboardStale()) {
+    const started = performance.now();
+    await buildDashboard();
+    console.error(`[mayfly] built packages/dashboard/dist in ${Math.round(performance.now() - started)} ms`);
+  }
+  if (ifStale && !isStale()) process.exit(0);
   const started = performance.now();
   const metafile = await build();
   if (process.argv.includes('--metafile')) {

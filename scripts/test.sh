@@ -6,11 +6,12 @@ cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
 bash scripts/ensure-gvisor.sh   # sandboxes of gvisor templates are tested too
+bash scripts/ensure-chromium.sh # the dashboard is tested in a real browser
 MAYFLY_TEST_PG_URL="$(bash scripts/ensure-postgres.sh | tail -1)"
 export MAYFLY_TEST_PG_URL
 
 echo "[mayfly] typecheck" >&2
-npx tsc -p .
+npx tsc -p . && npx tsc -p packages/dashboard
 echo "[mayfly] lint" >&2
 npx biome check .
 echo "[mayfly] tests" >&2

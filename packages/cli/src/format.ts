@@ -1,16 +1,8 @@
 import type { EnvEvent, TemplateIssue } from '@mayfly/contract';
 
-/** A duration for humans, at most two units: `45s`, `12m`, `3h5m`, `2d4h`. */
-export function formatDuration(ms: number): string {
-  const seconds = Math.max(0, Math.floor(ms / 1000));
-  if (seconds < 60) return `${seconds}s`;
-  const minutes = Math.floor(seconds / 60);
-  if (minutes < 60) return `${minutes}m`;
-  const hours = Math.floor(minutes / 60);
-  if (hours < 24) return minutes % 60 ? `${hours}h${minutes % 60}m` : `${hours}h`;
-  const days = Math.floor(hours / 24);
-  return hours % 24 ? `${days}d${hours % 24}h` : `${days}d`;
-}
+import { formatDuration } from '@mayfly/contract/duration';
+
+export { formatDuration };
 
 /** Time since the start of a command, precise enough for progress lines: `0.4s`, `12.3s`, `2m05s`. */
 export function formatElapsed(ms: number): string {

@@ -274,6 +274,14 @@ export const DEFAULT_TEMPLATES = [
 ] as const;
 
 /** API paths, so the SDK and the server cannot drift apart. */
+/** A one-time link that logs a browser into the dashboard (`POST /v1/dashboard/login-links`). */
+export const DashboardLoginLink = z.object({
+  /** Works once, until `expiresAt`; its code is in the fragment. */
+  url: z.string(),
+  expiresAt: z.string(),
+});
+export type DashboardLoginLink = z.infer<typeof DashboardLoginLink>;
+
 export const ApiPaths = {
   health: '/healthz',
   environments: '/v1/environments',
@@ -282,6 +290,8 @@ export const ApiPaths = {
   logs: (idOrName: string) => `/v1/environments/${encodeURIComponent(idOrName)}/logs`,
   bundles: '/v1/bundles',
   tokens: '/v1/tokens',
+  dashboardLoginLinks: '/v1/dashboard/login-links',
+  watchEnvironments: '/v1/watch/environments',
   token: (id: string) => `/v1/tokens/${encodeURIComponent(id)}`,
   projects: '/v1/projects',
   project: (name: string) => `/v1/projects/${encodeURIComponent(name)}`,

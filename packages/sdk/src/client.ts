@@ -1,4 +1,4 @@
-import { ApiPaths } from '@mayfly/contract';
+import { ApiPaths, DashboardLoginLink } from '@mayfly/contract';
 import * as z from 'zod';
 import { BundlesApi } from './bundles.js';
 import { EnvironmentsApi } from './environments.js';
@@ -57,6 +57,14 @@ export class MayflyClient {
     this.bundles = new BundlesApi(this.#http);
     this.tokens = new TokensApi(this.#http);
     this.projects = new ProjectsApi(this.#http);
+  }
+
+  /**
+   * A one-time link that logs a browser into the dashboard with this token's scope and project
+   * (works once, for 5 minutes; the session it starts ends with this token).
+   */
+  dashboardLoginLink(): Promise<DashboardLoginLink> {
+    return this.#http.json('POST', ApiPaths.dashboardLoginLinks, DashboardLoginLink);
   }
 
   /** Checks that the server is up; needs no token. @throws ConnectionError when nothing answers. */

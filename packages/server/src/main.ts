@@ -14,12 +14,15 @@ import { buildApi } from './api/app.js';
 import type { ScopedRoute } from './api/auth.js';
 import { defaultAgentBinary, inCheckout, loadConfig, type ServerConfigInput } from './config/config.js';
 import { BundleService } from './controller/bundle-service.js';
+import { EnvironmentFeed } from './controller/environment-feed.js';
 import { EnvironmentService } from './controller/environment-service.js';
 import { PreviewController } from './controller/preview-controller.js';
 import { PreviewService } from './controller/preview-service.js';
 import { ProjectService } from './controller/project-service.js';
 import { Reconciler } from './controller/reconciler.js';
 import type { UrlScheme } from './controller/urls.js';
+import { loadDashboardAssets } from './dashboard/dashboard-assets.js';
+import { DashboardSessions } from './dashboard/dashboard-sessions.js';
 import { lockDataDir, prepareDataDir } from './data-dir/data-dir.js';
 import { buildE2bApi, e2bPathOf } from './e2b/e2b-api.js';
 import { Gateway } from './gateway/gateway.js';
@@ -319,8 +322,19 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
   const e2b = sandboxes
     ? await buildE2bApi({ sandboxes, tokens, store, logger, domain: config.baseDomain })
     : undefined;
+  const environmentFeed = new EnvironmentFeed({
+    environments,
+    onError: (err) => logger.warn({ err }, 'reading environments for watchers failed'),
+  });
+  const dashboardDist = inCheckout('packages/dashboard/dist');
   const { app, routes } = await buildApi({
     environments,
+    environmentFeed,
+    dashboard: {
+      sessions: new DashboardSessions({ store }),
+      assets: dashboardDist ? await loadDashboardAssets(dashboardDist) : null,
+      secureCookie: config.publicScheme === 'https',
+    },
     ...(sandboxes ? { sandboxes } : {}),
     tokens,
     bundles,
@@ -385,6 +399,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
       await sandboxes?.stop();
       await reconciler.stop();
       gateway.close();
+      environmentFeed.close();
       await e2b?.close();
       await app.close();
       await store.close();

@@ -5,6 +5,7 @@ import Fastify, { type FastifyInstance, type FastifyServerFactory, LogController
 import * as z from 'zod';
 import type { TokenService } from '../access/token-service.js';
 import type { BundleService } from '../controller/bundle-service.js';
+import type { EnvironmentFeed } from '../controller/environment-feed.js';
 import type { EnvironmentService } from '../controller/environment-service.js';
 import type { PreviewService } from '../controller/preview-service.js';
 import type { ProjectService } from '../controller/project-service.js';
@@ -14,6 +15,7 @@ import type { SandboxService } from '../sandbox/sandbox-service.js';
 import type { WebhookService } from '../triggers/webhook-service.js';
 import { registerAuth, type ScopedRoute } from './auth.js';
 import { registerBundleRoutes } from './bundle-routes.js';
+import { type DashboardRouteDeps, registerDashboardRoutes } from './dashboard-routes.js';
 import { registerEnvironmentRoutes } from './environment-routes.js';
 import { toHttpError } from './errors.js';
 import { openApiDocument } from './openapi.js';
@@ -25,6 +27,9 @@ import { registerWebhookRoutes } from './webhook-routes.js';
 
 export interface ApiDeps {
   environments: EnvironmentService;
+  environmentFeed: EnvironmentFeed;
+  /** The dashboard's sessions and built files. */
+  dashboard: DashboardRouteDeps;
   tokens: TokenService;
   bundles: BundleService;
   projects: ProjectService;
@@ -62,7 +67,7 @@ export async function buildApi(
     if (status >= 500) req.log.error({ err }, 'request failed');
     void reply.status(status).send(body);
   });
-  const routes = registerAuth(app, deps.tokens);
+  const routes = registerAuth(app, deps.tokens, deps.dashboard.sessions);
 
   addRoute(app, {
     method: 'GET',
@@ -97,6 +102,7 @@ export async function buildApi(
       return document;
     },
   });
+  registerDashboardRoutes(app, deps.dashboard);
   registerEnvironmentRoutes(app, deps);
   registerBundleRoutes(app, deps);
   registerTokenRoutes(app, deps);

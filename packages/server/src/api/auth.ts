@@ -10,6 +10,8 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Access } from '../access/access.js';
 import type { TokenService } from '../access/token-service.js';
 import { ForbiddenError } from '../controller/errors.js';
+import { type DashboardSessions, SESSION_COOKIE } from '../dashboard/dashboard-sessions.js';
+import { parseCookies } from '../net/cookies.js';
 import { UnauthorizedError } from './errors.js';
 import type { RouteDoc } from './route.js';
 
@@ -49,6 +51,7 @@ export interface ScopedRoute {
 export function registerAuth(
   app: FastifyInstance<Server>,
   tokens: Pick<TokenService, 'authenticate'>,
+  sessions?: Pick<DashboardSessions, 'authenticate'>,
 ): ScopedRoute[] {
   const routes: ScopedRoute[] = [];
   app.decorateRequest('access', null);
@@ -66,6 +69,21 @@ export function registerAuth(
     const needed: RouteScope = req.routeOptions.config?.scope ?? 'read';
     if (needed === 'public') return;
     const header = req.headers.authorization ?? '';
+    const session = header ? undefined : dashboardSession(req);
+    if (session !== undefined && sessions) {
+      // Only the dashboard's own requests: the header a page of another site cannot send without
+      // asking first, or a same-origin load the browser vouches for (its event streams).
+      if (!fromDashboard(req))
+        throw new ForbiddenError(
+          `a dashboard session is taken only from the dashboard's own requests (the ${DASHBOARD_HEADER} header)`,
+        );
+      const found = await sessions.authenticate(session);
+      if (!found) throw new UnauthorizedError('the dashboard session has ended: log in again');
+      if (!scopeAllows(found.access.scope, needed))
+        throw new ForbiddenError(`this session has scope "${found.access.scope}"; this needs "${needed}"`);
+      req.access = found.access;
+      return;
+    }
     const token = /^Bearer\s+(\S+)\s*$/i.exec(header)?.[1] ?? '';
     if (!token) throw new UnauthorizedError('missing bearer token (set MAYFLY_TOKEN)');
     // A token is a prefix and 43 base64url characters; anything else is not worth a lookup.
@@ -78,4 +96,20 @@ export function registerAuth(
     req.access = access;
   });
   return routes;
+}
+
+/** The header the dashboard sends with each of its API requests. */
+export const DASHBOARD_HEADER = 'x-mayfly-dashboard';
+
+/** The dashboard session cookie's value, if the request has one. */
+export function dashboardSession(req: FastifyRequest): string | undefined {
+  return parseCookies(req.headers.cookie).find((c) => c.name === SESSION_COOKIE)?.value;
+}
+
+/** A request the dashboard itself made (see the auth hook). */
+export function fromDashboard(req: FastifyRequest): boolean {
+  return (
+    req.headers[DASHBOARD_HEADER] === '1' ||
+    (req.method === 'GET' && req.headers['sec-fetch-site'] === 'same-origin')
+  );
 }

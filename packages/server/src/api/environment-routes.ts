@@ -1,8 +1,10 @@
 /** `/v1/environments`: create, list, get, destroy, events and logs. */
 import type { Server } from 'node:http';
+import { PassThrough } from 'node:stream';
 import { ApiPaths, TEMPLATE_MAX_BYTES } from '@mayfly/contract';
 import type { FastifyInstance } from 'fastify';
 import * as z from 'zod';
+import type { FeedEvent } from '../controller/environment-feed.js';
 import type { ApiDeps } from './app.js';
 import { requireAccess } from './auth.js';
 import { addRoute } from './route.js';
@@ -53,6 +55,44 @@ const LOG_MEDIA_TYPE = 'text/plain; charset=utf-8';
 export function registerEnvironmentRoutes(app: FastifyInstance<Server>, deps: ApiDeps): void {
   const { environments } = deps;
   const base = ApiPaths.environments;
+
+  addRoute(app, {
+    method: 'GET',
+    url: ApiPaths.watchEnvironments,
+    scope: 'read',
+    summary: 'environments as they change: server-sent events',
+    description:
+      'A `snapshot` event (data: the environments this token sees, as JSON), then a `change` event (one environment) or a `gone` event (its id) whenever one changes, within about a second. A client that does not keep up is disconnected.',
+    response: { status: 200, description: 'an event stream', mediaType: 'text/event-stream' },
+    errors: { 429: 'the most watchers this server serves at once are connected' },
+    handler: async ({ req, reply }) => {
+      const stream = new PassThrough();
+      const write = (event: FeedEvent): boolean => {
+        // A client more than 1 MiB behind is dropped, not buffered for.
+        if (stream.writableLength > 1024 * 1024) return false;
+        const data =
+          event.type === 'snapshot'
+            ? JSON.stringify(event.items)
+            : event.type === 'change'
+              ? JSON.stringify(event.environment)
+              : event.id;
+        stream.write(`event: ${event.type}\ndata: ${data}\n\n`);
+        return true;
+      };
+      const stop = await deps.environmentFeed.watch(requireAccess(req), write, () => stream.end());
+      // Comments keep idle connections open through proxies.
+      const ping = setInterval(() => stream.write(': ping\n\n'), 15_000);
+      reply.raw.on('close', () => {
+        clearInterval(ping);
+        stop();
+        stream.destroy();
+      });
+      reply.header('cache-control', 'no-cache').header('x-accel-buffering', 'no');
+      reply.send(stream);
+      reply.raw.flushHeaders();
+      return reply;
+    },
+  });
 
   addRoute(app, {
     method: 'POST',

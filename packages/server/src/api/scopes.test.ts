@@ -6,7 +6,7 @@
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import type { CreatedToken, Environment, Token, TokenScope } from '@mayfly/contract';
+import { ApiPaths, type CreatedToken, type Environment, type Token, type TokenScope } from '@mayfly/contract';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startServer } from '../main.js';
 import { TESTKIT_IMAGE, testInstanceName } from '../test-support/global-setup.js';
@@ -61,6 +61,22 @@ describe('token scopes', () => {
     for (const route of guarded) {
       const { path: urlPath, body } = sample(route.method, route.url);
       const label = `${route.method} ${route.url}`;
+      if (route.url === ApiPaths.watchEnvironments) {
+        // An event stream does not end: its status, then it is closed.
+        const status = async (token?: string) => {
+          const abort = new AbortController();
+          const res = await fetch(`${t.server.url}${urlPath}`, {
+            signal: abort.signal,
+            headers: token ? { authorization: `Bearer ${token}` } : {},
+          });
+          abort.abort();
+          return res.status;
+        };
+        expect(await status(), label).toBe(401);
+        expect(await status('mfy_forged'), label).toBe(401);
+        for (const scope of SCOPES) expect(await status(tokens[scope]), `${label} with ${scope}`).toBe(200);
+        continue;
+      }
       const anonymous = await fetch(`${t.server.url}${urlPath}`, { method: route.method });
       expect(anonymous.status, label).toBe(401);
       expect((await t.api(route.method, urlPath, body, 'mfy_forged')).status, label).toBe(401);
@@ -85,6 +101,25 @@ describe('token scopes', () => {
 
   it('public routes need no token', async () => {
     for (const route of t.server.routes.filter((r) => r.scope === 'public')) {
+      // The dashboard's session: its own credential (a login link or the cookie), never a token.
+      if (route.url === '/dashboard/session') {
+        const res = await fetch(`${t.server.url}${route.url}`, {
+          method: route.method,
+          headers: {
+            'x-mayfly-dashboard': '1',
+            ...(route.method === 'POST' ? { 'content-type': 'application/json' } : {}),
+          },
+          ...(route.method === 'POST' ? { body: '{}' } : {}),
+        });
+        expect(res.status, `${route.method} ${route.url}`).toBe(route.method === 'DELETE' ? 200 : 401);
+        continue;
+      }
+      if (route.url === '/assets/:file') {
+        const html = await (await fetch(`${t.server.url}/`)).text();
+        const asset = /src="(\/assets\/[^"]+)"/.exec(html)?.[1];
+        expect((await fetch(`${t.server.url}${asset}`)).status, route.url).toBe(200);
+        continue;
+      }
       if (route.method === 'GET') {
         expect((await fetch(`${t.server.url}${route.url}`)).status, route.url).toBe(200);
         continue;

@@ -11,6 +11,8 @@
  */
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import { previewTokenMatches } from '../access/preview-token.js';
+import { SESSION_COOKIE } from '../dashboard/dashboard-sessions.js';
+import { type Cookie, parseCookies } from '../net/cookies.js';
 import { isApiTokenForm } from '../store/token-repository.js';
 import { errorPage } from './error-page.js';
 
@@ -187,29 +189,6 @@ function decode(s: string): string {
   }
 }
 
-interface Cookie {
-  name: string;
-  value: string;
-  raw: string;
-}
-
-function parseCookies(header: string | undefined): Cookie[] {
-  if (!header) return [];
-  return header
-    .split(';')
-    .map((raw) => raw.trim())
-    .filter((raw) => raw !== '')
-    .map((raw) => {
-      const eq = raw.indexOf('=');
-      const value = eq >= 0 ? raw.slice(eq + 1).trim() : '';
-      return {
-        name: eq >= 0 ? raw.slice(0, eq).trim() : raw,
-        value: value.startsWith('"') && value.endsWith('"') && value.length >= 2 ? value.slice(1, -1) : value,
-        raw,
-      };
-    });
-}
-
 function headerValues(value: string | string[] | undefined): string[] {
   return [value ?? []]
     .flat()
@@ -221,6 +200,9 @@ function headerValues(value: string | string[] | undefined): string[] {
 /** The headers forwarded to the app: without the bypass header and without any preview cookie. */
 function forwardedHeaders(headers: IncomingHttpHeaders, cookies: Cookie[]): IncomingHttpHeaders {
   const { [BYPASS_HEADER]: _bypass, cookie: _cookie, ...rest } = headers;
-  const kept = cookies.filter((c) => !c.name.startsWith(COOKIE_PREFIX)).map((c) => c.raw);
+  // (Nor a dashboard session, were one ever sent to an app's host.)
+  const kept = cookies
+    .filter((c) => !c.name.startsWith(COOKIE_PREFIX) && c.name !== SESSION_COOKIE)
+    .map((c) => c.raw);
   return kept.length > 0 ? { ...rest, cookie: kept.join('; ') } : rest;
 }

@@ -308,7 +308,9 @@ export function policyProbeManifest(
           command: [
             AGENT_IN_RELAY,
             'probe',
+            // biome-ignore lint/suspicious/noTemplateCurlyInString: the agent expands it from its environment
             '${HOST_IP}:10250',
+            // biome-ignore lint/suspicious/noTemplateCurlyInString: the agent expands it from its environment
             '${KUBERNETES_SERVICE_HOST}:${KUBERNETES_SERVICE_PORT}',
           ],
           env: [{ name: 'HOST_IP', valueFrom: { fieldRef: { fieldPath: 'status.hostIP' } } }],

@@ -1,0 +1,98 @@
+/**
+ * The dashboard in a real browser (Debian's Chromium, driven by playwright-core; nothing is
+ * downloaded): logged in with the link `mayfly dashboard --print-url` prints, an environment made
+ * with `mayfly up` appears in the list by itself and turns ready, and one destroyed with `mayfly
+ * destroy` leaves it. Screenshots of each page go to .mayfly/screenshots/.
+ */
+import { execFile } from 'node:child_process';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+import { type Browser, chromium, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TESTKIT_IMAGE } from '../../server/src/test-support/global-setup.js';
+import { startTestServer, type TestServer } from '../../server/src/test-support/test-server.js';
+
+const run = promisify(execFile);
+const root = fileURLToPath(new URL('../../..', import.meta.url));
+const bin = path.join(root, 'packages/cli/bin/mayfly.js');
+const screenshots = path.join(root, '.mayfly/screenshots');
+const CHROMIUM = '/usr/bin/chromium';
+
+describe('the dashboard in a browser', () => {
+  let t: TestServer;
+  let browser: Browser;
+  let page: Page;
+  let dir: string;
+  const cli = (args: string[]) =>
+    run(process.execPath, [bin, ...args], {
+      cwd: root,
+      env: { ...process.env, MAYFLY_URL: t.server.url, MAYFLY_TOKEN: t.token },
+      maxBuffer: 16 * 1024 * 1024,
+    });
+  const shot = (name: string) =>
+    page.screenshot({ path: path.join(screenshots, `dashboard-${name}.png`), fullPage: true });
+
+  beforeAll(async () => {
+    t = await startTestServer();
+    dir = await mkdtemp(path.join(os.tmpdir(), 'mayfly-dashboard-'));
+    await writeFile(
+      path.join(dir, 'compose.yaml'),
+      `services:\n  web:\n    image: ${TESTKIT_IMAGE}\n    command: ["testkit", "http", "--port", "8080"]\n    ports: ["8080"]\n`,
+    );
+    await mkdir(screenshots, { recursive: true });
+    // As root, Chromium runs only without its own sandbox (the test machine's user).
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
+    page = await browser.newPage({ viewport: { width: 1200, height: 800 } });
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await t?.close();
+    if (dir) await rm(dir, { recursive: true, force: true });
+  });
+
+  it('logs in with the one-time link; a second use of it is refused', async () => {
+    const { stdout } = await cli(['dashboard', '--print-url']);
+    const link = stdout.trim();
+    expect(link).toMatch(/^http:\/\/127\.0\.0\.1:\d+\/login#mfl_/);
+    await page.goto(link);
+    await page.getByRole('heading', { name: 'Environments' }).waitFor();
+    expect(new URL(page.url()).pathname).toBe('/');
+    // The code is gone from the address bar and the history.
+    expect(page.url()).not.toContain('mfl_');
+    const cookies = await page.context().cookies();
+    expect(cookies.find((c) => c.name === 'mayfly_session')).toMatchObject({
+      httpOnly: true,
+      sameSite: 'Strict',
+    });
+    await shot('environments-empty');
+
+    const other = await browser.newPage();
+    await other.goto(link);
+    await other.getByRole('alert').waitFor();
+    expect(await other.getByRole('alert').textContent()).toMatch(/invalid, used or expired/);
+    await other.close();
+  });
+
+  it('shows an environment made with mayfly up without a reload, ready with its URL, and drops it when destroyed', async () => {
+    const row = page.locator('tr[data-env="dash-live"]');
+    expect(await row.count()).toBe(0);
+    await cli(['up', '-f', path.join(dir, 'compose.yaml'), '--name', 'dash-live', '--no-wait']);
+    await row.waitFor();
+    await row.locator('.state-ready').waitFor({ timeout: 120_000 });
+    expect(await row.getByRole('link', { name: 'web' }).getAttribute('href')).toMatch(
+      /^http:\/\/web--dash-live\.localhost:\d+\/$/,
+    );
+    // Search narrows the list.
+    await page.getByLabel('Search environments').fill('no-such-name');
+    await row.waitFor({ state: 'detached' });
+    await page.getByLabel('Search environments').fill('dash');
+    await row.waitFor();
+    await shot('environments');
+
+    await cli(['destroy', 'dash-live']);
+    await row.waitFor({ state: 'detached', timeout: 120_000 });
+  });
+});

@@ -1,0 +1,51 @@
+import { useEffect, useState } from 'preact/hooks';
+import { ApiError, api, type Session } from './api.js';
+import { EnvironmentsPage } from './pages/environments.js';
+import { LoginPage } from './pages/login.js';
+import { navigate, onLinkClick, usePath } from './router.js';
+
+export function App() {
+  const path = usePath();
+  const [session, setSession] = useState<Session | null | undefined>(undefined);
+
+  useEffect(() => {
+    if (path === '/login') return;
+    api<Session>('GET', '/dashboard/session').then(setSession, (err: unknown) => {
+      setSession(null);
+      if (err instanceof ApiError && err.status === 401) navigate('/login', { replace: true });
+    });
+  }, [path === '/login']);
+
+  if (path === '/login') return <LoginPage onSession={setSession} />;
+  if (session === undefined) return <p class="muted">Loading…</p>;
+  if (session === null) return null;
+
+  const logout = async () => {
+    await api('DELETE', '/dashboard/session').catch(() => {});
+    setSession(null);
+    navigate('/login');
+  };
+  return (
+    <>
+      <header>
+        <strong>Mayfly</strong>
+        <nav>
+          <a href="/" onClick={onLinkClick}>
+            Environments
+          </a>
+          <a href="/metrics">Metrics</a>
+        </nav>
+        <span class="muted">
+          {session.scope}
+          {session.project ? ` · ${session.project}` : ''}
+        </span>
+        <button type="button" onClick={logout}>
+          Log out
+        </button>
+      </header>
+      <main>
+        <EnvironmentsPage />
+      </main>
+    </>
+  );
+}

@@ -1,0 +1,117 @@
+import type { Environment } from '@mayfly/contract';
+import { useEffect, useMemo, useState } from 'preact/hooks';
+import { age, timeLeft } from '../time.js';
+
+/**
+ * Every environment, kept up to date by the server's stream (`/v1/watch/environments`): a
+ * snapshot, then each change as it happens. Filter by state and search by name or project.
+ */
+export function EnvironmentsPage() {
+  const [items, setItems] = useState<Map<string, Environment>>(new Map());
+  const [connected, setConnected] = useState(false);
+  const [query, setQuery] = useState('');
+  const [state, setState] = useState('');
+  const [now, setNow] = useState(Date.now());
+
+  useEffect(() => {
+    const source = new EventSource('/v1/watch/environments');
+    source.addEventListener('snapshot', (e) => {
+      const list = JSON.parse((e as MessageEvent<string>).data) as Environment[];
+      setItems(new Map(list.map((env) => [env.id, env])));
+      setConnected(true);
+    });
+    source.addEventListener('change', (e) => {
+      const env = JSON.parse((e as MessageEvent<string>).data) as Environment;
+      setItems((old) => new Map(old).set(env.id, env));
+    });
+    source.addEventListener('gone', (e) => {
+      const id = (e as MessageEvent<string>).data;
+      setItems((old) => {
+        const next = new Map(old);
+        next.delete(id);
+        return next;
+      });
+    });
+    source.onerror = () => setConnected(false);
+    const tick = setInterval(() => setNow(Date.now()), 1000);
+    return () => {
+      source.close();
+      clearInterval(tick);
+    };
+  }, []);
+
+  const shown = useMemo(() => {
+    const q = query.trim().toLowerCase();
+    return [...items.values()]
+      .filter((env) => !state || env.state === state)
+      .filter((env) => !q || env.name.toLowerCase().includes(q) || env.project.toLowerCase().includes(q))
+      .sort((a, b) => b.createdAt.localeCompare(a.createdAt));
+  }, [items, query, state]);
+
+  return (
+    <section>
+      <h1>Environments</h1>
+      <div class="toolbar">
+        <input
+          type="search"
+          placeholder="Search name or project"
+          aria-label="Search environments"
+          value={query}
+          onInput={(e) => setQuery((e.target as HTMLInputElement).value)}
+        />
+        <select
+          aria-label="Filter by state"
+          value={state}
+          onChange={(e) => setState((e.target as HTMLSelectElement).value)}
+        >
+          <option value="">every state</option>
+          {['pending', 'building', 'creating', 'ready', 'sleeping', 'destroying', 'failed'].map((s) => (
+            <option key={s} value={s}>
+              {s}
+            </option>
+          ))}
+        </select>
+        <span class="muted" aria-live="polite">
+          {connected ? `${shown.length} of ${items.size}` : 'connecting…'}
+        </span>
+      </div>
+      <table>
+        <thead>
+          <tr>
+            <th>Name</th>
+            <th>State</th>
+            <th class="wide">Project</th>
+            <th class="wide">Kind</th>
+            <th>Age</th>
+            <th class="wide">Time left</th>
+            <th>URLs</th>
+          </tr>
+        </thead>
+        <tbody>
+          {shown.map((env) => (
+            <tr key={env.id} data-env={env.name}>
+              <td>{env.name}</td>
+              <td class={`state-${env.state}`}>
+                {env.state}
+                {env.failure && <div class="error">{`${env.failure.step}: ${env.failure.reason}`}</div>}
+              </td>
+              <td class="wide">{env.project}</td>
+              <td class="wide">{env.kind}</td>
+              <td>{age(env.createdAt, now)}</td>
+              <td class="wide">{env.keep ? 'kept' : timeLeft(env.expiresAt, now)}</td>
+              <td>
+                {Object.entries(env.urls).map(([service, url]) => (
+                  <div key={service}>
+                    <a href={url} target="_blank" rel="noreferrer">
+                      {service}
+                    </a>
+                  </div>
+                ))}
+              </td>
+            </tr>
+          ))}
+        </tbody>
+      </table>
+    </section>
+  );
+}

@@ -1,0 +1,217 @@
+/**
+ * The dashboard over HTTP, as a browser and an attacker see it: the app and its assets served at
+ * `/` (gzip, a strict content security policy), sessions from a one-time login link or a token
+ * (an HTTP-only cookie that is never an API token, taken only with the dashboard's header, and
+ * that dies with its token), and the live feed of environments the list page follows.
+ */
+import type { CreatedToken, DashboardLoginLink, Environment } from '@mayfly/contract';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TESTKIT_IMAGE } from '../test-support/global-setup.js';
+import { startTestServer, type TestServer } from '../test-support/test-server.js';
+
+const HEADER = { 'x-mayfly-dashboard': '1' };
+const sleeper = `services:\n  app:\n    image: ${TESTKIT_IMAGE}\n    command: ["testkit", "sleep"]\n`;
+
+describe('the dashboard', () => {
+  let t: TestServer;
+  let url: string;
+  beforeAll(async () => {
+    t = await startTestServer();
+    url = t.server.url;
+  });
+  afterAll(async () => {
+    await t.close();
+  });
+
+  /** A session from a login link made with `token`: the cookie's value and the response. */
+  const login = async (token = t.token) => {
+    const link = await t.api<DashboardLoginLink>('POST', '/v1/dashboard/login-links', undefined, token);
+    expect(link.status).toBe(201);
+    const code = new URL(link.body.url).hash.slice(1);
+    const res = await fetch(`${url}/dashboard/session`, {
+      method: 'POST',
+      headers: { ...HEADER, 'content-type': 'application/json' },
+      body: JSON.stringify({ link: code }),
+    });
+    const cookie = res.headers.get('set-cookie') ?? '';
+    return { res, code, cookie, session: /^mayfly_session=([^;]*)/.exec(cookie)?.[1] ?? '', link: link.body };
+  };
+  const withSession = (session: string, path: string, init: RequestInit = {}, header = true) =>
+    fetch(`${url}${path}`, {
+      ...init,
+      headers: { cookie: `mayfly_session=${session}`, ...(header ? HEADER : {}), ...init.headers },
+    });
+
+  it('serves the app at / and its pages, gzipped, with a content security policy; assets by exact name only', async () => {
+    for (const page of ['/', '/login', '/environments/web']) {
+      const res = await fetch(`${url}${page}`, { headers: { 'accept-encoding': 'gzip' } });
+      expect(res.status, page).toBe(200);
+      expect(res.headers.get('content-type')).toMatch(/^text\/html/);
+      expect(res.headers.get('content-encoding')).toBe('gzip');
+      expect(res.headers.get('content-security-policy')).toMatch(
+        /default-src 'self'.*frame-ancestors 'none'/,
+      );
+      const html = await res.text();
+      expect(html).toMatch(/<div id="app">/);
+      // Every script and style is this server's own (nothing from a CDN).
+      // (The icon is an empty inline one: no request for /favicon.ico.)
+      const refs = [...html.matchAll(/(?:src|href)="([^"]+)"/g)]
+        .map((m) => m[1]!)
+        .filter((r) => r !== 'data:,');
+      expect(refs.length).toBeGreaterThan(0);
+      for (const ref of refs) {
+        expect(ref).toMatch(/^\/assets\/[\w.-]+$/);
+        const asset = await fetch(`${url}${ref}`);
+        expect(asset.status, ref).toBe(200);
+        expect(asset.headers.get('cache-control')).toMatch(/immutable/);
+      }
+    }
+    for (const bad of ['/assets/..%2Fpackage.json', '/assets/%2e%2e%2findex.html', '/assets/nothing.js']) {
+      expect((await fetch(`${url}${bad}`)).status, bad).toBe(404);
+    }
+    // An unknown API path is still the API's: a token is needed.
+    expect((await fetch(`${url}/v1/nothing`)).status).toBe(401);
+  });
+
+  it('logs in once per link: an HTTP-only, same-site cookie with the scope of the token that made the link', async () => {
+    const reader = await t.api<CreatedToken>('POST', '/v1/tokens', { name: 'dash-reader', scope: 'read' });
+    const { res, code, cookie, session, link } = await login(reader.body.token);
+    expect(link.url).toMatch(new RegExp(`^${url}/login#mfl_[\\w-]{43}$`));
+    expect(res.status).toBe(201);
+    expect(await res.json()).toMatchObject({ scope: 'read', project: null });
+    expect(cookie).toMatch(/^mayfly_session=mfs_[\w-]{43}; Path=\/; Max-Age=\d+; HttpOnly; SameSite=Strict$/);
+    // the link works once
+    const again = await fetch(`${url}/dashboard/session`, {
+      method: 'POST',
+      headers: { ...HEADER, 'content-type': 'application/json' },
+      body: JSON.stringify({ link: code }),
+    });
+    expect(again.status).toBe(401);
+    expect(((await again.json()) as { error: { message: string } }).error.message).toMatch(/used or expired/);
+    // the session reads, with the header; it may not write (read scope)
+    expect((await withSession(session, '/v1/environments')).status).toBe(200);
+    const write = await withSession(session, '/v1/environments', {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ name: 'nope', template: { filename: 'compose.yaml', content: sleeper } }),
+    });
+    expect(write.status).toBe(403);
+    expect(((await write.json()) as { error: { message: string } }).error.message).toMatch(/scope "read"/);
+    const info = await withSession(session, '/dashboard/session');
+    expect(await info.json()).toMatchObject({ scope: 'read' });
+  });
+
+  it('a session is no API token, is taken only with the dashboard header, and dies with its token or on logout', async () => {
+    const writer = await t.api<CreatedToken>('POST', '/v1/tokens', { name: 'dash-writer', scope: 'write' });
+    const { session } = await login(writer.body.token);
+    // as a bearer token: unknown
+    expect((await t.api('GET', '/v1/environments', undefined, session)).status).toBe(401);
+    // the cookie without the header (what another site's form or script would send): refused
+    const forged = await withSession(session, '/v1/environments', {}, false);
+    expect(forged.status).toBe(403);
+    expect(
+      (
+        await withSession(
+          session,
+          '/v1/environments',
+          {
+            method: 'POST',
+            headers: { 'content-type': 'application/json', 'sec-fetch-site': 'same-origin' },
+            body: '{}',
+          },
+          false,
+        )
+      ).status,
+    ).toBe(403);
+    // an API token as the cookie: not a session
+    expect((await withSession(t.token, '/v1/environments')).status).toBe(401);
+    // starting a session needs the header too, and a real link or token
+    const noHeader = await fetch(`${url}/dashboard/session`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ token: writer.body.token }),
+    });
+    expect(noHeader.status).toBe(403);
+    for (const body of [
+      { link: 'mfl_nothing' },
+      { token: 'mfy_nothing' },
+      { link: session },
+      {},
+      { link: 'x'.repeat(10_000) },
+    ]) {
+      const res = await fetch(`${url}/dashboard/session`, {
+        method: 'POST',
+        headers: { ...HEADER, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+      expect(res.status, JSON.stringify(body).slice(0, 40)).toBe(401);
+    }
+    // a token typed in starts one too, without the token in the cookie
+    const typed = await fetch(`${url}/dashboard/session`, {
+      method: 'POST',
+      headers: { ...HEADER, 'content-type': 'application/json' },
+      body: JSON.stringify({ token: writer.body.token }),
+    });
+    expect(typed.status).toBe(201);
+    const typedSession = /^mayfly_session=([^;]*)/.exec(typed.headers.get('set-cookie') ?? '')?.[1] ?? '';
+    expect(typedSession).toMatch(/^mfs_/);
+    // logging out ends that one session
+    const out = await withSession(typedSession, '/dashboard/session', { method: 'DELETE' });
+    expect(out.headers.get('set-cookie')).toMatch(/^mayfly_session=; Path=\/; Max-Age=0/);
+    expect((await withSession(typedSession, '/v1/environments')).status).toBe(401);
+    expect((await withSession(session, '/v1/environments')).status).toBe(200);
+    // the token revoked: its sessions end
+    expect((await t.api('DELETE', `/v1/tokens/${writer.body.id}`)).status).toBe(200);
+    const ended = await withSession(session, '/v1/environments');
+    expect(ended.status).toBe(401);
+    expect(((await ended.json()) as { error: { message: string } }).error.message).toMatch(
+      /session has ended/,
+    );
+    // sessions and links are not listed as tokens
+    const listed = await t.api<{ items: { name: string }[] }>('GET', '/v1/tokens?all=1');
+    expect(listed.body.items.map((i) => i.name)).not.toContain('dashboard session');
+  });
+
+  it('pushes environments as they change to a watcher: a snapshot, then each change and each one gone', async () => {
+    const { session } = await login();
+    const abort = new AbortController();
+    const res = await withSession(session, '/v1/watch/environments', { signal: abort.signal });
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/^text\/event-stream/);
+    const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = '';
+    /** The next event for which `match` is true (earlier ones are skipped). */
+    const next = async (match: (type: string, data: string) => boolean) => {
+      for (;;) {
+        const end = buffer.indexOf('\n\n');
+        if (end >= 0) {
+          const block = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          const type = /^event: (.*)$/m.exec(block)?.[1] ?? '';
+          const data = /^data: (.*)$/m.exec(block)?.[1] ?? '';
+          if (match(type, data)) return { type, data };
+          continue;
+        }
+        const { value, done } = await reader.read();
+        if (done) throw new Error('the stream ended');
+        buffer += value;
+      }
+    };
+    try {
+      expect((await next((type) => type === 'snapshot')).type).toBe('snapshot');
+      const created = await t.api<Environment>('POST', '/v1/environments', {
+        name: 'watched',
+        template: { filename: 'compose.yaml', content: sleeper },
+      });
+      expect(created.status).toBe(201);
+      const ready = await next(
+        (type, data) => type === 'change' && (JSON.parse(data) as Environment).state === 'ready',
+      );
+      expect(JSON.parse(ready.data)).toMatchObject({ name: 'watched', state: 'ready' });
+      await t.api('DELETE', '/v1/environments/watched');
+      expect((await next((type) => type === 'gone')).data).toBe(created.body.id);
+    } finally {
+      abort.abort();
+    }
+  });
+});
