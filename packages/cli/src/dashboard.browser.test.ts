@@ -95,4 +95,46 @@ describe('the dashboard in a browser', () => {
     await cli(['destroy', 'dash-live']);
     await row.waitFor({ state: 'detached', timeout: 120_000 });
   });
+
+  it('opens an environment: its service and timeline, a log line followed live; destroyed from the page, it leaves the list', async () => {
+    await cli(['up', '-f', path.join(dir, 'compose.yaml'), '--name', 'dash-detail']);
+    const row = page.locator('tr[data-env="dash-detail"]');
+    await row.getByRole('link', { name: 'dash-detail' }).click();
+    expect(new URL(page.url()).pathname).toBe('/environments/dash-detail');
+    await page.getByRole('heading', { name: /dash-detail/ }).waitFor();
+    await page.getByRole('cell', { name: 'web', exact: true }).waitFor();
+    await page
+      .getByText(/creating → ready|ready/)
+      .first()
+      .waitFor();
+    const logs = page.getByRole('log', { name: 'Logs' });
+    await logs.getByText('testkit http listening on :8080').waitFor();
+    // A search keeps only the lines that have it.
+    await page.getByLabel('Search the logs').fill('no such line');
+    expect((await logs.textContent())?.trim()).toBe('');
+    await page.getByLabel('Search the logs').fill('listening');
+    await logs.getByText('listening').waitFor();
+    await shot('environment');
+
+    page.once('dialog', (dialog) => void dialog.accept());
+    await page.getByRole('button', { name: 'Destroy' }).click();
+    await page.getByRole('heading', { name: 'Environments' }).waitFor();
+    await row.waitFor({ state: 'detached', timeout: 120_000 });
+    const gone = await t.api<{ state: string }>('GET', '/v1/environments/dash-detail');
+    expect(gone.body.state).toBe('destroyed');
+  });
+
+  it('shows a failed environment with the step that failed and why', async () => {
+    await writeFile(
+      path.join(dir, 'broken.yaml'),
+      `services:\n  web:\n    image: ${TESTKIT_IMAGE}\n    command: ["sh", "-c", "echo giving up; exit 3"]\n    restart: "no"\n`,
+    );
+    await cli(['up', '-f', path.join(dir, 'broken.yaml'), '--name', 'dash-broken', '--no-wait']);
+    await page.goto(`${t.server.url}/environments/dash-broken`);
+    const failure = page.getByRole('status');
+    await failure.waitFor({ timeout: 120_000 });
+    expect(await failure.textContent()).toMatch(/^Failed at .+: .*exit/);
+    await shot('environment-failed');
+    await cli(['destroy', 'dash-broken']);
+  });
 });

@@ -1,8 +1,16 @@
 import { useEffect, useState } from 'preact/hooks';
 import { ApiError, api, type Session } from './api.js';
+import { EnvironmentPage } from './pages/environment.js';
 import { EnvironmentsPage } from './pages/environments.js';
 import { LoginPage } from './pages/login.js';
 import { navigate, onLinkClick, usePath } from './router.js';
+
+/** The page a path names. */
+function page(path: string) {
+  const env = /^\/environments\/([^/]+)$/.exec(path);
+  if (env) return <EnvironmentPage name={decodeURIComponent(env[1]!)} />;
+  return <EnvironmentsPage />;
+}
 
 export function App() {
   const path = usePath();
@@ -43,9 +51,7 @@ export function App() {
           Log out
         </button>
       </header>
-      <main>
-        <EnvironmentsPage />
-      </main>
+      <main>{page(path)}</main>
     </>
   );
 }

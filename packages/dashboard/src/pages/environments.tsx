@@ -1,5 +1,6 @@
 import type { Environment } from '@mayfly/contract';
 import { useEffect, useMemo, useState } from 'preact/hooks';
+import { onLinkClick } from '../router.js';
 import { age, timeLeft } from '../time.js';
 
 /**
@@ -90,7 +91,11 @@ export function EnvironmentsPage() {
         <tbody>
           {shown.map((env) => (
             <tr key={env.id} data-env={env.name}>
-              <td>{env.name}</td>
+              <td>
+                <a href={`/environments/${encodeURIComponent(env.name)}`} onClick={onLinkClick}>
+                  {env.name}
+                </a>
+              </td>
               <td class={`state-${env.state}`}>
                 {env.state}
                 {env.failure && <div class="error">{`${env.failure.step}: ${env.failure.reason}`}</div>}
