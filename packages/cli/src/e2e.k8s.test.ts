@@ -208,15 +208,15 @@ describe.skipIf(!kubeconfig)('mayfly CLI end to end on Kubernetes', () => {
       '--sandbox-runtime',
       'kubernetes',
     ]);
-    const sandboxPods = async () =>
+    /** Pods of that server's installation (its id is the name and a random part). */
+    const podsOfIt = async (selector: string) =>
       (
-        await admin()
-          .makeApiClient(CoreV1Api)
-          .listPodForAllNamespaces({ labelSelector: 'mayfly.managed-by=mayfly' })
-      ).items
-        .filter((p) => p.metadata?.namespace?.startsWith('mayfly-sandboxes-'))
-        .map((p) => p.metadata?.name);
-    const before = await sandboxPods();
+        await admin().makeApiClient(CoreV1Api).listPodForAllNamespaces({ labelSelector: selector })
+      ).items.filter(
+        (p) =>
+          (p.metadata?.labels?.['mayfly.instance'] ?? '').startsWith(`${testInstanceName()}-policy`) &&
+          !p.metadata?.deletionTimestamp,
+      );
     try {
       const token = (await readFile(other.info.adminTokenFile, 'utf8')).trim();
       const res = await fetch(`${other.info.url}/v1/sandboxes`, {
@@ -224,13 +224,14 @@ describe.skipIf(!kubeconfig)('mayfly CLI end to end on Kubernetes', () => {
         headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
         body: '{}',
       });
-      expect(res.status).toBe(400);
+      expect(res.status).toBe(503);
       const body = (await res.json()) as { error: { message: string } };
       expect(body.error.message).toMatch(
-        /needs runc isolation, which this server does not have: this cluster does not enforce NetworkPolicies: a pod under a deny-all policy reached .*--kube-skip-policy-check/,
+        /^sandboxes cannot be made on this server: NetworkPolicies do not hold on this cluster: a pod under a deny-all policy reached .*--kube-skip-policy-check/,
       );
-      // Nothing was made, and the probe's pod is gone.
-      expect(await sandboxPods()).toEqual(before);
+      // No sandbox was made, and the check's pods are gone.
+      expect(await podsOfIt('mayfly.sandbox')).toEqual([]);
+      expect(await podsOfIt('mayfly.policy-probe')).toEqual([]);
     } finally {
       const exited = new Promise((resolve) => other.child.once('exit', resolve));
       other.child.kill('SIGTERM');

@@ -180,27 +180,46 @@ export class SandboxService {
   }
 
   /** runc is always there: only other classes wait for the detection (a probe container). */
+  /** What `isolation` needs of the platform; 503 where no sandbox may be made at all, saying why. */
   private async supportFor(isolation: string): Promise<IsolationSupport> {
-    const refusal = await this.platformRefusal();
-    if (refusal) return { available: [], missing: { [isolation]: refusal } };
+    let refusal: string | undefined;
+    try {
+      refusal = await this.platformRefusal();
+    } catch (err) {
+      throw new RuntimeUnavailableError(`sandboxes cannot be made yet: ${(err as Error).message}`);
+    }
+    if (refusal) throw new RuntimeUnavailableError(`sandboxes cannot be made on this server: ${refusal}`);
     return isolation === 'runc' ? { available: ['runc'], missing: {} } : this.isolations();
   }
 
-  private checkedPlatform: Promise<string | undefined> | undefined;
+  /** The platform's answer (see `platformRefusal`), and until when it stands. */
+  private checkedPlatform: { answer: Promise<string | undefined>; until: number } | undefined;
 
-  /** Why no sandbox may be made here (checked once; logged), or undefined. */
+  /**
+   * Why no sandbox may be made here, or undefined (logged). A refusal is asked again after 5
+   * minutes (the operator may have fixed the cluster), a failure to tell after 30 s; a yes stands.
+   */
   private platformRefusal(): Promise<string | undefined> {
-    this.checkedPlatform ??= this.options.runtime.checkPlatform().then(
-      (refusal) => {
-        if (refusal) this.options.logger.error(`sandboxes: none will be made: ${refusal}`);
-        return refusal;
-      },
-      (err: unknown) => {
-        this.checkedPlatform = undefined;
-        throw err;
-      },
-    );
-    return this.checkedPlatform;
+    if (this.checkedPlatform && performance.now() < this.checkedPlatform.until)
+      return this.checkedPlatform.answer;
+    const checked: { answer: Promise<string | undefined>; until: number } = {
+      until: Number.POSITIVE_INFINITY,
+      answer: this.options.runtime.checkPlatform().then(
+        (refusal) => {
+          if (refusal) {
+            this.options.logger.error(`sandboxes: none will be made: ${refusal}`);
+            checked.until = performance.now() + 5 * 60_000;
+          }
+          return refusal;
+        },
+        (err: unknown) => {
+          checked.until = performance.now() + 30_000;
+          throw err;
+        },
+      ),
+    };
+    this.checkedPlatform = checked;
+    return checked.answer;
   }
 
   /**
@@ -287,10 +306,26 @@ export class SandboxService {
     return this.options.replicaTtlMs ?? 30_000;
   }
 
+  /** When the last beat that got through was sent (this process's monotonic clock). */
+  private lastBeatAt = Number.NEGATIVE_INFINITY;
+
   private async beat(): Promise<void> {
-    await this.options.store.replicas
-      .beat(this.options.replica, this.replicaTtlMs())
-      .catch((err) => this.options.logger.warn({ err }, 'sandboxes: saying this replica is alive failed'));
+    const sentAt = performance.now();
+    try {
+      await this.options.store.replicas.beat(this.options.replica, this.replicaTtlMs());
+      this.lastBeatAt = sentAt;
+    } catch (err) {
+      this.options.logger.warn({ err }, 'sandboxes: saying this replica is alive failed');
+    }
+  }
+
+  /**
+   * Whether the others still count this replica alive: its last beat got through less than a
+   * TTL ago. They remove its pool only a TTL after that (see `reconcile`); until a beat gets
+   * through again its pool is not handed out, so a sandbox being removed never is.
+   */
+  private surelyAlive(): boolean {
+    return performance.now() - this.lastBeatAt < this.replicaTtlMs();
   }
 
   /** Socket folders of sandboxes no record knows (a crash's pooled ones): removed at start. */
@@ -332,10 +367,14 @@ export class SandboxService {
     // Another live replica's pooled sandboxes are its own; a gone one's (or this one's before a
     // restart, which no pool here owns) are removed. Read after the listing: an owner seen there
     // had said it was alive before it pooled anything.
-    const liveOwners = new Set((await this.options.store.replicas.alive()).map(poolOwnerTag));
-    const othersPooled = (o: ObservedSandbox) => {
+    // A replica counts as gone only a TTL after its time ran out: it stops handing its pool out as
+    // soon as its time may have run out (`surelyAlive`), so what is removed here is never in use.
+    const liveOwners = async () =>
+      new Set((await this.options.store.replicas.alive(this.replicaTtlMs())).map(poolOwnerTag));
+    const alive = await liveOwners();
+    const othersPooled = (o: ObservedSandbox, owners: Set<string>) => {
       const owner = o.labels[POOL_OWNER_LABEL];
-      return owner !== undefined && owner !== this.ownerTag && liveOwners.has(owner);
+      return owner !== undefined && owner !== this.ownerTag && owners.has(owner);
     };
     const each = async (id: string, work: () => Promise<unknown>) => {
       try {
@@ -348,7 +387,11 @@ export class SandboxService {
       [
         ...observed
           .filter(
-            (o) => !known.has(o.id) && !this.creating.has(o.id) && !this.pool.owns(o.id) && !othersPooled(o),
+            (o) =>
+              !known.has(o.id) &&
+              !this.creating.has(o.id) &&
+              !this.pool.owns(o.id) &&
+              !othersPooled(o, alive),
           )
           .map(
             (o) => () =>
@@ -357,7 +400,8 @@ export class SandboxService {
                 if (
                   this.creating.has(o.id) ||
                   this.pool.owns(o.id) ||
-                  (await this.options.store.sandboxes.get(o.id))
+                  (await this.options.store.sandboxes.get(o.id)) ||
+                  othersPooled(o, await liveOwners())
                 )
                   return;
                 await this.options.runtime.remove(o.id);
@@ -392,7 +436,8 @@ export class SandboxService {
     clearInterval(this.timer);
     this.unwatch?.();
     await this.knownIsolations?.catch(() => {}); // its probe container removed
-    await this.checkedPlatform?.catch(() => {}); // and its probe pod
+    // (A platform check under way is not waited for: it can take minutes; the next one removes
+    // what it leaves.)
     await this.sweeping;
     await this.pool.close();
     await Promise.all([...this.channels.values()].map((c) => c.close()));
@@ -456,7 +501,7 @@ export class SandboxService {
     // A pooled sandbox has the template's limits and no network: one asked otherwise is made for it.
     const poolable = cpu === template.cpu && memoryMb === template.memoryMb && !egress;
     const admitted = await this.admit(() => {
-      const taken = poolable ? this.pool.take(template.name) : undefined;
+      const taken = poolable && this.surelyAlive() ? this.pool.take(template.name) : undefined;
       const id = taken?.id ?? newSandboxId();
       this.creating.add(id); // (same tick as the take: housekeeping never sees it unowned)
       return { id, taken };

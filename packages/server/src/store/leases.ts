@@ -86,6 +86,14 @@ export function dbNow(dialect: StoreDialect): RawBuilder<string> {
     : sql<string>`strftime('%Y-%m-%dT%H:%M:%fZ', 'now')`;
 }
 
+/** The database's current time minus `ms` milliseconds. */
+export function dbNowMinus(dialect: StoreDialect, ms: number): RawBuilder<string> {
+  if (!Number.isFinite(ms) || ms < 0) throw new RangeError(`${ms} ms ago`);
+  return dialect === 'postgres'
+    ? sql<string>`clock_timestamp() - ${ms}::double precision * interval '1 millisecond'`
+    : sql<string>`strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ${`-${(ms / 1000).toFixed(3)} seconds`})`;
+}
+
 /** The database's current time plus `ms` milliseconds. */
 export function dbNowPlus(dialect: StoreDialect, ms: number): RawBuilder<string> {
   if (!Number.isFinite(ms) || ms < 0) throw new RangeError(`lease of ${ms} ms`);

@@ -480,10 +480,10 @@ export interface SandboxTemplateRepository {
  * own; a gone replica's are anyone's to remove.
  */
 export interface ReplicaRepository {
-  /** `id` is alive for `ttlMs` more; rows whose time ran out are dropped. */
+  /** `id` is alive for `ttlMs` more; rows silent for an hour are dropped. */
   beat(id: string, ttlMs: number): Promise<void>;
-  /** The replicas whose time has not run out. */
-  alive(): Promise<string[]>;
+  /** The replicas whose time has not run out (or ran out less than `graceMs` ago). */
+  alive(graceMs?: number): Promise<string[]>;
   /** `id` stopped. */
   leave(id: string): Promise<void>;
 }

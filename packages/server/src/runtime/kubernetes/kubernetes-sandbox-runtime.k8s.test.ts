@@ -74,16 +74,21 @@ describe.skipIf(!kubeconfig)('KubernetesSandboxRuntime', () => {
     const refusal = await makeRuntime(true).checkPlatform();
     // Its node's kubelet or the API server, from a pod under the deny-all policy.
     expect(refusal).toMatch(
-      /^this cluster does not enforce NetworkPolicies: a pod under a deny-all policy reached [\d.]+:(10250|443)\b/,
+      /^NetworkPolicies do not hold on this cluster: a pod under a deny-all policy reached [\d.]+:(10250|443)\b/,
     );
     expect(refusal).toMatch(/--kube-skip-policy-check/);
     expect(await makeRuntime().checkPlatform()).toBeUndefined();
-    // The probe pod is gone.
+    // The check's pods (and the control pod's policy) are gone.
     const pods = await admin().core.listNamespacedPod({
       namespace: sandboxNamespaceName(instance),
       labelSelector: POLICY_PROBE_LABEL,
     });
-    expect(pods.items.map((p) => p.metadata?.name)).toEqual([]);
+    expect(pods.items.filter((p) => !p.metadata?.deletionTimestamp).map((p) => p.metadata?.name)).toEqual([]);
+    const policies = await admin().networking.listNamespacedNetworkPolicy({
+      namespace: sandboxNamespaceName(instance),
+      labelSelector: POLICY_PROBE_LABEL,
+    });
+    expect(policies.items).toEqual([]);
   }, 180_000);
 
   describe('on the cluster', () => {

@@ -44,6 +44,7 @@ import {
   egressPolicyManifest,
   POLICY_PROBE_CONTAINER,
   POLICY_PROBE_LABEL,
+  policyControlPolicyManifest,
   policyProbeManifest,
   RELAY_CONTAINER,
   SANDBOX_CONTAINER,
@@ -127,63 +128,101 @@ export class KubernetesSandboxRuntime implements SandboxRuntime {
   }
 
   /**
-   * Why this cluster's NetworkPolicies cannot be trusted (what a pod under the deny-all policy
-   * reached), or undefined when it reached nothing. Throws when the probe could not run.
+   * Why this cluster's NetworkPolicies cannot be trusted, or undefined when they hold: a `probe`
+   * pod under the namespace's deny-all policy must reach neither its node's kubelet nor the API
+   * server, while a `control` pod beside it, let out by a policy of its own, reaches one of them
+   * (else the check proved nothing, and says so). Throws when the pods could not run.
    */
   private async probePolicies(): Promise<string | undefined> {
     await this.prepare();
-    const agent = await this.agentImageRef(AbortSignal.timeout(this.options.startTimeoutMs ?? 120_000));
-    const probes = () =>
-      this.k.core.listNamespacedPod({
-        namespace: this.namespace,
-        labelSelector: `${POLICY_PROBE_LABEL},${LABELS.instance}=${labelValue(this.options.instance)}`,
-      });
-    const removeProbes = async () => {
-      for (const pod of (await probes()).items)
-        await unless(
-          [404],
-          this.k.core.deleteNamespacedPod({
-            name: pod.metadata?.name ?? '',
-            namespace: this.namespace,
-            gracePeriodSeconds: 0,
-          }),
-        );
-    };
-    await removeProbes(); // one a crash left
-    const name = `mayfly-policy-probe-${randomBytes(4).toString('hex')}`;
-    await this.k.core.createNamespacedPod({
-      namespace: this.namespace,
-      body: policyProbeManifest(this.settings, name, agent),
-    });
+    const timeoutMs = this.options.startTimeoutMs ?? 120_000;
+    const agent = await this.agentImageRef(AbortSignal.timeout(timeoutMs));
+    const suffix = randomBytes(4).toString('hex');
+    const names = { probe: `mayfly-policy-probe-${suffix}`, control: `mayfly-policy-control-${suffix}` };
+    const namespace = this.namespace;
+    const ours = `${POLICY_PROBE_LABEL},${LABELS.instance}=${labelValue(this.options.instance)}`;
+    const deletePod = (name: string) =>
+      unless([404], this.k.core.deleteNamespacedPod({ name, namespace, gracePeriodSeconds: 0 }));
     try {
-      const deadline = Date.now() + (this.options.startTimeoutMs ?? 120_000);
-      for (;;) {
-        const pod = (await probes()).items.find((p) => p.metadata?.name === name);
-        if (!pod) throw new Error('the NetworkPolicy probe pod is gone');
-        const status = pod.status?.containerStatuses?.find((c) => c.name === POLICY_PROBE_CONTAINER);
-        const ended = status?.state?.terminated;
-        if (ended?.exitCode === 0) return undefined;
-        if (ended?.exitCode === 3)
-          return `this cluster does not enforce NetworkPolicies: a pod under a deny-all policy reached ${
-            (ended.message ?? '')
-              .split('\n')
-              .filter((line) => line.startsWith('reached '))
-              .map((line) => line.slice('reached '.length))
-              .join(', ') || 'the network'
-          }, as any sandbox would; run a network plugin that enforces them (Calico, Cilium, …), or pass --kube-skip-policy-check to run sandboxes with the cluster's network open to them`;
-        if (ended)
-          throw new Error(
-            `the NetworkPolicy probe exited with ${ended.exitCode}: ${ended.message ?? ''}`.trim(),
+      // Pods and policies a crash left (older than any check still under way: another replica's).
+      const stale = (created: Date | undefined) => !created || Date.now() - created.getTime() > 2 * timeoutMs;
+      for (const pod of (await this.k.core.listNamespacedPod({ namespace, labelSelector: ours })).items)
+        if (stale(pod.metadata?.creationTimestamp)) await deletePod(pod.metadata?.name ?? '');
+      for (const policy of (
+        await this.k.networking.listNamespacedNetworkPolicy({ namespace, labelSelector: ours })
+      ).items)
+        if (stale(policy.metadata?.creationTimestamp))
+          await unless(
+            [404],
+            this.k.networking.deleteNamespacedNetworkPolicy({ name: policy.metadata?.name ?? '', namespace }),
           );
-        const waiting = status?.state?.waiting;
-        if (waiting?.reason && STUCK_REASONS.has(waiting.reason))
-          throw new Error(`the NetworkPolicy probe: ${waiting.reason}: ${waiting.message ?? ''}`.trim());
-        if (Date.now() > deadline)
-          throw new Error('the NetworkPolicy probe did not end within the start timeout');
-        await sleep(this.pollMs);
-      }
+      await this.k.networking.createNamespacedNetworkPolicy({
+        namespace,
+        body: policyControlPolicyManifest(this.settings, names.control),
+      });
+      for (const role of ['probe', 'control'] as const)
+        await this.k.core.createNamespacedPod({
+          namespace,
+          body: policyProbeManifest(this.settings, names[role], role, agent),
+        });
+      const [probe, control] = await Promise.all([
+        this.probeResult(names.probe, timeoutMs),
+        this.probeResult(names.control, timeoutMs),
+      ]);
+      if (probe.exitCode === 3)
+        return `NetworkPolicies do not hold on this cluster: a pod under a deny-all policy reached ${probe.reached.join(', ')}, as any sandbox would; run a network plugin that enforces them (Calico, Cilium, …), or pass --kube-skip-policy-check to run sandboxes with the cluster's network open to them`;
+      if (probe.exitCode !== 0 || control.exitCode !== 3)
+        return `cannot tell whether this cluster enforces NetworkPolicies: ${
+          probe.exitCode !== 0
+            ? `the check exited with ${probe.exitCode} (${probe.message})`
+            : `a pod allowed out did not reach its node's kubelet or the API server either (${control.message})`
+        }; pass --kube-skip-policy-check to run sandboxes without the check`;
+      return undefined;
+    } catch (err) {
+      // The namespace removed behind our back: made again next time.
+      if (statusOf(err) === 404) this.prepared = undefined;
+      throw err instanceof Error && statusOf(err) !== undefined
+        ? new Error(`the NetworkPolicy check failed: ${apiMessage(err)}`)
+        : err;
     } finally {
-      await removeProbes().catch(() => {});
+      await Promise.all([
+        deletePod(names.probe),
+        deletePod(names.control),
+        unless([404], this.k.networking.deleteNamespacedNetworkPolicy({ name: names.control, namespace })),
+      ]).catch(() => {});
+    }
+  }
+
+  /** How a pod of the NetworkPolicy check ended: its exit code, and what it said it reached. */
+  private async probeResult(
+    name: string,
+    timeoutMs: number,
+  ): Promise<{ exitCode: number; reached: string[]; message: string }> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const pod = (
+        await this.k.core.listNamespacedPod({
+          namespace: this.namespace,
+          labelSelector: `${POLICY_PROBE_LABEL},${LABELS.instance}=${labelValue(this.options.instance)}`,
+        })
+      ).items.find((p) => p.metadata?.name === name);
+      if (!pod) throw new Error(`the NetworkPolicy check's pod ${name} is gone`);
+      const status = pod.status?.containerStatuses?.find((c) => c.name === POLICY_PROBE_CONTAINER);
+      const ended = status?.state?.terminated;
+      if (ended) {
+        const message = (ended.message ?? '').trim();
+        const reached = message
+          .split('\n')
+          .filter((line) => line.startsWith('reached '))
+          .map((line) => line.slice('reached '.length));
+        return { exitCode: ended.exitCode, reached, message: message.replaceAll('\n', '; ') };
+      }
+      const waiting = status?.state?.waiting;
+      if (waiting?.reason && STUCK_REASONS.has(waiting.reason))
+        throw new Error(`the NetworkPolicy check: ${waiting.reason}: ${waiting.message ?? ''}`.trim());
+      if (Date.now() > deadline)
+        throw new Error('the NetworkPolicy check did not end within the start timeout');
+      await sleep(this.pollMs);
     }
   }
 

@@ -10,6 +10,7 @@ import {
   egressPeers,
   egressPolicyManifest,
   POLICY_PROBE_LABEL,
+  policyControlPolicyManifest,
   policyProbeManifest,
   type SandboxClusterSettings,
   sandboxNamespaceManifest,
@@ -57,7 +58,9 @@ describe('Kubernetes sandbox manifests', () => {
       egressPolicyManifest(settings, spec(), egress.rules),
       sandboxPodManifest(settings, spec({ egress }), images),
       sandboxPodManifest(settings, spec({ isolation: 'gvisor', cpus: 0.5 }), images),
-      policyProbeManifest(settings, 'mayfly-policy-probe-0a1b2c3d', images.agent),
+      policyProbeManifest(settings, 'mayfly-policy-probe-0a1b2c3d', 'probe', images.agent),
+      policyProbeManifest(settings, 'mayfly-policy-control-0a1b2c3d', 'control', images.agent),
+      policyControlPolicyManifest(settings, 'mayfly-policy-control-0a1b2c3d'),
     ];
     await expect(manifests.map((m) => dumpYaml(m)).join('---\n')).toMatchFileSnapshot(
       '__snapshots__/sandbox.yaml',
@@ -120,10 +123,14 @@ describe('Kubernetes sandbox manifests', () => {
   });
 
   it('probe the policies from a pod the deny-all policy covers, that is never listed as a sandbox and gets no token', () => {
-    const probe = policyProbeManifest(settings, 'mayfly-policy-probe-1', images.agent);
+    const probe = policyProbeManifest(settings, 'mayfly-policy-probe-1', 'probe', images.agent);
     expect(probe.metadata?.namespace).toBe(denyAllPolicyManifest(settings).metadata?.namespace);
     expect(denyAllPolicyManifest(settings).spec?.podSelector).toEqual({});
-    expect(probe.metadata?.labels).toMatchObject({ [POLICY_PROBE_LABEL]: 'true' });
+    expect(probe.metadata?.labels).toMatchObject({ [POLICY_PROBE_LABEL]: 'probe' });
+    // Only the control pod is let out.
+    const control = policyControlPolicyManifest(settings, 'mayfly-policy-control-1');
+    expect(control.spec?.podSelector).toEqual({ matchLabels: { [POLICY_PROBE_LABEL]: 'control' } });
+    expect(control.spec?.egress).toEqual([{}]);
     expect(Object.keys(probe.metadata?.labels ?? {})).not.toContain('mayfly.sandbox');
     expect(probe.spec).toMatchObject({ automountServiceAccountToken: false, restartPolicy: 'Never' });
     expect(probe.spec?.containers[0]?.securityContext).toMatchObject({

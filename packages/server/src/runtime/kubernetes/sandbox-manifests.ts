@@ -266,19 +266,32 @@ export function sandboxPodManifest(
   };
 }
 
-/** Label of the pod that checks the cluster enforces NetworkPolicies (see {@link policyProbeManifest}). */
+/** Label of the pods that check the cluster enforces NetworkPolicies: `probe` or `control`. */
 export const POLICY_PROBE_LABEL = 'mayfly.policy-probe';
 /** The probe's container, whose exit code is the answer. */
 export const POLICY_PROBE_CONTAINER = 'probe';
 
 /**
- * A pod in the sandbox namespace, under its deny-all policy, that tries to reach its node's kubelet
- * and the API server and exits 3 if it reached one (the agent's `probe`): on a cluster whose network
- * plugin ignores NetworkPolicies a sandbox would reach the same. Locked down as the relay is.
+ * What the check tries to reach: its node's kubelet and the API server (bracketed, so an IPv6
+ * address works too; the agent refuses one whose variable was not set).
+ */
+export const POLICY_PROBE_TARGETS = [
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: the agent expands it from its environment
+  '[${HOST_IP}]:10250',
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: the agent expands it from its environment
+  '[${KUBERNETES_SERVICE_HOST}]:${KUBERNETES_SERVICE_PORT}',
+];
+
+/**
+ * A pod of the NetworkPolicy check in the sandbox namespace, under its deny-all policy, running the
+ * agent's `probe` of {@link POLICY_PROBE_TARGETS}: as `probe` it must reach none of them; as
+ * `control`, which {@link policyControlPolicyManifest} lets out, at least one (or the check
+ * proves nothing). Locked down as the relay is.
  */
 export function policyProbeManifest(
   settings: SandboxClusterSettings,
   name: string,
+  role: 'probe' | 'control',
   agentImage: string,
 ): V1Pod {
   const resources = { memory: '32Mi', cpu: '100m' };
@@ -288,7 +301,7 @@ export function policyProbeManifest(
     metadata: {
       name,
       namespace: sandboxNamespaceName(settings.instance),
-      labels: { ...installationLabels(settings), [POLICY_PROBE_LABEL]: 'true' },
+      labels: { ...installationLabels(settings), [POLICY_PROBE_LABEL]: role },
     },
     spec: {
       restartPolicy: 'Never',
@@ -305,14 +318,7 @@ export function policyProbeManifest(
           image: agentImage,
           imagePullPolicy: 'IfNotPresent',
           // (The API server's variables are given to every pod, service links or not.)
-          command: [
-            AGENT_IN_RELAY,
-            'probe',
-            // biome-ignore lint/suspicious/noTemplateCurlyInString: the agent expands it from its environment
-            '${HOST_IP}:10250',
-            // biome-ignore lint/suspicious/noTemplateCurlyInString: the agent expands it from its environment
-            '${KUBERNETES_SERVICE_HOST}:${KUBERNETES_SERVICE_PORT}',
-          ],
+          command: [AGENT_IN_RELAY, 'probe', ...POLICY_PROBE_TARGETS],
           env: [{ name: 'HOST_IP', valueFrom: { fieldRef: { fieldPath: 'status.hostIP' } } }],
           // What it reached, as the container's termination message.
           terminationMessagePolicy: 'FallbackToLogsOnError',
@@ -326,6 +332,24 @@ export function policyProbeManifest(
           resources: { limits: resources, requests: resources },
         },
       ],
+    },
+  };
+}
+
+/** Lets the check's `control` pod `name` out anywhere: it shows the targets can be reached at all. */
+export function policyControlPolicyManifest(settings: SandboxClusterSettings, name: string): V1NetworkPolicy {
+  return {
+    apiVersion: 'networking.k8s.io/v1',
+    kind: 'NetworkPolicy',
+    metadata: {
+      name,
+      namespace: sandboxNamespaceName(settings.instance),
+      labels: { ...installationLabels(settings), [POLICY_PROBE_LABEL]: 'control' },
+    },
+    spec: {
+      podSelector: { matchLabels: { [POLICY_PROBE_LABEL]: 'control' } },
+      policyTypes: ['Egress'],
+      egress: [{}],
     },
   };
 }
