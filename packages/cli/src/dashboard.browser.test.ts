@@ -11,7 +11,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { type Browser, chromium, type Page } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { TESTKIT_IMAGE } from '../../server/src/test-support/global-setup.js';
 import { startTestServer, type TestServer } from '../../server/src/test-support/test-server.js';
 
@@ -26,6 +26,7 @@ describe('the dashboard in a browser', () => {
   let browser: Browser;
   let page: Page;
   let dir: string;
+  const violations: string[] = [];
   const cli = (args: string[]) =>
     run(process.execPath, [bin, ...args], {
       cwd: root,
@@ -46,6 +47,13 @@ describe('the dashboard in a browser', () => {
     // As root, Chromium runs only without its own sandbox (the test machine's user).
     browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox'] });
     page = await browser.newPage({ viewport: { width: 1200, height: 800 } });
+    // Whatever the pages do, the content security policy never has to refuse it.
+    page.on('console', (message) => {
+      if (/Content Security Policy/i.test(message.text())) violations.push(message.text());
+    });
+  });
+  afterEach(() => {
+    expect(violations.splice(0)).toEqual([]);
   });
   afterAll(async () => {
     await browser?.close();
@@ -69,11 +77,28 @@ describe('the dashboard in a browser', () => {
     });
     await shot('environments-empty');
 
-    const other = await browser.newPage();
+    // A link opened where a session is: asked first; declined, the session stays as it was.
+    const second = (await cli(['dashboard', '--print-url'])).stdout.trim();
+    const asked = new Promise<string>((resolve) =>
+      page.once('dialog', (dialog) => {
+        resolve(dialog.message());
+        void dialog.dismiss();
+      }),
+    );
+    await page.goto(second);
+    expect(await asked).toMatch(/logged in already \(admin\)/);
+    await page.getByRole('heading', { name: 'Environments' }).waitFor();
+    expect((await page.context().cookies()).find((c) => c.name === 'mayfly_session')?.value).toBe(
+      cookies.find((c) => c.name === 'mayfly_session')?.value,
+    );
+
+    // Another browser (no session) with the same link: refused.
+    const elsewhere = await browser.newContext();
+    const other = await elsewhere.newPage();
     await other.goto(link);
     await other.getByRole('alert').waitFor();
     expect(await other.getByRole('alert').textContent()).toMatch(/invalid, used or expired/);
-    await other.close();
+    await elsewhere.close();
   });
 
   it('shows an environment made with mayfly up without a reload, ready with its URL, and drops it when destroyed', async () => {
@@ -124,16 +149,37 @@ describe('the dashboard in a browser', () => {
     expect(gone.body.state).toBe('destroyed');
   });
 
+  it('opens a terminal into a sandbox: a command typed runs there and its output shows', async () => {
+    const id = (await cli(['sandbox', 'create', '--timeout', '10m'])).stdout.trim();
+    await page.getByRole('link', { name: 'Sandboxes', exact: true }).click();
+    const row = page.locator(`tr[data-sandbox="${id}"]`);
+    await row.locator('.state-running').waitFor();
+    await row.getByRole('link', { name: id }).click();
+    await page.getByText('connected').waitFor();
+    await page.locator('.xterm').click();
+    await page.keyboard.type('echo "hello from $(hostname) $((6 * 7))"');
+    await page.keyboard.press('Enter');
+    await page
+      .locator('.xterm-rows')
+      .getByText(/hello from \S+ 42/)
+      .waitFor();
+    await shot('sandbox-terminal');
+    await cli(['sandbox', 'kill', id]);
+    await page.getByRole('link', { name: 'Sandboxes', exact: true }).click();
+    await row.getByText('ended (killed)').waitFor();
+  });
+
   it('shows a failed environment with the step that failed and why', async () => {
     await writeFile(
       path.join(dir, 'broken.yaml'),
-      `services:\n  web:\n    image: ${TESTKIT_IMAGE}\n    command: ["sh", "-c", "echo giving up; exit 3"]\n    restart: "no"\n`,
+      // (A job the web service waits for: its failure is certain, not a race with readiness.)
+      `services:\n  migrate:\n    image: ${TESTKIT_IMAGE}\n    command: ["sh", "-c", "echo giving up; exit 3"]\n  web:\n    image: ${TESTKIT_IMAGE}\n    command: ["testkit", "sleep"]\n    depends_on:\n      migrate: { condition: service_completed_successfully }\n`,
     );
     await cli(['up', '-f', path.join(dir, 'broken.yaml'), '--name', 'dash-broken', '--no-wait']);
     await page.goto(`${t.server.url}/environments/dash-broken`);
     const failure = page.getByRole('status');
     await failure.waitFor({ timeout: 120_000 });
-    expect(await failure.textContent()).toMatch(/^Failed at .+: .*exit/);
+    expect(await failure.textContent()).toMatch(/^Failed at job:migrate: exited with code 3/);
     await shot('environment-failed');
     await cli(['destroy', 'dash-broken']);
   });

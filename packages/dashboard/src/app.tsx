@@ -3,12 +3,17 @@ import { ApiError, api, type Session } from './api.js';
 import { EnvironmentPage } from './pages/environment.js';
 import { EnvironmentsPage } from './pages/environments.js';
 import { LoginPage } from './pages/login.js';
+import { SandboxPage } from './pages/sandbox.js';
+import { SandboxesPage } from './pages/sandboxes.js';
 import { navigate, onLinkClick, usePath } from './router.js';
 
 /** The page a path names. */
 function page(path: string) {
   const env = /^\/environments\/([^/]+)$/.exec(path);
   if (env) return <EnvironmentPage name={decodeURIComponent(env[1]!)} />;
+  const sandbox = /^\/sandboxes\/([a-z0-9]+)$/.exec(path);
+  if (sandbox) return <SandboxPage id={sandbox[1]!} />;
+  if (path === '/sandboxes') return <SandboxesPage />;
   return <EnvironmentsPage />;
 }
 
@@ -40,6 +45,9 @@ export function App() {
         <nav>
           <a href="/" onClick={onLinkClick}>
             Environments
+          </a>
+          <a href="/sandboxes" onClick={onLinkClick}>
+            Sandboxes
           </a>
           <a href="/metrics">Metrics</a>
         </nav>

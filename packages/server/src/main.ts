@@ -331,9 +331,8 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     environments,
     environmentFeed,
     dashboard: {
-      sessions: new DashboardSessions({ store }),
+      sessions: new DashboardSessions({ store, secureCookie: config.publicScheme === 'https' }),
       assets: dashboardDist ? await loadDashboardAssets(dashboardDist) : null,
-      secureCookie: config.publicScheme === 'https',
     },
     ...(sandboxes ? { sandboxes } : {}),
     tokens,

@@ -19,7 +19,12 @@ export function registerDashboard(program: Command): void {
     .action(async (options: DashboardOptions, command: Command) => {
       const globals = globalOptions(command);
       const client = await connect(globals);
-      const link = await client.dashboardLoginLink();
+      const made = await client.dashboardLoginLink();
+      // The link to this server as the CLI reaches it (behind a proxy, the server may not know its
+      // public address), with a code of the one form a login link has: nothing else is opened.
+      const code = /^#(mfl_[A-Za-z0-9_-]{43})$/.exec(new URL(made.url).hash)?.[1];
+      if (!code) throw new Error('the server answered with something that is not a login link');
+      const link = { url: new URL(`/login#${code}`, client.baseUrl).href, expiresAt: made.expiresAt };
       if (globals.json) return printJson(link);
       printStdout(link.url);
       printStderr('  a one-time link: it logs one browser in, within 5 minutes');
@@ -34,11 +39,12 @@ function hasDesktop(): boolean {
 }
 
 function openInBrowser(url: string): void {
+  // (No shell anywhere: on Windows the URL handler itself, not `cmd /c start`.)
   const [cmd, args] =
     process.platform === 'darwin'
       ? ['open', [url]]
       : process.platform === 'win32'
-        ? ['cmd', ['/c', 'start', '""', url]]
+        ? ['rundll32', ['url.dll,FileProtocolHandler', url]]
         : ['xdg-open', [url]];
   // Best effort: the link is printed either way.
   const child = spawn(cmd, args as string[], { stdio: 'ignore', detached: true });

@@ -2,6 +2,7 @@ import type { EnvEvent, Environment } from '@mayfly/contract';
 import { formatDuration } from '@mayfly/contract/duration';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { ApiError, api, DASHBOARD_HEADER } from '../api.js';
+import { usePolling } from '../poll.js';
 import { navigate, onLinkClick } from '../router.js';
 import { age, timeLeft } from '../time.js';
 
@@ -13,40 +14,21 @@ const MAX_LOG_CHARS = 256 * 1024;
  * how long each step took, a service's logs followed live (searchable), and the actions.
  */
 export function EnvironmentPage({ name }: { name: string }) {
-  const [env, setEnv] = useState<Environment | null>(null);
-  const [events, setEvents] = useState<EnvEvent[]>([]);
-  const [error, setError] = useState<string | null>(null);
+  const [actionError, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
-  const [now, setNow] = useState(Date.now());
-
-  useEffect(() => {
-    let stopped = false;
-    const load = async () => {
-      try {
-        const [current, timeline] = await Promise.all([
-          api<Environment>('GET', `/v1/environments/${encodeURIComponent(name)}`),
-          api<{ items: EnvEvent[] }>('GET', `/v1/environments/${encodeURIComponent(name)}/events`),
-        ]);
-        if (stopped) return;
-        setEnv(current);
-        setEvents(timeline.items);
-        setError(null);
-      } catch (err) {
-        if (stopped) return;
-        if (err instanceof ApiError && err.status === 404) setEnv(null);
-        setError((err as Error).message);
-      }
-    };
-    void load();
-    const timer = setInterval(() => {
-      setNow(Date.now());
-      void load();
-    }, 2000);
-    return () => {
-      stopped = true;
-      clearInterval(timer);
-    };
-  }, [name]);
+  const polled = usePolling(async () => {
+    const [current, timeline] = await Promise.all([
+      api<Environment>('GET', `/v1/environments/${encodeURIComponent(name)}`),
+      api<{ items: EnvEvent[] }>('GET', `/v1/environments/${encodeURIComponent(name)}/events`),
+    ]);
+    return { current, events: timeline.items };
+  }, name);
+  const { now } = polled;
+  // Gone (404): no environment to show any more, only why.
+  const gone = polled.error instanceof ApiError && polled.error.status === 404;
+  const env = gone ? null : (polled.value?.current ?? null);
+  const events = polled.value?.events ?? [];
+  const error = actionError ?? (polled.error ? (polled.error as Error).message : null);
 
   const act = async (label: string, method: string, path: string) => {
     setBusy(true);

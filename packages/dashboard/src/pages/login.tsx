@@ -23,9 +23,22 @@ export function LoginPage({ onSession }: { onSession: (session: Session) => void
   useEffect(() => {
     const link = location.hash.slice(1);
     if (link) {
-      // The code is used once: off the address bar and out of the history at once.
+      // The code is used once: off the address bar at once.
       history.replaceState(null, '', '/login');
-      void start({ link });
+      void (async () => {
+        // A link someone else sent must not silently swap the session this browser has.
+        const current = await api<Session>('GET', '/dashboard/session').catch(() => null);
+        if (
+          current &&
+          !confirm(
+            `You are logged in already (${current.scope}${current.project ? `, project ${current.project}` : ''}). Log in with this link instead?`,
+          )
+        ) {
+          navigate('/', { replace: true });
+          return;
+        }
+        await start({ link });
+      })();
     }
   }, []);
 

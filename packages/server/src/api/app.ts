@@ -67,6 +67,11 @@ export async function buildApi(
     if (status >= 500) req.log.error({ err }, 'request failed');
     void reply.status(status).send(body);
   });
+  // Nothing this origin sends is to be sniffed into another type (it serves a logged-in dashboard).
+  // (Set as the request comes: streaming routes send their headers early, before any onSend.)
+  app.addHook('onRequest', async (_req, reply) => {
+    reply.header('x-content-type-options', 'nosniff');
+  });
   const routes = registerAuth(app, deps.tokens, deps.dashboard.sessions);
 
   addRoute(app, {

@@ -10,7 +10,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Access } from '../access/access.js';
 import type { TokenService } from '../access/token-service.js';
 import { ForbiddenError } from '../controller/errors.js';
-import { type DashboardSessions, SESSION_COOKIE } from '../dashboard/dashboard-sessions.js';
+import type { DashboardSessions } from '../dashboard/dashboard-sessions.js';
 import { parseCookies } from '../net/cookies.js';
 import { UnauthorizedError } from './errors.js';
 import type { RouteDoc } from './route.js';
@@ -26,6 +26,11 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** The caller, once authenticated; null on public routes. */
     access: Access | null;
+    /**
+     * Whether the token or session the request came with is still good (not revoked, not
+     * expired): long streams ask again as they go.
+     */
+    stillAllowed?: () => Promise<boolean>;
   }
 }
 
@@ -51,7 +56,7 @@ export interface ScopedRoute {
 export function registerAuth(
   app: FastifyInstance<Server>,
   tokens: Pick<TokenService, 'authenticate'>,
-  sessions?: Pick<DashboardSessions, 'authenticate'>,
+  sessions?: Pick<DashboardSessions, 'authenticate' | 'cookieName'>,
 ): ScopedRoute[] {
   const routes: ScopedRoute[] = [];
   app.decorateRequest('access', null);
@@ -69,7 +74,8 @@ export function registerAuth(
     const needed: RouteScope = req.routeOptions.config?.scope ?? 'read';
     if (needed === 'public') return;
     const header = req.headers.authorization ?? '';
-    const session = header ? undefined : dashboardSession(req);
+    const session = header || !sessions ? undefined : dashboardSession(req, sessions.cookieName);
+    if (session === null) throw new UnauthorizedError(MANY_SESSION_COOKIES);
     if (session !== undefined && sessions) {
       // Only the dashboard's own requests: the header a page of another site cannot send without
       // asking first, or a same-origin load the browser vouches for (its event streams).
@@ -82,6 +88,7 @@ export function registerAuth(
       if (!scopeAllows(found.access.scope, needed))
         throw new ForbiddenError(`this session has scope "${found.access.scope}"; this needs "${needed}"`);
       req.access = found.access;
+      req.stillAllowed = async () => (await sessions.authenticate(session)) !== null;
       return;
     }
     const token = /^Bearer\s+(\S+)\s*$/i.exec(header)?.[1] ?? '';
@@ -94,6 +101,7 @@ export function registerAuth(
       throw new ForbiddenError(`this token has scope "${access.scope}"; this needs "${needed}"`);
     }
     req.access = access;
+    req.stillAllowed = async () => (await tokens.authenticate(token)) !== null;
   });
   return routes;
 }
@@ -101,15 +109,28 @@ export function registerAuth(
 /** The header the dashboard sends with each of its API requests. */
 export const DASHBOARD_HEADER = 'x-mayfly-dashboard';
 
-/** The dashboard session cookie's value, if the request has one. */
-export function dashboardSession(req: FastifyRequest): string | undefined {
-  return parseCookies(req.headers.cookie).find((c) => c.name === SESSION_COOKIE)?.value;
+const MANY_SESSION_COOKIES =
+  "more than one dashboard session cookie came with the request (one was set by another site of this domain): clear this site's cookies and log in again";
+
+/**
+ * The dashboard session cookie's value; undefined without one, null with more than one (another
+ * host of the domain may have set one of the same name: none is trusted).
+ */
+export function dashboardSession(req: FastifyRequest, cookieName: string): string | null | undefined {
+  const found = parseCookies(req.headers.cookie).filter((c) => c.name === cookieName);
+  if (found.length > 1) return null;
+  return found[0]?.value;
 }
 
-/** A request the dashboard itself made (see the auth hook). */
+/**
+ * A request the dashboard itself made (see the auth hook): with its header, or a same-origin
+ * fetch-like GET (its event streams) as the browser says: not a navigation, not from another site.
+ */
 export function fromDashboard(req: FastifyRequest): boolean {
   return (
     req.headers[DASHBOARD_HEADER] === '1' ||
-    (req.method === 'GET' && req.headers['sec-fetch-site'] === 'same-origin')
+    (req.method === 'GET' &&
+      req.headers['sec-fetch-site'] === 'same-origin' &&
+      req.headers['sec-fetch-mode'] === 'cors')
   );
 }

@@ -9,7 +9,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import * as z from 'zod';
 import { ForbiddenError, NotFoundError } from '../controller/errors.js';
 import type { DashboardAsset } from '../dashboard/dashboard-assets.js';
-import { type DashboardSessions, SESSION_COOKIE, SESSION_TTL_MS } from '../dashboard/dashboard-sessions.js';
+import { type DashboardSessions, SESSION_TTL_MS } from '../dashboard/dashboard-sessions.js';
 import { DASHBOARD_HEADER, dashboardSession, fromDashboard, requireAccess } from './auth.js';
 import { UnauthorizedError } from './errors.js';
 import { addRoute } from './route.js';
@@ -18,8 +18,6 @@ export interface DashboardRouteDeps {
   sessions: DashboardSessions;
   /** The built dashboard (null: not built, and `/` says how to build it). */
   assets: Map<string, DashboardAsset> | null;
-  /** The public scheme is https: the cookie gets `Secure`. */
-  secureCookie: boolean;
 }
 
 const SessionInfo = z.object({ scope: z.string(), project: z.string().nullable(), expiresAt: z.string() });
@@ -28,13 +26,17 @@ const StartSession = z.union([
   z.object({ token: z.string().max(200) }).strict(),
 ]);
 /** The pages of the app: each answers with the app, which shows the page the path names. */
-const PAGES = ['/', '/login', '/environments/:name'] as const;
+const PAGES = ['/', '/login', '/environments/:name', '/sandboxes', '/sandboxes/:id'] as const;
 
-/** Where the page's scripts may load from and talk to: this server only. */
+/**
+ * Where the page's scripts may load from and talk to: this server only. Inline styles are allowed
+ * (the terminal, xterm.js, sizes and colours its cells with them); inline scripts are not.
+ */
 const CONTENT_SECURITY_POLICY =
-  "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+  "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
 export function registerDashboardRoutes(app: FastifyInstance<Server>, deps: DashboardRouteDeps): void {
+  const secure = deps.sessions.cookieName.startsWith('__Host-') ? '; Secure' : '';
   const send = (req: FastifyRequest, reply: FastifyReply, asset: DashboardAsset) => {
     const gzip = /\bgzip\b/.test(String(req.headers['accept-encoding'] ?? ''));
     reply
@@ -47,7 +49,11 @@ export function registerDashboardRoutes(app: FastifyInstance<Server>, deps: Dash
   };
 
   for (const page of PAGES) {
-    const params = page.includes(':name') ? z.object({ name: z.string() }) : undefined;
+    const params = page.includes(':name')
+      ? z.object({ name: z.string() })
+      : page.includes(':id')
+        ? z.object({ id: z.string() })
+        : undefined;
     addRoute(app, {
       method: 'GET',
       url: page,
@@ -117,13 +123,16 @@ export function registerDashboardRoutes(app: FastifyInstance<Server>, deps: Dash
       if (!parsed.success)
         throw new UnauthorizedError('give a login link ({"link": …}) or an API token ({"token": …})');
       const started = await deps.sessions.start(parsed.data);
+      // A session this browser had is ended, not left behind (a link sent to someone replaces it).
+      const before = dashboardSession(req, deps.sessions.cookieName);
+      if (before) await deps.sessions.end(before);
       const maxAge = Math.max(
         1,
         Math.floor(Math.min(SESSION_TTL_MS, started.expiresAt.getTime() - Date.now()) / 1000),
       );
       reply.header(
         'set-cookie',
-        `${SESSION_COOKIE}=${started.session}; Path=/; Max-Age=${maxAge}; HttpOnly; SameSite=Strict${deps.secureCookie ? '; Secure' : ''}`,
+        `${deps.sessions.cookieName}=${started.session}; Path=/; Max-Age=${maxAge}; HttpOnly; SameSite=Strict${secure}`,
       );
       return {
         scope: started.access.scope,
@@ -142,8 +151,8 @@ export function registerDashboardRoutes(app: FastifyInstance<Server>, deps: Dash
     errors: { 401: 'no session, or it has ended', 403: 'not from the dashboard' },
     handler: async ({ req }): Promise<z.output<typeof SessionInfo>> => {
       if (!fromDashboard(req)) throw new ForbiddenError(`send the ${DASHBOARD_HEADER}: 1 header`);
-      const session = dashboardSession(req);
-      const found = session === undefined ? null : await deps.sessions.authenticate(session);
+      const session = dashboardSession(req, deps.sessions.cookieName);
+      const found = session ? await deps.sessions.authenticate(session) : null;
       if (!found) throw new UnauthorizedError('no dashboard session: log in');
       return {
         scope: found.access.scope,
@@ -163,13 +172,13 @@ export function registerDashboardRoutes(app: FastifyInstance<Server>, deps: Dash
     handler: async ({ req, reply }) => {
       if (req.headers[DASHBOARD_HEADER] !== '1')
         throw new ForbiddenError(`send the ${DASHBOARD_HEADER}: 1 header`);
-      const session = dashboardSession(req);
-      if (session !== undefined) await deps.sessions.end(session);
+      const session = dashboardSession(req, deps.sessions.cookieName);
+      if (session) await deps.sessions.end(session);
       reply.header(
         'set-cookie',
-        `${SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict${deps.secureCookie ? '; Secure' : ''}`,
+        `${deps.sessions.cookieName}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict${secure}`,
       );
-      return { ended: session !== undefined };
+      return { ended: Boolean(session) };
     },
   });
 }

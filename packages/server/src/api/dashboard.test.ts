@@ -4,6 +4,7 @@
  * (an HTTP-only cookie that is never an API token, taken only with the dashboard's header, and
  * that dies with its token), and the live feed of environments the list page follows.
  */
+import http from 'node:http';
 import type { CreatedToken, DashboardLoginLink, Environment } from '@mayfly/contract';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TESTKIT_IMAGE } from '../test-support/global-setup.js';
@@ -172,6 +173,78 @@ describe('the dashboard', () => {
     expect(listed.body.items.map((i) => i.name)).not.toContain('dashboard session');
   });
 
+  it('a session makes no login link, one link replaces the session a browser had, two session cookies are refused, and links are capped', async () => {
+    const { session } = await login();
+    const fromSession = await withSession(session, '/v1/dashboard/login-links', { method: 'POST' });
+    expect(fromSession.status).toBe(403);
+    expect(((await fromSession.json()) as { error: { message: string } }).error.message).toMatch(
+      /made with an API token/,
+    );
+    // a second login in the same browser ends the first session
+    const link = await t.api<DashboardLoginLink>('POST', '/v1/dashboard/login-links');
+    const replaced = await fetch(`${url}/dashboard/session`, {
+      method: 'POST',
+      headers: { ...HEADER, 'content-type': 'application/json', cookie: `mayfly_session=${session}` },
+      body: JSON.stringify({ link: new URL(link.body.url).hash.slice(1) }),
+    });
+    expect(replaced.status).toBe(201);
+    expect((await withSession(session, '/v1/environments')).status).toBe(401);
+    // two cookies of that name (another host of the domain set one): neither is trusted
+    const fresh = /^mayfly_session=([^;]*)/.exec(replaced.headers.get('set-cookie') ?? '')?.[1] ?? '';
+    const two = await fetch(`${url}/v1/environments`, {
+      headers: { ...HEADER, cookie: `mayfly_session=${fresh}; mayfly_session=${session}` },
+    });
+    expect(two.status).toBe(401);
+    expect(((await two.json()) as { error: { message: string } }).error.message).toMatch(/more than one/);
+    // unused links are capped per token
+    const capped = await t.api<CreatedToken>('POST', '/v1/tokens', { name: 'dash-links', scope: 'read' });
+    const statuses: number[] = [];
+    for (let i = 0; i < 21; i++)
+      statuses.push((await t.api('POST', '/v1/dashboard/login-links', undefined, capped.body.token)).status);
+    expect(statuses.slice(0, 20).every((s) => s === 201)).toBe(true);
+    expect(statuses[20]).toBe(429);
+  });
+
+  it('takes the cookie without the header only for a same-origin fetch the browser vouches for (an event stream)', async () => {
+    const { session } = await login();
+    // (node:http, not fetch: fetch sets Sec-Fetch-Mode itself.)
+    const watch = (headers: Record<string, string>) =>
+      new Promise<number>((resolve, reject) => {
+        const req = http.get(
+          `${url}/v1/watch/environments`,
+          { headers: { cookie: `mayfly_session=${session}`, ...headers } },
+          (res) => {
+            resolve(res.statusCode ?? 0);
+            res.destroy();
+          },
+        );
+        req.on('error', reject);
+      });
+    expect(await watch({ 'sec-fetch-site': 'same-origin', 'sec-fetch-mode': 'cors' })).toBe(200);
+    expect(await watch({ 'sec-fetch-site': 'cross-site', 'sec-fetch-mode': 'cors' })).toBe(403);
+    expect(await watch({ 'sec-fetch-site': 'same-site', 'sec-fetch-mode': 'cors' })).toBe(403);
+    expect(await watch({ 'sec-fetch-site': 'same-origin', 'sec-fetch-mode': 'navigate' })).toBe(403);
+    expect(await watch({})).toBe(403);
+  });
+
+  it('ends an open event stream once the token behind its session is revoked', async () => {
+    const reader = await t.api<CreatedToken>('POST', '/v1/tokens', { name: 'dash-revoked', scope: 'read' });
+    const { session } = await login(reader.body.token);
+    const res = await withSession(session, '/v1/watch/environments');
+    expect(res.status).toBe(200);
+    const body = res.body!.getReader();
+    expect((await body.read()).done).toBe(false); // the snapshot
+    expect((await t.api('DELETE', `/v1/tokens/${reader.body.id}`)).status).toBe(200);
+    // Asked again every 5 s: the stream ends (a reset, or its end).
+    const ended = await (async () => {
+      for (;;) {
+        const next = await body.read().catch(() => ({ done: true }));
+        if (next.done) return true;
+      }
+    })();
+    expect(ended).toBe(true);
+  });
+
   it('pushes environments as they change to a watcher: a snapshot, then each change and each one gone', async () => {
     const { session } = await login();
     const abort = new AbortController();
@@ -197,6 +270,26 @@ describe('the dashboard', () => {
         buffer += value;
       }
     };
+    // Beside it, a session bound to another project: it must see nothing of this one.
+    const bound = await t.api<CreatedToken>('POST', '/v1/tokens', {
+      name: 'dash-other',
+      scope: 'read',
+      project: 'other',
+    });
+    const other = await login(bound.body.token);
+    const otherAbort = new AbortController();
+    const otherRes = await withSession(other.session, '/v1/watch/environments', {
+      signal: otherAbort.signal,
+    });
+    let otherText = '';
+    void (async () => {
+      const r = otherRes.body!.pipeThrough(new TextDecoderStream()).getReader();
+      for (;;) {
+        const { value, done } = await r.read().catch(() => ({ value: '', done: true }));
+        if (done) return;
+        otherText += value;
+      }
+    })();
     try {
       expect((await next((type) => type === 'snapshot')).type).toBe('snapshot');
       const created = await t.api<Environment>('POST', '/v1/environments', {
@@ -210,8 +303,12 @@ describe('the dashboard', () => {
       expect(JSON.parse(ready.data)).toMatchObject({ name: 'watched', state: 'ready' });
       await t.api('DELETE', '/v1/environments/watched');
       expect((await next((type) => type === 'gone')).data).toBe(created.body.id);
+      // The other project's watcher got its (empty) snapshot and nothing of this environment.
+      expect(otherText).toMatch(/^event: snapshot\ndata: \[\]\n\n/);
+      expect(otherText).not.toContain(created.body.id);
     } finally {
       abort.abort();
+      otherAbort.abort();
     }
   });
 });

@@ -49,6 +49,9 @@ const truthy = (v: string | undefined) => v === '1' || v === 'true';
  */
 const CREATE_BODY_LIMIT = 8 * TEMPLATE_MAX_BYTES;
 
+/** How often an open watch asks again whether its token or session is still good. */
+const WATCH_RECHECK_MS = 5_000;
+
 /** Logs are sent as they are read, as lines of text. */
 const LOG_MEDIA_TYPE = 'text/plain; charset=utf-8';
 
@@ -67,9 +70,18 @@ export function registerEnvironmentRoutes(app: FastifyInstance<Server>, deps: Ap
     errors: { 429: 'the most watchers this server serves at once are connected' },
     handler: async ({ req, reply }) => {
       const stream = new PassThrough();
+      let stop = () => {};
+      let timer: NodeJS.Timeout | undefined;
+      const close = () => {
+        clearInterval(timer);
+        stop();
+        stream.destroy();
+      };
+      // (Before anything is awaited: a client gone meanwhile is seen below.)
+      reply.raw.on('close', close);
       const write = (event: FeedEvent): boolean => {
-        // A client more than 1 MiB behind is dropped, not buffered for.
-        if (stream.writableLength > 1024 * 1024) return false;
+        // A client gone, or more than 1 MiB behind, is dropped, not buffered for.
+        if (stream.destroyed || stream.writableEnded || stream.writableLength > 1024 * 1024) return false;
         const data =
           event.type === 'snapshot'
             ? JSON.stringify(event.items)
@@ -79,14 +91,16 @@ export function registerEnvironmentRoutes(app: FastifyInstance<Server>, deps: Ap
         stream.write(`event: ${event.type}\ndata: ${data}\n\n`);
         return true;
       };
-      const stop = await deps.environmentFeed.watch(requireAccess(req), write, () => stream.end());
-      // Comments keep idle connections open through proxies.
-      const ping = setInterval(() => stream.write(': ping\n\n'), 15_000);
-      reply.raw.on('close', () => {
-        clearInterval(ping);
-        stop();
-        stream.destroy();
-      });
+      stop = await deps.environmentFeed.watch(requireAccess(req), write, () => reply.raw.destroy());
+      if (reply.raw.destroyed) close();
+      // Every few seconds: a comment (keeps idle connections open through proxies), and the token
+      // or session asked again, so a revoked or expired one, or a logout, ends the stream.
+      timer = setInterval(() => {
+        void (async () => {
+          if (req.stillAllowed && !(await req.stillAllowed().catch(() => true))) reply.raw.destroy();
+          else if (!stream.destroyed) stream.write(': ping\n\n');
+        })();
+      }, WATCH_RECHECK_MS);
       reply.header('cache-control', 'no-cache').header('x-accel-buffering', 'no');
       reply.send(stream);
       reply.raw.flushHeaders();

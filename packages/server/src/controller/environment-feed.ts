@@ -25,6 +25,8 @@ export interface EnvironmentFeedOptions {
   intervalMs?: number;
   /** Watchers at once; past it, a watch is refused (429). Default 200. */
   maxWatchers?: number;
+  /** Watchers with one token (or session) at once; default 10. */
+  maxWatchersPerToken?: number;
   onError?(err: unknown): void;
 }
 
@@ -46,7 +48,10 @@ export class EnvironmentFeed {
     const max = this.options.maxWatchers ?? 200;
     if (this.watchers.size >= max)
       throw new QuotaExceededError(`at most ${max} watchers of the environments at once: close one`);
-    if (this.watchers.size === 0) await this.read();
+    const perToken = this.options.maxWatchersPerToken ?? 10;
+    if ([...this.watchers].filter((w) => w.access.tokenId === access.tokenId).length >= perToken)
+      throw new QuotaExceededError(`at most ${perToken} watchers of the environments per token: close one`);
+    if (this.watchers.size === 0) await this.readOnce();
     const watcher: Watcher = {
       access,
       send: (event) => {
@@ -69,13 +74,17 @@ export class EnvironmentFeed {
       items: [...this.known.values()].filter((k) => canSee(access, k.project)).map((k) => k.env),
     });
     this.timer ??= setInterval(() => {
-      this.reading ??= this.read()
-        .catch((err) => this.options.onError?.(err))
-        .finally(() => {
-          this.reading = undefined;
-        });
+      this.readOnce().catch((err) => this.options.onError?.(err));
     }, this.options.intervalMs ?? 1_000);
     return stop;
+  }
+
+  /** One read at a time: a watch and the timer share the one under way. */
+  private readOnce(): Promise<void> {
+    this.reading ??= this.read().finally(() => {
+      this.reading = undefined;
+    });
+    return this.reading;
   }
 
   private async read(): Promise<void> {

@@ -8,6 +8,7 @@
 import type { Access } from '../access/access.js';
 import { accessOf, tokenScope } from '../access/access.js';
 import { UnauthorizedError } from '../api/errors.js';
+import { ForbiddenError, QuotaExceededError } from '../controller/errors.js';
 import type { Store, TokenRecord } from '../store/store.js';
 
 /** The cookie holding a session. */
@@ -16,6 +17,13 @@ export const SESSION_COOKIE = 'mayfly_session';
 export const LOGIN_LINK_TTL_MS = 5 * 60_000;
 /** A session lasts this long at most. */
 export const SESSION_TTL_MS = 12 * 60 * 60_000;
+/** Unused login links one token may have at once. */
+const MAX_LINKS_PER_TOKEN = 20;
+/** Live sessions one token may have at once. */
+const MAX_SESSIONS_PER_TOKEN = 50;
+
+/** The session cookie's name: with `__Host-` where it is `Secure` (no subdomain can set one). */
+export const sessionCookieName = (secure: boolean) => (secure ? `__Host-${SESSION_COOKIE}` : SESSION_COOKIE);
 
 export interface StartedSession {
   /** The cookie's value. */
@@ -25,11 +33,31 @@ export interface StartedSession {
 }
 
 export class DashboardSessions {
-  constructor(private readonly deps: { store: Store }) {}
+  /** The cookie a session rides in (see {@link sessionCookieName}). */
+  readonly cookieName: string;
 
-  /** A login link's code, for the caller's own scope and project; it works once, for 5 minutes. */
+  constructor(private readonly deps: { store: Store; secureCookie: boolean }) {
+    this.cookieName = sessionCookieName(deps.secureCookie);
+  }
+
+  /**
+   * A login link's code, for the caller's own scope and project; it works once, for 5 minutes.
+   * Only an API token makes one: from a session, a link would start a session that outlives the
+   * revocation of the token behind it.
+   */
   async createLink(access: Access): Promise<{ code: string; expiresAt: Date }> {
     if (!access.tokenId) throw new UnauthorizedError('a login link is made with a token');
+    const { tokens } = this.deps.store;
+    const maker = await tokens.get(access.tokenId);
+    if (!maker || maker.parentId !== null)
+      throw new ForbiddenError(
+        'a login link is made with an API token (mayfly dashboard), not from a session',
+      );
+    await this.forgetEnded();
+    if ((await tokens.countChildren(maker.id, 'login')) >= MAX_LINKS_PER_TOKEN)
+      throw new QuotaExceededError(
+        `this token has ${MAX_LINKS_PER_TOKEN} unused login links: use one, or wait 5 minutes for them to expire`,
+      );
     const expiresAt = new Date(Date.now() + LOGIN_LINK_TTL_MS);
     const { token } = await this.deps.store.tokens.create({
       name: 'dashboard login link',
@@ -61,6 +89,10 @@ export class DashboardSessions {
     } else {
       throw new UnauthorizedError('give a login link or an API token');
     }
+    if ((await tokens.countChildren(parent.id, 'session')) >= MAX_SESSIONS_PER_TOKEN)
+      throw new QuotaExceededError(
+        `this token has ${MAX_SESSIONS_PER_TOKEN} dashboard sessions: log out of one (they end after 12 hours)`,
+      );
     const ttlEnd = Date.now() + SESSION_TTL_MS;
     const expiresAt = new Date(parent.expiresAt ? Math.min(ttlEnd, parent.expiresAt.getTime()) : ttlEnd);
     const { token, record } = await tokens.create({
@@ -78,6 +110,11 @@ export class DashboardSessions {
   async authenticate(session: string): Promise<{ access: Access; expiresAt: Date } | null> {
     const record = await this.deps.store.tokens.verify(session, undefined, 'session');
     return record?.expiresAt ? { access: accessOf(record), expiresAt: record.expiresAt } : null;
+  }
+
+  /** Sessions and links that ended more than a day ago are deleted (when links are made). */
+  private async forgetEnded(): Promise<void> {
+    await this.deps.store.tokens.forgetEndedChildren(new Date(Date.now() - 24 * 60 * 60_000));
   }
 
   /** Ends a session (logging out); nothing when it is not one. */

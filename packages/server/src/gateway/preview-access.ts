@@ -202,7 +202,7 @@ function forwardedHeaders(headers: IncomingHttpHeaders, cookies: Cookie[]): Inco
   const { [BYPASS_HEADER]: _bypass, cookie: _cookie, ...rest } = headers;
   // (Nor a dashboard session, were one ever sent to an app's host.)
   const kept = cookies
-    .filter((c) => !c.name.startsWith(COOKIE_PREFIX) && c.name !== SESSION_COOKIE)
+    .filter((c) => !c.name.startsWith(COOKIE_PREFIX) && !c.name.endsWith(SESSION_COOKIE))
     .map((c) => c.raw);
   return kept.length > 0 ? { ...rest, cookie: kept.join('; ') } : rest;
 }

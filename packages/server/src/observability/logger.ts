@@ -9,7 +9,7 @@ export function createLogger(level: string, destination?: NodeJS.WritableStream)
       level,
       base: { svc: 'mayfly' },
       // Secrets and tokens never reach the logs, even when a caller logs a whole request.
-      redact: ['req.headers.authorization', 'token', '*.token', 'secrets'],
+      redact: ['req.headers.authorization', 'req.headers.cookie', 'token', '*.token', 'link', 'secrets'],
     },
     destination ?? process.stderr,
   );

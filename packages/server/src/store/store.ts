@@ -224,6 +224,10 @@ export interface TokenRepository {
   verify(token: string, now?: Date, kind?: TokenKind): Promise<TokenRecord | null>;
   /** A login link's record, revoked in the same step: only the first of any number of callers gets it. */
   consumeLogin(token: string, now?: Date): Promise<TokenRecord | null>;
+  /** How many live tokens of `kind` `parentId` has (sessions or links of one API token). */
+  countChildren(parentId: string, kind: Exclude<TokenKind, 'api'>, now?: Date): Promise<number>;
+  /** Deletes sessions and links that expired or were revoked before `before`; returns how many. */
+  forgetEndedChildren(before: Date): Promise<number>;
   get(id: string): Promise<TokenRecord | null>;
   /**
    * Stores `plain`, a token the operator made, unless a token with its hash was ever stored (a

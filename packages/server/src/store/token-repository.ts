@@ -113,6 +113,30 @@ export class KyselyTokenRepository implements TokenRepository {
     return row ? toRecord(row) : null;
   }
 
+  async countChildren(
+    parentId: string,
+    kind: Exclude<TokenKind, 'api'>,
+    now: Date = new Date(),
+  ): Promise<number> {
+    const { n } = await this.db
+      .selectFrom('tokens')
+      .where('parent_id', '=', parentId)
+      .where((eb) => this.live(eb, kind, now))
+      .select((eb) => eb.fn.countAll().as('n'))
+      .executeTakeFirstOrThrow();
+    return Number(n);
+  }
+
+  async forgetEndedChildren(before: Date): Promise<number> {
+    const at = toDbTime(before);
+    const result = await this.db
+      .deleteFrom('tokens')
+      .where('kind', 'in', ['session', 'login'])
+      .where((eb) => eb.or([eb('revoked_at', '<', at), eb('expires_at', '<', at)]))
+      .executeTakeFirst();
+    return Number(result.numDeletedRows);
+  }
+
   /** A token of `kind`, neither revoked nor expired at `now`, and its parent (if any) too. */
   // biome-ignore lint/suspicious/noExplicitAny: Kysely's expression builder over the tokens table
   private live(eb: any, kind: TokenKind, now: Date) {
