@@ -92,7 +92,10 @@ export interface SandboxServiceOptions {
    * labelled with it, and other replicas leave them alone while it says it is alive.
    */
   replica: string;
-  /** It says so again every third of this; silent this long, it counts as gone. Default 30 s. */
+  /**
+   * It says so again every third of this; its last word older than this, it hands nothing out of
+   * its pool; silent twice this long, it counts as gone. Default 30 s.
+   */
   replicaTtlMs?: number;
 }
 
@@ -179,8 +182,10 @@ export class SandboxService {
     return { rules: egressRules(ranges, permitted), hosts };
   }
 
-  /** runc is always there: only other classes wait for the detection (a probe container). */
-  /** What `isolation` needs of the platform; 503 where no sandbox may be made at all, saying why. */
+  /**
+   * What `isolation` needs of the platform; 503 where no sandbox may be made at all, saying why.
+   * runc is always there: only other classes wait for the detection (a probe container).
+   */
   private async supportFor(isolation: string): Promise<IsolationSupport> {
     let refusal: string | undefined;
     try {
@@ -366,9 +371,9 @@ export class SandboxService {
     const byId = new Map(observed.map((o) => [o.id, o]));
     // Another live replica's pooled sandboxes are its own; a gone one's (or this one's before a
     // restart, which no pool here owns) are removed. Read after the listing: an owner seen there
-    // had said it was alive before it pooled anything.
-    // A replica counts as gone only a TTL after its time ran out: it stops handing its pool out as
-    // soon as its time may have run out (`surelyAlive`), so what is removed here is never in use.
+    // had said it was alive before it pooled anything. A replica counts as gone only a TTL after
+    // its time ran out: it stops handing its pool out as soon as its time may have run out
+    // (`surelyAlive`), so what is removed here is never in use.
     const liveOwners = async () =>
       new Set((await this.options.store.replicas.alive(this.replicaTtlMs())).map(poolOwnerTag));
     const alive = await liveOwners();
