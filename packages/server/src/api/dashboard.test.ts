@@ -245,6 +245,30 @@ describe('the dashboard', () => {
     expect(ended).toBe(true);
   });
 
+  it('ends a followed log once the token it was opened with is revoked', async () => {
+    const created = await t.api<Environment>('POST', '/v1/environments', {
+      name: 'followed',
+      template: { filename: 'compose.yaml', content: sleeper },
+    });
+    expect(created.status).toBe(201);
+    await t.waitForState('followed', ['ready']);
+    const reader = await t.api<CreatedToken>('POST', '/v1/tokens', { name: 'log-reader', scope: 'read' });
+    const res = await fetch(`${url}/v1/environments/followed/logs?follow=1`, {
+      headers: { authorization: `Bearer ${reader.body.token}` },
+    });
+    expect(res.status).toBe(200);
+    const body = res.body!.getReader();
+    expect((await t.api('DELETE', `/v1/tokens/${reader.body.id}`)).status).toBe(200);
+    // Asked again every 5 s: the stream ends (a reset, or its end) although the service runs on.
+    for (;;) {
+      const next = await body.read().catch(() => ({ done: true }));
+      if (next.done) break;
+    }
+    expect((await t.api<Environment>('GET', '/v1/environments/followed')).body.state).toBe('ready');
+    await t.api('DELETE', '/v1/environments/followed');
+    await t.waitForState('followed', ['destroyed']);
+  });
+
   it('pushes environments as they change to a watcher: a snapshot, then each change and each one gone', async () => {
     const { session } = await login();
     const abort = new AbortController();

@@ -198,8 +198,19 @@ export function registerEnvironmentRoutes(app: FastifyInstance<Server>, deps: Ap
     },
     handler: async ({ params, query, req, reply }) => {
       const abort = new AbortController();
+      // A followed log asks again every few seconds whether its token or session still holds.
+      const recheck = truthy(query.follow)
+        ? setInterval(() => {
+            void (async () => {
+              if (req.stillAllowed && !(await req.stillAllowed().catch(() => true))) reply.raw.destroy();
+            })();
+          }, WATCH_RECHECK_MS)
+        : undefined;
       // The response's close (client gone, or server closing) ends the reads from the runtime.
-      reply.raw.on('close', () => abort.abort());
+      reply.raw.on('close', () => {
+        clearInterval(recheck);
+        abort.abort();
+      });
       const stream = await environments.logs(params.id, requireAccess(req), {
         service: query.service,
         tail: query.tail === 'all' ? undefined : (query.tail ?? environments.defaultLogTail),
