@@ -245,6 +245,24 @@ describe('the dashboard', () => {
     expect(ended).toBe(true);
   });
 
+  it('serves at most 10 watchers per token, even when they all come at once, with 429 and why', async () => {
+    const { session } = await login();
+    const abort = new AbortController();
+    try {
+      const answers = await Promise.all(
+        Array.from({ length: 12 }, () =>
+          withSession(session, '/v1/watch/environments', { signal: abort.signal }),
+        ),
+      );
+      const statuses = answers.map((r) => r.status).sort();
+      expect(statuses).toEqual([...Array(10).fill(200), 429, 429]);
+      const refused = answers.find((r) => r.status === 429)!;
+      expect(((await refused.json()) as { error: { message: string } }).error.message).toMatch(/per token/);
+    } finally {
+      abort.abort();
+    }
+  });
+
   it('ends a followed log once the token it was opened with is revoked', async () => {
     const created = await t.api<Environment>('POST', '/v1/environments', {
       name: 'followed',

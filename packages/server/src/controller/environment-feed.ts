@@ -45,13 +45,15 @@ export class EnvironmentFeed {
    * Returns the function that stops it.
    */
   async watch(access: Access, send: Watcher['send'], onDrop: () => void): Promise<() => void> {
+    if (this.watchers.size === 0) await this.readOnce();
+    // Counted after the read, in the same step as the add below: a burst of watches all waiting
+    // for the first read cannot pass the limits together.
     const max = this.options.maxWatchers ?? 200;
     if (this.watchers.size >= max)
       throw new QuotaExceededError(`at most ${max} watchers of the environments at once: close one`);
     const perToken = this.options.maxWatchersPerToken ?? 10;
     if ([...this.watchers].filter((w) => w.access.tokenId === access.tokenId).length >= perToken)
       throw new QuotaExceededError(`at most ${perToken} watchers of the environments per token: close one`);
-    if (this.watchers.size === 0) await this.readOnce();
     const watcher: Watcher = {
       access,
       send: (event) => {
