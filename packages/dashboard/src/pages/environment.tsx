@@ -43,14 +43,17 @@ export function EnvironmentPage({ name }: { name: string }) {
     }
   };
 
+  const back = (
+    <p>
+      <a href="/" onClick={onLinkClick}>
+        ← Environments
+      </a>
+    </p>
+  );
   if (!env)
     return (
       <section>
-        <p>
-          <a href="/" onClick={onLinkClick}>
-            ← Environments
-          </a>
-        </p>
+        {back}
         <p class={error ? 'error' : 'muted'} role={error ? 'alert' : undefined}>
           {error ?? 'Loading…'}
         </p>
@@ -59,11 +62,7 @@ export function EnvironmentPage({ name }: { name: string }) {
 
   return (
     <section>
-      <p>
-        <a href="/" onClick={onLinkClick}>
-          ← Environments
-        </a>
-      </p>
+      {back}
       <h1>
         {env.name} <span class={`state-${env.state}`}>{env.state}</span>
       </h1>
