@@ -296,6 +296,10 @@ export const ApiPaths = {
   projects: '/v1/projects',
   project: (name: string) => `/v1/projects/${encodeURIComponent(name)}`,
   previews: (project: string) => `/v1/projects/${encodeURIComponent(project)}/previews`,
+  deliveries: (project: string) => `/v1/projects/${encodeURIComponent(project)}/deliveries`,
+  redeliver: (project: string, delivery: string) =>
+    `/v1/projects/${encodeURIComponent(project)}/deliveries/${encodeURIComponent(delivery)}/redeliver`,
+  readiness: (project: string) => `/v1/projects/${encodeURIComponent(project)}/readiness`,
   approve: (project: string, number: number) =>
     `/v1/projects/${encodeURIComponent(project)}/previews/${number}/approve`,
   githubWebhook: '/webhooks/github',

@@ -178,3 +178,59 @@ export const Preview = z.object({
   updatedAt: z.string(),
 });
 export type Preview = z.infer<typeof Preview>;
+
+/** A webhook delivery a project's secret signed, and what Mayfly did with it. */
+export const Delivery = z.object({
+  /** The forge's delivery id (`redeliver-…` for one made by a redeliver). */
+  id: z.string(),
+  /** The forge's event name (`pull_request`, `push`, `Merge Request Hook`, …). */
+  event: z.string(),
+  /** What it said, in words (`pull request #5 synchronize at 1a2b3c4d5e6f`). */
+  summary: z.string().nullable(),
+  /** What Mayfly did with it, in words; null while it is being acted on. */
+  outcome: z.string().nullable(),
+  receivedAt: z.string(),
+  /** The delivery this one repeats (its id), when made by a redeliver. */
+  redeliveryOf: z.string().nullable(),
+  /** Mayfly kept what it said, so it can be acted on again. */
+  redeliverable: z.boolean(),
+});
+export type Delivery = z.infer<typeof Delivery>;
+
+/** One preview made ready: from the webhook that set its head to its environment ready there. */
+export const ReadinessSample = z.object({
+  environment: z.string(),
+  number: z.number().int().nullable(),
+  branch: z.string().nullable(),
+  headSha: z.string(),
+  receivedAt: z.string(),
+  readyAt: z.string(),
+  readyMs: z.number().int(),
+});
+export type ReadinessSample = z.infer<typeof ReadinessSample>;
+
+/** Time from webhook to ready over a period: every sample, the percentiles, and per day. */
+export const ReadinessStats = z.object({
+  days: z.number().int().describe('the period, in days up to now'),
+  /** Null when there is no sample. */
+  p50Ms: z.number().nullable(),
+  p95Ms: z.number().nullable(),
+  perDay: z.array(
+    z.object({
+      day: z.string().describe('YYYY-MM-DD (UTC)'),
+      count: z.number().int(),
+      p50Ms: z.number(),
+      p95Ms: z.number(),
+    }),
+  ),
+  items: z.array(ReadinessSample),
+});
+export type ReadinessStats = z.infer<typeof ReadinessStats>;
+
+/** The nearest-rank percentile `p` (0–100) of `values`; null when there are none. */
+export function percentile(values: readonly number[], p: number): number | null {
+  if (values.length === 0) return null;
+  const sorted = [...values].sort((a, b) => a - b);
+  const rank = Math.ceil((p / 100) * sorted.length);
+  return sorted[Math.min(sorted.length, Math.max(1, rank)) - 1]!;
+}

@@ -126,6 +126,62 @@ export function registerProjectRoutes(app: FastifyInstance<Server>, deps: ApiDep
     handler: async ({ params, req }) => ({ items: await previews.list(params.name, requireAccess(req)) }),
   });
   addRoute(app, {
+    method: 'GET',
+    url: `${ApiPaths.projects}/:name/deliveries`,
+    scope: 'read',
+    summary: "a project's webhook deliveries (signed by its secret), newest first, and what each did",
+    description:
+      'Kept for a week. Deliveries whose signature did not match no project are not listed (they are refused with 401 and not kept).',
+    params: NameParams,
+    query: z.object({
+      limit: z.coerce.number().int().min(1).max(200).default(50).describe('how many (1–200, default 50)'),
+    }),
+    response: { status: 200, description: 'deliveries', json: { items: 'Delivery' } },
+    errors: { 404: 'no such project' },
+    handler: async ({ params, query, req }) => ({
+      items: await deps.webhooks.deliveries(params.name, requireAccess(req), query.limit),
+    }),
+  });
+  addRoute(app, {
+    method: 'POST',
+    url: `${ApiPaths.projects}/:name/deliveries/:delivery/redeliver`,
+    scope: 'write',
+    summary: 'act again on what a delivery said, as a new delivery (scope write)',
+    description:
+      'Only while its pull request or branch is still at the commit the delivery named: a preview is never taken back to an older commit (409 then; redeliver the newer one).',
+    params: z.object({
+      name: z.string().min(1).max(64).describe('project name'),
+      delivery: z.string().min(1).max(200).describe("the delivery's id"),
+    }),
+    response: { status: 201, description: 'the new delivery, and what it did', json: 'Delivery' },
+    errors: {
+      404: 'no such project or delivery',
+      409: 'what it said was not kept, or its pull request or branch has moved on',
+    },
+    handler: async ({ params, req }) =>
+      deps.webhooks.redeliver(params.name, params.delivery, requireAccess(req)),
+  });
+  addRoute(app, {
+    method: 'GET',
+    url: `${ApiPaths.projects}/:name/readiness`,
+    scope: 'read',
+    summary: "time from webhook to ready of a project's previews: each, p50/p95, and per day",
+    params: NameParams,
+    query: z.object({
+      days: z.coerce
+        .number()
+        .int()
+        .min(1)
+        .max(30)
+        .default(30)
+        .describe('the period up to now (1–30, default 30)'),
+    }),
+    response: { status: 200, description: 'readiness', json: 'ReadinessStats' },
+    errors: { 404: 'no such project' },
+    handler: async ({ params, query, req }) =>
+      previews.readiness(params.name, requireAccess(req), query.days),
+  });
+  addRoute(app, {
     method: 'POST',
     url: `${ApiPaths.projects}/:name/previews/:number/approve`,
     scope: 'write',

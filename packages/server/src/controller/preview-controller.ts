@@ -372,6 +372,20 @@ export class PreviewController {
     const report = await this.reportOf(project, preview, env, status);
     const fingerprint = JSON.stringify(report);
     const done = !preview.open && status.state === 'closed' && status.detail === null;
+    if (preview.reported !== fingerprint && report.readyInMs !== null) {
+      // Kept for the project's page (time from webhook to ready): once per preview and head.
+      await store.previews.recordReadiness({
+        project: preview.project,
+        previewId: preview.id,
+        envName: preview.envName,
+        number: preview.number,
+        branch: preview.branch,
+        headSha: preview.headSha,
+        receivedAt: preview.receivedAt,
+        readyAt: new Date(preview.receivedAt.getTime() + report.readyInMs),
+        readyMs: report.readyInMs,
+      });
+    }
     if (preview.reported === fingerprint) {
       if (done && preview.decision !== 'closed')
         await store.previews.update(preview.id, { decision: 'closed' }, { owner });

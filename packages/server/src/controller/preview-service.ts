@@ -2,7 +2,7 @@
  * Previews: what the forge said about a project's pull requests and branches, recorded for the
  * preview controller to act on, and their state as users and the forge see it.
  */
-import type { Preview, PreviewState } from '@mayfly/contract';
+import { type Preview, type PreviewState, percentile, type ReadinessStats } from '@mayfly/contract';
 import { type Access, canSee, FULL_ACCESS } from '../access/access.js';
 import type { EnvironmentRecord, PreviewFacts, PreviewRecord, ProjectRecord, Store } from '../store/store.js';
 import type { ChangeRequestEvent, ForgeEvent, PushEvent } from '../triggers/forge-event.js';
@@ -13,6 +13,9 @@ export interface PreviewServiceDeps {
   /** Called after a change the preview controller should act on. */
   onChange: (previewId: string) => void;
 }
+
+/** Most samples of webhook-to-ready read for a project's statistics (the newest). */
+export const READINESS_SAMPLES_MAX = 10_000;
 
 /** A preview's state and why, as shown in the API and on the forge. */
 export interface PreviewStatus {
@@ -144,6 +147,47 @@ export class PreviewService {
       out.push(this.toResource(p, env));
     }
     return out;
+  }
+
+  /** Time from webhook to ready of a project's previews over the last `days` days. */
+  async readiness(
+    projectName: string,
+    access: Access,
+    days: number,
+    now = new Date(),
+  ): Promise<ReadinessStats> {
+    const project = canSee(access, projectName) ? await this.deps.store.projects.get(projectName) : null;
+    if (!project) throw new NotFoundError(`no project "${projectName}"`);
+    const since = new Date(now.getTime() - days * 86_400_000);
+    const samples = await this.deps.store.previews.listReadiness(project.name, since, READINESS_SAMPLES_MAX);
+    const byDay = new Map<string, number[]>();
+    for (const s of samples) {
+      const day = s.readyAt.toISOString().slice(0, 10);
+      byDay.set(day, [...(byDay.get(day) ?? []), s.readyMs]);
+    }
+    const all = samples.map((s) => s.readyMs);
+    return {
+      days,
+      p50Ms: percentile(all, 50),
+      p95Ms: percentile(all, 95),
+      perDay: [...byDay]
+        .sort(([a], [b]) => a.localeCompare(b))
+        .map(([day, ms]) => ({
+          day,
+          count: ms.length,
+          p50Ms: percentile(ms, 50)!,
+          p95Ms: percentile(ms, 95)!,
+        })),
+      items: samples.map((s) => ({
+        environment: s.envName,
+        number: s.number,
+        branch: s.branch,
+        headSha: s.headSha,
+        receivedAt: s.receivedAt.toISOString(),
+        readyAt: s.readyAt.toISOString(),
+        readyMs: s.readyMs,
+      })),
+    };
   }
 
   toResource(p: PreviewRecord, env: EnvironmentRecord | null): Preview {

@@ -4,7 +4,7 @@
  * through the gateway, and a test GitHub API that checks every request's documented shape.
  */
 import { execFileSync } from 'node:child_process';
-import type { Environment, Preview } from '@mayfly/contract';
+import type { Delivery, Environment, Preview, ReadinessStats } from '@mayfly/contract';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type FakeGitHub, startFakeGitHub } from '../test-support/fake-github.js';
 import { type FakeGitLab, startFakeGitLab } from '../test-support/fake-gitlab.js';
@@ -224,6 +224,92 @@ describe('previews from pull requests', () => {
     await t.waitForState('shop-pr-7', ['destroyed']);
     expect(github.comments(REPO, 7)).toHaveLength(1);
     expect(github.violations).toEqual([]);
+  });
+
+  it("deliveries are listed with what each did, redelivered while their head stands, and each preview's time to ready is kept", async () => {
+    const head1 = await repo.commit({ 'web/page.txt': 'PR thirty' }, 'a page', {
+      branch: 'thirty',
+      pullRequest: 30,
+    });
+    const facts = { repo: REPO, number: 30, action: 'opened' as const, headSha: head1, baseSha: mainSha };
+    expect((await send(facts, 'not-the-secret', 'forged-30')).status).toBe(401);
+    expect((await send(facts, SECRET, 'opened-30')).status).toBe(202);
+    await waitPreview(30, 'ready', head1);
+
+    type Deliveries = { items: Delivery[] };
+    const listed = async () => (await t.api<Deliveries>('GET', '/v1/projects/shop/deliveries')).body.items;
+    const opened = (await listed()).find((d) => d.id === 'opened-30');
+    expect(opened).toMatchObject({
+      event: 'pull_request',
+      summary: `pull request #30 opened at ${head1.slice(0, 12)}`,
+      outcome: `pull request #30 (opened) at ${head1.slice(0, 12)}: recorded`,
+      redeliveryOf: null,
+      redeliverable: true,
+    });
+    // A forged delivery is neither acted on nor kept.
+    expect((await listed()).map((d) => d.id)).not.toContain('forged-30');
+
+    // Time from the webhook to ready, kept for the project's page.
+    const stats = (await t.api<ReadinessStats>('GET', '/v1/projects/shop/readiness')).body;
+    const sample = stats.items.find((i) => i.environment === 'shop-pr-30');
+    expect(sample).toMatchObject({ number: 30, headSha: head1 });
+    expect(sample!.readyMs).toBeGreaterThan(0);
+    expect(Date.parse(sample!.readyAt) - Date.parse(sample!.receivedAt)).toBe(sample!.readyMs);
+    expect(stats.p50Ms).toBeGreaterThan(0);
+    expect(stats.p95Ms).toBeGreaterThanOrEqual(stats.p50Ms!);
+    expect(stats.perDay.at(-1)?.day).toBe(new Date().toISOString().slice(0, 10));
+
+    // Redelivered: a new delivery that says what it repeats and what it did.
+    const again = await t.api<Delivery>('POST', '/v1/projects/shop/deliveries/opened-30/redeliver');
+    expect(again.status).toBe(201);
+    expect(again.body).toMatchObject({ redeliveryOf: 'opened-30', outcome: opened!.outcome });
+    expect(again.body.id).toMatch(/^redeliver-/);
+    expect((await listed())[0]!.id).toBe(again.body.id);
+
+    // Who may: read-only tokens may list but not redeliver; another project's token sees nothing.
+    const token = async (body: object) =>
+      (await t.api<{ token: string }>('POST', '/v1/tokens', { name: 'x', ...body })).body.token;
+    const reader = await token({ scope: 'read' });
+    expect((await t.api('GET', '/v1/projects/shop/deliveries', undefined, reader)).status).toBe(200);
+    expect(
+      (await t.api('POST', '/v1/projects/shop/deliveries/opened-30/redeliver', undefined, reader)).status,
+    ).toBe(403);
+    expect(
+      (await t.api('POST', '/v1/projects', { name: 'elsewhere', repo: repo.url, forgeRepo: 'acme/else' }))
+        .status,
+    ).toBe(201);
+    const stranger = await token({ scope: 'write', project: 'elsewhere' });
+    for (const [method, path] of [
+      ['GET', '/v1/projects/shop/deliveries'],
+      ['GET', '/v1/projects/shop/readiness'],
+      ['POST', '/v1/projects/shop/deliveries/opened-30/redeliver'],
+    ] as const)
+      expect((await t.api(method, path, undefined, stranger)).status).toBe(404);
+    expect((await t.api('POST', '/v1/projects/shop/deliveries/no-such/redeliver')).status).toBe(404);
+    expect((await t.api('GET', '/v1/projects/shop/deliveries?limit=1000')).status).toBe(400);
+
+    // Once the pull request moved on, the old delivery would take it back: refused, nothing done.
+    const head2 = await repo.commit({ 'web/page.txt': 'PR thirty, again' }, 'a push', {
+      branch: 'thirty',
+      pullRequest: 30,
+    });
+    expect((await send({ ...facts, action: 'synchronize', headSha: head2 }, SECRET, 'sync-30')).status).toBe(
+      202,
+    );
+    const before = (await listed()).length;
+    const refused = await t.api<{ error: { message: string } }>(
+      'POST',
+      '/v1/projects/shop/deliveries/opened-30/redeliver',
+    );
+    expect(refused.status).toBe(409);
+    expect(refused.body.error.message).toContain(`has moved on to ${head2.slice(0, 12)}`);
+    expect((await listed()).length).toBe(before);
+    expect((await previewOf(30))?.headSha).toBe(head2);
+
+    await waitPreview(30, 'ready', head2);
+    await send({ ...facts, action: 'closed', headSha: head2 });
+    await t.waitForState('shop-pr-30', ['destroyed']);
+    expect((await t.api('DELETE', '/v1/projects/elsewhere')).status).toBe(200);
   });
 
   it('a failing push leaves the previous version running and says why; GitHub never sees it green', async () => {

@@ -1,13 +1,16 @@
 /**
  * Retention: the store does not grow without end. Destroyed environments (with their timelines and
  * kept logs) are deleted after a while, every environment keeps a bounded number of events, webhook
- * delivery ids are forgotten after a week, and the
+ * deliveries are forgotten after a week, previews' readiness times after a month, and the
  * server's work dir loses uploaded bundles nobody used and folders of environments that are gone.
  */
 import type { Workspaces } from '../sources/workspaces.js';
 import type { Store } from '../store/store.js';
 
-/** How long webhook delivery ids are kept to recognise a redelivery. */
+/** How long previews' times from webhook to ready are kept (the project page shows 30 days). */
+export const READINESS_RETENTION_MS = 31 * 86_400_000;
+
+/** How long webhook deliveries are kept: to recognise a redelivery, and to list them. */
 export const WEBHOOK_DELIVERY_RETENTION_MS = 7 * 86_400_000;
 
 export interface RetentionDeps {
@@ -29,5 +32,6 @@ export async function applyRetention(
   const bundles = await deps.workspaces.sweep(now);
   // A forge redelivers within hours; a week of delivery ids is plenty to recognise one.
   await deps.store.projects.pruneDeliveries(new Date(now.getTime() - WEBHOOK_DELIVERY_RETENTION_MS));
+  await deps.store.previews.pruneReadiness(new Date(now.getTime() - READINESS_RETENTION_MS));
   return { environments, events, bundles };
 }

@@ -314,6 +314,37 @@ function migrations(dialect: StoreDialect): Record<string, Migration> {
         await db.schema.alterTable('tokens').addColumn('parent_id', 'text').execute();
       },
     },
+    '0009-deliveries-and-readiness': {
+      // biome-ignore lint/suspicious/noExplicitAny: migrations must not depend on today's schema types
+      async up(db: Kysely<any>) {
+        for (const column of ['delivery_id', 'summary', 'outcome', 'event_json', 'redelivery_of']) {
+          await db.schema.alterTable('webhook_deliveries').addColumn(column, 'text').execute();
+        }
+        await db.schema
+          .createIndex('webhook_deliveries_project_idx')
+          .on('webhook_deliveries')
+          .columns(['project', 'received_at'])
+          .execute();
+        await db.schema
+          .createTable('preview_readiness')
+          .addColumn('id', 'text', (col) => col.primaryKey())
+          .addColumn('project', 'text', (col) => col.notNull())
+          .addColumn('preview_id', 'text', (col) => col.notNull())
+          .addColumn('env_name', 'text', (col) => col.notNull())
+          .addColumn('number', 'integer')
+          .addColumn('branch', 'text')
+          .addColumn('head_sha', 'text', (col) => col.notNull())
+          .addColumn('received_at', sql.raw(timestamp), (col) => col.notNull())
+          .addColumn('ready_at', sql.raw(timestamp), (col) => col.notNull())
+          .addColumn('ready_ms', 'integer', (col) => col.notNull())
+          .execute();
+        await db.schema
+          .createIndex('preview_readiness_project_idx')
+          .on('preview_readiness')
+          .columns(['project', 'ready_at'])
+          .execute();
+      },
+    },
   };
 }
 

@@ -5,6 +5,7 @@ import {
   type Database,
   fromDbTime,
   fromDbTimeOrNull,
+  type PreviewReadinessTable,
   type PreviewsTable,
   type StoreDialect,
   toDbTime,
@@ -15,6 +16,7 @@ import {
   type PreviewPatch,
   type PreviewRecord,
   type PreviewRepository,
+  type Readiness,
   type UpdateOptions,
 } from './store.js';
 
@@ -148,7 +150,47 @@ export class KyselyPreviewRepository implements PreviewRepository {
   }
 
   async deleteForProject(project: string): Promise<number> {
+    await this.db.deleteFrom('preview_readiness').where('project', '=', project).execute();
     const result = await this.db.deleteFrom('previews').where('project', '=', project).executeTakeFirst();
+    return Number(result.numDeletedRows);
+  }
+
+  async recordReadiness(r: Readiness): Promise<void> {
+    await this.db
+      .insertInto('preview_readiness')
+      .values({
+        id: `${r.previewId}@${r.headSha}`,
+        project: r.project,
+        preview_id: r.previewId,
+        env_name: r.envName,
+        number: r.number,
+        branch: r.branch,
+        head_sha: r.headSha,
+        received_at: toDbTime(r.receivedAt),
+        ready_at: toDbTime(r.readyAt),
+        ready_ms: Math.min(Math.max(0, Math.round(r.readyMs)), 2 ** 31 - 1),
+      })
+      .onConflict((oc) => oc.column('id').doNothing())
+      .execute();
+  }
+
+  async listReadiness(project: string, since: Date, limit: number): Promise<Readiness[]> {
+    const rows = await this.db
+      .selectFrom('preview_readiness')
+      .selectAll()
+      .where('project', '=', project)
+      .where('ready_at', '>=', toDbTime(since))
+      .orderBy('ready_at', 'desc')
+      .limit(limit)
+      .execute();
+    return rows.map(toReadiness);
+  }
+
+  async pruneReadiness(before: Date): Promise<number> {
+    const result = await this.db
+      .deleteFrom('preview_readiness')
+      .where('ready_at', '<', toDbTime(before))
+      .executeTakeFirst();
     return Number(result.numDeletedRows);
   }
 }
@@ -187,5 +229,19 @@ function toRecord(row: Selectable<PreviewsTable>): PreviewRecord {
     retryAt: fromDbTimeOrNull(row.retry_at),
     createdAt: fromDbTime(row.created_at),
     updatedAt: fromDbTime(row.updated_at),
+  };
+}
+
+function toReadiness(row: Selectable<PreviewReadinessTable>): Readiness {
+  return {
+    project: row.project,
+    previewId: row.preview_id,
+    envName: row.env_name,
+    number: row.number,
+    branch: row.branch,
+    headSha: row.head_sha,
+    receivedAt: fromDbTime(row.received_at),
+    readyAt: fromDbTime(row.ready_at),
+    readyMs: Number(row.ready_ms),
   };
 }

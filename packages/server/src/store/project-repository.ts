@@ -1,8 +1,18 @@
 /** {@link ProjectRepository} over Kysely, for SQLite and PostgreSQL alike. */
 import { type Forge, ProjectPolicy } from '@mayfly/contract';
 import type { Kysely, Selectable, Updateable } from 'kysely';
-import { type Database, fromDbTime, type ProjectsTable, type StoreDialect, toDbTime } from './schema.js';
 import {
+  type Database,
+  fromDbTime,
+  type ProjectsTable,
+  type StoreDialect,
+  toDbTime,
+  type WebhookDeliveriesTable,
+  withoutNul,
+} from './schema.js';
+import {
+  type DeliveryRecord,
+  type NewDelivery,
   type NewProject,
   ProjectExistsError,
   type ProjectPatch,
@@ -85,18 +95,59 @@ export class KyselyProjectRepository implements ProjectRepository {
   }
 
   async delete(name: string): Promise<boolean> {
+    // A project made again under the name starts with no deliveries of the old one.
+    await this.db.deleteFrom('webhook_deliveries').where('project', '=', name).execute();
     const result = await this.db.deleteFrom('projects').where('name', '=', name).executeTakeFirst();
     return result.numDeletedRows > 0n;
   }
 
-  async recordDelivery(delivery: { id: string; project: string; event: string }): Promise<boolean> {
+  async recordDelivery(delivery: NewDelivery): Promise<boolean> {
     // Insert-or-nothing in one statement: two replicas given the same delivery agree on who acts.
     const result = await this.db
       .insertInto('webhook_deliveries')
-      .values({ ...delivery, received_at: toDbTime(new Date()) })
+      .values({
+        id: delivery.id,
+        project: delivery.project,
+        event: delivery.event,
+        delivery_id: delivery.deliveryId,
+        summary: delivery.summary === null ? null : withoutNul(delivery.summary),
+        event_json: delivery.eventJson === null ? null : withoutNul(delivery.eventJson),
+        redelivery_of: delivery.redeliveryOf ?? null,
+        outcome: null,
+        received_at: toDbTime(new Date()),
+      })
       .onConflict((oc) => oc.column('id').doNothing())
       .executeTakeFirst();
     return Number(result.numInsertedOrUpdatedRows ?? 0n) > 0;
+  }
+
+  async setDeliveryOutcome(id: string, outcome: string): Promise<void> {
+    await this.db
+      .updateTable('webhook_deliveries')
+      .set({ outcome: withoutNul(outcome) })
+      .where('id', '=', id)
+      .execute();
+  }
+
+  async getDelivery(id: string): Promise<DeliveryRecord | null> {
+    const row = await this.db
+      .selectFrom('webhook_deliveries')
+      .selectAll()
+      .where('id', '=', id)
+      .executeTakeFirst();
+    return row ? toDelivery(row) : null;
+  }
+
+  async listDeliveries(project: string, limit: number): Promise<DeliveryRecord[]> {
+    const rows = await this.db
+      .selectFrom('webhook_deliveries')
+      .selectAll()
+      .where('project', '=', project)
+      .orderBy('received_at', 'desc')
+      .orderBy('id', 'desc')
+      .limit(limit)
+      .execute();
+    return rows.map(toDelivery);
   }
 
   async pruneDeliveries(before: Date): Promise<number> {
@@ -130,5 +181,20 @@ function toRecord(row: Selectable<ProjectsTable>): ProjectRecord {
     previewTokenHash: row.preview_token_hash,
     createdAt: fromDbTime(row.created_at),
     updatedAt: fromDbTime(row.updated_at),
+  };
+}
+
+function toDelivery(row: Selectable<WebhookDeliveriesTable>): DeliveryRecord {
+  return {
+    id: row.id,
+    project: row.project,
+    event: row.event,
+    // Rows from before the column: the id's last part (project names hold no colon).
+    deliveryId: row.delivery_id ?? row.id.split(':').slice(2).join(':'),
+    summary: row.summary,
+    eventJson: row.event_json,
+    redeliveryOf: row.redelivery_of,
+    outcome: row.outcome,
+    receivedAt: fromDbTime(row.received_at),
   };
 }

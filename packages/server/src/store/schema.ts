@@ -113,13 +113,42 @@ export interface ProjectsTable {
   updated_at: Timestamp;
 }
 
-/** Webhook deliveries seen, so a redelivered one is not acted on twice. */
+/**
+ * Webhook deliveries seen (signed by a project's secret): so a redelivered one is not acted on
+ * twice, and so the dashboard can show what each did and redeliver it.
+ */
 export interface WebhookDeliveriesTable {
-  /** `<forge>:<delivery id>`. */
+  /** `<forge>:<project>:<delivery id>`. */
   id: string;
   project: string;
+  /** The forge's event name (its header). */
   event: string;
   received_at: Timestamp;
+  /** The forge's delivery id (null on rows from before 0009). */
+  delivery_id: string | null;
+  /** What the event was, in words (`pull request #5 synchronize at 1a2b3c…`). */
+  summary: string | null;
+  /** What Mayfly did with it, in words; null while it is being acted on. */
+  outcome: string | null;
+  /** The event as Mayfly understood it (JSON `ForgeEvent`), kept to redeliver it; null when not kept. */
+  event_json: string | null;
+  /** The delivery this one repeats, when made by a redeliver. */
+  redelivery_of: string | null;
+}
+
+/** How long each preview took from the webhook that set its head to ready, kept for 30 days. */
+export interface PreviewReadinessTable {
+  /** `<preview id>@<head sha>`: once per head. */
+  id: string;
+  project: string;
+  preview_id: string;
+  env_name: string;
+  number: number | null;
+  branch: string | null;
+  head_sha: string;
+  received_at: Timestamp;
+  ready_at: Timestamp;
+  ready_ms: number;
 }
 
 /** A pull request or branch of a project: what the forge last said of it, and what was reported back. */
@@ -214,6 +243,7 @@ export interface Database {
   projects: ProjectsTable;
   webhook_deliveries: WebhookDeliveriesTable;
   previews: PreviewsTable;
+  preview_readiness: PreviewReadinessTable;
   sandboxes: SandboxesTable;
   sandbox_templates: SandboxTemplatesTable;
   replicas: ReplicasTable;

@@ -588,6 +588,84 @@ export function describeStore(name: string, target: StoreTarget): void {
       });
     });
 
+    describe('webhook deliveries and readiness', () => {
+      it("records a delivery once, with its outcome, lists a project's newest first, and forgets them with the project", async () => {
+        const store = await open();
+        const base = {
+          project: 'shop',
+          event: 'pull_request',
+          summary: 'pull request #1 opened at abc',
+          eventJson: '{"kind":"ping"}',
+        };
+        expect(await store.projects.recordDelivery({ ...base, id: 'github:shop:d1', deliveryId: 'd1' })).toBe(
+          true,
+        );
+        expect(await store.projects.recordDelivery({ ...base, id: 'github:shop:d1', deliveryId: 'd1' })).toBe(
+          false,
+        );
+        await new Promise((r) => setTimeout(r, 5));
+        await store.projects.recordDelivery({
+          ...base,
+          id: 'github:shop:d2',
+          deliveryId: 'd2',
+          redeliveryOf: 'github:shop:d1',
+          summary: 'nul\u0000byte',
+        });
+        await store.projects.recordDelivery({
+          ...base,
+          id: 'github:other:d3',
+          project: 'other',
+          deliveryId: 'd3',
+        });
+        await store.projects.setDeliveryOutcome('github:shop:d1', 'recorded');
+        const listed = await store.projects.listDeliveries('shop', 10);
+        expect(listed.map((d) => [d.deliveryId, d.outcome, d.redeliveryOf])).toEqual([
+          ['d2', null, 'github:shop:d1'],
+          ['d1', 'recorded', null],
+        ]);
+        expect(listed[0]!.summary).toBe('nul\uFFFDbyte');
+        expect(await store.projects.listDeliveries('shop', 1)).toHaveLength(1);
+        expect((await store.projects.getDelivery('github:shop:d1'))?.eventJson).toBe('{"kind":"ping"}');
+        // a project deleted takes its deliveries along; another project's stay
+        await store.projects.delete('shop');
+        expect(await store.projects.listDeliveries('shop', 10)).toEqual([]);
+        expect(await store.projects.listDeliveries('other', 10)).toHaveLength(1);
+        expect(await store.projects.pruneDeliveries(new Date(Date.now() + 1000))).toBe(1);
+      });
+
+      it('records readiness once per preview and head, lists a period newest first, and prunes old ones', async () => {
+        const store = await open();
+        const at = (daysAgo: number) => new Date(Date.now() - daysAgo * 86_400_000);
+        const sample = (head: string, daysAgo: number, readyMs: number) => ({
+          project: 'shop',
+          previewId: 'shop/pr/1',
+          envName: 'shop-pr-1',
+          number: 1,
+          branch: null,
+          headSha: head,
+          receivedAt: new Date(at(daysAgo).getTime() - readyMs),
+          readyAt: at(daysAgo),
+          readyMs,
+        });
+        await store.previews.recordReadiness(sample('a', 40, 1000));
+        await store.previews.recordReadiness(sample('b', 2, 2000));
+        await store.previews.recordReadiness(sample('b', 1, 9999)); // the same head again: kept once
+        const newest = sample('c', 1, 3000);
+        await store.previews.recordReadiness(newest);
+        const listed = await store.previews.listReadiness('shop', at(30), 100);
+        expect(listed.map((r) => [r.headSha, r.readyMs])).toEqual([
+          ['c', 3000],
+          ['b', 2000],
+        ]);
+        expect(listed[0]!.readyAt.getTime()).toBe(newest.readyAt.getTime());
+        expect(await store.previews.listReadiness('shop', at(30), 1)).toHaveLength(1);
+        expect(await store.previews.listReadiness('other', at(60), 100)).toEqual([]);
+        expect(await store.previews.pruneReadiness(at(30))).toBe(1);
+        await store.previews.deleteForProject('shop');
+        expect(await store.previews.listReadiness('shop', at(60), 100)).toEqual([]);
+      });
+    });
+
     describe('leases', () => {
       it('lets one owner hold an environment until it releases it', async () => {
         const store = await open();
@@ -1035,6 +1113,7 @@ export function describeStore(name: string, target: StoreTarget): void {
           { name: '0006-sandbox-templates' },
           { name: '0007-replicas' },
           { name: '0008-dashboard-sessions' },
+          { name: '0009-deliveries-and-readiness' },
         ]);
         // one installation, one id, whichever replica made it
         expect(new Set(stores.map((s) => s.instanceId)).size).toBe(1);
@@ -1083,6 +1162,7 @@ export function describeStore(name: string, target: StoreTarget): void {
           { name: '0006-sandbox-templates' },
           { name: '0007-replicas' },
           { name: '0008-dashboard-sessions' },
+          { name: '0009-deliveries-and-readiness' },
         ]);
       });
 

@@ -309,9 +309,31 @@ export interface ProjectRepository {
   /**
    * Records a webhook delivery; false when `id` was seen before (a redelivery: not acted on twice).
    */
-  recordDelivery(delivery: { id: string; project: string; event: string }): Promise<boolean>;
+  recordDelivery(delivery: NewDelivery): Promise<boolean>;
+  /** Says what was done with a delivery. */
+  setDeliveryOutcome(id: string, outcome: string): Promise<void>;
+  getDelivery(id: string): Promise<DeliveryRecord | null>;
+  /** A project's deliveries, newest first. */
+  listDeliveries(project: string, limit: number): Promise<DeliveryRecord[]>;
   /** Forgets deliveries received before `before`; returns how many. */
   pruneDeliveries(before: Date): Promise<number>;
+}
+
+export interface NewDelivery {
+  /** `<forge>:<project>:<delivery id>`. */
+  id: string;
+  project: string;
+  event: string;
+  deliveryId: string;
+  summary: string | null;
+  /** JSON of the event as understood, to redeliver it; null when not kept. */
+  eventJson: string | null;
+  redeliveryOf?: string | null;
+}
+
+export interface DeliveryRecord extends Required<NewDelivery> {
+  outcome: string | null;
+  receivedAt: Date;
 }
 
 /** A pull request (or a branch) of a project and what became of it. */
@@ -402,6 +424,24 @@ export interface PreviewRepository {
   claim(id: string, owner: string, leaseMs: number): Promise<boolean>;
   release(id: string, owner: string): Promise<void>;
   deleteForProject(project: string): Promise<number>;
+  /** Records how long a preview took to be ready at a head; once per preview and head. */
+  recordReadiness(readiness: Readiness): Promise<void>;
+  /** A project's readiness times since `since`, newest first, at most `limit`. */
+  listReadiness(project: string, since: Date, limit: number): Promise<Readiness[]>;
+  pruneReadiness(before: Date): Promise<number>;
+}
+
+/** A preview made ready: from the webhook that set its head to the environment ready at it. */
+export interface Readiness {
+  project: string;
+  previewId: string;
+  envName: string;
+  number: number | null;
+  branch: string | null;
+  headSha: string;
+  receivedAt: Date;
+  readyAt: Date;
+  readyMs: number;
 }
 
 /** A sandbox as the store keeps it; `ended` ones stay for a retention period, with why they ended. */

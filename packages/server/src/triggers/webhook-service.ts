@@ -4,9 +4,12 @@
  * Nothing slow happens here (no git, no Docker): the forge gets its answer at once and the
  * preview controller does the work.
  */
-import type { Forge } from '@mayfly/contract';
+import { randomUUID } from 'node:crypto';
+import type { Delivery, Forge } from '@mayfly/contract';
+import { type Access, canSee } from '../access/access.js';
+import { ConflictError, NotFoundError } from '../controller/errors.js';
 import type { PreviewService } from '../controller/preview-service.js';
-import type { ProjectRecord, Store } from '../store/store.js';
+import type { DeliveryRecord, ProjectRecord, Store } from '../store/store.js';
 import { type ForgeEvent, WebhookPayloadError } from './forge-event.js';
 import {
   repositoryOf as githubRepositoryOf,
@@ -98,24 +101,160 @@ export class WebhookService {
       if (err instanceof WebhookPayloadError) return { status: 400, message: err.message };
       throw err;
     }
-    if (event.kind === 'ping') return { status: 200, message: 'pong' };
-    if (event.kind === 'ignored')
-      return { status: 202, message: `ignored: Mayfly does not act on ${event.event} events` };
-
     const messages: string[] = [];
     for (const project of signed) {
       // Recorded first: a redelivery (or a second replica given the same one) does nothing.
+      const id = `${forge}:${project.name}:${deliveryId}`;
       const fresh = await this.deps.store.projects.recordDelivery({
-        id: `${forge}:${project.name}:${deliveryId}`,
+        id,
         project: project.name,
         event: eventName.slice(0, 100),
+        deliveryId,
+        summary: describeEvent(event),
+        eventJson: keptEvent(event),
       });
       if (!fresh) {
         messages.push(`${project.name}: delivery ${deliveryId} was already received`);
         continue;
       }
-      messages.push(`${project.name}: ${await this.deps.previews.record(project, event)}`);
+      messages.push(`${project.name}: ${await this.act(id, project, event)}`);
     }
+    if (event.kind === 'ping') return { status: 200, message: 'pong' };
+    if (event.kind === 'ignored')
+      return { status: 202, message: `ignored: Mayfly does not act on ${event.event} events` };
     return { status: 202, message: messages.join('; ') };
   }
+
+  /** A project's deliveries, newest first (at most `limit`). */
+  async deliveries(projectName: string, access: Access, limit: number): Promise<Delivery[]> {
+    const project = await this.visibleProject(projectName, access);
+    const rows = await this.deps.store.projects.listDeliveries(project.name, limit);
+    return rows.map(toDelivery);
+  }
+
+  /**
+   * Acts again on what a delivery said, as a new delivery (`redeliver-…`): for a pull request or
+   * branch still at the commit it named (a preview is never taken back to an older commit).
+   */
+  async redeliver(projectName: string, deliveryId: string, access: Access): Promise<Delivery> {
+    const project = await this.visibleProject(projectName, access);
+    const original = await this.deps.store.projects.getDelivery(
+      `${project.forge}:${project.name}:${deliveryId}`,
+    );
+    if (!original) throw new NotFoundError(`project "${project.name}" has no delivery ${deliveryId}`);
+    const event = original.eventJson === null ? null : (JSON.parse(original.eventJson) as ForgeEvent);
+    if (event === null)
+      throw new ConflictError(
+        `delivery ${deliveryId} cannot be redelivered: what it said was not kept (redeliver it from the forge)`,
+      );
+    if (
+      'repo' in event &&
+      event.repo !== null &&
+      event.repo.toLowerCase() !== project.forgeRepo.toLowerCase()
+    )
+      throw new ConflictError(
+        `delivery ${deliveryId} is of ${event.repo}; the project now follows ${project.forgeRepo}`,
+      );
+    await this.refuseOlderHead(project, event, deliveryId);
+    const id = `${project.forge}:${project.name}:redeliver-${randomUUID()}`;
+    await this.deps.store.projects.recordDelivery({
+      id,
+      project: project.name,
+      event: original.event,
+      deliveryId: id.slice(id.lastIndexOf(':') + 1),
+      summary: original.summary,
+      eventJson: original.eventJson,
+      redeliveryOf: original.id,
+    });
+    await this.act(id, project, event);
+    const made = await this.deps.store.projects.getDelivery(id);
+    if (!made) throw new NotFoundError(`delivery ${id} is gone`);
+    return toDelivery(made);
+  }
+
+  /** Does what an event says for one project; the outcome is kept with the delivery. */
+  private async act(deliveryId: string, project: ProjectRecord, event: ForgeEvent): Promise<string> {
+    let outcome: string;
+    try {
+      outcome =
+        event.kind === 'ping'
+          ? 'pong'
+          : event.kind === 'ignored'
+            ? `ignored: Mayfly does not act on ${event.event} events`
+            : await this.deps.previews.record(project, event);
+    } catch (err) {
+      await this.deps.store.projects
+        .setDeliveryOutcome(deliveryId, `failed: ${(err as Error).message}`.slice(0, 1000))
+        .catch(() => {});
+      throw err;
+    }
+    await this.deps.store.projects.setDeliveryOutcome(deliveryId, outcome);
+    return outcome;
+  }
+
+  private async refuseOlderHead(project: ProjectRecord, event: ForgeEvent, deliveryId: string) {
+    const previewId =
+      event.kind === 'change_request'
+        ? `${project.name}/pr/${event.number}`
+        : event.kind === 'push' && event.branch !== null && !event.deleted
+          ? `${project.name}/branch/${event.branch}`
+          : null;
+    if (previewId === null) return;
+    const head = event.kind === 'change_request' ? event.headSha : event.kind === 'push' ? event.after : '';
+    const preview = await this.deps.store.previews.get(previewId);
+    if (preview && preview.headSha !== head)
+      throw new ConflictError(
+        `delivery ${deliveryId} is of ${head.slice(0, 12)}, but ${preview.number !== null ? `pull request #${preview.number}` : `branch ${preview.branch}`} has moved on to ${preview.headSha.slice(0, 12)}: redeliver a newer delivery`,
+      );
+  }
+
+  private async visibleProject(name: string, access: Access): Promise<ProjectRecord> {
+    const project = canSee(access, name) ? await this.deps.store.projects.get(name) : null;
+    if (!project) throw new NotFoundError(`no project "${name}"`);
+    return project;
+  }
+}
+
+/** Largest event kept with its delivery, to redeliver it; larger ones (a push of very many paths) are not kept. */
+export const KEPT_EVENT_MAX_CHARS = 64 * 1024;
+
+/** The event as JSON to keep with its delivery, or null when it is too large to keep. */
+function keptEvent(event: ForgeEvent): string | null {
+  let json = JSON.stringify(event);
+  if (json.length > KEPT_EVENT_MAX_CHARS && event.kind === 'push') {
+    // Without the list of paths a push means "everything changed": the safe reading.
+    json = JSON.stringify({ ...event, changedPaths: null });
+  }
+  return json.length > KEPT_EVENT_MAX_CHARS ? null : json;
+}
+
+/** What an event said, in words, for the list of deliveries. */
+export function describeEvent(event: ForgeEvent): string {
+  switch (event.kind) {
+    case 'change_request':
+      return `pull request #${event.number} ${event.rawAction || event.action} at ${event.headSha.slice(0, 12)}`;
+    case 'push':
+      return event.branch === null
+        ? 'push to a tag'
+        : event.deleted
+          ? `branch ${event.branch} deleted`
+          : `push to ${event.branch} at ${event.after.slice(0, 12)}`;
+    case 'ping':
+      return 'ping';
+    default:
+      return `${event.event} (not acted on)`;
+  }
+}
+
+function toDelivery(d: DeliveryRecord): Delivery {
+  const tail = (id: string) => id.split(':').slice(2).join(':');
+  return {
+    id: d.deliveryId,
+    event: d.event,
+    summary: d.summary,
+    outcome: d.outcome,
+    receivedAt: d.receivedAt.toISOString(),
+    redeliveryOf: d.redeliveryOf === null ? null : tail(d.redeliveryOf),
+    redeliverable: d.eventJson !== null,
+  };
 }
