@@ -226,7 +226,7 @@ export function registerEnvironmentRoutes(app: FastifyInstance<Server>, deps: Ap
     },
   });
   const lifecycleRoute = (
-    verb: 'sleep' | 'wake' | 'keep',
+    verb: 'sleep' | 'wake' | 'keep' | 'redeploy',
     summary: string,
     act: (id: string, access: ReturnType<typeof requireAccess>) => Promise<unknown>,
   ) =>
@@ -239,7 +239,7 @@ export function registerEnvironmentRoutes(app: FastifyInstance<Server>, deps: Ap
       response: { status: 200, description: 'the environment', json: 'Environment' },
       errors: {
         404: 'no such environment',
-        409: 'it is being destroyed (or failed: nothing to put to sleep)',
+        409: 'it is being destroyed, or in a state the action does not apply to (a failed one cannot sleep; redeploy waits for a bring-up or update under way)',
       },
       handler: async ({ params, req }) => {
         const access = requireAccess(req);
@@ -253,6 +253,11 @@ export function registerEnvironmentRoutes(app: FastifyInstance<Server>, deps: Ap
     (id, a) => environments.sleep(id, a),
   );
   lifecycleRoute('wake', 'wake a sleeping environment (scope write)', (id, a) => environments.wake(id, a));
+  lifecycleRoute(
+    'redeploy',
+    'bring it up again from its template (and commit): every service in a new container, volumes and finished jobs kept (scope write)',
+    (id, a) => environments.redeploy(id, a),
+  );
   lifecycleRoute(
     'keep',
     'keep: no time to live, never put to sleep or destroyed for being idle (scope write)',

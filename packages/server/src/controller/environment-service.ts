@@ -65,6 +65,9 @@ export interface LogRequest {
   signal?: AbortSignal;
 }
 
+/** The state event a redeploy writes; a bring-up after it (and before the next ready) makes every service anew. */
+export const REDEPLOY_MESSAGE = 'redeploy requested: every service restarts in a new container';
+
 export class EnvironmentService {
   readonly defaultLogTail: number;
   /** Log streams read from the runtime right now (see `limits.maxLogStreams`). */
@@ -335,6 +338,44 @@ export class EnvironmentService {
     const env = await this.findLive(idOrName, access);
     if (!env.sleep) return env;
     return this.change(env, { sleep: false, lastActiveAt: new Date() }, 'wake', why, true);
+  }
+
+  /**
+   * Brings it up again from the template (and commit) it has: every service gets a new container,
+   * volumes and jobs that already ran are kept, images are built only if gone. A failed one is
+   * tried again from the start; a sleeping one wakes this way.
+   */
+  async redeploy(idOrName: string, access: Access = FULL_ACCESS): Promise<EnvironmentRecord> {
+    const env = await this.findLive(idOrName, access);
+    const settled =
+      env.state === 'failed' ||
+      (env.state === 'ready' && !env.sleep) ||
+      (env.state === 'sleeping' && env.sleep);
+    if (!settled)
+      throw new ConflictError(
+        `environment "${env.name}" is ${env.state}${env.sleep !== (env.state === 'sleeping') ? (env.sleep ? ' and going to sleep' : ' and waking up') : ''}: redeploy once it is ready (or has failed)`,
+      );
+    if (env.state !== 'failed' && env.revision > env.plannedRevision && env.revision > env.failedRevision)
+      throw new ConflictError(`environment "${env.name}" is being updated: redeploy once the update is done`);
+    const updated = await this.deps.store.environments.update(env.id, {
+      state: 'pending',
+      failure: null,
+      sleep: false,
+      attempts: 0,
+      retryAt: null,
+      lastActiveAt: new Date(),
+      ...(env.ttlMs ? { expiresAt: new Date(Date.now() + env.ttlMs) } : {}),
+    });
+    // A state event (never pruned) is the mark: a bring-up that finds it after the last ready
+    // makes every service anew. Written after the state: a crash in between only loses the redeploy.
+    await this.deps.store.events.append({
+      envId: env.id,
+      type: 'state',
+      state: 'pending',
+      message: REDEPLOY_MESSAGE,
+    });
+    this.deps.onChange(env.id);
+    return updated;
   }
 
   /** Pushes the end of its time to live back by `by` (from now when it has none or it has passed). */

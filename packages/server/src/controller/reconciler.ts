@@ -29,6 +29,7 @@ import { checkoutCommit, GitSourceError } from '../sources/git-checkout.js';
 import type { Workspaces } from '../sources/workspaces.js';
 import { type EnvironmentRecord, LeaseLostError, type Store } from '../store/store.js';
 import { TemplateError } from '../template/index.js';
+import { REDEPLOY_MESSAGE } from './environment-service.js';
 import { InvalidRequestError } from './errors.js';
 import { collectGarbage } from './garbage-collector.js';
 import { collectImages } from './image-collector.js';
@@ -425,6 +426,11 @@ export class Reconciler {
     const waking =
       sleptAt !== undefined &&
       (env.state === 'sleeping' || (env.state === 'creating' && lastState?.message === 'waking up'));
+    // Redeployed (and not ready since): every service is made anew rather than kept running;
+    // jobs that ran stay done, volumes stay.
+    const redeploying =
+      events.findLastIndex((e) => e.type === 'state' && e.message === REDEPLOY_MESSAGE) >
+      events.findLastIndex((e) => e.type === 'state' && e.state === 'ready');
     // One attempt may take this long, builds included; a build that never ends fails its step.
     const timeoutMs = this.o.bringUpTimeoutMs ?? 30 * 60_000;
     const deadline = AbortSignal.timeout(timeoutMs);
@@ -437,10 +443,11 @@ export class Reconciler {
       // From git, a new revision is planned here only on a first bring-up (or one after a
       // failure); an environment that was up (waking, repaired) comes back on the plan it had, and
       // moves to the new revision by an update in place, which keeps it if the new one fails.
+      // A redeploy stays on the plan it has (after a failed update: the version that runs).
       const replan =
         env.source !== null &&
         env.plannedRevision < env.revision &&
-        (!plan || env.state === 'pending' || env.state === 'building');
+        (!plan || ((env.state === 'pending' || env.state === 'building') && !redeploying));
       // The plan's own commit checked out again when its images are not built yet (a crash).
       const rebuild =
         env.source !== null &&
@@ -490,6 +497,7 @@ export class Reconciler {
       await applyPlan(runtime, plan, {
         signal,
         ...(waking ? { resumeStopped: { since: new Date(sleptAt.getTime() - 1_000) } } : {}),
+        ...(redeploying ? { recreateServices: true } : {}),
         onProgress: (e) => {
           if (e.type === 'workload') step = `${e.phase === 'creating' ? 'create' : 'start'}:${e.workload}`;
           progress.add(e.type === 'image' ? `${e.workload}: ${e.message}` : `${e.workload}: ${e.phase}`);

@@ -242,4 +242,73 @@ describe('sleep and wake', () => {
     expect(updated.expiresAt!.getTime() - Date.now()).toBeGreaterThan(3_599_000);
     expect(updated.revision).toBe(2);
   });
+
+  it('redeploy: every service in a new container, its volume and a job that ran kept; a failed one tried again; refused mid-way', async () => {
+    const withJob = `
+services:
+  seed:
+    image: ${TESTKIT_IMAGE}
+    command: ["sh", "-c", "echo seeded >> /data/runs"]
+    volumes: ["data:/data"]
+  web:
+    image: ${TESTKIT_IMAGE}
+    command: ["testkit", "http", "--port", "8080", "--text", "up"]
+    ports: ["8080"]
+    volumes: ["data:/data"]
+    depends_on:
+      seed: { condition: service_completed_successfully }
+volumes:
+  data: {}
+`;
+    const env = await create('again', {}, ['ready'], withJob);
+    const container = (service: string) =>
+      docker(
+        'ps',
+        '-aq',
+        '--no-trunc',
+        '--filter',
+        `label=mayfly.env=${env.id}`,
+        '--filter',
+        `label=mayfly.service=${service}`,
+      );
+    const webBefore = container('web');
+    const seedBefore = container('seed');
+    docker('exec', webBefore, 'sh', '-c', 'echo kept > /data/mine');
+
+    const reader = (await t.api<{ token: string }>('POST', '/v1/tokens', { name: 'r', scope: 'read' })).body
+      .token;
+    expect((await t.api('POST', '/v1/environments/again/redeploy', undefined, reader)).status).toBe(403);
+    const res = await t.api<Environment>('POST', '/v1/environments/again/redeploy');
+    expect(res.status).toBe(200);
+    expect(res.body.state).toBe('pending');
+    // While it comes up again, another redeploy is refused and changes nothing.
+    const twice = await t.api<{ error: { message: string } }>('POST', '/v1/environments/again/redeploy');
+    expect(twice.status).toBe(409);
+    expect(twice.body.error.message).toContain('redeploy once it is ready');
+    await t.waitForState('again', ['ready']);
+    const webAfter = container('web');
+    expect(webAfter).not.toBe(webBefore);
+    expect(container('seed')).toBe(seedBefore);
+    expect(docker('exec', webAfter, 'cat', '/data/mine', '/data/runs')).toBe('kept\nseeded');
+    expect((await t.viaGateway(`web--again.localhost:${t.server.port}`)).text).toBe('up');
+    expect((await t.events('again')).map((e) => e.message)).toContain(
+      'redeploy requested: every service restarts in a new container',
+    );
+
+    // A failed environment is tried again from the start (and fails again the same way here).
+    const failing = `services:\n  job:\n    image: ${TESTKIT_IMAGE}\n    command: ["sh", "-c", "exit 3"]\n    restart: "no"\n  web:\n    image: ${TESTKIT_IMAGE}\n    command: ["testkit", "sleep"]\n    depends_on:\n      job: { condition: service_completed_successfully }\n`;
+    await create('again-failed', {}, ['failed'], failing);
+    const retried = await t.api<Environment>('POST', '/v1/environments/again-failed/redeploy');
+    expect(retried.status).toBe(200);
+    expect(retried.body.failure).toBeNull();
+    const failedAgain = await t.waitForState('again-failed', ['failed']);
+    expect(failedAgain.failure?.step).toMatch(/job/);
+    expect((await t.events('again-failed')).filter((e) => e.state === 'failed')).toHaveLength(2);
+
+    expect((await t.api('POST', '/v1/environments/no-such/redeploy')).status).toBe(404);
+    await t.api('DELETE', '/v1/environments/again');
+    await t.api('DELETE', '/v1/environments/again-failed');
+    await t.waitForState('again', ['destroyed']);
+    await t.waitForState('again-failed', ['destroyed']);
+  });
 });

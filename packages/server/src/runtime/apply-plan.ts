@@ -51,6 +51,7 @@ export async function applyPlan(runtime: Runtime, plan: EnvPlan, options: ApplyO
       const prepared = await runtime.prepareWorkload(plan, workload, {
         keepExited: workload.kind === 'job' ? 'any' : mayExitCleanly(workload) ? 'clean' : 'none',
         ...(options.resumeStopped ? { resumeStopped: options.resumeStopped } : {}),
+        ...(options.recreateServices && workload.kind === 'service' ? { recreate: true } : {}),
         onProgress: progress,
         signal,
       });

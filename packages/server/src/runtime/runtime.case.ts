@@ -334,6 +334,40 @@ export function describeRuntime(
       await runtime.destroy(plan.envId);
     });
 
+    it('recreateServices (a redeploy) makes every running service anew; a job that ran and the volume stay', async () => {
+      const plan = track(
+        envPlan(
+          [
+            workload({
+              name: 'db',
+              command: ['testkit', 'sleep'],
+              mounts: [{ type: 'volume', source: 'data', target: '/data', readOnly: false }],
+            }),
+            workload({
+              name: 'migrate',
+              kind: 'job',
+              command: ['sh', '-c', 'echo once >> /data/runs'],
+              mounts: [{ type: 'volume', source: 'data', target: '/data', readOnly: false }],
+              dependsOn: [{ name: 'db', condition: 'service_started' }],
+            }),
+          ],
+          { volumes: [{ name: 'data' }] },
+        ),
+      );
+      await applyPlan(runtime, plan);
+      await runtime.writeFile(plan.envId, 'db', '/tmp/in-the-container', 'old');
+      const before = await workloadIds?.(plan.envId, 'db');
+      await applyPlan(runtime, plan, { recreateServices: true });
+      expect((await runtime.observe(plan.envId)).workloads.find((w) => w.name === 'db')).toMatchObject({
+        state: 'running',
+      });
+      if (workloadIds) expect(await workloadIds(plan.envId, 'db')).not.toEqual(before);
+      // A new container: what was written into the old one's own files is gone; the volume is not.
+      await expect(runtime.readFile(plan.envId, 'db', '/tmp/in-the-container')).rejects.toThrow();
+      expect((await runtime.exec(plan.envId, 'db', ['cat', '/data/runs'])).stdout).toBe('once\n');
+      await runtime.destroy(plan.envId);
+    });
+
     it('puts files in before the start, with their mode and owner, and mounts tmpfs', async () => {
       const plan = track(
         envPlan([

@@ -44,6 +44,11 @@ export interface ApplyOptions {
    * (a one-shot service that was done) stays done.
    */
   resumeStopped?: { since: Date };
+  /**
+   * A redeploy: every service is made anew (its old containers removed), even one that matches
+   * its spec and runs; jobs that ran stay done, volumes stay.
+   */
+  recreateServices?: boolean;
 }
 
 export interface ObservedWorkload {
@@ -160,6 +165,8 @@ export interface PrepareOptions {
    * `since`) are reported `created`, to be started again as they are, rather than made anew.
    */
   resumeStopped?: { since: Date };
+  /** Made anew even when what is there matches the spec (a redeploy): the old containers removed. */
+  recreate?: boolean;
   onProgress?: (event: ProgressEvent) => void;
   signal: AbortSignal;
 }

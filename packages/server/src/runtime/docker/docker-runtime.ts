@@ -168,7 +168,7 @@ export class DockerRuntime implements Runtime {
     const mine = await this.listContainers(plan.envId, workload.name);
     const same = mine.filter((c) => c.Labels[LABELS.specHash] === workload.specHash);
     const count = workload.kind === 'job' ? 1 : workload.replicas;
-    if (same.length === count && mine.length === count) {
+    if (!options.recreate && same.length === count && mine.length === count) {
       const gated = same.some((c) => c.Labels[GATED_LABEL] === 'true');
       // Gated containers need gates to be released: made again when gates were turned off since.
       const usable = !gated || this.releases !== undefined;

@@ -354,7 +354,7 @@ export class KubernetesRuntime implements Runtime {
       }
     } else if (mode === 'controller') {
       const controller = await this.readController(ns, name, workload);
-      if (controller && sameSpec(controller.metadata?.labels)) {
+      if (!options.recreate && controller && sameSpec(controller.metadata?.labels)) {
         const replicas = controller.spec?.replicas ?? 0;
         if (replicas === workload.replicas) return { state: 'running' };
         if (replicas === 0) return { state: 'created' }; // made and not started, or put to sleep
@@ -362,7 +362,7 @@ export class KubernetesRuntime implements Runtime {
     } else {
       const pods = await this.podsOf(plan.envId, workload.name);
       const same = pods.filter((p) => sameSpec(p.metadata?.labels));
-      if (same.length === workload.replicas && pods.length === same.length) {
+      if (!options.recreate && same.length === workload.replicas && pods.length === same.length) {
         if (same.every((p) => !terminated(p))) return { state: 'running' };
         const exited = same.every((p) => terminated(p));
         const failed = same.find((p) => terminated(p)?.exitCode !== 0);
