@@ -223,6 +223,9 @@ export const ReadinessStats = z.object({
       p95Ms: z.number(),
     }),
   ),
+  /** Samples in the period. */
+  count: z.number().int(),
+  /** The newest samples (at most 100). */
   items: z.array(ReadinessSample),
 });
 export type ReadinessStats = z.infer<typeof ReadinessStats>;

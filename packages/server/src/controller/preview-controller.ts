@@ -456,10 +456,17 @@ export class PreviewController {
     if (status.state === 'ready' && env) {
       const events = await this.o.store.events.list(env.id);
       const short = preview.headSha.slice(0, 12);
+      // Ready at this head: after it was asked for (a create or an update to it), not a wake or
+      // repair of the commit before.
+      const asked = events.findLastIndex(
+        (e) =>
+          e.message === `requested: commit ${short}` || e.message === `update requested: commit ${short}`,
+      );
       const readyAt = events
+        .slice(asked + 1)
         .filter(
           (e) =>
-            (e.type === 'state' && e.state === 'ready') ||
+            (asked >= 0 && e.type === 'state' && e.state === 'ready') ||
             (e.type === 'update' && e.message.startsWith(`updated to ${short}`)),
         )
         .map((e) => e.at.getTime())

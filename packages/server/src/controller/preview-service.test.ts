@@ -95,4 +95,48 @@ describe('PreviewService', () => {
     await previews.approve('shop', 5, undefined, sha('b').slice(0, 12));
     expect(await approved()).toBe(true);
   });
+
+  it('readiness: p50/p95 (nearest rank) over whole UTC days, per day, a project-bound token kept to its own', async () => {
+    const now = new Date('2026-06-10T12:00:00Z');
+    const at = (iso: string, ms: number, head: string) => ({
+      project: 'shop',
+      previewId: `shop/pr/${head}`,
+      envName: `shop-pr-${head}`,
+      number: 1,
+      branch: null,
+      headSha: head,
+      receivedAt: new Date(Date.parse(iso) - ms),
+      readyAt: new Date(iso),
+      readyMs: ms,
+    });
+    for (const [iso, ms, head] of [
+      ['2026-06-10T01:00:00Z', 1000, 'a'],
+      ['2026-06-10T02:00:00Z', 2000, 'b'],
+      ['2026-06-10T03:00:00Z', 3000, 'c'],
+      ['2026-06-10T04:00:00Z', 10000, 'd'],
+      ['2026-06-09T23:59:59Z', 4000, 'e'],
+      // the day before the first of a 2-day period: not counted
+      ['2026-06-08T23:00:00Z', 99000, 'f'],
+    ] as const)
+      await store.previews.recordReadiness(at(iso, ms, head));
+    const stats = await previews.readiness('shop', { tokenId: null, scope: 'read', project: null }, 2, now);
+    expect(stats.count).toBe(5);
+    expect(stats.p50Ms).toBe(3000); // 1000 2000 3000 4000 10000: the 3rd of 5
+    expect(stats.p95Ms).toBe(10000);
+    expect(stats.perDay).toEqual([
+      { day: '2026-06-09', count: 1, p50Ms: 4000, p95Ms: 4000 },
+      { day: '2026-06-10', count: 4, p50Ms: 2000, p95Ms: 10000 },
+    ]);
+    expect(stats.items[0]).toMatchObject({ environment: 'shop-pr-d', readyMs: 10000 });
+    await expect(
+      previews.readiness('shop', { tokenId: null, scope: 'read', project: 'other' }, 30, now),
+    ).rejects.toThrow(/no project "shop"/);
+    const none = await previews.readiness(
+      'shop',
+      { tokenId: null, scope: 'read', project: null },
+      1,
+      new Date('2027-01-01T00:00:00Z'),
+    );
+    expect(none).toMatchObject({ count: 0, p50Ms: null, p95Ms: null, perDay: [] });
+  });
 });

@@ -17,6 +17,9 @@ export interface PreviewServiceDeps {
 /** Most samples of webhook-to-ready read for a project's statistics (the newest). */
 export const READINESS_SAMPLES_MAX = 10_000;
 
+/** Samples listed in the answer (the newest); the figures count every one. */
+export const READINESS_ITEMS_SHOWN = 100;
+
 /** A preview's state and why, as shown in the API and on the forge. */
 export interface PreviewStatus {
   state: PreviewState;
@@ -158,12 +161,16 @@ export class PreviewService {
   ): Promise<ReadinessStats> {
     const project = canSee(access, projectName) ? await this.deps.store.projects.get(projectName) : null;
     if (!project) throw new NotFoundError(`no project "${projectName}"`);
-    const since = new Date(now.getTime() - days * 86_400_000);
+    // Whole UTC days, today the last: what the per-day figures and the chart show.
+    const today = Date.UTC(now.getUTCFullYear(), now.getUTCMonth(), now.getUTCDate());
+    const since = new Date(today - (days - 1) * 86_400_000);
     const samples = await this.deps.store.previews.listReadiness(project.name, since, READINESS_SAMPLES_MAX);
     const byDay = new Map<string, number[]>();
     for (const s of samples) {
       const day = s.readyAt.toISOString().slice(0, 10);
-      byDay.set(day, [...(byDay.get(day) ?? []), s.readyMs]);
+      const list = byDay.get(day);
+      if (list) list.push(s.readyMs);
+      else byDay.set(day, [s.readyMs]);
     }
     const all = samples.map((s) => s.readyMs);
     return {
@@ -178,7 +185,8 @@ export class PreviewService {
           p50Ms: percentile(ms, 50)!,
           p95Ms: percentile(ms, 95)!,
         })),
-      items: samples.map((s) => ({
+      count: samples.length,
+      items: samples.slice(0, READINESS_ITEMS_SHOWN).map((s) => ({
         environment: s.envName,
         number: s.number,
         branch: s.branch,

@@ -307,8 +307,23 @@ describe('previews from pull requests', () => {
     expect((await previewOf(30))?.headSha).toBe(head2);
 
     await waitPreview(30, 'ready', head2);
+    // Events Mayfly ignores are answered, not kept (they would crowd out the ones it acted on).
+    const ignored = await deliver(
+      t.server.url,
+      signedDelivery('issues', pullRequestPayload(facts), SECRET, 'issues-30'),
+    );
+    expect(ignored.body).toContain('ignored');
+    expect((await listed()).map((d) => d.id)).not.toContain('issues-30');
+
     await send({ ...facts, action: 'closed', headSha: head2 });
     await t.waitForState('shop-pr-30', ['destroyed']);
+    // Closed since: even a delivery of its head would open it again; refused.
+    const reopen = await t.api<{ error: { message: string } }>(
+      'POST',
+      '/v1/projects/shop/deliveries/sync-30/redeliver',
+    );
+    expect(reopen.status).toBe(409);
+    expect(reopen.body.error.message).toContain('pull request #30 has been closed since');
     expect((await t.api('DELETE', '/v1/projects/elsewhere')).status).toBe(200);
   });
 

@@ -320,6 +320,11 @@ function migrations(dialect: StoreDialect): Record<string, Migration> {
         for (const column of ['delivery_id', 'summary', 'outcome', 'event_json', 'redelivery_of']) {
           await db.schema.alterTable('webhook_deliveries').addColumn(column, 'text').execute();
         }
+        // Received before outcomes were kept: not "being acted on".
+        await db
+          .updateTable('webhook_deliveries')
+          .set({ outcome: '(received before Mayfly kept what it did)' })
+          .execute();
         await db.schema
           .createIndex('webhook_deliveries_project_idx')
           .on('webhook_deliveries')

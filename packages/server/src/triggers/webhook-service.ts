@@ -101,6 +101,9 @@ export class WebhookService {
       if (err instanceof WebhookPayloadError) return { status: 400, message: err.message };
       throw err;
     }
+    if (event.kind === 'ignored')
+      return { status: 202, message: `ignored: Mayfly does not act on ${event.event} events` };
+
     const messages: string[] = [];
     for (const project of signed) {
       // Recorded first: a redelivery (or a second replica given the same one) does nothing.
@@ -111,7 +114,8 @@ export class WebhookService {
         event: eventName.slice(0, 100),
         deliveryId,
         summary: describeEvent(event),
-        eventJson: keptEvent(event),
+        // (A ping is listed, to show the webhook works, but there is nothing to act on again.)
+        eventJson: event.kind === 'ping' ? null : keptEvent(event),
       });
       if (!fresh) {
         messages.push(`${project.name}: delivery ${deliveryId} was already received`);
@@ -120,8 +124,6 @@ export class WebhookService {
       messages.push(`${project.name}: ${await this.act(id, project, event)}`);
     }
     if (event.kind === 'ping') return { status: 200, message: 'pong' };
-    if (event.kind === 'ignored')
-      return { status: 202, message: `ignored: Mayfly does not act on ${event.event} events` };
     return { status: 202, message: messages.join('; ') };
   }
 
@@ -155,7 +157,7 @@ export class WebhookService {
       throw new ConflictError(
         `delivery ${deliveryId} is of ${event.repo}; the project now follows ${project.forgeRepo}`,
       );
-    await this.refuseOlderHead(project, event, deliveryId);
+    await this.refuseStale(project, event, deliveryId);
     const id = `${project.forge}:${project.name}:redeliver-${randomUUID()}`;
     await this.deps.store.projects.recordDelivery({
       id,
@@ -192,19 +194,33 @@ export class WebhookService {
     return outcome;
   }
 
-  private async refuseOlderHead(project: ProjectRecord, event: ForgeEvent, deliveryId: string) {
-    const previewId =
-      event.kind === 'change_request'
-        ? `${project.name}/pr/${event.number}`
-        : event.kind === 'push' && event.branch !== null && !event.deleted
-          ? `${project.name}/branch/${event.branch}`
-          : null;
-    if (previewId === null) return;
-    const head = event.kind === 'change_request' ? event.headSha : event.kind === 'push' ? event.after : '';
+  /**
+   * Refuses a redelivery that would take a pull request or branch back: to another commit, or
+   * open again once closed (closed again once reopened, deleted again once pushed).
+   */
+  private async refuseStale(project: ProjectRecord, event: ForgeEvent, deliveryId: string) {
+    let previewId: string;
+    let head: string;
+    let open: boolean;
+    if (event.kind === 'change_request') {
+      previewId = `${project.name}/pr/${event.number}`;
+      head = event.headSha;
+      open = event.action !== 'closed';
+    } else if (event.kind === 'push' && event.branch !== null) {
+      previewId = `${project.name}/branch/${event.branch}`;
+      head = event.after;
+      open = !event.deleted;
+    } else return;
     const preview = await this.deps.store.previews.get(previewId);
-    if (preview && preview.headSha !== head)
-      throw new ConflictError(
-        `delivery ${deliveryId} is of ${head.slice(0, 12)}, but ${preview.number !== null ? `pull request #${preview.number}` : `branch ${preview.branch}`} has moved on to ${preview.headSha.slice(0, 12)}: redeliver a newer delivery`,
+    if (!preview) return;
+    const what = preview.number !== null ? `pull request #${preview.number}` : `branch ${preview.branch}`;
+    const refuse = (why: string) =>
+      new ConflictError(`delivery ${deliveryId} is out of date: ${what} ${why}; redeliver a newer delivery`);
+    if (open && !preview.open) throw refuse('has been closed since');
+    if (!open && preview.open) throw refuse('is open again since');
+    if (open && preview.headSha !== head)
+      throw refuse(
+        `has moved on to ${preview.headSha.slice(0, 12)} (the delivery is of ${head.slice(0, 12)})`,
       );
   }
 
