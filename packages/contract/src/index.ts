@@ -292,6 +292,7 @@ export const ApiPaths = {
   tokens: '/v1/tokens',
   dashboardLoginLinks: '/v1/dashboard/login-links',
   watchEnvironments: '/v1/watch/environments',
+  capacity: '/v1/capacity',
   token: (id: string) => `/v1/tokens/${encodeURIComponent(id)}`,
   projects: '/v1/projects',
   project: (name: string) => `/v1/projects/${encodeURIComponent(name)}`,
@@ -306,5 +307,6 @@ export const ApiPaths = {
   gitlabWebhook: '/webhooks/gitlab',
 } as const;
 
+export * from './capacity.js';
 export * from './projects.js';
 export * from './sandboxes.js';

@@ -14,6 +14,7 @@ import { buildApi } from './api/app.js';
 import type { ScopedRoute } from './api/auth.js';
 import { defaultAgentBinary, inCheckout, loadConfig, type ServerConfigInput } from './config/config.js';
 import { BundleService } from './controller/bundle-service.js';
+import { CapacityService } from './controller/capacity-service.js';
 import { EnvironmentFeed } from './controller/environment-feed.js';
 import { EnvironmentService } from './controller/environment-service.js';
 import { PreviewController } from './controller/preview-controller.js';
@@ -327,8 +328,19 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     onError: (err) => logger.warn({ err }, 'reading environments for watchers failed'),
   });
   const dashboardDist = inCheckout('packages/dashboard/dist');
+  const capacity = new CapacityService({
+    store,
+    images,
+    ...(sandboxes ? { sandboxes } : {}),
+    limits: {
+      maxEnvironments: config.maxEnvironments,
+      maxSandboxes: config.maxSandboxes,
+      imageBudgetBytes: config.imageBudgetBytes,
+    },
+  });
   const { app, routes } = await buildApi({
     environments,
+    capacity,
     environmentFeed,
     dashboard: {
       sessions: new DashboardSessions({ store, secureCookie: config.publicScheme === 'https' }),

@@ -5,6 +5,7 @@ import Fastify, { type FastifyInstance, type FastifyServerFactory, LogController
 import * as z from 'zod';
 import type { TokenService } from '../access/token-service.js';
 import type { BundleService } from '../controller/bundle-service.js';
+import type { CapacityService } from '../controller/capacity-service.js';
 import type { EnvironmentFeed } from '../controller/environment-feed.js';
 import type { EnvironmentService } from '../controller/environment-service.js';
 import type { PreviewService } from '../controller/preview-service.js';
@@ -15,6 +16,7 @@ import type { SandboxService } from '../sandbox/sandbox-service.js';
 import type { WebhookService } from '../triggers/webhook-service.js';
 import { registerAuth, type ScopedRoute } from './auth.js';
 import { registerBundleRoutes } from './bundle-routes.js';
+import { registerCapacityRoutes } from './capacity-routes.js';
 import { type DashboardRouteDeps, registerDashboardRoutes } from './dashboard-routes.js';
 import { registerEnvironmentRoutes } from './environment-routes.js';
 import { toHttpError } from './errors.js';
@@ -27,6 +29,7 @@ import { registerWebhookRoutes } from './webhook-routes.js';
 
 export interface ApiDeps {
   environments: EnvironmentService;
+  capacity: CapacityService;
   environmentFeed: EnvironmentFeed;
   /** The dashboard's sessions and built files. */
   dashboard: DashboardRouteDeps;
@@ -112,6 +115,7 @@ export async function buildApi(
   registerBundleRoutes(app, deps);
   registerTokenRoutes(app, deps);
   registerProjectRoutes(app, deps);
+  registerCapacityRoutes(app, deps.capacity);
   registerWebhookRoutes(app, deps);
   if (deps.sandboxes) registerSandboxRoutes(app, deps.sandboxes);
   await app.ready();

@@ -26,7 +26,16 @@ const StartSession = z.union([
   z.object({ token: z.string().max(200) }).strict(),
 ]);
 /** The pages of the app: each answers with the app, which shows the page the path names. */
-const PAGES = ['/', '/login', '/environments/:name', '/sandboxes', '/sandboxes/:id'] as const;
+const PAGES = [
+  '/',
+  '/login',
+  '/overview',
+  '/environments/:name',
+  '/sandboxes',
+  '/sandboxes/:id',
+  '/projects',
+  '/projects/:name',
+] as const;
 
 /**
  * Where the page's scripts may load from and talk to: this server only. Inline styles are allowed

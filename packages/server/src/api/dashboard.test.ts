@@ -5,7 +5,7 @@
  * that dies with its token), and the live feed of environments the list page follows.
  */
 import http from 'node:http';
-import type { CreatedToken, DashboardLoginLink, Environment } from '@mayfly/contract';
+import type { Capacity, CreatedToken, DashboardLoginLink, Environment } from '@mayfly/contract';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TESTKIT_IMAGE } from '../test-support/global-setup.js';
 import { startTestServer, type TestServer } from '../test-support/test-server.js';
@@ -44,7 +44,7 @@ describe('the dashboard', () => {
     });
 
   it('serves the app at / and its pages, gzipped, with a content security policy; assets by exact name only', async () => {
-    for (const page of ['/', '/login', '/environments/web']) {
+    for (const page of ['/', '/login', '/overview', '/environments/web', '/projects', '/projects/shop']) {
       const res = await fetch(`${url}${page}`, { headers: { 'accept-encoding': 'gzip' } });
       expect(res.status, page).toBe(200);
       expect(res.headers.get('content-type')).toMatch(/^text\/html/);
@@ -352,5 +352,33 @@ describe('the dashboard', () => {
       abort.abort();
       otherAbort.abort();
     }
+  });
+
+  it("answers the server's capacity to tokens not bound to a project, with what it holds against its limits", async () => {
+    const made = await t.api('POST', '/v1/environments', {
+      name: 'counted',
+      template: {
+        filename: 'compose.yaml',
+        content: `services:\n  app:\n    image: ${TESTKIT_IMAGE}\n    command: ["testkit", "sleep"]\n`,
+      },
+    });
+    expect(made.status).toBe(201);
+    await t.waitForState('counted', ['ready']);
+    const capacity = await t.api<Capacity>('GET', '/v1/capacity');
+    expect(capacity.status).toBe(200);
+    expect(capacity.body.environments).toMatchObject({ used: 1, max: 200, byState: { ready: 1 } });
+    expect(capacity.body.images.budgetBytes).toBeGreaterThan(0);
+    expect(capacity.body.host.memoryBytes).toBeGreaterThan(capacity.body.host.availableMemoryBytes);
+    // Sessions see it as their token would.
+    const { session } = await login();
+    expect((await withSession(session, '/v1/capacity')).status).toBe(200);
+    const bound = (
+      await t.api<{ token: string }>('POST', '/v1/tokens', { name: 'p', scope: 'read', project: 'elsewhere' })
+    ).body.token;
+    const refused = await t.api<{ error: { message: string } }>('GET', '/v1/capacity', undefined, bound);
+    expect(refused.status).toBe(403);
+    expect(refused.body.error.message).toContain('not bound to a project');
+    await t.api('DELETE', '/v1/environments/counted');
+    await t.waitForState('counted', ['destroyed']);
   });
 });

@@ -6,6 +6,7 @@
  */
 import {
   Bundle,
+  Capacity,
   CreatedToken,
   CreateEnvironmentRequest,
   CreateProjectRequest,
@@ -38,6 +39,7 @@ const COMPONENTS = {
   EnvEvent: [EnvEvent, 'output'],
   CreateEnvironmentRequest: [CreateEnvironmentRequest, 'input'],
   Bundle: [Bundle, 'output'],
+  Capacity: [Capacity, 'output'],
   Token: [Token, 'output'],
   CreatedToken: [CreatedToken, 'output'],
   CreateTokenRequest: [CreateTokenRequest, 'input'],
