@@ -81,6 +81,25 @@ export const SandboxInfo = z.object({
 });
 export type SandboxInfo = z.infer<typeof SandboxInfo>;
 
+/** One reading of what a sandbox uses (`GET /v1/sandboxes/{id}/usage`). */
+export const SandboxUsage = z.object({
+  /** When the platform read it: a CPU rate is the change of `cpuSeconds` over the change of this. */
+  sampledAt: z.string(),
+  /** CPU time its processes have used since it started, in seconds, all CPUs together. */
+  cpuSeconds: z.number(),
+  /** Memory in use now, in bytes (without page cache the kernel may drop; its tmpfs files count). */
+  memoryBytes: z.number(),
+  /** The most it has used so far, in bytes. */
+  memoryPeakBytes: z.number(),
+  /** Processes and threads in it, its agent's too. */
+  pids: z.number(),
+});
+export type SandboxUsage = z.infer<typeof SandboxUsage>;
+
+/** `usage` is null where the platform does not count it (Kubernetes without a metrics server). */
+export const SandboxUsageAnswer = z.object({ usage: SandboxUsage.nullable() });
+export type SandboxUsageAnswer = z.infer<typeof SandboxUsageAnswer>;
+
 export const SetSandboxTimeoutRequest = z.strictObject({
   timeoutMs: z.number().int().min(0).max(SANDBOX_MAX_TIMEOUT_MS),
 });
@@ -169,6 +188,7 @@ export const SandboxPaths = {
   stdin: (id: string, pid: number) => `/v1/sandboxes/${encodeURIComponent(id)}/processes/${pid}/stdin`,
   signal: (id: string, pid: number) => `/v1/sandboxes/${encodeURIComponent(id)}/processes/${pid}/signal`,
   resize: (id: string, pid: number) => `/v1/sandboxes/${encodeURIComponent(id)}/processes/${pid}/resize`,
+  usage: (id: string) => `/v1/sandboxes/${encodeURIComponent(id)}/usage`,
   files: (id: string) => `/v1/sandboxes/${encodeURIComponent(id)}/files`,
   fileAction: (id: string, action: 'stat' | 'list' | 'mkdir' | 'rename') =>
     `/v1/sandboxes/${encodeURIComponent(id)}/files/${action}`,

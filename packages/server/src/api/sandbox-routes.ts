@@ -7,6 +7,7 @@ import {
   SandboxPaths,
   SandboxProcess,
   type SandboxState,
+  SandboxUsageAnswer,
 } from '@mayfly/contract';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import * as z from 'zod';
@@ -123,6 +124,18 @@ export function registerSandboxRoutes(app: FastifyInstance<Server>, sandboxes: S
     response: { status: 200, description: 'the sandbox', json: 'SandboxInfo' },
     errors: { 404: 'no such sandbox' },
     handler: async ({ params, req }) => sandboxes.get(params.id, requireAccess(req)),
+  });
+  addRoute(app, {
+    method: 'GET',
+    url: `${base}/:id/usage`,
+    scope: 'read',
+    summary: 'what a running or paused sandbox uses now: CPU time so far, memory, processes',
+    description:
+      'One reading of the platform’s counters, made when asked (nothing is kept between two). cpuSeconds is cumulative: CPU use in percent of one CPU is 100 × its change between two readings over the change of sampledAt. usage is null where the platform does not count it (Kubernetes: no metrics server is assumed).',
+    params: IdParams,
+    response: { status: 200, description: 'the reading', json: SandboxUsageAnswer },
+    errors: { 404: 'no such sandbox', 409: 'it has ended' },
+    handler: async ({ params, req }) => sandboxes.usage(params.id, requireAccess(req)),
   });
   addRoute(app, {
     method: 'DELETE',

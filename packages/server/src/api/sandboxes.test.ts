@@ -166,6 +166,50 @@ describe('sandboxes through the API', () => {
     expect(wrong.status).toBe(400);
   });
 
+  it('usage: CPU time grows under a busy loop, memory and processes counted; only unbound tokens see it', async () => {
+    type Usage = { sampledAt: string; cpuSeconds: number; memoryBytes: number; pids: number };
+    const read = async (asToken?: string) => {
+      const res = await t.api<{ usage: Usage | null }>(
+        'GET',
+        `/v1/sandboxes/${id}/usage`,
+        undefined,
+        asToken,
+      );
+      expect(res.status).toBe(200);
+      return res.body.usage!;
+    };
+    const busy = await startInSandbox(t, id, { cmd: 'while :; do :; done', timeoutMs: 60_000 });
+    try {
+      const first = await read();
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      const reader = await t.api<{ token: string }>('POST', '/v1/tokens', {
+        name: 'usage-reader',
+        scope: 'read',
+      });
+      const second = await read(reader.body.token);
+      const seconds = (Date.parse(second.sampledAt) - Date.parse(first.sampledAt)) / 1000;
+      expect(seconds).toBeGreaterThan(0);
+      const percent = ((second.cpuSeconds - first.cpuSeconds) / seconds) * 100;
+      // One CPU (the sandbox's limit) kept busy: about 100; well above 0 however loaded the machine.
+      expect(percent).toBeGreaterThan(20);
+      expect(percent).toBeLessThan(150);
+      expect(second.memoryBytes).toBeGreaterThan(0);
+      expect(second.pids).toBeGreaterThanOrEqual(2);
+    } finally {
+      await t.api('POST', `/v1/sandboxes/${id}/processes/${busy.pid}/signal`, { signal: 'SIGKILL' });
+      await busy.rest();
+    }
+    // Sandboxes belong to no project: a token bound to one is refused, as for the sandbox itself.
+    const bound = await t.api<{ token: string }>('POST', '/v1/tokens', {
+      name: 'usage-bound',
+      scope: 'read',
+      project: 'shop',
+    });
+    const refused = await t.api('GET', `/v1/sandboxes/${id}/usage`, undefined, bound.body.token);
+    expect(refused.status).toBe(403);
+    expect((await t.api('GET', '/v1/sandboxes/zzzz0000/usage')).status).toBe(404);
+  });
+
   it('pause freezes it (commands refused with why), resume thaws it', async () => {
     expect((await t.api<SandboxInfo>('POST', `/v1/sandboxes/${id}/pause`)).body.state).toBe('paused');
     const refused = await run(t, id, { cmd: 'true' });
@@ -195,6 +239,7 @@ describe('sandboxes through the API', () => {
     const listed = await t.api<{ items: SandboxInfo[] }>('GET', '/v1/sandboxes?state=ended');
     expect(listed.body.items.map((s) => s.id)).toContain(short);
     expect((await run(t, short, { cmd: 'true' })).status).toBe(409);
+    expect((await t.api('GET', `/v1/sandboxes/${short}/usage`)).status).toBe(409);
   });
 
   it('kill ends it as killed; bad requests and foreign tokens are refused with why', async () => {

@@ -62,7 +62,13 @@ export interface IsolationSupport {
   missing: Partial<Record<Isolation, string>>;
 }
 
+/** One reading of what a sandbox uses, as the platform counts it. */
 export interface SandboxUsage {
+  /** When the platform read it: a change of `cpuSeconds` is divided by the time between two. */
+  sampledAt: Date;
+  /** CPU time its processes have used since it started, all CPUs together (a counter). */
+  cpuSeconds: number;
+  /** Memory in use now, without the page cache the kernel may drop (as `docker stats` counts it). */
   memoryBytes: number;
   memoryPeakBytes: number;
   pids: number;
@@ -99,6 +105,7 @@ export interface SandboxRuntime {
   /** Removes it and everything it had; resolves when it is gone. Idempotent. */
   remove(id: string): Promise<void>;
   observe(id: string): Promise<ObservedSandbox>;
+  /** What it uses now; null where the platform does not count it, or the sandbox is gone. */
   usage(id: string): Promise<SandboxUsage | null>;
   /** Every sandbox of this installation the platform has. */
   list(): Promise<ObservedSandbox[]>;

@@ -19,6 +19,7 @@ import {
   type SandboxInfo,
   type SandboxProcess,
   type SandboxTemplateInfo,
+  type SandboxUsageAnswer,
   SetSandboxTimeoutRequest,
   SignalRequest,
   TerminalSize,
@@ -759,6 +760,26 @@ export class SandboxService {
     });
     const wanted = Object.entries(filter.metadata ?? {});
     return records.filter((r) => wanted.every(([k, v]) => r.metadata[k] === v)).map((r) => this.info(r));
+  }
+
+  /**
+   * What a running or paused sandbox uses now: one reading of the platform's counters (null where
+   * it does not count them, as on Kubernetes without a metrics server). Nothing is kept here: a
+   * CPU rate is the change of `cpuSeconds` between two readings, which the caller takes.
+   */
+  async usage(id: string, access: Access): Promise<SandboxUsageAnswer> {
+    unbound(access);
+    await this.live(id);
+    const usage = await this.options.runtime.usage(id);
+    return {
+      usage: usage && {
+        sampledAt: usage.sampledAt.toISOString(),
+        cpuSeconds: usage.cpuSeconds,
+        memoryBytes: usage.memoryBytes,
+        memoryPeakBytes: usage.memoryPeakBytes,
+        pids: usage.pids,
+      },
+    };
   }
 
   async kill(id: string, access: Access): Promise<void> {

@@ -308,19 +308,16 @@ export class DockerSandboxRuntime implements SandboxRuntime {
     }
   }
 
+  /**
+   * One reading of the Engine's stats (`one-shot`: no second sample waited for). The CPU counter is
+   * cumulative; a rate is the change between two readings over the change of `sampledAt`.
+   */
   async usage(id: string): Promise<SandboxUsage | null> {
     try {
       const stats = (await this.container(id).stats({ stream: false, 'one-shot': true } as {
         stream: false;
-      })) as {
-        memory_stats?: { usage?: number; max_usage?: number };
-        pids_stats?: { current?: number };
-      };
-      return {
-        memoryBytes: stats.memory_stats?.usage ?? 0,
-        memoryPeakBytes: stats.memory_stats?.max_usage ?? stats.memory_stats?.usage ?? 0,
-        pids: stats.pids_stats?.current ?? 0,
-      };
+      })) as EngineStats;
+      return usageOf(stats, new Date());
     } catch (err) {
       if (statusCode(err) === 404) return null;
       throw err;
@@ -426,4 +423,33 @@ export class DockerSandboxRuntime implements SandboxRuntime {
     if (!/^[a-z0-9]+$/.test(id)) throw new Error(`bad sandbox id "${id}"`);
     return this.docker.getContainer(sandboxContainerName(id));
   }
+}
+
+/** The part of the Engine's stats answer a sandbox's usage is read from. */
+export interface EngineStats {
+  read?: string;
+  cpu_stats?: { cpu_usage?: { total_usage?: number } };
+  memory_stats?: { usage?: number; max_usage?: number; stats?: Record<string, number> };
+  pids_stats?: { current?: number };
+}
+
+/**
+ * Pure: a sandbox's usage from the Engine's stats. Memory in use is counted as `docker stats`
+ * counts it, without the inactive page cache (cgroup v1's `total_inactive_file`, v2's
+ * `inactive_file`), which the kernel drops before it runs out; files in the sandbox's tmpfs stay
+ * counted (they are not page cache it may drop). A reading of a container that is not running has
+ * no time (year 1): `now` stands in.
+ */
+export function usageOf(stats: EngineStats, now: Date): SandboxUsage {
+  const memory = stats.memory_stats ?? {};
+  const used = memory.usage ?? 0;
+  const inactive = memory.stats?.total_inactive_file ?? memory.stats?.inactive_file ?? 0;
+  const read = stats.read ? Date.parse(stats.read) : Number.NaN;
+  return {
+    sampledAt: Number.isFinite(read) && read > 0 ? new Date(read) : now,
+    cpuSeconds: (stats.cpu_stats?.cpu_usage?.total_usage ?? 0) / 1e9,
+    memoryBytes: inactive < used ? used - inactive : used,
+    memoryPeakBytes: memory.max_usage ?? used,
+    pids: stats.pids_stats?.current ?? 0,
+  };
 }
