@@ -5,15 +5,23 @@
  * destroy` leaves it. Screenshots of each page go to .mayfly/screenshots/.
  */
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { type Browser, chromium, type Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { makeTestRepo } from '../../server/src/test-support/git-repos.js';
+import {
+  deliver,
+  pullRequestPayload,
+  signedDelivery,
+} from '../../server/src/test-support/github-webhooks.js';
 import { TESTKIT_IMAGE } from '../../server/src/test-support/global-setup.js';
 import { startTestServer, type TestServer } from '../../server/src/test-support/test-server.js';
+import { until } from '../../server/src/test-support/until.js';
 
 const run = promisify(execFile);
 const root = fileURLToPath(new URL('../../..', import.meta.url));
@@ -169,6 +177,65 @@ describe('the dashboard in a browser', () => {
     await row.getByText('ended (killed)').waitFor();
   });
 
+  it("shows a sandbox's CPU and memory now, and its files: a folder listed, a file uploaded into it and downloaded again", async () => {
+    const id = (await cli(['sandbox', 'create', '--timeout', '10m'])).stdout.trim();
+    try {
+      await cli(['sandbox', 'exec', id, '--', 'sh', '-c', 'mkdir -p docs && echo hello > docs/readme.txt']);
+      await page.getByRole('link', { name: 'Sandboxes', exact: true }).click();
+      const row = page.locator(`tr[data-sandbox="${id}"]`);
+      await row
+        .locator('.usage-now')
+        .getByText(/\d(\.\d)? (KiB|MiB|GiB)/)
+        .waitFor();
+      await row.getByRole('link', { name: id }).click();
+
+      // What it uses now: memory at once, CPU from the second reading on.
+      await page
+        .locator('[data-usage="memory"]')
+        .getByText(/^\d+(\.\d)? (KiB|MiB|GiB)/)
+        .waitFor();
+      await page
+        .locator('[data-usage="cpu"]')
+        .getByText(/^\d+(\.\d)?%/)
+        .waitFor();
+
+      // Its home is listed; into a folder and back up.
+      const files = page.getByRole('table', { name: 'Files' });
+      await files.getByRole('button', { name: 'docs/' }).click();
+      await files.getByRole('cell', { name: 'readme.txt', exact: true }).waitFor();
+      await page.getByRole('button', { name: '↑ Up' }).click();
+      await files.getByRole('button', { name: 'docs/' }).click();
+      await files.getByRole('cell', { name: 'readme.txt', exact: true }).waitFor();
+
+      // Uploaded into the folder shown; a name that looks like markup stays text.
+      const bytes = randomBytes(64 * 1024);
+      const hostile = '<img src=x onerror=alert(1)>.txt';
+      await page.getByLabel('Upload files to this folder').setInputFiles([
+        { name: 'upload.bin', mimeType: 'application/octet-stream', buffer: bytes },
+        { name: hostile, mimeType: 'text/plain', buffer: Buffer.from('x') },
+      ]);
+      await files.getByRole('cell', { name: 'upload.bin', exact: true }).waitFor();
+      await files.getByRole('cell', { name: hostile, exact: true }).waitFor();
+      expect(await files.locator('img').count()).toBe(0);
+      const stat = await t.api<{ size: number }>(
+        'GET',
+        `/v1/sandboxes/${id}/files/stat?path=docs/upload.bin`,
+      );
+      expect(stat.body.size).toBe(bytes.length);
+
+      // Downloaded: the same bytes, under its name.
+      const [download] = await Promise.all([
+        page.waitForEvent('download'),
+        files.getByRole('button', { name: 'Download upload.bin' }).click(),
+      ]);
+      expect(download.suggestedFilename()).toBe('upload.bin');
+      expect((await readFile(await download.path())).equals(bytes)).toBe(true);
+      await shot('sandbox-files');
+    } finally {
+      await cli(['sandbox', 'kill', id]);
+    }
+  });
+
   it('shows a failed environment with the step that failed and why', async () => {
     await writeFile(
       path.join(dir, 'broken.yaml'),
@@ -181,6 +248,106 @@ describe('the dashboard in a browser', () => {
     await failure.waitFor({ timeout: 120_000 });
     expect(await failure.textContent()).toMatch(/^Failed at job:migrate: exited with code 3/);
     await shot('environment-failed');
+
+    // Redeployed from the page: tried again from the start, and it fails the same way again.
+    await page.getByRole('button', { name: 'Redeploy' }).click();
+    await page.getByText('redeploy requested: every service restarts in a new container').waitFor();
+    await until(
+      'the redeploy to fail again',
+      async () => {
+        const events = (
+          await t.api<{ items: { state: string | null }[] }>('GET', '/v1/environments/dash-broken/events')
+        ).body.items;
+        return events.filter((e) => e.state === 'failed').length === 2 ? true : undefined;
+      },
+      120_000,
+      200,
+    );
+    await failure.waitFor();
+
+    // The overview lists it among recent failures, beside what the server holds.
+    await page.getByRole('link', { name: 'Overview', exact: true }).click();
+    const listed = page.locator('li[data-failed-env="dash-broken"]');
+    await listed.waitFor();
+    expect(await listed.textContent()).toMatch(/failed at job:migrate: exited with code 3/);
+    expect(await page.locator('[data-meter="Environments"] dd').textContent()).toMatch(/^1 of \d+$/);
+    expect(await page.locator('[data-meter="Built images"] dd').textContent()).toMatch(
+      /^\d+(\.\d)? ?(B|KiB|MiB|GiB) of \d+(\.\d)? (MiB|GiB|TiB) \(\d+\)$/,
+    );
+    await page.locator('[data-meter="Sandboxes"]').waitFor();
+    await page.getByRole('link', { name: 'Prometheus metrics' }).waitFor();
+    await shot('overview');
     await cli(['destroy', 'dash-broken']);
+  });
+
+  it('a project: its pull request with its environment, deliveries and what each did (one redelivered from the page), time from webhook to ready', async () => {
+    const repo = await makeTestRepo();
+    const secret = 'a-secret-of-the-test';
+    const pullRequest = (action: 'opened' | 'closed', head: string, base: string) =>
+      deliver(
+        t.server.url,
+        signedDelivery(
+          'pull_request',
+          pullRequestPayload({ repo: 'acme/dash', number: 41, action, headSha: head, baseSha: base }),
+          secret,
+          `delivery-41-${action}`,
+        ),
+      );
+    try {
+      const compose = await readFile(path.join(dir, 'compose.yaml'), 'utf8');
+      const base = await repo.commit({ 'compose.yaml': compose }, 'app');
+      const head = await repo.commit({ 'README.md': 'a change' }, 'change', {
+        branch: 'feature',
+        pullRequest: 41,
+      });
+      const created = await t.api('POST', '/v1/projects', {
+        name: 'dash',
+        repo: repo.url,
+        forgeRepo: 'acme/dash',
+        webhookSecret: secret,
+      });
+      expect(created.status).toBe(201);
+      expect((await pullRequest('opened', head, base)).status).toBe(202);
+
+      await page.getByRole('link', { name: 'Projects', exact: true }).click();
+      await page.locator('tr[data-project="dash"]').getByRole('link', { name: 'dash' }).click();
+      const pr = page.locator('tr[data-preview="41"]');
+      await pr.locator('.state-ready').waitFor({ timeout: 180_000 });
+      expect(await pr.getByRole('link', { name: '#41' }).getAttribute('href')).toMatch(/^https:\/\//);
+      await pr.getByRole('link', { name: 'dash-pr-41' }).waitFor();
+
+      // The time it took, as a figure and in the chart (today's bar).
+      await page
+        .locator('[data-figure="p50"]')
+        .getByText(/^\d+(\.\d)?s$|^\d+m\d+s$/)
+        .waitFor();
+      await page.locator(`svg.chart g[data-day="${new Date().toISOString().slice(0, 10)}"]`).waitFor();
+
+      const delivery = page.locator('tr[data-delivery="delivery-41-opened"]');
+      await delivery.getByText(`pull request #41 opened at ${head.slice(0, 12)}`).waitFor();
+      await delivery.getByText(/: recorded$/).waitFor();
+      await delivery.getByRole('button', { name: 'Redeliver' }).click();
+      await page
+        .getByRole('status')
+        .getByText(/^redelivered: pull request #41/)
+        .waitFor();
+      await page
+        .locator('tr[data-delivery^="redeliver-"]')
+        .getByText(/redelivery of delivery-41-opened/)
+        .waitFor();
+      await shot('project');
+
+      await pullRequest('closed', head, base);
+      await t.waitForState('dash-pr-41', ['destroyed']);
+      // Closed since: the page says why a redeliver of the opening is refused.
+      await delivery.getByRole('button', { name: 'Redeliver' }).click();
+      await page
+        .getByRole('alert')
+        .getByText(/has been closed since/)
+        .waitFor();
+    } finally {
+      await t.api('DELETE', '/v1/projects/dash');
+      await repo.remove();
+    }
   });
 });

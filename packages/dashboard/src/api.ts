@@ -35,6 +35,64 @@ export async function api<T>(method: string, path: string, body?: unknown): Prom
   return json as T;
 }
 
+/** The error of an answer that is not ok: its `error.message` when it has one, else its status. */
+async function failure(res: Response): Promise<ApiError> {
+  const text = await res.text().catch(() => '');
+  let message: string | undefined;
+  try {
+    message = (JSON.parse(text) as { error?: { message?: string } }).error?.message;
+  } catch {
+    // not JSON
+  }
+  return new ApiError(res.status, message ?? `${res.status} ${res.statusText}`);
+}
+
+/** Raw bytes from the API (a file's content), as `api` asks: the cookie and the dashboard's header. */
+export async function apiBytes(path: string): Promise<Blob> {
+  const res = await fetch(path, { credentials: 'same-origin', headers: { [DASHBOARD_HEADER]: '1' } });
+  if (!res.ok) throw await failure(res);
+  return res.blob();
+}
+
+/** Sends raw bytes (`application/octet-stream`) to the API; its JSON answer. */
+export async function apiSendBytes<T>(method: string, path: string, body: Blob): Promise<T> {
+  const res = await fetch(path, {
+    method,
+    credentials: 'same-origin',
+    headers: { [DASHBOARD_HEADER]: '1', 'content-type': 'application/octet-stream' },
+    body,
+  });
+  if (!res.ok) throw await failure(res);
+  return (await res.json()) as T;
+}
+
+/**
+ * The last part of a path, for a file name to save under: never a folder, never `.` or `..`,
+ * no control characters.
+ */
+export function baseName(path: string): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it removes
+  const name = (path.split(/[\\/]/).pop() ?? '').replace(/[\u0000-\u001f\u007f]/g, '').trim();
+  return name === '' || name === '.' || name === '..' ? 'download' : name;
+}
+
+/**
+ * Saves bytes as a download named `name` (its base name only): a `blob:` URL of this page (the
+ * content security policy has nothing to refuse: a download is not a navigation, and nothing is
+ * fetched), clicked as an `<a download>`, let go of once the browser has taken it.
+ */
+export function saveBlob(blob: Blob, name: string): void {
+  const url = URL.createObjectURL(blob);
+  const link = document.createElement('a');
+  link.href = url;
+  link.download = baseName(name);
+  link.hidden = true;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+}
+
 export interface Session {
   scope: string;
   project: string | null;

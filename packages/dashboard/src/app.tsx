@@ -1,25 +1,43 @@
-import { useEffect, useState } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
 import { ApiError, api, type Session } from './api.js';
 import { EnvironmentPage } from './pages/environment.js';
 import { EnvironmentsPage } from './pages/environments.js';
 import { LoginPage } from './pages/login.js';
+import { OverviewPage } from './pages/overview.js';
+import { ProjectPage } from './pages/project.js';
+import { ProjectsPage } from './pages/projects.js';
 import { SandboxPage } from './pages/sandbox.js';
 import { SandboxesPage } from './pages/sandboxes.js';
 import { navigate, onLinkClick, usePath } from './router.js';
 
 /** The page a path names. */
-function page(path: string) {
+function page(path: string, session: Session) {
+  if (path === '/overview') return <OverviewPage scopedToProject={session.project !== null} />;
   const env = /^\/environments\/([^/]+)$/.exec(path);
   if (env) return <EnvironmentPage name={decodeURIComponent(env[1]!)} />;
   const sandbox = /^\/sandboxes\/([a-z0-9]+)$/.exec(path);
   if (sandbox) return <SandboxPage id={sandbox[1]!} />;
   if (path === '/sandboxes') return <SandboxesPage />;
+  const project = /^\/projects\/([^/]+)$/.exec(path);
+  if (project) return <ProjectPage name={decodeURIComponent(project[1]!)} />;
+  if (path === '/projects') return <ProjectsPage />;
   return <EnvironmentsPage />;
 }
 
 export function App() {
   const path = usePath();
   const [session, setSession] = useState<Session | null | undefined>(undefined);
+  const main = useRef<HTMLElement>(null);
+  const first = useRef(true);
+
+  // After a move to another page, the keyboard (and a screen reader) starts at its content.
+  useEffect(() => {
+    if (first.current) {
+      first.current = false;
+      return;
+    }
+    main.current?.focus({ preventScroll: false });
+  }, [path]);
 
   useEffect(() => {
     if (path === '/login') return;
@@ -40,16 +58,24 @@ export function App() {
   };
   return (
     <>
+      <a class="skip" href="#content">
+        Skip to content
+      </a>
       <header>
         <strong>Mayfly</strong>
         <nav>
+          <a href="/overview" onClick={onLinkClick}>
+            Overview
+          </a>
           <a href="/" onClick={onLinkClick}>
             Environments
           </a>
           <a href="/sandboxes" onClick={onLinkClick}>
             Sandboxes
           </a>
-          <a href="/metrics">Metrics</a>
+          <a href="/projects" onClick={onLinkClick}>
+            Projects
+          </a>
         </nav>
         <span class="muted">
           {session.scope}
@@ -59,7 +85,9 @@ export function App() {
           Log out
         </button>
       </header>
-      <main>{page(path)}</main>
+      <main id="content" tabIndex={-1} ref={main}>
+        {page(path, session)}
+      </main>
     </>
   );
 }

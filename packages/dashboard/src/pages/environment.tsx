@@ -102,6 +102,14 @@ export function EnvironmentPage({ name }: { name: string }) {
         )}
         <button
           type="button"
+          title="every service in a new container; volumes and finished jobs kept"
+          disabled={busy || env.desired === 'absent' || !['ready', 'failed', 'sleeping'].includes(env.state)}
+          onClick={() => act('redeploy', 'POST', '/redeploy')}
+        >
+          Redeploy
+        </button>
+        <button
+          type="button"
           class="danger"
           disabled={busy || env.desired === 'absent'}
           onClick={() => {

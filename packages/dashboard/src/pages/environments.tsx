@@ -1,5 +1,5 @@
 import type { Environment } from '@mayfly/contract';
-import { useEffect, useMemo, useState } from 'preact/hooks';
+import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
 import { onLinkClick } from '../router.js';
 import { age, timeLeft } from '../time.js';
 
@@ -13,6 +13,20 @@ export function EnvironmentsPage() {
   const [query, setQuery] = useState('');
   const [state, setState] = useState('');
   const [now, setNow] = useState(Date.now());
+  const search = useRef<HTMLInputElement>(null);
+
+  // "/" goes to the search box from anywhere on the page but a field.
+  useEffect(() => {
+    const onKey = (e: KeyboardEvent) => {
+      const target = e.target as HTMLElement | null;
+      if (e.key !== '/' || e.ctrlKey || e.metaKey || e.altKey) return;
+      if (target && /^(INPUT|TEXTAREA|SELECT)$/.test(target.tagName)) return;
+      e.preventDefault();
+      search.current?.focus();
+    };
+    document.addEventListener('keydown', onKey);
+    return () => document.removeEventListener('keydown', onKey);
+  }, []);
 
   useEffect(() => {
     const source = new EventSource('/v1/watch/environments');
@@ -54,8 +68,9 @@ export function EnvironmentsPage() {
       <h1>Environments</h1>
       <div class="toolbar">
         <input
+          ref={search}
           type="search"
-          placeholder="Search name or project"
+          placeholder="Search name or project (/)"
           aria-label="Search environments"
           value={query}
           onInput={(e) => setQuery((e.target as HTMLInputElement).value)}

@@ -1,9 +1,13 @@
-import type { SandboxInfo } from '@mayfly/contract';
+import type { SandboxFileEntry, SandboxInfo } from '@mayfly/contract';
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { api, DASHBOARD_HEADER } from '../api.js';
+import { api, apiBytes, apiSendBytes, baseName, DASHBOARD_HEADER, saveBlob } from '../api.js';
 import { onLinkClick } from '../router.js';
+import { formatBytes, formatPercent, useUsage } from './sandboxes.js';
 
-/** A running sandbox: its state, and a terminal into it (a shell in a pty, through the API). */
+/**
+ * A running sandbox: its state, what it uses now, a terminal into it (a shell in a pty, through
+ * the API) and its files.
+ */
 export function SandboxPage({ id }: { id: string }) {
   const [sandbox, setSandbox] = useState<SandboxInfo | null>(null);
   const [error, setError] = useState<string | null>(null);
@@ -32,7 +36,13 @@ export function SandboxPage({ id }: { id: string }) {
           {error}
         </p>
       )}
-      {sandbox?.state === 'running' && <Terminal id={id} />}
+      {sandbox?.state === 'running' && (
+        <>
+          <Usage sandbox={sandbox} />
+          <Terminal id={id} />
+          <Files id={id} />
+        </>
+      )}
     </section>
   );
 }
@@ -87,9 +97,20 @@ function Terminal({ id }: { id: string }) {
       }
       let pid: number | undefined;
       const encoder = new TextEncoder();
+      // Keys go one request at a time, in order (requests sent at once may be served in any
+      // order); what is typed while one is under way goes with the next.
+      let typed = '';
+      let sending = Promise.resolve();
       term.onData((data) => {
-        if (pid !== undefined)
-          void post(`${base}/${pid}/stdin`, encoder.encode(data), 'application/octet-stream');
+        if (pid === undefined) return;
+        const to = `${base}/${pid}/stdin`;
+        typed += data;
+        sending = sending.then(async () => {
+          if (!typed) return;
+          const keys = typed;
+          typed = '';
+          await post(to, encoder.encode(keys), 'application/octet-stream').catch(() => {});
+        });
       });
       term.onResize(({ cols, rows }) => {
         if (pid !== undefined)
@@ -144,6 +165,218 @@ function Terminal({ id }: { id: string }) {
         {status}
       </p>
       <div class="terminal" ref={box} />
+    </>
+  );
+}
+
+/** CPU and memory now against its limits, and its processes, read every 2 s. */
+function Usage({ sandbox }: { sandbox: SandboxInfo }) {
+  const usage = useUsage([sandbox.id]).get(sandbox.id);
+  const shown = (text: string) => (usage === undefined ? '…' : usage === null ? '—' : text);
+  return (
+    <dl class="usage" aria-label="Using now">
+      <div>
+        <dt>CPU now</dt>
+        <dd data-usage="cpu">
+          {shown(formatPercent(usage?.cpuPercent ?? null))}
+          <span class="muted"> of {sandbox.cpu ?? '—'} CPU</span>
+        </dd>
+      </div>
+      <div>
+        <dt>Memory</dt>
+        <dd data-usage="memory">
+          {shown(usage ? formatBytes(usage.memoryBytes) : '')}
+          <span class="muted"> of {sandbox.memoryMb} MiB</span>
+        </dd>
+      </div>
+      <div>
+        <dt title="its processes and threads, its agent's included (the pids limit counts these)">Pids</dt>
+        <dd data-usage="pids">{shown(String(usage?.pids ?? ''))}</dd>
+      </div>
+    </dl>
+  );
+}
+
+const parentOf = (dir: string) => dir.replace(/\/[^/]*$/, '') || '/';
+const joinPath = (dir: string, name: string) => `${dir === '/' ? '' : dir}/${name}`;
+
+/**
+ * A folder of the sandbox at a time (its home first): into a folder and back up, a file's bytes
+ * downloaded, files uploaded into it. Names are text (never markup); a download is saved under
+ * the file's base name.
+ */
+function Files({ id }: { id: string }) {
+  const base = `/v1/sandboxes/${encodeURIComponent(id)}/files`;
+  const at = (p: string) => `?path=${encodeURIComponent(p)}`;
+  const [dir, setDir] = useState<string | null>(null);
+  const [entries, setEntries] = useState<SandboxFileEntry[] | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const [status, setStatus] = useState('');
+  const [reloads, setReloads] = useState(0);
+
+  useEffect(() => {
+    // The home's absolute path: "." is the home for the API.
+    api<SandboxFileEntry>('GET', `${base}/stat${at('.')}`).then(
+      (home) => setDir(home.path),
+      (err: Error) => setError(err.message),
+    );
+  }, [id]);
+
+  useEffect(() => {
+    if (dir === null) return;
+    let current = true;
+    setError(null);
+    api<{ entries: SandboxFileEntry[] }>('GET', `${base}/list${at(dir)}`).then(
+      ({ entries }) => {
+        if (!current) return;
+        const dirsFirst = (e: SandboxFileEntry) => (e.type === 'dir' ? 0 : 1);
+        setEntries([...entries].sort((a, b) => dirsFirst(a) - dirsFirst(b) || a.name.localeCompare(b.name)));
+      },
+      (err: Error) => {
+        if (!current) return;
+        setEntries(null);
+        setError(err.message);
+      },
+    );
+    return () => {
+      current = false;
+    };
+  }, [dir, reloads]);
+
+  const download = async (entry: SandboxFileEntry) => {
+    setStatus(`downloading ${entry.name}…`);
+    try {
+      saveBlob(await apiBytes(`${base}${at(entry.path)}`), entry.name);
+      setStatus(`downloaded ${entry.name}`);
+    } catch (err) {
+      setStatus('');
+      setError((err as Error).message);
+    }
+  };
+
+  const upload = async (input: HTMLInputElement) => {
+    const files = [...(input.files ?? [])];
+    input.value = '';
+    if (dir === null || files.length === 0) return;
+    setError(null);
+    try {
+      for (const file of files) {
+        const name = baseName(file.name);
+        setStatus(`uploading ${name}…`);
+        await apiSendBytes('PUT', `${base}${at(joinPath(dir, name))}`, file);
+      }
+      setStatus(`uploaded ${files.map((f) => baseName(f.name)).join(', ')}`);
+    } catch (err) {
+      setStatus('');
+      setError((err as Error).message);
+    }
+    setReloads((n) => n + 1);
+  };
+
+  const crumbs = dir === null ? [] : dir.split('/').filter(Boolean);
+  return (
+    <>
+      <h2>Files</h2>
+      <div class="toolbar files-toolbar">
+        <button
+          type="button"
+          disabled={dir === null || dir === '/'}
+          onClick={() => dir && setDir(parentOf(dir))}
+        >
+          ↑ Up
+        </button>
+        <button type="button" disabled={dir === null} onClick={() => setReloads((n) => n + 1)}>
+          Refresh
+        </button>
+        <label class="upload">
+          Upload here
+          <input
+            type="file"
+            multiple
+            aria-label="Upload files to this folder"
+            disabled={dir === null}
+            onChange={(e) => void upload(e.currentTarget)}
+          />
+        </label>
+      </div>
+      {dir !== null && (
+        <nav class="crumbs" aria-label="Folder">
+          <button type="button" class="link" onClick={() => setDir('/')}>
+            /
+          </button>
+          {crumbs.map((part, i) => (
+            <span key={i}>
+              <button
+                type="button"
+                class="link"
+                onClick={() => setDir(`/${crumbs.slice(0, i + 1).join('/')}`)}
+              >
+                {part}
+              </button>
+              {i < crumbs.length - 1 ? '/' : ''}
+            </span>
+          ))}
+        </nav>
+      )}
+      <p class="muted" aria-live="polite">
+        {status}
+      </p>
+      {error && (
+        <p class="error" role="alert">
+          {error}
+        </p>
+      )}
+      {entries && (
+        <table class="files" aria-label="Files">
+          <thead>
+            <tr>
+              <th>Name</th>
+              <th>Size</th>
+              <th class="wide">Modified</th>
+              <th />
+            </tr>
+          </thead>
+          <tbody>
+            {entries.length === 0 && (
+              <tr>
+                <td colSpan={4} class="muted">
+                  empty
+                </td>
+              </tr>
+            )}
+            {entries.map((entry) => (
+              <tr key={entry.path} data-file={entry.name}>
+                <td>
+                  {entry.type === 'dir' ? (
+                    <button type="button" class="link" onClick={() => setDir(entry.path)}>
+                      {entry.name}/
+                    </button>
+                  ) : entry.type === 'symlink' ? (
+                    <span>
+                      {entry.name} <span class="muted">→ {entry.symlinkTarget ?? '?'}</span>
+                    </span>
+                  ) : (
+                    entry.name
+                  )}
+                </td>
+                <td>{entry.type === 'file' ? formatBytes(entry.size) : ''}</td>
+                <td class="wide">{new Date(entry.modifiedAt).toLocaleString()}</td>
+                <td>
+                  {entry.type === 'file' && (
+                    <button
+                      type="button"
+                      aria-label={`Download ${entry.name}`}
+                      onClick={() => void download(entry)}
+                    >
+                      Download
+                    </button>
+                  )}
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
     </>
   );
 }
