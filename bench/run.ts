@@ -20,9 +20,13 @@
  *   kubernetes the example and one service on the cluster against Docker and the raw API, 20
  *            environments at once (see bench/kubernetes.ts)
  *
+ *   dashboard 500 real environments in Chromium: opening the list and typing into its search,
+ *            against a plain DOM table of the same JSON in the same browser (see bench/dashboard.ts)
+ *
  * BENCH_ONLY=cli measures only the CLI start times (a few seconds, no docker-compose needed);
  * BENCH_ONLY=previews only the previews; BENCH_ONLY=sandboxes only the sandboxes; BENCH_ONLY=e2b
- * only the E2B path (see bench/e2b.ts); BENCH_ONLY=kubernetes only the cluster.
+ * only the E2B path (see bench/e2b.ts); BENCH_ONLY=kubernetes only the cluster; BENCH_ONLY=dashboard
+ * only the dashboard.
  */
 import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -38,6 +42,7 @@ import {
   stopControlPlane,
 } from '../packages/server/src/test-support/control-plane-process.js';
 import { mayflyDown, mayflyUp, median, rssKb, timed, waitState } from './common.js';
+import { benchDashboard, type DashboardBench } from './dashboard.js';
 import { benchE2b } from './e2b.js';
 import { benchKubernetes, type KubernetesBench } from './kubernetes.js';
 import { benchPreviews, type PreviewBench } from './previews.js';
@@ -50,9 +55,9 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const RSS_ENVS = Number(process.env.BENCH_RSS_ENVS ?? 50);
 const CLI_RUNS = Number(process.env.BENCH_CLI_RUNS ?? 21);
 const ONLY = process.env.BENCH_ONLY;
-if (ONLY !== undefined && !['cli', 'previews', 'sandboxes', 'e2b', 'kubernetes'].includes(ONLY))
+if (ONLY !== undefined && !['cli', 'previews', 'sandboxes', 'e2b', 'kubernetes', 'dashboard'].includes(ONLY))
   throw new Error(
-    `BENCH_ONLY=${ONLY}: only "cli", "previews", "sandboxes", "e2b" and "kubernetes" are known`,
+    `BENCH_ONLY=${ONLY}: only "cli", "previews", "sandboxes", "e2b", "kubernetes" and "dashboard" are known`,
   );
 const mayflyBin = path.join(root, 'packages/cli/bin/mayfly.js');
 
@@ -227,6 +232,36 @@ const kubernetesJson = (k: KubernetesBench) => ({
   kubernetesSamplesSeconds: k.samples,
 });
 
+const dashboardTable = (d: DashboardBench) => [
+  ['metric', 'dashboard', 'plain DOM', 'ratio'],
+  ...d.rows.map(([m, a, b, unit]) => {
+    const cell = (x: number | null) =>
+      x === null ? (unit === 'ms' ? '<50' : '') : x.toFixed(unit === 's' ? 1 : x < 100 ? 1 : 0);
+    return [
+      `${m} (${unit})`,
+      cell(a),
+      b === null && unit === 's' ? '' : cell(b),
+      a === null || b === null ? '' : (a / b).toFixed(2),
+    ];
+  }),
+];
+const dashboardJson = (d: DashboardBench) => ({
+  dashboard: {
+    envs: d.envs,
+    rounds: d.rounds,
+    concurrency: d.concurrency,
+    ...Object.fromEntries(
+      d.rows.map(([m, a, b, unit]) => [
+        `${m} (${unit})`,
+        { dashboard: a, plainDom: b, ratio: a === null || b === null ? null : a / b },
+      ]),
+    ),
+  },
+  dashboardMainThreadMs: d.breakdown,
+  dashboardSamplesMs: d.samples,
+  dashboardLeftovers: d.leftovers,
+});
+
 async function main() {
   if (ONLY === 'kubernetes') {
     const kubernetes = await benchKubernetes(path.dirname(composeFile));
@@ -237,6 +272,18 @@ async function main() {
       rounds: ROUNDS,
       machine: machine(),
       ...kubernetesJson(kubernetes),
+    });
+    return;
+  }
+  if (ONLY === 'dashboard') {
+    const dashboard = await benchDashboard();
+    printTable(dashboardTable(dashboard));
+    console.log('(<50: no task of 50 ms or more, what the browser counts as a long task)');
+    await writeResults({
+      at: new Date().toISOString(),
+      only: 'dashboard',
+      machine: machine(),
+      ...dashboardJson(dashboard),
     });
     return;
   }
@@ -370,6 +417,10 @@ async function main() {
     const e2b = await benchE2b();
     console.log('');
     printTable(sandboxTable(e2b, 'value'));
+    process.stderr.write('dashboard…\n');
+    const dashboard = await benchDashboard();
+    console.log('');
+    printTable(dashboardTable(dashboard));
     // With a cluster (scripts/bench.sh starts one unless MAYFLY_SKIP_KUBERNETES=1).
     const kubernetes = process.env.MAYFLY_BENCH_KUBECONFIG ? await benchKubernetes(dir) : null;
     if (kubernetes) {
@@ -390,6 +441,7 @@ async function main() {
       ...previewJson(previews),
       ...sandboxJson(sandboxes),
       ...e2bJson(e2b),
+      ...dashboardJson(dashboard),
       ...(kubernetes ? kubernetesJson(kubernetes) : {}),
     });
   } finally {

@@ -4,10 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # BENCH_ONLY=cli: only the CLI start times, which need neither docker-compose nor the test image
-# (nor do the sandboxes: BENCH_ONLY=sandboxes).
+# (nor do the sandboxes: BENCH_ONLY=sandboxes). BENCH_ONLY=dashboard needs the test image and
+# Chromium, not docker-compose.
 bash scripts/setup.sh
+if [ -z "${BENCH_ONLY:-}" ] || [ "${BENCH_ONLY:-}" = dashboard ]; then
+  bash scripts/ensure-chromium.sh
+fi
 if [ "${BENCH_ONLY:-}" != cli ] && [ "${BENCH_ONLY:-}" != sandboxes ]; then
-  if ! command -v docker-compose >/dev/null 2>&1; then
+  if [ "${BENCH_ONLY:-}" != dashboard ] && ! command -v docker-compose >/dev/null 2>&1; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker-compose >/dev/null
   fi
