@@ -10,16 +10,25 @@ import { SandboxPage } from './pages/sandbox.js';
 import { SandboxesPage } from './pages/sandboxes.js';
 import { navigate, onLinkClick, usePath } from './router.js';
 
-/** The page a path names. */
+/** A path segment decoded; a malformed one is taken as it is (it then names nothing). */
+function decoded(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return segment;
+  }
+}
+
+/** The page a path names (keyed: another environment's or sandbox's page starts afresh). */
 function page(path: string, session: Session) {
   if (path === '/overview') return <OverviewPage scopedToProject={session.project !== null} />;
   const env = /^\/environments\/([^/]+)$/.exec(path);
-  if (env) return <EnvironmentPage name={decodeURIComponent(env[1]!)} />;
+  if (env) return <EnvironmentPage key={env[1]} name={decoded(env[1]!)} />;
   const sandbox = /^\/sandboxes\/([a-z0-9]+)$/.exec(path);
-  if (sandbox) return <SandboxPage id={sandbox[1]!} />;
+  if (sandbox) return <SandboxPage key={sandbox[1]} id={sandbox[1]!} />;
   if (path === '/sandboxes') return <SandboxesPage />;
   const project = /^\/projects\/([^/]+)$/.exec(path);
-  if (project) return <ProjectPage name={decodeURIComponent(project[1]!)} />;
+  if (project) return <ProjectPage key={project[1]} name={decoded(project[1]!)} />;
   if (path === '/projects') return <ProjectsPage />;
   return <EnvironmentsPage />;
 }

@@ -66,7 +66,7 @@ function Previews({ items, now }: { items: Preview[]; now: number }) {
       </thead>
       <tbody>
         {items.map((p) => {
-          const label = p.number !== null ? `#${p.number}` : `branch ${p.branch}`;
+          const label = p.number !== null ? `#${p.number}` : `branch ${p.branch ?? '?'}`;
           const link = safeLink(p.url);
           const live =
             p.open && p.state !== 'closed' && p.state !== 'skipped' && p.state !== 'awaiting-approval';

@@ -258,6 +258,9 @@ function Files({ id }: { id: string }) {
     const files = [...(input.files ?? [])];
     input.value = '';
     if (dir === null || files.length === 0) return;
+    // A file of the same name is replaced: asked first.
+    const taken = files.map((f) => baseName(f.name)).filter((n) => entries?.some((e) => e.name === n));
+    if (taken.length > 0 && !confirm(`Replace ${taken.join(', ')} in this folder?`)) return;
     setError(null);
     try {
       for (const file of files) {
