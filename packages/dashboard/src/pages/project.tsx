@@ -173,20 +173,16 @@ function ReadinessChart({ stats }: { stats: ReadinessStats }) {
             <title>
               {day}: p50 {ms(d.p50Ms)}, p95 {ms(d.p95Ms)} ({d.count})
             </title>
-            <rect
-              class="p95"
-              x={x + 1}
-              width={Math.max(slot - 2, 1)}
-              y={y(d.p95Ms)}
-              height={y(0) - y(d.p95Ms)}
-            />
-            <rect
-              class="p50"
-              x={x + 1}
-              width={Math.max(slot - 2, 1)}
-              y={y(d.p50Ms)}
-              height={y(0) - y(d.p50Ms)}
-            />
+            {(['p95', 'p50'] as const).map((p) => (
+              <rect
+                key={p}
+                class={p}
+                x={x + 1}
+                width={Math.max(slot - 2, 1)}
+                y={y(d[`${p}Ms`])}
+                height={y(0) - y(d[`${p}Ms`])}
+              />
+            ))}
           </g>
         );
       })}

@@ -90,6 +90,22 @@ export function describeRuntime(
       if (failed) throw failed.reason;
     });
 
+    /** A service with a volume and a job that appends one line to it each time it runs. */
+    const dbWithJobOnce = () => [
+      workload({
+        name: 'db',
+        command: ['testkit', 'sleep'],
+        mounts: [{ type: 'volume', source: 'data', target: '/data', readOnly: false }],
+      }),
+      workload({
+        name: 'migrate',
+        kind: 'job',
+        command: ['sh', '-c', 'echo once >> /data/runs'],
+        mounts: [{ type: 'volume', source: 'data', target: '/data', readOnly: false }],
+        dependsOn: [{ name: 'db', condition: 'service_started' }],
+      }),
+    ];
+
     const appPlan = () =>
       track(
         envPlan(
@@ -283,18 +299,7 @@ export function describeRuntime(
       const plan = track(
         envPlan(
           [
-            workload({
-              name: 'db',
-              command: ['testkit', 'sleep'],
-              mounts: [{ type: 'volume', source: 'data', target: '/data', readOnly: false }],
-            }),
-            workload({
-              name: 'migrate',
-              kind: 'job',
-              command: ['sh', '-c', 'echo once >> /data/runs'],
-              mounts: [{ type: 'volume', source: 'data', target: '/data', readOnly: false }],
-              dependsOn: [{ name: 'db', condition: 'service_started' }],
-            }),
+            ...dbWithJobOnce(),
             // A service that does its work and exits 0 (restart: no): done before the sleep, it
             // stays done after the wake.
             workload({
@@ -335,25 +340,7 @@ export function describeRuntime(
     });
 
     it('recreateServices (a redeploy) makes every running service anew; a job that ran and the volume stay', async () => {
-      const plan = track(
-        envPlan(
-          [
-            workload({
-              name: 'db',
-              command: ['testkit', 'sleep'],
-              mounts: [{ type: 'volume', source: 'data', target: '/data', readOnly: false }],
-            }),
-            workload({
-              name: 'migrate',
-              kind: 'job',
-              command: ['sh', '-c', 'echo once >> /data/runs'],
-              mounts: [{ type: 'volume', source: 'data', target: '/data', readOnly: false }],
-              dependsOn: [{ name: 'db', condition: 'service_started' }],
-            }),
-          ],
-          { volumes: [{ name: 'data' }] },
-        ),
-      );
+      const plan = track(envPlan([...dbWithJobOnce()], { volumes: [{ name: 'data' }] }));
       await applyPlan(runtime, plan);
       await runtime.writeFile(plan.envId, 'db', '/tmp/in-the-container', 'old');
       const before = await workloadIds?.(plan.envId, 'db');
