@@ -162,7 +162,12 @@ describe('the dashboard in a browser', () => {
     await page.getByRole('link', { name: 'Sandboxes', exact: true }).click();
     const row = page.locator(`tr[data-sandbox="${id}"]`);
     await row.locator('.state-running').waitFor();
+    const socket = page.waitForEvent('websocket');
     await row.getByRole('link', { name: id }).click();
+    // A WebSocket of this server's carries the terminal.
+    expect((await socket).url()).toMatch(
+      new RegExp(`^${t.server.url.replace(/^http/, 'ws')}/v1/sandboxes/${id}/terminal\\?cols=\\d+&rows=\\d+$`),
+    );
     await page.getByText('connected').waitFor();
     await page.locator('.xterm').click();
     await page.keyboard.type('echo "hello from $(hostname) $((6 * 7))"');
@@ -172,6 +177,9 @@ describe('the dashboard in a browser', () => {
       .getByText(/hello from \S+ 42/)
       .waitFor();
     await shot('sandbox-terminal');
+    await page.keyboard.type('exit 7');
+    await page.keyboard.press('Enter');
+    await page.getByText('the shell exited (7)').waitFor();
     await cli(['sandbox', 'kill', id]);
     await page.getByRole('link', { name: 'Sandboxes', exact: true }).click();
     await row.getByText('ended (killed)').waitFor();

@@ -111,6 +111,14 @@ export const TerminalSize = z.strictObject({
 });
 export type TerminalSize = z.infer<typeof TerminalSize>;
 
+/** What opens a terminal socket into a sandbox (`POST /v1/sandboxes/{id}/terminal`). */
+export const TerminalTicket = z.object({
+  ticket: z.string().describe('one use, 30 s; carried by the handshake as a subprotocol'),
+  protocols: z.array(z.string()).describe('the subprotocols to open the socket with'),
+  url: z.string().describe("the socket's path on the API (ws: or wss: as the API is reached)"),
+});
+export type TerminalTicket = z.infer<typeof TerminalTicket>;
+
 export const RunCommandRequest = z.strictObject({
   /** Run by `/bin/sh -c` in the sandbox. */
   cmd: z

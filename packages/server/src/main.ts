@@ -12,6 +12,7 @@ import { FULL_ACCESS } from './access/access.js';
 import { TokenService } from './access/token-service.js';
 import { buildApi } from './api/app.js';
 import type { ScopedRoute } from './api/auth.js';
+import { SandboxTerminals } from './api/sandbox-terminal.js';
 import { defaultAgentBinary, inCheckout, loadConfig, type ServerConfigInput } from './config/config.js';
 import { BundleService } from './controller/bundle-service.js';
 import { CapacityService } from './controller/capacity-service.js';
@@ -338,6 +339,9 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
       imageBudgetBytes: config.imageBudgetBytes,
     },
   });
+  const terminals = sandboxes
+    ? new SandboxTerminals({ sandboxes, logger: logger.child({ component: 'terminals' }) })
+    : undefined;
   const { app, routes } = await buildApi({
     environments,
     capacity,
@@ -347,6 +351,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
       assets: dashboardDist ? await loadDashboardAssets(dashboardDist) : null,
     },
     ...(sandboxes ? { sandboxes } : {}),
+    ...(terminals ? { terminals } : {}),
     tokens,
     bundles,
     projects,
@@ -369,7 +374,10 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
         });
       });
       server.on('upgrade', (req, socket, head) => {
-        if (!gateway.handles(req)) return socket.destroy();
+        if (!gateway.handles(req)) {
+          if (!terminals?.handles(req)) return socket.destroy();
+          return void terminals.handleUpgrade(req, socket, head).catch(() => socket.destroy());
+        }
         gateway.handleUpgrade(req, socket, head).catch(() => socket.destroy());
       });
       return server;
@@ -407,6 +415,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     async close() {
       // Work in flight is aborted; open streams and WebSockets are cut rather than waited for.
       await previewController.stop();
+      terminals?.close();
       await sandboxes?.stop();
       await reconciler.stop();
       gateway.close();

@@ -1,6 +1,6 @@
-import type { SandboxFileEntry, SandboxInfo } from '@mayfly/contract';
+import type { SandboxFileEntry, SandboxInfo, TerminalTicket } from '@mayfly/contract';
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { api, apiBytes, apiSendBytes, baseName, DASHBOARD_HEADER, saveBlob } from '../api.js';
+import { api, apiBytes, apiSendBytes, baseName, saveBlob } from '../api.js';
 import { onLinkClick } from '../router.js';
 import { formatBytes, formatPercent, useUsage } from './sandboxes.js';
 
@@ -47,23 +47,16 @@ export function SandboxPage({ id }: { id: string }) {
   );
 }
 
-const post = (path: string, body: BodyInit, type: string) =>
-  fetch(path, {
-    method: 'POST',
-    credentials: 'same-origin',
-    headers: { [DASHBOARD_HEADER]: '1', 'content-type': type },
-    body,
-  });
-
 /**
- * xterm.js (loaded only on this page) joined to a shell in the sandbox: its output streamed as
- * the command's events, keys sent to its stdin, the size to its terminal.
+ * xterm.js (loaded only on this page) joined to a login shell in the sandbox over a WebSocket:
+ * output and keys as binary messages, the size as a text message. The socket opens with a
+ * one-use ticket this page asks for with its session (a cookie alone opens no terminal).
  */
 function Terminal({ id }: { id: string }) {
   const box = useRef<HTMLDivElement>(null);
   const [status, setStatus] = useState('starting…');
   useEffect(() => {
-    const abort = new AbortController();
+    let left = false;
     let dispose = () => {};
     void (async () => {
       const [{ Terminal: XTerm }, { FitAddon }] = await Promise.all([
@@ -71,90 +64,62 @@ function Terminal({ id }: { id: string }) {
         import('@xterm/addon-fit'),
         import('@xterm/xterm/css/xterm.css'),
       ]);
-      if (abort.signal.aborted || !box.current) return;
+      if (left || !box.current) return;
       const term = new XTerm({ cursorBlink: true, fontSize: 13, convertEol: false });
       const fit = new FitAddon();
       term.loadAddon(fit);
       term.open(box.current);
       fit.fit();
       dispose = () => term.dispose();
-      const base = `/v1/sandboxes/${encodeURIComponent(id)}/processes`;
-      const res = await fetch(base, {
-        method: 'POST',
-        credentials: 'same-origin',
-        signal: abort.signal,
-        headers: { [DASHBOARD_HEADER]: '1', 'content-type': 'application/json' },
-        body: JSON.stringify({
-          cmd: 'exec sh -c "command -v bash >/dev/null && exec bash -l || exec sh -l"',
-          stdin: true,
-          timeoutMs: 0,
-          pty: { cols: term.cols, rows: term.rows },
-        }),
-      });
-      if (!res.ok || !res.body) {
-        setStatus(`could not start a shell: ${res.status} ${(await res.text()).slice(0, 200)}`);
+      let ticket: TerminalTicket;
+      try {
+        ticket = await api<TerminalTicket>('POST', `/v1/sandboxes/${encodeURIComponent(id)}/terminal`);
+      } catch (err) {
+        setStatus(`could not open a terminal: ${(err as Error).message}`);
         return;
       }
-      let pid: number | undefined;
+      if (left) return;
+      const url = new URL(`${ticket.url}?cols=${term.cols}&rows=${term.rows}`, location.href);
+      url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+      const socket = new WebSocket(url, ticket.protocols);
+      socket.binaryType = 'arraybuffer';
       const encoder = new TextEncoder();
-      // Keys go one request at a time, in order (requests sent at once may be served in any
-      // order); what is typed while one is under way goes with the next.
-      let typed = '';
-      let sending = Promise.resolve();
-      term.onData((data) => {
-        if (pid === undefined) return;
-        const to = `${base}/${pid}/stdin`;
-        typed += data;
-        sending = sending.then(async () => {
-          if (!typed) return;
-          const keys = typed;
-          typed = '';
-          await post(to, encoder.encode(keys), 'application/octet-stream').catch(() => {});
-        });
-      });
-      term.onResize(({ cols, rows }) => {
-        if (pid !== undefined)
-          void post(`${base}/${pid}/resize`, JSON.stringify({ cols, rows }), 'application/json');
-      });
+      const send = (data: string | Uint8Array) => {
+        if (socket.readyState === WebSocket.OPEN) socket.send(data);
+      };
+      term.onData((data) => send(encoder.encode(data)));
+      // Mouse reports and the like: bytes that are not text.
+      term.onBinary((data) => send(Uint8Array.from(data, (c) => c.charCodeAt(0))));
+      term.onResize(({ cols, rows }) => send(JSON.stringify({ type: 'resize', cols, rows })));
+      let ending = '';
+      socket.onopen = () => {
+        setStatus('connected');
+        term.focus();
+      };
+      socket.onmessage = (event: MessageEvent<ArrayBuffer | string>) => {
+        if (typeof event.data !== 'string') return term.write(new Uint8Array(event.data));
+        const message = JSON.parse(event.data) as
+          | { type: 'exit'; exitCode: number; signal?: string }
+          | { type: 'error'; message: string };
+        ending =
+          message.type === 'exit'
+            ? `the shell exited (${message.signal ?? message.exitCode})`
+            : `the terminal ended: ${message.message}`;
+      };
+      socket.onclose = (event) => {
+        if (!left) setStatus(ending || `disconnected${event.reason ? `: ${event.reason}` : ''}`);
+      };
       const onWindowResize = () => fit.fit();
       window.addEventListener('resize', onWindowResize);
       const previous = dispose;
       dispose = () => {
         window.removeEventListener('resize', onWindowResize);
+        socket.close();
         previous();
       };
-      term.focus();
-      const lines = res.body.pipeThrough(new TextDecoderStream()).getReader();
-      let buffer = '';
-      try {
-        for (;;) {
-          const { value, done } = await lines.read();
-          if (done) break;
-          buffer += value;
-          let newline = buffer.indexOf('\n');
-          while (newline >= 0) {
-            const event = JSON.parse(buffer.slice(0, newline)) as
-              | { type: 'start'; pid: number }
-              | { type: 'pty' | 'stdout' | 'stderr'; data: string }
-              | { type: 'end'; exitCode: number };
-            buffer = buffer.slice(newline + 1);
-            newline = buffer.indexOf('\n');
-            if (event.type === 'start') {
-              pid = event.pid;
-              setStatus('connected');
-            } else if (event.type === 'end') {
-              setStatus(`the shell exited (${event.exitCode})`);
-            } else {
-              term.write(Uint8Array.from(atob(event.data), (c) => c.charCodeAt(0)));
-            }
-          }
-        }
-      } catch {
-        // left the page
-      }
     })();
     return () => {
-      abort.abort();
+      left = true;
       dispose();
     };
   }, [id]);

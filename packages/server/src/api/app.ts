@@ -24,6 +24,7 @@ import { openApiDocument } from './openapi.js';
 import { registerProjectRoutes } from './project-routes.js';
 import { addRoute, DEFAULT_BODY_LIMIT } from './route.js';
 import { registerSandboxRoutes } from './sandbox-routes.js';
+import type { SandboxTerminals } from './sandbox-terminal.js';
 import { registerTokenRoutes } from './token-routes.js';
 import { registerWebhookRoutes } from './webhook-routes.js';
 
@@ -40,6 +41,8 @@ export interface ApiDeps {
   webhooks: WebhookService;
   /** Absent where the server has no sandbox runtime (no agent binary). */
   sandboxes?: SandboxService;
+  /** Terminals into sandboxes over WebSockets (their tickets are handed out by a route). */
+  terminals?: SandboxTerminals;
   metrics: Metrics;
   logger: Logger;
   version: string;
@@ -118,6 +121,7 @@ export async function buildApi(
   registerCapacityRoutes(app, deps.capacity);
   registerWebhookRoutes(app, deps);
   if (deps.sandboxes) registerSandboxRoutes(app, deps.sandboxes);
+  deps.terminals?.register(app);
   await app.ready();
   return { app, routes };
 }

@@ -1,8 +1,15 @@
 import { randomBytes } from 'node:crypto';
 import type { SandboxInfo } from '@mayfly/contract';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { containerExists, runInSandbox as run, startInSandbox } from '../test-support/sandboxes.js';
+import {
+  connectTerminal,
+  containerExists,
+  openTerminal,
+  runInSandbox as run,
+  startInSandbox,
+} from '../test-support/sandboxes.js';
 import { startTestServer, type TestServer } from '../test-support/test-server.js';
+import { until } from '../test-support/until.js';
 
 describe('sandboxes through the API', () => {
   let t: TestServer;
@@ -124,6 +131,121 @@ describe('sandboxes through the API', () => {
     expect((await started.type('\n')).status).toBe(200);
     expect((await started.rest()).output('pty')).toMatch(/20 50\r\n$/);
     expect((await resize({ cols: 50, rows: 20 })).status).toBe(404);
+  });
+
+  it('a terminal over a WebSocket: a shell that echoes, resizes, exits with its code; closing hangs it up', async () => {
+    const term = await openTerminal(t, id);
+    if ('refused' in term) throw new Error(`refused ${term.refused}: ${term.body}`);
+    term.type('echo "$((6 * 7))-ok"; tty\r');
+    expect(await term.waitFor(/42-ok\r\n\/dev\/pts\/\d+/)).toContain('42-ok');
+    term.ws.send(JSON.stringify({ type: 'resize', cols: 100, rows: 30 }));
+    term.type('stty size\r');
+    await term.waitFor(/30 100/);
+    term.type('exit 3\r');
+    expect(await term.closed).toEqual({ code: 1000, reason: 'the shell exited' });
+    expect(term.messages).toEqual([{ type: 'exit', exitCode: 3 }]);
+
+    // Closing the socket hangs the shell up: no process of it is left in the sandbox.
+    const processes = async () =>
+      (await t.api<{ items: unknown[] }>('GET', `/v1/sandboxes/${id}/processes`)).body.items.length;
+    const before = await processes();
+    const second = await openTerminal(t, id);
+    if ('refused' in second) throw new Error(`refused ${second.refused}`);
+    second.type('echo ready\r');
+    await second.waitFor(/ready\r\n/);
+    expect(await processes()).toBe(before + 1);
+    second.ws.close();
+    await until('the shell to hang up', async () => ((await processes()) === before ? true : undefined));
+  });
+
+  it("a terminal opens only with a fresh ticket of its own, from this server's pages, and refuses what it cannot take", async () => {
+    const issue = () =>
+      t.api<{ ticket: string; protocols: string[]; url: string }>('POST', `/v1/sandboxes/${id}/terminal`);
+    const refusal = async (opened: Awaited<ReturnType<typeof connectTerminal>>) => {
+      if (!('refused' in opened)) {
+        opened.ws.close();
+        throw new Error('the terminal opened');
+      }
+      return {
+        status: opened.refused,
+        message: (JSON.parse(opened.body) as { error: { message: string } }).error.message,
+      };
+    };
+    const { body: ticket } = await issue();
+    // No ticket, a made-up one, one offered without the terminal's protocol.
+    expect(await refusal(await connectTerminal(t, ticket.url, ['mayfly.terminal.v1']))).toMatchObject({
+      status: 401,
+      message: expect.stringMatching(/needs a ticket/),
+    });
+    expect(
+      (await refusal(await connectTerminal(t, ticket.url, ['mayfly.terminal.v1', 'mayfly-ticket.forged'])))
+        .status,
+    ).toBe(401);
+    // Another site's page: refused, and the ticket is not spent on it... nor usable after a use.
+    expect(
+      await refusal(await connectTerminal(t, ticket.url, ticket.protocols, 'http://evil.example')),
+    ).toMatchObject({
+      status: 403,
+      message: expect.stringMatching(/only from a page of this server/),
+    });
+    const used = await connectTerminal(t, ticket.url, ticket.protocols);
+    if ('refused' in used) throw new Error(`refused ${used.refused}: ${used.body}`);
+    used.ws.close();
+    expect((await refusal(await connectTerminal(t, ticket.url, ticket.protocols))).status).toBe(401);
+    // A ticket names its sandbox; sizes are checked; the protocol is required.
+    const other = (await issue()).body;
+    expect(
+      await refusal(await connectTerminal(t, '/v1/sandboxes/zzzz0000/terminal', other.protocols)),
+    ).toMatchObject({
+      status: 401,
+      message: expect.stringMatching(/another sandbox/),
+    });
+    const sized = (await issue()).body;
+    expect(
+      (await refusal(await connectTerminal(t, `${sized.url}?cols=0&rows=5`, sized.protocols))).status,
+    ).toBe(400);
+    const bare = (await issue()).body;
+    expect((await refusal(await connectTerminal(t, bare.url, [bare.protocols[1]!]))).status).toBe(400);
+
+    // Tokens that may not: read-only, bound to a project; a revoked token's ticket is dead.
+    const reader = await t.api<{ token: string }>('POST', '/v1/tokens', {
+      name: 'term-reader',
+      scope: 'read',
+    });
+    expect(await openTerminal(t, id, { token: reader.body.token })).toMatchObject({ refused: 403 });
+    const bound = await t.api<{ token: string }>('POST', '/v1/tokens', {
+      name: 'term-bound',
+      scope: 'write',
+      project: 'shop',
+    });
+    expect(await openTerminal(t, id, { token: bound.body.token })).toMatchObject({ refused: 403 });
+    expect(await openTerminal(t, 'zzzz0000')).toMatchObject({ refused: 404 });
+    const writer = await t.api<{ id: string; token: string }>('POST', '/v1/tokens', {
+      name: 'term-writer',
+      scope: 'write',
+    });
+    const late = await t.api<{ protocols: string[]; url: string }>(
+      'POST',
+      `/v1/sandboxes/${id}/terminal`,
+      undefined,
+      writer.body.token,
+    );
+    expect(late.status).toBe(201);
+    expect((await t.api('DELETE', `/v1/tokens/${writer.body.id}`)).status).toBe(200);
+    expect(await refusal(await connectTerminal(t, late.body.url, late.body.protocols))).toMatchObject({
+      status: 401,
+      message: expect.stringMatching(/has ended/),
+    });
+
+    // A message over 64 KiB, and a text message that is not a resize, close the socket.
+    const big = await openTerminal(t, id);
+    if ('refused' in big) throw new Error('refused');
+    big.ws.send(Buffer.alloc(65 * 1024, 0x61), { binary: true });
+    expect((await big.closed).code).toBe(1009);
+    const wrong = await openTerminal(t, id);
+    if ('refused' in wrong) throw new Error('refused');
+    wrong.ws.send(JSON.stringify({ type: 'exec', cmd: 'id' }));
+    expect((await wrong.closed).code).toBe(1003);
   });
 
   it('files: 1 MiB of random bytes round-trip; stat, list, mkdir, rename, remove', async () => {

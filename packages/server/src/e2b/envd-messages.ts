@@ -2,29 +2,7 @@
  * What envd's messages are made of, made from the sandbox agent's own answers (which are checked
  * before they get here, or are checked here: the sandbox is not trusted).
  */
-import type { Readable } from 'node:stream';
 import type { SandboxFileEntry } from '@mayfly/contract';
-import { ConnectError } from './connect-protocol.js';
-
-/** Longest line of the agent's event stream read (it sends output in 32 KiB pieces, base64). */
-const MAX_EVENT_LINE = 256 * 1024;
-
-export async function* ndjsonLines(stream: Readable): AsyncGenerator<string> {
-  let buffered = '';
-  for await (const chunk of stream) {
-    buffered += (chunk as Buffer).toString('utf8');
-    if (buffered.length > MAX_EVENT_LINE && !buffered.includes('\n'))
-      throw new ConnectError('internal', 'the sandbox sent an event longer than any it sends');
-    let newline = buffered.indexOf('\n');
-    while (newline >= 0) {
-      const line = buffered.slice(0, newline);
-      buffered = buffered.slice(newline + 1);
-      if (line) yield line;
-      newline = buffered.indexOf('\n');
-    }
-  }
-  if (buffered) yield buffered;
-}
 
 /** `~` is the home (the agent resolves relative paths against it). */
 export function resolvePath(p: string): string {

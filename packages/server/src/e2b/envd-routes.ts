@@ -16,6 +16,7 @@ import type { SandboxFileEntry, SandboxProcess } from '@mayfly/contract';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import * as z from 'zod';
 import type { Access } from '../access/access.js';
+import { AgentProcessEvent, ndjsonLines } from '../sandbox/process-events.js';
 import type { SandboxService } from '../sandbox/sandbox-service.js';
 import {
   CONNECT_CODES,
@@ -31,7 +32,7 @@ import {
 } from './connect-protocol.js';
 import { e2bError } from './control-routes.js';
 import type { EnvdAccess } from './envd-access.js';
-import { entryInfo, ndjsonLines, resolvePath } from './envd-messages.js';
+import { entryInfo, resolvePath } from './envd-messages.js';
 import { DirectoryWatch, PolledWatchers } from './envd-watch.js';
 
 export interface EnvdDeps {
@@ -83,18 +84,7 @@ const UpdateRequest = z.object({
   process: Selector,
   pty: z.object({ size: z.object({ cols: z.number(), rows: z.number() }) }).optional(),
 });
-/** The agent's events, checked: the sandbox (and so its agent) is not trusted. */
-const AgentEvent = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('start'), pid: z.number().int() }),
-  z.object({ type: z.enum(['stdout', 'stderr', 'pty']), data: z.string() }),
-  z.object({
-    type: z.literal('end'),
-    exitCode: z.number().int(),
-    signal: z.string().max(16).optional(),
-    timedOut: z.boolean().optional(),
-  }),
-]);
-type ProcessEnd = Extract<z.output<typeof AgentEvent>, { type: 'end' }>;
+type ProcessEnd = Extract<AgentProcessEvent, { type: 'end' }>;
 const PathRequest = z.object({ path: z.string().min(1).max(4096) });
 const ListDirRequest = PathRequest.extend({ depth: z.number().int().min(0).max(32).optional() });
 const WatcherRequest = z.object({ watcherId: z.string().min(1).max(64) });
@@ -453,7 +443,7 @@ export function registerEnvdRoutes(app: FastifyInstance<Server>, deps: EnvdDeps)
       }
       let end: ProcessEnd | undefined;
       for await (const line of ndjsonLines(events)) {
-        const event = AgentEvent.parse(JSON.parse(line));
+        const event = AgentProcessEvent.parse(JSON.parse(line));
         if (event.type === 'start') {
           if (pid === undefined) await stream.send({ event: { start: { pid: event.pid } } });
           startKeepalive();

@@ -10,9 +10,10 @@ import type { IncomingMessage } from 'node:http';
 import { SandboxFileEntry } from '@mayfly/contract';
 import * as z from 'zod';
 import type { Access } from '../access/access.js';
+import { ndjsonLines } from '../sandbox/process-events.js';
 import type { SandboxService } from '../sandbox/sandbox-service.js';
 import { ConnectError } from './connect-protocol.js';
-import { entryInfo, ndjsonLines, resolvePath } from './envd-messages.js';
+import { entryInfo, resolvePath } from './envd-messages.js';
 
 export const WatchDirRequest = z.object({
   path: z.string().min(1).max(4096),

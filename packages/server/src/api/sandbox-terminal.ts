@@ -1,0 +1,330 @@
+/**
+ * A terminal into a running sandbox over one WebSocket (what the dashboard's xterm.js talks to): a
+ * login shell in a pty; its output comes as binary messages, keys go as binary messages, a resize
+ * as a JSON text message; the end as a JSON text message, then the close.
+ *
+ * Who may open one: a browser cannot put a header on a WebSocket handshake, and the session
+ * cookie alone must never open a shell (a page of another site can make the browser send it,
+ * and another server on the same host name can read it). So a terminal starts with an ordinary
+ * API request, `POST /v1/sandboxes/:id/terminal`, authenticated as every other (a bearer token,
+ * or the dashboard's session with its header), which answers a ticket: one use, 30 seconds, for
+ * that sandbox and whoever asked. The handshake carries the ticket as a subprotocol
+ * (`mayfly-ticket.<ticket>`, not in the URL, which proxies log); a browser's Origin must be this
+ * server's own. The shell hangs up (SIGHUP) when the socket closes, and the socket closes when
+ * the token or session that asked is revoked.
+ */
+import { randomBytes } from 'node:crypto';
+import type { IncomingMessage, Server } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { Readable } from 'node:stream';
+import { type ErrorCode, TerminalSize, TerminalTicket } from '@mayfly/contract';
+import type { FastifyInstance } from 'fastify';
+import { LRUCache } from 'lru-cache';
+import type { Logger } from 'pino';
+import WebSocket, { WebSocketServer } from 'ws';
+import * as z from 'zod';
+import type { Access } from '../access/access.js';
+import { ConflictError, QuotaExceededError } from '../controller/errors.js';
+import { AgentProcessEvent, ndjsonLines } from '../sandbox/process-events.js';
+import type { SandboxService } from '../sandbox/sandbox-service.js';
+import { requireAccess } from './auth.js';
+import { toHttpError } from './errors.js';
+import { addRoute } from './route.js';
+
+/** The subprotocol a terminal socket speaks (version 1: the messages above). */
+export const TERMINAL_PROTOCOL = 'mayfly.terminal.v1';
+/** The subprotocol that carries the ticket: this prefix and the ticket. */
+export const TICKET_PROTOCOL_PREFIX = 'mayfly-ticket.';
+const TICKET_TTL_MS = 30_000;
+/** Tickets not yet used, at most (more asked at once than any page needs). */
+const MAX_TICKETS = 1000;
+/** Terminals open at once on this server. */
+const DEFAULT_MAX_TERMINALS = 64;
+/** Largest message a client may send (keys, a paste); bigger closes the socket (1009). */
+const MAX_MESSAGE_BYTES = 64 * 1024;
+/** Keys waiting for the sandbox to take them, at most; more closes the socket. */
+const MAX_PENDING_INPUT = 1024 * 1024;
+/** Output waiting for a slow client: reading from the sandbox pauses above it. */
+const MAX_BUFFERED_OUTPUT = 4 * 1024 * 1024;
+/** A ping this often; no pong by the next one ends the socket. The token is checked again too. */
+const HEARTBEAT_MS = 30_000;
+
+const TERMINAL_PATH = /^\/v1\/sandboxes\/([A-Za-z0-9_-]{1,64})\/terminal$/;
+/** A text message from the client. */
+const ClientMessage = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('resize'), cols: TerminalSize.shape.cols, rows: TerminalSize.shape.rows }),
+]);
+
+interface Issued {
+  sandbox: string;
+  access: Access;
+  stillAllowed: () => Promise<boolean>;
+}
+
+export interface SandboxTerminalsOptions {
+  sandboxes: SandboxService;
+  logger: Logger;
+  maxTerminals?: number;
+}
+
+export class SandboxTerminals {
+  private readonly tickets = new LRUCache<string, Issued>({ max: MAX_TICKETS, ttl: TICKET_TTL_MS });
+  private readonly sockets = new WebSocketServer({
+    noServer: true,
+    maxPayload: MAX_MESSAGE_BYTES,
+    perMessageDeflate: false,
+    handleProtocols: (offered) => (offered.has(TERMINAL_PROTOCOL) ? TERMINAL_PROTOCOL : false),
+  });
+  private readonly open = new Set<WebSocket>();
+  private readonly maxTerminals: number;
+
+  constructor(private readonly options: SandboxTerminalsOptions) {
+    this.maxTerminals = options.maxTerminals ?? DEFAULT_MAX_TERMINALS;
+  }
+
+  /** The route that hands out tickets. */
+  register(app: FastifyInstance<Server>): void {
+    addRoute(app, {
+      method: 'POST',
+      url: '/v1/sandboxes/:id/terminal',
+      scope: 'write',
+      summary: 'a ticket to open a terminal (a shell in a pty) in a running sandbox over a WebSocket',
+      description: `Open \`GET /v1/sandboxes/{id}/terminal?cols=&rows=\` as a WebSocket within ${TICKET_TTL_MS / 1000} s with the subprotocols answered ("${TERMINAL_PROTOCOL}" and "${TICKET_PROTOCOL_PREFIX}<ticket>"). Binary messages are the terminal's output and, from the client, its keys; the client sends {"type":"resize","cols":N,"rows":N} as text; the server ends with {"type":"exit","exitCode":N,"signal"?} or {"type":"error","message"} as text, then closes. Closing the socket hangs the shell up (SIGHUP).`,
+      params: z.object({ id: z.string().min(1).max(64).describe('sandbox id') }),
+      response: { status: 201, description: 'the ticket', json: TerminalTicket },
+      errors: { 404: 'no such sandbox', 409: 'it has ended or is paused', 429: 'too many terminals open' },
+      handler: async ({ params, req }) => {
+        const access = requireAccess(req);
+        const sandbox = await this.options.sandboxes.get(params.id, access);
+        if (sandbox.state !== 'running')
+          throw new ConflictError(`the sandbox is ${sandbox.state}: a terminal needs it running`);
+        if (this.open.size >= this.maxTerminals) throw new QuotaExceededError(this.tooMany());
+        const ticket = randomBytes(24).toString('base64url');
+        this.tickets.set(ticket, {
+          sandbox: sandbox.id,
+          access,
+          stillAllowed: req.stillAllowed ?? (async () => true),
+        });
+        return {
+          ticket,
+          protocols: [TERMINAL_PROTOCOL, `${TICKET_PROTOCOL_PREFIX}${ticket}`],
+          url: `/v1/sandboxes/${sandbox.id}/terminal`,
+        };
+      },
+    });
+  }
+
+  /** Whether an upgrade request is for a terminal (then {@link handleUpgrade} answers it). */
+  handles(req: IncomingMessage): boolean {
+    return TERMINAL_PATH.test(pathOf(req.url));
+  }
+
+  /** Answers a terminal's handshake: refused with a status and why, or a socket with a shell. */
+  async handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    const refuse = (status: number, message: string) => refuseUpgrade(socket, status, message);
+    const url = new URL(req.url ?? '/', 'http://terminal');
+    const sandbox = TERMINAL_PATH.exec(url.pathname)?.[1];
+    if (!sandbox) return refuse(404, 'no such terminal');
+    const origin = req.headers.origin;
+    if (origin !== undefined && hostOf(origin) !== req.headers.host)
+      return refuse(403, 'a terminal opens only from a page of this server');
+    const offered = String(req.headers['sec-websocket-protocol'] ?? '')
+      .split(',')
+      .map((p) => p.trim());
+    const ticket = offered
+      .find((p) => p.startsWith(TICKET_PROTOCOL_PREFIX))
+      ?.slice(TICKET_PROTOCOL_PREFIX.length);
+    const issued = ticket ? this.tickets.get(ticket) : undefined;
+    if (!ticket || !issued)
+      return refuse(401, 'a terminal needs a ticket from POST /v1/sandboxes/{id}/terminal (one use, 30 s)');
+    this.tickets.delete(ticket);
+    if (issued.sandbox !== sandbox) return refuse(401, 'this ticket is for another sandbox');
+    if (!offered.includes(TERMINAL_PROTOCOL))
+      return refuse(400, `a terminal speaks the subprotocol "${TERMINAL_PROTOCOL}"`);
+    const size = TerminalSize.safeParse({
+      cols: Number(url.searchParams.get('cols') ?? 80),
+      rows: Number(url.searchParams.get('rows') ?? 24),
+    });
+    if (!size.success) return refuse(400, 'cols and rows are whole numbers from 1 to 1000');
+    if (this.open.size >= this.maxTerminals) return refuse(429, this.tooMany());
+    if (!(await issued.stillAllowed().catch(() => false)))
+      return refuse(401, 'the token or session that asked for this terminal has ended');
+    this.sockets.handleUpgrade(req, socket, head, (ws) => {
+      this.open.add(ws);
+      ws.once('close', () => this.open.delete(ws));
+      // A client's protocol error (a message over the limit, a bad frame): ws closes the socket
+      // with its code; unhandled, the event would take the server down.
+      ws.on('error', () => {});
+      this.serve(ws, sandbox, size.data, issued).catch((err) => {
+        this.options.logger.warn({ err, sandbox }, 'a terminal failed');
+        ws.terminate();
+      });
+    });
+  }
+
+  private tooMany(): string {
+    return `${this.maxTerminals} terminals are open on this server already: close one first`;
+  }
+
+  /** Closes every terminal (their shells hang up); for the server's shutdown. */
+  close(): void {
+    for (const ws of this.open) ws.close(1001, 'the server is stopping');
+    this.sockets.close();
+  }
+
+  private async serve(ws: WebSocket, id: string, size: TerminalSize, issued: Issued): Promise<void> {
+    const { sandboxes } = this.options;
+    const { access } = issued;
+    const sendText = (message: object) => {
+      if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(message));
+    };
+    const fail = (err: unknown) => {
+      const { status } = toHttpError(err);
+      if (status >= 500) this.options.logger.warn({ err, sandbox: id }, 'a terminal failed');
+      sendText({ type: 'error', message: toHttpError(err).body.error.message });
+      ws.close(1011, 'the terminal could not go on');
+    };
+
+    let pid: number | undefined;
+    let ended = false;
+    let events: Readable | undefined;
+    // Keys go to the sandbox one request at a time, in order; what comes meanwhile goes with the next.
+    let pending: Buffer[] = [];
+    let pendingBytes = 0;
+    let sending: Promise<void> = Promise.resolve();
+    const flush = () => {
+      sending = sending.then(async () => {
+        if (pid === undefined || pendingBytes === 0 || ended) return;
+        const keys = Buffer.concat(pending);
+        pending = [];
+        pendingBytes = 0;
+        await sandboxes.stdin(id, pid, Readable.from([keys]), false, access).catch(() => {});
+      });
+    };
+    ws.on('message', (data, isBinary) => {
+      if (isBinary) {
+        const bytes = Buffer.isBuffer(data) ? data : Buffer.concat([data].flat() as Buffer[]);
+        pendingBytes += bytes.length;
+        if (pendingBytes > MAX_PENDING_INPUT) {
+          ws.close(1008, 'keys come faster than the sandbox takes them');
+          return;
+        }
+        pending.push(bytes);
+        flush();
+        return;
+      }
+      let message: z.output<typeof ClientMessage>;
+      try {
+        message = ClientMessage.parse(JSON.parse(data.toString()));
+      } catch {
+        ws.close(1003, 'a text message is {"type":"resize","cols":N,"rows":N}');
+        return;
+      }
+      if (pid !== undefined && !ended)
+        void sandboxes.resize(id, pid, { cols: message.cols, rows: message.rows }, access).catch(() => {});
+    });
+
+    let alive = true;
+    ws.on('pong', () => {
+      alive = true;
+    });
+    const heartbeat = setInterval(() => {
+      if (!alive) return ws.terminate();
+      alive = false;
+      ws.ping();
+      void issued.stillAllowed().then(
+        (allowed) => {
+          if (!allowed) ws.close(1008, 'the token or session that opened this terminal has ended');
+        },
+        () => {},
+      );
+    }, HEARTBEAT_MS);
+    ws.once('close', () => {
+      clearInterval(heartbeat);
+      events?.destroy();
+      // A closed terminal hangs up its shell, as closing a terminal window does.
+      if (pid !== undefined && !ended)
+        void sandboxes.signal(id, pid, { signal: 'SIGHUP' }, access).catch(() => {});
+    });
+
+    try {
+      events = await sandboxes.run(
+        id,
+        {
+          cmd: 'exec sh -c "command -v bash >/dev/null && exec bash -l || exec sh -l"',
+          stdin: true,
+          timeoutMs: 0,
+          pty: size,
+        },
+        access,
+      );
+    } catch (err) {
+      return fail(err);
+    }
+    try {
+      for await (const line of ndjsonLines(events)) {
+        const event = AgentProcessEvent.parse(JSON.parse(line));
+        if (event.type === 'start') {
+          pid = event.pid;
+          // Closed while the shell started: hang it up now that its pid is known.
+          if (ws.readyState !== WebSocket.OPEN) {
+            void sandboxes.signal(id, pid, { signal: 'SIGHUP' }, access).catch(() => {});
+            break;
+          }
+          flush();
+        } else if (event.type === 'end') {
+          ended = true;
+          sendText({
+            type: 'exit',
+            exitCode: event.exitCode,
+            ...(event.signal ? { signal: event.signal } : {}),
+          });
+          ws.close(1000, 'the shell exited');
+          return;
+        } else if (ws.readyState === WebSocket.OPEN) {
+          ws.send(Buffer.from(event.data, 'base64'), { binary: true });
+          // A client that reads slower than the shell writes: stop reading the shell until it catches up.
+          while (ws.readyState === WebSocket.OPEN && ws.bufferedAmount > MAX_BUFFERED_OUTPUT)
+            await new Promise((resolve) => setTimeout(resolve, 50));
+        }
+      }
+    } catch (err) {
+      if (ws.readyState === WebSocket.OPEN) return fail(err);
+      return;
+    }
+    if (!ended && ws.readyState === WebSocket.OPEN) {
+      sendText({ type: 'error', message: 'the sandbox went away while the shell ran' });
+      ws.close(1011, 'the sandbox went away');
+    }
+  }
+}
+
+function pathOf(url: string | undefined): string {
+  const query = (url ?? '').indexOf('?');
+  return query < 0 ? (url ?? '') : (url ?? '').slice(0, query);
+}
+
+function hostOf(origin: string): string | undefined {
+  try {
+    return new URL(origin).host;
+  } catch {
+    return undefined;
+  }
+}
+
+const REFUSALS: Record<number, [ErrorCode, string]> = {
+  400: ['invalid_request', 'Bad Request'],
+  401: ['unauthorized', 'Unauthorized'],
+  403: ['forbidden', 'Forbidden'],
+  404: ['not_found', 'Not Found'],
+  429: ['quota_exceeded', 'Too Many Requests'],
+};
+
+/** Answers a handshake that is refused: its status and why, as JSON, and the connection closed. */
+function refuseUpgrade(socket: Duplex, status: number, message: string): void {
+  const [code, reason] = REFUSALS[status] ?? ['invalid_request', 'Bad Request'];
+  const body = JSON.stringify({ error: { code, message } });
+  socket.end(
+    `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
+}
