@@ -58,6 +58,10 @@ export const Environment = z.object({
   commit: z.string().nullable(),
   /** The last update in place that failed (the previous version kept running), if the current revision's. */
   updateFailure: Failure.extend({ commit: z.string().nullable(), at: z.string() }).nullable(),
+  /** Who or what asked for it, in words (`token ci-bot`, `preview of pull request #42`); null for one made before Mayfly kept it. */
+  createdBy: z.string().nullable(),
+  /** The pull request a preview is of: its number and web page (when the forge gave one). */
+  pullRequest: z.object({ number: z.number(), url: z.string().nullable() }).nullable(),
 });
 export type Environment = z.infer<typeof Environment>;
 

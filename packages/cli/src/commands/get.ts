@@ -39,6 +39,12 @@ function printDetails(env: Environment, events: EnvEvent[]): void {
     ],
     ['template', env.templateFile],
   ];
+  if (env.createdBy) fields.push(['created by', env.createdBy]);
+  if (env.pullRequest)
+    fields.push([
+      'pull request',
+      `#${env.pullRequest.number}${env.pullRequest.url ? ` ${env.pullRequest.url}` : ''}`,
+    ]);
   const asleep = sleepWords(env);
   if (asleep) fields.push(['sleeping', asleep]);
   if (env.keep) fields.push(['kept', 'yes: no time to live, never put to sleep for being idle']);

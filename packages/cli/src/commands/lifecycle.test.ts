@@ -103,6 +103,7 @@ describe('mayfly sleep, wake, extend, keep', () => {
     const get = await mayfly(['get', NAME]);
     expect(get.code, get.stderr).toBe(0);
     expect(get.stdout).toMatch(/^state +sleeping$/m);
+    expect(get.stdout).toMatch(/^created by +token /m);
     expect(get.stdout).toMatch(/^sleeping +yes: containers stopped, volumes kept/m);
     expect(get.stdout).not.toMatch(/^kept /m);
   });

@@ -208,6 +208,8 @@ export async function startFakeServer(options: FakeServerOptions = {}): Promise<
       lastActiveAt: null,
       commit: null,
       updateFailure: null,
+      createdBy: 'token test',
+      pullRequest: null,
     };
     envs.set(id, env);
     addEvent(env, 'environment created', 'pending');

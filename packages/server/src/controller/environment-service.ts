@@ -18,7 +18,7 @@ import { customAlphabet } from 'nanoid';
 import { type Access, canSee, FULL_ACCESS, projectForCreate } from '../access/access.js';
 import { type Runtime, WorkloadNotFoundError } from '../runtime/runtime.js';
 import type { Workspaces } from '../sources/workspaces.js';
-import type { EnvironmentRecord, GitSource, Store } from '../store/store.js';
+import type { EnvironmentRecord, EnvOrigin, GitSource, Store } from '../store/store.js';
 import type { TemplateOverride } from '../template/index.js';
 import { ConflictError, InvalidRequestError, NotFoundError, QuotaExceededError } from './errors.js';
 import { keptLogStream, prefixLines } from './log-lines.js';
@@ -150,6 +150,7 @@ export class EnvironmentService {
         plan: envPlan,
         ttlMs,
         expiresAt: ttlMs ? new Date(Date.now() + ttlMs) : null,
+        origin: { createdBy: await this.callerOf(access), pullRequest: null },
       });
       recorded = true;
       await this.deps.store.events.append({
@@ -188,6 +189,7 @@ export class EnvironmentService {
     source: GitSource;
     inputs: Record<string, string>;
     ttlMs: number | null;
+    origin: EnvOrigin;
   }): Promise<EnvironmentRecord> {
     await this.checkQuota();
     const id = newId();
@@ -205,6 +207,7 @@ export class EnvironmentService {
       expiresAt: input.ttlMs ? new Date(Date.now() + input.ttlMs) : null,
       source: input.source,
       revision: 1,
+      origin: input.origin,
     });
     await this.deps.store.events.append({
       envId: id,
@@ -594,6 +597,15 @@ export class EnvironmentService {
               at: env.updateFailure.at,
             }
           : null,
+      createdBy: env.origin?.createdBy ?? null,
+      pullRequest: env.origin?.pullRequest ?? null,
     };
+  }
+
+  /** Who is asking, in words, as an environment keeps it: the token's name. */
+  private async callerOf(access: Access): Promise<string> {
+    if (access.tokenId === null) return 'the server';
+    const token = await this.deps.store.tokens.get(access.tokenId);
+    return `token ${token?.name ?? access.tokenId}`;
   }
 }

@@ -151,6 +151,7 @@ describe('environment lifecycle on Docker', () => {
       template: { filename: 'compose.yaml', content: broken },
     });
     expect(res.status).toBe(201);
+    expect(res.body).toMatchObject({ createdBy: 'token admin (local)', pullRequest: null });
     const failed = await t.waitForState('broken', ['failed', 'ready']);
     expect(failed.state).toBe('failed');
     expect(failed.failure).toMatchObject({ step: 'job:seed' });

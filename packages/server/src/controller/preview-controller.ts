@@ -288,6 +288,13 @@ export class PreviewController {
           source,
           inputs,
           ttlMs: ttl,
+          origin: {
+            createdBy:
+              preview.number === null
+                ? `preview of branch ${preview.branch ?? preview.headRef}`
+                : `preview of pull request #${preview.number}`,
+            pullRequest: preview.number === null ? null : { number: preview.number, url: preview.url },
+          },
         });
         envId = created.id;
       } catch (err) {

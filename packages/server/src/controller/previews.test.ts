@@ -142,6 +142,9 @@ describe('previews from pull requests', () => {
     await waitPreview(7, 'ready', head1);
     const env = (await t.api<Environment>('GET', '/v1/environments/shop-pr-7')).body;
     expect(env.urls.web).toMatch(/^http:\/\/web--shop-pr-7\./);
+    // Who made it, and the pull request it is of (the list and the dashboard show both).
+    expect(env).toMatchObject({ createdBy: 'preview of pull request #7', pullRequest: { number: 7 } });
+    expect(env.pullRequest!.url).toMatch(/^https?:\/\//);
     const page = await t.viaGateway(`web--shop-pr-7.localhost:${t.server.port}`);
     expect(page.status).toBe(200);
     expect(page.text).toBe(`PR one api=http://api--shop-pr-7.localhost:${t.server.port}/`);
@@ -430,7 +433,7 @@ describe('previews from pull requests', () => {
     );
     expect((await push(mainSha, head, 'other')).body).toContain('not main');
     expect((await push(mainSha, head)).status).toBe(202);
-    await until(
+    const main = await until(
       'shop-main ready',
       async () => {
         const res = await t.api<Environment>('GET', '/v1/environments/shop-main');
@@ -439,6 +442,7 @@ describe('previews from pull requests', () => {
       180_000,
       200,
     );
+    expect(main).toMatchObject({ createdBy: 'preview of branch main', pullRequest: null });
     expect((await t.viaGateway(`web--shop-main.localhost:${t.server.port}`)).text).toMatch(/^main, pushed /);
     // The branch goes: so does its environment.
     const gone = pushPayload(REPO, 'main', head, '0'.repeat(40));

@@ -232,6 +232,7 @@ describe('sleep and wake', () => {
       source,
       inputs: {},
       ttlMs: 3_600_000,
+      origin: { createdBy: 'the test', pullRequest: null },
     });
     await new Promise((r) => setTimeout(r, 50));
     const updated = await t.server.environments.updateSource(env.id, {

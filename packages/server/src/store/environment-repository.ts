@@ -15,6 +15,7 @@ import {
   type EnvironmentPatch,
   type EnvironmentRecord,
   type EnvironmentRepository,
+  type EnvOrigin,
   type GitSource,
   LeaseLostError,
   NameTakenError,
@@ -87,6 +88,7 @@ export class KyselyEnvironmentRepository implements EnvironmentRepository {
           sleep: 0,
           keep: 0,
           last_active_at: null,
+          origin: env.origin ? JSON.stringify(env.origin) : null,
         })
         .returningAll()
         .executeTakeFirstOrThrow();
@@ -283,5 +285,6 @@ function toRecord(row: Selectable<EnvironmentsTable>): EnvironmentRecord {
     sleep: Number(row.sleep) === 1,
     keep: Number(row.keep) === 1,
     lastActiveAt: fromDbTimeOrNull(row.last_active_at),
+    origin: parseJson<EnvOrigin>(row.origin),
   };
 }

@@ -350,6 +350,12 @@ function migrations(dialect: StoreDialect): Record<string, Migration> {
           .execute();
       },
     },
+    '0010-environment-origin': {
+      // biome-ignore lint/suspicious/noExplicitAny: migrations must not depend on today's schema types
+      async up(db: Kysely<any>) {
+        await db.schema.alterTable('environments').addColumn('origin', 'text').execute();
+      },
+    },
   };
 }
 

@@ -51,6 +51,8 @@ export interface EnvironmentsTable {
   keep: number;
   /** The last request the gateway routed to it (written at most every few seconds). */
   last_active_at: Timestamp | null;
+  /** Since migration 0010. JSON `EnvOrigin`: who or what asked for it; null before. */
+  origin: string | null;
 }
 
 export interface EventsTable {

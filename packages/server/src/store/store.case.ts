@@ -155,6 +155,7 @@ export function describeStore(name: string, target: StoreTarget): void {
           sleep: false,
           keep: false,
           lastActiveAt: null,
+          origin: null,
         });
         expect(created.createdAt.getTime()).toBeGreaterThanOrEqual(before);
         expect(created.createdAt.getTime()).toBeLessThanOrEqual(after + 5);
@@ -1114,6 +1115,7 @@ export function describeStore(name: string, target: StoreTarget): void {
           { name: '0007-replicas' },
           { name: '0008-dashboard-sessions' },
           { name: '0009-deliveries-and-readiness' },
+          { name: '0010-environment-origin' },
         ]);
         // one installation, one id, whichever replica made it
         expect(new Set(stores.map((s) => s.instanceId)).size).toBe(1);
@@ -1127,7 +1129,16 @@ export function describeStore(name: string, target: StoreTarget): void {
 
       it('keeps the data and applies nothing again on reopen', async () => {
         const first = await database.open();
-        const env = await first.environments.create(newEnv({ plan: PLAN }));
+        const env = await first.environments.create(
+          newEnv({
+            plan: PLAN,
+            origin: {
+              createdBy: 'preview of pull request #7',
+              pullRequest: { number: 7, url: 'https://forge.example/o/r/pull/7' },
+            },
+          }),
+        );
+        expect(env.origin?.pullRequest?.number).toBe(7);
         const event = await first.events.append({
           envId: env.id,
           type: 'created',
@@ -1163,6 +1174,7 @@ export function describeStore(name: string, target: StoreTarget): void {
           { name: '0007-replicas' },
           { name: '0008-dashboard-sessions' },
           { name: '0009-deliveries-and-readiness' },
+          { name: '0010-environment-origin' },
         ]);
       });
 
@@ -1187,6 +1199,7 @@ export function describeStore(name: string, target: StoreTarget): void {
           attempts: 0,
           retryAt: null,
           createdAt: new Date(at),
+          origin: null,
         });
         expect(await store.tokens.verify(plain)).toEqual({
           id: 'tok_old',

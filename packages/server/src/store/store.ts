@@ -44,6 +44,16 @@ export interface EnvironmentRecord {
   keep: boolean;
   /** When the gateway last routed a request to it; null: never. */
   lastActiveAt: Date | null;
+  /** Who or what asked for it; null for environments made before Mayfly kept it. */
+  origin: EnvOrigin | null;
+}
+
+/** Who or what asked for an environment, kept as it was then. */
+export interface EnvOrigin {
+  /** In words: `token ci-bot`, `preview of pull request #42`, `the server`. */
+  createdBy: string;
+  /** The pull request a preview is of (its web page, when the forge gave one). */
+  pullRequest: { number: number; url: string | null } | null;
 }
 
 /** A commit of a repository, checked out by the controller to plan the environment from. */
@@ -77,7 +87,7 @@ export type NewEnvironment = Pick<
   | 'ttlMs'
   | 'expiresAt'
 > &
-  Partial<Pick<EnvironmentRecord, 'source' | 'revision'>>;
+  Partial<Pick<EnvironmentRecord, 'source' | 'revision' | 'origin'>>;
 
 export type EnvironmentPatch = Partial<
   Pick<
