@@ -246,7 +246,7 @@ ${stylesheet ? `<link rel="stylesheet" href="${stylesheet}">` : ''}
 <header><strong>Mayfly</strong></header>
 <main><section><h1>Environments</h1>
 <div class="toolbar"><input type="search" placeholder="Search name or project" aria-label="Search environments"> <span class="muted" id="count"></span></div>
-<table><thead><tr><th>Name</th><th>State</th><th class="wide">Project</th><th class="wide">Kind</th><th>Age</th><th class="wide">Time left</th><th>URLs</th></tr></thead><tbody></tbody></table>
+<table><thead><tr><th>Name</th><th>State</th><th class="wide">Project</th><th class="wide">Kind</th><th class="wide">Pull request</th><th class="wide">Created by</th><th>Age</th><th class="wide">Time left</th><th>URLs</th></tr></thead><tbody></tbody></table>
 </section></main>
 <script>
 (async () => {
@@ -284,6 +284,14 @@ ${stylesheet ? `<link rel="stylesheet" href="${stylesheet}">` : ''}
     cell(env.state, 'state-' + env.state);
     cell(env.project, 'wide');
     cell(env.kind, 'wide');
+    const pr = cell(null, 'wide');
+    if (env.pullRequest) {
+      const a = document.createElement('a');
+      a.href = env.pullRequest.url || '';
+      a.textContent = '#' + env.pullRequest.number;
+      pr.appendChild(a);
+    }
+    cell(env.createdBy || '—', 'wide');
     cell(duration(now - Date.parse(env.createdAt)));
     const left = env.expiresAt === null ? 'no limit' : Date.parse(env.expiresAt) <= now ? 'due' : duration(Date.parse(env.expiresAt) - now);
     cell(env.keep ? 'kept' : left, 'wide');

@@ -115,6 +115,7 @@ describe('the dashboard in a browser', () => {
     await cli(['up', '-f', path.join(dir, 'compose.yaml'), '--name', 'dash-live', '--no-wait']);
     await row.waitFor();
     await row.locator('.state-ready').waitFor({ timeout: 120_000 });
+    await row.getByText(/^token /).waitFor();
     expect(await row.getByRole('link', { name: 'web' }).getAttribute('href')).toMatch(
       /^http:\/\/web--dash-live\.localhost:\d+\/$/,
     );
@@ -166,7 +167,9 @@ describe('the dashboard in a browser', () => {
     await row.getByRole('link', { name: id }).click();
     // A WebSocket of this server's carries the terminal.
     expect((await socket).url()).toMatch(
-      new RegExp(`^${t.server.url.replace(/^http/, 'ws')}/v1/sandboxes/${id}/terminal\\?cols=\\d+&rows=\\d+$`),
+      new RegExp(
+        `^${t.server.url.replace(/^http/, 'ws')}/v1/sandboxes/${id}/terminal\\?cols=\\d+&rows=\\d+$`,
+      ),
     );
     await page.getByText('connected').waitFor();
     await page.locator('.xterm').click();
@@ -344,6 +347,13 @@ describe('the dashboard in a browser', () => {
         .getByText(/redelivery of delivery-41-opened/)
         .waitFor();
       await shot('project');
+
+      // The environments' list says what made it and links its pull request.
+      await page.getByRole('link', { name: 'Environments', exact: true }).click();
+      const env = page.locator('tr[data-env="dash-pr-41"]');
+      await env.getByText('preview of pull request #41').waitFor();
+      expect(await env.getByRole('link', { name: '#41' }).getAttribute('href')).toMatch(/^https:\/\//);
+      await page.goBack();
 
       await pullRequest('closed', head, base);
       await t.waitForState('dash-pr-41', ['destroyed']);

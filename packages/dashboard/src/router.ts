@@ -24,6 +24,9 @@ export function usePath(): string {
   return path;
 }
 
+/** Only http(s) links are made from what a forge said (a payload is not trusted to be a URL). */
+export const safeLink = (url: string | null) => (url && /^https?:\/\//i.test(url) ? url : null);
+
 /** A link that navigates in the page (a modified click opens a tab as usual). */
 export function onLinkClick(event: MouseEvent): void {
   const anchor = event.currentTarget as HTMLAnchorElement;

@@ -3,7 +3,7 @@ import { formatDuration } from '@mayfly/contract/duration';
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { ApiError, api, DASHBOARD_HEADER } from '../api.js';
 import { usePolling } from '../poll.js';
-import { navigate, onLinkClick } from '../router.js';
+import { navigate, onLinkClick, safeLink } from '../router.js';
 import { age, timeLeft } from '../time.js';
 
 /** The most log text a page keeps (older lines are dropped as new ones come). */
@@ -69,6 +69,19 @@ export function EnvironmentPage({ name }: { name: string }) {
       <p class="muted">
         {env.project} · {env.kind} · {age(env.createdAt, now)} old ·{' '}
         {env.keep ? 'kept' : `time left ${timeLeft(env.expiresAt, now)}`}
+        {env.createdBy && ` · created by ${env.createdBy}`}
+        {env.pullRequest && (
+          <>
+            {' · '}
+            {safeLink(env.pullRequest.url) ? (
+              <a href={safeLink(env.pullRequest.url)!} target="_blank" rel="noreferrer">
+                {`pull request #${env.pullRequest.number}`}
+              </a>
+            ) : (
+              `pull request #${env.pullRequest.number}`
+            )}
+          </>
+        )}
       </p>
       {env.failure && (
         <p class="error" role="status">

@@ -1,7 +1,15 @@
 import type { Environment } from '@mayfly/contract';
+import { Component } from 'preact';
 import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
-import { onLinkClick } from '../router.js';
-import { age, timeLeft } from '../time.js';
+import { onLinkClick, safeLink } from '../router.js';
+import { age, timeLeft, useNow } from '../time.js';
+
+/**
+ * Rows put on the page per frame. Hundreds of rows at once would hold the page for a few hundred
+ * milliseconds (their layout alone, as a plain table shows); in pieces, each frame stays short,
+ * the first screen shows at once and typing is never kept waiting.
+ */
+const ROWS_PER_FRAME = 50;
 
 /**
  * Every environment, kept up to date by the server's stream (`/v1/watch/environments`): a
@@ -12,7 +20,6 @@ export function EnvironmentsPage() {
   const [connected, setConnected] = useState(false);
   const [query, setQuery] = useState('');
   const [state, setState] = useState('');
-  const [now, setNow] = useState(Date.now());
   const search = useRef<HTMLInputElement>(null);
 
   // "/" goes to the search box from anywhere on the page but a field.
@@ -48,11 +55,7 @@ export function EnvironmentsPage() {
       });
     });
     source.onerror = () => setConnected(false);
-    const tick = setInterval(() => setNow(Date.now()), 1000);
-    return () => {
-      source.close();
-      clearInterval(tick);
-    };
+    return () => source.close();
   }, []);
 
   const shown = useMemo(() => {
@@ -62,6 +65,17 @@ export function EnvironmentsPage() {
       .filter((env) => !q || env.name.toLowerCase().includes(q) || env.project.toLowerCase().includes(q))
       .sort((a, b) => b.createdAt.localeCompare(a.createdAt));
   }, [items, query, state]);
+
+  // How many of them are on the page: the first frame's worth after each new search or filter,
+  // a frame's worth more each frame (a live update keeps what is shown).
+  const filter = `${state}\u0000${query}`;
+  const [progress, setProgress] = useState({ filter, rows: ROWS_PER_FRAME });
+  const rows = progress.filter === filter ? progress.rows : ROWS_PER_FRAME;
+  useEffect(() => {
+    if (rows >= shown.length) return;
+    const frame = requestAnimationFrame(() => setProgress({ filter, rows: rows + ROWS_PER_FRAME }));
+    return () => cancelAnimationFrame(frame);
+  }, [filter, rows, shown.length]);
 
   return (
     <section>
@@ -98,40 +112,79 @@ export function EnvironmentsPage() {
             <th>State</th>
             <th class="wide">Project</th>
             <th class="wide">Kind</th>
+            <th class="wide">Pull request</th>
+            <th class="wide">Created by</th>
             <th>Age</th>
             <th class="wide">Time left</th>
             <th>URLs</th>
           </tr>
         </thead>
         <tbody>
-          {shown.map((env) => (
-            <tr key={env.id} data-env={env.name}>
-              <td>
-                <a href={`/environments/${encodeURIComponent(env.name)}`} onClick={onLinkClick}>
-                  {env.name}
-                </a>
-              </td>
-              <td class={`state-${env.state}`}>
-                {env.state}
-                {env.failure && <div class="error">{`${env.failure.step}: ${env.failure.reason}`}</div>}
-              </td>
-              <td class="wide">{env.project}</td>
-              <td class="wide">{env.kind}</td>
-              <td>{age(env.createdAt, now)}</td>
-              <td class="wide">{env.keep ? 'kept' : timeLeft(env.expiresAt, now)}</td>
-              <td>
-                {Object.entries(env.urls).map(([service, url]) => (
-                  <div key={service}>
-                    <a href={url} target="_blank" rel="noreferrer">
-                      {service}
-                    </a>
-                  </div>
-                ))}
-              </td>
-            </tr>
+          {shown.slice(0, rows).map((env) => (
+            <EnvironmentRow key={env.id} env={env} />
           ))}
         </tbody>
       </table>
     </section>
   );
+}
+
+/**
+ * One environment's row: rendered again only when the environment changed (the stream sends a
+ * new object then); its age and time left tick on their own.
+ */
+class EnvironmentRow extends Component<{ env: Environment }> {
+  override shouldComponentUpdate(next: { env: Environment }): boolean {
+    return next.env !== this.props.env;
+  }
+
+  override render({ env }: { env: Environment }) {
+    const pullRequest = env.pullRequest;
+    const pullRequestUrl = safeLink(pullRequest?.url ?? null);
+    return (
+      <tr data-env={env.name}>
+        <td>
+          <a href={`/environments/${encodeURIComponent(env.name)}`} onClick={onLinkClick}>
+            {env.name}
+          </a>
+        </td>
+        <td class={`state-${env.state}`}>
+          {env.state}
+          {env.failure && <div class="error">{`${env.failure.step}: ${env.failure.reason}`}</div>}
+        </td>
+        <td class="wide">{env.project}</td>
+        <td class="wide">{env.kind}</td>
+        <td class="wide">
+          {pullRequest &&
+            (pullRequestUrl ? (
+              <a href={pullRequestUrl} target="_blank" rel="noreferrer">{`#${pullRequest.number}`}</a>
+            ) : (
+              `#${pullRequest.number}`
+            ))}
+        </td>
+        <td class="wide">{env.createdBy ?? '—'}</td>
+        <td>
+          <Age since={env.createdAt} />
+        </td>
+        <td class="wide">{env.keep ? 'kept' : <TimeLeft until={env.expiresAt} />}</td>
+        <td>
+          {Object.entries(env.urls).map(([service, url]) => (
+            <div key={service}>
+              <a href={url} target="_blank" rel="noreferrer">
+                {service}
+              </a>
+            </div>
+          ))}
+        </td>
+      </tr>
+    );
+  }
+}
+
+function Age({ since }: { since: string }) {
+  return <>{age(since, useNow())}</>;
+}
+
+function TimeLeft({ until }: { until: string | null }) {
+  return <>{timeLeft(until, useNow())}</>;
 }

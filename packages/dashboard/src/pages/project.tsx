@@ -2,11 +2,8 @@ import type { Delivery, Preview, ReadinessStats } from '@mayfly/contract';
 import { useState } from 'preact/hooks';
 import { api } from '../api.js';
 import { usePolling } from '../poll.js';
-import { onLinkClick } from '../router.js';
+import { onLinkClick, safeLink } from '../router.js';
 import { age } from '../time.js';
-
-/** Only http(s) links are made from what a forge said (a payload is not trusted to be a URL). */
-const safeLink = (url: string | null) => (url && /^https?:\/\//i.test(url) ? url : null);
 
 /** A project: its pull requests and their environments, webhook deliveries, time from webhook to ready. */
 export function ProjectPage({ name }: { name: string }) {
