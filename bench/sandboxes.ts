@@ -25,7 +25,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import Docker from 'dockerode';
-import type { SandboxInfo, SandboxTemplateInfo } from '../packages/contract/src/index.js';
+import {
+  percentile as nearestRank,
+  type SandboxInfo,
+  type SandboxTemplateInfo,
+} from '../packages/contract/src/index.js';
 import {
   callApi as call,
   type ControlPlane as Plane,
@@ -47,10 +51,8 @@ export interface SandboxBench {
 }
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-export const percentile = (xs: number[], p: number) => {
-  const sorted = [...xs].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
-};
+/** Nearest rank, as the API's own figures are (NaN of no samples). */
+export const percentile = (xs: number[], p: number) => nearestRank(xs, p) ?? Number.NaN;
 
 export async function timedMs(fn: () => Promise<unknown>): Promise<number> {
   const start = performance.now();

@@ -47,13 +47,6 @@ async function failure(res: Response): Promise<ApiError> {
   return new ApiError(res.status, message ?? `${res.status} ${res.statusText}`);
 }
 
-/** Raw bytes from the API (a file's content), as `api` asks: the cookie and the dashboard's header. */
-export async function apiBytes(path: string): Promise<Blob> {
-  const res = await fetch(path, { credentials: 'same-origin', headers: { [DASHBOARD_HEADER]: '1' } });
-  if (!res.ok) throw await failure(res);
-  return res.blob();
-}
-
 /** Sends raw bytes (`application/octet-stream`) to the API; its JSON answer. */
 export async function apiSendBytes<T>(method: string, path: string, body: Blob): Promise<T> {
   const res = await fetch(path, {
@@ -77,12 +70,11 @@ export function baseName(path: string): string {
 }
 
 /**
- * Saves bytes as a download named `name` (its base name only): a `blob:` URL of this page (the
- * content security policy has nothing to refuse: a download is not a navigation, and nothing is
- * fetched), clicked as an `<a download>`, let go of once the browser has taken it.
+ * Has the browser download `url` (a one-use link of this server that answers an attachment) and
+ * save it by itself, streamed to disk: nothing is held in the page. `<a download>` under the
+ * file's base name; a download is no navigation, so the page stays.
  */
-export function saveBlob(blob: Blob, name: string): void {
-  const url = URL.createObjectURL(blob);
+export function saveLink(url: string, name: string): void {
   const link = document.createElement('a');
   link.href = url;
   link.download = baseName(name);
@@ -90,7 +82,6 @@ export function saveBlob(blob: Blob, name: string): void {
   document.body.append(link);
   link.click();
   link.remove();
-  setTimeout(() => URL.revokeObjectURL(url), 60_000);
 }
 
 export interface Session {

@@ -1,6 +1,6 @@
 import type { SandboxFileEntry, SandboxInfo, TerminalTicket } from '@mayfly/contract';
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { api, apiBytes, apiSendBytes, baseName, saveBlob } from '../api.js';
+import { api, apiSendBytes, baseName, saveLink } from '../api.js';
 import { onLinkClick } from '../router.js';
 import { formatBytes, formatPercent, useUsage } from './sandboxes.js';
 
@@ -209,10 +209,14 @@ function Files({ id }: { id: string }) {
   }, [dir, reloads]);
 
   const download = async (entry: SandboxFileEntry) => {
-    setStatus(`downloading ${entry.name}…`);
     try {
-      saveBlob(await apiBytes(`${base}${at(entry.path)}`), entry.name);
-      setStatus(`downloaded ${entry.name}`);
+      // A one-use link the browser downloads itself (a file of any size never passes the page).
+      const { url } = await api<{ url: string }>(
+        'POST',
+        `/v1/sandboxes/${encodeURIComponent(id)}/downloads${at(entry.path)}`,
+      );
+      saveLink(url, entry.name);
+      setStatus(`downloading ${entry.name} (the browser saves it)`);
     } catch (err) {
       setStatus('');
       setError((err as Error).message);

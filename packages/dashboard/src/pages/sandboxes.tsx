@@ -32,7 +32,8 @@ export function useUsage(ids: readonly string[]): Map<string, UsageNow | null> {
     let stopped = false;
     let reading = false;
     const read = async () => {
-      if (reading || wanted.length === 0) return; // (the engine may take a second to answer)
+      // (The engine may take a second to answer; a tab nobody looks at asks nothing.)
+      if (reading || wanted.length === 0 || document.hidden) return;
       reading = true;
       const answers = await Promise.all(
         wanted.map((id) =>

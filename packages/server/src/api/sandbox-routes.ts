@@ -11,9 +11,12 @@ import {
 } from '@mayfly/contract';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import * as z from 'zod';
+import type { Access } from '../access/access.js';
 import { InvalidRequestError } from '../controller/errors.js';
 import type { SandboxService } from '../sandbox/sandbox-service.js';
 import { requireAccess } from './auth.js';
+import { UnauthorizedError } from './errors.js';
+import { OneUseTickets } from './one-use-tickets.js';
 import { addRoute } from './route.js';
 
 const base = SandboxPaths.sandboxes;
@@ -35,6 +38,20 @@ function rawBody(body: unknown): Readable {
   if (!body || typeof (body as Readable).pipe !== 'function')
     throw new InvalidRequestError('send the bytes as application/octet-stream');
   return body as Readable;
+}
+
+const DOWNLOAD_TICKET_TTL_MS = 60_000;
+
+/**
+ * `Content-Disposition: attachment` under the path's base name: an ASCII stand-in for old clients
+ * and the name itself, percent-encoded (RFC 6266); no control character, quote or slash survives.
+ */
+export function attachment(filePath: string): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it removes
+  const name = (filePath.split('/').pop() ?? '').replace(/[\u0000-\u001f\u007f]/g, '').trim();
+  const saved = name === '' || name === '.' || name === '..' ? 'download' : name;
+  const ascii = saved.replace(/[^A-Za-z0-9._-]/g, '_');
+  return `attachment; filename="${ascii}"; filename*=UTF-8''${encodeURIComponent(saved)}`;
 }
 
 /** Streams `source` as the answer; the client leaving ends it (and the read from the sandbox). */
@@ -277,6 +294,63 @@ export function registerSandboxRoutes(app: FastifyInstance<Server>, sandboxes: S
     errors: { 404: 'no such sandbox or file' },
     handler: async ({ params, query, req, reply }) =>
       stream(reply, await sandboxes.readFile(params.id, query.path, requireAccess(req))),
+  });
+  // A download the browser saves by itself (streamed to disk, never held in the page): a
+  // navigation carries no header, so the page asks for a one-use link with its credentials first.
+  const downloads = new OneUseTickets<{
+    sandbox: string;
+    path: string;
+    access: Access;
+    stillAllowed: () => Promise<boolean>;
+  }>(DOWNLOAD_TICKET_TTL_MS);
+  addRoute(app, {
+    method: 'POST',
+    url: `${base}/:id/downloads`,
+    scope: 'read',
+    summary: 'a one-use link (60 s) that downloads a file as an attachment, for a browser to save',
+    params: IdParams,
+    query: PathQuery,
+    response: { status: 201, description: 'the link', json: z.object({ url: z.string() }) },
+    errors: { 404: 'no such sandbox or file', 409: 'it has ended or is paused' },
+    handler: async ({ params, query, req }) => {
+      const access = requireAccess(req);
+      const filePath = query.path;
+      // Refused now, with why, rather than as a broken download (and checked again when taken).
+      const entry = SandboxFileEntry.parse(
+        await sandboxes.fileOp(params.id, 'stat', { path: filePath }, access),
+      );
+      if (entry.type !== 'file') throw new InvalidRequestError(`${filePath} is not a file`);
+      const ticket = downloads.issue({
+        sandbox: params.id,
+        path: filePath,
+        access,
+        stillAllowed: req.stillAllowed ?? (async () => true),
+      });
+      return { url: `${base}/${encodeURIComponent(params.id)}/downloads/${ticket}` };
+    },
+  });
+  addRoute(app, {
+    method: 'GET',
+    url: `${base}/:id/downloads/:ticket`,
+    scope: 'public',
+    summary: 'the file of a one-use download link, as an attachment (the link is the credential)',
+    params: IdParams.extend({ ticket: z.string().max(64) }),
+    response: { status: 200, description: 'the bytes', mediaType: 'application/octet-stream' },
+    errors: { 401: 'an unknown, used or expired link', 404: 'no such sandbox or file' },
+    handler: async ({ params, reply }) => {
+      const issued = downloads.take(params.ticket);
+      if (!issued || issued.sandbox !== params.id || !(await issued.stillAllowed().catch(() => false)))
+        throw new UnauthorizedError('this download link is unknown, used, expired or no longer allowed');
+      const bytes = await sandboxes.readFile(issued.sandbox, issued.path, issued.access);
+      reply
+        .header('content-disposition', attachment(issued.path))
+        .header('cache-control', 'no-store')
+        // Never shown as a page of this origin, whatever it holds.
+        .header('content-security-policy', "sandbox; default-src 'none'");
+      const length = bytes.headers['content-length'];
+      if (length && /^\d+$/.test(length)) reply.header('content-length', length);
+      return stream(reply, bytes);
+    },
   });
   addRoute(app, {
     method: 'PUT',

@@ -13,13 +13,11 @@
  * server's own. The shell hangs up (SIGHUP) when the socket closes, and the socket closes when
  * the token or session that asked is revoked.
  */
-import { randomBytes } from 'node:crypto';
 import type { IncomingMessage, Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { Readable } from 'node:stream';
 import { type ErrorCode, TerminalSize, TerminalTicket } from '@mayfly/contract';
 import type { FastifyInstance } from 'fastify';
-import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import WebSocket, { WebSocketServer } from 'ws';
 import * as z from 'zod';
@@ -29,6 +27,7 @@ import { AgentProcessEvent, ndjsonLines } from '../sandbox/process-events.js';
 import type { SandboxService } from '../sandbox/sandbox-service.js';
 import { requireAccess } from './auth.js';
 import { toHttpError } from './errors.js';
+import { OneUseTickets } from './one-use-tickets.js';
 import { addRoute } from './route.js';
 
 /** The subprotocol a terminal socket speaks (version 1: the messages above). */
@@ -36,8 +35,6 @@ export const TERMINAL_PROTOCOL = 'mayfly.terminal.v1';
 /** The subprotocol that carries the ticket: this prefix and the ticket. */
 export const TICKET_PROTOCOL_PREFIX = 'mayfly-ticket.';
 const TICKET_TTL_MS = 30_000;
-/** Tickets not yet used, at most (more asked at once than any page needs). */
-const MAX_TICKETS = 1000;
 /** Terminals open at once on this server. */
 const DEFAULT_MAX_TERMINALS = 64;
 /** Largest message a client may send (keys, a paste); bigger closes the socket (1009). */
@@ -68,7 +65,7 @@ export interface SandboxTerminalsOptions {
 }
 
 export class SandboxTerminals {
-  private readonly tickets = new LRUCache<string, Issued>({ max: MAX_TICKETS, ttl: TICKET_TTL_MS });
+  private readonly tickets = new OneUseTickets<Issued>(TICKET_TTL_MS);
   private readonly sockets = new WebSocketServer({
     noServer: true,
     maxPayload: MAX_MESSAGE_BYTES,
@@ -99,8 +96,7 @@ export class SandboxTerminals {
         if (sandbox.state !== 'running')
           throw new ConflictError(`the sandbox is ${sandbox.state}: a terminal needs it running`);
         if (this.open.size >= this.maxTerminals) throw new QuotaExceededError(this.tooMany());
-        const ticket = randomBytes(24).toString('base64url');
-        this.tickets.set(ticket, {
+        const ticket = this.tickets.issue({
           sandbox: sandbox.id,
           access,
           stillAllowed: req.stillAllowed ?? (async () => true),
@@ -134,10 +130,9 @@ export class SandboxTerminals {
     const ticket = offered
       .find((p) => p.startsWith(TICKET_PROTOCOL_PREFIX))
       ?.slice(TICKET_PROTOCOL_PREFIX.length);
-    const issued = ticket ? this.tickets.get(ticket) : undefined;
-    if (!ticket || !issued)
+    const issued = this.tickets.take(ticket);
+    if (!issued)
       return refuse(401, 'a terminal needs a ticket from POST /v1/sandboxes/{id}/terminal (one use, 30 s)');
-    this.tickets.delete(ticket);
     if (issued.sandbox !== sandbox) return refuse(401, 'this ticket is for another sandbox');
     if (!offered.includes(TERMINAL_PROTOCOL))
       return refuse(400, `a terminal speaks the subprotocol "${TERMINAL_PROTOCOL}"`);

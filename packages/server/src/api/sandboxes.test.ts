@@ -288,6 +288,68 @@ describe('sandboxes through the API', () => {
     expect(wrong.status).toBe(400);
   });
 
+  it('a one-use download link: the file as an attachment without credentials, once, under a name that cannot break the header', async () => {
+    const bytes = randomBytes(256 * 1024);
+    const name = 'we"ird\\name ü;.bin';
+    const put = await fetch(
+      `${t.server.url}/v1/sandboxes/${id}/files?path=${encodeURIComponent(`dl/${name}`)}`,
+      {
+        method: 'PUT',
+        headers: { authorization: `Bearer ${t.token}`, 'content-type': 'application/octet-stream' },
+        body: bytes,
+      },
+    );
+    expect(put.status).toBe(200);
+    const reader = await t.api<{ token: string }>('POST', '/v1/tokens', { name: 'dl-reader', scope: 'read' });
+    const link = await t.api<{ url: string }>(
+      'POST',
+      `/v1/sandboxes/${id}/downloads?path=${encodeURIComponent(`dl/${name}`)}`,
+      undefined,
+      reader.body.token,
+    );
+    expect(link.status).toBe(201);
+    expect(link.body.url).toMatch(new RegExp(`^/v1/sandboxes/${id}/downloads/[A-Za-z0-9_-]{32}$`));
+    const got = await fetch(`${t.server.url}${link.body.url}`);
+    expect(got.status).toBe(200);
+    expect(got.headers.get('content-disposition')).toBe(
+      `attachment; filename="we_ird_name___.bin"; filename*=UTF-8''${encodeURIComponent(name)}`,
+    );
+    expect(got.headers.get('content-security-policy')).toMatch(/^sandbox/);
+    expect(got.headers.get('content-length')).toBe(String(bytes.length));
+    expect(Buffer.from(await got.arrayBuffer()).equals(bytes)).toBe(true);
+    // Once only; a made-up link; another sandbox's path with a good ticket.
+    expect((await fetch(`${t.server.url}${link.body.url}`)).status).toBe(401);
+    expect((await fetch(`${t.server.url}/v1/sandboxes/${id}/downloads/${'a'.repeat(32)}`)).status).toBe(401);
+    const other = await t.api<{ url: string }>(
+      'POST',
+      `/v1/sandboxes/${id}/downloads?path=${encodeURIComponent(`dl/${name}`)}`,
+    );
+    expect((await fetch(`${t.server.url}${other.body.url.replace(id, 'zzzz0000')}`)).status).toBe(401);
+    // A folder, a file that is not there, a token bound to a project: refused when asked.
+    expect((await t.api('POST', `/v1/sandboxes/${id}/downloads?path=dl`)).status).toBe(400);
+    expect((await t.api('POST', `/v1/sandboxes/${id}/downloads?path=dl/nope`)).status).toBe(404);
+    const bound = await t.api<{ token: string }>('POST', '/v1/tokens', {
+      name: 'dl-bound',
+      scope: 'read',
+      project: 'shop',
+    });
+    expect(
+      (await t.api('POST', `/v1/sandboxes/${id}/downloads?path=dl`, undefined, bound.body.token)).status,
+    ).toBe(403);
+    // A link of a token revoked since is dead.
+    const late = await t.api<{ url: string }>(
+      'POST',
+      `/v1/sandboxes/${id}/downloads?path=${encodeURIComponent(`dl/${name}`)}`,
+      undefined,
+      reader.body.token,
+    );
+    const readerId = (
+      await t.api<{ items: { id: string; name: string }[] }>('GET', '/v1/tokens')
+    ).body.items.find((x) => x.name === 'dl-reader')!.id;
+    expect((await t.api('DELETE', `/v1/tokens/${readerId}`)).status).toBe(200);
+    expect((await fetch(`${t.server.url}${late.body.url}`)).status).toBe(401);
+  });
+
   it('usage: CPU time grows under a busy loop, memory and processes counted; only unbound tokens see it', async () => {
     type Usage = { sampledAt: string; cpuSeconds: number; memoryBytes: number; pids: number };
     const read = async (asToken?: string) => {

@@ -70,6 +70,7 @@ export interface SandboxUsage {
   cpuSeconds: number;
   /** Memory in use now, without the page cache the kernel may drop (as `docker stats` counts it). */
   memoryBytes: number;
+  /** The most it has used (cgroup v1); where the platform keeps no peak (cgroup v2), the usage now. */
   memoryPeakBytes: number;
   pids: number;
 }

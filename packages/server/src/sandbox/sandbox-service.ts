@@ -54,6 +54,7 @@ import {
   SandboxImageRefusedError,
   type SandboxRuntime,
   type SandboxSpec,
+  type SandboxUsage,
 } from './sandbox-runtime.js';
 import type { SandboxTemplate, SandboxTemplates } from './sandbox-templates.js';
 import { newSandboxId, POOL_LABEL, POOL_OWNER_LABEL, poolOwnerTag, WarmPool } from './warm-pool.js';
@@ -103,6 +104,8 @@ export interface SandboxServiceOptions {
 /** Sandboxes ended or checked at once by housekeeping; never aborted. */
 const HOUSEKEEPING_CONCURRENCY = 4;
 const housekeeping = new AbortController().signal;
+/** How long one reading of a sandbox's counters answers every asker. */
+const USAGE_SHARED_MS = 1000;
 
 export class SandboxService {
   private readonly channels = new Map<string, AgentChannel>();
@@ -114,6 +117,11 @@ export class SandboxService {
   /** This replica as its pooled sandboxes' owner label says it. */
   private readonly ownerTag: string;
   private beatTimer: NodeJS.Timeout | undefined;
+  /**
+   * Each sandbox's last reading of the platform's counters, shared for a second: pages polling the
+   * same sandbox (or one page many times) cost the engine one reading, not one each.
+   */
+  private readonly usageReadings = new Map<string, { at: number; reading: Promise<SandboxUsage | null> }>();
 
   constructor(private readonly options: SandboxServiceOptions) {
     for (const range of options.permittedPrivateRanges ?? []) {
@@ -770,7 +778,20 @@ export class SandboxService {
   async usage(id: string, access: Access): Promise<SandboxUsageAnswer> {
     unbound(access);
     await this.live(id);
-    const usage = await this.options.runtime.usage(id);
+    const now = Date.now();
+    for (const [key, kept] of this.usageReadings)
+      if (now - kept.at >= USAGE_SHARED_MS) this.usageReadings.delete(key);
+    let kept = this.usageReadings.get(id);
+    if (!kept) {
+      const fresh = { at: now, reading: this.options.runtime.usage(id) };
+      this.usageReadings.set(id, fresh);
+      // A failed reading is not shared: the next asks again.
+      fresh.reading.catch(() => {
+        if (this.usageReadings.get(id) === fresh) this.usageReadings.delete(id);
+      });
+      kept = fresh;
+    }
+    const usage = await kept.reading;
     return {
       usage: usage && {
         sampledAt: usage.sampledAt.toISOString(),
