@@ -28,7 +28,7 @@ const VERBS: [names: string[], load: () => Promise<Register>][] = [
   [['get'], async () => (await import('./commands/get.js')).registerGet],
   [['logs'], async () => (await import('./commands/logs.js')).registerLogs],
   [
-    ['sleep', 'wake', 'keep', 'extend'],
+    ['sleep', 'wake', 'keep', 'extend', 'redeploy'],
     async () => (await import('./commands/lifecycle.js')).registerLifecycle,
   ],
   [['destroy', 'down'], async () => (await import('./commands/destroy.js')).registerDestroy],

@@ -151,7 +151,19 @@ export class EnvironmentsApi {
     });
   }
 
-  #lifecycle(idOrName: string, verb: 'sleep' | 'wake' | 'keep'): Promise<Environment> {
+  /**
+   * Makes every service anew: new containers from the images it has (built again only if gone),
+   * volumes kept, run-once jobs that finished not run again. A failed environment is tried again
+   * from the start; a sleeping one wakes this way. Returns right away (state `pending`); wait for
+   * `ready` with {@link EnvironmentsApi.waitFor}.
+   * @throws NotFoundError; ConflictError while it is coming up, going to sleep or waking, being
+   * updated or destroyed.
+   */
+  redeploy(idOrName: string): Promise<Environment> {
+    return this.#lifecycle(idOrName, 'redeploy');
+  }
+
+  #lifecycle(idOrName: string, verb: 'sleep' | 'wake' | 'keep' | 'redeploy'): Promise<Environment> {
     return this.#http.json('POST', `${ApiPaths.environment(idOrName)}/${verb}`, Environment);
   }
 

@@ -1,9 +1,9 @@
 /**
- * `mayfly sleep|wake|keep|extend` and `mayfly project preview-token` for real: the bin as a child
+ * `mayfly sleep|wake|redeploy|keep|extend` and `mayfly project preview-token` for real: the bin as a child
  * process against an in-process server and the Docker Engine. One environment, of a project, is
  * taken through the lifecycle; the cases share it and run in order.
  */
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -122,6 +122,34 @@ describe('mayfly sleep, wake, extend, keep', () => {
     const again = await mayfly(['wake', NAME]);
     expect(again.code, again.stderr).toBe(0);
     expect(again.stderr).toBe(`${NAME} awake: ready\n`);
+  });
+
+  it('redeploy: a new container for the service; --wait returns once ready; refused with why while it comes up', async () => {
+    const containerOf = () =>
+      execFileSync('docker', ['ps', '-q', '--filter', `label=mayfly.env=${envId}`], {
+        encoding: 'utf8',
+      }).trim();
+    const envId = (await getJson()).id;
+    const before = containerOf();
+    expect(before).not.toBe('');
+    const run = await mayfly(['redeploy', NAME, '--wait']);
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stderr).toContain(`redeploying ${NAME}`);
+    expect(run.stderr).toMatch(new RegExp(`${NAME} redeployed: ready \\(\\d+\\.\\ds\\)\\n$`));
+    const after = containerOf();
+    expect(after).not.toBe('');
+    expect(after).not.toBe(before);
+    expect((await viaGateway({})).text).toContain('hello from life');
+    // Without --wait it returns at once; asked again while it comes up: exit 1 with the server's why.
+    const quick = await mayfly(['redeploy', NAME]);
+    expect(quick.code, quick.stderr).toBe(0);
+    expect(quick.stderr).toBe(
+      `${NAME} redeploying: every service restarts in a new container; see: mayfly get ${NAME}\n`,
+    );
+    const twice = await mayfly(['redeploy', NAME]);
+    expect(twice.code).toBe(1);
+    expect(twice.stderr).toMatch(/redeploy|coming up|not settled/i);
+    await until('ready again', async () => ((await getJson()).state === 'ready' ? true : undefined));
   });
 
   it('extend: the end of the time to live moves back by the duration', async () => {

@@ -8,13 +8,14 @@ import { printJson, printStderr } from '../output.js';
 import { progressPrinter } from '../progress.js';
 import { globalOptions } from './global-options.js';
 
+/** `--wait` and `--timeout` of the commands that bring an environment back up. */
 interface WakeOptions {
   wait?: boolean;
   timeout: string;
 }
 
 /**
- * `mayfly sleep|wake|keep|extend NAME`: an environment's lifecycle by hand. Each prints one line on
+ * `mayfly sleep|wake|keep|extend|redeploy NAME`: an environment's lifecycle by hand. Each prints one line on
  * stderr saying what is now true (with `--json` too: messages stay on stderr), and `--json` the
  * environment on stdout.
  */
@@ -58,6 +59,26 @@ Examples:
   mayfly wake shop-pr-7 --wait && curl -sf http://web--shop-pr-7.localhost:7070/`,
     )
     .action((name: string, options: WakeOptions, command: Command) => wake(name, options, command));
+
+  program
+    .command('redeploy')
+    .description('make every service of an environment anew: new containers, volumes and finished jobs kept')
+    .argument('<name>', 'environment name or id')
+    .option('--wait', 'wait until it is ready again, printing its progress')
+    .option('--timeout <duration>', 'with --wait, how long to wait for it to be ready', '10m')
+    .addHelpText(
+      'after',
+      `
+Every service restarts in a new container from the image it has (built again only if it is gone);
+volumes keep their data and run-once jobs that finished are not run again. A failed environment is
+tried again from the start; a sleeping one wakes this way. Refused while it is coming up, going to
+sleep or waking, being updated or destroyed.
+
+Examples:
+  mayfly redeploy shop-pr-7
+  mayfly redeploy shop-pr-7 --wait`,
+    )
+    .action((name: string, options: WakeOptions, command: Command) => redeploy(name, options, command));
 
   program
     .command('keep')
@@ -105,10 +126,34 @@ Examples:
     });
 }
 
-async function wake(name: string, options: WakeOptions, command: Command): Promise<void> {
+async function redeploy(name: string, options: WakeOptions, command: Command): Promise<void> {
   const globals = globalOptions(command);
+  const timeoutMs = timeoutOf(options);
+  const client = await connect(globals);
+  const start = Date.now();
+  const after = options.wait ? ((await client.environments.events(name)).at(-1)?.id ?? 0) : 0;
+  const asked = await client.environments.redeploy(name);
+  let env = asked;
+  if (!options.wait) {
+    printStderr(
+      `${asked.name} redeploying: every service restarts in a new container; see: mayfly get ${asked.name}`,
+    );
+  } else {
+    env = await waitUntilReady(client, asked, after, start, timeoutMs, 'redeploying');
+    printStderr(`${env.name} redeployed: ready (${formatElapsed(Date.now() - start)})`);
+  }
+  if (globals.json) printJson(env);
+}
+
+function timeoutOf(options: WakeOptions): number {
   const timeoutMs = parseDuration(options.timeout);
   if (timeoutMs === null) throw new UsageError(`invalid --timeout "${options.timeout}"`);
+  return timeoutMs;
+}
+
+async function wake(name: string, options: WakeOptions, command: Command): Promise<void> {
+  const globals = globalOptions(command);
+  const timeoutMs = timeoutOf(options);
   const client = await connect(globals);
   const start = Date.now();
   // With --wait, only the wake-up is shown: events from before the request are history.
@@ -125,23 +170,24 @@ async function wake(name: string, options: WakeOptions, command: Command): Promi
         : `${woken.name} not asleep: it is coming up (state: ${woken.state}); see: mayfly get ${woken.name}`,
     );
   } else {
-    env = await waitUntilAwake(client, woken, after, start, timeoutMs);
+    env = await waitUntilReady(client, woken, after, start, timeoutMs, 'waking');
     printStderr(`${env.name} awake: ready (${formatElapsed(Date.now() - start)})`);
   }
   if (globals.json) printJson(env);
 }
 
 /** Waits until `woken` is ready again, as `up` waits; a failed or late one is a CliError naming why. */
-async function waitUntilAwake(
+async function waitUntilReady(
   client: MayflyClient,
   woken: Environment,
   after: number,
   start: number,
   timeoutMs: number,
+  doing: 'waking' | 'redeploying',
 ): Promise<Environment> {
-  printStderr(`waking ${woken.name}`);
+  printStderr(`${doing} ${woken.name}`);
   const stopOnInterrupt = () => {
-    printStderr(`\ninterrupted: ${woken.name} keeps waking on the server`);
+    printStderr(`\ninterrupted: ${woken.name} keeps ${doing} on the server`);
     printStderr(`  see: mayfly get ${woken.name}`);
     process.exit(130);
   };
@@ -159,7 +205,7 @@ async function waitUntilAwake(
       throw new CliError(
         `${woken.name} is not ready after ${formatDuration(timeoutMs)} (state: ${err.environment?.state ?? 'unknown'})`,
         1,
-        { json: err.environment ?? woken, hint: `it keeps waking; see: mayfly get ${woken.name}` },
+        { json: err.environment ?? woken, hint: `it keeps ${doing}; see: mayfly get ${woken.name}` },
       );
     }
     if (err instanceof UnexpectedStateError) throw new CliError(err.message, 1, { json: err.environment });
