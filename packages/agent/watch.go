@@ -43,6 +43,9 @@ type watcher struct {
 	root      string
 	recursive bool
 	dirs      map[int32]string // watch descriptor → directory, relative to root ("" for root)
+	// The cookie of an upload's temporary file renamed away (see writeFile): its rename onto its
+	// name comes next.
+	uploadCookie uint32
 }
 
 func (a *agent) watchDir(w http.ResponseWriter, r *http.Request, root string) error {
@@ -193,6 +196,16 @@ func (wt *watcher) decode(buffer []byte, withEntry bool) (events []watchEvent, e
 		if base == "" {
 			continue // the directory's own attributes: not an entry in the tree
 		}
+		// An upload's temporary file is left out: the upload shows as its rename onto the name,
+		// reported as a create and a write, as when uploads wrote the file in place. (Code in the
+		// sandbox that names its own files so hides them from watches: a watch is no audit.)
+		if isUploadTemp(base) {
+			if mask&syscall.IN_MOVED_FROM != 0 {
+				wt.uploadCookie = raw.Cookie
+			}
+			continue
+		}
+		uploaded := mask&syscall.IN_MOVED_TO != 0 && raw.Cookie != 0 && raw.Cookie == wt.uploadCookie
 		name := filepath.Join(dir, base)
 		op := ""
 		var found []string
@@ -222,6 +235,9 @@ func (wt *watcher) decode(buffer []byte, withEntry bool) (events []watchEvent, e
 			continue
 		}
 		events = append(events, wt.event(name, op, withEntry))
+		if uploaded {
+			events = append(events, wt.event(name, "write", withEntry))
+		}
 		for _, inner := range found {
 			events = append(events, wt.event(inner, "create", withEntry))
 		}

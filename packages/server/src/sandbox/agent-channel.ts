@@ -12,7 +12,6 @@ import { chmod, rm } from 'node:fs/promises';
 import http from 'node:http';
 import net from 'node:net';
 import type { Duplex, Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 
 /** A JSON answer of the agent larger than this is refused (listings are capped in the agent too). */
 const MAX_JSON_BYTES = 8 * 1024 * 1024;
@@ -29,8 +28,12 @@ export const MAX_SPARE = 8;
  * through the platform (an exec) takes about 90 ms, an idle one answers at once.
  */
 const DIALLED_AHEAD = 2;
-/** How long the agent has to answer a request's head (a hung or fake agent must not hang callers). */
-const HEAD_TIMEOUT_MS = 30_000;
+/**
+ * How long the agent has to answer a request's head once the whole request is sent, and to take
+ * more of a request's body when it has stopped taking it (a hung or fake agent must not hang
+ * callers); a call may give its own. A process may change the default (tests shorten it).
+ */
+export const agentTimeouts = { headMs: 30_000 };
 
 /** What the agent answered when it refused a request. */
 export class AgentError extends Error {
@@ -243,7 +246,10 @@ export class AgentChannel {
       headers?: Record<string, string>;
       /** For a connection of the agent's to be free. */
       timeoutMs?: number;
-      /** For the head of the answer; default 30 s. */
+      /**
+       * For the head of the answer, from the end of the request's body, and for the agent to take
+       * more of a body it stopped reading; default {@link agentTimeouts}.
+       */
       headTimeoutMs?: number;
       signal?: AbortSignal;
     } = {},
@@ -264,14 +270,24 @@ export class AgentChannel {
           err.name === 'AbortError' ? err : new AgentUnavailableError(`the sandbox agent: ${err.message}`),
         ),
       );
-      // Until the head of the answer; a stream that then goes quiet is the caller's to end.
-      const headTimeoutMs = options.headTimeoutMs ?? HEAD_TIMEOUT_MS;
-      const headTimer = setTimeout(
-        () => request.destroy(new Error(`no answer within ${headTimeoutMs / 1000} s`)),
-        headTimeoutMs,
-      );
-      request.once('response', () => clearTimeout(headTimer));
-      request.once('close', () => clearTimeout(headTimer));
+      // The agent is timed only while the call waits for it: to take more of a body it stopped
+      // reading, and to answer once the body is all sent. A body may take as long as its client
+      // takes to send it (an upload over a slow link). Until the head of the answer; a stream
+      // that then goes quiet is the caller's to end.
+      const headTimeoutMs = options.headTimeoutMs ?? agentTimeouts.headMs;
+      let timer: NodeJS.Timeout | undefined;
+      let answered = false;
+      const waitForAgent = (why: string) => {
+        clearTimeout(timer);
+        if (!answered) timer = setTimeout(() => request.destroy(new Error(why)), headTimeoutMs);
+      };
+      const stopWaiting = () => clearTimeout(timer);
+      const sent = () => waitForAgent(`no answer within ${headTimeoutMs / 1000} s`);
+      request.once('response', () => {
+        answered = true;
+        stopWaiting();
+      });
+      request.once('close', stopWaiting);
       request.on('response', (response) => {
         response.once('close', () => socket.destroy());
         const status = response.statusCode ?? 0;
@@ -289,10 +305,22 @@ export class AgentChannel {
           .catch(reject);
       });
       const { body } = options;
-      if (body === undefined) request.end();
-      else if (Buffer.isBuffer(body)) request.end(body);
-      // A body that fails (its client went away) ends the request too: no half upload stays open.
-      else pipeline(body, request).catch((err: Error) => request.destroy(err));
+      if (body === undefined || Buffer.isBuffer(body)) {
+        request.end(body);
+        sent();
+        return;
+      }
+      // A body that fails (its client went away) ends the request too, never as a complete one:
+      // the agent then keeps nothing of a half upload.
+      sendBody(body, request, {
+        stalled: () => waitForAgent(`the agent took none of the body for ${headTimeoutMs / 1000} s`),
+        moving: stopWaiting,
+      }).then(
+        (complete) => {
+          if (complete) sent();
+        },
+        (err: Error) => request.destroy(err),
+      );
     });
   }
 
@@ -346,6 +374,47 @@ export class AgentChannel {
     await new Promise<void>((resolve) => server.close(() => resolve()));
     await rm(socketPath, { force: true });
   }
+}
+
+/**
+ * Writes `body` into `request` as it comes, and ends the request once `body` has ended (resolving
+ * true); a request that closes first (an early answer, an error) resolves false, and `body` is
+ * destroyed. `stalled` is called when the request waits for the agent to take what was written,
+ * `moving` when it has.
+ */
+async function sendBody(
+  body: Readable,
+  request: http.ClientRequest,
+  on: { stalled: () => void; moving: () => void },
+): Promise<boolean> {
+  // Closed first, the request stops the body at once, not when its next piece comes.
+  const stop = () => {
+    if (!body.readableEnded) body.destroy();
+  };
+  request.once('close', stop);
+  try {
+    for await (const chunk of body) {
+      if (request.destroyed) return false; // (leaving the loop destroys the body)
+      if (!request.write(chunk)) {
+        on.stalled();
+        await new Promise<void>((resolve) => {
+          const done = () => {
+            request.off('drain', done);
+            request.off('close', done);
+            resolve();
+          };
+          request.on('drain', done);
+          request.on('close', done);
+        });
+        on.moving();
+      }
+    }
+  } finally {
+    request.off('close', stop);
+  }
+  if (request.destroyed) return false;
+  request.end();
+  return true;
 }
 
 function parseJson(text: string): unknown {
