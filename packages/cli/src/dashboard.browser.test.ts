@@ -241,6 +241,26 @@ describe('the dashboard in a browser', () => {
       ]);
       expect(download.suggestedFilename()).toBe('upload.bin');
       expect((await readFile(await download.path())).equals(bytes)).toBe(true);
+
+      // Names made inside the sandbox (which is not trusted): a newline, a right-to-left override,
+      // the longest a name may be: listed as the text they are, each with its own row.
+      const long = `${'n'.repeat(251)}.txt`;
+      await cli([
+        'sandbox',
+        'exec',
+        id,
+        '--',
+        'sh',
+        '-c',
+        `cd docs && touch "$(printf 'line\\nbreak.txt')" "$(printf '\\342\\200\\256txt.exe')" ${long}`,
+      ]);
+      await page.getByRole('button', { name: '↑ Up' }).click();
+      await files.getByRole('button', { name: 'docs/' }).click();
+      // What hides or reorders text is written out: "\u202etxt.exe" would show as "exe.txt".
+      await files.getByRole('cell', { name: 'line⟨U+000A⟩break.txt', exact: true }).waitFor();
+      await files.getByRole('cell', { name: '⟨U+202E⟩txt.exe', exact: true }).waitFor();
+      await files.getByRole('cell', { name: long, exact: true }).waitFor();
+      expect(await files.locator('img').count()).toBe(0);
       await shot('sandbox-files');
     } finally {
       await cli(['sandbox', 'kill', id]);

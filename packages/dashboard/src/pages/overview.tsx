@@ -3,7 +3,7 @@ import { api } from '../api.js';
 import { usePolling } from '../poll.js';
 import { onLinkClick } from '../router.js';
 import { age } from '../time.js';
-import { formatBytes } from './sandboxes.js';
+import { formatBytes } from '../usage.js';
 
 /** Failures shown: the most recent of each kind. */
 const RECENT = 10;

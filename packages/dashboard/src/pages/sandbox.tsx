@@ -1,8 +1,9 @@
 import type { SandboxFileEntry, SandboxInfo, TerminalTicket } from '@mayfly/contract';
 import { useEffect, useRef, useState } from 'preact/hooks';
-import { api, apiSendBytes, baseName, saveLink } from '../api.js';
+import { api, apiSendBytes, baseName, saveLink, shownName } from '../api.js';
 import { onLinkClick } from '../router.js';
-import { formatBytes, formatPercent, useUsage } from './sandboxes.js';
+import { formatBytes, formatPercent } from '../usage.js';
+import { useUsage } from './sandboxes.js';
 
 /**
  * A running sandbox: its state, what it uses now, a terminal into it (a shell in a pty, through
@@ -216,7 +217,7 @@ function Files({ id }: { id: string }) {
         `/v1/sandboxes/${encodeURIComponent(id)}/downloads${at(entry.path)}`,
       );
       saveLink(url, entry.name);
-      setStatus(`downloading ${entry.name} (the browser saves it)`);
+      setStatus(`downloading ${shownName(entry.name)} (the browser saves it)`);
     } catch (err) {
       setStatus('');
       setError((err as Error).message);
@@ -283,7 +284,7 @@ function Files({ id }: { id: string }) {
                 class="link"
                 onClick={() => setDir(`/${crumbs.slice(0, i + 1).join('/')}`)}
               >
-                {part}
+                {shownName(part)}
               </button>
               {i < crumbs.length - 1 ? '/' : ''}
             </span>
@@ -321,14 +322,15 @@ function Files({ id }: { id: string }) {
                 <td>
                   {entry.type === 'dir' ? (
                     <button type="button" class="link" onClick={() => setDir(entry.path)}>
-                      {entry.name}/
+                      {shownName(entry.name)}/
                     </button>
                   ) : entry.type === 'symlink' ? (
                     <span>
-                      {entry.name} <span class="muted">→ {entry.symlinkTarget ?? '?'}</span>
+                      {shownName(entry.name)}{' '}
+                      <span class="muted">→ {shownName(entry.symlinkTarget ?? '?')}</span>
                     </span>
                   ) : (
-                    entry.name
+                    shownName(entry.name)
                   )}
                 </td>
                 <td>{entry.type === 'file' ? formatBytes(entry.size) : ''}</td>
@@ -337,7 +339,7 @@ function Files({ id }: { id: string }) {
                   {entry.type === 'file' && (
                     <button
                       type="button"
-                      aria-label={`Download ${entry.name}`}
+                      aria-label={`Download ${shownName(entry.name)}`}
                       onClick={() => void download(entry)}
                     >
                       Download

@@ -4,6 +4,7 @@ import { api } from '../api.js';
 import { usePolling } from '../poll.js';
 import { onLinkClick } from '../router.js';
 import { age, timeLeft } from '../time.js';
+import { cpuPercent, formatBytes, formatPercent } from '../usage.js';
 
 /** Running sandboxes of the list whose use is read (each a reading of the engine every 2 s). */
 export const MAX_USAGE_READS = 25;
@@ -72,24 +73,6 @@ export function useUsage(ids: readonly string[]): Map<string, UsageNow | null> {
     };
   }, [key]);
   return now;
-}
-
-/** Percent of one CPU used between two readings (200: two CPUs busy); null when they cannot tell. */
-export function cpuPercent(before: SandboxUsage, after: SandboxUsage): number | null {
-  const seconds = (Date.parse(after.sampledAt) - Date.parse(before.sampledAt)) / 1000;
-  const used = after.cpuSeconds - before.cpuSeconds;
-  return seconds > 0 && used >= 0 ? (used / seconds) * 100 : null;
-}
-
-export const formatPercent = (p: number | null) =>
-  p === null ? '…' : `${p < 10 ? p.toFixed(1) : Math.round(p)}%`;
-
-export function formatBytes(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let n = bytes;
-  let i = 0;
-  for (; n >= 1024 && i < units.length - 1; i++) n /= 1024;
-  return i === 0 ? `${n} B` : `${n.toFixed(n >= 10 ? 0 : 1)} ${units[i]}`;
 }
 
 /** Sandboxes running, paused and recently ended, read again every 2 s. */

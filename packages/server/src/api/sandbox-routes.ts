@@ -47,8 +47,11 @@ const DOWNLOAD_TICKET_TTL_MS = 60_000;
  * and the name itself, percent-encoded (RFC 6266); no control character, quote or slash survives.
  */
 export function attachment(filePath: string): string {
-  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it removes
-  const name = (filePath.split('/').pop() ?? '').replace(/[\u0000-\u001f\u007f]/g, '').trim();
+  // Controls, and what reorders or hides text (`\u202etxt.exe` would be saved to show as `exe.txt`).
+  const name = (filePath.split('/').pop() ?? '')
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it removes
+    .replace(/[\u0000-\u001f\u007f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]/g, '')
+    .trim();
   const saved = name === '' || name === '.' || name === '..' ? 'download' : name;
   const ascii = saved.replace(/[^A-Za-z0-9._-]/g, '_');
   return `attachment; filename="${ascii}"; filename*=UTF-8''${encodeURIComponent(saved)}`;

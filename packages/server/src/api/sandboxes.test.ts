@@ -10,6 +10,7 @@ import {
 } from '../test-support/sandboxes.js';
 import { startTestServer, type TestServer } from '../test-support/test-server.js';
 import { until } from '../test-support/until.js';
+import { attachment } from './sandbox-routes.js';
 
 describe('sandboxes through the API', () => {
   let t: TestServer;
@@ -315,6 +316,11 @@ describe('sandboxes through the API', () => {
       `attachment; filename="we_ird_name___.bin"; filename*=UTF-8''${encodeURIComponent(name)}`,
     );
     expect(got.headers.get('content-security-policy')).toMatch(/^sandbox/);
+    // What would reorder the name on the user's disk is dropped: "\u202etxt.exe" shows as "exe.txt".
+    expect(attachment('/home/user/\u202etxt.exe')).toBe(
+      `attachment; filename="txt.exe"; filename*=UTF-8''txt.exe`,
+    );
+    expect(attachment('/home/user/..')).toBe(`attachment; filename="download"; filename*=UTF-8''download`);
     expect(got.headers.get('content-length')).toBe(String(bytes.length));
     expect(Buffer.from(await got.arrayBuffer()).equals(bytes)).toBe(true);
     // Once only; a made-up link; another sandbox's path with a good ticket.
