@@ -340,7 +340,11 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     },
   });
   const terminals = sandboxes
-    ? new SandboxTerminals({ sandboxes, logger: logger.child({ component: 'terminals' }) })
+    ? new SandboxTerminals({
+        sandboxes,
+        logger: logger.child({ component: 'terminals' }),
+        maxTerminals: config.maxTerminals,
+      })
     : undefined;
   const { app, routes } = await buildApi({
     environments,
@@ -374,6 +378,9 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
         });
       });
       server.on('upgrade', (req, socket, head) => {
+        // Node takes its own error listener off an upgraded socket: a client resetting it while
+        // it is answered must not take the server down.
+        socket.on('error', () => {});
         if (!gateway.handles(req)) {
           if (!terminals?.handles(req)) return socket.destroy();
           return void terminals.handleUpgrade(req, socket, head).catch(() => socket.destroy());
@@ -415,7 +422,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     async close() {
       // Work in flight is aborted; open streams and WebSockets are cut rather than waited for.
       await previewController.stop();
-      terminals?.close();
+      await terminals?.close();
       await sandboxes?.stop();
       await reconciler.stop();
       gateway.close();

@@ -340,7 +340,9 @@ export function registerSandboxRoutes(app: FastifyInstance<Server>, sandboxes: S
     params: IdParams.extend({ ticket: z.string().max(64) }),
     response: { status: 200, description: 'the bytes', mediaType: 'application/octet-stream' },
     errors: { 401: 'an unknown, used or expired link', 404: 'no such sandbox or file' },
-    handler: async ({ params, reply }) => {
+    handler: async ({ params, req, reply }) => {
+      // (Fastify answers HEAD with this route too: a HEAD must not spend the link.)
+      if (req.method !== 'GET') throw new InvalidRequestError('a download link is taken with GET');
       const issued = downloads.take(params.ticket);
       if (!issued || issued.sandbox !== params.id || !(await issued.stillAllowed().catch(() => false)))
         throw new UnauthorizedError('this download link is unknown, used, expired or no longer allowed');

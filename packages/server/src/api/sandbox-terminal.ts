@@ -39,8 +39,10 @@ const TICKET_TTL_MS = 30_000;
 const DEFAULT_MAX_TERMINALS = 64;
 /** Largest message a client may send (keys, a paste); bigger closes the socket (1009). */
 const MAX_MESSAGE_BYTES = 64 * 1024;
-/** Keys waiting for the sandbox to take them, at most; more closes the socket. */
+/** Keys waiting for the sandbox to take them, at most (with {@link MESSAGE_COST} each); more closes the socket. */
 const MAX_PENDING_INPUT = 1024 * 1024;
+/** What a message waiting to be typed costs besides its bytes (its buffer and bookkeeping). */
+const MESSAGE_COST = 64;
 /** Output waiting for a slow client: reading from the sandbox pauses above it. */
 const MAX_BUFFERED_OUTPUT = 4 * 1024 * 1024;
 /** A ping this often; no pong by the next one ends the socket. The token is checked again too. */
@@ -72,7 +74,10 @@ export class SandboxTerminals {
     perMessageDeflate: false,
     handleProtocols: (offered) => (offered.has(TERMINAL_PROTOCOL) ? TERMINAL_PROTOCOL : false),
   });
-  private readonly open = new Set<WebSocket>();
+  /** Open terminals, each with what hangs its shell up. */
+  private readonly open = new Map<WebSocket, () => Promise<void>>();
+  /** Handshakes accepted and not yet open (each holds a place under the limit). */
+  private opening = 0;
   private readonly maxTerminals: number;
 
   constructor(private readonly options: SandboxTerminalsOptions) {
@@ -95,7 +100,7 @@ export class SandboxTerminals {
         const sandbox = await this.options.sandboxes.get(params.id, access);
         if (sandbox.state !== 'running')
           throw new ConflictError(`the sandbox is ${sandbox.state}: a terminal needs it running`);
-        if (this.open.size >= this.maxTerminals) throw new QuotaExceededError(this.tooMany());
+        if (this.open.size + this.opening >= this.maxTerminals) throw new QuotaExceededError(this.tooMany());
         const ticket = this.tickets.issue({
           sandbox: sandbox.id,
           access,
@@ -117,6 +122,9 @@ export class SandboxTerminals {
 
   /** Answers a terminal's handshake: refused with a status and why, or a socket with a shell. */
   async handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    // An upgraded socket has no error listener of Node's any more: a client resetting the
+    // connection while it is refused or checked would otherwise take the server down.
+    socket.on('error', () => {});
     const refuse = (status: number, message: string) => refuseUpgrade(socket, status, message);
     const url = new URL(req.url ?? '/', 'http://terminal');
     const sandbox = TERMINAL_PATH.exec(url.pathname)?.[1];
@@ -127,13 +135,6 @@ export class SandboxTerminals {
     const offered = String(req.headers['sec-websocket-protocol'] ?? '')
       .split(',')
       .map((p) => p.trim());
-    const ticket = offered
-      .find((p) => p.startsWith(TICKET_PROTOCOL_PREFIX))
-      ?.slice(TICKET_PROTOCOL_PREFIX.length);
-    const issued = this.tickets.take(ticket);
-    if (!issued)
-      return refuse(401, 'a terminal needs a ticket from POST /v1/sandboxes/{id}/terminal (one use, 30 s)');
-    if (issued.sandbox !== sandbox) return refuse(401, 'this ticket is for another sandbox');
     if (!offered.includes(TERMINAL_PROTOCOL))
       return refuse(400, `a terminal speaks the subprotocol "${TERMINAL_PROTOCOL}"`);
     const size = TerminalSize.safeParse({
@@ -141,11 +142,30 @@ export class SandboxTerminals {
       rows: Number(url.searchParams.get('rows') ?? 24),
     });
     if (!size.success) return refuse(400, 'cols and rows are whole numbers from 1 to 1000');
-    if (this.open.size >= this.maxTerminals) return refuse(429, this.tooMany());
-    if (!(await issued.stillAllowed().catch(() => false)))
+    const ticket = offered
+      .find((p) => p.startsWith(TICKET_PROTOCOL_PREFIX))
+      ?.slice(TICKET_PROTOCOL_PREFIX.length);
+    const issued = this.tickets.take(ticket);
+    if (!issued)
+      return refuse(401, 'a terminal needs a ticket from POST /v1/sandboxes/{id}/terminal (one use, 30 s)');
+    if (issued.sandbox !== sandbox) return refuse(401, 'this ticket is for another sandbox');
+    // A place is taken now, before anything is awaited: handshakes at once cannot pass the limit.
+    if (this.open.size + this.opening >= this.maxTerminals) return refuse(429, this.tooMany());
+    this.opening += 1;
+    let placeHeld = true;
+    const release = () => {
+      if (placeHeld) this.opening -= 1;
+      placeHeld = false;
+    };
+    socket.once('close', release);
+    if (!(await issued.stillAllowed().catch(() => false))) {
+      release();
       return refuse(401, 'the token or session that asked for this terminal has ended');
+    }
+    if (socket.destroyed) return release();
     this.sockets.handleUpgrade(req, socket, head, (ws) => {
-      this.open.add(ws);
+      release();
+      this.open.set(ws, async () => {});
       ws.once('close', () => this.open.delete(ws));
       // A client's protocol error (a message over the limit, a bad frame): ws closes the socket
       // with its code; unhandled, the event would take the server down.
@@ -161,62 +181,100 @@ export class SandboxTerminals {
     return `${this.maxTerminals} terminals are open on this server already: close one first`;
   }
 
-  /** Closes every terminal (their shells hang up); for the server's shutdown. */
-  close(): void {
-    for (const ws of this.open) ws.close(1001, 'the server is stopping');
+  /** Hangs up every terminal's shell, then cuts the sockets; for the server's shutdown. */
+  async close(): Promise<void> {
+    const hangups = [...this.open.values()].map((hangUp) => hangUp());
+    await Promise.race([Promise.all(hangups), new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
+    for (const ws of this.open.keys()) ws.terminate();
     this.sockets.close();
   }
 
   private async serve(ws: WebSocket, id: string, size: TerminalSize, issued: Issued): Promise<void> {
     const { sandboxes } = this.options;
     const { access } = issued;
+    const isOpen = () => ws.readyState === WebSocket.OPEN;
     const sendText = (message: object) => {
-      if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(message));
+      if (isOpen()) ws.send(JSON.stringify(message));
     };
-    const fail = (err: unknown) => {
-      const { status } = toHttpError(err);
-      if (status >= 500) this.options.logger.warn({ err, sandbox: id }, 'a terminal failed');
-      sendText({ type: 'error', message: toHttpError(err).body.error.message });
-      ws.close(1011, 'the terminal could not go on');
-    };
-
     let pid: number | undefined;
     let ended = false;
+    let hungUp = false;
     let events: Readable | undefined;
-    // Keys go to the sandbox one request at a time, in order; what comes meanwhile goes with the next.
+    /** Hangs the shell up (once), as closing a terminal window does. */
+    const hangUp = async () => {
+      if (pid === undefined || ended || hungUp) return;
+      hungUp = true;
+      await sandboxes.signal(id, pid, { signal: 'SIGHUP' }, access).catch(() => {});
+    };
+    this.open.set(ws, hangUp);
+    /** Ends the terminal now: the shell hung up, nothing more taken from the client. */
+    const end = (code: number, reason: string) => {
+      void hangUp();
+      ws.close(code, reason);
+      // A client that does not answer the close is cut.
+      setTimeout(() => ws.terminate(), 2000).unref();
+    };
+    const fail = (err: unknown) => {
+      const { status, body } = toHttpError(err);
+      if (status >= 500) this.options.logger.warn({ err, sandbox: id }, 'a terminal failed');
+      sendText({ type: 'error', message: body.error.message });
+      end(1011, 'the terminal could not go on');
+    };
+
+    // Keys go to the sandbox one request at a time, in order; what comes meanwhile goes with the
+    // next. Each message counts its bytes and a fixed cost, so many tiny ones are bounded too.
     let pending: Buffer[] = [];
-    let pendingBytes = 0;
-    let sending: Promise<void> = Promise.resolve();
-    const flush = () => {
-      sending = sending.then(async () => {
-        if (pid === undefined || pendingBytes === 0 || ended) return;
-        const keys = Buffer.concat(pending);
-        pending = [];
-        pendingBytes = 0;
-        await sandboxes.stdin(id, pid, Readable.from([keys]), false, access).catch(() => {});
-      });
+    let pendingCost = 0;
+    let typing = false;
+    const type = async () => {
+      if (typing) return;
+      typing = true;
+      try {
+        while (pending.length > 0 && pid !== undefined && !ended && !hungUp && isOpen()) {
+          const keys = Buffer.concat(pending);
+          pending = [];
+          pendingCost = 0;
+          await sandboxes.stdin(id, pid, Readable.from([keys]), false, access).catch(() => {});
+        }
+      } finally {
+        typing = false;
+      }
+    };
+    // Sizes: only the latest matters, one request at a time.
+    let wantedSize: TerminalSize | null = null;
+    let resizing = false;
+    const resize = async () => {
+      if (resizing) return;
+      resizing = true;
+      try {
+        while (wantedSize && pid !== undefined && !ended && !hungUp && isOpen()) {
+          const next = wantedSize;
+          wantedSize = null;
+          await sandboxes.resize(id, pid, next, access).catch(() => {});
+        }
+      } finally {
+        resizing = false;
+      }
     };
     ws.on('message', (data, isBinary) => {
+      if (!isOpen()) return; // closing: nothing more reaches the shell
       if (isBinary) {
         const bytes = Buffer.isBuffer(data) ? data : Buffer.concat([data].flat() as Buffer[]);
-        pendingBytes += bytes.length;
-        if (pendingBytes > MAX_PENDING_INPUT) {
-          ws.close(1008, 'keys come faster than the sandbox takes them');
-          return;
-        }
+        if (bytes.length === 0) return;
+        pendingCost += bytes.length + MESSAGE_COST;
+        if (pendingCost > MAX_PENDING_INPUT) return end(1008, 'keys come faster than the sandbox takes them');
         pending.push(bytes);
-        flush();
+        void type();
         return;
       }
       let message: z.output<typeof ClientMessage>;
       try {
         message = ClientMessage.parse(JSON.parse(data.toString()));
       } catch {
-        ws.close(1003, 'a text message is {"type":"resize","cols":N,"rows":N}');
-        return;
+        return end(1003, 'a text message is {"type":"resize","cols":N,"rows":N}');
       }
-      if (pid !== undefined && !ended)
-        void sandboxes.resize(id, pid, { cols: message.cols, rows: message.rows }, access).catch(() => {});
+      wantedSize = { cols: message.cols, rows: message.rows };
+      void resize();
     });
 
     let alive = true;
@@ -224,12 +282,15 @@ export class SandboxTerminals {
       alive = true;
     });
     const heartbeat = setInterval(() => {
-      if (!alive) return ws.terminate();
+      if (!alive) {
+        void hangUp();
+        return ws.terminate();
+      }
       alive = false;
       ws.ping();
       void issued.stillAllowed().then(
         (allowed) => {
-          if (!allowed) ws.close(1008, 'the token or session that opened this terminal has ended');
+          if (!allowed) end(1008, 'the token or session that opened this terminal has ended');
         },
         () => {},
       );
@@ -237,9 +298,7 @@ export class SandboxTerminals {
     ws.once('close', () => {
       clearInterval(heartbeat);
       events?.destroy();
-      // A closed terminal hangs up its shell, as closing a terminal window does.
-      if (pid !== undefined && !ended)
-        void sandboxes.signal(id, pid, { signal: 'SIGHUP' }, access).catch(() => {});
+      void hangUp();
     });
 
     try {
@@ -262,11 +321,12 @@ export class SandboxTerminals {
         if (event.type === 'start') {
           pid = event.pid;
           // Closed while the shell started: hang it up now that its pid is known.
-          if (ws.readyState !== WebSocket.OPEN) {
-            void sandboxes.signal(id, pid, { signal: 'SIGHUP' }, access).catch(() => {});
+          if (!isOpen()) {
+            void hangUp();
             break;
           }
-          flush();
+          void type();
+          void resize();
         } else if (event.type === 'end') {
           ended = true;
           sendText({
@@ -319,6 +379,9 @@ const REFUSALS: Record<number, [ErrorCode, string]> = {
 function refuseUpgrade(socket: Duplex, status: number, message: string): void {
   const [code, reason] = REFUSALS[status] ?? ['invalid_request', 'Bad Request'];
   const body = JSON.stringify({ error: { code, message } });
+  // Ended and then destroyed: a client that never closes its side holds nothing.
+  socket.once('finish', () => socket.destroy());
+  setTimeout(() => socket.destroy(), 5000).unref();
   socket.end(
     `HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
   );

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import net from 'node:net';
 import type { SandboxInfo } from '@mayfly/contract';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -7,6 +8,7 @@ import {
   openTerminal,
   runInSandbox as run,
   startInSandbox,
+  type TerminalClient,
 } from '../test-support/sandboxes.js';
 import { startTestServer, type TestServer } from '../test-support/test-server.js';
 import { until } from '../test-support/until.js';
@@ -238,6 +240,38 @@ describe('sandboxes through the API', () => {
       message: expect.stringMatching(/has ended/),
     });
 
+    // A client resetting the connection while it is refused leaves the server up; a refused
+    // handshake's socket is closed by the server, whatever the client does.
+    const { hostname, port } = new URL(t.server.url);
+    const handshake = (ticket: string) =>
+      `GET /v1/sandboxes/${id}/terminal HTTP/1.1\r\nHost: ${hostname}:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: mayfly.terminal.v1, mayfly-ticket.${ticket}\r\n\r\n`;
+    for (let i = 0; i < 5; i++) {
+      const reset = net.connect(Number(port), hostname);
+      reset.on('error', () => {});
+      reset.write(handshake('bogus'));
+      reset.resetAndDestroy();
+    }
+    const held = net.connect(Number(port), hostname);
+    let answer = '';
+    held.on('data', (chunk) => {
+      answer += chunk.toString();
+    });
+    held.write(handshake('bogus'));
+    await new Promise((resolve) => held.once('close', resolve));
+    expect(answer).toMatch(/^HTTP\/1\.1 401 Unauthorized\r\n/);
+    expect((await fetch(`${t.server.url}/healthz`)).status).toBe(200);
+
+    // Keys a shell does not read pile up only so far: many tiny messages close the socket too.
+    const flooded = await openTerminal(t, id);
+    if ('refused' in flooded) throw new Error('refused');
+    flooded.type('sleep 120\r');
+    await flooded.waitFor(/sleep 120/);
+    for (let i = 0; i < 20_000 && flooded.ws.readyState === flooded.ws.OPEN; i++) flooded.type('x');
+    expect(await flooded.closed).toEqual({
+      code: 1008,
+      reason: 'keys come faster than the sandbox takes them',
+    });
+
     // A message over 64 KiB, and a text message that is not a resize, close the socket.
     const big = await openTerminal(t, id);
     if ('refused' in big) throw new Error('refused');
@@ -461,7 +495,7 @@ describe('sandboxes through the API', () => {
 describe('the sandbox limit', () => {
   let t: TestServer;
   beforeAll(async () => {
-    t = await startTestServer({ maxSandboxes: 2 });
+    t = await startTestServer({ maxSandboxes: 2, maxTerminals: 2 });
   });
   afterAll(async () => {
     const { body } = await t.api<{ items: SandboxInfo[] }>('GET', '/v1/sandboxes');
@@ -485,5 +519,29 @@ describe('the sandbox limit', () => {
     // A place freed is a place to take.
     await t.api('DELETE', `/v1/sandboxes/${body.items[0]!.id}`);
     expect((await t.api('POST', '/v1/sandboxes', {})).status).toBe(201);
+  });
+
+  it('holds for terminals too: handshakes at once take their places before anything is awaited', async () => {
+    const { body } = await t.api<{ items: SandboxInfo[] }>('GET', '/v1/sandboxes');
+    const id = body.items[0]!.id;
+    const tickets = await Promise.all(
+      Array.from({ length: 6 }, () =>
+        t.api<{ protocols: string[]; url: string }>('POST', `/v1/sandboxes/${id}/terminal`),
+      ),
+    );
+    expect(tickets.map((r) => r.status)).toEqual([201, 201, 201, 201, 201, 201]);
+    const opened = await Promise.all(tickets.map((r) => connectTerminal(t, r.body.url, r.body.protocols)));
+    const refused = opened.filter((o): o is { refused: number; body: string } => 'refused' in o);
+    expect(refused.map((o) => o.refused)).toEqual([429, 429, 429, 429]);
+    expect(refused[0]!.body).toMatch(/2 terminals are open on this server already/);
+    // Full: no ticket either, until one closes.
+    expect((await t.api('POST', `/v1/sandboxes/${id}/terminal`)).status).toBe(429);
+    const open = opened.filter((o): o is TerminalClient => !('refused' in o));
+    open[0]!.ws.close();
+    await open[0]!.closed;
+    await until('a place freed', async () =>
+      (await t.api('POST', `/v1/sandboxes/${id}/terminal`)).status === 201 ? true : undefined,
+    );
+    open[1]!.ws.close();
   });
 });

@@ -220,6 +220,8 @@ export const ServerConfig = z.object({
    * is refused with 429 and why.
    */
   maxSandboxes: z.coerce.number().int().positive().max(10_000).default(250),
+  /** Terminals into sandboxes open at once on this server (handshakes under way included). */
+  maxTerminals: z.coerce.number().int().positive().max(10_000).default(64),
   /** Pools of templates built before fill this long after the start (the first environments go first). */
   sandboxPoolStartDelayMs: z.coerce.number().int().nonnegative().default(10_000),
   /**
