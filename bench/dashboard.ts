@@ -183,7 +183,7 @@ const pageScript = (expected: number) => `(() => {
   };
   b.visible = () => {
     let n = 0;
-    for (const row of document.querySelectorAll('table tbody tr')) if (row.style.display !== 'none') n++;
+    for (const row of document.querySelectorAll('table tbody tr')) if (!row.hidden && row.style.display !== 'none') n++;
     return n;
   };
   /** cb(time) once the frame after the DOM shows \`count\` rows is painted (a task after that frame). */

@@ -121,7 +121,8 @@ describe('the dashboard in a browser', () => {
     );
     // Search narrows the list.
     await page.getByLabel('Search environments').fill('no-such-name');
-    await row.waitFor({ state: 'detached' });
+    await row.waitFor({ state: 'hidden' });
+    await page.getByText('0 of ').waitFor();
     await page.getByLabel('Search environments').fill('dash');
     await row.waitFor();
     await shot('environments');

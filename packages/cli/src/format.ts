@@ -74,3 +74,8 @@ export function formatBytes(bytes: number): string {
   const shown = unit === 0 || value >= 10 ? Math.round(value) : Math.round(value * 10) / 10;
   return `${shown} ${units[unit]}`;
 }
+
+/** A text as stored may hold anything (a PR title, another client's field): no terminal escapes reach the screen. */
+export function printable(text: string): string {
+  return text.replace(/[\p{Cc}]/gu, '?');
+}

@@ -1,32 +1,29 @@
 import { formatDuration } from '@mayfly/contract/duration';
-import { useEffect, useState } from 'preact/hooks';
+import type { RefObject } from 'preact';
+import { useEffect } from 'preact/hooks';
 
 export const age = (iso: string, now: number) => formatDuration(now - Date.parse(iso));
 
-/**
- * The time now, again every second: one timer for every component that shows it, each of which
- * renders again alone (a list of 500 rows does not render whole every second for its ages).
- */
-export function useNow(): number {
-  const [now, setNow] = useState(Date.now);
-  useEffect(() => {
-    clockListeners.add(setNow);
-    clock ??= setInterval(() => {
-      const at = Date.now();
-      for (const listener of clockListeners) listener(at);
-    }, 1000);
-    return () => {
-      clockListeners.delete(setNow);
-      if (clockListeners.size === 0) {
-        clearInterval(clock);
-        clock = undefined;
-      }
-    };
-  }, []);
-  return now;
-}
-const clockListeners = new Set<(now: number) => void>();
-let clock: ReturnType<typeof setInterval> | undefined;
-
 export const timeLeft = (iso: string | null, now: number) =>
   iso === null ? 'no limit' : Date.parse(iso) <= now ? 'due' : formatDuration(Date.parse(iso) - now);
+
+/**
+ * Keeps the ages and times left under `root` current: once a second, one pass over the elements
+ * that hold them (`data-since`, `data-until`: an ISO time, empty for none), their text changed
+ * where it changed. Nothing renders for it (a list of 500 environments has 1000 of them).
+ */
+export function useTickingTimes(root: RefObject<HTMLElement>): void {
+  useEffect(() => {
+    const timer = setInterval(() => {
+      const now = Date.now();
+      for (const el of root.current?.querySelectorAll<HTMLElement>('[data-since],[data-until]') ?? []) {
+        const { since, until } = el.dataset;
+        const text = since !== undefined ? age(since, now) : timeLeft(until || null, now);
+        // The text node itself, which the page's renderer keeps, not a new one.
+        const node = el.firstChild;
+        if (node instanceof Text && node.data !== text) node.data = text;
+      }
+    }, 1000);
+    return () => clearInterval(timer);
+  }, [root]);
+}

@@ -1,7 +1,7 @@
 import type { EnvEvent, Environment } from '@mayfly/contract';
 import type { Command } from 'commander';
 import { connect } from '../connection.js';
-import { ago, clockTime, formatElapsed, stateColumn, table, until } from '../format.js';
+import { ago, clockTime, formatElapsed, printable, stateColumn, table, until } from '../format.js';
 import { printJson, printStdout } from '../output.js';
 import { globalOptions } from './global-options.js';
 
@@ -39,11 +39,11 @@ function printDetails(env: Environment, events: EnvEvent[]): void {
     ],
     ['template', env.templateFile],
   ];
-  if (env.createdBy) fields.push(['created by', env.createdBy]);
+  if (env.createdBy) fields.push(['created by', printable(env.createdBy)]);
   if (env.pullRequest)
     fields.push([
       'pull request',
-      `#${env.pullRequest.number}${env.pullRequest.url ? ` ${env.pullRequest.url}` : ''}`,
+      `#${env.pullRequest.number}${env.pullRequest.url ? ` ${printable(env.pullRequest.url)}` : ''}`,
     ]);
   const asleep = sleepWords(env);
   if (asleep) fields.push(['sleeping', asleep]);

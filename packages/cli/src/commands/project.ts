@@ -13,7 +13,7 @@ import { MayflyError } from '@mayfly/sdk';
 import { type Command, Option } from 'commander';
 import { CliError, ExitCode, UsageError } from '../cli-error.js';
 import { connect } from '../connection.js';
-import { ago, table } from '../format.js';
+import { ago, printable, table } from '../format.js';
 import { printJson, printStderr, printStdout } from '../output.js';
 import { globalOptions } from './global-options.js';
 
@@ -827,9 +827,4 @@ function collect(value: string, previous: string[] | false | undefined): string[
 function wholeNumber(value: string): number {
   if (!/^\d{1,7}$/.test(value)) throw new UsageError(`invalid --max-environments "${value}": a whole number`);
   return Number(value);
-}
-
-/** A text as stored may hold anything (a PR title, another client's field): no terminal escapes reach the screen. */
-export function printable(text: string): string {
-  return text.replace(/[\p{Cc}]/gu, '?');
 }

@@ -9,7 +9,7 @@ import {
 import { type Command, Option } from 'commander';
 import { UsageError } from '../cli-error.js';
 import { connect } from '../connection.js';
-import { table, until } from '../format.js';
+import { printable, table, until } from '../format.js';
 import { printJson, printStderr, printStdout } from '../output.js';
 import { globalOptions } from './global-options.js';
 
@@ -127,9 +127,4 @@ function tokenRow(t: Token): string[] {
     t.expiresAt === null ? 'never' : until(t.expiresAt),
     t.revokedAt === null ? '-' : t.revokedAt.slice(0, 10),
   ];
-}
-
-/** A name as stored may hold anything (another client made it): no terminal escapes reach the screen. */
-function printable(text: string): string {
-  return text.replace(/[\p{Cc}]/gu, '?');
 }

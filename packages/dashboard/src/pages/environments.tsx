@@ -2,14 +2,7 @@ import type { Environment } from '@mayfly/contract';
 import { Component } from 'preact';
 import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
 import { onLinkClick, safeLink } from '../router.js';
-import { age, timeLeft, useNow } from '../time.js';
-
-/**
- * Rows put on the page per frame. Hundreds of rows at once would hold the page for a few hundred
- * milliseconds (their layout alone, as a plain table shows); in pieces, each frame stays short,
- * the first screen shows at once and typing is never kept waiting.
- */
-const ROWS_PER_FRAME = 50;
+import { age, timeLeft, useTickingTimes } from '../time.js';
 
 /**
  * Every environment, kept up to date by the server's stream (`/v1/watch/environments`): a
@@ -21,6 +14,8 @@ export function EnvironmentsPage() {
   const [query, setQuery] = useState('');
   const [state, setState] = useState('');
   const search = useRef<HTMLInputElement>(null);
+  const table = useRef<HTMLTableElement>(null);
+  useTickingTimes(table);
 
   // "/" goes to the search box from anywhere on the page but a field.
   useEffect(() => {
@@ -58,24 +53,19 @@ export function EnvironmentsPage() {
     return () => source.close();
   }, []);
 
-  const shown = useMemo(() => {
+  // Every environment has its row, newest first; a search or filter hides the others (as a
+  // plain table would): typing changes an attribute per row, never makes or drops hundreds.
+  const sorted = useMemo(
+    () => [...items.values()].sort((a, b) => b.createdAt.localeCompare(a.createdAt)),
+    [items],
+  );
+  const matches = useMemo(() => {
     const q = query.trim().toLowerCase();
-    return [...items.values()]
-      .filter((env) => !state || env.state === state)
-      .filter((env) => !q || env.name.toLowerCase().includes(q) || env.project.toLowerCase().includes(q))
-      .sort((a, b) => b.createdAt.localeCompare(a.createdAt));
-  }, [items, query, state]);
-
-  // How many of them are on the page: the first frame's worth after each new search or filter,
-  // a frame's worth more each frame (a live update keeps what is shown).
-  const filter = `${state}\u0000${query}`;
-  const [progress, setProgress] = useState({ filter, rows: ROWS_PER_FRAME });
-  const rows = progress.filter === filter ? progress.rows : ROWS_PER_FRAME;
-  useEffect(() => {
-    if (rows >= shown.length) return;
-    const frame = requestAnimationFrame(() => setProgress({ filter, rows: rows + ROWS_PER_FRAME }));
-    return () => cancelAnimationFrame(frame);
-  }, [filter, rows, shown.length]);
+    return (env: Environment) =>
+      (!state || env.state === state) &&
+      (!q || env.name.toLowerCase().includes(q) || env.project.toLowerCase().includes(q));
+  }, [query, state]);
+  const shownCount = useMemo(() => sorted.filter(matches).length, [sorted, matches]);
 
   return (
     <section>
@@ -102,10 +92,10 @@ export function EnvironmentsPage() {
           ))}
         </select>
         <span class="muted" aria-live="polite">
-          {connected ? `${shown.length} of ${items.size}` : 'connecting…'}
+          {connected ? `${shownCount} of ${items.size}` : 'connecting…'}
         </span>
       </div>
-      <table>
+      <table ref={table}>
         <thead>
           <tr>
             <th>Name</th>
@@ -120,8 +110,8 @@ export function EnvironmentsPage() {
           </tr>
         </thead>
         <tbody>
-          {shown.slice(0, rows).map((env) => (
-            <EnvironmentRow key={env.id} env={env} />
+          {sorted.map((env) => (
+            <EnvironmentRow key={env.id} env={env} hidden={!matches(env)} />
           ))}
         </tbody>
       </table>
@@ -129,20 +119,25 @@ export function EnvironmentsPage() {
   );
 }
 
+interface RowProps {
+  env: Environment;
+  hidden: boolean;
+}
+
 /**
  * One environment's row: rendered again only when the environment changed (the stream sends a
- * new object then); its age and time left tick on their own.
+ * new object then) or it is shown or hidden; its age and time left tick by themselves.
  */
-class EnvironmentRow extends Component<{ env: Environment }> {
-  override shouldComponentUpdate(next: { env: Environment }): boolean {
-    return next.env !== this.props.env;
+class EnvironmentRow extends Component<RowProps> {
+  override shouldComponentUpdate(next: RowProps): boolean {
+    return next.env !== this.props.env || next.hidden !== this.props.hidden;
   }
 
-  override render({ env }: { env: Environment }) {
+  override render({ env, hidden }: RowProps) {
     const pullRequest = env.pullRequest;
     const pullRequestUrl = safeLink(pullRequest?.url ?? null);
     return (
-      <tr data-env={env.name}>
+      <tr data-env={env.name} hidden={hidden}>
         <td>
           <a href={`/environments/${encodeURIComponent(env.name)}`} onClick={onLinkClick}>
             {env.name}
@@ -164,9 +159,15 @@ class EnvironmentRow extends Component<{ env: Environment }> {
         </td>
         <td class="wide">{env.createdBy ?? '—'}</td>
         <td>
-          <Age since={env.createdAt} />
+          <span data-since={env.createdAt}>{age(env.createdAt, Date.now())}</span>
         </td>
-        <td class="wide">{env.keep ? 'kept' : <TimeLeft until={env.expiresAt} />}</td>
+        <td class="wide">
+          {env.keep ? (
+            'kept'
+          ) : (
+            <span data-until={env.expiresAt ?? ''}>{timeLeft(env.expiresAt, Date.now())}</span>
+          )}
+        </td>
         <td>
           {Object.entries(env.urls).map(([service, url]) => (
             <div key={service}>
@@ -179,12 +180,4 @@ class EnvironmentRow extends Component<{ env: Environment }> {
       </tr>
     );
   }
-}
-
-function Age({ since }: { since: string }) {
-  return <>{age(since, useNow())}</>;
-}
-
-function TimeLeft({ until }: { until: string | null }) {
-  return <>{timeLeft(until, useNow())}</>;
 }

@@ -334,11 +334,15 @@ describe('the dashboard', () => {
     })();
     try {
       expect((await next((type) => type === 'snapshot')).type).toBe('snapshot');
-      const created = await t.api<Environment>('POST', '/v1/environments', {
-        name: 'watched',
-        template: { filename: 'compose.yaml', content: sleeper },
+      // Made by the session: the environment says whose dashboard it came from.
+      const made = await withSession(session, '/v1/environments', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ name: 'watched', template: { filename: 'compose.yaml', content: sleeper } }),
       });
+      const created = { status: made.status, body: (await made.json()) as Environment };
       expect(created.status).toBe(201);
+      expect(created.body.createdBy).toBe('token admin (local) (dashboard)');
       const ready = await next(
         (type, data) => type === 'change' && (JSON.parse(data) as Environment).state === 'ready',
       );

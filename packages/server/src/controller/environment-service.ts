@@ -602,10 +602,17 @@ export class EnvironmentService {
     };
   }
 
-  /** Who is asking, in words, as an environment keeps it: the token's name. */
+  /**
+   * Who is asking, in words, as an environment keeps it: the token's name (a dashboard session's
+   * is the token it was started with).
+   */
   private async callerOf(access: Access): Promise<string> {
     if (access.tokenId === null) return 'the server';
     const token = await this.deps.store.tokens.get(access.tokenId);
+    if (token?.parentId) {
+      const parent = await this.deps.store.tokens.get(token.parentId);
+      return `token ${parent?.name ?? token.parentId} (dashboard)`;
+    }
     return `token ${token?.name ?? access.tokenId}`;
   }
 }
