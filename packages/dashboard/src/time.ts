@@ -8,15 +8,17 @@ export const timeLeft = (iso: string | null, now: number) =>
   iso === null ? 'no limit' : Date.parse(iso) <= now ? 'due' : formatDuration(Date.parse(iso) - now);
 
 /**
- * Keeps the ages and times left under `root` current: once a second, one pass over the elements
- * that hold them (`data-since`, `data-until`: an ISO time, empty for none), their text changed
- * where it changed. Nothing renders for it (a list of 500 environments has 1000 of them).
+ * Keeps the ages and times left in the shown rows under `root` current: once a second, one pass
+ * over the elements that hold them (`data-since`, `data-until`: an ISO time, empty for none), their
+ * text changed where it changed. Nothing renders for it (a list of 500 environments has 1000 of
+ * them); a row shown again renders anew, so a hidden one may wait.
  */
 export function useTickingTimes(root: RefObject<HTMLElement>): void {
   useEffect(() => {
     const timer = setInterval(() => {
       const now = Date.now();
-      for (const el of root.current?.querySelectorAll<HTMLElement>('[data-since],[data-until]') ?? []) {
+      const shown = 'tr:not([hidden]) [data-since], tr:not([hidden]) [data-until]';
+      for (const el of root.current?.querySelectorAll<HTMLElement>(shown) ?? []) {
         const { since, until } = el.dataset;
         const text = since !== undefined ? age(since, now) : timeLeft(until || null, now);
         // The text node itself, which the page's renderer keeps, not a new one.

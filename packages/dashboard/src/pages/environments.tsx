@@ -54,7 +54,8 @@ export function EnvironmentsPage() {
   }, []);
 
   // Every environment has its row, newest first; a search or filter hides the others (as a
-  // plain table would): typing changes an attribute per row, never makes or drops hundreds.
+  // plain table would): typing renders again only the rows it shows or hides, it never makes or
+  // drops hundreds.
   const sorted = useMemo(
     () => [...items.values()].sort((a, b) => b.createdAt.localeCompare(a.createdAt)),
     [items],

@@ -342,7 +342,7 @@ export function registerSandboxRoutes(app: FastifyInstance<Server>, sandboxes: S
     errors: { 401: 'an unknown, used or expired link', 404: 'no such sandbox or file' },
     handler: async ({ params, req, reply }) => {
       // (Fastify answers HEAD with this route too: a HEAD must not spend the link.)
-      if (req.method !== 'GET') throw new InvalidRequestError('a download link is taken with GET');
+      if (req.method !== 'GET') return reply.code(405).header('allow', 'GET').send();
       const issued = downloads.take(params.ticket);
       if (!issued || issued.sandbox !== params.id || !(await issued.stillAllowed().catch(() => false)))
         throw new UnauthorizedError('this download link is unknown, used, expired or no longer allowed');

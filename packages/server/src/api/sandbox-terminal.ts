@@ -49,6 +49,15 @@ const MAX_BUFFERED_OUTPUT = 4 * 1024 * 1024;
 const HEARTBEAT_MS = 30_000;
 
 const TERMINAL_PATH = /^\/v1\/sandboxes\/([A-Za-z0-9_-]{1,64})\/terminal$/;
+/** A shell still running this long after its hang-up is killed. */
+const KILL_AFTER_HANGUP_MS = 5000;
+
+/** An open terminal: how to end it, and its work, done once its shell is hung up. */
+interface OpenTerminal {
+  end: (code: number, reason: string) => void;
+  served: Promise<void>;
+}
+
 /** A text message from the client. */
 const ClientMessage = z.discriminatedUnion('type', [
   z.object({ type: z.literal('resize'), cols: TerminalSize.shape.cols, rows: TerminalSize.shape.rows }),
@@ -74,8 +83,10 @@ export class SandboxTerminals {
     perMessageDeflate: false,
     handleProtocols: (offered) => (offered.has(TERMINAL_PROTOCOL) ? TERMINAL_PROTOCOL : false),
   });
-  /** Open terminals, each with what hangs its shell up. */
-  private readonly open = new Map<WebSocket, () => Promise<void>>();
+  /** Open terminals. */
+  private readonly open = new Map<WebSocket, OpenTerminal>();
+  /** Shutting down: nothing opens any more. */
+  private closing = false;
   /** Handshakes accepted and not yet open (each holds a place under the limit). */
   private opening = 0;
   private readonly maxTerminals: number;
@@ -163,14 +174,20 @@ export class SandboxTerminals {
       return refuse(401, 'the token or session that asked for this terminal has ended');
     }
     if (socket.destroyed) return release();
+    if (this.closing) {
+      release();
+      return refuse(503, 'the server is stopping');
+    }
     this.sockets.handleUpgrade(req, socket, head, (ws) => {
       release();
-      this.open.set(ws, async () => {});
-      ws.once('close', () => this.open.delete(ws));
       // A client's protocol error (a message over the limit, a bad frame): ws closes the socket
       // with its code; unhandled, the event would take the server down.
       ws.on('error', () => {});
-      this.serve(ws, sandbox, size.data, issued).catch((err) => {
+      if (this.closing) return ws.terminate();
+      const terminal: OpenTerminal = { end: () => ws.terminate(), served: Promise.resolve() };
+      this.open.set(ws, terminal);
+      ws.once('close', () => this.open.delete(ws));
+      terminal.served = this.serve(ws, sandbox, size.data, issued, terminal).catch((err) => {
         this.options.logger.warn({ err, sandbox }, 'a terminal failed');
         ws.terminate();
       });
@@ -181,15 +198,28 @@ export class SandboxTerminals {
     return `${this.maxTerminals} terminals are open on this server already: close one first`;
   }
 
-  /** Hangs up every terminal's shell, then cuts the sockets; for the server's shutdown. */
+  /**
+   * For the server's shutdown, before the sandboxes' channels close: no terminal opens any more,
+   * every open one ends and its shell is hung up (waited for, at most 2 s), then the sockets are cut.
+   */
   async close(): Promise<void> {
-    const hangups = [...this.open.values()].map((hangUp) => hangUp());
-    await Promise.race([Promise.all(hangups), new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
+    this.closing = true;
+    const served = [...this.open.values()].map((terminal) => {
+      terminal.end(1001, 'the server is stopping');
+      return terminal.served;
+    });
+    await Promise.race([Promise.all(served), new Promise((resolve) => setTimeout(resolve, 2000).unref())]);
     for (const ws of this.open.keys()) ws.terminate();
     this.sockets.close();
   }
 
-  private async serve(ws: WebSocket, id: string, size: TerminalSize, issued: Issued): Promise<void> {
+  private async serve(
+    ws: WebSocket,
+    id: string,
+    size: TerminalSize,
+    issued: Issued,
+    terminal: OpenTerminal,
+  ): Promise<void> {
     const { sandboxes } = this.options;
     const { access } = issued;
     const isOpen = () => ws.readyState === WebSocket.OPEN;
@@ -199,14 +229,27 @@ export class SandboxTerminals {
     let pid: number | undefined;
     let ended = false;
     let hungUp = false;
+    let hangingUp: Promise<void> = Promise.resolve();
     let events: Readable | undefined;
-    /** Hangs the shell up (once), as closing a terminal window does. */
-    const hangUp = async () => {
-      if (pid === undefined || ended || hungUp) return;
+    /**
+     * Hangs the shell up (once), as closing a terminal window does; one that ignores it (`trap ''
+     * HUP`) is killed a few seconds later.
+     */
+    const hangUp = (): Promise<void> => {
+      if (pid === undefined || ended || hungUp) return hangingUp;
       hungUp = true;
-      await sandboxes.signal(id, pid, { signal: 'SIGHUP' }, access).catch(() => {});
+      const shell = pid;
+      hangingUp = sandboxes
+        .signal(id, shell, { signal: 'SIGHUP' }, access)
+        .catch(() => {})
+        .then(() => {
+          setTimeout(
+            () => void sandboxes.signal(id, shell, { signal: 'SIGKILL' }, access).catch(() => {}),
+            KILL_AFTER_HANGUP_MS,
+          ).unref();
+        });
+      return hangingUp;
     };
-    this.open.set(ws, hangUp);
     /** Ends the terminal now: the shell hung up, nothing more taken from the client. */
     const end = (code: number, reason: string) => {
       void hangUp();
@@ -214,6 +257,7 @@ export class SandboxTerminals {
       // A client that does not answer the close is cut.
       setTimeout(() => ws.terminate(), 2000).unref();
     };
+    terminal.end = end;
     const fail = (err: unknown) => {
       const { status, body } = toHttpError(err);
       if (status >= 500) this.options.logger.warn({ err, sandbox: id }, 'a terminal failed');
@@ -322,7 +366,7 @@ export class SandboxTerminals {
           pid = event.pid;
           // Closed while the shell started: hang it up now that its pid is known.
           if (!isOpen()) {
-            void hangUp();
+            await hangUp();
             break;
           }
           void type();
@@ -346,6 +390,9 @@ export class SandboxTerminals {
     } catch (err) {
       if (ws.readyState === WebSocket.OPEN) return fail(err);
       return;
+    } finally {
+      // Done only once the shell is hung up (the server's shutdown waits for it).
+      await hangingUp;
     }
     if (!ended && ws.readyState === WebSocket.OPEN) {
       sendText({ type: 'error', message: 'the sandbox went away while the shell ran' });
@@ -373,6 +420,7 @@ const REFUSALS: Record<number, [ErrorCode, string]> = {
   403: ['forbidden', 'Forbidden'],
   404: ['not_found', 'Not Found'],
   429: ['quota_exceeded', 'Too Many Requests'],
+  503: ['runtime_unavailable', 'Service Unavailable'],
 };
 
 /** Answers a handshake that is refused: its status and why, as JSON, and the connection closed. */

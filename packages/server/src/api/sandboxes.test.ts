@@ -136,7 +136,7 @@ describe('sandboxes through the API', () => {
     expect((await resize({ cols: 50, rows: 20 })).status).toBe(404);
   });
 
-  it('a terminal over a WebSocket: a shell that echoes, resizes, exits with its code; closing hangs it up', async () => {
+  it('a terminal over a WebSocket: a shell that echoes, resizes, exits with its code; closing hangs it up (and kills it when it ignores that)', async () => {
     const term = await openTerminal(t, id);
     if ('refused' in term) throw new Error(`refused ${term.refused}: ${term.body}`);
     term.type('echo "$((6 * 7))-ok"; tty\r');
@@ -154,7 +154,8 @@ describe('sandboxes through the API', () => {
     const before = await processes();
     const second = await openTerminal(t, id);
     if ('refused' in second) throw new Error(`refused ${second.refused}`);
-    second.type('echo ready\r');
+    // (A shell that ignores the hang-up is killed a few seconds after it.)
+    second.type("trap '' HUP; echo ready\r");
     await second.waitFor(/ready\r\n/);
     expect(await processes()).toBe(before + 1);
     second.ws.close();
