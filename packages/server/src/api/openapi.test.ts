@@ -142,10 +142,12 @@ describe('OpenAPI document', () => {
       for (const [method, operation] of Object.entries(item)) {
         const public_ = operation['x-mayfly-scope'] === 'public';
         // A public route may answer 401 only for a credential of its own (a webhook's signature, a
-        // dashboard login link or session).
+        // dashboard login link or session, a download link).
         const unauthorized = (operation.responses as Record<string, { description?: string }>)['401'];
         if (public_ && unauthorized)
-          expect(unauthorized.description, `${method} ${p}`).toMatch(/signature|login link|session/);
+          expect(unauthorized.description, `${method} ${p}`).toMatch(
+            /signature|login link|session|download link/,
+          );
         else expect('401' in operation.responses, `${method} ${p}`).toBe(!public_);
       }
     }

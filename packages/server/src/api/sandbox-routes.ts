@@ -339,7 +339,10 @@ export function registerSandboxRoutes(app: FastifyInstance<Server>, sandboxes: S
     summary: 'the file of a one-use download link, as an attachment (the link is the credential)',
     params: IdParams.extend({ ticket: z.string().max(64) }),
     response: { status: 200, description: 'the bytes', mediaType: 'application/octet-stream' },
-    errors: { 401: 'an unknown, used or expired link', 404: 'no such sandbox or file' },
+    errors: {
+      401: 'an unknown, used or expired download link, or one whose token was revoked',
+      404: 'no such sandbox or file',
+    },
     handler: async ({ params, req, reply }) => {
       // (Fastify answers HEAD with this route too: a HEAD must not spend the link.)
       if (req.method !== 'GET') return reply.code(405).header('allow', 'GET').send();

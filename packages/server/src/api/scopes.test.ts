@@ -120,6 +120,13 @@ describe('token scopes', () => {
         expect((await fetch(`${t.server.url}${asset}`)).status, route.url).toBe(200);
         continue;
       }
+      // A download link: the link itself is the credential (a made-up one is refused).
+      if (route.url.endsWith('/downloads/:ticket')) {
+        const res = await fetch(`${t.server.url}/v1/sandboxes/s0/downloads/${'x'.repeat(32)}`);
+        expect(res.status, route.url).toBe(401);
+        expect(await res.text()).toContain('download link');
+        continue;
+      }
       if (route.method === 'GET') {
         expect((await fetch(`${t.server.url}${route.url}`)).status, route.url).toBe(200);
         continue;
