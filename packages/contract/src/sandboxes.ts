@@ -297,3 +297,11 @@ export type SandboxTemplateInfo = z.infer<typeof SandboxTemplateInfo>;
  * plane (`E2B_SANDBOX_URL`), apart from Mayfly's own `/v1` routes.
  */
 export const E2bPaths = { api: '/e2b/api', sandbox: '/e2b/sandbox' } as const;
+
+/**
+ * Characters that hide or reorder text: controls, bidirectional overrides and isolates, zero-width
+ * format characters. A file name holding them can pass for another (`\u202etxt.exe` shows as
+ * `exe.txt`): the dashboard writes them out, saved names drop them.
+ */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it finds
+export const HIDDEN_TEXT = /[\u0000-\u001f\u007f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]/g;

@@ -3,6 +3,8 @@
  * that says they come from this page (the server takes the cookie only with it, so another site
  * cannot make a browser use the session).
  */
+import { HIDDEN_TEXT } from '@mayfly/contract';
+
 export const DASHBOARD_HEADER = 'x-mayfly-dashboard';
 
 export class ApiError extends Error {
@@ -59,24 +61,16 @@ export async function apiSendBytes<T>(method: string, path: string, body: Blob):
   return (await res.json()) as T;
 }
 
-/**
- * Characters that hide or reorder text: controls, bidirectional overrides and isolates, zero-width
- * format characters. A name holding them can pass for another (`\u202etxt.exe` shows as
- * `exe.txt`).
- */
-// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it finds
-const DECEPTIVE = /[\u0000-\u001f\u007f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]/g;
-
 /** A name from a sandbox as shown: what hides or reorders text written out (`⟨U+202E⟩`). */
 export const shownName = (name: string) =>
-  name.replace(DECEPTIVE, (c) => `⟨U+${c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}⟩`);
+  name.replace(HIDDEN_TEXT, (c) => `⟨U+${c.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}⟩`);
 
 /**
  * The last part of a path, for a file name to save under: never a folder, never `.` or `..`,
  * nothing that hides or reorders text.
  */
 export function baseName(path: string): string {
-  const name = (path.split(/[\\/]/).pop() ?? '').replace(DECEPTIVE, '').trim();
+  const name = (path.split(/[\\/]/).pop() ?? '').replace(HIDDEN_TEXT, '').trim();
   return name === '' || name === '.' || name === '..' ? 'download' : name;
 }
 

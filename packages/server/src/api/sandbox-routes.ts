@@ -2,6 +2,7 @@
 import type { Server } from 'node:http';
 import type { Readable } from 'node:stream';
 import {
+  HIDDEN_TEXT,
   SANDBOX_STATES,
   SandboxFileEntry,
   SandboxPaths,
@@ -48,10 +49,7 @@ const DOWNLOAD_TICKET_TTL_MS = 60_000;
  */
 export function attachment(filePath: string): string {
   // Controls, and what reorders or hides text (`\u202etxt.exe` would be saved to show as `exe.txt`).
-  const name = (filePath.split('/').pop() ?? '')
-    // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what it removes
-    .replace(/[\u0000-\u001f\u007f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]/g, '')
-    .trim();
+  const name = (filePath.split('/').pop() ?? '').replace(HIDDEN_TEXT, '').trim();
   const saved = name === '' || name === '.' || name === '..' ? 'download' : name;
   const ascii = saved.replace(/[^A-Za-z0-9._-]/g, '_');
   return `attachment; filename="${ascii}"; filename*=UTF-8''${encodeURIComponent(saved)}`;
