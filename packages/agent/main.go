@@ -29,6 +29,11 @@
 //	mayfly-agent probe HOST:PORT...
 //
 // tries to connect to each address and exits 3 if it reached one (probe.go).
+//
+//	mayfly-agent copy SRC DST
+//
+// copies a folder's contents (owners, modes, links kept; cloned where the file system can), how
+// volumes are snapshotted and restored in a helper container (copy.go).
 package main
 
 import (
@@ -55,6 +60,8 @@ func main() {
 		os.Exit(idle())
 	case "probe":
 		os.Exit(probe(os.Args[2:]))
+	case "copy":
+		os.Exit(copyTree(os.Args[2:]))
 	default:
 		usage()
 	}
@@ -68,5 +75,6 @@ func usage() {
 	fmt.Fprintln(os.Stderr, "       mayfly-agent install DEST")
 	fmt.Fprintln(os.Stderr, "       mayfly-agent idle")
 	fmt.Fprintln(os.Stderr, "       mayfly-agent probe HOST:PORT...")
+	fmt.Fprintln(os.Stderr, "       mayfly-agent copy SRC DST")
 	os.Exit(2)
 }

@@ -155,6 +155,11 @@ export const CreateEnvironmentRequest = z.strictObject({
     )
     .max(50)
     .default([]),
+  /**
+   * Seeded volumes (`x-mayfly.data`) are seeded by their job even when a snapshot of the same
+   * seed exists, and the snapshot is taken again (`mayfly up --no-snapshot`).
+   */
+  noSnapshot: z.boolean().default(false),
 });
 export type CreateEnvironmentRequest = z.input<typeof CreateEnvironmentRequest>;
 
@@ -297,6 +302,10 @@ export const ApiPaths = {
   dashboardLoginLinks: '/v1/dashboard/login-links',
   watchEnvironments: '/v1/watch/environments',
   capacity: '/v1/capacity',
+  snapshots: '/v1/snapshots',
+  snapshot: (project: string, name: string) =>
+    `/v1/snapshots/${encodeURIComponent(project)}/${encodeURIComponent(name)}`,
+  environmentSnapshots: (idOrName: string) => `/v1/environments/${encodeURIComponent(idOrName)}/snapshots`,
   token: (id: string) => `/v1/tokens/${encodeURIComponent(id)}`,
   projects: '/v1/projects',
   project: (name: string) => `/v1/projects/${encodeURIComponent(name)}`,
@@ -314,3 +323,4 @@ export const ApiPaths = {
 export * from './capacity.js';
 export * from './projects.js';
 export * from './sandboxes.js';
+export * from './snapshots.js';

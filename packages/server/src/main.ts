@@ -40,6 +40,7 @@ import { KubernetesSandboxRuntime } from './runtime/kubernetes/kubernetes-sandbo
 import type { Runtime } from './runtime/runtime.js';
 import { SandboxService } from './sandbox/sandbox-service.js';
 import { builtInTemplates, SandboxTemplates } from './sandbox/sandbox-templates.js';
+import { SnapshotService } from './snapshots/snapshot-service.js';
 import { Workspaces } from './sources/workspaces.js';
 import { openStore } from './store/open-store.js';
 import type { Store } from './store/store.js';
@@ -258,9 +259,17 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     defaultMemoryBytes: config.defaultMemoryBytes,
     defaultPids: config.defaultPids,
   };
+  const snapshots = new SnapshotService({
+    store,
+    runtime,
+    logger: logger.child({ component: 'snapshots' }),
+    owner,
+    budgetBytes: config.snapshotBudgetBytes,
+  });
   const reconciler = new Reconciler({
     store,
     runtime,
+    snapshots,
     images,
     workspaces,
     policy,
@@ -348,6 +357,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     : undefined;
   const { app, routes } = await buildApi({
     environments,
+    snapshots,
     capacity,
     environmentFeed,
     dashboard: {

@@ -13,6 +13,7 @@ import type { ProjectService } from '../controller/project-service.js';
 import type { Logger } from '../observability/logger.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { SandboxService } from '../sandbox/sandbox-service.js';
+import type { SnapshotService } from '../snapshots/snapshot-service.js';
 import type { WebhookService } from '../triggers/webhook-service.js';
 import { registerAuth, type ScopedRoute } from './auth.js';
 import { registerBundleRoutes } from './bundle-routes.js';
@@ -25,6 +26,7 @@ import { registerProjectRoutes } from './project-routes.js';
 import { addRoute, DEFAULT_BODY_LIMIT } from './route.js';
 import { registerSandboxRoutes } from './sandbox-routes.js';
 import type { SandboxTerminals } from './sandbox-terminal.js';
+import { registerSnapshotRoutes } from './snapshot-routes.js';
 import { registerTokenRoutes } from './token-routes.js';
 import { registerWebhookRoutes } from './webhook-routes.js';
 
@@ -39,6 +41,7 @@ export interface ApiDeps {
   projects: ProjectService;
   previews: PreviewService;
   webhooks: WebhookService;
+  snapshots: SnapshotService;
   /** Absent where the server has no sandbox runtime (no agent binary). */
   sandboxes?: SandboxService;
   /** Terminals into sandboxes over WebSockets (their tickets are handed out by a route). */
@@ -119,6 +122,7 @@ export async function buildApi(
   registerTokenRoutes(app, deps);
   registerProjectRoutes(app, deps);
   registerCapacityRoutes(app, deps.capacity);
+  registerSnapshotRoutes(app, deps);
   registerWebhookRoutes(app, deps);
   if (deps.sandboxes) registerSandboxRoutes(app, deps.sandboxes);
   deps.terminals?.register(app);

@@ -137,6 +137,12 @@ export const ServerConfig = z.object({
     .int()
     .positive()
     .default(20 * 1024 ** 3),
+  /** Disk volume snapshots (seeded data) may take; past it the least recently used ones are removed. */
+  snapshotBudgetBytes: z.coerce
+    .number()
+    .int()
+    .positive()
+    .default(20 * 1024 ** 3),
   /** A built image used more recently than this is never collected (a bring-up may be about to use it). */
   imageGcGraceMs: z.coerce
     .number()

@@ -130,7 +130,14 @@ export class EnvironmentService {
         name: req.name,
         namePrefix: req.namePrefix ?? path.basename(req.template.filename).replace(/\..*$/, ''),
       });
-      const { template, plan: envPlan, name } = planned;
+      const { template, name } = planned;
+      // Asked to seed from scratch: said on each seeded volume, where the controller decides.
+      const envPlan = req.noSnapshot
+        ? {
+            ...planned.plan,
+            volumes: planned.plan.volumes.map((v) => (v.data ? { ...v, ignoreSnapshots: true } : v)),
+          }
+        : planned.plan;
       if (req.ttl === undefined) ttlMs = template.lifecycle.ttlMs;
       if (ttlMs !== null && ttlMs > ENV_TTL_MAX_MS) {
         throw new InvalidRequestError(

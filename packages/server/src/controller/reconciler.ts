@@ -21,10 +21,12 @@ import type { EnvPlan, WorkloadPlan } from '../plan/plan.js';
 import { applyPlan, mayExitCleanly } from '../runtime/apply-plan.js';
 import {
   type ObservedWorkload,
+  type ProgressEvent,
   type Runtime,
   RuntimeStepError,
   RuntimeUnavailableError,
 } from '../runtime/runtime.js';
+import type { SnapshotService } from '../snapshots/snapshot-service.js';
 import { checkoutCommit, GitSourceError } from '../sources/git-checkout.js';
 import type { Workspaces } from '../sources/workspaces.js';
 import { type EnvironmentRecord, LeaseLostError, type Store } from '../store/store.js';
@@ -53,6 +55,8 @@ export interface ReconcilerOptions {
   metrics: Metrics;
   /** Lease owner name of this replica. */
   owner: string;
+  /** Seeded volumes snapshotted and cloned (see `snapshots/`); without it every seed job runs. */
+  snapshots?: SnapshotService;
   leaseMs: number;
   intervalMs: number;
   gcIntervalMs: number;
@@ -104,6 +108,12 @@ export const FAILURE_REASON_MAX_CHARS = 8 * 1024;
 function boundReason(reason: string): string {
   const clean = reason.replaceAll('\0', '\uFFFD');
   return clean.length <= FAILURE_REASON_MAX_CHARS ? clean : `…${clean.slice(-FAILURE_REASON_MAX_CHARS)}`;
+}
+
+/** A progress event as a line of the timeline. */
+function progressText(e: ProgressEvent): string {
+  if (e.type === 'data') return e.message;
+  return e.type === 'image' ? `${e.workload}: ${e.message}` : `${e.workload}: ${e.phase}`;
 }
 
 /**
@@ -494,13 +504,21 @@ export class Reconciler {
       if (env.state === 'creating') progress.add('resuming: applying the plan again');
       else env = await this.transition(env, 'creating', waking ? 'waking up' : 'creating services');
       step = 'apply';
+      if (this.o.snapshots && plan.volumes.some((v) => v.data && !v.origin)) {
+        step = 'data';
+        plan = await this.o.snapshots.decide(plan, null, (message) => progress.add(message));
+        env = await this.update(env, { plan });
+      }
       await applyPlan(runtime, plan, {
         signal,
+        ...(this.o.snapshots
+          ? { afterJob: this.o.snapshots.afterJob(plan, env, (m) => progress.add(m)) }
+          : {}),
         ...(waking ? { resumeStopped: { since: new Date(sleptAt.getTime() - 1_000) } } : {}),
         ...(redeploying ? { recreateServices: true } : {}),
         onProgress: (e) => {
           if (e.type === 'workload') step = `${e.phase === 'creating' ? 'create' : 'start'}:${e.workload}`;
-          progress.add(e.type === 'image' ? `${e.workload}: ${e.message}` : `${e.workload}: ${e.phase}`);
+          progress.add(progressText(e));
         },
       });
       signal.throwIfAborted();
@@ -695,12 +713,19 @@ export class Reconciler {
       const before = new Map(previous.workloads.map((w) => [w.name, w.specHash]));
       const changed = plan.workloads.filter((w) => before.get(w.name) !== w.specHash).map((w) => w.name);
       const removed = previous.workloads.filter((w) => !plan.workloads.some((n) => n.name === w.name));
+      if (this.o.snapshots) {
+        step = 'data';
+        plan = await this.o.snapshots.decide(plan, previous, (message) => progress.add(message));
+      }
       step = 'apply';
       await applyPlan(runtime, plan, {
         signal,
+        ...(this.o.snapshots
+          ? { afterJob: this.o.snapshots.afterJob(plan, env, (m) => progress.add(m)) }
+          : {}),
         onProgress: (e) => {
           if (e.type === 'workload') step = `${e.phase === 'creating' ? 'create' : 'start'}:${e.workload}`;
-          progress.add(e.type === 'image' ? `${e.workload}: ${e.message}` : `${e.workload}: ${e.phase}`);
+          progress.add(progressText(e));
         },
       });
       await progress.flush();
@@ -860,6 +885,7 @@ export class Reconciler {
             maxEventsPerEnv: this.o.maxEventsPerEnv ?? 2_000,
           }),
       ],
+      ['snapshot collection', async () => this.o.snapshots?.collect()],
       [
         'image collection',
         () =>
@@ -898,8 +924,11 @@ export class Reconciler {
         if (!env?.plan || env.state !== 'ready' || env.desired !== 'present') continue;
         const observed = await runtime.observe(env.id);
         // A service that ran to a clean end where Compose would not restart it is done, not missing.
+        // One paused is held still while a snapshot of its volume is taken: there, not missing.
         const settled = (w: WorkloadPlan, o: ObservedWorkload) =>
-          o.state === 'running' || (o.state === 'exited' && o.exitCode === 0 && mayExitCleanly(w));
+          o.state === 'running' ||
+          o.state === 'paused' ||
+          (o.state === 'exited' && o.exitCode === 0 && mayExitCleanly(w));
         const missing = env.plan.workloads
           .filter((w) => w.kind === 'service')
           .filter(

@@ -125,12 +125,50 @@ export const WORKLOAD_DEFAULTS = {
   readOnlyRootFilesystem: false,
 } as const satisfies Partial<WorkloadSpec>;
 
+/**
+ * Where a volume's data comes from (`x-mayfly.data`): the run-once job whose success makes it
+ * ready (`seededBy`), or a snapshot a user made by hand and named (`snapshot`).
+ */
+export type VolumeData = { seededBy: string } | { snapshot: string };
+
+/**
+ * What the controller decided, at the environment's first bring-up, about a volume with data:
+ * made as a clone of a snapshot (the seed job then not run), or seeded by its job (and a
+ * snapshot taken of it after, when `takeSnapshot`). Kept with the plan, so a repair, a wake or a
+ * restart of the control plane never decides again (and never seeds a restored volume twice).
+ */
+export type VolumeOrigin =
+  | {
+      restored: {
+        /** The snapshot's id (what the driver knows it by) and its name (what users do). */
+        snapshotId: string;
+        snapshotName: string;
+      };
+      /** The seed's key; null for a snapshot named by the template. */
+      key: string | null;
+    }
+  | { seeded: { key: string; takeSnapshot: boolean } };
+
+export interface VolumePlan {
+  name: string;
+  data?: VolumeData;
+  /** Seed from scratch even when a snapshot of the same seed exists (`mayfly up --no-snapshot`). */
+  ignoreSnapshots?: boolean;
+  /** Set by the controller before the volume is first made (see {@link VolumeOrigin}). */
+  origin?: VolumeOrigin;
+}
+
 /** The concrete resources of one environment, produced by the pure `plan()` of `template/`. */
 export interface EnvPlan {
   envId: string;
   envName: string;
   project: string;
   workloads: WorkloadPlan[];
-  volumes: { name: string }[];
+  volumes: VolumePlan[];
   isolation: 'runc' | 'gvisor';
+}
+
+/** A volume made as a clone of a snapshot (rather than empty): see {@link VolumeOrigin}. */
+export function isRestored(volume: VolumePlan): boolean {
+  return volume.origin !== undefined && 'restored' in volume.origin;
 }

@@ -12,6 +12,7 @@ import {
   type ProgressEvent,
   type Runtime,
   RuntimeStepError,
+  SnapshotGoneError,
 } from './runtime.js';
 
 /**
@@ -38,6 +39,7 @@ export async function applyPlan(runtime: Runtime, plan: EnvPlan, options: ApplyO
   given.throwIfAborted();
   await runtime.prepareEnvironment(plan, given);
   given.throwIfAborted();
+  const skipped = await restoreVolumes(runtime, plan, progress, given);
 
   const failure = new AbortController();
   const signal = AbortSignal.any([given, failure.signal]);
@@ -45,6 +47,18 @@ export async function applyPlan(runtime: Runtime, plan: EnvPlan, options: ApplyO
 
   const run = async (workload: WorkloadPlan) => {
     const stage = stages.get(workload.name)!;
+    const restored = skipped.get(workload.name);
+    if (restored) {
+      // Its work is in the snapshot: whoever waits for it goes on as if it had just succeeded.
+      progress({ type: 'data', message: `${workload.name}: not run: ${restored}` });
+      for (const condition of [
+        'service_started',
+        'service_healthy',
+        'service_completed_successfully',
+      ] as const)
+        stage.mark(condition);
+      return;
+    }
     try {
       // Made (not started) at once, whatever it waits for: only the start follows depends_on,
       // and making containers takes a good part of the time.
@@ -62,7 +76,7 @@ export async function applyPlan(runtime: Runtime, plan: EnvPlan, options: ApplyO
         await orAbort(depStage.reached(dep.condition), signal);
       }
       signal.throwIfAborted();
-      await bringUp(runtime, plan, workload, prepared, stage, progress, signal);
+      await bringUp(runtime, plan, workload, prepared, stage, progress, signal, options.afterJob);
     } catch (err) {
       stage.fail(err);
       failure.abort(err);
@@ -87,6 +101,7 @@ async function bringUp(
   stage: WorkloadStages,
   progress: (event: ProgressEvent) => void,
   signal: AbortSignal,
+  afterJob: ApplyOptions['afterJob'],
 ): Promise<void> {
   const phase = (p: Extract<ProgressEvent, { type: 'workload' }>['phase']) =>
     progress({ type: 'workload', workload: workload.name, phase: p });
@@ -104,7 +119,10 @@ async function bringUp(
     if (ended.exitCode !== 0) {
       throw new RuntimeStepError(`job:${workload.name}`, `exited with code ${ended.exitCode}${ended.output}`);
     }
-    if (prepared.state !== 'exited') phase('completed');
+    if (prepared.state !== 'exited') {
+      phase('completed');
+      await afterJob?.(workload, signal);
+    }
     stage.mark('service_completed_successfully');
     return;
   }
@@ -132,6 +150,44 @@ async function bringUp(
     else if (outcome.by === 'port') phase('listening');
   }
   stage.mark('service_healthy');
+}
+
+/**
+ * Makes the volumes the plan says are clones of snapshots (see `VolumeOrigin`), all at once.
+ * Returns the seed jobs not to run, each with why: their work is in the snapshots.
+ */
+async function restoreVolumes(
+  runtime: Runtime,
+  plan: EnvPlan,
+  progress: (event: ProgressEvent) => void,
+  signal: AbortSignal,
+): Promise<Map<string, string>> {
+  const skipped = new Map<string, string>();
+  await Promise.all(
+    plan.volumes.map(async (volume) => {
+      const origin = volume.origin;
+      if (!origin || !('restored' in origin)) return;
+      const { snapshotId, snapshotName } = origin.restored;
+      const step = `restore:${volume.name}`;
+      if (!runtime.snapshots)
+        throw new RuntimeStepError(step, `the ${runtime.name} runtime keeps no snapshots`);
+      if (volume.data && 'seededBy' in volume.data)
+        skipped.set(volume.data.seededBy, `${volume.name} restored from snapshot ${snapshotName}`);
+      try {
+        const outcome = await runtime.snapshots.restore(plan, volume.name, snapshotId, signal);
+        if (outcome === 'restored')
+          progress({ type: 'data', message: `${volume.name}: restored from snapshot ${snapshotName}` });
+      } catch (err) {
+        if (err instanceof SnapshotGoneError)
+          throw new RuntimeStepError(
+            step,
+            `snapshot "${snapshotName}" was removed before it could be cloned`,
+          );
+        throw err;
+      }
+    }),
+  );
+  return skipped;
 }
 
 /** The three gates of `depends_on`, as promises other workloads can wait for. */

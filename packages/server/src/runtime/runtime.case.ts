@@ -136,9 +136,9 @@ export function describeRuntime(
       const plan = appPlan();
       const events: ProgressEvent[] = [];
       await applyPlan(runtime, plan, { onProgress: (e) => events.push(e) });
-      const order = events
-        .filter((e) => e.type === 'workload' && e.phase === 'started')
-        .map((e) => e.workload);
+      const order = events.flatMap((e) =>
+        e.type === 'workload' && e.phase === 'started' ? [e.workload] : [],
+      );
       expect(order).toEqual(['db', 'migrate', 'api']);
       // service_healthy really waits for health, service_completed_successfully for the exit
       const at = (workload: string, phase: string) =>
@@ -191,9 +191,9 @@ export function describeRuntime(
       };
       const replaced: ProgressEvent[] = [];
       await applyPlan(runtime, changed, { onProgress: (e) => replaced.push(e) });
-      const created = replaced
-        .filter((e) => e.type === 'workload' && e.phase === 'creating')
-        .map((e) => e.workload);
+      const created = replaced.flatMap((e) =>
+        e.type === 'workload' && e.phase === 'creating' ? [e.workload] : [],
+      );
       expect(created).toEqual(['api']);
       const base2 = await reach((await runtime.resolveEndpoint(plan.envId, 'api', 8080))!);
       expect(await getText(`${base2}/env/GREETING`)).toBe('hello');

@@ -23,6 +23,8 @@ export const MANAGED_BY = 'mayfly';
 
 export type ProgressEvent =
   | { type: 'image'; workload: string; message: string }
+  /** About a volume's data: restored from a snapshot, a seed job not run because of it. */
+  | { type: 'data'; message: string }
   | {
       type: 'workload';
       workload: string;
@@ -49,6 +51,11 @@ export interface ApplyOptions {
    * its spec and runs; jobs that ran stay done, volumes stay.
    */
   recreateServices?: boolean;
+  /**
+   * Called when a job has just run to success in this apply, before anything that waits for it
+   * goes on: where seeded volumes are snapshotted. Not called for a job found done already.
+   */
+  afterJob?: (job: WorkloadPlan, signal: AbortSignal) => Promise<void>;
 }
 
 export interface ObservedWorkload {
@@ -171,8 +178,67 @@ export interface PrepareOptions {
   signal: AbortSignal;
 }
 
+/** A snapshot as a driver knows it: its id names its objects, project and name are labelled on them. */
+export interface SnapshotRef {
+  id: string;
+  project: string;
+  name: string;
+}
+
+/** A snapshot object a driver finds (for garbage collection of those the store no longer knows). */
+export interface SnapshotObject {
+  id: string;
+  project: string | null;
+}
+
+/**
+ * Snapshots of volumes, kept apart from every environment (labelled as snapshots, never as an
+ * environment's objects: teardown and environment garbage collection never see them), and cloned
+ * into new environments' volumes.
+ */
+export interface VolumeSnapshots {
+  /**
+   * Copies the environment's `volume` into a new snapshot, the workloads that mount it paused
+   * for the copy (so it is what a crash at that instant would leave: crash-consistent) and
+   * resumed after, whatever happens. A failure or an abort leaves no snapshot object.
+   */
+  take(
+    plan: EnvPlan,
+    volume: string,
+    snapshot: SnapshotRef,
+    signal: AbortSignal,
+  ): Promise<{ sizeBytes: number; reflinked: boolean }>;
+  /**
+   * Makes the environment's `volume` a clone of the snapshot, unless a call before did
+   * (`present`). One cut short (a crash, an abort) is never taken for a clone: the next call
+   * starts it over. {@link SnapshotGoneError} when the snapshot no longer exists.
+   */
+  restore(
+    plan: EnvPlan,
+    volume: string,
+    snapshotId: string,
+    signal: AbortSignal,
+  ): Promise<'restored' | 'present'>;
+  /** Removes a snapshot's objects; false (nothing removed) while a clone is being made of it. */
+  remove(snapshotId: string): Promise<boolean>;
+  /** Every snapshot object of this installation. */
+  list(): Promise<SnapshotObject[]>;
+  /** What identifies an image's content here (a seed's key names images by it); null when unknown. */
+  imageId(ref: string): Promise<string | null>;
+}
+
+/** The snapshot a volume was to be restored from no longer exists (removed meanwhile). */
+export class SnapshotGoneError extends Error {
+  constructor(readonly snapshotId: string) {
+    super(`snapshot ${snapshotId} no longer exists`);
+    this.name = 'SnapshotGoneError';
+  }
+}
+
 export interface Runtime {
   readonly name: string;
+  /** Volume snapshots, where the driver has them (without: a seeded volume is seeded every time). */
+  readonly snapshots?: VolumeSnapshots;
   /** Throws {@link RuntimeUnavailableError} when the platform does not answer. */
   ping(): Promise<void>;
   /**

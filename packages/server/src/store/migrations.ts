@@ -356,6 +356,37 @@ function migrations(dialect: StoreDialect): Record<string, Migration> {
         await db.schema.alterTable('environments').addColumn('origin', 'text').execute();
       },
     },
+    '0011-snapshots': {
+      // biome-ignore lint/suspicious/noExplicitAny: migrations must not depend on today's schema types
+      async up(db: Kysely<any>) {
+        await db.schema
+          .createTable('snapshots')
+          .addColumn('id', 'text', (col) => col.primaryKey())
+          .addColumn('project', 'text', (col) => col.notNull())
+          .addColumn('name', 'text', (col) => col.notNull())
+          .addColumn('seed_key', 'text')
+          .addColumn('volume', 'text', (col) => col.notNull())
+          .addColumn('source_env_id', 'text', (col) => col.notNull())
+          .addColumn('source_env_name', 'text', (col) => col.notNull())
+          .addColumn('state', 'text', (col) => col.notNull())
+          .addColumn('owner', 'text')
+          .addColumn('size_bytes', 'bigint')
+          .addColumn('created_at', sql.raw(timestamp), (col) => col.notNull())
+          .addColumn('last_used_at', sql.raw(timestamp), (col) => col.notNull())
+          .execute();
+        await db.schema
+          .createIndex('snapshots_project_name_idx')
+          .unique()
+          .on('snapshots')
+          .columns(['project', 'name'])
+          .execute();
+        await db.schema
+          .createIndex('snapshots_project_key_idx')
+          .on('snapshots')
+          .columns(['project', 'seed_key'])
+          .execute();
+      },
+    },
   };
 }
 

@@ -15,6 +15,7 @@ import { KyselyProjectRepository } from './project-repository.js';
 import { KyselyReplicaRepository } from './replica-repository.js';
 import { KyselySandboxRepository, KyselySandboxTemplateRepository } from './sandbox-repository.js';
 import type { Database, StoreDialect } from './schema.js';
+import { KyselySnapshotRepository } from './snapshot-repository.js';
 import type { Store } from './store.js';
 import { KyselyTokenRepository } from './token-repository.js';
 
@@ -49,6 +50,7 @@ class KyselyStore implements Store {
   readonly sandboxes: KyselySandboxRepository;
   readonly sandboxTemplates: KyselySandboxTemplateRepository;
   readonly replicas: KyselyReplicaRepository;
+  readonly snapshots: KyselySnapshotRepository;
 
   constructor(
     private readonly db: Kysely<Database>,
@@ -65,6 +67,7 @@ class KyselyStore implements Store {
     this.sandboxes = new KyselySandboxRepository(db);
     this.sandboxTemplates = new KyselySandboxTemplateRepository(db);
     this.replicas = new KyselyReplicaRepository(db, dialect);
+    this.snapshots = new KyselySnapshotRepository(db);
   }
 
   async secret(purpose: string): Promise<Buffer> {

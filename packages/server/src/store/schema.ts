@@ -229,6 +229,26 @@ export interface SandboxTemplatesTable {
   updated_at: Timestamp;
 }
 
+/** Snapshots of volumes (see `snapshots/`): seeded data kept to be cloned, or made by hand. */
+export interface SnapshotsTable {
+  id: string;
+  project: string;
+  /** Unique in the project. */
+  name: string;
+  /** The seed's content key; null for a snapshot made by hand. */
+  seed_key: string | null;
+  /** The volume of the template it was taken of. */
+  volume: string;
+  source_env_id: string;
+  source_env_name: string;
+  /** `creating` (the copy under way, by `owner`) or `ready`. */
+  state: string;
+  owner: string | null;
+  size_bytes: number | null;
+  created_at: Timestamp;
+  last_used_at: Timestamp;
+}
+
 /** Control-plane processes that said they are alive (housekeeping leaves their objects alone). */
 export interface ReplicasTable {
   id: string;
@@ -249,6 +269,7 @@ export interface Database {
   sandboxes: SandboxesTable;
   sandbox_templates: SandboxTemplatesTable;
   replicas: ReplicasTable;
+  snapshots: SnapshotsTable;
 }
 
 /** Which SQL dialect a store runs on. */

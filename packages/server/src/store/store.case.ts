@@ -8,7 +8,13 @@ import { ENV_STATES, type EnvState } from '@mayfly/contract';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { EnvPlan } from '../plan/plan.js';
 import { EnvironmentNotFoundError } from './environment-repository.js';
-import { LeaseLostError, NameTakenError, type NewEnvironment, type Store } from './store.js';
+import {
+  LeaseLostError,
+  NameTakenError,
+  type NewEnvironment,
+  SnapshotNameTakenError,
+  type Store,
+} from './store.js';
 import { hashToken } from './token-repository.js';
 
 /** One isolated, empty database for one test. */
@@ -1064,6 +1070,45 @@ export function describeStore(name: string, target: StoreTarget): void {
       });
     });
 
+    describe('snapshots', () => {
+      it('keeps names unique per project, marks ready, never moves a use backward', async () => {
+        const store = await open();
+        const input = (id: string, project: string, name: string) => ({
+          id,
+          project,
+          name,
+          seedKey: name === 'golden' ? null : 'k'.repeat(64),
+          volume: 'db-data',
+          sourceEnv: { id: 'env1', name: 'shop' },
+          owner: 'replica-a',
+        });
+        const made = await store.snapshots.create(input('s1', 'shop', 'db-data-kkk'));
+        expect(made).toMatchObject({ state: 'creating', owner: 'replica-a', sizeBytes: null });
+        await expect(store.snapshots.create(input('s2', 'shop', 'db-data-kkk'))).rejects.toBeInstanceOf(
+          SnapshotNameTakenError,
+        );
+        await store.snapshots.create(input('s3', 'blog', 'db-data-kkk')); // another project: its own names
+        await store.snapshots.create(input('s4', 'shop', 'golden'));
+        await store.snapshots.markReady('s1', 5 * 1024 ** 3); // past 32 bits
+        expect(await store.snapshots.findByName('shop', 'db-data-kkk')).toMatchObject({
+          id: 's1',
+          state: 'ready',
+          owner: null,
+          sizeBytes: 5 * 1024 ** 3,
+          sourceEnv: { id: 'env1', name: 'shop' },
+        });
+        expect((await store.snapshots.list('shop')).map((s) => s.name)).toEqual(['db-data-kkk', 'golden']);
+        expect((await store.snapshots.list()).map((s) => s.id)).toEqual(['s3', 's1', 's4']);
+        const later = new Date(Date.now() + 60_000);
+        await store.snapshots.touch('s1', later);
+        await store.snapshots.touch('s1', new Date(2020, 0, 1));
+        expect((await store.snapshots.get('s1'))?.lastUsedAt).toEqual(later);
+        await store.snapshots.delete('s1');
+        expect(await store.snapshots.get('s1')).toBeNull();
+        expect(await store.snapshots.findByName('shop', 'db-data-kkk')).toBeNull();
+      });
+    });
+
     describe('built images', () => {
       it('lists images least recently used first, and never moves a use backward', async () => {
         const store = await open();
@@ -1116,6 +1161,7 @@ export function describeStore(name: string, target: StoreTarget): void {
           { name: '0008-dashboard-sessions' },
           { name: '0009-deliveries-and-readiness' },
           { name: '0010-environment-origin' },
+          { name: '0011-snapshots' },
         ]);
         // one installation, one id, whichever replica made it
         expect(new Set(stores.map((s) => s.instanceId)).size).toBe(1);
@@ -1175,6 +1221,7 @@ export function describeStore(name: string, target: StoreTarget): void {
           { name: '0008-dashboard-sessions' },
           { name: '0009-deliveries-and-readiness' },
           { name: '0010-environment-origin' },
+          { name: '0011-snapshots' },
         ]);
       });
 

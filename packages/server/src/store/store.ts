@@ -283,6 +283,50 @@ export interface BuiltImageRepository {
   delete(ref: string): Promise<void>;
 }
 
+/** A snapshot of a volume: seeded data kept to be cloned into environments, or one made by hand. */
+export interface SnapshotRecord {
+  id: string;
+  project: string;
+  name: string;
+  /** The seed's content key (see `snapshots/seed-key.ts`); null for one made by hand. */
+  seedKey: string | null;
+  /** The template's volume it was taken of. */
+  volume: string;
+  sourceEnv: { id: string; name: string };
+  /** `creating`: the copy is under way (by the replica `owner`), nothing may use it yet. */
+  state: 'creating' | 'ready';
+  owner: string | null;
+  sizeBytes: number | null;
+  createdAt: Date;
+  lastUsedAt: Date;
+}
+
+export interface SnapshotRepository {
+  /** Records a snapshot being made; {@link SnapshotNameTakenError} when its project has that name. */
+  create(
+    input: Pick<SnapshotRecord, 'id' | 'project' | 'name' | 'seedKey' | 'volume' | 'sourceEnv' | 'owner'>,
+  ): Promise<SnapshotRecord>;
+  /** The copy is done: usable from now on. */
+  markReady(id: string, sizeBytes: number): Promise<void>;
+  get(id: string): Promise<SnapshotRecord | null>;
+  findByName(project: string, name: string): Promise<SnapshotRecord | null>;
+  /** Every snapshot, or a project's; by project, then name. */
+  list(project?: string): Promise<SnapshotRecord[]>;
+  /** Records a use (a clone made of it); never moves backward. */
+  touch(id: string, at?: Date): Promise<void>;
+  delete(id: string): Promise<void>;
+}
+
+export class SnapshotNameTakenError extends Error {
+  constructor(
+    readonly project: string,
+    readonly snapshotName: string,
+  ) {
+    super(`project "${project}" already has a snapshot named "${snapshotName}"`);
+    this.name = 'SnapshotNameTakenError';
+  }
+}
+
 /** A project as stored; its secrets are read only by who needs them (webhooks, forge calls, plans). */
 export interface ProjectRecord {
   name: string;
@@ -559,6 +603,7 @@ export interface Store {
   sandboxes: SandboxRepository;
   sandboxTemplates: SandboxTemplateRepository;
   replicas: ReplicaRepository;
+  snapshots: SnapshotRepository;
   /**
    * A random secret of this installation for `purpose` (32 bytes), made on first use and the same
    * for every replica: keys derived from it verify wherever they are presented.

@@ -8,7 +8,11 @@
  * `x-*` keys are extensions, ignored silently as the Compose convention says, except `x-mayfly`:
  *
  * ```yaml
- * x-mayfly: { ttl: 2h, idleTimeout: 30m, destroyOn: [pr-closed], isolation: gvisor }
+ * x-mayfly:
+ *   ttl: 2h              # also idleTimeout: 30m, destroyOn: [pr-closed], isolation: gvisor
+ *   data:
+ *     dbdata: { seededBy: migrate }   # a named volume filled by a job: seeded once, then cloned
+ *     cache: { snapshot: warm-cache }  # or made from a snapshot made by hand (`mayfly snapshot create`)
  * services:
  *   web:
  *     x-mayfly:
@@ -42,6 +46,7 @@ import {
   strictMap,
   stringOrList,
   text,
+  volumeData,
 } from './schema-kit.js';
 import type { Path } from './yaml-positions.js';
 
@@ -276,6 +281,7 @@ export const ComposeFile = strictMap({
     idleTimeout: lifetime.optional(),
     destroyOn: z.array(z.enum(DESTROY_TRIGGERS)).optional(),
     isolation: z.enum(['runc', 'gvisor']).optional(),
+    data: z.record(z.string(), volumeData).optional(),
   }).optional(),
 });
 

@@ -45,6 +45,7 @@ import {
   type TemplateParts,
   tooManyWorkloads,
   VolumeRegistry,
+  volumesWithData,
   type WorkloadDraft,
 } from './normalize.js';
 import { isPlainObject, PARSE_OPTIONS, reportZodIssues } from './schema-kit.js';
@@ -150,9 +151,17 @@ export function fromCompose(root: unknown, ctx: LoadContext): TemplateParts {
   );
   shareBuiltImages(drafts, parsed, ctx);
   const extension = top.success ? top.data['x-mayfly'] : undefined;
+  const workloads = finishDependencies(drafts, new Set(Object.keys(services)), sink, 'service');
   return {
-    workloads: finishDependencies(drafts, new Set(Object.keys(services)), sink, 'service'),
-    volumes: volumes.list(),
+    workloads,
+    volumes: volumesWithData(
+      volumes.list(),
+      new Set(declared),
+      extension?.data,
+      workloads,
+      ['x-mayfly', 'data'],
+      sink,
+    ),
     isolation: extension?.isolation ?? 'runc',
     lifecycle: lifecycleOf(extension, ['x-mayfly'], sink),
   };

@@ -23,6 +23,7 @@ import {
   type TemplateParts,
   tooManyWorkloads,
   VolumeRegistry,
+  volumesWithData,
   WORKLOAD_DEFAULTS,
   type WorkloadDraft,
 } from './normalize.js';
@@ -78,9 +79,17 @@ export function fromMayfly(root: unknown, ctx: LoadContext): TemplateParts {
 
   checkContainerCount(drafts, sink);
   const lifecycle = top.success ? top.data.lifecycle : undefined;
+  const workloads = finishDependencies(drafts, known, sink, 'service or job');
   return {
-    workloads: finishDependencies(drafts, known, sink, 'service or job'),
-    volumes: volumes.list(),
+    workloads,
+    volumes: volumesWithData(
+      volumes.list(),
+      new Set(declared),
+      top.success ? top.data.data : undefined,
+      workloads,
+      ['data'],
+      sink,
+    ),
     isolation: (top.success && top.data.isolation) || 'runc',
     lifecycle: lifecycleOf(lifecycle, ['lifecycle'], sink),
   };

@@ -22,7 +22,14 @@ import { fromMayfly } from './from-mayfly.js';
 import { interpolate } from './interpolate.js';
 import { IssueSink, limitIssues, sortIssues, TemplateError } from './issues.js';
 import { Budget, TEMPLATE_LIMITS, TemplateLimitError } from './limits.js';
-import { HostFiles, type HostPathRef, type LoadContext, type Site, type TemplateParts } from './normalize.js';
+import {
+  HostFiles,
+  type HostPathRef,
+  type LoadContext,
+  type Site,
+  type TemplateParts,
+  type VolumeSpec,
+} from './normalize.js';
 import {
   formatPath,
   type ParsedYaml,
@@ -104,7 +111,7 @@ export interface Template {
   dir: string | null;
   /** In document order; `image` is '' for a workload that is built (the build step fills it). */
   workloads: Omit<WorkloadPlan, 'specHash'>[];
-  volumes: { name: string }[];
+  volumes: VolumeSpec[];
   isolation: 'runc' | 'gvisor';
   lifecycle: { ttlMs: number | null; idleTimeoutMs: number | null; destroyOn: string[] };
   /** Things that are accepted but not honoured (unsupported Compose keys…), with their positions. */

@@ -41,6 +41,10 @@
  *     dependsOn: { db: healthy }
  * volumes:
  *   data: {}                     # or `data:`; one volume per environment
+ * data:
+ *   data: { seededBy: migrate }  # filled by a job: seeded once, a snapshot kept, later
+ *                                #   environments start from a clone of it and skip the job;
+ *                                #   or { snapshot: NAME }, one made by `mayfly snapshot create`
  * lifecycle:
  *   ttl: 2h                      # destroyed this long after creation (s, m, h, d)
  *   idleTimeout: 30m             # ... or after this long without a request through the gateway
@@ -61,6 +65,7 @@ import {
   strictMap,
   stringOrList,
   text,
+  volumeData,
 } from './schema-kit.js';
 
 /** Events that may destroy an environment, for `lifecycle.destroyOn`. */
@@ -163,4 +168,5 @@ export const MayflyTemplate = strictMap({
     destroyOn: z.array(z.enum(DESTROY_TRIGGERS)).optional(),
   }).optional(),
   isolation: z.enum(['runc', 'gvisor']).optional(),
+  data: z.record(z.string(), volumeData).optional(),
 });

@@ -4,6 +4,7 @@
  */
 import { realpathSync, statSync } from 'node:fs';
 import { isAbsolute, relative, resolve, sep } from 'node:path';
+import { SNAPSHOT_NAME_PATTERN } from '@mayfly/contract';
 import type {
   BuildPlan,
   DependencyCondition,
@@ -11,6 +12,7 @@ import type {
   MountPlan,
   PortPlan,
   ProbeCommand,
+  VolumeData,
   WorkloadSpec,
 } from '../plan/plan.js';
 import { type EnvFileEntry, type EnvFileProblem, parseEnvFile } from './env-file.js';
@@ -64,9 +66,15 @@ export interface LoadContext {
 }
 
 /** What each format reader produces; `load.ts` adds the rest of the template. */
+/** A volume of a template, and where its data comes from when the template says (`x-mayfly.data`). */
+export interface VolumeSpec {
+  name: string;
+  data?: VolumeData;
+}
+
 export interface TemplateParts {
   workloads: WorkloadSpec[];
-  volumes: { name: string }[];
+  volumes: VolumeSpec[];
   isolation: 'runc' | 'gvisor';
   lifecycle: { ttlMs: number | null; idleTimeoutMs: number | null; destroyOn: string[] };
 }
@@ -107,6 +115,59 @@ export function lifecycleOf(
     );
   }
   return { ttlMs: given?.ttl ?? null, idleTimeoutMs: null, destroyOn: [] };
+}
+
+/** What a snapshot may be named: short, and safe in a URL, a label and a file name. */
+export const SNAPSHOT_NAME = SNAPSHOT_NAME_PATTERN;
+
+/**
+ * The template's volumes with where their data comes from (`x-mayfly.data`, or `data` in
+ * mayfly.yaml): each key a named volume of the template, each given exactly one of `seededBy`
+ * (a job of the template) or `snapshot` (a snapshot's name).
+ */
+export function volumesWithData(
+  volumes: readonly { name: string }[],
+  declared: ReadonlySet<string>,
+  given: Record<string, { seededBy?: string | undefined; snapshot?: string | undefined }> | undefined,
+  workloads: readonly WorkloadSpec[],
+  at: Path,
+  sink: IssueSink,
+): VolumeSpec[] {
+  const data = new Map<string, VolumeData>();
+  for (const [volume, source] of Object.entries(given ?? {})) {
+    const path = [...at, volume];
+    if (!declared.has(volume)) {
+      sink.error(
+        path,
+        `"${volume}" is not a named volume of this template (declare it under volumes:)`,
+        'key',
+      );
+      continue;
+    }
+    if ((source.seededBy === undefined) === (source.snapshot === undefined)) {
+      sink.error(path, "give exactly one of seededBy (a job) or snapshot (a snapshot's name)");
+      continue;
+    }
+    if (source.seededBy !== undefined) {
+      const job = workloads.find((w) => w.name === source.seededBy);
+      if (!job) sink.error([...path, 'seededBy'], `there is no job "${source.seededBy}" in this template`);
+      else if (job.kind !== 'job')
+        sink.error(
+          [...path, 'seededBy'],
+          `"${job.name}" is a service, not a job: only a run-once job can seed a volume`,
+        );
+      else data.set(volume, { seededBy: job.name });
+    } else if (!SNAPSHOT_NAME.test(source.snapshot!)) {
+      sink.error(
+        [...path, 'snapshot'],
+        'a snapshot name is 1 to 63 lowercase letters, digits, ".", "_" or "-", starting with a letter or digit',
+      );
+    } else data.set(volume, { snapshot: source.snapshot! });
+  }
+  return volumes.map((v) => {
+    const source = data.get(v.name);
+    return source ? { name: v.name, data: source } : { name: v.name };
+  });
 }
 
 /** True (with an error) when a template has more workloads than `TEMPLATE_LIMITS.maxWorkloads`. */

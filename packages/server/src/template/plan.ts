@@ -16,7 +16,11 @@ export function plan(
     const copy = structuredClone(w);
     return { ...copy, specHash: workloadHash(copy) };
   });
-  const volumes = [...new Set(template.volumes.map((v) => v.name))].sort().map((name) => ({ name }));
+  const byName = new Map(template.volumes.map((v) => [v.name, v]));
+  const volumes = [...byName.keys()].sort().map((name) => {
+    const data = byName.get(name)?.data;
+    return data ? { name, data: { ...data } } : { name };
+  });
   return {
     envId: target.envId,
     envName: target.envName,

@@ -305,3 +305,9 @@ export function reportZodIssues(issues: readonly z.core.$ZodIssue[], prefix: Pat
     }
   }
 }
+
+/** Where a volume's data comes from (`x-mayfly.data.<volume>`, `data.<volume>`): checked in `normalize.ts`. */
+export const volumeData = strictMap({
+  seededBy: z.string().min(1).optional(),
+  snapshot: z.string().min(1).optional(),
+});

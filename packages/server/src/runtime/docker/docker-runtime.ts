@@ -9,7 +9,7 @@ import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type Docker from 'dockerode';
 import { tryConnect } from '../../net/tcp-connect.js';
-import type { EnvPlan, HealthcheckPlan, WorkloadPlan } from '../../plan/plan.js';
+import { type EnvPlan, type HealthcheckPlan, isRestored, type WorkloadPlan } from '../../plan/plan.js';
 import { eachLimited, orAbort } from '../abort.js';
 import { clipMiddle } from '../byte-tail.js';
 import {
@@ -33,6 +33,7 @@ import {
 import { filesTar, firstFileFromTar, singleFileTar } from './archive.js';
 import { execIn, logTail, openLogStream } from './container-io.js';
 import { type ContainerLogLimits, containerCreateOptions } from './container-spec.js';
+import { DockerVolumeSnapshots, SNAPSHOT_LABEL } from './docker-volume-snapshots.js';
 import { engineClient, ignore, imageExists, jsonMessages, statusCode } from './engine-api.js';
 import {
   envLabels,
@@ -80,6 +81,8 @@ export interface DockerRuntimeOptions {
    * until released. Without it they are started only when what they wait for is ready.
    */
   startGate?: StartGateOptions;
+  /** The static agent binary: volume snapshots copy with it. Without it there are no snapshots. */
+  agentBinary?: string;
 }
 
 /** More `VOLUME`s than this in one image is refused rather than made into as many volumes. */
@@ -100,6 +103,7 @@ function imageOf(workload: WorkloadPlan): string {
 
 export class DockerRuntime implements Runtime {
   readonly name = 'docker';
+  readonly snapshots: DockerVolumeSnapshots | undefined;
   private readonly docker: Docker;
   private readonly pollMs: number;
   private readonly workloadTimeoutMs: number;
@@ -113,6 +117,8 @@ export class DockerRuntime implements Runtime {
   private readonly earlyStarts = new Map<string, Set<string>>();
   /** `<env>/<workload>` released since last held: an early start keeps off (a job runs once). */
   private readonly released = new Set<string>();
+  /** Containers found paused (a snapshot cut short) and resumed, and when: see waitHealthy. */
+  private readonly unpausedAt = new Map<string, number>();
   /** Network creation is serialised in this process, so two environments never pick one subnet. */
   private networkQueue: Promise<unknown> = Promise.resolve();
 
@@ -126,6 +132,10 @@ export class DockerRuntime implements Runtime {
     this.crashLoopRestarts = options.crashLoopRestarts ?? 3;
     this.startGate = options.startGate;
     this.releases = options.startGate ? new ReleaseFiles(options.startGate.dir) : undefined;
+    const agentBinary = options.agentBinary ?? options.startGate?.agentBinary;
+    this.snapshots = agentBinary
+      ? new DockerVolumeSnapshots({ docker: this.docker, instance: this.instance, agentBinary })
+      : undefined;
   }
 
   async ping(): Promise<void> {
@@ -142,8 +152,21 @@ export class DockerRuntime implements Runtime {
     signal.throwIfAborted();
     // Creations are awaited, never given up on: one landing after the teardown that follows an
     // abort would outlive it. Removals may be left to finish on their own.
-    await Promise.all(plan.volumes.map((v) => this.ensureVolume(plan, v.name)));
+    // A volume made as a clone of a snapshot is made by `snapshots.restore` (apply-plan.ts).
+    await Promise.all(plan.volumes.filter((v) => !isRestored(v)).map((v) => this.ensureVolume(plan, v.name)));
     signal.throwIfAborted();
+    // Paused only while a snapshot is taken: a control plane that died meanwhile left them so.
+    const paused = await this.docker.listContainers({
+      all: true,
+      filters: { ...labelFilter(this.instance, plan.envId), status: ['paused'] },
+    });
+    await Promise.all(
+      paused.map(async (c) => {
+        await this.docker.getContainer(c.Id).unpause().catch(ignore(404, 409));
+        // Its health checks failed while it was frozen: only those after count.
+        this.unpausedAt.set(c.Id, Date.now());
+      }),
+    );
     const planned = new Set(plan.workloads.map((w) => w.name));
     // Workloads no longer in the plan go first, so their names and aliases are free.
     const stale = (await this.listContainers(plan.envId)).filter(
@@ -512,7 +535,8 @@ export class DockerRuntime implements Runtime {
           running &&
           (info.Config.Labels?.[GATED_LABEL] !== 'true' ||
             releasedAt === null ||
-            unhealthySinceRelease(Health.Log, releasedAt, check))
+            unhealthySinceRelease(Health.Log, releasedAt, check)) &&
+          (!this.unpausedAt.has(id) || unhealthySinceRelease(Health.Log, this.unpausedAt.get(id)!, check))
         ) {
           // Only a running container's verdict counts: Docker also reports `unhealthy` for one
           // that died, and a restarting one is judged by the crash-loop check above.
@@ -667,6 +691,7 @@ export class DockerRuntime implements Runtime {
     for (;;) {
       const containers = await this.listContainers(envId);
       await Promise.all(containers.map((c) => this.removeContainer(c.Id)));
+      for (const c of containers) this.unpausedAt.delete(c.Id);
       const networks = await this.docker.listNetworks({ filters: labelFilter(this.instance, envId) });
       await Promise.all(
         networks.map((n) =>
@@ -711,10 +736,14 @@ export class DockerRuntime implements Runtime {
       envId: labels?.[LABELS.env] ?? '',
       project: labels?.[LABELS.project] ?? null,
     });
+    // Snapshots (and the helpers that fill them) are no environment's: see `snapshots`.
+    const environment = (labels: Record<string, string> | null | undefined) => !labels?.[SNAPSHOT_LABEL];
     return [
-      ...containers.map((c) => ref('container', c.Id, c.Labels)),
+      ...containers.filter((c) => environment(c.Labels)).map((c) => ref('container', c.Id, c.Labels)),
       ...networks.map((n) => ref('network', n.Id, n.Labels)),
-      ...(volumes.Volumes ?? []).map((v) => ref('volume', v.Name, v.Labels)),
+      ...(volumes.Volumes ?? [])
+        .filter((v) => environment(v.Labels))
+        .map((v) => ref('volume', v.Name, v.Labels)),
     ];
   }
 

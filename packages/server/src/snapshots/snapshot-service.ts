@@ -1,0 +1,350 @@
+/**
+ * Seeded data, once: a volume a template marks `seededBy` a job is snapshotted after the job's
+ * first success, and every later environment of the project with the same seed (by content key,
+ * see `seed-key.ts`) starts from a clone of that snapshot instead of running the job. Snapshots
+ * made by hand (`mayfly snapshot create`) can be named by a template instead. Decided once per
+ * volume, at an environment's first bring-up, and kept in its plan (see `VolumeOrigin`).
+ */
+import { customAlphabet } from 'nanoid';
+import { type Access, canSee, FULL_ACCESS } from '../access/access.js';
+import { ConflictError, InvalidRequestError, NotFoundError } from '../controller/errors.js';
+import type { Logger } from '../observability/logger.js';
+import type { EnvPlan, VolumePlan, WorkloadPlan } from '../plan/plan.js';
+import { type Runtime, RuntimeStepError, type VolumeSnapshots } from '../runtime/runtime.js';
+import {
+  type EnvironmentRecord,
+  SnapshotNameTakenError,
+  type SnapshotRecord,
+  type Store,
+} from '../store/store.js';
+import { SNAPSHOT_NAME } from '../template/normalize.js';
+import { seededSnapshotName, seedKey } from './seed-key.js';
+
+const newSnapshotId = customAlphabet('0123456789abcdefghijklmnopqrstuvwxyz', 12);
+
+export interface SnapshotServiceDeps {
+  store: Store;
+  runtime: Runtime;
+  logger: Logger;
+  /** This replica's lease owner name: recorded on snapshots it is making. */
+  owner: string;
+  /** Ready snapshots may take this many bytes; past it the least recently used go. */
+  budgetBytes?: number;
+  /** A snapshot another replica started making is taken for abandoned after this long. */
+  abandonedAfterMs?: number;
+}
+
+/** Where a volume's data came from, in words for the timeline; `report` writes one line. */
+type Report = (message: string) => void;
+
+export class SnapshotService {
+  /** Snapshots this process is making right now: their `creating` rows are alive. */
+  private readonly making = new Set<string>();
+
+  constructor(private readonly deps: SnapshotServiceDeps) {}
+
+  private get snapshots(): VolumeSnapshots | undefined {
+    return this.deps.runtime.snapshots;
+  }
+
+  /**
+   * The plan with every volume that has data given its origin: kept from `previous` (the plan
+   * the environment runs) when that volume was decided there with the same seed; otherwise a
+   * clone of a ready snapshot when there is one for every volume its job seeds (and the plan
+   * does not ignore snapshots), or seeded by the job — with a snapshot taken after it only when
+   * the volume is new, so a snapshot only ever holds what the seed alone made.
+   * {@link RuntimeStepError} when a volume names a snapshot that its project does not have.
+   */
+  async decide(plan: EnvPlan, previous: EnvPlan | null, report: Report): Promise<EnvPlan> {
+    const pending = plan.volumes.filter((v) => v.data && !v.origin);
+    if (pending.length === 0) return plan;
+    const snapshots = this.snapshots;
+    const before = new Map((previous?.volumes ?? []).map((v) => [v.name, v]));
+    const decided = new Map<string, VolumePlan['origin']>();
+    const keys = new Map<string, string>();
+    for (const volume of pending) {
+      const data = volume.data!;
+      if ('snapshot' in data) {
+        const kept = before.get(volume.name)?.origin;
+        if (kept && 'restored' in kept && kept.restored.snapshotName === data.snapshot) {
+          decided.set(volume.name, kept);
+          continue;
+        }
+        if (before.has(volume.name)) continue; // its data is there already: left as it is
+        if (!snapshots) throw new RuntimeStepError(`restore:${volume.name}`, this.noSnapshots());
+        const found = await this.deps.store.snapshots.findByName(plan.project, data.snapshot);
+        if (found?.state !== 'ready')
+          throw new RuntimeStepError(
+            `restore:${volume.name}`,
+            `project "${plan.project}" has no snapshot named "${data.snapshot}" (make one with mayfly snapshot create)`,
+          );
+        decided.set(volume.name, {
+          restored: { snapshotId: found.id, snapshotName: found.name },
+          key: null,
+        });
+        continue;
+      }
+      const job = plan.workloads.find((w) => w.name === data.seededBy);
+      if (!job) continue; // a plan a template made always has it
+      const key = snapshots
+        ? await seedKey(plan, volume.name, job.name, (ref) => snapshots.imageId(ref))
+        : '';
+      keys.set(volume.name, key);
+      const kept = before.get(volume.name);
+      if (kept) {
+        // The environment has this volume: its data stays. Same seed: as decided then; another
+        // seed runs on it as Compose would run a changed job, and is no snapshot's source.
+        const origin = kept.origin;
+        const sameSeed = origin && ('seeded' in origin ? origin.seeded.key : origin.key) === key;
+        decided.set(volume.name, sameSeed ? origin : { seeded: { key, takeSnapshot: false } });
+      }
+    }
+    // A job runs for all its volumes or for none: restored only when each has a ready snapshot.
+    const byJob = new Map<string, VolumePlan[]>();
+    for (const volume of pending) {
+      if (decided.has(volume.name) || !volume.data || !('seededBy' in volume.data)) continue;
+      byJob.set(volume.data.seededBy, [...(byJob.get(volume.data.seededBy) ?? []), volume]);
+    }
+    for (const [job, volumes] of byJob) {
+      const found: SnapshotRecord[] = [];
+      for (const volume of volumes) {
+        if (!snapshots || volume.ignoreSnapshots) break;
+        const key = keys.get(volume.name)!;
+        const snapshot = await this.deps.store.snapshots.findByName(
+          plan.project,
+          seededSnapshotName(volume.name, key),
+        );
+        if (snapshot?.state !== 'ready' || snapshot.seedKey !== key) break;
+        found.push(snapshot);
+      }
+      const restore = found.length === volumes.length;
+      for (const [i, volume] of volumes.entries()) {
+        const key = keys.get(volume.name)!;
+        const snapshot = found[i];
+        decided.set(
+          volume.name,
+          restore && snapshot
+            ? { restored: { snapshotId: snapshot.id, snapshotName: snapshot.name }, key }
+            : { seeded: { key, takeSnapshot: snapshots !== undefined } },
+        );
+      }
+      if (!snapshots) report(`${job}: seeds ${volumes.map((v) => v.name).join(', ')}: ${this.noSnapshots()}`);
+      else if (!restore && volumes.some((v) => v.ignoreSnapshots))
+        report(`${job}: seeds ${volumes.map((v) => v.name).join(', ')} from scratch (snapshots ignored)`);
+    }
+    for (const origin of decided.values())
+      if (origin && 'restored' in origin) await this.deps.store.snapshots.touch(origin.restored.snapshotId);
+    return {
+      ...plan,
+      volumes: plan.volumes.map((v) => {
+        const origin = decided.get(v.name);
+        return origin ? { ...v, origin } : v;
+      }),
+    };
+  }
+
+  /**
+   * For `applyPlan`'s `afterJob`: once `job` has seeded volumes that are to be snapshotted, takes
+   * their snapshots. A snapshot that fails is reported and dropped (the environment goes on;
+   * the next one seeds again); an abort stops it and is passed on.
+   */
+  afterJob(plan: EnvPlan, env: Pick<EnvironmentRecord, 'id' | 'name'>, report: Report) {
+    return async (job: WorkloadPlan, signal: AbortSignal): Promise<void> => {
+      for (const volume of plan.volumes) {
+        const origin = volume.origin;
+        if (!volume.data || !('seededBy' in volume.data) || volume.data.seededBy !== job.name) continue;
+        if (!origin || !('seeded' in origin) || !origin.seeded.takeSnapshot) continue;
+        const name = seededSnapshotName(volume.name, origin.seeded.key);
+        const taken = await this.take(plan, env, volume.name, name, origin.seeded.key, signal, report, {
+          replace: volume.ignoreSnapshots === true,
+        });
+        if (taken) report(`${volume.name}: snapshot ${name} kept for later environments`);
+      }
+    };
+  }
+
+  /**
+   * A snapshot made by hand of a ready environment's volume (after loading a dump, say), which
+   * templates can then name (`x-mayfly.data.VOLUME.snapshot: NAME`).
+   */
+  async create(
+    env: EnvironmentRecord,
+    volume: string,
+    name: string,
+    access: Access = FULL_ACCESS,
+  ): Promise<SnapshotRecord> {
+    if (!canSee(access, env.project)) throw new NotFoundError(`environment "${env.name}" not found`);
+    if (!SNAPSHOT_NAME.test(name))
+      throw new InvalidRequestError(
+        'a snapshot name is 1 to 63 lowercase letters, digits, ".", "_" or "-", starting with a letter or digit',
+      );
+    if (!this.snapshots) throw new InvalidRequestError(this.noSnapshots());
+    const plan = env.plan;
+    if (!plan?.volumes.some((v) => v.name === volume)) {
+      const names = plan?.volumes.map((v) => v.name).join(', ') || 'none';
+      throw new InvalidRequestError(
+        `environment "${env.name}" has no volume "${volume}" (its volumes: ${names})`,
+      );
+    }
+    if (env.state !== 'ready')
+      throw new ConflictError(
+        `environment "${env.name}" is ${env.state}: a snapshot is taken of a ready one`,
+      );
+    const taken = await this.take(plan, env, volume, name, null, AbortSignal.timeout(30 * 60_000), () => {});
+    if (!taken) throw new ConflictError(`project "${env.project}" already has a snapshot named "${name}"`);
+    return taken;
+  }
+
+  async list(access: Access = FULL_ACCESS, project?: string): Promise<SnapshotRecord[]> {
+    const all = await this.deps.store.snapshots.list(project);
+    return all.filter((s) => canSee(access, s.project));
+  }
+
+  /** Removes a snapshot; environments cloned from it keep their data. 409 while a clone is made of it. */
+  async remove(project: string, name: string, access: Access = FULL_ACCESS): Promise<SnapshotRecord> {
+    const snapshot = await this.deps.store.snapshots.findByName(project, name);
+    if (!snapshot || !canSee(access, snapshot.project))
+      throw new NotFoundError(`project "${project}" has no snapshot named "${name}"`);
+    if (snapshot.state === 'creating' && this.making.has(snapshot.id))
+      throw new ConflictError(`snapshot "${name}" is being made; remove it once it is ready`);
+    if (this.snapshots && !(await this.snapshots.remove(snapshot.id)))
+      throw new ConflictError(`snapshot "${name}" is being cloned right now; try again in a moment`);
+    await this.deps.store.snapshots.delete(snapshot.id);
+    return snapshot;
+  }
+
+  /**
+   * Garbage collection: snapshots whose making was abandoned (a crash: this process's own
+   * `creating` rows it is not working on, or another replica's older than `abandonedAfterMs`),
+   * snapshot objects the store does not know, and past the disk budget the least recently used
+   * ready ones that no environment being brought up is about to clone. Returns the ids removed.
+   */
+  async collect(now = Date.now()): Promise<string[]> {
+    const snapshots = this.snapshots;
+    if (!snapshots) return [];
+    const removed: string[] = [];
+    const rows = await this.deps.store.snapshots.list();
+    const abandonedAfter = this.deps.abandonedAfterMs ?? 30 * 60_000;
+    for (const row of rows) {
+      if (row.state !== 'creating' || this.making.has(row.id)) continue;
+      const mine = row.owner === this.deps.owner;
+      if (!mine && now - row.createdAt.getTime() < abandonedAfter) continue;
+      if (!(await snapshots.remove(row.id))) continue;
+      await this.deps.store.snapshots.delete(row.id);
+      this.deps.logger.warn(
+        { snapshot: row.name, project: row.project },
+        'removed a snapshot left half made',
+      );
+      removed.push(row.id);
+    }
+    const known = new Set(rows.map((r) => r.id));
+    for (const object of await snapshots.list()) {
+      if (known.has(object.id) || this.making.has(object.id)) continue;
+      // Made between the listing of rows and this one? Its row exists now: left for next time.
+      if (await this.deps.store.snapshots.get(object.id)) continue;
+      if (await snapshots.remove(object.id)) removed.push(object.id);
+    }
+    const budget = this.deps.budgetBytes ?? 20 * 1024 ** 3;
+    const ready = rows.filter((r) => r.state === 'ready' && !removed.includes(r.id));
+    let total = ready.reduce((sum, r) => sum + (r.sizeBytes ?? 0), 0);
+    if (total <= budget) return removed;
+    const cloning = new Set<string>();
+    for (const env of await this.deps.store.environments.list({
+      states: ['pending', 'building', 'creating'],
+    }))
+      for (const v of env.plan?.volumes ?? [])
+        if (v.origin && 'restored' in v.origin) cloning.add(v.origin.restored.snapshotId);
+    for (const row of ready.sort((a, b) => a.lastUsedAt.getTime() - b.lastUsedAt.getTime())) {
+      if (total <= budget) break;
+      if (cloning.has(row.id) || !(await snapshots.remove(row.id))) continue;
+      await this.deps.store.snapshots.delete(row.id);
+      total -= row.sizeBytes ?? 0;
+      removed.push(row.id);
+      this.deps.logger.info(
+        { snapshot: row.name, project: row.project, sizeBytes: row.sizeBytes },
+        'removed a snapshot past the disk budget',
+      );
+    }
+    return removed;
+  }
+
+  /**
+   * Takes one snapshot, recorded `creating` until the copy is done. With `replace`, one of that
+   * name is removed first (a seed run again on purpose); otherwise a name taken means another
+   * environment snapshotted the same seed first, and null is returned.
+   */
+  private async take(
+    plan: EnvPlan,
+    env: Pick<EnvironmentRecord, 'id' | 'name'>,
+    volume: string,
+    name: string,
+    seedKey: string | null,
+    signal: AbortSignal,
+    report: Report,
+    options: { replace?: boolean } = {},
+  ): Promise<SnapshotRecord | null> {
+    const snapshots = this.snapshots!;
+    const { store } = this.deps;
+    const existing = await store.snapshots.findByName(plan.project, name);
+    if (existing && (options.replace || (existing.state === 'creating' && !this.making.has(existing.id)))) {
+      // Not while another environment clones it (it keeps the older one) or it is being made here.
+      if (this.making.has(existing.id) || !(await snapshots.remove(existing.id))) return null;
+      await store.snapshots.delete(existing.id);
+    }
+    const id = newSnapshotId();
+    let record: SnapshotRecord;
+    try {
+      record = await store.snapshots.create({
+        id,
+        project: plan.project,
+        name,
+        seedKey,
+        volume,
+        sourceEnv: { id: env.id, name: env.name },
+        owner: this.deps.owner,
+      });
+    } catch (err) {
+      if (err instanceof SnapshotNameTakenError) return null;
+      throw err;
+    }
+    this.making.add(id);
+    const started = performance.now();
+    report(`${volume}: taking snapshot ${name} (its writers paused for the copy)`);
+    try {
+      const { sizeBytes, reflinked } = await snapshots.take(
+        plan,
+        volume,
+        { id, project: plan.project, name },
+        signal,
+      );
+      await store.snapshots.markReady(id, sizeBytes);
+      const seconds = ((performance.now() - started) / 1000).toFixed(1);
+      report(
+        `${volume}: snapshot ${name} taken: ${formatBytes(sizeBytes)} in ${seconds} s${reflinked ? ' (cloned, no data copied)' : ''}`,
+      );
+      return { ...record, state: 'ready', owner: null, sizeBytes };
+    } catch (err) {
+      await snapshots.remove(id).catch(() => {});
+      await store.snapshots.delete(id).catch(() => {});
+      if (signal.aborted) throw err;
+      const reason = (err as Error)?.message ?? String(err);
+      report(`${volume}: snapshot ${name} failed, later environments seed again: ${reason.slice(0, 500)}`);
+      this.deps.logger.warn({ err, volume, name }, 'snapshot failed');
+      if (seedKey === null) throw err;
+      return null;
+    } finally {
+      this.making.delete(id);
+    }
+  }
+
+  private noSnapshots(): string {
+    return `the ${this.deps.runtime.name} runtime keeps no snapshots: seeded every time`;
+  }
+}
+
+function formatBytes(bytes: number): string {
+  if (bytes < 1024) return `${bytes} bytes`;
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KiB`;
+  if (bytes < 1024 ** 3) return `${(bytes / 1024 ** 2).toFixed(1)} MiB`;
+  return `${(bytes / 1024 ** 3).toFixed(2)} GiB`;
+}

@@ -1,0 +1,261 @@
+/**
+ * Seeded volumes on the real Docker Engine, through a control plane in its own process (so it can
+ * be SIGKILLed mid-snapshot): the first environment runs the seed job and keeps a snapshot; the
+ * next starts from a clone and does not run the job; writes stay in their environment; a changed
+ * seed, `noSnapshot` and a snapshot cut short by a crash each seed again; a snapshot made by hand
+ * can be named by a template. Nothing is left: environments, snapshots and their helpers.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import type { EnvEvent, Environment, Snapshot } from '@mayfly/contract';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  type ControlPlane,
+  callApi as call,
+  destroyAll,
+  startControlPlane,
+  stopControlPlane,
+  waitForState,
+} from '../test-support/control-plane-process.js';
+import { TESTKIT_IMAGE } from '../test-support/global-setup.js';
+import { labelledObjects } from '../test-support/leak-check.js';
+import { until } from '../test-support/until.js';
+
+const HEALTH = `["CMD", "test", "-e", "/tmp/up"]`;
+/**
+ * `store` writes the volume the whole time (a line a second: a writer the snapshot must pause);
+ * `seed` appends `row-$SEED` once (and `$BULK` MiB of zeros, to make the copy take a while).
+ */
+const template = (seed: string, extra = '', bulkMiB = 0) => `
+services:
+  store:
+    image: ${TESTKIT_IMAGE}
+    command: ["sh", "-c", "touch /tmp/up; while true; do date +%s >> /data/ticks; sleep 1; done"]
+    volumes: ["data:/data"]
+    healthcheck: { test: ${HEALTH}, interval: 1s, retries: 30 }
+  seed:
+    image: ${TESTKIT_IMAGE}
+    command: ["sh", "-c", "echo row-$$SEED >> /data/rows; if [ $$BULK -gt 0 ]; then dd if=/dev/zero of=/data/bulk bs=1M count=$$BULK status=none; fi"]
+    environment: { SEED: "${seed}", BULK: "${bulkMiB}" }
+    volumes: ["data:/data"]
+    depends_on: { store: { condition: service_healthy } }
+  app:
+    image: ${TESTKIT_IMAGE}
+    command: ["sh", "-c", "touch /tmp/up; exec sleep 100000"]
+    healthcheck: { test: ${HEALTH}, interval: 1s, retries: 30 }
+    depends_on: { seed: { condition: service_completed_successfully } }
+volumes:
+  data: {}
+x-mayfly:
+  data:
+    data: ${extra || '{ seededBy: seed }'}
+`;
+
+const docker = (...args: string[]) =>
+  execFileSync('docker', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).trim();
+/** What the environment's `store` container sees in its volume. */
+const rowsOf = (envId: string) => docker('exec', `mayfly-${envId}-store-1`, 'cat', '/data/rows');
+const containersOf = (envId: string, service: string) =>
+  docker(
+    'ps',
+    '-a',
+    '-q',
+    '--filter',
+    `label=mayfly.env=${envId}`,
+    '--filter',
+    `label=mayfly.service=${service}`,
+  )
+    .split('\n')
+    .filter(Boolean);
+
+describe('seeded volumes: seeded once, snapshotted, cloned', () => {
+  let dataDir: string;
+  let plane: ControlPlane;
+  beforeAll(async () => {
+    dataDir = await mkdtemp(path.join(os.tmpdir(), 'mayfly-snapshots-'));
+    plane = await startControlPlane(dataDir);
+  });
+  afterAll(async () => {
+    await destroyAll(plane);
+    for (const s of await snapshots()) await call(plane, 'DELETE', `/v1/snapshots/${s.project}/${s.name}`);
+    await stopControlPlane(plane);
+    await rm(dataDir, { recursive: true, force: true });
+  });
+
+  const snapshots = () => call<{ items: Snapshot[] }>(plane, 'GET', '/v1/snapshots').then((r) => r.items);
+  const events = (env: string) =>
+    call<{ items: EnvEvent[] }>(plane, 'GET', `/v1/environments/${env}/events`).then((r) =>
+      r.items.map((e) => e.message),
+    );
+  const up = async (name: string, content: string, extra: Record<string, unknown> = {}) => {
+    await call<Environment>(plane, 'POST', '/v1/environments', {
+      name,
+      template: { filename: 'compose.yaml', content },
+      ...extra,
+    });
+    const env = await waitForState(plane, name, ['ready', 'failed']);
+    expect(env).toMatchObject({ state: 'ready', failure: null });
+    return env;
+  };
+  const destroy = async (name: string) => {
+    await call(plane, 'DELETE', `/v1/environments/${name}`);
+    await waitForState(plane, name, ['destroyed']);
+  };
+
+  it('seeds the first environment and keeps a snapshot; the next is a clone and skips the job', async () => {
+    const first = await up('seeded-a', template('1'));
+    expect(rowsOf(first.id)).toBe('row-1');
+    const seededLog = await events('seeded-a');
+    expect(seededLog).toContain('seed: completed');
+    expect(seededLog.some((m) => /^data: snapshot data-[0-9a-f]{12} taken: /.test(m))).toBe(true);
+    const [kept] = await snapshots();
+    expect(kept).toMatchObject({
+      project: 'default',
+      kind: 'seed',
+      volume: 'data',
+      state: 'ready',
+      sourceEnvironment: { id: first.id, name: 'seeded-a' },
+    });
+    expect(kept!.name).toBe(`data-${kept!.seedKey!.slice(0, 12)}`);
+    expect(kept!.sizeBytes).toBeGreaterThan(0);
+    // The writer was paused for the copy and runs again.
+    expect(docker('inspect', '-f', '{{.State.Status}}', `mayfly-${first.id}-store-1`)).toBe('running');
+
+    const second = await up('seeded-b', template('1'));
+    const restoredLog = await events('seeded-b');
+    expect(restoredLog).toContain(`data: restored from snapshot ${kept!.name}`);
+    expect(restoredLog).toContain(`seed: not run: data restored from snapshot ${kept!.name}`);
+    expect(restoredLog).not.toContain('seed: started');
+    expect(containersOf(second.id, 'seed')).toEqual([]);
+    expect(rowsOf(second.id)).toBe('row-1');
+    expect((await snapshots()).map((s) => s.id)).toEqual([kept!.id]);
+
+    // Writes stay where they are made: not in the other environment, nor in the snapshot.
+    docker('exec', `mayfly-${first.id}-store-1`, 'sh', '-c', 'echo written-in-a >> /data/rows');
+    docker('exec', `mayfly-${second.id}-store-1`, 'sh', '-c', 'echo written-in-b >> /data/rows');
+    expect(rowsOf(first.id)).toBe('row-1\nwritten-in-a');
+    expect(rowsOf(second.id)).toBe('row-1\nwritten-in-b');
+    const third = await up('seeded-c', template('1'));
+    expect(rowsOf(third.id)).toBe('row-1');
+    await Promise.all(['seeded-b', 'seeded-c'].map(destroy));
+
+    // A snapshot made by hand, named by a template.
+    await call(plane, 'POST', '/v1/environments/seeded-a/snapshots', { volume: 'data', name: 'golden' });
+    const fromGolden = await up('golden-a', template('1', '{ snapshot: golden }'));
+    // The job seeds nothing here (the volume comes from the snapshot): it runs, on top of it.
+    expect(rowsOf(fromGolden.id)).toBe('row-1\nwritten-in-a\nrow-1');
+    expect(await events('golden-a')).toContain('data: restored from snapshot golden');
+    await Promise.all(['seeded-a', 'golden-a'].map(destroy));
+    const manual = (await snapshots()).find((s) => s.name === 'golden');
+    expect(manual).toMatchObject({ kind: 'manual', seedKey: null, state: 'ready' });
+    await call(plane, 'DELETE', '/v1/snapshots/default/golden');
+    expect((await snapshots()).map((s) => s.name)).toEqual([kept!.name]);
+
+    // A snapshot the project does not have: the environment fails at that step, saying so.
+    await call(plane, 'POST', '/v1/environments', {
+      name: 'golden-b',
+      template: { filename: 'compose.yaml', content: template('1', '{ snapshot: golden }') },
+    });
+    expect(await waitForState(plane, 'golden-b', ['ready', 'failed'])).toMatchObject({
+      state: 'failed',
+      failure: {
+        step: 'restore:data',
+        reason: 'project "default" has no snapshot named "golden" (make one with mayfly snapshot create)',
+      },
+    });
+    await destroy('golden-b');
+  });
+
+  it('refuses a snapshot by hand of what cannot be snapshotted, with why', async () => {
+    const refused = async (env: string, body: unknown) => {
+      const res = await fetch(`${plane.url}/v1/environments/${env}/snapshots`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${plane.token}`, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+      return {
+        status: res.status,
+        message: ((await res.json()) as { error: { message: string } }).error.message,
+      };
+    };
+    expect(await refused('nowhere', { volume: 'data', name: 'x' })).toMatchObject({ status: 404 });
+    await up('manual-a', template('1'));
+    expect(await refused('manual-a', { volume: 'nope', name: 'x' })).toEqual({
+      status: 400,
+      message: 'environment "manual-a" has no volume "nope" (its volumes: data)',
+    });
+    for (const name of ['../etc', 'UPPER', '', 'a'.repeat(64), 'x y'])
+      expect((await refused('manual-a', { volume: 'data', name })).status).toBe(400);
+    expect((await refused('manual-a', { volume: 'data', name: 'x', extra: 1 })).status).toBe(400);
+    await call(plane, 'POST', '/v1/environments/manual-a/snapshots', { volume: 'data', name: 'twice' });
+    expect(await refused('manual-a', { volume: 'data', name: 'twice' })).toEqual({
+      status: 409,
+      message: 'project "default" already has a snapshot named "twice"',
+    });
+    await call(plane, 'DELETE', '/v1/snapshots/default/twice');
+    const gone = await fetch(`${plane.url}/v1/snapshots/default/twice`, {
+      method: 'DELETE',
+      headers: { authorization: `Bearer ${plane.token}` },
+    });
+    expect(gone.status).toBe(404);
+    await destroy('manual-a');
+  });
+
+  it('a changed seed seeds again; noSnapshot seeds again and replaces the snapshot', async () => {
+    const changed = await up('seeded-d', template('2'));
+    expect(rowsOf(changed.id)).toBe('row-2');
+    expect(await events('seeded-d')).toContain('seed: completed');
+    const original = (await snapshots()).find((s) => s.sourceEnvironment.name === 'seeded-d')!;
+    expect(original).toMatchObject({ state: 'ready', kind: 'seed' });
+
+    const forced = await up('seeded-e', template('2'), { noSnapshot: true });
+    expect(rowsOf(forced.id)).toBe('row-2');
+    const log = await events('seeded-e');
+    expect(log).toContain('seed: completed');
+    expect(log).toContain('seed: seeds data from scratch (snapshots ignored)');
+    const replaced = (await snapshots()).find((s) => s.name === original.name)!;
+    expect(replaced.id).not.toBe(original.id);
+    expect(replaced.sourceEnvironment.name).toBe('seeded-e');
+    await Promise.all(['seeded-d', 'seeded-e'].map(destroy));
+  });
+
+  it('a kill while the snapshot is taken: the writers resume, nothing half made is used or left', async () => {
+    for (const s of await snapshots()) await call(plane, 'DELETE', `/v1/snapshots/${s.project}/${s.name}`);
+    const content = template('3', '', 400);
+    const created = await call<Environment>(plane, 'POST', '/v1/environments', {
+      name: 'killed-a',
+      template: { filename: 'compose.yaml', content },
+    });
+    const store = `mayfly-${created.id}-store-1`;
+    await until(
+      'the writer paused for the copy',
+      async () => {
+        try {
+          return docker('inspect', '-f', '{{.State.Status}}', store) === 'paused' ? true : undefined;
+        } catch {
+          return undefined; // not made yet
+        }
+      },
+      120_000,
+      20,
+    );
+    await stopControlPlane(plane, 'SIGKILL');
+    plane = await startControlPlane(dataDir);
+    const env = await waitForState(plane, 'killed-a', ['ready', 'failed']);
+    expect(env).toMatchObject({ state: 'ready', failure: null });
+    expect(docker('inspect', '-f', '{{.State.Status}}', store)).toBe('running');
+    // The half-made snapshot, its volume and its helper are collected; none is ever cloned.
+    await until('the half-made snapshot collected', async () =>
+      (await snapshots()).length === 0 && !labelledObjects().some((o) => o.includes('mayfly-snap-'))
+        ? true
+        : undefined,
+    );
+    const next = await up('killed-b', content);
+    expect(await events('killed-b')).toContain('seed: completed');
+    expect(rowsOf(next.id)).toBe('row-3');
+    expect((await snapshots()).map((s) => s.state)).toEqual(['ready']);
+    await Promise.all(['killed-a', 'killed-b'].map(destroy));
+  });
+});
