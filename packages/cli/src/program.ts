@@ -33,6 +33,7 @@ const VERBS: [names: string[], load: () => Promise<Register>][] = [
   ],
   [['destroy', 'down'], async () => (await import('./commands/destroy.js')).registerDestroy],
   [['token'], async () => (await import('./commands/token.js')).registerToken],
+  [['snapshot'], async () => (await import('./commands/snapshot.js')).registerSnapshot],
   [['dashboard'], async () => (await import('./commands/dashboard.js')).registerDashboard],
   [['project'], async () => (await import('./commands/project.js')).registerProject],
   [['apply'], async () => (await import('./commands/apply.js')).registerApply],

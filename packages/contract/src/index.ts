@@ -62,6 +62,19 @@ export const Environment = z.object({
   createdBy: z.string().nullable(),
   /** The pull request a preview is of: its number and web page (when the forge gave one). */
   pullRequest: z.object({ number: z.number(), url: z.string().nullable() }).nullable(),
+  /**
+   * Where the data of its volumes with data (`x-mayfly.data`) came from, once decided: `restored`
+   * from the snapshot named, or `seeded` by the job named (and then `snapshot` is the one taken of
+   * it, when one was to be).
+   */
+  data: z.array(
+    z.object({
+      volume: z.string(),
+      origin: z.enum(['restored', 'seeded']),
+      snapshot: z.string().nullable(),
+      job: z.string().nullable(),
+    }),
+  ),
 });
 export type Environment = z.infer<typeof Environment>;
 

@@ -4,6 +4,7 @@ import { BundlesApi } from './bundles.js';
 import { EnvironmentsApi } from './environments.js';
 import { type FetchLike, HttpClient } from './http.js';
 import { ProjectsApi } from './projects.js';
+import { SnapshotsApi } from './snapshots.js';
 import { TokensApi } from './tokens.js';
 
 /** What `GET /healthz` answers. */
@@ -46,6 +47,8 @@ export class MayflyClient {
   readonly tokens: TokensApi;
   /** Projects (repositories whose pull requests get previews), their previews, approvals. */
   readonly projects: ProjectsApi;
+  /** Snapshots of seeded volumes, and those made by hand. */
+  readonly snapshots: SnapshotsApi;
   /** The API's base URL, without a trailing slash. */
   readonly baseUrl: string;
   readonly #http: HttpClient;
@@ -57,6 +60,7 @@ export class MayflyClient {
     this.bundles = new BundlesApi(this.#http);
     this.tokens = new TokensApi(this.#http);
     this.projects = new ProjectsApi(this.#http);
+    this.snapshots = new SnapshotsApi(this.#http);
   }
 
   /**

@@ -69,4 +69,5 @@ export {
   type SandboxCreateOptions,
   SandboxTemplates,
 } from './sandboxes.js';
+export type { SnapshotsApi } from './snapshots.js';
 export type { ListTokensOptions, TokensApi } from './tokens.js';

@@ -45,6 +45,15 @@ function printDetails(env: Environment, events: EnvEvent[]): void {
       'pull request',
       `#${env.pullRequest.number}${env.pullRequest.url ? ` ${printable(env.pullRequest.url)}` : ''}`,
     ]);
+  for (const d of env.data ?? []) {
+    const job = d.job ? printable(d.job) : 'its job';
+    fields.push([
+      `data ${printable(d.volume)}`,
+      d.origin === 'restored'
+        ? `restored from snapshot ${printable(d.snapshot ?? '')}${d.job ? ` (${job} not run)` : ''}`
+        : `seeded by ${job}${d.snapshot ? `; kept as snapshot ${printable(d.snapshot)}` : ''}`,
+    ]);
+  }
   const asleep = sleepWords(env);
   if (asleep) fields.push(['sleeping', asleep]);
   if (env.keep) fields.push(['kept', 'yes: no time to live, never put to sleep for being idle']);

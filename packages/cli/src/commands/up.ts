@@ -32,6 +32,7 @@ interface UpOptions {
   kind?: EnvKind;
   input?: Record<string, string>;
   profile?: string[];
+  snapshot: boolean;
   wait: boolean;
   timeout: string;
 }
@@ -58,6 +59,10 @@ export function registerUp(program: Command): void {
     .addOption(new Option('--kind <kind>', 'kind of environment (default: preview)').choices(EnvKind.options))
     .addOption(inputOption())
     .addOption(profileOption())
+    .option(
+      '--no-snapshot',
+      'run the seed jobs of seeded volumes (x-mayfly.data) even when a snapshot of the same seed exists, and snapshot again',
+    )
     .option('--no-wait', 'return as soon as the server has accepted it')
     .option('--timeout <duration>', 'how long to wait for it to be ready', '30m')
     .addHelpText(
@@ -223,6 +228,7 @@ export async function createFromTemplate(options: CreateOptions, globals: Global
       kind: options.kind,
       inputs,
       profiles,
+      ...(options.snapshot === false ? { noSnapshot: true } : {}),
       template: {
         filename: packed.filename,
         bundle: bundle.id,

@@ -210,6 +210,7 @@ export async function startFakeServer(options: FakeServerOptions = {}): Promise<
       updateFailure: null,
       createdBy: 'token test',
       pullRequest: null,
+      data: [],
     };
     envs.set(id, env);
     addEvent(env, 'environment created', 'pending');

@@ -16,7 +16,9 @@ import {
 } from '@mayfly/contract';
 import { customAlphabet } from 'nanoid';
 import { type Access, canSee, FULL_ACCESS, projectForCreate } from '../access/access.js';
+import type { EnvPlan } from '../plan/plan.js';
 import { type Runtime, WorkloadNotFoundError } from '../runtime/runtime.js';
+import { seededSnapshotName } from '../snapshots/seed-key.js';
 import type { Workspaces } from '../sources/workspaces.js';
 import type { EnvironmentRecord, EnvOrigin, GitSource, Store } from '../store/store.js';
 import type { TemplateOverride } from '../template/index.js';
@@ -595,6 +597,7 @@ export class EnvironmentService {
       keep: env.keep,
       lastActiveAt: env.lastActiveAt?.toISOString() ?? null,
       commit: env.source?.commit ?? null,
+      data: dataOrigins(env.plan),
       updateFailure:
         env.updateFailure && env.failedRevision === env.revision
           ? {
@@ -622,4 +625,23 @@ export class EnvironmentService {
     }
     return `token ${token?.name ?? access.tokenId}`;
   }
+}
+
+/** Where each volume with data got it, as the API says it (see `VolumeOrigin`). */
+function dataOrigins(plan: EnvPlan | null): Environment['data'] {
+  return (plan?.volumes ?? []).flatMap((v): Environment['data'] => {
+    const origin = v.origin;
+    if (!origin) return [];
+    const job = v.data && 'seededBy' in v.data ? v.data.seededBy : null;
+    return 'restored' in origin
+      ? [{ volume: v.name, origin: 'restored' as const, snapshot: origin.restored.snapshotName, job }]
+      : [
+          {
+            volume: v.name,
+            origin: 'seeded' as const,
+            snapshot: origin.seeded.takeSnapshot ? seededSnapshotName(v.name, origin.seeded.key) : null,
+            job,
+          },
+        ];
+  });
 }

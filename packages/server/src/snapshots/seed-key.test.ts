@@ -1,0 +1,77 @@
+/** The seed key changes exactly when what the seed would do changes. */
+import { describe, expect, it } from 'vitest';
+import type { EnvPlan, WorkloadPlan } from '../plan/plan.js';
+import { workload } from '../test-support/plans.js';
+import { seededSnapshotName, seedKey } from './seed-key.js';
+
+const db = (extra: Partial<Parameters<typeof workload>[0]> = {}) =>
+  workload({ name: 'db', image: 'postgres:16', env: { POSTGRES_PASSWORD: 'pw' }, ...extra });
+const migrate = (extra: Partial<Parameters<typeof workload>[0]> = {}) =>
+  workload({
+    name: 'migrate',
+    kind: 'job',
+    image: 'mayfly-build/migrate:0123456789abcdef',
+    command: ['migrate'],
+    dependsOn: [{ name: 'db', condition: 'service_healthy' }],
+    ...extra,
+  });
+const web = (extra: Partial<Parameters<typeof workload>[0]> = {}) =>
+  workload({
+    name: 'web',
+    image: 'mayfly-build/web:1',
+    dependsOn: [{ name: 'migrate', condition: 'service_completed_successfully' }],
+    ...extra,
+  });
+
+const plan = (workloads: WorkloadPlan[], envId = 'env1'): EnvPlan => ({
+  envId,
+  envName: envId,
+  project: 'shop',
+  workloads,
+  volumes: [{ name: 'pg', data: { seededBy: 'migrate' } }],
+  isolation: 'runc',
+});
+const ids: Record<string, string> = { 'postgres:16': 'sha256:aaa' };
+const key = (p: EnvPlan, imageIds = ids) => seedKey(p, 'pg', 'migrate', async (ref) => imageIds[ref] ?? null);
+
+describe('seed key', () => {
+  it('is the same for another environment, whatever the order of workloads', async () => {
+    const one = await key(plan([db(), migrate(), web()]));
+    expect(one).toMatch(/^[0-9a-f]{64}$/);
+    expect(await key(plan([web(), migrate(), db()], 'env2'))).toBe(one);
+  });
+
+  it('ignores what the seed does not depend on', async () => {
+    const one = await key(plan([db(), migrate(), web()]));
+    expect(await key(plan([db(), migrate(), web({ env: { DEBUG: '1' } })]))).toBe(one);
+    expect(await key(plan([db(), migrate()]))).toBe(one);
+  });
+
+  it("changes with the job's settings or image, and with a dependency's settings or image content", async () => {
+    const one = await key(plan([db(), migrate(), web()]));
+    const others = await Promise.all([
+      key(plan([db(), migrate({ command: ['migrate', '--seed'] }), web()])),
+      key(plan([db(), migrate({ image: 'mayfly-build/migrate:fedcba9876543210' }), web()])),
+      key(plan([db({ env: { POSTGRES_PASSWORD: 'other' } }), migrate(), web()])),
+      // the same tag, pulled again: another image
+      key(plan([db(), migrate(), web()]), { 'postgres:16': 'sha256:bbb' }),
+      seedKey(plan([db(), migrate()]), 'other-volume', 'migrate', async () => null),
+    ]);
+    for (const other of others) expect(other).not.toBe(one);
+    expect(new Set(others).size).toBe(others.length);
+  });
+
+  it('follows dependencies of dependencies', async () => {
+    const cache = (env: Record<string, string>) => workload({ name: 'cache', env });
+    const withCache = (env: Record<string, string>) =>
+      plan([cache(env), db({ dependsOn: [{ name: 'cache', condition: 'service_started' }] }), migrate()]);
+    expect(await key(withCache({ A: '1' }))).not.toBe(await key(withCache({ A: '2' })));
+  });
+
+  it('names its snapshot after the volume and the start of the key, safely', () => {
+    expect(seededSnapshotName('db-data', 'abcdef0123456789')).toBe('db-data-abcdef012345');
+    expect(seededSnapshotName('My_Data/..', 'abcdef0123456789')).toBe('my_data-..-abcdef012345');
+    expect(seededSnapshotName('___', 'abcdef0123456789')).toBe('data-abcdef012345');
+    expect(seededSnapshotName('x'.repeat(200), 'k'.repeat(64))).toHaveLength(53);
+  });
+});
