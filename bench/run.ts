@@ -23,10 +23,13 @@
  *   dashboard 500 real environments in Chromium: opening the list and typing into its search,
  *            against a plain DOM table of the same JSON in the same browser (see bench/dashboard.ts)
  *
+ *   seeding  a PostgreSQL seeded by a job (bulk load + many small statements) against the same
+ *            restored from its snapshot and against no seed at all (see bench/seeding.ts)
+ *
  * BENCH_ONLY=cli measures only the CLI start times (a few seconds, no docker-compose needed);
  * BENCH_ONLY=previews only the previews; BENCH_ONLY=sandboxes only the sandboxes; BENCH_ONLY=e2b
  * only the E2B path (see bench/e2b.ts); BENCH_ONLY=kubernetes only the cluster; BENCH_ONLY=dashboard
- * only the dashboard.
+ * only the dashboard; BENCH_ONLY=seeding only seeded data.
  */
 import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -47,6 +50,7 @@ import { benchE2b } from './e2b.js';
 import { benchKubernetes, type KubernetesBench } from './kubernetes.js';
 import { benchPreviews, type PreviewBench } from './previews.js';
 import { benchSandboxes, type SandboxBench } from './sandboxes.js';
+import { benchSeeding, type SeedingBench } from './seeding.js';
 
 const run = promisify(execFile);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -55,9 +59,12 @@ const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const RSS_ENVS = Number(process.env.BENCH_RSS_ENVS ?? 50);
 const CLI_RUNS = Number(process.env.BENCH_CLI_RUNS ?? 21);
 const ONLY = process.env.BENCH_ONLY;
-if (ONLY !== undefined && !['cli', 'previews', 'sandboxes', 'e2b', 'kubernetes', 'dashboard'].includes(ONLY))
+if (
+  ONLY !== undefined &&
+  !['cli', 'previews', 'sandboxes', 'e2b', 'kubernetes', 'dashboard', 'seeding'].includes(ONLY)
+)
   throw new Error(
-    `BENCH_ONLY=${ONLY}: only "cli", "previews", "sandboxes", "e2b", "kubernetes" and "dashboard" are known`,
+    `BENCH_ONLY=${ONLY}: only "cli", "previews", "sandboxes", "e2b", "kubernetes", "dashboard" and "seeding" are known`,
   );
 const mayflyBin = path.join(root, 'packages/cli/bin/mayfly.js');
 
@@ -262,7 +269,47 @@ const dashboardJson = (d: DashboardBench) => ({
   dashboardLeftovers: d.leftovers,
 });
 
+const seedingTable = (s: SeedingBench) => [
+  ['metric', 'mayfly', 'baseline', 'ratio', 'baseline is'],
+  ...s.rows.map(([m, a, b, what, unit]) => [
+    `${m} (${unit})`,
+    a.toFixed(2),
+    b === null ? '' : b.toFixed(2),
+    b === null ? '' : (a / b).toFixed(2),
+    what,
+  ]),
+  ...Object.entries(s.goals).map(([what, g]) => [
+    `goal: ${what}`,
+    g.value.toFixed(2),
+    g.goal,
+    g.met ? 'met' : 'NOT MET',
+    '',
+  ]),
+];
+const seedingJson = (s: SeedingBench) => ({
+  seeding: Object.fromEntries(
+    s.rows.map(([m, a, b, what, unit]) => [
+      `${m} (${unit})`,
+      { mayfly: a, baseline: b, baselineIs: what, ratio: b === null ? null : a / b },
+    ]),
+  ),
+  seedingGoals: s.goals,
+  seedingSamples: s.samples,
+});
+
 async function main() {
+  if (ONLY === 'seeding') {
+    const seeding = await benchSeeding();
+    printTable(seedingTable(seeding));
+    await writeResults({
+      at: new Date().toISOString(),
+      only: 'seeding',
+      rounds: ROUNDS,
+      machine: machine(),
+      ...seedingJson(seeding),
+    });
+    return;
+  }
   if (ONLY === 'kubernetes') {
     const kubernetes = await benchKubernetes(path.dirname(composeFile));
     printTable(kubernetesTable(kubernetes));
@@ -421,6 +468,10 @@ async function main() {
     const dashboard = await benchDashboard();
     console.log('');
     printTable(dashboardTable(dashboard));
+    process.stderr.write('seeding…\n');
+    const seeding = await benchSeeding();
+    console.log('');
+    printTable(seedingTable(seeding));
     // With a cluster (scripts/bench.sh starts one unless MAYFLY_SKIP_KUBERNETES=1).
     const kubernetes = process.env.MAYFLY_BENCH_KUBECONFIG ? await benchKubernetes(dir) : null;
     if (kubernetes) {
@@ -442,6 +493,7 @@ async function main() {
       ...sandboxJson(sandboxes),
       ...e2bJson(e2b),
       ...dashboardJson(dashboard),
+      ...seedingJson(seeding),
       ...(kubernetes ? kubernetesJson(kubernetes) : {}),
     });
   } finally {

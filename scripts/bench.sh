@@ -17,6 +17,11 @@ if [ "${BENCH_ONLY:-}" != cli ] && [ "${BENCH_ONLY:-}" != sandboxes ]; then
   fi
   docker build -q -t mayfly-test/testkit:latest packages/server/src/test-support/images/testkit >/dev/null
 fi
+# Seeded data: reflink copies are measured on an XFS made for the purpose (mkfs.xfs).
+if { [ -z "${BENCH_ONLY:-}" ] || [ "${BENCH_ONLY:-}" = seeding ]; } && ! command -v mkfs.xfs >/dev/null 2>&1; then
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xfsprogs >/dev/null
+fi
 # The cluster part (BENCH_ONLY=kubernetes, or the whole run) on the test cluster, started here and
 # taken down afterwards unless MAYFLY_BENCH_KUBECONFIG names one; MAYFLY_SKIP_KUBERNETES=1 skips it.
 started_cluster=0

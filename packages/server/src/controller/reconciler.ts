@@ -917,6 +917,8 @@ export class Reconciler {
     const { store, runtime, owner, leaseMs } = this.o;
     for (const listed of await store.environments.list({ states: ['ready'] })) {
       if (this.inFlight.has(listed.id) || listed.desired !== 'present' || !listed.plan) continue;
+      // Its writers are stopped for a snapshot made by hand: they come back when it is done.
+      if (this.o.snapshots?.isSnapshotting(listed.id)) continue;
       if (!(await store.environments.claim(listed.id, owner, leaseMs))) continue;
       try {
         // Re-read under the lease: a destroy may have started since the listing.
@@ -924,11 +926,8 @@ export class Reconciler {
         if (!env?.plan || env.state !== 'ready' || env.desired !== 'present') continue;
         const observed = await runtime.observe(env.id);
         // A service that ran to a clean end where Compose would not restart it is done, not missing.
-        // One paused is held still while a snapshot of its volume is taken: there, not missing.
         const settled = (w: WorkloadPlan, o: ObservedWorkload) =>
-          o.state === 'running' ||
-          o.state === 'paused' ||
-          (o.state === 'exited' && o.exitCode === 0 && mayExitCleanly(w));
+          o.state === 'running' || (o.state === 'exited' && o.exitCode === 0 && mayExitCleanly(w));
         const missing = env.plan.workloads
           .filter((w) => w.kind === 'service')
           .filter(

@@ -198,9 +198,11 @@ export interface SnapshotObject {
  */
 export interface VolumeSnapshots {
   /**
-   * Copies the environment's `volume` into a new snapshot, the workloads that mount it paused
-   * for the copy (so it is what a crash at that instant would leave: crash-consistent) and
-   * resumed after, whatever happens. A failure or an abort leaves no snapshot object.
+   * Copies the environment's `volume` into a new snapshot, the workloads that mount it stopped
+   * for the copy (as their stop signal and grace period say: a database writes out what it holds
+   * in memory) and started again after, running (and healthy, with a check) before it resolves —
+   * even after a crash: the next apply of the environment starts them. A failure or an abort
+   * leaves no snapshot object.
    */
   take(
     plan: EnvPlan,

@@ -40,6 +40,8 @@ type Report = (message: string) => void;
 export class SnapshotService {
   /** Snapshots this process is making right now: their `creating` rows are alive. */
   private readonly making = new Set<string>();
+  /** Environments a snapshot is being taken of right now (their writers stopped), with how many. */
+  private readonly snapshotting = new Map<string, number>();
 
   constructor(private readonly deps: SnapshotServiceDeps) {}
 
@@ -308,8 +310,9 @@ export class SnapshotService {
       throw err;
     }
     this.making.add(id);
+    this.snapshotting.set(env.id, (this.snapshotting.get(env.id) ?? 0) + 1);
     const started = performance.now();
-    report(`${volume}: taking snapshot ${name} (its writers paused for the copy)`);
+    report(`${volume}: taking snapshot ${name} (what writes it stopped for the copy)`);
     try {
       const { sizeBytes, reflinked } = await snapshots.take(
         plan,
@@ -334,7 +337,15 @@ export class SnapshotService {
       return null;
     } finally {
       this.making.delete(id);
+      const left = (this.snapshotting.get(env.id) ?? 1) - 1;
+      if (left > 0) this.snapshotting.set(env.id, left);
+      else this.snapshotting.delete(env.id);
     }
+  }
+
+  /** True while a snapshot of one of the environment's volumes is being taken (its writers stopped). */
+  isSnapshotting(envId: string): boolean {
+    return this.snapshotting.has(envId);
   }
 
   private noSnapshots(): string {

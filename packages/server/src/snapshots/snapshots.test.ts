@@ -6,26 +6,30 @@
  * can be named by a template. Nothing is left: environments, snapshots and their helpers.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { EnvEvent, Environment, Snapshot } from '@mayfly/contract';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import {
   type ControlPlane,
   callApi as call,
   destroyAll,
   startControlPlane,
   stopControlPlane,
+  uploadBundle,
   waitForState,
 } from '../test-support/control-plane-process.js';
 import { TESTKIT_IMAGE } from '../test-support/global-setup.js';
 import { labelledObjects } from '../test-support/leak-check.js';
 import { until } from '../test-support/until.js';
 
+const EXAMPLE = fileURLToPath(new URL('../../../../examples/shop', import.meta.url));
 const HEALTH = `["CMD", "test", "-e", "/tmp/up"]`;
 /**
- * `store` writes the volume the whole time (a line a second: a writer the snapshot must pause);
+ * `store` writes the volume the whole time (a line a second: a writer the snapshot must stop);
  * `seed` appends `row-$SEED` once (and `$BULK` MiB of zeros, to make the copy take a while).
  */
 const template = (seed: string, extra = '', bulkMiB = 0) => `
@@ -120,7 +124,7 @@ describe('seeded volumes: seeded once, snapshotted, cloned', () => {
     });
     expect(kept!.name).toBe(`data-${kept!.seedKey!.slice(0, 12)}`);
     expect(kept!.sizeBytes).toBeGreaterThan(0);
-    // The writer was paused for the copy and runs again.
+    // The writer was stopped for the copy and runs again.
     expect(docker('inspect', '-f', '{{.State.Status}}', `mayfly-${first.id}-store-1`)).toBe('running');
 
     const second = await up('seeded-b', template('1'));
@@ -194,6 +198,28 @@ describe('seeded volumes: seeded once, snapshotted, cloned', () => {
       status: 409,
       message: 'project "default" already has a snapshot named "twice"',
     });
+    // A token of another project sees none of this project's snapshots, nor may touch them.
+    const other = await call<{ token: string }>(plane, 'POST', '/v1/tokens', {
+      name: 'other-project',
+      scope: 'write',
+      project: 'other',
+    });
+    const asOther = (method: string, url: string, body?: unknown) =>
+      fetch(`${plane.url}${url}`, {
+        method,
+        headers: {
+          authorization: `Bearer ${other.token}`,
+          ...(body ? { 'content-type': 'application/json' } : {}),
+        },
+        ...(body ? { body: JSON.stringify(body) } : {}),
+      });
+    expect(await (await asOther('GET', '/v1/snapshots')).json()).toEqual({ items: [] });
+    expect(await (await asOther('GET', '/v1/snapshots?project=default')).json()).toEqual({ items: [] });
+    expect((await asOther('DELETE', '/v1/snapshots/default/twice')).status).toBe(404);
+    expect(
+      (await asOther('POST', '/v1/environments/manual-a/snapshots', { volume: 'data', name: 'stolen' }))
+        .status,
+    ).toBe(404);
     await call(plane, 'DELETE', '/v1/snapshots/default/twice');
     const gone = await fetch(`${plane.url}/v1/snapshots/default/twice`, {
       method: 'DELETE',
@@ -221,7 +247,74 @@ describe('seeded volumes: seeded once, snapshotted, cloned', () => {
     await Promise.all(['seeded-d', 'seeded-e'].map(destroy));
   });
 
-  it('a kill while the snapshot is taken: the writers resume, nothing half made is used or left', async () => {
+  it("the example's PostgreSQL: seeded once; a clone has its rows, not the other's writes", async () => {
+    // The example's database and migrate job, as examples/shop/compose.yaml has them.
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'mayfly-snapshots-pg-'));
+    await cp(path.join(EXAMPLE, 'db'), path.join(dir, 'db'), { recursive: true });
+    const shop = parseYaml(await readFile(path.join(EXAMPLE, 'compose.yaml'), 'utf8')) as {
+      services: Record<string, unknown>;
+    };
+    await writeFile(
+      path.join(dir, 'compose.yaml'),
+      stringifyYaml({
+        services: { db: shop.services.db, migrate: shop.services.migrate },
+        volumes: { 'db-data': {} },
+        'x-mayfly': { data: { 'db-data': { seededBy: 'migrate' } } },
+      }),
+    );
+    const sql = (envId: string, query: string) =>
+      docker(
+        'exec',
+        '-e',
+        'PGPASSWORD=shop-example-password',
+        `mayfly-${envId}-db-1`,
+        'psql',
+        '-h',
+        '127.0.0.1',
+        '-U',
+        'shop',
+        '-d',
+        'shop',
+        '-tAc',
+        query,
+      );
+    try {
+      const bundle = async () => ({ filename: 'compose.yaml', bundle: await uploadBundle(plane, dir) });
+      await call(plane, 'POST', '/v1/environments', { name: 'pg-a', template: await bundle() });
+      const a = await waitForState(plane, 'pg-a', ['ready', 'failed'], 600_000);
+      expect(a).toMatchObject({ state: 'ready', failure: null });
+      const products = sql(a.id, "SELECT string_agg(sku, ',' ORDER BY sku) FROM products");
+      expect(products).toBe('CAP-004,MUG-001,NTB-005,STK-003,TEE-002');
+
+      await call(plane, 'POST', '/v1/environments', { name: 'pg-b', template: await bundle() });
+      const b = await waitForState(plane, 'pg-b', ['ready', 'failed'], 600_000);
+      expect(b).toMatchObject({ state: 'ready', failure: null });
+      expect(b.data).toEqual([
+        {
+          volume: 'db-data',
+          origin: 'restored',
+          snapshot: expect.stringMatching(/^db-data-/),
+          job: 'migrate',
+        },
+      ]);
+      expect(containersOf(b.id, 'migrate')).toEqual([]);
+      // PostgreSQL was stopped for the copy (the example commits asynchronously: a frozen copy
+      // could miss the seed's last transactions); the clone starts on it and has every row.
+      expect(sql(b.id, "SELECT string_agg(sku, ',' ORDER BY sku) FROM products")).toBe(products);
+      expect(sql(b.id, 'SELECT count(*) FROM schema_migrations')).toBe(
+        sql(a.id, 'SELECT count(*) FROM schema_migrations'),
+      );
+      sql(a.id, "INSERT INTO products (sku, name, price_cents) VALUES ('ONLY-A', 'in a', 1)");
+      sql(b.id, "DELETE FROM products WHERE sku = 'MUG-001'");
+      expect(sql(a.id, 'SELECT count(*) FROM products')).toBe('6');
+      expect(sql(b.id, 'SELECT count(*) FROM products')).toBe('4');
+      await Promise.all(['pg-a', 'pg-b'].map(destroy));
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a kill while the snapshot is taken: the writers start again, nothing half made is used or left', async () => {
     for (const s of await snapshots()) await call(plane, 'DELETE', `/v1/snapshots/${s.project}/${s.name}`);
     const content = template('3', '', 400);
     const created = await call<Environment>(plane, 'POST', '/v1/environments', {
@@ -229,14 +322,20 @@ describe('seeded volumes: seeded once, snapshotted, cloned', () => {
       template: { filename: 'compose.yaml', content },
     });
     const store = `mayfly-${created.id}-store-1`;
+    // Killed while the copy runs: the writer stopped, the snapshot's helper copying.
     await until(
-      'the writer paused for the copy',
-      async () => {
-        try {
-          return docker('inspect', '-f', '{{.State.Status}}', store) === 'paused' ? true : undefined;
-        } catch {
-          return undefined; // not made yet
-        }
+      'the copy under way',
+      () => {
+        const helper = docker(
+          'ps',
+          '-q',
+          '--filter',
+          `label=mayfly.env=${created.id}`,
+          '--filter',
+          'label=mayfly.helper=snapshot',
+        );
+        const writer = helper ? docker('inspect', '-f', '{{.State.Status}}', store) : '';
+        return writer === 'exited' ? true : undefined;
       },
       120_000,
       20,

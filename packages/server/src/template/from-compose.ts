@@ -126,7 +126,11 @@ export function fromCompose(root: unknown, ctx: LoadContext): TemplateParts {
     );
   }
 
+  const extension = top.success ? top.data['x-mayfly'] : undefined;
   const jobs = new Set<string>();
+  // A service that seeds a volume runs once, as one that others wait to complete does.
+  for (const source of Object.values(extension?.data ?? {}))
+    if (source.seededBy !== undefined && parsed.has(source.seededBy)) jobs.add(source.seededBy);
   for (const [name, service] of parsed) {
     if (service['x-mayfly']?.job) jobs.add(name);
     const deps = service.depends_on;
@@ -150,7 +154,6 @@ export function fromCompose(root: unknown, ctx: LoadContext): TemplateParts {
     sink,
   );
   shareBuiltImages(drafts, parsed, ctx);
-  const extension = top.success ? top.data['x-mayfly'] : undefined;
   const workloads = finishDependencies(drafts, new Set(Object.keys(services)), sink, 'service');
   return {
     workloads,

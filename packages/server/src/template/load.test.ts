@@ -644,11 +644,11 @@ const BAD: BadCase[] = [
     ],
   },
   {
-    name: 'x-mayfly.data: a volume that is not declared, a service as seed, two sources, a bad name',
+    name: 'x-mayfly.data: a volume that is not declared, a seed that must run once, two sources',
     filename: 'compose.yaml',
     content: [
       'services:',
-      '  db: { image: postgres, volumes: ["pg:/var/lib/postgresql/data"] }',
+      '  db: { image: postgres, volumes: ["pg:/var/lib/postgresql/data"], restart: always }',
       '  load: { image: postgres, x-mayfly: { job: true } }',
       'volumes: { pg: {}, other: {} }',
       'x-mayfly:',
@@ -659,42 +659,40 @@ const BAD: BadCase[] = [
       '',
     ].join('\n'),
     issues: [
+      // Named as a seed, db is a job (as a service others wait to complete is): it must run once.
+      [2, 77, 'services.db.restart', 'a job runs once: restart must be "no" or "on-failure", not "always"'],
       [
         7,
         5,
         'x-mayfly.data.nope',
         '"nope" is not a named volume of this template (declare it under volumes:)',
       ],
-      [
-        8,
-        21,
-        'x-mayfly.data.pg.seededBy',
-        '"db" is a service, not a job: only a run-once job can seed a volume',
-      ],
       [9, 12, 'x-mayfly.data.other', "give exactly one of seededBy (a job) or snapshot (a snapshot's name)"],
     ],
   },
   {
-    name: 'data in mayfly.yaml: an unknown job, a hostile snapshot name, no source',
+    name: 'data in mayfly.yaml: an unknown job, a service, a hostile snapshot name, no source',
     content: [
       'services:',
       '  db: { image: postgres, volumes: ["pg:/data"] }',
-      'volumes: { pg: {}, cache: {}, logs: {} }',
+      'volumes: { pg: {}, cache: {}, logs: {}, more: {} }',
       'data:',
+      '  more: { seededBy: db }',
       '  pg: { seededBy: migrate }',
       '  cache: { snapshot: ../../etc }',
       '  logs: {}',
       '',
     ].join('\n'),
     issues: [
-      [5, 19, 'data.pg.seededBy', 'there is no job "migrate" in this template'],
+      [5, 21, 'data.more.seededBy', '"db" is a service, not a job: only a run-once job can seed a volume'],
+      [6, 19, 'data.pg.seededBy', 'there is no job "migrate" in this template'],
       [
-        6,
+        7,
         22,
         'data.cache.snapshot',
         'a snapshot name is 1 to 63 lowercase letters, digits, ".", "_" or "-", starting with a letter or digit',
       ],
-      [7, 9, 'data.logs', "give exactly one of seededBy (a job) or snapshot (a snapshot's name)"],
+      [8, 9, 'data.logs', "give exactly one of seededBy (a job) or snapshot (a snapshot's name)"],
     ],
   },
   {

@@ -117,8 +117,6 @@ export class DockerRuntime implements Runtime {
   private readonly earlyStarts = new Map<string, Set<string>>();
   /** `<env>/<workload>` released since last held: an early start keeps off (a job runs once). */
   private readonly released = new Set<string>();
-  /** Containers found paused (a snapshot cut short) and resumed, and when: see waitHealthy. */
-  private readonly unpausedAt = new Map<string, number>();
   /** Network creation is serialised in this process, so two environments never pick one subnet. */
   private networkQueue: Promise<unknown> = Promise.resolve();
 
@@ -155,18 +153,8 @@ export class DockerRuntime implements Runtime {
     // A volume made as a clone of a snapshot is made by `snapshots.restore` (apply-plan.ts).
     await Promise.all(plan.volumes.filter((v) => !isRestored(v)).map((v) => this.ensureVolume(plan, v.name)));
     signal.throwIfAborted();
-    // Paused only while a snapshot is taken: a control plane that died meanwhile left them so.
-    const paused = await this.docker.listContainers({
-      all: true,
-      filters: { ...labelFilter(this.instance, plan.envId), status: ['paused'] },
-    });
-    await Promise.all(
-      paused.map(async (c) => {
-        await this.docker.getContainer(c.Id).unpause().catch(ignore(404, 409));
-        // Its health checks failed while it was frozen: only those after count.
-        this.unpausedAt.set(c.Id, Date.now());
-      }),
-    );
+    // Stopped only while a snapshot is taken: a control plane that died meanwhile left them so.
+    await this.snapshots?.resumeWriters(plan.envId);
     const planned = new Set(plan.workloads.map((w) => w.name));
     // Workloads no longer in the plan go first, so their names and aliases are free.
     const stale = (await this.listContainers(plan.envId)).filter(
@@ -535,8 +523,7 @@ export class DockerRuntime implements Runtime {
           running &&
           (info.Config.Labels?.[GATED_LABEL] !== 'true' ||
             releasedAt === null ||
-            unhealthySinceRelease(Health.Log, releasedAt, check)) &&
-          (!this.unpausedAt.has(id) || unhealthySinceRelease(Health.Log, this.unpausedAt.get(id)!, check))
+            unhealthySinceRelease(Health.Log, releasedAt, check))
         ) {
           // Only a running container's verdict counts: Docker also reports `unhealthy` for one
           // that died, and a restarting one is judged by the crash-loop check above.
@@ -655,7 +642,8 @@ export class DockerRuntime implements Runtime {
   }
 
   async observe(envId: string): Promise<ObservedEnv> {
-    const containers = await this.listContainers(envId);
+    // A snapshot's helper is no workload of the environment.
+    const containers = (await this.listContainers(envId)).filter((c) => !c.Labels[SNAPSHOT_LABEL]);
     const networks = await this.docker.listNetworks({ filters: labelFilter(this.instance, envId) });
     // A container held at its start gate has not run its workload yet: it is reported created.
     const held = new Set<string>();
@@ -691,7 +679,6 @@ export class DockerRuntime implements Runtime {
     for (;;) {
       const containers = await this.listContainers(envId);
       await Promise.all(containers.map((c) => this.removeContainer(c.Id)));
-      for (const c of containers) this.unpausedAt.delete(c.Id);
       const networks = await this.docker.listNetworks({ filters: labelFilter(this.instance, envId) });
       await Promise.all(
         networks.map((n) =>

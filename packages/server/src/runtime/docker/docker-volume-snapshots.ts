@@ -6,6 +6,7 @@
  * each file is cloned where the Engine's file system can (XFS, btrfs: no data copied), and copied
  * by the kernel otherwise.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import type Docker from 'dockerode';
 import type { EnvPlan } from '../../plan/plan.js';
 import {
@@ -27,6 +28,10 @@ export const SNAPSHOT_LABEL = 'mayfly.snapshot';
 const RESTORED_LABEL = 'mayfly.restored-from';
 /** On helper containers: what they do (`snapshot`, `restore`). */
 const HELPER_LABEL = 'mayfly.helper';
+/** On a snapshot's helper: the ids of the containers stopped for the copy, to start again. */
+const STOPPED_WRITERS_LABEL = 'mayfly.stopped-writers';
+/** How long writers started again after a snapshot may take to be running (and healthy). */
+const WRITER_RESTART_MS = 5 * 60_000;
 
 export const snapshotVolumeName = (snapshotId: string) => `mayfly-snap-${snapshotId}`;
 const restoredMarkerName = (envId: string, volume: string) => `mayfly-restored-${envId}-${volume}`;
@@ -59,27 +64,72 @@ export class DockerVolumeSnapshots implements VolumeSnapshots {
     signal.throwIfAborted();
     const target = snapshotVolumeName(snapshot.id);
     await this.docker.createVolume({ Name: target, Labels: this.snapshotLabels(snapshot) });
-    // Whatever writes the volume holds still for the copy (frozen, not stopped: it goes on where
-    // it was), so the copy is what a crash at that instant would leave: crash-consistent.
+    // Whatever writes the volume is stopped for the copy, as its stop signal and grace period say:
+    // a database shuts down cleanly and writes out what it held in memory (PostgreSQL's
+    // asynchronous commits, Redis' data set), so the copy holds every write the seed made — which
+    // a freeze would not — and needs no recovery when a clone starts.
     const writers = await this.writersOf(plan, volume);
-    const paused: Docker.Container[] = [];
+    // Made first, naming the writers: whatever happens to this process, the next apply of the
+    // environment finds it and starts them again (see resumeWriters).
+    const helper = await this.helper(volumeName(plan.envId, volume), target, {
+      ...envLabels(this.instance, plan),
+      [SNAPSHOT_LABEL]: snapshot.id,
+      [HELPER_LABEL]: 'snapshot',
+      [STOPPED_WRITERS_LABEL]: writers.join(','),
+    });
+    let copied: { bytes: number; reflinked: number } | undefined;
+    let failure: unknown;
     try {
-      for (const id of writers) {
-        const container = this.docker.getContainer(id);
-        await container.pause().catch(ignore(409)); // 409: not running (any more)
-        paused.push(container);
-      }
-      const stats = await this.copy(volumeName(plan.envId, volume), target, signal, {
-        ...this.labels(),
-        [SNAPSHOT_LABEL]: snapshot.id,
-        [HELPER_LABEL]: 'snapshot',
-      });
-      return { sizeBytes: stats.bytes, reflinked: stats.reflinked > 0 };
+      await Promise.all(writers.map((id) => this.docker.getContainer(id).stop().catch(ignore(304, 404))));
+      copied = await this.run(helper, signal);
     } catch (err) {
-      await this.removeVolume(target);
-      throw err;
+      failure = err;
+    }
+    try {
+      // The writers first: the helper is their record until they run again.
+      await this.startWriters(writers, signal);
     } finally {
-      await Promise.all(paused.map((c) => c.unpause().catch(ignore(404, 409))));
+      await helper.remove({ force: true }).catch(ignore(404, 409));
+      if (!copied) await this.removeVolume(target);
+    }
+    if (!copied) throw failure;
+    return { sizeBytes: copied.bytes, reflinked: copied.reflinked > 0 };
+  }
+
+  /**
+   * Starts again the writers a snapshot of the environment stopped and did not get to start (the
+   * control plane died meanwhile), and removes what was left of that snapshot's copy.
+   */
+  async resumeWriters(envId: string): Promise<void> {
+    const left = await this.docker.listContainers({
+      all: true,
+      filters: { label: [...labelFilter(this.instance, envId).label, `${HELPER_LABEL}=snapshot`] },
+    });
+    for (const helper of left) {
+      const writers = (helper.Labels[STOPPED_WRITERS_LABEL] ?? '').split(',').filter(Boolean);
+      await this.docker.getContainer(helper.Id).remove({ force: true }).catch(ignore(404, 409));
+      await Promise.all(writers.map((id) => this.docker.getContainer(id).start().catch(ignore(304, 404))));
+    }
+  }
+
+  /** Starts the stopped writers and waits until they run again (and are healthy, if they have a check). */
+  private async startWriters(writers: string[], signal: AbortSignal): Promise<void> {
+    await Promise.all(writers.map((id) => this.docker.getContainer(id).start().catch(ignore(304, 404))));
+    const deadline = Date.now() + WRITER_RESTART_MS;
+    for (const id of writers) {
+      for (;;) {
+        const { State, Name } = await this.docker.getContainer(id).inspect();
+        const health = State.Health?.Status;
+        if (State.Running && (health === undefined || health === 'healthy' || health === 'none')) break;
+        if (!State.Running && !State.Restarting)
+          throw new Error(
+            `${Name.replace(/^\//, '')} stopped for the snapshot and did not start again (exit ${State.ExitCode})`,
+          );
+        if (health === 'unhealthy' || Date.now() > deadline)
+          throw new Error(`${Name.replace(/^\//, '')} is not healthy again after the snapshot`);
+        signal.throwIfAborted();
+        await sleep(100);
+      }
     }
   }
 
@@ -155,19 +205,25 @@ export class DockerVolumeSnapshots implements VolumeSnapshots {
     return containers.filter((c) => c.State === 'running').map((c) => c.Id);
   }
 
-  /**
-   * Copies the contents of volume `from` into volume `to` in a helper container, removed after;
-   * an abort kills it. Resolves with what the agent copied.
-   */
+  /** Copies the contents of volume `from` into volume `to` in a helper container, removed after. */
   private async copy(
     from: string,
     to: string,
     signal: AbortSignal,
     labels: Record<string, string>,
   ): Promise<{ bytes: number; reflinked: number }> {
-    const image = await this.image();
-    const container = await this.docker.createContainer({
-      Image: image,
+    const helper = await this.helper(from, to, labels);
+    try {
+      return await this.run(helper, signal);
+    } finally {
+      await helper.remove({ force: true }).catch(ignore(404, 409));
+    }
+  }
+
+  /** A helper container (not started) that copies volume `from` into volume `to`. */
+  private async helper(from: string, to: string, labels: Record<string, string>): Promise<Docker.Container> {
+    return this.docker.createContainer({
+      Image: await this.image(),
       Cmd: ['/mayfly-agent', 'copy', '/from', '/to'],
       Labels: labels,
       NetworkDisabled: true,
@@ -186,6 +242,13 @@ export class DockerVolumeSnapshots implements VolumeSnapshots {
         Memory: 256 * 1024 * 1024,
       },
     } as Docker.ContainerCreateOptions);
+  }
+
+  /** Runs a helper to its end; an abort kills it. Resolves with what the agent copied. */
+  private async run(
+    container: Docker.Container,
+    signal: AbortSignal,
+  ): Promise<{ bytes: number; reflinked: number }> {
     const kill = () => void container.kill().catch(() => {});
     signal.addEventListener('abort', kill, { once: true });
     try {
@@ -194,13 +257,12 @@ export class DockerVolumeSnapshots implements VolumeSnapshots {
       const { StatusCode } = (await container.wait()) as { StatusCode: number };
       signal.throwIfAborted();
       const output = await logTail(this.docker, container.id, 5);
-      if (StatusCode !== 0) throw new Error(`copying ${from} to ${to} failed (exit ${StatusCode})${output}`);
+      if (StatusCode !== 0) throw new Error(`the copy failed (exit ${StatusCode})${output}`);
       const last = output.trim().split('\n').at(-1) ?? '';
       const stats = JSON.parse(last) as { bytes?: unknown; reflinked?: unknown };
       return { bytes: Number(stats.bytes) || 0, reflinked: Number(stats.reflinked) || 0 };
     } finally {
       signal.removeEventListener('abort', kill);
-      await container.remove({ force: true }).catch(ignore(404, 409));
     }
   }
 
