@@ -178,7 +178,7 @@ export async function benchSeeding(): Promise<SeedingBench> {
       ['create → ready, seeded (job + snapshot)', m('seeded'), m('floor'), 'no seed', 's'],
       ['create → ready, restored from the snapshot', m('restored'), m('seeded'), 'seeded', 's'],
       ['create → ready, no seed at all (floor)', m('floor'), null, '', 's'],
-      ['snapshot taken (writers paused)', m('snapshotTake'), null, '', 's'],
+      ['snapshot taken (writers stopped and started again)', m('snapshotTake'), null, '', 's'],
       ['snapshot size', sizeMiB, null, '', 'MiB'],
       ...copies,
     ],

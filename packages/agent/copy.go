@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+	"unsafe"
 )
 
 // FICLONE (linux/fs.h): makes DST share SRC's blocks (a reflink) on XFS, btrfs and the like.
@@ -99,9 +100,8 @@ func (c *copier) entry(src, dst string) error {
 		}
 		return os.Lchown(dst, int(st.Uid), int(st.Gid))
 	case mode.IsRegular():
-		if err := c.file(src, dst, info.Size()); err != nil {
-			return err
-		}
+		// Its attributes are set through the open file, not looked up again by name.
+		return c.file(src, dst, info)
 	default: // FIFO, socket, device: made anew, as cp -a makes them
 		if err := syscall.Mknod(dst, st.Mode, int(st.Rdev)); err != nil {
 			return err
@@ -110,7 +110,7 @@ func (c *copier) entry(src, dst string) error {
 	return c.attributes(dst, info)
 }
 
-func (c *copier) file(src, dst string, size int64) error {
+func (c *copier) file(src, dst string, info os.FileInfo) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return err
@@ -120,23 +120,39 @@ func (c *copier) file(src, dst string, size int64) error {
 	if err != nil {
 		return err
 	}
+	defer out.Close()
+	size := info.Size()
 	c.stats.Files++
 	c.stats.Bytes += size
+	cloned := false
 	if c.cloneWorks && size > 0 {
 		_, _, errno := syscall.Syscall(syscall.SYS_IOCTL, out.Fd(), ficlone, in.Fd())
 		if errno == 0 {
 			c.stats.Reflinked++
-			return out.Close()
-		}
-		if errors.Is(errno, syscall.EOPNOTSUPP) || errors.Is(errno, syscall.ENOTTY) ||
+			cloned = true
+		} else if errors.Is(errno, syscall.EOPNOTSUPP) || errors.Is(errno, syscall.ENOTTY) ||
 			errors.Is(errno, syscall.EXDEV) || errors.Is(errno, syscall.EINVAL) {
 			c.cloneWorks = false
 		}
 	}
 	// *os.File to *os.File: the kernel copies (copy_file_range), never through this process.
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
+	if !cloned {
+		if _, err := io.Copy(out, in); err != nil {
+			return err
+		}
+	}
+	st := info.Sys().(*syscall.Stat_t)
+	if err := out.Chown(int(st.Uid), int(st.Gid)); err != nil {
 		return err
+	}
+	// After chown, which clears set-user-ID and set-group-ID bits.
+	if err := out.Chmod(info.Mode().Perm() | info.Mode()&(os.ModeSetuid|os.ModeSetgid|os.ModeSticky)); err != nil {
+		return err
+	}
+	// futimens: utimensat on the descriptor itself (no path).
+	times := [2]syscall.Timespec{st.Atim, st.Mtim}
+	if _, _, errno := syscall.Syscall6(syscall.SYS_UTIMENSAT, out.Fd(), 0, uintptr(unsafe.Pointer(&times[0])), 0, 0, 0); errno != 0 {
+		return errno
 	}
 	return out.Close()
 }
