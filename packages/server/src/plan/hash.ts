@@ -11,7 +11,8 @@ export function workloadHash(workload: Omit<WorkloadPlan, 'specHash'>): string {
   return createHash('sha256').update(canonicalJson(rest)).digest('hex');
 }
 
-function canonicalJson(value: unknown): string {
+/** JSON with keys sorted at every level and undefined values left out: equal values, equal text. */
+export function canonicalJson(value: unknown): string {
   if (Array.isArray(value))
     return `[${value.map((v) => (v === undefined ? 'null' : canonicalJson(v))).join(',')}]`;
   if (typeof value === 'object' && value !== null) {

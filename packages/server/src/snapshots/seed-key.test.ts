@@ -1,4 +1,7 @@
 /** The seed key changes exactly when what the seed would do changes. */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { EnvPlan, WorkloadPlan } from '../plan/plan.js';
 import { workload } from '../test-support/plans.js';
@@ -59,6 +62,33 @@ describe('seed key', () => {
     ]);
     for (const other of others) expect(other).not.toBe(one);
     expect(new Set(others).size).toBe(others.length);
+  });
+
+  it("leaves out what differs by itself between environments, keeps the bound files' content", async () => {
+    const dirs = ['a', 'b', 'c'].map((n) => mkdtempSync(join(tmpdir(), `mayfly-seed-${n}-`)));
+    for (const dir of dirs) writeFileSync(join(dir, 'seed.sql'), 'INSERT INTO t VALUES (1);');
+    writeFileSync(join(dirs[2]!, 'seed.sql'), 'INSERT INTO t VALUES (2);');
+    const own = (envId: string, dir: string) =>
+      plan(
+        [
+          db({ env: { POSTGRES_PASSWORD: 'pw', MAYFLY_URL_WEB: `http://web--${envId}.localhost/` } }),
+          migrate({
+            image: {
+              build: { context: `/data/envs/${envId}/src/db`, dockerfile: 'Dockerfile', args: {} },
+              ref: 'mayfly-build/migrate:0123456789abcdef',
+            },
+            mounts: [{ type: 'bind', source: dir, target: '/seed', readOnly: true }],
+          }),
+        ],
+        envId,
+      );
+    try {
+      const one = await key(own('env1', dirs[0]!));
+      expect(await key(own('env2', dirs[1]!))).toBe(one);
+      expect(await key(own('env3', dirs[2]!))).not.toBe(one);
+    } finally {
+      for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('follows dependencies of dependencies', async () => {

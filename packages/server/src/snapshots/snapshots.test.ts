@@ -48,6 +48,8 @@ services:
   app:
     image: ${TESTKIT_IMAGE}
     command: ["sh", "-c", "touch /tmp/up; exec sleep 100000"]
+    # Routed: every workload gets MAYFLY_URL_APP, its own environment's URL (not part of a seed).
+    ports: ["8080"]
     healthcheck: { test: ${HEALTH}, interval: 1s, retries: 30 }
     depends_on: { seed: { condition: service_completed_successfully } }
 volumes:
