@@ -225,6 +225,8 @@ export interface VolumeSnapshots {
   remove(snapshotId: string): Promise<boolean>;
   /** Every snapshot object of this installation. */
   list(): Promise<SnapshotObject[]>;
+  /** Whether the snapshot's objects are there (someone may have pruned them behind our back). */
+  exists(snapshotId: string): Promise<boolean>;
   /** What identifies an image's content here (a seed's key names images by it); null when unknown. */
   imageId(ref: string): Promise<string | null>;
 }

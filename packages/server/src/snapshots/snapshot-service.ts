@@ -74,7 +74,9 @@ export class SnapshotService {
         }
         if (before.has(volume.name)) continue; // its data is there already: left as it is
         if (!snapshots) throw new RuntimeStepError(`restore:${volume.name}`, this.noSnapshots());
-        const found = await this.deps.store.snapshots.findByName(plan.project, data.snapshot);
+        const found = await this.usable(
+          await this.deps.store.snapshots.findByName(plan.project, data.snapshot),
+        );
         if (found?.state !== 'ready')
           throw new RuntimeStepError(
             `restore:${volume.name}`,
@@ -112,9 +114,8 @@ export class SnapshotService {
       for (const volume of volumes) {
         if (!snapshots || volume.ignoreSnapshots) break;
         const key = keys.get(volume.name)!;
-        const snapshot = await this.deps.store.snapshots.findByName(
-          plan.project,
-          seededSnapshotName(volume.name, key),
+        const snapshot = await this.usable(
+          await this.deps.store.snapshots.findByName(plan.project, seededSnapshotName(volume.name, key)),
         );
         if (snapshot?.state !== 'ready' || snapshot.seedKey !== key) break;
         found.push(snapshot);
@@ -341,6 +342,21 @@ export class SnapshotService {
       if (left > 0) this.snapshotting.set(env.id, left);
       else this.snapshotting.delete(env.id);
     }
+  }
+
+  /**
+   * The snapshot if it can be cloned: a ready one whose objects are gone (pruned behind Mayfly's
+   * back) is forgotten, and the volume is seeded instead of failing to clone.
+   */
+  private async usable(snapshot: SnapshotRecord | null): Promise<SnapshotRecord | null> {
+    if (snapshot?.state !== 'ready' || !this.snapshots) return snapshot;
+    if (await this.snapshots.exists(snapshot.id)) return snapshot;
+    this.deps.logger.warn(
+      { snapshot: snapshot.name, project: snapshot.project },
+      'a snapshot’s volume is gone: forgotten',
+    );
+    await this.deps.store.snapshots.delete(snapshot.id);
+    return null;
   }
 
   /** True while a snapshot of one of the environment's volumes is being taken (its writers stopped). */

@@ -246,7 +246,16 @@ describe('seeded volumes: seeded once, snapshotted, cloned', () => {
     const replaced = (await snapshots()).find((s) => s.name === original.name)!;
     expect(replaced.id).not.toBe(original.id);
     expect(replaced.sourceEnvironment.name).toBe('seeded-e');
-    await Promise.all(['seeded-d', 'seeded-e'].map(destroy));
+
+    // Its volume pruned behind Mayfly's back: the next environment seeds again instead of failing.
+    docker('volume', 'rm', `mayfly-snap-${replaced.id}`);
+    const pruned = await up('seeded-f', template('2'));
+    expect(rowsOf(pruned.id)).toBe('row-2');
+    expect(await events('seeded-f')).toContain('seed: completed');
+    expect((await snapshots()).find((s) => s.name === original.name)?.sourceEnvironment.name).toBe(
+      'seeded-f',
+    );
+    await Promise.all(['seeded-d', 'seeded-e', 'seeded-f'].map(destroy));
   });
 
   it("the example's PostgreSQL: seeded once; a clone has its rows, not the other's writes", async () => {

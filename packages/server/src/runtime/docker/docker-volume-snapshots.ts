@@ -187,6 +187,10 @@ export class DockerVolumeSnapshots implements VolumeSnapshots {
     }));
   }
 
+  exists(snapshotId: string): Promise<boolean> {
+    return this.volumeExists(snapshotVolumeName(snapshotId));
+  }
+
   async imageId(ref: string): Promise<string | null> {
     try {
       return (await this.docker.getImage(ref).inspect()).Id;
