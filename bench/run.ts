@@ -497,6 +497,13 @@ async function main() {
       ...(kubernetes ? kubernetesJson(kubernetes) : {}),
     });
   } finally {
+    // The example's seeded database is kept as a snapshot: not past this run.
+    const { items } = await call<{ items: { project: string; name: string }[] }>(
+      plane,
+      'GET',
+      '/v1/snapshots',
+    );
+    for (const s of items) await call(plane, 'DELETE', `/v1/snapshots/${s.project}/${s.name}`);
     await stopControlPlane(plane);
     await rm(dataDir, { recursive: true, force: true });
   }

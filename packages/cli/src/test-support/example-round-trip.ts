@@ -3,7 +3,7 @@
  * `up` builds and starts the shop, its URL shows the rows seeded into PostgreSQL, `get`, `ls` and
  * `logs` show it, `destroy` leaves nothing (`leftOf` lists what remains of an environment).
  */
-import type { Environment } from '@mayfly/contract';
+import type { Environment, Snapshot } from '@mayfly/contract';
 import { expect } from 'vitest';
 import { requestViaGateway } from '../../../server/src/test-support/test-server.js';
 
@@ -45,5 +45,12 @@ export async function exampleRoundTrip(options: {
   const down = JSON.parse((await cli(['destroy', name, '--json'])).stdout) as Environment;
   expect(down.state).toBe('destroyed');
   expect(await options.leftOf(env.id)).toEqual([]);
+  // The example's database is seeded once and kept as a snapshot for later environments (where
+  // the runtime keeps snapshots): it outlives the environment until removed.
+  const snapshots = JSON.parse((await cli(['snapshot', 'ls', '--json'])).stdout) as Snapshot[];
+  for (const snapshot of snapshots) {
+    expect(snapshot).toMatchObject({ volume: 'db-data', kind: 'seed', sourceEnvironment: { name } });
+    await cli(['snapshot', 'rm', snapshot.name, '--project', snapshot.project]);
+  }
   return env;
 }
