@@ -34,6 +34,11 @@
 //
 // copies a folder's contents (owners, modes, links kept; cloned where the file system can), how
 // volumes are snapshotted and restored in a helper container (copy.go).
+//
+//	mayfly-agent pack SRC
+//	mayfly-agent unpack DST
+//
+// the same as a stream, where the two folders are in different pods (Kubernetes; stream.go).
 package main
 
 import (
@@ -62,6 +67,10 @@ func main() {
 		os.Exit(probe(os.Args[2:]))
 	case "copy":
 		os.Exit(copyTree(os.Args[2:]))
+	case "pack":
+		os.Exit(packTree(os.Args[2:]))
+	case "unpack":
+		os.Exit(unpackTree(os.Args[2:]))
 	default:
 		usage()
 	}
@@ -76,5 +85,6 @@ func usage() {
 	fmt.Fprintln(os.Stderr, "       mayfly-agent idle")
 	fmt.Fprintln(os.Stderr, "       mayfly-agent probe HOST:PORT...")
 	fmt.Fprintln(os.Stderr, "       mayfly-agent copy SRC DST")
+	fmt.Fprintln(os.Stderr, "       mayfly-agent pack SRC | mayfly-agent unpack DST")
 	os.Exit(2)
 }
