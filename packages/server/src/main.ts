@@ -122,6 +122,8 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
           ...(config.kubeconfig ? { kubeconfig: config.kubeconfig } : {}),
           ...(config.kubeContext ? { context: config.kubeContext } : {}),
           instance: store.instanceId,
+          ...(agentBinary ? { agentBinary } : {}),
+          ...(config.dockerSocket ? { socketPath: config.dockerSocket } : {}),
           publisher: new DockerImagePublisher({
             ...(config.dockerSocket ? { socketPath: config.dockerSocket } : {}),
             ...(config.registry ? { registry: config.registry } : {}),

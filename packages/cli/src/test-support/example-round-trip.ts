@@ -1,7 +1,9 @@
 /**
  * What a user does with the example through the CLI, whatever the server runs environments on:
  * `up` builds and starts the shop, its URL shows the rows seeded into PostgreSQL, `get`, `ls` and
- * `logs` show it, `destroy` leaves nothing (`leftOf` lists what remains of an environment).
+ * `logs` show it, a second environment starts with a clone of the seeded database, `destroy`
+ * leaves nothing (`leftOf` lists what remains of an environment), `snapshot rm` removes the seed's
+ * snapshot.
  */
 import type { Environment, Snapshot } from '@mayfly/contract';
 import { expect } from 'vitest';
@@ -41,6 +43,24 @@ export async function exampleRoundTrip(options: {
 
   const logs = await cli(['logs', name, 'migrate']);
   expect(logs.stdout.length).toBeGreaterThan(0);
+  expect(env.data).toEqual([
+    { volume: 'db-data', origin: 'seeded', snapshot: expect.any(String), job: 'migrate' },
+  ]);
+
+  // A second environment of the same template (another pull request's) starts with a clone of the
+  // seeded database: the same rows, its migrate job not run.
+  const second = JSON.parse(
+    (await cli(['up', '-f', 'examples/shop/compose.yaml', '--name', `${name}-2`, '--json'])).stdout,
+  ) as Environment;
+  expect(second).toMatchObject({ state: 'ready', failure: null });
+  expect(second.data).toEqual([
+    { volume: 'db-data', origin: 'restored', snapshot: env.data[0]?.snapshot, job: 'migrate' },
+  ]);
+  const clonePage = await requestViaGateway(port, `web--${name}-2.localhost`);
+  for (const product of SEEDED) expect(clonePage.text).toContain(product);
+  expect((await cli(['get', `${name}-2`])).stdout).toMatch(/db-data\s+restored from snapshot/);
+  await cli(['destroy', `${name}-2`]);
+  expect(await options.leftOf(second.id)).toEqual([]);
 
   const down = JSON.parse((await cli(['destroy', name, '--json'])).stdout) as Environment;
   expect(down.state).toBe('destroyed');
@@ -48,6 +68,7 @@ export async function exampleRoundTrip(options: {
   // The example's database is seeded once and kept as a snapshot for later environments (where
   // the runtime keeps snapshots): it outlives the environment until removed.
   const snapshots = JSON.parse((await cli(['snapshot', 'ls', '--json'])).stdout) as Snapshot[];
+  expect(snapshots).toHaveLength(1);
   for (const snapshot of snapshots) {
     expect(snapshot).toMatchObject({ volume: 'db-data', kind: 'seed', sourceEnvironment: { name } });
     await cli(['snapshot', 'rm', snapshot.name, '--project', snapshot.project]);

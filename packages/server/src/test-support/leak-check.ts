@@ -53,10 +53,14 @@ export async function clusterObjects(envId?: string): Promise<string[]> {
     core.listPersistentVolume({ labelSelector }),
   ]);
   return [
-    ...namespaces.items.filter(ours).map((n) => `namespace ${n.metadata?.name}`),
+    ...namespaces.items
+      .filter(ours)
+      .map((n) => `namespace ${n.metadata?.name}${n.metadata?.deletionTimestamp ? TERMINATING : ''}`),
     ...volumes.items.filter(ours).map((v) => `persistentvolume ${v.metadata?.name}`),
   ];
 }
+
+const TERMINATING = ' (being deleted)';
 
 // Objects that were there before (a previous file's, already reported) are not this file's.
 let before = new Set<string>();
@@ -65,6 +69,17 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  const left = [...labelledObjects(), ...(await clusterObjects())].filter((o) => !before.has(o));
+  const leftovers = async () =>
+    [...labelledObjects(), ...(await clusterObjects())].filter((o) => !before.has(o));
+  let left = await leftovers();
+  // A namespace being deleted (the snapshots namespace goes with its last snapshot, without
+  // waiting) is given the time its deletion takes, not taken for a leak at once.
+  for (
+    const deadline = Date.now() + 90_000;
+    left.some((o) => o.endsWith(TERMINATING)) && Date.now() < deadline;
+  ) {
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    left = await leftovers();
+  }
   expect(left, 'Mayfly-labelled objects left behind by this test file').toEqual([]);
 });

@@ -9,9 +9,31 @@ import { readFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import type Docker from 'dockerode';
 import tar from 'tar-stream';
+import type { ImagePublisher } from '../../images/image-publisher.js';
 import { imageExists, jsonMessages } from './engine-api.js';
 
 export const AGENT_IMAGE_REPOSITORY = 'mayfly/agent';
+
+/**
+ * The agent's image as a cluster pulls it: made and published once per process (again after a
+ * failure).
+ */
+export function publishedAgentImage(
+  docker: Docker,
+  agentBinary: string,
+  publisher: ImagePublisher,
+): (signal: AbortSignal) => Promise<string> {
+  let ref: Promise<string> | undefined;
+  return (signal) => {
+    ref ??= ensureAgentImage(docker, agentBinary).then(
+      async (local) => (await publisher.publish(local, signal)).ref,
+    );
+    ref.catch(() => {
+      ref = undefined;
+    });
+    return ref;
+  };
+}
 
 /** Makes (once per binary) and names the local image holding `agentBinary` at `/mayfly-agent`. */
 export async function ensureAgentImage(docker: Docker, agentBinary: string): Promise<string> {

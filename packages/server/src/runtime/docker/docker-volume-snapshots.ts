@@ -19,7 +19,7 @@ import {
 } from '../runtime.js';
 import { ensureAgentImage } from './agent-image.js';
 import { logTail } from './container-io.js';
-import { ignore, statusCode } from './engine-api.js';
+import { ignore, imageId, statusCode } from './engine-api.js';
 import { envLabels, labelFilter, volumeName } from './names.js';
 
 /** On a snapshot's volume (its id) and on the helper containers that fill one. */
@@ -191,13 +191,8 @@ export class DockerVolumeSnapshots implements VolumeSnapshots {
     return this.volumeExists(snapshotVolumeName(snapshotId));
   }
 
-  async imageId(ref: string): Promise<string | null> {
-    try {
-      return (await this.docker.getImage(ref).inspect()).Id;
-    } catch (err) {
-      if (statusCode(err) === 404) return null;
-      throw err;
-    }
+  imageId(ref: string): Promise<string | null> {
+    return imageId(this.docker, ref);
   }
 
   /** The environment's running containers that mount `volume`. */

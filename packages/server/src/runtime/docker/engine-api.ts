@@ -13,11 +13,15 @@ export function engineClient(options: {
 
 /** True when the Engine has the image `ref`. */
 export async function imageExists(docker: Docker, ref: string): Promise<boolean> {
+  return (await imageId(docker, ref)) !== null;
+}
+
+/** The image's id (its content), null when the Engine has no such image. */
+export async function imageId(docker: Docker, ref: string): Promise<string | null> {
   try {
-    await docker.getImage(ref).inspect();
-    return true;
+    return (await docker.getImage(ref).inspect()).Id;
   } catch (err) {
-    if (statusCode(err) === 404) return false;
+    if (statusCode(err) === 404) return null;
     throw err;
   }
 }

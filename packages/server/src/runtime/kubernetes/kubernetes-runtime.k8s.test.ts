@@ -8,12 +8,13 @@ import { CoreV1Api, KubeConfig, NetworkingV1Api } from '@kubernetes/client-node'
 import { afterAll, describe, expect, it } from 'vitest';
 import type { EnvPlan } from '../../plan/plan.js';
 import { roleKubeconfig } from '../../test-support/deploy-manifests.js';
-import { testInstanceName } from '../../test-support/global-setup.js';
+import { requiredAgentBinary, testInstanceName } from '../../test-support/global-setup.js';
 import { envPlan, httpService, workload } from '../../test-support/plans.js';
 import { until } from '../../test-support/until.js';
 import { applyPlan } from '../apply-plan.js';
 import { DockerImagePublisher } from '../docker/docker-image-publisher.js';
 import { describeRuntime } from '../runtime.case.js';
+import { describeVolumeSnapshots } from '../volume-snapshots.case.js';
 import { KubernetesRuntime } from './kubernetes-runtime.js';
 import { namespaceName } from './manifests.js';
 
@@ -24,8 +25,9 @@ const instance = `${testInstanceName()}-k8s`;
 // every call the suite makes must be allowed by it.
 const asMayfly = kubeconfig ? await roleKubeconfig(kubeconfig) : undefined;
 
-function makeRuntime(): KubernetesRuntime {
+function makeRuntime(extra: { agentBinary?: string } = {}): KubernetesRuntime {
   return new KubernetesRuntime({
+    ...extra,
     kubeconfig: asMayfly,
     instance,
     publisher: new DockerImagePublisher({ registry }),
@@ -47,6 +49,11 @@ describe.skipIf(!kubeconfig)('KubernetesRuntime', () => {
     // What Kubernetes does otherwise (docs/kubernetes.md).
     differences: { noCreatedReplicas: true, sleepLosesContainerFiles: true, fileOwnersIgnored: true },
   });
+});
+
+describe.skipIf(!kubeconfig)('KubernetesRuntime snapshots', () => {
+  // Copied between the snapshots namespace and environments' through helper pods (no CSI here).
+  describeVolumeSnapshots('kubernetes', { make: () => makeRuntime({ agentBinary: requiredAgentBinary() }) });
 });
 
 describe.skipIf(!kubeconfig)('KubernetesRuntime on the cluster', () => {

@@ -8,11 +8,13 @@ import { rm } from 'node:fs/promises';
 import { PassThrough, Readable, Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { CoreV1Event, V1Namespace, V1Pod, V1Service, V1StatefulSet } from '@kubernetes/client-node';
+import type Docker from 'dockerode';
 import type { ImagePublisher, PublishedImage } from '../../images/image-publisher.js';
 import { tryConnect } from '../../net/tcp-connect.js';
 import type { EnvPlan, WorkloadPlan } from '../../plan/plan.js';
 import { orAbort } from '../abort.js';
 import { ByteTail, outputTail } from '../byte-tail.js';
+import { engineClient } from '../docker/engine-api.js';
 import {
   DEFAULT_EXEC_OUTPUT_BYTES,
   type Endpoint,
@@ -43,6 +45,7 @@ import {
   streamGet,
   unless,
 } from './kube-api.js';
+import { KubernetesVolumeSnapshots } from './kubernetes-volume-snapshots.js';
 import {
   type ClusterSettings,
   filesSecretManifest,
@@ -68,6 +71,14 @@ export interface KubernetesRuntimeOptions extends KubeConnection {
   clients?: KubeClients;
   /** Makes every workload's image pullable by the cluster. */
   publisher: ImagePublisher;
+  /**
+   * The static agent binary: volume snapshots copy with it (its image made where Mayfly builds,
+   * `docker`, and published). Without it there are no snapshots.
+   */
+  agentBinary?: string;
+  /** The Docker Engine where Mayfly builds (default: its socket, `socketPath`). */
+  docker?: Docker;
+  socketPath?: string;
   /** The installation's id (`Store.instanceId`). */
   instance?: string;
   cluster?: Partial<Omit<ClusterSettings, 'instance'>>;
@@ -115,6 +126,7 @@ export class KubernetesRuntime implements Runtime {
   private readonly crashLoopRestarts: number;
   /** Published images by the plan's reference: publishing again is cheap, not free. */
   private readonly published = new Map<string, Promise<PublishedImage>>();
+  readonly snapshots: KubernetesVolumeSnapshots | undefined;
 
   constructor(options: KubernetesRuntimeOptions) {
     this.k = options.clients ?? kubeClients(options);
@@ -131,6 +143,22 @@ export class KubernetesRuntime implements Runtime {
     this.pollMs = options.pollMs ?? 250;
     this.workloadTimeoutMs = options.workloadTimeoutMs ?? 300_000;
     this.crashLoopRestarts = options.crashLoopRestarts ?? 3;
+    this.snapshots = options.agentBinary
+      ? new KubernetesVolumeSnapshots({
+          k: this.k,
+          settings: this.settings,
+          writers: {
+            running: (plan, volume) => this.runningWriters(plan, volume),
+            stop: (plan, writers, signal) => this.stopWriters(plan, writers, signal),
+            start: (plan, writers, signal) => this.startWriters(plan, writers, signal),
+          },
+          publisher: this.publisher,
+          docker: options.docker ?? engineClient(options),
+          agentBinary: options.agentBinary,
+          pollMs: this.pollMs,
+          startTimeoutMs: this.workloadTimeoutMs,
+        })
+      : undefined;
   }
 
   async ping(): Promise<void> {
@@ -823,6 +851,71 @@ export class KubernetesRuntime implements Runtime {
     );
   }
 
+  // --- writers of a volume, stopped for its snapshot ---------------------------------------------
+
+  private async runningWriters(plan: EnvPlan, volume: string): Promise<WorkloadPlan[]> {
+    const ns = namespaceName(plan.envId);
+    const mounting = plan.workloads.filter(
+      (w) => w.kind !== 'job' && w.mounts.some((m) => m.type === 'volume' && m.source === volume),
+    );
+    const running = await Promise.all(
+      mounting.map(async (w) => {
+        if (runsAs(w) === 'controller')
+          return ((await this.readController(ns, objectName(w.name), w))?.spec?.replicas ?? 0) > 0;
+        return (await this.podsOf(plan.envId, w.name)).some((p) => !terminated(p));
+      }),
+    );
+    return mounting.filter((_, i) => running[i]);
+  }
+
+  /** Scales controllers to none and removes pods, their grace period honoured; waits until none is left. */
+  private async stopWriters(plan: EnvPlan, writers: WorkloadPlan[], signal: AbortSignal): Promise<void> {
+    const ns = namespaceName(plan.envId);
+    await Promise.all(
+      writers.map(async (w) => {
+        const name = objectName(w.name);
+        if (runsAs(w) === 'controller') {
+          await this.update(
+            () => this.readController(ns, name, w),
+            (controller) => {
+              controller.spec!.replicas = 0;
+              return true;
+            },
+            (controller) =>
+              controller.kind === 'StatefulSet'
+                ? this.k.apps.replaceNamespacedStatefulSet({ namespace: ns, name, body: controller as never })
+                : this.k.apps.replaceNamespacedDeployment({ namespace: ns, name, body: controller as never }),
+          );
+        } else {
+          const pods = await this.podsOf(plan.envId, w.name);
+          await Promise.all(
+            pods.map((p) =>
+              unless([404], this.k.core.deleteNamespacedPod({ namespace: ns, name: p.metadata!.name! })),
+            ),
+          );
+        }
+      }),
+    );
+    const deadline = Date.now() + this.workloadTimeoutMs;
+    for (const w of writers) {
+      while ((await this.podsOf(plan.envId, w.name, true)).length > 0) {
+        if (Date.now() > deadline) throw new Error(`${w.name} does not stop for the snapshot`);
+        await sleep(this.pollMs, undefined, { signal });
+      }
+    }
+  }
+
+  private async startWriters(plan: EnvPlan, writers: WorkloadPlan[], signal: AbortSignal): Promise<void> {
+    await Promise.all(writers.map((w) => this.startWorkload(plan, w, signal)));
+    for (const w of writers) {
+      const outcome = await this.waitForReady(plan, w, { fresh: true, signal });
+      if (outcome.state === 'exited')
+        throw new Error(
+          `${w.name} stopped for the snapshot and did not start again (exit ${outcome.exitCode})`,
+        );
+    }
+  }
+
   async stop(envId: string): Promise<void> {
     if (!envId) throw new Error('stop needs an environment id');
     const ns = namespaceName(envId);
@@ -884,7 +977,11 @@ export class KubernetesRuntime implements Runtime {
     const deadline = Date.now() + 300_000;
     for (;;) {
       const found = await unless([404], this.k.core.readNamespace({ name: ns }));
-      if (!found) return this.removeLocalVolumes(envId);
+      if (!found) {
+        // Its restores' helpers on the snapshots' side (a restore cut short by a crash).
+        await this.snapshots?.forget(envId);
+        return this.removeLocalVolumes(envId);
+      }
       if (found.metadata?.labels?.[LABELS.managedBy] !== MANAGED_BY) {
         throw new Error(`namespace ${ns} is not Mayfly's: left alone`);
       }

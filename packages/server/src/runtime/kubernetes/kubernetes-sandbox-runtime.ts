@@ -21,7 +21,7 @@ import {
   type SandboxSpec,
   type SandboxUsage,
 } from '../../sandbox/sandbox-runtime.js';
-import { ensureAgentImage } from '../docker/agent-image.js';
+import { publishedAgentImage } from '../docker/agent-image.js';
 import { checkSandboxImage } from '../docker/docker-sandbox-runtime.js';
 import { engineClient } from '../docker/engine-api.js';
 import { LABELS, MANAGED_BY } from '../runtime.js';
@@ -95,13 +95,15 @@ export class KubernetesSandboxRuntime implements SandboxRuntime {
   private readonly pollMs: number;
   /** The namespace and its deny-all policy, made once per process (kept when they exist). */
   private prepared: Promise<void> | undefined;
-  private agentImage: Promise<string> | undefined;
+  /** The agent's image as the cluster pulls it (made and published once per process). */
+  private readonly agentImageRef: (signal: AbortSignal) => Promise<string>;
   /** The channels opened here, by sandbox: pausing goes through one with connections ready. */
   private readonly channels = new Map<string, AgentChannel>();
 
   constructor(private readonly options: KubernetesSandboxRuntimeOptions) {
     this.k = options.clients ?? kubeClients(options);
     this.docker = options.docker ?? engineClient(options);
+    this.agentImageRef = publishedAgentImage(this.docker, options.agentBinary, options.publisher);
     this.settings = {
       instance: options.instance,
       runtimeClasses: options.runtimeClasses ?? {},
@@ -260,17 +262,6 @@ export class KubernetesSandboxRuntime implements SandboxRuntime {
       this.prepared = undefined;
     });
     return this.prepared;
-  }
-
-  /** The agent's image as the cluster pulls it (made and published once per process). */
-  private agentImageRef(signal: AbortSignal): Promise<string> {
-    this.agentImage ??= ensureAgentImage(this.docker, this.options.agentBinary).then(
-      async (local) => (await this.options.publisher.publish(local, signal)).ref,
-    );
-    this.agentImage.catch(() => {
-      this.agentImage = undefined;
-    });
-    return this.agentImage;
   }
 
   private async images(spec: SandboxSpec): Promise<{ sandbox: string; agent: string }> {
