@@ -8,15 +8,20 @@
  *   floor     the same database with no seed at all: the least any of them could take
  *
  * and the copy a snapshot is, measured alone against `cp -a`: on the Engine's file system, and on
- * an XFS made for the purpose (reflinks), where `mkfs.xfs` is installed.
+ * an XFS made for the purpose (reflinks), where `mkfs.xfs` is installed. With a cluster
+ * (MAYFLY_BENCH_KUBECONFIG), the three ways again on Kubernetes, where a snapshot is a claim of its
+ * own namespace and copies are streamed between helper pods.
  */
 import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { Exec, KubeConfig } from '@kubernetes/client-node';
 import type { EnvEvent } from '../packages/contract/src/index.js';
+import { namespaceName } from '../packages/server/src/runtime/kubernetes/manifests.js';
 import {
   callApi as call,
   destroyAll,
@@ -101,96 +106,166 @@ async function up(plane: Plane, name: string, content: string, extra: Record<str
   });
 }
 
-/** The rows the environment's database holds: a restored one must hold what the seeded one does. */
-async function rowsIn(plane: Plane, name: string): Promise<string> {
+const ROWS_SQL = "SELECT (SELECT count(*) FROM items) || ' ' || (SELECT count(*) FROM fixtures)";
+
+/** The rows an environment's database holds: a restored one must hold what the seeded one does. */
+type RowsIn = (plane: Plane, name: string) => Promise<string>;
+
+const rowsInContainer: RowsIn = async (plane, name) => {
   const env = await call<{ id: string }>(plane, 'GET', `/v1/environments/${name}`);
-  const { stdout } = await run(
-    'docker',
-    [
-      'exec',
-      '-e',
-      'PGPASSWORD=bench-password',
-      `mayfly-${env.id}-db-1`,
-      'psql',
-      '-h',
-      '127.0.0.1',
-      '-U',
-      'app',
-      '-tAc',
-      "SELECT (SELECT count(*) FROM items) || ' ' || (SELECT count(*) FROM fixtures)",
-      'app',
-    ],
-    { env: { ...process.env, PGPASSWORD: 'bench-password' } },
-  );
+  const { stdout } = await run('docker', [
+    'exec',
+    '-e',
+    'PGPASSWORD=bench-password',
+    `mayfly-${env.id}-db-1`,
+    ...['psql', '-h', '127.0.0.1', '-U', 'app', '-tAc', ROWS_SQL, 'app'],
+  ]);
   return stdout.trim();
+};
+
+/** On the cluster: in the database's pod (its StatefulSet's first), through the API's exec. */
+function rowsInPod(kubeconfig: string): RowsIn {
+  const config = new KubeConfig();
+  config.loadFromFile(kubeconfig);
+  return async (plane, name) => {
+    const env = await call<{ id: string }>(plane, 'GET', `/v1/environments/${name}`);
+    let out = '';
+    const stdout = new Writable({
+      write(chunk, _encoding, done) {
+        out += String(chunk);
+        done();
+      },
+    });
+    await new Promise<void>((resolve, reject) => {
+      void new Exec(config)
+        .exec(
+          namespaceName(env.id),
+          'db-0',
+          'main',
+          ['sh', '-c', `PGPASSWORD=bench-password psql -h 127.0.0.1 -U app -tAc "${ROWS_SQL}" app`],
+          stdout,
+          null,
+          null,
+          false,
+          (status) => (status.status === 'Success' ? resolve() : reject(new Error(status.message))),
+        )
+        .catch(reject);
+    });
+    return out.trim();
+  };
 }
 
-export async function benchSeeding(): Promise<SeedingBench> {
+/** Seeded, restored and floor, interleaved, ROUNDS times, after one untimed seed; and the takes. */
+async function rounds(plane: Plane, rowsIn: RowsIn, label: string) {
+  const samples: Record<string, number[]> = { seeded: [], restored: [], floor: [], snapshotTake: [] };
+  let sizeMiB = 0;
+  // Untimed: the first seed, whose snapshot the restored rounds clone (and a warm page cache).
+  await up(plane, 'seed-warm', seededTemplate);
+  const rows = await rowsIn(plane, 'seed-warm');
+  await mayflyDown(plane, 'seed-warm');
+  for (let round = 1; round <= ROUNDS; round++) {
+    process.stderr.write(`seeding${label}: round ${round}/${ROUNDS}…\n`);
+    samples.floor!.push(await up(plane, `floor-${round}`, floorTemplate));
+    await mayflyDown(plane, `floor-${round}`);
+    samples.seeded!.push(await up(plane, `seeded-${round}`, seededTemplate, { noSnapshot: true }));
+    const taken = (
+      await call<{ items: EnvEvent[] }>(plane, 'GET', `/v1/environments/seeded-${round}/events`)
+    ).items
+      .map((e) => /^pgdata: snapshot \S+ taken: ([\d.]+) (KiB|MiB|GiB) in ([\d.]+) s/.exec(e.message))
+      .find((m) => m !== null);
+    if (taken) {
+      samples.snapshotTake!.push(Number(taken[3]));
+      sizeMiB = Number(taken[1]) * { KiB: 1 / 1024, MiB: 1, GiB: 1024 }[taken[2] as 'KiB'];
+    }
+    await mayflyDown(plane, `seeded-${round}`);
+    samples.restored!.push(await up(plane, `restored-${round}`, seededTemplate));
+    const restoredRows = await rowsIn(plane, `restored-${round}`);
+    if (restoredRows !== rows) throw new Error(`restored rows ${restoredRows}, seeded ${rows}`);
+    await mayflyDown(plane, `restored-${round}`);
+  }
+  return { samples, sizeMiB, rows };
+}
+
+/** Every environment and snapshot gone, the control plane stopped and its data removed. */
+async function cleanUp(plane: Plane, dataDir: string) {
+  await destroyAll(plane);
+  const { items } = await call<{ items: { project: string; name: string }[] }>(plane, 'GET', '/v1/snapshots');
+  for (const s of items) await call(plane, 'DELETE', `/v1/snapshots/${s.project}/${s.name}`);
+  await stopControlPlane(plane);
+  await rm(dataDir, { recursive: true, force: true });
+}
+
+/** The rounds' rows and goals, the label saying where they ran. */
+function results(r: Awaited<ReturnType<typeof rounds>>, label: string) {
+  const m = (k: string) => median(r.samples[k]!);
+  const restoredOverSeeded = m('restored') / m('seeded');
+  const aboveFloor = m('restored') - m('floor');
+  const rows: SeedingBench['rows'] = [
+    [`create → ready, seeded (job + snapshot)${label}`, m('seeded'), m('floor'), 'no seed', 's'],
+    [`create → ready, restored from the snapshot${label}`, m('restored'), m('seeded'), 'seeded', 's'],
+    [`create → ready, no seed at all (floor)${label}`, m('floor'), null, '', 's'],
+    [`snapshot taken (writers stopped and started again)${label}`, m('snapshotTake'), null, '', 's'],
+    [`snapshot size${label}`, r.sizeMiB, null, '', 'MiB'],
+  ];
+  const goals: SeedingBench['goals'] = {
+    [`restored ≤ 0.3 × seeded${label}`]: {
+      value: restoredOverSeeded,
+      goal: '≤ 0.30',
+      met: restoredOverSeeded <= 0.3,
+    },
+    [`restored within 1 s of the floor${label}`]: {
+      value: aboveFloor,
+      goal: '≤ 1.00 s',
+      met: aboveFloor <= 1,
+    },
+  };
+  const [items, fixtures] = r.rows.split(' ').map(Number);
+  return { rows, goals, samples: { ...r.samples, rows: [items!, fixtures!] } };
+}
+
+/**
+ * On the Docker Engine; and on the cluster of `kubeconfig` too when one is given (scripts/bench.sh
+ * gives the test cluster's for the whole run and BENCH_ONLY=seeding), where snapshots are copied
+ * between namespaces through helper pods.
+ */
+export async function benchSeeding(kubeconfig = process.env.MAYFLY_BENCH_KUBECONFIG): Promise<SeedingBench> {
   process.stderr.write('seeding: building the PostgreSQL image…\n');
   await run('docker', ['build', '-q', '-t', IMAGE, path.join(root, 'examples/shop/db')]);
   const dataDir = await mkdtemp(path.join(os.tmpdir(), 'mayfly-bench-seeding-'));
   const plane = await startControlPlane(dataDir, undefined, { logLevel: 'error' });
-  const samples: Record<string, number[]> = { seeded: [], restored: [], floor: [], snapshotTake: [] };
-  let sizeMiB = 0;
-  let rows = '';
+  let onDocker: ReturnType<typeof results>;
   try {
-    // Untimed: the first seed, whose snapshot the restored rounds clone (and a warm page cache).
-    await up(plane, 'seed-warm', seededTemplate);
-    rows = await rowsIn(plane, 'seed-warm');
-    await mayflyDown(plane, 'seed-warm');
-    for (let round = 1; round <= ROUNDS; round++) {
-      process.stderr.write(`seeding: round ${round}/${ROUNDS}…\n`);
-      samples.floor!.push(await up(plane, `floor-${round}`, floorTemplate));
-      await mayflyDown(plane, `floor-${round}`);
-      samples.seeded!.push(await up(plane, `seeded-${round}`, seededTemplate, { noSnapshot: true }));
-      const taken = (
-        await call<{ items: EnvEvent[] }>(plane, 'GET', `/v1/environments/seeded-${round}/events`)
-      ).items
-        .map((e) => /^pgdata: snapshot \S+ taken: ([\d.]+) (KiB|MiB|GiB) in ([\d.]+) s/.exec(e.message))
-        .find((m) => m !== null);
-      if (taken) {
-        samples.snapshotTake!.push(Number(taken[3]));
-        sizeMiB = Number(taken[1]) * { KiB: 1 / 1024, MiB: 1, GiB: 1024 }[taken[2] as 'KiB'];
-      }
-      await mayflyDown(plane, `seeded-${round}`);
-      samples.restored!.push(await up(plane, `restored-${round}`, seededTemplate));
-      const restoredRows = await rowsIn(plane, `restored-${round}`);
-      if (restoredRows !== rows) throw new Error(`restored rows ${restoredRows}, seeded ${rows}`);
-      await mayflyDown(plane, `restored-${round}`);
-    }
+    onDocker = results(await rounds(plane, rowsInContainer, ''), '');
   } finally {
-    await destroyAll(plane);
-    const { items } = await call<{ items: { project: string; name: string }[] }>(
-      plane,
-      'GET',
-      '/v1/snapshots',
-    );
-    for (const s of items) await call(plane, 'DELETE', `/v1/snapshots/${s.project}/${s.name}`);
-    await stopControlPlane(plane);
-    await rm(dataDir, { recursive: true, force: true });
+    await cleanUp(plane, dataDir);
+  }
+  let onCluster: ReturnType<typeof results> | undefined;
+  if (kubeconfig) {
+    const clusterDir = await mkdtemp(path.join(os.tmpdir(), 'mayfly-bench-seeding-k8s-'));
+    const cluster = await startControlPlane(clusterDir, undefined, {
+      logLevel: 'error',
+      runtimeDriver: 'kubernetes',
+      kubeconfig,
+      registry: process.env.MAYFLY_BENCH_REGISTRY ?? '127.0.0.1:5000',
+      kubeLocalVolumes: process.env.MAYFLY_BENCH_K8S_VOLUMES ?? '/var/lib/mayfly-cluster/volumes',
+      kubeGatewayFrom: ['10.245.0.1/32'],
+    });
+    try {
+      onCluster = results(await rounds(cluster, rowsInPod(kubeconfig), ' (k8s)'), ', on Kubernetes');
+    } finally {
+      await cleanUp(cluster, clusterDir);
+    }
   }
   const copies = await copyTimes();
-  const m = (k: string) => median(samples[k]!);
-  const restoredOverSeeded = m('restored') / m('seeded');
-  const aboveFloor = m('restored') - m('floor');
   return {
-    rows: [
-      ['create → ready, seeded (job + snapshot)', m('seeded'), m('floor'), 'no seed', 's'],
-      ['create → ready, restored from the snapshot', m('restored'), m('seeded'), 'seeded', 's'],
-      ['create → ready, no seed at all (floor)', m('floor'), null, '', 's'],
-      ['snapshot taken (writers stopped and started again)', m('snapshotTake'), null, '', 's'],
-      ['snapshot size', sizeMiB, null, '', 'MiB'],
-      ...copies,
-    ],
-    goals: {
-      'restored ≤ 0.3 × seeded': {
-        value: restoredOverSeeded,
-        goal: '≤ 0.30',
-        met: restoredOverSeeded <= 0.3,
-      },
-      'restored within 1 s of the floor': { value: aboveFloor, goal: '≤ 1.00 s', met: aboveFloor <= 1 },
+    rows: [...onDocker.rows, ...copies, ...(onCluster?.rows ?? [])],
+    goals: { ...onDocker.goals, ...onCluster?.goals },
+    samples: {
+      ...onDocker.samples,
+      ...Object.fromEntries(
+        Object.entries(onCluster?.samples ?? {}).map(([k, v]) => [`${k}OnKubernetes`, v]),
+      ),
     },
-    samples: { ...samples, rows: [Number(rows.split(' ')[0]), Number(rows.split(' ')[1])] },
   };
 }
 

@@ -22,10 +22,10 @@ if { [ -z "${BENCH_ONLY:-}" ] || [ "${BENCH_ONLY:-}" = seeding ]; } && ! command
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xfsprogs >/dev/null
 fi
-# The cluster part (BENCH_ONLY=kubernetes, or the whole run) on the test cluster, started here and
+# The cluster part (BENCH_ONLY=kubernetes or seeding, or the whole run) on the test cluster, started here and
 # taken down afterwards unless MAYFLY_BENCH_KUBECONFIG names one; MAYFLY_SKIP_KUBERNETES=1 skips it.
 started_cluster=0
-if { [ -z "${BENCH_ONLY:-}" ] || [ "${BENCH_ONLY:-}" = kubernetes ]; } \
+if { [ -z "${BENCH_ONLY:-}" ] || [ "${BENCH_ONLY:-}" = kubernetes ] || [ "${BENCH_ONLY:-}" = seeding ]; } \
    && [ "${MAYFLY_SKIP_KUBERNETES:-}" != 1 ] && [ -z "${MAYFLY_BENCH_KUBECONFIG:-}" ]; then
   MAYFLY_BENCH_KUBECONFIG="$(bash scripts/cluster/up.sh | tail -1)"
   export MAYFLY_BENCH_KUBECONFIG
