@@ -32,6 +32,11 @@ trap 'rm -rf "$CONTEXT"' EXIT
 cp "$NODE" "$CONTEXT/node"
 mkdir -p "$CONTEXT/app/packages/cli"
 cp -r packages/cli/bin packages/cli/dist packages/cli/package.json "$CONTEXT/app/packages/cli/"
+# The container agent (packages/agent/dist, found by the server there): sandboxes on the cluster,
+# and the helper pods that copy volume snapshots.
+bash scripts/ensure-agent.sh
+mkdir -p "$CONTEXT/app/packages/agent/dist"
+cp packages/agent/dist/mayfly-agent "$CONTEXT/app/packages/agent/dist/"
 # The dashboard's build, which the server serves at / (packages/dashboard/dist).
 mkdir -p "$CONTEXT/app/packages/dashboard"
 cp -r packages/dashboard/dist "$CONTEXT/app/packages/dashboard/"
