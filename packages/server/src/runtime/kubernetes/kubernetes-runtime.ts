@@ -46,6 +46,7 @@ import {
   unless,
 } from './kube-api.js';
 import { KubernetesVolumeSnapshots } from './kubernetes-volume-snapshots.js';
+import { HELPER_LABEL } from './snapshot-manifests.js';
 import {
   type ClusterSettings,
   filesSecretManifest,
@@ -773,7 +774,8 @@ export class KubernetesRuntime implements Runtime {
       this.k.batch.listNamespacedJob({ namespace: ns, labelSelector: selector }),
     ]);
     const workloads: ObservedWorkload[] = pods.items
-      .filter((p) => !p.metadata?.deletionTimestamp)
+      // A snapshot's helper pods are no workload of the environment.
+      .filter((p) => !p.metadata?.deletionTimestamp && !p.metadata?.labels?.[HELPER_LABEL])
       .map((p) => {
         const ended = terminated(p);
         const status = p.status?.containerStatuses?.[0];
