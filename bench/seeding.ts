@@ -19,9 +19,10 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { Exec, KubeConfig } from '@kubernetes/client-node';
+import { CoreV1Api, Exec, KubeConfig } from '@kubernetes/client-node';
 import type { EnvEvent } from '../packages/contract/src/index.js';
 import { namespaceName } from '../packages/server/src/runtime/kubernetes/manifests.js';
+import { LABELS } from '../packages/server/src/runtime/runtime.js';
 import {
   callApi as call,
   destroyAll,
@@ -123,12 +124,17 @@ const rowsInContainer: RowsIn = async (plane, name) => {
   return stdout.trim();
 };
 
-/** On the cluster: in the database's pod (its StatefulSet's first), through the API's exec. */
+/** On the cluster: in the database's running pod, through the API's exec. */
 function rowsInPod(kubeconfig: string): RowsIn {
   const config = new KubeConfig();
   config.loadFromFile(kubeconfig);
+  const core = config.makeApiClient(CoreV1Api);
   return async (plane, name) => {
     const env = await call<{ id: string }>(plane, 'GET', `/v1/environments/${name}`);
+    const namespace = namespaceName(env.id);
+    const pods = await core.listNamespacedPod({ namespace, labelSelector: `${LABELS.workload}=db` });
+    const pod = pods.items.find((p) => p.status?.phase === 'Running')?.metadata?.name;
+    if (!pod) throw new Error(`no running db pod in ${namespace}`);
     let out = '';
     const stdout = new Writable({
       write(chunk, _encoding, done) {
@@ -139,8 +145,8 @@ function rowsInPod(kubeconfig: string): RowsIn {
     await new Promise<void>((resolve, reject) => {
       void new Exec(config)
         .exec(
-          namespaceName(env.id),
-          'db-0',
+          namespace,
+          pod,
           'main',
           ['sh', '-c', `PGPASSWORD=bench-password psql -h 127.0.0.1 -U app -tAc "${ROWS_SQL}" app`],
           stdout,
