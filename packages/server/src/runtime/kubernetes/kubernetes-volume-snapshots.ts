@@ -15,6 +15,7 @@ import type { EnvPlan, WorkloadPlan } from '../../plan/plan.js';
 import { publishedAgentImage } from '../docker/agent-image.js';
 import { imageId } from '../docker/engine-api.js';
 import {
+  LABELS,
   SnapshotGoneError,
   type SnapshotObject,
   type SnapshotRef,
@@ -235,7 +236,7 @@ export class KubernetesVolumeSnapshots implements VolumeSnapshots {
       [404],
       this.k.core.deleteCollectionNamespacedPod({
         namespace: this.namespace,
-        labelSelector: `${HELPER_LABEL},mayfly.env=${labelValue(envId)}`,
+        labelSelector: `${HELPER_LABEL},${LABELS.env}=${labelValue(envId)}`,
         gracePeriodSeconds: 0,
       }),
     );
