@@ -46,7 +46,6 @@ import {
   unless,
 } from './kube-api.js';
 import { KubernetesVolumeSnapshots } from './kubernetes-volume-snapshots.js';
-import { HELPER_LABEL } from './snapshot-manifests.js';
 import {
   type ClusterSettings,
   filesSecretManifest,
@@ -67,6 +66,7 @@ import {
   type WorkloadFacts,
   workloadManifest,
 } from './manifests.js';
+import { HELPER_LABEL } from './snapshot-manifests.js';
 
 export interface KubernetesRuntimeOptions extends KubeConnection {
   clients?: KubeClients;
