@@ -178,9 +178,14 @@ export class KubernetesVolumeSnapshots implements VolumeSnapshots {
       [404],
       this.k.core.listNamespacedPod({ namespace: this.namespace, labelSelector: selector }),
     );
-    // A clone being made of it right now: left, as on Docker.
+    // A clone being made of it right now: left, as on Docker. A helper that ended (its deadline
+    // passed after a control plane died) copies nothing and holds nothing back.
     const cloning = (pods?.items ?? []).some(
-      (p) => p.metadata?.labels?.[HELPER_LABEL] === 'restore' && !p.metadata.deletionTimestamp,
+      (p) =>
+        p.metadata?.labels?.[HELPER_LABEL] === 'restore' &&
+        !p.metadata.deletionTimestamp &&
+        p.status?.phase !== 'Failed' &&
+        p.status?.phase !== 'Succeeded',
     );
     if (cloning) return false;
     // Helpers filling it (a take cut short), then its claim (and its node volume).
