@@ -27,13 +27,21 @@ type copyStats struct {
 // (copy_file_range) where the file system cannot clone. It is how Mayfly snapshots and restores
 // volumes: run in a helper container holding nothing but the two volumes, so whatever the data
 // holds (links to /etc, names with newlines) reaches nothing outside them.
+//
+// With --max-bytes=N it refuses a volume holding more than N bytes; it always refuses one the
+// disk written to has no room for (see budget.go), before writing anything.
 func copyTree(args []string) int {
+	max, args := maxBytesFlag(args)
 	if len(args) != 2 {
 		usage()
 	}
 	src, dst := filepath.Clean(args[0]), filepath.Clean(args[1])
-	c := &copier{links: map[fileID]string{}, cloneWorks: true}
-	if err := c.dir(src, dst); err != nil {
+	c := &copier{links: map[fileID]string{}, cloneWorks: true, max: max}
+	err := c.check(src, dst)
+	if err == nil {
+		err = c.dir(src, dst)
+	}
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "mayfly-agent copy: %v\n", err)
 		return 1
 	}
@@ -50,6 +58,20 @@ type copier struct {
 	links map[fileID]string
 	// Cleared at the first refusal: the file system does not clone, so no file is tried again.
 	cloneWorks bool
+	// The most bytes of file content this copy may write (0: no limit).
+	max int64
+}
+
+// check refuses, before anything is written, a copy over the limit or with no room for it.
+func (c *copier) check(src, dst string) error {
+	total, err := measure(src)
+	if err != nil {
+		return err
+	}
+	if err := withinLimit(total, c.max); err != nil {
+		return err
+	}
+	return roomFor(dst, total)
 }
 
 // dir copies the entries of src into dst, then gives dst src's mode, owner and times.
@@ -124,6 +146,10 @@ func (c *copier) file(src, dst string, info os.FileInfo) error {
 	size := info.Size()
 	c.stats.Files++
 	c.stats.Bytes += size
+	// Measured before the copy: a file that grew since is copied as it was, within the limit.
+	if err := withinLimit(c.stats.Bytes, c.max); err != nil {
+		return err
+	}
 	cloned := false
 	if c.cloneWorks && size > 0 {
 		_, _, errno := syscall.Syscall(syscall.SYS_IOCTL, out.Fd(), ficlone, in.Fd())
@@ -137,7 +163,7 @@ func (c *copier) file(src, dst string, info os.FileInfo) error {
 	}
 	// *os.File to *os.File: the kernel copies (copy_file_range), never through this process.
 	if !cloned {
-		if _, err := io.Copy(out, in); err != nil {
+		if _, err := io.Copy(out, io.LimitReader(in, size)); err != nil {
 			return err
 		}
 	}

@@ -30,13 +30,13 @@
 //
 // tries to connect to each address and exits 3 if it reached one (probe.go).
 //
-//	mayfly-agent copy SRC DST
+//	mayfly-agent copy [--max-bytes=N] SRC DST
 //
 // copies a folder's contents (owners, modes, links kept; cloned where the file system can), how
 // volumes are snapshotted and restored in a helper container (copy.go).
 //
-//	mayfly-agent pack SRC
-//	mayfly-agent unpack DST
+//	mayfly-agent pack [--max-bytes=N] SRC
+//	mayfly-agent unpack [--max-bytes=N] DST
 //
 // the same as a stream, where the two folders are in different pods (Kubernetes; stream.go).
 package main
@@ -84,7 +84,7 @@ func usage() {
 	fmt.Fprintln(os.Stderr, "       mayfly-agent install DEST")
 	fmt.Fprintln(os.Stderr, "       mayfly-agent idle")
 	fmt.Fprintln(os.Stderr, "       mayfly-agent probe HOST:PORT...")
-	fmt.Fprintln(os.Stderr, "       mayfly-agent copy SRC DST")
-	fmt.Fprintln(os.Stderr, "       mayfly-agent pack SRC | mayfly-agent unpack DST")
+	fmt.Fprintln(os.Stderr, "       mayfly-agent copy [--max-bytes=N] SRC DST")
+	fmt.Fprintln(os.Stderr, "       mayfly-agent pack [--max-bytes=N] SRC | mayfly-agent unpack [--max-bytes=N] DST")
 	os.Exit(2)
 }

@@ -25,13 +25,21 @@ import (
 const streamBuffer = 1 << 20
 
 // packTree writes the contents of the folder SRC to stdout.
+// With --max-bytes=N it refuses, before writing anything, a folder holding more than N bytes.
 func packTree(args []string) int {
+	max, args := maxBytesFlag(args)
 	if len(args) != 1 {
 		usage()
 	}
 	out := bufio.NewWriterSize(os.Stdout, streamBuffer)
 	p := &packer{root: filepath.Clean(args[0]), tw: tar.NewWriter(out), links: map[fileID]string{}}
-	err := p.dir(".")
+	total, err := measure(p.root)
+	if err == nil {
+		err = withinLimit(total, max)
+	}
+	if err == nil {
+		err = p.dir(".")
+	}
 	if err == nil {
 		err = p.tw.Close()
 	}
@@ -156,11 +164,15 @@ func (p *packer) header(name string, info os.FileInfo, link string) error {
 // name must be relative and without `..`, and its folder one this unpack made (never a symlink
 // the stream made, never something that was there); each entry is created anew (O_EXCL: nothing
 // existing is opened or followed); a hard link may only name a regular file made before it.
+//
+// With --max-bytes=N it stops at a stream holding more than N bytes of files; it always stops
+// before a file the disk has no room for (see budget.go).
 func unpackTree(args []string) int {
+	max, args := maxBytesFlag(args)
 	if len(args) != 1 {
 		usage()
 	}
-	u := &unpacker{root: filepath.Clean(args[0]), dirs: map[string]bool{}, files: map[string]bool{}}
+	u := &unpacker{root: filepath.Clean(args[0]), dirs: map[string]bool{}, files: map[string]bool{}, max: max}
 	err := u.empty()
 	if err == nil {
 		err = u.read(tar.NewReader(bufio.NewReaderSize(os.Stdin, streamBuffer)))
@@ -183,6 +195,8 @@ type unpacker struct {
 	files map[string]bool
 	// Folders' owners, modes and times, given once what is in them is written (last first).
 	later []*tar.Header
+	// The most bytes of file content this unpack may write (0: no limit).
+	max int64
 }
 
 func (u *unpacker) empty() error {
@@ -284,6 +298,12 @@ func (u *unpacker) entry(h *tar.Header, body io.Reader) error {
 }
 
 func (u *unpacker) file(name, full string, h *tar.Header, body io.Reader) error {
+	if err := withinLimit(u.stats.Bytes+h.Size, u.max); err != nil {
+		return err
+	}
+	if err := roomFor(u.root, h.Size); err != nil {
+		return err
+	}
 	out, err := os.OpenFile(full, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return err

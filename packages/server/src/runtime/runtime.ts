@@ -202,18 +202,21 @@ export interface VolumeSnapshots {
    * for the copy (as their stop signal and grace period say: a database writes out what it holds
    * in memory) and started again after, running (and healthy, with a check) before it resolves —
    * even after a crash: the next apply of the environment starts them. A failure or an abort
-   * leaves no snapshot object.
+   * leaves no snapshot object. Refused, before anything is copied, when the volume holds more
+   * than `maxBytes` or the disk it would go to has no room for it (a seed may fill its volume).
    */
   take(
     plan: EnvPlan,
     volume: string,
     snapshot: SnapshotRef,
     signal: AbortSignal,
+    maxBytes?: number,
   ): Promise<{ sizeBytes: number; reflinked: boolean }>;
   /**
    * Makes the environment's `volume` a clone of the snapshot, unless a call before did
    * (`present`). One cut short (a crash, an abort) is never taken for a clone: the next call
-   * starts it over. {@link SnapshotGoneError} when the snapshot no longer exists.
+   * starts it over. {@link SnapshotGoneError} when the snapshot no longer exists. Refused when
+   * the disk the clone goes to has no room for it.
    */
   restore(
     plan: EnvPlan,

@@ -73,6 +73,10 @@ export function describeVolumeSnapshots(name: string, options: VolumeSnapshotsCa
           'chown 1234:5678 /data/a',
           'chmod 640 /data/a',
           'chmod 711 /data/deep',
+          // Readable by no one but a process that overrides permissions, as the copy's does.
+          'mkdir /data/locked',
+          'echo locked > /data/locked/f',
+          'chmod 000 /data/locked/f /data/locked',
           'busybox dd if=/dev/urandom of=/data/big bs=1048576 count=8 2>/dev/null',
         ].join(' && '),
       );
@@ -107,6 +111,9 @@ export function describeVolumeSnapshots(name: string, options: VolumeSnapshotsCa
       expect(
         await sh(clone, 'db', 'stat -c "%u:%g %a %h" /data/a; stat -c %a /data/deep; readlink /data/link'),
       ).toBe('1234:5678 640 2\n711\n/etc/hostname\n');
+      expect(await sh(clone, 'db', 'stat -c %a /data/locked /data/locked/f; cat /data/locked/f')).toBe(
+        '0\n0\nlocked\n',
+      );
       // The link is a link: what it names in the clone is the clone's own file, not the source's host.
       expect(await sh(clone, 'db', 'test -L /data/link && echo link')).toBe('link\n');
 
@@ -147,6 +154,15 @@ export function describeVolumeSnapshots(name: string, options: VolumeSnapshotsCa
       setTimeout(() => controller.abort(new Error('given up')), 300);
       await expect(taking).rejects.toThrow();
       expect(await snapshots.exists(snapshot.id)).toBe(false);
+
+      // A volume over the most a snapshot may hold is refused with why, and nothing is kept.
+      await sh(source, 'db', 'busybox dd if=/dev/zero of=/data/fill bs=4096 count=1 2>/dev/null');
+      await expect(snapshots.take(source, 'data', snapshot, signal(), 1024)).rejects.toThrow(
+        /the volume holds 4\.0 KiB, over the 1\.0 KiB a snapshot may hold/,
+      );
+      expect(await snapshots.exists(snapshot.id)).toBe(false);
+      expect(await sh(source, 'db', 'cat /data/a')).toBe('kept\n');
+
       // An apply (what follows an aborted one) has every writer running with its data.
       await applyPlan(runtime, source);
       expect(await sh(source, 'db', 'cat /data/a')).toBe('kept\n');

@@ -45,6 +45,11 @@ export class SnapshotService {
 
   constructor(private readonly deps: SnapshotServiceDeps) {}
 
+  /** What ready snapshots may take together, and so one snapshot at most. */
+  private get budgetBytes(): number {
+    return this.deps.budgetBytes ?? 20 * 1024 ** 3;
+  }
+
   private get snapshots(): VolumeSnapshots | undefined {
     return this.deps.runtime.snapshots;
   }
@@ -247,7 +252,7 @@ export class SnapshotService {
       if (await this.deps.store.snapshots.get(object.id)) continue;
       if (await snapshots.remove(object.id)) removed.push(object.id);
     }
-    const budget = this.deps.budgetBytes ?? 20 * 1024 ** 3;
+    const budget = this.budgetBytes;
     const ready = rows.filter((r) => r.state === 'ready' && !removed.includes(r.id));
     let total = ready.reduce((sum, r) => sum + (r.sizeBytes ?? 0), 0);
     if (total <= budget) return removed;
@@ -315,11 +320,13 @@ export class SnapshotService {
     const started = performance.now();
     report(`${volume}: taking snapshot ${name} (what writes it stopped for the copy)`);
     try {
+      // One snapshot may take at most the whole budget (past it, it would only be collected).
       const { sizeBytes, reflinked } = await snapshots.take(
         plan,
         volume,
         { id, project: plan.project, name },
         signal,
+        this.budgetBytes,
       );
       await store.snapshots.markReady(id, sizeBytes);
       const seconds = ((performance.now() - started) / 1000).toFixed(1);

@@ -12,6 +12,11 @@ import tar from 'tar-stream';
 import type { ImagePublisher } from '../../images/image-publisher.js';
 import { imageExists, jsonMessages } from './engine-api.js';
 
+/** The agent's `--max-bytes` argument for a copy bounded by `maxBytes` (none when unbounded). */
+export function maxBytesFlag(maxBytes: number | undefined): string[] {
+  return maxBytes && maxBytes > 0 ? [`--max-bytes=${Math.floor(maxBytes)}`] : [];
+}
+
 export const AGENT_IMAGE_REPOSITORY = 'mayfly/agent';
 
 /**

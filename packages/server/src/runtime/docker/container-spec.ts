@@ -17,6 +17,8 @@ export interface ContainerExtras {
   logLimits: ContainerLogLimits;
   /** Named volumes standing in for the image's `VOLUME`s that no mount of the plan covers. */
   imageVolumes: { name: string; target: string }[];
+  /** The image's own labels: any under `mayfly.` are blanked on the container (see below). */
+  imageLabels?: Record<string, string> | null;
 }
 
 export function containerCreateOptions(
@@ -38,7 +40,16 @@ export function containerCreateOptions(
     Cmd: workload.command,
     Entrypoint: workload.entrypoint,
     Env: Object.entries(workload.env).map(([k, v]) => `${k}=${v}`),
-    Labels: workloadLabels(instance, plan, workload),
+    // An image from a pull request's Dockerfile may carry Mayfly's labels (`LABEL mayfly.helper=…`),
+    // and a container inherits its image's: each is blanked, so only what Mayfly set says anything.
+    Labels: {
+      ...Object.fromEntries(
+        Object.keys(extras.imageLabels ?? {})
+          .filter((key) => key.startsWith('mayfly.'))
+          .map((key) => [key, '']),
+      ),
+      ...workloadLabels(instance, plan, workload),
+    },
     WorkingDir: workload.workingDir,
     User: workload.user,
     ExposedPorts: exposed,

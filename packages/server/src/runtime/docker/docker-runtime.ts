@@ -244,6 +244,7 @@ export class DockerRuntime implements Runtime {
       const plain = containerCreateOptions(this.instance, plan, workload, replica, {
         logLimits: this.logLimits,
         imageVolumes,
+        imageLabels: image.Config?.Labels,
       });
       const options = gate && releaseDir ? gatedCreateOptions(plain, argv, gate, releaseDir) : plain;
       const container = await this.docker.createContainer(options).catch((err: Error) => {

@@ -17,7 +17,7 @@ import {
   type SnapshotRef,
   type VolumeSnapshots,
 } from '../runtime.js';
-import { ensureAgentImage } from './agent-image.js';
+import { ensureAgentImage, maxBytesFlag } from './agent-image.js';
 import { logTail } from './container-io.js';
 import { ignore, imageId, statusCode } from './engine-api.js';
 import { envLabels, labelFilter, volumeName } from './names.js';
@@ -60,6 +60,7 @@ export class DockerVolumeSnapshots implements VolumeSnapshots {
     volume: string,
     snapshot: SnapshotRef,
     signal: AbortSignal,
+    maxBytes?: number,
   ): Promise<{ sizeBytes: number; reflinked: boolean }> {
     signal.throwIfAborted();
     const target = snapshotVolumeName(snapshot.id);
@@ -68,15 +69,21 @@ export class DockerVolumeSnapshots implements VolumeSnapshots {
     // a database shuts down cleanly and writes out what it held in memory (PostgreSQL's
     // asynchronous commits, Redis' data set), so the copy holds every write the seed made — which
     // a freeze would not — and needs no recovery when a clone starts.
-    const writers = await this.writersOf(plan, volume);
+    const found = await this.writersOf(plan, volume);
+    const writers = found.map((c) => c.Id);
     // Made first, naming the writers: whatever happens to this process, the next apply of the
     // environment finds it and starts them again (see resumeWriters).
-    const helper = await this.helper(volumeName(plan.envId, volume), target, {
-      ...envLabels(this.instance, plan),
-      [SNAPSHOT_LABEL]: snapshot.id,
-      [HELPER_LABEL]: 'snapshot',
-      [STOPPED_WRITERS_LABEL]: writers.join(','),
-    });
+    const helper = await this.helper(
+      volumeName(plan.envId, volume),
+      target,
+      {
+        ...envLabels(this.instance, plan),
+        [SNAPSHOT_LABEL]: snapshot.id,
+        [HELPER_LABEL]: 'snapshot',
+        [STOPPED_WRITERS_LABEL]: writers.join(','),
+      },
+      maxBytes,
+    );
     let copied: { bytes: number; reflinked: number } | undefined;
     let failure: unknown;
     try {
@@ -87,7 +94,11 @@ export class DockerVolumeSnapshots implements VolumeSnapshots {
     }
     try {
       // The writers first: the helper is their record until they run again.
-      await this.startWriters(writers, signal);
+      await this.startWriters(
+        writers,
+        found.filter((c) => c.State === 'running').map((c) => c.Id),
+        signal,
+      );
     } finally {
       await helper.remove({ force: true }).catch(ignore(404, 409));
       if (!copied) await this.removeVolume(target);
@@ -105,18 +116,28 @@ export class DockerVolumeSnapshots implements VolumeSnapshots {
       all: true,
       filters: { label: [...labelFilter(this.instance, envId).label, `${HELPER_LABEL}=snapshot`] },
     });
+    if (left.length === 0) return;
+    // Only the environment's own workloads are ever started, whatever a helper's label says.
+    const own = new Set(
+      (await this.docker.listContainers({ all: true, filters: labelFilter(this.instance, envId) }))
+        .filter((c) => !c.Labels[HELPER_LABEL])
+        .map((c) => c.Id),
+    );
     for (const helper of left) {
-      const writers = (helper.Labels[STOPPED_WRITERS_LABEL] ?? '').split(',').filter(Boolean);
+      const writers = (helper.Labels[STOPPED_WRITERS_LABEL] ?? '').split(',').filter((id) => own.has(id));
       await this.docker.getContainer(helper.Id).remove({ force: true }).catch(ignore(404, 409));
       await Promise.all(writers.map((id) => this.docker.getContainer(id).start().catch(ignore(304, 404))));
     }
   }
 
-  /** Starts the stopped writers and waits until they run again (and are healthy, if they have a check). */
-  private async startWriters(writers: string[], signal: AbortSignal): Promise<void> {
+  /**
+   * Starts the stopped writers and waits until those that were running run again (and are
+   * healthy, if they have a check); one that was restarting (crashing) is left to its policy.
+   */
+  private async startWriters(writers: string[], wasRunning: string[], signal: AbortSignal): Promise<void> {
     await Promise.all(writers.map((id) => this.docker.getContainer(id).start().catch(ignore(304, 404))));
     const deadline = Date.now() + WRITER_RESTART_MS;
-    for (const id of writers) {
+    for (const id of wasRunning) {
       for (;;) {
         const { State, Name } = await this.docker.getContainer(id).inspect();
         const health = State.Health?.Status;
@@ -144,12 +165,23 @@ export class DockerVolumeSnapshots implements VolumeSnapshots {
     const target = volumeName(plan.envId, volume);
     // No marker: never restored, or cut short (a crash): whatever is there is half a copy.
     await this.removeVolume(target);
-    if (!(await this.volumeExists(snapshotVolumeName(snapshotId)))) throw new SnapshotGoneError(snapshotId);
     await this.docker.createVolume({ Name: target, Labels: envLabels(this.instance, plan) });
-    await this.copy(snapshotVolumeName(snapshotId), target, signal, {
+    const source = snapshotVolumeName(snapshotId);
+    const helper = await this.helper(source, target, {
       ...envLabels(this.instance, plan),
       [HELPER_LABEL]: 'restore',
     });
+    let gone = false;
+    try {
+      // The helper holds the snapshot's volume now: removing it is refused until the copy is done.
+      // Removed before, the Engine made the helper a new one of that name, empty and unlabelled.
+      gone = !(await this.isSnapshotVolume(source, snapshotId));
+      if (gone) throw new SnapshotGoneError(snapshotId);
+      await this.run(helper, signal);
+    } finally {
+      await helper.remove({ force: true }).catch(ignore(404, 409));
+      if (gone) await this.removeVolume(source);
+    }
     // Last: only a complete copy is ever taken for a restored volume.
     await this.docker.createVolume({
       Name: marker,
@@ -188,42 +220,38 @@ export class DockerVolumeSnapshots implements VolumeSnapshots {
   }
 
   exists(snapshotId: string): Promise<boolean> {
-    return this.volumeExists(snapshotVolumeName(snapshotId));
+    return this.isSnapshotVolume(snapshotVolumeName(snapshotId), snapshotId);
   }
 
   imageId(ref: string): Promise<string | null> {
     return imageId(this.docker, ref);
   }
 
-  /** The environment's running containers that mount `volume`. */
-  private async writersOf(plan: EnvPlan, volume: string): Promise<string[]> {
+  /**
+   * The environment's containers that mount `volume` and may write it during a copy: running,
+   * paused, or restarting (between two runs of a crash loop — it would run again mid-copy).
+   */
+  private async writersOf(plan: EnvPlan, volume: string): Promise<Docker.ContainerInfo[]> {
     const name = volumeName(plan.envId, volume);
     const containers = await this.docker.listContainers({
+      all: true,
       filters: { ...labelFilter(this.instance, plan.envId), volume: [name] },
     });
-    return containers.filter((c) => c.State === 'running').map((c) => c.Id);
+    return containers.filter(
+      (c) => ['running', 'paused', 'restarting'].includes(c.State) && !c.Labels[HELPER_LABEL],
+    );
   }
 
-  /** Copies the contents of volume `from` into volume `to` in a helper container, removed after. */
-  private async copy(
+  /** A helper container (not started) that copies volume `from` into volume `to`, within `maxBytes`. */
+  private async helper(
     from: string,
     to: string,
-    signal: AbortSignal,
     labels: Record<string, string>,
-  ): Promise<{ bytes: number; reflinked: number }> {
-    const helper = await this.helper(from, to, labels);
-    try {
-      return await this.run(helper, signal);
-    } finally {
-      await helper.remove({ force: true }).catch(ignore(404, 409));
-    }
-  }
-
-  /** A helper container (not started) that copies volume `from` into volume `to`. */
-  private async helper(from: string, to: string, labels: Record<string, string>): Promise<Docker.Container> {
+    maxBytes?: number,
+  ): Promise<Docker.Container> {
     return this.docker.createContainer({
       Image: await this.image(),
-      Cmd: ['/mayfly-agent', 'copy', '/from', '/to'],
+      Cmd: ['/mayfly-agent', 'copy', ...maxBytesFlag(maxBytes), '/from', '/to'],
       Labels: labels,
       NetworkDisabled: true,
       HostConfig: {
@@ -234,7 +262,8 @@ export class DockerVolumeSnapshots implements VolumeSnapshots {
         ],
         // Root, to keep every file's owner; nothing more than keeping owners, modes and nodes needs.
         CapDrop: ['ALL'],
-        CapAdd: ['CHOWN', 'DAC_OVERRIDE', 'DAC_READ_SEARCH', 'FOWNER', 'FSETID', 'MKNOD'],
+        // (Not DAC_READ_SEARCH: DAC_OVERRIDE reads everything already, and it grants open_by_handle_at.)
+        CapAdd: ['CHOWN', 'DAC_OVERRIDE', 'FOWNER', 'FSETID', 'MKNOD'],
         SecurityOpt: ['no-new-privileges'],
         ReadonlyRootfs: true,
         PidsLimit: 64,
@@ -271,6 +300,17 @@ export class DockerVolumeSnapshots implements VolumeSnapshots {
       throw err;
     });
     return this.helperImage;
+  }
+
+  /** Whether volume `name` is snapshot `snapshotId`'s (labelled so), not one the Engine made up. */
+  private async isSnapshotVolume(name: string, snapshotId: string): Promise<boolean> {
+    try {
+      const { Labels } = await this.docker.getVolume(name).inspect();
+      return Labels?.[SNAPSHOT_LABEL] === snapshotId && Labels?.[LABELS.instance] === this.instance;
+    } catch (err) {
+      if (statusCode(err) === 404) return false;
+      throw err;
+    }
   }
 
   private async volumeExists(name: string): Promise<boolean> {

@@ -12,7 +12,7 @@ import type { V1PersistentVolumeClaim, V1Pod } from '@kubernetes/client-node';
 import type Docker from 'dockerode';
 import type { ImagePublisher } from '../../images/image-publisher.js';
 import type { EnvPlan, WorkloadPlan } from '../../plan/plan.js';
-import { publishedAgentImage } from '../docker/agent-image.js';
+import { maxBytesFlag, publishedAgentImage } from '../docker/agent-image.js';
 import { imageId } from '../docker/engine-api.js';
 import {
   LABELS,
@@ -92,6 +92,7 @@ export class KubernetesVolumeSnapshots implements VolumeSnapshots {
     volume: string,
     snapshot: SnapshotRef,
     signal: AbortSignal,
+    maxBytes?: number,
   ): Promise<{ sizeBytes: number; reflinked: boolean }> {
     signal.throwIfAborted();
     const image = await this.image(signal);
@@ -118,7 +119,7 @@ export class KubernetesVolumeSnapshots implements VolumeSnapshots {
       try {
         await this.options.writers.stop(plan, writers, signal);
         const helpers = await this.helpers('take', snapshot, plan, volume, image, signal);
-        copied = await this.copy(helpers.env, helpers.snapshot, signal);
+        copied = await this.copy(helpers.env, helpers.snapshot, signal, maxBytes);
       } catch (err) {
         failure = err;
       }
@@ -264,12 +265,21 @@ export class KubernetesVolumeSnapshots implements VolumeSnapshots {
     };
   }
 
-  /** Copies the contents of one helper's claim into the other's: pack piped into unpack. */
-  private async copy(from: ExecTarget, into: ExecTarget, signal: AbortSignal): Promise<{ bytes: number }> {
+  /**
+   * Copies the contents of one helper's claim into the other's: pack piped into unpack, each
+   * holding to `maxBytes` (and unpack to the room its disk has) on its own.
+   */
+  private async copy(
+    from: ExecTarget,
+    into: ExecTarget,
+    signal: AbortSignal,
+    maxBytes?: number,
+  ): Promise<{ bytes: number }> {
     signal.throwIfAborted();
     const config = this.k.config;
-    const source = await execStream(config, from, [HELPER_AGENT, 'pack', HELPER_MOUNT]);
-    const sink = await execStream(config, into, [HELPER_AGENT, 'unpack', HELPER_MOUNT]).catch(
+    const limit = maxBytesFlag(maxBytes);
+    const source = await execStream(config, from, [HELPER_AGENT, 'pack', ...limit, HELPER_MOUNT]);
+    const sink = await execStream(config, into, [HELPER_AGENT, 'unpack', ...limit, HELPER_MOUNT]).catch(
       (err: unknown) => {
         source.destroy();
         throw err;

@@ -99,7 +99,7 @@ describe('Kubernetes snapshot manifests', () => {
         readOnlyRootFilesystem: true,
         capabilities: {
           drop: ['ALL'],
-          add: ['CHOWN', 'DAC_OVERRIDE', 'DAC_READ_SEARCH', 'FOWNER', 'FSETID', 'MKNOD'],
+          add: ['CHOWN', 'DAC_OVERRIDE', 'FOWNER', 'FSETID', 'MKNOD'],
         },
       });
       expect(container!.resources?.limits).toMatchObject({ memory: '256Mi' });

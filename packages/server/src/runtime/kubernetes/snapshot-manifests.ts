@@ -212,7 +212,8 @@ export function copyHelperManifest(settings: ClusterSettings, helper: CopyHelper
             readOnlyRootFilesystem: true,
             capabilities: {
               drop: ['ALL'],
-              add: ['CHOWN', 'DAC_OVERRIDE', 'DAC_READ_SEARCH', 'FOWNER', 'FSETID', 'MKNOD'],
+              // Not DAC_READ_SEARCH: DAC_OVERRIDE reads everything already, and it grants open_by_handle_at.
+              add: ['CHOWN', 'DAC_OVERRIDE', 'FOWNER', 'FSETID', 'MKNOD'],
             },
           },
         },
