@@ -5,6 +5,7 @@
  * workload at a time (see {@link Runtime}); a Kubernetes driver gets all of this for free.
  */
 import type { DependencyCondition, EnvPlan, WorkloadPlan } from '../plan/plan.js';
+import { seedWorkloads, snapshottingJobs } from '../plan/seeds.js';
 import { orAbort } from './abort.js';
 import {
   type ApplyOptions,
@@ -44,6 +45,7 @@ export async function applyPlan(runtime: Runtime, plan: EnvPlan, options: ApplyO
   const failure = new AbortController();
   const signal = AbortSignal.any([given, failure.signal]);
   const stages = new Map(plan.workloads.map((w) => [w.name, new WorkloadStages()]));
+  const snapshotted = holdForSnapshots(plan, stages, progress);
 
   const run = async (workload: WorkloadPlan) => {
     const stage = stages.get(workload.name)!;
@@ -75,6 +77,8 @@ export async function applyPlan(runtime: Runtime, plan: EnvPlan, options: ApplyO
           throw new RuntimeStepError(`start:${workload.name}`, `depends on unknown "${dep.name}"`);
         await orAbort(depStage.reached(dep.condition), signal);
       }
+      const hold = snapshotted(workload.name);
+      if (hold) await orAbort(hold, signal);
       signal.throwIfAborted();
       await bringUp(runtime, plan, workload, prepared, stage, progress, signal, options.afterJob);
     } catch (err) {
@@ -188,6 +192,34 @@ async function restoreVolumes(
     }),
   );
   return skipped;
+}
+
+/**
+ * While this apply is to snapshot seeded data (shared with later environments), only the seed's
+ * workloads may run: the rest start once every snapshotting job has succeeded and its snapshot
+ * is taken (its `service_completed_successfully` gate, passed after `afterJob`). Returns, for a
+ * workload, what it must wait for (undefined: nothing).
+ */
+function holdForSnapshots(
+  plan: EnvPlan,
+  stages: Map<string, WorkloadStages>,
+  progress: (event: ProgressEvent) => void,
+): (workload: string) => Promise<void> | undefined {
+  const jobs = [...snapshottingJobs(plan)].filter((job) => stages.has(job));
+  if (jobs.length === 0) return () => undefined;
+  const seed = seedWorkloads(plan);
+  const held = plan.workloads
+    .filter((w) => !seed.has(w.name))
+    .map((w) => w.name)
+    .sort();
+  if (held.length === 0) return () => undefined;
+  progress({
+    type: 'data',
+    message: `${held.join(', ')}: held until the seed's snapshot is taken (only the seed runs before it)`,
+  });
+  const taken = Promise.all(jobs.map((job) => stages.get(job)!.reached('service_completed_successfully')));
+  taken.catch(() => {}); // a failed seed fails the apply on its own
+  return (workload) => (seed.has(workload) ? undefined : taken.then(() => undefined));
 }
 
 /** The three gates of `depends_on`, as promises other workloads can wait for. */

@@ -98,6 +98,20 @@ describe('seed key', () => {
     expect(await key(withCache({ A: '1' }))).not.toBe(await key(withCache({ A: '2' })));
   });
 
+  it('covers every seed job of the template: all of them run before any snapshot is taken', async () => {
+    const files = (command: string[]) =>
+      workload({ name: 'files', kind: 'job', image: 'mayfly-build/files:1', command });
+    const both = (command: string[]): EnvPlan => ({
+      ...plan([db(), migrate(), files(command), web()]),
+      volumes: [
+        { name: 'pg', data: { seededBy: 'migrate' } },
+        { name: 'uploads', data: { seededBy: 'files' } },
+      ],
+    });
+    expect(await key(both(['fill']))).not.toBe(await key(both(['fill', '--more'])));
+    expect(await key(both(['fill']))).toBe(await key(both(['fill'])));
+  });
+
   it('names its snapshot after the volume and the start of the key, safely', () => {
     expect(seededSnapshotName('db-data', 'abcdef0123456789')).toBe('db-data-abcdef012345');
     expect(seededSnapshotName('My_Data/..', 'abcdef0123456789')).toBe('my_data-..-abcdef012345');

@@ -1,26 +1,28 @@
 /**
  * The content key of a seed: what produced a seeded volume's data. Equal keys mean the same seed
- * job (its image by content and its settings) ran against the same services (theirs too), so a
- * snapshot of one is as good as running it again; anything that changes what the job would do —
- * a migration, the seed script, the database's image or password — changes the key.
+ * jobs (their images by content and their settings) ran against the same services (theirs too),
+ * so a snapshot of one is as good as running it again; anything that changes what a job would do
+ * — a migration, the seed script, the database's image or password — changes the key.
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { lstat, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { canonicalJson } from '../plan/hash.js';
-import type { EnvPlan, WorkloadPlan } from '../plan/plan.js';
+import type { EnvPlan } from '../plan/plan.js';
+import { seedWorkloads } from '../plan/seeds.js';
 
 /** Bumped when what a snapshot holds, or how it is taken, changes: older snapshots then go unused. */
-const FORMAT = 2;
+const FORMAT = 3;
 /** File content of a bind source hashed at most; past it, names, sizes and times stand for it. */
 const BIND_CONTENT_BYTES = 64 * 1024 * 1024;
 /** Entries of a bind source looked at, at most. */
 const BIND_ENTRIES = 20_000;
 
 /**
- * The key of `volume` seeded by `job` in `plan`: a SHA-256 (hex) over the job and every workload
- * it depends on, directly or not — each one's settings (command, environment, mounts…), its
+ * The key of `volume` seeded by `job` in `plan`: a SHA-256 (hex) over the seed's workloads — every
+ * seed job of the plan and every workload they depend on, directly or not (`seedWorkloads`: all
+ * that runs before a snapshot is taken, as `applyPlan` holds the rest) — each one's settings (command, environment, mounts…), its
  * image's identity (`imageId`: the image's content id where the platform knows it, else its
  * reference; a built image's reference is already a hash of its build's content) and the content
  * of the host files it binds (a seed script mounted from the repository). What differs from one
@@ -33,17 +35,10 @@ export async function seedKey(
   job: string,
   imageId: (ref: string) => Promise<string | null>,
 ): Promise<string> {
-  const byName = new Map(plan.workloads.map((w) => [w.name, w]));
-  const involved = new Map<string, WorkloadPlan>();
-  const visit = (name: string) => {
-    const workload = byName.get(name);
-    if (!workload || involved.has(name)) return;
-    involved.set(name, workload);
-    for (const dep of workload.dependsOn) visit(dep.name);
-  };
-  visit(job);
+  const seed = seedWorkloads(plan);
   const parts = await Promise.all(
-    [...involved.values()]
+    plan.workloads
+      .filter((w) => seed.has(w.name))
       .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
       .map(async (w) => {
         const { specHash: _spec, image, env, mounts, ...settings } = w;

@@ -174,6 +174,33 @@ describe('seeded volumes: seeded once, snapshotted, cloned', () => {
     await destroy('golden-b');
   });
 
+  it('a service outside the seed cannot plant data in the snapshot later environments clone', async () => {
+    // A pull request adds a service that writes the database the moment it starts: it depends on
+    // nothing of the seed, so it is in no seed key, and would run while the seed does.
+    const intruder = `
+  intruder:
+    image: ${TESTKIT_IMAGE}
+    command: ["sh", "-c", "echo planted >> /data/rows; exec sleep 100000"]
+    volumes: ["data:/data"]
+`;
+    const withIntruder = template('plant').replace('\nvolumes:\n', `${intruder}volumes:\n`);
+    expect(withIntruder).toContain('intruder:');
+    const first = await up('plant-a', withIntruder);
+    expect(await events('plant-a')).toContain(
+      "app, intruder: held until the seed's snapshot is taken (only the seed runs before it)",
+    );
+    // It ran, after the snapshot: in this environment only.
+    expect(rowsOf(first.id)).toBe('row-plant\nplanted');
+    const second = await up('plant-b', withIntruder);
+    expect(await events('plant-b')).toContain(
+      'seed: not run: data restored from snapshot ' +
+        (await snapshots()).find((s) => s.sourceEnvironment?.name === 'plant-a')!.name,
+    );
+    // The clone holds the seed's row alone; its own intruder's line comes after.
+    expect(rowsOf(second.id)).toBe('row-plant\nplanted');
+    await Promise.all(['plant-a', 'plant-b'].map(destroy));
+  });
+
   it('refuses a snapshot by hand of what cannot be snapshotted, with why', async () => {
     const refused = async (env: string, body: unknown) => {
       const res = await fetch(`${plane.url}/v1/environments/${env}/snapshots`, {
