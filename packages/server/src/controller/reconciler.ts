@@ -20,6 +20,7 @@ import type { Metrics } from '../observability/metrics.js';
 import type { EnvPlan, WorkloadPlan } from '../plan/plan.js';
 import { applyPlan, mayExitCleanly } from '../runtime/apply-plan.js';
 import {
+  type ApplyOptions,
   type ObservedWorkload,
   type ProgressEvent,
   type Runtime,
@@ -509,16 +510,18 @@ export class Reconciler {
         plan = await this.o.snapshots.decide(plan, null, (message) => progress.add(message));
         env = await this.update(env, { plan });
       }
-      await applyPlan(runtime, plan, {
+      await this.applyWithData(runtime, plan, env, progress, {
         signal,
-        ...(this.o.snapshots
-          ? { afterJob: this.o.snapshots.afterJob(plan, env, (m) => progress.add(m)) }
-          : {}),
         ...(waking ? { resumeStopped: { since: new Date(sleptAt.getTime() - 1_000) } } : {}),
         ...(redeploying ? { recreateServices: true } : {}),
         onProgress: (e) => {
           if (e.type === 'workload') step = `${e.phase === 'creating' ? 'create' : 'start'}:${e.workload}`;
           progress.add(progressText(e));
+        },
+        // Kept at once: a crash during the seeding that replaces a clone must not clone again.
+        replanned: async (replanned) => {
+          plan = replanned;
+          env = await this.update(env, { plan });
         },
       });
       signal.throwIfAborted();
@@ -564,6 +567,27 @@ export class Reconciler {
     } finally {
       if (checkout) await rm(checkout, { recursive: true, force: true }).catch(() => {});
     }
+  }
+
+  /**
+   * Applies the plan with its seeded data: snapshots taken after seed jobs (`afterJob`), and a
+   * volume whose snapshot was removed between the decision and the clone seeded by its job
+   * instead (the plan changed so, given to `replanned` before it is applied again).
+   */
+  private async applyWithData(
+    runtime: Runtime,
+    plan: EnvPlan,
+    env: EnvironmentRecord,
+    progress: ProgressLog,
+    options: Omit<ApplyOptions, 'afterJob'> & { replanned: (plan: EnvPlan) => Promise<void> },
+  ): Promise<void> {
+    const report = (message: string) => progress.add(message);
+    if (!this.o.snapshots) {
+      const { replanned: _, ...rest } = options;
+      await applyPlan(runtime, plan, rest);
+      return;
+    }
+    await this.o.snapshots.apply(runtime, plan, env, report, options);
   }
 
   /** Sleep: every container stopped, nothing removed; the next request (or `wake`) starts them again. */
@@ -718,14 +742,15 @@ export class Reconciler {
         plan = await this.o.snapshots.decide(plan, previous, (message) => progress.add(message));
       }
       step = 'apply';
-      await applyPlan(runtime, plan, {
+      await this.applyWithData(runtime, plan, env, progress, {
         signal,
-        ...(this.o.snapshots
-          ? { afterJob: this.o.snapshots.afterJob(plan, env, (m) => progress.add(m)) }
-          : {}),
         onProgress: (e) => {
           if (e.type === 'workload') step = `${e.phase === 'creating' ? 'create' : 'start'}:${e.workload}`;
           progress.add(progressText(e));
+        },
+        // Kept with the rest of the update once it is applied.
+        replanned: async (replanned) => {
+          plan = replanned;
         },
       });
       await progress.flush();

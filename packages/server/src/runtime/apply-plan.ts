@@ -26,6 +26,20 @@ export function mayExitCleanly(workload: Pick<WorkloadPlan, 'kind' | 'restart'>)
 }
 
 /**
+ * Volumes the plan says are clones of snapshots that no longer exist (removed between the
+ * decision and the clone). Nothing was cloned into them; `volumes` names them.
+ */
+export class SnapshotsGoneError extends RuntimeStepError {
+  constructor(
+    readonly volumes: string[],
+    snapshotName: string,
+  ) {
+    super(`restore:${volumes[0]}`, `snapshot "${snapshotName}" was removed before it could be cloned`);
+    this.name = 'SnapshotsGoneError';
+  }
+}
+
+/**
  * Converges the platform to `plan` through `runtime`. Idempotent: what already matches is kept,
  * the rest replaced, workloads no longer planned removed. Resolves when every service is started
  * (and healthy if it has a health check, or listening on its HTTP port) or has exited 0 where
@@ -159,6 +173,7 @@ async function bringUp(
 /**
  * Makes the volumes the plan says are clones of snapshots (see `VolumeOrigin`), all at once.
  * Returns the seed jobs not to run, each with why: their work is in the snapshots.
+ * {@link SnapshotsGoneError} naming every volume whose snapshot was gone (the others are done).
  */
 async function restoreVolumes(
   runtime: Runtime,
@@ -167,7 +182,8 @@ async function restoreVolumes(
   signal: AbortSignal,
 ): Promise<Map<string, string>> {
   const skipped = new Map<string, string>();
-  await Promise.all(
+  const gone: { volume: string; snapshotName: string }[] = [];
+  const results = await Promise.allSettled(
     plan.volumes.map(async (volume) => {
       const origin = volume.origin;
       if (!origin || !('restored' in origin)) return;
@@ -182,15 +198,18 @@ async function restoreVolumes(
         if (outcome === 'restored')
           progress({ type: 'data', message: `${volume.name}: restored from snapshot ${snapshotName}` });
       } catch (err) {
-        if (err instanceof SnapshotGoneError)
-          throw new RuntimeStepError(
-            step,
-            `snapshot "${snapshotName}" was removed before it could be cloned`,
-          );
-        throw err;
+        if (!(err instanceof SnapshotGoneError)) throw err;
+        gone.push({ volume: volume.name, snapshotName });
       }
     }),
   );
+  const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
+  if (gone.length > 0)
+    throw new SnapshotsGoneError(
+      gone.map((g) => g.volume),
+      gone[0]!.snapshotName,
+    );
   return skipped;
 }
 

@@ -10,7 +10,13 @@ import { type Access, canSee, FULL_ACCESS } from '../access/access.js';
 import { ConflictError, InvalidRequestError, NotFoundError } from '../controller/errors.js';
 import type { Logger } from '../observability/logger.js';
 import type { EnvPlan, VolumePlan, WorkloadPlan } from '../plan/plan.js';
-import { type Runtime, RuntimeStepError, type VolumeSnapshots } from '../runtime/runtime.js';
+import { applyPlan, SnapshotsGoneError } from '../runtime/apply-plan.js';
+import {
+  type ApplyOptions,
+  type Runtime,
+  RuntimeStepError,
+  type VolumeSnapshots,
+} from '../runtime/runtime.js';
 import {
   type EnvironmentRecord,
   SnapshotNameTakenError,
@@ -149,6 +155,59 @@ export class SnapshotService {
         return origin ? { ...v, origin } : v;
       }),
     };
+  }
+
+  /**
+   * Applies `plan` on `runtime` with its seeded data: snapshots taken after seed jobs
+   * (`afterJob`), and a volume whose snapshot was removed between the decision and the clone
+   * seeded by its job instead (see {@link seedInstead}): the plan changed so is given to
+   * `replanned` (to be kept) before it is applied again.
+   */
+  async apply(
+    runtime: Runtime,
+    plan: EnvPlan,
+    env: Pick<EnvironmentRecord, 'id' | 'name'>,
+    report: Report,
+    options: Omit<ApplyOptions, 'afterJob'> & { replanned: (plan: EnvPlan) => Promise<void> },
+  ): Promise<void> {
+    const { replanned, ...rest } = options;
+    const apply = (p: EnvPlan) => applyPlan(runtime, p, { ...rest, afterJob: this.afterJob(p, env, report) });
+    try {
+      await apply(plan);
+    } catch (err) {
+      const fallback = err instanceof SnapshotsGoneError && this.seedInstead(plan, err.volumes, report);
+      if (!fallback) throw err;
+      await replanned(fallback);
+      await apply(fallback);
+    }
+  }
+
+  /**
+   * The plan with the seeded volumes whose snapshots were gone when they were to be cloned
+   * (`SnapshotsGoneError`) seeded by their job instead, a new snapshot taken after it — or null
+   * when that cannot be: a volume that names a snapshot has no seed to fall back on, and a job
+   * that seeds other volumes too would run on the clones made of those.
+   */
+  seedInstead(plan: EnvPlan, gone: string[], report: Report): EnvPlan | null {
+    const byName = new Map(plan.volumes.map((v) => [v.name, v]));
+    const jobs = new Set<string>();
+    for (const name of gone) {
+      const data = byName.get(name)?.data;
+      if (!data || !('seededBy' in data)) return null;
+      jobs.add(data.seededBy);
+    }
+    const fallback = plan.volumes.filter((v) => v.data && 'seededBy' in v.data && jobs.has(v.data.seededBy));
+    if (fallback.some((v) => !gone.includes(v.name))) return null;
+    const seeded = new Map<string, VolumePlan>();
+    for (const volume of fallback) {
+      const origin = volume.origin;
+      if (!origin || !('restored' in origin) || origin.key === null) return null;
+      seeded.set(volume.name, { ...volume, origin: { seeded: { key: origin.key, takeSnapshot: true } } });
+      report(
+        `${volume.name}: snapshot ${origin.restored.snapshotName} was removed before it could be cloned: seeded instead`,
+      );
+    }
+    return { ...plan, volumes: plan.volumes.map((v) => seeded.get(v.name) ?? v) };
   }
 
   /**

@@ -1,0 +1,112 @@
+/**
+ * A snapshot removed between the decision to clone it and the clone (a `snapshot rm`, the budget's
+ * collection): the volume is seeded by its job instead, and a new snapshot kept — not an
+ * environment that fails at every retry. Real Docker Engine, real SQLite store.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createLogger } from '../observability/logger.js';
+import type { EnvPlan } from '../plan/plan.js';
+import { DockerRuntime } from '../runtime/docker/docker-runtime.js';
+import { openStore } from '../store/open-store.js';
+import type { Store } from '../store/store.js';
+import { requiredAgentBinary, testInstanceName } from '../test-support/global-setup.js';
+import { envPlan, workload } from '../test-support/plans.js';
+import { SnapshotService } from './snapshot-service.js';
+
+const data = [{ type: 'volume' as const, source: 'data', target: '/data', readOnly: false }];
+const seeded = () =>
+  envPlan(
+    [
+      workload({ name: 'db', command: ['testkit', 'sleep'], mounts: data, stopGracePeriodMs: 1000 }),
+      workload({
+        name: 'seed',
+        kind: 'job',
+        command: ['sh', '-c', 'echo row >> /data/rows'],
+        mounts: data,
+        dependsOn: [{ name: 'db', condition: 'service_started' }],
+      }),
+    ],
+    { project: 'fallback', volumes: [{ name: 'data', data: { seededBy: 'seed' } }] },
+  );
+
+describe('a snapshot gone between the decision and the clone', () => {
+  const runtime = new DockerRuntime({
+    instance: `${testInstanceName()}-fallback`,
+    agentBinary: requiredAgentBinary(),
+  });
+  let dir: string;
+  let store: Store;
+  let service: SnapshotService;
+  const made: EnvPlan[] = [];
+  beforeAll(async () => {
+    dir = await mkdtemp(path.join(os.tmpdir(), 'mayfly-fallback-'));
+    store = await openStore({ dataDir: dir });
+    service = new SnapshotService({ store, runtime, logger: createLogger('silent'), owner: 'test' });
+  });
+  afterAll(async () => {
+    await Promise.all(made.map((plan) => runtime.destroy(plan.envId)));
+    for (const s of await service.list()) await service.remove(s.project, s.name);
+    await store.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  /** As the reconciler brings an environment up; resolves with the plan it keeps. */
+  const bringUp = async (plan: EnvPlan, report: (m: string) => void) => {
+    made.push(plan);
+    let kept = plan;
+    await service.apply(runtime, plan, { id: plan.envId, name: plan.envName }, report, {
+      replanned: async (replanned) => {
+        kept = replanned;
+      },
+    });
+    return kept;
+  };
+  const rows = (plan: EnvPlan) =>
+    execFileSync('docker', ['exec', `mayfly-${plan.envId}-db-1`, 'cat', '/data/rows'], { encoding: 'utf8' });
+
+  it('seeds the volume instead and keeps a new snapshot', async () => {
+    const first = await service.decide(seeded(), null, () => {});
+    await bringUp(first, () => {});
+    const [kept] = await service.list();
+    expect(kept).toMatchObject({ state: 'ready', volume: 'data' });
+
+    const second = await service.decide(seeded(), null, () => {});
+    expect(second.volumes[0]!.origin).toMatchObject({ restored: { snapshotId: kept!.id } });
+    // Removed after the decision, before the clone.
+    await service.remove(kept!.project, kept!.name);
+    const said: string[] = [];
+    const applied = await bringUp(second, (m) => said.push(m));
+    expect(said).toContain(
+      `data: snapshot ${kept!.name} was removed before it could be cloned: seeded instead`,
+    );
+    expect(applied.volumes[0]!.origin).toEqual({
+      seeded: { key: kept!.seedKey, takeSnapshot: true },
+    });
+    expect(rows(applied)).toBe('row\n');
+    // The seed ran, and its snapshot is the project's again.
+    const [again] = await service.list();
+    expect(again).toMatchObject({ state: 'ready', name: kept!.name, seedKey: kept!.seedKey });
+    expect(again!.id).not.toBe(kept!.id);
+  });
+
+  it('a volume that names a snapshot has no seed to fall back on: it fails, saying so', async () => {
+    const plan = seeded();
+    const named: EnvPlan = {
+      ...plan,
+      volumes: [
+        {
+          name: 'data',
+          data: { snapshot: 'golden' },
+          origin: { restored: { snapshotId: 'nosuchsnapshot', snapshotName: 'golden' }, key: null },
+        },
+      ],
+    };
+    await expect(bringUp(named, () => {})).rejects.toThrow(
+      'restore:data: snapshot "golden" was removed before it could be cloned',
+    );
+  });
+});
