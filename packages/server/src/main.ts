@@ -261,14 +261,17 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     defaultMemoryBytes: config.defaultMemoryBytes,
     defaultPids: config.defaultPids,
   };
-  const snapshots = new SnapshotService({
+  const snapshots: SnapshotService = new SnapshotService({
     store,
     runtime,
     logger: logger.child({ component: 'snapshots' }),
     owner,
     budgetBytes: config.snapshotBudgetBytes,
+    // The reconciler's work lease: a snapshot by hand stops the environment's writers.
+    exclusively: <T>(envId: string, work: (signal: AbortSignal) => Promise<T>): Promise<T | 'busy'> =>
+      reconciler.exclusively(envId, work),
   });
-  const reconciler = new Reconciler({
+  const reconciler: Reconciler = new Reconciler({
     store,
     runtime,
     snapshots,

@@ -255,6 +255,41 @@ export class Reconciler {
     }
   }
 
+  /**
+   * Runs `work` on the environment as this replica's reconciliation would: with its work lease
+   * (renewed while it runs; a destroy asked meanwhile aborts it) and with no other work of this
+   * process on it, so nothing brings it up, updates, repairs or sleeps it meanwhile (a snapshot
+   * made by hand stops its writers). `busy` when other work has it, here or on another replica.
+   */
+  async exclusively<T>(envId: string, work: (signal: AbortSignal) => Promise<T>): Promise<T | 'busy'> {
+    const { store, owner, leaseMs } = this.o;
+    if (this.inFlight.has(envId) || this.stopped) return 'busy';
+    const abort = new AbortController();
+    let finished!: () => void;
+    const done = new Promise<void>((resolve) => {
+      finished = resolve;
+    });
+    // Taken before anything is awaited: a pass starting meanwhile skips the environment.
+    this.inFlight.set(envId, { done, abort, bringUp: false });
+    try {
+      const claimSent = performance.now();
+      if (!(await store.environments.claim(envId, owner, leaseMs))) return 'busy';
+      const lease = new AbortController();
+      const guard = this.guardLease(envId, lease, claimSent);
+      guard.watchDesired('present');
+      try {
+        return await work(AbortSignal.any([abort.signal, lease.signal]));
+      } finally {
+        guard.stop();
+        await store.environments.release(envId, owner).catch(() => {});
+      }
+    } finally {
+      this.inFlight.delete(envId);
+      finished();
+      this.kick();
+    }
+  }
+
   private bringUpsInFlight(): number {
     let n = 0;
     for (const work of this.inFlight.values()) if (work.bringUp) n++;
@@ -941,9 +976,8 @@ export class Reconciler {
   private async repairDrift(): Promise<void> {
     const { store, runtime, owner, leaseMs } = this.o;
     for (const listed of await store.environments.list({ states: ['ready'] })) {
+      // In flight includes a snapshot made by hand (its writers stopped: see `exclusively`).
       if (this.inFlight.has(listed.id) || listed.desired !== 'present' || !listed.plan) continue;
-      // Its writers are stopped for a snapshot made by hand: they come back when it is done.
-      if (this.o.snapshots?.isSnapshotting(listed.id)) continue;
       if (!(await store.environments.claim(listed.id, owner, leaseMs))) continue;
       try {
         // Re-read under the lease: a destroy may have started since the listing.

@@ -38,6 +38,12 @@ export interface SnapshotServiceDeps {
   budgetBytes?: number;
   /** A snapshot another replica started making is taken for abandoned after this long. */
   abandonedAfterMs?: number;
+  /**
+   * Runs work on an environment that nothing else may work on meanwhile (the reconciler's work
+   * lease: see `Reconciler.exclusively`); `busy` when something else is. Without it, this
+   * process's own snapshots of one environment are made one at a time.
+   */
+  exclusively?: <T>(envId: string, work: (signal: AbortSignal) => Promise<T>) => Promise<T | 'busy'>;
 }
 
 /** Where a volume's data came from, in words for the timeline; `report` writes one line. */
@@ -46,8 +52,8 @@ type Report = (message: string) => void;
 export class SnapshotService {
   /** Snapshots this process is making right now: their `creating` rows are alive. */
   private readonly making = new Set<string>();
-  /** Environments a snapshot is being taken of right now (their writers stopped), with how many. */
-  private readonly snapshotting = new Map<string, number>();
+  /** Environments a snapshot by hand is being taken of here (without `exclusively`). */
+  private readonly byHand = new Set<string>();
 
   constructor(private readonly deps: SnapshotServiceDeps) {}
 
@@ -253,13 +259,24 @@ export class SnapshotService {
         `environment "${env.name}" has no volume "${volume}" (its volumes: ${names})`,
       );
     }
-    if (env.state !== 'ready')
+    const notReady = (state: string) =>
+      new ConflictError(`environment "${env.name}" is ${state}: a snapshot is taken of a ready one`);
+    if (env.state !== 'ready') throw notReady(env.state);
+    // Its writers are stopped for the copy: nothing else may work on the environment meanwhile
+    // (an update, a repair, a sleep, another snapshot), on any replica.
+    const outcome = await this.exclusively(env.id, async (signal) => {
+      const current = await this.deps.store.environments.get(env.id);
+      if (current?.state !== 'ready' || current.desired !== 'present' || !current.plan)
+        throw notReady(current?.desired === 'absent' ? 'being destroyed' : (current?.state ?? 'gone'));
+      const deadline = AbortSignal.any([signal, AbortSignal.timeout(30 * 60_000)]);
+      return this.take(current.plan, current, volume, name, null, deadline, () => {});
+    });
+    if (outcome === 'busy')
       throw new ConflictError(
-        `environment "${env.name}" is ${env.state}: a snapshot is taken of a ready one`,
+        `environment "${env.name}" is busy (being brought up, updated, repaired, put to sleep or snapshotted): try again once it is done`,
       );
-    const taken = await this.take(plan, env, volume, name, null, AbortSignal.timeout(30 * 60_000), () => {});
-    if (!taken) throw new ConflictError(`project "${env.project}" already has a snapshot named "${name}"`);
-    return taken;
+    if (!outcome) throw new ConflictError(`project "${env.project}" already has a snapshot named "${name}"`);
+    return outcome;
   }
 
   async list(access: Access = FULL_ACCESS, project?: string): Promise<SnapshotRecord[]> {
@@ -375,7 +392,6 @@ export class SnapshotService {
       throw err;
     }
     this.making.add(id);
-    this.snapshotting.set(env.id, (this.snapshotting.get(env.id) ?? 0) + 1);
     const started = performance.now();
     report(`${volume}: taking snapshot ${name} (what writes it stopped for the copy)`);
     try {
@@ -404,9 +420,6 @@ export class SnapshotService {
       return null;
     } finally {
       this.making.delete(id);
-      const left = (this.snapshotting.get(env.id) ?? 1) - 1;
-      if (left > 0) this.snapshotting.set(env.id, left);
-      else this.snapshotting.delete(env.id);
     }
   }
 
@@ -425,9 +438,18 @@ export class SnapshotService {
     return null;
   }
 
-  /** True while a snapshot of one of the environment's volumes is being taken (its writers stopped). */
-  isSnapshotting(envId: string): boolean {
-    return this.snapshotting.has(envId);
+  private async exclusively<T>(
+    envId: string,
+    work: (signal: AbortSignal) => Promise<T>,
+  ): Promise<T | 'busy'> {
+    if (this.deps.exclusively) return this.deps.exclusively(envId, work);
+    if (this.byHand.has(envId)) return 'busy';
+    this.byHand.add(envId);
+    try {
+      return await work(new AbortController().signal);
+    } finally {
+      this.byHand.delete(envId);
+    }
   }
 
   private noSnapshots(): string {

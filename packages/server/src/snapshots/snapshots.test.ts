@@ -210,7 +210,7 @@ describe('seeded volumes: seeded once, snapshotted, cloned', () => {
       });
       return {
         status: res.status,
-        message: ((await res.json()) as { error: { message: string } }).error.message,
+        message: ((await res.json()) as { error?: { message: string } }).error?.message,
       };
     };
     expect(await refused('nowhere', { volume: 'data', name: 'x' })).toMatchObject({ status: 404 });
@@ -227,6 +227,18 @@ describe('seeded volumes: seeded once, snapshotted, cloned', () => {
       status: 409,
       message: 'project "default" already has a snapshot named "twice"',
     });
+    // Two at once: the writers are stopped for one copy, and nothing else may work on the
+    // environment meanwhile — the other is refused with why, not run on top of it.
+    const both = await Promise.all(
+      ['one', 'two'].map((name) => refused('manual-a', { volume: 'data', name })),
+    );
+    const codes = both.map((r) => r.status).sort();
+    expect(codes).toEqual([201, 409]);
+    expect(both.find((r) => r.status === 409)!.message).toBe(
+      'environment "manual-a" is busy (being brought up, updated, repaired, put to sleep or snapshotted): try again once it is done',
+    );
+    const made = ['one', 'two'][both.findIndex((r) => r.status === 201)];
+    await call(plane, 'DELETE', `/v1/snapshots/default/${made}`);
     // A token of another project sees none of this project's snapshots, nor may touch them.
     const other = await call<{ token: string }>(plane, 'POST', '/v1/tokens', {
       name: 'other-project',
