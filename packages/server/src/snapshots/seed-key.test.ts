@@ -1,11 +1,12 @@
 /** The seed key changes exactly when what the seed would do changes. */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { EnvPlan, WorkloadPlan } from '../plan/plan.js';
 import { workload } from '../test-support/plans.js';
-import { seededSnapshotName, seedKey } from './seed-key.js';
+import { SeedNotKeyableError, seededSnapshotName, seedKey } from './seed-key.js';
 
 const db = (extra: Partial<Parameters<typeof workload>[0]> = {}) =>
   workload({ name: 'db', image: 'postgres:16', env: { POSTGRES_PASSWORD: 'pw' }, ...extra });
@@ -110,6 +111,42 @@ describe('seed key', () => {
     });
     expect(await key(both(['fill']))).not.toBe(await key(both(['fill', '--more'])));
     expect(await key(both(['fill']))).toBe(await key(both(['fill'])));
+  });
+
+  it('a seed reading a volume cloned from a named snapshot is keyed by which snapshot it is', async () => {
+    const onDump = (snapshotId: string) =>
+      seedKey(
+        plan([
+          db({ mounts: [{ type: 'volume', source: 'dump', target: '/dump', readOnly: true }] }),
+          migrate(),
+        ]),
+        'pg',
+        'migrate',
+        async () => null,
+        { dump: snapshotId },
+      );
+    expect(await onDump('snap1')).toBe(await onDump('snap1'));
+    expect(await onDump('snap1')).not.toBe(await onDump('snap2'));
+  });
+
+  it('has no key for bound files past what it hashes, and never waits on a FIFO', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'mayfly-seed-big-'));
+    const bound = () =>
+      key(
+        plan([db(), migrate({ mounts: [{ type: 'bind', source: dir, target: '/seed', readOnly: true }] })]),
+      );
+    try {
+      execFileSync('mkfifo', [join(dir, 'pipe')]);
+      expect(await bound()).toMatch(/^[0-9a-f]{64}$/);
+      // Two GiB of holes: left out, the key would not change with them.
+      writeFileSync(join(dir, 'dump.sql'), '');
+      truncateSync(join(dir, 'dump.sql'), 2 * 1024 ** 3);
+      await expect(bound()).rejects.toThrow(
+        new SeedNotKeyableError('its bound files hold more than 1 GiB to hash'),
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('names its snapshot after the volume and the start of the key, safely', () => {

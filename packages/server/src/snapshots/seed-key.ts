@@ -5,8 +5,8 @@
  * — a migration, the seed script, the database's image or password — changes the key.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { lstat, readdir, readlink } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { lstat, open, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { canonicalJson } from '../plan/hash.js';
 import type { EnvPlan } from '../plan/plan.js';
@@ -14,10 +14,22 @@ import { seedWorkloads } from '../plan/seeds.js';
 
 /** Bumped when what a snapshot holds, or how it is taken, changes: older snapshots then go unused. */
 const FORMAT = 3;
-/** File content of a bind source hashed at most; past it, names, sizes and times stand for it. */
-const BIND_CONTENT_BYTES = 64 * 1024 * 1024;
-/** Entries of a bind source looked at, at most. */
-const BIND_ENTRIES = 20_000;
+/** File content of the bind sources of a seed hashed at most; past it the seed has no key. */
+const BIND_CONTENT_BYTES = 1024 ** 3;
+/** Entries of the bind sources of a seed looked at, at most; past it the seed has no key. */
+const BIND_ENTRIES = 50_000;
+
+/**
+ * What a seed reads cannot all be hashed (bound files past {@link BIND_CONTENT_BYTES} or
+ * {@link BIND_ENTRIES}): it is seeded every time and never snapshotted — a key that left some of
+ * it out would give a later environment a snapshot of another seed.
+ */
+export class SeedNotKeyableError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'SeedNotKeyableError';
+  }
+}
 
 /**
  * The key of `volume` seeded by `job` in `plan`: a SHA-256 (hex) over the seed's workloads — every
@@ -34,8 +46,11 @@ export async function seedKey(
   volume: string,
   job: string,
   imageId: (ref: string) => Promise<string | null>,
+  /** Volumes cloned from snapshots the template names: the id of each (its content). */
+  inputs: Record<string, string> = {},
 ): Promise<string> {
   const seed = seedWorkloads(plan);
+  const budget = { bytes: BIND_CONTENT_BYTES, entries: BIND_ENTRIES };
   const parts = await Promise.all(
     plan.workloads
       .filter((w) => seed.has(w.name))
@@ -48,7 +63,13 @@ export async function seedKey(
           image: (ref && (await imageId(ref))) || ref,
           env: Object.fromEntries(Object.entries(env).filter(([k]) => !k.startsWith('MAYFLY_URL_'))),
           mounts: await Promise.all(
-            mounts.map(async (m) => (m.type === 'bind' ? { ...m, source: await treeHash(m.source) } : m)),
+            mounts.map(async (m) =>
+              m.type === 'bind'
+                ? { ...m, source: await treeHash(m.source, budget) }
+                : m.type === 'volume' && inputs[m.source]
+                  ? { ...m, snapshot: inputs[m.source] }
+                  : m,
+            ),
           ),
         };
       }),
@@ -60,16 +81,16 @@ export async function seedKey(
 
 /**
  * A hash of what is at `root` on the control plane's disk (a bind source): each entry's relative
- * name, type, mode and size, a file's content and a link's target; links are never followed.
- * Past {@link BIND_CONTENT_BYTES} of content or {@link BIND_ENTRIES} entries, modification times
- * stand for the rest. Something unreadable hashes as such (the seed then is what it is).
+ * name, type, mode and size, a file's content and a link's target; links are never followed,
+ * nor is anything but a regular file read (a FIFO swapped in would block the hash for good).
+ * Something unreadable hashes as such (the seed then is what it is). {@link SeedNotKeyableError}
+ * past the budget (shared by every bind source of the seed).
  */
-async function treeHash(root: string): Promise<string> {
+async function treeHash(root: string, budget: { bytes: number; entries: number }): Promise<string> {
   const hash = createHash('sha256');
-  let budget = BIND_CONTENT_BYTES;
-  let entries = 0;
   const walk = async (path: string, name: string): Promise<void> => {
-    if (++entries > BIND_ENTRIES) return;
+    if (--budget.entries < 0)
+      throw new SeedNotKeyableError(`its bound files are more than ${BIND_ENTRIES} entries`);
     let info: Awaited<ReturnType<typeof lstat>>;
     try {
       info = await lstat(path);
@@ -83,19 +104,43 @@ async function treeHash(root: string): Promise<string> {
       const children = (await readdir(path).catch(() => [] as string[])).sort();
       for (const child of children) await walk(join(path, child), `${name}/${child}`);
     } else if (info.isFile()) {
-      if (info.size <= budget) {
-        budget -= info.size;
-        // Streamed: a large seed file never sits in the control plane's memory.
-        try {
-          for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
-        } catch {
-          hash.update('unreadable');
-        }
-      } else hash.update(String(info.mtimeMs));
+      budget.bytes -= info.size;
+      if (budget.bytes < 0)
+        throw new SeedNotKeyableError(
+          `its bound files hold more than ${BIND_CONTENT_BYTES / 1024 ** 3} GiB to hash`,
+        );
+      await hashFile(hash, path, info.size);
     }
   };
   await walk(root, '.');
   return hash.digest('hex');
+}
+
+/**
+ * Adds the content of the regular file at `path` (`size` bytes when looked at) to `hash`, read
+ * through a descriptor that is that file: opened without following a link or waiting on a FIFO,
+ * and checked to be a regular file; at most `size` bytes, streamed (never whole in memory).
+ */
+async function hashFile(hash: ReturnType<typeof createHash>, path: string, size: number): Promise<void> {
+  let file: Awaited<ReturnType<typeof open>> | undefined;
+  try {
+    file = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    if (!(await file.stat()).isFile()) {
+      hash.update('not a file');
+      return;
+    }
+    const chunk = Buffer.alloc(1024 * 1024);
+    for (let left = size; left > 0; ) {
+      const { bytesRead } = await file.read(chunk, 0, Math.min(chunk.length, left));
+      if (bytesRead === 0) break;
+      hash.update(chunk.subarray(0, bytesRead));
+      left -= bytesRead;
+    }
+  } catch {
+    hash.update('unreadable');
+  } finally {
+    await file?.close();
+  }
 }
 
 /** The name a seeded snapshot gets in its project: the volume's and the start of its key. */

@@ -24,7 +24,7 @@ import {
   type Store,
 } from '../store/store.js';
 import { SNAPSHOT_NAME } from '../template/normalize.js';
-import { seededSnapshotName, seedKey } from './seed-key.js';
+import { SeedNotKeyableError, seededSnapshotName, seedKey } from './seed-key.js';
 
 const newSnapshotId = customAlphabet('0123456789abcdefghijklmnopqrstuvwxyz', 12);
 
@@ -81,7 +81,24 @@ export class SnapshotService {
     const before = new Map((previous?.volumes ?? []).map((v) => [v.name, v]));
     const decided = new Map<string, VolumePlan['origin']>();
     const keys = new Map<string, string>();
-    for (const volume of pending) {
+    /** Why a seed has no key (so no snapshot), by volume. */
+    const unkeyable = new Map<string, string>();
+    // Volumes cloned from snapshots named by the template first: a seed that reads one (its
+    // database restored from a dump, say) is keyed by which snapshot that is.
+    const ordered = [
+      ...pending.filter((v) => v.data && 'snapshot' in v.data),
+      ...pending.filter((v) => !(v.data && 'snapshot' in v.data)),
+    ];
+    const inputs = () => {
+      const ids: Record<string, string> = {};
+      for (const v of plan.volumes) {
+        const origin = decided.get(v.name) ?? v.origin ?? before.get(v.name)?.origin;
+        if (v.data && 'snapshot' in v.data && origin && 'restored' in origin)
+          ids[v.name] = origin.restored.snapshotId;
+      }
+      return ids;
+    };
+    for (const volume of ordered) {
       const data = volume.data!;
       if ('snapshot' in data) {
         const kept = before.get(volume.name)?.origin;
@@ -107,9 +124,15 @@ export class SnapshotService {
       }
       const job = plan.workloads.find((w) => w.name === data.seededBy);
       if (!job) continue; // a plan a template made always has it
-      const key = snapshots
-        ? await seedKey(plan, volume.name, job.name, (ref) => snapshots.imageId(ref))
-        : '';
+      let key = '';
+      if (snapshots) {
+        try {
+          key = await seedKey(plan, volume.name, job.name, (ref) => snapshots.imageId(ref), inputs());
+        } catch (err) {
+          if (!(err instanceof SeedNotKeyableError)) throw err;
+          unkeyable.set(volume.name, err.message);
+        }
+      }
       keys.set(volume.name, key);
       const kept = before.get(volume.name);
       if (kept) {
@@ -128,8 +151,9 @@ export class SnapshotService {
     }
     for (const [job, volumes] of byJob) {
       const found: SnapshotRecord[] = [];
+      const why = volumes.map((v) => unkeyable.get(v.name)).find(Boolean);
       for (const volume of volumes) {
-        if (!snapshots || volume.ignoreSnapshots) break;
+        if (!snapshots || volume.ignoreSnapshots || why) break;
         const key = keys.get(volume.name)!;
         const snapshot = await this.usable(
           await this.deps.store.snapshots.findByName(plan.project, seededSnapshotName(volume.name, key)),
@@ -145,10 +169,11 @@ export class SnapshotService {
           volume.name,
           restore && snapshot
             ? { restored: { snapshotId: snapshot.id, snapshotName: snapshot.name }, key }
-            : { seeded: { key, takeSnapshot: snapshots !== undefined } },
+            : { seeded: { key, takeSnapshot: snapshots !== undefined && !why } },
         );
       }
       if (!snapshots) report(`${job}: seeds ${volumes.map((v) => v.name).join(', ')}: ${this.noSnapshots()}`);
+      else if (why) report(`${job}: seeds ${volumes.map((v) => v.name).join(', ')} every time: ${why}`);
       else if (!restore && volumes.some((v) => v.ignoreSnapshots))
         report(`${job}: seeds ${volumes.map((v) => v.name).join(', ')} from scratch (snapshots ignored)`);
     }

@@ -1,10 +1,11 @@
 /**
- * A snapshot removed between the decision to clone it and the clone (a `snapshot rm`, the budget's
- * collection): the volume is seeded by its job instead, and a new snapshot kept — not an
- * environment that fails at every retry. Real Docker Engine, real SQLite store.
+ * The snapshot service's decisions against the real Docker Engine and a real SQLite store: a
+ * snapshot removed between the decision to clone it and the clone (a `snapshot rm`, the budget's
+ * collection) has the volume seeded by its job instead, and a new snapshot kept — not an
+ * environment that fails at every retry; a seed that cannot be keyed is seeded every time.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, truncate, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -91,6 +92,29 @@ describe('a snapshot gone between the decision and the clone', () => {
     const [again] = await service.list();
     expect(again).toMatchObject({ state: 'ready', name: kept!.name, seedKey: kept!.seedKey });
     expect(again!.id).not.toBe(kept!.id);
+  });
+
+  it('a seed whose bound files cannot all be hashed is seeded every time, never snapshotted', async () => {
+    const dir = await mkdtemp(path.join(os.tmpdir(), 'mayfly-unkeyable-'));
+    try {
+      await writeFile(path.join(dir, 'dump.sql'), '');
+      await truncate(path.join(dir, 'dump.sql'), 2 * 1024 ** 3);
+      const plan = seeded();
+      const withDump: EnvPlan = {
+        ...plan,
+        workloads: plan.workloads.map((w) =>
+          w.name === 'seed'
+            ? { ...w, mounts: [...w.mounts, { type: 'bind', source: dir, target: '/dump', readOnly: true }] }
+            : w,
+        ),
+      };
+      const said: string[] = [];
+      const decided = await service.decide(withDump, null, (m) => said.push(m));
+      expect(decided.volumes[0]!.origin).toEqual({ seeded: { key: '', takeSnapshot: false } });
+      expect(said).toEqual(['seed: seeds data every time: its bound files hold more than 1 GiB to hash']);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 
   it('a volume that names a snapshot has no seed to fall back on: it fails, saying so', async () => {
