@@ -267,6 +267,8 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
     logger: logger.child({ component: 'snapshots' }),
     owner,
     budgetBytes: config.snapshotBudgetBytes,
+    manualPerProject: config.snapshotsPerProject,
+    seedsPerProject: config.seedSnapshotsPerProject,
     // The reconciler's work lease: a snapshot by hand stops the environment's writers.
     exclusively: <T>(envId: string, work: (signal: AbortSignal) => Promise<T>): Promise<T | 'busy'> =>
       reconciler.exclusively(envId, work),

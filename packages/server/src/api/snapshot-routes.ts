@@ -53,13 +53,14 @@ export function registerSnapshotRoutes(
     scope: 'write',
     summary: "snapshot a ready environment's volume under a name templates can give (`x-mayfly.data`)",
     description:
-      'The workloads that mount the volume are paused for the copy (crash-consistent) and resumed after.',
+      'The workloads that mount the volume are stopped for the copy (their stop signal and grace period honoured: a database writes out what it holds) and started again after; nothing else works on the environment meanwhile.',
     params: z.object({ id: z.string().max(255) }),
     body: { json: 'CreateSnapshotRequest' },
     response: { status: 201, description: 'the snapshot, ready', json: 'Snapshot' },
     errors: {
       404: 'no such environment',
-      409: 'the environment is not ready, or the project has a snapshot of that name',
+      409: 'the environment is not ready or is busy (being updated, repaired or snapshotted), or the project has a snapshot of that name',
+      429: 'the project keeps as many snapshots made by hand as it may',
     },
     handler: async ({ req, params }) => {
       const access = requireAccess(req);

@@ -143,6 +143,13 @@ export const ServerConfig = z.object({
     .int()
     .positive()
     .default(20 * 1024 ** 3),
+  /** Snapshots made by hand a project may keep; one more is refused (429) until one is removed. */
+  snapshotsPerProject: z.coerce.number().int().positive().default(20),
+  /**
+   * Seeded snapshots a project keeps (one per seed key: every changed migration makes another);
+   * past it, taking a new one removes the project's least recently used.
+   */
+  seedSnapshotsPerProject: z.coerce.number().int().positive().default(10),
   /** A built image used more recently than this is never collected (a bring-up may be about to use it). */
   imageGcGraceMs: z.coerce
     .number()

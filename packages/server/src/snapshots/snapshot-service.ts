@@ -7,7 +7,12 @@
  */
 import { customAlphabet } from 'nanoid';
 import { type Access, canSee, FULL_ACCESS } from '../access/access.js';
-import { ConflictError, InvalidRequestError, NotFoundError } from '../controller/errors.js';
+import {
+  ConflictError,
+  InvalidRequestError,
+  NotFoundError,
+  QuotaExceededError,
+} from '../controller/errors.js';
 import type { Logger } from '../observability/logger.js';
 import type { EnvPlan, VolumePlan, WorkloadPlan } from '../plan/plan.js';
 import { applyPlan, SnapshotsGoneError } from '../runtime/apply-plan.js';
@@ -36,6 +41,10 @@ export interface SnapshotServiceDeps {
   owner: string;
   /** Ready snapshots may take this many bytes; past it the least recently used go. */
   budgetBytes?: number;
+  /** Snapshots made by hand a project may keep (default 20): one more is refused with 429. */
+  manualPerProject?: number;
+  /** Seeded snapshots a project keeps (default 10): past it the least recently used go. */
+  seedsPerProject?: number;
   /** A snapshot another replica started making is taken for abandoned after this long. */
   abandonedAfterMs?: number;
   /**
@@ -256,7 +265,12 @@ export class SnapshotService {
         const taken = await this.take(plan, env, volume.name, name, origin.seeded.key, signal, report, {
           replace: volume.ignoreSnapshots === true,
         });
-        if (taken) report(`${volume.name}: snapshot ${name} kept for later environments`);
+        if (!taken) continue;
+        report(`${volume.name}: snapshot ${name} kept for later environments`);
+        for (const old of await this.pruneSeeds(plan.project, taken.id))
+          report(
+            `snapshot ${old} removed: the project keeps its ${this.deps.seedsPerProject ?? 10} most recently used seeds`,
+          );
       }
     };
   }
@@ -284,6 +298,12 @@ export class SnapshotService {
         `environment "${env.name}" has no volume "${volume}" (its volumes: ${names})`,
       );
     }
+    const kept = (await this.deps.store.snapshots.list(env.project)).filter((s) => s.seedKey === null);
+    const most = this.deps.manualPerProject ?? 20;
+    if (kept.length >= most)
+      throw new QuotaExceededError(
+        `project "${env.project}" keeps ${kept.length} snapshots made by hand, the most it may: remove one first (mayfly snapshot rm)`,
+      );
     const notReady = (state: string) =>
       new ConflictError(`environment "${env.name}" is ${state}: a snapshot is taken of a ready one`);
     if (env.state !== 'ready') throw notReady(env.state);
@@ -357,12 +377,7 @@ export class SnapshotService {
     const ready = rows.filter((r) => r.state === 'ready' && !removed.includes(r.id));
     let total = ready.reduce((sum, r) => sum + (r.sizeBytes ?? 0), 0);
     if (total <= budget) return removed;
-    const cloning = new Set<string>();
-    for (const env of await this.deps.store.environments.list({
-      states: ['pending', 'building', 'creating'],
-    }))
-      for (const v of env.plan?.volumes ?? [])
-        if (v.origin && 'restored' in v.origin) cloning.add(v.origin.restored.snapshotId);
+    const cloning = await this.aboutToClone();
     for (const row of ready.sort((a, b) => a.lastUsedAt.getTime() - b.lastUsedAt.getTime())) {
       if (total <= budget) break;
       if (cloning.has(row.id) || !(await snapshots.remove(row.id))) continue;
@@ -375,6 +390,38 @@ export class SnapshotService {
       );
     }
     return removed;
+  }
+
+  /**
+   * Removes the project's least recently used seeded snapshots past `seedsPerProject` (never
+   * `keep`, one being made, or one an environment being brought up is about to clone). Returns
+   * the names removed.
+   */
+  private async pruneSeeds(project: string, keep: string): Promise<string[]> {
+    const most = this.deps.seedsPerProject ?? 10;
+    const seeds = (await this.deps.store.snapshots.list(project))
+      .filter((s) => s.seedKey !== null && s.state === 'ready' && s.id !== keep)
+      .sort((a, b) => b.lastUsedAt.getTime() - a.lastUsedAt.getTime());
+    const removed: string[] = [];
+    if (seeds.length < most) return removed;
+    const cloning = await this.aboutToClone();
+    for (const old of seeds.slice(most - 1)) {
+      if (cloning.has(old.id) || !(await this.snapshots!.remove(old.id))) continue;
+      await this.deps.store.snapshots.delete(old.id);
+      removed.push(old.name);
+    }
+    return removed;
+  }
+
+  /** Snapshots an environment being brought up is about to clone (so not to be removed). */
+  private async aboutToClone(): Promise<Set<string>> {
+    const cloning = new Set<string>();
+    for (const env of await this.deps.store.environments.list({
+      states: ['pending', 'building', 'creating'],
+    }))
+      for (const v of env.plan?.volumes ?? [])
+        if (v.origin && 'restored' in v.origin) cloning.add(v.origin.restored.snapshotId);
+    return cloning;
   }
 
   /**

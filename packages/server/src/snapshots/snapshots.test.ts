@@ -81,7 +81,11 @@ describe('seeded volumes: seeded once, snapshotted, cloned', () => {
   let plane: ControlPlane;
   beforeAll(async () => {
     dataDir = await mkdtemp(path.join(os.tmpdir(), 'mayfly-snapshots-'));
-    plane = await startControlPlane(dataDir);
+    // Small quotas, to reach them: two snapshots by hand, two seeds per project.
+    plane = await startControlPlane(dataDir, undefined, {
+      snapshotsPerProject: 2,
+      seedSnapshotsPerProject: 2,
+    });
   });
   afterAll(async () => {
     await destroyAll(plane);
@@ -227,18 +231,15 @@ describe('seeded volumes: seeded once, snapshotted, cloned', () => {
       status: 409,
       message: 'project "default" already has a snapshot named "twice"',
     });
-    // Two at once: the writers are stopped for one copy, and nothing else may work on the
-    // environment meanwhile — the other is refused with why, not run on top of it.
-    const both = await Promise.all(
-      ['one', 'two'].map((name) => refused('manual-a', { volume: 'data', name })),
-    );
-    const codes = both.map((r) => r.status).sort();
-    expect(codes).toEqual([201, 409]);
-    expect(both.find((r) => r.status === 409)!.message).toBe(
-      'environment "manual-a" is busy (being brought up, updated, repaired, put to sleep or snapshotted): try again once it is done',
-    );
-    const made = ['one', 'two'][both.findIndex((r) => r.status === 201)];
-    await call(plane, 'DELETE', `/v1/snapshots/default/${made}`);
+    // The project's quota of snapshots by hand: one more is refused with why, until one is removed.
+    await call(plane, 'POST', '/v1/environments/manual-a/snapshots', { volume: 'data', name: 'second' });
+    expect(await refused('manual-a', { volume: 'data', name: 'third' })).toEqual({
+      status: 429,
+      message:
+        'project "default" keeps 2 snapshots made by hand, the most it may: remove one first (mayfly snapshot rm)',
+    });
+    expect((await snapshots()).map((s) => s.name)).not.toContain('third');
+    await call(plane, 'DELETE', '/v1/snapshots/default/second');
     // A token of another project sees none of this project's snapshots, nor may touch them.
     const other = await call<{ token: string }>(plane, 'POST', '/v1/tokens', {
       name: 'other-project',
@@ -262,6 +263,18 @@ describe('seeded volumes: seeded once, snapshotted, cloned', () => {
         .status,
     ).toBe(404);
     await call(plane, 'DELETE', '/v1/snapshots/default/twice');
+    // Two at once: the writers are stopped for one copy, and nothing else may work on the
+    // environment meanwhile — the other is refused with why, not run on top of it.
+    const both = await Promise.all(
+      ['one', 'two'].map((name) => refused('manual-a', { volume: 'data', name })),
+    );
+    const codes = both.map((r) => r.status).sort();
+    expect(codes).toEqual([201, 409]);
+    expect(both.find((r) => r.status === 409)!.message).toBe(
+      'environment "manual-a" is busy (being brought up, updated, repaired, put to sleep or snapshotted): try again once it is done',
+    );
+    const made = ['one', 'two'][both.findIndex((r) => r.status === 201)];
+    await call(plane, 'DELETE', `/v1/snapshots/default/${made}`);
     const gone = await fetch(`${plane.url}/v1/snapshots/default/twice`, {
       method: 'DELETE',
       headers: { authorization: `Bearer ${plane.token}` },
@@ -295,6 +308,22 @@ describe('seeded volumes: seeded once, snapshotted, cloned', () => {
       'seeded-f',
     );
     await Promise.all(['seeded-d', 'seeded-e', 'seeded-f'].map(destroy));
+  });
+
+  it('a project keeps its most recently used seeds: a third removes the least recently used', async () => {
+    const before = new Set((await snapshots()).map((s) => s.id));
+    for (const seed of ['q1', 'q2', 'q3']) await up(`quota-${seed}`, template(seed));
+    const seeds = (await snapshots()).filter((s) => s.kind === 'seed' && s.project === 'default');
+    expect(seeds.length).toBe(2);
+    const made = seeds.filter((s) => !before.has(s.id)).map((s) => s.sourceEnvironment.name);
+    expect(made).toEqual(expect.arrayContaining(['quota-q3']));
+    expect(made).not.toContain('quota-q1');
+    expect(
+      (await events('quota-q3')).some((m) =>
+        /^snapshot data-[0-9a-f]{12} removed: the project keeps its 2 most recently used seeds$/.test(m),
+      ),
+    ).toBe(true);
+    await Promise.all(['quota-q1', 'quota-q2', 'quota-q3'].map(destroy));
   });
 
   it("the example's PostgreSQL: seeded once; a clone has its rows, not the other's writes", async () => {
