@@ -16,17 +16,18 @@ import { openStore } from '../store/open-store.js';
 import type { Store } from '../store/store.js';
 import { requiredAgentBinary, testInstanceName } from '../test-support/global-setup.js';
 import { envPlan, workload } from '../test-support/plans.js';
+import { seededSnapshotName } from './seed-key.js';
 import { SnapshotService } from './snapshot-service.js';
 
 const data = [{ type: 'volume' as const, source: 'data', target: '/data', readOnly: false }];
-const seeded = () =>
+const seeded = (row = 'row') =>
   envPlan(
     [
       workload({ name: 'db', command: ['testkit', 'sleep'], mounts: data, stopGracePeriodMs: 1000 }),
       workload({
         name: 'seed',
         kind: 'job',
-        command: ['sh', '-c', 'echo row >> /data/rows'],
+        command: ['sh', '-c', `echo ${row} >> /data/rows`],
         mounts: data,
         dependsOn: [{ name: 'db', condition: 'service_started' }],
       }),
@@ -92,6 +93,31 @@ describe('a snapshot gone between the decision and the clone', () => {
     const [again] = await service.list();
     expect(again).toMatchObject({ state: 'ready', name: kept!.name, seedKey: kept!.seedKey });
     expect(again!.id).not.toBe(kept!.id);
+  });
+
+  it('a snapshot of the same seed another replica is making is left to it', async () => {
+    const plan = await service.decide(seeded('elsewhere'), null, () => {});
+    const origin = plan.volumes[0]!.origin!;
+    expect(origin).toMatchObject({ seeded: { takeSnapshot: true } });
+    const key = 'seeded' in origin ? origin.seeded.key : '';
+    const theirs = await store.snapshots.create({
+      id: 'replicab0001',
+      project: plan.project,
+      name: seededSnapshotName('data', key),
+      seedKey: key,
+      volume: 'data',
+      sourceEnv: { id: 'other', name: 'other' },
+      owner: 'replica-b',
+    });
+    try {
+      const said: string[] = [];
+      await bringUp(plan, (m) => said.push(m));
+      expect(rows(plan)).toBe('elsewhere\n');
+      expect(said.filter((m) => m.includes('snapshot'))).toEqual([]);
+      expect(await store.snapshots.get(theirs.id)).toMatchObject({ state: 'creating', owner: 'replica-b' });
+    } finally {
+      await store.snapshots.delete(theirs.id);
+    }
   });
 
   it('a seed whose bound files cannot all be hashed is seeded every time, never snapshotted', async () => {

@@ -442,7 +442,15 @@ export class SnapshotService {
     const snapshots = this.snapshots!;
     const { store } = this.deps;
     const existing = await store.snapshots.findByName(plan.project, name);
-    if (existing && (options.replace || (existing.state === 'creating' && !this.making.has(existing.id)))) {
+    // One being made by another replica (of another environment with the same seed) is theirs,
+    // until it is old enough to be taken for abandoned (as garbage collection takes it).
+    const abandoned =
+      existing?.state === 'creating' &&
+      !this.making.has(existing.id) &&
+      (existing.owner === this.deps.owner ||
+        Date.now() - existing.createdAt.getTime() >= (this.deps.abandonedAfterMs ?? 30 * 60_000));
+    if (existing?.state === 'creating' && !abandoned) return null;
+    if (existing && (options.replace || abandoned)) {
       // Not while another environment clones it (it keeps the older one) or it is being made here.
       if (this.making.has(existing.id) || !(await snapshots.remove(existing.id))) return null;
       await store.snapshots.delete(existing.id);
@@ -475,7 +483,8 @@ export class SnapshotService {
         signal,
         this.budgetBytes,
       );
-      await store.snapshots.markReady(id, sizeBytes);
+      if (!(await store.snapshots.markReady(id, sizeBytes)))
+        throw new Error('its record was removed while it was made (taken for abandoned by another replica)');
       const seconds = ((performance.now() - started) / 1000).toFixed(1);
       report(
         `${volume}: snapshot ${name} taken: ${formatBytes(sizeBytes)} in ${seconds} s${reflinked ? ' (cloned, no data copied)' : ''}`,

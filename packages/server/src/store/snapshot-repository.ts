@@ -38,12 +38,14 @@ export class KyselySnapshotRepository implements SnapshotRepository {
     return (await this.get(input.id))!;
   }
 
-  async markReady(id: string, sizeBytes: number): Promise<void> {
-    await this.db
+  async markReady(id: string, sizeBytes: number): Promise<boolean> {
+    const result = await this.db
       .updateTable('snapshots')
       .set({ state: 'ready', owner: null, size_bytes: sizeBytes })
       .where('id', '=', id)
-      .execute();
+      .where('state', '=', 'creating')
+      .executeTakeFirst();
+    return Number(result.numUpdatedRows) > 0;
   }
 
   async get(id: string): Promise<SnapshotRecord | null> {

@@ -1089,7 +1089,8 @@ export function describeStore(name: string, target: StoreTarget): void {
         );
         await store.snapshots.create(input('s3', 'blog', 'db-data-kkk')); // another project: its own names
         await store.snapshots.create(input('s4', 'shop', 'golden'));
-        await store.snapshots.markReady('s1', 5 * 1024 ** 3); // past 32 bits
+        expect(await store.snapshots.markReady('s1', 5 * 1024 ** 3)).toBe(true); // past 32 bits
+        expect(await store.snapshots.markReady('gone', 1)).toBe(false);
         expect(await store.snapshots.findByName('shop', 'db-data-kkk')).toMatchObject({
           id: 's1',
           state: 'ready',

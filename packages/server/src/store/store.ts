@@ -306,8 +306,11 @@ export interface SnapshotRepository {
   create(
     input: Pick<SnapshotRecord, 'id' | 'project' | 'name' | 'seedKey' | 'volume' | 'sourceEnv' | 'owner'>,
   ): Promise<SnapshotRecord>;
-  /** The copy is done: usable from now on. */
-  markReady(id: string, sizeBytes: number): Promise<void>;
+  /**
+   * The copy is done: usable from now on. False when the row is no longer one being made (another
+   * replica took it for abandoned and removed it meanwhile): the copy must not be kept.
+   */
+  markReady(id: string, sizeBytes: number): Promise<boolean>;
   get(id: string): Promise<SnapshotRecord | null>;
   findByName(project: string, name: string): Promise<SnapshotRecord | null>;
   /** Every snapshot, or a project's; by project, then name. */
