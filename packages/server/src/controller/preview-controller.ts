@@ -294,6 +294,7 @@ export class PreviewController {
                 ? `preview of branch ${preview.branch ?? preview.headRef}`
                 : `preview of pull request #${preview.number}`,
             pullRequest: preview.number === null ? null : { number: preview.number, url: preview.url },
+            ...(preview.fromFork ? { fromFork: true } : {}),
           },
         });
         envId = created.id;

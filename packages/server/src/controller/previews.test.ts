@@ -383,7 +383,7 @@ describe('previews from pull requests', () => {
     await t.waitForState('shop-pr-9', ['destroyed']);
   });
 
-  it('a pull request from a fork is not built until approved, and never gets the secret inputs', async () => {
+  it('a pull request from a fork is not built until approved, and never gets the secret inputs nor snapshots made by hand', async () => {
     expect(
       (await t.api('PATCH', '/v1/projects/shop', { secretInputs: { API_KEY: 'the-project-secret' } })).status,
     ).toBe(200);
@@ -417,6 +417,27 @@ describe('previews from pull requests', () => {
     expect((await t.viaGateway(`api--shop-pr-8.localhost:${t.server.port}`)).text).toBe('api v1 key= pr=8');
     await send({ ...facts, action: 'closed' });
     await t.waitForState('shop-pr-8', ['destroyed']);
+
+    // Nor the project's snapshots made by hand (a production dump, say), whatever its template asks.
+    const asks = await repo.commit(
+      {
+        'compose.yaml': `${app('x', 'y')['compose.yaml']}x-mayfly:\n  data:\n    data: { snapshot: golden }\n`,
+      },
+      'a fork that wants the dump',
+      { branch: 'fork-dump', pullRequest: 18 },
+    );
+    const dump = { ...facts, number: 18, headSha: asks };
+    expect((await send(dump)).status).toBe(202);
+    await waitPreview(18, 'awaiting-approval');
+    expect((await t.api('POST', '/v1/projects/shop/previews/18/approve')).status).toBe(200);
+    await waitPreview(18, 'failed', asks);
+    expect((await t.api<Environment>('GET', '/v1/environments/shop-pr-18')).body.failure).toEqual({
+      step: 'restore:data',
+      reason:
+        'a pull request from a fork is given no snapshot made by hand ("golden"), as it is given none of the project\'s secret inputs',
+    });
+    await send({ ...dump, action: 'closed' });
+    await t.waitForState('shop-pr-18', ['destroyed']);
     expect(github.comments(REPO, 8)).toHaveLength(1);
     expect(github.violations).toEqual([]);
   });

@@ -542,7 +542,9 @@ export class Reconciler {
       step = 'apply';
       if (this.o.snapshots && plan.volumes.some((v) => v.data && !v.origin)) {
         step = 'data';
-        plan = await this.o.snapshots.decide(plan, null, (message) => progress.add(message));
+        plan = await this.o.snapshots.decide(plan, null, (message) => progress.add(message), {
+          fork: env.origin?.fromFork === true,
+        });
         env = await this.update(env, { plan });
       }
       await this.applyWithData(runtime, plan, env, progress, {
@@ -774,7 +776,9 @@ export class Reconciler {
       const removed = previous.workloads.filter((w) => !plan.workloads.some((n) => n.name === w.name));
       if (this.o.snapshots) {
         step = 'data';
-        plan = await this.o.snapshots.decide(plan, previous, (message) => progress.add(message));
+        plan = await this.o.snapshots.decide(plan, previous, (message) => progress.add(message), {
+          fork: env.origin?.fromFork === true,
+        });
       }
       step = 'apply';
       await this.applyWithData(runtime, plan, env, progress, {

@@ -81,9 +81,15 @@ export class SnapshotService {
    * clone of a ready snapshot when there is one for every volume its job seeds (and the plan
    * does not ignore snapshots), or seeded by the job — with a snapshot taken after it only when
    * the volume is new, so a snapshot only ever holds what the seed alone made.
-   * {@link RuntimeStepError} when a volume names a snapshot that its project does not have.
+   * {@link RuntimeStepError} when a volume names a snapshot that its project does not have, or
+   * that a pull request from a fork (`from.fork`) may not have.
    */
-  async decide(plan: EnvPlan, previous: EnvPlan | null, report: Report): Promise<EnvPlan> {
+  async decide(
+    plan: EnvPlan,
+    previous: EnvPlan | null,
+    report: Report,
+    from: { fork?: boolean } = {},
+  ): Promise<EnvPlan> {
     const pending = plan.volumes.filter((v) => v.data && !v.origin);
     if (pending.length === 0) return plan;
     const snapshots = this.snapshots;
@@ -117,6 +123,11 @@ export class SnapshotService {
         }
         if (before.has(volume.name)) continue; // its data is there already: left as it is
         if (!snapshots) throw new RuntimeStepError(`restore:${volume.name}`, this.noSnapshots());
+        if (from.fork)
+          throw new RuntimeStepError(
+            `restore:${volume.name}`,
+            `a pull request from a fork is given no snapshot made by hand ("${data.snapshot}"), as it is given none of the project's secret inputs`,
+          );
         const found = await this.usable(
           await this.deps.store.snapshots.findByName(plan.project, data.snapshot),
         );

@@ -54,6 +54,11 @@ export interface EnvOrigin {
   createdBy: string;
   /** The pull request a preview is of (its web page, when the forge gave one). */
   pullRequest: { number: number; url: string | null } | null;
+  /**
+   * A preview of a pull request from a fork: its code gets none of the project's secret inputs,
+   * nor the project's snapshots made by hand (a dump of production data, anonymised or not).
+   */
+  fromFork?: boolean;
 }
 
 /** A commit of a repository, checked out by the controller to plan the environment from. */
