@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -50,6 +51,12 @@ func measure(root string) (int64, error) {
 				return nil
 			}
 			seen[id] = true
+		}
+		// Saturated, never wrapped: a seed can make enough terabyte-sized sparse files to overflow
+		// the sum, which would then pass every check below as a negative size.
+		if info.Size() > math.MaxInt64-total {
+			total = math.MaxInt64
+			return nil
 		}
 		total += info.Size()
 		return nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -145,7 +146,11 @@ func (c *copier) file(src, dst string, info os.FileInfo) error {
 	defer out.Close()
 	size := info.Size()
 	c.stats.Files++
-	c.stats.Bytes += size
+	if size > math.MaxInt64-c.stats.Bytes {
+		c.stats.Bytes = math.MaxInt64
+	} else {
+		c.stats.Bytes += size
+	}
 	// Measured before the copy: a file that grew since is copied as it was, within the limit.
 	if err := withinLimit(c.stats.Bytes, c.max); err != nil {
 		return err

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path"
 	"path/filepath"
@@ -298,6 +299,9 @@ func (u *unpacker) entry(h *tar.Header, body io.Reader) error {
 }
 
 func (u *unpacker) file(name, full string, h *tar.Header, body io.Reader) error {
+	if h.Size < 0 || h.Size > math.MaxInt64-u.stats.Bytes {
+		return errors.New("a file size no volume holds")
+	}
 	if err := withinLimit(u.stats.Bytes+h.Size, u.max); err != nil {
 		return err
 	}
