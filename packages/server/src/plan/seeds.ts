@@ -6,7 +6,7 @@
  * else of the environment runs — another service of a pull request's template could otherwise
  * write the database during the seed and plant its data in every later clone.
  */
-import type { EnvPlan } from './plan.js';
+import type { EnvPlan, VolumePlan } from './plan.js';
 
 /** Every job a volume of the plan is `seededBy`, and every workload they depend on, directly or not. */
 export function seedWorkloads(plan: Pick<EnvPlan, 'workloads' | 'volumes'>): Set<string> {
@@ -23,17 +23,20 @@ export function seedWorkloads(plan: Pick<EnvPlan, 'workloads' | 'volumes'>): Set
   return seed;
 }
 
-/** The seed jobs whose success this apply snapshots (see `VolumeOrigin`). */
-export function snapshottingJobs(plan: Pick<EnvPlan, 'volumes'>): Set<string> {
-  const jobs = new Set<string>();
-  for (const volume of plan.volumes)
-    if (
-      volume.data &&
-      'seededBy' in volume.data &&
-      volume.origin &&
-      'seeded' in volume.origin &&
-      volume.origin.seeded.takeSnapshot
-    )
-      jobs.add(volume.data.seededBy);
-  return jobs;
+/** A seeded volume this apply snapshots once its job has succeeded (see `VolumeOrigin`). */
+export interface SnapshottingVolume {
+  volume: VolumePlan;
+  job: string;
+  key: string;
+}
+
+/** The plan's volumes to be snapshotted after their seed job, with the job and the seed's key. */
+export function snapshottingVolumes(plan: Pick<EnvPlan, 'volumes'>): SnapshottingVolume[] {
+  const found: SnapshottingVolume[] = [];
+  for (const volume of plan.volumes) {
+    const { data, origin } = volume;
+    if (data && 'seededBy' in data && origin && 'seeded' in origin && origin.seeded.takeSnapshot)
+      found.push({ volume, job: data.seededBy, key: origin.seeded.key });
+  }
+  return found;
 }

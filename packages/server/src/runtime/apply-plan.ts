@@ -5,7 +5,7 @@
  * workload at a time (see {@link Runtime}); a Kubernetes driver gets all of this for free.
  */
 import type { DependencyCondition, EnvPlan, WorkloadPlan } from '../plan/plan.js';
-import { seedWorkloads, snapshottingJobs } from '../plan/seeds.js';
+import { seedWorkloads, snapshottingVolumes } from '../plan/seeds.js';
 import { orAbort } from './abort.js';
 import {
   type ApplyOptions,
@@ -224,7 +224,7 @@ function holdForSnapshots(
   stages: Map<string, WorkloadStages>,
   progress: (event: ProgressEvent) => void,
 ): (workload: string) => Promise<void> | undefined {
-  const jobs = [...snapshottingJobs(plan)].filter((job) => stages.has(job));
+  const jobs = [...new Set(snapshottingVolumes(plan).map((s) => s.job))].filter((job) => stages.has(job));
   if (jobs.length === 0) return () => undefined;
   const seed = seedWorkloads(plan);
   const held = plan.workloads

@@ -15,6 +15,7 @@ import {
 } from '../controller/errors.js';
 import type { Logger } from '../observability/logger.js';
 import type { EnvPlan, VolumePlan, WorkloadPlan } from '../plan/plan.js';
+import { snapshottingVolumes } from '../plan/seeds.js';
 import { applyPlan, SnapshotsGoneError } from '../runtime/apply-plan.js';
 import {
   type ApplyOptions,
@@ -268,12 +269,9 @@ export class SnapshotService {
    */
   afterJob(plan: EnvPlan, env: Pick<EnvironmentRecord, 'id' | 'name'>, report: Report) {
     return async (job: WorkloadPlan, signal: AbortSignal): Promise<void> => {
-      for (const volume of plan.volumes) {
-        const origin = volume.origin;
-        if (!volume.data || !('seededBy' in volume.data) || volume.data.seededBy !== job.name) continue;
-        if (!origin || !('seeded' in origin) || !origin.seeded.takeSnapshot) continue;
-        const name = seededSnapshotName(volume.name, origin.seeded.key);
-        const taken = await this.take(plan, env, volume.name, name, origin.seeded.key, signal, report, {
+      for (const { volume, key } of snapshottingVolumes(plan).filter((s) => s.job === job.name)) {
+        const name = seededSnapshotName(volume.name, key);
+        const taken = await this.take(plan, env, volume.name, name, key, signal, report, {
           replace: volume.ignoreSnapshots === true,
         });
         if (!taken) continue;
