@@ -17,6 +17,15 @@ export const SEEDED = [
   'Throwaway Notebook',
 ];
 
+/** Removes every snapshot the server keeps: what a round trip that failed midway left. */
+export async function removeSnapshots(
+  cli: (args: string[]) => Promise<{ stdout: string; stderr: string }>,
+): Promise<void> {
+  const snapshots = JSON.parse((await cli(['snapshot', 'ls', '--json'])).stdout) as Snapshot[];
+  for (const snapshot of snapshots)
+    await cli(['snapshot', 'rm', snapshot.name, '--project', snapshot.project]);
+}
+
 export async function exampleRoundTrip(options: {
   cli: (args: string[]) => Promise<{ stdout: string; stderr: string }>;
   /** The server's port: API and gateway. */
