@@ -4,8 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"math"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -37,7 +35,7 @@ func copyTree(args []string) int {
 		usage()
 	}
 	src, dst := filepath.Clean(args[0]), filepath.Clean(args[1])
-	c := &copier{links: map[fileID]string{}, cloneWorks: true, max: max}
+	c := &copier{links: map[fileID]string{}, cloneWorks: true, max: max, room: pacer{dir: dst}}
 	err := c.check(src, dst)
 	if err == nil {
 		err = c.dir(src, dst)
@@ -59,8 +57,10 @@ type copier struct {
 	links map[fileID]string
 	// Cleared at the first refusal: the file system does not clone, so no file is tried again.
 	cloneWorks bool
-	// The most bytes of file content this copy may write (0: no limit).
+	// The most bytes this copy may write (0: no limit).
 	max int64
+	// The room left on the disk written to, looked at again as the copy goes.
+	room pacer
 }
 
 // check refuses, before anything is written, a copy over the limit or with no room for it.
@@ -69,7 +69,7 @@ func (c *copier) check(src, dst string) error {
 	if err != nil {
 		return err
 	}
-	if err := withinLimit(total, c.max); err != nil {
+	if err := withinLimit(total.content, c.max); err != nil {
 		return err
 	}
 	return roomFor(dst, total)
@@ -107,6 +107,13 @@ func (c *copier) entry(src, dst string) error {
 		c.links[id] = dst
 	}
 	mode := info.Mode()
+	entryBytes := onDisk(mode, info.Size())
+	if mode.IsRegular() {
+		entryBytes = 0 // its content is looked at as it is copied
+	}
+	if err := c.room.next(entryBytes, 1); err != nil {
+		return err
+	}
 	switch {
 	case info.IsDir():
 		if err := os.Mkdir(dst, 0o700); err != nil {
@@ -146,11 +153,7 @@ func (c *copier) file(src, dst string, info os.FileInfo) error {
 	defer out.Close()
 	size := info.Size()
 	c.stats.Files++
-	if size > math.MaxInt64-c.stats.Bytes {
-		c.stats.Bytes = math.MaxInt64
-	} else {
-		c.stats.Bytes += size
-	}
+	c.stats.Bytes = saturatingAdd(c.stats.Bytes, size)
 	// Measured before the copy: a file that grew since is copied as it was, within the limit.
 	if err := withinLimit(c.stats.Bytes, c.max); err != nil {
 		return err
@@ -168,7 +171,7 @@ func (c *copier) file(src, dst string, info os.FileInfo) error {
 	}
 	// *os.File to *os.File: the kernel copies (copy_file_range), never through this process.
 	if !cloned {
-		if _, err := io.Copy(out, io.LimitReader(in, size)); err != nil {
+		if _, err := c.room.copyPaced(out, in, size); err != nil {
 			return err
 		}
 	}

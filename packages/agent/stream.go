@@ -36,7 +36,7 @@ func packTree(args []string) int {
 	p := &packer{root: filepath.Clean(args[0]), tw: tar.NewWriter(out), links: map[fileID]string{}}
 	total, err := measure(p.root)
 	if err == nil {
-		err = withinLimit(total, max)
+		err = withinLimit(total.content, max)
 	}
 	if err == nil {
 		err = p.dir(".")
@@ -167,13 +167,14 @@ func (p *packer) header(name string, info os.FileInfo, link string) error {
 // existing is opened or followed); a hard link may only name a regular file made before it.
 //
 // With --max-bytes=N it stops at a stream holding more than N bytes of files; it always stops
-// before a file the disk has no room for (see budget.go).
+// before a file the disk has no room for, and as the disk fills (see budget.go).
 func unpackTree(args []string) int {
 	max, args := maxBytesFlag(args)
 	if len(args) != 1 {
 		usage()
 	}
-	u := &unpacker{root: filepath.Clean(args[0]), dirs: map[string]bool{}, files: map[string]bool{}, max: max}
+	root := filepath.Clean(args[0])
+	u := &unpacker{root: root, dirs: map[string]bool{}, files: map[string]bool{}, max: max, room: pacer{dir: root}}
 	err := u.empty()
 	if err == nil {
 		err = u.read(tar.NewReader(bufio.NewReaderSize(os.Stdin, streamBuffer)))
@@ -198,6 +199,8 @@ type unpacker struct {
 	later []*tar.Header
 	// The most bytes of file content this unpack may write (0: no limit).
 	max int64
+	// The room left on the disk written to, looked at again as the stream is written.
+	room pacer
 }
 
 func (u *unpacker) empty() error {
@@ -266,6 +269,13 @@ func (u *unpacker) entry(h *tar.Header, body io.Reader) error {
 		return errors.New("its folder is not one this stream made")
 	}
 	full := filepath.Join(u.root, name)
+	entryBytes := onDisk(h.FileInfo().Mode(), int64(len(h.Linkname)))
+	if h.Typeflag == tar.TypeReg || h.Typeflag == tar.TypeLink {
+		entryBytes = 0 // a file's content is looked at as it is written; a hard link takes no block
+	}
+	if err := u.room.next(entryBytes, 1); err != nil {
+		return err
+	}
 	switch h.Typeflag {
 	case tar.TypeDir:
 		if err := os.Mkdir(full, 0o700); err != nil {
@@ -305,7 +315,10 @@ func (u *unpacker) file(name, full string, h *tar.Header, body io.Reader) error 
 	if err := withinLimit(u.stats.Bytes+h.Size, u.max); err != nil {
 		return err
 	}
-	if err := roomFor(u.root, h.Size); err != nil {
+	// The stream names sizes before it holds them: one the disk has no room for is refused at once.
+	whole := diskUse{}
+	whole.add(os.ModePerm, h.Size) // a regular file's mode
+	if err := roomFor(u.root, whole); err != nil {
 		return err
 	}
 	out, err := os.OpenFile(full, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
@@ -313,7 +326,7 @@ func (u *unpacker) file(name, full string, h *tar.Header, body io.Reader) error 
 		return err
 	}
 	defer out.Close()
-	n, err := io.Copy(out, body)
+	n, err := u.room.copyPaced(out, body, h.Size)
 	if err != nil {
 		return err
 	}

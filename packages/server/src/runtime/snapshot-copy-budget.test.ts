@@ -1,19 +1,32 @@
 /**
  * The agent's copies (`copy` on Docker, `pack` | `unpack` on Kubernetes) against volumes that fill
  * the disk: a seed nobody vetted can leave a huge (even sparse) file, and a snapshot or a clone of
- * it must not fill the host's disk. Past `--max-bytes`, or past the room the disk written to has,
- * each refuses with why and writes nothing more. Run here on the host, in a folder of the test's.
+ * it must not fill the host's disk. Past `--max-bytes`, or past the room (bytes or inodes) the disk
+ * written to has, each refuses with why and writes nothing more; and it looks again as it writes,
+ * as copies beside it fill the same disk. Run here on the host, in folders of the test's (a small
+ * tmpfs mounted where a disk must be small).
  */
-import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  truncateSync,
+  writeFileSync,
+} from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { buffer } from 'node:stream/consumers';
 import tar from 'tar-stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { requiredAgentBinary } from '../test-support/global-setup.js';
+import { until } from '../test-support/until.js';
 
 const PiB = 2 ** 50;
+const MiB = 2 ** 20;
 
 const agent = (args: string[], input?: Buffer) =>
   spawnSync(requiredAgentBinary(), args, { input, encoding: 'buffer', maxBuffer: 64 * 1024 * 1024 });
@@ -104,5 +117,67 @@ describe('mayfly-agent copies within a budget', () => {
     expect(stderr(result)).toMatch(/"huge": the copy needs 1\.0 PiB but the disk it goes to has .* to spare/);
     expect(result.status).toBe(1);
     expect(readdirSync(into)).toEqual([]);
+  });
+
+  /** A small disk of its own (a tmpfs) mounted at `into`, with so many bytes and inodes. */
+  const smallDisk = (sizeMiB: number, inodes: number) => {
+    execFileSync('mount', [
+      '-t',
+      'tmpfs',
+      '-o',
+      `size=${sizeMiB}m,nr_inodes=${inodes}`,
+      'mayfly-budget',
+      into,
+    ]);
+    mounted = true;
+  };
+  let mounted = false;
+  afterEach(() => {
+    if (mounted) execFileSync('umount', [into]);
+    mounted = false;
+  });
+
+  it('copy refuses a volume of more entries than the disk has inodes, before writing anything', () => {
+    // Empty folders hold no bytes of content, but each takes an inode (and a block).
+    for (let i = 0; i < 3000; i++) mkdirSync(path.join(from, `d${i}`));
+    smallDisk(64, 2000);
+    const result = agent(['copy', from, into]);
+    expect(stderr(result)).toMatch(
+      /the copy makes 3000 files and folders but the disk it goes to has room for 19\d\d more/,
+    );
+    expect(result.status).toBe(1);
+    expect(readdirSync(into)).toEqual([]);
+  });
+
+  it('unpack looks again as it writes: a disk another copy filled meanwhile stops it, never full', async () => {
+    smallDisk(256, 10_000);
+    const size = 200 * MiB;
+    const header = hugeFileHeader('big', size);
+    const child = spawn(requiredAgentBinary(), ['unpack', into], { stdio: ['pipe', 'pipe', 'pipe'] });
+    child.stdin.on('error', () => {}); // it stops reading when it refuses: the rest is not taken
+    const errors: Buffer[] = [];
+    child.stderr.on('data', (chunk: Buffer) => errors.push(chunk));
+    const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+    const write = (data: Buffer) =>
+      new Promise<void>((resolve) => {
+        if (child.stdin.write(data)) resolve();
+        else child.stdin.once('drain', resolve);
+      });
+    // 200 MiB fit the disk at first: the first stretch of 64 MiB is being written.
+    await write(header);
+    for (let i = 0; i < 63; i++) await write(Buffer.alloc(MiB));
+    const big = path.join(into, 'big');
+    await until('the first stretch to be written', () =>
+      existsSync(big) && statSync(big).size === 63 * MiB ? true : undefined,
+    );
+    // Another copy takes most of what is left; then the stream goes on.
+    writeFileSync(path.join(into, 'other'), Buffer.alloc(150 * MiB));
+    child.stdin.write(Buffer.alloc(2 * MiB));
+    child.stdin.end();
+    expect(await exited).toBe(1);
+    expect(Buffer.concat(errors).toString()).toMatch(
+      /"big": the copy needs 64\.0 MiB but the disk it goes to has 3\d\.\d MiB to spare/,
+    );
+    expect(statSync(big).size).toBe(64 * MiB);
   });
 });
