@@ -540,10 +540,15 @@ export class Reconciler {
       if (env.state === 'creating') progress.add('resuming: applying the plan again');
       else env = await this.transition(env, 'creating', waking ? 'waking up' : 'creating services');
       step = 'apply';
+      let leftBehind = false;
       if (this.o.snapshots && plan.volumes.some((v) => v.data && !v.origin)) {
         step = 'data';
+        // Objects already there were left by an older commit's bring-up that failed (a newer
+        // one is brought up instead, in place): its services may run beside this seed.
+        leftBehind = (await runtime.observe(env.id)).exists;
         plan = await this.o.snapshots.decide(plan, null, (message) => progress.add(message), {
           fork: env.origin?.fromFork === true,
+          besideOthers: leftBehind,
         });
         env = await this.update(env, { plan });
       }
@@ -555,6 +560,7 @@ export class Reconciler {
           if (e.type === 'workload') step = `${e.phase === 'creating' ? 'create' : 'start'}:${e.workload}`;
           progress.add(progressText(e));
         },
+        besideOthers: leftBehind,
         // Kept at once: a crash during the seeding that replaces a clone must not clone again.
         replanned: async (replanned) => {
           plan = replanned;
@@ -607,7 +613,7 @@ export class Reconciler {
   }
 
   /**
-   * Applies the plan with its seeded data: snapshots taken after seed jobs (`afterJob`), and a
+   * Applies the plan with its seeded data: snapshots taken after the seed (`afterSeed`), and a
    * volume whose snapshot was removed between the decision and the clone seeded by its job
    * instead (the plan changed so, given to `replanned` before it is applied again).
    */
@@ -616,11 +622,14 @@ export class Reconciler {
     plan: EnvPlan,
     env: EnvironmentRecord,
     progress: ProgressLog,
-    options: Omit<ApplyOptions, 'afterJob'> & { replanned: (plan: EnvPlan) => Promise<void> },
+    options: Omit<ApplyOptions, 'afterSeed'> & {
+      replanned: (plan: EnvPlan) => Promise<void>;
+      besideOthers: boolean;
+    },
   ): Promise<void> {
     const report = (message: string) => progress.add(message);
     if (!this.o.snapshots) {
-      const { replanned: _, ...rest } = options;
+      const { replanned: _, besideOthers: __, ...rest } = options;
       await applyPlan(runtime, plan, rest);
       return;
     }
@@ -787,6 +796,7 @@ export class Reconciler {
           if (e.type === 'workload') step = `${e.phase === 'creating' ? 'create' : 'start'}:${e.workload}`;
           progress.add(progressText(e));
         },
+        besideOthers: true,
         // Kept with the rest of the update once it is applied.
         replanned: async (replanned) => {
           plan = replanned;

@@ -59,7 +59,7 @@ export async function applyPlan(runtime: Runtime, plan: EnvPlan, options: ApplyO
   const failure = new AbortController();
   const signal = AbortSignal.any([given, failure.signal]);
   const stages = new Map(plan.workloads.map((w) => [w.name, new WorkloadStages()]));
-  const snapshotted = holdForSnapshots(plan, stages, progress);
+  const seed = new SeedHold(plan, stages, progress);
 
   const run = async (workload: WorkloadPlan) => {
     const stage = stages.get(workload.name)!;
@@ -67,6 +67,7 @@ export async function applyPlan(runtime: Runtime, plan: EnvPlan, options: ApplyO
     if (restored) {
       // Its work is in the snapshot: whoever waits for it goes on as if it had just succeeded.
       progress({ type: 'data', message: `${workload.name}: not run: ${restored}` });
+      seed.prepared(workload.name, false);
       for (const condition of [
         'service_started',
         'service_healthy',
@@ -76,32 +77,44 @@ export async function applyPlan(runtime: Runtime, plan: EnvPlan, options: ApplyO
       return;
     }
     try {
+      // Whether it is held while the seed's snapshot is taken is known once the seed's jobs are
+      // prepared (found done already, nothing is held).
+      const held = seed.holds(workload.name) && (await orAbort(seed.snapshotting, signal));
       // Made (not started) at once, whatever it waits for: only the start follows depends_on,
       // and making containers takes a good part of the time.
       const prepared = await runtime.prepareWorkload(plan, workload, {
         keepExited: workload.kind === 'job' ? 'any' : mayExitCleanly(workload) ? 'clean' : 'none',
         ...(options.resumeStopped ? { resumeStopped: options.resumeStopped } : {}),
         ...(options.recreateServices && workload.kind === 'service' ? { recreate: true } : {}),
+        ...(held ? { held: true } : {}),
         onProgress: progress,
         signal,
       });
+      seed.prepared(workload.name, prepared.state !== 'exited');
       for (const dep of workload.dependsOn) {
         const depStage = stages.get(dep.name);
         if (!depStage)
           throw new RuntimeStepError(`start:${workload.name}`, `depends on unknown "${dep.name}"`);
         await orAbort(depStage.reached(dep.condition), signal);
       }
-      const hold = snapshotted(workload.name);
-      if (hold) await orAbort(hold, signal);
+      if (held) await orAbort(seed.taken, signal);
       signal.throwIfAborted();
-      await bringUp(runtime, plan, workload, prepared, stage, progress, signal, options.afterJob);
+      await bringUp(runtime, plan, workload, prepared, stage, progress, signal);
     } catch (err) {
       stage.fail(err);
       failure.abort(err);
       throw err;
     }
   };
-  const results = await Promise.allSettled(plan.workloads.map(run));
+  const snapshot = async () => {
+    try {
+      await seed.snapshotAfterSeed(signal, options.afterSeed);
+    } catch (err) {
+      failure.abort(err);
+      throw err;
+    }
+  };
+  const results = await Promise.allSettled([...plan.workloads.map(run), snapshot()]);
   given.throwIfAborted();
   const firstStepError = results.find(
     (r): r is PromiseRejectedResult => r.status === 'rejected' && r.reason instanceof RuntimeStepError,
@@ -119,7 +132,6 @@ async function bringUp(
   stage: WorkloadStages,
   progress: (event: ProgressEvent) => void,
   signal: AbortSignal,
-  afterJob: ApplyOptions['afterJob'],
 ): Promise<void> {
   const phase = (p: Extract<ProgressEvent, { type: 'workload' }>['phase']) =>
     progress({ type: 'workload', workload: workload.name, phase: p });
@@ -137,10 +149,7 @@ async function bringUp(
     if (ended.exitCode !== 0) {
       throw new RuntimeStepError(`job:${workload.name}`, `exited with code ${ended.exitCode}${ended.output}`);
     }
-    if (prepared.state !== 'exited') {
-      phase('completed');
-      await afterJob?.(workload, signal);
-    }
+    if (prepared.state !== 'exited') phase('completed');
     stage.mark('service_completed_successfully');
     return;
   }
@@ -214,31 +223,84 @@ async function restoreVolumes(
 }
 
 /**
- * While this apply is to snapshot seeded data (shared with later environments), only the seed's
- * workloads may run: the rest start once every snapshotting job has succeeded and its snapshot
- * is taken (its `service_completed_successfully` gate, passed after `afterJob`). Returns, for a
- * workload, what it must wait for (undefined: nothing).
+ * While this apply snapshots seeded data (shared with later environments: see plan/seeds.ts),
+ * only the seed's workloads run: the rest are made so that nothing of them runs (`held`) and
+ * start once every seed job has succeeded and the snapshots are taken. Whether that is so is
+ * known once the snapshotting jobs are prepared: a job found done already (a wake, a repair, a
+ * redeploy) is not run again, so nothing is snapshotted and nothing held.
  */
-function holdForSnapshots(
-  plan: EnvPlan,
-  stages: Map<string, WorkloadStages>,
-  progress: (event: ProgressEvent) => void,
-): (workload: string) => Promise<void> | undefined {
-  const jobs = [...new Set(snapshottingVolumes(plan).map((s) => s.job))].filter((job) => stages.has(job));
-  if (jobs.length === 0) return () => undefined;
-  const seed = seedWorkloads(plan);
-  const held = plan.workloads
-    .filter((w) => !seed.has(w.name))
-    .map((w) => w.name)
-    .sort();
-  if (held.length === 0) return () => undefined;
-  progress({
-    type: 'data',
-    message: `${held.join(', ')}: held until the seed's snapshot is taken (only the seed runs before it)`,
+class SeedHold {
+  /** Jobs seeding volumes to be snapshotted (`takeSnapshot`), and which of them this apply runs. */
+  private readonly snapshottingJobs: Set<string>;
+  private readonly running = new Set<string>();
+  private readonly toPrepare: Set<string>;
+  private readonly seed: Set<string>;
+  private readonly seedJobs: string[];
+  private readonly held: string[];
+  private decide!: (snapshotting: boolean) => void;
+  private open!: () => void;
+  /** Whether the workloads outside the seed are held: resolves once the snapshotting jobs are prepared. */
+  readonly snapshotting = new Promise<boolean>((resolve) => {
+    this.decide = resolve;
   });
-  const taken = Promise.all(jobs.map((job) => stages.get(job)!.reached('service_completed_successfully')));
-  taken.catch(() => {}); // a failed seed fails the apply on its own
-  return (workload) => (seed.has(workload) ? undefined : taken.then(() => undefined));
+  /** Resolves once the snapshots are taken, or at once when none are. */
+  readonly taken = new Promise<void>((resolve) => {
+    this.open = resolve;
+  });
+
+  constructor(
+    plan: EnvPlan,
+    private readonly stages: Map<string, WorkloadStages>,
+    private readonly progress: (event: ProgressEvent) => void,
+  ) {
+    this.snapshottingJobs = new Set(
+      snapshottingVolumes(plan)
+        .map((s) => s.job)
+        .filter((job) => stages.has(job)),
+    );
+    this.toPrepare = new Set(this.snapshottingJobs);
+    this.seed = seedWorkloads(plan);
+    this.seedJobs = [...this.seed].filter((name) =>
+      plan.workloads.some((w) => w.name === name && w.kind === 'job'),
+    );
+    this.held = plan.workloads
+      .filter((w) => !this.seed.has(w.name))
+      .map((w) => w.name)
+      .sort();
+    if (this.toPrepare.size === 0) this.decide(false);
+  }
+
+  /** Whether `workload` is outside the seed, so held while a snapshot is taken. */
+  holds(workload: string): boolean {
+    return this.snapshottingJobs.size > 0 && !this.seed.has(workload);
+  }
+
+  /** `workload` is prepared: `runs` when this apply runs it (not found done, not restored). */
+  prepared(workload: string, runs: boolean): void {
+    if (!this.toPrepare.delete(workload)) return;
+    if (runs) this.running.add(workload);
+    if (this.toPrepare.size > 0) return;
+    const snapshotting = this.running.size > 0;
+    if (snapshotting && this.held.length > 0)
+      this.progress({
+        type: 'data',
+        message: `${this.held.join(', ')}: held until the seed's snapshot is taken (only the seed runs before it)`,
+      });
+    this.decide(snapshotting);
+  }
+
+  /**
+   * Once every seed job has succeeded (all of them: one may write what another seeds), takes the
+   * snapshots through `afterSeed`, then lets the held workloads start.
+   */
+  async snapshotAfterSeed(signal: AbortSignal, afterSeed: ApplyOptions['afterSeed']): Promise<void> {
+    if (await orAbort(this.snapshotting, signal)) {
+      for (const job of this.seedJobs)
+        await orAbort(this.stages.get(job)!.reached('service_completed_successfully'), signal);
+      await afterSeed?.([...this.running].sort(), signal);
+    }
+    this.open();
+  }
 }
 
 /** The three gates of `depends_on`, as promises other workloads can wait for. */

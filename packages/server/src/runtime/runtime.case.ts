@@ -1,4 +1,4 @@
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, vi } from 'vitest';
 import type { EnvPlan } from '../plan/plan.js';
 import { envPlan, httpService, workload } from '../test-support/plans.js';
 import { applyPlan } from './apply-plan.js';
@@ -680,6 +680,85 @@ export function describeRuntime(
       expect(phases(events3)).toContain('completed');
       if (workloadIds) expect(await workloadIds(plan.envId, 'once')).toEqual(ids);
       expect((await runtime.readFile(plan.envId, 'box', '/data/runs')).toString()).toBe('ran\n');
+      await runtime.destroy(plan.envId);
+    });
+
+    it('while seeded data is to be snapshotted only the seed runs, until afterSeed is done after every seed job', async () => {
+      const data = [{ type: 'volume' as const, source: 'data', target: '/data', readOnly: false }];
+      const append = (line: string) => ['sh', '-c', `echo ${line} >> /data/rows`];
+      const plan = track(
+        envPlan(
+          [
+            workload({ name: 'db', command: ['testkit', 'sleep'], mounts: data, stopGracePeriodMs: 1000 }),
+            workload({
+              name: 'migrate',
+              kind: 'job',
+              command: ['sh', '-c', 'sleep 2; echo migrate >> /data/rows'],
+              mounts: data,
+              dependsOn: [{ name: 'db', condition: 'service_started' }],
+            }),
+            // Seeds another volume, and writes the first's data too (as fixtures write a database).
+            workload({
+              name: 'fixtures',
+              kind: 'job',
+              command: ['sh', '-c', 'sleep 3; echo fixtures >> /data/rows; echo x > /files/x'],
+              mounts: [...data, { type: 'volume', source: 'files', target: '/files', readOnly: false }],
+              dependsOn: [{ name: 'db', condition: 'service_started' }],
+            }),
+            // Outside the seed: waits only for db, and its health check writes the data too.
+            workload({
+              name: 'web',
+              command: ['sh', '-c', 'echo web >> /data/rows; exec testkit sleep'],
+              mounts: data,
+              dependsOn: [{ name: 'db', condition: 'service_started' }],
+              healthcheck: {
+                command: { exec: append('checked') },
+                intervalMs: 200,
+                timeoutMs: 2_000,
+                retries: 100,
+                startPeriodMs: 0,
+              },
+            }),
+          ],
+          {
+            volumes: [
+              {
+                name: 'data',
+                data: { seededBy: 'migrate' },
+                origin: { seeded: { key: 'k1', takeSnapshot: true } },
+              },
+              {
+                name: 'files',
+                data: { seededBy: 'fixtures' },
+                origin: { seeded: { key: 'k2', takeSnapshot: false } },
+              },
+            ],
+          },
+        ),
+      );
+      const rows = async () => (await runtime.readFile(plan.envId, 'db', '/data/rows')).toString();
+      const seen: { jobs: string[]; rows: string }[] = [];
+      const events: ProgressEvent[] = [];
+      await applyPlan(runtime, plan, {
+        onProgress: (e) => events.push(e),
+        afterSeed: async (jobs) => {
+          seen.push({ jobs, rows: await rows() });
+        },
+      });
+      // Called once, after both seed jobs, before anything of web ran (not even its health check).
+      expect(seen).toEqual([{ jobs: ['migrate'], rows: 'migrate\nfixtures\n' }]);
+      expect(events).toContainEqual({
+        type: 'data',
+        message: "web: held until the seed's snapshot is taken (only the seed runs before it)",
+      });
+      expect((await rows()).split('\n').slice(0, 3)).toEqual(['migrate', 'fixtures', 'web']);
+
+      // Applied again (a repair, a redeploy): the jobs are done, so nothing is snapshotted or held.
+      const again: ProgressEvent[] = [];
+      const afterSeed = vi.fn(async () => {});
+      await applyPlan(runtime, plan, { recreateServices: true, onProgress: (e) => again.push(e), afterSeed });
+      expect(afterSeed).not.toHaveBeenCalled();
+      expect(again.filter((e) => e.type === 'data')).toEqual([]);
       await runtime.destroy(plan.envId);
     });
 

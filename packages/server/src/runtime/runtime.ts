@@ -52,10 +52,11 @@ export interface ApplyOptions {
    */
   recreateServices?: boolean;
   /**
-   * Called when a job has just run to success in this apply, before anything that waits for it
-   * goes on: where seeded volumes are snapshotted. Not called for a job found done already.
+   * Where seeded volumes are snapshotted: called once every seed job has succeeded, when this
+   * apply ran (not found done) some of the jobs whose volumes are to be snapshotted (`jobs`, see
+   * plan/seeds.ts). Nothing outside the seed has run yet; it starts once this resolves.
    */
-  afterJob?: (job: WorkloadPlan, signal: AbortSignal) => Promise<void>;
+  afterSeed?: (jobs: string[], signal: AbortSignal) => Promise<void>;
 }
 
 export interface ObservedWorkload {
@@ -174,6 +175,11 @@ export interface PrepareOptions {
   resumeStopped?: { since: Date };
   /** Made anew even when what is there matches the spec (a redeploy): the old containers removed. */
   recreate?: boolean;
+  /**
+   * Held while data other environments will clone is snapshotted: nothing of it may run before
+   * {@link Runtime.startWorkload}, not even for a moment (no early start, no health check).
+   */
+  held?: boolean;
   onProgress?: (event: ProgressEvent) => void;
   signal: AbortSignal;
 }

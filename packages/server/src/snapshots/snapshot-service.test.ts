@@ -57,10 +57,11 @@ describe('a snapshot gone between the decision and the clone', () => {
   });
 
   /** As the reconciler brings an environment up; resolves with the plan it keeps. */
-  const bringUp = async (plan: EnvPlan, report: (m: string) => void) => {
+  const bringUp = async (plan: EnvPlan, report: (m: string) => void, besideOthers = false) => {
     made.push(plan);
     let kept = plan;
     await service.apply(runtime, plan, { id: plan.envId, name: plan.envName }, report, {
+      besideOthers,
       replanned: async (replanned) => {
         kept = replanned;
       },
@@ -93,6 +94,37 @@ describe('a snapshot gone between the decision and the clone', () => {
     const [again] = await service.list();
     expect(again).toMatchObject({ state: 'ready', name: kept!.name, seedKey: kept!.seedKey });
     expect(again!.id).not.toBe(kept!.id);
+  });
+
+  it('a seed run beside other services (an update, or over what an older bring-up left) keeps no snapshot', async () => {
+    const [kept] = await service.list();
+    expect(kept).toMatchObject({ state: 'ready', volume: 'data' });
+    const said: string[] = [];
+    const notSeededYet = { ...seeded(), volumes: [] };
+    for (const decided of [
+      await service.decide(seeded('beside'), notSeededYet, (m) => said.push(m)),
+      await service.decide(seeded('beside'), null, (m) => said.push(m), { besideOthers: true }),
+    ])
+      expect(decided.volumes[0]!.origin).toMatchObject({ seeded: { takeSnapshot: false } });
+    expect(said).toEqual(
+      Array(2).fill(
+        'seed: seeds data; no snapshot kept: other services of the environment run already and could write to it',
+      ),
+    );
+    // A clone is as good beside others; but one whose snapshot is gone is seeded, not snapshotted.
+    const restoring = await service.decide(seeded(), notSeededYet, () => {});
+    expect(restoring.volumes[0]!.origin).toMatchObject({ restored: { snapshotId: kept!.id } });
+    const gone = {
+      ...restoring,
+      volumes: restoring.volumes.map((v) => ({
+        ...v,
+        origin: { restored: { snapshotId: 'removedsnap1', snapshotName: kept!.name }, key: kept!.seedKey },
+      })),
+    };
+    const applied = await bringUp(gone, () => {}, true);
+    expect(applied.volumes[0]!.origin).toEqual({ seeded: { key: kept!.seedKey, takeSnapshot: false } });
+    expect(rows(applied)).toBe('row\n');
+    expect((await service.list()).map((s) => s.id)).toEqual([kept!.id]);
   });
 
   it('a snapshot of the same seed another replica is making is left to it', async () => {

@@ -14,7 +14,7 @@ import {
   QuotaExceededError,
 } from '../controller/errors.js';
 import type { Logger } from '../observability/logger.js';
-import type { EnvPlan, VolumePlan, WorkloadPlan } from '../plan/plan.js';
+import type { EnvPlan, VolumePlan } from '../plan/plan.js';
 import { snapshottingVolumes } from '../plan/seeds.js';
 import { applyPlan, SnapshotsGoneError } from '../runtime/apply-plan.js';
 import {
@@ -80,8 +80,9 @@ export class SnapshotService {
    * The plan with every volume that has data given its origin: kept from `previous` (the plan
    * the environment runs) when that volume was decided there with the same seed; otherwise a
    * clone of a ready snapshot when there is one for every volume its job seeds (and the plan
-   * does not ignore snapshots), or seeded by the job — with a snapshot taken after it only when
-   * the volume is new, so a snapshot only ever holds what the seed alone made.
+   * does not ignore snapshots), or seeded by the job — with a snapshot taken after it only on
+   * a first bring-up on nothing (`previous` null and not `from.besideOthers`: nothing else of the
+   * environment runs then, see `SeedHold`), so a snapshot only ever holds what the seed alone made.
    * {@link RuntimeStepError} when a volume names a snapshot that its project does not have, or
    * that a pull request from a fork (`from.fork`) may not have.
    */
@@ -89,7 +90,7 @@ export class SnapshotService {
     plan: EnvPlan,
     previous: EnvPlan | null,
     report: Report,
-    from: { fork?: boolean } = {},
+    from: { fork?: boolean; besideOthers?: boolean } = {},
   ): Promise<EnvPlan> {
     const pending = plan.volumes.filter((v) => v.data && !v.origin);
     if (pending.length === 0) return plan;
@@ -183,6 +184,11 @@ export class SnapshotService {
         found.push(snapshot);
       }
       const restore = found.length === volumes.length;
+      // An update seeds beside the version that runs (its services may write the database the
+      // seed fills), as does a bring-up over what an older one left: what it makes is not the
+      // seed's alone, so no snapshot of it is kept.
+      const beside = previous !== null || from.besideOthers === true;
+      const keep = snapshots !== undefined && !why && !beside;
       for (const [i, volume] of volumes.entries()) {
         const key = keys.get(volume.name)!;
         const snapshot = found[i];
@@ -190,13 +196,17 @@ export class SnapshotService {
           volume.name,
           restore && snapshot
             ? { restored: { snapshotId: snapshot.id, snapshotName: snapshot.name }, key }
-            : { seeded: { key, takeSnapshot: snapshots !== undefined && !why } },
+            : { seeded: { key, takeSnapshot: keep } },
         );
       }
       if (!snapshots) report(`${job}: seeds ${volumes.map((v) => v.name).join(', ')}: ${this.noSnapshots()}`);
       else if (why) report(`${job}: seeds ${volumes.map((v) => v.name).join(', ')} every time: ${why}`);
       else if (!restore && volumes.some((v) => v.ignoreSnapshots))
         report(`${job}: seeds ${volumes.map((v) => v.name).join(', ')} from scratch (snapshots ignored)`);
+      else if (!restore && beside)
+        report(
+          `${job}: seeds ${volumes.map((v) => v.name).join(', ')}; no snapshot kept: other services of the environment run already and could write to it`,
+        );
     }
     for (const origin of decided.values())
       if (origin && 'restored' in origin) await this.deps.store.snapshots.touch(origin.restored.snapshotId);
@@ -211,23 +221,29 @@ export class SnapshotService {
 
   /**
    * Applies `plan` on `runtime` with its seeded data: snapshots taken after seed jobs
-   * (`afterJob`), and a volume whose snapshot was removed between the decision and the clone
+   * (`afterSeed`), and a volume whose snapshot was removed between the decision and the clone
    * seeded by its job instead (see {@link seedInstead}): the plan changed so is given to
-   * `replanned` (to be kept) before it is applied again.
+   * `replanned` (to be kept) before it is applied again. `besideOthers` as for {@link decide}
+   * (an update): a seed run instead of a clone keeps no snapshot either.
    */
   async apply(
     runtime: Runtime,
     plan: EnvPlan,
     env: Pick<EnvironmentRecord, 'id' | 'name'>,
     report: Report,
-    options: Omit<ApplyOptions, 'afterJob'> & { replanned: (plan: EnvPlan) => Promise<void> },
+    options: Omit<ApplyOptions, 'afterSeed'> & {
+      replanned: (plan: EnvPlan) => Promise<void>;
+      besideOthers: boolean;
+    },
   ): Promise<void> {
-    const { replanned, ...rest } = options;
-    const apply = (p: EnvPlan) => applyPlan(runtime, p, { ...rest, afterJob: this.afterJob(p, env, report) });
+    const { replanned, besideOthers, ...rest } = options;
+    const apply = (p: EnvPlan) =>
+      applyPlan(runtime, p, { ...rest, afterSeed: this.afterSeed(p, env, report) });
     try {
       await apply(plan);
     } catch (err) {
-      const fallback = err instanceof SnapshotsGoneError && this.seedInstead(plan, err.volumes, report);
+      const fallback =
+        err instanceof SnapshotsGoneError && this.seedInstead(plan, err.volumes, report, !besideOthers);
       if (!fallback) throw err;
       await replanned(fallback);
       await apply(fallback);
@@ -236,11 +252,12 @@ export class SnapshotService {
 
   /**
    * The plan with the seeded volumes whose snapshots were gone when they were to be cloned
-   * (`SnapshotsGoneError`) seeded by their job instead, a new snapshot taken after it — or null
+   * (`SnapshotsGoneError`) seeded by their job instead, a new snapshot taken after it when
+   * `keepSnapshot` — or null
    * when that cannot be: a volume that names a snapshot has no seed to fall back on, and a job
    * that seeds other volumes too would run on the clones made of those.
    */
-  seedInstead(plan: EnvPlan, gone: string[], report: Report): EnvPlan | null {
+  seedInstead(plan: EnvPlan, gone: string[], report: Report, keepSnapshot: boolean): EnvPlan | null {
     const byName = new Map(plan.volumes.map((v) => [v.name, v]));
     const jobs = new Set<string>();
     for (const name of gone) {
@@ -254,7 +271,10 @@ export class SnapshotService {
     for (const volume of fallback) {
       const origin = volume.origin;
       if (!origin || !('restored' in origin) || origin.key === null) return null;
-      seeded.set(volume.name, { ...volume, origin: { seeded: { key: origin.key, takeSnapshot: true } } });
+      seeded.set(volume.name, {
+        ...volume,
+        origin: { seeded: { key: origin.key, takeSnapshot: keepSnapshot } },
+      });
       report(
         `${volume.name}: snapshot ${origin.restored.snapshotName} was removed before it could be cloned: seeded instead`,
       );
@@ -263,13 +283,13 @@ export class SnapshotService {
   }
 
   /**
-   * For `applyPlan`'s `afterJob`: once `job` has seeded volumes that are to be snapshotted, takes
-   * their snapshots. A snapshot that fails is reported and dropped (the environment goes on;
-   * the next one seeds again); an abort stops it and is passed on.
+   * For `applyPlan`'s `afterSeed`: once the seed is done, takes the snapshots of the volumes the
+   * jobs this apply ran (`jobs`) seeded. A snapshot that fails is reported and dropped (the
+   * environment goes on; the next one seeds again); an abort stops it and is passed on.
    */
-  afterJob(plan: EnvPlan, env: Pick<EnvironmentRecord, 'id' | 'name'>, report: Report) {
-    return async (job: WorkloadPlan, signal: AbortSignal): Promise<void> => {
-      for (const { volume, key } of snapshottingVolumes(plan).filter((s) => s.job === job.name)) {
+  afterSeed(plan: EnvPlan, env: Pick<EnvironmentRecord, 'id' | 'name'>, report: Report) {
+    return async (jobs: string[], signal: AbortSignal): Promise<void> => {
+      for (const { volume, key } of snapshottingVolumes(plan).filter((s) => jobs.includes(s.job))) {
         const name = seededSnapshotName(volume.name, key);
         const taken = await this.take(plan, env, volume.name, name, key, signal, report, {
           replace: volume.ignoreSnapshots === true,

@@ -182,17 +182,19 @@ export class DockerRuntime implements Runtime {
     if (!options.recreate && same.length === count && mine.length === count) {
       const gated = same.some((c) => c.Labels[GATED_LABEL] === 'true');
       // Gated containers need gates to be released: made again when gates were turned off since.
-      const usable = !gated || this.releases !== undefined;
-      if (usable && same.every((c) => c.State === 'running')) {
-        // Held at their gate (started by an apply that stopped before releasing them): to be released.
-        if (gated && (await this.releases?.releasedAt(plan.envId, workload.name)) === null)
-          return { state: 'created' };
-        return { state: 'running' };
-      }
+      // Held at their gate (started by an apply that stopped before releasing them), they run
+      // already (their health checks do): made again too when nothing of them may run yet.
+      const atGate =
+        gated &&
+        same.some((c) => c.State === 'running') &&
+        (await this.releases?.releasedAt(plan.envId, workload.name)) === null;
+      const usable = (!gated || this.releases !== undefined) && !(atGate && options.held);
+      if (usable && same.every((c) => c.State === 'running'))
+        return { state: atGate ? 'created' : 'running' };
       // Created by an apply that stopped before starting them (aborted, or the control plane
       // restarted): started now, not made again (what was put in them stays).
       if (usable && same.every((c) => c.State === 'running' || c.State === 'created')) {
-        if (gated) await this.holdAndStartEarly(plan, workload);
+        if (gated && !options.held) await this.holdAndStartEarly(plan, workload);
         return { state: 'created' };
       }
       const exited = same.every((c) => c.State === 'exited');
@@ -206,7 +208,7 @@ export class DockerRuntime implements Runtime {
           ),
         );
         if (usable && finished.every((at) => at >= since)) {
-          if (gated) await this.holdAndStartEarly(plan, workload);
+          if (gated && !options.held) await this.holdAndStartEarly(plan, workload);
           return { state: 'created' };
         }
       }
@@ -230,9 +232,12 @@ export class DockerRuntime implements Runtime {
     const image = await this.docker.getImage(imageOf(workload)).inspect();
     const imageVolumePaths = uncoveredImageVolumes(workload, image);
     const argv = effectiveArgv(workload, image.Config ?? {});
-    // Without a command Docker's own error at start says more than a gate could.
+    // Without a command Docker's own error at start says more than a gate could; a held workload
+    // is not started early (its health check would run at the gate).
     const gate =
-      this.startGate && worthGating(plan, workload) && argv.length > 0 ? this.startGate : undefined;
+      this.startGate && worthGating(plan, workload) && argv.length > 0 && !options.held
+        ? this.startGate
+        : undefined;
     // Held before it exists: nothing may let it through before startWorkload.
     const releaseDir = gate && (await this.releases!.hold(plan.envId, workload.name));
     for (let replica = 1; replica <= count; replica++) {
