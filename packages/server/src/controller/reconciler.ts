@@ -263,14 +263,9 @@ export class Reconciler {
    */
   async exclusively<T>(envId: string, work: (signal: AbortSignal) => Promise<T>): Promise<T | 'busy'> {
     const { store, owner, leaseMs } = this.o;
-    if (this.inFlight.has(envId) || this.stopped) return 'busy';
-    const abort = new AbortController();
-    let finished!: () => void;
-    const done = new Promise<void>((resolve) => {
-      finished = resolve;
-    });
-    // Taken before anything is awaited: a pass starting meanwhile skips the environment.
-    this.inFlight.set(envId, { done, abort, bringUp: false });
+    const occupied = this.occupy(envId);
+    if (!occupied) return 'busy';
+    const { abort, finished } = occupied;
     try {
       const claimSent = performance.now();
       if (!(await store.environments.claim(envId, owner, leaseMs))) return 'busy';
@@ -284,10 +279,32 @@ export class Reconciler {
         await store.environments.release(envId, owner).catch(() => {});
       }
     } finally {
-      this.inFlight.delete(envId);
       finished();
       this.kick();
     }
+  }
+
+  /**
+   * Marks the environment worked on by this process until `finished` (null: it is already, or
+   * the reconciler is stopped). Taken before anything is awaited, so work that checks first
+   * (a pass, a drift repair, `exclusively`) skips it — the lease alone would not keep them
+   * apart: this replica's own claims succeed while it holds it.
+   */
+  private occupy(envId: string): { abort: AbortController; finished: () => void } | null {
+    if (this.inFlight.has(envId) || this.stopped) return null;
+    const abort = new AbortController();
+    let resolve!: () => void;
+    const done = new Promise<void>((r) => {
+      resolve = r;
+    });
+    this.inFlight.set(envId, { done, abort, bringUp: false });
+    return {
+      abort,
+      finished: () => {
+        this.inFlight.delete(envId);
+        resolve();
+      },
+    };
   }
 
   private bringUpsInFlight(): number {
@@ -988,45 +1005,55 @@ export class Reconciler {
    * re-applies its plan, which keeps what still runs and replaces the rest.
    */
   private async repairDrift(): Promise<void> {
-    const { store, runtime, owner, leaseMs } = this.o;
+    const { store, owner, leaseMs } = this.o;
     for (const listed of await store.environments.list({ states: ['ready'] })) {
+      if (listed.desired !== 'present' || !listed.plan) continue;
       // In flight includes a snapshot made by hand (its writers stopped: see `exclusively`).
-      if (this.inFlight.has(listed.id) || listed.desired !== 'present' || !listed.plan) continue;
-      if (!(await store.environments.claim(listed.id, owner, leaseMs))) continue;
+      const occupied = this.occupy(listed.id);
+      if (!occupied) continue;
       try {
-        // Re-read under the lease: a destroy may have started since the listing.
-        const env = await store.environments.get(listed.id);
-        if (!env?.plan || env.state !== 'ready' || env.desired !== 'present') continue;
-        const observed = await runtime.observe(env.id);
-        // A service that ran to a clean end where Compose would not restart it is done, not missing.
-        const settled = (w: WorkloadPlan, o: ObservedWorkload) =>
-          o.state === 'running' || (o.state === 'exited' && o.exitCode === 0 && mayExitCleanly(w));
-        const missing = env.plan.workloads
-          .filter((w) => w.kind === 'service')
-          .filter(
-            (w) => observed.workloads.filter((o) => o.name === w.name && settled(w, o)).length < w.replicas,
-          )
-          .map((w) => w.name);
-        if (missing.length === 0) continue;
-        // A service that keeps stopping right after every repair is crash-looping: bounded too.
-        const since = Date.now() - REPAIR_WINDOW_MS;
-        const recentRepairs = (await store.events.list(env.id)).filter(
-          (e) => e.state === 'creating' && e.message.startsWith('repairing') && e.at.getTime() >= since,
-        ).length;
-        if (recentRepairs >= this.maxAttempts) {
-          const service = missing[0]!;
-          const tail = await readKeptLogs(runtime, env.id, service, 10).catch(() => null);
-          await this.fail(env, {
-            step: `start:${service}`,
-            reason: `keeps stopping: repaired ${recentRepairs} times in ${REPAIR_WINDOW_MS / 60_000} minutes${tail ? `\n${tail.trim()}` : ''}`,
-          });
-          continue;
+        if (!(await store.environments.claim(listed.id, owner, leaseMs))) continue;
+        try {
+          await this.repairIfDrifted(listed.id);
+        } finally {
+          await store.environments.release(listed.id, owner).catch(() => {});
         }
-        await this.transition(env, 'creating', `repairing: ${missing.join(', ')} not running`);
-        this.kick();
       } finally {
-        await store.environments.release(listed.id, owner).catch(() => {});
+        occupied.finished();
       }
     }
+  }
+
+  /** Under the lease: back to `creating` when a service is missing, failed when it keeps stopping. */
+  private async repairIfDrifted(envId: string): Promise<void> {
+    const { store, runtime } = this.o;
+    // Re-read under the lease: a destroy may have started since the listing.
+    const env = await store.environments.get(envId);
+    if (!env?.plan || env.state !== 'ready' || env.desired !== 'present') return;
+    const observed = await runtime.observe(env.id);
+    // A service that ran to a clean end where Compose would not restart it is done, not missing.
+    const settled = (w: WorkloadPlan, o: ObservedWorkload) =>
+      o.state === 'running' || (o.state === 'exited' && o.exitCode === 0 && mayExitCleanly(w));
+    const missing = env.plan.workloads
+      .filter((w) => w.kind === 'service')
+      .filter((w) => observed.workloads.filter((o) => o.name === w.name && settled(w, o)).length < w.replicas)
+      .map((w) => w.name);
+    if (missing.length === 0) return;
+    // A service that keeps stopping right after every repair is crash-looping: bounded too.
+    const since = Date.now() - REPAIR_WINDOW_MS;
+    const recentRepairs = (await store.events.list(env.id)).filter(
+      (e) => e.state === 'creating' && e.message.startsWith('repairing') && e.at.getTime() >= since,
+    ).length;
+    if (recentRepairs >= this.maxAttempts) {
+      const service = missing[0]!;
+      const tail = await readKeptLogs(runtime, env.id, service, 10).catch(() => null);
+      await this.fail(env, {
+        step: `start:${service}`,
+        reason: `keeps stopping: repaired ${recentRepairs} times in ${REPAIR_WINDOW_MS / 60_000} minutes${tail ? `\n${tail.trim()}` : ''}`,
+      });
+      return;
+    }
+    await this.transition(env, 'creating', `repairing: ${missing.join(', ')} not running`);
+    this.kick();
   }
 }
