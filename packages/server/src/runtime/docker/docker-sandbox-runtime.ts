@@ -335,13 +335,16 @@ export class DockerSandboxRuntime implements SandboxRuntime {
         ],
       },
     });
+    // An environment's container may carry the label's key with no value (blanked, from its
+    // image's labels: see container-spec.ts): only one with a sandbox's id is a sandbox.
+    const sandboxes = containers.filter((c) => (c.Labels[SANDBOX_LABEL] ?? '') !== '');
     // A bridge whose container is gone (a crash while making or removing it) is listed as exited.
     const networks = await this.docker.listNetworks({
       filters: { label: [`${LABELS.instance}=${this.options.instance}`, SANDBOX_LABEL] },
     });
     // While any sandbox has a bridge: the firewall's jumps and catch-alls are still first.
     if (networks.length > 0) await this.firewall.ensure();
-    const withContainer = new Set(containers.map((c) => c.Labels[SANDBOX_LABEL]));
+    const withContainer = new Set(sandboxes.map((c) => c.Labels[SANDBOX_LABEL]));
     const bridgesOnly = networks
       .filter(
         (n) => (n.Labels?.[SANDBOX_LABEL] ?? '') !== '' && !withContainer.has(n.Labels?.[SANDBOX_LABEL]),
@@ -357,7 +360,7 @@ export class DockerSandboxRuntime implements SandboxRuntime {
       );
     return [
       ...bridgesOnly,
-      ...containers.map(
+      ...sandboxes.map(
         (c): ObservedSandbox => ({
           id: c.Labels[SANDBOX_LABEL] ?? '',
           state: c.State === 'paused' ? 'paused' : c.State === 'running' ? 'running' : 'exited',

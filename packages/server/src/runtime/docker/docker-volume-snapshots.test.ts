@@ -11,6 +11,7 @@ import { SnapshotGoneError } from '../runtime.js';
 import { describeVolumeSnapshots } from '../volume-snapshots.case.js';
 import { DockerImageBuilder } from './docker-image-builder.js';
 import { DockerRuntime } from './docker-runtime.js';
+import { DockerSandboxRuntime } from './docker-sandbox-runtime.js';
 
 const instance = `${testInstanceName()}-snapshots`;
 const make = () => new DockerRuntime({ instance, agentBinary: requiredAgentBinary() });
@@ -59,7 +60,8 @@ describe('Docker volume snapshots against hostile images', () => {
       { name: 'Dockerfile' },
       [
         `FROM ${TESTKIT_IMAGE}`,
-        `LABEL mayfly.helper=snapshot mayfly.stopped-writers=${victimId} mayfly.snapshot=forged mayfly.gated=true`,
+        `LABEL mayfly.helper=snapshot mayfly.stopped-writers=${victimId} mayfly.snapshot=forged mayfly.gated=true \\`,
+        '  mayfly.sandbox=forged mayfly.probe=gvisor',
         '',
       ].join('\n'),
     );
@@ -83,5 +85,8 @@ describe('Docker volume snapshots against hostile images', () => {
     expect((await runtime.observe(plan.envId)).workloads.map((w) => [w.name, w.state])).toEqual([
       ['forger', 'running'],
     ]);
+    // Nor is it a sandbox (which the sandbox service would stop and remove as one it has no record of).
+    const sandboxes = new DockerSandboxRuntime({ instance, agentBinary: requiredAgentBinary() });
+    expect(await sandboxes.list()).toEqual([]);
   });
 });

@@ -145,7 +145,8 @@ async function probe(
 async function removeStaleProbes(docker: Docker, instance: string, staleAfterMs: number): Promise<void> {
   const found = await docker.listContainers({
     all: true,
-    filters: { label: [PROBE_LABEL, `${LABELS.instance}=${instance}`] },
+    // By value: a workload's container may carry the key blanked (from its image: container-spec.ts).
+    filters: { label: [`${PROBE_LABEL}=gvisor`, `${LABELS.instance}=${instance}`] },
   });
   // The Engine counts in whole seconds.
   const before = (Date.now() - staleAfterMs) / 1000;
