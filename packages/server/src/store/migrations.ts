@@ -387,6 +387,28 @@ function migrations(dialect: StoreDialect): Record<string, Migration> {
           .execute();
       },
     },
+    '0012-fork-previews-origin': {
+      // Previews of pull requests from forks made before their environments' origin said so: told
+      // now, so they are refused the project's snapshots made by hand as they are its secrets.
+      // biome-ignore lint/suspicious/noExplicitAny: migrations must not depend on today's schema types
+      async up(db: Kysely<any>) {
+        const rows: { id: string; origin: string | null }[] = await db
+          .selectFrom('environments')
+          .select(['id', 'origin'])
+          .where('id', 'in', db.selectFrom('previews').select('env_id').where('from_fork', '=', 1))
+          .execute();
+        for (const row of rows) {
+          const origin = row.origin
+            ? JSON.parse(row.origin)
+            : { createdBy: 'a preview of a pull request', pullRequest: null };
+          await db
+            .updateTable('environments')
+            .set({ origin: JSON.stringify({ ...origin, fromFork: true }) })
+            .where('id', '=', row.id)
+            .execute();
+        }
+      },
+    },
   };
 }
 

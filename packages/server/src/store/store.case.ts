@@ -1163,6 +1163,7 @@ export function describeStore(name: string, target: StoreTarget): void {
           { name: '0009-deliveries-and-readiness' },
           { name: '0010-environment-origin' },
           { name: '0011-snapshots' },
+          { name: '0012-fork-previews-origin' },
         ]);
         // one installation, one id, whichever replica made it
         expect(new Set(stores.map((s) => s.instanceId)).size).toBe(1);
@@ -1223,6 +1224,7 @@ export function describeStore(name: string, target: StoreTarget): void {
           { name: '0009-deliveries-and-readiness' },
           { name: '0010-environment-origin' },
           { name: '0011-snapshots' },
+          { name: '0012-fork-previews-origin' },
         ]);
       });
 
@@ -1262,6 +1264,42 @@ export function describeStore(name: string, target: StoreTarget): void {
         await store.logs.save('env_old', 'web', 'kept');
         await store.images.touch('mayfly/web:old', 'shop');
         expect(await store.environments.deleteDestroyed(new Date())).toBe(0);
+      });
+
+      it('upgrades previews from forks made before their origin said so: they say it now', async () => {
+        await database.migrateTo('0011-snapshots');
+        const at = '2026-12-01T07:08:09.010Z';
+        const env = (id: string, origin: string | null) =>
+          database.rows(
+            `insert into environments (id, name, project, kind, state, desired, template_file, template_content,
+               template_dir, inputs, plan, failure, ttl_ms, expires_at, created_at, updated_at, lease_owner, lease_until, origin)
+             values ('${id}', '${id}', 'shop', 'preview', 'ready', 'present', 'mayfly.yaml', 'services: {}',
+               null, '{}', null, null, null, null, '${at}', '${at}', null, null, ${origin === null ? 'null' : `'${origin}'`})`,
+          );
+        const preview = (id: string, envId: string, fromFork: 0 | 1) =>
+          database.rows(
+            `insert into previews (id, project, number, env_name, head_sha, head_ref, base_ref, from_fork, approved,
+               draft, labels, open, received_at, env_id, created_at, updated_at)
+             values ('${id}', 'shop', 7, '${envId}', 'abc', 'feature', 'main', ${fromFork}, 1, 0, '[]', 1, '${at}', '${envId}', '${at}', '${at}')`,
+          );
+        const pullRequest = JSON.stringify({
+          createdBy: 'preview of pull request #7',
+          pullRequest: { number: 7, url: null },
+        });
+        await env('env_fork', pullRequest);
+        await env('env_fork_bare', null);
+        await env('env_own', pullRequest);
+        await preview('pv_fork', 'env_fork', 1);
+        await preview('pv_fork_bare', 'env_fork_bare', 1);
+        await preview('pv_own', 'env_own', 0);
+        const store = await open();
+        expect((await store.environments.get('env_fork'))!.origin).toEqual({
+          createdBy: 'preview of pull request #7',
+          pullRequest: { number: 7, url: null },
+          fromFork: true,
+        });
+        expect((await store.environments.get('env_fork_bare'))!.origin).toMatchObject({ fromFork: true });
+        expect((await store.environments.get('env_own'))!.origin).not.toHaveProperty('fromFork');
       });
     });
   });
