@@ -227,6 +227,15 @@ async function openPostgres(
   pool.on('error', (error) =>
     logger?.info({ err: error.message }, 'store: idle PostgreSQL connection failed'),
   );
+  // A client lent out (a transaction between two of its queries) loses the pool's listener: its
+  // connection ending then (the server restarted, a session ended by a timeout) would emit
+  // 'error' with no one listening and end the process. Its query fails on its own, and the pool
+  // drops a client that ended when it is given back.
+  pool.on('connect', (client) =>
+    client.on('error', (error) =>
+      logger?.info({ err: error.message }, 'store: PostgreSQL connection in use failed'),
+    ),
+  );
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   try {
     const { rows } = await sql<{ schema: string | null }>`select current_schema() as schema`.execute(db);
