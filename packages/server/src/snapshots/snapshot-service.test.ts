@@ -175,6 +175,69 @@ describe('a snapshot gone between the decision and the clone', () => {
     }
   });
 
+  it('past the disk budget, seeds go least recently used first, before any snapshot made by hand', async () => {
+    for (const s of await service.list()) await service.remove(s.project, s.name);
+    const plan = seeded('budget'); // 'budget\n': 7 bytes
+    await bringUp(plan, () => {});
+    for (const s of await service.list()) await service.remove(s.project, s.name);
+    // Three snapshots of its volume, least recently used first: one by hand, then two seeds.
+    const takeOne = async (name: string, seedKey: string | null, usedAt: number) => {
+      const id = `budget${name}`;
+      const { sizeBytes } = await runtime.snapshots!.take(
+        plan,
+        'data',
+        { id, project: plan.project, name },
+        AbortSignal.timeout(60_000),
+      );
+      expect(sizeBytes).toBe(7);
+      await store.snapshots.create({
+        id,
+        project: plan.project,
+        name,
+        seedKey,
+        volume: 'data',
+        sourceEnv: { id: plan.envId, name: plan.envName },
+        owner: 'test',
+      });
+      await store.snapshots.markReady(id, sizeBytes);
+      await store.snapshots.touch(id, new Date(usedAt));
+      return id;
+    };
+    const now = Date.now();
+    const manual = await takeOne('golden', null, now + 1_000);
+    const older = await takeOne('seed1', 'k1', now + 2_000);
+    const newer = await takeOne('seed2', 'k2', now + 3_000);
+    // Room for two of the three.
+    const budgeted = new SnapshotService({
+      store,
+      runtime,
+      logger: createLogger('silent'),
+      owner: 'test',
+      budgetBytes: 20,
+    });
+    expect(await budgeted.collect()).toEqual([older]);
+    expect((await service.list()).map((s) => s.id).sort()).toEqual([manual, newer].sort());
+    expect(await runtime.snapshots!.exists(older)).toBe(false);
+    expect(await runtime.snapshots!.exists(manual)).toBe(true);
+    // Past it again (a smaller budget): the last seed goes, and only then the one made by hand.
+    const smaller = new SnapshotService({
+      store,
+      runtime,
+      logger: createLogger('silent'),
+      owner: 'test',
+      budgetBytes: 10,
+    });
+    expect(await smaller.collect()).toEqual([newer]);
+    const smallest = new SnapshotService({
+      store,
+      runtime,
+      logger: createLogger('silent'),
+      owner: 'test',
+      budgetBytes: 1,
+    });
+    expect(await smallest.collect()).toEqual([manual]);
+  });
+
   it('a volume that names a snapshot has no seed to fall back on: it fails, saying so', async () => {
     const plan = seeded();
     const named: EnvPlan = {

@@ -407,7 +407,12 @@ export class SnapshotService {
     let total = ready.reduce((sum, r) => sum + (r.sizeBytes ?? 0), 0);
     if (total <= budget) return removed;
     const cloning = await this.aboutToClone();
-    for (const row of ready.sort((a, b) => a.lastUsedAt.getTime() - b.lastUsedAt.getTime())) {
+    // Seeds first (the next environment seeds again), least recently used first; snapshots made
+    // by hand (a dump loaded, nothing can make them again) only when no seed is left.
+    const byHand = (r: SnapshotRecord) => (r.seedKey === null ? 1 : 0);
+    const order = (a: SnapshotRecord, b: SnapshotRecord) =>
+      byHand(a) - byHand(b) || a.lastUsedAt.getTime() - b.lastUsedAt.getTime();
+    for (const row of ready.sort(order)) {
       if (total <= budget) break;
       if (cloning.has(row.id) || !(await snapshots.remove(row.id))) continue;
       await this.deps.store.snapshots.delete(row.id);
