@@ -327,12 +327,7 @@ export class SnapshotService {
         `environment "${env.name}" has no volume "${volume}" (its volumes: ${names})`,
       );
     }
-    const kept = (await this.deps.store.snapshots.list(env.project)).filter((s) => s.seedKey === null);
-    const most = this.deps.manualPerProject ?? 20;
-    if (kept.length >= most)
-      throw new QuotaExceededError(
-        `project "${env.project}" keeps ${kept.length} snapshots made by hand, the most it may: remove one first (mayfly snapshot rm)`,
-      );
+    await this.withinManualQuota(env.project);
     const notReady = (state: string) =>
       new ConflictError(`environment "${env.name}" is ${state}: a snapshot is taken of a ready one`);
     if (env.state !== 'ready') throw notReady(env.state);
@@ -343,7 +338,7 @@ export class SnapshotService {
       if (current?.state !== 'ready' || current.desired !== 'present' || !current.plan)
         throw notReady(current?.desired === 'absent' ? 'being destroyed' : (current?.state ?? 'gone'));
       const deadline = AbortSignal.any([signal, AbortSignal.timeout(30 * 60_000)]);
-      return this.take(current.plan, current, volume, name, null, deadline, () => {});
+      return this.take(current.plan, current, volume, name, null, deadline, () => {}, { manual: true });
     });
     if (outcome === 'busy')
       throw new ConflictError(
@@ -471,7 +466,7 @@ export class SnapshotService {
     seedKey: string | null,
     signal: AbortSignal,
     report: Report,
-    options: { replace?: boolean } = {},
+    options: { replace?: boolean; manual?: boolean } = {},
   ): Promise<SnapshotRecord | null> {
     const snapshots = this.snapshots!;
     const { store } = this.deps;
@@ -505,6 +500,14 @@ export class SnapshotService {
       if (err instanceof SnapshotNameTakenError) return null;
       throw err;
     }
+    if (options.manual) {
+      // Counted again with its own record in: two made at once (of two environments) cannot
+      // both pass the count made before either was.
+      await this.withinManualQuota(plan.project, record).catch(async (err) => {
+        await store.snapshots.delete(id);
+        throw err;
+      });
+    }
     this.making.add(id);
     const started = performance.now();
     report(`${volume}: taking snapshot ${name} (what writes it stopped for the copy)`);
@@ -536,6 +539,26 @@ export class SnapshotService {
     } finally {
       this.making.delete(id);
     }
+  }
+
+  /**
+   * {@link QuotaExceededError} unless the project keeps fewer snapshots made by hand than it may:
+   * all of them, or (with `mine`, the one being made) those recorded before it — so of several
+   * made at once, exactly those that fit go on, whichever replica counts.
+   */
+  private async withinManualQuota(project: string, mine?: SnapshotRecord): Promise<void> {
+    const before = (s: SnapshotRecord) =>
+      !mine ||
+      s.createdAt.getTime() < mine.createdAt.getTime() ||
+      (s.createdAt.getTime() === mine.createdAt.getTime() && s.id < mine.id);
+    const kept = (await this.deps.store.snapshots.list(project)).filter(
+      (s) => s.seedKey === null && s.id !== mine?.id && before(s),
+    );
+    const most = this.deps.manualPerProject ?? 20;
+    if (kept.length >= most)
+      throw new QuotaExceededError(
+        `project "${project}" keeps ${kept.length} snapshots made by hand, the most it may: remove one first (mayfly snapshot rm)`,
+      );
   }
 
   /**
