@@ -9,6 +9,7 @@ import { mkdtemp, rm, truncate, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { QuotaExceededError } from '../controller/errors.js';
 import { createLogger } from '../observability/logger.js';
 import type { EnvPlan } from '../plan/plan.js';
 import { DockerRuntime } from '../runtime/docker/docker-runtime.js';
@@ -236,6 +237,59 @@ describe('a snapshot gone between the decision and the clone', () => {
       budgetBytes: 1,
     });
     expect(await smallest.collect()).toEqual([manual]);
+  });
+
+  it('snapshots by hand asked at once of two environments: only as many as the quota allows are kept', async () => {
+    const envs = [seeded('quota-a'), seeded('quota-b')];
+    for (const plan of envs) {
+      await bringUp(plan, () => {});
+      await store.environments.create({
+        id: plan.envId,
+        name: plan.envName,
+        project: plan.project,
+        kind: 'preview',
+        templateFile: 'compose.yaml',
+        templateContent: '',
+        templateDir: null,
+        inputs: {},
+        plan,
+        ttlMs: null,
+        expiresAt: null,
+      });
+      await store.environments.update(plan.envId, { state: 'ready' });
+    }
+    for (const s of await service.list()) await service.remove(s.project, s.name);
+    // Both count before either is recorded: the work waits until both have counted.
+    let arrived = 0;
+    let bothIn!: () => void;
+    const barrier = new Promise<void>((resolve) => {
+      bothIn = resolve;
+    });
+    const quota = new SnapshotService({
+      store,
+      runtime,
+      logger: createLogger('silent'),
+      owner: 'test',
+      manualPerProject: 1,
+      exclusively: async (_envId, work) => {
+        if (++arrived === 2) bothIn();
+        await barrier;
+        return work(AbortSignal.timeout(60_000));
+      },
+    });
+    const outcomes = await Promise.allSettled(
+      envs.map(async (plan, i) =>
+        quota.create((await store.environments.get(plan.envId))!, 'data', `hand-${i}`),
+      ),
+    );
+    expect(outcomes.map((o) => o.status).sort()).toEqual(['fulfilled', 'rejected']);
+    const refused = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected')!.reason;
+    expect(refused).toBeInstanceOf(QuotaExceededError);
+    expect(refused.message).toBe(
+      'project "fallback" keeps 1 snapshots made by hand, the most it may: remove one first (mayfly snapshot rm)',
+    );
+    expect((await service.list()).map((s) => s.name)).toHaveLength(1);
+    for (const s of await service.list()) await service.remove(s.project, s.name);
   });
 
   it('a volume that names a snapshot has no seed to fall back on: it fails, saying so', async () => {
