@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -124,7 +125,8 @@ func roomFor(dir string, need diskUse) error {
 	if need.bytes > avail-reserve {
 		return &noRoomError{need: need.bytes, free: atLeastZero(avail - reserve)}
 	}
-	if fs.Files > 0 {
+	// Some file systems (FUSE ones) say "no limit" as the largest count, which int64 would read as -1.
+	if fs.Files > 0 && fs.Files <= math.MaxInt64 && fs.Ffree <= math.MaxInt64 {
 		spare := int64(fs.Ffree) - int64(fs.Files)/100
 		if need.entries > spare {
 			return &noRoomError{need: need.entries, free: atLeastZero(spare), inodes: true}
@@ -172,6 +174,9 @@ func (p *pacer) copyPaced(out io.Writer, in io.Reader, size int64) (int64, error
 		}
 		copied, err := io.CopyN(out, in, n)
 		written += copied
+		if errors.Is(err, io.EOF) {
+			return written, nil // a file that shrank since it was measured: copied as it is now
+		}
 		if err != nil {
 			return written, err
 		}

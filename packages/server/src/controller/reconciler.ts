@@ -1011,25 +1011,31 @@ export class Reconciler {
       // In flight includes a snapshot made by hand (its writers stopped: see `exclusively`).
       const occupied = this.occupy(listed.id);
       if (!occupied) continue;
+      let repairing = false;
       try {
         if (!(await store.environments.claim(listed.id, owner, leaseMs))) continue;
         try {
-          await this.repairIfDrifted(listed.id);
+          repairing = await this.repairIfDrifted(listed.id);
         } finally {
           await store.environments.release(listed.id, owner).catch(() => {});
         }
       } finally {
         occupied.finished();
       }
+      // Once no longer occupied: a pass would skip the environment while it is.
+      if (repairing) this.kick();
     }
   }
 
-  /** Under the lease: back to `creating` when a service is missing, failed when it keeps stopping. */
-  private async repairIfDrifted(envId: string): Promise<void> {
+  /**
+   * Under the lease: back to `creating` when a service is missing (true: to be repaired), failed
+   * when it keeps stopping.
+   */
+  private async repairIfDrifted(envId: string): Promise<boolean> {
     const { store, runtime } = this.o;
     // Re-read under the lease: a destroy may have started since the listing.
     const env = await store.environments.get(envId);
-    if (!env?.plan || env.state !== 'ready' || env.desired !== 'present') return;
+    if (!env?.plan || env.state !== 'ready' || env.desired !== 'present') return false;
     const observed = await runtime.observe(env.id);
     // A service that ran to a clean end where Compose would not restart it is done, not missing.
     const settled = (w: WorkloadPlan, o: ObservedWorkload) =>
@@ -1038,7 +1044,7 @@ export class Reconciler {
       .filter((w) => w.kind === 'service')
       .filter((w) => observed.workloads.filter((o) => o.name === w.name && settled(w, o)).length < w.replicas)
       .map((w) => w.name);
-    if (missing.length === 0) return;
+    if (missing.length === 0) return false;
     // A service that keeps stopping right after every repair is crash-looping: bounded too.
     const since = Date.now() - REPAIR_WINDOW_MS;
     const recentRepairs = (await store.events.list(env.id)).filter(
@@ -1051,9 +1057,9 @@ export class Reconciler {
         step: `start:${service}`,
         reason: `keeps stopping: repaired ${recentRepairs} times in ${REPAIR_WINDOW_MS / 60_000} minutes${tail ? `\n${tail.trim()}` : ''}`,
       });
-      return;
+      return false;
     }
     await this.transition(env, 'creating', `repairing: ${missing.join(', ')} not running`);
-    this.kick();
+    return true;
   }
 }

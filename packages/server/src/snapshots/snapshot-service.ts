@@ -500,15 +500,18 @@ export class SnapshotService {
       if (err instanceof SnapshotNameTakenError) return null;
       throw err;
     }
+    // Marked at once: collection takes this process's own `creating` rows it is not making for
+    // abandoned, and the recount below awaits.
+    this.making.add(id);
     if (options.manual) {
       // Counted again with its own record in: two made at once (of two environments) cannot
       // both pass the count made before either was.
       await this.withinManualQuota(plan.project, record).catch(async (err) => {
         await store.snapshots.delete(id);
+        this.making.delete(id);
         throw err;
       });
     }
-    this.making.add(id);
     const started = performance.now();
     report(`${volume}: taking snapshot ${name} (what writes it stopped for the copy)`);
     try {
