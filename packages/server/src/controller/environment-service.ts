@@ -16,7 +16,6 @@ import {
 } from '@mayfly/contract';
 import { customAlphabet } from 'nanoid';
 import { type Access, canSee, FULL_ACCESS, projectForCreate } from '../access/access.js';
-import type { EnvPlan } from '../plan/plan.js';
 import { type Runtime, WorkloadNotFoundError } from '../runtime/runtime.js';
 import { seededSnapshotName } from '../snapshots/seed-key.js';
 import type { Workspaces } from '../sources/workspaces.js';
@@ -597,7 +596,7 @@ export class EnvironmentService {
       keep: env.keep,
       lastActiveAt: env.lastActiveAt?.toISOString() ?? null,
       commit: env.source?.commit ?? null,
-      data: dataOrigins(env.plan),
+      data: await this.dataOrigins(env),
       updateFailure:
         env.updateFailure && env.failedRevision === env.revision
           ? {
@@ -625,23 +624,26 @@ export class EnvironmentService {
     }
     return `token ${token?.name ?? access.tokenId}`;
   }
-}
 
-/** Where each volume with data got it, as the API says it (see `VolumeOrigin`). */
-function dataOrigins(plan: EnvPlan | null): Environment['data'] {
-  return (plan?.volumes ?? []).flatMap((v): Environment['data'] => {
-    const origin = v.origin;
-    if (!origin) return [];
-    const job = v.data && 'seededBy' in v.data ? v.data.seededBy : null;
-    return 'restored' in origin
-      ? [{ volume: v.name, origin: 'restored' as const, snapshot: origin.restored.snapshotName, job }]
-      : [
-          {
-            volume: v.name,
-            origin: 'seeded' as const,
-            snapshot: origin.seeded.takeSnapshot ? seededSnapshotName(v.name, origin.seeded.key) : null,
-            job,
-          },
-        ];
-  });
+  /**
+   * Where each volume with data got it, as the API says it (see `VolumeOrigin`). A seeded one
+   * names its seed's snapshot once that is kept (ready), not because one was to be taken: the
+   * taking may have failed, been given up on, or the snapshot removed since.
+   */
+  private async dataOrigins(env: EnvironmentRecord): Promise<Environment['data']> {
+    const withOrigin = (env.plan?.volumes ?? []).filter((v) => v.origin);
+    return Promise.all(
+      withOrigin.map(async (v) => {
+        const origin = v.origin!;
+        const job = v.data && 'seededBy' in v.data ? v.data.seededBy : null;
+        if ('restored' in origin)
+          return { volume: v.name, origin: 'restored' as const, snapshot: origin.restored.snapshotName, job };
+        const name = seededSnapshotName(v.name, origin.seeded.key);
+        const kept =
+          origin.seeded.takeSnapshot && (await this.deps.store.snapshots.findByName(env.project, name));
+        const ready = kept && kept.state === 'ready' && kept.seedKey === origin.seeded.key;
+        return { volume: v.name, origin: 'seeded' as const, snapshot: ready ? name : null, job };
+      }),
+    );
+  }
 }

@@ -557,12 +557,15 @@ export class Reconciler {
       if (env.state === 'creating') progress.add('resuming: applying the plan again');
       else env = await this.transition(env, 'creating', waking ? 'waking up' : 'creating services');
       step = 'apply';
-      let leftBehind = false;
+      // Objects already there (an earlier attempt's, or an older commit's bring-up that failed
+      // and a newer one brought up in its place; or this one waking, repaired, redeployed) may
+      // run beside a seed: what it makes is then not the seed's alone, so nothing is snapshotted.
+      const leftBehind =
+        this.o.snapshots !== undefined &&
+        plan.volumes.some((v) => v.data) &&
+        (await runtime.observe(env.id)).exists;
       if (this.o.snapshots && plan.volumes.some((v) => v.data && !v.origin)) {
         step = 'data';
-        // Objects already there were left by an older commit's bring-up that failed (a newer
-        // one is brought up instead, in place): its services may run beside this seed.
-        leftBehind = (await runtime.observe(env.id)).exists;
         plan = await this.o.snapshots.decide(plan, null, (message) => progress.add(message), {
           fork: env.origin?.fromFork === true,
           besideOthers: leftBehind,

@@ -52,14 +52,14 @@ export async function applyPlan(runtime: Runtime, plan: EnvPlan, options: ApplyO
   const progress = options.onProgress ?? (() => {});
   const given = options.signal ?? new AbortController().signal;
   given.throwIfAborted();
-  await runtime.prepareEnvironment(plan, given);
+  const { madeVolumes } = await runtime.prepareEnvironment(plan, given);
   given.throwIfAborted();
   const skipped = await restoreVolumes(runtime, plan, progress, given);
 
   const failure = new AbortController();
   const signal = AbortSignal.any([given, failure.signal]);
   const stages = new Map(plan.workloads.map((w) => [w.name, new WorkloadStages()]));
-  const seed = new SeedHold(plan, stages, progress);
+  const seed = new SeedHold(plan, stages, progress, options.afterSeed ? madeVolumes : []);
 
   const run = async (workload: WorkloadPlan) => {
     const stage = stages.get(workload.name)!;
@@ -77,16 +77,17 @@ export async function applyPlan(runtime: Runtime, plan: EnvPlan, options: ApplyO
       return;
     }
     try {
-      // Whether it is held while the seed's snapshot is taken is known once the seed's jobs are
-      // prepared (found done already, nothing is held).
-      const held = seed.holds(workload.name) && (await orAbort(seed.snapshotting, signal));
+      // Held while the seed's snapshot is taken: not even made before (making a container puts
+      // its image's files and its own into empty volumes it mounts). Whether anything is held is
+      // known once the seed's jobs are prepared (found done already, nothing is).
+      if (seed.holds(workload.name) && (await orAbort(seed.snapshotting, signal)))
+        await orAbort(seed.taken, signal);
       // Made (not started) at once, whatever it waits for: only the start follows depends_on,
       // and making containers takes a good part of the time.
       const prepared = await runtime.prepareWorkload(plan, workload, {
         keepExited: workload.kind === 'job' ? 'any' : mayExitCleanly(workload) ? 'clean' : 'none',
         ...(options.resumeStopped ? { resumeStopped: options.resumeStopped } : {}),
         ...(options.recreateServices && workload.kind === 'service' ? { recreate: true } : {}),
-        ...(held ? { held: true } : {}),
         onProgress: progress,
         signal,
       });
@@ -97,7 +98,6 @@ export async function applyPlan(runtime: Runtime, plan: EnvPlan, options: ApplyO
           throw new RuntimeStepError(`start:${workload.name}`, `depends on unknown "${dep.name}"`);
         await orAbort(depStage.reached(dep.condition), signal);
       }
-      if (held) await orAbort(seed.taken, signal);
       signal.throwIfAborted();
       await bringUp(runtime, plan, workload, prepared, stage, progress, signal);
     } catch (err) {
@@ -224,14 +224,17 @@ async function restoreVolumes(
 
 /**
  * While this apply snapshots seeded data (shared with later environments: see plan/seeds.ts),
- * only the seed's workloads run: the rest are made so that nothing of them runs (`held`) and
- * start once every seed job has succeeded and the snapshots are taken. Whether that is so is
- * known once the snapshotting jobs are prepared: a job found done already (a wake, a repair, a
- * redeploy) is not run again, so nothing is snapshotted and nothing held.
+ * only the seed's workloads run: the rest are made and started once every seed job has succeeded
+ * and the snapshots are taken. A volume is snapshotted only when this apply made it (empty) and
+ * ran its job — with all the other volumes that job seeds — so the data is the seed's alone: a
+ * job run again on data that lived (a job remade on an update, a repair, a wake) never is.
+ * Whether anything is snapshotted is known once those jobs are prepared: a job found done
+ * already is not run again, so nothing is snapshotted and nothing held.
  */
 class SeedHold {
-  /** Jobs seeding volumes to be snapshotted (`takeSnapshot`), and which of them this apply runs. */
-  private readonly snapshottingJobs: Set<string>;
+  /** Volumes to be snapshotted by the job that seeds them, for the jobs that may be snapshotted. */
+  private readonly snapshottingJobs = new Map<string, string[]>();
+  /** Of those, the jobs this apply runs. */
   private readonly running = new Set<string>();
   private readonly toPrepare: Set<string>;
   private readonly seed: Set<string>;
@@ -252,13 +255,16 @@ class SeedHold {
     plan: EnvPlan,
     private readonly stages: Map<string, WorkloadStages>,
     private readonly progress: (event: ProgressEvent) => void,
+    /** Volumes this apply made empty; none when nothing is to be snapshotted. */
+    madeVolumes: string[],
   ) {
-    this.snapshottingJobs = new Set(
-      snapshottingVolumes(plan)
-        .map((s) => s.job)
-        .filter((job) => stages.has(job)),
-    );
-    this.toPrepare = new Set(this.snapshottingJobs);
+    const made = new Set(madeVolumes);
+    const byJob = new Map<string, string[]>();
+    for (const { volume, job } of snapshottingVolumes(plan))
+      byJob.set(job, [...(byJob.get(job) ?? []), volume.name]);
+    for (const [job, volumes] of byJob)
+      if (stages.has(job) && volumes.every((v) => made.has(v))) this.snapshottingJobs.set(job, volumes);
+    this.toPrepare = new Set(this.snapshottingJobs.keys());
     this.seed = seedWorkloads(plan);
     this.seedJobs = [...this.seed].filter((name) =>
       plan.workloads.some((w) => w.name === name && w.kind === 'job'),
@@ -291,13 +297,15 @@ class SeedHold {
 
   /**
    * Once every seed job has succeeded (all of them: one may write what another seeds), takes the
-   * snapshots through `afterSeed`, then lets the held workloads start.
+   * snapshots of the volumes of the jobs this apply ran through `afterSeed`, then lets the held
+   * workloads be made and start.
    */
   async snapshotAfterSeed(signal: AbortSignal, afterSeed: ApplyOptions['afterSeed']): Promise<void> {
     if (await orAbort(this.snapshotting, signal)) {
       for (const job of this.seedJobs)
         await orAbort(this.stages.get(job)!.reached('service_completed_successfully'), signal);
-      await afterSeed?.([...this.running].sort(), signal);
+      const volumes = [...this.running].flatMap((job) => this.snapshottingJobs.get(job) ?? []);
+      await afterSeed?.(volumes.sort(), signal);
     }
     this.open();
   }

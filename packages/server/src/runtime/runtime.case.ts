@@ -705,11 +705,13 @@ export function describeRuntime(
               mounts: [...data, { type: 'volume', source: 'files', target: '/files', readOnly: false }],
               dependsOn: [{ name: 'db', condition: 'service_started' }],
             }),
-            // Outside the seed: waits only for db, and its health check writes the data too.
+            // Outside the seed: waits only for db, and its health check writes the data too, as
+            // would making it (a file of its own put under the volume's mount).
             workload({
               name: 'web',
               command: ['sh', '-c', 'echo web >> /data/rows; exec testkit sleep'],
               mounts: data,
+              files: [{ target: '/data/planted', content: 'web', mode: 0o644 }],
               dependsOn: [{ name: 'db', condition: 'service_started' }],
               healthcheck: {
                 command: { exec: append('checked') },
@@ -737,16 +739,25 @@ export function describeRuntime(
         ),
       );
       const rows = async () => (await runtime.readFile(plan.envId, 'db', '/data/rows')).toString();
-      const seen: { jobs: string[]; rows: string }[] = [];
+      const seen: { volumes: string[]; rows: string; web: boolean; planted: boolean }[] = [];
       const events: ProgressEvent[] = [];
       await applyPlan(runtime, plan, {
         onProgress: (e) => events.push(e),
-        afterSeed: async (jobs) => {
-          seen.push({ jobs, rows: await rows() });
+        afterSeed: async (volumes) => {
+          seen.push({
+            volumes,
+            rows: await rows(),
+            web: (await runtime.observe(plan.envId)).workloads.some((w) => w.name === 'web'),
+            planted: await runtime.readFile(plan.envId, 'db', '/data/planted').then(
+              () => true,
+              () => false,
+            ),
+          });
         },
       });
-      // Called once, after both seed jobs, before anything of web ran (not even its health check).
-      expect(seen).toEqual([{ jobs: ['migrate'], rows: 'migrate\nfixtures\n' }]);
+      // Called once, after both seed jobs, before anything of web ran (not even its health check)
+      // or was even made: only data is snapshotted (k2's is not to be).
+      expect(seen).toEqual([{ volumes: ['data'], rows: 'migrate\nfixtures\n', web: false, planted: false }]);
       expect(events).toContainEqual({
         type: 'data',
         message: "web: held until the seed's snapshot is taken (only the seed runs before it)",
@@ -759,6 +770,28 @@ export function describeRuntime(
       await applyPlan(runtime, plan, { recreateServices: true, onProgress: (e) => again.push(e), afterSeed });
       expect(afterSeed).not.toHaveBeenCalled();
       expect(again.filter((e) => e.type === 'data')).toEqual([]);
+
+      // The seed job changed (an update, or its container gone): it runs again, on data that has
+      // lived beside web since, so it is not snapshotted and nothing is held.
+      const changed = {
+        ...plan,
+        workloads: plan.workloads.map((w) =>
+          w.name === 'migrate'
+            ? workload({
+                name: 'migrate',
+                kind: 'job',
+                command: ['sh', '-c', 'echo again >> /data/rows'],
+                mounts: data,
+                dependsOn: [{ name: 'db', condition: 'service_started' }],
+              })
+            : w,
+        ),
+      };
+      const third: ProgressEvent[] = [];
+      await applyPlan(runtime, changed, { onProgress: (e) => third.push(e), afterSeed });
+      expect(afterSeed).not.toHaveBeenCalled();
+      expect(third.filter((e) => e.type === 'data')).toEqual([]);
+      expect((await rows()).split('\n')).toContain('again');
       await runtime.destroy(plan.envId);
     });
 

@@ -52,11 +52,12 @@ export interface ApplyOptions {
    */
   recreateServices?: boolean;
   /**
-   * Where seeded volumes are snapshotted: called once every seed job has succeeded, when this
-   * apply ran (not found done) some of the jobs whose volumes are to be snapshotted (`jobs`, see
-   * plan/seeds.ts). Nothing outside the seed has run yet; it starts once this resolves.
+   * Where seeded volumes are snapshotted: called once every seed job has succeeded with the
+   * volumes to be snapshotted (`takeSnapshot`, see plan/seeds.ts) that this apply made empty and
+   * whose job it ran (not found done) — data the seed alone wrote. Nothing outside the seed is
+   * even made before this resolves. Without it, nothing is snapshotted and nothing held.
    */
-  afterSeed?: (jobs: string[], signal: AbortSignal) => Promise<void>;
+  afterSeed?: (volumes: string[], signal: AbortSignal) => Promise<void>;
 }
 
 export interface ObservedWorkload {
@@ -175,13 +176,17 @@ export interface PrepareOptions {
   resumeStopped?: { since: Date };
   /** Made anew even when what is there matches the spec (a redeploy): the old containers removed. */
   recreate?: boolean;
-  /**
-   * Held while data other environments will clone is snapshotted: nothing of it may run before
-   * {@link Runtime.startWorkload}, not even for a moment (no early start, no health check).
-   */
-  held?: boolean;
   onProgress?: (event: ProgressEvent) => void;
   signal: AbortSignal;
+}
+
+/** What {@link Runtime.prepareEnvironment} did. */
+export interface PreparedEnvironment {
+  /**
+   * The plan's volumes this call made, so empty (a clone of a snapshot is made by
+   * `snapshots.restore`, not here): only a seed run on one of these is the seed's alone.
+   */
+  madeVolumes: string[];
 }
 
 /** A snapshot as a driver knows it: its id names its objects, project and name are labelled on them. */
@@ -258,7 +263,7 @@ export interface Runtime {
    * The objects every workload of the environment shares (network, volumes), made if missing; the
    * objects of workloads the plan no longer has, removed. Idempotent.
    */
-  prepareEnvironment(plan: EnvPlan, signal: AbortSignal): Promise<void>;
+  prepareEnvironment(plan: EnvPlan, signal: AbortSignal): Promise<PreparedEnvironment>;
   /**
    * Keeps what already matches `workload` (same spec hash; every replica running, or exited when
    * as `keepExited` says) and reports it; otherwise removes what there is,

@@ -224,7 +224,7 @@ export class SnapshotService {
    * (`afterSeed`), and a volume whose snapshot was removed between the decision and the clone
    * seeded by its job instead (see {@link seedInstead}): the plan changed so is given to
    * `replanned` (to be kept) before it is applied again. `besideOthers` as for {@link decide}
-   * (an update): a seed run instead of a clone keeps no snapshot either.
+   * (an update, or objects of the environment found there): nothing is snapshotted.
    */
   async apply(
     runtime: Runtime,
@@ -238,7 +238,7 @@ export class SnapshotService {
   ): Promise<void> {
     const { replanned, besideOthers, ...rest } = options;
     const apply = (p: EnvPlan) =>
-      applyPlan(runtime, p, { ...rest, afterSeed: this.afterSeed(p, env, report) });
+      applyPlan(runtime, p, besideOthers ? rest : { ...rest, afterSeed: this.afterSeed(p, env, report) });
     try {
       await apply(plan);
     } catch (err) {
@@ -283,13 +283,15 @@ export class SnapshotService {
   }
 
   /**
-   * For `applyPlan`'s `afterSeed`: once the seed is done, takes the snapshots of the volumes the
-   * jobs this apply ran (`jobs`) seeded. A snapshot that fails is reported and dropped (the
+   * For `applyPlan`'s `afterSeed`: once the seed is done, takes the snapshots of `volumes` (seeded
+   * by jobs this apply ran on volumes it made). A snapshot that fails is reported and dropped (the
    * environment goes on; the next one seeds again); an abort stops it and is passed on.
    */
   afterSeed(plan: EnvPlan, env: Pick<EnvironmentRecord, 'id' | 'name'>, report: Report) {
-    return async (jobs: string[], signal: AbortSignal): Promise<void> => {
-      for (const { volume, key } of snapshottingVolumes(plan).filter((s) => jobs.includes(s.job))) {
+    return async (volumes: string[], signal: AbortSignal): Promise<void> => {
+      for (const { volume, key } of snapshottingVolumes(plan).filter((s) =>
+        volumes.includes(s.volume.name),
+      )) {
         const name = seededSnapshotName(volume.name, key);
         const taken = await this.take(plan, env, volume.name, name, key, signal, report, {
           replace: volume.ignoreSnapshots === true,

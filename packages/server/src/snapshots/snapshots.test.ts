@@ -323,6 +323,16 @@ describe('seeded volumes: seeded once, snapshotted, cloned', () => {
         /^snapshot data-[0-9a-f]{12} removed: the project keeps its 2 most recently used seeds$/.test(m),
       ),
     ).toBe(true);
+    // What an environment says of its seed's snapshot is what is kept: q1's went.
+    const dataOf = async (env: string) =>
+      (await call<Environment>(plane, 'GET', `/v1/environments/${env}`)).data;
+    expect(await dataOf('quota-q1')).toEqual([
+      { volume: 'data', origin: 'seeded', snapshot: null, job: 'seed' },
+    ]);
+    const q3 = seeds.find((s) => s.sourceEnvironment.name === 'quota-q3')!;
+    expect(await dataOf('quota-q3')).toEqual([
+      { volume: 'data', origin: 'seeded', snapshot: q3.name, job: 'seed' },
+    ]);
     await Promise.all(['quota-q1', 'quota-q2', 'quota-q3'].map(destroy));
   });
 

@@ -21,6 +21,7 @@ import {
   type ManagedObject,
   type ObservedEnv,
   type ObservedWorkload,
+  type PreparedEnvironment,
   type PreparedWorkload,
   type PrepareOptions,
   type ProgressEvent,
@@ -144,14 +145,15 @@ export class DockerRuntime implements Runtime {
     }
   }
 
-  async prepareEnvironment(plan: EnvPlan, signal: AbortSignal): Promise<void> {
+  async prepareEnvironment(plan: EnvPlan, signal: AbortSignal): Promise<PreparedEnvironment> {
     signal.throwIfAborted();
     await this.ensureNetwork(plan);
     signal.throwIfAborted();
     // Creations are awaited, never given up on: one landing after the teardown that follows an
     // abort would outlive it. Removals may be left to finish on their own.
     // A volume made as a clone of a snapshot is made by `snapshots.restore` (apply-plan.ts).
-    await Promise.all(plan.volumes.filter((v) => !isRestored(v)).map((v) => this.ensureVolume(plan, v.name)));
+    const volumes = plan.volumes.filter((v) => !isRestored(v));
+    const made = await Promise.all(volumes.map((v) => this.ensureVolume(plan, v.name)));
     signal.throwIfAborted();
     // Stopped only while a snapshot is taken: a control plane that died meanwhile left them so.
     await this.snapshots?.resumeWriters(plan.envId);
@@ -161,7 +163,9 @@ export class DockerRuntime implements Runtime {
       (c) => !planned.has(c.Labels[LABELS.workload] ?? ''),
     );
     await orAbort(Promise.all(stale.map((c) => this.removeContainer(c.Id))), signal);
+    return { madeVolumes: volumes.filter((_, i) => made[i]).map((v) => v.name) };
   }
+
   /**
    * A job with the plan's spec hash is never run twice: running, it is reported running (a
    * control plane restarted while it ran); created, it is to be started; exited, its exit code is
@@ -182,19 +186,17 @@ export class DockerRuntime implements Runtime {
     if (!options.recreate && same.length === count && mine.length === count) {
       const gated = same.some((c) => c.Labels[GATED_LABEL] === 'true');
       // Gated containers need gates to be released: made again when gates were turned off since.
-      // Held at their gate (started by an apply that stopped before releasing them), they run
-      // already (their health checks do): made again too when nothing of them may run yet.
-      const atGate =
-        gated &&
-        same.some((c) => c.State === 'running') &&
-        (await this.releases?.releasedAt(plan.envId, workload.name)) === null;
-      const usable = (!gated || this.releases !== undefined) && !(atGate && options.held);
-      if (usable && same.every((c) => c.State === 'running'))
-        return { state: atGate ? 'created' : 'running' };
+      const usable = !gated || this.releases !== undefined;
+      if (usable && same.every((c) => c.State === 'running')) {
+        // Held at their gate (started by an apply that stopped before releasing them): to be released.
+        if (gated && (await this.releases?.releasedAt(plan.envId, workload.name)) === null)
+          return { state: 'created' };
+        return { state: 'running' };
+      }
       // Created by an apply that stopped before starting them (aborted, or the control plane
       // restarted): started now, not made again (what was put in them stays).
       if (usable && same.every((c) => c.State === 'running' || c.State === 'created')) {
-        if (gated && !options.held) await this.holdAndStartEarly(plan, workload);
+        if (gated) await this.holdAndStartEarly(plan, workload);
         return { state: 'created' };
       }
       const exited = same.every((c) => c.State === 'exited');
@@ -208,7 +210,7 @@ export class DockerRuntime implements Runtime {
           ),
         );
         if (usable && finished.every((at) => at >= since)) {
-          if (gated && !options.held) await this.holdAndStartEarly(plan, workload);
+          if (gated) await this.holdAndStartEarly(plan, workload);
           return { state: 'created' };
         }
       }
@@ -232,12 +234,9 @@ export class DockerRuntime implements Runtime {
     const image = await this.docker.getImage(imageOf(workload)).inspect();
     const imageVolumePaths = uncoveredImageVolumes(workload, image);
     const argv = effectiveArgv(workload, image.Config ?? {});
-    // Without a command Docker's own error at start says more than a gate could; a held workload
-    // is not started early (its health check would run at the gate).
+    // Without a command Docker's own error at start says more than a gate could.
     const gate =
-      this.startGate && worthGating(plan, workload) && argv.length > 0 && !options.held
-        ? this.startGate
-        : undefined;
+      this.startGate && worthGating(plan, workload) && argv.length > 0 ? this.startGate : undefined;
     // Held before it exists: nothing may let it through before startWorkload.
     const releaseDir = gate && (await this.releases!.hold(plan.envId, workload.name));
     for (let replica = 1; replica <= count; replica++) {
@@ -630,12 +629,19 @@ export class DockerRuntime implements Runtime {
     );
   }
 
-  private async ensureVolume(plan: EnvPlan, volume: string): Promise<void> {
-    // Creating a volume that exists is a no-op in the Engine API, which makes this idempotent.
-    await this.docker.createVolume({
-      Name: volumeName(plan.envId, volume),
-      Labels: envLabels(this.instance, plan),
-    });
+  /** Makes the volume if missing; true when it did (so the volume is empty). */
+  private async ensureVolume(plan: EnvPlan, volume: string): Promise<boolean> {
+    const name = volumeName(plan.envId, volume);
+    if (
+      await this.docker
+        .getVolume(name)
+        .inspect()
+        .then(() => true, ignore(404))
+    )
+      return false;
+    // Creating a volume that exists is a no-op in the Engine API: one made meanwhile is kept.
+    await this.docker.createVolume({ Name: name, Labels: envLabels(this.instance, plan) });
+    return true;
   }
 
   private listContainers(envId?: string, workload?: string): Promise<ContainerInfo[]> {

@@ -180,7 +180,8 @@ export class DockerVolumeSnapshots implements VolumeSnapshots {
       await this.run(helper, signal);
     } finally {
       await helper.remove({ force: true }).catch(ignore(404, 409));
-      if (gone) await this.removeVolume(source);
+      // Gone: nothing was copied, nothing is left — the volume is made anew if seeded instead.
+      if (gone) await Promise.all([this.removeVolume(source), this.removeVolume(target)]);
     }
     // Last: only a complete copy is ever taken for a restored volume.
     await this.docker.createVolume({

@@ -11,7 +11,7 @@ import type { CoreV1Event, V1Namespace, V1Pod, V1Service, V1StatefulSet } from '
 import type Docker from 'dockerode';
 import type { ImagePublisher, PublishedImage } from '../../images/image-publisher.js';
 import { tryConnect } from '../../net/tcp-connect.js';
-import type { EnvPlan, WorkloadPlan } from '../../plan/plan.js';
+import { type EnvPlan, isRestored, type WorkloadPlan } from '../../plan/plan.js';
 import { orAbort } from '../abort.js';
 import { ByteTail, outputTail } from '../byte-tail.js';
 import { engineClient } from '../docker/engine-api.js';
@@ -26,6 +26,7 @@ import {
   type ManagedObject,
   type ObservedEnv,
   type ObservedWorkload,
+  type PreparedEnvironment,
   type PreparedWorkload,
   type PrepareOptions,
   type ReadyOutcome,
@@ -172,7 +173,7 @@ export class KubernetesRuntime implements Runtime {
 
   // --- environment ------------------------------------------------------------------------------
 
-  async prepareEnvironment(plan: EnvPlan, signal: AbortSignal): Promise<void> {
+  async prepareEnvironment(plan: EnvPlan, signal: AbortSignal): Promise<PreparedEnvironment> {
     const ns = namespaceName(plan.envId);
     await this.waitWhileTerminating(ns, signal);
     const s = this.settings;
@@ -180,6 +181,7 @@ export class KubernetesRuntime implements Runtime {
       this.k.core.createNamespace({ body: namespaceManifest(s, plan) }),
     );
     signal.throwIfAborted();
+    const madeVolumes: string[] = [];
     await Promise.all([
       this.createIfMissing('ResourceQuota', () =>
         this.k.core.createNamespacedResourceQuota({ namespace: ns, body: resourceQuotaManifest(s, plan) }),
@@ -196,8 +198,10 @@ export class KubernetesRuntime implements Runtime {
       ...plan.volumes.map(async (v) => {
         // A local volume before its claim, so the claim is bound the moment it exists.
         const local = s.localVolumes;
+        // A local volume's data is its volume's (the claim's goes with the namespace).
+        let fresh = true;
         if (local) {
-          await this.createIfMissing('PersistentVolume', () =>
+          fresh = await this.createIfMissing('PersistentVolume', () =>
             this.k.core.createPersistentVolume({
               body: localVolumeManifest({ ...s, localVolumes: local }, plan, v.name),
             }),
@@ -212,9 +216,10 @@ export class KubernetesRuntime implements Runtime {
           )
         )
           return;
-        await this.createIfMissing('PersistentVolumeClaim', () =>
+        const made = await this.createIfMissing('PersistentVolumeClaim', () =>
           this.k.core.createNamespacedPersistentVolumeClaim({ namespace: ns, body }),
         );
+        if (made && fresh && !isRestored(v)) madeVolumes.push(v.name);
       }),
     ]);
     // Every workload's Service before any pod: pods name each other by the Services' addresses.
@@ -276,6 +281,7 @@ export class KubernetesRuntime implements Runtime {
         .filter((p) => stale(p.metadata?.labels) && !p.metadata?.ownerReferences?.length)
         .map((p) => this.deletePod(ns, p.metadata!.name!)),
     ]);
+    return { madeVolumes };
   }
 
   private async waitWhileTerminating(ns: string, signal: AbortSignal): Promise<void> {
@@ -289,11 +295,13 @@ export class KubernetesRuntime implements Runtime {
     }
   }
 
-  private async createIfMissing(kind: string, create: () => Promise<unknown>): Promise<void> {
+  /** True when it made the object, false when it was there already. */
+  private async createIfMissing(kind: string, create: () => Promise<unknown>): Promise<boolean> {
     try {
       await create();
+      return true;
     } catch (err) {
-      if (statusOf(err) === 409) return;
+      if (statusOf(err) === 409) return false;
       throw new RuntimeStepError('namespace', `cannot create its ${kind}: ${apiMessage(err)}`);
     }
   }
