@@ -87,6 +87,19 @@ describe('seed key', () => {
       const one = await key(own('env1', dirs[0]!));
       expect(await key(own('env2', dirs[1]!))).toBe(one);
       expect(await key(own('env3', dirs[2]!))).not.toBe(one);
+      // A URL variable the template sets itself is no environment's own: what it says counts.
+      const set = (url: string) => {
+        const p = own('env1', dirs[0]!);
+        return {
+          ...p,
+          workloads: p.workloads.map((w) =>
+            w.name === 'db' ? { ...w, env: { ...w.env, MAYFLY_URL_WEB: url } } : w,
+          ),
+        };
+      };
+      expect(await key(set('http://web--env1.localhost/'))).toBe(one);
+      expect(await key(set('http://evil.example/'))).not.toBe(one);
+      expect(await key(set('http://web--env1.localhost:8080/'))).not.toBe(one);
     } finally {
       for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
     }

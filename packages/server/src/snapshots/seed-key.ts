@@ -13,7 +13,11 @@ import type { EnvPlan } from '../plan/plan.js';
 import { seedWorkloads } from '../plan/seeds.js';
 
 /** Bumped when what a snapshot holds, or how it is taken, changes: older snapshots then go unused. */
-const FORMAT = 3;
+const FORMAT = 4;
+/** The variables an environment is given its services' URLs in (see `withServiceUrls`). */
+const URL_PREFIX = 'MAYFLY_URL_';
+/** What stands for the environment's own name in them, in a key. */
+const ANY_ENV = '--\0env\0.';
 /** File content of the bind sources of a seed hashed at most; past it the seed has no key. */
 const BIND_CONTENT_BYTES = 1024 ** 3;
 /** Entries of the bind sources of a seed looked at, at most; past it the seed has no key. */
@@ -39,7 +43,8 @@ export class SeedNotKeyableError extends Error {
  * reference; a built image's reference is already a hash of its build's content) and the content
  * of the host files it binds (a seed script mounted from the repository). What differs from one
  * environment to the next by itself is left out: where the environment's copy of its build
- * contexts and bind sources lies, and the `MAYFLY_URL_*` variables that give its own URLs.
+ * contexts and bind sources lies, and the environment's own name in the `MAYFLY_URL_*` variables
+ * that give its URLs (the rest of their value is kept: a template may set them itself, to anything).
  */
 export async function seedKey(
   plan: EnvPlan,
@@ -50,6 +55,8 @@ export async function seedKey(
   inputs: Record<string, string> = {},
 ): Promise<string> {
   const seed = seedWorkloads(plan);
+  // The environment's own host names (`<service>--<env>.<domain>`) in the URLs it is given.
+  const own = `--${plan.envName}.`;
   const budget = { bytes: BIND_CONTENT_BYTES, entries: BIND_ENTRIES };
   const parts = await Promise.all(
     plan.workloads
@@ -61,7 +68,12 @@ export async function seedKey(
         return {
           ...settings,
           image: (ref && (await imageId(ref))) || ref,
-          env: Object.fromEntries(Object.entries(env).filter(([k]) => !k.startsWith('MAYFLY_URL_'))),
+          env: Object.fromEntries(
+            Object.entries(env).map(([k, v]) => [
+              k,
+              k.startsWith(URL_PREFIX) ? v.split(own).join(ANY_ENV) : v,
+            ]),
+          ),
           mounts: await Promise.all(
             mounts.map(async (m) =>
               m.type === 'bind'
