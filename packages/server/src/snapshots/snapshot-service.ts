@@ -547,17 +547,15 @@ export class SnapshotService {
   }
 
   /**
-   * {@link QuotaExceededError} unless the project keeps fewer snapshots made by hand than it may:
-   * all of them, or (with `mine`, the one being made) those recorded before it — so of several
-   * made at once, exactly those that fit go on, whichever replica counts.
+   * {@link QuotaExceededError} unless the project keeps fewer snapshots made by hand than it may,
+   * `mine` (the one being made, recorded) left out. Every other one counts, being made or not, by
+   * whichever replica: of several made at once none can pass a count that missed the others
+   * (orders by time would, across replicas' clocks and uncommitted rows); at worst all of them are
+   * refused, and one asked again goes on.
    */
   private async withinManualQuota(project: string, mine?: SnapshotRecord): Promise<void> {
-    const before = (s: SnapshotRecord) =>
-      !mine ||
-      s.createdAt.getTime() < mine.createdAt.getTime() ||
-      (s.createdAt.getTime() === mine.createdAt.getTime() && s.id < mine.id);
     const kept = (await this.deps.store.snapshots.list(project)).filter(
-      (s) => s.seedKey === null && s.id !== mine?.id && before(s),
+      (s) => s.seedKey === null && s.id !== mine?.id,
     );
     const most = this.deps.manualPerProject ?? 20;
     if (kept.length >= most)
