@@ -15,6 +15,7 @@ import { applyPlan } from '../apply-plan.js';
 import { describeRuntime } from '../runtime.case.js';
 import { DockerImageBuilder } from './docker-image-builder.js';
 import { DockerRuntime } from './docker-runtime.js';
+import { imageVolumeName } from './names.js';
 
 const MiB = 1024 * 1024;
 const docker = (...args: string[]) => execFileSync('docker', args, { encoding: 'utf8' }).trim();
@@ -188,6 +189,25 @@ describe('DockerRuntime', () => {
     expect(managed).toContainEqual(
       expect.objectContaining({ kind: 'volume', id: keeperVolumes['/data'], envId: plan.envId }),
     );
+
+    // A template volume named as the image's would be is refused, whichever was made first: its
+    // data must not stand in for the image's, nor the image's for a template's.
+    const alias = (p: EnvPlan) =>
+      imageVolumeName(p.envId, 'keeper', 1, '/data').slice(`mayfly-${p.envId}-`.length);
+    const over = { ...plan, volumes: [...plan.volumes, { name: alias(plan) }] };
+    await expect(applyPlan(runtime, over)).rejects.toMatchObject({
+      step: `volume:${alias(plan)}`,
+      reason: `volume "${alias(plan)}" would be ${keeperVolumes['/data']}, which stands for the VOLUME /data of an image: rename it`,
+    });
+    const first = track(envPlan([plan.workloads[0]!]));
+    const before2 = { ...first, volumes: [{ name: alias(first) }] };
+    await expect(applyPlan(runtime, before2)).rejects.toMatchObject({
+      step: 'create:keeper',
+      reason: expect.stringMatching(
+        /VOLUME \/data would be .*, which is a volume of the template: rename that one$/,
+      ),
+    });
+    await runtime.destroy(first.envId);
 
     await runtime.destroy(plan.envId);
     expect(lines(docker('volume', 'ls', '-q', '--filter', `label=mayfly.env=${plan.envId}`))).toEqual([]);

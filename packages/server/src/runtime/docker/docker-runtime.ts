@@ -328,6 +328,14 @@ export class DockerRuntime implements Runtime {
         [IMAGE_VOLUME_LABEL]: target,
       },
     });
+    // A volume of that name made otherwise (the template names one so) is kept by the create:
+    // it is not this one, and its data must not stand in for the image's.
+    const labels = (await this.docker.getVolume(name).inspect()).Labels ?? {};
+    if (labels[IMAGE_VOLUME_LABEL] !== target || labels[LABELS.workload] !== workload.name)
+      throw new RuntimeStepError(
+        `create:${workload.name}`,
+        `the volume for its image's VOLUME ${target} would be ${name}, which is a volume of the template: rename that one`,
+      );
     return { name, target };
   }
 
@@ -632,13 +640,14 @@ export class DockerRuntime implements Runtime {
   /** Makes the volume if missing; true when it did (so the volume is empty). */
   private async ensureVolume(plan: EnvPlan, volume: string): Promise<boolean> {
     const name = volumeName(plan.envId, volume);
-    if (
-      await this.docker
-        .getVolume(name)
-        .inspect()
-        .then(() => true, ignore(404))
-    )
-      return false;
+    const found = await this.docker.getVolume(name).inspect().catch(ignore(404));
+    const image = found?.Labels?.[IMAGE_VOLUME_LABEL];
+    if (image !== undefined)
+      throw new RuntimeStepError(
+        `volume:${volume}`,
+        `volume "${volume}" would be ${name}, which stands for the VOLUME ${image} of an image: rename it`,
+      );
+    if (found) return false;
     // Creating a volume that exists is a no-op in the Engine API: one made meanwhile is kept.
     await this.docker.createVolume({ Name: name, Labels: envLabels(this.instance, plan) });
     return true;

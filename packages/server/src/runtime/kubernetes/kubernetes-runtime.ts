@@ -49,6 +49,7 @@ import {
 import { KubernetesVolumeSnapshots } from './kubernetes-volume-snapshots.js';
 import {
   type ClusterSettings,
+  checkObjectNames,
   filesSecretManifest,
   filesSecretName,
   labelValue,
@@ -174,6 +175,7 @@ export class KubernetesRuntime implements Runtime {
   // --- environment ------------------------------------------------------------------------------
 
   async prepareEnvironment(plan: EnvPlan, signal: AbortSignal): Promise<PreparedEnvironment> {
+    checkObjectNames(plan);
     const ns = namespaceName(plan.envId);
     await this.waitWhileTerminating(ns, signal);
     const s = this.settings;

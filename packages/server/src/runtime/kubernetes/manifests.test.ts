@@ -18,6 +18,7 @@ import { envPlan, httpService, workload } from '../../test-support/plans.js';
 import { RuntimeStepError } from '../runtime.js';
 import {
   type ClusterSettings,
+  checkObjectNames,
   environmentManifests,
   filesSecretManifest,
   labelValue,
@@ -242,5 +243,37 @@ describe('Kubernetes manifests', () => {
     expect(() =>
       workloadManifest({ ...settings, runtimeClasses: {} }, gvisor, gvisor.workloads[0]!, facts, 1),
     ).toThrow(RuntimeStepError);
+  });
+});
+
+describe('object names', () => {
+  it('two names of the plan that would be one object are refused, with both names', () => {
+    const alias = objectName('db_data');
+    expect(alias).toMatch(/^db-data-[0-9a-f]{6}$/);
+    const volumes = [{ name: 'db_data' }, { name: alias }];
+    const refused = (() => {
+      try {
+        checkObjectNames({ workloads: [], volumes });
+      } catch (err) {
+        return err;
+      }
+    })();
+    expect(refused).toBeInstanceOf(RuntimeStepError);
+    expect((refused as RuntimeStepError).reason).toBe(
+      `volumes "db_data" and "${alias}" would have one name on Kubernetes ("${alias}"): rename one`,
+    );
+    expect(() =>
+      checkObjectNames({
+        workloads: [workload({ name: 'my_web' }), workload({ name: objectName('my_web') })],
+        volumes: [],
+      }),
+    ).toThrow(/workloads "my_web" and "my-web-[0-9a-f]{6}" would have one name/);
+    // Different names, different objects: nothing to refuse.
+    expect(() =>
+      checkObjectNames({
+        workloads: [workload({ name: 'my_web' }), workload({ name: 'my-web' })],
+        volumes: [{ name: 'db_data' }, { name: 'db-data' }],
+      }),
+    ).not.toThrow();
   });
 });

@@ -92,6 +92,31 @@ export function objectName(name: string): string {
   return `${readable || 'w'}-${hash(name)}`;
 }
 
+/**
+ * {@link RuntimeStepError} when two workloads, or two volumes, of the plan would have one object
+ * name (`my_db` and `my-db-<hash of my_db>`; the hash is short enough to be searched for): they
+ * would share one Deployment or one claim — a volume a template fills itself taken for one a seed
+ * made empty, say.
+ */
+export function checkObjectNames(plan: Pick<EnvPlan, 'workloads' | 'volumes'>): void {
+  for (const [kind, names] of [
+    ['workloads', plan.workloads.map((w) => w.name)],
+    ['volumes', plan.volumes.map((v) => v.name)],
+  ] as const) {
+    const seen = new Map<string, string>();
+    for (const name of names) {
+      const object = objectName(name);
+      const other = seen.get(object);
+      if (other !== undefined && other !== name)
+        throw new RuntimeStepError(
+          'namespace',
+          `${kind} "${other}" and "${name}" would have one name on Kubernetes ("${object}"): rename one`,
+        );
+      seen.set(object, name);
+    }
+  }
+}
+
 /** The namespace of an environment. */
 export const namespaceName = (envId: string) => `mayfly-${objectName(envId)}`.slice(0, 63).replace(/-+$/, '');
 
