@@ -4,7 +4,7 @@
  * and what step a failure is named after. A driver only prepares, starts and watches one
  * workload at a time (see {@link Runtime}); a Kubernetes driver gets all of this for free.
  */
-import type { DependencyCondition, EnvPlan, WorkloadPlan } from '../plan/plan.js';
+import { type DependencyCondition, type EnvPlan, isRestored, type WorkloadPlan } from '../plan/plan.js';
 import { seedWorkloads, snapshottingVolumes } from '../plan/seeds.js';
 import { orAbort } from './abort.js';
 import {
@@ -59,7 +59,7 @@ export async function applyPlan(runtime: Runtime, plan: EnvPlan, options: ApplyO
   const failure = new AbortController();
   const signal = AbortSignal.any([given, failure.signal]);
   const stages = new Map(plan.workloads.map((w) => [w.name, new WorkloadStages()]));
-  const seed = new SeedHold(plan, stages, progress, options.afterSeed ? madeVolumes : []);
+  const seed = new SeedHold(plan, stages, progress, options.afterSeed ? madeVolumes : null);
 
   const run = async (workload: WorkloadPlan) => {
     const stage = stages.get(workload.name)!;
@@ -82,8 +82,8 @@ export async function applyPlan(runtime: Runtime, plan: EnvPlan, options: ApplyO
       // known once the seed's jobs are prepared (found done already, nothing is).
       if (seed.holds(workload.name) && (await orAbort(seed.snapshotting, signal)))
         await orAbort(seed.taken, signal);
-      // Made (not started) at once, whatever it waits for: only the start follows depends_on,
-      // and making containers takes a good part of the time.
+      // Made (not started) at once, whatever it waits for (held ones once the snapshot is taken):
+      // only the start follows depends_on, and making containers takes a good part of the time.
       const prepared = await runtime.prepareWorkload(plan, workload, {
         keepExited: workload.kind === 'job' ? 'any' : mayExitCleanly(workload) ? 'clean' : 'none',
         ...(options.resumeStopped ? { resumeStopped: options.resumeStopped } : {}),
@@ -234,6 +234,8 @@ async function restoreVolumes(
 class SeedHold {
   /** Volumes to be snapshotted by the job that seeds them, for the jobs that may be snapshotted. */
   private readonly snapshottingJobs = new Map<string, string[]>();
+  /** The same for jobs whose volumes were to be snapshotted but cannot be here, with why. */
+  private readonly notKept = new Map<string, { volumes: string[]; why: string }>();
   /** Of those, the jobs this apply runs. */
   private readonly running = new Set<string>();
   private readonly toPrepare: Set<string>;
@@ -255,17 +257,32 @@ class SeedHold {
     plan: EnvPlan,
     private readonly stages: Map<string, WorkloadStages>,
     private readonly progress: (event: ProgressEvent) => void,
-    /** Volumes this apply made empty; none when nothing is to be snapshotted. */
-    madeVolumes: string[],
+    /** Volumes this apply made empty; null when nothing is to be snapshotted (others run already). */
+    madeVolumes: string[] | null,
   ) {
+    this.seed = seedWorkloads(plan);
     const made = new Set(madeVolumes);
+    const restored = new Set(plan.volumes.filter(isRestored).map((v) => v.name));
+    // Every volume the seed mounts: one that held data before would carry it into the snapshot.
+    const read = plan.workloads
+      .filter((w) => this.seed.has(w.name))
+      .flatMap((w) => w.mounts.flatMap((m) => (m.type === 'volume' ? [m.source] : [])));
+    const lived = read.find((v) => !made.has(v) && !restored.has(v));
     const byJob = new Map<string, string[]>();
     for (const { volume, job } of snapshottingVolumes(plan))
       byJob.set(job, [...(byJob.get(job) ?? []), volume.name]);
-    for (const [job, volumes] of byJob)
-      if (stages.has(job) && volumes.every((v) => made.has(v))) this.snapshottingJobs.set(job, volumes);
+    for (const [job, volumes] of byJob) {
+      if (!stages.has(job)) continue;
+      const why =
+        madeVolumes === null
+          ? 'the environment was there already, and what runs of it could write to it'
+          : lived !== undefined
+            ? `volume ${lived} was there before this bring-up`
+            : undefined;
+      if (why) this.notKept.set(job, { volumes, why });
+      else this.snapshottingJobs.set(job, volumes);
+    }
     this.toPrepare = new Set(this.snapshottingJobs.keys());
-    this.seed = seedWorkloads(plan);
     this.seedJobs = [...this.seed].filter((name) =>
       plan.workloads.some((w) => w.name === name && w.kind === 'job'),
     );
@@ -283,6 +300,12 @@ class SeedHold {
 
   /** `workload` is prepared: `runs` when this apply runs it (not found done, not restored). */
   prepared(workload: string, runs: boolean): void {
+    const lost = this.notKept.get(workload);
+    if (lost && runs)
+      this.progress({
+        type: 'data',
+        message: `${workload}: seeds ${lost.volumes.join(', ')}; no snapshot kept: ${lost.why}`,
+      });
     if (!this.toPrepare.delete(workload)) return;
     if (runs) this.running.add(workload);
     if (this.toPrepare.size > 0) return;

@@ -180,8 +180,13 @@ export class DockerVolumeSnapshots implements VolumeSnapshots {
       await this.run(helper, signal);
     } finally {
       await helper.remove({ force: true }).catch(ignore(404, 409));
-      // Gone: nothing was copied, nothing is left — the volume is made anew if seeded instead.
-      if (gone) await Promise.all([this.removeVolume(source), this.removeVolume(target)]);
+      // Gone: nothing was copied, nothing is left — the volume is made anew if seeded instead. The
+      // empty stand-in the Engine made may be another restore's helper's too (it removes it then).
+      if (gone)
+        await Promise.all([
+          this.docker.getVolume(source).remove().catch(ignore(404, 409)),
+          this.removeVolume(target),
+        ]);
     }
     // Last: only a complete copy is ever taken for a restored volume.
     await this.docker.createVolume({
