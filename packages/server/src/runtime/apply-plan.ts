@@ -30,6 +30,9 @@ export function mayExitCleanly(workload: Pick<WorkloadPlan, 'kind' | 'restart'>)
  * decision and the clone). Nothing was cloned into them; `volumes` names them.
  */
 export class SnapshotsGoneError extends RuntimeStepError {
+  /** The volumes the apply had made empty when it stopped (nothing had run): see `madeBefore`. */
+  madeVolumes: string[] = [];
+
   constructor(
     readonly volumes: string[],
     snapshotName: string,
@@ -52,14 +55,18 @@ export async function applyPlan(runtime: Runtime, plan: EnvPlan, options: ApplyO
   const progress = options.onProgress ?? (() => {});
   const given = options.signal ?? new AbortController().signal;
   given.throwIfAborted();
-  const { madeVolumes } = await runtime.prepareEnvironment(plan, given);
+  const prepared = await runtime.prepareEnvironment(plan, given);
+  const madeVolumes = [...prepared.madeVolumes, ...(options.madeBefore ?? [])];
   given.throwIfAborted();
-  const skipped = await restoreVolumes(runtime, plan, progress, given);
+  const skipped = await restoreVolumes(runtime, plan, progress, given).catch((err: unknown) => {
+    if (err instanceof SnapshotsGoneError) err.madeVolumes = madeVolumes;
+    throw err;
+  });
 
   const failure = new AbortController();
   const signal = AbortSignal.any([given, failure.signal]);
   const stages = new Map(plan.workloads.map((w) => [w.name, new WorkloadStages()]));
-  const seed = new SeedHold(plan, stages, progress, options.afterSeed ? madeVolumes : null);
+  const seed = new SeedHold(plan, stages, progress, options.afterSeed ? madeVolumes : options.noSnapshot);
 
   const run = async (workload: WorkloadPlan) => {
     const stage = stages.get(workload.name)!;
@@ -257,11 +264,11 @@ class SeedHold {
     plan: EnvPlan,
     private readonly stages: Map<string, WorkloadStages>,
     private readonly progress: (event: ProgressEvent) => void,
-    /** Volumes this apply made empty; null when nothing is to be snapshotted (others run already). */
-    madeVolumes: string[] | null,
+    /** Volumes this apply made empty; or why nothing is snapshotted (none: nothing said). */
+    madeVolumes: string[] | string | undefined,
   ) {
     this.seed = seedWorkloads(plan);
-    const made = new Set(madeVolumes);
+    const made = new Set(Array.isArray(madeVolumes) ? madeVolumes : []);
     const restored = new Set(plan.volumes.filter(isRestored).map((v) => v.name));
     // Every volume the seed mounts: one that held data before would carry it into the snapshot.
     const read = plan.workloads
@@ -272,10 +279,10 @@ class SeedHold {
     for (const { volume, job } of snapshottingVolumes(plan))
       byJob.set(job, [...(byJob.get(job) ?? []), volume.name]);
     for (const [job, volumes] of byJob) {
-      if (!stages.has(job)) continue;
+      if (!stages.has(job) || madeVolumes === undefined) continue;
       const why =
-        madeVolumes === null
-          ? 'the environment was there already, and what runs of it could write to it'
+        typeof madeVolumes === 'string'
+          ? madeVolumes
           : lived !== undefined
             ? `volume ${lived} was there before this bring-up`
             : undefined;

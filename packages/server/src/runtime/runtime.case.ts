@@ -797,7 +797,54 @@ export function describeRuntime(
         },
       ]);
       expect((await rows()).split('\n')).toContain('again');
+
       await runtime.destroy(plan.envId);
+
+      // A new seed job on a new volume, reading one that was there (written by web): the new
+      // volume is empty, but what the job makes of the old data is not the seed's alone.
+      const lived = track(
+        envPlan(
+          [
+            workload({
+              name: 'web',
+              command: ['sh', '-c', 'echo web > /data/rows; exec testkit sleep'],
+              mounts: data,
+            }),
+          ],
+          { volumes: [{ name: 'data' }] },
+        ),
+      );
+      await applyPlan(runtime, lived);
+      const reader: EnvPlan = {
+        ...lived,
+        workloads: [
+          ...lived.workloads,
+          workload({
+            name: 'copier',
+            kind: 'job',
+            command: ['sh', '-c', 'cp /data/rows /fresh/rows'],
+            mounts: [...data, { type: 'volume', source: 'fresh', target: '/fresh', readOnly: false }],
+          }),
+        ],
+        volumes: [
+          ...lived.volumes,
+          {
+            name: 'fresh',
+            data: { seededBy: 'copier' },
+            origin: { seeded: { key: 'k3', takeSnapshot: true } },
+          },
+        ],
+      };
+      const fourth: ProgressEvent[] = [];
+      await applyPlan(runtime, reader, { onProgress: (e) => fourth.push(e), afterSeed });
+      expect(afterSeed).not.toHaveBeenCalled();
+      expect(fourth.filter((e) => e.type === 'data')).toEqual([
+        {
+          type: 'data',
+          message: 'copier: seeds fresh; no snapshot kept: volume data was there before this bring-up',
+        },
+      ]);
+      await runtime.destroy(lived.envId);
     });
 
     it('a job that failed with the same spec fails again without running again', async () => {

@@ -58,6 +58,16 @@ export interface ApplyOptions {
    * even made before this resolves. Without it, nothing is snapshotted and nothing held.
    */
   afterSeed?: (volumes: string[], signal: AbortSignal) => Promise<void>;
+  /**
+   * Why nothing is snapshotted when `afterSeed` is not given for a reason worth saying (the
+   * environment was there already): said for each seed job that runs on volumes that were to be.
+   */
+  noSnapshot?: string;
+  /**
+   * Volumes an apply of this plan made empty just before, cut short before anything ran (a clone's
+   * snapshot was gone: see `SnapshotsGoneError.madeVolumes`), so counted as made by this one.
+   */
+  madeBefore?: string[];
 }
 
 export interface ObservedWorkload {
@@ -183,8 +193,9 @@ export interface PrepareOptions {
 /** What {@link Runtime.prepareEnvironment} did. */
 export interface PreparedEnvironment {
   /**
-   * The plan's volumes this call made, so empty (a clone of a snapshot is made by
-   * `snapshots.restore`, not here): only a seed run on one of these is the seed's alone.
+   * The plan's volumes this call made, so empty (one to be a clone of a snapshot included where the
+   * driver makes it here rather than in `snapshots.restore`): only a seed run on volumes made so
+   * is the seed's alone.
    */
   madeVolumes: string[];
 }

@@ -21,10 +21,17 @@ import { seededSnapshotName } from './seed-key.js';
 import { SnapshotService } from './snapshot-service.js';
 
 const data = [{ type: 'volume' as const, source: 'data', target: '/data', readOnly: false }];
+// The database's own scratch volume besides: made (empty) by every bring-up as the seeded one is.
+const scratch = { type: 'volume' as const, source: 'scratch', target: '/scratch', readOnly: false };
 const seeded = (row = 'row') =>
   envPlan(
     [
-      workload({ name: 'db', command: ['testkit', 'sleep'], mounts: data, stopGracePeriodMs: 1000 }),
+      workload({
+        name: 'db',
+        command: ['testkit', 'sleep'],
+        mounts: [...data, scratch],
+        stopGracePeriodMs: 1000,
+      }),
       workload({
         name: 'seed',
         kind: 'job',
@@ -33,7 +40,7 @@ const seeded = (row = 'row') =>
         dependsOn: [{ name: 'db', condition: 'service_started' }],
       }),
     ],
-    { project: 'fallback', volumes: [{ name: 'data', data: { seededBy: 'seed' } }] },
+    { project: 'fallback', volumes: [{ name: 'data', data: { seededBy: 'seed' } }, { name: 'scratch' }] },
   );
 
 describe('a snapshot gone between the decision and the clone', () => {
@@ -117,10 +124,17 @@ describe('a snapshot gone between the decision and the clone', () => {
     expect(restoring.volumes[0]!.origin).toMatchObject({ restored: { snapshotId: kept!.id } });
     const gone = {
       ...restoring,
-      volumes: restoring.volumes.map((v) => ({
-        ...v,
-        origin: { restored: { snapshotId: 'removedsnap1', snapshotName: kept!.name }, key: kept!.seedKey },
-      })),
+      volumes: restoring.volumes.map((v) =>
+        v.name === 'data'
+          ? {
+              ...v,
+              origin: {
+                restored: { snapshotId: 'removedsnap1', snapshotName: kept!.name },
+                key: kept!.seedKey,
+              },
+            }
+          : v,
+      ),
     };
     const applied = await bringUp(gone, () => {}, true);
     expect(applied.volumes[0]!.origin).toEqual({ seeded: { key: kept!.seedKey, takeSnapshot: false } });
@@ -313,6 +327,7 @@ describe('a snapshot gone between the decision and the clone', () => {
           data: { snapshot: 'golden' },
           origin: { restored: { snapshotId: 'nosuchsnapshot', snapshotName: 'golden' }, key: null },
         },
+        { name: 'scratch' },
       ],
     };
     await expect(bringUp(named, () => {})).rejects.toThrow(

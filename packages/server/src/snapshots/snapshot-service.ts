@@ -231,14 +231,19 @@ export class SnapshotService {
     plan: EnvPlan,
     env: Pick<EnvironmentRecord, 'id' | 'name'>,
     report: Report,
-    options: Omit<ApplyOptions, 'afterSeed'> & {
+    options: Omit<ApplyOptions, 'afterSeed' | 'noSnapshot' | 'madeBefore'> & {
       replanned: (plan: EnvPlan) => Promise<void>;
       besideOthers: boolean;
     },
   ): Promise<void> {
     const { replanned, besideOthers, ...rest } = options;
-    const apply = (p: EnvPlan) =>
-      applyPlan(runtime, p, besideOthers ? rest : { ...rest, afterSeed: this.afterSeed(p, env, report) });
+    const apply = (p: EnvPlan, madeBefore: string[] = []) =>
+      applyPlan(runtime, p, {
+        ...rest,
+        ...(besideOthers
+          ? { noSnapshot: 'the environment was there already, and what runs of it could write to it' }
+          : { afterSeed: this.afterSeed(p, env, report), madeBefore }),
+      });
     try {
       await apply(plan);
     } catch (err) {
@@ -246,7 +251,7 @@ export class SnapshotService {
         err instanceof SnapshotsGoneError && this.seedInstead(plan, err.volumes, report, !besideOthers);
       if (!fallback) throw err;
       await replanned(fallback);
-      await apply(fallback);
+      await apply(fallback, err.madeVolumes);
     }
   }
 

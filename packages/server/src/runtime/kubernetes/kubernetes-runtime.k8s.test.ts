@@ -16,7 +16,7 @@ import { DockerImagePublisher } from '../docker/docker-image-publisher.js';
 import { describeRuntime } from '../runtime.case.js';
 import { describeVolumeSnapshots } from '../volume-snapshots.case.js';
 import { KubernetesRuntime } from './kubernetes-runtime.js';
-import { namespaceName } from './manifests.js';
+import { namespaceName, objectName } from './manifests.js';
 
 const kubeconfig = process.env.MAYFLY_TEST_KUBECONFIG;
 const registry = process.env.MAYFLY_TEST_REGISTRY ?? '127.0.0.1:5000';
@@ -88,6 +88,19 @@ describe.skipIf(!kubeconfig)('KubernetesRuntime on the cluster', () => {
       ]);
       expect(got).toMatchObject({ exitCode: 0, stdout: 'hello from api' });
     }
+  });
+
+  it('refuses a plan whose volumes would be one claim, before making anything', async () => {
+    const alias = objectName('db_data');
+    const plan = envPlan([workload({ name: 'box', command: ['testkit', 'sleep'] })], {
+      volumes: [{ name: 'db_data' }, { name: alias }],
+    });
+    made.push(plan);
+    await expect(applyPlan(runtime, plan)).rejects.toMatchObject({
+      step: 'namespace',
+      reason: `volumes "db_data" and "${alias}" would have one name on Kubernetes ("${alias}"): rename one`,
+    });
+    expect((await runtime.observe(plan.envId)).exists).toBe(false);
   });
 
   it('gives each environment a namespace with its quota, default limits and default-deny policy', async () => {

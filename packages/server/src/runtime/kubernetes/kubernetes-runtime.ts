@@ -7,11 +7,19 @@
 import { rm } from 'node:fs/promises';
 import { PassThrough, Readable, Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { CoreV1Event, V1Namespace, V1Pod, V1Service, V1StatefulSet } from '@kubernetes/client-node';
+import {
+  type CoreV1Event,
+  PatchStrategy,
+  setHeaderOptions,
+  type V1Namespace,
+  type V1Pod,
+  type V1Service,
+  type V1StatefulSet,
+} from '@kubernetes/client-node';
 import type Docker from 'dockerode';
 import type { ImagePublisher, PublishedImage } from '../../images/image-publisher.js';
 import { tryConnect } from '../../net/tcp-connect.js';
-import { type EnvPlan, isRestored, type WorkloadPlan } from '../../plan/plan.js';
+import type { EnvPlan, WorkloadPlan } from '../../plan/plan.js';
 import { orAbort } from '../abort.js';
 import { ByteTail, outputTail } from '../byte-tail.js';
 import { engineClient } from '../docker/engine-api.js';
@@ -50,6 +58,7 @@ import { KubernetesVolumeSnapshots } from './kubernetes-volume-snapshots.js';
 import {
   type ClusterSettings,
   checkObjectNames,
+  claimName,
   filesSecretManifest,
   filesSecretName,
   labelValue,
@@ -184,10 +193,14 @@ export class KubernetesRuntime implements Runtime {
     );
     signal.throwIfAborted();
     const madeVolumes: string[] = [];
+    const quota = resourceQuotaManifest(s, plan);
+    if (
+      !(await this.createIfMissing('ResourceQuota', () =>
+        this.k.core.createNamespacedResourceQuota({ namespace: ns, body: quota }),
+      ))
+    )
+      await this.allowClaims(ns, plan);
     await Promise.all([
-      this.createIfMissing('ResourceQuota', () =>
-        this.k.core.createNamespacedResourceQuota({ namespace: ns, body: resourceQuotaManifest(s, plan) }),
-      ),
       this.createIfMissing('LimitRange', () =>
         this.k.core.createNamespacedLimitRange({ namespace: ns, body: limitRangeManifest(s, plan) }),
       ),
@@ -221,7 +234,8 @@ export class KubernetesRuntime implements Runtime {
         const made = await this.createIfMissing('PersistentVolumeClaim', () =>
           this.k.core.createNamespacedPersistentVolumeClaim({ namespace: ns, body }),
         );
-        if (made && fresh && !isRestored(v)) madeVolumes.push(v.name);
+        // One to be a clone is made here too (then filled by the restore).
+        if (made && fresh) madeVolumes.push(v.name);
       }),
     ]);
     // Every workload's Service before any pod: pods name each other by the Services' addresses.
@@ -295,6 +309,31 @@ export class KubernetesRuntime implements Runtime {
         throw new RuntimeStepError('namespace', `namespace ${ns} is still being deleted`);
       await sleep(this.pollMs, undefined, { signal });
     }
+  }
+
+  /**
+   * The quota of claims made with the environment counts the plan's volumes then: an update that
+   * adds one raises it to the claims there are (kept volumes stay, as Compose keeps them) and new.
+   */
+  private async allowClaims(ns: string, plan: EnvPlan): Promise<void> {
+    const claims = await this.k.core.listNamespacedPersistentVolumeClaim({
+      namespace: ns,
+      labelSelector: this.selector(plan.envId),
+    });
+    const names = new Set(claims.items.map((c) => c.metadata?.name ?? ''));
+    for (const v of plan.volumes) names.add(claimName(v.name));
+    await this.k.core
+      .patchNamespacedResourceQuota(
+        {
+          name: 'mayfly-quota',
+          namespace: ns,
+          body: { spec: { hard: { persistentvolumeclaims: String(Math.max(names.size, 1)) } } },
+        },
+        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+      )
+      .catch((err: unknown) => {
+        throw new RuntimeStepError('namespace', `cannot raise its quota of volumes: ${apiMessage(err)}`);
+      });
   }
 
   /** True when it made the object, false when it was there already. */

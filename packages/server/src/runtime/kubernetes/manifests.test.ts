@@ -262,16 +262,17 @@ describe('object names', () => {
     expect((refused as RuntimeStepError).reason).toBe(
       `volumes "db_data" and "${alias}" would have one name on Kubernetes ("${alias}"): rename one`,
     );
+    // A Compose service name may start with a digit; a Kubernetes name may not.
     expect(() =>
       checkObjectNames({
-        workloads: [workload({ name: 'my_web' }), workload({ name: objectName('my_web') })],
+        workloads: [workload({ name: '1api' }), workload({ name: objectName('1api') })],
         volumes: [],
       }),
-    ).toThrow(/workloads "my_web" and "my-web-[0-9a-f]{6}" would have one name/);
+    ).toThrow(/workloads "1api" and "api-[0-9a-f]{6}" would have one name/);
     // Different names, different objects: nothing to refuse.
     expect(() =>
       checkObjectNames({
-        workloads: [workload({ name: 'my_web' }), workload({ name: 'my-web' })],
+        workloads: [workload({ name: '1api' }), workload({ name: 'api' })],
         volumes: [{ name: 'db_data' }, { name: 'db-data' }],
       }),
     ).not.toThrow();

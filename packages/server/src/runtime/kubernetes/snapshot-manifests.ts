@@ -43,7 +43,7 @@ export const HELPER_MOUNT = '/data';
 /** A helper outlives a control plane that died while it copied by this long at most. */
 const HELPER_DEADLINE_SECONDS = 6 * 3600;
 
-const hash = (text: string) => createHash('sha256').update(text).digest('hex').slice(0, 10);
+const hash = (text: string, length = 10) => createHash('sha256').update(text).digest('hex').slice(0, length);
 
 /** The installation's namespace for snapshots: one per installation, made when first needed. */
 export const snapshotNamespaceName = (instance: string) => `mayfly-snapshots-${hash(instance)}`;
@@ -58,10 +58,14 @@ export const takeHelperNames = (snapshotId: string) => ({
   snapshot: `take-${objectName(snapshotId)}`,
   env: `mayfly-take-${objectName(snapshotId)}`,
 });
-/** The helper pods of an environment volume's restore (one per volume: a restore again replaces them). */
+/**
+ * The helper pods of an environment volume's restore (one per volume: a restore again replaces
+ * them). A hash too long to be searched for: a template must not be able to name a volume whose
+ * helper is another environment's (or another volume's), which a restore would remove and copy from.
+ */
 export const restoreHelperNames = (envId: string, volume: string) => ({
-  snapshot: `restore-${hash(`${envId}/${volume}`)}`,
-  env: `mayfly-restore-${hash(volume)}`,
+  snapshot: `restore-${hash(`${envId}/${volume}`, 40)}`,
+  env: `mayfly-restore-${hash(volume, 40)}`,
 });
 
 export interface SnapshotOf {
