@@ -314,6 +314,7 @@ export class KubernetesRuntime implements Runtime {
   /**
    * The quota of claims made with the environment counts the plan's volumes then: an update that
    * adds one raises it to the claims there are (kept volumes stay, as Compose keeps them) and new.
+   * Patched only then, so a role from before `patch` was granted still repairs and wakes.
    */
   private async allowClaims(ns: string, plan: EnvPlan): Promise<void> {
     const claims = await this.k.core.listNamespacedPersistentVolumeClaim({
@@ -321,6 +322,8 @@ export class KubernetesRuntime implements Runtime {
       labelSelector: this.selector(plan.envId),
     });
     const names = new Set(claims.items.map((c) => c.metadata?.name ?? ''));
+    // Nothing new to claim (a repair, a wake, most updates): the quota is as it must be.
+    if (plan.volumes.every((v) => names.has(claimName(v.name)))) return;
     for (const v of plan.volumes) names.add(claimName(v.name));
     await this.k.core
       .patchNamespacedResourceQuota(
