@@ -787,15 +787,17 @@ export function describeRuntime(
             : w,
         ),
       };
-      const third: ProgressEvent[] = [];
-      await applyPlan(runtime, changed, { onProgress: (e) => third.push(e), afterSeed });
-      expect(afterSeed).not.toHaveBeenCalled();
-      expect(third.filter((e) => e.type === 'data')).toEqual([
-        {
-          type: 'data',
-          message: 'migrate: seeds data; no snapshot kept: volume data was there before this bring-up',
-        },
-      ]);
+      /** Applies `p`: nothing is snapshotted, and the timeline says why, in `said` alone. */
+      const keepsNone = async (p: EnvPlan, said: string) => {
+        const events: ProgressEvent[] = [];
+        await applyPlan(runtime, p, { onProgress: (e) => events.push(e), afterSeed });
+        expect(afterSeed).not.toHaveBeenCalled();
+        expect(events.filter((e) => e.type === 'data')).toEqual([{ type: 'data', message: said }]);
+      };
+      await keepsNone(
+        changed,
+        'migrate: seeds data; no snapshot kept: volume data was there before this bring-up',
+      );
       expect((await rows()).split('\n')).toContain('again');
 
       await runtime.destroy(plan.envId);
@@ -835,15 +837,10 @@ export function describeRuntime(
           },
         ],
       };
-      const fourth: ProgressEvent[] = [];
-      await applyPlan(runtime, reader, { onProgress: (e) => fourth.push(e), afterSeed });
-      expect(afterSeed).not.toHaveBeenCalled();
-      expect(fourth.filter((e) => e.type === 'data')).toEqual([
-        {
-          type: 'data',
-          message: 'copier: seeds fresh; no snapshot kept: volume data was there before this bring-up',
-        },
-      ]);
+      await keepsNone(
+        reader,
+        'copier: seeds fresh; no snapshot kept: volume data was there before this bring-up',
+      );
       await runtime.destroy(lived.envId);
     });
 

@@ -194,12 +194,12 @@ export class KubernetesRuntime implements Runtime {
     signal.throwIfAborted();
     const madeVolumes: string[] = [];
     const quota = resourceQuotaManifest(s, plan);
-    if (
-      !(await this.createIfMissing('ResourceQuota', () =>
-        this.k.core.createNamespacedResourceQuota({ namespace: ns, body: quota }),
-      ))
-    )
-      await this.allowClaims(ns, plan);
+    // Claims are made after the quota: one made by this call means none is there yet.
+    const claimed = (await this.createIfMissing('ResourceQuota', () =>
+      this.k.core.createNamespacedResourceQuota({ namespace: ns, body: quota }),
+    ))
+      ? new Set<string>()
+      : await this.allowClaims(ns, plan);
     await Promise.all([
       this.createIfMissing('LimitRange', () =>
         this.k.core.createNamespacedLimitRange({ namespace: ns, body: limitRangeManifest(s, plan) }),
@@ -224,13 +224,7 @@ export class KubernetesRuntime implements Runtime {
         }
         const body = volumeClaimManifest(s, plan, v.name);
         // Looked for first: the quota would refuse a second claim before the create could say it exists.
-        if (
-          await unless(
-            [404],
-            this.k.core.readNamespacedPersistentVolumeClaim({ namespace: ns, name: body.metadata!.name! }),
-          )
-        )
-          return;
+        if (claimed.has(body.metadata!.name!)) return;
         const made = await this.createIfMissing('PersistentVolumeClaim', () =>
           this.k.core.createNamespacedPersistentVolumeClaim({ namespace: ns, body }),
         );
@@ -315,16 +309,17 @@ export class KubernetesRuntime implements Runtime {
    * The quota of claims made with the environment counts the plan's volumes then: an update that
    * adds one raises it to the claims there are (kept volumes stay, as Compose keeps them) and new.
    * Patched only then, so a role from before `patch` was granted still repairs and wakes.
+   * Returns the names of the claims there are.
    */
-  private async allowClaims(ns: string, plan: EnvPlan): Promise<void> {
+  private async allowClaims(ns: string, plan: EnvPlan): Promise<Set<string>> {
     const claims = await this.k.core.listNamespacedPersistentVolumeClaim({
       namespace: ns,
       labelSelector: this.selector(plan.envId),
     });
-    const names = new Set(claims.items.map((c) => c.metadata?.name ?? ''));
+    const claimed = new Set(claims.items.map((c) => c.metadata?.name ?? ''));
     // Nothing new to claim (a repair, a wake, most updates): the quota is as it must be.
-    if (plan.volumes.every((v) => names.has(claimName(v.name)))) return;
-    for (const v of plan.volumes) names.add(claimName(v.name));
+    if (plan.volumes.every((v) => claimed.has(claimName(v.name)))) return claimed;
+    const names = new Set([...claimed, ...plan.volumes.map((v) => claimName(v.name))]);
     await this.k.core
       .patchNamespacedResourceQuota(
         {
@@ -337,6 +332,7 @@ export class KubernetesRuntime implements Runtime {
       .catch((err: unknown) => {
         throw new RuntimeStepError('namespace', `cannot raise its quota of volumes: ${apiMessage(err)}`);
       });
+    return claimed;
   }
 
   /** True when it made the object, false when it was there already. */
