@@ -12,7 +12,10 @@ bin="$cache/bin"
 commands=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
 log() { echo "[mayfly cluster] $*" >&2; }
 
+# Binaries built before the reflect2 fix below crash on custom resources: made again.
+fixes="reflect2-1.0.2"
 have_all() {
+  [ "$(cat "$bin/.fixes" 2>/dev/null)" = "$fixes" ] || return 1
   for c in "${commands[@]}"; do [ -x "$bin/$c" ] || return 1; done
 }
 if have_all; then
@@ -39,6 +42,14 @@ if [ ! -x "$go_root/bin/go" ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq -t bookworm-backports golang-1.23-go >/dev/null
 fi
+# Debian's 1.20 vendors github.com/modern-go/reflect2 1.0.1, which calls the Go runtime's
+# map iterator with its pre-1.18 signature: built with Go 1.23, the apiserver crashes on the first
+# custom resource it encodes (a VolumeSnapshotClass). Debian's own reflect2 1.0.2 replaces it.
+reflect2=/usr/share/gocode/src/github.com/modern-go/reflect2
+if [ ! -f "$reflect2/go.mod" ]; then
+  log "installing golang-github-modern-go-reflect2-dev (reflect2 1.0.2)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq golang-github-modern-go-reflect2-dev >/dev/null
+fi
 for tool in dpkg-source rsync; do
   command -v "$tool" >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dpkg-dev rsync >/dev/null
 done
@@ -54,6 +65,13 @@ if [ ! -f "$tree/Makefile" ]; then
   mkdir -p "$(dirname "$tree")"
   rm -rf "$tree"
   mv "$unpacked" "$tree"
+fi
+
+vendored="$tree/vendor/github.com/modern-go/reflect2"
+if [ ! -f "$vendored/go_above_118.go" ]; then
+  rm -rf "$vendored" && mkdir -p "$vendored"
+  cp -a "$reflect2/." "$vendored/"
+  rm -f "$bin"/kube-* "$bin/kubelet" "$bin/kubectl"
 fi
 
 export GOPATH="$gopath" GO111MODULE=off GOFLAGS=-mod=vendor GOCACHE="$cache/gocache" GOTOOLCHAIN=local
@@ -82,4 +100,5 @@ for c in "${commands[@]}"; do
   nice -n 10 go build -ldflags "$ldflags" -o "$bin/$c.tmp" "./cmd/$c" >&2
   mv "$bin/$c.tmp" "$bin/$c"
 done
+echo "$fixes" > "$bin/.fixes"
 echo "$bin"
