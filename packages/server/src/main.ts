@@ -132,6 +132,7 @@ export async function startServer(options: StartOptions = {}): Promise<RunningSe
             gatewayPeers: config.kubeGatewayFrom.map((cidr) => ({ ipBlock: { cidr } })),
             runtimeClasses: config.kubeRuntimeClasses,
             ...(config.kubeLocalVolumes ? { localVolumes: { directory: config.kubeLocalVolumes } } : {}),
+            ...(config.kubeStorageClass ? { storageClassName: config.kubeStorageClass } : {}),
           },
         })
       : undefined) ??

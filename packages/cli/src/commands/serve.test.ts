@@ -43,6 +43,8 @@ describe('mayfly serve', () => {
       ['--runtime', 'kubernetes', '--registry', 'a registry'],
       ['--runtime', 'kubernetes', '--kube-gateway-from', '10.0.0.1'],
       ['--runtime', 'kubernetes', '--kube-local-volumes', 'relative/dir'],
+      ['--runtime', 'kubernetes', '--kube-storage-class', 'Not_A_Name'],
+      ['--runtime', 'kubernetes', '--kube-storage-class', 'fast', '--kube-local-volumes', '/var/v'],
       ['--admin-token-file', 'relative/token'],
       ['--runtime', 'kubernetes', '--kube-runtime-class', 'kata=kata'],
       ['--runtime', 'kubernetes', '--kube-runtime-class', 'gvisor=Not_A_Name'],
@@ -58,6 +60,9 @@ describe('mayfly serve', () => {
     const docker = await run(['serve', '--data', dataDir, '--kubeconfig', '/tmp/k']);
     expect(docker.code).toBe(2);
     expect(docker.stderr).toMatch(/--kubeconfig needs --runtime kubernetes/);
+    const storage = await run(['serve', '--data', dataDir, '--kube-storage-class', 'fast']);
+    expect(storage.code).toBe(2);
+    expect(storage.stderr).toMatch(/--kube-storage-class needs --runtime kubernetes/);
     const classes = await run(['serve', '--data', dataDir, '--kube-runtime-class', 'gvisor=gvisor']);
     expect(classes.code).toBe(2);
     expect(classes.stderr).toMatch(/--kube-runtime-class needs --runtime kubernetes/);

@@ -27,6 +27,7 @@ export interface StartServerOptions {
   kubeContext?: string;
   registry?: string;
   kubeLocalVolumes?: string;
+  kubeStorageClass?: string;
   kubeGatewayFrom?: string[];
   kubeRuntimeClasses?: { gvisor?: string };
   sandboxRuntime?: 'docker' | 'kubernetes';
@@ -69,6 +70,7 @@ interface ServeOptions {
   context?: string;
   registry?: string;
   kubeLocalVolumes?: string;
+  kubeStorageClass?: string;
   kubeGatewayFrom: string[];
   kubeRuntimeClass: string[];
   sandboxRuntime: string;
@@ -148,6 +150,10 @@ export function registerServe(program: Command, deps: ServeDeps = defaultDeps): 
       'a cluster without a storage provisioner: named volumes are directories under <dir> on the node',
     )
     .option(
+      '--kube-storage-class <name>',
+      "the StorageClass of environments' volumes (default: the cluster's default); where a VolumeSnapshotClass has its driver, seeds' snapshots are the storage's",
+    )
+    .option(
       '--kube-gateway-from <cidr>',
       "where the gateway's connections come from, let in by every environment's NetworkPolicy (repeatable)",
       (value: string, previous: string[]) => [...previous, value],
@@ -221,6 +227,7 @@ async function serve(options: ServeOptions, command: Command, deps: ServeDeps): 
       ['--context', options.context],
       ['--registry', options.registry],
       ['--kube-local-volumes', options.kubeLocalVolumes],
+      ['--kube-storage-class', options.kubeStorageClass],
     ] as const) {
       if (value !== undefined) throw new UsageError(`${flag} needs --runtime kubernetes`);
     }
@@ -270,6 +277,18 @@ async function serve(options: ServeOptions, command: Command, deps: ServeDeps): 
     );
   if (options.kubeLocalVolumes !== undefined && !isAbsolute(options.kubeLocalVolumes))
     throw new UsageError(`invalid --kube-local-volumes "${options.kubeLocalVolumes}": give an absolute path`);
+  if (options.kubeStorageClass !== undefined) {
+    if (options.kubeLocalVolumes !== undefined)
+      throw new UsageError(
+        `invalid --kube-storage-class "${options.kubeStorageClass}" with --kube-local-volumes`,
+        'local volumes are node directories of no storage class: give one of the two',
+      );
+    if (!/^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/.test(options.kubeStorageClass))
+      throw new UsageError(
+        `invalid --kube-storage-class "${options.kubeStorageClass}"`,
+        'a StorageClass name',
+      );
+  }
 
   if (options.adminTokenFile !== undefined && !isAbsolute(options.adminTokenFile))
     throw new UsageError(`invalid --admin-token-file "${options.adminTokenFile}": give an absolute path`);
@@ -311,6 +330,7 @@ async function serve(options: ServeOptions, command: Command, deps: ServeDeps): 
     ...(options.context === undefined ? {} : { kubeContext: options.context }),
     ...(options.registry === undefined ? {} : { registry: options.registry }),
     ...(options.kubeLocalVolumes === undefined ? {} : { kubeLocalVolumes: options.kubeLocalVolumes }),
+    ...(options.kubeStorageClass === undefined ? {} : { kubeStorageClass: options.kubeStorageClass }),
     kubeGatewayFrom: options.kubeGatewayFrom,
     kubeRuntimeClasses: runtimeClasses,
     sandboxRuntime: options.sandboxRuntime,

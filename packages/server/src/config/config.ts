@@ -61,6 +61,14 @@ export const ServerConfig = z.object({
    * this path on the node (`--kube-local-volumes`).
    */
   kubeLocalVolumes: z.string().optional(),
+  /**
+   * The StorageClass of environments' volumes (`--kube-storage-class`; default: the cluster's).
+   * Where a VolumeSnapshotClass names its provisioner, seeds' snapshots are the storage's own.
+   */
+  kubeStorageClass: z
+    .string()
+    .regex(/^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$/, 'a StorageClass name (a DNS subdomain)')
+    .optional(),
   /** Addresses (CIDRs) the gateway's connections come from, let in by every environment's NetworkPolicy. */
   kubeGatewayFrom: z
     .array(z.string().refine(isIpv4Cidr, 'an IPv4 CIDR such as 10.245.0.1/32'))
