@@ -232,7 +232,8 @@ function results(r: Awaited<ReturnType<typeof rounds>>, label: string) {
 /**
  * On the Docker Engine; and on the cluster of `kubeconfig` too when one is given (scripts/bench.sh
  * gives the test cluster's for the whole run and BENCH_ONLY=seeding), where snapshots are copied
- * between namespaces through helper pods.
+ * between namespaces through helper pods — or, with MAYFLY_BENCH_K8S_STORAGE_CLASS naming a storage
+ * class whose CSI driver snapshots, taken and cloned by the storage.
  */
 export async function benchSeeding(kubeconfig = process.env.MAYFLY_BENCH_KUBECONFIG): Promise<SeedingBench> {
   process.stderr.write('seeding: building the PostgreSQL image…\n');
@@ -247,17 +248,26 @@ export async function benchSeeding(kubeconfig = process.env.MAYFLY_BENCH_KUBECON
   }
   let onCluster: ReturnType<typeof results> | undefined;
   if (kubeconfig) {
+    const storageClass = process.env.MAYFLY_BENCH_K8S_STORAGE_CLASS;
     const clusterDir = await mkdtemp(path.join(os.tmpdir(), 'mayfly-bench-seeding-k8s-'));
     const cluster = await startControlPlane(clusterDir, undefined, {
       logLevel: 'error',
       runtimeDriver: 'kubernetes',
       kubeconfig,
       registry: process.env.MAYFLY_BENCH_REGISTRY ?? '127.0.0.1:5000',
-      kubeLocalVolumes: process.env.MAYFLY_BENCH_K8S_VOLUMES ?? '/var/lib/mayfly-cluster/volumes',
+      // A storage class whose CSI driver snapshots (MAYFLY_BENCH_K8S_STORAGE_CLASS): the storage's
+      // snapshots and clones; else the test cluster's node directories, copied by helper pods.
+      ...(storageClass
+        ? { kubeStorageClass: storageClass }
+        : { kubeLocalVolumes: process.env.MAYFLY_BENCH_K8S_VOLUMES ?? '/var/lib/mayfly-cluster/volumes' }),
       kubeGatewayFrom: ['10.245.0.1/32'],
     });
     try {
-      onCluster = results(await rounds(cluster, rowsInPod(kubeconfig), ' (k8s)'), ', on Kubernetes');
+      const on = storageClass ? `k8s, ${storageClass}` : 'k8s';
+      onCluster = results(
+        await rounds(cluster, rowsInPod(kubeconfig), ` (${on})`),
+        storageClass ? `, on Kubernetes (${storageClass})` : ', on Kubernetes',
+      );
     } finally {
       await cleanUp(cluster, clusterDir);
     }

@@ -14,6 +14,8 @@ import { type Runtime, SnapshotGoneError, type SnapshotRef } from './runtime.js'
 export interface VolumeSnapshotsCaseOptions {
   /** The driver under test, with snapshots (its agent binary given). */
   make: () => Runtime;
+  /** Checks what the driver made of a snapshot just taken, as the platform shows it. */
+  taken?: (snapshotId: string) => Promise<void>;
 }
 
 const data = [{ type: 'volume' as const, source: 'data', target: '/data', readOnly: false }];
@@ -92,6 +94,7 @@ export function describeVolumeSnapshots(name: string, options: VolumeSnapshotsCa
       expect(sizeBytes).toBeGreaterThanOrEqual(8 * 1024 * 1024);
       expect(await snapshots.exists(snapshot.id)).toBe(true);
       expect((await snapshots.list()).map((o) => o.id)).toContain(snapshot.id);
+      await options.taken?.(snapshot.id);
       // The writers run again, their data as it was.
       expect(await sh(source, 'db', 'cat /data/a')).toBe('one\n');
       expect(await sh(source, 'side', 'cat /data/deep/er/b')).toBe('two\n');
@@ -164,7 +167,8 @@ export function describeVolumeSnapshots(name: string, options: VolumeSnapshotsCa
       // writers run again.
       await sh(source, 'db', 'busybox dd if=/dev/zero of=/data/fill bs=4096 count=1 2>/dev/null');
       await expect(snapshots.take(source, 'data', snapshot, signal(), 1024)).rejects.toThrow(
-        /the volume holds 4\.0 KiB, over the 1\.0 KiB a snapshot may hold/,
+        // (A storage that snapshots itself counts what the volume may hold, not what it holds.)
+        /the volume(?: holds 4\.0 KiB|'s snapshot is .+), over the 1\.0 KiB a snapshot may hold/,
       );
       expect(await snapshots.exists(snapshot.id)).toBe(false);
       expect(await sh(source, 'db', 'cat /data/a')).toBe('kept\n');

@@ -17,6 +17,7 @@ import type { Logger } from '../observability/logger.js';
 import type { EnvPlan, VolumePlan } from '../plan/plan.js';
 import { snapshottingVolumes } from '../plan/seeds.js';
 import { applyPlan, SnapshotsGoneError } from '../runtime/apply-plan.js';
+import { formatBytes } from '../runtime/format-bytes.js';
 import {
   type ApplyOptions,
   type Runtime,
@@ -601,11 +602,4 @@ export class SnapshotService {
   private noSnapshots(): string {
     return `the ${this.deps.runtime.name} runtime keeps no snapshots: seeded every time`;
   }
-}
-
-function formatBytes(bytes: number): string {
-  if (bytes < 1024) return `${bytes} bytes`;
-  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KiB`;
-  if (bytes < 1024 ** 3) return `${(bytes / 1024 ** 2).toFixed(1)} MiB`;
-  return `${(bytes / 1024 ** 3).toFixed(2)} GiB`;
 }

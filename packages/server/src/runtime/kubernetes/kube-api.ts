@@ -3,7 +3,16 @@
 import { readFileSync } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
 import https from 'node:https';
-import { AppsV1Api, BatchV1Api, CoreV1Api, Exec, KubeConfig, NetworkingV1Api } from '@kubernetes/client-node';
+import {
+  AppsV1Api,
+  BatchV1Api,
+  CoreV1Api,
+  CustomObjectsApi,
+  Exec,
+  KubeConfig,
+  NetworkingV1Api,
+  StorageV1Api,
+} from '@kubernetes/client-node';
 
 export interface KubeConnection {
   /** A kubeconfig file; none: in-cluster config inside a pod, else the default kubeconfig. */
@@ -18,6 +27,9 @@ export interface KubeClients {
   apps: AppsV1Api;
   batch: BatchV1Api;
   networking: NetworkingV1Api;
+  /** Storage classes, and the snapshot API's objects (snapshot.storage.k8s.io) where the cluster serves it. */
+  storage: StorageV1Api;
+  custom: CustomObjectsApi;
   exec: Exec;
 }
 
@@ -50,6 +62,8 @@ export function kubeClients(connection: KubeConnection = {}): KubeClients {
     apps: config.makeApiClient(AppsV1Api),
     batch: config.makeApiClient(BatchV1Api),
     networking: config.makeApiClient(NetworkingV1Api),
+    storage: config.makeApiClient(StorageV1Api),
+    custom: config.makeApiClient(CustomObjectsApi),
     exec: new Exec(config),
   };
 }

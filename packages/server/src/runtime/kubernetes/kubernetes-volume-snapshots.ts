@@ -21,6 +21,7 @@ import {
   type SnapshotRef,
   type VolumeSnapshots,
 } from '../runtime.js';
+import { CsiVolumeSnapshots } from './csi-volume-snapshots.js';
 import { type ExecTarget, execStream } from './exec-stream.js';
 import { apiMessage, type KubeClients, STUCK_REASONS, statusOf, unless } from './kube-api.js';
 import { type ClusterSettings, claimName, labelValue, namespaceName } from './manifests.js';
@@ -79,12 +80,20 @@ export class KubernetesVolumeSnapshots implements VolumeSnapshots {
   private readonly namespace: string;
   /** The agent's image as the cluster pulls it. */
   private readonly image: (signal: AbortSignal) => Promise<string>;
+  /** Snapshots the cluster's storage takes itself, where it can. */
+  private readonly csi: CsiVolumeSnapshots;
 
   constructor(private readonly options: KubernetesVolumeSnapshotsOptions) {
     this.k = options.k;
     this.settings = options.settings;
     this.namespace = snapshotNamespaceName(options.settings.instance);
     this.image = publishedAgentImage(options.docker, options.agentBinary, options.publisher);
+    this.csi = new CsiVolumeSnapshots({
+      k: options.k,
+      settings: options.settings,
+      pollMs: options.pollMs,
+      timeoutMs: options.startTimeoutMs,
+    });
   }
 
   async take(
@@ -95,6 +104,21 @@ export class KubernetesVolumeSnapshots implements VolumeSnapshots {
     maxBytes?: number,
   ): Promise<{ sizeBytes: number; reflinked: boolean }> {
     signal.throwIfAborted();
+    // Where the volume's storage snapshots itself, it does; else the data is copied.
+    const snapshotClass = await this.csi.classFor(plan, volume);
+    if (snapshotClass) {
+      await this.ensureNamespace(signal);
+      const { sizeBytes } = await this.csi.take(
+        plan,
+        volume,
+        snapshot,
+        snapshotClass,
+        (work) => this.whileStopped(plan, volume, work, signal),
+        signal,
+        maxBytes,
+      );
+      return { sizeBytes, reflinked: false };
+    }
     const image = await this.image(signal);
     await this.ensureNamespace(signal);
     const local = this.settings.localVolumes;
@@ -110,21 +134,15 @@ export class KubernetesVolumeSnapshots implements VolumeSnapshots {
         namespace: this.namespace,
         body: snapshotClaimManifest(this.settings, snapshot),
       });
-      // Whatever writes the volume is stopped for the copy, as its grace period says: a database
-      // writes out what it held in memory, so the copy holds every write of the seed and needs no
-      // recovery. A control plane that dies meanwhile leaves them stopped; the environment's next
-      // apply starts them (a controller at no replicas, a pod that is not there, is started).
-      const writers = await this.options.writers.running(plan, volume);
-      let failure: unknown;
-      try {
-        await this.options.writers.stop(plan, writers, signal);
-        const helpers = await this.helpers('take', snapshot, plan, volume, image, signal);
-        copied = await this.copy(helpers.env, helpers.snapshot, signal, maxBytes);
-      } catch (err) {
-        failure = err;
-      }
-      await this.options.writers.start(plan, writers, signal);
-      if (!copied) throw failure;
+      copied = await this.whileStopped(
+        plan,
+        volume,
+        async () => {
+          const helpers = await this.helpers('take', snapshot, plan, volume, image, signal);
+          return this.copy(helpers.env, helpers.snapshot, signal, maxBytes);
+        },
+        signal,
+      );
     } finally {
       await Promise.all([
         this.deletePod(this.namespace, names.snapshot),
@@ -146,8 +164,14 @@ export class KubernetesVolumeSnapshots implements VolumeSnapshots {
       namespace: envNs,
       name: claimName(volume),
     });
-    // Set last: only a complete copy is ever taken for a clone.
+    // Set last: only a complete copy is ever taken for a clone (a clone by the storage is bound
+    // only once it is filled).
     if (claim.metadata?.annotations?.[RESTORED_FROM] === snapshotId) return 'present';
+    const kept = await this.csi.kept(snapshotId);
+    if (kept) {
+      await this.csi.restore(plan, volume, kept, signal);
+      return 'restored';
+    }
     const snapshot = await this.snapshotOf(snapshotId);
     if (!snapshot) throw new SnapshotGoneError(snapshotId);
     const image = await this.image(signal);
@@ -189,6 +213,8 @@ export class KubernetesVolumeSnapshots implements VolumeSnapshots {
         p.status?.phase !== 'Succeeded',
     );
     if (cloning) return false;
+    // The storage's snapshot, where it took it (what of it a clone still needs stays until then).
+    await this.csi.remove(snapshotId);
     // Helpers filling it (a take cut short), then its claim (and its node volume).
     await Promise.all((pods?.items ?? []).map((p) => this.deletePod(this.namespace, p.metadata!.name!)));
     await unless(
@@ -222,14 +248,16 @@ export class KubernetesVolumeSnapshots implements VolumeSnapshots {
         labelSelector: SNAPSHOT_LABEL,
       }),
     );
-    return (claims?.items ?? []).map((c) => ({
+    const copied = (claims?.items ?? []).map((c) => ({
       id: c.metadata?.labels?.[SNAPSHOT_LABEL] ?? '',
       project: snapshotProject(c),
     }));
+    const ids = new Set(copied.map((o) => o.id));
+    return [...copied, ...(await this.csi.list()).filter((o) => !ids.has(o.id))];
   }
 
   async exists(snapshotId: string): Promise<boolean> {
-    return (await this.snapshotOf(snapshotId)) !== null;
+    return (await this.snapshotOf(snapshotId)) !== null || (await this.csi.kept(snapshotId)) !== null;
   }
 
   imageId(ref: string): Promise<string | null> {
@@ -238,6 +266,7 @@ export class KubernetesVolumeSnapshots implements VolumeSnapshots {
 
   /** Helpers of the environment's restores in the snapshots namespace (its own go with its namespace). */
   async forget(envId: string): Promise<void> {
+    await this.csi.forget(envId);
     await unless(
       [404],
       this.k.core.deleteCollectionNamespacedPod({
@@ -246,6 +275,32 @@ export class KubernetesVolumeSnapshots implements VolumeSnapshots {
         gracePeriodSeconds: 0,
       }),
     );
+  }
+
+  /**
+   * Runs `work` with whatever writes the volume stopped, as its grace period says: a database
+   * writes out what it held in memory, so the snapshot holds every write of the seed and needs no
+   * recovery. A control plane that dies meanwhile leaves them stopped; the environment's next
+   * apply starts them (a controller at no replicas, a pod that is not there, is started).
+   */
+  private async whileStopped<T>(
+    plan: EnvPlan,
+    volume: string,
+    work: () => Promise<T>,
+    signal: AbortSignal,
+  ): Promise<T> {
+    const writers = await this.options.writers.running(plan, volume);
+    let result: { value: T } | undefined;
+    let failure: unknown;
+    try {
+      await this.options.writers.stop(plan, writers, signal);
+      result = { value: await work() };
+    } catch (err) {
+      failure = err;
+    }
+    await this.options.writers.start(plan, writers, signal);
+    if (!result) throw failure;
+    return result.value;
   }
 
   /** The snapshot whose claim is there and not being deleted, as its claim names it. */
@@ -398,11 +453,12 @@ export class KubernetesVolumeSnapshots implements VolumeSnapshots {
 
   /** The namespace goes with the installation's last snapshot (nothing of Mayfly's stays behind). */
   private async removeNamespaceIfEmpty(): Promise<void> {
-    const [claims, pods] = await Promise.all([
+    const [claims, pods, kept] = await Promise.all([
       unless([404], this.k.core.listNamespacedPersistentVolumeClaim({ namespace: this.namespace, limit: 1 })),
       unless([404], this.k.core.listNamespacedPod({ namespace: this.namespace, limit: 1 })),
+      this.csi.list(),
     ]);
-    if (!claims || claims.items.length > 0 || (pods?.items.length ?? 0) > 0) return;
+    if (!claims || claims.items.length > 0 || (pods?.items.length ?? 0) > 0 || kept.length > 0) return;
     await unless([404, 409], this.k.core.deleteNamespace({ name: this.namespace }));
   }
 

@@ -4,12 +4,25 @@ import { Namespace, PersistentVolume, PersistentVolumeClaim, Pod } from 'kuberne
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { envPlan } from '../../test-support/plans.js';
+import {
+  CSI_ROLE_LABEL,
+  cloneClaimManifest,
+  cloneContentManifest,
+  cloneContentName,
+  cloneSnapshotManifest,
+  keptContentManifest,
+  keptSnapshotManifest,
+  takeSnapshotManifest,
+} from './csi-snapshot-manifests.js';
 import type { ClusterSettings } from './manifests.js';
 import {
   copyHelperManifest,
+  RESTORED_FROM,
   restoreHelperNames,
+  SNAPSHOT_LABEL,
   snapshotClaimManifest,
   snapshotNamespaceManifest,
+  snapshotNamespaceName,
   snapshotPolicyManifest,
   snapshotVolumeManifest,
   takeHelperNames,
@@ -116,5 +129,64 @@ describe('Kubernetes snapshot manifests', () => {
         'mayfly.env': 'env-1',
         'mayfly.helper': expect.any(String),
       });
+  });
+});
+
+describe('CSI snapshot manifests', () => {
+  const csi = { ...settings, storageClassName: 'csi-hostpath-sc' };
+  const handle = {
+    driver: 'hostpath.csi.k8s.io',
+    snapshotHandle: 'b1f3-77',
+    className: 'csi-hostpath-snapclass',
+  };
+
+  it('takes the snapshot of the claim in the environment, with the class found for its storage', () => {
+    const take = takeSnapshotManifest(csi, plan, 'db-data', snapshot, 'csi-hostpath-snapclass');
+    expect(take.metadata.namespace).toBe('mayfly-env-1');
+    expect(take.spec).toEqual({
+      source: { persistentVolumeClaimName: 'volume-db-data' },
+      volumeSnapshotClassName: 'csi-hostpath-snapclass',
+    });
+    expect(take.metadata.labels).toMatchObject({ [SNAPSHOT_LABEL]: snapshot.id, [CSI_ROLE_LABEL]: 'take' });
+  });
+
+  it('keeps it in the snapshots namespace, bound to a content that removes the storage snapshot with it', () => {
+    const content = keptContentManifest(csi, snapshot, handle);
+    const kept = keptSnapshotManifest(csi, snapshot);
+    expect(content.spec).toEqual({
+      source: { snapshotHandle: 'b1f3-77' },
+      driver: 'hostpath.csi.k8s.io',
+      deletionPolicy: 'Delete',
+      volumeSnapshotClassName: 'csi-hostpath-snapclass',
+      volumeSnapshotRef: { namespace: snapshotNamespaceName('inst-1'), name: kept.metadata.name },
+    });
+    expect(kept.metadata.namespace).toBe(snapshotNamespaceName('inst-1'));
+    expect(kept.spec).toEqual({ source: { volumeSnapshotContentName: content.metadata.name } });
+    expect(kept.metadata.annotations).toEqual({
+      'mayfly.project': 'shop',
+      'mayfly.snapshot-name': snapshot.name,
+    });
+  });
+
+  it('clones through a content of its own that never removes the storage snapshot', () => {
+    const content = cloneContentManifest(csi, plan, 'db-data', snapshot, handle);
+    const source = cloneSnapshotManifest(csi, plan, 'db-data', snapshot);
+    expect(content.spec.deletionPolicy).toBe('Retain');
+    expect(content.spec.volumeSnapshotRef).toEqual({ namespace: 'mayfly-env-1', name: source.metadata.name });
+    expect(content.metadata.labels).toMatchObject({ 'mayfly.env': 'env-1', [CSI_ROLE_LABEL]: 'clone' });
+    expect(source.spec).toEqual({ source: { volumeSnapshotContentName: content.metadata.name } });
+    // One per environment volume, not to be named by a template: long hashes.
+    expect(content.metadata.name).toMatch(/^mayfly-clone-[0-9a-f]{40}$/);
+    expect(cloneContentName('inst-1', 'env-2', 'db-data')).not.toBe(content.metadata.name);
+
+    const claim = cloneClaimManifest(csi, plan, 'db-data', snapshot.id);
+    expect(() => new PersistentVolumeClaim(claim as never).validate()).not.toThrow();
+    expect(claim.spec?.dataSource).toEqual({
+      apiGroup: 'snapshot.storage.k8s.io',
+      kind: 'VolumeSnapshot',
+      name: source.metadata.name,
+    });
+    expect(claim.spec?.storageClassName).toBe('csi-hostpath-sc');
+    expect(claim.metadata?.annotations?.[RESTORED_FROM]).toBe(snapshot.id);
   });
 });

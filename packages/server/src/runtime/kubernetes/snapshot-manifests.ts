@@ -78,13 +78,23 @@ function installationLabels(settings: Pick<ClusterSettings, 'instance'>) {
   return { [LABELS.managedBy]: MANAGED_BY, [LABELS.instance]: labelValue(settings.instance) };
 }
 
-function snapshotLabels(settings: Pick<ClusterSettings, 'instance'>, snapshot: SnapshotOf) {
+export function snapshotLabels(settings: Pick<ClusterSettings, 'instance'>, snapshot: SnapshotOf) {
   return {
     ...installationLabels(settings),
     [LABELS.project]: labelValue(snapshot.project),
     [SNAPSHOT_LABEL]: labelValue(snapshot.id),
   };
 }
+
+/** The exact project and name of a snapshot, on each of its objects. */
+export const snapshotAnnotations = (snapshot: SnapshotOf) => ({
+  [PROJECT_ANNOTATION]: snapshot.project,
+  [NAME_ANNOTATION]: snapshot.name,
+});
+
+/** The snapshot's name as its object says (its id when it says none). */
+export const snapshotNameOf = (object: { metadata?: { annotations?: Record<string, string> } }, id: string) =>
+  object.metadata?.annotations?.[NAME_ANNOTATION] ?? id;
 
 /** The exact project a snapshot object names (for garbage collection), null when it names none. */
 export const snapshotProject = (object: { metadata?: { annotations?: Record<string, string> } }) =>
@@ -123,7 +133,7 @@ export function snapshotClaimManifest(
       name: snapshotClaimName(snapshot.id),
       namespace: snapshotNamespaceName(settings.instance),
       labels: snapshotLabels(settings, snapshot),
-      annotations: { [PROJECT_ANNOTATION]: snapshot.project, [NAME_ANNOTATION]: snapshot.name },
+      annotations: snapshotAnnotations(snapshot),
     },
     spec: {
       accessModes: ['ReadWriteOnce'],
@@ -146,7 +156,7 @@ export function snapshotVolumeManifest(
     metadata: {
       name: snapshotVolumeName(settings.instance, snapshot.id),
       labels: snapshotLabels(settings, snapshot),
-      annotations: { [PROJECT_ANNOTATION]: snapshot.project, [NAME_ANNOTATION]: snapshot.name },
+      annotations: snapshotAnnotations(snapshot),
     },
     spec: {
       capacity: { storage: settings.volumeSize },
