@@ -48,6 +48,7 @@ fi
 reflect2=/usr/share/gocode/src/github.com/modern-go/reflect2
 if [ ! -f "$reflect2/go.mod" ]; then
   log "installing golang-github-modern-go-reflect2-dev (reflect2 1.0.2)"
+  apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq golang-github-modern-go-reflect2-dev >/dev/null
 fi
 for tool in dpkg-source rsync; do
@@ -69,9 +70,12 @@ fi
 
 vendored="$tree/vendor/github.com/modern-go/reflect2"
 if [ ! -f "$vendored/go_above_118.go" ]; then
-  rm -rf "$vendored" && mkdir -p "$vendored"
-  cp -a "$reflect2/." "$vendored/"
-  rm -f "$bin"/kube-* "$bin/kubelet" "$bin/kubectl"
+  rm -rf "$vendored.new" && cp -a "$reflect2" "$vendored.new"
+  rm -rf "$vendored" && mv "$vendored.new" "$vendored"
+fi
+# Binaries without the stamp may have been built before the fix: every one is made again.
+if [ "$(cat "$bin/.fixes" 2>/dev/null)" != "$fixes" ]; then
+  for c in "${commands[@]}"; do rm -f "$bin/$c"; done
 fi
 
 export GOPATH="$gopath" GO111MODULE=off GOFLAGS=-mod=vendor GOCACHE="$cache/gocache" GOTOOLCHAIN=local

@@ -16,6 +16,8 @@ export interface VolumeSnapshotsCaseOptions {
   make: () => Runtime;
   /** Checks what the driver made of a snapshot just taken, as the platform shows it. */
   taken?: (snapshotId: string) => Promise<void>;
+  /** Checks that nothing of a removed (or never taken) snapshot is left on the platform. */
+  gone?: (snapshotId: string) => Promise<void>;
 }
 
 const data = [{ type: 'volume' as const, source: 'data', target: '/data', readOnly: false }];
@@ -135,6 +137,7 @@ export function describeVolumeSnapshots(name: string, options: VolumeSnapshotsCa
       expect(await snapshots.remove(snapshot.id)).toBe(true);
       expect(await snapshots.exists(snapshot.id)).toBe(false);
       expect((await snapshots.list()).map((o) => o.id)).not.toContain(snapshot.id);
+      await options.gone?.(snapshot.id);
       const late = track(writers());
       await runtime.prepareEnvironment(late, signal());
       await expect(snapshots.restore(late, 'data', snapshot.id, signal())).rejects.toBeInstanceOf(
@@ -157,6 +160,7 @@ export function describeVolumeSnapshots(name: string, options: VolumeSnapshotsCa
       setTimeout(() => controller.abort(new Error('given up')), 300);
       await expect(taking).rejects.toThrow();
       expect(await snapshots.exists(snapshot.id)).toBe(false);
+      await options.gone?.(snapshot.id);
 
       // An apply (what follows an aborted one) has every writer running with its data.
       await applyPlan(runtime, source);

@@ -14,7 +14,7 @@
 import { createHash } from 'node:crypto';
 import type { V1PersistentVolumeClaim } from '@kubernetes/client-node';
 import type { EnvPlan } from '../../plan/plan.js';
-import { LABELS } from '../runtime.js';
+import { LABELS, MANAGED_BY } from '../runtime.js';
 import {
   type ClusterSettings,
   claimName,
@@ -120,7 +120,7 @@ export function takeSnapshotManifest(
   };
 }
 
-/** The kept snapshot's content: the storage's snapshot, removed with the kept VolumeSnapshot. */
+/** The kept snapshot's content: the storage's snapshot. */
 export function keptContentManifest(
   settings: Pick<ClusterSettings, 'instance'>,
   snapshot: SnapshotOf,
@@ -129,7 +129,9 @@ export function keptContentManifest(
   return content(settings, snapshot, handle, {
     name: keptContentName(settings.instance, snapshot.id),
     role: 'kept',
-    deletionPolicy: 'Delete',
+    // Retain: deleting the kept VolumeSnapshot (the first step of a removal) leaves the storage's
+    // snapshot; the removal deletes it with the content, once no clone needs it.
+    deletionPolicy: 'Retain',
     ref: { namespace: snapshotNamespaceName(settings.instance), name: keptSnapshotName(snapshot.id) },
   });
 }
@@ -248,6 +250,6 @@ function boundSnapshot(
   };
 }
 
-/** The role label's selector for a snapshot's CSI objects. */
-export const csiSelector = (snapshotId: string, role?: CsiRole) =>
-  `${SNAPSHOT_LABEL}=${labelValue(snapshotId)},${CSI_ROLE_LABEL}${role ? `=${role}` : ''}`;
+/** The selector of a snapshot's CSI objects, this installation's only. */
+export const csiSelector = (snapshotId: string, instance: string) =>
+  `${SNAPSHOT_LABEL}=${labelValue(snapshotId)},${CSI_ROLE_LABEL},${LABELS.managedBy}=${MANAGED_BY},${LABELS.instance}=${labelValue(instance)}`;

@@ -35,8 +35,15 @@ import {
   takeSnapshotManifest,
   takeSnapshotName,
 } from './csi-snapshot-manifests.js';
-import { apiMessage, type KubeClients, statusOf, unless } from './kube-api.js';
-import { type ClusterSettings, claimName, labelValue, namespaceName } from './manifests.js';
+import { type KubeClients, unless } from './kube-api.js';
+import {
+  type ClusterSettings,
+  claimName,
+  labelValue,
+  namespaceName,
+  parseQuantity,
+  volumeClaimManifest,
+} from './manifests.js';
 import {
   SNAPSHOT_LABEL,
   type SnapshotOf,
@@ -49,8 +56,10 @@ export interface CsiVolumeSnapshotsOptions {
   k: KubeClients;
   settings: ClusterSettings;
   pollMs: number;
-  /** How long the storage may take to cut a snapshot or to provision a clone. */
+  /** How long the storage may take to cut a snapshot (its writers stopped) or to provision a clone. */
   timeoutMs: number;
+  /** How long a cut snapshot may take to be ready (uploaded, on some storage); default 30 minutes. */
+  readyTimeoutMs?: number;
 }
 
 /** A kept snapshot as its objects say. */
@@ -61,12 +70,15 @@ export interface KeptCsiSnapshot extends SnapshotOf {
 
 interface SnapshotStatus {
   readyToUse?: boolean;
+  /** Set once the storage has cut the snapshot (its data is what the volume held then). */
+  creationTime?: string | number;
   boundVolumeSnapshotContentName?: string;
   error?: { message?: string };
 }
 interface CsiObject {
   metadata?: {
     name?: string;
+    uid?: string;
     namespace?: string;
     labels?: Record<string, string>;
     annotations?: Record<string, string>;
@@ -150,12 +162,18 @@ export class CsiVolumeSnapshots {
         const bound = await this.waitSnapshot(envNs, take, 'bound', signal);
         // Labelled at once: a crash from here on leaves a content that removal finds by its label.
         await this.patchContent(bound, { metadata: { labels: csiLabels(this.settings, snapshot, 'take') } });
-        await this.waitSnapshot(envNs, take, 'ready', signal);
+        // Cut: the writers may go on (the storage may take much longer to make it ready).
+        await this.waitSnapshot(envNs, take, 'cut', signal);
         return bound;
       });
-      // The storage's snapshot now outlives the take's VolumeSnapshot: it is the kept one's.
+      await this.waitSnapshot(envNs, take, 'ready', signal, this.options.readyTimeoutMs ?? 30 * 60_000);
+      // The storage's snapshot now outlives the take's VolumeSnapshot: it is the kept one's. (The
+      // snapshot controller sees this before it binds the kept content made after it: one watch
+      // of contents, in order — so the take's VolumeSnapshot, deleted once that is bound, is
+      // deleted by a controller that knows its content is Retain.)
       const taken = await this.patchContent(contentName, { spec: { deletionPolicy: 'Retain' } });
-      const sizeBytes = Number(taken.status?.restoreSize) || 0;
+      // What the storage says a clone needs (its capacity, on most), else the claims' size.
+      const sizeBytes = Number(taken.status?.restoreSize) || parseQuantity(this.settings.volumeSize);
       if (maxBytes !== undefined && sizeBytes > maxBytes) {
         throw new Error(
           `the volume's snapshot is ${formatBytes(sizeBytes)} (as its storage counts it), over the ${formatBytes(maxBytes)} a snapshot may hold`,
@@ -205,36 +223,68 @@ export class CsiVolumeSnapshots {
         }: it cannot be cloned there`,
       );
     }
-    // A claim's source is fixed when it is made: the empty one goes, and is made again as a clone.
+    // A claim's source is fixed when it is made: the empty one goes, and is made again as a clone
+    // (its objects made anew too: one left by a restore cut short may be bound to what is gone).
     await this.deleteClaim(envNs, name, signal);
-    await this.replaceClone(
-      'volumesnapshotcontents',
-      undefined,
-      cloneContentManifest(this.settings, plan, volume, kept, kept.handle),
-      kept.id,
-    );
-    await this.replaceClone(
-      'volumesnapshots',
-      envNs,
-      cloneSnapshotManifest(this.settings, plan, volume, kept),
-      kept.id,
-    );
-    // Removal deletes the kept VolumeSnapshot before it looks for clones: either it sees this one
-    // (and leaves the storage's snapshot until the clone is made), or this sees it gone.
-    if (!(await this.kept(kept.id))) {
-      await this.forgetClone(plan.envId, volume);
-      throw new SnapshotGoneError(kept.id);
-    }
+    await this.forgetClone(plan.envId, volume, signal);
+    await this.k.custom.createClusterCustomObject({
+      ...api,
+      plural: 'volumesnapshotcontents',
+      body: cloneContentManifest(this.settings, plan, volume, kept, kept.handle),
+    });
+    await this.k.custom.createNamespacedCustomObject({
+      ...api,
+      namespace: envNs,
+      plural: 'volumesnapshots',
+      body: cloneSnapshotManifest(this.settings, plan, volume, kept),
+    });
     await this.k.core.createNamespacedPersistentVolumeClaim({
       namespace: envNs,
       body: cloneClaimManifest(this.settings, plan, volume, kept.id),
     });
+    // Removal deletes the kept VolumeSnapshot before it looks for clones, and counts a clone in
+    // use until a bound claim names it: either it sees this one (and leaves the storage's
+    // snapshot until the clone is made), or this sees the snapshot gone.
+    if (!(await this.kept(kept.id))) {
+      await this.emptyAgain(plan, volume, signal);
+      throw new SnapshotGoneError(kept.id);
+    }
     // Bound once filled; a storage that binds only for a pod's node fills it when one mounts it,
     // and its clone objects stay until then (removed with the environment, or by a removal).
     if (storage.immediate) {
       await this.waitBound(envNs, name, signal);
       await this.forgetClone(plan.envId, volume);
     }
+  }
+
+  /**
+   * Whether the environment's claim is a clone that can no longer be filled: its data source is a
+   * VolumeSnapshot that is gone (or going) and it is not bound yet.
+   */
+  async unfillable(claim: V1PersistentVolumeClaim): Promise<boolean> {
+    const source = claim.spec?.dataSource;
+    if (source?.kind !== 'VolumeSnapshot' || claim.status?.phase === 'Bound') return false;
+    const found = (await unless(
+      [404],
+      this.k.custom.getNamespacedCustomObject({
+        ...api,
+        namespace: claim.metadata!.namespace!,
+        plural: 'volumesnapshots',
+        name: source.name,
+      }),
+    )) as CsiObject | undefined;
+    return !found || Boolean(found.metadata?.deletionTimestamp);
+  }
+
+  /** The environment's claim made again empty, as prepareEnvironment makes it (its clone objects gone). */
+  async emptyAgain(plan: EnvPlan, volume: string, signal: AbortSignal): Promise<void> {
+    const envNs = namespaceName(plan.envId);
+    await this.deleteClaim(envNs, claimName(volume), signal);
+    await this.forgetClone(plan.envId, volume);
+    await this.k.core.createNamespacedPersistentVolumeClaim({
+      namespace: envNs,
+      body: volumeClaimManifest(this.settings, plan, volume),
+    });
   }
 
   /** The kept snapshot, while its VolumeSnapshot is there, not being deleted, and ready. */
@@ -277,33 +327,37 @@ export class CsiVolumeSnapshots {
    * a later call). Resolves to whether anything of it is left.
    */
   async remove(snapshotId: string): Promise<{ left: boolean }> {
-    // The kept VolumeSnapshot first (its content made Retain): restores see it gone from here on.
-    await unless(
-      [404],
-      this.patchContent(keptContentName(this.settings.instance, snapshotId), {
-        spec: { deletionPolicy: 'Retain' },
-      }),
-    );
+    // The kept VolumeSnapshot first (its content is Retain: the storage's snapshot stays for
+    // now): restores see it gone from here on.
     await this.deleteSnapshot(this.namespace, keptSnapshotName(snapshotId));
-    const [snapshots, contents] = await Promise.all([
-      this.listSnapshots(csiSelector(snapshotId)),
-      this.listContents(csiSelector(snapshotId)),
-    ]);
-    // Clones still being provisioned from it hold the storage's snapshot.
+    const selector = csiSelector(snapshotId, this.settings.instance);
+    const [found, contents] = await Promise.all([this.listSnapshots(selector), this.listContents(selector)]);
+    // Only objects where Mayfly makes them, named as it names them (labels alone can be forged by
+    // whoever may make a VolumeSnapshot somewhere).
+    const snapshots = found.filter((s) => {
+      const ns = s.metadata?.namespace ?? '';
+      const name = s.metadata?.name ?? '';
+      const role = this.role(s);
+      if (role === 'take') return ns.startsWith('mayfly-') && name === takeSnapshotName(snapshotId);
+      if (role === 'clone') return ns.startsWith('mayfly-') && name.startsWith('mayfly-clone-');
+      return false;
+    });
+    // A clone holds the storage's snapshot until a bound claim names it.
     let cloning = false;
     for (const clone of snapshots.filter((s) => this.role(s) === 'clone')) {
-      const ns = clone.metadata?.namespace ?? '';
-      if (await this.cloneProvisioning(ns, clone.metadata?.name ?? '')) cloning = true;
-      else await this.deleteSnapshot(ns, clone.metadata!.name!);
+      const ns = clone.metadata!.namespace!;
+      if (await this.cloneFilled(ns, clone.metadata!.name!))
+        await this.deleteSnapshot(ns, clone.metadata!.name!);
+      else cloning = true;
     }
-    // Takes cut short: their contents (bound or not) go with the storage's snapshot.
+    // Takes cut short: their contents (labelled or not yet) go with the storage's snapshot.
     for (const take of snapshots.filter((s) => this.role(s) === 'take')) {
-      if (
-        take.status?.boundVolumeSnapshotContentName &&
-        !contents.some((c) => c.metadata?.name === take.status?.boundVolumeSnapshotContentName)
-      ) {
-        const bound = await unless([404], this.getContent(take.status.boundVolumeSnapshotContentName));
-        if (bound) contents.push(bound);
+      const bound =
+        take.status?.boundVolumeSnapshotContentName ??
+        (take.metadata?.uid ? `snapcontent-${take.metadata.uid}` : '');
+      if (bound && !contents.some((c) => c.metadata?.name === bound)) {
+        const content = await unless([403, 404], this.getContent(bound));
+        if (content && content.spec?.volumeSnapshotRef?.name === take.metadata?.name) contents.push(content);
       }
       if (!cloning) await this.deleteSnapshot(take.metadata!.namespace!, take.metadata!.name!);
     }
@@ -314,11 +368,10 @@ export class CsiVolumeSnapshots {
         await this.deleteContent(content.metadata!.name!);
         continue;
       }
-      // The storage's snapshot goes with the content: what the snapshot controller would mark.
+      // The storage's snapshot goes with these contents (Delete); two removals at once both say so.
       await unless(
-        [404],
+        [403, 404],
         this.patchContent(content.metadata!.name!, {
-          metadata: { annotations: { [BEING_DELETED]: 'yes' } },
           spec: { deletionPolicy: 'Delete' },
         }),
       );
@@ -351,6 +404,40 @@ export class CsiVolumeSnapshots {
     await Promise.all(contents.map((c) => this.deleteContent(c.metadata!.name!)));
   }
 
+  /**
+   * The environment's clone VolumeSnapshots being deleted with its namespace: the snapshot
+   * controller keeps one while a claim was being filled from it, and after that claim is gone
+   * looks again only at its next resync (15 minutes by default) — a change to it makes it look now.
+   */
+  async nudgeClones(envId: string): Promise<void> {
+    const namespace = namespaceName(envId);
+    const found = (await unless(
+      [403, 404],
+      this.k.custom.listNamespacedCustomObject({
+        ...api,
+        namespace,
+        plural: 'volumesnapshots',
+        labelSelector: `${CSI_ROLE_LABEL}=clone`,
+      }),
+    )) as { items?: CsiObject[] } | undefined;
+    for (const clone of found?.items ?? []) {
+      if (!clone.metadata?.deletionTimestamp || !clone.metadata.name) continue;
+      await unless(
+        [403, 404, 409, 422],
+        this.k.custom.patchNamespacedCustomObject(
+          {
+            ...api,
+            namespace,
+            plural: 'volumesnapshots',
+            name: clone.metadata.name,
+            body: { metadata: { annotations: { 'mayfly.released-at': new Date().toISOString() } } },
+          },
+          mergePatch,
+        ),
+      );
+    }
+  }
+
   // --- helpers ----------------------------------------------------------------------------------
 
   private role(o: CsiObject): CsiRole | undefined {
@@ -374,14 +461,18 @@ export class CsiVolumeSnapshots {
     };
   }
 
-  /** Waits until a VolumeSnapshot has its content (`bound`, resolving to its name) or is ready to use. */
+  /**
+   * Waits until a VolumeSnapshot has its content (`bound`, resolving to its name), is cut by the
+   * storage, or is ready to use.
+   */
   private async waitSnapshot(
     namespace: string,
     name: string,
-    until: 'bound' | 'ready',
+    until: 'bound' | 'cut' | 'ready',
     signal: AbortSignal,
+    timeoutMs = this.options.timeoutMs,
   ): Promise<string> {
-    const deadline = Date.now() + this.options.timeoutMs;
+    const deadline = Date.now() + timeoutMs;
     let last = '';
     for (;;) {
       const found = (await unless(
@@ -392,10 +483,14 @@ export class CsiVolumeSnapshots {
       const status = found.status ?? {};
       last = status.error?.message ?? last;
       const content = status.boundVolumeSnapshotContentName;
-      if (content && (until === 'bound' || status.readyToUse)) return content;
+      const reached =
+        until === 'bound' ||
+        status.readyToUse === true ||
+        (until === 'cut' && status.creationTime !== undefined && status.creationTime !== null);
+      if (content && reached) return content;
       if (Date.now() > deadline) {
         throw new Error(
-          `volume snapshot ${namespace}/${name} is not ${until === 'bound' ? 'taken' : 'ready'} after ${this.options.timeoutMs / 1000} s${last ? `: ${last}` : ''}`,
+          `volume snapshot ${namespace}/${name} is not ${until === 'ready' ? 'ready' : 'taken'} after ${timeoutMs / 1000} s${last ? `: ${last}` : ''}`,
         );
       }
       await sleep(this.options.pollMs, undefined, { signal });
@@ -416,59 +511,47 @@ export class CsiVolumeSnapshots {
     }
   }
 
-  /** Whether the claim a clone VolumeSnapshot was made for is still waiting for its data. */
-  private async cloneProvisioning(namespace: string, snapshotName: string): Promise<boolean> {
+  /**
+   * Whether a clone VolumeSnapshot is done with: a bound claim names it, or its namespace is gone.
+   * A clone whose claim is not made yet is not (a restore makes it after the clone's objects).
+   */
+  private async cloneFilled(namespace: string, snapshotName: string): Promise<boolean> {
     const claims = await unless([404], this.k.core.listNamespacedPersistentVolumeClaim({ namespace }));
-    return (claims?.items ?? []).some(
+    if (!claims) return true;
+    return claims.items.some(
       (c) =>
-        c.spec?.dataSource?.name === snapshotName &&
-        c.spec.dataSource.kind === 'VolumeSnapshot' &&
-        !c.metadata?.deletionTimestamp &&
-        c.status?.phase !== 'Bound',
+        c.spec?.dataSource?.kind === 'VolumeSnapshot' &&
+        c.spec.dataSource.name === snapshotName &&
+        c.status?.phase === 'Bound',
     );
   }
 
-  /** Makes a clone object, unless one for the same snapshot is there (one of another goes first). */
-  private async replaceClone(
-    plural: 'volumesnapshots' | 'volumesnapshotcontents',
-    namespace: string | undefined,
-    body: { metadata: { name: string } },
-    snapshotId: string,
-  ): Promise<void> {
-    const name = body.metadata.name;
-    const get = () =>
-      namespace
-        ? this.k.custom.getNamespacedCustomObject({ ...api, namespace, plural, name })
-        : this.k.custom.getClusterCustomObject({ ...api, plural, name });
+  /** A clone's objects (with `waitGone`, until they are gone): the storage's snapshot stays (Retain). */
+  private async forgetClone(envId: string, volume: string, waitGone?: AbortSignal): Promise<void> {
+    const ns = namespaceName(envId);
+    const snapshot = cloneSnapshotName(volume);
+    const content = cloneContentName(this.settings.instance, envId, volume);
+    await this.deleteSnapshot(ns, snapshot);
+    await this.deleteContent(content);
+    if (!waitGone) return;
     const deadline = Date.now() + this.options.timeoutMs;
     for (;;) {
-      const found = (await unless([404], get())) as CsiObject | undefined;
-      if (!found) break;
-      if (
-        found.metadata?.labels?.[SNAPSHOT_LABEL] === labelValue(snapshotId) &&
-        !found.metadata.deletionTimestamp
-      ) {
-        return;
-      }
-      if (!found.metadata?.deletionTimestamp) {
-        await (namespace ? this.deleteSnapshot(namespace, name) : this.deleteContent(name));
-      }
-      if (Date.now() > deadline) throw new Error(`${plural} ${name} does not go away`);
-      await sleep(this.options.pollMs);
+      const [s, c] = await Promise.all([
+        unless(
+          [404],
+          this.k.custom.getNamespacedCustomObject({
+            ...api,
+            namespace: ns,
+            plural: 'volumesnapshots',
+            name: snapshot,
+          }),
+        ),
+        unless([404], this.getContent(content)),
+      ]);
+      if (!s && !c) return;
+      if (Date.now() > deadline) throw new Error(`the clone objects of volume ${volume} do not go away`);
+      await sleep(this.options.pollMs, undefined, { signal: waitGone });
     }
-    try {
-      await (namespace
-        ? this.k.custom.createNamespacedCustomObject({ ...api, namespace, plural, body })
-        : this.k.custom.createClusterCustomObject({ ...api, plural, body }));
-    } catch (err) {
-      if (statusOf(err) !== 409) throw new Error(`cannot make ${plural} ${name}: ${apiMessage(err)}`);
-    }
-  }
-
-  /** A clone's objects: the storage's snapshot stays (the clone content is Retain). */
-  private async forgetClone(envId: string, volume: string): Promise<void> {
-    await this.deleteSnapshot(namespaceName(envId), cloneSnapshotName(volume));
-    await this.deleteContent(cloneContentName(this.settings.instance, envId, volume));
   }
 
   private async deleteClaim(namespace: string, name: string, signal: AbortSignal): Promise<void> {
@@ -498,7 +581,13 @@ export class CsiVolumeSnapshots {
     );
   }
 
+  /**
+   * Deletes a content; its deletion policy says whether the storage's snapshot goes with it. Marked
+   * as the snapshot controller marks one whose VolumeSnapshot is deleted: a content still bound
+   * (to a VolumeSnapshot gone or going) keeps its finalizer forever without the mark.
+   */
   private async deleteContent(name: string): Promise<void> {
+    await unless([404], this.patchContent(name, { metadata: { annotations: { [BEING_DELETED]: 'yes' } } }));
     await unless(
       [404],
       this.k.custom.deleteClusterCustomObject({ ...api, plural: 'volumesnapshotcontents', name }),

@@ -11,7 +11,7 @@ import {
   NetworkingV1Api,
   StorageV1Api,
 } from '@kubernetes/client-node';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it, type TestContext } from 'vitest';
 import type { EnvPlan } from '../../plan/plan.js';
 import { roleKubeconfig } from '../../test-support/deploy-manifests.js';
 import { requiredAgentBinary, testInstanceName } from '../../test-support/global-setup.js';
@@ -20,7 +20,9 @@ import { until } from '../../test-support/until.js';
 import { applyPlan } from '../apply-plan.js';
 import { DockerImagePublisher } from '../docker/docker-image-publisher.js';
 import { describeRuntime } from '../runtime.case.js';
+import { SnapshotGoneError } from '../runtime.js';
 import { describeVolumeSnapshots } from '../volume-snapshots.case.js';
+import { cloneSnapshotName } from './csi-snapshot-manifests.js';
 import { KubernetesRuntime } from './kubernetes-runtime.js';
 import { namespaceName, objectName } from './manifests.js';
 
@@ -76,32 +78,58 @@ describe.skipIf(!kubeconfig)('KubernetesRuntime snapshots', () => {
   describeVolumeSnapshots('kubernetes', { make: () => makeRuntime({ agentBinary: requiredAgentBinary() }) });
 });
 
+/** Snapshot API objects of any namespace, as admin. */
+async function csiObjects(
+  plural: 'volumesnapshots' | 'volumesnapshotcontents',
+  labelSelector: string,
+): Promise<{ status?: { readyToUse?: boolean } }[]> {
+  const config = new KubeConfig();
+  config.loadFromFile(kubeconfig!);
+  const custom = config.makeApiClient(CustomObjectsApi);
+  const api = { group: 'snapshot.storage.k8s.io', version: 'v1', plural, labelSelector };
+  const found = await (plural === 'volumesnapshots'
+    ? custom.listCustomObjectForAllNamespaces(api)
+    : custom.listClusterCustomObject(api));
+  return (found as { items: { status?: { readyToUse?: boolean } }[] }).items;
+}
+
+/** Waits until no VolumeSnapshot or content of the snapshot is left. */
+async function noCsiObjects(snapshotId: string): Promise<void> {
+  await until('no CSI object of the snapshot left', async () => {
+    const left = [
+      ...(await csiObjects('volumesnapshots', `mayfly.snapshot=${snapshotId}`)),
+      ...(await csiObjects('volumesnapshotcontents', `mayfly.snapshot=${snapshotId}`)),
+    ];
+    return left.length === 0 || undefined;
+  });
+}
+
 describe.skipIf(!kubeconfig || !csiStorageClass)('KubernetesRuntime snapshots by the storage (CSI)', () => {
   // The same conformance, the storage's own snapshots and clones (claims with a dataSource).
   describeVolumeSnapshots('kubernetes-csi', {
     make: () => makeRuntime({ agentBinary: requiredAgentBinary(), storageClassName: csiStorageClass }),
     taken: async (snapshotId) => {
       // Kept as a VolumeSnapshot of the storage's, no copy helper ever made.
-      const config = new KubeConfig();
-      config.loadFromFile(kubeconfig!);
-      const custom = config.makeApiClient(CustomObjectsApi);
-      const kept = await custom.listCustomObjectForAllNamespaces({
-        group: 'snapshot.storage.k8s.io',
-        version: 'v1',
-        plural: 'volumesnapshots',
-        labelSelector: `mayfly.snapshot=${snapshotId},mayfly.snapshot-role=kept`,
-      });
-      expect(
-        (kept as { items: { status?: { readyToUse?: boolean } }[] }).items.map((s) => s.status?.readyToUse),
-      ).toEqual([true]);
+      const kept = await csiObjects(
+        'volumesnapshots',
+        `mayfly.snapshot=${snapshotId},mayfly.snapshot-role=kept`,
+      );
+      expect(kept.map((s) => s.status?.readyToUse)).toEqual([true]);
     },
+    // No VolumeSnapshot or content of it left anywhere (the driver deletes the storage's snapshot
+    // with the last content, whose policy is then Delete).
+    gone: (snapshotId) => noCsiObjects(snapshotId),
   });
 
-  it("a removal while a clone waits for its pod's node leaves the storage's snapshot until the clone is made", async (ctx) => {
+  /**
+   * On a storage that binds a claim only for a pod's node (else a restore waits until its clone is
+   * filled): an environment with a snapshot taken of what it wrote, and one cloning it whose claim
+   * waits for a pod. Both destroyed and the snapshot removed when the test ends.
+   */
+  async function waitingClone(ctx: TestContext, name: string) {
     const config = new KubeConfig();
     config.loadFromFile(kubeconfig!);
     const storage = await config.makeApiClient(StorageV1Api).readStorageClass({ name: csiStorageClass! });
-    // Only a storage that binds for a pod's node has a clone waiting (else the restore waits for it).
     if (storage.volumeBindingMode !== 'WaitForFirstConsumer') ctx.skip();
     const runtime = makeRuntime({ agentBinary: requiredAgentBinary(), storageClassName: csiStorageClass });
     const snapshots = runtime.snapshots!;
@@ -109,45 +137,83 @@ describe.skipIf(!kubeconfig || !csiStorageClass)('KubernetesRuntime snapshots by
     const db = () =>
       workload({ name: 'db', command: ['testkit', 'sleep'], mounts: data, stopGracePeriodMs: 1000 });
     const source = envPlan([db()], { volumes: [{ name: 'data' }] });
-    const snapshot = { id: `w${Date.now().toString(36)}`, project: source.project, name: 'waiting' };
+    const snapshot = { id: `${name[0]}${Date.now().toString(36)}`, project: source.project, name };
     const clone = envPlan([db()], {
       volumes: [
-        {
-          name: 'data',
-          origin: { restored: { snapshotId: snapshot.id, snapshotName: 'waiting' }, key: null },
-        },
+        { name: 'data', origin: { restored: { snapshotId: snapshot.id, snapshotName: name }, key: null } },
       ],
     });
-    try {
-      await applyPlan(runtime, source);
-      await runtime.exec(source.envId, 'db', ['busybox', 'sh', '-c', 'echo seeded > /data/a']);
-      await snapshots.take(source, 'data', snapshot, AbortSignal.timeout(120_000));
-      // The clone's claim is made, and waits for a pod.
-      await runtime.prepareEnvironment(clone, AbortSignal.timeout(60_000));
-      expect(await snapshots.restore(clone, 'data', snapshot.id, AbortSignal.timeout(60_000))).toBe(
-        'restored',
-      );
-
-      // Removed for everyone from now on; what the waiting clone needs stays, and says whose it is.
-      expect(await snapshots.remove(snapshot.id)).toBe(true);
-      expect(await snapshots.exists(snapshot.id)).toBe(false);
-      expect((await snapshots.list()).map((o) => o.id)).toContain(snapshot.id);
-
-      // The clone is made once its pod is, with the data.
-      await applyPlan(runtime, clone);
-      const read = await runtime.exec(clone.envId, 'db', ['busybox', 'cat', '/data/a']);
-      expect(read.stdout).toBe('seeded\n');
-
-      // Removed again (as garbage collection does with what it finds): nothing of it left.
-      expect(await snapshots.remove(snapshot.id)).toBe(true);
-      await until(
-        'its objects gone',
-        async () => !(await snapshots.list()).some((o) => o.id === snapshot.id) || undefined,
-      );
-    } finally {
+    ctx.onTestFinished(async () => {
       await Promise.all([runtime.destroy(source.envId), runtime.destroy(clone.envId)]);
       await snapshots.remove(snapshot.id);
-    }
+      await noCsiObjects(snapshot.id);
+    });
+    await applyPlan(runtime, source);
+    await runtime.exec(source.envId, 'db', ['busybox', 'sh', '-c', 'echo seeded > /data/a']);
+    await snapshots.take(source, 'data', snapshot, AbortSignal.timeout(120_000));
+    await runtime.prepareEnvironment(clone, AbortSignal.timeout(60_000));
+    expect(await snapshots.restore(clone, 'data', snapshot.id, AbortSignal.timeout(60_000))).toBe('restored');
+    return { runtime, snapshots, snapshot, clone, admin: config };
+  }
+
+  it("a removal while a clone waits for its pod's node leaves the storage's snapshot until the clone is made", async (ctx) => {
+    const { runtime, snapshots, snapshot, clone } = await waitingClone(ctx, 'waiting');
+    // Removed for everyone from now on; what the waiting clone needs stays, and says whose it is.
+    expect(await snapshots.remove(snapshot.id)).toBe(true);
+    expect(await snapshots.exists(snapshot.id)).toBe(false);
+    expect((await snapshots.list()).map((o) => o.id)).toContain(snapshot.id);
+
+    // The clone is made once its pod is, with the data.
+    await applyPlan(runtime, clone);
+    const read = await runtime.exec(clone.envId, 'db', ['busybox', 'cat', '/data/a']);
+    expect(read.stdout).toBe('seeded\n');
+
+    // Removed again (as garbage collection does with what it finds): nothing of it left.
+    expect(await snapshots.remove(snapshot.id)).toBe(true);
+    await noCsiObjects(snapshot.id);
+  });
+
+  it('an environment destroyed while its clone waits for a pod goes at once, and so does the snapshot', async (ctx) => {
+    const { runtime, snapshots, snapshot, clone } = await waitingClone(ctx, 'destroyed');
+    // The snapshot controller holds the clone's VolumeSnapshot (a claim was being filled from it)
+    // until it looks again: 15 minutes by default, past destroy's 5 — unless nudged.
+    await runtime.destroy(clone.envId);
+    expect(await snapshots.remove(snapshot.id)).toBe(true);
+    await noCsiObjects(snapshot.id);
+  });
+
+  it('a clone whose source went before it was filled is made again, or refused once the snapshot is gone', async (ctx) => {
+    const { runtime, snapshots, snapshot, clone, admin } = await waitingClone(ctx, 'source-gone');
+    const core = admin.makeApiClient(CoreV1Api);
+    const custom = admin.makeApiClient(CustomObjectsApi);
+    const claim = () =>
+      core.readNamespacedPersistentVolumeClaim({
+        namespace: namespaceName(clone.envId),
+        name: 'volume-data',
+      });
+    // What a hand, or a crash of a removal, may do: the clone's source VolumeSnapshot deleted.
+    const dropSource = () =>
+      custom.deleteNamespacedCustomObject({
+        group: 'snapshot.storage.k8s.io',
+        version: 'v1',
+        namespace: namespaceName(clone.envId),
+        plural: 'volumesnapshots',
+        name: cloneSnapshotName('data'),
+      });
+
+    // Its claim can never be filled now: not taken for a clone, made again.
+    await dropSource();
+    expect(await snapshots.restore(clone, 'data', snapshot.id, AbortSignal.timeout(60_000))).toBe('restored');
+    expect((await claim()).spec?.dataSource?.name).toBe(cloneSnapshotName('data'));
+
+    // The snapshot removed too: refused as gone, the claim left empty for a seed to fill.
+    await snapshots.remove(snapshot.id);
+    await dropSource();
+    await expect(
+      snapshots.restore(clone, 'data', snapshot.id, AbortSignal.timeout(60_000)),
+    ).rejects.toBeInstanceOf(SnapshotGoneError);
+    expect((await claim()).spec?.dataSource).toBeUndefined();
+    await applyPlan(runtime, { ...clone, volumes: [{ name: 'data' }] });
   });
 });
 

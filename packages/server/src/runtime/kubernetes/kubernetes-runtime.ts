@@ -1025,6 +1025,7 @@ export class KubernetesRuntime implements Runtime {
     if (!envId) throw new Error('destroy needs an environment id');
     const ns = namespaceName(envId);
     const deadline = Date.now() + 300_000;
+    let nudged = 0;
     for (;;) {
       const found = await unless([404], this.k.core.readNamespace({ name: ns }));
       if (!found) {
@@ -1045,6 +1046,11 @@ export class KubernetesRuntime implements Runtime {
         );
       }
       if (Date.now() > deadline) throw new Error(`namespace ${ns} is still being deleted`);
+      // Clones the storage was filling hold the namespace until the snapshot controller looks again.
+      if (found.metadata.deletionTimestamp && Date.now() - nudged > 5_000) {
+        nudged = Date.now();
+        await this.snapshots?.nudgeClones(envId).catch(() => {});
+      }
       await sleep(Math.max(this.pollMs, 500));
     }
   }

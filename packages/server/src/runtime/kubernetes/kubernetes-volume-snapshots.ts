@@ -166,7 +166,11 @@ export class KubernetesVolumeSnapshots implements VolumeSnapshots {
     });
     // Set last: only a complete copy is ever taken for a clone (a clone by the storage is bound
     // only once it is filled).
-    if (claim.metadata?.annotations?.[RESTORED_FROM] === snapshotId) return 'present';
+    if (claim.metadata?.annotations?.[RESTORED_FROM] === snapshotId) {
+      if (!(await this.csi.unfillable(claim))) return 'present';
+      // A clone by the storage whose source went before it was filled: made again, or seeded.
+      await this.csi.emptyAgain(plan, volume, signal);
+    }
     const kept = await this.csi.kept(snapshotId);
     if (kept) {
       await this.csi.restore(plan, volume, kept, signal);
@@ -214,7 +218,10 @@ export class KubernetesVolumeSnapshots implements VolumeSnapshots {
     );
     if (cloning) return false;
     // The storage's snapshot, where it took it (what of it a clone still needs stays until then).
-    await this.csi.remove(snapshotId);
+    // A role that may not touch the snapshot API made none of them.
+    await this.csi.remove(snapshotId).catch((err: unknown) => {
+      if (statusOf(err) !== 403) throw err;
+    });
     // Helpers filling it (a take cut short), then its claim (and its node volume).
     await Promise.all((pods?.items ?? []).map((p) => this.deletePod(this.namespace, p.metadata!.name!)));
     await unless(
@@ -262,6 +269,11 @@ export class KubernetesVolumeSnapshots implements VolumeSnapshots {
 
   imageId(ref: string): Promise<string | null> {
     return imageId(this.options.docker, ref);
+  }
+
+  /** See {@link CsiVolumeSnapshots.nudgeClones}: while the environment's namespace is deleted. */
+  nudgeClones(envId: string): Promise<void> {
+    return this.csi.nudgeClones(envId);
   }
 
   /** Helpers of the environment's restores in the snapshots namespace (its own go with its namespace). */

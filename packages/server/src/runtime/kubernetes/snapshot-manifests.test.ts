@@ -150,13 +150,13 @@ describe('CSI snapshot manifests', () => {
     expect(take.metadata.labels).toMatchObject({ [SNAPSHOT_LABEL]: snapshot.id, [CSI_ROLE_LABEL]: 'take' });
   });
 
-  it('keeps it in the snapshots namespace, bound to a content that removes the storage snapshot with it', () => {
+  it('keeps it in the snapshots namespace, bound to a content that keeps the storage snapshot until a removal deletes it', () => {
     const content = keptContentManifest(csi, snapshot, handle);
     const kept = keptSnapshotManifest(csi, snapshot);
     expect(content.spec).toEqual({
       source: { snapshotHandle: 'b1f3-77' },
       driver: 'hostpath.csi.k8s.io',
-      deletionPolicy: 'Delete',
+      deletionPolicy: 'Retain',
       volumeSnapshotClassName: 'csi-hostpath-snapclass',
       volumeSnapshotRef: { namespace: snapshotNamespaceName('inst-1'), name: kept.metadata.name },
     });
