@@ -22,13 +22,23 @@ export interface VolumeSnapshotsCaseOptions {
 
 const data = [{ type: 'volume' as const, source: 'data', target: '/data', readOnly: false }];
 
+/**
+ * A writer that takes a second to stop, as a database writing out what it holds does: a take
+ * cannot be done before then, whatever the machine's speed.
+ */
+const SLOW_TO_STOP = ['busybox', 'sh', '-c', "trap 'sleep 1; exit 0' TERM; while true; do sleep 1; done"];
+
 /** A service that writes the volume (a controller where the driver has them) and one more that mounts it. */
-function writers(extra: Partial<EnvPlan> = {}, volume: VolumePlan = { name: 'data' }): EnvPlan {
+function writers(
+  extra: Partial<EnvPlan> = {},
+  volume: VolumePlan = { name: 'data' },
+  dbCommand = ['testkit', 'sleep'],
+): EnvPlan {
   return envPlan(
     [
       workload({
         name: 'db',
-        command: ['testkit', 'sleep'],
+        command: dbCommand,
         restart: 'always',
         mounts: data,
         stopGracePeriodMs: 2000,
@@ -146,7 +156,7 @@ export function describeVolumeSnapshots(name: string, options: VolumeSnapshotsCa
     });
 
     it('a failed take leaves no snapshot and the writers running', async () => {
-      const source = track(writers());
+      const source = track(writers({}, { name: 'data' }, SLOW_TO_STOP));
       await applyPlan(runtime, source);
       await sh(source, 'db', 'echo kept > /data/a');
       const snapshot: SnapshotRef = {
@@ -157,6 +167,7 @@ export function describeVolumeSnapshots(name: string, options: VolumeSnapshotsCa
       taken.push(snapshot.id);
       const controller = new AbortController();
       const taking = snapshots.take(source, 'data', snapshot, controller.signal);
+      // While its writer stops (a second at least): never after the take is done.
       setTimeout(() => controller.abort(new Error('given up')), 300);
       await expect(taking).rejects.toThrow();
       expect(await snapshots.exists(snapshot.id)).toBe(false);
