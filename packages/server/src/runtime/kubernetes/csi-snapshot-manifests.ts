@@ -129,9 +129,6 @@ export function keptContentManifest(
   return content(settings, snapshot, handle, {
     name: keptContentName(settings.instance, snapshot.id),
     role: 'kept',
-    // Retain: deleting the kept VolumeSnapshot (the first step of a removal) leaves the storage's
-    // snapshot; the removal deletes it with the content, once no clone needs it.
-    deletionPolicy: 'Retain',
     ref: { namespace: snapshotNamespaceName(settings.instance), name: keptSnapshotName(snapshot.id) },
   });
 }
@@ -159,7 +156,6 @@ export function cloneContentManifest(
   const made = content(settings, snapshot, handle, {
     name: cloneContentName(settings.instance, plan.envId, volume),
     role: 'clone',
-    deletionPolicy: 'Retain',
     ref: { namespace: namespaceName(plan.envId), name: cloneSnapshotName(volume) },
   });
   // Removed with the environment (destroy finds them by it).
@@ -210,7 +206,6 @@ function content(
   o: {
     name: string;
     role: CsiRole;
-    deletionPolicy: 'Delete' | 'Retain';
     ref: { namespace: string; name: string };
   },
 ): VolumeSnapshotContentObject {
@@ -225,7 +220,9 @@ function content(
     spec: {
       source: { snapshotHandle: handle.snapshotHandle },
       driver: handle.driver,
-      deletionPolicy: o.deletionPolicy,
+      // Retain, kept or clone: deleting a VolumeSnapshot (a removal's first step, a clone done
+      // with) never removes the storage's snapshot; a removal makes the contents Delete to.
+      deletionPolicy: 'Retain',
       volumeSnapshotClassName: handle.className,
       volumeSnapshotRef: o.ref,
     },

@@ -264,15 +264,7 @@ export class CsiVolumeSnapshots {
   async unfillable(claim: V1PersistentVolumeClaim): Promise<boolean> {
     const source = claim.spec?.dataSource;
     if (source?.kind !== 'VolumeSnapshot' || claim.status?.phase === 'Bound') return false;
-    const found = (await unless(
-      [404],
-      this.k.custom.getNamespacedCustomObject({
-        ...api,
-        namespace: claim.metadata!.namespace!,
-        plural: 'volumesnapshots',
-        name: source.name,
-      }),
-    )) as CsiObject | undefined;
+    const found = await unless([404], this.getSnapshot(claim.metadata!.namespace!, source.name));
     return !found || Boolean(found.metadata?.deletionTimestamp);
   }
 
@@ -289,24 +281,9 @@ export class CsiVolumeSnapshots {
 
   /** The kept snapshot, while its VolumeSnapshot is there, not being deleted, and ready. */
   async kept(snapshotId: string): Promise<KeptCsiSnapshot | null> {
-    const found = (await unless(
-      [403, 404],
-      this.k.custom.getNamespacedCustomObject({
-        ...api,
-        namespace: this.namespace,
-        plural: 'volumesnapshots',
-        name: keptSnapshotName(snapshotId),
-      }),
-    )) as CsiObject | undefined;
+    const found = await unless([403, 404], this.getSnapshot(this.namespace, keptSnapshotName(snapshotId)));
     if (!found || found.metadata?.deletionTimestamp || !found.status?.readyToUse) return null;
-    const content = (await unless(
-      [404],
-      this.k.custom.getClusterCustomObject({
-        ...api,
-        plural: 'volumesnapshotcontents',
-        name: keptContentName(this.settings.instance, snapshotId),
-      }),
-    )) as CsiObject | undefined;
+    const content = await unless([404], this.getContent(keptContentName(this.settings.instance, snapshotId)));
     if (!content?.spec?.driver || !content.spec.source?.snapshotHandle) return null;
     return {
       id: snapshotId,
@@ -475,10 +452,7 @@ export class CsiVolumeSnapshots {
     const deadline = Date.now() + timeoutMs;
     let last = '';
     for (;;) {
-      const found = (await unless(
-        [404],
-        this.k.custom.getNamespacedCustomObject({ ...api, namespace, plural: 'volumesnapshots', name }),
-      )) as CsiObject | undefined;
+      const found = await unless([404], this.getSnapshot(namespace, name));
       if (!found) throw new Error(`volume snapshot ${namespace}/${name} is gone`);
       const status = found.status ?? {};
       last = status.error?.message ?? last;
@@ -537,15 +511,7 @@ export class CsiVolumeSnapshots {
     const deadline = Date.now() + this.options.timeoutMs;
     for (;;) {
       const [s, c] = await Promise.all([
-        unless(
-          [404],
-          this.k.custom.getNamespacedCustomObject({
-            ...api,
-            namespace: ns,
-            plural: 'volumesnapshots',
-            name: snapshot,
-          }),
-        ),
+        unless([404], this.getSnapshot(ns, snapshot)),
         unless([404], this.getContent(content)),
       ]);
       if (!s && !c) return;
@@ -561,6 +527,10 @@ export class CsiVolumeSnapshots {
       if (Date.now() > deadline) throw new Error(`claim ${namespace}/${name} does not go away`);
       await sleep(this.options.pollMs, undefined, { signal });
     }
+  }
+
+  private getSnapshot(namespace: string, name: string): Promise<CsiObject> {
+    return this.k.custom.getNamespacedCustomObject({ ...api, namespace, plural: 'volumesnapshots', name });
   }
 
   private getContent(name: string): Promise<CsiObject> {
